@@ -1,0 +1,49 @@
+# fieldmesh: the commands CI and the README use. Recipes run in bash with errexit and pipefail,
+# so a failure anywhere in a pipeline fails the target.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+GO ?= go
+# How long `make fuzz` runs each fuzz target (a go test -fuzztime value).
+FUZZTIME ?= 30s
+# Which packages test, lint, bench and fuzz look at, e.g. make fuzz PKGS=./sync/...
+PKGS ?= ./...
+# Extra arguments for `make run`, e.g. make run ARGS='--data /tmp/fm-a --no-mdns'.
+ARGS ?=
+
+.PHONY: test build lint bench fuzz run
+
+## test: every test, with the race detector, in random order (the README's test command)
+test:
+	$(GO) test -race -shuffle=on -count=1 -timeout 20m $(PKGS)
+
+## build: the binary, in bin/fieldmesh
+build:
+	$(GO) build -o bin/fieldmesh ./cmd/fieldmesh
+
+## lint: gofmt must have nothing to say, and go vet must pass
+lint:
+	@unformatted="$$(gofmt -l .)"; \
+	if [[ -n "$$unformatted" ]]; then \
+		echo "gofmt: these files need formatting (run gofmt -w):"; \
+		echo "$$unformatted"; \
+		exit 1; \
+	fi
+	$(GO) vet $(PKGS)
+
+## bench: every benchmark, once, so they keep compiling and running
+bench:
+	$(GO) test -run='^$$' -bench=. -benchtime=1x $(PKGS)
+
+## fuzz: every fuzz target, FUZZTIME each (go test -fuzz takes one target of one package at a time)
+fuzz:
+	@targets="$$($(GO) test -list '^Fuzz' $(PKGS) | awk '/^Fuzz/ { f[n++] = $$1; next } /^ok / { for (i = 0; i < n; i++) print $$2, f[i]; n = 0 }')"; \
+	if [[ -z "$$targets" ]]; then echo "no fuzz targets found"; exit 1; fi; \
+	while read -r pkg target; do \
+		echo "=== fuzz $$pkg $$target for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) "$$pkg" < /dev/null; \
+	done <<< "$$targets"
+
+## run: a node on the default data directory (offers to initialise it on first run)
+run:
+	$(GO) run ./cmd/fieldmesh up $(ARGS)

@@ -1,0 +1,162 @@
+package localapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// ErrNotRunning is returned by the client when no node answers on the socket.
+var ErrNotRunning = errors.New("no node is running on this data directory (start one with: fieldmesh up)")
+
+// Client talks to a node's local API.
+type Client struct {
+	path string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the API socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableCompression: true,
+	}
+	return &Client{path: path, hc: &http.Client{Transport: tr}}
+}
+
+func (c *Client) do(ctx context.Context, method, route string, in, out any) error {
+	resp, err := c.open(ctx, method, route, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("localapi: bad answer from the node: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) open(ctx context.Context, method, route string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://fieldmesh"+route, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" {
+			return nil, ErrNotRunning
+		}
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		var ae apiError
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRequest))
+		if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
+			ae.Error = fmt.Sprintf("node answered %s", resp.Status)
+		}
+		return nil, errors.New(ae.Error)
+	}
+	return resp, nil
+}
+
+// Status returns the node's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Teams lists the node's teams.
+func (c *Client) Teams(ctx context.Context) ([]Team, error) {
+	var ts []Team
+	return ts, c.do(ctx, http.MethodGet, "/v1/teams", nil, &ts)
+}
+
+// CreateTeam creates a team.
+func (c *Client) CreateTeam(ctx context.Context, name, kind string) (Team, error) {
+	var t Team
+	return t, c.do(ctx, http.MethodPost, "/v1/teams", map[string]string{"name": name, "kind": kind}, &t)
+}
+
+// Invite creates an invite code; ttl 0 means the default.
+func (c *Client) Invite(ctx context.Context, team string, ttl time.Duration) (Invite, error) {
+	var inv Invite
+	req := map[string]string{"team": team}
+	if ttl > 0 {
+		req["ttl"] = ttl.String()
+	}
+	return inv, c.do(ctx, http.MethodPost, "/v1/invite", req, &inv)
+}
+
+// Join uses an invite code.
+func (c *Client) Join(ctx context.Context, code string) (Team, error) {
+	var t Team
+	return t, c.do(ctx, http.MethodPost, "/v1/join", map[string]string{"code": code}, &t)
+}
+
+// Send posts a message and returns once the node has it durably stored.
+func (c *Client) Send(ctx context.Context, req SendRequest) (Sent, error) {
+	var s Sent
+	return s, c.do(ctx, http.MethodPost, "/v1/send", req, &s)
+}
+
+// Peers lists connected peers.
+func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
+	var ps []Peer
+	return ps, c.do(ctx, http.MethodGet, "/v1/peers", nil, &ps)
+}
+
+// Messages calls fn for each message of a team, in order. With follow it keeps calling fn for new
+// messages until ctx ends or fn returns an error (which Messages returns).
+func (c *Client) Messages(ctx context.Context, team string, follow bool, fn func(Message) error) error {
+	q := url.Values{"team": {team}}
+	if follow {
+		q.Set("follow", "1")
+	}
+	resp, err := c.open(ctx, http.MethodGet, "/v1/messages?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var m Message
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return fmt.Errorf("localapi: bad message from the node: %w", err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("localapi: %w", err)
+	}
+	return nil
+}

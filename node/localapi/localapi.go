@@ -1,0 +1,395 @@
+// Package localapi is the node's local control API: JSON over HTTP on a unix socket inside the data
+// directory (mode 0600, in a 0700 directory), so only the device's user can drive the node. The CLI's
+// commands other than init and up are thin clients of it.
+//
+// Routes (all JSON; errors are {"error": "..."} with a 4xx/5xx status):
+//
+//	GET  /v1/status
+//	GET  /v1/teams
+//	POST /v1/teams             {"name","kind"}
+//	POST /v1/invite            {"team","ttl"}                  ttl is a Go duration, "" = 24h
+//	POST /v1/join              {"code"}
+//	POST /v1/send              {"team","text","priority","patient","reply_to"}
+//	GET  /v1/messages?team=T[&follow=1]                        NDJSON, one message per line
+//	GET  /v1/peers
+//
+// The server holds no state of its own; Serve returns when its context ends.
+package localapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+)
+
+// Status is the JSON form of node.Status.
+type Status struct {
+	Device string         `json:"device"`
+	Short  string         `json:"short"`
+	Name   string         `json:"name"`
+	PeerID string         `json:"peer_id"`
+	Addrs  []string       `json:"addrs"`
+	Teams  int            `json:"teams"`
+	Peers  int            `json:"peers"`
+	Sync   node.SyncStats `json:"sync"`
+}
+
+// Team is the JSON form of node.TeamInfo.
+type Team struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Kind     string `json:"kind"`
+	Members  int    `json:"members"`
+	Messages int    `json:"messages"`
+	Admin    bool   `json:"admin"`
+}
+
+// Invite is a created invite code.
+type Invite struct {
+	Code    string `json:"code"`
+	Expires string `json:"expires"`
+}
+
+// SendRequest posts a message.
+type SendRequest struct {
+	Team     string `json:"team"`
+	Text     string `json:"text"`
+	Priority string `json:"priority,omitempty"`
+	Patient  string `json:"patient,omitempty"`
+	ReplyTo  string `json:"reply_to,omitempty"`
+}
+
+// Sent acknowledges a message: it is durably stored on the device.
+type Sent struct {
+	ID  string `json:"id"`
+	HLC uint64 `json:"hlc"`
+}
+
+// Message is the JSON form of a message view.
+type Message struct {
+	ID         string `json:"id"`
+	Author     string `json:"author"`
+	AuthorName string `json:"author_name"`
+	Time       string `json:"time"`
+	HLC        uint64 `json:"hlc"`
+	Text       string `json:"text"`
+	Priority   string `json:"priority"`
+	Patient    string `json:"patient,omitempty"`
+	ReplyTo    string `json:"reply_to,omitempty"`
+}
+
+// Peer is a connected peer.
+type Peer struct {
+	PeerID string   `json:"peer_id"`
+	Device string   `json:"device"`
+	Addrs  []string `json:"addrs"`
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+// Server serves the API for one node.
+type Server struct {
+	Node   *node.Node
+	Logger *slog.Logger // nil discards
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", s.status)
+	mux.HandleFunc("GET /v1/teams", s.teams)
+	mux.HandleFunc("POST /v1/teams", s.createTeam)
+	mux.HandleFunc("POST /v1/invite", s.invite)
+	mux.HandleFunc("POST /v1/join", s.join)
+	mux.HandleFunc("POST /v1/send", s.send)
+	mux.HandleFunc("GET /v1/messages", s.messages)
+	mux.HandleFunc("GET /v1/peers", s.peers)
+	return mux
+}
+
+// maxRequest bounds request bodies.
+const maxRequest = 64 << 10
+
+// Listen opens the API socket at path. A stale socket left by a crashed node is replaced; a live one
+// (another node running on this data directory) is an error.
+func Listen(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("localapi: a node is already running on %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("localapi: remove stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("localapi: listen: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("localapi: chmod socket: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves the API on l until ctx ends, then shuts down and removes nothing (the caller owns l).
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	code := http.StatusBadRequest
+	switch {
+	case errors.Is(err, node.ErrUnknownTeam):
+		code = http.StatusNotFound
+	case errors.Is(err, node.ErrJoinRefused), errors.Is(err, node.ErrInviteExpired):
+		code = http.StatusForbidden
+	}
+	writeJSON(w, code, apiError{Error: strings.TrimPrefix(err.Error(), "node: ")})
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxRequest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("localapi: bad request: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st := s.Node.Status()
+	out := Status{
+		Device: st.Device.String(), Short: st.Device.Short(), Name: st.Name, PeerID: st.PeerID.String(),
+		Teams: st.Teams, Peers: st.Peers, Sync: st.Sync, Addrs: []string{},
+	}
+	for _, a := range st.Addrs {
+		out.Addrs = append(out.Addrs, a.String())
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func teamJSON(t node.TeamInfo) Team {
+	return Team{ID: t.ID.String(), Name: t.Name, Kind: t.Kind.String(), Members: t.Members, Messages: t.Messages, Admin: t.Admin}
+}
+
+func (s *Server) teams(w http.ResponseWriter, r *http.Request) {
+	out := []Team{}
+	for _, t := range s.Node.Teams() {
+		out = append(out, teamJSON(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) createTeam(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name string `json:"name"`
+		Kind string `json:"kind"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if req.Kind == "" {
+		req.Kind = "clinical"
+	}
+	kind, err := crdt.ParseTeamKind(req.Kind)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	t, err := s.Node.CreateTeam(req.Name, kind)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, teamJSON(t))
+}
+
+func (s *Server) invite(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Team string `json:"team"`
+		TTL  string `json:"ttl"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			writeErr(w, fmt.Errorf("bad invite lifetime %q", req.TTL))
+			return
+		}
+		ttl = d
+	}
+	inv, err := s.Node.Invite(req.Team, ttl)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Invite{Code: inv.Code(), Expires: inv.Expires.UTC().Format(time.RFC3339)})
+}
+
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Code string `json:"code"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	t, err := s.Node.Join(r.Context(), req.Code)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, teamJSON(t))
+}
+
+func (s *Server) send(w http.ResponseWriter, r *http.Request) {
+	var req SendRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	m := crdt.Message{Text: req.Text, Patient: req.Patient}
+	if req.Priority != "" {
+		p, err := crdt.ParsePriority(req.Priority)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		m.Priority = p
+	}
+	if req.ReplyTo != "" {
+		id, err := crdt.ParseOpID(req.ReplyTo)
+		if err != nil {
+			writeErr(w, fmt.Errorf("bad reply-to id: %w", err))
+			return
+		}
+		m.ReplyTo = &id
+	}
+	id, hlc, err := s.Node.Send(req.Team, m)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Sent{ID: id.String(), HLC: uint64(hlc)})
+}
+
+func messageJSON(m crdt.MessageView) Message {
+	out := Message{
+		ID: m.ID.String(), Author: m.Author.String(), AuthorName: m.AuthorName,
+		Time: m.Time.Time().UTC().Format(time.RFC3339Nano), HLC: uint64(m.Time),
+		Text: m.Text, Priority: m.Priority.String(), Patient: m.Patient,
+	}
+	if m.ReplyTo != nil {
+		out.ReplyTo = m.ReplyTo.String()
+	}
+	return out
+}
+
+// messages streams a team's messages as NDJSON. With follow=1 it keeps the response open and writes
+// each message that arrives later, never one twice.
+func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
+	team := r.URL.Query().Get("team")
+	follow := r.URL.Query().Get("follow") == "1"
+	var (
+		updates <-chan struct{}
+		stop    func()
+	)
+	if follow {
+		ch, cancel, err := s.Node.Watch(team)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		updates, stop = ch, cancel
+		defer stop()
+	}
+	msgs, err := s.Node.Messages(team)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	shown := make(map[crdt.OpID]bool, len(msgs))
+	write := func(msgs []crdt.MessageView) error {
+		for _, m := range msgs {
+			if shown[m.ID] {
+				continue
+			}
+			shown[m.ID] = true
+			if err := enc.Encode(messageJSON(m)); err != nil {
+				return err
+			}
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	}
+	if err := write(msgs); err != nil || !follow {
+		return
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-updates:
+			msgs, err := s.Node.Messages(team)
+			if err != nil {
+				return
+			}
+			if err := write(msgs); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (s *Server) peers(w http.ResponseWriter, r *http.Request) {
+	out := []Peer{}
+	for _, p := range s.Node.Peers() {
+		pj := Peer{PeerID: p.ID.String(), Device: p.Device.String(), Addrs: []string{}}
+		for _, a := range p.Addrs {
+			pj.Addrs = append(pj.Addrs, a.String())
+		}
+		out = append(out, pj)
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,875 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	stdsync "sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	lnoise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+)
+
+// Protocol ids spoken by a node.
+const (
+	SyncProtocol = "/fieldmesh/sync/1.0.0"
+	JoinProtocol = "/fieldmesh/join/1.0.0"
+	mdnsService  = "fieldmesh"
+)
+
+// Secret names in the store's keys keyspace.
+const (
+	secretDevice = "device"
+	secretName   = "name"
+)
+
+// Config configures a Node. The zero value of every optional field works.
+type Config struct {
+	// Store is the device's opened store. Required; the caller owns it and closes it after the node.
+	Store *storage.Store
+	// ListenAddrs are multiaddrs to listen on. Default: TCP and QUIC on every interface, random ports.
+	ListenAddrs []string
+	// Bootstrap are peers (multiaddrs ending in /p2p/ID) to dial at start and whenever disconnected.
+	Bootstrap []string
+	// NoMDNS turns local-network discovery off. Default: on.
+	NoMDNS bool
+	// Host, if set, is used instead of building a libp2p host (tests use mocknet hosts). Its identity must
+	// be the device key. The caller owns it; Close does not close it.
+	Host host.Host
+	// SyncInterval is how often a node reconciles with each connected member. Default 2 minutes.
+	SyncInterval time.Duration
+	// RedialInterval is how often known peers that are not connected are dialled. Default 30 seconds.
+	RedialInterval time.Duration
+	// Logger receives the node's logs. Nil discards them. Logs name devices and teams by short ids only.
+	Logger *slog.Logger
+	// Now is the wall clock. Nil is time.Now.
+	Now func() time.Time
+}
+
+// Identity is the device's identity as kept in the store.
+type Identity struct {
+	Device *identity.Device
+	Name   string
+}
+
+// ErrNoIdentity is returned by LoadIdentity for a store that was never initialised.
+var ErrNoIdentity = errors.New("node: no device identity in the store (run init)")
+
+// Init creates the device identity in a new store: a fresh key pair and the member's display name.
+func Init(st *storage.Store, name string) (*Identity, error) {
+	name = strings.TrimSpace(name)
+	if err := validateName(name); err != nil {
+		return nil, err
+	}
+	if _, err := st.Secret(secretDevice); err == nil {
+		return nil, errors.New("node: this store already has a device identity")
+	}
+	dev, err := identity.Generate(nil)
+	if err != nil {
+		return nil, fmt.Errorf("node: generate identity: %w", err)
+	}
+	b, err := dev.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	if err := st.PutSecret(secretName, []byte(name)); err != nil {
+		return nil, fmt.Errorf("node: store name: %w", err)
+	}
+	if err := st.PutSecret(secretDevice, b); err != nil {
+		return nil, fmt.Errorf("node: store identity: %w", err)
+	}
+	return &Identity{Device: dev, Name: name}, nil
+}
+
+// LoadIdentity reads the device identity from the store.
+func LoadIdentity(st *storage.Store) (*Identity, error) {
+	b, err := st.Secret(secretDevice)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, ErrNoIdentity
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: load identity: %w", err)
+	}
+	dev, err := identity.UnmarshalDevice(b)
+	if err != nil {
+		return nil, fmt.Errorf("node: load identity: %w", err)
+	}
+	name, err := st.Secret(secretName)
+	if err != nil {
+		return nil, fmt.Errorf("node: load name: %w", err)
+	}
+	return &Identity{Device: dev, Name: string(name)}, nil
+}
+
+// PeerID returns the libp2p peer id of a device.
+func PeerID(d identity.DeviceID) (peer.ID, error) {
+	pk, err := lcrypto.UnmarshalEd25519PublicKey(d[:])
+	if err != nil {
+		return "", err
+	}
+	return peer.IDFromPublicKey(pk)
+}
+
+// deviceOf returns the device id behind a peer id (peer ids embed Ed25519 keys).
+func deviceOf(p peer.ID) (identity.DeviceID, error) {
+	var d identity.DeviceID
+	pk, err := p.ExtractPublicKey()
+	if err != nil {
+		return d, err
+	}
+	raw, err := pk.Raw()
+	if err != nil || pk.Type() != lcrypto.Ed25519 || len(raw) != len(d) {
+		return d, errors.New("node: peer key is not an Ed25519 device key")
+	}
+	copy(d[:], raw)
+	return d, nil
+}
+
+// Node is a running fieldmesh node: a libp2p host, one gossip topic per team, the sync and join
+// protocols, and the team logs rebuilt from the encrypted store.
+//
+// All methods are safe for concurrent use. Close stops it.
+type Node struct {
+	cfg    Config
+	id     *Identity
+	st     *storage.Store
+	log    *slog.Logger
+	now    func() time.Time
+	host   host.Host
+	ownsH  bool
+	ps     *pubsub.PubSub
+	mdns   interface{ Close() error }
+	ingest chan ingestItem
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     stdsync.WaitGroup
+
+	clockMu stdsync.Mutex
+	clock   crdt.Clock
+
+	mu       stdsync.Mutex // guards the fields below
+	closed   bool
+	teams    map[crdt.TeamID]*team
+	byTopic  map[envelope.Topic]*team
+	inflight map[string]bool // peer+topic of running sync sessions
+
+	stats syncStats
+}
+
+type syncStats struct {
+	sessions, bytesSent, bytesReceived, envelopesReceived, envelopesSent atomic.Int64
+}
+
+type ingestItem struct {
+	t    *team
+	env  *envelope.Envelope
+	op   *crdt.Op
+	raw  []byte
+	from peer.ID
+}
+
+// New starts a node. It loads the identity and the teams from the store, starts the libp2p host (unless
+// one is given), joins each team's gossip topic and starts discovery, sync and redial loops.
+func New(cfg Config) (*Node, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("node: Config.Store is required")
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = 2 * time.Minute
+	}
+	if cfg.RedialInterval == 0 {
+		cfg.RedialInterval = 30 * time.Second
+	}
+	if cfg.SyncInterval < 0 || cfg.RedialInterval < 0 {
+		return nil, errors.New("node: negative interval")
+	}
+	if len(cfg.ListenAddrs) == 0 {
+		cfg.ListenAddrs = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+	}
+	var bootstrap []peer.AddrInfo
+	for _, s := range cfg.Bootstrap {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("node: bootstrap address %q: %w", s, err)
+		}
+		bootstrap = append(bootstrap, *ai)
+	}
+	for _, s := range cfg.ListenAddrs {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return nil, fmt.Errorf("node: listen address %q: %w", s, err)
+		}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	id, err := LoadIdentity(cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:      cfg,
+		id:       id,
+		st:       cfg.Store,
+		log:      logger.With("device", id.Device.ID()),
+		now:      now,
+		ingest:   make(chan ingestItem, 256),
+		teams:    make(map[crdt.TeamID]*team),
+		byTopic:  make(map[envelope.Topic]*team),
+		inflight: make(map[string]bool),
+	}
+	n.clock.Now = now
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+
+	if cfg.Host != nil {
+		n.host = cfg.Host
+	} else {
+		n.host, err = n.newHost()
+		if err != nil {
+			n.cancel()
+			return nil, err
+		}
+		n.ownsH = true
+	}
+	if err := n.start(bootstrap); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) newHost() (host.Host, error) {
+	priv, err := lcrypto.UnmarshalEd25519PrivateKey(n.id.Device.SigningKey())
+	if err != nil {
+		return nil, fmt.Errorf("node: identity key: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(32, 64, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("node: connection manager: %w", err)
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(priv),
+		libp2p.ListenAddrStrings(n.cfg.ListenAddrs...),
+		libp2p.Security(lnoise.ID, lnoise.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.ConnectionManager(cm),
+		libp2p.DefaultResourceManager,
+		libp2p.DisableMetrics(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("node: start libp2p host: %w", err)
+	}
+	return h, nil
+}
+
+// msgID names gossip messages by the hash of their content, so ids carry nothing about the sender.
+func msgID(m *pb.Message) string {
+	h := sha256.Sum256(m.Data)
+	return string(h[:20])
+}
+
+func (n *Node) start(bootstrap []peer.AddrInfo) error {
+	gp := pubsub.DefaultGossipSubParams()
+	// Small teams: bytes matter more than milliseconds, so keep the mesh narrow.
+	gp.D, gp.Dlo, gp.Dhi, gp.Dscore, gp.Dout, gp.Dlazy = 4, 3, 6, 2, 1, 4
+	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
+		pubsub.WithGossipSubParams(gp),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(msgID),
+		pubsub.WithMaxMessageSize(envelope.MaxSize+4096),
+		pubsub.WithPeerOutboundQueueSize(64),
+	)
+	if err != nil {
+		return fmt.Errorf("node: start gossipsub: %w", err)
+	}
+	n.ps = ps
+
+	recs, err := n.st.Teams()
+	if err != nil {
+		return fmt.Errorf("node: load teams: %w", err)
+	}
+	for _, b := range recs {
+		rec, err := unmarshalTeamRecord(b)
+		if err != nil {
+			return err
+		}
+		if err := n.addTeam(rec); err != nil {
+			return err
+		}
+	}
+
+	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
+	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
+	n.host.Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			p := c.RemotePeer()
+			n.goRun(func() { n.syncPeer(p) })
+		},
+	})
+
+	n.goRun(n.ingestLoop)
+	n.goRun(func() { n.maintainLoop(bootstrap) })
+	if !n.cfg.NoMDNS && n.ownsH {
+		svc := mdns.NewMdnsService(n.host, mdnsService, mdnsNotifee{n})
+		if err := svc.Start(); err != nil {
+			n.log.Warn("mdns discovery unavailable", "err", err)
+		} else {
+			n.mdns = svc
+		}
+	}
+	return nil
+}
+
+type mdnsNotifee struct{ n *Node }
+
+func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
+	if ai.ID == m.n.host.ID() {
+		return
+	}
+	m.n.goRun(func() {
+		ctx, cancel := context.WithTimeout(m.n.ctx, 10*time.Second)
+		defer cancel()
+		if err := m.n.host.Connect(ctx, ai); err != nil {
+			m.n.log.Debug("mdns peer unreachable", "peer", ai.ID.ShortString(), "err", err)
+		}
+	})
+}
+
+// goRun runs f on a goroutine that Close waits for; after Close it does nothing.
+func (n *Node) goRun(f func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the node and waits for its goroutines. It does not close the store. Idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	teams := make([]*team, 0, len(n.teams))
+	for _, t := range n.teams {
+		teams = append(teams, t)
+	}
+	n.mu.Unlock()
+
+	n.cancel()
+	if n.mdns != nil {
+		n.mdns.Close()
+	}
+	for _, t := range teams {
+		if t.sub != nil {
+			t.sub.Cancel()
+		}
+		if t.ptop != nil {
+			t.ptop.Close()
+		}
+	}
+	var err error
+	if n.ownsH {
+		err = n.host.Close()
+	} else {
+		n.host.RemoveStreamHandler(SyncProtocol)
+		n.host.RemoveStreamHandler(JoinProtocol)
+	}
+	n.wg.Wait()
+	return err
+}
+
+// Host returns the libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Identity returns the device identity.
+func (n *Node) Identity() *Identity { return n.id }
+
+// addTeam starts a team: joins its gossip topic, loads its envelopes from the store into its log.
+func (n *Node) addTeam(rec *teamRecord) error {
+	t := newTeam(rec)
+	n.mu.Lock()
+	if _, ok := n.teams[t.id]; ok {
+		n.mu.Unlock()
+		return nil
+	}
+	n.mu.Unlock()
+
+	var ops []*crdt.Op
+	err := n.st.Envelopes(t.topic, func(r storage.EnvelopeRecord) error {
+		e, err := envelope.Unmarshal(r.Data)
+		if err != nil {
+			n.log.Warn("skipping unreadable stored envelope", "team", t.id, "err", err)
+			return nil
+		}
+		op, err := t.open(e)
+		if err != nil {
+			n.log.Warn("skipping stored envelope that does not open", "team", t.id, "err", err)
+			return nil
+		}
+		ops = append(ops, op)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("node: load team %s: %w", t.id.Short(), err)
+	}
+	t.addOps(ops)
+	n.clockMu.Lock()
+	for _, op := range ops {
+		n.clock.Observe(op.Time)
+	}
+	n.clockMu.Unlock()
+
+	name := topicName(t.topic)
+	if err := n.ps.RegisterTopicValidator(name, n.validator(t)); err != nil {
+		return fmt.Errorf("node: topic validator: %w", err)
+	}
+	ptop, err := n.ps.Join(name)
+	if err != nil {
+		return fmt.Errorf("node: join topic: %w", err)
+	}
+	sub, err := ptop.Subscribe()
+	if err != nil {
+		ptop.Close()
+		return fmt.Errorf("node: subscribe: %w", err)
+	}
+	t.ptop, t.sub = ptop, sub
+
+	n.mu.Lock()
+	n.teams[t.id] = t
+	n.byTopic[t.topic] = t
+	n.mu.Unlock()
+	n.goRun(func() { n.readLoop(t) })
+	return nil
+}
+
+// topicName is the gossip topic of a team: derived one-way from the team id, so it names nothing.
+func topicName(t envelope.Topic) string {
+	return "/fieldmesh/t/" + hex.EncodeToString(t[:])
+}
+
+// validator drops malformed, oversized, foreign, tampered or unsigned envelopes before they are
+// delivered or forwarded.
+func (n *Node) validator(t *team) pubsub.ValidatorEx {
+	return func(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+		if len(m.Data) > envelope.MaxSize {
+			return pubsub.ValidationReject
+		}
+		e, err := envelope.Unmarshal(m.Data)
+		if err != nil {
+			n.log.Debug("gossip: rejected malformed envelope", "peer", from.ShortString(), "err", err)
+			return pubsub.ValidationReject
+		}
+		op, err := t.open(e)
+		if err != nil {
+			n.log.Debug("gossip: rejected envelope", "peer", from.ShortString(), "err", err)
+			return pubsub.ValidationReject
+		}
+		m.ValidatorData = ingestItem{t: t, env: e, op: op, raw: m.Data, from: from}
+		return pubsub.ValidationAccept
+	}
+}
+
+func (n *Node) readLoop(t *team) {
+	for {
+		m, err := t.sub.Next(n.ctx)
+		if err != nil {
+			return
+		}
+		it, ok := m.ValidatorData.(ingestItem)
+		if !ok || t.has(it.op.ID()) {
+			continue
+		}
+		it.from = m.ReceivedFrom
+		select {
+		case n.ingest <- it:
+		case <-n.ctx.Done():
+			return
+		}
+	}
+}
+
+// ingestLoop stores gossip arrivals durably, batching whatever has queued up into one write, then
+// applies them to the team logs.
+func (n *Node) ingestLoop() {
+	for {
+		var batch []ingestItem
+		select {
+		case it := <-n.ingest:
+			batch = append(batch, it)
+		case <-n.ctx.Done():
+			return
+		}
+	drain:
+		for len(batch) < 512 {
+			select {
+			case it := <-n.ingest:
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		if err := n.accept(batch); err != nil {
+			n.log.Error("storing received envelopes failed", "err", err)
+		}
+	}
+}
+
+// accept durably stores opened envelopes, then applies their ops. An envelope is reported stored
+// only after the write returned.
+func (n *Node) accept(items []ingestItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	recs := make([]storage.EnvelopeRecord, 0, len(items))
+	for _, it := range items {
+		recs = append(recs, storage.EnvelopeRecord{
+			Key:  storage.EnvelopeKey{Topic: it.env.Topic, Time: uint64(it.env.Time), ID: it.env.ID},
+			Data: it.raw,
+		})
+	}
+	if _, err := n.st.PutEnvelopes(recs); err != nil {
+		return fmt.Errorf("store envelopes: %w", err)
+	}
+	byTeam := make(map[*team][]*crdt.Op)
+	n.clockMu.Lock()
+	for _, it := range items {
+		byTeam[it.t] = append(byTeam[it.t], it.op)
+		n.clock.Observe(it.op.Time)
+	}
+	n.clockMu.Unlock()
+	for t, ops := range byTeam {
+		t.addOps(ops)
+	}
+	// A gossiped op whose parents we lack means we missed something: repair with whoever sent it.
+	for _, it := range items {
+		if it.from == "" || it.from == n.host.ID() {
+			continue
+		}
+		for _, p := range it.op.Parents {
+			if !it.t.has(p) {
+				t, from := it.t, it.from
+				n.goRun(func() { n.syncTeam(from, t) })
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// teamByRef finds a team by id (hex, or a unique prefix of at least 8 characters) or by name.
+func (n *Node) teamByRef(ref string) (*team, error) {
+	ref = strings.TrimSpace(ref)
+	if ref == "" {
+		return nil, errors.New("node: no team given")
+	}
+	n.mu.Lock()
+	all := make([]*team, 0, len(n.teams))
+	for _, t := range n.teams {
+		all = append(all, t)
+	}
+	n.mu.Unlock()
+	var found []*team
+	for _, t := range all {
+		if id := t.id.String(); id == strings.ToLower(ref) || (len(ref) >= 8 && strings.HasPrefix(id, strings.ToLower(ref))) {
+			return t, nil
+		}
+	}
+	for _, t := range all {
+		if t.snapshot().Name == ref {
+			found = append(found, t)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("%w: %q", ErrUnknownTeam, ref)
+	case 1:
+		return found[0], nil
+	default:
+		return nil, fmt.Errorf("node: %d teams are called %q: use the team id", len(found), ref)
+	}
+}
+
+// ErrUnknownTeam is returned when a team name or id matches no team of this device.
+var ErrUnknownTeam = errors.New("node: unknown team")
+
+// TeamInfo summarises a team for listings.
+type TeamInfo struct {
+	ID       crdt.TeamID
+	Name     string
+	Kind     crdt.TeamKind
+	Members  int
+	Messages int
+	Admin    bool
+}
+
+func (n *Node) info(t *team) TeamInfo {
+	s := t.snapshot()
+	ti := TeamInfo{ID: t.id, Name: s.Name, Kind: s.Kind, Members: len(s.Members), Messages: len(s.Messages)}
+	for _, m := range s.Members {
+		if m.Device == n.id.Device.ID() {
+			ti.Admin = m.Admin
+		}
+	}
+	return ti
+}
+
+// Teams lists the device's teams, sorted by name.
+func (n *Node) Teams() []TeamInfo {
+	n.mu.Lock()
+	all := make([]*team, 0, len(n.teams))
+	for _, t := range n.teams {
+		all = append(all, t)
+	}
+	n.mu.Unlock()
+	out := make([]TeamInfo, 0, len(all))
+	for _, t := range all {
+		out = append(out, n.info(t))
+	}
+	sortTeams(out)
+	return out
+}
+
+// Team returns the summary of one team, found by name or id.
+func (n *Node) Team(ref string) (TeamInfo, error) {
+	t, err := n.teamByRef(ref)
+	if err != nil {
+		return TeamInfo{}, err
+	}
+	return n.info(t), nil
+}
+
+// CreateTeam creates a team with this device's member as its first admin and the team's first epoch key.
+func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
+	name = strings.TrimSpace(name)
+	if err := validateName(name); err != nil {
+		return TeamInfo{}, err
+	}
+	if kind != crdt.Clinical && kind != crdt.Social {
+		return TeamInfo{}, fmt.Errorf("node: unknown team kind %d", kind)
+	}
+	rec := &teamRecord{}
+	if _, err := rand.Read(rec.ID[:]); err != nil {
+		return TeamInfo{}, err
+	}
+	key, err := seal.NewEpochKey(nil)
+	if err != nil {
+		return TeamInfo{}, err
+	}
+	rec.Epochs = []epochKey{{Epoch: 1, Key: key}}
+	body := crdt.Create{Name: name, Kind: kind, Creator: n.selfMember(true)}
+	if err := body.Validate(); err != nil {
+		return TeamInfo{}, err
+	}
+	n.clockMu.Lock()
+	ts := n.clock.Next()
+	n.clockMu.Unlock()
+	genesis := crdt.NewOp(n.id.Device, rec.ID, ts, nil, crdt.KindCreate, body.Marshal())
+	rec.Genesis = genesis.ID()
+	if err := n.st.PutTeam(rec.ID, rec.marshal()); err != nil {
+		return TeamInfo{}, fmt.Errorf("node: store team: %w", err)
+	}
+	if err := n.addTeam(rec); err != nil {
+		return TeamInfo{}, err
+	}
+	t := n.teamByID(rec.ID)
+	if err := n.publishOp(t, genesis); err != nil {
+		return TeamInfo{}, err
+	}
+	n.log.Info("team created", "team", rec.ID)
+	return n.info(t), nil
+}
+
+func (n *Node) teamByID(id crdt.TeamID) *team {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.teams[id]
+}
+
+func (n *Node) selfMember(admin bool) crdt.MemberInfo {
+	return crdt.MemberInfo{Device: n.id.Device.ID(), Noise: n.id.Device.NoisePublic(), Name: n.id.Name, Admin: admin}
+}
+
+// publish makes a new op of this device, seals it, stores it durably, applies it and gossips it.
+// It returns once the op is on disk: that is the acknowledgement.
+func (n *Node) publish(t *team, kind crdt.Kind, body []byte) (*crdt.Op, error) {
+	n.clockMu.Lock()
+	ts := n.clock.Next()
+	n.clockMu.Unlock()
+	op := crdt.NewOp(n.id.Device, t.id, ts, t.heads(), kind, body)
+	return op, n.publishOp(t, op)
+}
+
+// publishOp seals, stores, applies and gossips an op of this device.
+func (n *Node) publishOp(t *team, op *crdt.Op) error {
+	ep := t.current()
+	e := envelope.Seal(op, ep.Epoch, ep.Key)
+	raw := e.Marshal()
+	if len(raw) > envelope.MaxSize {
+		return fmt.Errorf("node: message too large (%d bytes sealed, limit %d)", len(raw), envelope.MaxSize)
+	}
+	if err := n.accept([]ingestItem{{t: t, env: e, op: op, raw: raw}}); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := t.ptop.Publish(n.ctx, raw); err != nil {
+		// Stored and acknowledged; catch-up delivers it when gossip could not.
+		n.log.Warn("gossip publish failed", "team", t.id, "err", err)
+	}
+	return nil
+}
+
+// Send posts a message to a team. It returns once the message is durably stored on this device.
+func (n *Node) Send(teamRef string, m crdt.Message) (crdt.OpID, crdt.HLC, error) {
+	t, err := n.teamByRef(teamRef)
+	if err != nil {
+		return crdt.OpID{}, 0, err
+	}
+	if !n.isMember(t, n.id.Device.ID()) {
+		return crdt.OpID{}, 0, errors.New("node: this device is not (yet) a member of the team")
+	}
+	if err := validateMessage(m); err != nil {
+		return crdt.OpID{}, 0, err
+	}
+	if err := m.Validate(); err != nil {
+		return crdt.OpID{}, 0, fmt.Errorf("node: %w", err)
+	}
+	op, err := n.publish(t, crdt.KindMessage, m.Marshal())
+	if err != nil {
+		return crdt.OpID{}, 0, err
+	}
+	return op.ID(), op.Time, nil
+}
+
+func (n *Node) isMember(t *team, d identity.DeviceID) bool {
+	for _, m := range t.snapshot().Members {
+		if m.Device == d {
+			return true
+		}
+	}
+	return false
+}
+
+// Messages returns a team's messages in display order.
+func (n *Node) Messages(teamRef string) ([]crdt.MessageView, error) {
+	t, err := n.teamByRef(teamRef)
+	if err != nil {
+		return nil, err
+	}
+	return t.snapshot().Messages, nil
+}
+
+// Watch returns a channel that receives a (coalesced) signal each time the team's log grows, and a
+// function that stops the watch. Callers re-read Messages on each signal.
+func (n *Node) Watch(teamRef string) (<-chan struct{}, func(), error) {
+	t, err := n.teamByRef(teamRef)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, cancel := t.watch()
+	return ch, cancel, nil
+}
+
+// Status describes the node.
+type Status struct {
+	Device  identity.DeviceID
+	Name    string
+	PeerID  peer.ID
+	Addrs   []ma.Multiaddr
+	Teams   int
+	Peers   int
+	Sync    SyncStats
+	Started time.Time
+}
+
+// SyncStats counts catch-up traffic since the node started.
+type SyncStats struct {
+	Sessions          int64 `json:"sessions"`
+	BytesSent         int64 `json:"bytes_sent"`
+	BytesReceived     int64 `json:"bytes_received"`
+	EnvelopesReceived int64 `json:"envelopes_received"`
+	EnvelopesSent     int64 `json:"envelopes_sent"`
+}
+
+// Status returns the node's status.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	nt := len(n.teams)
+	n.mu.Unlock()
+	return Status{
+		Device: n.id.Device.ID(),
+		Name:   n.id.Name,
+		PeerID: n.host.ID(),
+		Addrs:  n.host.Addrs(),
+		Teams:  nt,
+		Peers:  len(n.host.Network().Peers()),
+		Sync: SyncStats{
+			Sessions:          n.stats.sessions.Load(),
+			BytesSent:         n.stats.bytesSent.Load(),
+			BytesReceived:     n.stats.bytesReceived.Load(),
+			EnvelopesReceived: n.stats.envelopesReceived.Load(),
+			EnvelopesSent:     n.stats.envelopesSent.Load(),
+		},
+	}
+}
+
+// PeerInfo describes a connected peer.
+type PeerInfo struct {
+	ID     peer.ID
+	Device identity.DeviceID
+	Addrs  []ma.Multiaddr
+}
+
+// Peers lists connected peers.
+func (n *Node) Peers() []PeerInfo {
+	var out []PeerInfo
+	for _, p := range n.host.Network().Peers() {
+		pi := PeerInfo{ID: p}
+		pi.Device, _ = deviceOf(p)
+		for _, c := range n.host.Network().ConnsToPeer(p) {
+			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr())
+		}
+		out = append(out, pi)
+	}
+	sortPeers(out)
+	return out
+}

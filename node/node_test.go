@@ -1,0 +1,344 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+	"go.uber.org/goleak"
+
+	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Process-wide background goroutines started by libp2p and badger dependencies.
+		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
+		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/net/mock.(*peernet).handleNewStream"),
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+	)
+}
+
+// testKDF keeps Argon2id cheap in tests; production uses the defaults.
+var testKDF = storage.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+type testNode struct {
+	*Node
+	st *storage.Store
+}
+
+// newMockNodes starts n nodes, each with its own store, on one mocknet with every pair linked (not
+// connected).
+func newMockNodes(t *testing.T, names ...string) (mocknet.Mocknet, []*testNode) {
+	t.Helper()
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	var out []*testNode
+	for i, name := range names {
+		st, err := storage.Create(t.TempDir(), storage.Options{Passphrase: []byte("pw"), KDF: testKDF})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		id, err := Init(st, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sk, err := lcrypto.UnmarshalEd25519PrivateKey(id.Device.SigningKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := mn.AddPeer(sk, ma.StringCast(fmt.Sprintf("/ip4/127.0.0.%d/tcp/4001", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := New(Config{Store: st, Host: h, NoMDNS: true, SyncInterval: time.Hour, RedialInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		out = append(out, &testNode{Node: n, st: st})
+	}
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	return mn, out
+}
+
+// waitMessages waits, on the node's watch events with a deadline, until the team shows want messages.
+func waitMessages(t *testing.T, n *testNode, team string, want int) []crdt.MessageView {
+	t.Helper()
+	ch, cancel, err := n.Watch(team)
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	defer cancel()
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	for {
+		ms, err := n.Messages(team)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) >= want {
+			return ms
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("%s: %d messages after the deadline; want %d", n.id.Name, len(ms), want)
+		}
+	}
+}
+
+func ids(ms []crdt.MessageView) []crdt.OpID {
+	out := make([]crdt.OpID, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return out
+}
+
+func TestTeamInviteJoinAndMessages(t *testing.T) {
+	_, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri", "CHW Tembo")
+	a, b, c := ns[0], ns[1], ns[2]
+	ctx := context.Background()
+
+	team, err := a.CreateTeam("Maternity Ward 3", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	for _, j := range []*testNode{b, c} {
+		inv, err := a.Invite(ref, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := j.Join(ctx, inv.Code())
+		if err != nil {
+			t.Fatalf("%s join: %v", j.id.Name, err)
+		}
+		if got.Name != "Maternity Ward 3" || got.Kind != crdt.Clinical {
+			t.Errorf("joined team = %q %v; want %q clinical", got.Name, got.Kind, "Maternity Ward 3")
+		}
+	}
+	if _, _, err := b.Send(ref, crdt.Message{Text: "BP 150/95 at 34 weeks", Priority: crdt.Urgent, Patient: "MRN-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Send(ref, crdt.Message{Text: "on my way"}); err != nil {
+		t.Fatal(err)
+	}
+	var want []crdt.OpID
+	for _, n := range ns {
+		ms := waitMessages(t, n, ref, 2)
+		if want == nil {
+			want = ids(ms)
+		}
+		if got := ids(ms); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s shows %v; want %v", n.id.Name, got, want)
+		}
+		if st := n.snapshot(ref); len(st.Members) != 3 {
+			t.Errorf("%s sees %d members; want 3", n.id.Name, len(st.Members))
+		}
+	}
+}
+
+func (n *testNode) snapshot(ref string) *crdt.State {
+	t, err := n.teamByRef(ref)
+	if err != nil {
+		panic(err)
+	}
+	return t.snapshot()
+}
+
+func TestInviteIsOneTimeAndExpires(t *testing.T) {
+	_, ns := newMockNodes(t, "Admin", "Joiner", "Late")
+	a, b, c := ns[0], ns[1], ns[2]
+	ctx := context.Background()
+	team, err := a.CreateTeam("Clinic", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := a.Invite(team.ID.String(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join(ctx, inv.Code()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Join(ctx, inv.Code()); err == nil {
+		t.Fatal("second use of an invite code succeeded")
+	}
+
+	// A wrong secret is refused, and does not burn the invite.
+	inv2, err := a.Invite(team.ID.String(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := inv2
+	bad.Secret[0] ^= 1
+	if _, err := c.Join(ctx, bad.Code()); err == nil {
+		t.Fatal("join with a wrong invite secret succeeded")
+	}
+	if _, err := c.Join(ctx, inv2.Code()); err != nil {
+		t.Fatalf("the right code after a wrong attempt: %v", err)
+	}
+
+	// Expiry: the inviter's clock decides.
+	inv3, err := a.Invite(team.ID.String(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	_, ns2 := newMockNodes(t, "Someone")
+	_ = ns2
+	if _, err := ParseInvite(inv3.Code()); err != nil {
+		t.Fatal(err)
+	}
+	// A joiner with a correct clock still reaches the inviter, which refuses.
+	d := ns2[0]
+	_, err = d.Join(ctx, inv3.Code())
+	if err == nil {
+		t.Fatal("expired invite accepted")
+	}
+}
+
+func TestCatchUpAfterPartition(t *testing.T) {
+	mn, ns := newMockNodes(t, "A", "B", "C")
+	a, b, c := ns[0], ns[1], ns[2]
+	ctx := context.Background()
+	team, err := a.CreateTeam("Outreach", crdt.Social)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	for _, j := range []*testNode{b, c} {
+		inv, err := a.Invite(ref, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Join(ctx, inv.Code()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Cut C off.
+	for _, o := range []*testNode{a, b} {
+		if err := mn.UnlinkPeers(c.host.ID(), o.host.ID()); err != nil {
+			t.Fatal(err)
+		}
+		_ = mn.DisconnectPeers(c.host.ID(), o.host.ID())
+	}
+	const n = 60
+	for i := 0; i < n; i++ {
+		src := a
+		if i%2 == 1 {
+			src = b
+		}
+		if _, _, err := src.Send(ref, crdt.Message{Text: fmt.Sprintf("while C was away %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(c.mustMessages(t, ref)); got != 0 {
+		t.Fatalf("C got %d messages while cut off", got)
+	}
+	// Heal: reconnecting triggers catch-up.
+	if _, err := mn.LinkPeers(c.host.ID(), a.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mn.ConnectPeers(c.host.ID(), a.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	want := ids(waitMessages(t, a, ref, n))
+	got := ids(waitMessages(t, c, ref, n))
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("C after catch-up shows %d messages %v; want %v", len(got), got, want)
+	}
+	if s := c.Status().Sync; s.EnvelopesReceived < n {
+		t.Errorf("C received %d envelopes by catch-up; want >= %d", s.EnvelopesReceived, n)
+	}
+}
+
+func (n *testNode) mustMessages(t *testing.T, ref string) []crdt.MessageView {
+	t.Helper()
+	ms, err := n.Messages(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+func TestRestartRebuildsFromStore(t *testing.T) {
+	_, ns := newMockNodes(t, "Solo")
+	a := ns[0]
+	team, err := a.CreateTeam("Night shift", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	var want []crdt.OpID
+	for i := 0; i < 5; i++ {
+		id, _, err := a.Send(ref, crdt.Message{Text: fmt.Sprintf("note %d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	h := a.host
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := New(Config{Store: a.st, Host: h, NoMDNS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	ms, err := n2.Messages("Night shift")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(ms); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after restart: %v; want %v", got, want)
+	}
+}
+
+func TestRivalCreateOpRefused(t *testing.T) {
+	_, ns := newMockNodes(t, "Admin", "Member")
+	a, b := ns[0], ns[1]
+	team, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := a.Invite(team.ID.String(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join(context.Background(), inv.Code()); err != nil {
+		t.Fatal(err)
+	}
+	// B holds the team key and forges a Create op dated before the real one, naming itself creator.
+	tb, err := b.teamByRef(team.ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := crdt.Create{Name: "Ward", Kind: crdt.Clinical, Creator: b.selfMember(true)}
+	forged := crdt.NewOp(b.id.Device, team.ID, crdt.MakeHLC(time.Unix(1, 0), 0), nil, crdt.KindCreate, body.Marshal())
+	ep := tb.current()
+	e := envelope.Seal(forged, ep.Epoch, ep.Key)
+	ta, err := a.teamByRef(team.ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ta.open(e); err == nil {
+		t.Fatal("a rival Create op was accepted")
+	}
+	if got := ta.snapshot().Creator; got != a.id.Device.ID() {
+		t.Errorf("creator = %s; want %s", got.Short(), a.id.Device.ID().Short())
+	}
+}

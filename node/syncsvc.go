@@ -1,0 +1,352 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/catchup"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+)
+
+const (
+	// syncFrameMax caps every catch-up frame on the wire.
+	syncFrameMax = 256 << 10
+	// syncTimeout bounds one catch-up session.
+	syncTimeout = 2 * time.Minute
+	// maxText and maxPatient bound message fields (the op decoder enforces the same limits).
+	maxText    = 16 << 10
+	maxPatient = 128
+	maxName    = 64
+)
+
+// Catcher is the catch-up protocol seen by the node: a session per stream and topic, driven frame by
+// frame. sync/catchup implements it; the range-based reconciliation replaces it behind this interface.
+type Catcher interface {
+	Start() ([]byte, error)
+	Handle(frame []byte) (out [][]byte, received [][]byte, done bool, err error)
+}
+
+var _ Catcher = (*catchup.Session)(nil)
+
+// storeSource is a read-only view of one topic in the store, for the catch-up protocol.
+type storeSource struct {
+	st    *storage.Store
+	topic envelope.Topic
+}
+
+func (s storeSource) Items() ([]catchup.Item, error) {
+	keys, err := s.st.EnvelopeKeys(s.topic)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]catchup.Item, len(keys))
+	for i, k := range keys {
+		items[i] = catchup.Item{Time: k.Time, ID: k.ID}
+	}
+	return items, nil
+}
+
+func (s storeSource) Envelope(id [32]byte) ([]byte, error) {
+	r, err := s.st.Envelope(id)
+	if err != nil {
+		return nil, err
+	}
+	if r.Key.Topic != s.topic {
+		return nil, storage.ErrNotFound
+	}
+	return r.Data, nil
+}
+
+// syncPeer reconciles every team the peer's device is a member of.
+func (n *Node) syncPeer(p peer.ID) {
+	d, err := deviceOf(p)
+	if err != nil {
+		return
+	}
+	n.mu.Lock()
+	var teams []*team
+	for _, t := range n.teams {
+		teams = append(teams, t)
+	}
+	n.mu.Unlock()
+	for _, t := range teams {
+		if n.isMember(t, d) {
+			n.syncTeam(p, t)
+		}
+	}
+}
+
+// syncTeam runs one catch-up session with a peer for one team, unless one is already running.
+func (n *Node) syncTeam(p peer.ID, t *team) {
+	if err := n.syncTeamErr(n.ctx, p, t); err != nil && n.ctx.Err() == nil {
+		n.log.Debug("catch-up failed", "peer", p.ShortString(), "team", t.id, "err", err)
+	}
+}
+
+func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team) error {
+	key := string(p) + string(t.topic[:])
+	n.mu.Lock()
+	if n.inflight[key] || n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.inflight[key] = true
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.inflight, key)
+		n.mu.Unlock()
+	}()
+
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	s, err := n.host.NewStream(ctx, p, SyncProtocol)
+	if err != nil {
+		return fmt.Errorf("open sync stream: %w", err)
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(syncTimeout))
+	if err := catchup.WriteFrame(s, t.topic[:]); err != nil {
+		s.Reset()
+		return fmt.Errorf("send topic: %w", err)
+	}
+	sess := catchup.NewInitiator(storeSource{n.st, t.topic}, syncFrameMax)
+	first, err := sess.Start()
+	if err != nil {
+		s.Reset()
+		return err
+	}
+	if err := n.drive(s, p, t, sess, [][]byte{first}); err != nil {
+		s.Reset()
+		return err
+	}
+	n.rememberPeer(p)
+	return nil
+}
+
+// handleSync serves a catch-up session opened by a peer, for a team the peer's device is a member of.
+func (n *Node) handleSync(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(syncTimeout))
+	p := s.Conn().RemotePeer()
+	br := bufio.NewReader(s)
+	tb, err := catchup.ReadFrame(br, 64)
+	if err != nil || len(tb) != len(envelope.Topic{}) {
+		s.Reset()
+		return
+	}
+	var topic envelope.Topic
+	copy(topic[:], tb)
+	n.mu.Lock()
+	t := n.byTopic[topic]
+	n.mu.Unlock()
+	d, derr := deviceOf(p)
+	if t == nil || derr != nil || !n.isMember(t, d) {
+		// Not a topic we carry for this device: say nothing about why.
+		n.log.Debug("sync refused", "peer", p.ShortString())
+		s.Reset()
+		return
+	}
+	sess := catchup.NewResponder(storeSource{n.st, t.topic}, syncFrameMax)
+	if err := n.driveReader(s, br, p, t, sess, nil); err != nil {
+		n.log.Debug("sync session failed", "peer", p.ShortString(), "team", t.id, "err", err)
+		s.Reset()
+		return
+	}
+	n.rememberPeer(p)
+}
+
+func (n *Node) drive(s network.Stream, p peer.ID, t *team, sess Catcher, first [][]byte) error {
+	return n.driveReader(s, bufio.NewReader(s), p, t, sess, first)
+}
+
+// driveReader pumps frames between the stream and the session until the session is done. Received
+// envelopes are validated, stored durably in one batch per frame, then applied.
+func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, sess Catcher, out [][]byte) error {
+	n.stats.sessions.Add(1)
+	w := bufio.NewWriter(s)
+	send := func(frames [][]byte) error {
+		for _, f := range frames {
+			if f == nil {
+				continue
+			}
+			if err := catchup.WriteFrame(w, f); err != nil {
+				return err
+			}
+			n.stats.bytesSent.Add(int64(len(f)))
+		}
+		return w.Flush()
+	}
+	if err := send(out); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	for {
+		frame, err := catchup.ReadFrame(r, catchup.MaxFrameSize)
+		if err != nil {
+			return fmt.Errorf("read frame: %w", err)
+		}
+		n.stats.bytesReceived.Add(int64(len(frame)))
+		out, recv, done, err := sess.Handle(frame)
+		if err != nil {
+			return fmt.Errorf("peer %s sent a bad frame: %w", p.ShortString(), err)
+		}
+		if len(recv) > 0 {
+			if err := n.acceptRaw(t, p, recv); err != nil {
+				return err
+			}
+		}
+		if err := send(out); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		if done {
+			return s.CloseWrite()
+		}
+	}
+}
+
+// acceptRaw validates envelopes received by catch-up and stores the good ones. An envelope that does
+// not open is refused (not stored, not forwarded); it makes the session fail, so the peer is dropped.
+func (n *Node) acceptRaw(t *team, p peer.ID, raws [][]byte) error {
+	items := make([]ingestItem, 0, len(raws))
+	for _, raw := range raws {
+		e, err := envelope.Unmarshal(raw)
+		if err != nil {
+			return fmt.Errorf("peer %s sent a malformed envelope: %w", p.ShortString(), err)
+		}
+		op, err := t.open(e)
+		if err != nil {
+			return fmt.Errorf("peer %s sent an envelope that does not open: %w", p.ShortString(), err)
+		}
+		items = append(items, ingestItem{t: t, env: e, op: op, raw: raw})
+	}
+	if err := n.accept(items); err != nil {
+		return err
+	}
+	n.stats.envelopesReceived.Add(int64(len(items)))
+	return nil
+}
+
+// maintainLoop dials bootstrap and remembered peers when not connected, and periodically reconciles
+// with every connected peer.
+func (n *Node) maintainLoop(bootstrap []peer.AddrInfo) {
+	redial := time.NewTicker(n.cfg.RedialInterval)
+	defer redial.Stop()
+	resync := time.NewTicker(n.cfg.SyncInterval)
+	defer resync.Stop()
+	n.dialKnown(bootstrap)
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-redial.C:
+			n.dialKnown(bootstrap)
+		case <-resync.C:
+			for _, p := range n.host.Network().Peers() {
+				p := p
+				n.goRun(func() { n.syncPeer(p) })
+			}
+		}
+	}
+}
+
+func (n *Node) dialKnown(bootstrap []peer.AddrInfo) {
+	targets := append([]peer.AddrInfo(nil), bootstrap...)
+	known, err := n.st.Peers()
+	if err != nil {
+		n.log.Warn("reading known peers failed", "err", err)
+	}
+	for _, b := range known {
+		var ai peer.AddrInfo
+		if err := json.Unmarshal(b, &ai); err == nil && ai.ID != "" {
+			targets = append(targets, ai)
+		}
+	}
+	for _, ai := range targets {
+		if ai.ID == n.host.ID() || n.host.Network().Connectedness(ai.ID) == network.Connected {
+			continue
+		}
+		ai := ai
+		n.goRun(func() {
+			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			defer cancel()
+			if err := n.host.Connect(ctx, ai); err != nil {
+				n.log.Debug("peer unreachable", "peer", ai.ID.ShortString())
+			}
+		})
+	}
+}
+
+// rememberPeer stores a peer's addresses so the node redials it after a restart.
+func (n *Node) rememberPeer(p peer.ID) {
+	ai := n.host.Peerstore().PeerInfo(p)
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		ai.Addrs = append(ai.Addrs, c.RemoteMultiaddr())
+	}
+	if len(ai.Addrs) == 0 {
+		return
+	}
+	b, err := json.Marshal(ai)
+	if err != nil {
+		return
+	}
+	if err := n.st.PutPeer(p.String(), b); err != nil {
+		n.log.Warn("remembering peer failed", "peer", p.ShortString(), "err", err)
+	}
+}
+
+func validateName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("node: name is empty")
+	case len(name) > maxName:
+		return fmt.Errorf("node: name is longer than %d bytes", maxName)
+	case !utf8.ValidString(name):
+		return errors.New("node: name is not valid UTF-8")
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return errors.New("node: name contains control characters")
+	}
+	return nil
+}
+
+func validateMessage(m crdt.Message) error {
+	switch {
+	case strings.TrimSpace(m.Text) == "":
+		return errors.New("node: message is empty")
+	case len(m.Text) > maxText:
+		return fmt.Errorf("node: message is longer than %d bytes", maxText)
+	case !utf8.ValidString(m.Text) || !utf8.ValidString(m.Patient):
+		return errors.New("node: message is not valid UTF-8")
+	case len(m.Patient) > maxPatient:
+		return fmt.Errorf("node: patient reference is longer than %d bytes", maxPatient)
+	case m.Priority > crdt.Emergency:
+		return fmt.Errorf("node: unknown priority %d", m.Priority)
+	}
+	return nil
+}
+
+func sortTeams(ts []TeamInfo) {
+	sort.Slice(ts, func(i, j int) bool {
+		if ts[i].Name != ts[j].Name {
+			return ts[i].Name < ts[j].Name
+		}
+		return ts[i].ID.String() < ts[j].ID.String()
+	})
+}
+
+func sortPeers(ps []PeerInfo) {
+	sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
+}

@@ -1,0 +1,82 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Keyspace prefixes: the first byte of every Badger key. Never renumber one;
+// add new keyspaces with new bytes.
+const (
+	prefixMeta     byte = 0x00 // store metadata: "version" -> schemaVersion
+	prefixSecret   byte = 0x01 // 0x01 | name                       -> opaque secret
+	prefixEnvelope byte = 0x02 // 0x02 | topic 16 | time u64 BE | id 32 -> sealed envelope
+	prefixEnvID    byte = 0x03 // 0x03 | id 32                      -> topic 16 | time u64 BE
+	prefixTeam     byte = 0x04 // 0x04 | team id 32                 -> opaque team state
+	prefixPeer     byte = 0x05 // 0x05 | peer key                   -> opaque peer blob
+	prefixInvite   byte = 0x06 // 0x06 | invite id 16               -> opaque invite
+)
+
+const (
+	schemaVersion = 1
+
+	envKeyLen   = 1 + 16 + 8 + 32
+	envIndexLen = 16 + 8
+
+	// maxNameLen bounds secret names and peer keys (Badger allows 65000-byte
+	// keys; ours are short names).
+	maxNameLen = 1024
+)
+
+var metaVersionKey = []byte{prefixMeta, 'v', 'e', 'r', 's', 'i', 'o', 'n'}
+
+func nameKey(prefix byte, name string) ([]byte, error) {
+	if name == "" || len(name) > maxNameLen {
+		return nil, fmt.Errorf("%w: name length %d not in [1, %d]", ErrBadKey, len(name), maxNameLen)
+	}
+	return append([]byte{prefix}, name...), nil
+}
+
+func idKey(prefix byte, id []byte) []byte {
+	return append([]byte{prefix}, id...)
+}
+
+func envelopeKey(k EnvelopeKey) []byte {
+	b := make([]byte, 0, envKeyLen)
+	b = append(b, prefixEnvelope)
+	b = append(b, k.Topic[:]...)
+	b = binary.BigEndian.AppendUint64(b, k.Time)
+	b = append(b, k.ID[:]...)
+	return b
+}
+
+func topicPrefix(topic [16]byte) []byte {
+	return append([]byte{prefixEnvelope}, topic[:]...)
+}
+
+// parseEnvelopeKey decodes an envelope key; ok is false if b is not one.
+func parseEnvelopeKey(b []byte) (k EnvelopeKey, ok bool) {
+	if len(b) != envKeyLen || b[0] != prefixEnvelope {
+		return k, false
+	}
+	copy(k.Topic[:], b[1:17])
+	k.Time = binary.BigEndian.Uint64(b[17:25])
+	copy(k.ID[:], b[25:])
+	return k, true
+}
+
+// envIndexValue is the value of an id index entry: where the envelope lives.
+func envIndexValue(k EnvelopeKey) []byte {
+	b := make([]byte, 0, envIndexLen)
+	b = append(b, k.Topic[:]...)
+	return binary.BigEndian.AppendUint64(b, k.Time)
+}
+
+func parseEnvIndexValue(id [32]byte, v []byte) (EnvelopeKey, error) {
+	if len(v) != envIndexLen {
+		return EnvelopeKey{}, fmt.Errorf("%w: envelope index entry is %d bytes, want %d", ErrCorrupt, len(v), envIndexLen)
+	}
+	k := EnvelopeKey{ID: id, Time: binary.BigEndian.Uint64(v[16:])}
+	copy(k.Topic[:], v[:16])
+	return k, nil
+}

@@ -1,0 +1,326 @@
+package crdt
+
+import (
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
+)
+
+// Limits of body fields, in bytes of UTF-8.
+const (
+	MaxNameLen    = 64       // team and member names; also at least 1
+	MaxTextLen    = 16 << 10 // message text
+	MaxPatientLen = 128      // message patient reference
+)
+
+const (
+	bodyVersion = 1
+	memberAdd   = 1 // Member action byte; #3 adds more actions
+)
+
+// TeamKind says whether a team is clinical or social; the two are kept apart.
+type TeamKind uint8
+
+// Team kinds.
+const (
+	Clinical TeamKind = 1
+	Social   TeamKind = 2
+)
+
+// String returns "clinical", "social" or "TeamKind(N)".
+func (k TeamKind) String() string {
+	switch k {
+	case Clinical:
+		return "clinical"
+	case Social:
+		return "social"
+	}
+	return fmt.Sprintf("TeamKind(%d)", uint8(k))
+}
+
+// ParseTeamKind parses "clinical" or "social".
+func ParseTeamKind(s string) (TeamKind, error) {
+	switch s {
+	case "clinical":
+		return Clinical, nil
+	case "social":
+		return Social, nil
+	}
+	return 0, fmt.Errorf("%w: team kind %q (want clinical or social)", ErrInvalid, s)
+}
+
+// MarshalText implements encoding.TextMarshaler (JSON strings). It never
+// fails: an invalid kind marshals as its String form, which UnmarshalText
+// refuses.
+func (k TeamKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (k *TeamKind) UnmarshalText(b []byte) error {
+	v, err := ParseTeamKind(string(b))
+	if err != nil {
+		return err
+	}
+	*k = v
+	return nil
+}
+
+func (k TeamKind) valid() bool { return k == Clinical || k == Social }
+
+// Priority is the urgency of a message.
+type Priority uint8
+
+// Priorities.
+const (
+	Routine   Priority = 0
+	Urgent    Priority = 1
+	Emergency Priority = 2
+)
+
+// String returns "routine", "urgent", "emergency" or "Priority(N)".
+func (p Priority) String() string {
+	switch p {
+	case Routine:
+		return "routine"
+	case Urgent:
+		return "urgent"
+	case Emergency:
+		return "emergency"
+	}
+	return fmt.Sprintf("Priority(%d)", uint8(p))
+}
+
+// ParsePriority parses "routine", "urgent" or "emergency".
+func ParsePriority(s string) (Priority, error) {
+	switch s {
+	case "routine":
+		return Routine, nil
+	case "urgent":
+		return Urgent, nil
+	case "emergency":
+		return Emergency, nil
+	}
+	return 0, fmt.Errorf("%w: priority %q (want routine, urgent or emergency)", ErrInvalid, s)
+}
+
+// MarshalText implements encoding.TextMarshaler (JSON strings). It never
+// fails: an invalid priority marshals as its String form, which
+// UnmarshalText refuses.
+func (p Priority) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (p *Priority) UnmarshalText(b []byte) error {
+	v, err := ParsePriority(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+func (p Priority) valid() bool { return p <= Emergency }
+
+func checkName(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrInvalid, what, len(s), MaxNameLen)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
+	}
+	return nil
+}
+
+func checkText(what, s string, max int) error {
+	switch {
+	case len(s) > max:
+		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrInvalid, what, len(s), max)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
+	}
+	return nil
+}
+
+// MemberInfo describes a member device: its keys, display name and role.
+//
+// Encoding: device 32 bytes | noise 32 bytes | name (uvarint length, bytes) |
+// admin byte (0 or 1).
+type MemberInfo struct {
+	Device identity.DeviceID
+	Noise  identity.NoisePublic
+	Name   string // 1..MaxNameLen bytes of UTF-8
+	Admin  bool
+}
+
+// Validate checks the name.
+func (m MemberInfo) Validate() error { return checkName("member name", m.Name) }
+
+func (m MemberInfo) append(b []byte) []byte {
+	b = append(b, m.Device[:]...)
+	b = append(b, m.Noise[:]...)
+	b = appendString(b, m.Name)
+	return appendBool(b, m.Admin)
+}
+
+func (d *decoder) memberInfo() MemberInfo {
+	var m MemberInfo
+	copy(m.Device[:], d.fixed(32))
+	copy(m.Noise[:], d.fixed(32))
+	m.Name = d.str("member name", MaxNameLen)
+	m.Admin = d.bool()
+	if d.err == nil {
+		if err := m.Validate(); err != nil {
+			d.fail(err)
+		}
+	}
+	return m
+}
+
+// Create is the body of a team's genesis op (KindCreate). The op's author
+// must be Creator.Device; the creator is an admin whatever Creator.Admin
+// says.
+//
+// Encoding: version 1 | name (uvarint length, bytes) | kind byte | Creator.
+type Create struct {
+	Name    string // 1..MaxNameLen bytes of UTF-8
+	Kind    TeamKind
+	Creator MemberInfo
+}
+
+// Validate checks the limits that UnmarshalCreate enforces.
+func (c Create) Validate() error {
+	if err := checkName("team name", c.Name); err != nil {
+		return err
+	}
+	if !c.Kind.valid() {
+		return fmt.Errorf("%w: team kind %d", ErrInvalid, uint8(c.Kind))
+	}
+	return c.Creator.Validate()
+}
+
+// Marshal encodes c. It does not validate; call Validate first.
+func (c Create) Marshal() []byte {
+	b := make([]byte, 0, 1+1+len(c.Name)+1+64+1+len(c.Creator.Name)+1)
+	b = append(b, bodyVersion)
+	b = appendString(b, c.Name)
+	b = append(b, byte(c.Kind))
+	return c.Creator.append(b)
+}
+
+// UnmarshalCreate decodes and validates a Create body.
+func UnmarshalCreate(b []byte) (Create, error) {
+	if len(b) > MaxOpSize {
+		return Create{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
+	}
+	d := decoder{b: b}
+	d.version("create", bodyVersion)
+	var c Create
+	c.Name = d.str("team name", MaxNameLen)
+	c.Kind = TeamKind(d.byte())
+	c.Creator = d.memberInfo()
+	if err := d.finish(); err != nil {
+		return Create{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Create{}, err
+	}
+	return c, nil
+}
+
+// Member is the body of a membership op (KindMember). Issue #2 has one
+// action, add; #3 adds remove, promote and device links.
+//
+// Encoding: version 1 | action byte (1 = add) | Add.
+type Member struct {
+	Add MemberInfo
+}
+
+// Validate checks the limits that UnmarshalMember enforces.
+func (m Member) Validate() error { return m.Add.Validate() }
+
+// Marshal encodes m. It does not validate; call Validate first.
+func (m Member) Marshal() []byte {
+	b := make([]byte, 0, 2+64+1+len(m.Add.Name)+1)
+	b = append(b, bodyVersion, memberAdd)
+	return m.Add.append(b)
+}
+
+// UnmarshalMember decodes and validates a Member body.
+func UnmarshalMember(b []byte) (Member, error) {
+	if len(b) > MaxOpSize {
+		return Member{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
+	}
+	d := decoder{b: b}
+	d.version("member", bodyVersion)
+	if a := d.byte(); d.err == nil && a != memberAdd {
+		d.fail(fmt.Errorf("%w: member action %d", ErrMalformed, a))
+	}
+	var m Member
+	m.Add = d.memberInfo()
+	if err := d.finish(); err != nil {
+		return Member{}, err
+	}
+	return m, nil
+}
+
+// Message is the body of a team message op (KindMessage).
+//
+// Encoding: version 1 | text (uvarint length, bytes) | priority byte |
+// patient (uvarint length, bytes) | reply flag byte (0 or 1) | [reply-to op id 32 bytes].
+type Message struct {
+	Text     string // at most MaxTextLen bytes of UTF-8
+	Priority Priority
+	Patient  string // optional patient reference, at most MaxPatientLen bytes of UTF-8
+	ReplyTo  *OpID  // optional
+}
+
+// Validate checks the limits that UnmarshalMessage enforces.
+func (m Message) Validate() error {
+	if err := checkText("message text", m.Text, MaxTextLen); err != nil {
+		return err
+	}
+	if !m.Priority.valid() {
+		return fmt.Errorf("%w: priority %d", ErrInvalid, uint8(m.Priority))
+	}
+	return checkText("patient reference", m.Patient, MaxPatientLen)
+}
+
+// Marshal encodes m. It does not validate; call Validate first.
+func (m Message) Marshal() []byte {
+	b := make([]byte, 0, 1+3+len(m.Text)+1+2+len(m.Patient)+1+32)
+	b = append(b, bodyVersion)
+	b = appendString(b, m.Text)
+	b = append(b, byte(m.Priority))
+	b = appendString(b, m.Patient)
+	b = appendBool(b, m.ReplyTo != nil)
+	if m.ReplyTo != nil {
+		b = append(b, m.ReplyTo[:]...)
+	}
+	return b
+}
+
+// UnmarshalMessage decodes and validates a Message body.
+func UnmarshalMessage(b []byte) (Message, error) {
+	if len(b) > MaxOpSize {
+		return Message{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
+	}
+	d := decoder{b: b}
+	d.version("message", bodyVersion)
+	var m Message
+	m.Text = d.str("message text", MaxTextLen)
+	m.Priority = Priority(d.byte())
+	if d.err == nil && !m.Priority.valid() {
+		d.fail(fmt.Errorf("%w: priority %d", ErrInvalid, uint8(m.Priority)))
+	}
+	m.Patient = d.str("patient reference", MaxPatientLen)
+	if d.bool() {
+		var id OpID
+		copy(id[:], d.fixed(32))
+		m.ReplyTo = &id
+	}
+	if err := d.finish(); err != nil {
+		return Message{}, err
+	}
+	return m, nil
+}

@@ -1,0 +1,465 @@
+package crdt
+
+import (
+	"errors"
+	"flag"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
+)
+
+var seedFlag = flag.Uint64("seed", 0, "seed of TestStateOrderIndependence (0 = time-based)")
+
+func TestLogAdd(t *testing.T) {
+	r := detRand(10)
+	alice := newDevice(t, r)
+	team, _ := NewTeamID(r)
+	other, _ := NewTeamID(r)
+	l := NewLog(team)
+	c := createOp(alice, team, hlcAt(0, 0), "T")
+
+	added, err := l.Add(c)
+	if !added || err != nil {
+		t.Fatalf("Add: got %v, %v; want true, nil", added, err)
+	}
+	added, err = l.Add(c.Clone())
+	if added || err != nil {
+		t.Errorf("Add duplicate: got %v, %v; want false, nil", added, err)
+	}
+	if _, err := l.Add(createOp(alice, other, hlcAt(0, 0), "T")); !errors.Is(err, ErrWrongTeam) {
+		t.Errorf("Add other team: got %v; want ErrWrongTeam", err)
+	}
+	bad := messageOp(alice, team, hlcAt(1, 0), nil, "x")
+	bad.Body[1] ^= 1
+	if _, err := l.Add(bad); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("Add tampered: got %v; want ErrBadSignature", err)
+	}
+	if got, want := l.Len(), 1; got != want {
+		t.Errorf("Len: got %d; want %d", got, want)
+	}
+	if !l.Has(c.ID()) || l.Has(bad.ID()) {
+		t.Errorf("Has: got %v, %v; want true, false", l.Has(c.ID()), l.Has(bad.ID()))
+	}
+	// The log keeps its own copy, and Op returns copies.
+	id := c.ID()
+	c.Body[0] = 99
+	got, ok := l.Op(id)
+	if !ok || got.ID() != id {
+		t.Fatalf("Op: the log aliases the caller's op; want a copy")
+	}
+	got.Sig[0] ^= 1
+	if again, _ := l.Op(id); again.ID() != id {
+		t.Errorf("Op returned an alias; want a copy")
+	}
+	if got, want := l.Team(), team; got != want {
+		t.Errorf("Team: got %v; want %v", got, want)
+	}
+}
+
+func TestHeads(t *testing.T) {
+	r := detRand(11)
+	a := newDevice(t, r)
+	team, _ := NewTeamID(r)
+	l := NewLog(team)
+	if got := l.Heads(); len(got) != 0 {
+		t.Errorf("empty log Heads: got %v; want none", got)
+	}
+	c := createOp(a, team, hlcAt(0, 0), "T")
+	m1 := messageOp(a, team, hlcAt(1, 0), []OpID{c.ID()}, "one")
+	m2 := messageOp(a, team, hlcAt(1, 1), []OpID{c.ID()}, "two")
+	m3 := messageOp(a, team, hlcAt(2, 0), []OpID{m1.ID(), m2.ID()}, "merge")
+	steps := []struct {
+		add  *Op
+		want []OpID
+	}{
+		{c, []OpID{c.ID()}},
+		{m1, []OpID{m1.ID()}},
+		{m2, sorted(m1.ID(), m2.ID())},
+		{m3, []OpID{m3.ID()}},
+	}
+	for i, s := range steps {
+		mustAdd(t, l, s.add)
+		if got := l.Heads(); !reflect.DeepEqual(got, s.want) {
+			t.Errorf("step %d: Heads got %v; want %v", i, got, s.want)
+		}
+	}
+	// A parent that arrives after its child is not a head.
+	l2 := NewLog(team)
+	mustAdd(t, l2, m3, m1)
+	if got, want := l2.Heads(), []OpID{m3.ID()}; !reflect.DeepEqual(got, want) {
+		t.Errorf("out of order: Heads got %v; want %v", got, want)
+	}
+	ops := l.Ops()
+	if got, want := len(ops), 4; got != want {
+		t.Fatalf("Ops: got %d; want %d", got, want)
+	}
+	if got, want := ops[0].ID(), c.ID(); got != want {
+		t.Errorf("Ops[0]: got %v; want %v (sorted by time)", got, want)
+	}
+}
+
+func sorted(ids ...OpID) []OpID {
+	slices.SortFunc(ids, OpID.Compare)
+	return ids
+}
+
+// TestValidity checks the issue #2 rules on small histories; each history
+// is also added in reverse to check the order does not matter.
+func TestValidity(t *testing.T) {
+	r := detRand(12)
+	var devs []*identity.Device
+	for range 5 {
+		devs = append(devs, newDevice(t, r))
+	}
+	A, B, C, D, E := devs[0], devs[1], devs[2], devs[3], devs[4]
+	team, _ := NewTeamID(r)
+	genesis := NewOp(A, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "Clinic", Kind: Clinical, Creator: info(A, "Ann", false)}.Marshal())
+	g := []OpID{genesis.ID()}
+	at := func(s int) HLC { return hlcAt(s, 0) }
+	unknown := NewOp(B, team, at(2), g, Kind(9), []byte("?"))
+
+	type want struct {
+		members  map[string]bool // name -> admin
+		messages []string
+	}
+	tests := []struct {
+		name string
+		ops  []*Op
+		want want
+	}{
+		{
+			name: "creator alone",
+			ops:  []*Op{genesis, messageOp(A, team, at(1), g, "hello")},
+			want: want{map[string]bool{"Ann": true}, []string{"hello"}},
+		},
+		{
+			name: "message from a non-member not shown",
+			ops:  []*Op{genesis, messageOp(B, team, at(1), g, "intruder"), messageOp(A, team, at(2), g, "hello")},
+			want: want{map[string]bool{"Ann": true}, []string{"hello"}},
+		},
+		{
+			name: "member op from a non-admin ignored",
+			ops: []*Op{genesis,
+				memberOp(A, team, at(1), g, info(B, "Ben", false)),
+				memberOp(B, team, at(2), g, info(C, "Cat", true)),
+				messageOp(B, team, at(3), g, "from Ben"),
+				messageOp(C, team, at(4), g, "from Cat"),
+			},
+			want: want{map[string]bool{"Ann": true, "Ben": false}, []string{"from Ben"}},
+		},
+		{
+			name: "member op from a non-member ignored",
+			ops:  []*Op{genesis, memberOp(E, team, at(1), g, info(E, "Eve", true)), messageOp(E, team, at(2), g, "hi")},
+			want: want{map[string]bool{"Ann": true}, nil},
+		},
+		{
+			name: "admin chain",
+			ops: []*Op{genesis,
+				memberOp(A, team, at(1), g, info(B, "Ben", true)),
+				memberOp(B, team, at(2), g, info(C, "Cat", true)),
+				memberOp(C, team, at(3), g, info(D, "Dan", false)),
+				messageOp(D, team, at(4), g, "from Dan"),
+			},
+			want: want{map[string]bool{"Ann": true, "Ben": true, "Cat": true, "Dan": false}, []string{"from Dan"}},
+		},
+		{
+			name: "admin flag from a non-admin gives nothing downstream",
+			ops: []*Op{genesis,
+				memberOp(A, team, at(1), g, info(B, "Ben", false)),
+				memberOp(B, team, at(2), g, info(C, "Cat", true)),
+				memberOp(C, team, at(3), g, info(D, "Dan", false)),
+				messageOp(D, team, at(4), g, "from Dan"),
+			},
+			want: want{map[string]bool{"Ann": true, "Ben": false}, nil},
+		},
+		{
+			name: "re-add: latest name wins, any admin add makes an admin",
+			ops: []*Op{genesis,
+				memberOp(A, team, at(1), g, info(B, "Ben", true)),
+				memberOp(A, team, at(2), g, info(B, "Benjamin", false)),
+				memberOp(B, team, at(3), g, info(A, "Dr Ann", false)),
+				messageOp(B, team, at(4), g, "hi"),
+			},
+			want: want{map[string]bool{"Dr Ann": true, "Benjamin": true}, []string{"hi"}},
+		},
+		{
+			name: "no genesis: nothing shown",
+			ops:  []*Op{memberOp(A, team, at(1), g, info(B, "Ben", true)), messageOp(A, team, at(2), g, "hi")},
+			want: want{nil, nil},
+		},
+		{
+			name: "create by someone else for a creator is not a genesis",
+			ops:  []*Op{NewOp(E, team, at(0), nil, KindCreate, Create{Name: "X", Kind: Social, Creator: info(A, "Ann", true)}.Marshal()), messageOp(A, team, at(1), nil, "hi")},
+			want: want{nil, nil},
+		},
+		{
+			name: "create with parents is not a genesis",
+			ops:  []*Op{NewOp(A, team, at(0), []OpID{{1}}, KindCreate, Create{Name: "X", Kind: Social, Creator: info(A, "Ann", true)}.Marshal())},
+			want: want{nil, nil},
+		},
+		{
+			name: "later competing create ignored",
+			ops: []*Op{genesis,
+				NewOp(E, team, at(5), nil, KindCreate, Create{Name: "Evil", Kind: Social, Creator: info(E, "Eve", true)}.Marshal()),
+				messageOp(E, team, at(6), g, "mine now")},
+			want: want{map[string]bool{"Ann": true}, nil},
+		},
+		{
+			name: "bad bodies and unknown kinds kept, not shown",
+			ops: []*Op{genesis, unknown,
+				NewOp(A, team, at(3), g, KindMember, []byte{1, 1, 2}),
+				NewOp(A, team, at(4), g, KindMessage, []byte{7}),
+			},
+			want: want{map[string]bool{"Ann": true}, nil},
+		},
+	}
+	for _, tt := range tests {
+		for _, reverse := range []bool{false, true} {
+			ops := slices.Clone(tt.ops)
+			if reverse {
+				slices.Reverse(ops)
+			}
+			l := NewLog(team)
+			mustAdd(t, l, ops...)
+			if got, want := l.Len(), len(ops); got != want {
+				t.Errorf("%s: Len got %d; want %d", tt.name, got, want)
+			}
+			s := l.State()
+			var members map[string]bool
+			for _, m := range s.Members {
+				if members == nil {
+					members = make(map[string]bool)
+				}
+				members[m.Name] = m.Admin
+			}
+			if !reflect.DeepEqual(members, tt.want.members) {
+				t.Errorf("%s (reverse %v): members got %v; want %v", tt.name, reverse, members, tt.want.members)
+			}
+			var texts []string
+			for _, m := range s.Messages {
+				texts = append(texts, m.Text)
+				if mi, ok := s.Member(m.Author); !ok || mi.Name != m.AuthorName {
+					t.Errorf("%s: AuthorName got %q; want the member's name %q", tt.name, m.AuthorName, mi.Name)
+				}
+			}
+			if !reflect.DeepEqual(texts, tt.want.messages) {
+				t.Errorf("%s (reverse %v): messages got %q; want %q", tt.name, reverse, texts, tt.want.messages)
+			}
+			if tt.want.members != nil && (s.Name != "Clinic" || s.Creator != A.ID() || s.Kind != Clinical) {
+				t.Errorf("%s: team got %q %v %v; want Clinic %v clinical", tt.name, s.Name, s.Creator.Short(), s.Kind, A.ID().Short())
+			}
+		}
+	}
+}
+
+func TestStateSorting(t *testing.T) {
+	r := detRand(13)
+	a, b, c := newDevice(t, r), newDevice(t, r), newDevice(t, r)
+	team, _ := NewTeamID(r)
+	gen := NewOp(a, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "T", Kind: Social, Creator: info(a, "Mia", true)}.Marshal())
+	g := []OpID{gen.ID()}
+	l := NewLog(team)
+	mustAdd(t, l, gen,
+		memberOp(a, team, hlcAt(1, 0), g, info(b, "Zed", false)),
+		memberOp(a, team, hlcAt(1, 1), g, info(c, "Amy", false)),
+		messageOp(b, team, hlcAt(5, 0), g, "third"),
+		messageOp(c, team, hlcAt(3, 0), g, "first"),
+		messageOp(a, team, hlcAt(3, 1), g, "second"),
+	)
+	s := l.State()
+	var names, texts []string
+	for _, m := range s.Members {
+		names = append(names, m.Name)
+	}
+	for _, m := range s.Messages {
+		texts = append(texts, m.Text)
+	}
+	if want := []string{"Amy", "Mia", "Zed"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("members: got %v; want %v", names, want)
+	}
+	if want := []string{"first", "second", "third"}; !reflect.DeepEqual(texts, want) {
+		t.Errorf("messages: got %v; want %v", texts, want)
+	}
+	// State returns a copy: changing it does not change the log's.
+	s.Members[0].Name = "changed"
+	s.Messages[0].Text = "changed"
+	if s2 := l.State(); s2.Members[0].Name != "Amy" || s2.Messages[0].Text != "first" {
+		t.Errorf("State aliases the cached state")
+	}
+}
+
+// history builds a random team history from seed: several devices, about n
+// ops including member adds by admins and by non-admins, messages by members
+// and by outsiders, replies, forks and merges, ops with bad bodies, and a
+// competing Create.
+func history(t testing.TB, seed uint64, n int) (TeamID, []*Op) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	keys := detRand(seed)
+	const numDevs = 8
+	devs := make([]*identity.Device, numDevs)
+	clocks := make([]*Clock, numDevs)
+	wall := t0
+	for i := range devs {
+		devs[i] = newDevice(t, keys)
+		skew := time.Duration(rng.IntN(2000)-1000) * time.Millisecond
+		clocks[i] = &Clock{Now: func() time.Time { return wall.Add(skew) }}
+	}
+	team, _ := NewTeamID(keys)
+	names := []string{"Ann", "Ben", "Cat", "Dan", "Eve", "Fay", "Gus", "Hal"}
+
+	var ops []*Op
+	times := make(map[OpID]HLC)
+	ids := make(map[*Op]OpID)
+	emit := func(i int, parents []OpID, kind Kind, body []byte) {
+		c := clocks[i]
+		for _, p := range parents {
+			c.Observe(times[p])
+		}
+		op := NewOp(devs[i], team, c.Next(), parents, kind, body)
+		ops = append(ops, op)
+		ids[op] = op.ID()
+		times[ids[op]] = op.Time
+		wall = wall.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
+	}
+	// parents: the heads of a random prefix (a replica that is behind), or a
+	// random small set of ops (a fork).
+	parents := func() []OpID {
+		if len(ops) == 0 {
+			return nil
+		}
+		if rng.IntN(3) == 0 {
+			var ps []OpID
+			for range 1 + rng.IntN(3) {
+				ps = append(ps, ids[ops[rng.IntN(len(ops))]])
+			}
+			return ps
+		}
+		prefix := ops[:len(ops)-rng.IntN(min(len(ops), 5))]
+		parented := make(map[OpID]bool)
+		for _, op := range prefix {
+			for _, p := range op.Parents {
+				parented[p] = true
+			}
+		}
+		var heads []OpID
+		for _, op := range prefix {
+			if id := ids[op]; !parented[id] {
+				heads = append(heads, id)
+			}
+		}
+		return heads
+	}
+	emit(0, nil, KindCreate, Create{Name: "Field team", Kind: Clinical, Creator: info(devs[0], names[0], true)}.Marshal())
+	believedAdmins := []int{0}
+	var msgIDs []OpID
+	for len(ops) < n {
+		switch x := rng.IntN(100); {
+		case x < 20: // an admin (as far as the generator knows) adds one of the first six devices
+			a := believedAdmins[rng.IntN(len(believedAdmins))]
+			who := rng.IntN(numDevs - 2)
+			admin := rng.IntN(3) == 0
+			name := names[who]
+			if rng.IntN(4) == 0 {
+				name += "-2" // a rename
+			}
+			emit(a, parents(), KindMember, Member{Add: info(devs[who], name, admin)}.Marshal())
+			if admin {
+				believedAdmins = append(believedAdmins, who)
+			}
+		case x < 27: // someone the generator does not believe an admin adds anyone, possibly as admin
+			a := rng.IntN(numDevs)
+			if slices.Contains(believedAdmins, a) {
+				a = numDevs - 1 - rng.IntN(2) // an outsider
+			}
+			emit(a, parents(), KindMember, Member{Add: info(devs[rng.IntN(numDevs)], names[rng.IntN(numDevs)], rng.IntN(2) == 0)}.Marshal())
+		case x < 90: // a message, sometimes a reply, sometimes by an outsider
+			m := Message{Text: "msg", Priority: Priority(rng.IntN(3))}
+			if len(msgIDs) > 0 && rng.IntN(3) == 0 {
+				id := msgIDs[rng.IntN(len(msgIDs))]
+				m.ReplyTo = &id
+			}
+			if rng.IntN(4) == 0 {
+				m.Patient = "P-" + names[rng.IntN(numDevs)]
+			}
+			emit(rng.IntN(numDevs), parents(), KindMessage, m.Marshal())
+			msgIDs = append(msgIDs, ids[ops[len(ops)-1]])
+		case x < 95: // a bad body or an unknown kind
+			emit(rng.IntN(numDevs), parents(), Kind(1+rng.IntN(5)), []byte{byte(rng.IntN(3))})
+		default: // a competing Create by someone
+			i := rng.IntN(numDevs)
+			emit(i, nil, KindCreate, Create{Name: "Other", Kind: Social, Creator: info(devs[i], names[i], true)}.Marshal())
+		}
+	}
+	return team, ops
+}
+
+// TestStateOrderIndependence adds a random history to many logs in random
+// orders, with duplicates, and checks that they all show the same state.
+// Replay a failure with -seed=N.
+func TestStateOrderIndependence(t *testing.T) {
+	seed := *seedFlag
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -run TestStateOrderIndependence -seed=%d)", seed, seed)
+	team, ops := history(t, seed, 200)
+	rng := rand.New(rand.NewPCG(seed, 1))
+
+	ref := NewLog(team)
+	mustAdd(t, ref, ops...)
+	want := ref.State()
+	wantHeads := ref.Heads()
+
+	// The history must exercise the rules: some ops valid, some not.
+	var msgOps int
+	for _, op := range ops {
+		if op.Kind == KindMessage {
+			msgOps++
+		}
+	}
+	if len(want.Members) < 2 || len(want.Messages) == 0 || len(want.Messages) == msgOps {
+		t.Fatalf("degenerate history: %d members, %d of %d messages shown", len(want.Members), len(want.Messages), msgOps)
+	}
+	t.Logf("%d ops: %d members, %d of %d messages shown, %d heads", len(ops), len(want.Members), len(want.Messages), msgOps, len(wantHeads))
+
+	for i := range 20 {
+		order := rng.Perm(len(ops))
+		for range rng.IntN(40) { // duplicates
+			order = slices.Insert(order, rng.IntN(len(order)+1), rng.IntN(len(ops)))
+		}
+		l := NewLog(team)
+		for j, k := range order {
+			if _, err := l.Add(ops[k]); err != nil {
+				t.Fatal(err)
+			}
+			if j%50 == 0 {
+				_ = l.State() // exercise the cache invalidation
+			}
+		}
+		if got := l.State(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("permutation %d: State differs from the reference (seed %d):\ngot  %+v\nwant %+v", i, seed, got, want)
+		}
+		if got := l.Heads(); !reflect.DeepEqual(got, wantHeads) {
+			t.Fatalf("permutation %d: Heads got %v; want %v (seed %d)", i, got, wantHeads, seed)
+		}
+		if got, want := l.Len(), len(ops); got != want {
+			t.Fatalf("permutation %d: Len got %d; want %d", i, got, want)
+		}
+	}
+}
+
+func BenchmarkState(b *testing.B) {
+	team, ops := history(b, 42, 1000)
+	l := NewLog(team)
+	mustAdd(b, l, ops...)
+	b.ReportAllocs()
+	for b.Loop() {
+		l.state = nil
+		_ = l.State()
+	}
+	b.ReportMetric(float64(len(ops)), "ops")
+}
