@@ -202,7 +202,7 @@ func (n *Node) Join(ctx context.Context, code string) (TeamInfo, error) {
 	}
 	n.rememberPeer(inv.Inviter.ID)
 	t := n.teamByID(rec.ID)
-	if err := n.syncTeamErr(ctx, inv.Inviter.ID, t); err != nil {
+	if err := n.syncTeamErr(ctx, inv.Inviter.ID, t, true); err != nil {
 		n.log.Warn("first catch-up after join failed; it will be retried", "team", t.id, "err", err)
 	}
 	n.log.Info("joined team", "team", t.id, "inviter", inv.Inviter.ID.ShortString())

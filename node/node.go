@@ -173,11 +173,11 @@ type Node struct {
 	clockMu stdsync.Mutex
 	clock   crdt.Clock
 
-	mu       stdsync.Mutex // guards the fields below
-	closed   bool
-	teams    map[crdt.TeamID]*team
-	byTopic  map[envelope.Topic]*team
-	inflight map[string]bool // peer+topic of running sync sessions
+	mu      stdsync.Mutex // guards the fields below
+	closed  bool
+	teams   map[crdt.TeamID]*team
+	byTopic map[envelope.Topic]*team
+	slots   map[string]*syncSlot // by peer+topic
 
 	stats syncStats
 }
@@ -238,15 +238,15 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		id:       id,
-		st:       cfg.Store,
-		log:      logger.With("device", id.Device.ID()),
-		now:      now,
-		ingest:   make(chan ingestItem, 256),
-		teams:    make(map[crdt.TeamID]*team),
-		byTopic:  make(map[envelope.Topic]*team),
-		inflight: make(map[string]bool),
+		cfg:     cfg,
+		id:      id,
+		st:      cfg.Store,
+		log:     logger.With("device", id.Device.ID()),
+		now:     now,
+		ingest:  make(chan ingestItem, 256),
+		teams:   make(map[crdt.TeamID]*team),
+		byTopic: make(map[envelope.Topic]*team),
+		slots:   make(map[string]*syncSlot),
 	}
 	n.clock.Now = now
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -404,6 +404,9 @@ func (n *Node) Close() error {
 		if t.sub != nil {
 			t.sub.Cancel()
 		}
+		if t.events != nil {
+			t.events.Cancel()
+		}
 		if t.ptop != nil {
 			t.ptop.Close()
 		}
@@ -473,14 +476,36 @@ func (n *Node) addTeam(rec *teamRecord) error {
 		ptop.Close()
 		return fmt.Errorf("node: subscribe: %w", err)
 	}
-	t.ptop, t.sub = ptop, sub
+	evts, err := ptop.EventHandler()
+	if err != nil {
+		sub.Cancel()
+		ptop.Close()
+		return fmt.Errorf("node: topic events: %w", err)
+	}
+	t.ptop, t.sub, t.events = ptop, sub, evts
 
 	n.mu.Lock()
 	n.teams[t.id] = t
 	n.byTopic[t.topic] = t
 	n.mu.Unlock()
 	n.goRun(func() { n.readLoop(t) })
+	n.goRun(func() { n.peerLoop(t) })
 	return nil
+}
+
+// peerLoop reconciles with each peer as it joins the team's gossip topic. Gossip reaches only the
+// peers in the topic now; what was published between the last catch-up and this moment is repaired here.
+func (n *Node) peerLoop(t *team) {
+	for {
+		ev, err := t.events.NextPeerEvent(n.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			p := ev.Peer
+			n.goRun(func() { n.syncTeam(p, t) })
+		}
+	}
 }
 
 // topicName is the gossip topic of a team: derived one-way from the team id, so it names nothing.

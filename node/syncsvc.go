@@ -9,6 +9,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+	stdsync "sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -92,26 +94,48 @@ func (n *Node) syncPeer(p peer.ID) {
 
 // syncTeam runs one catch-up session with a peer for one team, unless one is already running.
 func (n *Node) syncTeam(p peer.ID, t *team) {
-	if err := n.syncTeamErr(n.ctx, p, t); err != nil && n.ctx.Err() == nil {
+	if err := n.syncTeamErr(n.ctx, p, t, false); err != nil && n.ctx.Err() == nil {
 		n.log.Debug("catch-up failed", "peer", p.ShortString(), "team", t.id, "err", err)
 	}
 }
 
-func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team) error {
+// syncSlot serialises the catch-up sessions of one peer and team and coalesces requests: a request
+// that finds another one already queued behind the running session returns at once, because the queued
+// session starts after it and so covers it.
+type syncSlot struct {
+	mu      stdsync.Mutex
+	waiting atomic.Int32
+}
+
+// syncTeamErr runs a catch-up session with p for t. With mustRun it always runs one (and waits for a
+// running one first); otherwise it may be coalesced into a queued session.
+func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team, mustRun bool) error {
 	key := string(p) + string(t.topic[:])
 	n.mu.Lock()
-	if n.inflight[key] || n.closed {
+	if n.closed {
 		n.mu.Unlock()
 		return nil
 	}
-	n.inflight[key] = true
+	slot := n.slots[key]
+	if slot == nil {
+		slot = &syncSlot{}
+		n.slots[key] = slot
+	}
 	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		delete(n.inflight, key)
-		n.mu.Unlock()
-	}()
+	if !mustRun && slot.waiting.Load() > 0 {
+		return nil
+	}
+	slot.waiting.Add(1)
+	slot.mu.Lock()
+	slot.waiting.Add(-1)
+	defer slot.mu.Unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return n.syncOnce(ctx, p, t)
+}
 
+func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	s, err := n.host.NewStream(ctx, p, SyncProtocol)

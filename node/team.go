@@ -81,10 +81,11 @@ func unmarshalTeamRecord(b []byte) (*teamRecord, error) {
 
 // team is the running state of one team on this node.
 type team struct {
-	id    crdt.TeamID
-	topic envelope.Topic
-	ptop  *pubsub.Topic
-	sub   *pubsub.Subscription
+	id     crdt.TeamID
+	topic  envelope.Topic
+	ptop   *pubsub.Topic
+	sub    *pubsub.Subscription
+	events *pubsub.TopicEventHandler
 
 	mu      stdsync.Mutex // guards the fields below
 	rec     *teamRecord
