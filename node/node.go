@@ -173,11 +173,12 @@ type Node struct {
 	clockMu stdsync.Mutex
 	clock   crdt.Clock
 
-	mu      stdsync.Mutex // guards the fields below
-	closed  bool
-	teams   map[crdt.TeamID]*team
-	byTopic map[envelope.Topic]*team
-	slots   map[string]*syncSlot // by peer+topic
+	mu       stdsync.Mutex // guards the fields below
+	closed   bool
+	teams    map[crdt.TeamID]*team
+	byTopic  map[envelope.Topic]*team
+	slots    map[string]*syncSlot // by peer+topic
+	lastSync map[string]time.Time // by peer+topic: when a session last completed
 
 	stats syncStats
 }
@@ -238,15 +239,16 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:     cfg,
-		id:      id,
-		st:      cfg.Store,
-		log:     logger.With("device", id.Device.ID()),
-		now:     now,
-		ingest:  make(chan ingestItem, 256),
-		teams:   make(map[crdt.TeamID]*team),
-		byTopic: make(map[envelope.Topic]*team),
-		slots:   make(map[string]*syncSlot),
+		cfg:      cfg,
+		id:       id,
+		st:       cfg.Store,
+		log:      logger.With("device", id.Device.ID()),
+		now:      now,
+		ingest:   make(chan ingestItem, 256),
+		teams:    make(map[crdt.TeamID]*team),
+		byTopic:  make(map[envelope.Topic]*team),
+		slots:    make(map[string]*syncSlot),
+		lastSync: make(map[string]time.Time),
 	}
 	n.clock.Now = now
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -503,7 +505,7 @@ func (n *Node) peerLoop(t *team) {
 		}
 		if ev.Type == pubsub.PeerJoin {
 			p := ev.Peer
-			n.goRun(func() { n.syncTeam(p, t) })
+			n.goRun(func() { n.autoSync(p, t) })
 		}
 	}
 }

@@ -87,9 +87,52 @@ func (n *Node) syncPeer(p peer.ID) {
 	n.mu.Unlock()
 	for _, t := range teams {
 		if n.isMember(t, d) {
-			n.syncTeam(p, t)
+			n.autoSync(p, t)
 		}
 	}
+}
+
+// followerDelay is how long the end with the higher peer id waits before starting a catch-up session
+// the other end should have started.
+const followerDelay = 3 * time.Second
+
+// responderWait bounds how long a served session waits for the team's own catch-up session to finish
+// before it runs alongside (waiting longer could deadlock a ring of nodes syncing with each other).
+const responderWait = 5 * time.Second
+
+// autoSync answers the triggers both ends see (a new connection, a peer joining the team's topic, the
+// periodic timer). The end with the lower peer id starts a session at once; the other waits
+// followerDelay and starts one only if no session between the two completed meanwhile. One session
+// repairs both ends, so this halves the traffic of the common case without relying on the other end.
+func (n *Node) autoSync(p peer.ID, t *team) {
+	if n.host.ID() < p {
+		n.syncTeam(p, t)
+		return
+	}
+	since := time.Now()
+	timer := time.NewTimer(followerDelay)
+	defer timer.Stop()
+	select {
+	case <-n.ctx.Done():
+		return
+	case <-timer.C:
+	}
+	n.mu.Lock()
+	last := n.lastSync[syncKey(p, t)]
+	n.mu.Unlock()
+	if last.After(since) {
+		return
+	}
+	n.syncTeam(p, t)
+}
+
+func syncKey(p peer.ID, t *team) string { return string(p) + string(t.topic[:]) }
+
+func (n *Node) syncDone(p peer.ID, t *team) {
+	n.mu.Lock()
+	n.lastSync[syncKey(p, t)] = time.Now()
+	n.mu.Unlock()
+	n.rememberPeer(p)
 }
 
 // syncTeam runs one catch-up session with a peer for one team, unless one is already running.
@@ -110,7 +153,7 @@ type syncSlot struct {
 // syncTeamErr runs a catch-up session with p for t. With mustRun it always runs one (and waits for a
 // running one first); otherwise it may be coalesced into a queued session.
 func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team, mustRun bool) error {
-	key := string(p) + string(t.topic[:])
+	key := syncKey(p, t)
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -138,6 +181,13 @@ func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team, mustRun bool
 func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
+	// One outgoing session per team at a time: the next one starts from what this one fetched.
+	select {
+	case t.syncSem <- struct{}{}:
+		defer func() { <-t.syncSem }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	s, err := n.host.NewStream(ctx, p, SyncProtocol)
 	if err != nil {
 		return fmt.Errorf("open sync stream: %w", err)
@@ -158,7 +208,7 @@ func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 		s.Reset()
 		return err
 	}
-	n.rememberPeer(p)
+	n.syncDone(p, t)
 	return nil
 }
 
@@ -185,13 +235,20 @@ func (n *Node) handleSync(s network.Stream) {
 		s.Reset()
 		return
 	}
+	wait := time.NewTimer(responderWait)
+	select {
+	case t.syncSem <- struct{}{}:
+		defer func() { <-t.syncSem }()
+	case <-wait.C:
+	}
+	wait.Stop()
 	sess := catchup.NewResponder(storeSource{n.st, t.topic}, syncFrameMax)
 	if err := n.driveReader(s, br, p, t, sess, nil); err != nil {
 		n.log.Debug("sync session failed", "peer", p.ShortString(), "team", t.id, "err", err)
 		s.Reset()
 		return
 	}
-	n.rememberPeer(p)
+	n.syncDone(p, t)
 }
 
 func (n *Node) drive(s network.Stream, p peer.ID, t *team, sess Catcher, first [][]byte) error {

@@ -86,6 +86,8 @@ type team struct {
 	ptop   *pubsub.Topic
 	sub    *pubsub.Subscription
 	events *pubsub.TopicEventHandler
+	// syncSem admits one outgoing catch-up session at a time (served sessions wait for it briefly).
+	syncSem chan struct{}
 
 	mu      stdsync.Mutex // guards the fields below
 	rec     *teamRecord
@@ -101,6 +103,7 @@ func newTeam(rec *teamRecord) *team {
 		rec:     rec,
 		log:     crdt.NewLog(rec.ID),
 		waiters: make(map[chan struct{}]struct{}),
+		syncSem: make(chan struct{}, 1),
 	}
 }
 

@@ -160,8 +160,6 @@ func e2eNewCluster(t *testing.T) *e2eCluster {
 		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
 		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
 		"TMPDIR="+tmp,
-		// A race report goes to the daemon's log (checked after shutdown) and fails fast.
-		"GORACE=halt_on_error=1",
 	)
 	return c
 }
@@ -227,8 +225,16 @@ func (c *e2eCluster) node(t *testing.T, label, name string) *e2eNode {
 	return n
 }
 
-func (n *e2eNode) environ(pass string) []string {
-	return append(slices.Clip(n.c.env), "FIELDMESH_PASSPHRASE="+pass)
+// environ returns the environment of a process of this node. With -race, a race report fails the
+// process at once (in a daemon, it lands in the log, which is checked after shutdown); short-lived
+// commands skip the race runtime's default one-second sleep at exit, which would otherwise cost
+// a second per `fieldmesh send`.
+func (n *e2eNode) environ(pass string, daemon bool) []string {
+	gorace := "GORACE=halt_on_error=1"
+	if !daemon {
+		gorace += " atexit_sleep_ms=0"
+	}
+	return append(slices.Clip(n.c.env), "FIELDMESH_PASSPHRASE="+pass, gorace)
 }
 
 // e2eResult is the outcome of one CLI command.
@@ -256,7 +262,7 @@ func (n *e2eNode) runWith(t *testing.T, pass string, timeout time.Duration, args
 	defer cancel()
 	full := append(slices.Clip(args), "--data="+n.dir)
 	cmd := exec.CommandContext(ctx, n.c.bin, full...)
-	cmd.Env = n.environ(pass)
+	cmd.Env = n.environ(pass, false)
 	cmd.Stdin = nil // /dev/null: a prompt fails instead of hanging
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -492,7 +498,7 @@ func (n *e2eNode) start(t *testing.T, pass string, extra ...string) *e2eDaemon {
 	}}
 	args := append([]string{"up", "--data=" + n.dir, "--no-mdns", "--listen=/ip4/127.0.0.1/tcp/0"}, extra...)
 	d.cmd = exec.Command(n.c.bin, args...)
-	d.cmd.Env = n.environ(pass)
+	d.cmd.Env = n.environ(pass, true)
 	d.cmd.Stdin = nil
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.cmd.WaitDelay = 5 * time.Second
@@ -597,7 +603,7 @@ func (n *e2eNode) follow(t *testing.T, team string) *e2eFollower {
 	t.Helper()
 	f := &e2eFollower{node: n, eof: make(chan struct{}), changed: make(chan struct{})}
 	f.cmd = exec.Command(n.c.bin, "messages", team, "--follow", "--json", "--data="+n.dir)
-	f.cmd.Env = n.environ(n.pass)
+	f.cmd.Env = n.environ(n.pass, false)
 	f.cmd.Stdin = nil
 	f.cmd.Stderr = &f.stderr
 	f.cmd.WaitDelay = 5 * time.Second

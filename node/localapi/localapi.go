@@ -65,8 +65,8 @@ type SendRequest struct {
 	Team     string `json:"team"`
 	Text     string `json:"text"`
 	Priority string `json:"priority,omitempty"`
-	Patient  string `json:"patient,omitempty"`
-	ReplyTo  string `json:"reply_to,omitempty"`
+	Patient  string `json:"patient"`
+	ReplyTo  string `json:"reply_to"`
 }
 
 // Sent acknowledges a message: it is durably stored on the device.
@@ -84,8 +84,8 @@ type Message struct {
 	HLC        uint64 `json:"hlc"`
 	Text       string `json:"text"`
 	Priority   string `json:"priority"`
-	Patient    string `json:"patient,omitempty"`
-	ReplyTo    string `json:"reply_to,omitempty"`
+	Patient    string `json:"patient"`
+	ReplyTo    string `json:"reply_to"`
 }
 
 // Peer is a connected peer.

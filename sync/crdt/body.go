@@ -1,7 +1,9 @@
 package crdt
 
 import (
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
@@ -323,4 +325,112 @@ func UnmarshalMessage(b []byte) (Message, error) {
 		return Message{}, err
 	}
 	return m, nil
+}
+
+// MaxAckIDs is the most message ids one Ack carries.
+const MaxAckIDs = 512
+
+// Ack is the body of an acknowledgement op (KindAck): its author has
+// received (Read false) or read (Read true) the messages with the given ids.
+// Reading implies receiving. One op acknowledges many messages: see
+// [SplitAcks] and [State.Unacked] for the batching rule.
+//
+// Encoding: version 1 | read byte (0 or 1) | uvarint count (1..MaxAckIDs) |
+// count × op id 32 bytes, strictly ascending.
+type Ack struct {
+	Read bool
+	IDs  []OpID // 1..MaxAckIDs ids, strictly ascending
+}
+
+// Validate checks the limits that UnmarshalAck enforces.
+func (a Ack) Validate() error {
+	switch {
+	case len(a.IDs) == 0:
+		return fmt.Errorf("%w: ack of no messages", ErrInvalid)
+	case len(a.IDs) > MaxAckIDs:
+		return fmt.Errorf("%w: ack of %d messages, limit %d", ErrTooLarge, len(a.IDs), MaxAckIDs)
+	}
+	for i := 1; i < len(a.IDs); i++ {
+		if a.IDs[i-1].Compare(a.IDs[i]) >= 0 {
+			return fmt.Errorf("%w: ack ids not strictly ascending", ErrMalformed)
+		}
+	}
+	return nil
+}
+
+// Marshal encodes a. It does not validate; call Validate first (or build
+// acks with SplitAcks).
+func (a Ack) Marshal() []byte {
+	b := make([]byte, 0, 2+binary.MaxVarintLen16+32*len(a.IDs))
+	b = append(b, bodyVersion)
+	b = appendBool(b, a.Read)
+	b = binary.AppendUvarint(b, uint64(len(a.IDs)))
+	for _, id := range a.IDs {
+		b = append(b, id[:]...)
+	}
+	return b
+}
+
+// UnmarshalAck decodes and validates an Ack body.
+func UnmarshalAck(b []byte) (Ack, error) {
+	if limit := 2 + binary.MaxVarintLen16 + 32*MaxAckIDs; len(b) > limit {
+		return Ack{}, fmt.Errorf("%w: ack body is %d bytes, limit %d", ErrTooLarge, len(b), limit)
+	}
+	d := decoder{b: b}
+	d.version("ack", bodyVersion)
+	var a Ack
+	a.Read = d.bool()
+	n := d.count(MaxAckIDs, 32)
+	if d.err == nil && n == 0 {
+		d.fail(fmt.Errorf("%w: ack of no messages", ErrInvalid))
+	}
+	if n > 0 {
+		a.IDs = make([]OpID, n)
+		for i := range a.IDs {
+			copy(a.IDs[i][:], d.fixed(32))
+			if i > 0 && d.err == nil && a.IDs[i-1].Compare(a.IDs[i]) >= 0 {
+				d.fail(fmt.Errorf("%w: ack ids not strictly ascending", ErrMalformed))
+			}
+		}
+	}
+	if err := d.finish(); err != nil {
+		return Ack{}, err
+	}
+	return a, nil
+}
+
+// SplitAcks returns the fewest valid Acks that acknowledge ids (sorted and
+// de-duplicated, MaxAckIDs per Ack), or nil if ids is empty. It does not
+// modify ids.
+func SplitAcks(read bool, ids []OpID) []Ack {
+	ids = slices.Clone(ids)
+	slices.SortFunc(ids, OpID.Compare)
+	ids = slices.Compact(ids)
+	var out []Ack
+	for len(ids) > 0 {
+		n := min(len(ids), MaxAckIDs)
+		out = append(out, Ack{Read: read, IDs: ids[:n:n]})
+		ids = ids[n:]
+	}
+	return out
+}
+
+// checkBody decodes body as kind's body type, for the kinds this package
+// knows; other kinds pass.
+func checkBody(kind Kind, body []byte) error {
+	var err error
+	switch kind {
+	case KindCreate:
+		_, err = UnmarshalCreate(body)
+	case KindMember:
+		_, err = UnmarshalMember(body)
+	case KindMessage:
+		_, err = UnmarshalMessage(body)
+	case KindAck:
+		_, err = UnmarshalAck(body)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v: %w", ErrBadBody, kind, err)
+	}
+	return nil
 }

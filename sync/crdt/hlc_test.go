@@ -2,8 +2,11 @@ package crdt
 
 import (
 	"math"
+	"reflect"
 	"testing"
 	"time"
+
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 )
 
 // fakeNow is a settable wall clock.
@@ -113,11 +116,194 @@ func TestClockObserve(t *testing.T) {
 	}
 }
 
-func TestClockSaturates(t *testing.T) {
-	c := Clock{Now: func() time.Time { return time.UnixMilli(1<<48 - 1) }}
+// TestClockNoFreeze checks that no timestamp from peers, however far ahead
+// and however many agree, stops the clock from advancing with the wall
+// clock, and that a wall clock past MaxWall still leaves room to count.
+func TestClockNoFreeze(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	f := &fakeNow{t: now}
+	c := Clock{Now: f.Now}
 	c.Observe(HLC(math.MaxUint64))
-	if got, want := c.Next(), HLC(math.MaxUint64); got != want {
-		t.Errorf("Next at the end of time: got %d; want %d", got, want)
+	c.ObserveFrom(dev(1), HLC(math.MaxUint64))
+	c.ObserveFrom(dev(2), HLC(math.MaxUint64))
+	c.ObserveFrom(dev(3), HLC(math.MaxUint64-1))
+	if got, want := c.Next(), MakeHLC(now, 0); got != want {
+		t.Errorf("Next after peers at the end of time: got %d; want %d (the wall clock)", got, want)
+	}
+	f.t = f.t.Add(time.Second)
+	if got, want := c.Next(), MakeHLC(f.t, 0); got != want {
+		t.Errorf("Next a second later: got %d; want %d", got, want)
+	}
+
+	// A wall clock at the end of time counts from MaxWall.
+	c = Clock{Now: func() time.Time { return time.Unix(1<<50, 0) }}
+	prev := c.Next()
+	if got, want := prev, MakeHLC(MaxWall, 0); got != want {
+		t.Errorf("Next with a wall clock past MaxWall: got %d; want %d", got, want)
+	}
+	for range 200_000 {
+		h := c.Next()
+		if h <= prev {
+			t.Fatalf("Next got %d; want > %d", h, prev)
+		}
+		prev = h
+	}
+	if prev >= HLC(math.MaxUint64)-1<<40 {
+		t.Errorf("Next near saturation: %d", prev)
+	}
+}
+
+// dev returns a device id made of b.
+func dev(b byte) identity.DeviceID { return identity.DeviceID{b} }
+
+// TestClockSkew walks through the clock rules with wall clocks a day wrong
+// and in 1970.
+func TestClockSkew(t *testing.T) {
+	T := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC) // the true time
+	at := func(d time.Duration) HLC { return MakeHLC(T.Add(d), 0) }
+	A, B, L1, L2 := dev(1), dev(2), dev(3), dev(4)
+	type obs struct {
+		from identity.DeviceID // zero: ObserveOwn
+		h    HLC
+	}
+	own := identity.DeviceID{}
+	tests := []struct {
+		name        string
+		wall        time.Time
+		obs         []obs
+		wantAtLeast HLC // Next after the observations is greater than this
+		wantBelow   HLC // ... and less than this
+		skewed      []identity.DeviceID
+	}{
+		{
+			name:        "a day behind: one teammate is not enough",
+			wall:        T.Add(-24 * time.Hour),
+			obs:         []obs{{A, at(0)}},
+			wantAtLeast: at(-24*time.Hour) - 1, wantBelow: at(-23 * time.Hour),
+			skewed: []identity.DeviceID{A},
+		},
+		{
+			name:        "a day behind: two teammates that agree move it",
+			wall:        T.Add(-24 * time.Hour),
+			obs:         []obs{{A, at(0)}, {B, at(-30 * time.Minute)}},
+			wantAtLeast: at(0), wantBelow: at(time.Minute),
+		},
+		{
+			name:        "a day behind: after a quorum jump, one teammate within MaxDrift is merged",
+			wall:        T.Add(-24 * time.Hour),
+			obs:         []obs{{A, at(0)}, {B, at(-30 * time.Minute)}, {A, at(50 * time.Minute)}},
+			wantAtLeast: at(50 * time.Minute), wantBelow: at(51 * time.Minute),
+		},
+		{
+			name:        "a day behind: two teammates that disagree by more than MaxDrift do not",
+			wall:        T.Add(-24 * time.Hour),
+			obs:         []obs{{A, at(0)}, {B, at(-3 * time.Hour)}},
+			wantAtLeast: at(-24*time.Hour) - 1, wantBelow: at(-23 * time.Hour),
+			skewed: []identity.DeviceID{A, B},
+		},
+		{
+			name:        "one peer a day ahead moves nobody",
+			wall:        T,
+			obs:         []obs{{L1, at(24 * time.Hour)}, {A, at(-time.Minute)}},
+			wantAtLeast: at(0) - 1, wantBelow: at(time.Second),
+			skewed: []identity.DeviceID{L1},
+		},
+		{
+			name:        "two peers far ahead that disagree move nobody",
+			wall:        T,
+			obs:         []obs{{L1, at(24 * time.Hour)}, {L2, at(48 * time.Hour)}},
+			wantAtLeast: at(0) - 1, wantBelow: at(time.Second),
+			skewed: []identity.DeviceID{L1, L2},
+		},
+		{
+			name: "one peer cannot walk the clock forward an hour at a time",
+			wall: T,
+			obs: []obs{
+				{L1, at(59 * time.Minute)}, {L1, at(118 * time.Minute)}, {L1, at(177 * time.Minute)},
+			},
+			wantAtLeast: at(59 * time.Minute), wantBelow: at(60 * time.Minute),
+			skewed: []identity.DeviceID{L1},
+		},
+		{
+			name:        "1970 with own history: keeps counting from it",
+			wall:        time.Unix(0, 0),
+			obs:         []obs{{own, at(-5 * time.Hour)}},
+			wantAtLeast: at(-5 * time.Hour), wantBelow: at(-5*time.Hour) + 100,
+		},
+		{
+			name:        "1970 with own history: a teammate within MaxDrift of it is merged",
+			wall:        time.Unix(0, 0),
+			obs:         []obs{{own, at(-5 * time.Hour)}, {A, at(-4*time.Hour - time.Minute)}},
+			wantAtLeast: at(-4*time.Hour - time.Minute), wantBelow: at(-4 * time.Hour),
+		},
+		{
+			name:        "1970: an implausible wall clock follows one teammate",
+			wall:        time.Unix(0, 0),
+			obs:         []obs{{own, at(-5 * time.Hour)}, {A, at(0)}},
+			wantAtLeast: at(0), wantBelow: at(time.Second),
+		},
+		{
+			name:        "fresh device in 1970 follows the first teammate",
+			wall:        time.Unix(0, 0),
+			obs:         []obs{{A, at(0)}},
+			wantAtLeast: at(0), wantBelow: at(time.Second),
+		},
+	}
+	for _, tt := range tests {
+		c := Clock{Now: func() time.Time { return tt.wall }}
+		for _, o := range tt.obs {
+			if o.from == own {
+				c.ObserveOwn(o.h)
+			} else {
+				c.ObserveFrom(o.from, o.h)
+			}
+		}
+		got := c.Next()
+		if got <= tt.wantAtLeast || got >= tt.wantBelow {
+			t.Errorf("%s: Next got %v; want in (%v, %v)", tt.name, got.Time().UTC(), tt.wantAtLeast.Time().UTC(), tt.wantBelow.Time().UTC())
+		}
+		if got := c.Skewed(); !reflect.DeepEqual(got, tt.skewed) {
+			t.Errorf("%s: Skewed got %v; want %v", tt.name, got, tt.skewed)
+		}
+		if next := c.Next(); next <= got {
+			t.Errorf("%s: second Next got %d; want > %d", tt.name, next, got)
+		}
+	}
+}
+
+// TestClockObserveFromReports checks ObserveFrom's result.
+func TestClockObserveFromReports(t *testing.T) {
+	T := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	c := Clock{Now: func() time.Time { return T }}
+	if !c.ObserveFrom(dev(1), MakeHLC(T.Add(time.Minute), 0)) {
+		t.Errorf("ObserveFrom(a minute ahead): got false; want true")
+	}
+	if c.ObserveFrom(dev(1), MakeHLC(T.Add(24*time.Hour), 0)) {
+		t.Errorf("ObserveFrom(a day ahead): got true; want false")
+	}
+	if !c.ObserveFrom(dev(2), MakeHLC(T.Add(24*time.Hour+time.Minute), 0)) {
+		t.Errorf("ObserveFrom(a day ahead, second author): got false; want true (quorum)")
+	}
+	if got := c.Skewed(); len(got) != 0 {
+		t.Errorf("Skewed after the quorum: got %v; want none", got)
+	}
+}
+
+// TestClockVotersBounded checks that a flood of authors far ahead keeps at
+// most maxVoters votes.
+func TestClockVotersBounded(t *testing.T) {
+	T := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	c := Clock{Now: func() time.Time { return T }}
+	for i := range 500 {
+		var d identity.DeviceID
+		d[0], d[1] = byte(i), byte(i>>8)
+		c.ObserveFrom(d, MakeHLC(T.Add(time.Duration(2+i*2)*time.Hour), 0))
+	}
+	if got := len(c.Skewed()); got > maxVoters {
+		t.Errorf("Skewed: %d authors; want at most %d", got, maxVoters)
+	}
+	if got := c.Next(); got >= MakeHLC(T.Add(time.Hour), 0) {
+		t.Errorf("Next after authors that all disagree: got %v; want about %v", got.Time().UTC(), T)
 	}
 }
 

@@ -1,7 +1,9 @@
 package crdt
 
 import (
+	"bytes"
 	"cmp"
+	"container/heap"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,16 +35,33 @@ func NewLog(team TeamID) *Log {
 // Team returns the log's team id.
 func (l *Log) Team() TeamID { return l.team }
 
-// Add adds a copy of op to the log. It checks that the op is of the log's
-// team (ErrWrongTeam), well formed and signed by its author (see Op.Verify).
-// Adding an op already in the log returns false, nil. Ops whose body does not
-// decode, or whose author may not make them, are kept (they are part of the
-// set and may be relayed) but do not show in State.
-func (l *Log) Add(op *Op) (added bool, err error) {
+// Check reports whether Add would accept op: it returns an error wrapping
+// ErrWrongTeam for an op of another team; ErrBadSignature, ErrMalformed or
+// ErrTooLarge for an op that is not well formed and signed by its author
+// (see Op.Verify); or ErrBadBody for an op of a known kind (Create, Member,
+// Message, Ack) whose body does not decode. These checks depend on the op
+// alone, never on the rest of the log, so every replica refuses the same
+// ops whatever order they arrive in. A caller that stores ops before adding
+// them (the node) calls Check first, so that it never stores what Add
+// refuses.
+func (l *Log) Check(op *Op) error {
 	if op.Team != l.team {
-		return false, fmt.Errorf("%w: op team %s, log team %s", ErrWrongTeam, op.Team.Short(), l.team.Short())
+		return fmt.Errorf("%w: op team %s, log team %s", ErrWrongTeam, op.Team.Short(), l.team.Short())
 	}
 	if err := op.Verify(); err != nil {
+		return err
+	}
+	return checkBody(op.Kind, op.Body)
+}
+
+// Add adds a copy of op to the log, after the checks of Check; it returns
+// false and Check's error for an op it refuses, which is not added. Adding
+// an op already in the log returns false, nil. Ops that pass the checks but
+// do not count in State (ops by non-members, of unknown kinds, with
+// impossible parents: see State) are kept, as part of the set that
+// replicas reconcile and relay.
+func (l *Log) Add(op *Op) (added bool, err error) {
+	if err := l.Check(op); err != nil {
 		return false, err
 	}
 	id := op.ID()
@@ -107,6 +126,48 @@ func (l *Log) Heads() []OpID {
 	return heads
 }
 
+// HeadsBefore returns the parents that a new op with timestamp t may name:
+// the heads of the ops with a Time before t (the ops with Time < t that no
+// other op with Time < t names as a parent), sorted ascending. When every
+// head is older than t (the usual case) it is Heads. An op naming a parent
+// whose Time is not before its own has an impossible parent and does not
+// count in State, so a node makes a new op with
+//
+//	t := clock.Next()
+//	op := NewOp(dev, team, t, log.HeadsBefore(t), kind, body)
+//
+// An op from a device whose clock runs far ahead stays out of the parents
+// of new ops until the local clock passes it; it is still shown.
+func (l *Log) HeadsBefore(t HLC) []OpID {
+	heads := l.Heads()
+	fresh := true
+	for _, h := range heads {
+		if l.ops[h].Time >= t {
+			fresh = false
+			break
+		}
+	}
+	if fresh {
+		return heads
+	}
+	named := make(map[OpID]struct{})
+	for _, op := range l.ops {
+		if op.Time < t {
+			for _, p := range op.Parents {
+				named[p] = struct{}{}
+			}
+		}
+	}
+	heads = heads[:0]
+	for id, op := range l.ops {
+		if _, ok := named[id]; !ok && op.Time < t {
+			heads = append(heads, id)
+		}
+	}
+	slices.SortFunc(heads, OpID.Compare)
+	return heads
+}
+
 // Len returns the number of ops in the log.
 func (l *Log) Len() int { return len(l.ops) }
 
@@ -116,7 +177,7 @@ type State struct {
 	Kind     TeamKind
 	Creator  identity.DeviceID
 	Members  []MemberInfo  // sorted by Name then Device
-	Messages []MessageView // sorted by (Time, ID): a total order respecting causality
+	Messages []MessageView // display order: see Log.State
 }
 
 // Member returns the member info of device d, if d is a member.
@@ -129,19 +190,63 @@ func (s State) Member(d identity.DeviceID) (MemberInfo, bool) {
 	return MemberInfo{}, false
 }
 
+// Unacked returns the ids of the messages shown in s, not written by d, that
+// d has not acknowledged as read (read true) or received (read false),
+// sorted ascending. It is the batching rule for acks (the node's, and the
+// simulator's): once per batch window (for example 30 seconds after the
+// first unacknowledged message arrives, or when the user leaves the
+// conversation), a device publishes SplitAcks(true, s.Unacked(self, true))
+// for what the user has seen, then SplitAcks(false, s.Unacked(self, false))
+// for the rest: one op per 512 messages, whatever the team's size. Acks are
+// never acknowledged, a message acked once is never listed again, and an op
+// acking many messages costs 32 bytes per message, so a 30-person team
+// sends at most 30 ack ops per window, not 30 per message.
+func (s State) Unacked(d identity.DeviceID, read bool) []OpID {
+	var out []OpID
+	for _, m := range s.Messages {
+		by := m.ReceivedBy
+		if read {
+			by = m.ReadBy
+		}
+		if m.Author != d && !containsDevice(by, d) {
+			out = append(out, m.ID)
+		}
+	}
+	slices.SortFunc(out, OpID.Compare)
+	return out
+}
+
+func containsDevice(ds []identity.DeviceID, d identity.DeviceID) bool {
+	_, ok := slices.BinarySearchFunc(ds, d, compareDevice)
+	return ok
+}
+
+func compareDevice(a, b identity.DeviceID) int { return bytes.Compare(a[:], b[:]) }
+
 // MessageView is a message as shown: its op's id, author and time, the
-// author's current member name, and the decoded body.
+// author's current member name, the decoded body, and who acknowledged it.
 type MessageView struct {
 	ID         OpID
 	Author     identity.DeviceID
 	AuthorName string
 	Time       HLC
 	Message
+	// ReceivedBy and ReadBy are the members other than the author that
+	// acknowledged the message as received or read, sorted ascending.
+	// ReadBy is a subset of ReceivedBy. Nil when empty.
+	ReceivedBy []identity.DeviceID
+	ReadBy     []identity.DeviceID
 }
 
 // State returns the team state of the ops in the log (a deep copy: the
-// caller may modify it). The rules (issue #2):
+// caller may modify it). It is a pure function of the set of ops. The rules
+// (issues #2 and #4):
 //
+//   - Impossible parents: an op that names itself as a parent, or whose Time
+//     is not after the Time of a parent present in the log, is impossible:
+//     no honest clock makes it (see Clock and HeadsBefore). It stays in the
+//     log but counts for nothing below. Its own children are judged on
+//     their own Time.
 //   - Genesis: the KindCreate op with no parents, a valid body and
 //     Create.Creator.Device equal to its author; if several, the least by
 //     (Time, ID). Its author is the creator. Without a genesis the state is
@@ -155,9 +260,19 @@ type MessageView struct {
 //     come from the add with the greatest (Time, ID), the genesis counting
 //     as the creator's first add.
 //   - Messages: KindMessage ops with a valid body whose author is a member.
+//     They are listed by (Time, ID), except that a reply is never listed
+//     before the message it replies to (when that one is shown): it comes
+//     right after it, or where its own (Time, ID) puts it if that is later.
+//     (With honest clocks a reply is always later; a reply to an op from a
+//     clock far ahead is not.) Children always come after their parents, as
+//     possible ops are later than their parents.
+//   - Acks: KindAck ops whose author is a member other than the message's
+//     author add the author to ReceivedBy (and, with Read, ReadBy) of each
+//     shown message they name; read implies received. Ids of ops that are
+//     not shown messages are ignored.
 //
-// Ops by others, with bodies that do not decode, or of unknown kinds are kept
-// in the log and ignored here.
+// Ops by others, of unknown kinds, or with impossible parents are kept in
+// the log and ignored here.
 //
 // Caveat: nothing binds the team id to its genesis yet, so a member who can
 // write ops for the team could write a competing Create op with an earlier
@@ -176,10 +291,13 @@ func (s State) clone() State {
 	c.Members = slices.Clone(s.Members)
 	c.Messages = slices.Clone(s.Messages)
 	for i := range c.Messages {
-		if r := c.Messages[i].ReplyTo; r != nil {
-			id := *r
-			c.Messages[i].ReplyTo = &id
+		m := &c.Messages[i]
+		if m.ReplyTo != nil {
+			id := *m.ReplyTo
+			m.ReplyTo = &id
 		}
+		m.ReceivedBy = slices.Clone(m.ReceivedBy)
+		m.ReadBy = slices.Clone(m.ReadBy)
 	}
 	return c
 }
@@ -195,11 +313,27 @@ func later(a, b add) bool {
 	return cmp.Or(cmp.Compare(a.op.Time, b.op.Time), a.id.Compare(b.id)) > 0
 }
 
+// impossible returns the ids of the ops with impossible parents.
+func (l *Log) impossible() map[OpID]bool {
+	bad := make(map[OpID]bool)
+	for id, op := range l.ops {
+		for _, p := range op.Parents {
+			if po, ok := l.ops[p]; p == id || ok && op.Time <= po.Time {
+				bad[id] = true
+				break
+			}
+		}
+	}
+	return bad
+}
+
 func (l *Log) computeState() State {
+	bad := l.impossible()
+
 	// Genesis.
 	var genesis *add
 	for id, op := range l.ops {
-		if op.Kind != KindCreate || len(op.Parents) != 0 {
+		if op.Kind != KindCreate || len(op.Parents) != 0 || bad[id] {
 			continue
 		}
 		c, err := UnmarshalCreate(op.Body)
@@ -220,7 +354,7 @@ func (l *Log) computeState() State {
 	// Member adds by author.
 	byAuthor := make(map[identity.DeviceID][]add)
 	for id, op := range l.ops {
-		if op.Kind != KindMember {
+		if op.Kind != KindMember || bad[id] {
 			continue
 		}
 		m, err := UnmarshalMember(op.Body)
@@ -273,7 +407,7 @@ func (l *Log) computeState() State {
 	// Messages by members.
 	var msgs []MessageView
 	for id, op := range l.ops {
-		if op.Kind != KindMessage {
+		if op.Kind != KindMessage || bad[id] {
 			continue
 		}
 		name, ok := names[op.Author]
@@ -286,9 +420,41 @@ func (l *Log) computeState() State {
 		}
 		msgs = append(msgs, MessageView{ID: id, Author: op.Author, AuthorName: name, Time: op.Time, Message: m})
 	}
-	slices.SortFunc(msgs, func(a, b MessageView) int {
-		return cmp.Or(cmp.Compare(a.Time, b.Time), a.ID.Compare(b.ID))
-	})
+	msgs = displayOrder(msgs)
+
+	// Acks by members.
+	index := make(map[OpID]int, len(msgs))
+	for i, m := range msgs {
+		index[m.ID] = i
+	}
+	received := make(map[OpID]map[identity.DeviceID]bool)
+	read := make(map[OpID]map[identity.DeviceID]bool)
+	for id, op := range l.ops {
+		if op.Kind != KindAck || bad[id] {
+			continue
+		}
+		if _, ok := names[op.Author]; !ok {
+			continue
+		}
+		a, err := UnmarshalAck(op.Body)
+		if err != nil {
+			continue
+		}
+		for _, mid := range a.IDs {
+			i, ok := index[mid]
+			if !ok || msgs[i].Author == op.Author {
+				continue
+			}
+			mark(received, mid, op.Author)
+			if a.Read {
+				mark(read, mid, op.Author)
+			}
+		}
+	}
+	for i := range msgs {
+		msgs[i].ReceivedBy = sortedDevices(received[msgs[i].ID])
+		msgs[i].ReadBy = sortedDevices(read[msgs[i].ID])
+	}
 
 	return State{
 		Name:     create.Name,
@@ -297,4 +463,93 @@ func (l *Log) computeState() State {
 		Members:  members,
 		Messages: msgs,
 	}
+}
+
+func mark(m map[OpID]map[identity.DeviceID]bool, id OpID, d identity.DeviceID) {
+	if m[id] == nil {
+		m[id] = make(map[identity.DeviceID]bool)
+	}
+	m[id][d] = true
+}
+
+func sortedDevices(set map[identity.DeviceID]bool) []identity.DeviceID {
+	if len(set) == 0 {
+		return nil
+	}
+	out := make([]identity.DeviceID, 0, len(set))
+	for d := range set {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, compareDevice)
+	return out
+}
+
+// displayOrder sorts msgs by (Time, ID), then delays each reply that would
+// come before the message it replies to until right after it: a
+// topological order of the reply forest that takes the least (Time, ID)
+// first (Kahn's algorithm with a priority queue).
+func displayOrder(msgs []MessageView) []MessageView {
+	slices.SortFunc(msgs, func(a, b MessageView) int {
+		return cmp.Or(cmp.Compare(a.Time, b.Time), a.ID.Compare(b.ID))
+	})
+	index := make(map[OpID]int, len(msgs))
+	for i, m := range msgs {
+		index[m.ID] = i
+	}
+	// replies[j] lists the replies to msgs[j]; a reply waits for its target.
+	replies := make(map[int][]int)
+	waits := make([]bool, len(msgs))
+	late := false // some reply sorts before its target
+	for i, m := range msgs {
+		if m.ReplyTo == nil {
+			continue
+		}
+		if j, ok := index[*m.ReplyTo]; ok && j != i {
+			replies[j] = append(replies[j], i)
+			waits[i] = true
+			late = late || j > i
+		}
+	}
+	if !late {
+		return msgs
+	}
+	out := make([]MessageView, 0, len(msgs))
+	done := make([]bool, len(msgs))
+	ready := &indexHeap{}
+	for i := range msgs {
+		if !waits[i] {
+			heap.Push(ready, i)
+		}
+	}
+	for ready.Len() > 0 {
+		i := heap.Pop(ready).(int)
+		out = append(out, msgs[i])
+		done[i] = true
+		for _, k := range replies[i] {
+			heap.Push(ready, k)
+		}
+	}
+	// Ids are hashes of bodies that contain the reply-to id, so replies form
+	// no cycle short of a SHA-256 collision; if one did, list its messages
+	// in (Time, ID) order rather than drop them.
+	for i := range msgs {
+		if !done[i] {
+			out = append(out, msgs[i])
+		}
+	}
+	return out
+}
+
+// indexHeap is a min-heap of ints.
+type indexHeap []int
+
+func (h indexHeap) Len() int           { return len(h) }
+func (h indexHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h indexHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *indexHeap) Push(x any)        { *h = append(*h, x.(int)) }
+func (h *indexHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

@@ -209,12 +209,18 @@ func TestValidity(t *testing.T) {
 			want: want{map[string]bool{"Ann": true}, nil},
 		},
 		{
-			name: "bad bodies and unknown kinds kept, not shown",
-			ops: []*Op{genesis, unknown,
-				NewOp(A, team, at(3), g, KindMember, []byte{1, 1, 2}),
-				NewOp(A, team, at(4), g, KindMessage, []byte{7}),
-			},
+			name: "unknown kinds kept, not shown",
+			ops:  []*Op{genesis, unknown},
 			want: want{map[string]bool{"Ann": true}, nil},
+		},
+		{
+			name: "impossible parents not counted",
+			ops: []*Op{genesis,
+				memberOp(A, team, at(0), g, info(B, "Ben", true)),          // same time as its parent
+				messageOp(A, team, hlcAt(0, 0)-1, g, "before the genesis"), // earlier than its parent
+				messageOp(A, team, at(1), g, "hello"),
+			},
+			want: want{map[string]bool{"Ann": true}, []string{"hello"}},
 		},
 	}
 	for _, tt := range tests {
@@ -325,6 +331,13 @@ func history(t testing.TB, seed uint64, n int) (TeamID, []*Op) {
 		times[ids[op]] = op.Time
 		wall = wall.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
 	}
+	// emitAt emits an op with the given time, without the clock.
+	emitAt := func(i int, tm HLC, parents []OpID, kind Kind, body []byte) {
+		op := NewOp(devs[i], team, tm, parents, kind, body)
+		ops = append(ops, op)
+		ids[op] = op.ID()
+		times[ids[op]] = op.Time
+	}
 	// parents: the heads of a random prefix (a replica that is behind), or a
 	// random small set of ops (a fork).
 	parents := func() []OpID {
@@ -387,8 +400,41 @@ func history(t testing.TB, seed uint64, n int) (TeamID, []*Op) {
 			}
 			emit(rng.IntN(numDevs), parents(), KindMessage, m.Marshal())
 			msgIDs = append(msgIDs, ids[ops[len(ops)-1]])
-		case x < 95: // a bad body or an unknown kind
-			emit(rng.IntN(numDevs), parents(), Kind(1+rng.IntN(5)), []byte{byte(rng.IntN(3))})
+		case x < 91: // a bad body (refused by Add) or an unknown kind
+			emit(rng.IntN(numDevs), parents(), Kind(1+rng.IntN(6)), []byte{byte(rng.IntN(3))})
+		case x < 94: // an ack of some messages, sometimes by an outsider
+			if len(msgIDs) == 0 {
+				continue
+			}
+			var ids []OpID
+			for range 1 + rng.IntN(4) {
+				ids = append(ids, msgIDs[rng.IntN(len(msgIDs))])
+			}
+			if rng.IntN(5) == 0 {
+				ids = append(ids, ids[0]) // SplitAcks de-duplicates
+			}
+			emit(rng.IntN(numDevs), parents(), KindAck, SplitAcks(rng.IntN(2) == 0, ids)[0].Marshal())
+		case x < 96: // impossible parents: a time not after a parent's
+			ps := parents()
+			if len(ps) == 0 {
+				continue
+			}
+			i := rng.IntN(numDevs)
+			tm := times[ps[rng.IntN(len(ps))]] - HLC(rng.IntN(2))
+			kinds := []Kind{KindMessage, KindMember, KindAck}
+			body := Message{Text: "impossible"}.Marshal()
+			switch k := kinds[rng.IntN(3)]; k {
+			case KindMember:
+				body = Member{Add: info(devs[numDevs-1], "Imp", true)}.Marshal()
+				emitAt(i, tm, ps, k, body)
+			case KindAck:
+				if len(msgIDs) == 0 {
+					continue
+				}
+				emitAt(i, tm, ps, k, Ack{Read: true, IDs: []OpID{msgIDs[rng.IntN(len(msgIDs))]}}.Marshal())
+			default:
+				emitAt(i, tm, ps, k, body)
+			}
 		default: // a competing Create by someone
 			i := rng.IntN(numDevs)
 			emit(i, nil, KindCreate, Create{Name: "Other", Kind: Social, Creator: info(devs[i], names[i], true)}.Marshal())
@@ -409,10 +455,30 @@ func TestStateOrderIndependence(t *testing.T) {
 	team, ops := history(t, seed, 200)
 	rng := rand.New(rand.NewPCG(seed, 1))
 
+	// Ops that Add refuses (bad bodies) are refused whatever the order.
 	ref := NewLog(team)
-	mustAdd(t, ref, ops...)
+	refused := make([]bool, len(ops))
+	nrefused := 0
+	for i, op := range ops {
+		if _, err := ref.Add(op); err != nil {
+			if !errors.Is(err, ErrBadBody) {
+				t.Fatalf("Add(%v op): %v; want nil or ErrBadBody", op.Kind, err)
+			}
+			refused[i] = true
+			nrefused++
+		}
+	}
 	want := ref.State()
 	wantHeads := ref.Heads()
+	if nrefused == 0 || len(ref.impossible()) == 0 {
+		t.Fatalf("degenerate history: %d refused ops, %d with impossible parents", nrefused, len(ref.impossible()))
+	}
+	var acked int
+	for _, m := range want.Messages {
+		if len(m.ReceivedBy) > 0 {
+			acked++
+		}
+	}
 
 	// The history must exercise the rules: some ops valid, some not.
 	var msgOps int
@@ -424,7 +490,8 @@ func TestStateOrderIndependence(t *testing.T) {
 	if len(want.Members) < 2 || len(want.Messages) == 0 || len(want.Messages) == msgOps {
 		t.Fatalf("degenerate history: %d members, %d of %d messages shown", len(want.Members), len(want.Messages), msgOps)
 	}
-	t.Logf("%d ops: %d members, %d of %d messages shown, %d heads", len(ops), len(want.Members), len(want.Messages), msgOps, len(wantHeads))
+	t.Logf("%d ops: %d refused, %d impossible, %d members, %d of %d messages shown, %d acked, %d heads",
+		len(ops), nrefused, len(ref.impossible()), len(want.Members), len(want.Messages), msgOps, acked, len(wantHeads))
 
 	for i := range 20 {
 		order := rng.Perm(len(ops))
@@ -433,8 +500,8 @@ func TestStateOrderIndependence(t *testing.T) {
 		}
 		l := NewLog(team)
 		for j, k := range order {
-			if _, err := l.Add(ops[k]); err != nil {
-				t.Fatal(err)
+			if _, err := l.Add(ops[k]); (err != nil) != refused[k] {
+				t.Fatalf("Add(%v op): got %v; want refused %v", ops[k].Kind, err, refused[k])
 			}
 			if j%50 == 0 {
 				_ = l.State() // exercise the cache invalidation
@@ -446,7 +513,7 @@ func TestStateOrderIndependence(t *testing.T) {
 		if got := l.Heads(); !reflect.DeepEqual(got, wantHeads) {
 			t.Fatalf("permutation %d: Heads got %v; want %v (seed %d)", i, got, wantHeads, seed)
 		}
-		if got, want := l.Len(), len(ops); got != want {
+		if got, want := l.Len(), len(ops)-nrefused; got != want {
 			t.Fatalf("permutation %d: Len got %d; want %d", i, got, want)
 		}
 	}

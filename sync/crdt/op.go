@@ -20,9 +20,10 @@ const (
 	KindCreate  Kind = 1 // body: Create
 	KindMember  Kind = 2 // body: Member
 	KindMessage Kind = 3 // body: Message
+	KindAck     Kind = 4 // body: Ack
 )
 
-// String returns "create", "member", "message" or "kind(N)".
+// String returns "create", "member", "message", "ack" or "kind(N)".
 func (k Kind) String() string {
 	switch k {
 	case KindCreate:
@@ -31,6 +32,8 @@ func (k Kind) String() string {
 		return "member"
 	case KindMessage:
 		return "message"
+	case KindAck:
+		return "ack"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -52,6 +55,11 @@ const (
 // ErrBadSignature is returned by Verify (and Log.Add) for an op whose
 // signature does not verify under its author's key.
 var ErrBadSignature = errors.New("crdt: bad op signature")
+
+// ErrBadBody is returned by Log.Add and Log.Check for an op of a known kind
+// whose body does not decode or breaks its limits. It wraps the decoder's
+// error.
+var ErrBadBody = errors.New("crdt: bad op body")
 
 // Op is the unit of the CRDT: an immutable, signed, content-addressed record.
 // Treat an Op as immutable once signed: changing any field changes its id and
