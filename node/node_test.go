@@ -11,6 +11,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
+	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -340,5 +341,50 @@ func TestRivalCreateOpRefused(t *testing.T) {
 	}
 	if got := ta.snapshot().Creator; got != a.id.Device.ID() {
 		t.Errorf("creator = %s; want %s", got.Short(), a.id.Device.ID().Short())
+	}
+}
+
+// TestValidatorRejectsBadEnvelopes publishes malformed, tampered, foreign and oversized envelopes on a
+// team's topic: the validator must reject each before delivery or forwarding, and nothing is stored.
+func TestValidatorRejectsBadEnvelopes(t *testing.T) {
+	_, ns := newMockNodes(t, "Admin")
+	a := ns[0]
+	team, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := a.teamByRef(team.ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := crdt.NewOp(a.id.Device, team.ID, crdt.MakeHLC(time.Now(), 0), nil, crdt.KindMessage, crdt.Message{Text: "x"}.Marshal())
+	ep := tm.current()
+	tampered := envelope.Seal(good, ep.Epoch, ep.Key).Marshal()
+	tampered[len(tampered)-1] ^= 1
+	otherKey, _ := seal.NewEpochKey(nil)
+	foreign := envelope.Seal(good, ep.Epoch, otherKey).Marshal()
+	unknownEpoch := envelope.Seal(good, ep.Epoch+7, ep.Key).Marshal()
+	before, err := a.st.EnvelopeKeys(tm.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		"garbage":       []byte("not an envelope"),
+		"empty":         {},
+		"tampered":      tampered,
+		"wrong key":     foreign,
+		"unknown epoch": unknownEpoch,
+		"oversized":     make([]byte, envelope.MaxSize+1),
+	} {
+		if err := tm.ptop.Publish(context.Background(), data); err == nil {
+			t.Errorf("%s: publish accepted", name)
+		}
+	}
+	after, err := a.st.EnvelopeKeys(tm.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Errorf("store holds %d envelopes after bad publishes; want %d", len(after), len(before))
 	}
 }
