@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -37,9 +38,10 @@ import (
 
 // Protocol ids spoken by a node.
 const (
-	SyncProtocol = "/fieldmesh/sync/1.0.0"
-	JoinProtocol = "/fieldmesh/join/1.0.0"
-	mdnsService  = "fieldmesh"
+	SyncProtocol   = "/fieldmesh/sync/1.0.0"
+	SyncProtocolV2 = "/fieldmesh/sync/2.0.0"
+	JoinProtocol   = "/fieldmesh/join/1.0.0"
+	mdnsService    = "fieldmesh"
 )
 
 // Secret names in the store's keys keyspace.
@@ -181,6 +183,8 @@ type Node struct {
 	lastSync map[string]time.Time // by peer+topic: when a session last completed
 
 	stats syncStats
+	// syncProtos are the sync protocols this node offers, preferred first (tests make an old node).
+	syncProtos []protocol.ID
 }
 
 type syncStats struct {
@@ -239,16 +243,17 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		id:       id,
-		st:       cfg.Store,
-		log:      logger.With("device", id.Device.ID()),
-		now:      now,
-		ingest:   make(chan ingestItem, 256),
-		teams:    make(map[crdt.TeamID]*team),
-		byTopic:  make(map[envelope.Topic]*team),
-		slots:    make(map[string]*syncSlot),
-		lastSync: make(map[string]time.Time),
+		cfg:        cfg,
+		id:         id,
+		st:         cfg.Store,
+		log:        logger.With("device", id.Device.ID()),
+		now:        now,
+		ingest:     make(chan ingestItem, 256),
+		teams:      make(map[crdt.TeamID]*team),
+		byTopic:    make(map[envelope.Topic]*team),
+		slots:      make(map[string]*syncSlot),
+		lastSync:   make(map[string]time.Time),
+		syncProtos: []protocol.ID{SyncProtocolV2, SyncProtocol},
 	}
 	n.clock.Now = now
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -334,6 +339,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	}
 
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
+	n.host.SetStreamHandler(SyncProtocolV2, n.handleSync)
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
@@ -418,6 +424,7 @@ func (n *Node) Close() error {
 		err = n.host.Close()
 	} else {
 		n.host.RemoveStreamHandler(SyncProtocol)
+		n.host.RemoveStreamHandler(SyncProtocolV2)
 		n.host.RemoveStreamHandler(JoinProtocol)
 	}
 	n.wg.Wait()

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
@@ -211,7 +213,15 @@ func TestInviteIsOneTimeAndExpires(t *testing.T) {
 	}
 }
 
+// TestCatchUpAfterPartition cuts a node off while the others talk, lets virtual time pass beyond
+// GossipSub's gossip window (so gossip cannot replay what it missed), heals, and requires that catch-up
+// delivers every missed op. It runs inside a synctest bubble: the sleep below advances virtual time, it
+// does not wait for anything.
 func TestCatchUpAfterPartition(t *testing.T) {
+	synctest.Test(t, testCatchUpAfterPartition)
+}
+
+func testCatchUpAfterPartition(t *testing.T) {
 	mn, ns := newMockNodes(t, "A", "B", "C")
 	a, b, c := ns[0], ns[1], ns[2]
 	ctx := context.Background()
@@ -249,6 +259,9 @@ func TestCatchUpAfterPartition(t *testing.T) {
 	if got := len(c.mustMessages(t, ref)); got != 0 {
 		t.Fatalf("C got %d messages while cut off", got)
 	}
+	// Age the messages out of every gossip cache (history_length heartbeats of one second).
+	time.Sleep(time.Minute)
+	synctest.Wait()
 	// Heal: reconnecting triggers catch-up.
 	if _, err := mn.LinkPeers(c.host.ID(), a.host.ID()); err != nil {
 		t.Fatal(err)
@@ -262,8 +275,12 @@ func TestCatchUpAfterPartition(t *testing.T) {
 		t.Errorf("C after catch-up shows %d messages %v; want %v", len(got), got, want)
 	}
 	if s := c.Status().Sync; s.EnvelopesReceived < n {
-		t.Errorf("C received %d envelopes by catch-up; want >= %d", s.EnvelopesReceived, n)
+		t.Errorf("C received %d envelopes by catch-up; want >= %d (C %+v, A %+v)", s.EnvelopesReceived, n, s, a.Status().Sync)
 	}
+	for _, n := range ns {
+		n.Close()
+	}
+	mn.Close()
 }
 
 func (n *testNode) mustMessages(t *testing.T, ref string) []crdt.MessageView {
@@ -386,5 +403,49 @@ func TestValidatorRejectsBadEnvelopes(t *testing.T) {
 	}
 	if len(after) != len(before) {
 		t.Errorf("store holds %d envelopes after bad publishes; want %d", len(after), len(before))
+	}
+}
+
+// TestOldNodeFallsBackToSyncV1 makes one node speak only /fieldmesh/sync/1.0.0, as a node of the
+// foundation release would: catch-up between it and a current node must still work both ways.
+func TestOldNodeFallsBackToSyncV1(t *testing.T) {
+	mn, ns := newMockNodes(t, "New", "Old")
+	a, old := ns[0], ns[1]
+	old.host.RemoveStreamHandler(SyncProtocolV2)
+	old.syncProtos = []protocol.ID{SyncProtocol}
+	ctx := context.Background()
+	team, err := a.CreateTeam("Mixed versions", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	inv, err := a.Invite(ref, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Join(ctx, inv.Code()); err != nil {
+		t.Fatal(err)
+	}
+	if err := mn.UnlinkPeers(a.host.ID(), old.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	_ = mn.DisconnectPeers(a.host.ID(), old.host.ID())
+	for i := 0; i < 10; i++ {
+		if _, _, err := a.Send(ref, crdt.Message{Text: fmt.Sprintf("new %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := old.Send(ref, crdt.Message{Text: fmt.Sprintf("old %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := mn.LinkPeers(a.host.ID(), old.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mn.ConnectPeers(a.host.ID(), old.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	want := ids(waitMessages(t, a, ref, 20))
+	if got := ids(waitMessages(t, old, ref, 20)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("old node shows %v; want %v", got, want)
 	}
 }

@@ -17,16 +17,21 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
 const (
-	// syncFrameMax caps every catch-up frame on the wire.
+	// syncFrameMax caps every frame of the send-every-id catch-up (1.0.0) on the wire.
 	syncFrameMax = 256 << 10
+	// reconFrameMax caps every frame of range-based reconciliation (2.0.0). Smaller frames mean more
+	// round trips; 64 KiB keeps a 40 kbit/s link busy for about 13 s per frame.
+	reconFrameMax = 64 << 10
 	// syncTimeout bounds one catch-up session.
 	syncTimeout = 2 * time.Minute
 	// maxText and maxPatient bound message fields (the op decoder enforces the same limits).
@@ -42,7 +47,42 @@ type Catcher interface {
 	Handle(frame []byte) (out [][]byte, received [][]byte, done bool, err error)
 }
 
-var _ Catcher = (*catchup.Session)(nil)
+var (
+	_ Catcher = (*catchup.Session)(nil)
+	_ Catcher = (*recon.Session)(nil)
+)
+
+// newCatcher returns the session for a negotiated sync protocol: range-based reconciliation for
+// /fieldmesh/sync/2.0.0, the foundation's send-every-id catch-up for /fieldmesh/sync/1.0.0 (kept so
+// nodes of both versions still repair each other).
+func newCatcher(proto protocol.ID, st *storage.Store, topic envelope.Topic, initiator bool) Catcher {
+	src := storeSource{st, topic}
+	switch {
+	case proto == SyncProtocolV2 && initiator:
+		return recon.NewInitiator(reconSource{src}, reconFrameMax)
+	case proto == SyncProtocolV2:
+		return recon.NewResponder(reconSource{src}, reconFrameMax)
+	case initiator:
+		return catchup.NewInitiator(src, syncFrameMax)
+	default:
+		return catchup.NewResponder(src, syncFrameMax)
+	}
+}
+
+// reconSource adapts storeSource to recon's item type.
+type reconSource struct{ storeSource }
+
+func (s reconSource) Items() ([]recon.Item, error) {
+	keys, err := s.st.EnvelopeKeys(s.topic)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]recon.Item, len(keys))
+	for i, k := range keys {
+		items[i] = recon.Item{Time: k.Time, ID: k.ID}
+	}
+	return items, nil
+}
 
 // storeSource is a read-only view of one topic in the store, for the catch-up protocol.
 type storeSource struct {
@@ -188,7 +228,7 @@ func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	s, err := n.host.NewStream(ctx, p, SyncProtocol)
+	s, err := n.host.NewStream(ctx, p, n.syncProtos...)
 	if err != nil {
 		return fmt.Errorf("open sync stream: %w", err)
 	}
@@ -198,7 +238,7 @@ func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 		s.Reset()
 		return fmt.Errorf("send topic: %w", err)
 	}
-	sess := catchup.NewInitiator(storeSource{n.st, t.topic}, syncFrameMax)
+	sess := newCatcher(s.Protocol(), n.st, t.topic, true)
 	first, err := sess.Start()
 	if err != nil {
 		s.Reset()
@@ -242,7 +282,7 @@ func (n *Node) handleSync(s network.Stream) {
 	case <-wait.C:
 	}
 	wait.Stop()
-	sess := catchup.NewResponder(storeSource{n.st, t.topic}, syncFrameMax)
+	sess := newCatcher(s.Protocol(), n.st, t.topic, false)
 	if err := n.driveReader(s, br, p, t, sess, nil); err != nil {
 		n.log.Debug("sync session failed", "peer", p.ShortString(), "team", t.id, "err", err)
 		s.Reset()
