@@ -11,11 +11,20 @@ PKGS ?= ./...
 # Extra arguments for `make run`, e.g. make run ARGS='--data /tmp/fm-a --no-mdns'.
 ARGS ?=
 
-.PHONY: test build lint bench fuzz run
+.PHONY: test build lint bench fuzz run convergence soak
 
 ## test: every test, with the race detector, in random order (the README's test command)
 test:
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m $(PKGS)
+
+## convergence: the sync convergence property test at full size (10,000 schedules per protocol),
+## without the race detector, which would make it 10x slower (make test runs a smaller count under -race)
+convergence:
+	$(GO) test -run TestConvergence -count=1 -timeout 20m ./sync/replica/ -replica.schedules=10000 -v
+
+## soak: the convergence property test with 100,000 schedules per protocol (long; not run by CI)
+soak:
+	$(GO) test -run TestConvergence -count=1 -timeout 120m ./sync/replica/ -replica.schedules=100000 -v
 
 ## build: the binary, in bin/fieldmesh
 build:

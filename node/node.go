@@ -179,8 +179,9 @@ type Node struct {
 	closed   bool
 	teams    map[crdt.TeamID]*team
 	byTopic  map[envelope.Topic]*team
-	slots    map[string]*syncSlot // by peer+topic
-	lastSync map[string]time.Time // by peer+topic: when a session last completed
+	slots    map[string]*syncSlot  // by peer+topic
+	lastSync map[string]time.Time  // by peer+topic: when a session last completed
+	banned   map[peer.ID]time.Time // misbehaving peers, until when
 
 	stats syncStats
 	// syncProtos are the sync protocols this node offers, preferred first (tests make an old node).
@@ -253,6 +254,7 @@ func New(cfg Config) (*Node, error) {
 		byTopic:    make(map[envelope.Topic]*team),
 		slots:      make(map[string]*syncSlot),
 		lastSync:   make(map[string]time.Time),
+		banned:     make(map[peer.ID]time.Time),
 		syncProtos: []protocol.ID{SyncProtocolV2, SyncProtocol},
 	}
 	n.clock.Now = now
@@ -344,7 +346,13 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			p := c.RemotePeer()
-			n.goRun(func() { n.syncPeer(p) })
+			n.goRun(func() {
+				if n.isBanned(p) {
+					_ = n.host.Network().ClosePeer(p)
+					return
+				}
+				n.syncPeer(p)
+			})
 		},
 	})
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
@@ -447,5 +448,58 @@ func TestOldNodeFallsBackToSyncV1(t *testing.T) {
 	want := ids(waitMessages(t, a, ref, 20))
 	if got := ids(waitMessages(t, old, ref, 20)); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("old node shows %v; want %v", got, want)
+	}
+}
+
+// TestGarbageSyncPeerIsDropped has a member's device open a sync stream and send garbage: the honest
+// node must end the session, disconnect and refuse that peer, and store nothing.
+func TestGarbageSyncPeerIsDropped(t *testing.T) {
+	_, ns := newMockNodes(t, "Honest", "Hostile")
+	a, bad := ns[0], ns[1]
+	team, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := a.Invite(team.ID.String(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.Join(context.Background(), inv.Code()); err != nil {
+		t.Fatal(err)
+	}
+	ta, _ := a.teamByRef(team.ID.String())
+	before, err := a.st.EnvelopeKeys(ta.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, proto := range []protocol.ID{SyncProtocolV2, SyncProtocol} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := bad.host.NewStream(ctx, a.host.ID(), proto)
+		cancel()
+		if err != nil {
+			// Refused outright: the peer is already banned and disconnected after the first round.
+			continue
+		}
+		_ = catchup.WriteFrame(s, ta.topic[:])
+		_ = catchup.WriteFrame(s, []byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		// The honest side must reset the stream: a read ends with an error, not with data.
+		buf := make([]byte, 1)
+		if _, err := s.Read(buf); err == nil {
+			t.Errorf("%s: honest node answered garbage", proto)
+		}
+		s.Reset()
+	}
+	if !a.isBanned(bad.host.ID()) {
+		t.Error("the peer that sent garbage is not banned")
+	}
+	after, err := a.st.EnvelopeKeys(ta.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Errorf("store holds %d envelopes; want %d", len(after), len(before))
+	}
+	if err := a.syncOnce(context.Background(), bad.host.ID(), ta); err == nil {
+		t.Error("sync with a banned peer was attempted")
 	}
 }

@@ -182,6 +182,37 @@ func (n *Node) syncTeam(p peer.ID, t *team) {
 	}
 }
 
+// errMisbehaved marks session errors that only a broken or hostile peer causes (bad frames, envelopes
+// that do not open), as opposed to I/O errors.
+var errMisbehaved = errors.New("peer misbehaved")
+
+// banTime is how long a misbehaving peer is disconnected and refused.
+const banTime = 10 * time.Minute
+
+// dropIfMisbehaved disconnects a peer whose session failed through its own fault and refuses it for
+// banTime. The honest node's state is unchanged: nothing from the failed frame was stored.
+func (n *Node) dropIfMisbehaved(p peer.ID, err error) {
+	if !errors.Is(err, errMisbehaved) {
+		return
+	}
+	n.mu.Lock()
+	n.banned[p] = n.now().Add(banTime)
+	n.mu.Unlock()
+	n.log.Warn("dropping peer: it sent invalid sync data", "peer", p.ShortString())
+	_ = n.host.Network().ClosePeer(p)
+}
+
+func (n *Node) isBanned(p peer.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	until, ok := n.banned[p]
+	if ok && !n.now().Before(until) {
+		delete(n.banned, p)
+		return false
+	}
+	return ok
+}
+
 // syncSlot serialises the catch-up sessions of one peer and team and coalesces requests: a request
 // that finds another one already queued behind the running session returns at once, because the queued
 // session starts after it and so covers it.
@@ -219,6 +250,9 @@ func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team, mustRun bool
 }
 
 func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
+	if n.isBanned(p) {
+		return fmt.Errorf("peer %s is banned for sending invalid sync data", p.ShortString())
+	}
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	// One outgoing session per team at a time: the next one starts from what this one fetched.
@@ -246,6 +280,7 @@ func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 	}
 	if err := n.drive(s, p, t, sess, [][]byte{first}); err != nil {
 		s.Reset()
+		n.dropIfMisbehaved(p, err)
 		return err
 	}
 	n.syncDone(p, t)
@@ -269,7 +304,7 @@ func (n *Node) handleSync(s network.Stream) {
 	t := n.byTopic[topic]
 	n.mu.Unlock()
 	d, derr := deviceOf(p)
-	if t == nil || derr != nil || !n.isMember(t, d) {
+	if t == nil || derr != nil || !n.isMember(t, d) || n.isBanned(p) {
 		// Not a topic we carry for this device: say nothing about why.
 		n.log.Debug("sync refused", "peer", p.ShortString())
 		s.Reset()
@@ -286,6 +321,7 @@ func (n *Node) handleSync(s network.Stream) {
 	if err := n.driveReader(s, br, p, t, sess, nil); err != nil {
 		n.log.Debug("sync session failed", "peer", p.ShortString(), "team", t.id, "err", err)
 		s.Reset()
+		n.dropIfMisbehaved(p, err)
 		return
 	}
 	n.syncDone(p, t)
@@ -323,7 +359,7 @@ func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, se
 		n.stats.bytesReceived.Add(int64(len(frame)))
 		out, recv, done, err := sess.Handle(frame)
 		if err != nil {
-			return fmt.Errorf("peer %s sent a bad frame: %w", p.ShortString(), err)
+			return fmt.Errorf("%w: bad frame: %w", errMisbehaved, err)
 		}
 		if len(recv) > 0 {
 			if err := n.acceptRaw(t, p, recv); err != nil {
@@ -346,11 +382,11 @@ func (n *Node) acceptRaw(t *team, p peer.ID, raws [][]byte) error {
 	for _, raw := range raws {
 		e, err := envelope.Unmarshal(raw)
 		if err != nil {
-			return fmt.Errorf("peer %s sent a malformed envelope: %w", p.ShortString(), err)
+			return fmt.Errorf("%w: malformed envelope: %w", errMisbehaved, err)
 		}
 		op, err := t.open(e)
 		if err != nil {
-			return fmt.Errorf("peer %s sent an envelope that does not open: %w", p.ShortString(), err)
+			return fmt.Errorf("%w: envelope that does not open: %w", errMisbehaved, err)
 		}
 		items = append(items, ingestItem{t: t, env: e, op: op, raw: raw})
 	}
