@@ -67,6 +67,9 @@ type Config struct {
 	SyncInterval time.Duration
 	// RedialInterval is how often known peers that are not connected are dialled. Default 30 seconds.
 	RedialInterval time.Duration
+	// AckInterval is how often the node publishes its batched received/read acknowledgements.
+	// Default 30 seconds; negative turns automatic acknowledgements off (FlushAcks still works).
+	AckInterval time.Duration
 	// Logger receives the node's logs. Nil discards them. Logs name devices and teams by short ids only.
 	Logger *slog.Logger
 	// Now is the wall clock. Nil is time.Now.
@@ -211,6 +214,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.RedialInterval == 0 {
 		cfg.RedialInterval = 30 * time.Second
+	}
+	if cfg.AckInterval == 0 {
+		cfg.AckInterval = 30 * time.Second
 	}
 	if cfg.SyncInterval < 0 || cfg.RedialInterval < 0 {
 		return nil, errors.New("node: negative interval")

@@ -503,3 +503,75 @@ func TestGarbageSyncPeerIsDropped(t *testing.T) {
 		t.Error("sync with a banned peer was attempted")
 	}
 }
+
+// TestAcksAreBatched: many messages are acknowledged by one ack op per device and kind, and the
+// acknowledgements show on the author's side.
+func TestAcksAreBatched(t *testing.T) {
+	_, ns := newMockNodes(t, "Author", "Reader", "Other")
+	a, r, o := ns[0], ns[1], ns[2]
+	team, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	for _, j := range []*testNode{r, o} {
+		inv, err := a.Invite(ref, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Join(context.Background(), inv.Code()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 25
+	for i := 0; i < n; i++ {
+		if _, _, err := a.Send(ref, crdt.Message{Text: fmt.Sprintf("m%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shown := ids(waitMessages(t, r, ref, n))
+	waitMessages(t, o, ref, n)
+	if err := r.MarkRead(ref, shown[:10]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.FlushAcks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 2 {
+		t.Errorf("reader published %d ack ops for %d messages; want 2 (one read, one received)", got, n)
+	}
+	if got, err := o.FlushAcks(); err != nil || got != 1 {
+		t.Errorf("other published %d ack ops (%v); want 1", got, err)
+	}
+	if got, _ := r.FlushAcks(); got != 0 {
+		t.Errorf("a second flush published %d ack ops; want 0", got)
+	}
+	// Wait on the author's side until both acknowledgements arrived.
+	ch, cancel, err := a.Watch(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	for {
+		ms := a.mustMessages(t, ref)
+		recv, read := 0, 0
+		for _, m := range ms {
+			recv += len(m.ReceivedBy)
+			read += len(m.ReadBy)
+		}
+		if recv == 2*n && read == 10 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("author sees %d receipts and %d reads; want %d and 10", recv, read, 2*n)
+		}
+	}
+	if got := len(a.mustMessages(t, ref)); got != n {
+		t.Errorf("author shows %d messages; want %d (acks must not show as messages)", got, n)
+	}
+}

@@ -404,6 +404,12 @@ func (n *Node) maintainLoop(bootstrap []peer.AddrInfo) {
 	defer redial.Stop()
 	resync := time.NewTicker(n.cfg.SyncInterval)
 	defer resync.Stop()
+	var ackC <-chan time.Time
+	if n.cfg.AckInterval > 0 {
+		acks := time.NewTicker(n.cfg.AckInterval)
+		defer acks.Stop()
+		ackC = acks.C
+	}
 	n.dialKnown(bootstrap)
 	for {
 		select {
@@ -411,6 +417,10 @@ func (n *Node) maintainLoop(bootstrap []peer.AddrInfo) {
 			return
 		case <-redial.C:
 			n.dialKnown(bootstrap)
+		case <-ackC:
+			if _, err := n.FlushAcks(); err != nil {
+				n.log.Warn("publishing acknowledgements failed", "err", err)
+			}
 		case <-resync.C:
 			for _, p := range n.host.Network().Peers() {
 				p := p

@@ -94,16 +94,19 @@ type team struct {
 	log     *crdt.Log
 	state   *crdt.State // cached; nil when the log changed since
 	waiters map[chan struct{}]struct{}
+	// readMarks are messages the user was shown that are not yet acknowledged as read.
+	readMarks map[crdt.OpID]struct{}
 }
 
 func newTeam(rec *teamRecord) *team {
 	return &team{
-		id:      rec.ID,
-		topic:   envelope.TopicOf(rec.ID),
-		rec:     rec,
-		log:     crdt.NewLog(rec.ID),
-		waiters: make(map[chan struct{}]struct{}),
-		syncSem: make(chan struct{}, 1),
+		id:        rec.ID,
+		topic:     envelope.TopicOf(rec.ID),
+		rec:       rec,
+		log:       crdt.NewLog(rec.ID),
+		waiters:   make(map[chan struct{}]struct{}),
+		readMarks: make(map[crdt.OpID]struct{}),
+		syncSem:   make(chan struct{}, 1),
 	}
 }
 

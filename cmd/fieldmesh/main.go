@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
@@ -439,14 +440,21 @@ func messagesCmd(g *globals) *cobra.Command {
 					return enc.Encode(m)
 				}
 				t, _ := time.Parse(time.RFC3339Nano, m.Time)
-				line := fmt.Sprintf("%s  %s", t.Local().Format("2006-01-02 15:04"), m.AuthorName)
+				line := fmt.Sprintf("%s  %s", t.Local().Format("2006-01-02 15:04"), printable(m.AuthorName))
 				if m.Priority != "routine" {
 					line += "  [" + strings.ToUpper(m.Priority) + "]"
 				}
 				if m.Patient != "" {
-					line += "  (patient " + m.Patient + ")"
+					line += "  (patient " + printable(m.Patient) + ")"
 				}
-				_, err := fmt.Fprintf(os.Stdout, "%s: %s\n", line, m.Text)
+				ack := ""
+				switch {
+				case m.Read > 0:
+					ack = fmt.Sprintf("  (read by %d)", m.Read)
+				case m.Received > 0:
+					ack = fmt.Sprintf("  (received by %d)", m.Received)
+				}
+				_, err := fmt.Fprintf(os.Stdout, "%s: %s%s\n", line, printable(m.Text), ack)
 				return err
 			})
 			if ctx.Err() != nil {
@@ -480,4 +488,15 @@ func peersCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
+}
+
+// printable neutralises control characters (terminal escape sequences among them) in text that came
+// from other devices, keeping line breaks and tabs.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || !unicode.IsControl(r) {
+			return r
+		}
+		return '\uFFFD'
+	}, s)
 }

@@ -86,6 +86,9 @@ type Message struct {
 	Priority   string `json:"priority"`
 	Patient    string `json:"patient"`
 	ReplyTo    string `json:"reply_to"`
+	// Received and Read count the other members whose devices acknowledged the message.
+	Received int `json:"received"`
+	Read     int `json:"read"`
 }
 
 // Peer is a connected peer.
@@ -313,6 +316,7 @@ func messageJSON(m crdt.MessageView) Message {
 		ID: m.ID.String(), Author: m.Author.String(), AuthorName: m.AuthorName,
 		Time: m.Time.Time().UTC().Format(time.RFC3339Nano), HLC: uint64(m.Time),
 		Text: m.Text, Priority: m.Priority.String(), Patient: m.Patient,
+		Received: len(m.ReceivedBy), Read: len(m.ReadBy),
 	}
 	if m.ReplyTo != nil {
 		out.ReplyTo = m.ReplyTo.String()
@@ -349,6 +353,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 	flusher, _ := w.(http.Flusher)
 	shown := make(map[crdt.OpID]bool, len(msgs))
 	write := func(msgs []crdt.MessageView) error {
+		var written []crdt.OpID
 		for _, m := range msgs {
 			if shown[m.ID] {
 				continue
@@ -357,11 +362,13 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 			if err := enc.Encode(messageJSON(m)); err != nil {
 				return err
 			}
+			written = append(written, m.ID)
 		}
 		if flusher != nil {
 			flusher.Flush()
 		}
-		return nil
+		// What reached the reader counts as read; it is acknowledged in the node's next batch.
+		return s.Node.MarkRead(team, written)
 	}
 	if err := write(msgs); err != nil || !follow {
 		return

@@ -50,13 +50,14 @@ const MaxDrift = time.Hour
 // jumps forward (see [Clock.ObserveFrom]).
 const ClockQuorum = 2
 
-// Plausible wall-clock range. A wall clock that reads before MinWall is
-// certainly wrong (a phone whose battery died restarts in 1970 or 2000); no
-// timestamp after MaxWall is merged from a peer, and a wall clock beyond it
-// counts as MaxWall, so the 48-bit millisecond field can never fill up.
-var (
-	MinWall = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	MaxWall = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+// Plausible wall-clock range, in unix milliseconds. A wall clock that reads
+// before minWall (2025-01-01 UTC) is certainly wrong (a phone whose battery
+// died restarts in 1970 or 2000); no timestamp after maxWall (2200-01-01
+// UTC) is merged from a peer, and a wall clock beyond it counts as maxWall,
+// so the 48-bit millisecond field can never fill up.
+const (
+	minWall = 1_735_689_600_000
+	maxWall = 7_258_118_400_000
 )
 
 // maxVoters bounds the authors a Clock remembers as being ahead.
@@ -74,7 +75,7 @@ const maxVoters = 64
 //     otherwise the last timestamp plus one. The counter carries into the
 //     millisecond when it overflows (65,536 timestamps in one millisecond
 //     borrow the next millisecond), so the clock never stops advancing.
-//     Wall readings are clamped to MaxWall and peers' timestamps beyond it
+//     Wall readings are clamped to the year 2200 and peers' timestamps beyond it
 //     are never merged, so Next cannot reach math.MaxUint64 (it would
 //     saturate there, around the year 10889).
 //  2. Own timestamps are trusted: ObserveOwn merges a timestamp this device
@@ -92,15 +93,18 @@ const maxVoters = 64
 //     anchor, a peer cannot walk the clock forward an hour at a time.
 //  5. A quorum moves it further: ObserveFrom remembers, per author, the
 //     greatest timestamp that was too far ahead. Once ClockQuorum distinct
-//     authors agree (one author if the wall clock reads before MinWall) —
+//     authors agree (one author if the clock has nothing to go by: its wall
+//     clock reads before 2025 and it has issued or merged nothing later) —
 //     their remembered timestamps lie within MaxDrift of each other — the
 //     clock merges the greatest remembered timestamp v such that
 //     ClockQuorum of them lie in [v-MaxDrift, v], and anchors there. So a
 //     device whose clock is a day behind catches up as soon as two
 //     teammates' ops reach it, while one device far in the future, or two
-//     that disagree by more than MaxDrift, move nobody. Authors must be team
-//     members: one member could otherwise make up a quorum with throwaway
-//     keys.
+//     that disagree by more than MaxDrift, move nobody. (Two are needed even
+//     for a device in 1970 that has history: a device that followed a lone
+//     liar would otherwise become the liar's second witness.) Authors must
+//     be team members: one member could otherwise make up a quorum with
+//     throwaway keys.
 //
 // Skewed lists the authors that are currently ahead, for display. What the
 // rules do not fix: a device whose own clock runs far ahead issues
@@ -118,17 +122,14 @@ type Clock struct {
 }
 
 // wallMillis returns the wall clock in unix milliseconds, clamped to
-// [0, MaxWall], and whether it reads before MinWall.
+// [0, maxWall], and whether it reads before minWall.
 func (c *Clock) wallMillis() (ms uint64, implausible bool) {
 	now := time.Now
 	if c.Now != nil {
 		now = c.Now
 	}
-	t := now()
-	if t.After(MaxWall) {
-		t = MaxWall
-	}
-	return clampMillis(t.UnixMilli()), t.Before(MinWall)
+	ms = min(clampMillis(now().UnixMilli()), maxWall)
+	return ms, ms < minWall
 }
 
 // limit returns the greatest millisecond a peer's timestamp may have and be
@@ -136,7 +137,7 @@ func (c *Clock) wallMillis() (ms uint64, implausible bool) {
 func (c *Clock) limit() uint64 {
 	wall, _ := c.wallMillis()
 	ref := max(wall, c.anchor.Millis())
-	return min(ref+uint64(MaxDrift/time.Millisecond), uint64(MaxWall.UnixMilli()))
+	return min(ref+uint64(MaxDrift/time.Millisecond), maxWall)
 }
 
 // Next returns a new timestamp, greater than every previous Next result and
@@ -175,7 +176,7 @@ func (c *Clock) ObserveFrom(author identity.DeviceID, h HLC) bool {
 		c.last = h
 		return true
 	}
-	if h.Millis() > uint64(MaxWall.UnixMilli()) {
+	if h.Millis() > maxWall {
 		return false
 	}
 	if c.ahead == nil {
@@ -192,8 +193,8 @@ func (c *Clock) ObserveFrom(author identity.DeviceID, h HLC) bool {
 func (c *Clock) settle() {
 	_, implausible := c.wallMillis()
 	quorum := ClockQuorum
-	if implausible {
-		quorum = 1
+	if implausible && c.last < HLC(minWall)<<16 {
+		quorum = 1 // nothing to go by: follow the first teammate
 	}
 	if len(c.ahead) >= quorum {
 		votes := make([]HLC, 0, len(c.ahead))

@@ -118,7 +118,7 @@ func TestClockObserve(t *testing.T) {
 
 // TestClockNoFreeze checks that no timestamp from peers, however far ahead
 // and however many agree, stops the clock from advancing with the wall
-// clock, and that a wall clock past MaxWall still leaves room to count.
+// clock, and that a wall clock past the year 2200 still leaves room to count.
 func TestClockNoFreeze(t *testing.T) {
 	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	f := &fakeNow{t: now}
@@ -135,11 +135,11 @@ func TestClockNoFreeze(t *testing.T) {
 		t.Errorf("Next a second later: got %d; want %d", got, want)
 	}
 
-	// A wall clock at the end of time counts from MaxWall.
+	// A wall clock at the end of time counts from the year 2200.
 	c = Clock{Now: func() time.Time { return time.Unix(1<<50, 0) }}
 	prev := c.Next()
-	if got, want := prev, MakeHLC(MaxWall, 0); got != want {
-		t.Errorf("Next with a wall clock past MaxWall: got %d; want %d", got, want)
+	if got, want := prev, HLC(maxWall)<<16; got != want {
+		t.Errorf("Next with a wall clock past 2200: got %d; want %d", got, want)
 	}
 	for range 200_000 {
 		h := c.Next()
@@ -237,9 +237,16 @@ func TestClockSkew(t *testing.T) {
 			wantAtLeast: at(-4*time.Hour - time.Minute), wantBelow: at(-4 * time.Hour),
 		},
 		{
-			name:        "1970: an implausible wall clock follows one teammate",
+			name:        "1970 with own history: one teammate far ahead is not enough",
 			wall:        time.Unix(0, 0),
 			obs:         []obs{{own, at(-5 * time.Hour)}, {A, at(0)}},
+			wantAtLeast: at(-5 * time.Hour), wantBelow: at(-5*time.Hour) + 100,
+			skewed: []identity.DeviceID{A},
+		},
+		{
+			name:        "1970 with own history: two teammates that agree move it",
+			wall:        time.Unix(0, 0),
+			obs:         []obs{{own, at(-5 * time.Hour)}, {A, at(0)}, {B, at(-time.Minute)}},
 			wantAtLeast: at(0), wantBelow: at(time.Second),
 		},
 		{

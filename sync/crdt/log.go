@@ -3,9 +3,9 @@ package crdt
 import (
 	"bytes"
 	"cmp"
-	"container/heap"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
@@ -45,10 +45,18 @@ func (l *Log) Team() TeamID { return l.team }
 // them (the node) calls Check first, so that it never stores what Add
 // refuses.
 func (l *Log) Check(op *Op) error {
+	return l.check(op, op.ID())
+}
+
+// check is Check of op, whose id is id.
+func (l *Log) check(op *Op, id OpID) error {
 	if op.Team != l.team {
 		return fmt.Errorf("%w: op team %s, log team %s", ErrWrongTeam, op.Team.Short(), l.team.Short())
 	}
-	if err := op.Verify(); err != nil {
+	if err := op.check(); err != nil {
+		return err
+	}
+	if err := op.verify(id); err != nil {
 		return err
 	}
 	return checkBody(op.Kind, op.Body)
@@ -56,17 +64,18 @@ func (l *Log) Check(op *Op) error {
 
 // Add adds a copy of op to the log, after the checks of Check; it returns
 // false and Check's error for an op it refuses, which is not added. Adding
-// an op already in the log returns false, nil. Ops that pass the checks but
-// do not count in State (ops by non-members, of unknown kinds, with
-// impossible parents: see State) are kept, as part of the set that
+// an op already in the log returns false, nil (the op is byte for byte one
+// that passed the checks: its id hashes all of it). Ops that pass the
+// checks but do not count in State (ops by non-members, of unknown kinds,
+// with impossible parents: see State) are kept, as part of the set that
 // replicas reconcile and relay.
 func (l *Log) Add(op *Op) (added bool, err error) {
-	if err := l.Check(op); err != nil {
-		return false, err
-	}
 	id := op.ID()
-	if _, ok := l.ops[id]; ok {
+	if _, ok := l.ops[id]; ok && op.Team == l.team {
 		return false, nil
+	}
+	if err := l.check(op, id); err != nil {
+		return false, err
 	}
 	op = op.Clone()
 	l.ops[id] = op
@@ -164,6 +173,9 @@ func (l *Log) HeadsBefore(t HLC) []OpID {
 			heads = append(heads, id)
 		}
 	}
+	if len(heads) == 0 {
+		return nil
+	}
 	slices.SortFunc(heads, OpID.Compare)
 	return heads
 }
@@ -259,13 +271,13 @@ type MessageView struct {
 //     any valid add says so (the creator always is); its Name and Noise key
 //     come from the add with the greatest (Time, ID), the genesis counting
 //     as the creator's first add.
-//   - Messages: KindMessage ops with a valid body whose author is a member.
-//     They are listed by (Time, ID), except that a reply is never listed
-//     before the message it replies to (when that one is shown): it comes
-//     right after it, or where its own (Time, ID) puts it if that is later.
-//     (With honest clocks a reply is always later; a reply to an op from a
-//     clock far ahead is not.) Children always come after their parents, as
-//     possible ops are later than their parents.
+//   - Messages: KindMessage ops with a valid body whose author is a member,
+//     listed by (Time, ID) except that nothing is listed before what it
+//     answers or builds on: each op's display time is the greatest of its
+//     Time and one tick after the display times of its parents and of the
+//     op it replies to, and messages are listed by (display time, ID). With
+//     honest clocks (see Clock and HeadsBefore) that is (Time, ID); a reply
+//     to a message from a clock far ahead comes right after that message.
 //   - Acks: KindAck ops whose author is a member other than the message's
 //     author add the author to ReceivedBy (and, with Read, ReadBy) of each
 //     shown message they name; read implies received. Ids of ops that are
@@ -420,7 +432,7 @@ func (l *Log) computeState() State {
 		}
 		msgs = append(msgs, MessageView{ID: id, Author: op.Author, AuthorName: name, Time: op.Time, Message: m})
 	}
-	msgs = displayOrder(msgs)
+	l.displayOrder(msgs)
 
 	// Acks by members.
 	index := make(map[OpID]int, len(msgs))
@@ -484,72 +496,77 @@ func sortedDevices(set map[identity.DeviceID]bool) []identity.DeviceID {
 	return out
 }
 
-// displayOrder sorts msgs by (Time, ID), then delays each reply that would
-// come before the message it replies to until right after it: a
-// topological order of the reply forest that takes the least (Time, ID)
-// first (Kahn's algorithm with a priority queue).
-func displayOrder(msgs []MessageView) []MessageView {
-	slices.SortFunc(msgs, func(a, b MessageView) int {
-		return cmp.Or(cmp.Compare(a.Time, b.Time), a.ID.Compare(b.ID))
-	})
-	index := make(map[OpID]int, len(msgs))
-	for i, m := range msgs {
-		index[m.ID] = i
+// displayOrder sorts msgs by display time, then ID. The display time of an
+// op is the greatest of its Time, one tick after the display time of each of
+// its parents in the log, and, for a message in msgs that replies to an op
+// in the log, one tick after the display time of that op. As possible ops
+// are later than their parents, the display time of an op from honest
+// clocks is its Time; it differs only for replies to ops from clocks far
+// ahead (and their descendants), which it moves after what they answer.
+// The definition recurses over the causal DAG plus reply edges, which has
+// no cycle short of a SHA-256 collision (ids hash parents and reply-to
+// ids); if a collision made one, the edge that closes it is ignored.
+func (l *Log) displayOrder(msgs []MessageView) {
+	replyTo := make(map[OpID]OpID)
+	for _, m := range msgs {
+		if m.ReplyTo != nil {
+			if _, ok := l.ops[*m.ReplyTo]; ok && *m.ReplyTo != m.ID {
+				replyTo[m.ID] = *m.ReplyTo
+			}
+		}
 	}
-	// replies[j] lists the replies to msgs[j]; a reply waits for its target.
-	replies := make(map[int][]int)
-	waits := make([]bool, len(msgs))
-	late := false // some reply sorts before its target
-	for i, m := range msgs {
-		if m.ReplyTo == nil {
+	disp := make(map[OpID]HLC, len(l.ops))
+	const (
+		unvisited = iota
+		visiting
+		visited
+	)
+	seen := make(map[OpID]uint8, len(l.ops))
+	deps := func(id OpID) []OpID {
+		ps := l.ops[id].Parents
+		if r, ok := replyTo[id]; ok {
+			return append(slices.Clip(ps), r)
+		}
+		return ps
+	}
+	type frame struct {
+		id   OpID
+		deps []OpID
+		next int
+	}
+	var stack []frame
+	for _, m := range msgs {
+		if seen[m.ID] != unvisited {
 			continue
 		}
-		if j, ok := index[*m.ReplyTo]; ok && j != i {
-			replies[j] = append(replies[j], i)
-			waits[i] = true
-			late = late || j > i
+		seen[m.ID] = visiting
+		stack = append(stack[:0], frame{id: m.ID, deps: deps(m.ID)})
+		for len(stack) > 0 {
+			f := &stack[len(stack)-1]
+			if f.next < len(f.deps) {
+				d := f.deps[f.next]
+				f.next++
+				if _, ok := l.ops[d]; ok && seen[d] == unvisited {
+					seen[d] = visiting
+					stack = append(stack, frame{id: d, deps: deps(d)})
+				}
+				continue
+			}
+			t := l.ops[f.id].Time
+			for _, d := range f.deps {
+				if seen[d] == visited && disp[d] >= t {
+					t = disp[d]
+					if t < math.MaxUint64 {
+						t++
+					}
+				}
+			}
+			disp[f.id] = t
+			seen[f.id] = visited
+			stack = stack[:len(stack)-1]
 		}
 	}
-	if !late {
-		return msgs
-	}
-	out := make([]MessageView, 0, len(msgs))
-	done := make([]bool, len(msgs))
-	ready := &indexHeap{}
-	for i := range msgs {
-		if !waits[i] {
-			heap.Push(ready, i)
-		}
-	}
-	for ready.Len() > 0 {
-		i := heap.Pop(ready).(int)
-		out = append(out, msgs[i])
-		done[i] = true
-		for _, k := range replies[i] {
-			heap.Push(ready, k)
-		}
-	}
-	// Ids are hashes of bodies that contain the reply-to id, so replies form
-	// no cycle short of a SHA-256 collision; if one did, list its messages
-	// in (Time, ID) order rather than drop them.
-	for i := range msgs {
-		if !done[i] {
-			out = append(out, msgs[i])
-		}
-	}
-	return out
-}
-
-// indexHeap is a min-heap of ints.
-type indexHeap []int
-
-func (h indexHeap) Len() int           { return len(h) }
-func (h indexHeap) Less(i, j int) bool { return h[i] < h[j] }
-func (h indexHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *indexHeap) Push(x any)        { *h = append(*h, x.(int)) }
-func (h *indexHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+	slices.SortFunc(msgs, func(a, b MessageView) int {
+		return cmp.Or(cmp.Compare(disp[a.ID], disp[b.ID]), a.ID.Compare(b.ID))
+	})
 }

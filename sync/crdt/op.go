@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 )
@@ -113,6 +114,9 @@ func NewOp(dev *identity.Device, team TeamID, t HLC, parents []OpID, kind Kind, 
 		Body:    cloneNonEmpty(body),
 	}
 	o.Sig = dev.Sign(o.signingInput())
+	// dev just made this signature: remember the op as verified, so the
+	// device's own Log.Add (and envelope.Open) do not check it again.
+	verified.add(o.ID())
 	return o
 }
 
@@ -152,7 +156,12 @@ func (o *Op) Marshal() []byte {
 }
 
 // ID returns the SHA-256 of o.Marshal().
-func (o *Op) ID() OpID { return sha256.Sum256(o.Marshal()) }
+func (o *Op) ID() OpID {
+	// Most ops fit the stack buffer, so hashing does not allocate.
+	var buf [1024]byte
+	b := o.appendUnsigned(buf[:0])
+	return sha256.Sum256(appendBytes(b, o.Sig))
+}
 
 // Clone returns a deep copy of o.
 func (o *Op) Clone() *Op {
@@ -186,14 +195,62 @@ func (o *Op) check() error {
 // Verify checks that o is well formed (the rules UnmarshalOp enforces) and
 // that Sig is Author's signature of it. It returns nil or an error wrapping
 // ErrBadSignature, ErrMalformed or ErrTooLarge.
+//
+// Verify remembers the ids of the ops that verified (see verifiedIDs), so
+// an op met again, through gossip and reconciliation, by envelope.Open and
+// then Log.Add, or by the many replicas of a simulation in one process,
+// costs a hash instead of a signature check. It is safe for concurrent use.
 func (o *Op) Verify() error {
 	if err := o.check(); err != nil {
 		return err
 	}
+	return o.verify(o.ID())
+}
+
+// verify checks the signature of o, whose id is id.
+func (o *Op) verify(id OpID) error {
+	if verified.has(id) {
+		return nil
+	}
 	if !identity.Verify(o.Author, o.signingInput(), o.Sig) {
 		return ErrBadSignature
 	}
+	verified.add(id)
 	return nil
+}
+
+// verifiedIDs is a bounded set of the ids of ops whose signature verified.
+// An OpID is the SHA-256 of the op's whole encoding, signature included, so
+// an op whose id is in the set is byte for byte an op that verified: the set
+// can only save work, never accept a bad signature (short of a SHA-256
+// collision). It holds two generations of at most verifiedGen ids each
+// (about 4 MiB in all) and drops the older one when the newer fills up.
+type verifiedIDs struct {
+	mu       sync.Mutex
+	cur, old map[OpID]struct{}
+}
+
+const verifiedGen = 1 << 16
+
+var verified verifiedIDs
+
+func (v *verifiedIDs) has(id OpID) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.cur[id]
+	if !ok {
+		_, ok = v.old[id]
+	}
+	return ok
+}
+
+func (v *verifiedIDs) add(id OpID) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.cur == nil || len(v.cur) >= verifiedGen {
+		v.old, v.cur = v.cur, make(map[OpID]struct{})
+	}
+	v.cur[id] = struct{}{}
 }
 
 // UnmarshalOp decodes an op encoded by Marshal. It refuses input longer than

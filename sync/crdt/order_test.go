@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -11,42 +12,60 @@ import (
 )
 
 func TestDisplayOrder(t *testing.T) {
-	T := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) HLC { return MakeHLC(T.Add(d), 0) }
-	mv := func(name byte, tm HLC, replyTo byte) MessageView {
-		v := MessageView{ID: OpID{name}, Time: tm, Message: Message{Text: string(name)}}
-		if replyTo != 0 {
-			id := OpID{replyTo}
-			v.ReplyTo = &id
-		}
-		return v
+	r := detRand(59)
+	a := newDevice(t, r)
+	team, _ := NewTeamID(r)
+	gen := createOp(a, team, hlcAt(0, 0), "T")
+	// spec: one message per letter: its time in seconds after t0, the
+	// letter it replies to, the letters of its parents (besides the
+	// genesis). Messages are made in the order given.
+	type spec struct {
+		name    byte
+		sec     int
+		replyTo byte
+		parents string
 	}
 	tests := []struct {
-		name string
-		in   []MessageView
-		want string
+		name  string
+		specs []spec
+		want  string
 	}{
-		{"by time", []MessageView{mv('c', at(3), 0), mv('a', at(1), 0), mv('b', at(2), 'a')}, "abc"},
-		{"same time by id", []MessageView{mv('b', at(1), 0), mv('a', at(1), 0)}, "ab"},
-		{"reply to a message from the future", []MessageView{mv('f', at(24*time.Hour), 0), mv('r', at(1), 'f'), mv('x', at(2), 0)}, "xfr"},
-		{"reply to a missing message", []MessageView{mv('r', at(1), 'z'), mv('x', at(2), 0)}, "rx"},
-		{"chain", []MessageView{
-			mv('j', at(10), 'k'), mv('x', at(15), 0), mv('i', at(20), 'j'),
-			mv('y', at(30), 0), mv('k', at(48*time.Hour), 0),
-		}, "xykji"},
-		{"late reply lands by its own time when later", []MessageView{
-			mv('a', at(1), 0), mv('r', at(2), 'f'), mv('f', at(3), 0), mv('b', at(4), 0),
-		}, "afrb"},
+		{"by time", []spec{{'c', 3, 0, ""}, {'a', 1, 0, ""}, {'b', 2, 'a', ""}}, "abc"},
+		{"reply to a message from the future", []spec{{'f', 86400, 0, ""}, {'r', 1, 'f', ""}, {'x', 2, 0, ""}}, "xfr"},
+		{"and its children", []spec{{'f', 86400, 0, ""}, {'r', 1, 'f', ""}, {'c', 2, 0, "r"}, {'d', 3, 0, "c"}, {'x', 4, 0, ""}}, "xfrcd"},
+		{"chain", []spec{{'k', 172800, 0, ""}, {'j', 10, 'k', ""}, {'x', 15, 0, ""}, {'i', 20, 'j', ""}, {'y', 30, 0, ""}}, "xykji"},
+		{"a later reply keeps its place", []spec{{'a', 1, 0, ""}, {'f', 3, 0, ""}, {'r', 5, 'f', ""}, {'b', 4, 0, ""}}, "afbr"},
 	}
 	for _, tt := range tests {
-		in := slices.Clone(tt.in)
-		rand.Shuffle(len(in), func(i, j int) { in[i], in[j] = in[j], in[i] })
-		var got string
-		for _, m := range displayOrder(in) {
-			got += m.Text
+		ops := []*Op{gen}
+		ids := map[byte]OpID{}
+		for _, s := range tt.specs {
+			m := Message{Text: string(s.name)}
+			if s.replyTo != 0 {
+				id := ids[s.replyTo]
+				m.ReplyTo = &id
+			}
+			ps := []OpID{gen.ID()}
+			for _, p := range []byte(s.parents) {
+				ps = append(ps, ids[p])
+			}
+			op := NewOp(a, team, hlcAt(s.sec, 0), ps, KindMessage, m.Marshal())
+			ids[s.name] = op.ID()
+			ops = append(ops, op)
 		}
-		if got != tt.want {
-			t.Errorf("%s: got %q; want %q", tt.name, got, tt.want)
+		for _, reverse := range []bool{false, true} {
+			if reverse {
+				slices.Reverse(ops)
+			}
+			l := NewLog(team)
+			mustAdd(t, l, ops...)
+			var got string
+			for _, m := range l.State().Messages {
+				got += m.Text
+			}
+			if got != tt.want {
+				t.Errorf("%s: got %q; want %q", tt.name, got, tt.want)
+			}
 		}
 	}
 }
@@ -99,9 +118,15 @@ func TestHeadsBefore(t *testing.T) {
 // that no op is impossible, every message is shown, replies and children
 // come after what they answer, and only the quorum moves clocks.
 func TestSkewedTeam(t *testing.T) {
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { skewedTeam(t, seed) })
+	}
+}
+
+func skewedTeam(t *testing.T, seed uint64) {
 	T := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	r := detRand(61)
-	rng := rand.New(rand.NewPCG(61, 62))
+	r := detRand(61 + seed)
+	rng := rand.New(rand.NewPCG(61, seed))
 	type device struct {
 		name  string
 		dev   *identity.Device

@@ -159,3 +159,61 @@ func TestSelfParent(t *testing.T) {
 		t.Errorf("messages with a self-parented op: got %d; want 1", got)
 	}
 }
+
+// TestVerifyMemo checks that remembering verified ids never lets a bad
+// signature through, and that the memo stays bounded.
+func TestVerifyMemo(t *testing.T) {
+	r := detRand(54)
+	a := newDevice(t, r)
+	team, _ := NewTeamID(r)
+	op := messageOp(a, team, hlcAt(1, 0), nil, "x")
+	if !verified.has(op.ID()) {
+		t.Errorf("NewOp did not remember its op as verified")
+	}
+	if err := op.Verify(); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	// A decoded copy verifies (it has the same id); one bit off does not.
+	back, err := UnmarshalOp(op.Marshal())
+	if err != nil || back.Verify() != nil {
+		t.Fatalf("decoded copy: %v, %v", err, back.Verify())
+	}
+	for i := range op.Sig {
+		bad := op.Clone()
+		bad.Sig[i] ^= 0x40
+		if err := bad.Verify(); !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("signature byte %d flipped: got %v; want ErrBadSignature", i, err)
+		}
+	}
+	// Forget everything: a real check, which passes, and is remembered.
+	cur, old := verified.snapshot()
+	defer verified.restore(cur, old)
+	verified.restore(nil, nil)
+	if err := back.Verify(); err != nil || !verified.has(back.ID()) {
+		t.Errorf("Verify with an empty memo: %v, remembered %v", err, verified.has(back.ID()))
+	}
+	// Bounded: two generations of verifiedGen ids at most.
+	for i := range 2*verifiedGen + 10 {
+		var id OpID
+		id[0], id[1], id[2] = byte(i), byte(i>>8), byte(i>>16)
+		verified.add(id)
+	}
+	if n := len(verified.cur) + len(verified.old); n > 2*verifiedGen {
+		t.Errorf("memo holds %d ids; want at most %d", n, 2*verifiedGen)
+	}
+	if verified.has(back.ID()) {
+		t.Errorf("the oldest id survived two generations")
+	}
+}
+
+func (v *verifiedIDs) snapshot() (cur, old map[OpID]struct{}) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cur, v.old
+}
+
+func (v *verifiedIDs) restore(cur, old map[OpID]struct{}) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.cur, v.old = cur, old
+}

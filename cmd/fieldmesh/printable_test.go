@@ -1,0 +1,16 @@
+package main
+
+import "testing"
+
+func TestPrintableNeutralisesEscapes(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain text", "plain text"},
+		{"two\nlines\tand tab", "two\nlines\tand tab"},
+		{"\x1b[2Jcleared", "\uFFFD[2Jcleared"},
+		{"bell\x07", "bell\uFFFD"},
+	} {
+		if got := printable(tc.in); got != tc.want {
+			t.Errorf("printable(%q) = %q; want %q", tc.in, got, tc.want)
+		}
+	}
+}
