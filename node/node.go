@@ -482,7 +482,7 @@ func (n *Node) addTeam(rec *teamRecord) error {
 	t.addOps(ops)
 	n.clockMu.Lock()
 	for _, op := range ops {
-		n.clock.Observe(op.Time)
+		n.observe(op)
 	}
 	n.clockMu.Unlock()
 
@@ -623,7 +623,7 @@ func (n *Node) accept(items []ingestItem) error {
 	n.clockMu.Lock()
 	for _, it := range items {
 		byTeam[it.t] = append(byTeam[it.t], it.op)
-		n.clock.Observe(it.op.Time)
+		n.observe(it.op)
 	}
 	n.clockMu.Unlock()
 	for t, ops := range byTeam {
@@ -643,6 +643,17 @@ func (n *Node) accept(items []ingestItem) error {
 		}
 	}
 	return nil
+}
+
+// observe merges an op's timestamp into the node's clock (the caller holds clockMu): this device's own
+// ops are trusted whatever the wall clock says (so a phone back in 1970 keeps counting from its last
+// op), other members' ops move it only within the bounds of crdt.Clock.ObserveFrom.
+func (n *Node) observe(op *crdt.Op) {
+	if op.Author == n.id.Device.ID() {
+		n.clock.ObserveOwn(op.Time)
+		return
+	}
+	n.clock.ObserveFrom(op.Author, op.Time)
 }
 
 // teamByRef finds a team by id (hex, or a unique prefix of at least 8 characters) or by name.
@@ -784,7 +795,7 @@ func (n *Node) publish(t *team, kind crdt.Kind, body []byte) (*crdt.Op, error) {
 	n.clockMu.Lock()
 	ts := n.clock.Next()
 	n.clockMu.Unlock()
-	op := crdt.NewOp(n.id.Device, t.id, ts, t.heads(), kind, body)
+	op := crdt.NewOp(n.id.Device, t.id, ts, t.headsBefore(ts), kind, body)
 	return op, n.publishOp(t, op)
 }
 

@@ -575,3 +575,91 @@ func TestAcksAreBatched(t *testing.T) {
 		t.Errorf("author shows %d messages; want %d (acks must not show as messages)", got, n)
 	}
 }
+
+// TestSkewedClocks: a device a day fast and one stuck in 1970 still take part. The fast device's
+// message does not pull the others' clocks forward or hide their later messages, and the 1970 device's
+// reply, made after it saw the conversation, sorts after what it replies to.
+func TestSkewedClocks(t *testing.T) {
+	_, ns := newMockNodes(t, "Normal", "Fast", "Dead battery")
+	a, fast, old := ns[0], ns[1], ns[2]
+	fast.clockMu.Lock()
+	fast.clock.Now = func() time.Time { return time.Now().Add(24 * time.Hour) }
+	fast.clockMu.Unlock()
+	old.clockMu.Lock()
+	old.clock.Now = func() time.Time { return time.Unix(0, 0) }
+	old.clockMu.Unlock()
+	team, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	for _, j := range []*testNode{fast, old} {
+		inv, err := a.Invite(ref, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Join(context.Background(), inv.Code()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := fast.Send(ref, crdt.Message{Text: "from tomorrow"}); err != nil {
+		t.Fatal(err)
+	}
+	waitMessages(t, a, ref, 1)
+	normal, _, err := a.Send(ref, crdt.Message{Text: "after that"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitMessages(t, old, ref, 2)
+	reply, replyTime, err := old.Send(ref, crdt.Message{Text: "reply from 1970", ReplyTo: &normal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replyTime.Time().Year() < 2000 {
+		t.Errorf("the 1970 device stamped its reply %v; it should continue from the times it observed", replyTime.Time())
+	}
+	for _, n := range ns {
+		ms := waitMessages(t, n, ref, 3)
+		pos := map[crdt.OpID]int{}
+		for i, m := range ms {
+			pos[m.ID] = i
+		}
+		if _, ok := pos[normal]; !ok {
+			t.Errorf("%s does not show the normal device's message", n.id.Name)
+		}
+		if pos[reply] < pos[normal] {
+			t.Errorf("%s shows the reply before its parent", n.id.Name)
+		}
+	}
+	if a.clock.Last().Time().After(time.Now().Add(2 * time.Hour)) {
+		t.Errorf("the normal device's clock was pulled to %v by the fast device", a.clock.Last().Time())
+	}
+}
+
+// TestImpossibleParentsIgnored: an op naming a parent that is not older than itself is stored like
+// any well-formed op (so honest nodes agree on what they store whatever the arrival order) but never
+// shown.
+func TestImpossibleParentsIgnored(t *testing.T) {
+	_, ns := newMockNodes(t, "Admin")
+	a := ns[0]
+	team, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, _ := a.teamByRef(team.ID.String())
+	early := crdt.MakeHLC(time.Unix(1000, 0), 0) // older than the genesis op it names as parent
+	op := crdt.NewOp(a.id.Device, team.ID, early, []crdt.OpID{tm.rec.Genesis}, crdt.KindMessage, crdt.Message{Text: "impossible"}.Marshal())
+	ep := tm.current()
+	raw := envelope.Seal(op, ep.Epoch, ep.Key)
+	if err := a.acceptRaw(tm, a.host.ID(), [][]byte{raw.Marshal()}); err != nil {
+		t.Fatalf("a well-formed op was refused: %v", err)
+	}
+	if !tm.has(op.ID()) {
+		t.Fatal("the op is not in the log")
+	}
+	for _, m := range a.mustMessages(t, team.ID.String()) {
+		if m.ID == op.ID() {
+			t.Error("an op with impossible parents is shown")
+		}
+	}
+}

@@ -146,7 +146,29 @@ func (t *team) open(e *envelope.Envelope) (*crdt.Op, error) {
 	if op.Kind == crdt.KindCreate && op.ID() != t.rec.Genesis {
 		return nil, errors.New("node: a second Create op for the team")
 	}
+	if err := t.admissible(op); err != nil {
+		return nil, err
+	}
 	return op, nil
+}
+
+// admissible checks an opened op before it is stored or forwarded: everything Log.Add would refuse.
+// Those checks depend on the op alone, so every honest node refuses the same ops whatever the order
+// they arrive in. An op with impossible parents (a parent not older than itself) is not refused here,
+// because whether its parents are present depends on arrival order and refusing it would make honest
+// nodes disagree on what to store (and drop each other as misbehaving): it is stored and relayed, and
+// the team state ignores it on every node alike (crdt.Log.State).
+func (t *team) admissible(op *crdt.Op) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.log.Check(op)
+}
+
+// headsBefore returns the parents for a new op stamped ts (see crdt.Log.HeadsBefore).
+func (t *team) headsBefore(ts crdt.HLC) []crdt.OpID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.log.HeadsBefore(ts)
 }
 
 // addOps adds opened ops to the log and wakes the waiters if any was new.
@@ -180,12 +202,6 @@ func (t *team) snapshot() *crdt.State {
 		t.state = &s
 	}
 	return t.state
-}
-
-func (t *team) heads() []crdt.OpID {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.log.Heads()
 }
 
 func (t *team) has(id crdt.OpID) bool {

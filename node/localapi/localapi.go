@@ -10,7 +10,8 @@
 //	POST /v1/invite            {"team","ttl"}                  ttl is a Go duration, "" = 24h
 //	POST /v1/join              {"code"}
 //	POST /v1/send              {"team","text","priority","patient","reply_to"}
-//	GET  /v1/messages?team=T[&follow=1]                        NDJSON, one message per line
+//	GET  /v1/messages?team=T[&follow=1]                        NDJSON, one message per line, in display
+//	                                                           order: by (hlc, id), a reply never before its parent
 //	GET  /v1/peers
 //
 // The server holds no state of its own; Serve returns when its context ends.
