@@ -15,8 +15,8 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/storage"
-	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/framing"
 )
 
 // The join protocol (/fieldmesh/join/1.0.0), run by a new member over a libp2p stream to the inviter:
@@ -220,10 +220,10 @@ func (n *Node) joinExchange(s network.Stream, inv Invite) (joinAnswer, error) {
 	if err != nil {
 		return ans, err
 	}
-	if err := catchup.WriteFrame(s, msg1); err != nil {
+	if err := framing.Write(s, msg1); err != nil {
 		return ans, fmt.Errorf("node: join: %w", err)
 	}
-	msg2, err := catchup.ReadFrame(br, joinFrameMax)
+	msg2, err := framing.Read(br, joinFrameMax)
 	if err != nil {
 		return ans, fmt.Errorf("%w: the invite code is unknown, already used or expired", ErrJoinRefused)
 	}
@@ -235,10 +235,10 @@ func (n *Node) joinExchange(s network.Stream, inv Invite) (joinAnswer, error) {
 	if err != nil {
 		return ans, err
 	}
-	if err := catchup.WriteFrame(s, msg3); err != nil {
+	if err := framing.Write(s, msg3); err != nil {
 		return ans, fmt.Errorf("node: join: %w", err)
 	}
-	msg4, err := catchup.ReadFrame(br, joinFrameMax)
+	msg4, err := framing.Read(br, joinFrameMax)
 	if err != nil {
 		return ans, fmt.Errorf("%w: the invite code is wrong, already used or expired", ErrJoinRefused)
 	}
@@ -262,7 +262,7 @@ func (n *Node) handleJoin(s network.Stream) {
 
 func (n *Node) serveJoin(s network.Stream, p peer.ID) error {
 	br := bufio.NewReader(s)
-	msg1, err := catchup.ReadFrame(br, joinFrameMax)
+	msg1, err := framing.Read(br, joinFrameMax)
 	if err != nil {
 		return err
 	}
@@ -292,10 +292,10 @@ func (n *Node) serveJoin(s network.Stream, p peer.ID) error {
 	if err != nil {
 		return err
 	}
-	if err := catchup.WriteFrame(s, msg2); err != nil {
+	if err := framing.Write(s, msg2); err != nil {
 		return err
 	}
-	msg3, err := catchup.ReadFrame(br, joinFrameMax)
+	msg3, err := framing.Read(br, joinFrameMax)
 	if err != nil {
 		return err
 	}
@@ -309,7 +309,7 @@ func (n *Node) serveJoin(s network.Stream, p peer.ID) error {
 		if err != nil {
 			return err
 		}
-		return catchup.WriteFrame(s, ct)
+		return framing.Write(s, ct)
 	}
 	req, err := unmarshalJoinRequest(reqb)
 	if err != nil {

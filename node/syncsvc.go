@@ -23,6 +23,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
@@ -268,7 +269,7 @@ func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(syncTimeout))
-	if err := catchup.WriteFrame(s, t.topic[:]); err != nil {
+	if err := framing.Write(s, t.topic[:]); err != nil {
 		s.Reset()
 		return fmt.Errorf("send topic: %w", err)
 	}
@@ -293,7 +294,7 @@ func (n *Node) handleSync(s network.Stream) {
 	_ = s.SetDeadline(time.Now().Add(syncTimeout))
 	p := s.Conn().RemotePeer()
 	br := bufio.NewReader(s)
-	tb, err := catchup.ReadFrame(br, 64)
+	tb, err := framing.Read(br, 64)
 	if err != nil || len(tb) != len(envelope.Topic{}) {
 		s.Reset()
 		return
@@ -341,7 +342,7 @@ func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, se
 			if f == nil {
 				continue
 			}
-			if err := catchup.WriteFrame(w, f); err != nil {
+			if err := framing.Write(w, f); err != nil {
 				return err
 			}
 			n.stats.bytesSent.Add(int64(len(f)))
@@ -352,7 +353,7 @@ func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, se
 		return fmt.Errorf("send: %w", err)
 	}
 	for {
-		frame, err := catchup.ReadFrame(r, catchup.MaxFrameSize)
+		frame, err := framing.Read(r, catchup.MaxFrameSize)
 		if err != nil {
 			return fmt.Errorf("read frame: %w", err)
 		}
