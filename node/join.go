@@ -75,7 +75,7 @@ func unmarshalJoinRequest(b []byte) (joinRequest, error) {
 		return r, errors.New("node: join request: unknown version")
 	}
 	copy(r.Device[:], rd.bytes(32))
-	r.Name = string(rd.lenBytes(maxName))
+	r.Name = string(rd.lenBytes(crdt.MaxNameLen))
 	if rd.err != nil || len(rd.b) != 0 {
 		return r, errors.New("node: join request: malformed")
 	}

@@ -829,9 +829,6 @@ func (n *Node) Send(teamRef string, m crdt.Message) (crdt.OpID, crdt.HLC, error)
 	if err := validateMessage(m); err != nil {
 		return crdt.OpID{}, 0, err
 	}
-	if err := m.Validate(); err != nil {
-		return crdt.OpID{}, 0, fmt.Errorf("node: %w", err)
-	}
 	op, err := n.publish(t, crdt.KindMessage, m.Marshal())
 	if err != nil {
 		return crdt.OpID{}, 0, err

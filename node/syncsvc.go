@@ -35,10 +35,6 @@ const (
 	reconFrameMax = 64 << 10
 	// syncTimeout bounds one catch-up session.
 	syncTimeout = 2 * time.Minute
-	// maxText and maxPatient bound message fields (the op decoder enforces the same limits).
-	maxText    = 16 << 10
-	maxPatient = 128
-	maxName    = 64
 )
 
 // Catcher is the catch-up protocol seen by the node: a session per stream and topic, driven frame by
@@ -480,8 +476,8 @@ func validateName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("node: name is empty")
-	case len(name) > maxName:
-		return fmt.Errorf("node: name is longer than %d bytes", maxName)
+	case len(name) > crdt.MaxNameLen:
+		return fmt.Errorf("node: name is longer than %d bytes", crdt.MaxNameLen)
 	case !utf8.ValidString(name):
 		return errors.New("node: name is not valid UTF-8")
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
@@ -490,18 +486,14 @@ func validateName(name string) error {
 	return nil
 }
 
+// validateMessage applies the node's own rule on top of crdt.Message.Validate (limits, UTF-8,
+// priority): a message must say something.
 func validateMessage(m crdt.Message) error {
-	switch {
-	case strings.TrimSpace(m.Text) == "":
+	if strings.TrimSpace(m.Text) == "" {
 		return errors.New("node: message is empty")
-	case len(m.Text) > maxText:
-		return fmt.Errorf("node: message is longer than %d bytes", maxText)
-	case !utf8.ValidString(m.Text) || !utf8.ValidString(m.Patient):
-		return errors.New("node: message is not valid UTF-8")
-	case len(m.Patient) > maxPatient:
-		return fmt.Errorf("node: patient reference is longer than %d bytes", maxPatient)
-	case m.Priority > crdt.Emergency:
-		return fmt.Errorf("node: unknown priority %d", m.Priority)
+	}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 	return nil
 }
