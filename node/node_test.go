@@ -102,6 +102,20 @@ func waitMessages(t *testing.T, n *testNode, team string, want int) []crdt.Messa
 	}
 }
 
+// joinAll has each joiner use a fresh invite of the admin's team, and fails the test on any error.
+func joinAll(t *testing.T, admin *testNode, team string, joiners ...*testNode) {
+	t.Helper()
+	for _, j := range joiners {
+		inv, err := admin.Invite(team, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Join(context.Background(), inv.Code()); err != nil {
+			t.Fatalf("%s joins: %v", j.id.Name, err)
+		}
+	}
+}
+
 func ids(ms []crdt.MessageView) []crdt.OpID {
 	out := make([]crdt.OpID, len(ms))
 	for i, m := range ms {
@@ -225,21 +239,12 @@ func TestCatchUpAfterPartition(t *testing.T) {
 func testCatchUpAfterPartition(t *testing.T) {
 	mn, ns := newMockNodes(t, "A", "B", "C")
 	a, b, c := ns[0], ns[1], ns[2]
-	ctx := context.Background()
 	team, err := a.CreateTeam("Outreach", crdt.Social)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ref := team.ID.String()
-	for _, j := range []*testNode{b, c} {
-		inv, err := a.Invite(ref, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := j.Join(ctx, inv.Code()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	joinAll(t, a, ref, b, c)
 	// Cut C off.
 	for _, o := range []*testNode{a, b} {
 		if err := mn.UnlinkPeers(c.host.ID(), o.host.ID()); err != nil {
@@ -334,13 +339,7 @@ func TestRivalCreateOpRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, err := a.Invite(team.ID.String(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Join(context.Background(), inv.Code()); err != nil {
-		t.Fatal(err)
-	}
+	joinAll(t, a, team.ID.String(), b)
 	// B holds the team key and forges a Create op dated before the real one, naming itself creator.
 	tb, err := b.teamByRef(team.ID.String())
 	if err != nil {
@@ -414,19 +413,12 @@ func TestOldNodeFallsBackToSyncV1(t *testing.T) {
 	a, old := ns[0], ns[1]
 	old.host.RemoveStreamHandler(SyncProtocolV2)
 	old.syncProtos = []protocol.ID{SyncProtocol}
-	ctx := context.Background()
 	team, err := a.CreateTeam("Mixed versions", crdt.Clinical)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ref := team.ID.String()
-	inv, err := a.Invite(ref, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := old.Join(ctx, inv.Code()); err != nil {
-		t.Fatal(err)
-	}
+	joinAll(t, a, ref, old)
 	if err := mn.UnlinkPeers(a.host.ID(), old.host.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -460,13 +452,7 @@ func TestGarbageSyncPeerIsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, err := a.Invite(team.ID.String(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bad.Join(context.Background(), inv.Code()); err != nil {
-		t.Fatal(err)
-	}
+	joinAll(t, a, team.ID.String(), bad)
 	ta, _ := a.teamByRef(team.ID.String())
 	before, err := a.st.EnvelopeKeys(ta.topic)
 	if err != nil {
@@ -514,15 +500,7 @@ func TestAcksAreBatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := team.ID.String()
-	for _, j := range []*testNode{r, o} {
-		inv, err := a.Invite(ref, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := j.Join(context.Background(), inv.Code()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	joinAll(t, a, ref, r, o)
 	const n = 25
 	for i := 0; i < n; i++ {
 		if _, _, err := a.Send(ref, crdt.Message{Text: fmt.Sprintf("m%d", i)}); err != nil {
@@ -593,15 +571,7 @@ func TestSkewedClocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := team.ID.String()
-	for _, j := range []*testNode{fast, old} {
-		inv, err := a.Invite(ref, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := j.Join(context.Background(), inv.Code()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	joinAll(t, a, ref, fast, old)
 	if _, _, err := fast.Send(ref, crdt.Message{Text: "from tomorrow"}); err != nil {
 		t.Fatal(err)
 	}
