@@ -160,7 +160,11 @@ func unmarshalInviteRecord(b []byte) (inviteRecord, error) {
 	}
 	copy(r.Team[:], b[1:33])
 	copy(r.Secret[:], b[33:65])
-	r.Expires = time.Unix(int64(binary.BigEndian.Uint64(b[65:])&(1<<62-1)), 0)
+	exp := binary.BigEndian.Uint64(b[65:])
+	if exp > 1<<40 {
+		return r, errors.New("node: invite record: expiry out of range")
+	}
+	r.Expires = time.Unix(int64(exp), 0)
 	return r, nil
 }
 

@@ -867,14 +867,13 @@ func (n *Node) Watch(teamRef string) (<-chan struct{}, func(), error) {
 
 // Status describes the node.
 type Status struct {
-	Device  identity.DeviceID
-	Name    string
-	PeerID  peer.ID
-	Addrs   []ma.Multiaddr
-	Teams   int
-	Peers   int
-	Sync    SyncStats
-	Started time.Time
+	Device identity.DeviceID
+	Name   string
+	PeerID peer.ID
+	Addrs  []ma.Multiaddr
+	Teams  int
+	Peers  int
+	Sync   SyncStats
 }
 
 // SyncStats counts catch-up traffic since the node started.
