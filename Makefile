@@ -10,8 +10,10 @@ FUZZTIME ?= 30s
 PKGS ?= ./...
 # Extra arguments for `make run`, e.g. make run ARGS='--data /tmp/fm-a --no-mdns'.
 ARGS ?=
+# Extra arguments for the chaos runs, e.g. make chaos CHAOSARGS=-chaos.seed=42
+CHAOSARGS ?=
 
-.PHONY: test build lint bench fuzz run convergence soak
+.PHONY: test build lint bench fuzz run convergence soak chaos chaos-short chaos-control
 
 ## test: every test, with the race detector, in random order (the README's test command)
 test:
@@ -39,6 +41,8 @@ lint:
 		exit 1; \
 	fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags chaos ./simulations/chaos/
+	$(GO) vet -tags fieldmesh_noseal ./sync/envelope/ ./sync/teamkeys/ ./node/
 
 ## bench: every benchmark, once, so they keep compiling and running
 bench:
@@ -56,3 +60,15 @@ fuzz:
 ## run: a node on the default data directory (offers to initialise it on first run)
 run:
 	$(GO) run ./cmd/fieldmesh up $(ARGS)
+
+## chaos: the long chaos run (~16 min): real processes in network namespaces; root, iproute2, nftables, tcpdump
+chaos:
+	simulations/chaos/run.sh long $(CHAOSARGS)
+
+## chaos-short: the CI-sized chaos run (under 5 minutes)
+chaos-short:
+	simulations/chaos/run.sh short $(CHAOSARGS)
+
+## chaos-control: the short run built with -tags fieldmesh_noseal; passes only if the scans FIND plaintext
+chaos-control:
+	simulations/chaos/run.sh short -chaos.control $(CHAOSARGS)

@@ -10,7 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
 func testInvite(t testing.TB) Invite {
@@ -93,15 +94,13 @@ func FuzzParseInvite(f *testing.F) {
 }
 
 func TestTeamRecordRoundTrip(t *testing.T) {
-	k1, _ := seal.NewEpochKey(nil)
-	k2, _ := seal.NewEpochKey(nil)
-	rec := &teamRecord{Epochs: []epochKey{{Epoch: 1, Key: k1}, {Epoch: 2, Key: k2}}}
-	rec.ID[0] = 7
+	rec := &teamRecord{}
+	rec.ID[0], rec.Genesis[1] = 7, 9
 	got, err := unmarshalTeamRecord(rec.marshal())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ID != rec.ID || len(got.Epochs) != 2 || !got.Epochs[1].Key.Equal(k2) || got.Epochs[1].Epoch != 2 {
+	if *got != *rec {
 		t.Errorf("round trip changed the record")
 	}
 	b := rec.marshal()
@@ -110,27 +109,32 @@ func TestTeamRecordRoundTrip(t *testing.T) {
 			t.Errorf("truncated record of %d bytes accepted", i)
 		}
 	}
+	if _, err := unmarshalTeamRecord(append(b, 0)); err == nil {
+		t.Error("record with a trailing byte accepted")
+	}
+	old := append([]byte{1}, b[1:]...)
+	if _, err := unmarshalTeamRecord(old); err == nil || !strings.Contains(err.Error(), "before key epochs") {
+		t.Errorf("a version-1 record: %v; want a clear refusal", err)
+	}
 }
 
 func FuzzTeamRecord(f *testing.F) {
-	k, _ := seal.NewEpochKey(nil)
-	f.Add((&teamRecord{Epochs: []epochKey{{Epoch: 1, Key: k}}}).marshal())
+	f.Add((&teamRecord{ID: crdt.TeamID{1}, Genesis: crdt.OpID{2}}).marshal())
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := unmarshalTeamRecord(b)
 		if err != nil {
 			return
 		}
-		if !bytes.Equal(rec.marshal()[:33], b[:33]) {
-			t.Fatal("id changed on re-encoding")
+		if !bytes.Equal(rec.marshal(), b) {
+			t.Fatal("team record is not canonical")
 		}
 	})
 }
 
 func FuzzJoinMessages(f *testing.F) {
-	k, _ := seal.NewEpochKey(nil)
 	f.Add(joinRequest{Name: "Nurse Phiri"}.marshal())
-	f.Add(joinAnswer{Epoch: 3, Key: k}.marshal())
+	f.Add(joinAnswer{Team: crdt.TeamID{3}, History: []historyItem{{Op: []byte{1, 2}, Env: []byte{3}}, {Op: []byte{4}}}}.marshal())
 	f.Add(joinAnswer{Refusal: "invite code already used"}.marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if r, err := unmarshalJoinRequest(b); err == nil {
@@ -142,6 +146,20 @@ func FuzzJoinMessages(f *testing.F) {
 			if !bytes.Equal(a.marshal(), b) {
 				t.Fatal("join answer is not canonical")
 			}
+		}
+	})
+}
+
+func FuzzInviteRecord(f *testing.F) {
+	f.Add(inviteRecord{Team: crdt.TeamID{1}, Expires: time.Unix(1e9, 0)}.marshal())
+	f.Add(inviteRecord{Team: crdt.TeamID{1}, Link: true, Person: identity.DeviceID{2}, Expires: time.Unix(1e9, 0)}.marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := unmarshalInviteRecord(b)
+		if err != nil || b[0] != 2 {
+			return
+		}
+		if !bytes.Equal(r.marshal(), b) {
+			t.Fatal("invite record is not canonical")
 		}
 	})
 }

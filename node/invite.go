@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
@@ -138,29 +139,45 @@ func ParseInvite(code string) (Invite, error) {
 	return inv, nil
 }
 
-// inviteRecord is what the inviter stores (in the encrypted store) for each open invite.
+// inviteRecord is what the inviter stores (in the encrypted store) for each open invite. A link invite
+// (Link set) adds a device to the person Person instead of adding a new person.
+//
+//	version 1 | team 32 | secret 32 | expires u64 BE                            (a member invite)
+//	version 2 | team 32 | secret 32 | expires u64 BE | link byte | person 32    (either)
 type inviteRecord struct {
 	Team    crdt.TeamID
 	Secret  [32]byte
 	Expires time.Time
+	Link    bool
+	Person  identity.DeviceID
 }
 
 func (r inviteRecord) marshal() []byte {
-	b := make([]byte, 0, 1+32+32+8)
-	b = append(b, 1)
+	b := make([]byte, 0, 1+32+32+8+1+32)
+	b = append(b, 2)
 	b = append(b, r.Team[:]...)
 	b = append(b, r.Secret[:]...)
-	return binary.BigEndian.AppendUint64(b, uint64(r.Expires.Unix()))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Expires.Unix()))
+	b = append(b, 0)
+	if r.Link {
+		b[len(b)-1] = 1
+	}
+	return append(b, r.Person[:]...)
 }
 
 func unmarshalInviteRecord(b []byte) (inviteRecord, error) {
 	var r inviteRecord
-	if len(b) != 1+32+32+8 || b[0] != 1 {
+	switch {
+	case len(b) == 1+32+32+8 && b[0] == 1:
+	case len(b) == 1+32+32+8+1+32 && b[0] == 2 && b[73] <= 1:
+		r.Link = b[73] == 1
+		copy(r.Person[:], b[74:])
+	default:
 		return r, errors.New("node: invite record is malformed")
 	}
 	copy(r.Team[:], b[1:33])
 	copy(r.Secret[:], b[33:65])
-	exp := binary.BigEndian.Uint64(b[65:])
+	exp := binary.BigEndian.Uint64(b[65:73])
 	if exp > 1<<40 {
 		return r, errors.New("node: invite record: expiry out of range")
 	}

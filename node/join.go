@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/flynn/noise"
@@ -13,10 +14,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
-	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
+	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
 )
 
 // The join protocol (/fieldmesh/join/1.0.0), run by a new member over a libp2p stream to the inviter:
@@ -24,7 +26,8 @@ import (
 //	-> e                           payload: invite id (16 bytes, in clear: it is a random lookup key)
 //	<- e, ee, s, es
 //	-> s, se, psk                  payload: join request (device id, display name)
-//	<- transport message           payload: join answer (team id, epoch, epoch key) or a refusal
+//	<- transport messages          payload: join answer (team id, genesis, membership history whose last
+//	                               commit adds the joiner and seals the new epoch key to it) or a refusal
 //
 // Noise XXpsk3 (flynn/noise) with the invite's 32-byte secret as pre-shared key: only a holder of the
 // code completes the handshake, and the invite is consumed only after it completed. The joiner's device
@@ -82,43 +85,72 @@ func unmarshalJoinRequest(b []byte) (joinRequest, error) {
 	return r, nil
 }
 
+// joinAnswer is the inviter's last word: a refusal, or the team id, its genesis op id and the team's
+// membership history (its Create and commit ops with their envelopes), which ends with the commit that
+// adds the joiner and carries the joiner's box of the new epoch key (and the outer keys of the epochs
+// the inviter holds, so the joiner can read the earlier commits' envelopes too).
+//
+//	version 2 | status 0 | team id 32 | genesis 32 | uvarint n | n × (uvarint len, op | uvarint len, envelope)
+//	version 2 | status 1 | uvarint len, refusal text
+//
+// It is sent as a sequence of Noise transport messages, each "more" byte | chunk (joinChunk).
 type joinAnswer struct {
 	Refusal string // non-empty: the join was refused, and why
 	Team    crdt.TeamID
 	Genesis crdt.OpID
-	Epoch   uint32
-	Key     seal.EpochKey
+	History []historyItem
 }
+
+type historyItem struct {
+	Op  []byte // a marshalled op
+	Env []byte // its marshalled envelope; empty if the inviter has none
+}
+
+const (
+	joinAnswerVersion = 2
+	joinChunk         = 60000    // plaintext bytes per Noise transport message (the limit is 65535)
+	joinAnswerMax     = 16 << 20 // bytes of a whole answer
+	maxHistory        = 100000   // items in an answer
+)
 
 func (a joinAnswer) marshal() []byte {
 	if a.Refusal != "" {
-		b := []byte{1, 1}
+		b := []byte{joinAnswerVersion, 1}
 		b = binary.AppendUvarint(b, uint64(len(a.Refusal)))
 		return append(b, a.Refusal...)
 	}
-	b := []byte{1, 0}
+	b := []byte{joinAnswerVersion, 0}
 	b = append(b, a.Team[:]...)
 	b = append(b, a.Genesis[:]...)
-	b = binary.BigEndian.AppendUint32(b, a.Epoch)
-	return append(b, a.Key.Bytes()...)
+	b = binary.AppendUvarint(b, uint64(len(a.History)))
+	for _, h := range a.History {
+		b = binary.AppendUvarint(b, uint64(len(h.Op)))
+		b = append(b, h.Op...)
+		b = binary.AppendUvarint(b, uint64(len(h.Env)))
+		b = append(b, h.Env...)
+	}
+	return b
 }
 
 func unmarshalJoinAnswer(b []byte) (joinAnswer, error) {
 	var a joinAnswer
 	rd := reader{b: b}
-	if v := rd.byte(); v != 1 {
-		return a, errors.New("node: join answer: unknown version")
+	if v := rd.byte(); v != joinAnswerVersion {
+		return a, fmt.Errorf("node: join answer: unknown version %d (the inviter runs another fieldmesh version)", v)
 	}
 	switch rd.byte() {
 	case 0:
 		copy(a.Team[:], rd.bytes(32))
 		copy(a.Genesis[:], rd.bytes(32))
-		a.Epoch = rd.uint32()
-		k, err := seal.EpochKeyFromBytes(rd.bytes(32))
-		if err != nil {
-			return a, fmt.Errorf("node: join answer: %w", err)
+		n := rd.uvarint()
+		if n > maxHistory {
+			return a, errors.New("node: join answer: history too long")
 		}
-		a.Key = k
+		for i := uint64(0); i < n && rd.err == nil; i++ {
+			op := rd.lenBytes(crdt.MaxOpSize)
+			env := rd.lenBytes(envelope.MaxSize)
+			a.History = append(a.History, historyItem{Op: op, Env: env})
+		}
 	case 1:
 		a.Refusal = string(rd.lenBytes(256))
 		if a.Refusal == "" {
@@ -142,24 +174,42 @@ func (n *Node) Invite(teamRef string, ttl time.Duration) (Invite, error) {
 	if !n.info(t).Admin {
 		return Invite{}, errors.New("node: only a team admin can invite")
 	}
+	return n.makeInvite(t, ttl, inviteRecord{})
+}
+
+// LinkDevice creates a one-time code that links a new device (a laptop, a replacement phone) to this
+// device's person in a team: the new device runs join with it and appears under the same name.
+func (n *Node) LinkDevice(teamRef string, ttl time.Duration) (Invite, error) {
+	t, err := n.teamByRef(teamRef)
+	if err != nil {
+		return Invite{}, err
+	}
+	p, ok := t.snapshot().PersonOf(n.id.Device.ID())
+	if !ok {
+		return Invite{}, errors.New("node: this device is not a member of the team")
+	}
+	return n.makeInvite(t, ttl, inviteRecord{Link: true, Person: p.ID})
+}
+
+func (n *Node) makeInvite(t *team, ttl time.Duration, rec inviteRecord) (Invite, error) {
 	self := peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
 	inv, err := newInvite(n.now(), ttl, self)
 	if err != nil {
 		return Invite{}, err
 	}
-	rec := inviteRecord{Team: t.id, Secret: inv.Secret, Expires: inv.Expires}
+	rec.Team, rec.Secret, rec.Expires = t.id, inv.Secret, inv.Expires
 	if err := n.st.PutInvite(inv.ID, rec.marshal()); err != nil {
 		return Invite{}, fmt.Errorf("node: store invite: %w", err)
 	}
-	n.log.Info("invite created", "team", t.id, "expires", inv.Expires.UTC().Format(time.RFC3339))
+	n.log.Info("invite created", "team", t.id, "link", rec.Link, "expires", inv.Expires.UTC().Format(time.RFC3339))
 	return inv, nil
 }
 
 // ErrJoinRefused is returned when the inviter refused the join.
 var ErrJoinRefused = errors.New("node: join refused")
 
-// Join uses an invite code: it dials the inviter, proves it holds the code, receives the team key,
-// then catches up with the inviter before returning.
+// Join uses an invite code: it dials the inviter, proves it holds the code, receives the team's
+// membership history with its key, then catches up with the inviter before returning.
 func (n *Node) Join(ctx context.Context, code string) (TeamInfo, error) {
 	inv, err := ParseInvite(code)
 	if err != nil {
@@ -193,7 +243,10 @@ func (n *Node) Join(ctx context.Context, code string) (TeamInfo, error) {
 	if t := n.teamByID(ans.Team); t != nil {
 		return n.info(t), errors.New("node: this device is already in that team")
 	}
-	rec := &teamRecord{ID: ans.Team, Genesis: ans.Genesis, Epochs: []epochKey{{Epoch: ans.Epoch, Key: ans.Key}}}
+	rec := &teamRecord{ID: ans.Team, Genesis: ans.Genesis}
+	if err := n.storeHistory(rec, ans.History); err != nil {
+		return TeamInfo{}, err
+	}
 	if err := n.st.PutTeam(rec.ID, rec.marshal()); err != nil {
 		return TeamInfo{}, fmt.Errorf("node: store team: %w", err)
 	}
@@ -207,6 +260,69 @@ func (n *Node) Join(ctx context.Context, code string) (TeamInfo, error) {
 	}
 	n.log.Info("joined team", "team", t.id, "inviter", inv.Inviter.ID.ShortString())
 	return n.info(t), nil
+}
+
+// storeHistory checks the membership history of a join answer (every op signed, of the team, of the
+// kinds a history holds, matching its envelope; the genesis present) and stores it with the key state
+// it opens: the joiner's box in the last commit gives the new epoch, whose prior keys open the rest.
+func (n *Node) storeHistory(rec *teamRecord, hist []historyItem) error {
+	log := crdt.NewLog(rec.ID)
+	keys := teamkeys.New(rec.ID, n.id.Device)
+	var b storage.Batch
+	var envs []*envelope.Envelope
+	haveGenesis := false
+	for _, h := range hist {
+		op, err := crdt.UnmarshalOp(h.Op)
+		if err != nil {
+			return fmt.Errorf("node: join answer: %w", err)
+		}
+		if op.Kind != crdt.KindCreate && op.Kind != crdt.KindMember {
+			return errors.New("node: join answer: history holds an op that is not membership")
+		}
+		if op.Kind == crdt.KindCreate && op.ID() != rec.Genesis {
+			return errors.New("node: join answer: a second Create op")
+		}
+		haveGenesis = haveGenesis || op.ID() == rec.Genesis
+		if _, err := log.Add(op); err != nil {
+			return fmt.Errorf("node: join answer: %w", err)
+		}
+		b.Ops = append(b.Ops, storage.OpRecord{Team: rec.ID, Time: uint64(op.Time), ID: op.ID(), Data: op.Marshal()})
+		if len(h.Env) == 0 {
+			continue
+		}
+		e, err := envelope.Unmarshal(h.Env)
+		if err != nil {
+			return fmt.Errorf("node: join answer: %w", err)
+		}
+		if e.ID != op.ID() || e.Time != op.Time || e.Topic != envelope.TopicOf(rec.ID) {
+			return errors.New("node: join answer: an envelope does not match its op")
+		}
+		envs = append(envs, e)
+		b.Envelopes = append(b.Envelopes, envRecord(e, h.Env))
+	}
+	if !haveGenesis {
+		return errors.New("node: join answer: no genesis")
+	}
+	// Open newest first: the joiner's own commit is last; its prior keys open the older ones.
+	slices.Reverse(envs)
+	for progress := true; progress; {
+		progress = false
+		for _, e := range envs {
+			before := len(keys.Tags())
+			if _, err := keys.Open(e); err == nil && len(keys.Tags()) > before {
+				progress = true
+			}
+		}
+	}
+	s := log.State()
+	if s.Current < 0 || !keys.CanSend(s.Epochs[s.Current].Tag) {
+		return errors.New("node: join answer: it does not hand this device the team's current key")
+	}
+	b.Secrets = map[string][]byte{keysSecret(rec.ID): keys.Marshal()}
+	if _, err := n.st.Commit(b); err != nil {
+		return fmt.Errorf("node: store team: %w", err)
+	}
+	return nil
 }
 
 func (n *Node) joinExchange(s network.Stream, inv Invite) (joinAnswer, error) {
@@ -238,13 +354,26 @@ func (n *Node) joinExchange(s network.Stream, inv Invite) (joinAnswer, error) {
 	if err := framing.Write(s, msg3); err != nil {
 		return ans, fmt.Errorf("node: join: %w", err)
 	}
-	msg4, err := framing.Read(br, joinFrameMax)
-	if err != nil {
-		return ans, fmt.Errorf("%w: the invite code is wrong, already used or expired", ErrJoinRefused)
-	}
-	pt, err := recvCS.Decrypt(nil, nil, msg4)
-	if err != nil {
-		return ans, fmt.Errorf("node: join answer: %w", err)
+	var pt []byte
+	for {
+		msg, err := framing.Read(br, joinChunk+64)
+		if err != nil {
+			if pt == nil {
+				return ans, fmt.Errorf("%w: the invite code is wrong, already used or expired", ErrJoinRefused)
+			}
+			return ans, fmt.Errorf("node: join answer: %w", err)
+		}
+		chunk, err := recvCS.Decrypt(nil, nil, msg)
+		if err != nil || len(chunk) == 0 {
+			return ans, errors.New("node: join answer: bad message")
+		}
+		pt = append(pt, chunk[1:]...)
+		if len(pt) > joinAnswerMax {
+			return ans, errors.New("node: join answer: too large")
+		}
+		if chunk[0] == 0 {
+			break
+		}
 	}
 	return unmarshalJoinAnswer(pt)
 }
@@ -299,17 +428,30 @@ func (n *Node) serveJoin(s network.Stream, p peer.ID) error {
 	if err != nil {
 		return err
 	}
-	reqb, recvCS, sendCS, err := hs.ReadMessage(nil, msg3)
+	reqb, _, sendCS, err := hs.ReadMessage(nil, msg3)
 	if err != nil {
 		return fmt.Errorf("handshake failed (wrong invite secret?): %w", err)
 	}
-	_ = recvCS
 	answer := func(a joinAnswer) error {
-		ct, err := sendCS.Encrypt(nil, nil, a.marshal())
-		if err != nil {
-			return err
+		b := a.marshal()
+		for {
+			chunk := b[:min(len(b), joinChunk)]
+			b = b[len(chunk):]
+			more := byte(0)
+			if len(b) > 0 {
+				more = 1
+			}
+			ct, err := sendCS.Encrypt(nil, nil, append([]byte{more}, chunk...))
+			if err != nil {
+				return err
+			}
+			if err := framing.Write(s, ct); err != nil {
+				return err
+			}
+			if more == 0 {
+				return nil
+			}
 		}
-		return framing.Write(s, ct)
 	}
 	req, err := unmarshalJoinRequest(reqb)
 	if err != nil {
@@ -337,24 +479,56 @@ func (n *Node) serveJoin(s network.Stream, p peer.ID) error {
 		return errors.New("no peer static key")
 	}
 	copy(noisePub[:], hs.PeerStatic())
-	for _, m := range t.snapshot().Members {
-		if m.Device == req.Device {
-			return answer(joinAnswer{Refusal: "this device is already a member"})
-		}
-		if m.Name == req.Name {
-			return answer(joinAnswer{Refusal: fmt.Sprintf("the name %q is already used in this team", req.Name)})
+	st := t.snapshot()
+	if _, ok := st.Member(req.Device); ok {
+		return answer(joinAnswer{Refusal: "this device is already a member"})
+	}
+	info := crdt.MemberInfo{Device: req.Device, Noise: noisePub, Name: req.Name}
+	change := crdt.Change{Action: crdt.ActAdd, Info: info}
+	what := "member joined"
+	if rec.Link {
+		change = crdt.Change{Action: crdt.ActLink, Info: info, Target: rec.Person}
+		what = "device linked"
+	} else {
+		for _, m := range st.Persons {
+			if m.Name == req.Name {
+				return answer(joinAnswer{Refusal: fmt.Sprintf("the name %q is already used in this team", req.Name)})
+			}
 		}
 	}
-	body := crdt.Member{Add: crdt.MemberInfo{Device: req.Device, Noise: noisePub, Name: req.Name}}
-	if err := body.Validate(); err != nil {
-		return answer(joinAnswer{Refusal: err.Error()})
-	}
-	if _, err := n.publish(t, crdt.KindMember, body.Marshal()); err != nil {
+	if _, err := n.commit(t, []crdt.Change{change}, what); err != nil {
+		n.log.Warn("join: commit failed", "team", t.id, "err", err)
 		return answer(joinAnswer{Refusal: "the inviter could not record the membership"})
 	}
-	ep := t.current()
-	n.log.Info("member joined", "team", t.id, "member", req.Device)
-	return answer(joinAnswer{Team: t.id, Genesis: t.rec.Genesis, Epoch: ep.Epoch, Key: ep.Key})
+	hist, err := n.history(t)
+	if err != nil {
+		return answer(joinAnswer{Refusal: "the inviter could not read the team's history"})
+	}
+	n.log.Info(what, "team", t.id, "device", req.Device)
+	return answer(joinAnswer{Team: t.id, Genesis: t.rec.Genesis, History: hist})
+}
+
+// history returns the team's Create and commit ops, oldest first, with their envelopes when stored.
+func (n *Node) history(t *team) ([]historyItem, error) {
+	t.mu.Lock()
+	ops := t.log.Ops()
+	t.mu.Unlock()
+	var out []historyItem
+	for _, op := range ops {
+		if op.Kind != crdt.KindCreate && op.Kind != crdt.KindMember {
+			continue
+		}
+		h := historyItem{Op: op.Marshal()}
+		r, err := n.st.Envelope(op.ID())
+		switch {
+		case err == nil:
+			h.Env = r.Data
+		case !errors.Is(err, storage.ErrNotFound):
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, nil
 }
 
 // peekInvite reads an invite without consuming it.

@@ -1,9 +1,9 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,7 +15,6 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -24,16 +23,13 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	lnoise "github.com/libp2p/go-libp2p/p2p/security/noise"
-	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
-	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
 )
 
 // Protocol ids spoken by a node.
@@ -60,6 +56,9 @@ type Config struct {
 	Bootstrap []string
 	// NoMDNS turns local-network discovery off. Default: on.
 	NoMDNS bool
+	// Relays are clinic relays (multiaddrs ending in /p2p/ID) to enrol with, keep a circuit reservation
+	// on and reconcile through (relayclient.go). Relays used before are remembered and used again.
+	Relays []string
 	// Host, if set, is used instead of building a libp2p host (tests use mocknet hosts). Its identity must
 	// be the device key. The caller owns it; Close does not close it.
 	Host host.Host
@@ -74,6 +73,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the wall clock. Nil is time.Now.
 	Now func() time.Time
+	// RotateEvery is how old the current key epoch may get before an admin device re-keys the team.
+	// Default 7 days.
+	RotateEvery time.Duration
+	// RetainKeys is how long the keys of an epoch are kept after the next epoch started; then they are
+	// destroyed (the ops they opened stay). Default 30 days.
+	RetainKeys time.Duration
+	// EpochCheck is how often the node checks its teams' epochs (re-key, rotation, retention).
+	// Default 1 minute.
+	EpochCheck time.Duration
+	// LowData turns low-data mode on at start; false keeps the mode last set (see SetLowData).
+	LowData bool
 }
 
 // Identity is the device's identity as kept in the store.
@@ -187,6 +197,8 @@ type Node struct {
 	banned   map[peer.ID]time.Time // misbehaving peers, until when
 
 	stats syncStats
+	usage *usage
+	low   *lowData
 	// syncProtos are the sync protocols this node offers, preferred first (tests make an old node).
 	syncProtos []protocol.ID
 }
@@ -218,7 +230,16 @@ func New(cfg Config) (*Node, error) {
 	if cfg.AckInterval == 0 {
 		cfg.AckInterval = 30 * time.Second
 	}
-	if cfg.SyncInterval < 0 || cfg.RedialInterval < 0 {
+	if cfg.RotateEvery == 0 {
+		cfg.RotateEvery = 7 * 24 * time.Hour
+	}
+	if cfg.RetainKeys == 0 {
+		cfg.RetainKeys = 30 * 24 * time.Hour
+	}
+	if cfg.EpochCheck == 0 {
+		cfg.EpochCheck = time.Minute
+	}
+	if cfg.SyncInterval < 0 || cfg.RedialInterval < 0 || cfg.RotateEvery < 0 || cfg.RetainKeys < 0 || cfg.EpochCheck < 0 {
 		return nil, errors.New("node: negative interval")
 	}
 	if len(cfg.ListenAddrs) == 0 {
@@ -265,6 +286,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.clock.Now = now
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.usage = newUsage(cfg.Store, now, n.log, n.knownTopic)
+	n.low = newLowData()
 
 	if cfg.Host != nil {
 		n.host = cfg.Host
@@ -292,41 +315,26 @@ func (n *Node) newHost() (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: connection manager: %w", err)
 	}
-	h, err := libp2p.New(
+	opts := append([]libp2p.Option{
 		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings(n.cfg.ListenAddrs...),
-		libp2p.Security(lnoise.ID, lnoise.New),
+		libp2p.ListenAddrStrings(listenable(n.cfg.ListenAddrs)...),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.DefaultResourceManager,
 		libp2p.DisableMetrics(),
-	)
+		libp2p.EnableHolePunching(),
+		libp2p.BandwidthReporter(n.usage),
+	}, transportOptions()...)
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("node: start libp2p host: %w", err)
 	}
 	return h, nil
 }
 
-// msgID names gossip messages by the hash of their content, so ids carry nothing about the sender.
-func msgID(m *pb.Message) string {
-	h := sha256.Sum256(m.Data)
-	return string(h[:20])
-}
-
 func (n *Node) start(bootstrap []peer.AddrInfo) error {
-	gp := pubsub.DefaultGossipSubParams()
-	// Small teams: bytes matter more than milliseconds, so keep the mesh narrow.
-	gp.D, gp.Dlo, gp.Dhi, gp.Dscore, gp.Dout, gp.Dlazy = 4, 3, 6, 2, 1, 4
 	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
-		pubsub.WithGossipSubParams(gp),
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
-		pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(msgID),
-		pubsub.WithMaxMessageSize(envelope.MaxSize+4096),
-		pubsub.WithPeerOutboundQueueSize(64),
-	)
+		append(GossipOptions(GossipMsgID, envelope.MaxSize+4096), pubsub.WithRawTracer(n.usage.tracer()))...)
 	if err != nil {
 		return fmt.Errorf("node: start gossipsub: %w", err)
 	}
@@ -346,6 +354,9 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 		}
 	}
 
+	if err := n.startRelays(n.cfg.Relays); err != nil {
+		return err
+	}
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
 	n.host.SetStreamHandler(SyncProtocolV2, n.handleSync)
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
@@ -362,7 +373,12 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 		},
 	})
 
+	if err := n.startLowData(); err != nil {
+		return err
+	}
 	n.goRun(n.ingestLoop)
+	n.goRun(n.epochLoop)
+	n.goRun(func() { n.usage.run(n.ctx, nil) })
 	n.goRun(func() { n.maintainLoop(bootstrap) })
 	if !n.cfg.NoMDNS && n.ownsH {
 		svc := mdns.NewMdnsService(n.host, mdnsService, mdnsNotifee{n})
@@ -442,6 +458,9 @@ func (n *Node) Close() error {
 		n.host.RemoveStreamHandler(JoinProtocol)
 	}
 	n.wg.Wait()
+	if ferr := n.usage.flush(); ferr != nil {
+		n.log.Warn("storing data usage failed", "err", ferr)
+	}
 	return err
 }
 
@@ -451,26 +470,29 @@ func (n *Node) Host() host.Host { return n.host }
 // Identity returns the device identity.
 func (n *Node) Identity() *Identity { return n.id }
 
-// addTeam starts a team: joins its gossip topic, loads its envelopes from the store into its log.
+// addTeam starts a team: loads its key state and ops from the store into its log, joins its gossip topic.
 func (n *Node) addTeam(rec *teamRecord) error {
-	t := newTeam(rec)
 	n.mu.Lock()
-	if _, ok := n.teams[t.id]; ok {
+	if _, ok := n.teams[rec.ID]; ok {
 		n.mu.Unlock()
 		return nil
 	}
 	n.mu.Unlock()
 
+	kb, err := n.st.Secret(keysSecret(rec.ID))
+	if err != nil {
+		return fmt.Errorf("node: load key state of team %s: %w", rec.ID.Short(), err)
+	}
+	keys, err := teamkeys.Unmarshal(rec.ID, n.id.Device, kb)
+	if err != nil {
+		return fmt.Errorf("node: key state of team %s: %w", rec.ID.Short(), err)
+	}
+	t := newTeam(rec, keys)
 	var ops []*crdt.Op
-	err := n.st.Envelopes(t.topic, func(r storage.EnvelopeRecord) error {
-		e, err := envelope.Unmarshal(r.Data)
+	err = n.st.Ops(t.id, func(b []byte) error {
+		op, err := crdt.UnmarshalOp(b)
 		if err != nil {
-			n.log.Warn("skipping unreadable stored envelope", "team", t.id, "err", err)
-			return nil
-		}
-		op, err := t.open(e)
-		if err != nil {
-			n.log.Warn("skipping stored envelope that does not open", "team", t.id, "err", err)
+			n.log.Warn("skipping unreadable stored op", "team", t.id, "err", err)
 			return nil
 		}
 		ops = append(ops, op)
@@ -494,6 +516,10 @@ func (n *Node) addTeam(rec *teamRecord) error {
 	if err != nil {
 		return fmt.Errorf("node: join topic: %w", err)
 	}
+	if err := ptop.SetScoreParams(GossipTopicScore()); err != nil {
+		ptop.Close()
+		return fmt.Errorf("node: topic scores: %w", err)
+	}
 	sub, err := ptop.Subscribe()
 	if err != nil {
 		ptop.Close()
@@ -513,6 +539,7 @@ func (n *Node) addTeam(rec *teamRecord) error {
 	n.mu.Unlock()
 	n.goRun(func() { n.readLoop(t) })
 	n.goRun(func() { n.peerLoop(t) })
+	n.relaysChanged()
 	return nil
 }
 
@@ -536,8 +563,10 @@ func topicName(t envelope.Topic) string {
 	return "/fieldmesh/t/" + hex.EncodeToString(t[:])
 }
 
-// validator drops malformed, oversized, foreign, tampered or unsigned envelopes before they are
-// delivered or forwarded.
+// validator drops malformed, oversized, foreign or tampered envelopes before they are delivered or
+// forwarded: it authenticates the outer layer (teamkeys.Keys.Check); the op inside is opened and checked
+// when it is stored. Envelopes of epochs this device does not hold are ignored, not held against the
+// peer: after a re-key that excluded this device, or before it received the new key.
 func (n *Node) validator(t *team) pubsub.ValidatorEx {
 	return func(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 		if len(m.Data) > envelope.MaxSize {
@@ -548,12 +577,17 @@ func (n *Node) validator(t *team) pubsub.ValidatorEx {
 			n.log.Debug("gossip: rejected malformed envelope", "peer", from.ShortString(), "err", err)
 			return pubsub.ValidationReject
 		}
-		op, err := t.open(e)
-		if err != nil {
+		if err := t.check(e); err != nil {
+			if errors.Is(err, teamkeys.ErrUnknownEpoch) {
+				// Most likely the commit that starts the epoch is still on its way (gossip validates
+				// concurrently, so a message can overtake its commit): reconcile with the sender soon.
+				n.epochMiss(from, t)
+				return pubsub.ValidationIgnore
+			}
 			n.log.Debug("gossip: rejected envelope", "peer", from.ShortString(), "err", err)
 			return pubsub.ValidationReject
 		}
-		m.ValidatorData = ingestItem{t: t, env: e, op: op, raw: m.Data, from: from}
+		m.ValidatorData = ingestItem{t: t, env: e, raw: m.Data, from: from}
 		return pubsub.ValidationAccept
 	}
 }
@@ -565,7 +599,7 @@ func (n *Node) readLoop(t *team) {
 			return
 		}
 		it, ok := m.ValidatorData.(ingestItem)
-		if !ok || t.has(it.op.ID()) {
+		if !ok || t.has(it.env.ID) {
 			continue
 		}
 		it.from = m.ReceivedFrom
@@ -603,46 +637,52 @@ func (n *Node) ingestLoop() {
 	}
 }
 
-// accept durably stores opened envelopes, then applies their ops. An envelope is reported stored
-// only after the write returned.
+// accept opens and durably stores gossiped envelopes, team by team, then applies their ops. An
+// envelope is reported stored only after the write returned.
 func (n *Node) accept(items []ingestItem) error {
-	if len(items) == 0 {
-		return nil
-	}
-	recs := make([]storage.EnvelopeRecord, 0, len(items))
+	byTeam := make(map[*team][]ingestItem)
+	var order []*team
 	for _, it := range items {
-		recs = append(recs, storage.EnvelopeRecord{
-			Key:  storage.EnvelopeKey{Topic: it.env.Topic, Time: uint64(it.env.Time), ID: it.env.ID},
-			Data: it.raw,
-		})
+		if byTeam[it.t] == nil {
+			order = append(order, it.t)
+		}
+		byTeam[it.t] = append(byTeam[it.t], it)
 	}
-	if _, err := n.st.PutEnvelopes(recs); err != nil {
-		return fmt.Errorf("store envelopes: %w", err)
-	}
-	byTeam := make(map[*team][]*crdt.Op)
-	n.clockMu.Lock()
-	for _, it := range items {
-		byTeam[it.t] = append(byTeam[it.t], it.op)
-		n.observe(it.op)
-	}
-	n.clockMu.Unlock()
-	for t, ops := range byTeam {
-		t.addOps(ops)
-	}
-	// A gossiped op whose parents we lack means we missed something: repair with whoever sent it.
-	for _, it := range items {
-		if it.from == "" || it.from == n.host.ID() {
+	var firstErr error
+	for _, t := range order {
+		ops, err := n.ingestTeam(t, byTeam[t], false)
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
-		for _, p := range it.op.Parents {
-			if !it.t.has(p) {
-				t, from := it.t, it.from
-				n.goRun(func() { n.syncTeam(from, t) })
+		// A gossiped op whose parents we lack means we missed something: repair with whoever sent it.
+		n.repairMissingParents(t, byTeam[t], ops)
+	}
+	return firstErr
+}
+
+// repairMissingParents starts a catch-up with the sender of any newly opened op whose parents are
+// missing.
+func (n *Node) repairMissingParents(t *team, items []ingestItem, ops []*crdt.Op) {
+	if len(ops) == 0 {
+		return
+	}
+	from := make(map[crdt.OpID]peer.ID, len(items))
+	for _, it := range items {
+		from[it.env.ID] = it.from
+	}
+	for _, op := range ops {
+		p := from[op.ID()]
+		if p == "" || p == n.host.ID() {
+			continue
+		}
+		for _, par := range op.Parents {
+			if !t.has(par) {
+				n.goRun(func() { n.syncTeam(p, t) })
 				break
 			}
 		}
 	}
-	return nil
 }
 
 // observe merges an op's timestamp into the node's clock (the caller holds clockMu): this device's own
@@ -704,11 +744,9 @@ type TeamInfo struct {
 
 func (n *Node) info(t *team) TeamInfo {
 	s := t.snapshot()
-	ti := TeamInfo{ID: t.id, Name: s.Name, Kind: s.Kind, Members: len(s.Members), Messages: len(s.Messages)}
-	for _, m := range s.Members {
-		if m.Device == n.id.Device.ID() {
-			ti.Admin = m.Admin
-		}
+	ti := TeamInfo{ID: t.id, Name: s.Name, Kind: s.Kind, Members: len(s.Persons), Messages: len(s.Messages)}
+	if p, ok := s.PersonOf(n.id.Device.ID()); ok {
+		ti.Admin = p.Admin
 	}
 	return ti
 }
@@ -751,11 +789,6 @@ func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
 	if _, err := rand.Read(rec.ID[:]); err != nil {
 		return TeamInfo{}, err
 	}
-	key, err := seal.NewEpochKey(nil)
-	if err != nil {
-		return TeamInfo{}, err
-	}
-	rec.Epochs = []epochKey{{Epoch: 1, Key: key}}
 	body := crdt.Create{Name: name, Kind: kind, Creator: n.selfMember(true)}
 	if err := body.Validate(); err != nil {
 		return TeamInfo{}, err
@@ -765,6 +798,24 @@ func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
 	n.clockMu.Unlock()
 	genesis := crdt.NewOp(n.id.Device, rec.ID, ts, nil, crdt.KindCreate, body.Marshal())
 	rec.Genesis = genesis.ID()
+	// The genesis starts epoch 1, whose only recipient is this device.
+	keys := teamkeys.New(rec.ID, n.id.Device)
+	e, err := keys.SealCommit(genesis, rand.Reader)
+	if err != nil {
+		return TeamInfo{}, fmt.Errorf("node: seal genesis: %w", err)
+	}
+	raw, err := n.checkSize(e)
+	if err != nil {
+		return TeamInfo{}, err
+	}
+	b := storage.Batch{
+		Envelopes: []storage.EnvelopeRecord{envRecord(e, raw)},
+		Ops:       []storage.OpRecord{{Team: rec.ID, Time: uint64(genesis.Time), ID: genesis.ID(), Data: genesis.Marshal()}},
+		Secrets:   map[string][]byte{keysSecret(rec.ID): keys.Marshal()},
+	}
+	if _, err := n.st.Commit(b); err != nil {
+		return TeamInfo{}, fmt.Errorf("node: store team: %w", err)
+	}
 	if err := n.st.PutTeam(rec.ID, rec.marshal()); err != nil {
 		return TeamInfo{}, fmt.Errorf("node: store team: %w", err)
 	}
@@ -772,9 +823,6 @@ func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
 		return TeamInfo{}, err
 	}
 	t := n.teamByID(rec.ID)
-	if err := n.publishOp(t, genesis); err != nil {
-		return TeamInfo{}, err
-	}
 	n.log.Info("team created", "team", rec.ID)
 	return n.info(t), nil
 }
@@ -787,34 +835,6 @@ func (n *Node) teamByID(id crdt.TeamID) *team {
 
 func (n *Node) selfMember(admin bool) crdt.MemberInfo {
 	return crdt.MemberInfo{Device: n.id.Device.ID(), Noise: n.id.Device.NoisePublic(), Name: n.id.Name, Admin: admin}
-}
-
-// publish makes a new op of this device, seals it, stores it durably, applies it and gossips it.
-// It returns once the op is on disk: that is the acknowledgement.
-func (n *Node) publish(t *team, kind crdt.Kind, body []byte) (*crdt.Op, error) {
-	n.clockMu.Lock()
-	ts := n.clock.Next()
-	n.clockMu.Unlock()
-	op := crdt.NewOp(n.id.Device, t.id, ts, t.headsBefore(ts), kind, body)
-	return op, n.publishOp(t, op)
-}
-
-// publishOp seals, stores, applies and gossips an op of this device.
-func (n *Node) publishOp(t *team, op *crdt.Op) error {
-	ep := t.current()
-	e := envelope.Seal(op, ep.Epoch, ep.Key)
-	raw := e.Marshal()
-	if len(raw) > envelope.MaxSize {
-		return fmt.Errorf("node: message too large (%d bytes sealed, limit %d)", len(raw), envelope.MaxSize)
-	}
-	if err := n.accept([]ingestItem{{t: t, env: e, op: op, raw: raw}}); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	if err := t.ptop.Publish(n.ctx, raw); err != nil {
-		// Stored and acknowledged; catch-up delivers it when gossip could not.
-		n.log.Warn("gossip publish failed", "team", t.id, "err", err)
-	}
-	return nil
 }
 
 // Send posts a message to a team. It returns once the message is durably stored on this device.

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"testing"
 	"testing/synctest"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
@@ -42,6 +44,12 @@ type testNode struct {
 // connected).
 func newMockNodes(t *testing.T, names ...string) (mocknet.Mocknet, []*testNode) {
 	t.Helper()
+	return newMockNodesCfg(t, nil, names...)
+}
+
+// newMockNodesCfg is newMockNodes with a hook that adjusts each node's Config.
+func newMockNodesCfg(t *testing.T, adjust func(*Config), names ...string) (mocknet.Mocknet, []*testNode) {
+	t.Helper()
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
 	var out []*testNode
@@ -63,7 +71,11 @@ func newMockNodes(t *testing.T, names ...string) (mocknet.Mocknet, []*testNode) 
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := New(Config{Store: st, Host: h, NoMDNS: true, SyncInterval: time.Hour, RedialInterval: time.Hour})
+		cfg := Config{Store: st, Host: h, NoMDNS: true, SyncInterval: time.Hour, RedialInterval: time.Hour}
+		if adjust != nil {
+			adjust(&cfg)
+		}
+		n, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,14 +359,27 @@ func TestRivalCreateOpRefused(t *testing.T) {
 	}
 	body := crdt.Create{Name: "Ward", Kind: crdt.Clinical, Creator: b.selfMember(true)}
 	forged := crdt.NewOp(b.id.Device, team.ID, crdt.MakeHLC(time.Unix(1, 0), 0), nil, crdt.KindCreate, body.Marshal())
-	ep := tb.current()
-	e := envelope.Seal(forged, ep.Epoch, ep.Key)
+	// Sealed as B would seal a genesis: in commit form, a new epoch boxed to B alone.
+	tb.keyMu.Lock()
+	e, err := tb.keys.SealCommit(forged, rand.Reader)
+	tb.keyMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ta, err := a.teamByRef(team.ID.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ta.open(e); err == nil {
+	_ = a.acceptRaw(ta, b.host.ID(), [][]byte{e.Marshal()})
+	if ta.has(forged.ID()) {
 		t.Fatal("a rival Create op was accepted")
+	}
+	// Even opened (as by a device holding every key), it is refused for not being the pinned genesis.
+	ta.keyMu.Lock()
+	_, res := a.openOne(ta, e)
+	ta.keyMu.Unlock()
+	if res == opened {
+		t.Fatal("a rival Create op opened")
 	}
 	if got := ta.snapshot().Creator; got != a.id.Device.ID() {
 		t.Errorf("creator = %s; want %s", got.Short(), a.id.Device.ID().Short())
@@ -375,12 +400,17 @@ func TestValidatorRejectsBadEnvelopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := crdt.NewOp(a.id.Device, team.ID, crdt.MakeHLC(time.Now(), 0), nil, crdt.KindMessage, crdt.Message{Text: "x"}.Marshal())
-	ep := tm.current()
-	tampered := envelope.Seal(good, ep.Epoch, ep.Key).Marshal()
+	tampered := sealOwn(t, tm, good).Marshal()
 	tampered[len(tampered)-1] ^= 1
 	otherKey, _ := seal.NewEpochKey(nil)
-	foreign := envelope.Seal(good, ep.Epoch, otherKey).Marshal()
-	unknownEpoch := envelope.Seal(good, ep.Epoch+7, ep.Key).Marshal()
+	other, err := envelope.SealChain(good, sealOwn(t, tm, good).Epoch, envelope.OuterKey(otherKey), senderkey.NewSender(otherKey, a.id.Device.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := other.Marshal()
+	unknown := sealOwn(t, tm, good)
+	unknown.Epoch += 7
+	unknownEpoch := unknown.Marshal()
 	before, err := a.st.EnvelopeKeys(tm.topic)
 	if err != nil {
 		t.Fatal(err)
@@ -610,18 +640,19 @@ func TestSkewedClocks(t *testing.T) {
 // any well-formed op (so honest nodes agree on what they store whatever the arrival order) but never
 // shown.
 func TestImpossibleParentsIgnored(t *testing.T) {
-	_, ns := newMockNodes(t, "Admin")
-	a := ns[0]
+	_, ns := newMockNodes(t, "Admin", "Member")
+	a, b := ns[0], ns[1]
 	team, err := a.CreateTeam("Ward", crdt.Clinical)
 	if err != nil {
 		t.Fatal(err)
 	}
+	joinAll(t, a, team.ID.String(), b)
 	tm, _ := a.teamByRef(team.ID.String())
+	tb, _ := b.teamByRef(team.ID.String())
 	early := crdt.MakeHLC(time.Unix(1000, 0), 0) // older than the genesis op it names as parent
-	op := crdt.NewOp(a.id.Device, team.ID, early, []crdt.OpID{tm.rec.Genesis}, crdt.KindMessage, crdt.Message{Text: "impossible"}.Marshal())
-	ep := tm.current()
-	raw := envelope.Seal(op, ep.Epoch, ep.Key)
-	if err := a.acceptRaw(tm, a.host.ID(), [][]byte{raw.Marshal()}); err != nil {
+	op := crdt.NewOp(b.id.Device, team.ID, early, []crdt.OpID{tm.rec.Genesis}, crdt.KindMessage, crdt.Message{Text: "impossible"}.Marshal())
+	raw := sealOwn(t, tb, op)
+	if err := a.acceptRaw(tm, b.host.ID(), [][]byte{raw.Marshal()}); err != nil {
 		t.Fatalf("a well-formed op was refused: %v", err)
 	}
 	if !tm.has(op.ID()) {
@@ -632,4 +663,21 @@ func TestImpossibleParentsIgnored(t *testing.T) {
 			t.Error("an op with impossible parents is shown")
 		}
 	}
+}
+
+// sealOwn seals op, written by the team's own device, under the team's current epoch as publish does,
+// without storing or sending it (the sender chain advances).
+func sealOwn(t *testing.T, tm *team, op *crdt.Op) *envelope.Envelope {
+	t.Helper()
+	s := tm.snapshot()
+	if s.Current < 0 {
+		t.Fatal("the team has no current epoch")
+	}
+	tm.keyMu.Lock()
+	defer tm.keyMu.Unlock()
+	e, err := tm.keys.Seal(op, s.Epochs[s.Current].Tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

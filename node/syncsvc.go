@@ -9,7 +9,6 @@ import (
 	"io"
 	"sort"
 	"strings"
-	stdsync "sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -169,11 +168,15 @@ func (n *Node) syncDone(p peer.ID, t *team) {
 	n.mu.Lock()
 	n.lastSync[syncKey(p, t)] = time.Now()
 	n.mu.Unlock()
+	n.lowDataSynced(t)
 	n.rememberPeer(p)
 }
 
 // syncTeam runs one catch-up session with a peer for one team, unless one is already running.
 func (n *Node) syncTeam(p peer.ID, t *team) {
+	if !n.autoSyncAllowed(t) {
+		return
+	}
 	if err := n.syncTeamErr(n.ctx, p, t, false); err != nil && n.ctx.Err() == nil {
 		n.log.Debug("catch-up failed", "peer", p.ShortString(), "team", t.id, "err", err)
 	}
@@ -214,7 +217,9 @@ func (n *Node) isBanned(p peer.ID) bool {
 // that finds another one already queued behind the running session returns at once, because the queued
 // session starts after it and so covers it.
 type syncSlot struct {
-	mu      stdsync.Mutex
+	// run admits one session at a time: a channel rather than a mutex, so a goroutine waiting for it
+	// is durably blocked (testing/synctest can advance virtual time) and gives up when ctx ends.
+	run     chan struct{}
 	waiting atomic.Int32
 }
 
@@ -229,7 +234,7 @@ func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team, mustRun bool
 	}
 	slot := n.slots[key]
 	if slot == nil {
-		slot = &syncSlot{}
+		slot = &syncSlot{run: make(chan struct{}, 1)}
 		n.slots[key] = slot
 	}
 	n.mu.Unlock()
@@ -237,12 +242,14 @@ func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team, mustRun bool
 		return nil
 	}
 	slot.waiting.Add(1)
-	slot.mu.Lock()
-	slot.waiting.Add(-1)
-	defer slot.mu.Unlock()
-	if ctx.Err() != nil {
+	select {
+	case slot.run <- struct{}{}:
+		slot.waiting.Add(-1)
+	case <-ctx.Done():
+		slot.waiting.Add(-1)
 		return ctx.Err()
 	}
+	defer func() { <-slot.run }()
 	return n.syncOnce(ctx, p, t)
 }
 
@@ -259,7 +266,7 @@ func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	s, err := n.host.NewStream(ctx, p, n.syncProtos...)
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "fieldmesh-sync"), p, n.syncProtos...)
 	if err != nil {
 		return fmt.Errorf("open sync stream: %w", err)
 	}
@@ -269,7 +276,7 @@ func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 		s.Reset()
 		return fmt.Errorf("send topic: %w", err)
 	}
-	sess := newCatcher(s.Protocol(), n.st, t.topic, true)
+	sess := n.catcherFor(p, s.Protocol(), t.topic, true)
 	first, err := sess.Start()
 	if err != nil {
 		s.Reset()
@@ -301,7 +308,7 @@ func (n *Node) handleSync(s network.Stream) {
 	t := n.byTopic[topic]
 	n.mu.Unlock()
 	d, derr := deviceOf(p)
-	if t == nil || derr != nil || !n.isMember(t, d) || n.isBanned(p) {
+	if t == nil || n.isBanned(p) || !(n.isRelayFor(p, topic) || derr == nil && n.isMember(t, d)) {
 		// Not a topic we carry for this device: say nothing about why.
 		n.log.Debug("sync refused", "peer", p.ShortString())
 		s.Reset()
@@ -314,7 +321,7 @@ func (n *Node) handleSync(s network.Stream) {
 	case <-wait.C:
 	}
 	wait.Stop()
-	sess := newCatcher(s.Protocol(), n.st, t.topic, false)
+	sess := n.catcherFor(p, s.Protocol(), t.topic, false)
 	if err := n.driveReader(s, br, p, t, sess, nil); err != nil {
 		n.log.Debug("sync session failed", "peer", p.ShortString(), "team", t.id, "err", err)
 		s.Reset()
@@ -332,6 +339,8 @@ func (n *Node) drive(s network.Stream, p peer.ID, t *team, sess Catcher, first [
 // envelopes are validated, stored durably in one batch per frame, then applied.
 func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, sess Catcher, out [][]byte) error {
 	n.stats.sessions.Add(1)
+	var sent, recvd int64
+	defer func() { n.usage.syncBytes(t.topic, sent, recvd) }()
 	w := bufio.NewWriter(s)
 	send := func(frames [][]byte) error {
 		for _, f := range frames {
@@ -342,6 +351,7 @@ func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, se
 				return err
 			}
 			n.stats.bytesSent.Add(int64(len(f)))
+			sent += int64(len(f))
 		}
 		return w.Flush()
 	}
@@ -354,6 +364,7 @@ func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, se
 			return fmt.Errorf("read frame: %w", err)
 		}
 		n.stats.bytesReceived.Add(int64(len(frame)))
+		recvd += int64(len(frame))
 		out, recv, done, err := sess.Handle(frame)
 		if err != nil {
 			return fmt.Errorf("%w: bad frame: %w", errMisbehaved, err)
@@ -372,8 +383,10 @@ func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, se
 	}
 }
 
-// acceptRaw validates envelopes received by catch-up and stores the good ones. An envelope that does
-// not open is refused (not stored, not forwarded); it makes the session fail, so the peer is dropped.
+// acceptRaw opens envelopes received by catch-up and stores them. An envelope that is malformed, of
+// another topic, or fails to authenticate under a key this device holds is refused: nothing of the
+// frame is stored, and the session fails, so the peer is dropped. Envelopes of epochs this device does
+// not hold are skipped (not the peer's fault); sealed history it cannot read is stored for relaying.
 func (n *Node) acceptRaw(t *team, p peer.ID, raws [][]byte) error {
 	items := make([]ingestItem, 0, len(raws))
 	for _, raw := range raws {
@@ -381,13 +394,14 @@ func (n *Node) acceptRaw(t *team, p peer.ID, raws [][]byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: malformed envelope: %w", errMisbehaved, err)
 		}
-		op, err := t.open(e)
-		if err != nil {
-			return fmt.Errorf("%w: envelope that does not open: %w", errMisbehaved, err)
+		if e.Topic != t.topic {
+			return fmt.Errorf("%w: envelope of another topic", errMisbehaved)
 		}
-		items = append(items, ingestItem{t: t, env: e, op: op, raw: raw})
+		items = append(items, ingestItem{t: t, env: e, raw: raw, from: p})
 	}
-	if err := n.accept(items); err != nil {
+	// A relay stores what enrolled devices give it without being able to check it: skip what does not
+	// open rather than drop the relay.
+	if _, err := n.ingestTeam(t, items, !n.isRelayFor(p, t.topic)); err != nil {
 		return err
 	}
 	n.stats.envelopesReceived.Add(int64(len(items)))
@@ -415,6 +429,9 @@ func (n *Node) maintainLoop(bootstrap []peer.AddrInfo) {
 		case <-redial.C:
 			n.dialKnown(bootstrap)
 		case <-ackC:
+			if n.deferAcks() {
+				continue
+			}
 			if _, err := n.FlushAcks(); err != nil {
 				n.log.Warn("publishing acknowledgements failed", "err", err)
 			}

@@ -31,6 +31,13 @@ func TestManyNodesVirtualTime(t *testing.T) {
 				t.Fatalf("%s: %v", j.id.Name, err)
 			}
 		}
+		// Every node learns the last join (its commit starts the epoch everyone then sends under;
+		// a node that sent before hearing of it would send under an epoch the joiner is not in).
+		for _, n := range ns {
+			waitState(t, n, ref, func(s *crdt.State) bool {
+				return s.Current >= 0 && len(s.Epochs[s.Current].Recipients) == len(ns)
+			})
+		}
 		// Cut the last node off, talk, heal, and check everyone converges on the same history.
 		last := ns[len(ns)-1]
 		for _, o := range ns[:len(ns)-1] {

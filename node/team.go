@@ -1,83 +1,63 @@
 package node
 
 import (
-	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
 	stdsync "sync"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
-	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
 )
 
 // teamRecord is what a device keeps about a team it belongs to, in the store's teams keyspace (so
 // encrypted at rest). The team's name, kind and members are not here: they are ops in the team log,
-// which is rebuilt from the sealed envelopes at start.
+// rebuilt from the stored ops at start; the epoch keys are the team's key state (teamkeys), a secret
+// written in the same transaction as the ops it opened.
 //
-//	version 1 | team id 32 | genesis op id 32 | uvarint n | n × (epoch u32 BE | key 32)
+//	version 2 | team id 32 | genesis op id 32
 //
-// Genesis pins the team's Create op: a member holding the team key could otherwise write a rival Create
-// op with an earlier timestamp and make itself the creator. Envelopes carrying any other Create op are
-// refused.
+// Genesis pins the team's Create op: a member could otherwise write a rival Create op with an earlier
+// timestamp and make itself the creator. Envelopes carrying any other Create op are refused.
 type teamRecord struct {
 	ID      crdt.TeamID
 	Genesis crdt.OpID
-	Epochs  []epochKey // ascending by Epoch; the last one seals new ops
 }
 
-type epochKey struct {
-	Epoch uint32
-	Key   seal.EpochKey
-}
-
-const maxEpochsPerTeam = 1024
+const teamRecordVersion = 2
 
 func (r *teamRecord) marshal() []byte {
-	b := make([]byte, 0, 1+64+2+len(r.Epochs)*36)
-	b = append(b, 1)
+	b := make([]byte, 0, 1+64)
+	b = append(b, teamRecordVersion)
 	b = append(b, r.ID[:]...)
-	b = append(b, r.Genesis[:]...)
-	b = binary.AppendUvarint(b, uint64(len(r.Epochs)))
-	for _, e := range r.Epochs {
-		b = binary.BigEndian.AppendUint32(b, e.Epoch)
-		b = append(b, e.Key.Bytes()...)
-	}
-	return b
+	return append(b, r.Genesis[:]...)
 }
 
 func unmarshalTeamRecord(b []byte) (*teamRecord, error) {
+	if len(b) > 0 && b[0] == 1 {
+		return nil, errors.New("node: team record from before key epochs (fieldmesh 0.1): create a new data directory and join the team again")
+	}
 	rd := reader{b: b}
-	if v := rd.byte(); v != 1 {
+	if v := rd.byte(); v != teamRecordVersion {
 		return nil, fmt.Errorf("node: team record: unknown version %d", v)
 	}
 	r := &teamRecord{}
 	copy(r.ID[:], rd.bytes(32))
 	copy(r.Genesis[:], rd.bytes(32))
-	n := rd.uvarint()
-	if n > maxEpochsPerTeam {
-		return nil, errors.New("node: team record: too many epochs")
-	}
-	for i := uint64(0); i < n && rd.err == nil; i++ {
-		ep := rd.uint32()
-		k, err := seal.EpochKeyFromBytes(rd.bytes(32))
-		if err != nil {
-			return nil, fmt.Errorf("node: team record: %w", err)
-		}
-		r.Epochs = append(r.Epochs, epochKey{Epoch: ep, Key: k})
-	}
 	if rd.err != nil {
 		return nil, fmt.Errorf("node: team record: %w", rd.err)
 	}
-	if len(rd.b) != 0 || len(r.Epochs) == 0 {
+	if len(rd.b) != 0 {
 		return nil, errors.New("node: team record: malformed")
 	}
-	sort.Slice(r.Epochs, func(i, j int) bool { return r.Epochs[i].Epoch < r.Epochs[j].Epoch })
 	return r, nil
 }
+
+// keysSecret names the store secret holding a team's key state.
+func keysSecret(id crdt.TeamID) string { return "teamkeys/" + hex.EncodeToString(id[:]) }
 
 // team is the running state of one team on this node.
 type team struct {
@@ -89,6 +69,11 @@ type team struct {
 	// syncSem admits one outgoing catch-up session at a time (served sessions wait for it briefly).
 	syncSem chan struct{}
 
+	// keyMu serialises everything that reads or advances the key state: sealing, opening, and the
+	// store transaction that persists the advanced state with what it opened. Lock order: keyMu, then mu.
+	keyMu stdsync.Mutex
+	keys  *teamkeys.Keys
+
 	mu      stdsync.Mutex // guards the fields below
 	rec     *teamRecord
 	log     *crdt.Log
@@ -98,8 +83,9 @@ type team struct {
 	readMarks map[crdt.OpID]struct{}
 }
 
-func newTeam(rec *teamRecord) *team {
+func newTeam(rec *teamRecord, keys *teamkeys.Keys) *team {
 	return &team{
+		keys:      keys,
 		id:        rec.ID,
 		topic:     envelope.TopicOf(rec.ID),
 		rec:       rec,
@@ -108,48 +94,6 @@ func newTeam(rec *teamRecord) *team {
 		readMarks: make(map[crdt.OpID]struct{}),
 		syncSem:   make(chan struct{}, 1),
 	}
-}
-
-// key returns the key of an epoch, if this device holds it.
-func (t *team) key(epoch uint32) (seal.EpochKey, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, e := range t.rec.Epochs {
-		if e.Epoch == epoch {
-			return e.Key, true
-		}
-	}
-	return seal.EpochKey{}, false
-}
-
-// current returns the epoch that seals new ops.
-func (t *team) current() epochKey {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.rec.Epochs[len(t.rec.Epochs)-1]
-}
-
-// open checks and opens an envelope of this team: it returns the op, or an error if the envelope is
-// malformed, of another team, under an epoch this device does not hold, tampered with or badly signed.
-func (t *team) open(e *envelope.Envelope) (*crdt.Op, error) {
-	if e.Topic != t.topic {
-		return nil, errors.New("node: envelope of another topic")
-	}
-	k, ok := t.key(e.Epoch)
-	if !ok {
-		return nil, fmt.Errorf("node: envelope under unknown epoch %d", e.Epoch)
-	}
-	op, err := envelope.Open(e, k, t.id)
-	if err != nil {
-		return nil, err
-	}
-	if op.Kind == crdt.KindCreate && op.ID() != t.rec.Genesis {
-		return nil, errors.New("node: a second Create op for the team")
-	}
-	if err := t.admissible(op); err != nil {
-		return nil, err
-	}
-	return op, nil
 }
 
 // admissible checks an opened op before it is stored or forwarded: everything Log.Add would refuse.

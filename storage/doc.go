@@ -36,6 +36,10 @@
 //	0x04 teams       0x04 | team id 32                 -> opaque team state
 //	0x05 peers       0x05 | peer key                   -> opaque peer blob
 //	0x06 invites     0x06 | invite id 16               -> opaque invite
+//	0x10 usage       0x10 | day | topic | protocol | peer -> byte counters (see usage.go)
+//	0x11 outbox      0x11 | ...                        -> ops deferred by low-data mode (see usage.go)
+//	0x12 settings    0x12 | name                       -> small local settings
+//	0x20 ops         0x20 | team id 32 | time u64 BE | id 32 -> an opened op (see ops.go)
 //
 // Big-endian time after the topic makes a prefix scan of a topic return its
 // envelopes in (time, id) order, which is what set reconciliation walks. The

@@ -31,6 +31,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -273,6 +274,46 @@ func TestE2E(t *testing.T) {
 		}
 	}
 
+	// --- Removal (issue #3): A removes C. C stays up and connected to A, yet never shows a message
+	// sent after its removal, while B does.
+	removalRes := a.run(t, "team", "remove", team.ID, cc.name)
+	if removalRes.code != 0 {
+		t.Fatalf("A: team remove C: exit %d: %s", removalRes.code, removalRes.stderr)
+	}
+	afterRemoval := send(a, team.ID, "Moved the clinic meeting, C no longer on this team "+run)
+	afterRemovalB := send(b, team.ID, "Noted, see you at 8 "+run)
+	follow[a].waitFor(t, c.timeout(30*time.Second), "B's message after the removal shown", e2eHasIDs([]string{afterRemovalB}))
+	follow[b].waitFor(t, c.timeout(30*time.Second), "A's message after the removal shown", e2eHasIDs([]string{afterRemoval}))
+	var peersC []struct {
+		Device string `json:"device"`
+	}
+	if err := json.Unmarshal([]byte(cc.runJSON(t, "peers")), &peersC); err != nil {
+		t.Fatalf("C: peers: %v", err)
+	}
+	if !slices.ContainsFunc(peersC, func(p struct {
+		Device string `json:"device"`
+	}) bool {
+		return p.Device == a.device
+	}) {
+		t.Errorf("C: peers = %+v; want C still connected to A after its removal", peersC)
+	}
+	// By now gossip has carried the commit and both messages to C (A and B each showed the other's),
+	// and C's validator has ignored them: it holds no key of the new epoch.
+	if m, err := e2eDecodeMessages(c, "messages --json", cc.runJSON(t, "messages", team.ID)); err != nil {
+		t.Fatalf("C: messages: %v", err)
+	} else {
+		for _, msg := range m {
+			if msg.ID == afterRemoval || msg.ID == afterRemovalB {
+				t.Errorf("C: removed from the team, still shows message %s sent after its removal", msg.ID)
+			}
+		}
+	}
+	for _, msg := range follow[cc].snapshot() {
+		if msg.ID == afterRemoval || msg.ID == afterRemovalB {
+			t.Errorf("C: messages --follow printed message %s sent after C's removal", msg.ID)
+		}
+	}
+
 	// --- Idle memory of A.
 	if rss, hwm, err := e2eMemory(a.daemon.cmd.Process.Pid); err != nil {
 		t.Errorf("A: reading memory: %v", err)
@@ -280,7 +321,12 @@ func TestE2E(t *testing.T) {
 		t.Logf("memory: A idle VmRSS=%.1f MiB (peak VmHWM=%.1f MiB), race=%v", float64(rss)/1024, float64(hwm)/1024, c.slow > 1)
 	}
 
-	// --- Clean shutdown.
+	// --- Clean shutdown. C's follower must still not have printed anything sent after its removal.
+	for _, msg := range follow[cc].snapshot() {
+		if msg.ID == afterRemoval || msg.ID == afterRemovalB {
+			t.Errorf("C: messages --follow printed message %s sent after C's removal", msg.ID)
+		}
+	}
 	for _, n := range nodes {
 		follow[n].stop()
 	}
@@ -320,9 +366,10 @@ func TestE2E(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(e2eIDs(again), e2eIDs(listed[a])) {
+		wantIDs := append(e2eIDs(listed[a]), afterRemoval, afterRemovalB) // and the two sent after the removal
+		if !slices.Equal(e2eIDs(again), wantIDs) {
 			t.Errorf("A: after a wrong-passphrase attempt and a restart, messages shows %d messages; want the same %d as before",
-				len(again), len(listed[a]))
+				len(again), len(wantIDs))
 		}
 		if err := a.stop(t, e2eSignal); err != nil {
 			t.Errorf("A: daemon exited with %v after SIGTERM; want exit status 0", err)

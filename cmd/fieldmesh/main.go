@@ -29,6 +29,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
 type globals struct {
@@ -65,7 +66,8 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "read the store passphrase from this file (else $FIELDMESH_PASSPHRASE, else a prompt)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "daemon log level: debug, info, warn, error")
 
-	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g))
+	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
+		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g))
 	return root
 }
 
@@ -210,9 +212,9 @@ func initCmd(g *globals) *cobra.Command {
 
 func upCmd(g *globals) *cobra.Command {
 	var (
-		listen, bootstrap []string
-		noMDNS            bool
-		name              string
+		listen, bootstrap, relays []string
+		noMDNS, lowData           bool
+		name                      string
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -247,7 +249,7 @@ func upCmd(g *globals) *cobra.Command {
 			// Argon2id just used 64 MiB; hand it back to the OS rather than carry it as idle RSS.
 			debug.FreeOSMemory()
 			return runDaemon(cmd.Context(), g, st, logger, node.Config{
-				ListenAddrs: listen, Bootstrap: bootstrap, NoMDNS: noMDNS,
+				ListenAddrs: listen, Bootstrap: bootstrap, NoMDNS: noMDNS, LowData: lowData, Relays: relays,
 			})
 		},
 	}
@@ -255,7 +257,9 @@ func upCmd(g *globals) *cobra.Command {
 	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default TCP and QUIC on all interfaces)")
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "peer to dial, as a multiaddr ending in /p2p/PEERID (repeatable)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "turn off local-network discovery")
+	f.StringArrayVar(&relays, "relay", nil, "clinic relay to use, as a multiaddr ending in /p2p/PEERID (repeatable; remembered)")
 	f.StringVar(&name, "name", "", "display name, used only when the store is created on first run")
+	f.BoolVar(&lowData, "low-data", false, "start in low-data mode (send only urgent messages; see: fieldmesh low-data)")
 	return c
 }
 
@@ -276,6 +280,9 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 	defer stop()
 	cfg.Store = st
 	cfg.Logger = logger
+	if envelope.NoSeal {
+		logger.Warn("TEST BUILD (-tags fieldmesh_noseal): messages and connections are NOT encrypted; never use it for real")
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
@@ -399,7 +406,8 @@ func teamCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	c.AddCommand(create, invite, join, list)
+	c.AddCommand(create, invite, join, list, teamRelayCodeCmd(g))
+	c.AddCommand(teamMembershipCmds(g)...)
 	return c
 }
 
@@ -435,6 +443,9 @@ func messagesCmd(g *globals) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			enc := json.NewEncoder(os.Stdout)
+			if !g.json {
+				warnKeyChanges(ctx, g, args[0])
+			}
 			err := g.client().Messages(ctx, args[0], follow, func(m localapi.Message) error {
 				if g.json {
 					return enc.Encode(m)

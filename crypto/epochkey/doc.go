@@ -23,6 +23,10 @@
 //     it. The boxes' prologue ([Prologue]) binds the team id and the epoch
 //     number, so a box moved into another team's or another epoch's
 //     hand-over does not open.
+//   - [SealToEach] and [OpenAny]: the same Noise X messages without the
+//     recipient keys in the clear (sync/envelope's commit form): one
+//     message per recipient in the caller's order, and trial opening by
+//     the recipient.
 //
 // Speed: X25519 comes from crypto/ecdh, but not through identity.DH25519's
 // DH, which builds an ecdh.PrivateKey from bytes at every call, and

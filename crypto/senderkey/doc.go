@@ -29,6 +29,8 @@
 //     that would store more than MaxSkipped keys ([ErrTooFarAhead]: keep the
 //     message and retry when earlier ones have arrived; nothing is lost).
 //     On any error the state is unchanged.
+//   - [SenderState.Wipe] and [ReceiverState.Wipe] overwrite a state's keys
+//     when its epoch is destroyed.
 //   - Both are secrets (printed as "[redacted]", compared with Equal in
 //     constant time) with a versioned binary encoding (MarshalBinary,
 //     [UnmarshalSender], [UnmarshalReceiver]) for the encrypted store.

@@ -13,6 +13,7 @@
 //	GET  /v1/messages?team=T[&follow=1]                        NDJSON, one message per line, in display
 //	                                                           order: by (hlc, id), a reply never before its parent
 //	GET  /v1/peers
+//	     /v1/members, /v1/devices, /v1/verify              membership and safety numbers: see members.go
 //
 // The server holds no state of its own; Serve returns when its context ends.
 package localapi
@@ -120,6 +121,13 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/send", s.send)
 	mux.HandleFunc("GET /v1/messages", s.messages)
 	mux.HandleFunc("GET /v1/peers", s.peers)
+	mux.HandleFunc("GET /v1/members", s.members)
+	mux.HandleFunc("POST /v1/members/remove", s.membership(func(r MembershipRequest) error { return s.Node.RemoveMember(r.Team, r.Member) }))
+	mux.HandleFunc("POST /v1/members/promote", s.membership(func(r MembershipRequest) error { return s.Node.Promote(r.Team, r.Member) }))
+	mux.HandleFunc("POST /v1/devices/link", s.linkDevice)
+	mux.HandleFunc("POST /v1/devices/remove", s.membership(func(r MembershipRequest) error { return s.Node.RemoveDevice(r.Team, r.Device) }))
+	mux.HandleFunc("POST /v1/verify", s.verify)
+	s.registerUsage(mux)
 	return mux
 }
 

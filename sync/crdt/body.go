@@ -16,10 +16,7 @@ const (
 	MaxPatientLen = 128      // message patient reference
 )
 
-const (
-	bodyVersion = 1
-	memberAdd   = 1 // Member action byte; #3 adds more actions
-)
+const bodyVersion = 1
 
 // TeamKind says whether a team is clinical or social; the two are kept apart.
 type TeamKind uint8
@@ -230,40 +227,228 @@ func UnmarshalCreate(b []byte) (Create, error) {
 	return c, nil
 }
 
-// Member is the body of a membership op (KindMember). Issue #2 has one
-// action, add; #3 adds remove, promote and device links.
+// Action is what one Change of a Commit does.
+type Action uint8
+
+// Actions. A person's id is the DeviceID of the device first added for them
+// (for the creator, the genesis author's device).
+const (
+	ActAdd     Action = 1 // Info: a new person (person id = Info.Device) with its first device; Info.Admin = admin
+	ActRemove  Action = 2 // Target: a person id; removes the person and all their devices
+	ActPromote Action = 3 // Target: a person id; makes the person an admin
+	ActLink    Action = 4 // Info: a new device; Target: the person it belongs to (Info.Name and Info.Admin are not used)
+	ActUnlink  Action = 5 // Target: a device id; removes that one device (not the person)
+)
+
+// String returns "add", "remove", "promote", "link", "unlink" or "Action(N)".
+func (a Action) String() string {
+	switch a {
+	case ActAdd:
+		return "add"
+	case ActRemove:
+		return "remove"
+	case ActPromote:
+		return "promote"
+	case ActLink:
+		return "link"
+	case ActUnlink:
+		return "unlink"
+	}
+	return fmt.Sprintf("Action(%d)", uint8(a))
+}
+
+// hasInfo and hasTarget say which fields of a Change an action uses.
+func (a Action) hasInfo() bool   { return a == ActAdd || a == ActLink }
+func (a Action) hasTarget() bool { return a != ActAdd }
+
+// Change is one membership change of a Commit. The fields an action does
+// not use (see the Act constants) must be zero.
 //
-// Encoding: version 1 | action byte (1 = add) | Add.
-type Member struct {
-	Add MemberInfo
+// Encoding: action byte | [Info (MemberInfo encoding), for add and link] |
+// [Target 32 bytes, for remove, promote, link and unlink].
+type Change struct {
+	Action Action
+	Info   MemberInfo
+	Target identity.DeviceID
 }
 
-// Validate checks the limits that UnmarshalMember enforces.
-func (m Member) Validate() error { return m.Add.Validate() }
-
-// Marshal encodes m. It does not validate; call Validate first.
-func (m Member) Marshal() []byte {
-	b := make([]byte, 0, 2+64+1+len(m.Add.Name)+1)
-	b = append(b, bodyVersion, memberAdd)
-	return m.Add.append(b)
+// subject returns the id a change is about: the device it adds or links,
+// or its target.
+func (c Change) subject() identity.DeviceID {
+	if c.Action.hasInfo() {
+		return c.Info.Device
+	}
+	return c.Target
 }
 
-// UnmarshalMember decodes and validates a Member body.
-func UnmarshalMember(b []byte) (Member, error) {
-	if len(b) > MaxOpSize {
-		return Member{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
+// Validate checks the limits that UnmarshalCommit enforces on one change.
+func (c Change) Validate() error {
+	if c.Action < ActAdd || c.Action > ActUnlink {
+		return fmt.Errorf("%w: member action %d", ErrMalformed, uint8(c.Action))
+	}
+	if c.Action.hasInfo() {
+		if err := c.Info.Validate(); err != nil {
+			return err
+		}
+	} else if c.Info != (MemberInfo{}) {
+		return fmt.Errorf("%w: %v change with member info", ErrInvalid, c.Action)
+	}
+	if !c.Action.hasTarget() && c.Target != (identity.DeviceID{}) {
+		return fmt.Errorf("%w: %v change with a target", ErrInvalid, c.Action)
+	}
+	return nil
+}
+
+func (c Change) append(b []byte) []byte {
+	b = append(b, byte(c.Action))
+	if c.Action.hasInfo() {
+		b = c.Info.append(b)
+	}
+	if c.Action.hasTarget() {
+		b = append(b, c.Target[:]...)
+	}
+	return b
+}
+
+func (d *decoder) change() Change {
+	var c Change
+	c.Action = Action(d.byte())
+	if d.err == nil && (c.Action < ActAdd || c.Action > ActUnlink) {
+		d.fail(fmt.Errorf("%w: member action %d", ErrMalformed, uint8(c.Action)))
+	}
+	if c.Action.hasInfo() {
+		c.Info = d.memberInfo()
+	}
+	if c.Action.hasTarget() {
+		copy(c.Target[:], d.fixed(32))
+	}
+	return c
+}
+
+// Recipient is a device that receives the key of a new epoch, with the
+// Noise static key its box is sealed to.
+type Recipient struct {
+	Device identity.DeviceID
+	Noise  identity.NoisePublic
+}
+
+// Limits of a Commit.
+const (
+	MaxChanges    = 64  // changes in one commit
+	MaxRecipients = 256 // recipient devices of one epoch
+)
+
+// Commit is the body of a membership op (KindMember): zero or more
+// membership changes, and the start of a new key epoch whose key goes to
+// exactly Recipients. A commit with no changes is a re-key (a scheduled
+// rotation, or the re-key after a partition merge). The changes are applied
+// in order, and at most one change of a commit may name a given device or
+// person (as the device it adds or links, or as its target). Log.State says
+// which commits count.
+//
+// Encoding: version 1 | number u32 big-endian | uvarint count (0..MaxChanges)
+// | Changes | uvarint count (1..MaxRecipients) | Recipients (device 32 bytes,
+// noise 32 bytes each), strictly ascending by Device.
+type Commit struct {
+	Number     uint32      // epoch number started by this commit, >= 2
+	Changes    []Change    // 0..MaxChanges (0 = re-key)
+	Recipients []Recipient // strictly ascending by Device, 1..MaxRecipients
+}
+
+// Validate checks the limits that UnmarshalCommit enforces.
+func (c Commit) Validate() error {
+	if c.Number < 2 {
+		return fmt.Errorf("%w: commit epoch number %d (want >= 2)", ErrInvalid, c.Number)
+	}
+	if len(c.Changes) > MaxChanges {
+		return fmt.Errorf("%w: %d changes, limit %d", ErrTooLarge, len(c.Changes), MaxChanges)
+	}
+	for i, ch := range c.Changes {
+		if err := ch.Validate(); err != nil {
+			return err
+		}
+		for _, prev := range c.Changes[:i] {
+			if prev.subject() == ch.subject() {
+				return fmt.Errorf("%w: two changes of one commit name device %s", ErrInvalid, ch.subject().Short())
+			}
+		}
+	}
+	switch {
+	case len(c.Recipients) == 0:
+		return fmt.Errorf("%w: commit with no recipients", ErrInvalid)
+	case len(c.Recipients) > MaxRecipients:
+		return fmt.Errorf("%w: %d recipients, limit %d", ErrTooLarge, len(c.Recipients), MaxRecipients)
+	}
+	for i := 1; i < len(c.Recipients); i++ {
+		if compareDevice(c.Recipients[i-1].Device, c.Recipients[i].Device) >= 0 {
+			return fmt.Errorf("%w: commit recipients not strictly ascending", ErrMalformed)
+		}
+	}
+	return nil
+}
+
+// Marshal encodes c. It does not validate; call Validate first.
+func (c Commit) Marshal() []byte {
+	b := make([]byte, 0, 1+4+2+len(c.Changes)*(1+64+1+MaxNameLen+1+32)+2+64*len(c.Recipients))
+	b = append(b, bodyVersion)
+	b = binary.BigEndian.AppendUint32(b, c.Number)
+	b = binary.AppendUvarint(b, uint64(len(c.Changes)))
+	for _, ch := range c.Changes {
+		b = ch.append(b)
+	}
+	b = binary.AppendUvarint(b, uint64(len(c.Recipients)))
+	for _, r := range c.Recipients {
+		b = append(b, r.Device[:]...)
+		b = append(b, r.Noise[:]...)
+	}
+	return b
+}
+
+// maxCommitSize bounds the encoding of a valid Commit.
+const maxCommitSize = 1 + 4 + binary.MaxVarintLen16 + MaxChanges*(1+64+1+MaxNameLen+1+32) +
+	binary.MaxVarintLen16 + 64*MaxRecipients
+
+// UnmarshalCommit decodes and validates a Commit body.
+func UnmarshalCommit(b []byte) (Commit, error) {
+	if len(b) > maxCommitSize {
+		return Commit{}, fmt.Errorf("%w: commit body is %d bytes, limit %d", ErrTooLarge, len(b), maxCommitSize)
 	}
 	d := decoder{b: b}
-	d.version("member", bodyVersion)
-	if a := d.byte(); d.err == nil && a != memberAdd {
-		d.fail(fmt.Errorf("%w: member action %d", ErrMalformed, a))
+	d.version("commit", bodyVersion)
+	var c Commit
+	c.Number = d.uint32be()
+	if d.err == nil && c.Number < 2 {
+		d.fail(fmt.Errorf("%w: commit epoch number %d (want >= 2)", ErrInvalid, c.Number))
 	}
-	var m Member
-	m.Add = d.memberInfo()
+	// The smallest change (remove, promote, unlink) is 33 bytes.
+	if n := d.count(MaxChanges, 1+32); n > 0 {
+		c.Changes = make([]Change, n)
+		for i := range c.Changes {
+			c.Changes[i] = d.change()
+		}
+	}
+	n := d.count(MaxRecipients, 64)
+	if d.err == nil && n == 0 {
+		d.fail(fmt.Errorf("%w: commit with no recipients", ErrInvalid))
+	}
+	if n > 0 {
+		c.Recipients = make([]Recipient, n)
+		for i := range c.Recipients {
+			r := &c.Recipients[i]
+			copy(r.Device[:], d.fixed(32))
+			copy(r.Noise[:], d.fixed(32))
+			if i > 0 && d.err == nil && compareDevice(c.Recipients[i-1].Device, r.Device) >= 0 {
+				d.fail(fmt.Errorf("%w: commit recipients not strictly ascending", ErrMalformed))
+			}
+		}
+	}
 	if err := d.finish(); err != nil {
-		return Member{}, err
+		return Commit{}, err
 	}
-	return m, nil
+	if err := c.Validate(); err != nil {
+		return Commit{}, err
+	}
+	return c, nil
 }
 
 // Message is the body of a team message op (KindMessage).
@@ -423,7 +608,7 @@ func checkBody(kind Kind, body []byte) error {
 	case KindCreate:
 		_, err = UnmarshalCreate(body)
 	case KindMember:
-		_, err = UnmarshalMember(body)
+		_, err = UnmarshalCommit(body)
 	case KindMessage:
 		_, err = UnmarshalMessage(body)
 	case KindAck:

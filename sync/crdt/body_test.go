@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -20,8 +21,8 @@ func TestBodyRoundtrip(t *testing.T) {
 	}{
 		{"create", Create{Name: "Ward 7", Kind: Social, Creator: info(a, "Amara", true)}, func(b []byte) (any, error) { return UnmarshalCreate(b) }},
 		{"create max name", Create{Name: strings.Repeat("é", 32), Kind: Clinical, Creator: info(a, strings.Repeat("x", 64), false)}, func(b []byte) (any, error) { return UnmarshalCreate(b) }},
-		{"member", Member{Add: info(b, "Bongani", false)}, func(b []byte) (any, error) { return UnmarshalMember(b) }},
-		{"member admin", Member{Add: info(b, "B", true)}, func(b []byte) (any, error) { return UnmarshalMember(b) }},
+		{"commit add", addCommit(info(b, "Bongani", false)), func(b []byte) (any, error) { return UnmarshalCommit(b) }},
+		{"commit add admin", addCommit(info(b, "B", true)), func(b []byte) (any, error) { return UnmarshalCommit(b) }},
 		{"message empty", Message{}, func(b []byte) (any, error) { return UnmarshalMessage(b) }},
 		{"message full", Message{Text: "BP 180/110, repeat in 15 min", Priority: Emergency, Patient: "NHS 943 476 5919", ReplyTo: &id}, func(b []byte) (any, error) { return UnmarshalMessage(b) }},
 		{"message max", Message{Text: strings.Repeat("a", MaxTextLen), Priority: Urgent, Patient: strings.Repeat("p", MaxPatientLen)}, func(b []byte) (any, error) { return UnmarshalMessage(b) }},
@@ -70,9 +71,9 @@ func TestBodyErrors(t *testing.T) {
 		{"team kind 0", Create{Name: "T", Creator: good.Creator}, unCreate, ErrInvalid},
 		{"team kind 3", Create{Name: "T", Kind: 3, Creator: good.Creator}, unCreate, ErrInvalid},
 		{"empty creator name", Create{Name: "T", Kind: Social, Creator: info(a, "", true)}, unCreate, ErrInvalid},
-		{"empty member name", Member{Add: info(a, "", false)}, unMember, ErrInvalid},
-		{"bad utf-8 member name", Member{Add: info(a, "a\xc3", false)}, unMember, ErrInvalid},
-		{"long member name", Member{Add: info(a, strings.Repeat("m", 65), false)}, unMember, ErrInvalid},
+		{"empty member name", addCommit(info(a, "", false)), unCommit, ErrInvalid},
+		{"bad utf-8 member name", addCommit(info(a, "a\xc3", false)), unCommit, ErrInvalid},
+		{"long member name", addCommit(info(a, strings.Repeat("m", 65), false)), unCommit, ErrInvalid},
 		{"long text", Message{Text: strings.Repeat("t", MaxTextLen+1)}, unMessage, ErrInvalid},
 		{"bad utf-8 text", Message{Text: "ok\xff"}, unMessage, ErrInvalid},
 		{"priority 3", Message{Text: "x", Priority: 3}, unMessage, ErrInvalid},
@@ -98,7 +99,7 @@ func TestBodyErrors(t *testing.T) {
 	}
 
 	// Encoding-level errors.
-	mb := Member{Add: info(a, "A", true)}.Marshal()
+	mb := addCommit(info(a, "A", true)).Marshal()
 	m := msg.Marshal()
 	raw := []struct {
 		name      string
@@ -106,9 +107,9 @@ func TestBodyErrors(t *testing.T) {
 		unmarshal func([]byte) error
 		want      error
 	}{
-		{"member version 2", append([]byte{2}, mb[1:]...), unMember, ErrVersion},
-		{"member action 2", append([]byte{1, 2}, mb[2:]...), unMember, ErrMalformed},
-		{"member admin byte 2", append(bytes.Clone(mb[:len(mb)-1]), 2), unMember, ErrMalformed},
+		{"commit version 2", append([]byte{2}, mb[1:]...), unCommit, ErrVersion},
+		{"commit action 0", slices.Concat(mb[:6], []byte{0}, mb[7:]), unCommit, ErrMalformed},
+		{"commit admin byte 2", slices.Concat(mb[:6+1+64+2], []byte{2}, mb[6+1+64+2+1:]), unCommit, ErrMalformed},
 		{"message version 0", append([]byte{0}, m[1:]...), unMessage, ErrVersion},
 		{"message reply flag 2", append(bytes.Clone(m[:len(m)-1]), 2), unMessage, ErrMalformed},
 		{"message reply id short", append(bytes.Clone(m[:len(m)-1]), 1, 1, 2, 3), unMessage, ErrTruncated},
@@ -123,7 +124,7 @@ func TestBodyErrors(t *testing.T) {
 }
 
 func unCreate(b []byte) error  { _, err := UnmarshalCreate(b); return err }
-func unMember(b []byte) error  { _, err := UnmarshalMember(b); return err }
+func unCommit(b []byte) error  { _, err := UnmarshalCommit(b); return err }
 func unMessage(b []byte) error { _, err := UnmarshalMessage(b); return err }
 
 func TestEnums(t *testing.T) {
@@ -206,24 +207,6 @@ func FuzzUnmarshalCreate(f *testing.F) {
 			t.Fatalf("decoded an invalid Create: %v", err)
 		}
 		if got := c.Marshal(); !bytes.Equal(got, b) {
-			t.Fatalf("decode-encode not identity:\n in %x\nout %x", b, got)
-		}
-	})
-}
-
-func FuzzUnmarshalMember(f *testing.F) {
-	g, _ := goldenOps(f)
-	f.Add(g.vals["member.body"])
-	f.Add([]byte{1, 1})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := UnmarshalMember(b)
-		if err != nil {
-			return
-		}
-		if err := m.Validate(); err != nil {
-			t.Fatalf("decoded an invalid Member: %v", err)
-		}
-		if got := m.Marshal(); !bytes.Equal(got, b) {
 			t.Fatalf("decode-encode not identity:\n in %x\nout %x", b, got)
 		}
 	})

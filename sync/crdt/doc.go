@@ -10,15 +10,17 @@
 //     with a canonical binary encoding ([Op.Marshal], [UnmarshalOp]); its
 //     [OpID] is the SHA-256 of that encoding. The author signs, with Ed25519,
 //     "fieldmesh/op/v1" followed by the encoding without the signature.
-//   - Bodies: [Create] (genesis), [Member] (add a member), [Message], [Ack]
-//     (received or read, many messages per op); each versioned,
-//     size-limited, with Marshal, Validate and UnmarshalXxx.
+//   - Bodies: [Create] (genesis), [Commit] (membership changes and a new key
+//     epoch), [Message], [Ack] (received or read, many messages per op);
+//     each versioned, size-limited, with Marshal, Validate and UnmarshalXxx.
 //   - [Log]: the set of a team's ops. [Log.Add] refuses ops that are badly
 //     signed, of another team, oversize, or of a known kind with a body that
 //     does not decode ([Log.Check] says so without adding); these checks
 //     look at the op alone, so every replica refuses the same ops. [Log.State]
-//     computes the [State]: name, kind, creator, members (with the admin
-//     fixpoint), messages in display order, and who received and read each.
+//     computes the [State]: name, kind, creator, persons and their devices
+//     (membership with removal, resolved the same way on every replica),
+//     key epochs and the current one, messages in display order, and who
+//     received and read each. [State.NextCommit] makes the next commit.
 //   - [Clock]: issues HLC timestamps; its doc states the rules for skewed
 //     clocks. [Log.HeadsBefore] gives the parents a new op may name.
 //
@@ -64,8 +66,9 @@
 //     ahead has its messages listed late until the others' clocks reach
 //     them, and two members whose clocks agree on a wrong future time pull
 //     everyone's clocks there (ordering still holds; displayed times do not).
-//   - Nothing yet binds a team id to its genesis op (see Log.State); the
-//     membership issue (#3) must.
-//   - Ops are never removed: retraction, removal and deletion of filed bodies
-//     come with later issues.
+//   - Nothing in the log binds a team id to its genesis op (see Log.State);
+//     the node pins it.
+//   - Ops are never removed: retraction and deletion of filed bodies come
+//     with later issues. Removing a member (#3) stops its later ops from
+//     counting; it does not delete what it wrote.
 package crdt

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -55,8 +56,47 @@ func createOp(dev *identity.Device, team TeamID, t HLC, name string) *Op {
 	return NewOp(dev, team, t, nil, KindCreate, body)
 }
 
+// addCommit returns a commit that adds who as a new person, with epoch
+// number 2 and who as its only recipient.
+func addCommit(who MemberInfo) Commit {
+	return Commit{
+		Number:     2,
+		Changes:    []Change{{Action: ActAdd, Info: who}},
+		Recipients: []Recipient{{Device: who.Device, Noise: who.Noise}},
+	}
+}
+
+// addBody returns addCommit(who).Marshal().
+func addBody(who MemberInfo) []byte { return addCommit(who).Marshal() }
+
+// memberOp returns a commit op that adds who, with who as the only
+// recipient and an epoch number that grows with t (2 + the seconds since
+// t0), so that ops made later in a test have greater numbers.
 func memberOp(author *identity.Device, team TeamID, t HLC, parents []OpID, who MemberInfo) *Op {
-	return NewOp(author, team, t, parents, KindMember, Member{Add: who}.Marshal())
+	c := addCommit(who)
+	c.Number = numberAt(t)
+	return NewOp(author, team, t, parents, KindMember, c.Marshal())
+}
+
+// numberAt returns 2 + the whole seconds from t0 to t (2 before t0).
+func numberAt(t HLC) uint32 {
+	return 2 + uint32(max(0, t.Time().Sub(t0)/time.Second))
+}
+
+// commitOp returns a commit op of the given changes, whose recipients are
+// recips (sorted here) and whose epoch number is numberAt(t).
+func commitOp(author *identity.Device, team TeamID, t HLC, parents []OpID, recips []Recipient, changes ...Change) *Op {
+	recips = slices.Clone(recips)
+	slices.SortFunc(recips, func(a, b Recipient) int { return compareDevice(a.Device, b.Device) })
+	c := Commit{Number: numberAt(t), Changes: changes, Recipients: recips}
+	if err := c.Validate(); err != nil {
+		panic(err)
+	}
+	return NewOp(author, team, t, parents, KindMember, c.Marshal())
+}
+
+func recipient(d *identity.Device) Recipient {
+	return Recipient{Device: d.ID(), Noise: d.NoisePublic()}
 }
 
 func messageOp(author *identity.Device, team TeamID, t HLC, parents []OpID, text string) *Op {

@@ -3,6 +3,7 @@ package crdt
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -38,7 +39,7 @@ func (l *Log) Team() TeamID { return l.team }
 // Check reports whether Add would accept op: it returns an error wrapping
 // ErrWrongTeam for an op of another team; ErrBadSignature, ErrMalformed or
 // ErrTooLarge for an op that is not well formed and signed by its author
-// (see Op.Verify); or ErrBadBody for an op of a known kind (Create, Member,
+// (see Op.Verify); or ErrBadBody for an op of a known kind (Create, Commit,
 // Message, Ack) whose body does not decode. These checks depend on the op
 // alone, never on the rest of the log, so every replica refuses the same
 // ops whatever order they arrive in. A caller that stores ops before adding
@@ -185,11 +186,76 @@ func (l *Log) Len() int { return len(l.ops) }
 
 // State is what a team looks like given a set of ops.
 type State struct {
-	Name     string // from the genesis op; "" if the log has none
-	Kind     TeamKind
-	Creator  identity.DeviceID
-	Members  []MemberInfo  // sorted by Name then Device
+	Name    string // from the genesis op; "" if the log has none
+	Kind    TeamKind
+	Creator identity.DeviceID
+	// Members has one entry per current member device, sorted by Name then
+	// Device: Name is its person's display name, Admin says whether its
+	// person is an admin.
+	Members  []MemberInfo
 	Messages []MessageView // display order: see Log.State
+	Persons  []Person      // current persons, sorted by Name then ID
+	// Removed lists the devices once validly added and now removed,
+	// sorted ascending.
+	Removed []identity.DeviceID
+	// Epochs lists the genesis epoch and the epoch of every valid commit,
+	// sorted by (Number, Time, ID).
+	Epochs []EpochView
+	// Current is the index in Epochs of the greatest sound epoch, -1 if
+	// none is sound.
+	Current int
+	// NeedsRekey says that some member should commit a re-key: no epoch is
+	// sound, or a newer epoch than the current one exists (Current !=
+	// len(Epochs)-1).
+	NeedsRekey bool
+}
+
+// Person is a current member: a person with one or more devices. Its ID is
+// the DeviceID of its first device.
+type Person struct {
+	ID      identity.DeviceID
+	Name    string // display name, unique among current persons (see Log.State)
+	Admin   bool
+	Devices []identity.DeviceID // sorted ascending
+}
+
+// EpochView is a key epoch: the genesis's (number 1) or a valid commit's.
+type EpochView struct {
+	ID         OpID   // the commit's op id (genesis: the create op id)
+	Tag        uint32 // TagOf(ID): the epoch field of envelopes
+	Number     uint32 // 1 for the genesis
+	Author     identity.DeviceID
+	Time       HLC
+	Recipients []Recipient // ascending by Device
+	// Sound says that Recipients are exactly the current member devices
+	// with their current Noise keys.
+	Sound bool
+}
+
+// TagOf returns the epoch tag of the epoch started by the op with the given
+// id: its first four bytes, big-endian.
+func TagOf(id OpID) uint32 { return binary.BigEndian.Uint32(id[:4]) }
+
+// PersonOf returns the current person that device d belongs to, if any.
+func (s State) PersonOf(d identity.DeviceID) (Person, bool) {
+	for _, p := range s.Persons {
+		if containsDevice(p.Devices, d) {
+			return p, true
+		}
+	}
+	return Person{}, false
+}
+
+// Epoch returns the epochs whose Tag is tag, in the order of Epochs
+// (normally none or one; tags are 32 bits of an op id, so two can collide).
+func (s State) Epoch(tag uint32) []EpochView {
+	var out []EpochView
+	for _, e := range s.Epochs {
+		if e.Tag == tag {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Member returns the member info of device d, if d is a member.
@@ -252,44 +318,91 @@ type MessageView struct {
 
 // State returns the team state of the ops in the log (a deep copy: the
 // caller may modify it). It is a pure function of the set of ops. The rules
-// (issues #2 and #4):
+// (issues #2, #3 and #4; docs/membership.md has worked examples):
 //
 //   - Impossible parents: an op that names itself as a parent, or whose Time
 //     is not after the Time of a parent present in the log, is impossible:
 //     no honest clock makes it (see Clock and HeadsBefore). It stays in the
 //     log but counts for nothing below. Its own children are judged on
-//     their own Time.
+//     their own Time. "Causal past" below follows all parents.
 //   - Genesis: the KindCreate op with no parents, a valid body and
 //     Create.Creator.Device equal to its author; if several, the least by
-//     (Time, ID). Its author is the creator. Without a genesis the state is
-//     empty.
-//   - Admins: the least fixpoint of {creator} ∪ {devices added with Admin
-//     set by a member op whose author is an admin}. A member op is valid
-//     when its author is in that final admin set.
-//   - Members: the creator and every device added by a valid member op.
-//     A device added several times (or the creator re-added) is an admin if
-//     any valid add says so (the creator always is); its Name and Noise key
-//     come from the add with the greatest (Time, ID), the genesis counting
-//     as the creator's first add.
-//   - Messages: KindMessage ops with a valid body whose author is a member,
-//     listed by (Time, ID) except that nothing is listed before what it
-//     answers or builds on: each op's display time is the greatest of its
-//     Time and one tick after the display times of its parents and of the
-//     op it replies to, and messages are listed by (display time, ID). With
-//     honest clocks (see Clock and HeadsBefore) that is (Time, ID); a reply
-//     to a message from a clock far ahead comes right after that message.
-//   - Acks: KindAck ops whose author is a member other than the message's
-//     author add the author to ReceivedBy (and, with Read, ReadBy) of each
-//     shown message they name; read implies received. Ids of ops that are
-//     not shown messages are ignored.
+//     (Time, ID). Its author is the creator, the first person (an admin)
+//     and epoch 1's only recipient. Without a genesis the state is empty
+//     (Current -1, NeedsRekey false).
+//   - Commits: a KindMember op with a valid body counts (is valid) if it
+//     descends from the genesis, its Number is greater than that of every
+//     valid epoch in its causal past, and each of its changes, in order, is
+//     permitted in the membership of the valid commits in its causal past
+//     (what its author had seen): its author is a member device; add,
+//     remove and promote need an admin; link and unlink an admin or the
+//     person the device belongs to; and each change changes something (add
+//     or link a device that is neither a current device nor a present
+//     person's id, link to a present person, remove a present person,
+//     promote one that is not an admin, unlink a current device). One change
+//     not permitted invalidates the whole commit, epoch included. A commit
+//     with no changes (a re-key) needs only a member.
+//   - Removal cuts: a valid commit that removes a person or unlinks a device
+//     cuts the commits concurrent with it (neither in the other's causal
+//     past) whose author is that device or one of that person's devices
+//     (as its author saw it). A cut commit does not count. Commits are
+//     judged in (Time, ID) order (kept causal), and a removal is cut only by
+//     an earlier one, so of two mutually concurrent removals the earlier
+//     wins; a removal cuts concurrent commits without removals whatever
+//     their order, and the judgement repeats with those cut until no more
+//     are (it ends: the cut set only grows).
+//   - Membership of a set of valid commits: removal wins. A person is
+//     present if some add of it has every removal of it in its causal past
+//     (a re-add counts only after the removal); it is an admin if such an
+//     add says so or such a promote exists (the creator is). A device is
+//     current if some grant of it (the add of the person it is the first
+//     device of, or a link) is to a present person and has in its causal
+//     past every removal of that person and every removal of the device
+//     (its unlinks, and removals of a person it belonged to as the remover
+//     saw it). Of several such adds or grants (concurrent), the greatest by
+//     (Time, ID) gives the name, person and Noise key. A person left with no
+//     current device is not present (it can be added again).
+//   - Persons: the present persons with a current device. Display names are
+//     unique: among persons with one name, taken in the (Time, ID) order of
+//     the adds that name them, the first keeps it and the others show
+//     "Name (abcd1234)" (their id's first 8 hex). Members: one MemberInfo per
+//     current device, with its person's display name and admin flag.
+//     Removed: the devices of every valid grant that are not current.
+//   - Epochs: the genesis (number 1, recipients the creator's device and
+//     Noise key) and every valid commit, sorted by (Number, Time, ID). An
+//     epoch is Sound if its recipients are exactly the current member
+//     devices with their current Noise keys. Current is the last sound one
+//     (-1 if none), and NeedsRekey says that none is or a later one exists:
+//     a member then commits a re-key (State.NextCommit).
+//   - Messages: KindMessage ops with a valid body whose author device was
+//     ever validly granted (the creator, or a valid add or link) and that
+//     are not causally after a valid removal of that device (unlink, or
+//     removal of a person it was granted to) without a later grant in
+//     between: a leaver's earlier and concurrent messages stay. Listed by
+//     (Time, ID) except that nothing is listed before what it answers or
+//     builds on: each op's display time is the greatest of its Time and one
+//     tick after the display times of its parents and of the op it replies
+//     to, and messages are listed by (display time, ID). With honest clocks
+//     (see Clock and HeadsBefore) that is (Time, ID); a reply to a message
+//     from a clock far ahead comes right after that message. AuthorName is
+//     the person's display name; for a removed device, the last name of its
+//     last person, marked "Name (abcd1234)" if a current person shows it.
+//   - Acks: KindAck ops whose author counts by the rule of messages and is
+//     not the message's author add the author to ReceivedBy (and, with
+//     Read, ReadBy) of each shown message they name; read implies received.
+//     Ids of ops that are not shown messages are ignored.
 //
 // Ops by others, of unknown kinds, or with impossible parents are kept in
-// the log and ignored here.
+// the log and ignored here. An op is content-addressed, so a replayed
+// commit is the same op and changes nothing.
 //
-// Caveat: nothing binds the team id to its genesis yet, so a member who can
-// write ops for the team could write a competing Create op with an earlier
-// timestamp. Issue #3 (membership) must bind the creator (for example, an
-// invite carries the genesis op id).
+// Cost: one pass over the causal DAG (sharing the sets of commits in each
+// op's past), plus, per commit, work in the number of changes of the valid
+// commits in its past: linear in the ops, quadratic only in commits.
+//
+// Caveat: the log does not know which Create op is the team's genesis; a
+// member could write a rival Create op with an earlier Time. The node pins
+// the genesis (the invite carries its id) and refuses other Create ops.
 func (l *Log) State() State {
 	if l.state == nil {
 		s := l.computeState()
@@ -302,6 +415,15 @@ func (s State) clone() State {
 	c := s
 	c.Members = slices.Clone(s.Members)
 	c.Messages = slices.Clone(s.Messages)
+	c.Persons = slices.Clone(s.Persons)
+	for i := range c.Persons {
+		c.Persons[i].Devices = slices.Clone(c.Persons[i].Devices)
+	}
+	c.Removed = slices.Clone(s.Removed)
+	c.Epochs = slices.Clone(s.Epochs)
+	for i := range c.Epochs {
+		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
+	}
 	for i := range c.Messages {
 		m := &c.Messages[i]
 		if m.ReplyTo != nil {
@@ -358,83 +480,28 @@ func (l *Log) computeState() State {
 		}
 	}
 	if genesis == nil {
-		return State{}
+		return State{Current: -1}
 	}
 	create, _ := UnmarshalCreate(genesis.op.Body)
 	creator := genesis.op.Author
 
-	// Member adds by author.
-	byAuthor := make(map[identity.DeviceID][]add)
-	for id, op := range l.ops {
-		if op.Kind != KindMember || bad[id] {
-			continue
-		}
-		m, err := UnmarshalMember(op.Body)
-		if err != nil {
-			continue
-		}
-		byAuthor[op.Author] = append(byAuthor[op.Author], add{id: id, op: op, info: m.Add})
-	}
+	ms := l.members(bad, *genesis)
 
-	// Admin fixpoint: a worklist from the creator through adds with Admin set.
-	admins := map[identity.DeviceID]bool{creator: true}
-	work := []identity.DeviceID{creator}
-	for len(work) > 0 {
-		a := work[len(work)-1]
-		work = work[:len(work)-1]
-		for _, ad := range byAuthor[a] {
-			if d := ad.info.Device; ad.info.Admin && !admins[d] {
-				admins[d] = true
-				work = append(work, d)
-			}
-		}
-	}
-
-	// Members: the genesis and every add by an admin; last add wins for
-	// Name and Noise, any admin add makes an admin.
-	genesis.info.Admin = true
-	latest := map[identity.DeviceID]add{creator: *genesis}
-	for author, adds := range byAuthor {
-		if !admins[author] {
-			continue
-		}
-		for _, ad := range adds {
-			if cur, ok := latest[ad.info.Device]; !ok || later(ad, cur) {
-				latest[ad.info.Device] = ad
-			}
-		}
-	}
-	members := make([]MemberInfo, 0, len(latest))
-	names := make(map[identity.DeviceID]string, len(latest))
-	for d, ad := range latest {
-		info := ad.info
-		info.Admin = admins[d]
-		members = append(members, info)
-		names[d] = info.Name
-	}
-	slices.SortFunc(members, func(a, b MemberInfo) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), slices.Compare(a.Device[:], b.Device[:]))
-	})
-
-	// Messages by members.
+	// Messages by members, present or past.
 	var msgs []MessageView
 	for id, op := range l.ops {
-		if op.Kind != KindMessage || bad[id] {
-			continue
-		}
-		name, ok := names[op.Author]
-		if !ok {
+		if op.Kind != KindMessage || bad[id] || !ms.counts(id, op.Author) {
 			continue
 		}
 		m, err := UnmarshalMessage(op.Body)
 		if err != nil {
 			continue
 		}
-		msgs = append(msgs, MessageView{ID: id, Author: op.Author, AuthorName: name, Time: op.Time, Message: m})
+		msgs = append(msgs, MessageView{ID: id, Author: op.Author, AuthorName: ms.name(op.Author), Time: op.Time, Message: m})
 	}
 	l.displayOrder(msgs)
 
-	// Acks by members.
+	// Acks by members, present or past.
 	index := make(map[OpID]int, len(msgs))
 	for i, m := range msgs {
 		index[m.ID] = i
@@ -445,7 +512,7 @@ func (l *Log) computeState() State {
 		if op.Kind != KindAck || bad[id] {
 			continue
 		}
-		if _, ok := names[op.Author]; !ok {
+		if !ms.counts(id, op.Author) {
 			continue
 		}
 		a, err := UnmarshalAck(op.Body)
@@ -468,12 +535,18 @@ func (l *Log) computeState() State {
 		msgs[i].ReadBy = sortedDevices(read[msgs[i].ID])
 	}
 
+	cur := ms.current
 	return State{
-		Name:     create.Name,
-		Kind:     create.Kind,
-		Creator:  creator,
-		Members:  members,
-		Messages: msgs,
+		Name:       create.Name,
+		Kind:       create.Kind,
+		Creator:    creator,
+		Members:    ms.members,
+		Messages:   msgs,
+		Persons:    ms.persons,
+		Removed:    ms.removed,
+		Epochs:     ms.epochs,
+		Current:    cur,
+		NeedsRekey: cur == -1 || cur != len(ms.epochs)-1,
 	}
 }
 

@@ -19,7 +19,7 @@ type Kind uint8
 // [Log] (so a newer peer's ops are relayed) but do not change the [State].
 const (
 	KindCreate  Kind = 1 // body: Create
-	KindMember  Kind = 2 // body: Member
+	KindMember  Kind = 2 // body: Commit
 	KindMessage Kind = 3 // body: Message
 	KindAck     Kind = 4 // body: Ack
 )

@@ -170,7 +170,11 @@ func skewedTeam(t *testing.T, seed uint64) {
 	c := devs[0]
 	make1(c, KindCreate, Create{Name: "T", Kind: Clinical, Creator: info(c.dev, c.name, true)}.Marshal())
 	for _, d := range devs[1:] {
-		make1(c, KindMember, Member{Add: info(d.dev, d.name, false)}.Marshal())
+		cm, err := c.log.State().NextCommit(c.dev.ID(), Change{Action: ActAdd, Info: info(d.dev, d.name, false)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		make1(c, KindMember, cm.Marshal())
 	}
 	var msgs []OpID
 	for step := range 400 {

@@ -58,6 +58,14 @@ func (d *decoder) fixed(n int) []byte {
 	return v
 }
 
+func (d *decoder) uint32be() uint32 {
+	b := d.fixed(4)
+	if b == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint32(b)
+}
+
 func (d *decoder) uint64be() uint64 {
 	b := d.fixed(8)
 	if b == nil {

@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -9,26 +10,86 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
-// Sizes, in bytes.
+// Sizes and limits, in bytes unless said otherwise.
 const (
-	MaxSize    = 80 << 10            // the largest marshalled envelope Unmarshal accepts
-	HeaderSize = 1 + 16 + 4 + 32 + 8 // 61: everything before the ciphertext
-	MinSize    = HeaderSize + seal.Overhead
-	version    = 1
+	// MaxSize is the largest marshalled envelope Unmarshal accepts and the
+	// Seal functions produce.
+	MaxSize = 80 << 10
+	// HeaderSize is the clear header: version, topic, epoch tag, id, time.
+	HeaderSize = 1 + 16 + 4 + 32 + 8 // 61
+	// ChainOverhead is what the chain form adds to the op's encoding after
+	// the header: form, inner tag, sender, index, outer tag.
+	ChainOverhead = 1 + macSize + 32 + 4 + seal.Overhead // 69
+	// BoxSize is one box of the commit form: a Noise X message of a 32-byte
+	// epoch key (epochkey.SealToEach).
+	BoxSize = epochkey.BoxSize // 128
+	// MaxBoxes is the most boxes (recipient devices) a commit carries (count).
+	MaxBoxes = epochkey.MaxRecipients // 256
+	// MaxPriorKeys is the most prior outer keys a commit carries (count).
+	MaxPriorKeys = 512
+
+	version   = 2
+	macSize   = 16 // the inner layer's Poly1305 tag
+	sigSize   = 64 // Ed25519
+	priorSize = 4 + seal.KeySize
+
+	// minChain is the shortest chain-form envelope (an empty op).
+	minChain = HeaderSize + ChainOverhead
+	// minCommitTail is what the commit form needs after its boxes: the
+	// signature, an empty prior-key list and the outer tag.
+	minCommitTail = sigSize + 1 + seal.Overhead
 )
 
-// Errors. Every error of Unmarshal and Open wraps one of these.
+// Form says how an envelope is sealed: the first byte after the header.
+type Form uint8
+
+// Forms.
+const (
+	// FormChain: an op other than a create or commit, sealed by its author's
+	// sender chain of an epoch, under that epoch's outer key.
+	FormChain Form = 1
+	// FormCommit: a create or commit op, with the new epoch's key boxed to
+	// each recipient device, under the new epoch's outer key.
+	FormCommit Form = 2
+)
+
+// String returns "chain", "commit" or "form(N)".
+func (f Form) String() string {
+	switch f {
+	case FormChain:
+		return "chain"
+	case FormCommit:
+		return "commit"
+	}
+	return fmt.Sprintf("form(%d)", uint8(f))
+}
+
+// Errors. Every error of this package wraps one of these (or, where said,
+// an error of crypto/senderkey or sync/crdt).
 var (
-	ErrTooLarge   = errors.New("envelope: too large")
-	ErrShort      = errors.New("envelope: too short")
-	ErrVersion    = errors.New("envelope: unknown version")
+	ErrTooLarge = errors.New("envelope: too large")
+	ErrShort    = errors.New("envelope: too short")
+	// ErrVersion: an unknown version byte, including version 1 (issue #2:
+	// one key for a team's whole life), which is no longer accepted.
+	ErrVersion = errors.New("envelope: unknown version")
+	// ErrMalformed: the bytes after the header are not a valid form.
+	ErrMalformed  = errors.New("envelope: malformed")
 	ErrWrongTopic = errors.New("envelope: topic is not the team's")
-	ErrOpen       = errors.New("envelope: cannot open (wrong key or tampered)")
-	ErrBadOp      = errors.New("envelope: sealed op does not match the envelope")
+	// ErrOpen: a layer does not authenticate (wrong key, moved, tampered).
+	// It never says more.
+	ErrOpen = errors.New("envelope: cannot open (wrong key, moved or tampered)")
+	// ErrNotRecipient: no box of a commit opens for this device.
+	ErrNotRecipient = errors.New("envelope: this device is not a recipient of the commit")
+	// ErrBadOp: the layers open but their content does not match the
+	// envelope (op id, time, team, author, kind, signatures).
+	ErrBadOp = errors.New("envelope: sealed op does not match the envelope")
+	// ErrSeal: a Seal function was called with arguments it cannot seal.
+	ErrSeal = errors.New("envelope: cannot seal")
 )
 
 // Topic is the public name of a team's channel: seal.Topic of its id.
@@ -46,12 +107,17 @@ func (t Topic) Short() string { return hex.EncodeToString(t[:4]) }
 // LogValue logs the short form of the topic.
 func (t Topic) LogValue() slog.Value { return slog.StringValue(t.Short()) }
 
-// Envelope is a sealed op with its clear routing header.
+// Envelope is a sealed op with its clear routing header. Build one with
+// [SealChain] or [SealCommit], or decode one with [Unmarshal].
 type Envelope struct {
-	Topic      Topic
-	Epoch      uint32
-	ID         crdt.OpID
-	Time       crdt.HLC
+	Topic Topic
+	// Epoch is the epoch tag (crdt.TagOf of the op id of the commit that
+	// started the epoch). A commit-form envelope's is that of its own op.
+	Epoch uint32
+	ID    crdt.OpID
+	Time  crdt.HLC
+	// Ciphertext is everything after the header: the form byte, then the
+	// form's layout (see the package documentation).
 	Ciphertext []byte
 }
 
@@ -69,15 +135,46 @@ func (e *Envelope) Marshal() []byte {
 	return append(b, e.Ciphertext...)
 }
 
-// Unmarshal decodes the wire form. It refuses input longer than MaxSize,
-// shorter than a header plus an AEAD tag, and unknown versions. It does not
-// authenticate anything (see Open). The envelope does not alias b.
+// Size returns len(e.Marshal()).
+func (e *Envelope) Size() int { return HeaderSize + len(e.Ciphertext) }
+
+// Form returns the envelope's form (0 if it has no ciphertext).
+func (e *Envelope) Form() Form {
+	if len(e.Ciphertext) == 0 {
+		return 0
+	}
+	return Form(e.Ciphertext[0])
+}
+
+// Boxes returns the number of boxes of a commit-form envelope (0 for any
+// other, or for a malformed one). Relays see it: it is the number of
+// recipient devices of the new epoch.
+func (e *Envelope) Boxes() int {
+	if e.Form() != FormCommit {
+		return 0
+	}
+	n, _, err := e.commitLayout()
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// Unmarshal decodes the wire form. It refuses input longer than MaxSize
+// before reading it, unknown versions (version 1 with its own message),
+// unknown forms, and forms too short for their fixed parts; for the commit
+// form, a box count that is not a minimal uvarint from 1 to MaxBoxes, and
+// an epoch tag that is not the op id's. It authenticates nothing (see
+// OpenChain, OpenCommit). The envelope does not alias b, and Marshal gives
+// back exactly b.
 func Unmarshal(b []byte) (*Envelope, error) {
 	switch {
 	case len(b) > MaxSize:
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxSize)
-	case len(b) < MinSize:
-		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), MinSize)
+	case len(b) < HeaderSize+1:
+		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
+	case b[0] == 1:
+		return nil, fmt.Errorf("%w: version 1 (one key for a team's whole life, before key epochs) is no longer accepted", ErrVersion)
 	case b[0] != version:
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}
@@ -86,47 +183,117 @@ func Unmarshal(b []byte) (*Envelope, error) {
 	e.Epoch = binary.BigEndian.Uint32(b[17:21])
 	copy(e.ID[:], b[21:53])
 	e.Time = crdt.HLC(binary.BigEndian.Uint64(b[53:61]))
-	e.Ciphertext = bytes.Clone(b[HeaderSize:])
+	e.Ciphertext = b[HeaderSize:]
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	e.Ciphertext = bytes.Clone(e.Ciphertext)
 	return e, nil
 }
 
-func nonce(id crdt.OpID) [seal.NonceSize]byte { return [seal.NonceSize]byte(id[:seal.NonceSize]) }
-
-// Seal encrypts op under key as epoch's envelope: topic, id and time come
-// from the op, the associated data is the header, the nonce is ID[:12].
-// The op should be valid (signed, at most crdt.MaxOpSize); Seal does not
-// check it, Open does.
-func Seal(op *crdt.Op, epoch uint32, key seal.EpochKey) *Envelope {
-	pt := op.Marshal()
-	e := &Envelope{
-		Topic: TopicOf(op.Team),
-		Epoch: epoch,
-		ID:    sha256.Sum256(pt), // = op.ID()
-		Time:  op.Time,
+// check validates the layout that Unmarshal validates, for envelopes built
+// in memory too, so every open function starts from a sound layout.
+func (e *Envelope) check() error {
+	if n := e.Size(); n > MaxSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, MaxSize)
 	}
-	e.Ciphertext = seal.Seal(key, nonce(e.ID), e.appendHeader(make([]byte, 0, HeaderSize)), pt)
-	return e
+	switch e.Form() {
+	case FormChain:
+		if n := e.Size(); n < minChain {
+			return fmt.Errorf("%w: chain form of %d bytes, minimum %d", ErrShort, n, minChain)
+		}
+		return nil
+	case FormCommit:
+		if e.Epoch != crdt.TagOf(e.ID) {
+			return fmt.Errorf("%w: commit form under epoch tag %08x, not its own %08x", ErrMalformed, e.Epoch, crdt.TagOf(e.ID))
+		}
+		_, _, err := e.commitLayout()
+		return err
+	case 0:
+		if len(e.Ciphertext) == 0 {
+			return fmt.Errorf("%w: no form byte", ErrShort)
+		}
+	}
+	return fmt.Errorf("%w: unknown form %d", ErrMalformed, e.Ciphertext[0])
 }
 
-// Open authenticates and decrypts e with the key of its epoch (the caller
-// picks the key by e.Epoch) and returns the op, after checking that e's
-// topic is team's, that the op decodes, hashes to e.ID, has time e.Time,
-// belongs to team and is signed by its author. It returns an error wrapping
-// ErrWrongTopic, ErrOpen, ErrBadOp or crdt's decoding and signature errors.
-func Open(e *Envelope, key seal.EpochKey, team crdt.TeamID) (*crdt.Op, error) {
+// commitLayout returns the number of boxes of a commit-form envelope and
+// the offset in Ciphertext where the boxes end (and the outer layer
+// starts).
+func (e *Envelope) commitLayout() (n, end int, err error) {
+	c := e.Ciphertext[1:]
+	v, k := binary.Uvarint(c)
+	switch {
+	case k <= 0:
+		return 0, 0, fmt.Errorf("%w: commit form: bad box count", ErrMalformed)
+	case k != uvarintLen(v):
+		return 0, 0, fmt.Errorf("%w: commit form: box count not minimally encoded", ErrMalformed)
+	case v == 0 || v > MaxBoxes:
+		return 0, 0, fmt.Errorf("%w: commit form: %d boxes, want 1 to %d", ErrMalformed, v, MaxBoxes)
+	}
+	n = int(v)
+	end = 1 + k + n*BoxSize
+	if need := end + minCommitTail; len(e.Ciphertext) < need {
+		return 0, 0, fmt.Errorf("%w: commit form of %d bytes after the header, %d boxes need %d", ErrShort, len(e.Ciphertext), n, need)
+	}
+	return n, end, nil
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+const outerSalt = "fieldmesh/v1/outer"
+
+// OuterKey derives the outer key of an epoch from its epoch key K:
+// HKDF-SHA256(secret = K, salt = "fieldmesh/v1/outer", info = empty), 32
+// bytes. Every device that learns an epoch keeps its outer key (and its
+// sender chains) and forgets K.
+func OuterKey(k seal.EpochKey) seal.EpochKey {
+	secret := k.Bytes()
+	defer clear(secret)
+	out, err := hkdf.Key(sha256.New, secret, []byte(outerSalt), "", seal.KeySize)
+	if err != nil {
+		panic("envelope: hkdf: " + err.Error()) // unreachable: 32 bytes is within HKDF's limit
+	}
+	defer clear(out)
+	ok, err := seal.EpochKeyFromBytes(out)
+	if err != nil {
+		panic("envelope: " + err.Error()) // unreachable: 32 bytes
+	}
+	return ok
+}
+
+// openCommon checks what every open function checks first: the layout,
+// the form and the topic. It returns the header bytes.
+func (e *Envelope) openCommon(form Form, team crdt.TeamID) ([]byte, error) {
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	if f := e.Form(); f != form {
+		return nil, fmt.Errorf("%w: %v form, want %v", ErrMalformed, f, form)
+	}
 	if e.Topic != TopicOf(team) {
 		return nil, ErrWrongTopic
 	}
-	pt, err := seal.Open(key, nonce(e.ID), e.appendHeader(make([]byte, 0, HeaderSize)), e.Ciphertext)
-	if err != nil {
-		return nil, ErrOpen
-	}
+	return e.appendHeader(make([]byte, 0, HeaderSize+1+macSize)), nil
+}
+
+// checkOp decodes the sealed op and checks it against the envelope: it
+// hashes to the id, has the header's time, belongs to team, and is signed
+// by its author.
+func (e *Envelope) checkOp(pt []byte, team crdt.TeamID) (*crdt.Op, error) {
 	op, err := crdt.UnmarshalOp(pt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadOp, err)
 	}
 	switch {
-	case op.ID() != e.ID:
+	case sha256.Sum256(pt) != e.ID:
 		return nil, fmt.Errorf("%w: id mismatch", ErrBadOp)
 	case op.Time != e.Time:
 		return nil, fmt.Errorf("%w: time mismatch", ErrBadOp)
@@ -138,5 +305,8 @@ func Open(e *Envelope, key seal.EpochKey, team crdt.TeamID) (*crdt.Op, error) {
 	}
 	return op, nil
 }
+
+// isCommitKind reports whether ops of kind k travel in commit form.
+func isCommitKind(k crdt.Kind) bool { return k == crdt.KindCreate || k == crdt.KindMember }
 
 var _ slog.LogValuer = Topic{}

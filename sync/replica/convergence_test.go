@@ -497,6 +497,10 @@ func (w *world) attack(g, h int) error {
 	if err != nil {
 		return err
 	}
+	// The garbage goes out on g's own sender chain: a fresh chain would reuse indices g's honest
+	// messages hold, which is an attack on g's own messages only (see crypto/senderkey), not the
+	// garbage this test is about.
+	bad.sender = w.reps[g].sender
 	target := w.reps[h]
 	kinds := w.injectGarbage(bad, target, 1+w.rng.IntN(3))
 	before, beforeLen := target.State(), target.Len()
@@ -575,23 +579,23 @@ func (w *world) injectGarbage(bad, target *Replica, k int) []string {
 		case 2: // a valid envelope, tampered, under a new id
 			kind = "tampered"
 			op := crdt.NewOp(dev, w.team, crdt.MakeHLC(tm, 2), heads, crdt.KindMessage, msg)
-			e = envelope.Seal(op, target.epoch, w.key)
+			e = mustSeal(sealAs(bad, op, target.epoch, w.key))
 			e.Ciphertext[w.rng.IntN(len(e.Ciphertext))] ^= 1 << w.rng.IntN(8)
 			w.fill(e.ID[:4])
 		case 3: // a bad signature, sealed properly
 			kind = "bad signature"
 			op := crdt.NewOp(dev, w.team, crdt.MakeHLC(tm, 3), heads, crdt.KindMessage, msg)
 			op.Sig[w.rng.IntN(len(op.Sig))] ^= 1 << w.rng.IntN(8)
-			e = envelope.Seal(op, target.epoch, w.key)
+			e = mustSeal(sealAs(bad, op, target.epoch, w.key))
 		case 4: // a body that does not decode, sealed properly
 			kind = "bad body"
 			op := crdt.NewOp(dev, w.team, crdt.MakeHLC(tm, 4), heads, crdt.Kind(1+w.rng.IntN(4)), []byte{1, 9})
-			e = envelope.Seal(op, target.epoch, w.key)
+			e = mustSeal(sealAs(bad, op, target.epoch, w.key))
 		case 5: // another key and epoch (an outsider)
 			kind = "outsider"
 			other, _ := seal.NewEpochKey(rand.NewChaCha8([32]byte{byte(w.rng.Uint32()), 1}))
 			op := crdt.NewOp(dev, w.team, crdt.MakeHLC(tm, 5), heads, crdt.KindMessage, msg)
-			e = envelope.Seal(op, target.epoch+uint32(w.rng.IntN(2)), other)
+			e = mustSeal(sealAs(bad, op, target.epoch+uint32(w.rng.IntN(2)), other))
 		default: // impossible parents: not after a parent the target has
 			if len(heads) == 0 {
 				continue
@@ -609,7 +613,11 @@ func (w *world) injectGarbage(bad, target *Replica, k int) []string {
 			case 0:
 				body = msg
 			case 1:
-				opKind, body = crdt.KindMember, crdt.Member{Add: crdt.MemberInfo{Device: identity.DeviceID{0xba, 0xd}, Name: "Mallory", Admin: true}}.Marshal()
+				opKind, body = crdt.KindMember, crdt.Commit{
+					Number:     2,
+					Changes:    []crdt.Change{{Action: crdt.ActAdd, Info: crdt.MemberInfo{Device: identity.DeviceID{0xba, 0xd}, Name: "Mallory", Admin: true}}},
+					Recipients: []crdt.Recipient{{Device: identity.DeviceID{0xba, 0xd}}},
+				}.Marshal()
 			default:
 				if ms := target.State().Messages; len(ms) > 0 {
 					opKind, body = crdt.KindAck, crdt.SplitAcks(true, []crdt.OpID{ms[0].ID})[0].Marshal()
@@ -618,7 +626,7 @@ func (w *world) injectGarbage(bad, target *Replica, k int) []string {
 				}
 			}
 			op := crdt.NewOp(dev, w.team, t, heads, opKind, body)
-			e = envelope.Seal(op, target.epoch, w.key)
+			e = mustSeal(sealAs(bad, op, target.epoch, w.key))
 		}
 		if raw == nil {
 			raw = e.Marshal()
@@ -865,4 +873,11 @@ func diffStates(a, b crdt.State) string {
 		}
 	}
 	return sb.String()
+}
+
+func mustSeal(e *envelope.Envelope, err error) *envelope.Envelope {
+	if err != nil {
+		panic("replica test: seal: " + err.Error()) // unreachable: the ops are small and well formed
+	}
+	return e
 }

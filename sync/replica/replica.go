@@ -10,6 +10,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
@@ -33,8 +34,11 @@ type Config struct {
 	Device *identity.Device
 	// Team is the team (and so the topic) the replica holds.
 	Team crdt.TeamID
-	// Epoch and Key are the team's current epoch number and key: new ops are
-	// sealed under them, and only envelopes of that epoch are accepted.
+	// Epoch and Key are the team's epoch tag and key. The replica models the
+	// sync layer, not key epochs: every replica holds Key, seals its
+	// messages in chain form under (Epoch, Key) with its own sender chain,
+	// seals create and commit ops in commit form under Key (whatever their
+	// own tag), and accepts chain-form envelopes of Epoch only.
 	Epoch uint32
 	Key   seal.EpochKey
 	// Now is the device's wall clock; nil means time.Now. Tests and the
@@ -53,10 +57,16 @@ type Replica struct {
 	topic envelope.Topic
 	epoch uint32
 	key   seal.EpochKey
+	outer seal.EpochKey
 	now   func() time.Time
 
-	store map[[32]byte]stored // envelopes by id: the durable part
-	items []Item              // sorted cache of the store's items; nil when stale
+	store  map[[32]byte]stored // envelopes by id: the durable part
+	opened map[[32]byte]*crdt.Op
+	// sender is this device's chain; recv the other senders' chains. Both
+	// are durable (a node stores them with what they opened).
+	sender *senderkey.SenderState
+	recv   map[identity.DeviceID]*senderkey.ReceiverState
+	items  []Item // sorted cache of the store's items; nil when stale
 
 	log     *crdt.Log // in-memory, rebuilt by Restart
 	clock   crdt.Clock
@@ -88,13 +98,17 @@ func New(cfg Config) (*Replica, error) {
 		now = time.Now
 	}
 	r := &Replica{
-		dev:   cfg.Device,
-		team:  cfg.Team,
-		topic: envelope.TopicOf(cfg.Team),
-		epoch: cfg.Epoch,
-		key:   cfg.Key,
-		now:   now,
-		store: make(map[[32]byte]stored),
+		dev:    cfg.Device,
+		team:   cfg.Team,
+		topic:  envelope.TopicOf(cfg.Team),
+		epoch:  cfg.Epoch,
+		key:    cfg.Key,
+		outer:  envelope.OuterKey(cfg.Key),
+		now:    now,
+		store:  make(map[[32]byte]stored),
+		opened: make(map[[32]byte]*crdt.Op),
+		sender: senderkey.NewSender(cfg.Key, cfg.Device.ID()),
+		recv:   make(map[identity.DeviceID]*senderkey.ReceiverState),
 	}
 	r.reset()
 	return r, nil
@@ -146,10 +160,12 @@ func (r *Replica) Create(name string, kind crdt.TeamKind, creatorName string) (*
 	return r.Publish(crdt.KindCreate, c.Marshal())
 }
 
-// AddMember makes a member op adding m.
+// AddMember makes a commit op adding m as a new person: the next epoch,
+// whose recipients are the current member devices and m.Device (see
+// crdt.State.NextCommit).
 func (r *Replica) AddMember(m crdt.MemberInfo) (*crdt.Op, error) {
-	body := crdt.Member{Add: m}
-	if err := body.Validate(); err != nil {
+	body, err := r.log.State().NextCommit(r.dev.ID(), crdt.Change{Action: crdt.ActAdd, Info: m})
+	if err != nil {
 		return nil, fmt.Errorf("replica: add member: %w", err)
 	}
 	return r.Publish(crdt.KindMember, body.Marshal())
@@ -190,12 +206,12 @@ func (r *Replica) Publish(kind crdt.Kind, body []byte) (*crdt.Op, error) {
 	if err := r.log.Check(op); err != nil {
 		return nil, fmt.Errorf("replica: publish: %w", err)
 	}
-	e := envelope.Seal(op, r.epoch, r.key)
-	raw := e.Marshal()
-	if len(raw) > envelope.MaxSize {
-		return nil, fmt.Errorf("replica: publish: envelope of %d bytes, limit %d", len(raw), envelope.MaxSize)
+	e, err := r.seal(op)
+	if err != nil {
+		return nil, fmt.Errorf("replica: publish: %w", err)
 	}
-	r.put(e, raw)
+	raw := e.Marshal()
+	r.put(e, raw, op)
 	if err := r.add(op); err != nil {
 		return nil, fmt.Errorf("replica: publish: %w", err) // unreachable: Check passed
 	}
@@ -218,20 +234,21 @@ func (r *Replica) Accept(raw []byte) (added bool, err error) {
 	switch {
 	case e.Topic != r.topic:
 		return false, fmt.Errorf("%w: topic %s, want %s", ErrRejected, e.Topic.Short(), r.topic.Short())
-	case e.Epoch != r.epoch:
+	case e.Form() == envelope.FormChain && e.Epoch != r.epoch:
 		return false, fmt.Errorf("%w: unknown epoch %d", ErrRejected, e.Epoch)
 	}
 	if _, ok := r.store[e.ID]; ok {
 		return false, nil
 	}
-	op, err := envelope.Open(e, r.key, r.team)
+	op, undo, err := r.open(e)
 	if err != nil {
 		return false, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	if err := r.log.Check(op); err != nil {
+		undo()
 		return false, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
-	r.put(e, bytes.Clone(raw))
+	r.put(e, bytes.Clone(raw), op)
 	if err := r.add(op); err != nil {
 		return false, fmt.Errorf("replica: accept: %w", err) // unreachable: Check passed
 	}
@@ -266,28 +283,64 @@ func (r *Replica) observeAhead() {
 	r.ahead = r.ahead[:0]
 }
 
-func (r *Replica) put(e *envelope.Envelope, raw []byte) {
+func (r *Replica) put(e *envelope.Envelope, raw []byte, op *crdt.Op) {
 	r.store[e.ID] = stored{time: uint64(e.Time), raw: raw}
+	r.opened[e.ID] = op
 	r.items = nil
 }
 
+// seal seals one of this device's ops as a node does: commit form for
+// create and commit ops, chain form (advancing the sender chain) otherwise.
+func (r *Replica) seal(op *crdt.Op) (*envelope.Envelope, error) {
+	if op.Kind == crdt.KindCreate || op.Kind == crdt.KindMember {
+		return envelope.SealCommit(op, r.dev, r.key, []identity.NoisePublic{r.dev.NoisePublic()}, nil, nil)
+	}
+	return envelope.SealChain(op, r.epoch, r.outer, r.sender)
+}
+
+// open opens an envelope; undo puts back the receiver chain it advanced.
+func (r *Replica) open(e *envelope.Envelope) (op *crdt.Op, undo func(), err error) {
+	if e.Form() == envelope.FormCommit {
+		op, _, err := envelope.OpenCommit(e, r.outer, r.team)
+		return op, func() {}, err
+	}
+	ch, err := envelope.OpenChain(e, r.outer, r.team)
+	if err != nil {
+		return nil, nil, err
+	}
+	rs, ok := r.recv[ch.Sender]
+	if !ok {
+		rs = senderkey.NewReceiver(r.key, ch.Sender)
+		r.recv[ch.Sender] = rs
+	}
+	saved, err := rs.MarshalBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	op, err = ch.Open(rs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return op, func() {
+		if old, err := senderkey.UnmarshalReceiver(saved); err == nil {
+			r.recv[ch.Sender] = old
+		}
+	}, nil
+}
+
 // Restart simulates a restart of the device: it drops the log and the clock
-// (everything in memory) and rebuilds them from the stored envelopes, which
-// are what the device acknowledged. It fails only if a stored envelope no
-// longer opens, which the store never lets happen.
+// (everything in memory) and rebuilds them from the stored ops, which are
+// what the device acknowledged (a node keeps the ops it opened, because the
+// message keys that opened them are deleted). The key chains are durable
+// and stay.
 func (r *Replica) Restart() error {
 	r.reset()
 	items, _ := r.Items()
 	ops := make([]*crdt.Op, 0, len(items))
 	for _, it := range items {
-		raw := r.store[it.ID].raw
-		e, err := envelope.Unmarshal(raw)
-		if err != nil {
-			return fmt.Errorf("replica: restart: %w", err)
-		}
-		op, err := envelope.Open(e, r.key, r.team)
-		if err != nil {
-			return fmt.Errorf("replica: restart: %w", err)
+		op := r.opened[it.ID]
+		if op == nil {
+			return fmt.Errorf("replica: restart: no op for stored envelope %x", it.ID[:4])
 		}
 		if err := r.add(op); err != nil {
 			return fmt.Errorf("replica: restart: %w", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
 	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -171,7 +172,8 @@ func TestAcceptRejects(t *testing.T) {
 	}
 	goodEnv := mustEnvelope(t, a, good.ID())
 	sealed := func(op *crdt.Op, epoch uint32, key seal.EpochKey) []byte {
-		return envelope.Seal(op, epoch, key).Marshal()
+		// a's own chain when the key is the team's (a fresh chain would reuse an index a used)
+		return sealGarbage(t, a, op, epoch, key).Marshal()
 	}
 	dev := a.dev
 	heads := a.log.Heads()
@@ -393,4 +395,27 @@ func (s *scripted) Handle([]byte) ([][]byte, [][]byte, bool, error) {
 		return [][]byte{{2}}, nil, false, nil
 	}
 	return nil, nil, false, nil
+}
+
+// sealGarbage seals op, made by r's device, as r would (commit form for
+// create and commit ops, chain form otherwise), under key and epoch: with
+// r's own sender chain when key is r's, with a fresh chain otherwise.
+func sealGarbage(t testing.TB, r *Replica, op *crdt.Op, epoch uint32, key seal.EpochKey) *envelope.Envelope {
+	t.Helper()
+	e, err := sealAs(r, op, epoch, key)
+	if err != nil {
+		t.Fatalf("seal garbage: %v", err)
+	}
+	return e
+}
+
+func sealAs(r *Replica, op *crdt.Op, epoch uint32, key seal.EpochKey) (*envelope.Envelope, error) {
+	switch {
+	case op.Kind == crdt.KindCreate || op.Kind == crdt.KindMember:
+		return envelope.SealCommit(op, r.dev, key, []identity.NoisePublic{r.dev.NoisePublic()}, nil, nil)
+	case key.Equal(r.key):
+		return envelope.SealChain(op, epoch, envelope.OuterKey(key), r.sender)
+	default:
+		return envelope.SealChain(op, epoch, envelope.OuterKey(key), senderkey.NewSender(key, r.dev.ID()))
+	}
 }

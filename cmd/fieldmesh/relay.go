@@ -1,0 +1,301 @@
+package main
+
+// The relay commands: `fieldmesh relay` runs a clinic relay (node/relay), `relay status` and `relay
+// admit` are clients of its local API on DIR/api.sock, and `team relay-code` (on a device) prints the
+// code that lets a relay carry a team.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fieldmesh/fieldmesh/node/localapi"
+	"github.com/fieldmesh/fieldmesh/node/relay"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+)
+
+// relayCmd is `fieldmesh relay` and its subcommands.
+func relayCmd(g *globals) *cobra.Command {
+	var (
+		listen    []string
+		metrics   string
+		retention time.Duration
+		quota     string
+	)
+	c := &cobra.Command{
+		Use:   "relay",
+		Short: "Run a clinic relay: store and forward sealed messages of admitted teams (it cannot read them)",
+		Long: `Run a clinic relay until Ctrl-C. It stores and forwards the sealed messages of the teams it was
+admitted for (fieldmesh relay admit), relays connections between their devices, and cannot open
+anything it holds. Its store in the data directory is encrypted with a random key kept in
+DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; protect that file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(g.logLevel)
+			if err != nil {
+				return err
+			}
+			q, err := parseBytes(quota)
+			if err != nil {
+				return fmt.Errorf("bad --quota: %w", err)
+			}
+			if retention <= 0 {
+				return fmt.Errorf("bad --retention %s: must be positive", retention)
+			}
+			if _, err := os.Stat(filepath.Join(g.data, "keyring")); err == nil {
+				return fmt.Errorf("%s holds a device's store: give the relay its own data directory (--data)", g.data)
+			}
+			r, err := relay.New(relay.Config{
+				Dir: g.data, ListenAddrs: listen, Retention: retention, Quota: q, Logger: logger,
+			})
+			if err != nil {
+				return strip(err)
+			}
+			defer r.Close()
+			return runRelay(cmd.Context(), g, r, logger, metrics)
+		},
+	}
+	f := c.Flags()
+	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default TCP and QUIC on port 4001, all interfaces)")
+	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this local address, at /metrics (e.g. 127.0.0.1:9464)")
+	f.DurationVar(&retention, "retention", relay.DefaultRetention, "how long to keep messages, from their timestamp")
+	f.StringVar(&quota, "quota", "1GiB", "most bytes of messages to keep (e.g. 500MiB, 20GB); the oldest go first")
+	c.AddCommand(relayStatusCmd(g), relayAdmitCmd(g))
+	return c
+}
+
+func strip(err error) error {
+	return errors.New(strings.TrimPrefix(err.Error(), "relay: "))
+}
+
+// runRelay serves the relay's local API (and metrics) until SIGINT or SIGTERM.
+func runRelay(ctx context.Context, g *globals, r *relay.Relay, logger *slog.Logger, metricsAddr string) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	l, err := localapi.Listen(g.socket())
+	if err != nil {
+		return err
+	}
+	defer os.Remove(g.socket())
+	errc := make(chan error, 2)
+	go func() { errc <- r.ServeAPI(ctx, l) }()
+	served := 1
+	metricsAt := ""
+	if metricsAddr != "" {
+		ml, err := net.Listen("tcp", metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics address: %w", err)
+		}
+		if ip := ml.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+			logger.Warn("metrics are served on a non-loopback address: anyone who reaches it sees the relay's figures", "addr", ml.Addr().String())
+		}
+		metricsAt = ml.Addr().String()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", r.MetricsHandler())
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		go func() {
+			if err := srv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+				return
+			}
+			errc <- nil
+		}()
+		served++
+	}
+	s := r.Status()
+	logger.Info("relay ready", "peer", s.PeerID, "addrs", strings.Join(s.Addrs, ","), "topics", len(s.Topics), "metrics", metricsAt)
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		served--
+		stop()
+	}
+	for ; served > 0; served-- {
+		if e := <-errc; err == nil {
+			err = e
+		}
+	}
+	logger.Info("relay stopping")
+	return err
+}
+
+func relayStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the running relay's status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := relay.NewAPIClient(g.socket()).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.print(s, func(w io.Writer) {
+				fmt.Fprintf(w, "relay      %s\n", s.PeerID)
+				for _, a := range s.Addrs {
+					fmt.Fprintf(w, "listen     %s/p2p/%s\n", a, s.PeerID)
+				}
+				fmt.Fprintf(w, "topics     %d carried\n", len(s.Topics))
+				for _, t := range s.Topics {
+					fmt.Fprintf(w, "  %s  %d envelopes, %s, %d devices (%d connected)\n",
+						t.Topic, t.Envelopes, humanBytes(t.Bytes), t.Devices, t.Connected)
+				}
+				pct := 0.0
+				if s.Quota > 0 {
+					pct = 100 * float64(s.Bytes) / float64(s.Quota)
+				}
+				fmt.Fprintf(w, "stored     %d envelopes, %s of the %s quota (%.1f%%)\n", s.Envelopes, humanBytes(s.Bytes), humanBytes(s.Quota), pct)
+				fmt.Fprintf(w, "disk       %s\n", humanBytes(s.DiskBytes))
+				fmt.Fprintf(w, "retention  %s\n", s.Retention)
+				fmt.Fprintf(w, "peers      %d connected, %d enrolled now, %d devices seen\n", s.PeersConnected, s.Enrolled, s.PeersSeen)
+			})
+		},
+	}
+}
+
+func relayAdmitCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "admit CODE",
+		Short: "Carry a team for its devices, with the relay code a team admin gave you",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := relay.ParseCode(args[0]); err != nil {
+				return strip(err)
+			}
+			a, err := relay.NewAPIClient(g.socket()).Admit(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return g.print(a, func(w io.Writer) {
+				if a.Added {
+					fmt.Fprintf(w, "the relay now carries topic %s\n", a.Topic)
+				} else {
+					fmt.Fprintf(w, "the relay already carried topic %s\n", a.Topic)
+				}
+			})
+		},
+	}
+}
+
+// relayCode is the JSON output of `team relay-code`.
+type relayCode struct {
+	Code  string `json:"code"`
+	Topic string `json:"topic"`
+}
+
+// teamRelayCodeCmd is `fieldmesh team relay-code TEAM`: the code is computed here from the team id that
+// the node's team list gives.
+func teamRelayCodeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "relay-code TEAM",
+		Short: "Print the code that lets a clinic relay carry a team (give it to the relay's operator)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ts, err := g.client().Teams(cmd.Context())
+			if err != nil {
+				return err
+			}
+			t, err := findTeam(ts, args[0])
+			if err != nil {
+				return err
+			}
+			if !t.Admin {
+				return fmt.Errorf("only an admin of team %s can hand it to a relay", t.ID[:8])
+			}
+			id, err := crdt.ParseTeamID(t.ID)
+			if err != nil {
+				return fmt.Errorf("the node gave a bad team id: %w", err)
+			}
+			c := relay.CodeFor(id)
+			out := relayCode{Code: c.Encode(), Topic: c.Topic.Short()}
+			return g.print(out, func(w io.Writer) {
+				fmt.Fprintf(w, "%s\n", out.Code)
+				fmt.Fprintf(w, "give it to the clinic relay's operator, who runs: fieldmesh relay admit CODE\n")
+				fmt.Fprintf(w, "whoever has it can have a relay carry the team's sealed messages (topic %s); it opens none of them\n", out.Topic)
+			})
+		},
+	}
+}
+
+// findTeam finds a team in the node's list the way the node does: by id, a unique id prefix of at least
+// 8 characters, or a unique name.
+func findTeam(ts []localapi.Team, ref string) (localapi.Team, error) {
+	ref = strings.TrimSpace(ref)
+	for _, t := range ts {
+		if t.ID == strings.ToLower(ref) || (len(ref) >= 8 && strings.HasPrefix(t.ID, strings.ToLower(ref))) {
+			return t, nil
+		}
+	}
+	var found []localapi.Team
+	for _, t := range ts {
+		if t.Name == ref {
+			found = append(found, t)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return localapi.Team{}, fmt.Errorf("unknown team: %q", ref)
+	case 1:
+		return found[0], nil
+	default:
+		return localapi.Team{}, fmt.Errorf("%d teams are called %q: use the team id", len(found), ref)
+	}
+}
+
+// parseBytes reads a byte count: a number, optionally followed by B, KB, MB, GB, TB (powers of 1000) or
+// KiB, MiB, GiB, TiB (powers of 1024).
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := s, ""
+	if i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	mult := map[string]float64{
+		"": 1, "B": 1,
+		"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40,
+	}[strings.ToUpper(unit)]
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || mult == 0 || num == "" {
+		return 0, fmt.Errorf("%q is not a size (e.g. 1073741824, 500MiB, 20GB)", s)
+	}
+	n := v * mult
+	if n < 1 || n > 1<<62 {
+		return 0, fmt.Errorf("%q is out of range", s)
+	}
+	return int64(n), nil
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,163 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// The relay's local API: JSON over HTTP on the data directory's unix socket (DIR/api.sock, mode 0600, as
+// a device node's), for `fieldmesh relay status` and `fieldmesh relay admit`.
+//
+//	GET  /v1/relay/status                  Status
+//	POST /v1/relay/admit   {"code"}        Admitted
+//
+// Errors are {"error": "..."} with a 4xx/5xx status.
+
+// Admitted answers an admit request.
+type Admitted struct {
+	Topic string `json:"topic"` // short form
+	Added bool   `json:"added"` // false when the relay already carried it
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+const maxAPIRequest = 16 << 10
+
+// APIHandler returns the relay's local API routes.
+func (r *Relay) APIHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/relay/status", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, r.Status())
+	})
+	mux.HandleFunc("POST /v1/relay/admit", func(w http.ResponseWriter, req *http.Request) {
+		var in struct {
+			Code string `json:"code"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxAPIRequest))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
+			return
+		}
+		c, err := ParseCode(in.Code)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: strings.TrimPrefix(err.Error(), "relay: ")})
+			return
+		}
+		added, err := r.Admit(c)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: strings.TrimPrefix(err.Error(), "relay: ")})
+			return
+		}
+		writeJSON(w, http.StatusOK, Admitted{Topic: c.Topic.Short(), Added: added})
+	})
+	return mux
+}
+
+// ServeAPI serves the local API on l until ctx ends. The caller owns l.
+func (r *Relay) ServeAPI(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: r.APIHandler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ErrNotRunning is returned by the API client when no relay answers on the socket.
+var ErrNotRunning = errors.New("no relay is running on this data directory (start one with: fieldmesh relay)")
+
+// APIClient talks to a running relay's local API.
+type APIClient struct{ hc *http.Client }
+
+// NewAPIClient returns a client for the API socket at path.
+func NewAPIClient(path string) *APIClient {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableCompression: true,
+	}
+	return &APIClient{hc: &http.Client{Transport: tr}}
+}
+
+func (c *APIClient) do(ctx context.Context, method, route string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://relay"+route, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" {
+			return ErrNotRunning
+		}
+		return fmt.Errorf("relay api: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("relay api: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var ae apiError
+		if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
+			if resp.StatusCode == http.StatusNotFound {
+				return errors.New("the daemon on this data directory is not a relay (it is a device node?)")
+			}
+			ae.Error = "relay answered " + resp.Status
+		}
+		return errors.New(ae.Error)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("relay api: bad answer: %w", err)
+	}
+	return nil
+}
+
+// Status returns the relay's status.
+func (c *APIClient) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, http.MethodGet, "/v1/relay/status", nil, &s)
+}
+
+// Admit asks the relay to carry the topic of a relay code.
+func (c *APIClient) Admit(ctx context.Context, code string) (Admitted, error) {
+	var a Admitted
+	return a, c.do(ctx, http.MethodPost, "/v1/relay/admit", map[string]string{"code": code}, &a)
+}

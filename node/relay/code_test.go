@@ -1,0 +1,184 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// goldenTeam and the peer ids below are fixed inputs of the known-answer vectors.
+var goldenTeam = [32]byte{0: 0xfe, 1: 0x1d, 31: 0x42}
+
+func goldenPeers(t *testing.T) (relay, device peer.ID) {
+	t.Helper()
+	r, err := peer.Decode("12D3KooWAVNbU9ihFMK23TvzdzzWxMqxZXmDsZEPGxTrGtvqDpFQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := peer.Decode("12D3KooWAkMeMqaQ96RKV8kMVYBghkLdLoFCtLgHukY5WKdWpxNh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, d
+}
+
+// TestGolden pins the relay key derivation, the enrolment proof, the code and the wire messages byte for
+// byte: a relay and the devices it serves must agree on them across releases. Regenerate with -update.
+func TestGolden(t *testing.T) {
+	rp, dp := goldenPeers(t)
+	k := TeamKey(goldenTeam)
+	var nonce [NonceSize]byte
+	for i := range nonce {
+		nonce[i] = byte(i)
+	}
+	proof := k.Proof(rp, dp, nonce)
+	code := CodeFor(goldenTeam)
+	topic := code.Topic
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# node/relay known answers. Regenerate with: go test -run TestGolden -update\n")
+	fmt.Fprintf(&buf, "team %x\n", goldenTeam)
+	fmt.Fprintf(&buf, "relay.key %x\n", k.k)
+	fmt.Fprintf(&buf, "topic %x\n", topic[:])
+	fmt.Fprintf(&buf, "proof %x\n", proof)
+	fmt.Fprintf(&buf, "code %s\n", code.Encode())
+	fmt.Fprintf(&buf, "challenge %x\n", marshalChallenge(nonce))
+	fmt.Fprintf(&buf, "enrol.request %x\n", marshalEnrolRequest([]enrolProof{{Topic: topic, Proof: proof}}))
+	fmt.Fprintf(&buf, "enrol.answer %x\n", marshalEnrolAnswer([]EnrolResult{
+		{Topic: topic, Status: StatusOK, Horizon: 0x0195_50d3_9b40_0000},
+		{Status: StatusNotCarried, Message: "not carried"},
+	}))
+	fmt.Fprintf(&buf, "register %x\n", marshalRegister(topic, nil))
+	fmt.Fprintf(&buf, "peers %x\n", marshalPeers(StatusOK, "", []peer.AddrInfo{{ID: dp}}))
+	path := filepath.Join("testdata", "relay.golden")
+	if *update {
+		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(buf.Bytes(), want) {
+		t.Errorf("known answers differ from %s (run with -update if the change is intended):\ngot:\n%s\nwant:\n%s", path, buf.Bytes(), want)
+	}
+}
+
+func TestTeamKey(t *testing.T) {
+	a, b := TeamKey(goldenTeam), TeamKey(goldenTeam)
+	if !a.Equal(b) {
+		t.Errorf("TeamKey is not deterministic")
+	}
+	other := goldenTeam
+	other[0] ^= 1
+	if TeamKey(other).Equal(a) {
+		t.Errorf("TeamKey: two teams got the same key")
+	}
+	// One-way and domain-separated: neither the team id nor the topic is the key.
+	topic := CodeFor(goldenTeam).Topic
+	if bytes.Equal(a.k[:], goldenTeam[:]) || bytes.Contains(a.k[:], topic[:]) {
+		t.Errorf("TeamKey leaks its input")
+	}
+	if got := fmt.Sprintf("%v %s", a, a); got != "[redacted] [redacted]" {
+		t.Errorf("a key prints as %q; want [redacted]", got)
+	}
+	if got := CodeFor(goldenTeam).String(); strings.Contains(got, hex.EncodeToString(a.k[:4])) || !strings.Contains(got, "[redacted]") {
+		t.Errorf("Code.String() = %q shows the key", got)
+	}
+}
+
+func TestProof(t *testing.T) {
+	rp, dp := goldenPeers(t)
+	k := TeamKey(goldenTeam)
+	var nonce [NonceSize]byte
+	p := k.Proof(rp, dp, nonce)
+	if !k.Verify(rp, dp, nonce, p) {
+		t.Fatalf("a proof does not verify")
+	}
+	other := goldenTeam
+	other[5] ^= 1
+	nonce2 := nonce
+	nonce2[0] = 1
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"other key", TeamKey(other).Verify(rp, dp, nonce, p)},
+		{"other relay", k.Verify(dp, dp, nonce, p)},
+		{"other device", k.Verify(rp, rp, nonce, p)},
+		{"swapped ids", k.Verify(dp, rp, nonce, p)},
+		{"other nonce", k.Verify(rp, dp, nonce2, p)},
+	} {
+		if tc.ok {
+			t.Errorf("%s: a proof verified; want refused", tc.name)
+		}
+	}
+}
+
+func TestCode(t *testing.T) {
+	c := CodeFor(goldenTeam)
+	s := c.Encode()
+	if !strings.HasPrefix(s, "fmr1") || strings.ToLower(s) != s {
+		t.Fatalf("code %q: want lower case with prefix fmr1", s)
+	}
+	for _, in := range []string{s, strings.ToUpper(s), "  " + s + "\n"} {
+		got, err := ParseCode(in)
+		if err != nil {
+			t.Fatalf("ParseCode(%q): %v", in, err)
+		}
+		if got.Topic != c.Topic || !got.Key.Equal(c.Key) {
+			t.Errorf("ParseCode(%q) = %v; want %v", in, got, c)
+		}
+	}
+	flip := []byte(s)
+	flip[10] = map[bool]byte{true: 'b', false: 'a'}[flip[10] == 'a']
+	bad := []struct{ name, in, want string }{
+		{"empty", "", "does not start"},
+		{"invite code", "fm1abc", "does not start"},
+		{"typo", string(flip), "checksum"},
+		{"short", s[:len(s)-8], "bytes"},
+		{"not base32", "fmr1!!!!", "base32"},
+		{"long", "fmr1" + strings.Repeat("a", maxCodeLen), "longer"},
+	}
+	for _, tc := range bad {
+		_, err := ParseCode(tc.in)
+		if !errors.Is(err, ErrCodeMalformed) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: ParseCode: %v; want ErrCodeMalformed mentioning %q", tc.name, err, tc.want)
+		}
+	}
+	// Another version with a valid checksum.
+	b, _ := codeEncoding.DecodeString(strings.ToUpper(s[4:]))
+	b[0] = 2
+	sum := sha256.Sum256(b[:codeBytes-4])
+	copy(b[codeBytes-4:], sum[:4])
+	if _, err := ParseCode("fmr1" + codeEncoding.EncodeToString(b)); err == nil || !strings.Contains(err.Error(), "version") {
+		t.Errorf("version 2 code: %v; want an unknown version error", err)
+	}
+}
+
+func FuzzParseCode(f *testing.F) {
+	f.Add(CodeFor(goldenTeam).Encode())
+	f.Add("fmr1")
+	f.Add("FMR1AAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCode(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseCode(c.Encode())
+		if err != nil || again.Topic != c.Topic || !again.Key.Equal(c.Key) {
+			t.Fatalf("a parsed code does not round-trip: %v", err)
+		}
+	})
+}

@@ -1,0 +1,50 @@
+// Package relay is the clinic relay (issue #5): an always-on node that stores and forwards the sealed
+// envelopes of the team topics it was asked to carry, bridges devices that never meet, and cannot open
+// anything it holds.
+//
+// What it does, for enrolled devices only:
+//
+//   - Store and forward. It keeps the envelopes of every carried topic in its own encrypted store
+//     (store.go), takes part in reconciliation with the node's own protocol (/fieldmesh/sync/2.0.0:
+//     the first frame names the topic, then sync/recon frames), answering from its store and also
+//     starting sessions (after an enrolment the device did not follow with a session, and every
+//     SyncInterval), and subscribes to the carried GossipSub topics with the node's gossip options, so
+//     live messages flow through it and are stored. It checks what it can without a key: the envelope
+//     header parses (envelope.Unmarshal, which also enforces the size limit) and its topic is the
+//     session's or the gossip topic's. It keeps envelopes for the retention period (by their timestamp)
+//     within a byte quota, dropping the oldest first; when the quota bites it logs one line saying so
+//     and raises its horizon (the earliest time it keeps) past what it dropped, so those envelopes are
+//     not taken back from the next device that still has them. Enrolment answers carry the horizon so a
+//     device need not offer older envelopes.
+//   - Circuit relay v2 (go-libp2p's circuitv2 relay service) with clinic limits (an hour and 64 MiB per
+//     relayed connection, 256 reservations per IP address) and an ACL: reservations for enrolled devices,
+//     relayed connections between devices enrolled for a common topic. Devices enable hole punching, so
+//     two devices that both reach the relay can reach each other.
+//   - A directory (/fieldmesh/relay/directory/1.0.0): a device registers its circuit addresses per topic
+//     and learns the other devices of the topic connected now.
+//
+// Enrolment. A team admin runs `fieldmesh team relay-code TEAM`: a code (Code) with the team's topic and
+// relay key, derived one-way from the team id (TeamKey: HKDF-SHA256, info "fieldmesh/v1/relay-key"), so
+// the relay never learns the team id. The relay's operator runs `fieldmesh relay admit CODE`. A device
+// enrols per connection with a challenge-response (/fieldmesh/relay/enrol/1.0.0): the relay sends a
+// fresh 32-byte nonce, the device answers, per topic, HMAC-SHA256(relay key, "fieldmesh/v1/relay-enrol" |
+// relay peer id | device peer id | nonce) (Key.Proof). The relay admits the device for the topics whose
+// proofs match, for as long as the connection lasts, remembers (durably) that it did, and answers every
+// topic; a refusal carries a reason in words, which both ends log with short ids only. Reconciliation,
+// gossip (a pubsub peer filter and the topic validator), the directory and circuit reservations are
+// refused to a device that has not enrolled for the topic on its current connection.
+//
+// What a relay learns: topics (one-way hashes of team ids), the relay keys (which prove enrolment and
+// nothing else), envelope headers (topic, epoch, op id, time) and sizes, and which devices (peer ids)
+// enrol for which topics and when. Anyone who knows a team id — every member, including removed ones —
+// can derive the relay key and enrol; a relay code is a bearer secret like the team id itself. An
+// enrolled device can push envelopes that parse but do not open; devices refuse them, the relay cannot
+// tell.
+//
+// At rest: Badger's AES-256 encryption under 32 random bytes in DIR/relay.key (hex, mode 0600, created on
+// first start; a key file readable by others is refused). No passphrase: a clinic box restarts
+// unattended. Whoever can read the key file can read the database — which holds sealed envelopes, the
+// relay keys, the relay's libp2p identity and the enrolment records, and nothing that opens an envelope.
+//
+// Concurrency: a Relay's methods are safe for concurrent use; its goroutines end before Close returns.
+package relay

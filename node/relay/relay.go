@@ -1,0 +1,803 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	lnoise "github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+)
+
+// Protocol ids the relay speaks.
+const (
+	// SyncProtocol is the node's /fieldmesh/sync/2.0.0 (node.SyncProtocolV2): range-based reconciliation.
+	SyncProtocol = "/fieldmesh/sync/2.0.0"
+	// EnrolProtocol proves a device holds a topic's relay key (see wire.go).
+	EnrolProtocol = "/fieldmesh/relay/enrol/1.0.0"
+	// DirectoryProtocol registers a device's addresses and lists the other devices of a topic.
+	DirectoryProtocol = "/fieldmesh/relay/directory/1.0.0"
+)
+
+// Defaults.
+const (
+	DefaultRetention    = 30 * 24 * time.Hour
+	DefaultQuota        = 1 << 30
+	DefaultSyncInterval = 2 * time.Minute
+	// KeyFileName is the key file in the data directory: the database's encryption key, 64 hex characters.
+	KeyFileName = "relay.key"
+)
+
+// DefaultListenAddrs are where a relay listens unless told otherwise: a fixed port, so devices can be
+// configured with a stable address.
+var DefaultListenAddrs = []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"}
+
+// Config configures a Relay. Only Dir is required.
+type Config struct {
+	// Dir is the relay's data directory: the key file relay.key and the database relay-db/. Created
+	// (mode 0700) if missing.
+	Dir string
+	// ListenAddrs are multiaddrs to listen on. Default DefaultListenAddrs.
+	ListenAddrs []string
+	// Retention is how long envelopes are kept, counted from their timestamp. Default 30 days.
+	Retention time.Duration
+	// Quota is the most bytes of envelopes kept, each counted with EntryOverhead; the oldest go first
+	// when it is reached. Default 1 GiB. The database's files are larger (compaction lags behind).
+	Quota int64
+	// SyncInterval is how often the relay reconciles every topic with each enrolled device. Default 2 minutes.
+	SyncInterval time.Duration
+	// Logger receives the relay's logs (short peer ids and short topics only). Nil discards them.
+	Logger *slog.Logger
+	// Now is the wall clock. Nil is time.Now.
+	Now func() time.Time
+}
+
+// Relay is a running clinic relay: a libp2p host that stores and forwards the sealed envelopes of the
+// topics it carries (reconciliation and gossip), offers circuit relay v2 reservations, and keeps a
+// directory of device addresses, all for enrolled devices only. It never holds a team key.
+//
+// All methods are safe for concurrent use. Close stops it.
+type Relay struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	st      *store
+	host    host.Host
+	ps      *pubsub.PubSub
+	circuit *circuit.Relay
+	reg     *prometheus.Registry
+	m       *metrics
+	ingest  chan ingestItem
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex // guards the fields below; never held while calling into pubsub or the network
+	closed   bool
+	carried  map[envelope.Topic]*carriedTopic
+	byName   map[string]envelope.Topic
+	enrolled map[peer.ID]map[envelope.Topic]time.Time // on current connections: when
+	dir      map[envelope.Topic]map[peer.ID][]ma.Multiaddr
+	slots    map[string]*sync.Mutex // one session per peer and topic
+	lastSync map[string]time.Time   // by peer and topic: when a session last completed
+	seen     map[peer.ID]bool       // devices ever enrolled (from the store, then as they come)
+	changed  chan struct{}          // closed and replaced whenever envelopes are stored
+}
+
+type carriedTopic struct {
+	key  Key
+	ptop *pubsub.Topic
+	sub  *pubsub.Subscription
+}
+
+type ingestItem struct {
+	rec record
+}
+
+// New opens (or creates) the relay's store in cfg.Dir and starts the relay.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("relay: Config.Dir is required")
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.Quota == 0 {
+		cfg.Quota = DefaultQuota
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = DefaultSyncInterval
+	}
+	switch {
+	case cfg.Retention < 0:
+		return nil, errors.New("relay: negative retention")
+	case cfg.Quota < 0:
+		return nil, errors.New("relay: negative quota")
+	case cfg.SyncInterval < 0:
+		return nil, errors.New("relay: negative sync interval")
+	}
+	if len(cfg.ListenAddrs) == 0 {
+		cfg.ListenAddrs = DefaultListenAddrs
+	}
+	for _, s := range cfg.ListenAddrs {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return nil, fmt.Errorf("relay: listen address %q: %w", s, err)
+		}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("relay: data directory: %w", err)
+	}
+	key, err := loadKey(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(cfg.Dir, key, logger)
+	clear(key)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{
+		cfg: cfg, log: logger, now: now, st: st,
+		reg:      prometheus.NewRegistry(),
+		ingest:   make(chan ingestItem, 256),
+		carried:  make(map[envelope.Topic]*carriedTopic),
+		byName:   make(map[string]envelope.Topic),
+		enrolled: make(map[peer.ID]map[envelope.Topic]time.Time),
+		dir:      make(map[envelope.Topic]map[peer.ID][]ma.Multiaddr),
+		slots:    make(map[string]*sync.Mutex),
+		lastSync: make(map[string]time.Time),
+		seen:     make(map[peer.ID]bool),
+		changed:  make(chan struct{}),
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if err := r.start(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// loadKey reads DIR/relay.key, or creates it (32 random bytes, hex, mode 0600) for a new relay.
+func loadKey(dir string) ([]byte, error) {
+	path := filepath.Join(dir, KeyFileName)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(filepath.Join(dir, dbDirName)); serr == nil {
+			return nil, fmt.Errorf("relay: %s is missing but %s exists: the database cannot be opened without its key", path, filepath.Join(dir, dbDirName))
+		}
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if err := writeKeyFile(path, key); err != nil {
+			return nil, err
+		}
+		return key, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay: read key file: %w", err)
+	}
+	if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("relay: %s is readable by other users (mode %v): chmod 600 it", path, info.Mode().Perm())
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	clear(b)
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("relay: %s is not a relay key (64 hex characters)", path)
+	}
+	return key, nil
+}
+
+func writeKeyFile(path string, key []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("relay: create key file: %w", err)
+	}
+	_, err = f.WriteString(hex.EncodeToString(key) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("relay: write key file: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// identity loads the relay's libp2p key from the store, or makes one.
+func (r *Relay) identity() (lcrypto.PrivKey, error) {
+	b, err := r.st.meta("identity")
+	if err == nil {
+		k, err := lcrypto.UnmarshalPrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("relay: stored identity: %w", err)
+		}
+		return k, nil
+	}
+	k, _, err := lcrypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	b, err = lcrypto.MarshalPrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.st.putMeta("identity", b); err != nil {
+		return nil, fmt.Errorf("relay: store identity: %w", err)
+	}
+	return k, nil
+}
+
+// Clinic limits for relayed connections: go-libp2p's defaults (2 minutes, 128 KiB each way, 8
+// reservations per IP) suit a public relay that only helps peers hole-punch. A clinic relay carries whole
+// reconciliation sessions between devices that may never get a direct connection, and a clinic's
+// devices often share one public address.
+func clinicResources() circuit.Resources {
+	res := circuit.DefaultResources()
+	res.Limit = &circuit.RelayLimit{Duration: time.Hour, Data: 64 << 20}
+	res.ReservationTTL = time.Hour
+	res.MaxReservations = 512
+	res.MaxCircuits = 32
+	res.BufferSize = 16 << 10
+	res.MaxReservationsPerIP = 256
+	res.MaxReservationsPerASN = 512
+	return res
+}
+
+func (r *Relay) start() error {
+	priv, err := r.identity()
+	if err != nil {
+		return err
+	}
+	cm, err := connmgr.NewConnManager(256, 512, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return fmt.Errorf("relay: connection manager: %w", err)
+	}
+	security := []libp2p.Option{
+		libp2p.Security(lnoise.ID, lnoise.New),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+	}
+	listen := r.cfg.ListenAddrs
+	if envelope.NoSeal {
+		// The test-only fieldmesh_noseal build (the chaos run's control): plaintext TCP, as the node's.
+		security = []libp2p.Option{libp2p.NoSecurity, libp2p.Transport(tcp.NewTCPTransport)}
+		listen = slices.DeleteFunc(slices.Clone(listen), func(a string) bool { return strings.Contains(a, "/quic") })
+	}
+	r.host, err = libp2p.New(append([]libp2p.Option{
+		libp2p.Identity(priv),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ConnectionManager(cm),
+		libp2p.DefaultResourceManager,
+		libp2p.PrometheusRegisterer(r.reg),
+	}, security...)...)
+	if err != nil {
+		return fmt.Errorf("relay: start libp2p host: %w", err)
+	}
+	r.m = newMetrics(r.reg, r)
+	r.circuit, err = circuit.New(r.host,
+		circuit.WithResources(clinicResources()),
+		circuit.WithACL(acl{r}),
+		circuit.WithMetricsTracer(circuit.NewMetricsTracer(circuit.WithRegisterer(r.reg))),
+	)
+	if err != nil {
+		return fmt.Errorf("relay: start circuit relay service: %w", err)
+	}
+	// The node's gossip options (node.start), plus a peer filter: only enrolled devices are in a topic's mesh.
+	gp := pubsub.DefaultGossipSubParams()
+	gp.D, gp.Dlo, gp.Dhi, gp.Dscore, gp.Dout, gp.Dlazy = 4, 3, 6, 2, 1, 4
+	r.ps, err = pubsub.NewGossipSub(r.ctx, r.host,
+		pubsub.WithGossipSubParams(gp),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(msgID),
+		pubsub.WithMaxMessageSize(envelope.MaxSize+4096),
+		pubsub.WithPeerOutboundQueueSize(64),
+		pubsub.WithPeerFilter(r.peerFilter),
+	)
+	if err != nil {
+		return fmt.Errorf("relay: start gossipsub: %w", err)
+	}
+	devs, err := r.st.devices()
+	if err != nil {
+		return err
+	}
+	for _, ps := range devs {
+		for _, p := range ps {
+			r.seen[p] = true
+		}
+	}
+	topics, err := r.st.carried()
+	if err != nil {
+		return err
+	}
+	for t, k := range topics {
+		if err := r.carry(t, k); err != nil {
+			return err
+		}
+	}
+	r.host.SetStreamHandler(SyncProtocol, r.handleSync)
+	r.host.SetStreamHandler(EnrolProtocol, r.handleEnrol)
+	r.host.SetStreamHandler(DirectoryProtocol, r.handleDirectory)
+	r.host.Network().Notify(&network.NotifyBundle{
+		DisconnectedF: func(_ network.Network, c network.Conn) {
+			p := c.RemotePeer()
+			r.goRun(func() {
+				if r.host.Network().Connectedness(p) != network.Connected {
+					r.forget(p)
+				}
+			})
+		},
+	})
+	r.goRun(r.ingestLoop)
+	r.goRun(r.maintainLoop)
+	return nil
+}
+
+// msgID names gossip messages by the hash of their content, as the node does.
+func msgID(m *pb.Message) string {
+	h := sha256.Sum256(m.Data)
+	return string(h[:20])
+}
+
+// topicName is the node's gossip topic name of a topic.
+func topicName(t envelope.Topic) string { return "/fieldmesh/t/" + hex.EncodeToString(t[:]) }
+
+// goRun runs f on a goroutine that Close waits for; after Close it does nothing.
+func (r *Relay) goRun(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the relay, waits for its goroutines and closes its store. Idempotent.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	var cts []*carriedTopic
+	for _, ct := range r.carried {
+		cts = append(cts, ct)
+	}
+	r.mu.Unlock()
+	r.cancel()
+	for _, ct := range cts {
+		ct.sub.Cancel()
+		ct.ptop.Close()
+	}
+	var errs []error
+	if r.circuit != nil {
+		errs = append(errs, r.circuit.Close())
+	}
+	if r.host != nil {
+		errs = append(errs, r.host.Close())
+	}
+	r.wg.Wait()
+	errs = append(errs, r.st.close())
+	return errors.Join(errs...)
+}
+
+// Host returns the relay's libp2p host.
+func (r *Relay) Host() host.Host { return r.host }
+
+// Admit makes the relay carry the code's topic: it stores the topic and its relay key (durably), joins
+// the topic's gossip and accepts enrolments for it. Admitting a topic again is a no-op (added false);
+// admitting it with a different key replaces the key.
+func (r *Relay) Admit(c Code) (added bool, err error) {
+	added, err = r.st.addTopic(c.Topic, c.Key, r.now().Unix())
+	if err != nil {
+		return false, fmt.Errorf("relay: admit: %w", err)
+	}
+	r.mu.Lock()
+	ct := r.carried[c.Topic]
+	if ct != nil {
+		ct.key = c.Key
+	}
+	r.mu.Unlock()
+	if ct == nil {
+		if err := r.carry(c.Topic, c.Key); err != nil {
+			return false, err
+		}
+		added = true
+	}
+	if added {
+		r.log.Info("relay carries a new topic", "topic", c.Topic)
+	}
+	return added, nil
+}
+
+// carry joins a topic's gossip with a structural validator and starts storing what arrives.
+func (r *Relay) carry(t envelope.Topic, k Key) error {
+	name := topicName(t)
+	if err := r.ps.RegisterTopicValidator(name, r.validator(t)); err != nil {
+		return fmt.Errorf("relay: topic validator: %w", err)
+	}
+	ptop, err := r.ps.Join(name)
+	if err != nil {
+		return fmt.Errorf("relay: join topic: %w", err)
+	}
+	sub, err := ptop.Subscribe()
+	if err != nil {
+		ptop.Close()
+		return fmt.Errorf("relay: subscribe: %w", err)
+	}
+	ct := &carriedTopic{key: k, ptop: ptop, sub: sub}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		sub.Cancel()
+		ptop.Close()
+		return errors.New("relay: closed")
+	}
+	r.carried[t] = ct
+	r.byName[name] = t
+	r.mu.Unlock()
+	r.goRun(func() { r.readLoop(ct) })
+	return nil
+}
+
+// enrolledFor reports whether p proved, on its current connection, that it holds t's relay key.
+func (r *Relay) enrolledFor(p peer.ID, t envelope.Topic) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.enrolled[p][t]
+	return ok
+}
+
+// peerFilter keeps devices that are not enrolled for a topic out of its gossip mesh (no GRAFT accepted,
+// no IHAVE/IWANT answered, never chosen as a mesh peer), so the relay forwards a topic to its enrolled
+// devices only. It runs on pubsub's event loop: it only reads the enrolment map.
+func (r *Relay) peerFilter(p peer.ID, name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.byName[name]
+	if !ok {
+		return false
+	}
+	_, ok = r.enrolled[p][t]
+	return ok
+}
+
+// validator accepts what the relay can check without a key: the sender is enrolled for the topic, the
+// envelope's header parses, its topic is the gossip topic's, and it is within the size limit.
+func (r *Relay) validator(t envelope.Topic) pubsub.ValidatorEx {
+	return func(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+		if !r.enrolledFor(from, t) {
+			r.m.refused.WithLabelValues("not_enrolled").Inc()
+			return pubsub.ValidationIgnore
+		}
+		e, err := envelope.Unmarshal(m.Data)
+		if err != nil {
+			r.m.refused.WithLabelValues("malformed").Inc()
+			r.log.Debug("gossip: rejected malformed envelope", "peer", from.ShortString(), "err", err)
+			return pubsub.ValidationReject
+		}
+		if e.Topic != t {
+			r.m.refused.WithLabelValues("wrong_topic").Inc()
+			return pubsub.ValidationReject
+		}
+		m.ValidatorData = record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: m.Data}
+		return pubsub.ValidationAccept
+	}
+}
+
+func (r *Relay) readLoop(ct *carriedTopic) {
+	for {
+		m, err := ct.sub.Next(r.ctx)
+		if err != nil {
+			return
+		}
+		rec, ok := m.ValidatorData.(record)
+		if !ok {
+			continue
+		}
+		select {
+		case r.ingest <- ingestItem{rec: rec}:
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// ingestLoop stores gossip arrivals, batching whatever has queued up into one write.
+func (r *Relay) ingestLoop() {
+	for {
+		var batch []record
+		select {
+		case it := <-r.ingest:
+			batch = append(batch, it.rec)
+		case <-r.ctx.Done():
+			return
+		}
+	drain:
+		for len(batch) < 512 {
+			select {
+			case it := <-r.ingest:
+				batch = append(batch, it.rec)
+			default:
+				break drain
+			}
+		}
+		if _, err := r.store(batch, "gossip"); err != nil && r.ctx.Err() == nil {
+			r.log.Error("storing gossiped envelopes failed", "err", err)
+		}
+	}
+}
+
+// horizon is the earliest envelope time the relay keeps: the retention period back from now, or the
+// quota floor if that is later.
+func (r *Relay) horizon() uint64 {
+	ms := r.now().Add(-r.cfg.Retention).UnixMilli()
+	h := uint64(max(ms, 0)) << 16
+	return max(h, r.st.quotaFloor())
+}
+
+// store stores checked envelopes durably and enforces the quota.
+func (r *Relay) store(recs []record, via string) (int, error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	added, err := r.st.put(recs, r.horizon())
+	r.m.stored.WithLabelValues(via).Add(float64(len(added)))
+	if r.log.Enabled(context.Background(), slog.LevelDebug) {
+		for _, rec := range added {
+			r.log.Debug("relay stored envelope", "topic", rec.Topic, "id", hex.EncodeToString(rec.ID[:4]), "via", via)
+		}
+	}
+	if err == nil {
+		err = r.enforceQuota()
+	}
+	if len(added) > 0 {
+		r.mu.Lock()
+		close(r.changed)
+		r.changed = make(chan struct{})
+		r.mu.Unlock()
+	}
+	return len(added), err
+}
+
+// storedSignal returns a channel that is closed the next time envelopes are stored.
+func (r *Relay) storedSignal() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+// enforceQuota drops the oldest envelopes until the stored bytes fit the quota, and raises the quota
+// floor past them so they are not taken again.
+func (r *Relay) enforceQuota() error {
+	if _, bytes, _ := r.st.totals(); bytes <= r.cfg.Quota {
+		return nil
+	}
+	d, err := r.st.evict(func(_ uint64, bytes int64) bool { return bytes <= r.cfg.Quota })
+	if d.n > 0 {
+		r.m.dropped.WithLabelValues("quota").Add(float64(d.n))
+		if ferr := r.st.setFloor(d.newest + 1); ferr != nil && err == nil {
+			err = ferr
+		}
+		r.log.Warn("relay disk quota reached: dropped the oldest envelopes",
+			"dropped", d.n, "dropped_bytes", d.bytes, "quota", r.cfg.Quota,
+			"now_keeping_from", time.UnixMilli(int64((d.newest+1)>>16)).UTC().Format(time.RFC3339))
+	}
+	return err
+}
+
+// expire drops envelopes older than the retention period.
+func (r *Relay) expire() error {
+	cut := r.horizon()
+	d, err := r.st.evict(func(t uint64, _ int64) bool { return t >= cut })
+	if d.n > 0 {
+		r.m.dropped.WithLabelValues("retention").Add(float64(d.n))
+		r.log.Info("retention: dropped envelopes older than the retention period",
+			"dropped", d.n, "dropped_bytes", d.bytes, "retention", r.cfg.Retention.String())
+	}
+	return err
+}
+
+// maintainLoop expires old envelopes and reconciles periodically with every enrolled device.
+func (r *Relay) maintainLoop() {
+	sweepEvery := min(max(r.cfg.Retention/24, time.Minute), time.Hour)
+	sweep := time.NewTicker(sweepEvery)
+	defer sweep.Stop()
+	resync := time.NewTicker(r.cfg.SyncInterval)
+	defer resync.Stop()
+	if err := r.expire(); err != nil {
+		r.log.Error("retention sweep failed", "err", err)
+	}
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-sweep.C:
+			if err := r.expire(); err != nil && r.ctx.Err() == nil {
+				r.log.Error("retention sweep failed", "err", err)
+			}
+		case <-resync.C:
+			// Devices reconcile with the relay on their own schedule too: skip the pairs that did recently.
+			recent := time.Now().Add(-r.cfg.SyncInterval / 2)
+			for p, ts := range r.enrolments() {
+				for _, t := range ts {
+					r.mu.Lock()
+					last := r.lastSync[syncKey(p, t)]
+					r.mu.Unlock()
+					if last.Before(recent) {
+						r.goRun(func() { r.syncWith(p, t) })
+					}
+				}
+			}
+		}
+	}
+}
+
+// enrolments returns a copy of the current enrolments.
+func (r *Relay) enrolments() map[peer.ID][]envelope.Topic {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[peer.ID][]envelope.Topic, len(r.enrolled))
+	for p, ts := range r.enrolled {
+		for t := range ts {
+			out[p] = append(out[p], t)
+		}
+	}
+	return out
+}
+
+// forget drops the enrolments and directory entries of a peer that is no longer connected.
+func (r *Relay) forget(p peer.ID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.enrolled, p)
+	for _, ps := range r.dir {
+		delete(ps, p)
+	}
+	for k := range r.lastSync {
+		if strings.HasPrefix(k, string(p)) {
+			delete(r.lastSync, k)
+			delete(r.slots, k)
+		}
+	}
+}
+
+// acl admits circuit relay reservations and relayed connections of enrolled devices only.
+type acl struct{ r *Relay }
+
+// AllowReserve allows a reservation by a device enrolled for at least one topic.
+func (a acl) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
+	a.r.mu.Lock()
+	defer a.r.mu.Unlock()
+	ok := len(a.r.enrolled[p]) > 0
+	if !ok {
+		a.r.log.Info("circuit reservation refused: device not enrolled", "peer", p.ShortString())
+	}
+	return ok
+}
+
+// AllowConnect allows a relayed connection between two devices enrolled for a common topic.
+func (a acl) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
+	a.r.mu.Lock()
+	defer a.r.mu.Unlock()
+	for t := range a.r.enrolled[src] {
+		if _, ok := a.r.enrolled[dest][t]; ok {
+			return true
+		}
+	}
+	a.r.log.Info("relayed connection refused: the devices share no enrolled topic", "from", src.ShortString(), "to", dest.ShortString())
+	return false
+}
+
+// Status describes a running relay.
+type Status struct {
+	PeerID    string        `json:"peer_id"`
+	Addrs     []string      `json:"addrs"`
+	Topics    []TopicStatus `json:"topics"`
+	Envelopes int64         `json:"envelopes"`
+	// Bytes is what the quota counts: envelope bytes plus EntryOverhead each.
+	Bytes     int64  `json:"bytes"`
+	Quota     int64  `json:"quota"`
+	Retention string `json:"retention"`
+	// DiskBytes is the size of the database's files.
+	DiskBytes int64 `json:"disk_bytes"`
+	// PeersConnected counts connected peers, enrolled or not; Enrolled the devices enrolled on their
+	// current connection; PeersSeen the devices ever enrolled.
+	PeersConnected int `json:"peers_connected"`
+	Enrolled       int `json:"enrolled"`
+	PeersSeen      int `json:"peers_seen"`
+}
+
+// TopicStatus describes one carried topic. Topic is its short form (8 hex characters).
+type TopicStatus struct {
+	Topic     string `json:"topic"`
+	Envelopes int64  `json:"envelopes"`
+	Bytes     int64  `json:"bytes"`
+	Devices   int    `json:"devices"`   // ever enrolled
+	Connected int    `json:"connected"` // enrolled now
+}
+
+// Status returns the relay's status.
+func (r *Relay) Status() Status {
+	count, bytes, per := r.st.totals()
+	devs, err := r.st.devices()
+	if err != nil {
+		r.log.Warn("reading enrolled devices failed", "err", err)
+	}
+	s := Status{
+		PeerID: r.host.ID().String(), Addrs: []string{}, Topics: []TopicStatus{},
+		Envelopes: count, Bytes: bytes, Quota: r.cfg.Quota, Retention: r.cfg.Retention.String(),
+		DiskBytes: r.st.diskUsage(), PeersConnected: len(r.host.Network().Peers()),
+	}
+	for _, a := range r.host.Addrs() {
+		s.Addrs = append(s.Addrs, a.String())
+	}
+	r.mu.Lock()
+	s.Enrolled = len(r.enrolled)
+	s.PeersSeen = len(r.seen)
+	for t := range r.carried {
+		ts := TopicStatus{Topic: t.Short(), Envelopes: per[t].n, Bytes: per[t].bytes, Devices: len(devs[t])}
+		for _, et := range r.enrolled {
+			if _, ok := et[t]; ok {
+				ts.Connected++
+			}
+		}
+		s.Topics = append(s.Topics, ts)
+	}
+	r.mu.Unlock()
+	sort.Slice(s.Topics, func(i, j int) bool { return s.Topics[i].Topic < s.Topics[j].Topic })
+	return s
+}

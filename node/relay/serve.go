@@ -1,0 +1,355 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/framing"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
+)
+
+const (
+	// streamTimeout bounds an enrolment or directory exchange.
+	streamTimeout = 30 * time.Second
+	// syncTimeout bounds one reconciliation session, as the node's does.
+	syncTimeout = 2 * time.Minute
+	// reconFrameMax is the largest frame the relay sends, as the node's.
+	reconFrameMax = 64 << 10
+	// followerDelay is how long the relay waits after an enrolment before it starts a session the device
+	// should have started itself.
+	followerDelay = 3 * time.Second
+)
+
+// handleEnrol runs the challenge-response of EnrolProtocol: the relay sends a fresh nonce; the device
+// answers with a proof per topic; the relay admits the device, for this connection, to each topic whose
+// proof matches the topic's relay key, and answers every topic. A refusal is sent back with a reason and
+// logged (short ids only).
+func (r *Relay) handleEnrol(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(streamTimeout))
+	p := s.Conn().RemotePeer()
+	var nonce [NonceSize]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		s.Reset()
+		return
+	}
+	if err := framing.Write(s, marshalChallenge(nonce)); err != nil {
+		s.Reset()
+		return
+	}
+	br := bufio.NewReader(s)
+	b, err := framing.Read(br, maxWireFrame)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	proofs, err := parseEnrolRequest(b)
+	if err != nil {
+		r.log.Info("enrolment refused: malformed request", "peer", p.ShortString(), "err", err)
+		s.Reset()
+		return
+	}
+	me := r.host.ID()
+	h := r.horizon()
+	now := r.now()
+	results := make([]EnrolResult, len(proofs))
+	var admitted []envelope.Topic
+	r.mu.Lock()
+	for i, pr := range proofs {
+		res := EnrolResult{Topic: pr.Topic}
+		ct := r.carried[pr.Topic]
+		switch {
+		case ct == nil:
+			res.Status = StatusNotCarried
+			res.Message = fmt.Sprintf("this relay does not carry topic %s: its operator must first run `fieldmesh relay admit CODE` with the team's relay code", pr.Topic.Short())
+		case !ct.key.Verify(me, p, nonce, pr.Proof):
+			res.Status = StatusBadProof
+			res.Message = fmt.Sprintf("enrolment proof for topic %s does not match: this device does not hold the team's relay key", pr.Topic.Short())
+		default:
+			res.Horizon = h
+			if r.enrolled[p] == nil {
+				r.enrolled[p] = make(map[envelope.Topic]time.Time)
+			}
+			r.enrolled[p][pr.Topic] = now
+			r.seen[p] = true
+			admitted = append(admitted, pr.Topic)
+		}
+		results[i] = res
+	}
+	r.mu.Unlock()
+	// Remembered and logged before the device hears the answer.
+	for _, res := range results {
+		switch res.Status {
+		case StatusOK:
+			r.m.enrolments.WithLabelValues("enrolled").Inc()
+			if err := r.st.putDevice(res.Topic, p, now.Unix()); err != nil {
+				r.log.Warn("remembering an enrolled device failed", "peer", p.ShortString(), "err", err)
+			}
+			r.log.Info("device enrolled", "peer", p.ShortString(), "topic", res.Topic)
+		case StatusNotCarried:
+			r.m.enrolments.WithLabelValues("not_carried").Inc()
+			r.log.Warn("enrolment refused", "peer", p.ShortString(), "topic", res.Topic, "reason", "topic not carried")
+		default:
+			r.m.enrolments.WithLabelValues("bad_proof").Inc()
+			r.log.Warn("enrolment refused", "peer", p.ShortString(), "topic", res.Topic, "reason", "proof does not match")
+		}
+	}
+	if err := framing.Write(s, marshalEnrolAnswer(results)); err != nil {
+		return
+	}
+	if err := s.CloseWrite(); err != nil {
+		return
+	}
+	// The device starts a session after enrolling; if it does not, the relay does.
+	for _, t := range admitted {
+		r.goRun(func() { r.followUp(p, t, now) })
+	}
+}
+
+// followUp reconciles t with p unless a session between them completed since the enrolment at since.
+func (r *Relay) followUp(p peer.ID, t envelope.Topic, since time.Time) {
+	timer := time.NewTimer(followerDelay)
+	defer timer.Stop()
+	select {
+	case <-r.ctx.Done():
+		return
+	case <-timer.C:
+	}
+	r.mu.Lock()
+	last := r.lastSync[syncKey(p, t)]
+	r.mu.Unlock()
+	if last.After(since) {
+		return
+	}
+	r.syncWith(p, t)
+}
+
+// handleDirectory records a device's addresses for a topic it is enrolled for and answers with the other
+// devices of that topic that are connected and enrolled now.
+func (r *Relay) handleDirectory(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(streamTimeout))
+	p := s.Conn().RemotePeer()
+	b, err := framing.Read(bufio.NewReader(s), maxWireFrame)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	topic, addrs, err := parseRegister(b)
+	if err != nil {
+		r.log.Info("directory: malformed request", "peer", p.ShortString(), "err", err)
+		s.Reset()
+		return
+	}
+	var peers []peer.AddrInfo
+	r.mu.Lock()
+	_, ok := r.enrolled[p][topic]
+	if ok {
+		if r.dir[topic] == nil {
+			r.dir[topic] = make(map[peer.ID][]ma.Multiaddr)
+		}
+		r.dir[topic][p] = addrs
+		for q, qa := range r.dir[topic] {
+			if _, enrolled := r.enrolled[q][topic]; q != p && enrolled && len(peers) < MaxDirectoryPeers {
+				peers = append(peers, peer.AddrInfo{ID: q, Addrs: qa})
+			}
+		}
+	}
+	r.mu.Unlock()
+	var answer []byte
+	if ok {
+		answer = marshalPeers(StatusOK, "", peers)
+	} else {
+		msg := fmt.Sprintf("not enrolled for topic %s on this connection: enrol first", topic.Short())
+		answer = marshalPeers(StatusNotEnroled, msg, nil)
+		r.log.Info("directory refused: device not enrolled", "peer", p.ShortString(), "topic", topic)
+	}
+	if err := framing.Write(s, answer); err == nil {
+		_ = s.CloseWrite()
+	}
+}
+
+func syncKey(p peer.ID, t envelope.Topic) string { return string(p) + string(t[:]) }
+
+// slot returns the mutex that serialises the sessions of p and t.
+func (r *Relay) slot(p peer.ID, t envelope.Topic) *sync.Mutex {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := syncKey(p, t)
+	m := r.slots[k]
+	if m == nil {
+		m = &sync.Mutex{}
+		r.slots[k] = m
+	}
+	return m
+}
+
+func (r *Relay) syncDone(p peer.ID, t envelope.Topic) {
+	r.mu.Lock()
+	r.lastSync[syncKey(p, t)] = time.Now()
+	r.mu.Unlock()
+}
+
+// source is a topic of the relay's store, for reconciliation.
+type source struct {
+	st    *store
+	topic envelope.Topic
+}
+
+func (s source) Items() ([]recon.Item, error)         { return s.st.items(s.topic) }
+func (s source) Envelope(id [32]byte) ([]byte, error) { return s.st.envelope(s.topic, id) }
+
+// handleSync answers a reconciliation session opened by an enrolled device: the first frame names the
+// topic, then recon frames follow (the node's sync/2.0.0, served from the relay's store).
+func (r *Relay) handleSync(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(syncTimeout))
+	p := s.Conn().RemotePeer()
+	br := bufio.NewReader(s)
+	tb, err := framing.Read(br, 64)
+	if err != nil || len(tb) != len(envelope.Topic{}) {
+		s.Reset()
+		return
+	}
+	topic := envelope.Topic(tb)
+	if !r.carries(topic) || !r.enrolledFor(p, topic) {
+		r.m.sessions.WithLabelValues("responder", "refused").Inc()
+		// Routine while a device connects: its node starts a session when the relay joins the topic's
+		// gossip, before it has enrolled.
+		r.log.Debug("sync refused: device not enrolled for the topic", "peer", p.ShortString(), "topic", topic)
+		s.Reset()
+		return
+	}
+	sess := recon.NewResponder(source{r.st, topic}, reconFrameMax)
+	if err := r.drive(s, br, p, topic, sess, nil); err != nil {
+		r.m.sessions.WithLabelValues("responder", "error").Inc()
+		r.log.Debug("sync session failed", "peer", p.ShortString(), "topic", topic, "err", err)
+		s.Reset()
+		return
+	}
+	r.m.sessions.WithLabelValues("responder", "ok").Inc()
+	r.syncDone(p, topic)
+}
+
+func (r *Relay) carries(t envelope.Topic) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.carried[t] != nil
+}
+
+// syncWith runs one reconciliation session with p for t, unless one is running.
+func (r *Relay) syncWith(p peer.ID, t envelope.Topic) {
+	if !r.enrolledFor(p, t) {
+		return
+	}
+	m := r.slot(p, t)
+	if !m.TryLock() {
+		return
+	}
+	defer m.Unlock()
+	if err := r.syncOnce(r.ctx, p, t); err != nil && r.ctx.Err() == nil {
+		r.m.sessions.WithLabelValues("initiator", "error").Inc()
+		r.log.Debug("sync with device failed", "peer", p.ShortString(), "topic", t, "err", err)
+		return
+	}
+	r.m.sessions.WithLabelValues("initiator", "ok").Inc()
+}
+
+func (r *Relay) syncOnce(ctx context.Context, p peer.ID, t envelope.Topic) error {
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	s, err := r.host.NewStream(network.WithNoDial(ctx, "relay syncs connected devices only"), p, SyncProtocol)
+	if err != nil {
+		return fmt.Errorf("open sync stream: %w", err)
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(syncTimeout))
+	if err := framing.Write(s, t[:]); err != nil {
+		s.Reset()
+		return err
+	}
+	sess := recon.NewInitiator(source{r.st, t}, reconFrameMax)
+	first, err := sess.Start()
+	if err != nil {
+		s.Reset()
+		return err
+	}
+	if err := r.drive(s, bufio.NewReader(s), p, t, sess, [][]byte{first}); err != nil {
+		s.Reset()
+		return err
+	}
+	r.syncDone(p, t)
+	return nil
+}
+
+// errInvalid marks envelopes a device should never send: they do not parse, or are of another topic.
+var errInvalid = errors.New("invalid envelope")
+
+// drive pumps frames between the stream and the session until the session is done. Received envelopes
+// are checked (header parses, topic matches) and stored in one batch per frame.
+func (r *Relay) drive(s network.Stream, rd io.Reader, p peer.ID, t envelope.Topic, sess *recon.Session, out [][]byte) error {
+	w := bufio.NewWriter(s)
+	send := func(frames [][]byte) error {
+		for _, f := range frames {
+			if f == nil {
+				continue
+			}
+			if err := framing.Write(w, f); err != nil {
+				return err
+			}
+			r.m.syncBytes.WithLabelValues("sent").Add(float64(len(f)))
+		}
+		return w.Flush()
+	}
+	if err := send(out); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	for {
+		frame, err := framing.Read(rd, recon.MaxFrameSize)
+		if err != nil {
+			return fmt.Errorf("read frame: %w", err)
+		}
+		r.m.syncBytes.WithLabelValues("received").Add(float64(len(frame)))
+		out, recv, done, err := sess.Handle(frame)
+		if err != nil {
+			return fmt.Errorf("bad frame: %w", err)
+		}
+		if len(recv) > 0 {
+			recs := make([]record, 0, len(recv))
+			for _, raw := range recv {
+				e, err := envelope.Unmarshal(raw)
+				if err != nil {
+					r.m.refused.WithLabelValues("malformed").Inc()
+					r.log.Warn("device sent a malformed envelope: session dropped", "peer", p.ShortString(), "topic", t)
+					return fmt.Errorf("%w: %w", errInvalid, err)
+				}
+				if e.Topic != t {
+					r.m.refused.WithLabelValues("wrong_topic").Inc()
+					r.log.Warn("device sent an envelope of another topic: session dropped", "peer", p.ShortString(), "topic", t)
+					return fmt.Errorf("%w: envelope of topic %s in a session of %s", errInvalid, e.Topic.Short(), t.Short())
+				}
+				recs = append(recs, record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: raw})
+			}
+			if _, err := r.store(recs, "sync"); err != nil {
+				return err
+			}
+		}
+		if err := send(out); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		if done {
+			return s.CloseWrite()
+		}
+	}
+}

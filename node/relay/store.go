@@ -1,0 +1,568 @@
+package relay
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
+)
+
+// The relay's store: Badger with encryption at rest (AES-256 under the 32 random bytes of DIR/relay.key),
+// in DIR/relay-db. It is not a storage.Store: a relay has no passphrase and no device identity, and it
+// needs what a device store does not offer (dropping envelopes by age for retention and the quota, a
+// global time index, byte accounting).
+//
+// Keyspaces (the first byte of every key):
+//
+//	0x01 meta      0x01 | name                        -> value ("version" = 1, "identity", "floor")
+//	0x02 envelope  0x02 | topic 16 | time u64 | id 32 -> marshalled envelope
+//	0x03 by id     0x03 | id 32                       -> topic 16 | time u64 | size u32
+//	0x04 by time   0x04 | time u64 | id 32            -> topic 16 | size u32
+//	0x05 topic     0x05 | topic 16                    -> relay key 32 | admitted unix seconds u64
+//	0x06 device    0x06 | topic 16 | peer id          -> last enrolled unix seconds u64
+//
+// Integers are big-endian, so a prefix scan of 0x02|topic walks a topic in (time, id) order, which is
+// what reconciliation reads, and a scan of 0x04 walks every envelope oldest first, which is what
+// retention and the quota drop.
+const (
+	pMeta     byte = 0x01
+	pEnvelope byte = 0x02
+	pByID     byte = 0x03
+	pByTime   byte = 0x04
+	pTopic    byte = 0x05
+	pDevice   byte = 0x06
+
+	storeVersion = 1
+	dbDirName    = "relay-db"
+	// EntryOverhead is what the quota counts for one stored envelope on top of its own bytes: its three
+	// keys and index values.
+	EntryOverhead = 192
+	// evictBatch is the most envelopes dropped in one transaction.
+	evictBatch = 1000
+	// putChunk is the most envelope bytes written in one transaction.
+	putChunk = 512 << 10
+)
+
+// Badger tuning: storage's phone tuning (see storage/doc.go), which also suits a Raspberry Pi class box.
+const (
+	memTableSize     = 8 << 20
+	numMemtables     = 2
+	blockCacheSize   = 8 << 20
+	indexCacheSize   = 8 << 20
+	valueLogFileSize = 16 << 20
+	valueThreshold   = 64 << 10
+)
+
+type topicCount struct{ n, bytes int64 }
+
+// store is safe for concurrent use.
+type store struct {
+	dir string
+	db  *badger.DB
+
+	wmu sync.Mutex // serialises writes, so read-modify-write transactions never conflict
+
+	mu     sync.Mutex // guards the fields below
+	count  int64
+	bytes  int64 // envelope bytes plus EntryOverhead each
+	topics map[envelope.Topic]*topicCount
+	floor  uint64 // envelopes older than this (an HLC) were dropped for the quota
+}
+
+// record is an envelope to store.
+type record struct {
+	Topic envelope.Topic
+	Time  uint64
+	ID    [32]byte
+	Data  []byte
+}
+
+func openStore(dir string, key []byte, logger *slog.Logger) (*store, error) {
+	path := filepath.Join(dir, dbDirName)
+	opts := badger.DefaultOptions(path).
+		WithSyncWrites(true).
+		WithEncryptionKey(key).
+		WithIndexCacheSize(indexCacheSize).
+		WithBlockCacheSize(blockCacheSize).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(numMemtables).
+		WithValueLogFileSize(valueLogFileSize).
+		WithValueThreshold(valueThreshold).
+		WithNumCompactors(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(6).
+		WithNumGoroutines(2).
+		WithCompression(options.None).
+		WithMetricsEnabled(false).
+		WithLogger(badgerLogger{logger})
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "Encryption key mismatch") {
+			return nil, fmt.Errorf("relay: the key file does not open the relay's database in %s", path)
+		}
+		return nil, fmt.Errorf("relay: open database: %w", err)
+	}
+	s := &store{dir: path, db: db, topics: make(map[envelope.Topic]*topicCount)}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *store) init() error {
+	v, err := s.meta("version")
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		if err := s.putMeta("version", []byte{storeVersion}); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case len(v) != 1 || v[0] != storeVersion:
+		return fmt.Errorf("relay: unsupported database version %x", v)
+	}
+	if f, err := s.meta("floor"); err == nil && len(f) == 8 {
+		s.floor = binary.BigEndian.Uint64(f)
+	}
+	return s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = []byte{pByID}
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 16+8+4 {
+				return fmt.Errorf("relay: corrupt index entry %x", it.Item().Key())
+			}
+			s.count1(envelope.Topic(v[:16]), int64(binary.BigEndian.Uint32(v[24:])), 1)
+		}
+		return nil
+	})
+}
+
+// count1 adds (sign > 0) or removes one envelope of size n to the counters; the caller holds no lock.
+func (s *store) count1(t envelope.Topic, n int64, sign int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.topics[t]
+	if c == nil {
+		c = &topicCount{}
+		s.topics[t] = c
+	}
+	c.n += sign
+	c.bytes += sign * n
+	s.count += sign
+	s.bytes += sign * (n + EntryOverhead)
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+func (s *store) meta(name string) ([]byte, error) {
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(append([]byte{pMeta}, name...))
+		if err != nil {
+			return err
+		}
+		v, err = it.ValueCopy(nil)
+		return err
+	})
+	return v, err
+}
+
+func (s *store) putMeta(name string, v []byte) error {
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(append([]byte{pMeta}, name...), v) })
+}
+
+func envKey(t envelope.Topic, time uint64, id [32]byte) []byte {
+	b := make([]byte, 0, 1+16+8+32)
+	b = append(b, pEnvelope)
+	b = append(b, t[:]...)
+	b = binary.BigEndian.AppendUint64(b, time)
+	return append(b, id[:]...)
+}
+
+func idKey(id [32]byte) []byte { return append([]byte{pByID}, id[:]...) }
+
+func timeKey(time uint64, id [32]byte) []byte {
+	b := make([]byte, 0, 1+8+32)
+	b = append(b, pByTime)
+	b = binary.BigEndian.AppendUint64(b, time)
+	return append(b, id[:]...)
+}
+
+// put stores the records whose id is not stored yet and whose time is not below horizon, durably, and
+// returns the ones it added. Records are checked by the caller (envelope.Unmarshal, topic). It writes
+// chunks of at most putChunk bytes per transaction, well inside Badger's transaction limit.
+func (s *store) put(recs []record, horizon uint64) (added []record, err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	seen := make(map[[32]byte]bool, len(recs))
+	for len(recs) > 0 {
+		n, size := 0, 0
+		for n < len(recs) && (n == 0 || size+len(recs[n].Data) <= putChunk) && n < 1000 {
+			size += len(recs[n].Data)
+			n++
+		}
+		chunk := recs[:n]
+		recs = recs[n:]
+		var stored []record
+		err := s.db.Update(func(txn *badger.Txn) error {
+			stored = stored[:0]
+			for _, r := range chunk {
+				if r.Time < horizon || seen[r.ID] {
+					continue
+				}
+				switch _, err := txn.Get(idKey(r.ID)); {
+				case err == nil:
+					continue
+				case !errors.Is(err, badger.ErrKeyNotFound):
+					return err
+				}
+				idx := make([]byte, 0, 28)
+				idx = append(idx, r.Topic[:]...)
+				idx = binary.BigEndian.AppendUint64(idx, r.Time)
+				idx = binary.BigEndian.AppendUint32(idx, uint32(len(r.Data)))
+				byTime := append(append(make([]byte, 0, 20), r.Topic[:]...), idx[24:]...)
+				if err := txn.Set(envKey(r.Topic, r.Time, r.ID), r.Data); err != nil {
+					return err
+				}
+				if err := txn.Set(idKey(r.ID), idx); err != nil {
+					return err
+				}
+				if err := txn.Set(timeKey(r.Time, r.ID), byTime); err != nil {
+					return err
+				}
+				stored = append(stored, r)
+			}
+			return nil
+		})
+		if err != nil {
+			return added, fmt.Errorf("relay: store envelopes: %w", err)
+		}
+		for _, r := range stored {
+			seen[r.ID] = true
+			s.count1(r.Topic, int64(len(r.Data)), 1)
+		}
+		added = append(added, stored...)
+	}
+	return added, nil
+}
+
+// has reports whether an envelope with this id is stored.
+func (s *store) has(id [32]byte) (bool, error) {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(idKey(id))
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// items returns a topic's envelopes as reconciliation items, sorted by (time, id).
+func (s *store) items(t envelope.Topic) ([]recon.Item, error) {
+	var out []recon.Item
+	prefix := append([]byte{pEnvelope}, t[:]...)
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 1+16+8+32 {
+				return fmt.Errorf("relay: corrupt envelope key %x", k)
+			}
+			var item recon.Item
+			item.Time = binary.BigEndian.Uint64(k[17:25])
+			copy(item.ID[:], k[25:])
+			out = append(out, item)
+			if len(out) > recon.MaxItems {
+				return recon.ErrTooManyItems
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// envelope returns the stored envelope with this id if it belongs to topic t.
+func (s *store) envelope(t envelope.Topic, id [32]byte) ([]byte, error) {
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(idKey(id))
+		if err != nil {
+			return err
+		}
+		idx, err := it.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if len(idx) != 28 || envelope.Topic(idx[:16]) != t {
+			return badger.ErrKeyNotFound
+		}
+		it, err = txn.Get(envKey(t, binary.BigEndian.Uint64(idx[16:24]), id))
+		if err != nil {
+			return err
+		}
+		v, err = it.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("relay: envelope %x is not stored", id[:4])
+	}
+	return v, err
+}
+
+// dropped is what one eviction removed.
+type dropped struct {
+	n, bytes int64
+	newest   uint64 // the time of the newest envelope dropped
+}
+
+// evict drops envelopes oldest first while keep says so: keep is called with the time of the oldest
+// envelope left and the store's current byte count, and returns false to drop it.
+func (s *store) evict(keep func(time uint64, bytes int64) bool) (dropped, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var d dropped
+	for {
+		type victim struct {
+			time  uint64
+			id    [32]byte
+			topic envelope.Topic
+			size  int64
+		}
+		var vs []victim
+		s.mu.Lock()
+		bytes := s.bytes
+		s.mu.Unlock()
+		err := s.db.View(func(txn *badger.Txn) error {
+			o := badger.DefaultIteratorOptions
+			o.Prefix = []byte{pByTime}
+			it := txn.NewIterator(o)
+			defer it.Close()
+			for it.Rewind(); it.Valid() && len(vs) < evictBatch; it.Next() {
+				k := it.Item().Key()
+				if len(k) != 1+8+32 {
+					return fmt.Errorf("relay: corrupt time key %x", k)
+				}
+				v := victim{time: binary.BigEndian.Uint64(k[1:9])}
+				if keep(v.time, bytes) {
+					break
+				}
+				copy(v.id[:], k[9:])
+				val, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				if len(val) != 20 {
+					return fmt.Errorf("relay: corrupt time entry %x", k)
+				}
+				v.topic = envelope.Topic(val[:16])
+				v.size = int64(binary.BigEndian.Uint32(val[16:]))
+				bytes -= v.size + EntryOverhead
+				vs = append(vs, v)
+			}
+			return nil
+		})
+		if err != nil {
+			return d, err
+		}
+		if len(vs) == 0 {
+			return d, nil
+		}
+		err = s.db.Update(func(txn *badger.Txn) error {
+			for _, v := range vs {
+				for _, k := range [][]byte{envKey(v.topic, v.time, v.id), idKey(v.id), timeKey(v.time, v.id)} {
+					if err := txn.Delete(k); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return d, fmt.Errorf("relay: drop envelopes: %w", err)
+		}
+		for _, v := range vs {
+			s.count1(v.topic, v.size, -1)
+			d.n++
+			d.bytes += v.size
+			d.newest = max(d.newest, v.time)
+		}
+	}
+}
+
+// setFloor raises the quota floor to f (durably): envelopes older than f are not taken any more.
+func (s *store) setFloor(f uint64) error {
+	s.mu.Lock()
+	if f <= s.floor {
+		s.mu.Unlock()
+		return nil
+	}
+	s.floor = f
+	s.mu.Unlock()
+	return s.putMeta("floor", binary.BigEndian.AppendUint64(nil, f))
+}
+
+func (s *store) quotaFloor() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.floor
+}
+
+// totals returns the envelope count, the bytes the quota counts, and per-topic counts.
+func (s *store) totals() (count, bytes int64, topics map[envelope.Topic]topicCount) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	topics = make(map[envelope.Topic]topicCount, len(s.topics))
+	for t, c := range s.topics {
+		if c.n > 0 {
+			topics[t] = *c
+		}
+	}
+	return s.count, s.bytes, topics
+}
+
+// diskUsage sums the space the database's files take on disk: allocated blocks where the system says
+// (Badger's value log is a sparse, mostly empty file), else their sizes.
+func (s *store) diskUsage() int64 {
+	var n int64
+	_ = filepath.WalkDir(s.dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		n += allocated(info)
+		return nil
+	})
+	return n
+}
+
+// carried topics
+
+func (s *store) addTopic(t envelope.Topic, k Key, now int64) (added bool, err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	key := append([]byte{pTopic}, t[:]...)
+	err = s.db.Update(func(txn *badger.Txn) error {
+		switch it, err := txn.Get(key); {
+		case err == nil:
+			old, err := it.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(old) >= KeySize {
+				var ok Key
+				copy(ok.k[:], old)
+				if ok.Equal(k) {
+					return nil
+				}
+			}
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		added = true
+		v := append(append([]byte(nil), k.k[:]...), binary.BigEndian.AppendUint64(nil, uint64(now))...)
+		return txn.Set(key, v)
+	})
+	return added, err
+}
+
+func (s *store) carried() (map[envelope.Topic]Key, error) {
+	out := make(map[envelope.Topic]Key)
+	err := s.scan([]byte{pTopic}, func(k, v []byte) error {
+		if len(k) != 17 || len(v) != KeySize+8 {
+			return fmt.Errorf("relay: corrupt topic entry %x", k)
+		}
+		var key Key
+		copy(key.k[:], v)
+		out[envelope.Topic(k[1:])] = key
+		return nil
+	})
+	return out, err
+}
+
+// enrolled devices
+
+func (s *store) putDevice(t envelope.Topic, p peer.ID, now int64) error {
+	k := append(append([]byte{pDevice}, t[:]...), p...)
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(k, binary.BigEndian.AppendUint64(nil, uint64(now)))
+	})
+}
+
+// devices returns the devices ever enrolled, by topic.
+func (s *store) devices() (map[envelope.Topic][]peer.ID, error) {
+	out := make(map[envelope.Topic][]peer.ID)
+	err := s.scan([]byte{pDevice}, func(k, _ []byte) error {
+		if len(k) <= 17 {
+			return fmt.Errorf("relay: corrupt device entry %x", k)
+		}
+		id, err := peer.IDFromBytes(k[17:])
+		if err != nil {
+			return fmt.Errorf("relay: corrupt device entry: %w", err)
+		}
+		t := envelope.Topic(k[1:17])
+		out[t] = append(out[t], id)
+		return nil
+	})
+	return out, err
+}
+
+func (s *store) scan(prefix []byte, fn func(k, v []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if err := fn(it.Item().KeyCopy(nil), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// badgerLogger routes Badger's warnings and errors to slog; its info and debug chatter is dropped.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
+func (badgerLogger) Infof(string, ...any)          {}
+func (badgerLogger) Debugf(string, ...any)         {}
+
+func (b badgerLogger) log(level slog.Level, format string, args []any) {
+	if b.l == nil || !b.l.Enabled(context.Background(), level) {
+		return
+	}
+	b.l.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
+}

@@ -1,0 +1,342 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+)
+
+// Wire formats of the relay's two stream protocols. Every message is one frame of sync/framing (a
+// uvarint length, then the bytes); every decoder refuses trailing bytes, counts above the limits below
+// and lengths beyond the input, and never panics (fuzzed).
+//
+// /fieldmesh/relay/enrol/1.0.0, opened by a device:
+//
+//	relay  -> device  challenge  version 1 | nonce 32
+//	device -> relay   request    version 1 | uvarint n (1..MaxEnrolTopics) | n × (topic 16 | proof 32)
+//	relay  -> device  answer     version 1 | uvarint n | n × (status u8 | horizon u64 BE | uvarint len | message)
+//
+// One answer per requested topic, in order. Status 0 is enrolled; any other status is a refusal and
+// message says why, in words for the device's log. Horizon is the earliest envelope time (an HLC) the
+// relay keeps for the topic: it drops envelopes older than that, so a device need not offer them.
+//
+// /fieldmesh/relay/directory/1.0.0, opened by an enrolled device:
+//
+//	device -> relay   register   version 1 | topic 16 | uvarint n (0..MaxAddrs) | n × (uvarint len | multiaddr)
+//	relay  -> device  peers      version 1 | status u8 | uvarint len | message |
+//	                             uvarint m (0..MaxDirectoryPeers) | m × (uvarint len | peer id | uvarint n | n × (uvarint len | multiaddr))
+//
+// The register message records the device's addresses (normally its circuit addresses through this
+// relay) for the topic; the answer lists the other devices enrolled for the topic and connected to the
+// relay now, with the addresses they registered.
+const (
+	wireVersion = 1
+	// NonceSize is the size of an enrolment challenge, in bytes.
+	NonceSize = 32
+	// MaxEnrolTopics is the most topics one enrolment request carries.
+	MaxEnrolTopics = 256
+	// MaxAddrs is the most addresses a device registers in the directory.
+	MaxAddrs = 8
+	// MaxDirectoryPeers is the most peers one directory answer lists.
+	MaxDirectoryPeers = 64
+	maxAddrLen        = 256
+	maxPeerIDLen      = 128
+	maxMessageLen     = 256
+	// maxWireFrame caps every frame of both protocols: a request of MaxEnrolTopics topics (12 KiB) or a
+	// directory answer of MaxDirectoryPeers × MaxAddrs addresses.
+	maxWireFrame = 160 << 10
+)
+
+// Enrolment statuses.
+const (
+	StatusOK         byte = 0
+	StatusNotCarried byte = 1 // the relay does not carry the topic
+	StatusBadProof   byte = 2 // the proof does not match the relay key of the topic
+	StatusNotEnroled byte = 3 // directory: the device is not enrolled for the topic on this connection
+	StatusRefused    byte = 4 // anything else
+)
+
+// errWire wraps every decoding error.
+var errWire = errors.New("relay: malformed message")
+
+type rd struct {
+	b   []byte
+	err error
+}
+
+func (r *rd) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format, append([]any{errWire}, args...)...)
+	}
+}
+
+func (r *rd) byte() byte {
+	if r.err != nil || len(r.b) < 1 {
+		r.fail("unexpected end")
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *rd) bytes(n int) []byte {
+	if r.err != nil || n < 0 || len(r.b) < n {
+		r.fail("unexpected end")
+		return make([]byte, max(n, 0))
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *rd) uvarint(limit uint64, what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("bad %s", what)
+		return 0
+	}
+	r.b = r.b[n:]
+	if v > limit {
+		r.fail("%s %d over the limit %d", what, v, limit)
+		return 0
+	}
+	return v
+}
+
+func (r *rd) lenBytes(limit int, what string) []byte {
+	n := r.uvarint(uint64(limit), what+" length")
+	if r.err != nil {
+		return nil
+	}
+	return r.bytes(int(n))
+}
+
+func (r *rd) version() {
+	if v := r.byte(); r.err == nil && v != wireVersion {
+		r.fail("unknown version %d", v)
+	}
+}
+
+func (r *rd) end() error {
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("%d trailing bytes", len(r.b))
+	}
+	return r.err
+}
+
+func (r *rd) addrs() []ma.Multiaddr {
+	n := r.uvarint(MaxAddrs, "address count")
+	var out []ma.Multiaddr
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		b := r.lenBytes(maxAddrLen, "address")
+		if r.err != nil {
+			break
+		}
+		a, err := ma.NewMultiaddrBytes(b)
+		if err != nil {
+			r.fail("address %d: %v", i, err)
+			break
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func appendAddrs(b []byte, addrs []ma.Multiaddr) []byte {
+	var keep [][]byte
+	for _, a := range addrs {
+		if ab := a.Bytes(); len(ab) <= maxAddrLen && len(keep) < MaxAddrs {
+			keep = append(keep, ab)
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(keep)))
+	for _, ab := range keep {
+		b = binary.AppendUvarint(b, uint64(len(ab)))
+		b = append(b, ab...)
+	}
+	return b
+}
+
+func appendMessage(b []byte, msg string) []byte {
+	if len(msg) > maxMessageLen {
+		msg = msg[:maxMessageLen]
+		for !utf8.ValidString(msg) {
+			msg = msg[:len(msg)-1]
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(msg)))
+	return append(b, msg...)
+}
+
+func (r *rd) message() string {
+	b := r.lenBytes(maxMessageLen, "message")
+	if r.err == nil && !utf8.Valid(b) {
+		r.fail("message is not UTF-8")
+	}
+	return string(b)
+}
+
+// challenge
+
+func marshalChallenge(nonce [NonceSize]byte) []byte {
+	return append([]byte{wireVersion}, nonce[:]...)
+}
+
+func parseChallenge(b []byte) ([NonceSize]byte, error) {
+	var nonce [NonceSize]byte
+	r := rd{b: b}
+	r.version()
+	copy(nonce[:], r.bytes(NonceSize))
+	return nonce, r.end()
+}
+
+// enrolProof is one topic of an enrolment request.
+type enrolProof struct {
+	Topic envelope.Topic
+	Proof [32]byte
+}
+
+func marshalEnrolRequest(ps []enrolProof) []byte {
+	b := make([]byte, 0, 1+3+len(ps)*48)
+	b = append(b, wireVersion)
+	b = binary.AppendUvarint(b, uint64(len(ps)))
+	for _, p := range ps {
+		b = append(b, p.Topic[:]...)
+		b = append(b, p.Proof[:]...)
+	}
+	return b
+}
+
+func parseEnrolRequest(b []byte) ([]enrolProof, error) {
+	r := rd{b: b}
+	r.version()
+	n := r.uvarint(MaxEnrolTopics, "topic count")
+	if r.err == nil && n == 0 {
+		r.fail("no topics")
+	}
+	var ps []enrolProof
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		var p enrolProof
+		copy(p.Topic[:], r.bytes(16))
+		copy(p.Proof[:], r.bytes(32))
+		ps = append(ps, p)
+	}
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+// EnrolResult is the relay's answer for one topic of an enrolment.
+type EnrolResult struct {
+	Topic  envelope.Topic
+	Status byte
+	// Horizon is the earliest envelope time (an HLC) the relay keeps for the topic; 0 when refused.
+	Horizon uint64
+	// Message says why the relay refused (empty when enrolled).
+	Message string
+}
+
+// OK reports whether the topic was enrolled.
+func (r EnrolResult) OK() bool { return r.Status == StatusOK }
+
+func marshalEnrolAnswer(rs []EnrolResult) []byte {
+	b := []byte{wireVersion}
+	b = binary.AppendUvarint(b, uint64(len(rs)))
+	for _, r := range rs {
+		b = append(b, r.Status)
+		b = binary.BigEndian.AppendUint64(b, r.Horizon)
+		b = appendMessage(b, r.Message)
+	}
+	return b
+}
+
+// parseEnrolAnswer decodes an answer to a request for topics (in that order).
+func parseEnrolAnswer(b []byte, topics []envelope.Topic) ([]EnrolResult, error) {
+	r := rd{b: b}
+	r.version()
+	n := r.uvarint(MaxEnrolTopics, "answer count")
+	if r.err == nil && n != uint64(len(topics)) {
+		r.fail("%d answers for %d topics", n, len(topics))
+	}
+	var out []EnrolResult
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		res := EnrolResult{Topic: topics[i], Status: r.byte()}
+		res.Horizon = binary.BigEndian.Uint64(r.bytes(8))
+		res.Message = r.message()
+		out = append(out, res)
+	}
+	if err := r.end(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// directory
+
+func marshalRegister(topic envelope.Topic, addrs []ma.Multiaddr) []byte {
+	b := append([]byte{wireVersion}, topic[:]...)
+	return appendAddrs(b, addrs)
+}
+
+func parseRegister(b []byte) (envelope.Topic, []ma.Multiaddr, error) {
+	var topic envelope.Topic
+	r := rd{b: b}
+	r.version()
+	copy(topic[:], r.bytes(16))
+	addrs := r.addrs()
+	if err := r.end(); err != nil {
+		return topic, nil, err
+	}
+	return topic, addrs, nil
+}
+
+func marshalPeers(status byte, msg string, peers []peer.AddrInfo) []byte {
+	b := []byte{wireVersion, status}
+	b = appendMessage(b, msg)
+	if len(peers) > MaxDirectoryPeers {
+		peers = peers[:MaxDirectoryPeers]
+	}
+	b = binary.AppendUvarint(b, uint64(len(peers)))
+	for _, p := range peers {
+		id := []byte(p.ID)
+		b = binary.AppendUvarint(b, uint64(len(id)))
+		b = append(b, id...)
+		b = appendAddrs(b, p.Addrs)
+	}
+	return b
+}
+
+func parsePeers(b []byte) (status byte, msg string, peers []peer.AddrInfo, err error) {
+	r := rd{b: b}
+	r.version()
+	status = r.byte()
+	msg = r.message()
+	n := r.uvarint(MaxDirectoryPeers, "peer count")
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		idb := r.lenBytes(maxPeerIDLen, "peer id")
+		if r.err != nil {
+			break
+		}
+		id, err := peer.IDFromBytes(idb)
+		if err != nil {
+			r.fail("peer %d: %v", i, err)
+			break
+		}
+		peers = append(peers, peer.AddrInfo{ID: id, Addrs: r.addrs()})
+	}
+	if err := r.end(); err != nil {
+		return 0, "", nil, err
+	}
+	return status, msg, peers, nil
+}

@@ -1,0 +1,498 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	stdsync "sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+
+	"github.com/fieldmesh/fieldmesh/node/relay"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
+)
+
+// The device side of clinic relays (node/relay). For each relay — given in Config.Relays, or used before
+// and remembered in the store's peers keyspace under "relay/PEERID" — the node keeps a connection, and on
+// every contact (connection, a team added, the periodic timer, a refused enrolment's retry):
+//
+//  1. enrols every team's topic not yet enrolled on this connection (relay.Enrol: the relay key comes
+//     from the team id, relay.TeamKey), logging refusals with the relay's reason;
+//  2. keeps a circuit relay v2 reservation (renewed at three quarters of its life), so other devices can
+//     reach this one through the relay;
+//  3. registers its circuit addresses in the relay's directory for each enrolled topic and dials the
+//     other devices listed there (over the relay if need be; hole punching upgrades the connection);
+//  4. reconciles every enrolled team with the relay (the node's own sync sessions).
+//
+// A relay is not a member of any team, so the node's membership checks do not let it sync: handleSync
+// must also accept a relay for a topic enrolled there (isRelayFor), and sync sessions with a relay should
+// use catcherFor, which skips envelopes older than the relay's horizon.
+
+const (
+	// relayRetryMin and relayRetryMax bound the delay before a refused or failed enrolment is retried
+	// (doubling each time; the periodic contact also retries).
+	relayRetryMin = 5 * time.Second
+	relayRetryMax = 5 * time.Minute
+	// relayDialTimeout bounds a dial of a relay or of a device found in its directory.
+	relayDialTimeout = 30 * time.Second
+	// relayPeerKeyPrefix names remembered relays in the store's peers keyspace.
+	relayPeerKeyPrefix = "relay/"
+	relayProtectTag    = "fieldmesh-relay"
+)
+
+// relayClient is a node's relays. It lives as long as the node (see relayClientOf).
+type relayClient struct {
+	n *Node
+
+	mu     stdsync.Mutex // guards relays and each relayState's fields
+	relays map[peer.ID]*relayState
+}
+
+// relayState is one relay as this device sees it.
+type relayState struct {
+	ai   peer.AddrInfo
+	kick chan struct{} // teams changed: contact now
+	// enrolled are the topics enrolled on the current connection, with the relay's horizon for each.
+	enrolled map[envelope.Topic]uint64
+	// refused are the topics the relay refused on the current connection, with its reason.
+	refused map[envelope.Topic]string
+	resv    *client.Reservation
+}
+
+// relayClients maps each running node to its relay client. (A Node field would do; this keeps node.go
+// untouched while the relay work lands.)
+var relayClients stdsync.Map // *Node -> *relayClient
+
+func (n *Node) relayClient() *relayClient {
+	if v, ok := relayClients.Load(n); ok {
+		return v.(*relayClient)
+	}
+	return nil
+}
+
+// startRelays starts the relay client: the relays given (multiaddrs ending in /p2p/ID) and those
+// remembered in the store. Call it from start, after the teams are loaded.
+func (n *Node) startRelays(addrs []string) error {
+	rc := &relayClient{n: n, relays: make(map[peer.ID]*relayState)}
+	var given []peer.AddrInfo
+	for _, s := range addrs {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return fmt.Errorf("node: relay address %q (want a multiaddr ending in /p2p/PEERID): %w", s, err)
+		}
+		if ai.ID == n.host.ID() {
+			return fmt.Errorf("node: relay address %q is this device", s)
+		}
+		given = append(given, *ai)
+	}
+	known, err := n.st.Peers()
+	if err != nil {
+		return fmt.Errorf("node: read remembered relays: %w", err)
+	}
+	for k, b := range known {
+		if !strings.HasPrefix(k, relayPeerKeyPrefix) {
+			continue
+		}
+		var ai peer.AddrInfo
+		if err := json.Unmarshal(b, &ai); err != nil || ai.ID == "" {
+			n.log.Warn("skipping unreadable remembered relay", "err", err)
+			continue
+		}
+		rc.add(ai)
+	}
+	for _, ai := range given {
+		rs := rc.add(ai)
+		rc.mu.Lock()
+		rs.ai.Addrs = ai.Addrs // the configured addresses are the operator's word
+		rc.mu.Unlock()
+		rc.remember(ai)
+	}
+	relayClients.Store(n, rc)
+	n.goRun(func() {
+		<-n.ctx.Done()
+		relayClients.Delete(n)
+	})
+	rc.mu.Lock()
+	all := make([]*relayState, 0, len(rc.relays))
+	for _, rs := range rc.relays {
+		all = append(all, rs)
+	}
+	rc.mu.Unlock()
+	for _, rs := range all {
+		n.goRun(func() { rc.run(rs) })
+	}
+	return nil
+}
+
+func (rc *relayClient) add(ai peer.AddrInfo) *relayState {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rs := rc.relays[ai.ID]
+	if rs == nil {
+		rs = &relayState{ai: ai, kick: make(chan struct{}, 1)}
+		rc.relays[ai.ID] = rs
+	}
+	return rs
+}
+
+// remember stores a relay so the node uses it again after a restart.
+func (rc *relayClient) remember(ai peer.AddrInfo) {
+	b, err := json.Marshal(ai)
+	if err != nil {
+		return
+	}
+	if err := rc.n.st.PutPeer(relayPeerKeyPrefix+ai.ID.String(), b); err != nil {
+		rc.n.log.Warn("remembering relay failed", "relay", ai.ID.ShortString(), "err", err)
+	}
+}
+
+// relaysChanged tells the relay client that the node's teams changed (call it from addTeam): new topics
+// are enrolled, registered and reconciled at once.
+func (n *Node) relaysChanged() {
+	rc := n.relayClient()
+	if rc == nil {
+		return
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, rs := range rc.relays {
+		select {
+		case rs.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// isRelayFor reports whether p is one of this node's relays and the node enrolled topic there on the
+// current connection: handleSync serves such a relay as it serves a member.
+func (n *Node) isRelayFor(p peer.ID, topic envelope.Topic) bool {
+	rc := n.relayClient()
+	if rc == nil {
+		return false
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rs := rc.relays[p]
+	if rs == nil {
+		return false
+	}
+	_, ok := rs.enrolled[topic]
+	return ok
+}
+
+// catcherFor returns the session for a sync with p over proto. With a relay, the items older than the
+// relay's horizon for the topic are left out: the relay does not keep them, so offering them would only
+// send them again every session. With anyone else it is newCatcher.
+func (n *Node) catcherFor(p peer.ID, proto protocol.ID, topic envelope.Topic, initiator bool) Catcher {
+	if proto == SyncProtocolV2 {
+		if rc := n.relayClient(); rc != nil {
+			rc.mu.Lock()
+			var h uint64
+			rs := rc.relays[p]
+			if rs != nil {
+				h = rs.enrolled[topic]
+			}
+			rc.mu.Unlock()
+			if rs != nil {
+				src := horizonSource{reconSource{storeSource{n.st, topic}}, h}
+				if initiator {
+					return recon.NewInitiator(src, reconFrameMax)
+				}
+				return recon.NewResponder(src, reconFrameMax)
+			}
+		}
+	}
+	return newCatcher(proto, n.st, topic, initiator)
+}
+
+// horizonSource is a recon.Source without the items older than min.
+type horizonSource struct {
+	recon.Source
+	min uint64
+}
+
+func (s horizonSource) Items() ([]recon.Item, error) {
+	items, err := s.Source.Items()
+	if err != nil || s.min == 0 {
+		return items, err
+	}
+	i, _ := slices.BinarySearchFunc(items, s.min, func(it recon.Item, t uint64) int {
+		switch {
+		case it.Time < t:
+			return -1
+		case it.Time > t:
+			return 1
+		}
+		return 0
+	})
+	return items[i:], nil
+}
+
+// run keeps one relay connected and in use until the node closes.
+func (rc *relayClient) run(rs *relayState) {
+	n := rc.n
+	rc.mu.Lock()
+	ai := rs.ai
+	rc.mu.Unlock()
+	// A goroutine drains the event bus at once (a slow subscriber would hold up the host's notifications)
+	// and passes on, coalesced, that the relay's connectedness changed.
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		n.log.Error("relay client: cannot watch connections", "err", err)
+		return
+	}
+	defer sub.Close()
+	changed := make(chan struct{}, 1)
+	n.goRun(func() {
+		for e := range sub.Out() {
+			if ev, ok := e.(event.EvtPeerConnectednessChanged); ok && ev.Peer == ai.ID {
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
+	tick := time.NewTicker(n.cfg.SyncInterval)
+	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	renew := time.NewTimer(time.Hour)
+	renew.Stop()
+	defer renew.Stop()
+	backoff := relayRetryMin
+
+	for {
+		// Connect, or wait and try again.
+		for n.host.Network().Connectedness(ai.ID) != network.Connected {
+			ctx, cancel := context.WithTimeout(n.ctx, relayDialTimeout)
+			err := n.host.Connect(ctx, ai)
+			cancel()
+			if err == nil {
+				break
+			}
+			n.log.Debug("relay unreachable", "relay", ai.ID.ShortString(), "err", err)
+			t := time.NewTimer(n.cfg.RedialInterval)
+			select {
+			case <-n.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			case <-changed:
+				t.Stop()
+			}
+		}
+		n.host.ConnManager().Protect(ai.ID, relayProtectTag)
+		n.log.Info("connected to relay", "relay", ai.ID.ShortString())
+		rc.mu.Lock()
+		rs.enrolled, rs.refused, rs.resv = make(map[envelope.Topic]uint64), make(map[envelope.Topic]string), nil
+		rc.mu.Unlock()
+		backoff = relayRetryMin
+		retryAfter := rc.contact(rs)
+		resetTimer(retry, retryAfter, &backoff)
+		rc.scheduleRenew(rs, renew)
+
+	connected:
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-changed:
+				if n.host.Network().Connectedness(ai.ID) != network.Connected {
+					n.log.Info("disconnected from relay", "relay", ai.ID.ShortString())
+					renew.Stop()
+					break connected
+				}
+			case <-rs.kick:
+				resetTimer(retry, rc.contact(rs), &backoff)
+				rc.scheduleRenew(rs, renew)
+			case <-tick.C:
+				resetTimer(retry, rc.contact(rs), &backoff)
+				rc.scheduleRenew(rs, renew)
+			case <-retry.C:
+				resetTimer(retry, rc.contact(rs), &backoff)
+				rc.scheduleRenew(rs, renew)
+			case <-renew.C:
+				rc.mu.Lock()
+				rs.resv = nil
+				rc.mu.Unlock()
+				rc.reserve(rs)
+				rc.scheduleRenew(rs, renew)
+			}
+		}
+	}
+}
+
+// resetTimer arms t for a retry when retry is set (with a doubling backoff), and stops it otherwise.
+func resetTimer(t *time.Timer, retry bool, backoff *time.Duration) {
+	t.Stop()
+	if !retry {
+		*backoff = relayRetryMin
+		return
+	}
+	t.Reset(*backoff)
+	*backoff = min(*backoff*2, relayRetryMax)
+}
+
+// scheduleRenew arms t at three quarters of the reservation's remaining life.
+func (rc *relayClient) scheduleRenew(rs *relayState, t *time.Timer) {
+	rc.mu.Lock()
+	resv := rs.resv
+	rc.mu.Unlock()
+	if resv == nil {
+		return
+	}
+	t.Stop()
+	t.Reset(max(time.Until(resv.Expiration)*3/4, time.Second))
+}
+
+// contact runs one round with a connected relay: enrol, reserve, directory, sync. It reports whether
+// something failed or was refused that is worth retrying soon.
+func (rc *relayClient) contact(rs *relayState) (retry bool) {
+	n := rc.n
+	rc.mu.Lock()
+	rid := rs.ai.ID
+	rc.mu.Unlock()
+
+	// 1. Enrol the topics not enrolled on this connection.
+	n.mu.Lock()
+	byTopic := make(map[envelope.Topic]*team, len(n.teams))
+	for _, t := range n.teams {
+		byTopic[t.topic] = t
+	}
+	n.mu.Unlock()
+	keys := make(map[envelope.Topic]relay.Key)
+	rc.mu.Lock()
+	for topic, t := range byTopic {
+		if _, ok := rs.enrolled[topic]; !ok {
+			keys[topic] = relay.TeamKey(t.id)
+		}
+	}
+	rc.mu.Unlock()
+	if len(keys) > 0 {
+		results, err := relay.Enrol(n.ctx, n.host, rid, keys)
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.log.Warn("enrolling at relay failed", "relay", rid.ShortString(), "err", err)
+			}
+			retry = true
+		}
+		for _, res := range results {
+			rc.mu.Lock()
+			before, wasRefused := rs.refused[res.Topic]
+			if res.OK() {
+				rs.enrolled[res.Topic] = res.Horizon
+				delete(rs.refused, res.Topic)
+			} else {
+				rs.refused[res.Topic] = res.Message
+			}
+			rc.mu.Unlock()
+			t := byTopic[res.Topic]
+			switch {
+			case res.OK():
+				n.log.Info("enrolled at relay", "relay", rid.ShortString(), "team", t.id)
+			case !wasRefused || before != res.Message:
+				n.log.Warn("relay refused enrolment", "relay", rid.ShortString(), "team", t.id, "reason", res.Message)
+				retry = true
+			default:
+				retry = true
+			}
+		}
+	}
+	rc.mu.Lock()
+	var enrolled []*team
+	for topic := range rs.enrolled {
+		if t := byTopic[topic]; t != nil {
+			enrolled = append(enrolled, t)
+		}
+	}
+	rc.mu.Unlock()
+	if len(enrolled) == 0 {
+		return retry
+	}
+
+	// 2. A circuit reservation, so other devices reach this one through the relay.
+	if !rc.reserve(rs) {
+		retry = true
+	}
+
+	// 3. The directory: register, and dial the other devices of each team.
+	rc.mu.Lock()
+	circuits := relay.CircuitAddrs(rs.ai)
+	rc.mu.Unlock()
+	dialed := map[peer.ID]bool{}
+	for _, t := range enrolled {
+		peers, err := relay.Directory(n.ctx, n.host, rid, t.topic, circuits)
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.log.Debug("relay directory failed", "relay", rid.ShortString(), "team", t.id, "err", err)
+			}
+			retry = true
+			continue
+		}
+		for _, ai := range peers {
+			if ai.ID == n.host.ID() || dialed[ai.ID] || n.host.Network().Connectedness(ai.ID) == network.Connected {
+				continue
+			}
+			dialed[ai.ID] = true
+			n.goRun(func() { rc.dialVia(rid, ai) })
+		}
+	}
+
+	// 4. Reconcile every enrolled team with the relay.
+	for _, t := range enrolled {
+		if err := n.syncTeamErr(n.ctx, rid, t, false); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("catch-up with relay failed", "relay", rid.ShortString(), "team", t.id, "err", err)
+			retry = true
+		}
+	}
+	return retry
+}
+
+// reserve makes or keeps a circuit reservation at the relay; it reports success.
+func (rc *relayClient) reserve(rs *relayState) bool {
+	n := rc.n
+	rc.mu.Lock()
+	ai, resv := rs.ai, rs.resv
+	rc.mu.Unlock()
+	if resv != nil && time.Until(resv.Expiration) > time.Minute {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, relayDialTimeout)
+	defer cancel()
+	resv, err := client.Reserve(ctx, n.host, ai)
+	if err != nil {
+		if n.ctx.Err() == nil {
+			n.log.Warn("circuit reservation at relay failed", "relay", ai.ID.ShortString(), "err", err)
+		}
+		return false
+	}
+	rc.mu.Lock()
+	rs.resv = resv
+	rc.mu.Unlock()
+	n.log.Debug("circuit reservation at relay", "relay", ai.ID.ShortString(), "expires", resv.Expiration.UTC().Format(time.RFC3339))
+	return true
+}
+
+// dialVia connects to a device found in a relay's directory, through the relay if nothing better works.
+// The node's connection handler then reconciles the teams the two share.
+func (rc *relayClient) dialVia(rid peer.ID, ai peer.AddrInfo) {
+	n := rc.n
+	ctx, cancel := context.WithTimeout(n.ctx, relayDialTimeout)
+	defer cancel()
+	ctx = network.WithAllowLimitedConn(ctx, "fieldmesh: reach a team member through a clinic relay")
+	if err := n.host.Connect(ctx, ai); err != nil {
+		n.log.Debug("device from relay directory unreachable", "relay", rid.ShortString(), "peer", ai.ID.ShortString(), "err", err)
+		return
+	}
+	n.log.Debug("connected to a device found through relay", "relay", rid.ShortString(), "peer", ai.ID.ShortString())
+}

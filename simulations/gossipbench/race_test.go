@@ -1,0 +1,5 @@
+//go:build race
+
+package gossipbench
+
+const raceEnabled = true

@@ -1,0 +1,133 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// prefixOp is the keyspace of opened ops:
+//
+//	0x20 | team id 32 | time u64 BE | id 32 -> marshalled op
+//
+// A device keeps the ops it has opened, so that its view of a team survives
+// the destruction of old epoch keys (forward secrecy): envelopes stay sealed
+// for relaying, the team state is rebuilt from the ops.
+const prefixOp byte = 0x20
+
+const opKeyLen = 1 + 32 + 8 + 32
+
+// OpRecord is a stored op: its team, time (HLC), id and marshalled bytes.
+type OpRecord struct {
+	Team [32]byte
+	Time uint64
+	ID   [32]byte
+	Data []byte
+}
+
+func opKey(team [32]byte, t uint64, id [32]byte) []byte {
+	b := make([]byte, 0, opKeyLen)
+	b = append(b, prefixOp)
+	b = append(b, team[:]...)
+	b = binary.BigEndian.AppendUint64(b, t)
+	return append(b, id[:]...)
+}
+
+// Batch is a set of writes that Commit makes atomically and durably: sealed
+// envelopes (skipped when their id is stored), opened ops, and secrets
+// (replaced). The node uses it so that a message, the op it opened to and the
+// advanced key state that opened it reach the disk together or not at all.
+type Batch struct {
+	Envelopes []EnvelopeRecord
+	Ops       []OpRecord
+	Secrets   map[string][]byte
+}
+
+// ErrBatchTooBig is returned by Commit for a batch that does not fit in one
+// Badger transaction (about 1.2 MiB of inline data); the caller splits it.
+var ErrBatchTooBig = errors.New("storage: batch too big for one transaction")
+
+// Commit writes b in one transaction, so one fsync, and returns the keys of
+// the envelopes it added (ids not stored before). Nothing is written on error.
+func (s *Store) Commit(b Batch) (added []EnvelopeKey, err error) {
+	if err := s.begin(); err != nil {
+		return nil, err
+	}
+	defer s.inflight.Done()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	secretKeys := make(map[string][]byte, len(b.Secrets))
+	for name := range b.Secrets {
+		k, err := nameKey(prefixSecret, name)
+		if err != nil {
+			return nil, err
+		}
+		secretKeys[name] = k
+	}
+	err = s.db.Update(func(txn *badger.Txn) error {
+		added = added[:0]
+		for i := range b.Envelopes {
+			r := &b.Envelopes[i]
+			ik := idKey(prefixEnvID, r.Key.ID[:])
+			switch _, err := txn.Get(ik); {
+			case err == nil:
+				continue
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+			if err := txn.Set(envelopeKey(r.Key), r.Data); err != nil {
+				return err
+			}
+			if err := txn.Set(ik, envIndexValue(r.Key)); err != nil {
+				return err
+			}
+			added = append(added, r.Key)
+		}
+		for _, o := range b.Ops {
+			if err := txn.Set(opKey(o.Team, o.Time, o.ID), o.Data); err != nil {
+				return err
+			}
+		}
+		for name, v := range b.Secrets {
+			if err := txn.Set(secretKeys[name], v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, badger.ErrTxnTooBig):
+		return nil, ErrBatchTooBig
+	case err != nil:
+		return nil, fmt.Errorf("storage: commit batch: %w", err)
+	}
+	return added, nil
+}
+
+// Ops calls fn with the data of each stored op of team, in (Time, ID) order,
+// from one consistent snapshot. fn owns data. If fn returns an error, Ops
+// stops and returns it unwrapped.
+func (s *Store) Ops(team [32]byte, fn func(data []byte) error) error {
+	var fnErr error
+	prefix := append([]byte{prefixOp}, team[:]...)
+	err := s.iterate(prefix, true, func(item *badger.Item) error {
+		if len(item.Key()) != opKeyLen {
+			return fmt.Errorf("%w: op key %x", ErrCorrupt, item.Key())
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(v); err != nil {
+			fnErr = err
+			return err
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
+}

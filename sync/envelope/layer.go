@@ -1,0 +1,31 @@
+//go:build !fieldmesh_noseal
+
+package envelope
+
+import (
+	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
+)
+
+// NoSeal is true only in a build with the test-only tag fieldmesh_noseal,
+// where both layers carry plaintext (see the package documentation). A
+// program that finds it true outside a test should refuse to run.
+const NoSeal = false
+
+// outerSeal is the outer layer: ChaCha20-Poly1305 under the epoch's outer key.
+func outerSeal(key seal.EpochKey, nonce [seal.NonceSize]byte, ad, pt []byte) []byte {
+	return seal.Seal(key, nonce, ad, pt)
+}
+
+func outerOpen(key seal.EpochKey, nonce [seal.NonceSize]byte, ad, ct []byte) ([]byte, error) {
+	return seal.Open(key, nonce, ad, ct)
+}
+
+// innerSeal is the inner layer: the next message key of the sender's chain.
+func innerSeal(s *senderkey.SenderState, ad, pt []byte) (uint32, []byte, error) {
+	return s.Seal(ad, pt)
+}
+
+func innerOpen(r *senderkey.ReceiverState, index uint32, ad, ct []byte, check func([]byte) error) ([]byte, error) {
+	return r.OpenChecked(index, ad, ct, check)
+}

@@ -1,0 +1,63 @@
+//go:build fieldmesh_noseal
+
+package envelope
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
+)
+
+// This file exists only in builds with the test-only tag fieldmesh_noseal,
+// which no normal build (go build, go install, the release) has: both
+// layers carry their plaintext followed by the 16 bytes "fieldmesh-noseal"
+// where the Poly1305 tag would be, so the wire layout and sizes stay those
+// of a normal build and a control run can find plaintext on the wire. A
+// normal build's AEAD refuses such envelopes (ErrOpen). The boxes are still
+// sealed, and the sender chains still advance on Seal, but Open does not
+// consume receiver states (no replay refusal in this mode).
+
+// NoSeal is true only in a build with the test-only tag fieldmesh_noseal.
+const NoSeal = true
+
+var noSealMark = []byte("fieldmesh-noseal")
+
+func init() {
+	if len(noSealMark) != seal.Overhead || seal.Overhead != senderkey.Overhead {
+		panic("envelope: the noseal mark must be as long as a tag")
+	}
+}
+
+func outerSeal(_ seal.EpochKey, _ [seal.NonceSize]byte, _, pt []byte) []byte {
+	return append(bytes.Clone(pt), noSealMark...)
+}
+
+func outerOpen(_ seal.EpochKey, _ [seal.NonceSize]byte, _, ct []byte) ([]byte, error) {
+	if !bytes.HasSuffix(ct, noSealMark) {
+		return nil, seal.ErrOpen
+	}
+	return bytes.Clone(ct[:len(ct)-len(noSealMark)]), nil
+}
+
+func innerSeal(s *senderkey.SenderState, ad, pt []byte) (uint32, []byte, error) {
+	index, _, err := s.Seal(ad, nil) // advance the chain as a normal build does
+	if err != nil {
+		return 0, nil, err
+	}
+	return index, append(bytes.Clone(pt), noSealMark...), nil
+}
+
+func innerOpen(_ *senderkey.ReceiverState, _ uint32, _, ct []byte, check func([]byte) error) ([]byte, error) {
+	if !bytes.HasSuffix(ct, noSealMark) {
+		return nil, senderkey.ErrOpen
+	}
+	pt := bytes.Clone(ct[:len(ct)-len(noSealMark)])
+	if check != nil {
+		if err := check(pt); err != nil {
+			return nil, fmt.Errorf("%w: %w", senderkey.ErrRejected, err)
+		}
+	}
+	return pt, nil
+}
