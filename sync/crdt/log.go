@@ -345,12 +345,16 @@ type MessageView struct {
 //   - Removal cuts: a valid commit that removes a person or unlinks a device
 //     cuts the commits concurrent with it (neither in the other's causal
 //     past) whose author is that device or one of that person's devices
-//     (as its author saw it). A cut commit does not count. Commits are
-//     judged in (Time, ID) order (kept causal), and a removal is cut only by
-//     an earlier one, so of two mutually concurrent removals the earlier
-//     wins; a removal cuts concurrent commits without removals whatever
-//     their order, and the judgement repeats with those cut until no more
-//     are (it ends: the cut set only grows).
+//     (as its author saw it). A cut commit does not count, and only valid
+//     commits cut. Commits are judged in (Time, ID) order (kept causal), and
+//     a removal is cut only by an earlier one, so of two mutually concurrent
+//     removals the earlier wins; a removal cuts concurrent commits without
+//     removals whatever their order: the judgement repeats with the cuts of
+//     one removal more each time, the earliest first, until no valid
+//     removal has more to cut. The cuts of a removal stand only if it, and
+//     every removal whose cuts stand, is still valid with them; if not, the
+//     removal is cut itself (its cuts would undo what it or those rely on)
+//     and the judgement starts over. It ends: every step cuts something.
 //   - Membership of a set of valid commits: removal wins. A person is
 //     present if some add of it has every removal of it in its causal past
 //     (a re-add counts only after the removal); it is an admin if such an

@@ -381,52 +381,98 @@ func cuts(ep []epochOp, r, c int) bool {
 // lists the commits (indices 1..) in a linear extension of causality;
 // changing lists the epoch ops with events.
 //
-// Each pass judges the commits in order. A commit is valid in a pass if it
-// is not cut, descends from the genesis, has a Number greater than that of
-// every valid epoch in its causal past, its changes are permitted (apply)
-// in the state of the valid commits in its causal past, and no valid
-// removal earlier in the order cuts it. After a pass, every commit without
-// removals that a valid removal of the pass cuts (a later removal, as the
-// earlier ones were checked in the pass) becomes cut, for good; passes
-// repeat until no commit becomes cut. A removal is thus cut only by an
-// earlier removal: concurrent removals are resolved in order. The cut set
-// only grows, so this ends within len(order)+1 passes.
+// A pass (judge) judges the commits in order, given a set of cut commits.
+// A removal is cut only by an earlier valid removal, in the pass; a commit
+// without removals is also cut by a later concurrent valid removal, which
+// the pass cannot see: such cuts are added to the cut set between passes,
+// one removal at a time, the earliest valid removal with valid victims
+// first (its cuts). Cutting commits can change the validity of commits
+// judged after them, so the cuts of removal r stand only if, in the pass
+// with them, r and every removal whose cuts were added before are still
+// valid: only valid commits cut. If not, r is defeated: its cuts would undo
+// what it, or a removal whose cuts stand, relies on. A defeated removal is
+// cut for good and the judgement starts over from the defeated removals
+// alone. It ends with the first pass in which no valid removal has an
+// uncut valid victim. Each step adds a commit to the cut set or a removal
+// to the defeated ones, so there are O(n²) passes for n commits
+// (in practice one or two).
 func resolve(ep []epochOp, order, changing []int, words int) bitset {
-	cut := make(bitset, words)
+	defeated := make(bitset, words)
 	for {
-		valid := make(bitset, words)
-		valid.set(0)
-		var removers []int
-		for _, i := range order {
-			e := &ep[i]
-			if cut.has(i) || !e.anc.has(0) || e.body.Number <= maxNumber(ep, e.anc, valid) {
-				continue
+		cut := slices.Clone(defeated)
+		var cutters []int // the removals whose cuts are in cut
+		valid := judge(ep, order, changing, cut, words)
+		for {
+			r, victims := nextCutter(ep, order, valid, cut)
+			if r < 0 {
+				return valid
 			}
-			st := build(ep, changing, func(j int) bool { return valid.has(j) && e.anc.has(j) })
-			if st.apply(e.op.Author, e.body.Changes, &e.fx) != nil {
-				continue
+			trial := slices.Clone(cut)
+			for _, i := range victims {
+				trial.set(i)
 			}
-			if slices.ContainsFunc(removers, func(r int) bool { return cuts(ep, r, i) }) {
-				continue
+			tv := judge(ep, order, changing, trial, words)
+			if !tv.has(r) || slices.ContainsFunc(cutters, func(c int) bool { return !tv.has(c) }) {
+				defeated.set(r)
+				break
 			}
-			valid.set(i)
-			if e.fx.removes() {
-				removers = append(removers, i)
-			}
-		}
-		grew := false
-		for _, r := range removers {
-			for _, i := range order {
-				if valid.has(i) && !cut.has(i) && !ep[i].fx.removes() && cuts(ep, r, i) {
-					cut.set(i)
-					grew = true
-				}
-			}
-		}
-		if !grew {
-			return valid
+			cut, valid = trial, tv
+			cutters = append(cutters, r)
 		}
 	}
+}
+
+// judge is one pass of resolve: it returns the valid epoch ops given the
+// cut commits, and sets the effects (fx) of the commits it finds
+// permitted. A commit is valid if it is not cut, descends from the
+// genesis, has a Number greater than that of every valid epoch in its
+// causal past, its changes are permitted (apply) in the state of the valid
+// commits in its causal past, and no valid removal earlier in the order
+// cuts it.
+func judge(ep []epochOp, order, changing []int, cut bitset, words int) bitset {
+	valid := make(bitset, words)
+	valid.set(0)
+	var removers []int
+	for _, i := range order {
+		e := &ep[i]
+		if cut.has(i) || !e.anc.has(0) || e.body.Number <= maxNumber(ep, e.anc, valid) {
+			continue
+		}
+		st := build(ep, changing, func(j int) bool { return valid.has(j) && e.anc.has(j) })
+		if st.apply(e.op.Author, e.body.Changes, &e.fx) != nil {
+			continue
+		}
+		if slices.ContainsFunc(removers, func(r int) bool { return cuts(ep, r, i) }) {
+			continue
+		}
+		valid.set(i)
+		if e.fx.removes() {
+			removers = append(removers, i)
+		}
+	}
+	return valid
+}
+
+// nextCutter returns the first removal in order, valid in the pass that
+// gave valid, that cuts valid commits without removals not yet in cut (its
+// victims, all before it in order: judge cut the later ones), and those
+// victims; -1 if there is none.
+func nextCutter(ep []epochOp, order []int, valid, cut bitset) (int, []int) {
+	for _, r := range order {
+		if !valid.has(r) || !ep[r].fx.removes() {
+			continue
+		}
+		var victims []int
+		for _, i := range order {
+			if valid.has(i) && !cut.has(i) && !ep[i].fx.removes() && cuts(ep, r, i) {
+				victims = append(victims, i)
+			}
+		}
+		if len(victims) > 0 {
+			return r, victims
+		}
+	}
+	return -1, nil
 }
 
 // maxNumber returns the greatest Number of the epoch ops in both a and

@@ -515,6 +515,76 @@ func TestMembershipRules(t *testing.T) {
 	}
 }
 
+// TestOnlyValidCommitsCut checks that a removal cuts only while it is
+// valid: a commit by a device whose add was cut, or that was already
+// removed, cuts nothing, whether it comes before or after the valid commits
+// concurrent with it (found by the key-epoch property test of
+// sync/teamkeys, seeds 5189 and 20378); and that a removal whose cuts would
+// make it invalid is cut itself (rule 4 of docs/membership.md).
+func TestOnlyValidCommitsCut(t *testing.T) {
+	tests := []struct {
+		name  string
+		build func(s *scene)
+		want  string
+	}{
+		{
+			name: "a removal by a device whose add was cut does not cut a valid commit judged before it",
+			build: func(s *scene) {
+				b := s.next("A", 1, []*Op{s.gen}, s.add("B", "Ben", true))
+				d := s.next("A", 2, []*Op{b}, s.add("D", "Dan", false))
+				e := s.next("B", 3, []*Op{d}, s.add("E", "Eve", true)) // cut by r: Eve is never added
+				r := s.next("A", 4, []*Op{d}, s.remove("B"))
+				s.next("D", 5, []*Op{r})                           // valid re-key, concurrent with the next
+				s.raw("E", 6, []*Op{e}, 5, "A B E", s.remove("D")) // invalid: must not cut Dan's re-key
+			},
+			want: "Ann*:A Dan:D | removed B | msgs | epochs 1 2 3 4! 5!<",
+		},
+		{
+			name: "the same with the invalid removal first in (Time, ID) order",
+			build: func(s *scene) {
+				b := s.next("A", 1, []*Op{s.gen}, s.add("B", "Ben", true))
+				d := s.next("A", 2, []*Op{b}, s.add("D", "Dan", false))
+				e := s.next("B", 3, []*Op{d}, s.add("E", "Eve", true))
+				r := s.next("A", 4, []*Op{d}, s.remove("B"))
+				s.raw("E", 5, []*Op{e}, 5, "A B E", s.remove("D"))
+				s.next("D", 6, []*Op{r})
+			},
+			want: "Ann*:A Dan:D | removed B | msgs | epochs 1 2 3 4! 5!<",
+		},
+		{
+			name: "a removal by a device already removed in its causal past does not cut",
+			build: func(s *scene) {
+				b := s.next("A", 1, []*Op{s.gen}, s.add("B", "Ben", true))
+				d := s.next("A", 2, []*Op{b}, s.add("D", "Dan", false))
+				r := s.next("A", 3, []*Op{d}, s.remove("B"))
+				s.next("D", 4, []*Op{r})
+				s.raw("B", 5, []*Op{r}, 5, "A B", s.remove("D"))
+			},
+			want: "Ann*:A Dan:D | removed B | msgs | epochs 1 2 3 4! 5!<",
+		},
+		{
+			name: "a removal whose cut would make it invalid is cut itself",
+			build: func(s *scene) {
+				c := s.next("A", 1, []*Op{s.gen}, s.add("C", "Cat", true))
+				d := s.next("A", 2, []*Op{c}, s.add("D", "Dan", true))
+				e := s.next("C", 3, []*Op{d}, s.add("E", "Eve", true))
+				s.next("E", 4, []*Op{e}, s.remove("D"))
+				s.next("D", 5, []*Op{d}, s.remove("A")) // cut by Eve's removal of Dan, earlier
+				// Cutting Cat's add of Eve would make Eve's removal invalid,
+				// so Dan's removal of Ann valid, which cuts this one: it is
+				// cut, and Cat's add stands.
+				s.next("A", 6, []*Op{d}, s.remove("C"))
+			},
+			want: "Ann*:A Cat*:C Eve*:E | removed D | msgs | epochs 1 2 3 4 5!<",
+		},
+	}
+	for i, tt := range tests {
+		s := newScene(t, uint64(200+i))
+		tt.build(s)
+		s.check(tt.name, tt.want)
+	}
+}
+
 // TestReplay checks that a commit op delivered twice is one op.
 func TestReplay(t *testing.T) {
 	s := newScene(t, 7)
