@@ -42,7 +42,7 @@ lint:
 	fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags chaos ./simulations/chaos/
-	$(GO) vet -tags fieldmesh_noseal ./sync/envelope/ ./sync/teamkeys/ ./node/
+	$(GO) vet -tags fieldmesh_noseal ./sync/envelope/ ./sync/teamkeys/ ./node/...
 
 ## bench: every benchmark, once, so they keep compiling and running
 bench:

@@ -42,13 +42,11 @@ const (
 )
 
 // ingestTeam opens a batch of one team's envelopes, then stores the envelopes, the ops they opened and
-// the advanced key state in one transaction, then applies the ops. Items whose op is set are this
-// device's own, already opened. With strict (catch-up), an invalid envelope fails the batch with
-// errMisbehaved and nothing of it is stored.
+// the advanced key state in one transaction, then applies the ops. With strict (catch-up), an invalid
+// envelope fails the batch with errMisbehaved and nothing of it is stored.
 func (n *Node) ingestTeam(t *team, items []ingestItem, strict bool) (added []*crdt.Op, err error) {
 	t.keyMu.Lock()
 	defer t.keyMu.Unlock()
-	before := t.keys.Marshal()
 	var b storage.Batch
 	var ops []*crdt.Op
 	for _, it := range items {
@@ -56,11 +54,7 @@ func (n *Node) ingestTeam(t *team, items []ingestItem, strict bool) (added []*cr
 			b.Envelopes = append(b.Envelopes, envRecord(it.env, it.raw))
 			continue
 		}
-		op := it.op
-		res := opened
-		if op == nil {
-			op, res = n.openOne(t, it.env)
-		}
+		op, res := n.openOne(t, it.env)
 		switch res {
 		case opened:
 			ops = append(ops, op)
@@ -70,7 +64,7 @@ func (n *Node) ingestTeam(t *team, items []ingestItem, strict bool) (added []*cr
 			b.Envelopes = append(b.Envelopes, envRecord(it.env, it.raw))
 		case misbehave:
 			if strict {
-				n.restoreKeys(t, before)
+				n.restoreKeys(t)
 				return nil, fmt.Errorf("%w: envelope that does not open", errMisbehaved)
 			}
 		}
@@ -78,11 +72,12 @@ func (n *Node) ingestTeam(t *team, items []ingestItem, strict bool) (added []*cr
 	if len(b.Envelopes) == 0 {
 		return nil, nil
 	}
-	if after := t.keys.Marshal(); string(after) != string(before) {
-		b.Secrets = map[string][]byte{keysSecret(t.id): after}
+	if len(ops) > 0 {
+		// Opening is what advances the key state (chains, learnt epochs); carrying changes nothing.
+		b.Secrets = map[string][]byte{keysSecret(t.id): t.keys.Marshal()}
 	}
 	if err := n.commitBatch(b); err != nil {
-		n.restoreKeys(t, before)
+		n.restoreKeys(t)
 		return nil, fmt.Errorf("store envelopes: %w", err)
 	}
 	if len(ops) > 0 {
@@ -127,11 +122,17 @@ func envRecord(e *envelope.Envelope, raw []byte) storage.EnvelopeRecord {
 	return storage.EnvelopeRecord{Key: storage.EnvelopeKey{Topic: e.Topic, Time: uint64(e.Time), ID: e.ID}, Data: raw}
 }
 
-// restoreKeys puts back the key state marshalled in before (the caller holds keyMu).
-func (n *Node) restoreKeys(t *team, before []byte) {
-	k, err := teamkeys.Unmarshal(t.id, n.id.Device, before)
+// restoreKeys puts back the key state last stored (the caller holds keyMu). Every change of the key
+// state is stored under keyMu before keyMu is released, so the stored state is the state before the
+// failed operation: reading it back costs nothing on the paths that succeed.
+func (n *Node) restoreKeys(t *team) {
+	b, err := n.st.Secret(keysSecret(t.id))
+	var k *teamkeys.Keys
+	if err == nil {
+		k, err = teamkeys.Unmarshal(t.id, n.id.Device, b)
+	}
 	if err != nil {
-		// Marshal output that does not unmarshal is a bug; keep the advanced state rather than none.
+		// Keep the advanced state rather than none; the next successful write stores it.
 		n.log.Error("cannot restore the team key state", "team", t.id, "err", err)
 		return
 	}
@@ -179,9 +180,7 @@ func (t *team) check(e *envelope.Envelope) error {
 // create or commit op that no other commit names as a parent (the epoch frontier): a device that joined
 // later cannot read the messages between, and must still see each commit's place among the epochs.
 func (n *Node) newCommitOp(t *team, body []byte) *crdt.Op {
-	n.clockMu.Lock()
-	ts := n.clock.Next()
-	n.clockMu.Unlock()
+	ts := n.stamp()
 	parents := t.headsBefore(ts)
 	t.mu.Lock()
 	named := make(map[crdt.OpID]bool)
@@ -204,11 +203,16 @@ func (n *Node) newCommitOp(t *team, body []byte) *crdt.Op {
 	return crdt.NewOp(n.id.Device, t.id, ts, parents, crdt.KindMember, body)
 }
 
+// stamp takes the next timestamp of this device's clock.
+func (n *Node) stamp() crdt.HLC {
+	n.clockMu.Lock()
+	defer n.clockMu.Unlock()
+	return n.clock.Next()
+}
+
 // newOp stamps a new op of this device for t.
 func (n *Node) newOp(t *team, kind crdt.Kind, body []byte) *crdt.Op {
-	n.clockMu.Lock()
-	ts := n.clock.Next()
-	n.clockMu.Unlock()
+	ts := n.stamp()
 	return crdt.NewOp(n.id.Device, t.id, ts, t.headsBefore(ts), kind, body)
 }
 
@@ -245,16 +249,7 @@ func (n *Node) publishOp(t *team, op *crdt.Op) error {
 		t.keyMu.Unlock()
 		return errNoKey
 	}
-	before := t.keys.Marshal()
-	e, err := t.keys.Seal(op, tag)
-	if err != nil {
-		t.keyMu.Unlock()
-		return fmt.Errorf("node: seal: %w", err)
-	}
-	raw, err := n.checkSize(e)
-	if err == nil {
-		_, err = n.storeOwn(t, op, e, raw, before)
-	}
+	raw, err := n.sealOwn(t, op, func() (*envelope.Envelope, error) { return t.keys.Seal(op, tag) })
 	t.keyMu.Unlock()
 	if err != nil {
 		return err
@@ -263,32 +258,42 @@ func (n *Node) publishOp(t *team, op *crdt.Op) error {
 	return nil
 }
 
-func (n *Node) checkSize(e *envelope.Envelope) ([]byte, error) {
-	raw := e.Marshal()
-	if len(raw) > envelope.MaxSize {
-		return nil, fmt.Errorf("node: message too large (%d bytes sealed, limit %d)", len(raw), envelope.MaxSize)
+// sealOwn seals one of this device's ops with seal (which advances the key state), stores the op, its
+// envelope and the advanced key state in one transaction and applies the op; the caller holds keyMu,
+// and gossips the returned envelope once it released it. On failure the key state is put back, so a
+// sender chain position is reused only if its envelope never left.
+func (n *Node) sealOwn(t *team, op *crdt.Op, seal func() (*envelope.Envelope, error)) ([]byte, error) {
+	e, err := seal()
+	if err != nil {
+		return nil, fmt.Errorf("node: seal: %w", err)
 	}
-	return raw, nil
-}
-
-// storeOwn stores one of this device's ops with its envelope and the advanced key state, then applies
-// it (the caller holds keyMu; before is the key state before sealing, restored on failure so the
-// sender chain position is reused only if the envelope never left).
-func (n *Node) storeOwn(t *team, op *crdt.Op, e *envelope.Envelope, raw, before []byte) (*crdt.Op, error) {
+	raw, err := n.checkSize(e)
+	if err != nil {
+		n.restoreKeys(t)
+		return nil, err
+	}
 	b := storage.Batch{
 		Envelopes: []storage.EnvelopeRecord{envRecord(e, raw)},
 		Ops:       []storage.OpRecord{{Team: t.id, Time: uint64(op.Time), ID: op.ID(), Data: op.Marshal()}},
 		Secrets:   map[string][]byte{keysSecret(t.id): t.keys.Marshal()},
 	}
 	if _, err := n.st.Commit(b); err != nil {
-		n.restoreKeys(t, before)
+		n.restoreKeys(t)
 		return nil, fmt.Errorf("node: store: %w", err)
 	}
 	n.clockMu.Lock()
 	n.observe(op)
 	n.clockMu.Unlock()
 	t.addOps([]*crdt.Op{op})
-	return op, nil
+	return raw, nil
+}
+
+func (n *Node) checkSize(e *envelope.Envelope) ([]byte, error) {
+	raw := e.Marshal()
+	if len(raw) > envelope.MaxSize {
+		return nil, fmt.Errorf("node: message too large (%d bytes sealed, limit %d)", len(raw), envelope.MaxSize)
+	}
+	return raw, nil
 }
 
 // gossip publishes a stored envelope; failure is only logged, since catch-up delivers it anyway. It
@@ -325,16 +330,7 @@ func (n *Node) commit(t *team, changes []crdt.Change, why string) (*crdt.Op, err
 	}
 	recips := body.Recipients
 	op := n.newCommitOp(t, body.Marshal())
-	before := t.keys.Marshal()
-	e, err := t.keys.SealCommit(op, rand.Reader)
-	if err != nil {
-		t.keyMu.Unlock()
-		return nil, fmt.Errorf("node: seal commit: %w", err)
-	}
-	raw, err := n.checkSize(e)
-	if err == nil {
-		_, err = n.storeOwn(t, op, e, raw, before)
-	}
+	raw, err := n.sealOwn(t, op, func() (*envelope.Envelope, error) { return t.keys.SealCommit(op, rand.Reader) })
 	t.keyMu.Unlock()
 	if err != nil {
 		return nil, err
@@ -424,12 +420,11 @@ func (n *Node) forgetOldEpochs(t *team) {
 	if len(gone) == 0 {
 		return
 	}
-	before := t.keys.Marshal()
 	for _, tag := range gone {
 		t.keys.Forget(tag)
 	}
 	if _, err := n.st.Commit(storage.Batch{Secrets: map[string][]byte{keysSecret(t.id): t.keys.Marshal()}}); err != nil {
-		n.restoreKeys(t, before)
+		n.restoreKeys(t)
 		n.log.Warn("cannot store the key state after destroying old epochs", "team", t.id, "err", err)
 		return
 	}

@@ -303,16 +303,20 @@ func (n *Node) storeHistory(rec *teamRecord, hist []historyItem) error {
 	if !haveGenesis {
 		return errors.New("node: join answer: no genesis")
 	}
-	// Open newest first: the joiner's own commit is last; its prior keys open the older ones.
+	// Open newest first: the joiner's own commit is last; its prior keys open the older ones. An
+	// envelope that does not open yet is tried again once another one opened.
 	slices.Reverse(envs)
-	for progress := true; progress; {
-		progress = false
-		for _, e := range envs {
-			before := len(keys.Tags())
-			if _, err := keys.Open(e); err == nil && len(keys.Tags()) > before {
-				progress = true
+	for pending := envs; len(pending) > 0; {
+		var later []*envelope.Envelope
+		for _, e := range pending {
+			if _, err := keys.Open(e); err != nil {
+				later = append(later, e)
 			}
 		}
+		if len(later) == len(pending) {
+			break
+		}
+		pending = later
 	}
 	s := log.State()
 	if s.Current < 0 || !keys.CanSend(s.Epochs[s.Current].Tag) {

@@ -97,21 +97,6 @@ func (n *Node) memberViews(s *crdt.State, ver map[identity.DeviceID]identity.Noi
 	return out
 }
 
-// Warnings returns one line for each person of the team whose keys changed since the user verified them.
-func (n *Node) Warnings(teamRef string) ([]string, error) {
-	ms, err := n.Members(teamRef)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, m := range ms {
-		if m.Status == KeysChanged {
-			out = append(out, fmt.Sprintf("%s's keys changed since you verified them (%d device(s)): check again with `fieldmesh verify %s`", m.Name, len(m.Changed), m.Name))
-		}
-	}
-	return out, nil
-}
-
 // findPerson resolves a member reference: a display name (exact, then case-insensitive) or a hex prefix
 // of at least 8 characters of a person or device id.
 func findPerson(s *crdt.State, ref string) (crdt.Person, error) {
@@ -157,7 +142,7 @@ func (n *Node) RemoveMember(teamRef, member string) error {
 	if !ok || !me.Admin {
 		return errors.New("node: only a team admin can remove a member")
 	}
-	if p.ID == s.Creator && p.ID == me.ID && len(adminsOf(s)) == 1 {
+	if p.ID == me.ID && p.Admin && len(adminsOf(s)) == 1 {
 		return errors.New("node: the last admin cannot remove themself; promote someone first")
 	}
 	_, err = n.commit(t, []crdt.Change{{Action: crdt.ActRemove, Target: p.ID}}, "member removed")
@@ -235,14 +220,15 @@ func (n *Node) RemoveDevice(teamRef, device string) error {
 
 // Safety is the safety number between this device and one device of another member.
 type Safety struct {
-	Team     string            `json:"team"`
-	Member   string            `json:"member"`
-	Device   identity.DeviceID `json:"device"`
-	Label    string            `json:"label"`
-	Number   string            `json:"number"` // 60 digits in 12 groups of 5
-	QR       string            `json:"qr"`     // the QR payload
-	Verified bool              `json:"verified"`
-	Changed  bool              `json:"changed"` // verified before, with another key
+	Team     string               `json:"team"`
+	Member   string               `json:"member"`
+	Device   identity.DeviceID    `json:"device"`
+	Noise    identity.NoisePublic `json:"noise"` // the device's key the number was computed from
+	Label    string               `json:"label"`
+	Number   string               `json:"number"` // 60 digits in 12 groups of 5
+	QR       string               `json:"qr"`     // the QR payload
+	Verified bool                 `json:"verified"`
+	Changed  bool                 `json:"changed"` // verified before, with another key
 }
 
 // SafetyNumbers returns the safety numbers between this device and each device of the member, found in
@@ -284,7 +270,7 @@ func (n *Node) SafetyNumbers(teamRef, member string) ([]Safety, error) {
 			num := safety.Number(me.ID(), d, me.NoisePublic(), m.Noise)
 			k, ok := ver[d]
 			out = append(out, Safety{
-				Team: s.Name, Member: p.Name, Device: d, Label: m.Name,
+				Team: s.Name, Member: p.Name, Device: d, Noise: m.Noise, Label: m.Name,
 				Number: num.String(), QR: num.QR(),
 				Verified: ok && k == m.Noise, Changed: ok && k != m.Noise,
 			})
@@ -325,27 +311,14 @@ func (n *Node) MarkVerified(teamRef, member, scanned string) ([]Safety, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := n.findTeamOf(teamRef, nums[0].Team)
-	if err != nil {
-		return nil, err
-	}
-	s := t.snapshot()
 	for i := range nums {
-		m, _ := s.Member(nums[i].Device)
-		ver[nums[i].Device] = m.Noise
+		ver[nums[i].Device] = nums[i].Noise
 		nums[i].Verified, nums[i].Changed = true, false
 	}
 	if err := n.putVerified(ver); err != nil {
 		return nil, err
 	}
 	return nums, nil
-}
-
-func (n *Node) findTeamOf(teamRef, name string) (*team, error) {
-	if teamRef != "" {
-		return n.teamByRef(teamRef)
-	}
-	return n.teamByRef(name)
 }
 
 const secretVerified = "verified"

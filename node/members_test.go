@@ -202,3 +202,69 @@ func waitState(t *testing.T, n *testNode, ref string, cond func(*crdt.State) boo
 		}
 	}
 }
+
+// TestVerifyAndKeyChangeWarning: both ends of a pair compute the same safety number; marking it needs
+// the scanned code to match; a verified member shows as verified until a device is added to them, then
+// as keys-changed with that device named.
+func TestVerifyAndKeyChangeWarning(t *testing.T) {
+	_, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri", "laptop")
+	a, b, b2 := ns[0], ns[1], ns[2]
+	team, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	joinAll(t, a, ref, b)
+	waitState(t, b, ref, func(s *crdt.State) bool { return len(s.Persons) == 2 })
+
+	fromA, err := a.SafetyNumbers(ref, "Nurse Phiri")
+	if err != nil || len(fromA) != 1 {
+		t.Fatalf("A's safety numbers: %+v, %v", fromA, err)
+	}
+	fromB, err := b.SafetyNumbers(ref, "Dr Banda")
+	if err != nil || len(fromB) != 1 {
+		t.Fatalf("B's safety numbers: %+v, %v", fromB, err)
+	}
+	if fromA[0].Number != fromB[0].Number || fromA[0].QR != fromB[0].QR {
+		t.Fatalf("the two ends show different numbers: %q / %q", fromA[0].Number, fromB[0].Number)
+	}
+	if _, err := a.MarkVerified(ref, "Nurse Phiri", "FIELDMESH:SN0:not-the-code"); err == nil {
+		t.Fatal("a scanned code that does not match was accepted")
+	}
+	if ms, _ := a.Members(ref); statusOf(ms, "Nurse Phiri") != Unverified {
+		t.Fatalf("after a refused scan: %v; want unverified", statusOf(ms, "Nurse Phiri"))
+	}
+	if _, err := a.MarkVerified(ref, "Nurse Phiri", fromB[0].QR); err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := a.Members(ref); statusOf(ms, "Nurse Phiri") != Verified {
+		t.Fatalf("after marking: %v; want verified", statusOf(ms, "Nurse Phiri"))
+	}
+
+	code, err := b.LinkDevice(ref, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b2.Join(context.Background(), code.Code()); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, a, ref, func(s *crdt.State) bool { _, ok := s.Member(b2.id.Device.ID()); return ok })
+	ms, err := a.Members(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Name == "Nurse Phiri" && (m.Status != KeysChanged || len(m.Changed) != 1 || m.Changed[0] != b2.id.Device.ID()) {
+			t.Errorf("after B linked a device: %+v; want keys-changed naming the new device", m)
+		}
+	}
+}
+
+func statusOf(ms []MemberView, name string) VerificationStatus {
+	for _, m := range ms {
+		if m.Name == name {
+			return m.Status
+		}
+	}
+	return ""
+}

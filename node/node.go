@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +25,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -210,7 +210,6 @@ type syncStats struct {
 type ingestItem struct {
 	t    *team
 	env  *envelope.Envelope
-	op   *crdt.Op
 	raw  []byte
 	from peer.ID
 }
@@ -317,14 +316,14 @@ func (n *Node) newHost() (host.Host, error) {
 	}
 	opts := append([]libp2p.Option{
 		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings(listenable(n.cfg.ListenAddrs)...),
+		libp2p.ListenAddrStrings(meshconf.Listenable(n.cfg.ListenAddrs)...),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.DefaultResourceManager,
 		libp2p.DisableMetrics(),
 		libp2p.EnableHolePunching(),
 		libp2p.BandwidthReporter(n.usage),
-	}, transportOptions()...)
+	}, meshconf.Transports()...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("node: start libp2p host: %w", err)
@@ -334,7 +333,7 @@ func (n *Node) newHost() (host.Host, error) {
 
 func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
-		append(GossipOptions(GossipMsgID, envelope.MaxSize+4096), pubsub.WithRawTracer(n.usage.tracer()))...)
+		append(meshconf.GossipOptions(meshconf.GossipMsgID, envelope.MaxSize+4096), pubsub.WithRawTracer(n.usage.tracer()))...)
 	if err != nil {
 		return fmt.Errorf("node: start gossipsub: %w", err)
 	}
@@ -508,7 +507,7 @@ func (n *Node) addTeam(rec *teamRecord) error {
 	}
 	n.clockMu.Unlock()
 
-	name := topicName(t.topic)
+	name := meshconf.TopicName(t.topic)
 	if err := n.ps.RegisterTopicValidator(name, n.validator(t)); err != nil {
 		return fmt.Errorf("node: topic validator: %w", err)
 	}
@@ -516,7 +515,7 @@ func (n *Node) addTeam(rec *teamRecord) error {
 	if err != nil {
 		return fmt.Errorf("node: join topic: %w", err)
 	}
-	if err := ptop.SetScoreParams(GossipTopicScore()); err != nil {
+	if err := ptop.SetScoreParams(meshconf.GossipTopicScore()); err != nil {
 		ptop.Close()
 		return fmt.Errorf("node: topic scores: %w", err)
 	}
@@ -556,11 +555,6 @@ func (n *Node) peerLoop(t *team) {
 			n.goRun(func() { n.autoSync(p, t) })
 		}
 	}
-}
-
-// topicName is the gossip topic of a team: derived one-way from the team id, so it names nothing.
-func topicName(t envelope.Topic) string {
-	return "/fieldmesh/t/" + hex.EncodeToString(t[:])
 }
 
 // validator drops malformed, oversized, foreign or tampered envelopes before they are delivered or
@@ -793,10 +787,7 @@ func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
 	if err := body.Validate(); err != nil {
 		return TeamInfo{}, err
 	}
-	n.clockMu.Lock()
-	ts := n.clock.Next()
-	n.clockMu.Unlock()
-	genesis := crdt.NewOp(n.id.Device, rec.ID, ts, nil, crdt.KindCreate, body.Marshal())
+	genesis := crdt.NewOp(n.id.Device, rec.ID, n.stamp(), nil, crdt.KindCreate, body.Marshal())
 	rec.Genesis = genesis.ID()
 	// The genesis starts epoch 1, whose only recipient is this device.
 	keys := teamkeys.New(rec.ID, n.id.Device)

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -277,7 +277,7 @@ func (u *usage) gossipBytes(rpc *pubsub.RPC) map[envelope.Topic]uint64 {
 	}
 	var out map[envelope.Topic]uint64
 	count := func(name string, n int) {
-		t, ok := parseTopicName(name)
+		t, ok := meshconf.ParseTopicName(name)
 		if !ok || !u.known(t) {
 			return
 		}
@@ -320,19 +320,6 @@ func messageSize(m *pb.Message) int {
 // pbField is the size of a length-delimited protobuf field of n bytes with a one-byte tag.
 func pbField(n int) int {
 	return 1 + binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(n)) + n
-}
-
-// parseTopicName inverts topicName.
-func parseTopicName(name string) (envelope.Topic, bool) {
-	var t envelope.Topic
-	h, ok := strings.CutPrefix(name, "/fieldmesh/t/")
-	if !ok || len(h) != 2*len(t) {
-		return t, false
-	}
-	if _, err := hex.Decode(t[:], []byte(h)); err != nil {
-		return t, false
-	}
-	return t, true
 }
 
 // run flushes the counts every usageFlushEvery (or on each tick of tick, if not nil) until ctx ends.

@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -102,10 +103,10 @@ func TestUsageCountsLandInDayTeamProtocol(t *testing.T) {
 	u.LogSentMessageStream(100, "/meshsub/1.2.0", pa)
 	u.LogRecvMessageStream(50, SyncProtocolV2, pb)
 	u.LogSentMessage(100) // counted by the stream variant only
-	msg := gossipRPC(topicName(mine), bytes.Repeat([]byte("e"), 1000))
+	msg := gossipRPC(meshconf.TopicName(mine), bytes.Repeat([]byte("e"), 1000))
 	tr.RecvRPC(msg)
 	tr.SendRPCCompleted(msg, pa, time.Millisecond)
-	tr.RecvRPC(gossipRPC(topicName(foreign), make([]byte, 500))) // not one of our teams
+	tr.RecvRPC(gossipRPC(meshconf.TopicName(foreign), make([]byte, 500))) // not one of our teams
 	tr.RecvRPC(gossipRPC("not-fieldmesh", make([]byte, 500)))
 	u.syncBytes(mine, 10, 20)
 	// 00:30 in Nairobi is still the 14th in UTC: it must count on the 15th.
@@ -667,12 +668,12 @@ func FuzzLowDataSetting(f *testing.F) {
 func TestParseTopicName(t *testing.T) {
 	var tp envelope.Topic
 	tp[0], tp[15] = 0xab, 0xcd
-	if got, ok := parseTopicName(topicName(tp)); !ok || got != tp {
-		t.Errorf("parseTopicName(topicName(%v)) = %v, %v", tp, got, ok)
+	if got, ok := meshconf.ParseTopicName(meshconf.TopicName(tp)); !ok || got != tp {
+		t.Errorf("meshconf.ParseTopicName(meshconf.TopicName(%v)) = %v, %v", tp, got, ok)
 	}
-	for _, s := range []string{"", "/fieldmesh/t/", "/fieldmesh/t/zz" + topicName(tp)[15:], topicName(tp) + "00", "/meshsub"} {
-		if _, ok := parseTopicName(s); ok {
-			t.Errorf("parseTopicName(%q) succeeded", s)
+	for _, s := range []string{"", "/fieldmesh/t/", "/fieldmesh/t/zz" + meshconf.TopicName(tp)[15:], meshconf.TopicName(tp) + "00", "/meshsub"} {
+		if _, ok := meshconf.ParseTopicName(s); ok {
+			t.Errorf("meshconf.ParseTopicName(%q) succeeded", s)
 		}
 	}
 }

@@ -363,13 +363,7 @@ func teamCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(inv, func(w io.Writer) {
-				fmt.Fprintf(w, "%s\n", inv.Code)
-				if qr {
-					qrterminal.GenerateHalfBlock(inv.Code, qrterminal.L, w)
-				}
-				fmt.Fprintf(w, "works once, until %s\n", inv.Expires)
-			})
+			return g.printCode(inv, qr, fmt.Sprintf("works once, until %s", inv.Expires))
 		},
 	}
 	invite.Flags().BoolVar(&qr, "qr", false, "also print the code as a QR code")
@@ -510,4 +504,16 @@ func printable(s string) string {
 		}
 		return '\uFFFD'
 	}, s)
+}
+
+// printCode prints a one-time code (an invite or a device link), optionally as a QR code, then a line
+// saying how to use it; with --json, the code's JSON.
+func (g *globals) printCode(inv localapi.Invite, qr bool, how string) error {
+	return g.print(inv, func(w io.Writer) {
+		fmt.Fprintf(w, "%s\n", inv.Code)
+		if qr {
+			qrterminal.GenerateHalfBlock(inv.Code, qrterminal.L, w)
+		}
+		fmt.Fprintln(w, how)
+	})
 }

@@ -97,13 +97,7 @@ func deviceCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.print(inv, func(w io.Writer) {
-				fmt.Fprintf(w, "%s\n", inv.Code)
-				if qr {
-					qrterminal.GenerateHalfBlock(inv.Code, qrterminal.L, w)
-				}
-				fmt.Fprintf(w, "on the new device: fieldmesh team join CODE (works once, until %s)\n", inv.Expires)
-			})
+			return g.printCode(inv, qr, fmt.Sprintf("on the new device: fieldmesh team join CODE (works once, until %s)", inv.Expires))
 		},
 	}
 	link.Flags().BoolVar(&qr, "qr", false, "also print the code as a QR code")

@@ -3,14 +3,12 @@ package relay
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -18,7 +16,6 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -26,12 +23,10 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
-	lnoise "github.com/libp2p/go-libp2p/p2p/security/noise"
-	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
@@ -299,25 +294,14 @@ func (r *Relay) start() error {
 	if err != nil {
 		return fmt.Errorf("relay: connection manager: %w", err)
 	}
-	security := []libp2p.Option{
-		libp2p.Security(lnoise.ID, lnoise.New),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
-	}
-	listen := r.cfg.ListenAddrs
-	if envelope.NoSeal {
-		// The test-only fieldmesh_noseal build (the chaos run's control): plaintext TCP, as the node's.
-		security = []libp2p.Option{libp2p.NoSecurity, libp2p.Transport(tcp.NewTCPTransport)}
-		listen = slices.DeleteFunc(slices.Clone(listen), func(a string) bool { return strings.Contains(a, "/quic") })
-	}
 	r.host, err = libp2p.New(append([]libp2p.Option{
 		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings(listen...),
+		libp2p.ListenAddrStrings(meshconf.Listenable(r.cfg.ListenAddrs)...),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.DefaultResourceManager,
 		libp2p.PrometheusRegisterer(r.reg),
-	}, security...)...)
+	}, meshconf.Transports()...)...)
 	if err != nil {
 		return fmt.Errorf("relay: start libp2p host: %w", err)
 	}
@@ -330,18 +314,10 @@ func (r *Relay) start() error {
 	if err != nil {
 		return fmt.Errorf("relay: start circuit relay service: %w", err)
 	}
-	// The node's gossip options (node.start), plus a peer filter: only enrolled devices are in a topic's mesh.
-	gp := pubsub.DefaultGossipSubParams()
-	gp.D, gp.Dlo, gp.Dhi, gp.Dscore, gp.Dout, gp.Dlazy = 4, 3, 6, 2, 1, 4
+	// The devices' gossip options (meshconf), plus a peer filter: only enrolled devices are in a
+	// topic's mesh.
 	r.ps, err = pubsub.NewGossipSub(r.ctx, r.host,
-		pubsub.WithGossipSubParams(gp),
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
-		pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(msgID),
-		pubsub.WithMaxMessageSize(envelope.MaxSize+4096),
-		pubsub.WithPeerOutboundQueueSize(64),
-		pubsub.WithPeerFilter(r.peerFilter),
-	)
+		append(meshconf.GossipOptions(meshconf.GossipMsgID, envelope.MaxSize+4096), pubsub.WithPeerFilter(r.peerFilter))...)
 	if err != nil {
 		return fmt.Errorf("relay: start gossipsub: %w", err)
 	}
@@ -380,15 +356,6 @@ func (r *Relay) start() error {
 	r.goRun(r.maintainLoop)
 	return nil
 }
-
-// msgID names gossip messages by the hash of their content, as the node does.
-func msgID(m *pb.Message) string {
-	h := sha256.Sum256(m.Data)
-	return string(h[:20])
-}
-
-// topicName is the node's gossip topic name of a topic.
-func topicName(t envelope.Topic) string { return "/fieldmesh/t/" + hex.EncodeToString(t[:]) }
 
 // goRun runs f on a goroutine that Close waits for; after Close it does nothing.
 func (r *Relay) goRun(f func()) {
@@ -465,7 +432,7 @@ func (r *Relay) Admit(c Code) (added bool, err error) {
 
 // carry joins a topic's gossip with a structural validator and starts storing what arrives.
 func (r *Relay) carry(t envelope.Topic, k Key) error {
-	name := topicName(t)
+	name := meshconf.TopicName(t)
 	if err := r.ps.RegisterTopicValidator(name, r.validator(t)); err != nil {
 		return fmt.Errorf("relay: topic validator: %w", err)
 	}

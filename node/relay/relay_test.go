@@ -28,6 +28,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
+	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
@@ -358,7 +359,7 @@ func TestNotEnrolledRefused(t *testing.T) {
 		}
 	}
 	// A peer filter keeps it out of the gossip mesh.
-	if r.peerFilter(d.h.ID(), topicName(ca.Topic)) {
+	if r.peerFilter(d.h.ID(), meshconf.TopicName(ca.Topic)) {
 		t.Errorf("peer filter admits a device not enrolled")
 	}
 }
@@ -439,15 +440,15 @@ func TestGossip(t *testing.T) {
 	// tracer says when the relay is in a device's mesh.
 	mk := func() gossiper {
 		d := newDevice(t)
-		tr := &meshTracer{relay: r.Host().ID(), topic: topicName(ca.Topic), meshed: make(chan struct{})}
+		tr := &meshTracer{relay: r.Host().ID(), topic: meshconf.TopicName(ca.Topic), meshed: make(chan struct{})}
 		ps, err := pubsub.NewGossipSub(ctx, d.h, pubsub.WithRawTracer(tr),
-			pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(), pubsub.WithMessageIdFn(msgID))
+			pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(), pubsub.WithMessageIdFn(meshconf.GossipMsgID))
 		if err != nil {
 			t.Fatal(err)
 		}
 		d.connect(t, r)
 		d.enrol(t, r, keys)
-		top, err := ps.Join(topicName(ca.Topic))
+		top, err := ps.Join(meshconf.TopicName(ca.Topic))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,5 +1,5 @@
 // Package gossipbench measures live gossip on a simulated network: fieldmesh's tuned GossipSub
-// (node.GossipOptions) against default GossipSub and floodsub, on the same topology, with the same
+// (meshconf.GossipOptions) against default GossipSub and floodsub, on the same topology, with the same
 // messages, in the same run.
 //
 // A Run builds a go-libp2p mocknet of N nodes linked as a Topology (RandomTopology: a connected

@@ -14,7 +14,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"go.uber.org/goleak"
 
-	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/meshconf"
 )
 
 var (
@@ -168,13 +168,13 @@ func variant(name string, edit func(*pubsub.GossipSubParams), floodPublish, p2 b
 	return Router{
 		Name: name,
 		Options: func() []pubsub.Option {
-			p := node.GossipParams()
+			p := meshconf.GossipParams()
 			edit(&p)
-			return append(node.GossipOptions(node.GossipMsgID, maxMsgSize),
+			return append(meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize),
 				pubsub.WithGossipSubParams(p), pubsub.WithFloodPublish(floodPublish))
 		},
 		Joined: func(t *pubsub.Topic) error {
-			ts := node.GossipTopicScore()
+			ts := meshconf.GossipTopicScore()
 			if !p2 {
 				ts.FirstMessageDeliveriesWeight = 0
 			}
@@ -226,7 +226,7 @@ func TestGossipSweep(t *testing.T) {
 		small := Tuned()
 		small.Name = "tuned, queues of 32 (pubsub's default)"
 		small.Options = func() []pubsub.Option {
-			return append(node.GossipOptions(node.GossipMsgID, maxMsgSize),
+			return append(meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize),
 				pubsub.WithPeerOutboundQueueSize(32), pubsub.WithValidateQueueSize(32))
 		}
 		t.Logf("bursts, queue sizes:\n%s", Table(runAll(t, burstConfig(t, sc), Tuned(), small)))

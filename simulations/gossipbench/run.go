@@ -23,7 +23,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
@@ -44,16 +44,16 @@ func messageFormat() []pubsub.Option {
 	return []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(node.GossipMsgID),
+		pubsub.WithMessageIdFn(meshconf.GossipMsgID),
 	}
 }
 
-// Tuned is fieldmesh's GossipSub: node.GossipOptions, with node.GossipTopicScore on the topic.
+// Tuned is fieldmesh's GossipSub: meshconf.GossipOptions, with meshconf.GossipTopicScore on the topic.
 func Tuned() Router {
 	return Router{
 		Name:    "tuned GossipSub",
-		Options: func() []pubsub.Option { return node.GossipOptions(node.GossipMsgID, maxMsgSize) },
-		Joined:  func(t *pubsub.Topic) error { return t.SetScoreParams(node.GossipTopicScore()) },
+		Options: func() []pubsub.Option { return meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize) },
+		Joined:  func(t *pubsub.Topic) error { return t.SetScoreParams(meshconf.GossipTopicScore()) },
 	}
 }
 

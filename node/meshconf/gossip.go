@@ -1,13 +1,21 @@
-package node
+// Package meshconf holds the libp2p and GossipSub settings that every fieldmesh host shares, devices
+// (package node) and clinic relays (package node/relay) alike, so the two cannot drift apart: the
+// GossipSub tuning for small team meshes, the gossip message id, the topic name of a team, and the
+// host's security and transports.
+package meshconf
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"math"
+	"strings"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
 // GossipSub tuned for team meshes: few bytes first, then latency.
@@ -178,4 +186,21 @@ func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int) []pubsub.Option {
 		pubsub.WithPeerOutboundQueueSize(GossipOutboundQueue),
 		pubsub.WithValidateQueueSize(GossipValidateQueue),
 	}
+}
+
+// TopicName is the gossip topic of a team: derived one-way from the team id (through its
+// envelope.Topic), so it names nothing.
+func TopicName(t envelope.Topic) string { return "/fieldmesh/t/" + hex.EncodeToString(t[:]) }
+
+// ParseTopicName inverts TopicName.
+func ParseTopicName(name string) (envelope.Topic, bool) {
+	var t envelope.Topic
+	h, ok := strings.CutPrefix(name, "/fieldmesh/t/")
+	if !ok || len(h) != 2*len(t) {
+		return t, false
+	}
+	if _, err := hex.Decode(t[:], []byte(h)); err != nil {
+		return t, false
+	}
+	return t, true
 }

@@ -1,4 +1,4 @@
-package node
+package meshconf
 
 import (
 	"strings"
@@ -11,11 +11,11 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
-// transportOptions are the host's security and transports: Noise over TCP, and QUIC. In a build with
+// Transports are the host's security and transports: Noise over TCP, and QUIC. In a build with
 // the test-only tag fieldmesh_noseal (envelope.NoSeal, used only by the chaos run's control, which must
 // find plaintext on the wire to prove its scan works) connections are unencrypted TCP. No normal build
 // can do that.
-func transportOptions() []libp2p.Option {
+func Transports() []libp2p.Option {
 	if envelope.NoSeal {
 		return []libp2p.Option{libp2p.NoSecurity, libp2p.Transport(tcp.NewTCPTransport)}
 	}
@@ -26,8 +26,8 @@ func transportOptions() []libp2p.Option {
 	}
 }
 
-// listenable drops the QUIC listen addresses a noseal build cannot serve.
-func listenable(addrs []string) []string {
+// Listenable drops the QUIC listen addresses a noseal build cannot serve.
+func Listenable(addrs []string) []string {
 	if !envelope.NoSeal {
 		return addrs
 	}
