@@ -296,20 +296,27 @@ func (n *Node) checkSize(e *envelope.Envelope) ([]byte, error) {
 	return raw, nil
 }
 
-// gossip publishes a stored envelope; failure is only logged, since catch-up delivers it anyway. It
-// also reconciles at once with the connected relays that carry the team, and, when gossip has no peer
-// in the topic yet (just reconnected), with the connected members, instead of waiting for the next
-// periodic session.
+// gossip publishes a stored envelope; failure is only logged, since catch-up delivers it anyway. When
+// gossip cannot have carried it to a peer that should have it at once, it reconciles with that peer
+// instead of waiting for the next periodic session: with a connected relay that carries the team but
+// is not in the topic yet as this node's gossip sees it, and, when gossip has no peer in the topic at
+// all (just reconnected), with the connected members.
 func (n *Node) gossip(t *team, raw []byte) {
+	// Flood publishing sends the envelope to every peer in the topic as gossip knows it now.
+	inTopic := t.ptop.ListPeers()
 	if err := t.ptop.Publish(n.ctx, raw); err != nil {
 		n.log.Warn("gossip publish failed", "team", t.id, "err", err)
 	}
 	noGossip := len(t.ptop.ListPeers()) == 0
 	for _, p := range n.host.Network().Peers() {
-		// A relay's gossip admits a device only once it is enrolled, and relays are few: hand each one
-		// what was just stored by a reconciliation too (coalesced per peer, a few hundred bytes).
 		if n.isRelayFor(p, t.topic) {
-			n.goRun(func() { n.syncTeam(p, t) })
+			// A relay in the topic got the envelope from the flood publish (if it ignored it because
+			// this device's enrolment had not completed, the reconciliation that follows enrolment
+			// carries it). One whose subscription has not reached this node yet (just connected) did
+			// not get it, and nothing in gossip sends it later: hand it over by reconciliation.
+			if !slices.Contains(inTopic, p) {
+				n.goRun(func() { n.syncTeam(p, t) })
+			}
 			continue
 		}
 		if d, err := deviceOf(p); noGossip && err == nil && n.isMember(t, d) {

@@ -332,8 +332,20 @@ func (n *Node) newHost() (host.Host, error) {
 }
 
 func (n *Node) start(bootstrap []peer.AddrInfo) error {
+	// Round trips to peers rank them in the gossip mesh (meshconf.Prober); periodic re-probes pause
+	// in low-data mode.
+	pr, err := meshconf.StartProber(n.ctx, n.host, 0, func() bool {
+		n.low.mu.Lock()
+		defer n.low.mu.Unlock()
+		return n.low.on
+	})
+	if err != nil {
+		return fmt.Errorf("node: start latency probes: %w", err)
+	}
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); pr.Wait() }()
 	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
-		append(meshconf.GossipOptions(meshconf.GossipMsgID, envelope.MaxSize+4096), pubsub.WithRawTracer(n.usage.tracer()))...)
+		append(meshconf.GossipOptions(meshconf.GossipMsgID, envelope.MaxSize+4096, pr.RTT), pubsub.WithRawTracer(n.usage.tracer()))...)
 	if err != nil {
 		return fmt.Errorf("node: start gossipsub: %w", err)
 	}

@@ -44,8 +44,9 @@ const (
 // about 27 bytes per mesh peer (the 20-byte id and framing), and it only saves a copy that the peer
 // would otherwise send after the IDONTWANT arrives: that happens when copies queue behind each other
 // on a slow uplink, for longer the larger they are; on fast links it never happens. In gossipbench on
-// 256 kbit/s uplinks, IDONTWANT for every message cost 4% more bytes with 200-byte messages and saved
-// 6% at 400 bytes and 13% at 1,000; with unlimited uplinks it saved nothing and cost 16% (100 bytes). A fieldmesh envelope is about 260 bytes for "ok", 330–360 for a
+// 256 kbit/s uplinks, IDONTWANT for every message cost 2% more bytes with 200-byte messages and saved
+// 5% at 400 bytes and 14% at 1,000; with unlimited uplinks it saved nothing and cost 15% (100
+// bytes). A fieldmesh envelope is about 260 bytes for "ok", 330–360 for a
 // 70-character note and 560–590 for 300 characters: around the break-even point. So IDONTWANT starts
 // at 512 bytes, where it saves on slow links (pubsub's default, 1,024, is above nearly every clinical
 // message). 512 is also above Dhi × the 20-byte id: a small message cannot make a node send more
@@ -65,24 +66,36 @@ func GossipMsgID(m *pb.Message) string {
 //   - Mesh degree D = 4, Dlo = 4, Dhi = 5 (defaults 6, 5, 12). Every node forwards each message to its
 //     mesh peers except the one it came from, so the copies sent per delivered message are about the
 //     mean mesh degree minus one. In gossipbench (100 nodes with 4–8 links each) the defaults put
-//     nearly every link in the mesh, as floodsub does, and sent 4.9 copies per delivery; these send
-//     2.8–2.9. A node grafts as soon as it is below 4 and prunes above 5, keeping its Dscore = 3
-//     best-scoring mesh peers (those that bring messages first, see GossipTopicScore) and a random
-//     one, so the mesh drifts towards fast links. D = 3 sent 2.0 copies (a quarter fewer bytes) but
-//     the 99th-percentile latency went from 3.1× to 4.2× the shortest path; D = 5 sent 3.6 for 2.0×.
-//     Dout = 1 (default 2; it must stay under D/2): one outbound mesh link still protects against a
-//     peer that fills our mesh with inbound connections.
+//     nearly every link in the mesh, as floodsub does, and sent 4.9–5.0 copies per delivery; these
+//     send 2.8–2.9. Dout = 1 (default 2; it must stay under D/2): one outbound mesh link still protects
+//     against a peer that fills our mesh with inbound connections.
+//   - A latency-aware mesh. Peers are scored by the round-trip time the host measured to them
+//     (Prober, LatencyScore). Pruning (at Dhi) keeps the Dscore = D best-scoring peers, i.e. the
+//     fastest, and opportunistic grafting runs every heartbeat (OpportunisticGraftTicks = 1; default
+//     60, and only when the mesh's median score is under a threshold, which GossipPeerScore sets
+//     out of reach): a node grafts up to 2 peers that score above its mesh's median. The mesh so
+//     drifts from the random links it starts with to fast ones. In gossipbench this took the
+//     99th-percentile latency from 2.7–3.1× to 1.75–2.0× the shortest path, with fewer copies
+//     (2.95 → 2.76 per delivery in one sweep): fast links carry messages first, so fewer copies cross.
+//   - Prune backoff 10 s (default 1 minute): how long a pruned pair waits before grafting each other
+//     again. Every peer keeps its fastest links, so a device whose links are all slow can be pruned
+//     by all its peers within a heartbeat or two; it then waited out the backoff with an empty mesh,
+//     reached by IHAVE gossip alone, and in gossipbench's bursts one node so spent 63 s and missed
+//     0.05% of deliveries. With 10 s no node was left without a mesh, for about 0.1 more copies per
+//     delivery (the churn).
 //   - Gossip to Dlazy = 1 peer outside the mesh, GossipFactor = 0, and only about the last
 //     heartbeat's messages (HistoryGossip = 1; defaults 6, 0.25, 3). IHAVE gossip repairs a copy the
 //     mesh lost within a heartbeat; reconciliation repairs everything anyway, later. Pubsub's default
-//     amounts cost 44% more bytes in gossipbench; no gossip at all would save another 8%.
+//     amounts cost 45% more bytes in gossipbench; no gossip at all would save another 11%.
 //     HistoryLength stays 5: a peer may still ask (IWANT) for a message of the last 5 heartbeats.
 //   - IDONTWANT from GossipIDontWantThreshold bytes (default 1,024).
 //
 // The heartbeat stays at 1 s: the mesh repairs itself within a second of losing a link.
 func GossipParams() pubsub.GossipSubParams {
 	p := pubsub.DefaultGossipSubParams()
-	p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 4, 4, 5, 3, 1
+	p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 4, 4, 5, 4, 1
+	p.OpportunisticGraftTicks = 1
+	p.PruneBackoff = 10 * time.Second
 	p.Dlazy = 1
 	p.GossipFactor = 0
 	p.HistoryGossip = 1
@@ -90,36 +103,62 @@ func GossipParams() pubsub.GossipSubParams {
 	return p
 }
 
+// LatencyScore is the application-specific peer score (P5) of a peer at round-trip time rtt, in
+// steps: 5 points for every factor of 1.25 the round trip is under a second, at most 100 (from about
+// 11.5 ms down, every link is as good as the next), and 0 while nothing is measured (a new peer ranks
+// last until its probe answers). 20 ms scores 85, 100 ms 50, 500 ms 15, a second or more 0.
+//
+// The steps make round trips within about 25% of each other tie. Opportunistic grafting trades a
+// mesh peer for one that scores strictly higher, so scores that differed by noise would have the
+// mesh churn every heartbeat, GRAFTs and PRUNEs crossing, among peers on one clinic Wi-Fi all alike.
+func LatencyScore(rtt time.Duration) float64 {
+	if rtt <= 0 {
+		return 0
+	}
+	if rtt >= time.Second {
+		return 0
+	}
+	steps := math.Floor(math.Log(float64(time.Second)/float64(rtt)) / math.Log(1.25))
+	return 5 * min(20, steps)
+}
+
 // halfLife returns the per-DecayInterval (1 s) factor that halves a score counter in d.
 func halfLife(d time.Duration) float64 {
 	return math.Pow(0.5, float64(time.Second)/float64(d))
 }
 
-// GossipPeerScore returns the router-wide peer-score parameters and thresholds. Peer scores do two
-// things here: rank mesh peers, so pruning keeps the fast ones (P2, per topic: GossipTopicScore), and
-// mute peers that misbehave. Nothing in them may punish an honest peer for a quiet team, a burst or a
-// shared address:
+// GossipPeerScore returns the router-wide peer-score parameters and thresholds, with rtt (if not
+// nil) giving the measured round-trip time to a peer (Prober.RTT). Peer scores do two things here:
+// rank mesh peers, so pruning keeps the fast ones and grafting seeks them (P5, LatencyScore), and mute
+// peers that misbehave (P4, per topic: GossipTopicScore; P7). Nothing in them may punish an honest
+// peer for a quiet team, a burst or a shared address:
 //
-//   - P5 (application score) is 0 and P6 (IP colocation) is off: phones on one clinic Wi-Fi or
-//     behind one carrier NAT share an address.
+//   - P5 (application score) is LatencyScore, weight 1: 0 to 100.
+//   - P6 (IP colocation) is off: phones on one clinic Wi-Fi or behind one carrier NAT share an
+//     address.
 //   - P7 (behaviour) counts re-grafting during a prune backoff and IHAVE promises not kept, from the
 //     7th such event on, and forgets with a half-life of a minute, so an occasional GRAFT and PRUNE
-//     crossing on the wire cost nothing. It weighs -10 × excess²: 4 excess events (-160) stop our
-//     gossip to the peer, 7 (-490) have everything it sends ignored.
+//     crossing on the wire cost nothing. It weighs -50 × excess², against at most 100 of positive
+//     score (P5): 3 excess events (-450) stop our gossip and flood publishing to the peer, 4 (-800)
+//     have everything it sends ignored, however fast its link.
 //   - Thresholds: no gossip below -100, no flood publishing to it below -200, everything it sends
 //     is ignored below -400. Peer exchange (PX) is never accepted: nodes dial only peers they know
-//     from the team, never peers a PRUNE suggests. Opportunistic grafting is off (threshold 0, and
-//     P2 scores are never negative).
+//     from the team, never peers a PRUNE suggests. The opportunistic-grafting threshold is out of
+//     reach (1e9), so a node always looks for a faster peer than its mesh's median (GossipParams).
 //
 // The topic parameters are added per topic with Topic.SetScoreParams(GossipTopicScore()) after
 // joining it: PeerScoreParams.Topics is fixed when the router starts, teams come and go.
-func GossipPeerScore() (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
+func GossipPeerScore(rtt func(peer.ID) time.Duration) (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
+	app := func(peer.ID) float64 { return 0 }
+	if rtt != nil {
+		app = func(p peer.ID) float64 { return LatencyScore(rtt(p)) }
+	}
 	return &pubsub.PeerScoreParams{
 			Topics:                    map[string]*pubsub.TopicScoreParams{},
-			AppSpecificScore:          func(peer.ID) float64 { return 0 },
-			AppSpecificWeight:         0,
+			AppSpecificScore:          app,
+			AppSpecificWeight:         1,
 			IPColocationFactorWeight:  0,
-			BehaviourPenaltyWeight:    -10,
+			BehaviourPenaltyWeight:    -50,
 			BehaviourPenaltyThreshold: 6,
 			BehaviourPenaltyDecay:     halfLife(time.Minute),
 			DecayInterval:             time.Second,
@@ -130,32 +169,31 @@ func GossipPeerScore() (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
 			PublishThreshold:            -200,
 			GraylistThreshold:           -400,
 			AcceptPXThreshold:           1e12,
-			OpportunisticGraftThreshold: 0,
+			OpportunisticGraftThreshold: 1e9,
 		}
 }
 
 // GossipTopicScore returns the score parameters of one team topic.
 //
-//   - P2, first message deliveries, weight 1, half-life 10 minutes, cap 1,000: how often a peer was
-//     the first to bring us a message. Peers over fast links are first more often, and pruning keeps
-//     the Dscore best: in gossipbench this took the median latency from 1.19× to 1.08× the shortest
-//     path (1.39× to 1.25× without flood publishing) and the 99th percentile from 3.3× to 3.1× (5.0×
-//     to 4.0×), for the same bytes.
+//   - P2 (first message deliveries) is off. Without latency scores it was the ranking (who brings
+//     messages first is on fast paths), but it changes with every message, and opportunistic grafting
+//     every heartbeat would follow it: mesh churn, GRAFTs and PRUNEs crossing. With it (and
+//     unstepped latency scores) node's 8-node mocknet test lost messages in 1 run of 10, without it
+//     in none of 12. With latency scores it made no difference beyond noise in gossipbench
+//     (docs/gossip.md).
 //   - P1 (time in mesh) is off: it would keep old slow links over new fast ones. P3 and P3b (mesh
 //     delivery deficit) are off: they expect a steady message rate, and a quiet team would prune
 //     every honest peer.
 //   - P4, invalid messages (envelopes our validator rejects: malformed, tampered, foreign), weight
-//     -10 × count², half-life 10 minutes: a peer that forwards 4 stops getting our gossip, 7 is
-//     ignored. Envelopes of an epoch we do not hold are ignored, not rejected, and cost nothing.
+//     -50 × count², half-life 10 minutes: a peer that forwards 3 stops getting our gossip, 4 are
+//     ignored, whatever its latency. Envelopes of an epoch we do not hold are ignored, not
+//     rejected, and cost nothing.
 func GossipTopicScore() *pubsub.TopicScoreParams {
 	return &pubsub.TopicScoreParams{
 		TopicWeight:                    1,
 		TimeInMeshWeight:               0,
 		TimeInMeshQuantum:              time.Second,
-		FirstMessageDeliveriesWeight:   1,
-		FirstMessageDeliveriesDecay:    halfLife(10 * time.Minute),
-		FirstMessageDeliveriesCap:      1000,
-		InvalidMessageDeliveriesWeight: -10,
+		InvalidMessageDeliveriesWeight: -50,
 		InvalidMessageDeliveriesDecay:  halfLife(10 * time.Minute),
 	}
 }
@@ -164,7 +202,8 @@ func GossipTopicScore() *pubsub.TopicScoreParams {
 // sequence number in messages (StrictNoSign, WithNoAuthor: authorship is proved inside the sealed
 // envelope, and gossip must not say who wrote what), msgID as the message id (GossipMsgID: content
 // hashes), maxMsgSize as the largest RPC, the parameters of GossipParams, the peer scores of
-// GossipPeerScore, the queue sizes above, and flood publishing.
+// GossipPeerScore with rtt as the measured round trips (Prober.RTT; nil: a latency-blind mesh), the
+// queue sizes above, and flood publishing.
 //
 // Flood publishing: a node sends its own messages to every peer in the topic, not just its mesh, so
 // the first hop goes over the fastest link there is. In gossipbench it cost at most 0.1 copies per
@@ -173,8 +212,8 @@ func GossipTopicScore() *pubsub.TopicScoreParams {
 // default).
 //
 // After joining a topic, set its score parameters: topic.SetScoreParams(GossipTopicScore()).
-func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int) []pubsub.Option {
-	sp, st := GossipPeerScore()
+func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int, rtt func(peer.ID) time.Duration) []pubsub.Option {
+	sp, st := GossipPeerScore(rtt)
 	return []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithNoAuthor(),

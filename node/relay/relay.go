@@ -314,10 +314,16 @@ func (r *Relay) start() error {
 	if err != nil {
 		return fmt.Errorf("relay: start circuit relay service: %w", err)
 	}
-	// The devices' gossip options (meshconf), plus a peer filter: only enrolled devices are in a
-	// topic's mesh.
+	// The devices' gossip options (meshconf, with round trips measured as devices do), plus a peer
+	// filter: only enrolled devices are in a topic's mesh.
+	pr, err := meshconf.StartProber(r.ctx, r.host, 0, nil)
+	if err != nil {
+		return fmt.Errorf("relay: start latency probes: %w", err)
+	}
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); pr.Wait() }()
 	r.ps, err = pubsub.NewGossipSub(r.ctx, r.host,
-		append(meshconf.GossipOptions(meshconf.GossipMsgID, envelope.MaxSize+4096), pubsub.WithPeerFilter(r.peerFilter))...)
+		append(meshconf.GossipOptions(meshconf.GossipMsgID, envelope.MaxSize+4096, pr.RTT), pubsub.WithPeerFilter(r.peerFilter))...)
 	if err != nil {
 		return fmt.Errorf("relay: start gossipsub: %w", err)
 	}

@@ -18,7 +18,11 @@
 //   - for GossipSub, the mesh: its links, and its own shortest paths over the topology's.
 //
 // GreedySpanner bounds what any mesh can do: the fewest links that keep every shortest path within
-// a stretch.
+// a stretch; FloodPublishStretch gives the latency and copies of such a mesh when sources flood
+// their own messages, as the tuned router does.
+//
+// Routers with Probe set run a ping service and a meshconf.Prober on every node, as fieldmesh hosts
+// do, so the tuned router's latency scores come from pings over the simulated links.
 //
 // Time: Run reads the clock for pacing and latencies, and is meant to run inside a testing/synctest
 // bubble, where time is virtual: link latencies are exact, processing takes no time, and the figures

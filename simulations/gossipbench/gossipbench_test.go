@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"go.uber.org/goleak"
 
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
@@ -33,21 +35,22 @@ func TestMain(m *testing.M) {
 // scale is the size of a run: the default keeps go test fast, -gossipbench.full is the measurement.
 type scale struct {
 	nodes, warmup, messages int
-	// copies is the bound on copies per delivery: the goal, 3.0, at 100 nodes (measured 2.8–2.9);
-	// 3.3 at 20 nodes, where a mesh of degree 4 is a larger share of 5–6 links per node and runs
-	// measured 2.8–3.2 (pubsub's own choices are not seeded).
+	// copies is the bound on copies per delivery: the goal, 3.0, at 100 nodes (measured 2.77–2.89
+	// over seeds 1–3); 3.5 at 20 nodes, where a mesh of degree 4 is a larger share of 5–6 links per
+	// node and the mesh churns more for its size (prune backoff 10 s): runs measured 3.08–3.25 over
+	// seeds 1–6 (pubsub's own choices are not seeded).
 	copies float64
 	// p99 is the bound on the tuned router's latency at the 99th percentile, over the shortest
-	// path: a regression guard, since the goal of 1.5 is not reached (docs/gossip.md). Measured
-	// 2.2–3.1 at 100 nodes, 1.5–3.3 at 20.
+	// path: a regression guard, since the goal of 1.5 is not reached at 100 nodes (docs/gossip.md).
+	// Measured 1.75–1.95 at 100 nodes (seeds 1–3), 1.32–1.63 at 20 (seeds 1–6).
 	p99 float64
 }
 
 func currentScale() scale {
 	if *full {
-		return scale{nodes: 100, warmup: 300, messages: 300, copies: 3.0, p99: 3.5}
+		return scale{nodes: 100, warmup: 300, messages: 300, copies: 3.0, p99: 2.5}
 	}
-	return scale{nodes: 20, warmup: 60, messages: 60, copies: 3.3, p99: 4.0}
+	return scale{nodes: 20, warmup: 60, messages: 60, copies: 3.5, p99: 2.2}
 }
 
 // pacedConfig is the main scenario: random sources, one message a second on average (Poisson), no
@@ -115,8 +118,9 @@ func runAll(t *testing.T, c Config, rts ...Router) []Result {
 // TestGossipGoals measures the tuned router against default GossipSub and floodsub and holds the
 // tuned one to the goals of issue #5 it reaches: every message delivered, at most 3 copies per
 // delivery (at 100 nodes; see scale), at most 2.2 × the payload per copy on a hop, fewer bytes than
-// default GossipSub, and no drops in a burst. Latency is held to a regression bound (scale.p99), not to the goal of 1.5 × the
-// shortest path, which no mesh this sparse reaches (docs/gossip.md).
+// default GossipSub, and no drops in a burst. Latency is held to a regression bound (scale.p99), not
+// to the goal of 1.5 × the shortest path, which GossipSub's local mesh upkeep does not reach at 3
+// copies on these networks (docs/gossip.md).
 func TestGossipGoals(t *testing.T) {
 	sc := currentScale()
 	bubble(t, func(t *testing.T) {
@@ -163,24 +167,31 @@ func TestGossipGoals(t *testing.T) {
 }
 
 // variant is the tuned router with its GossipSub parameters edited, flood publishing on or off and
-// the first-delivery score (P2) on or off.
-func variant(name string, edit func(*pubsub.GossipSubParams), floodPublish, p2 bool) Router {
+// a first-delivery score (P2, off in the tuned router) added with the given weight (0: none).
+func variant(name string, edit func(*pubsub.GossipSubParams), floodPublish bool, p2 float64) Router {
 	return Router{
-		Name: name,
-		Options: func() []pubsub.Option {
+		Name:  name,
+		Probe: true,
+		Options: func(rtt func(peer.ID) time.Duration) []pubsub.Option {
 			p := meshconf.GossipParams()
 			edit(&p)
-			return append(meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize),
+			return append(meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize, rtt),
 				pubsub.WithGossipSubParams(p), pubsub.WithFloodPublish(floodPublish))
 		},
-		Joined: func(t *pubsub.Topic) error {
-			ts := meshconf.GossipTopicScore()
-			if !p2 {
-				ts.FirstMessageDeliveriesWeight = 0
-			}
-			return t.SetScoreParams(ts)
-		},
+		Joined: func(t *pubsub.Topic) error { return t.SetScoreParams(withP2(p2)) },
 	}
+}
+
+// withP2 is meshconf.GossipTopicScore with first message deliveries (P2) scored at weight w (0:
+// not), half-life 10 minutes, capped at 1,000.
+func withP2(w float64) *pubsub.TopicScoreParams {
+	ts := meshconf.GossipTopicScore()
+	if w != 0 {
+		ts.FirstMessageDeliveriesWeight = w
+		ts.FirstMessageDeliveriesDecay = math.Pow(0.5, 1.0/600)
+		ts.FirstMessageDeliveriesCap = 1000
+	}
+	return ts
 }
 
 // TestGossipSweep runs the sweeps behind the tuned choices (-gossipbench.sweep): the bound an
@@ -195,38 +206,55 @@ func TestGossipSweep(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		c := pacedConfig(t, sc, 100, 0)
 		var b strings.Builder
-		b.WriteString("| mesh | links | copies / delivery (estimate) | mesh path p50 | mesh path p99 |\n|---|---|---|---|---|\n")
-		for _, st := range []float64{1, 1.5, 1.75, 2, 3} {
+		b.WriteString("| mesh | links | copies / delivery (estimate) | mesh path p50 | mesh path p99 | with flood publishing: p50 | p99 |\n|---|---|---|---|---|---|---|\n")
+		for _, st := range []float64{1, 1.5, 1.75, 2, 2.5, 3} {
 			sp := GreedySpanner(c.Topology, st)
 			s, _ := Stretch(c.Topology, sp)
-			fmt.Fprintf(&b, "| greedy %.2g-spanner | %d | %.2f | %.2f× | %.2f× |\n", st, len(sp.Links),
-				float64(2*len(sp.Links)-(c.Topology.N-1))/float64(c.Topology.N-1), quantile(s, .5), quantile(s, .99))
+			fs, fc := FloodPublishStretch(c.Topology, sp)
+			fmt.Fprintf(&b, "| greedy %.2g-spanner | %d | %.2f | %.2f× | %.2f× | %.2f× | %.2f× |\n", st, len(sp.Links),
+				fc, quantile(s, .5), quantile(s, .99), quantile(fs, .5), quantile(fs, .99))
 		}
 		t.Logf("omniscient meshes on the paced topology (%d links):\n%s", len(c.Topology.Links), b.String())
 
+		// The tuning before latency scores: P2 alone ranks mesh peers (weight 1), pruning keeps the
+		// best 3 and one at random, no opportunistic grafting.
+		blind := Router{
+			Name: "no latency scores (P2 weight 1 ranks alone, Dscore 3, no opportunistic grafting)",
+			Options: func(func(peer.ID) time.Duration) []pubsub.Option {
+				p := meshconf.GossipParams()
+				p.Dscore, p.OpportunisticGraftTicks = 3, 60
+				sp, st := meshconf.GossipPeerScore(nil)
+				st.OpportunisticGraftThreshold = 0
+				return append(meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize, nil),
+					pubsub.WithGossipSubParams(p), pubsub.WithPeerScore(sp, st))
+			},
+			Joined: func(t *pubsub.Topic) error { return t.SetScoreParams(withP2(1)) },
+		}
 		rs := runAll(t, c,
 			Tuned(),
-			variant("D=3 (Dlo 3, Dhi 4, Dscore 2, Dout 0)", func(p *pubsub.GossipSubParams) {
-				p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 3, 3, 4, 2, 0
-			}, true, true),
-			variant("D=5 (Dlo 5, Dhi 6, Dscore 4)", func(p *pubsub.GossipSubParams) {
-				p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 5, 5, 6, 4, 1
-			}, true, true),
-			variant("no flood publishing", keep, false, true),
-			variant("no first-delivery score", keep, true, false),
-			variant("no flood publishing, no first-delivery score", keep, false, false),
+			blind,
+			variant("D=3 (Dlo 3, Dhi 4, Dscore 3, Dout 0)", func(p *pubsub.GossipSubParams) {
+				p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 3, 3, 4, 3, 0
+			}, true, 0),
+			variant("Dhi 6", func(p *pubsub.GossipSubParams) { p.Dhi = 6 }, true, 0),
+			variant("D=5 (Dlo 4, Dhi 6, Dscore 5)", func(p *pubsub.GossipSubParams) {
+				p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 5, 4, 6, 5, 1
+			}, true, 0),
+			variant("opportunistic grafting every 5 s", func(p *pubsub.GossipSubParams) { p.OpportunisticGraftTicks = 5 }, true, 0),
+			variant("no flood publishing", keep, false, 0),
+			variant("first-delivery score (P2, weight 0.1)", keep, true, 0.1),
 			variant("default gossip (Dlazy 6, factor 0.25, history 3)", func(p *pubsub.GossipSubParams) {
 				p.Dlazy, p.GossipFactor, p.HistoryGossip = 6, 0.25, 3
-			}, true, true),
-			variant("no gossip (Dlazy 0)", func(p *pubsub.GossipSubParams) { p.Dlazy = 0 }, true, true),
-			variant("IDONTWANT for every message", func(p *pubsub.GossipSubParams) { p.IDontWantMessageThreshold = 0 }, true, true),
+			}, true, 0),
+			variant("no gossip (Dlazy 0)", func(p *pubsub.GossipSubParams) { p.Dlazy = 0 }, true, 0),
+			variant("IDONTWANT for every message", func(p *pubsub.GossipSubParams) { p.IDontWantMessageThreshold = 0 }, true, 0),
 		)
 		t.Logf("paced, variants of the tuned router:\n%s", Table(rs))
 
 		small := Tuned()
 		small.Name = "tuned, queues of 32 (pubsub's default)"
-		small.Options = func() []pubsub.Option {
-			return append(meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize),
+		small.Options = func(rtt func(peer.ID) time.Duration) []pubsub.Option {
+			return append(meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize, rtt),
 				pubsub.WithPeerOutboundQueueSize(32), pubsub.WithValidateQueueSize(32))
 		}
 		t.Logf("bursts, queue sizes:\n%s", Table(runAll(t, burstConfig(t, sc), Tuned(), small)))
@@ -234,8 +262,8 @@ func TestGossipSweep(t *testing.T) {
 		for _, payload := range []int{200, 400, 1000} {
 			c := pacedConfig(t, sc, payload, 256_000)
 			rs := runAll(t, c,
-				variant("IDONTWANT never", func(p *pubsub.GossipSubParams) { p.IDontWantMessageThreshold = 1 << 30 }, true, true),
-				variant("IDONTWANT always", func(p *pubsub.GossipSubParams) { p.IDontWantMessageThreshold = 0 }, true, true),
+				variant("IDONTWANT never", func(p *pubsub.GossipSubParams) { p.IDontWantMessageThreshold = 1 << 30 }, true, 0),
+				variant("IDONTWANT always", func(p *pubsub.GossipSubParams) { p.IDontWantMessageThreshold = 0 }, true, 0),
 			)
 			t.Logf("paced, %d-byte messages, 256 kbit/s uplinks:\n%s", payload, Table(rs))
 		}

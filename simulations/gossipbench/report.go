@@ -1,9 +1,11 @@
 package gossipbench
 
 import (
+	"container/heap"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Table formats results as a Markdown table, one row per result: delivery ratio; latency over the
@@ -11,11 +13,11 @@ import (
 // bytes per delivery and the part of them that is control traffic, both over the payload; the wire
 // size of one copy on one hop over the payload; copies dropped at full outbound queues; and, for
 // GossipSub, the mesh (links in it, and its own shortest paths over the topology's at the 99th
-// percentile).
+// percentile; and node seconds with an empty mesh during the measurement).
 func Table(rs []Result) string {
 	var b strings.Builder
-	b.WriteString("| router | delivered | latency p50 | latency p99 | copies / delivery | wire bytes / delivery | of which control | bytes / hop | dropped | mesh links | mesh path p99 |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| router | delivered | latency p50 | latency p99 | copies / delivery | wire bytes / delivery | of which control | bytes / hop | dropped | mesh links | mesh path p99 | empty mesh (node·s) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		mesh, meshP99 := "all", "1.00×"
 		if r.MeshLinks > 0 {
@@ -25,10 +27,10 @@ func Table(rs []Result) string {
 				meshP99 += fmt.Sprintf(" (%d pairs cut off)", r.MeshUnreachable)
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %.4f | %.2f× | %.2f× | %.2f | %.2f× | %.2f× | %.2f× | %d | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %.4f | %.2f× | %.2f× | %.2f | %.2f× | %.2f× | %.2f× | %d | %s | %s | %d |\n",
 			r.Router, r.DeliveryRatio(), r.StretchQuantile(.5), r.StretchQuantile(.99),
 			r.CopiesPerDelivery(), r.BytesPerDelivery(), ratio(float64(r.ControlBytes), float64(r.Delivered)*float64(r.Payload)),
-			r.HopOverhead(), r.Dropped, mesh, meshP99)
+			r.HopOverhead(), r.Dropped, mesh, meshP99, r.EmptyMesh)
 	}
 	return b.String()
 }
@@ -70,4 +72,57 @@ func Stretch(topo, sub Topology) (sorted []float64, cut int) {
 	}
 	slices.Sort(sorted)
 	return sorted, cut
+}
+
+// FloodPublishStretch is Stretch for a router that floods its own messages to every neighbour and
+// forwards others' over the mesh sub (as the tuned router does): a message from s reaches r at the
+// shortest, over the neighbours n of s, of latency(s, n) plus the mesh path from n to r. It also
+// returns the copies per delivery such a router sends: the source's one per link, then every node's
+// one per mesh link but the one the message came over, averaged over sources.
+func FloodPublishStretch(topo, sub Topology) (sorted []float64, copies float64) {
+	adj, madj := topo.adjacency(), sub.adjacency()
+	inSub := make(map[[2]int]bool, 2*len(sub.Links))
+	for _, l := range sub.Links {
+		inSub[[2]int{l.A, l.B}], inSub[[2]int{l.B, l.A}] = true, true
+	}
+	for s := 0; s < topo.N; s++ {
+		best := topo.ShortestPaths(s)
+		dist := make([]time.Duration, topo.N)
+		from := make([]int, topo.N)
+		for i := range dist {
+			dist[i], from[i] = -1, -1
+		}
+		dist[s] = 0
+		pq := &distHeap{}
+		for _, l := range adj[s] {
+			dist[l.B], from[l.B] = l.Latency, s
+			heap.Push(pq, distItem{node: l.B, d: l.Latency})
+		}
+		for pq.Len() > 0 {
+			it := heap.Pop(pq).(distItem)
+			if it.d > dist[it.node] {
+				continue
+			}
+			for _, l := range madj[it.node] {
+				if nd := it.d + l.Latency; l.B != s && (dist[l.B] < 0 || nd < dist[l.B]) {
+					dist[l.B], from[l.B] = nd, it.node
+					heap.Push(pq, distItem{node: l.B, d: nd})
+				}
+			}
+		}
+		sent := len(adj[s])
+		for r := range dist {
+			if r == s || dist[r] < 0 {
+				continue
+			}
+			sorted = append(sorted, float64(dist[r])/float64(best[r]))
+			sent += len(madj[r])
+			if inSub[[2]int{from[r], r}] {
+				sent--
+			}
+		}
+		copies += float64(sent) / float64(topo.N-1)
+	}
+	slices.Sort(sorted)
+	return sorted, copies / float64(topo.N)
 }

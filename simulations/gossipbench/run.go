@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
@@ -33,14 +34,21 @@ type Router struct {
 	// Flood selects floodsub (pubsub.NewFloodSub); otherwise GossipSub (pubsub.NewGossipSub).
 	Flood bool
 	// Options returns the options for one node (a fresh slice per call: options may hold state).
-	Options func() []pubsub.Option
+	// rtt gives the round trip the node's meshconf.Prober measured to a peer when Probe is set, and
+	// is nil otherwise.
+	Options func(rtt func(peer.ID) time.Duration) []pubsub.Option
 	// Joined, if set, is called with the topic each node joins (to set topic score parameters).
 	Joined func(*pubsub.Topic) error
+	// Probe runs a ping service and a meshconf.Prober on every node, as fieldmesh hosts do, over the
+	// links' latencies. (Pings travel the link's latency one way only: the echo is written on the
+	// stream the peer accepted, which the delay line does not slow. Round trips here are one-way
+	// latencies, which ranks peers the same.)
+	Probe bool
 }
 
 // messageFormat is what every router here shares, so the comparison is of routing alone: messages
 // without signature, author or sequence number, named by content hash (as fieldmesh sends them).
-func messageFormat() []pubsub.Option {
+func messageFormat(func(peer.ID) time.Duration) []pubsub.Option {
 	return []pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithNoAuthor(),
@@ -51,9 +59,12 @@ func messageFormat() []pubsub.Option {
 // Tuned is fieldmesh's GossipSub: meshconf.GossipOptions, with meshconf.GossipTopicScore on the topic.
 func Tuned() Router {
 	return Router{
-		Name:    "tuned GossipSub",
-		Options: func() []pubsub.Option { return meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize) },
-		Joined:  func(t *pubsub.Topic) error { return t.SetScoreParams(meshconf.GossipTopicScore()) },
+		Name: "tuned GossipSub",
+		Options: func(rtt func(peer.ID) time.Duration) []pubsub.Option {
+			return meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize, rtt)
+		},
+		Probe:  true,
+		Joined: func(t *pubsub.Topic) error { return t.SetScoreParams(meshconf.GossipTopicScore()) },
 	}
 }
 
@@ -62,8 +73,8 @@ func Tuned() Router {
 func DefaultGossipSub() Router {
 	return Router{
 		Name: "default GossipSub",
-		Options: func() []pubsub.Option {
-			return append(messageFormat(), pubsub.WithGossipSubParams(pubsub.DefaultGossipSubParams()))
+		Options: func(func(peer.ID) time.Duration) []pubsub.Option {
+			return append(messageFormat(nil), pubsub.WithGossipSubParams(pubsub.DefaultGossipSubParams()))
 		},
 	}
 }
@@ -132,6 +143,9 @@ type Result struct {
 	// Redialled counts links closed and dialled again before the measurement because identify had
 	// not told pubsub about the peer (see Run).
 	Redialled int
+	// EmptyMesh counts, once a second during the measurement, the nodes whose mesh is empty: node
+	// seconds spent with no mesh peer, when only gossip (IHAVE) reaches the node. 0 for floodsub.
+	EmptyMesh int
 }
 
 // DeliveryRatio is Delivered/Expected.
@@ -236,8 +250,18 @@ func Run(ctx context.Context, c Config, rt Router) (Result, error) {
 		lat[l.B][hosts[l.A].ID()] = l.Latency
 	}
 	for i, h := range hosts {
-		opts := append(rt.Options(), pubsub.WithRawTracer(m.node(i)))
 		dh := &delayHost{Host: h, latency: lat[i]}
+		var rtt func(peer.ID) time.Duration
+		if rt.Probe {
+			ping.NewPingService(h)
+			pr, err := meshconf.StartProber(ctx, dh, 0, nil)
+			if err != nil {
+				return Result{}, fmt.Errorf("gossipbench: start prober: %w", err)
+			}
+			defer pr.Wait() // after cancel (deferred below)
+			rtt = pr.RTT
+		}
+		opts := append(rt.Options(rtt), pubsub.WithRawTracer(m.node(i)))
 		if c.UplinkBitsPerSecond > 0 {
 			dh.uplink = &uplink{bitsPerSecond: c.UplinkBitsPerSecond}
 		}
@@ -407,7 +431,30 @@ func Run(ctx context.Context, c Config, rt Router) (Result, error) {
 	}
 
 	m.counting.Store(true)
-	if err := publish(len(c.Warmup), c.Workload); err != nil {
+	sampled := make(chan int, 1)
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	go func() {
+		empty := 0
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				for i := 0; i < n && !rt.Flood; i++ {
+					if m.meshSize(i) == 0 {
+						empty++
+					}
+				}
+			case <-sampleCtx.Done():
+				sampled <- empty
+				return
+			}
+		}
+	}()
+	err := publish(len(c.Warmup), c.Workload)
+	stopSampling()
+	res.EmptyMesh = <-sampled
+	if err != nil {
 		return Result{}, err
 	}
 	// Keep counting bytes for Tail: the gossip that advertises the last messages belongs to them.
