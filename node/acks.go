@@ -36,17 +36,11 @@ func (n *Node) MarkRead(teamRef string, ids []crdt.OpID) error {
 // FlushAcks publishes the pending acknowledgements of every team now, and returns how many ack ops it
 // published. The node calls it every AckInterval.
 func (n *Node) FlushAcks() (int, error) {
-	n.mu.Lock()
-	teams := make([]*team, 0, len(n.teams))
-	for _, t := range n.teams {
-		teams = append(teams, t)
-	}
-	n.mu.Unlock()
 	var (
 		count int
 		errs  []error
 	)
-	for _, t := range teams {
+	for _, t := range n.teamList() {
 		c, err := n.flushTeamAcks(t)
 		count += c
 		if err != nil {

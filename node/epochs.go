@@ -59,7 +59,8 @@ func (n *Node) ingestTeam(t *team, items []ingestItem, strict bool) (added []*cr
 		case opened:
 			ops = append(ops, op)
 			b.Envelopes = append(b.Envelopes, envRecord(it.env, it.raw))
-			b.Ops = append(b.Ops, storage.OpRecord{Team: t.id, Time: uint64(op.Time), ID: op.ID(), Data: op.Marshal()})
+			// The envelope's id is the op's (opening checked it hashes so): no second hash.
+			b.Ops = append(b.Ops, storage.OpRecord{Team: t.id, Time: uint64(op.Time), ID: it.env.ID, Data: op.Marshal()})
 		case carried:
 			b.Envelopes = append(b.Envelopes, envRecord(it.env, it.raw))
 		case misbehave:
@@ -274,7 +275,7 @@ func (n *Node) sealOwn(t *team, op *crdt.Op, seal func() (*envelope.Envelope, er
 	}
 	b := storage.Batch{
 		Envelopes: []storage.EnvelopeRecord{envRecord(e, raw)},
-		Ops:       []storage.OpRecord{{Team: t.id, Time: uint64(op.Time), ID: op.ID(), Data: op.Marshal()}},
+		Ops:       []storage.OpRecord{{Team: t.id, Time: uint64(op.Time), ID: e.ID, Data: op.Marshal()}},
 		Secrets:   map[string][]byte{keysSecret(t.id): t.keys.Marshal()},
 	}
 	if _, err := n.st.Commit(b); err != nil {
@@ -361,13 +362,7 @@ func (n *Node) epochLoop() {
 			return
 		case <-tick.C:
 		}
-		n.mu.Lock()
-		teams := make([]*team, 0, len(n.teams))
-		for _, t := range n.teams {
-			teams = append(teams, t)
-		}
-		n.mu.Unlock()
-		for _, t := range teams {
+		for _, t := range n.teamList() {
 			n.tendEpochs(t)
 		}
 	}

@@ -129,24 +129,34 @@ func idPrefix(d identity.DeviceID, ref string) bool {
 // RemoveMember removes a person and all their devices from a team, starting a new key epoch without
 // them. Only admins remove others; anyone can leave (remove themself).
 func (n *Node) RemoveMember(teamRef, member string) error {
-	t, err := n.teamByRef(teamRef)
+	t, s, p, me, err := n.adminTarget(teamRef, member, "remove")
 	if err != nil {
 		return err
-	}
-	s := t.snapshot()
-	p, err := findPerson(s, member)
-	if err != nil {
-		return err
-	}
-	me, ok := s.PersonOf(n.id.Device.ID())
-	if !ok || !me.Admin {
-		return errors.New("node: only a team admin can remove a member")
 	}
 	if p.ID == me.ID && p.Admin && len(adminsOf(s)) == 1 {
 		return errors.New("node: the last admin cannot remove themself; promote someone first")
 	}
 	_, err = n.commit(t, []crdt.Change{{Action: crdt.ActRemove, Target: p.ID}}, "member removed")
 	return err
+}
+
+// adminTarget resolves the team and the member an admin command acts on, and this device's person in
+// the team, who must be an admin (else the error says that only an admin can verb a member).
+func (n *Node) adminTarget(teamRef, member, verb string) (*team, *crdt.State, crdt.Person, crdt.Person, error) {
+	t, err := n.teamByRef(teamRef)
+	if err != nil {
+		return nil, nil, crdt.Person{}, crdt.Person{}, err
+	}
+	s := t.snapshot()
+	p, err := findPerson(s, member)
+	if err != nil {
+		return nil, nil, crdt.Person{}, crdt.Person{}, err
+	}
+	me, ok := s.PersonOf(n.id.Device.ID())
+	if !ok || !me.Admin {
+		return nil, nil, crdt.Person{}, crdt.Person{}, fmt.Errorf("node: only a team admin can %s a member", verb)
+	}
+	return t, s, p, me, nil
 }
 
 func adminsOf(s *crdt.State) []crdt.Person {
@@ -161,18 +171,9 @@ func adminsOf(s *crdt.State) []crdt.Person {
 
 // Promote makes a person an admin. Only admins promote.
 func (n *Node) Promote(teamRef, member string) error {
-	t, err := n.teamByRef(teamRef)
+	t, _, p, _, err := n.adminTarget(teamRef, member, "promote")
 	if err != nil {
 		return err
-	}
-	s := t.snapshot()
-	p, err := findPerson(s, member)
-	if err != nil {
-		return err
-	}
-	me, ok := s.PersonOf(n.id.Device.ID())
-	if !ok || !me.Admin {
-		return errors.New("node: only a team admin can promote a member")
 	}
 	if p.Admin {
 		return fmt.Errorf("node: %s is already an admin", p.Name)
@@ -190,22 +191,9 @@ func (n *Node) RemoveDevice(teamRef, device string) error {
 		return err
 	}
 	s := t.snapshot()
-	var dev identity.DeviceID
-	var owner crdt.Person
-	found := 0
-	for _, p := range s.Persons {
-		for _, d := range p.Devices {
-			if idPrefix(d, device) {
-				dev, owner = d, p
-				found++
-			}
-		}
-	}
-	switch {
-	case found == 0:
-		return fmt.Errorf("node: no device %q in the team (give at least 8 hex characters of its id)", device)
-	case found > 1:
-		return fmt.Errorf("node: %q matches %d devices; use more of the id", device, found)
+	dev, owner, err := findDevice(s, device)
+	if err != nil {
+		return err
 	}
 	me, ok := s.PersonOf(n.id.Device.ID())
 	if !ok || !(me.Admin || me.ID == owner.ID) {
@@ -216,6 +204,29 @@ func (n *Node) RemoveDevice(teamRef, device string) error {
 	}
 	_, err = n.commit(t, []crdt.Change{{Action: crdt.ActUnlink, Target: dev}}, "device removed")
 	return err
+}
+
+// findDevice resolves a device reference, a hex prefix of at least 8 characters of its id, to the
+// device and its person.
+func findDevice(s *crdt.State, ref string) (identity.DeviceID, crdt.Person, error) {
+	var dev identity.DeviceID
+	var owner crdt.Person
+	found := 0
+	for _, p := range s.Persons {
+		for _, d := range p.Devices {
+			if idPrefix(d, ref) {
+				dev, owner = d, p
+				found++
+			}
+		}
+	}
+	switch {
+	case found == 0:
+		return dev, owner, fmt.Errorf("node: no device %q in the team (give at least 8 hex characters of its id)", ref)
+	case found > 1:
+		return dev, owner, fmt.Errorf("node: %q matches %d devices; use more of the id", ref, found)
+	}
+	return dev, owner, nil
 }
 
 // Safety is the safety number between this device and one device of another member.
@@ -246,11 +257,7 @@ func (n *Node) SafetyNumbers(teamRef, member string) ([]Safety, error) {
 		}
 		teams = []*team{t}
 	} else {
-		n.mu.Lock()
-		for _, t := range n.teams {
-			teams = append(teams, t)
-		}
-		n.mu.Unlock()
+		teams = n.teamList()
 	}
 	me := n.id.Device
 	var out []Safety

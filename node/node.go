@@ -708,12 +708,7 @@ func (n *Node) teamByRef(ref string) (*team, error) {
 	if ref == "" {
 		return nil, errors.New("node: no team given")
 	}
-	n.mu.Lock()
-	all := make([]*team, 0, len(n.teams))
-	for _, t := range n.teams {
-		all = append(all, t)
-	}
-	n.mu.Unlock()
+	all := n.teamList()
 	var found []*team
 	for _, t := range all {
 		if id := t.id.String(); id == strings.ToLower(ref) || (len(ref) >= 8 && strings.HasPrefix(id, strings.ToLower(ref))) {
@@ -759,12 +754,7 @@ func (n *Node) info(t *team) TeamInfo {
 
 // Teams lists the device's teams, sorted by name.
 func (n *Node) Teams() []TeamInfo {
-	n.mu.Lock()
-	all := make([]*team, 0, len(n.teams))
-	for _, t := range n.teams {
-		all = append(all, t)
-	}
-	n.mu.Unlock()
+	all := n.teamList()
 	out := make([]TeamInfo, 0, len(all))
 	for _, t := range all {
 		out = append(out, n.info(t))

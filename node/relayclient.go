@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	stdsync "sync"
@@ -365,10 +366,7 @@ func (rc *relayClient) contact(rs *relayState) (retry bool) {
 
 	// 1. Enrol the topics not enrolled on this connection.
 	n.mu.Lock()
-	byTopic := make(map[envelope.Topic]*team, len(n.teams))
-	for _, t := range n.teams {
-		byTopic[t.topic] = t
-	}
+	byTopic := maps.Clone(n.byTopic)
 	n.mu.Unlock()
 	keys := make(map[envelope.Topic]relay.Key)
 	rc.mu.Lock()

@@ -115,13 +115,7 @@ func (n *Node) syncPeer(p peer.ID) {
 	if err != nil {
 		return
 	}
-	n.mu.Lock()
-	var teams []*team
-	for _, t := range n.teams {
-		teams = append(teams, t)
-	}
-	n.mu.Unlock()
-	for _, t := range teams {
+	for _, t := range n.teamList() {
 		if n.isMember(t, d) {
 			n.autoSync(p, t)
 		}

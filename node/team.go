@@ -4,6 +4,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	stdsync "sync"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -135,6 +137,13 @@ func (t *team) addOps(ops []*crdt.Op) (added int) {
 		}
 	}
 	return added
+}
+
+// teamList returns the node's teams, copied under n.mu so that the caller works on them unlocked.
+func (n *Node) teamList() []*team {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Collect(maps.Values(n.teams))
 }
 
 // snapshot returns the team's current visible state. The caller must not modify it.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -181,34 +182,12 @@ func (u *usage) GetBandwidthTotals() metrics.Stats {
 
 // GetBandwidthByPeer returns the unflushed counts by peer.
 func (u *usage) GetBandwidthByPeer() map[peer.ID]metrics.Stats {
-	out := make(map[peer.ID]metrics.Stats)
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for k, c := range u.pending {
-		if k.Topic == (envelope.Topic{}) && k.Peer != "" {
-			s := out[peer.ID(k.Peer)]
-			s.TotalIn += int64(min(c.Received, 1<<62))
-			s.TotalOut += int64(min(c.Sent, 1<<62))
-			out[peer.ID(k.Peer)] = s
-		}
-	}
-	return out
+	return wireStatsBy(u, func(k storage.UsageKey) (peer.ID, bool) { return peer.ID(k.Peer), k.Peer != "" })
 }
 
 // GetBandwidthByProtocol returns the unflushed counts by protocol label.
 func (u *usage) GetBandwidthByProtocol() map[protocol.ID]metrics.Stats {
-	out := make(map[protocol.ID]metrics.Stats)
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for k, c := range u.pending {
-		if k.Topic == (envelope.Topic{}) {
-			s := out[protocol.ID(k.Protocol)]
-			s.TotalIn += int64(min(c.Received, 1<<62))
-			s.TotalOut += int64(min(c.Sent, 1<<62))
-			out[protocol.ID(k.Protocol)] = s
-		}
-	}
-	return out
+	return wireStatsBy(u, func(k storage.UsageKey) (protocol.ID, bool) { return protocol.ID(k.Protocol), true })
 }
 
 // Reset does nothing: counts are not discarded.
@@ -226,6 +205,29 @@ func (u *usage) stats(match func(storage.UsageKey) bool) metrics.Stats {
 		}
 	}
 	u.mu.Unlock()
+	return toStats(c)
+}
+
+// wireStatsBy sums the unflushed counts of the wire (not the team counters) by the group of their
+// key; ok false leaves a counter out.
+func wireStatsBy[G comparable](u *usage, group func(storage.UsageKey) (g G, ok bool)) map[G]metrics.Stats {
+	sums := make(map[G]storage.UsageCount)
+	u.mu.Lock()
+	for k, c := range u.pending {
+		if g, ok := group(k); ok && k.Topic == (envelope.Topic{}) {
+			sums[g] = sums[g].Add(c)
+		}
+	}
+	u.mu.Unlock()
+	out := make(map[G]metrics.Stats, len(sums))
+	for g, c := range sums {
+		out[g] = toStats(c)
+	}
+	return out
+}
+
+// toStats converts c to libp2p's signed counts, capped at 2^62.
+func toStats(c storage.UsageCount) metrics.Stats {
 	return metrics.Stats{TotalIn: int64(min(c.Received, 1<<62)), TotalOut: int64(min(c.Sent, 1<<62))}
 }
 
@@ -383,20 +385,21 @@ func (u *usage) write(pend map[storage.UsageKey]storage.UsageCount) error {
 	if len(pend) == 0 {
 		return nil
 	}
-	days := make(map[uint32]bool)
-	for k := range pend {
-		if k.Topic == (envelope.Topic{}) {
-			days[k.Day] = true
-		}
-	}
+	// Team counters are added as they are; wire counters are folded per day.
 	add := make(map[storage.UsageKey]storage.UsageCount, len(pend))
 	var remove []storage.UsageKey
+	wire := make(map[uint32]map[storage.UsageKey]storage.UsageCount)
 	for k, c := range pend {
-		if k.Topic != (envelope.Topic{}) {
-			add[k] = add[k].Add(c)
+		switch {
+		case k.Topic != (envelope.Topic{}):
+			add[k] = c
+		case wire[k.Day] == nil:
+			wire[k.Day] = map[storage.UsageKey]storage.UsageCount{k: c}
+		default:
+			wire[k.Day][k] = c
 		}
 	}
-	for day := range days {
+	for day, fresh := range wire {
 		stored := make(map[storage.UsageKey]storage.UsageCount)
 		err := u.st.Usage(day, day, func(k storage.UsageKey, c storage.UsageCount) error {
 			if k.Topic == (envelope.Topic{}) {
@@ -406,12 +409,6 @@ func (u *usage) write(pend map[storage.UsageKey]storage.UsageCount) error {
 		})
 		if err != nil {
 			return fmt.Errorf("read data usage: %w", err)
-		}
-		fresh := make(map[storage.UsageKey]storage.UsageCount)
-		for k, c := range pend {
-			if k.Day == day && k.Topic == (envelope.Topic{}) {
-				fresh[k] = c
-			}
 		}
 		keepProto := busiest(usageMaxProtocols, func(k storage.UsageKey) string { return k.Protocol }, usageOther, stored, fresh)
 		keepPeer := busiest(usageMaxPeers, func(k storage.UsageKey) string { return k.Peer }, "", stored, fresh)
@@ -459,13 +456,7 @@ func busiest(limit int, field func(storage.UsageKey) string, other string, rows 
 		names = append(names, v)
 	}
 	slices.SortFunc(names, func(a, b string) int {
-		if totals[a] != totals[b] {
-			if totals[a] > totals[b] {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a, b)
+		return cmp.Or(cmp.Compare(totals[b], totals[a]), strings.Compare(a, b))
 	})
 	for _, v := range names[:min(limit, len(names))] {
 		keep[v] = true
@@ -621,19 +612,13 @@ func (u *usage) report(month string, resolve teamResolver) (UsageReport, error) 
 		r.Teams = append(r.Teams, ut)
 	}
 	slices.SortFunc(r.Teams, func(a, b UsageTeam) int {
-		if a.Total != b.Total {
-			return cmpDesc(a.Total, b.Total)
-		}
-		return strings.Compare(a.Topic, b.Topic)
+		return cmp.Or(cmp.Compare(b.Total, a.Total), strings.Compare(a.Topic, b.Topic))
 	})
 	for p, c := range protos {
 		r.Protocols = append(r.Protocols, UsageProtocol{Protocol: p, UsageBytes: usageBytes(c)})
 	}
 	slices.SortFunc(r.Protocols, func(a, b UsageProtocol) int {
-		if a.Total != b.Total {
-			return cmpDesc(a.Total, b.Total)
-		}
-		return strings.Compare(a.Protocol, b.Protocol)
+		return cmp.Or(cmp.Compare(b.Total, a.Total), strings.Compare(a.Protocol, b.Protocol))
 	})
 	var others storage.UsageCount
 	for p, c := range peers {
@@ -648,10 +633,7 @@ func (u *usage) report(month string, resolve teamResolver) (UsageReport, error) 
 		r.Peers = append(r.Peers, up)
 	}
 	slices.SortFunc(r.Peers, func(a, b UsagePeer) int {
-		if a.Total != b.Total {
-			return cmpDesc(a.Total, b.Total)
-		}
-		return strings.Compare(a.PeerID, b.PeerID)
+		return cmp.Or(cmp.Compare(b.Total, a.Total), strings.Compare(a.PeerID, b.PeerID))
 	})
 	for _, p := range r.Peers[min(usageTopPeers, len(r.Peers)):] {
 		others = others.Add(storage.UsageCount{Sent: p.Sent, Received: p.Received})
@@ -661,16 +643,6 @@ func (u *usage) report(month string, resolve teamResolver) (UsageReport, error) 
 		r.Peers = append(r.Peers, UsagePeer{Device: "other", UsageBytes: usageBytes(others)})
 	}
 	return r, nil
-}
-
-func cmpDesc(a, b uint64) int {
-	switch {
-	case a > b:
-		return -1
-	case a < b:
-		return 1
-	}
-	return 0
 }
 
 // Usage returns the data usage report of a calendar month, "YYYY-MM" ("" is the current month, in
@@ -801,39 +773,44 @@ func (l *lowData) save(st *storage.Store) error {
 // off, publishes what a previous run left queued. The node calls it once its teams are loaded, before
 // any connection or sync.
 func (n *Node) startLowData() error {
-	l := n.low
-	l.mu.Lock()
-	b, err := n.st.Setting(lowDataSetting)
-	switch {
-	case err == nil:
-		on, urgent, derr := unmarshalLowData(b)
-		if derr != nil {
-			l.mu.Unlock()
-			return derr
-		}
-		l.on, l.urgent = on, urgent
-		if !on {
-			clear(l.urgent)
-		}
-	case !errors.Is(err, storage.ErrNotFound):
-		l.mu.Unlock()
-		return fmt.Errorf("node: load low-data mode: %w", err)
+	on, err := n.low.load(n.st, n.cfg.LowData)
+	if err != nil {
+		return err
 	}
-	if n.cfg.LowData && !l.on {
-		l.on = true
-		if err := l.save(n.st); err != nil {
-			l.mu.Unlock()
-			return err
-		}
-	}
-	on := l.on
-	l.mu.Unlock()
 	if !on {
 		if _, err := n.flushOutbox(); err != nil {
 			n.log.Warn("publishing queued ops failed; they stay queued", "err", err)
 		}
 	}
 	return nil
+}
+
+// load reads the mode from st (none stored is off), turning it on durably if force, and reports
+// whether it is on.
+func (l *lowData) load(st *storage.Store, force bool) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, err := st.Setting(lowDataSetting)
+	switch {
+	case err == nil:
+		on, urgent, err := unmarshalLowData(b)
+		if err != nil {
+			return false, err
+		}
+		l.on, l.urgent = on, urgent
+		if !on {
+			clear(l.urgent)
+		}
+	case !errors.Is(err, storage.ErrNotFound):
+		return false, fmt.Errorf("node: load low-data mode: %w", err)
+	}
+	if force && !l.on {
+		l.on = true
+		if err := l.save(st); err != nil {
+			return false, err
+		}
+	}
+	return l.on, nil
 }
 
 // deferrable reports whether an op may wait for the end of low-data mode: acknowledgements and
@@ -1001,26 +978,20 @@ func (n *Node) flushOutbox() (int, error) {
 		if n.lowDataOn() {
 			break
 		}
+		// t stays nil for an op that is only dropped.
+		var t *team
 		op, err := crdt.UnmarshalOp(q.b)
-		if err != nil || op.ID() != q.k.ID || uint64(op.Time) != q.k.Time || op.Author != n.id.Device.ID() {
+		switch {
+		case err != nil || op.ID() != q.k.ID || uint64(op.Time) != q.k.Time || op.Author != n.id.Device.ID():
 			n.log.Warn("dropping an unreadable queued op")
-			if err := n.st.DeleteOutbox(q.k); err != nil {
-				return published, fmt.Errorf("node: outbox: %w", err)
+		case failed[op.Team]:
+			continue
+		default:
+			if t = n.teamByID(op.Team); t == nil {
+				n.log.Warn("dropping a queued op of a team this device left", "team", op.Team)
 			}
-			continue
 		}
-		if failed[op.Team] {
-			continue
-		}
-		t := n.teamByID(op.Team)
-		if t == nil {
-			n.log.Warn("dropping a queued op of a team this device left", "team", op.Team)
-			if err := n.st.DeleteOutbox(q.k); err != nil {
-				return published, fmt.Errorf("node: outbox: %w", err)
-			}
-			continue
-		}
-		if !t.has(op.ID()) {
+		if t != nil && !t.has(op.ID()) {
 			if err := n.publishOp(t, op); err != nil {
 				// Keep this team's later ops behind it; other teams go on.
 				failed[op.Team] = true
@@ -1043,12 +1014,7 @@ func (n *Node) flushOutbox() (int, error) {
 // the low-data mode, and returns when the sessions ended, with how many (peer, team) pairs were
 // reconciled (a request coalesced into a session already queued counts as reconciled).
 func (n *Node) SyncNow(ctx context.Context) (int, error) {
-	n.mu.Lock()
-	teams := make([]*team, 0, len(n.teams))
-	for _, t := range n.teams {
-		teams = append(teams, t)
-	}
-	n.mu.Unlock()
+	teams := n.teamList()
 	var (
 		wg   stdsync.WaitGroup
 		mu   stdsync.Mutex

@@ -24,6 +24,15 @@ const (
 	numGoroutines    = 2        // Stream framework workers; default 8
 )
 
+// BadgerOptions returns the store's Badger options for a database in path
+// encrypted under dataKey (32 bytes): the phone-sized tuning above, synced
+// writes, no compression, and Badger's warnings and errors sent to logger
+// (nil discards them). Other encrypted Badger databases of fieldmesh (the
+// clinic relay's) start from these and adjust what they need.
+func BadgerOptions(path string, dataKey []byte, logger *slog.Logger) badger.Options {
+	return badgerOptions(path, dataKey, logger)
+}
+
 func badgerOptions(path string, dataKey []byte, logger *slog.Logger) badger.Options {
 	return badger.DefaultOptions(path).
 		WithSyncWrites(true).
@@ -44,7 +53,7 @@ func badgerOptions(path string, dataKey []byte, logger *slog.Logger) badger.Opti
 }
 
 // badgerLogger routes Badger's warnings and errors to slog; its info and
-// debug chatter is dropped.
+// debug chatter is dropped. A nil logger drops everything.
 type badgerLogger struct{ l *slog.Logger }
 
 var _ badger.Logger = badgerLogger{}
@@ -62,7 +71,7 @@ func (badgerLogger) Debugf(string, ...any) {}
 
 func (b badgerLogger) log(level slog.Level, format string, args []any) {
 	ctx := context.Background()
-	if !b.l.Enabled(ctx, level) {
+	if b.l == nil || !b.l.Enabled(ctx, level) {
 		return
 	}
 	b.l.Log(ctx, level, strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")

@@ -56,23 +56,12 @@ func (s *Store) putEnvelopeTxn(recs []EnvelopeRecord) (int, []EnvelopeKey, error
 		err := s.db.Update(func(txn *badger.Txn) error {
 			added = added[:0]
 			for n = 0; n < limit; n++ {
-				r := &recs[n]
-				ik := idKey(prefixEnvID, r.Key.ID[:])
-				// Get sees this transaction's own pending writes, so
-				// duplicates inside recs are caught too.
-				switch _, err := txn.Get(ik); {
-				case err == nil:
-					continue
-				case !errors.Is(err, badger.ErrKeyNotFound):
+				switch ok, err := putEnvelope(txn, &recs[n]); {
+				case err != nil:
 					return err
+				case ok:
+					added = append(added, recs[n].Key)
 				}
-				if err := txn.Set(envelopeKey(r.Key), r.Data); err != nil {
-					return err
-				}
-				if err := txn.Set(ik, envIndexValue(r.Key)); err != nil {
-					return err
-				}
-				added = append(added, r.Key)
 			}
 			return nil
 		})
@@ -93,6 +82,26 @@ func (s *Store) putEnvelopeTxn(recs []EnvelopeRecord) (int, []EnvelopeKey, error
 	}
 }
 
+// putEnvelope stores r and its id index entry in txn unless its id is stored,
+// and reports whether it did. Get sees the transaction's own pending writes, so
+// a repeat within one transaction is skipped too.
+func putEnvelope(txn *badger.Txn, r *EnvelopeRecord) (bool, error) {
+	ik := idKey(prefixEnvID, r.Key.ID[:])
+	switch _, err := txn.Get(ik); {
+	case err == nil:
+		return false, nil
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return false, err
+	}
+	if err := txn.Set(envelopeKey(r.Key), r.Data); err != nil {
+		return false, err
+	}
+	if err := txn.Set(ik, envIndexValue(r.Key)); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // HasEnvelope reports whether an envelope with this id is stored, in any topic.
 func (s *Store) HasEnvelope(id [32]byte) (bool, error) {
 	_, err := s.get(idKey(prefixEnvID, id[:]))
@@ -110,25 +119,17 @@ func (s *Store) Envelope(id [32]byte) (EnvelopeRecord, error) {
 	defer s.inflight.Done()
 	var rec EnvelopeRecord
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(idKey(prefixEnvID, id[:]))
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
+		v, err := valueOf(txn, idKey(prefixEnvID, id[:]))
 		if err != nil {
 			return err
 		}
 		if rec.Key, err = parseEnvIndexValue(id, v); err != nil {
 			return err
 		}
-		item, err = txn.Get(envelopeKey(rec.Key))
+		rec.Data, err = valueOf(txn, envelopeKey(rec.Key))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("%w: index entry without envelope", ErrCorrupt)
 		}
-		if err != nil {
-			return err
-		}
-		rec.Data, err = item.ValueCopy(nil)
 		return err
 	})
 	if err != nil {
@@ -160,24 +161,11 @@ func (s *Store) EnvelopeKeys(topic [16]byte) ([]EnvelopeKey, error) {
 // Envelopes stops and returns that error unwrapped. fn may call other Store
 // methods, but not Close or Wipe (they wait for Envelopes to return).
 func (s *Store) Envelopes(topic [16]byte, fn func(EnvelopeRecord) error) error {
-	var fnErr error
-	err := s.iterate(topicPrefix(topic), true, func(item *badger.Item) error {
-		k, ok := parseEnvelopeKey(item.Key())
+	return s.scan(topicPrefix(topic), nil, func(key, data []byte) error {
+		k, ok := parseEnvelopeKey(key)
 		if !ok {
-			return fmt.Errorf("%w: envelope key %x", ErrCorrupt, item.Key())
+			return fmt.Errorf("%w: envelope key %x", ErrCorrupt, key)
 		}
-		data, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if err := fn(EnvelopeRecord{Key: k, Data: data}); err != nil {
-			fnErr = err
-			return err
-		}
-		return nil
+		return fn(EnvelopeRecord{Key: k, Data: data})
 	})
-	if fnErr != nil {
-		return fnErr
-	}
-	return err
 }

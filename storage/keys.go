@@ -15,6 +15,10 @@ const (
 	prefixTeam     byte = 0x04 // 0x04 | team id 32                 -> opaque team state
 	prefixPeer     byte = 0x05 // 0x05 | peer key                   -> opaque peer blob
 	prefixInvite   byte = 0x06 // 0x06 | invite id 16               -> opaque invite
+	prefixUsage    byte = 0x10 // 0x10 | day | topic | protocol | peer -> byte counts (usage.go)
+	prefixOutbox   byte = 0x11 // 0x11 | time u64 BE | id 32          -> queued op (usage.go)
+	prefixSetting  byte = 0x12 // 0x12 | name                       -> opaque value (usage.go)
+	prefixOp       byte = 0x20 // 0x20 | team id 32 | time u64 BE | id 32 -> opened op (ops.go)
 )
 
 const (

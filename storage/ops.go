@@ -8,14 +8,13 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// prefixOp is the keyspace of opened ops:
+// The keyspace of opened ops (prefixOp, in keys.go):
 //
 //	0x20 | team id 32 | time u64 BE | id 32 -> marshalled op
 //
 // A device keeps the ops it has opened, so that its view of a team survives
 // the destruction of old epoch keys (forward secrecy): envelopes stay sealed
 // for relaying, the team state is rebuilt from the ops.
-const prefixOp byte = 0x20
 
 const opKeyLen = 1 + 32 + 8 + 32
 
@@ -70,20 +69,12 @@ func (s *Store) Commit(b Batch) (added []EnvelopeKey, err error) {
 		added = added[:0]
 		for i := range b.Envelopes {
 			r := &b.Envelopes[i]
-			ik := idKey(prefixEnvID, r.Key.ID[:])
-			switch _, err := txn.Get(ik); {
-			case err == nil:
-				continue
-			case !errors.Is(err, badger.ErrKeyNotFound):
+			switch ok, err := putEnvelope(txn, r); {
+			case err != nil:
 				return err
+			case ok:
+				added = append(added, r.Key)
 			}
-			if err := txn.Set(envelopeKey(r.Key), r.Data); err != nil {
-				return err
-			}
-			if err := txn.Set(ik, envIndexValue(r.Key)); err != nil {
-				return err
-			}
-			added = append(added, r.Key)
 		}
 		for _, o := range b.Ops {
 			if err := txn.Set(opKey(o.Team, o.Time, o.ID), o.Data); err != nil {
@@ -110,24 +101,10 @@ func (s *Store) Commit(b Batch) (added []EnvelopeKey, err error) {
 // from one consistent snapshot. fn owns data. If fn returns an error, Ops
 // stops and returns it unwrapped.
 func (s *Store) Ops(team [32]byte, fn func(data []byte) error) error {
-	var fnErr error
-	prefix := append([]byte{prefixOp}, team[:]...)
-	err := s.iterate(prefix, true, func(item *badger.Item) error {
-		if len(item.Key()) != opKeyLen {
-			return fmt.Errorf("%w: op key %x", ErrCorrupt, item.Key())
+	return s.scan(append([]byte{prefixOp}, team[:]...), nil, func(k, v []byte) error {
+		if len(k) != opKeyLen {
+			return fmt.Errorf("%w: op key %x", ErrCorrupt, k)
 		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if err := fn(v); err != nil {
-			fnErr = err
-			return err
-		}
-		return nil
+		return fn(v)
 	})
-	if fnErr != nil {
-		return fnErr
-	}
-	return err
 }

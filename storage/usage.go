@@ -9,7 +9,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// Keyspaces of data accounting, the low-data outbox and local settings:
+// Keyspaces of data accounting, the low-data outbox and local settings (prefixes in keys.go):
 //
 //	0x10 usage    0x10 | day u32 BE | topic 16 | uvarint len | protocol | peer -> sent u64 BE | received u64 BE
 //	0x11 outbox   0x11 | time u64 BE | id 32                             -> opaque queued op
@@ -19,11 +19,6 @@ import (
 // the team topic the bytes are attributed to (zero for the per-protocol, per-peer counts of the
 // wire), a protocol label and a peer id (raw bytes; empty for "all other peers"). Topics and peer
 // ids are not names: team names are resolved by the node at display time.
-const (
-	prefixUsage   byte = 0x10
-	prefixOutbox  byte = 0x11
-	prefixSetting byte = 0x12
-)
 
 // Limits of usage keys.
 const (
@@ -164,12 +159,8 @@ func (s *Store) AddUsage(add map[UsageKey]UsageCount, remove []UsageKey) error {
 		for k, c := range add {
 			key := usageKey(k)
 			var old UsageCount
-			switch item, err := txn.Get(key); {
+			switch v, err := valueOf(txn, key); {
 			case err == nil:
-				v, err := item.ValueCopy(nil)
-				if err != nil {
-					return err
-				}
 				if old, err = parseUsageValue(v); err != nil {
 					return err
 				}
@@ -195,36 +186,20 @@ func (s *Store) Usage(from, to uint32, fn func(UsageKey, UsageCount) error) erro
 	if from > to {
 		return nil
 	}
-	var fnErr error
-	err := s.iterateFrom([]byte{prefixUsage}, usageDayKey(from), true, func(item *badger.Item) error {
-		k, ok := parseUsageKey(item.Key())
+	return s.scan([]byte{prefixUsage}, usageDayKey(from), func(key, v []byte) error {
+		k, ok := parseUsageKey(key)
 		if !ok {
-			return fmt.Errorf("%w: usage key %x", ErrCorrupt, item.Key())
+			return fmt.Errorf("%w: usage key %x", ErrCorrupt, key)
 		}
 		if k.Day > to {
 			return errStopIteration
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
 		}
 		c, err := parseUsageValue(v)
 		if err != nil {
 			return err
 		}
-		if err := fn(k, c); err != nil {
-			fnErr = err
-			return err
-		}
-		return nil
+		return fn(k, c)
 	})
-	if fnErr != nil {
-		return fnErr
-	}
-	if errors.Is(err, errStopIteration) {
-		return nil
-	}
-	return err
 }
 
 // DeleteUsageBefore deletes the usage counters of every day before day, durably, and returns how
@@ -239,7 +214,7 @@ func (s *Store) DeleteUsageBefore(day uint32) (int, error) {
 		keys = append(keys, item.KeyCopy(nil))
 		return nil
 	})
-	if err != nil && !errors.Is(err, errStopIteration) {
+	if err != nil {
 		return 0, err
 	}
 	return len(keys), s.deleteKeys("usage", keys)
@@ -281,28 +256,14 @@ func (s *Store) DeleteOutbox(k OutboxKey) error {
 // the value. If fn returns an error, Outbox stops and returns it unwrapped. fn may call other Store
 // methods (DeleteOutbox among them), but not Close or Wipe.
 func (s *Store) Outbox(fn func(OutboxKey, []byte) error) error {
-	var fnErr error
-	err := s.iterate([]byte{prefixOutbox}, true, func(item *badger.Item) error {
-		b := item.Key()
+	return s.scan([]byte{prefixOutbox}, nil, func(b, v []byte) error {
 		if len(b) != outboxKeyLen {
 			return fmt.Errorf("%w: outbox key %x", ErrCorrupt, b)
 		}
 		k := OutboxKey{Time: binary.BigEndian.Uint64(b[1:9])}
 		copy(k.ID[:], b[9:])
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		if err := fn(k, v); err != nil {
-			fnErr = err
-			return err
-		}
-		return nil
+		return fn(k, v)
 	})
-	if fnErr != nil {
-		return fnErr
-	}
-	return err
 }
 
 // OutboxLen returns the number of queued ops. It reads keys only.
@@ -318,24 +279,13 @@ func (s *Store) OutboxLen() (int, error) {
 // PutSetting stores a local setting (opaque; name is 1 to 1024 bytes), durably, replacing any
 // previous value.
 func (s *Store) PutSetting(name string, value []byte) error {
-	k, err := nameKey(prefixSetting, name)
-	if err != nil {
-		return err
-	}
-	return s.put("setting", k, value)
+	return s.putNamed("setting", prefixSetting, name, value)
 }
 
 // Setting returns the setting stored under name, or ErrNotFound.
 func (s *Store) Setting(name string) ([]byte, error) {
-	k, err := nameKey(prefixSetting, name)
-	if err != nil {
-		return nil, err
-	}
-	return s.get(k)
+	return s.getNamed(prefixSetting, name)
 }
-
-// errStopIteration ends an iteration early without being an error to the caller.
-var errStopIteration = errors.New("storage: stop iteration")
 
 // deleteChunk is how many keys deleteKeys removes per transaction: far below Badger's transaction
 // limit (about 13,000 entries with our memtable size) whatever the key length.
@@ -364,32 +314,6 @@ func (s *Store) deleteKeys(what string, keys [][]byte) error {
 			return fmt.Errorf("storage: delete %s: %w", what, err)
 		}
 		keys = keys[len(chunk):]
-	}
-	return nil
-}
-
-// iterateFrom is iterate starting at the first key at or after seek (which must start with prefix).
-func (s *Store) iterateFrom(prefix, seek []byte, withValues bool, fn func(*badger.Item) error) error {
-	if err := s.begin(); err != nil {
-		return err
-	}
-	defer s.inflight.Done()
-	err := s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = prefix
-		o.PrefetchValues = withValues
-		o.PrefetchSize = 16
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Seek(seek); it.Valid(); it.Next() {
-			if err := fn(it.Item()); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return readError("iterate", err)
 	}
 	return nil
 }

@@ -262,3 +262,34 @@ func TestUsageClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageRangeStopAndCorrupt: Usage lists only the days asked for, hands back the callback's error
+// as it is after one call, and reports a malformed stored key as ErrCorrupt.
+func TestUsageRangeStopAndCorrupt(t *testing.T) {
+	s, _ := newStore(t)
+	add := make(map[UsageKey]UsageCount)
+	for d := uint32(20250301); d <= 20250303; d++ {
+		add[UsageKey{Day: d, Protocol: "p"}] = UsageCount{Sent: uint64(d)}
+	}
+	if err := s.AddUsage(add, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := map[UsageKey]UsageCount{{Day: 20250302, Protocol: "p"}: {Sent: 20250302}}
+	if got := readUsage(t, s, 20250302, 20250302); !reflect.DeepEqual(got, want) {
+		t.Errorf("Usage of one day = %v; want %v", got, want)
+	}
+	if got := readUsage(t, s, 20250303, 20250302); len(got) != 0 {
+		t.Errorf("Usage of an empty range = %v; want nothing", got)
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := s.Usage(0, math.MaxUint32, func(UsageKey, UsageCount) error { calls++; return stop }); err != stop || calls != 1 {
+		t.Errorf("Usage stopping early: %v after %d calls; want the callback's error after 1", err, calls)
+	}
+	if err := s.put("usage", []byte{prefixUsage, 0, 0, 0, 1}, make([]byte, usageValueLen)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Usage(0, math.MaxUint32, func(UsageKey, UsageCount) error { return nil }); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Usage over a malformed key: %v; want ErrCorrupt", err)
+	}
+}

@@ -2,8 +2,9 @@ package main
 
 // Helpers for e2e_test.go: building the binary, running daemons and CLI commands as separate
 // processes, following `messages --follow --json`, checking the CLI's JSON against the contract,
-// and scanning files for plaintext. Everything here uses os/exec and the standard library only,
-// so the end-to-end test compiles whatever state the rest of the package is in; every identifier
+// and scanning files for plaintext. Everything here uses os/exec, the standard library and the
+// chaos run's plaintext scanner (simulations/chaos, which imports nothing else of fieldmesh), so
+// the end-to-end test compiles whatever state the rest of the package is in; every identifier
 // starts with "e2e" so it cannot collide with the command's own code.
 
 import (
@@ -29,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fieldmesh/fieldmesh/simulations/chaos"
 )
 
 // e2eRaceEnabled reports whether this test binary was built with -race. The daemon binary is
@@ -797,100 +800,22 @@ func e2eMemory(pid int) (rssKiB, hwmKiB int64, err error) {
 var e2eSignal os.Signal = syscall.SIGTERM
 
 // e2eHit is one needle found in one file.
-type e2eHit struct {
-	File   string
-	Needle string
-}
+type e2eHit = chaos.FileHit
 
 // e2eScanChunk is how much of a file e2eScan reads at a time.
 const e2eScanChunk = 1 << 20
 
 // e2eScan searches the raw bytes of every regular file under each root (recursively) for every
-// needle and returns each (file, needle) pair found once, sorted. Files are streamed in chunks of
-// chunk bytes; consecutive chunks overlap by the longest needle's length minus one, so a needle
-// that straddles two chunks is found. Needles are grouped by their first 8 bytes so each chunk is
-// scanned once per distinct prefix, not once per needle. Sockets, symlinks and other non-regular
-// files are skipped.
+// needle and returns each (file, needle) pair found once, sorted: the chaos run's scanner
+// (chaos.Scanner.Files), reading chunk bytes at a time. Consecutive chunks overlap, so a needle that
+// straddles two chunks is found. Sockets, symlinks and other non-regular files are skipped.
 func e2eScan(roots, needles []string, chunk int) ([]e2eHit, error) {
-	groups := map[string][]string{}
-	longest := 0
-	for _, n := range needles {
-		if n == "" {
-			return nil, errors.New("e2eScan: empty needle")
-		}
-		key := n[:min(8, len(n))]
-		groups[key] = append(groups[key], n)
-		longest = max(longest, len(n))
+	s, err := chaos.NewScannerChunk(needles, chunk)
+	if err != nil {
+		return nil, err
 	}
-	if chunk < longest {
-		return nil, fmt.Errorf("e2eScan: chunk %d shorter than the longest needle (%d)", chunk, longest)
-	}
-	found := map[e2eHit]bool{}
-	scanFile := func(path string) error {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		buf := make([]byte, 0, chunk+longest)
-		for {
-			// buf holds the previous chunk's last longest-1 bytes; append the next chunk.
-			n, err := io.ReadFull(f, buf[len(buf):len(buf)+chunk])
-			buf = buf[:len(buf)+n]
-			for key, group := range groups {
-				for off := 0; ; {
-					i := bytes.Index(buf[off:], []byte(key))
-					if i < 0 {
-						break
-					}
-					at := buf[off+i:]
-					for _, needle := range group {
-						if bytes.HasPrefix(at, []byte(needle)) {
-							found[e2eHit{path, needle}] = true
-						}
-					}
-					off += i + 1
-				}
-			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			keep := min(len(buf), longest-1)
-			copy(buf, buf[len(buf)-keep:])
-			buf = buf[:keep]
-		}
-	}
-	for _, root := range roots {
-		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if !d.Type().IsRegular() {
-				return nil
-			}
-			if err := scanFile(path); err != nil {
-				return fmt.Errorf("scanning %s: %w", path, err)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	hits := make([]e2eHit, 0, len(found))
-	for h := range found {
-		hits = append(hits, h)
-	}
-	sort.Slice(hits, func(i, j int) bool {
-		if hits[i].File != hits[j].File {
-			return hits[i].File < hits[j].File
-		}
-		return hits[i].Needle < hits[j].Needle
-	})
-	return hits, nil
+	hits, _, _, err := s.Files(roots...)
+	return hits, err
 }
 
 // e2eFiles counts the regular files and bytes under root, so a report of "zero hits" says how

@@ -509,7 +509,7 @@ func e2eCheckScanner(t *testing.T, needles []string) {
 	if err := os.Symlink(nested, filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
-	want := []e2eHit{{nested, first}, {nested, last}}
+	want := []e2eHit{{File: nested, Needle: first}, {File: nested, Needle: last}}
 	slices.SortFunc(want, func(x, y e2eHit) int { return strings.Compare(x.Needle, y.Needle) })
 	for _, size := range []int{chunk, e2eScanChunk} {
 		got, err := e2eScan([]string{dir}, needles, size)

@@ -48,20 +48,20 @@ func printUsage(w io.Writer, r node.UsageReport) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	section := func(title string) {
+	// section starts a table: its title, then the header row with what the rows name.
+	section := func(title, what string) {
 		tw.Flush()
 		fmt.Fprintf(w, "\n%s\n", title)
+		fmt.Fprintf(tw, "%s\t%9s\t%9s\t%9s\n", what, "SENT", "RECEIVED", "TOTAL")
 	}
 	row := func(name string, b node.UsageBytes) {
 		fmt.Fprintf(tw, "%s\t%9s\t%9s\t%9s\n", name, billedBytes(b.Sent), billedBytes(b.Received), billedBytes(b.Total))
 	}
-	section("By day")
-	fmt.Fprintf(tw, "%s\t%9s\t%9s\t%9s\n", "DAY", "SENT", "RECEIVED", "TOTAL")
+	section("By day", "DAY")
 	for _, d := range r.Days {
 		row(d.Date, d.UsageBytes)
 	}
-	section("By team")
-	fmt.Fprintf(tw, "%s\t%9s\t%9s\t%9s\n", "TEAM", "SENT", "RECEIVED", "TOTAL")
+	section("By team", "TEAM")
 	for _, t := range r.Teams {
 		name := fmt.Sprintf("(a team you left, %s)", t.Topic)
 		if t.ID != "" {
@@ -70,13 +70,11 @@ func printUsage(w io.Writer, r node.UsageReport) {
 		row(name, t.UsageBytes)
 	}
 	row("not for one team (discovery, upkeep)", r.Unattributed)
-	section("By protocol")
-	fmt.Fprintf(tw, "%s\t%9s\t%9s\t%9s\n", "PROTOCOL", "SENT", "RECEIVED", "TOTAL")
+	section("By protocol", "PROTOCOL")
 	for _, p := range r.Protocols {
 		row(p.Protocol, p.UsageBytes)
 	}
-	section("Busiest peers")
-	fmt.Fprintf(tw, "%s\t%9s\t%9s\t%9s\n", "DEVICE", "SENT", "RECEIVED", "TOTAL")
+	section("Busiest peers", "DEVICE")
 	for _, p := range r.Peers {
 		row(p.Device, p.UsageBytes)
 	}

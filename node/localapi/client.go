@@ -2,16 +2,16 @@ package localapi
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/fieldmesh/fieldmesh/node/unixapi"
 )
 
 // ErrNotRunning is returned by the client when no node answers on the socket.
@@ -25,14 +25,7 @@ type Client struct {
 
 // NewClient returns a client for the API socket at path.
 func NewClient(path string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableCompression: true,
-	}
-	return &Client{path: path, hc: &http.Client{Transport: tr}}
+	return &Client{path: path, hc: unixapi.NewClient(path)}
 }
 
 func (c *Client) do(ctx context.Context, method, route string, in, out any) error {
@@ -51,28 +44,13 @@ func (c *Client) do(ctx context.Context, method, route string, in, out any) erro
 }
 
 func (c *Client) open(ctx context.Context, method, route string, in any) (*http.Response, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return nil, err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://fieldmesh"+route, body)
+	req, err := unixapi.NewRequest(ctx, method, "http://fieldmesh"+route, in)
 	if err != nil {
 		return nil, err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := unixapi.Do(c.hc, req, ErrNotRunning, "localapi")
 	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) && ne.Op == "dial" {
-			return nil, ErrNotRunning
-		}
-		return nil, fmt.Errorf("localapi: %w", err)
+		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()

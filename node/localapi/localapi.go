@@ -26,11 +26,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/unixapi"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
@@ -137,46 +137,22 @@ const maxRequest = 64 << 10
 // Listen opens the API socket at path. A stale socket left by a crashed node is replaced; a live one
 // (another node running on this data directory) is an error.
 func Listen(path string) (net.Listener, error) {
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
+	l, err := unixapi.Listen(path)
+	if errors.Is(err, unixapi.ErrInUse) {
 		return nil, fmt.Errorf("localapi: a node is already running on %s", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("localapi: remove stale socket: %w", err)
-	}
-	l, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("localapi: listen: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("localapi: chmod socket: %w", err)
+		return nil, fmt.Errorf("localapi: %w", err)
 	}
 	return l, nil
 }
 
 // Serve serves the API on l until ctx ends, then shuts down and removes nothing (the caller owns l).
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-errc
-		return nil
-	case err := <-errc:
-		return err
-	}
+	return unixapi.Serve(ctx, l, s.Handler())
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { unixapi.WriteJSON(w, code, v) }
 
 func writeErr(w http.ResponseWriter, err error) {
 	code := http.StatusBadRequest
@@ -190,9 +166,7 @@ func writeErr(w http.ResponseWriter, err error) {
 }
 
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxRequest))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := unixapi.Decode(nil, r, maxRequest, v); err != nil {
 		return fmt.Errorf("localapi: bad request: %w", err)
 	}
 	return nil

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
+
+	"github.com/fieldmesh/fieldmesh/node/unixapi"
 )
 
 // The relay's local API: JSON over HTTP on the data directory's unix socket (DIR/api.sock, mode 0600, as
@@ -43,9 +43,7 @@ func (r *Relay) APIHandler() http.Handler {
 		var in struct {
 			Code string `json:"code"`
 		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, maxAPIRequest))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&in); err != nil {
+		if err := unixapi.Decode(w, req, maxAPIRequest, &in); err != nil {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
 			return
 		}
@@ -66,26 +64,10 @@ func (r *Relay) APIHandler() http.Handler {
 
 // ServeAPI serves the local API on l until ctx ends. The caller owns l.
 func (r *Relay) ServeAPI(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{Handler: r.APIHandler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-errc
-		return nil
-	case err := <-errc:
-		return err
-	}
+	return unixapi.Serve(ctx, l, r.APIHandler())
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { unixapi.WriteJSON(w, code, v) }
 
 // ErrNotRunning is returned by the API client when no relay answers on the socket.
 var ErrNotRunning = errors.New("no relay is running on this data directory (start one with: fieldmesh relay)")
@@ -95,39 +77,17 @@ type APIClient struct{ hc *http.Client }
 
 // NewAPIClient returns a client for the API socket at path.
 func NewAPIClient(path string) *APIClient {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableCompression: true,
-	}
-	return &APIClient{hc: &http.Client{Transport: tr}}
+	return &APIClient{hc: unixapi.NewClient(path)}
 }
 
 func (c *APIClient) do(ctx context.Context, method, route string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://relay"+route, body)
+	req, err := unixapi.NewRequest(ctx, method, "http://relay"+route, in)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := unixapi.Do(c.hc, req, ErrNotRunning, "relay api")
 	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) && ne.Op == "dial" {
-			return ErrNotRunning
-		}
-		return fmt.Errorf("relay api: %w", err)
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,9 +11,9 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
@@ -55,14 +54,11 @@ const (
 	putChunk = 512 << 10
 )
 
-// Badger tuning: storage's phone tuning (see storage/doc.go), which also suits a Raspberry Pi class box.
+// Badger tuning: storage's phone tuning (storage.BadgerOptions, see storage/doc.go), which also suits a
+// Raspberry Pi class box, except for the caches: 8 MiB each where a device has 4 MiB.
 const (
-	memTableSize     = 8 << 20
-	numMemtables     = 2
-	blockCacheSize   = 8 << 20
-	indexCacheSize   = 8 << 20
-	valueLogFileSize = 16 << 20
-	valueThreshold   = 64 << 10
+	blockCacheSize = 8 << 20
+	indexCacheSize = 8 << 20
 )
 
 type topicCount struct{ n, bytes int64 }
@@ -89,25 +85,16 @@ type record struct {
 	Data  []byte
 }
 
+// storeOptions returns the Badger options of the relay's database in path, encrypted under key.
+func storeOptions(path string, key []byte, logger *slog.Logger) badger.Options {
+	return storage.BadgerOptions(path, key, logger).
+		WithIndexCacheSize(indexCacheSize).
+		WithBlockCacheSize(blockCacheSize)
+}
+
 func openStore(dir string, key []byte, logger *slog.Logger) (*store, error) {
 	path := filepath.Join(dir, dbDirName)
-	opts := badger.DefaultOptions(path).
-		WithSyncWrites(true).
-		WithEncryptionKey(key).
-		WithIndexCacheSize(indexCacheSize).
-		WithBlockCacheSize(blockCacheSize).
-		WithMemTableSize(memTableSize).
-		WithNumMemtables(numMemtables).
-		WithValueLogFileSize(valueLogFileSize).
-		WithValueThreshold(valueThreshold).
-		WithNumCompactors(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(6).
-		WithNumGoroutines(2).
-		WithCompression(options.None).
-		WithMetricsEnabled(false).
-		WithLogger(badgerLogger{logger})
-	db, err := badger.Open(opts)
+	db, err := badger.Open(storeOptions(path, key, logger))
 	if err != nil {
 		if strings.Contains(err.Error(), "Encryption key mismatch") {
 			return nil, fmt.Errorf("relay: the key file does not open the relay's database in %s", path)
@@ -137,21 +124,11 @@ func (s *store) init() error {
 	if f, err := s.meta("floor"); err == nil && len(f) == 8 {
 		s.floor = binary.BigEndian.Uint64(f)
 	}
-	return s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = []byte{pByID}
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if len(v) != 16+8+4 {
-				return fmt.Errorf("relay: corrupt index entry %x", it.Item().Key())
-			}
-			s.count1(envelope.Topic(v[:16]), int64(binary.BigEndian.Uint32(v[24:])), 1)
+	return s.scan([]byte{pByID}, func(k, v []byte) error {
+		if len(v) != 16+8+4 {
+			return fmt.Errorf("relay: corrupt index entry %x", k)
 		}
+		s.count1(envelope.Topic(v[:16]), int64(binary.BigEndian.Uint32(v[24:])), 1)
 		return nil
 	})
 }
@@ -550,19 +527,4 @@ func (s *store) scan(prefix []byte, fn func(k, v []byte) error) error {
 		}
 		return nil
 	})
-}
-
-// badgerLogger routes Badger's warnings and errors to slog; its info and debug chatter is dropped.
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
-func (badgerLogger) Infof(string, ...any)          {}
-func (badgerLogger) Debugf(string, ...any)         {}
-
-func (b badgerLogger) log(level slog.Level, format string, args []any) {
-	if b.l == nil || !b.l.Enabled(context.Background(), level) {
-		return
-	}
-	b.l.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
 }

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
@@ -152,5 +154,23 @@ func TestKeyFile(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, KeyFileName), []byte("not hex\n"), 0o600)
 	if _, err := loadKey(dir); err == nil || !strings.Contains(err.Error(), "not a relay key") {
 		t.Errorf("garbage key file: %v; want an error", err)
+	}
+}
+
+// TestStoreOptions holds the relay's Badger tuning: storage's, with larger caches.
+func TestStoreOptions(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	got := storeOptions("db", key, nil)
+	want := storage.BadgerOptions("db", key, nil)
+	if got.BlockCacheSize != 8<<20 || got.IndexCacheSize != 8<<20 {
+		t.Errorf("caches: block %d, index %d; want 8 MiB each", got.BlockCacheSize, got.IndexCacheSize)
+	}
+	if !got.SyncWrites || !bytes.Equal(got.EncryptionKey, key) {
+		t.Errorf("sync writes %v, encryption key set %v; want both", got.SyncWrites, bytes.Equal(got.EncryptionKey, key))
+	}
+	got.BlockCacheSize, got.IndexCacheSize = want.BlockCacheSize, want.IndexCacheSize
+	got.Logger, want.Logger = nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("options differ from storage.BadgerOptions beyond the caches:\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -27,12 +27,17 @@ type Scanner struct {
 	first2  [1 << 16 / 64]uint64 // bitset of the needles' first two bytes
 	byHead  map[uint32][]int     // first four bytes (little endian) -> needle indexes
 	longest int
+	chunk   int // bytes Reader reads at a time
 }
 
 // NewScanner indexes needles. Every needle must be at least MinNeedle bytes; duplicates are
 // dropped.
-func NewScanner(needles []string) (*Scanner, error) {
-	s := &Scanner{byHead: map[uint32][]int{}}
+func NewScanner(needles []string) (*Scanner, error) { return NewScannerChunk(needles, scanChunk) }
+
+// NewScannerChunk is NewScanner with Reader (and Files) reading chunk bytes at a time, which must
+// be at least the longest needle: small chunks let a test put a needle across a chunk boundary.
+func NewScannerChunk(needles []string, chunk int) (*Scanner, error) {
+	s := &Scanner{byHead: map[uint32][]int{}, chunk: chunk}
 	seen := map[string]bool{}
 	for _, n := range needles {
 		if len(n) < MinNeedle {
@@ -49,6 +54,9 @@ func NewScanner(needles []string) (*Scanner, error) {
 		h4 := binary.LittleEndian.Uint32([]byte(n))
 		s.byHead[h4] = append(s.byHead[h4], i)
 		s.longest = max(s.longest, len(n))
+	}
+	if chunk < s.longest {
+		return nil, fmt.Errorf("chaos: chunk %d shorter than the longest needle (%d)", chunk, s.longest)
 	}
 	return s, nil
 }
@@ -82,13 +90,13 @@ func (s *Scanner) Needle(i int) string { return s.needles[i] }
 // needle that straddles two chunks is found, and reports each occurrence once, like Bytes. It
 // returns the number of bytes read.
 func (s *Scanner) Reader(r io.Reader, found func(needle int)) (int64, error) {
-	buf := make([]byte, 0, scanChunk+s.longest)
+	buf := make([]byte, 0, s.chunk+s.longest)
 	var total int64
 	for {
 		// buf starts with the previous chunk's last bytes, already scanned: occurrences that lie
 		// wholly inside them were reported then.
 		kept := len(buf)
-		n, err := io.ReadFull(r, buf[kept:kept+scanChunk])
+		n, err := io.ReadFull(r, buf[kept:kept+s.chunk])
 		buf = buf[:kept+n]
 		total += int64(n)
 		s.scan(buf, kept, found)

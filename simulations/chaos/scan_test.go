@@ -95,3 +95,23 @@ func TestScannerFiles(t *testing.T) {
 		t.Error("Files of a missing root: no error")
 	}
 }
+
+// TestScannerChunk: a chunk shorter than the longest needle is refused; a small one still finds a
+// needle across its boundaries.
+func TestScannerChunk(t *testing.T) {
+	if _, err := NewScannerChunk([]string{"a needle of 20 bytes"}, 19); err == nil {
+		t.Error("chunk shorter than the longest needle accepted")
+	}
+	s, err := NewScannerChunk([]string{"a needle of 20 bytes"}, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := append(make([]byte, 15), "a needle of 20 bytes"...) // crosses the first boundary
+	found := 0
+	if _, err := s.Reader(bytes.NewReader(data), func(int) { found++ }); err != nil {
+		t.Fatal(err)
+	}
+	if found != 1 {
+		t.Errorf("found %d times; want once", found)
+	}
+}
