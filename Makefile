@@ -13,20 +13,27 @@ ARGS ?=
 # Extra arguments for the chaos runs, e.g. make chaos CHAOSARGS=-chaos.seed=42
 CHAOSARGS ?=
 
-.PHONY: test build lint bench fuzz run convergence soak chaos chaos-short chaos-control
+.PHONY: test build lint bench fuzz run convergence property soak chaos chaos-short chaos-control
 
 ## test: every test, with the race detector, in random order (the README's test command)
 test:
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m $(PKGS)
 
-## convergence: the sync convergence property test at full size (10,000 schedules per protocol),
+## convergence: the device core's convergence property test at full size (10,000 schedules),
 ## without the race detector, which would make it 10x slower (make test runs a smaller count under -race)
 convergence:
-	$(GO) test -run TestConvergence -count=1 -timeout 20m ./sync/replica/ -replica.schedules=10000 -v
+	$(GO) test -run TestConvergence -count=1 -timeout 20m ./sync/device/ -device.schedules=10000 -v
 
-## soak: the convergence property test with 100,000 schedules per protocol (long; not run by CI)
+## property: the device core's adversarial property test at CI size: 1,000 random team histories of
+## 30 honest messages each (30,000 messages), with adversaries trying every attack (make test runs 100)
+property:
+	$(GO) test -run 'TestAdversarial$$' -count=1 -timeout 30m ./sync/device/ -device.histories=1000 -device.messages=30 -v
+
+## soak: the convergence property test with 100,000 schedules and the adversarial one with 10,000
+## histories (long; not run by CI)
 soak:
-	$(GO) test -run TestConvergence -count=1 -timeout 120m ./sync/replica/ -replica.schedules=100000 -v
+	$(GO) test -run TestConvergence -count=1 -timeout 120m ./sync/device/ -device.schedules=100000 -v
+	$(GO) test -run 'TestAdversarial$$' -count=1 -timeout 180m ./sync/device/ -device.histories=10000 -device.messages=30 -v
 
 ## build: the binary, in bin/fieldmesh
 build:

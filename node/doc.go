@@ -1,25 +1,43 @@
 // Package node runs a fieldmesh device on the network: a go-libp2p host (TCP and QUIC, Noise, yamux,
 // connection and resource managers, mDNS discovery), one GossipSub topic per team, and two stream
-// protocols:
+// protocols. It is the I/O shell around the device core (sync/device): every rule a device follows —
+// what it accepts, keeps, seals, commits, re-keys, forgets and acknowledges — is the core's. The node
+// feeds each team's core what arrives and the time, and carries out the Effects it returns, in order:
+// the Write made durable in one store transaction, then gossip, syncs and bans (core.go).
 //
-//   - /fieldmesh/join/1.0.0: a new member proves it holds a one-time invite code (Noise XXpsk3 with the
-//     code's secret as pre-shared key, flynn/noise) and receives the team key. See join.go.
-//   - /fieldmesh/sync/1.0.0: catch-up. Whenever two members connect, every SyncInterval while they stay
-//     connected, and when gossip brings an op whose parents are missing, they reconcile the sealed
-//     envelopes of every team they share and send each other what is missing (sync/catchup, behind the
-//     Catcher interface, so range-based reconciliation can replace it).
+//   - JoinProtocol: a new member proves it holds a one-time invite code (Noise XXpsk3 with the code's
+//     secret as pre-shared key) and receives the team's membership history, whose last commit seals
+//     the new epoch's key to it (join.go; the invite codes, the handshake and its wire format are
+//     package node/join).
+//   - SyncProtocol (sync/recon's Protocol): range-based reconciliation of a team's sealed envelopes,
+//     run when two devices that may sync connect, when one joins the other's topic, every
+//     SyncInterval, and when the core asks (parents or an epoch missing); or, when the two disagree
+//     about whether one of them is a member, an exchange of membership ops that lets a removed device
+//     learn it was removed (syncsvc.go).
 //
-// Everything a node sends is a sealed envelope (sync/envelope): gossip runs with StrictNoSign and
-// content-hash message ids, so gossip carries no author; topics are one-way hashes of the team id. The
-// topic validator opens every envelope before it is delivered or forwarded, so malformed, oversized,
-// foreign, tampered or unsigned envelopes go no further than the first honest node.
+// Gossip carries only sealed envelopes (sync/envelope), with StrictNoSign, content-hash message ids
+// and no flood publishing, so it names no author; topics are one-way hashes of the team id, and only
+// member devices and enrolled relays are taken as peers of a topic. The topic validator gives every
+// envelope to the team's core and passes on only what the core kept.
 //
-// Durability: an op is acknowledged (Send returns, a received envelope counts as stored) only after the
-// store's fsync returned. Gossip arrivals that queue up are written in one batch.
+// Durability: an op is acknowledged (Send returns) and a received envelope is passed on only after the
+// store's fsync returned.
 //
-// The team logs live in memory and are rebuilt from the encrypted store at start; the store keeps only
-// sealed envelopes and, per team, its id and epoch keys (teamRecord).
+// Two concerns live in packages of their own, wired in by the node (usage.go) and reached through
+// its methods (Usage; LowData, SetLowData, SyncNow):
 //
-// Concurrency: a Node's methods are safe for concurrent use. Its goroutines (gossip readers, the
-// ingest loop, maintenance, sync sessions) all end before Close returns.
+//   - node/usage counts the bytes sent and received, per day, team, protocol and peer: the host's
+//     bandwidth reporter, a gossip tracer, and the sync sessions' frame bytes; it keeps the counts in
+//     the store and makes the monthly report.
+//   - node/lowdata is low-data mode: routine messages and acknowledgements wait in the store's outbox
+//     and automatic reconciliation runs only for teams with an urgent op, until the mode goes off.
+//
+// Neither imports node: they take the store through small interfaces, the clock as Config.Now, and
+// (lowdata) a Publisher the node implements.
+//
+// Time: node logic reads the clock only through Config.Now; stream deadlines use the operating
+// system's clock, as the network does.
+//
+// Concurrency: a Node's methods are safe for concurrent use. Each team's core is called under that
+// team's lock; its goroutines (gossip readers, upkeep, sync sessions) all end before Close returns.
 package node

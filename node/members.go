@@ -13,10 +13,10 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
-// Membership commands (issue #3): remove a person, promote a person, remove one device, list members,
-// and safety numbers with verification. The rules that decide what counts are crdt's (docs/membership.md);
-// this file refuses locally what those rules would ignore, so the user gets an error instead of an op
-// that changes nothing.
+// Membership commands: remove a person, promote a person, remove one device, list members, and safety
+// numbers with verification. The rules that decide what counts are crdt's (docs/membership.md), and what
+// a device refuses to commit is its core's (device.Team.Change); this file resolves the names a user
+// types and says who may act, so the user gets a clear error.
 
 // MemberView is one person of a team as the CLI shows it.
 type MemberView struct {
@@ -27,6 +27,9 @@ type MemberView struct {
 	Self    bool                `json:"self"`
 	Status  VerificationStatus  `json:"verification"`
 	Changed []identity.DeviceID `json:"changed,omitempty"` // devices whose keys differ from the verified ones, or are new since
+	// Equivocated lists the person's devices shown to have signed two different messages for one
+	// place in their sender chain: a device cloned or compromised. Both messages are hidden.
+	Equivocated []identity.DeviceID `json:"equivocated,omitempty"`
 }
 
 // DeviceView is one device of a person.
@@ -53,6 +56,10 @@ func (n *Node) Members(teamRef string) ([]MemberView, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t.removed() {
+		// Its view of the team stopped at its removal: showing it as current would mislead.
+		return nil, ErrRemoved
+	}
 	ver, err := n.verified()
 	if err != nil {
 		return nil, err
@@ -70,6 +77,11 @@ func (n *Node) memberViews(s *crdt.State, ver map[identity.DeviceID]identity.Noi
 	for _, p := range s.Persons {
 		v := MemberView{ID: p.ID, Name: p.Name, Admin: p.Admin, Status: Unverified}
 		anyVerified := false
+		for _, q := range s.Equivocations {
+			if slices.Contains(p.Devices, q.Device) && !slices.Contains(v.Equivocated, q.Device) {
+				v.Equivocated = append(v.Equivocated, q.Device)
+			}
+		}
 		for _, d := range p.Devices {
 			m := devs[d]
 			v.Devices = append(v.Devices, DeviceView{ID: d, Noise: m.Noise, Label: m.Name})
@@ -129,14 +141,11 @@ func idPrefix(d identity.DeviceID, ref string) bool {
 // RemoveMember removes a person and all their devices from a team, starting a new key epoch without
 // them. Only admins remove others; anyone can leave (remove themself).
 func (n *Node) RemoveMember(teamRef, member string) error {
-	t, s, p, me, err := n.adminTarget(teamRef, member, "remove")
+	t, _, p, _, err := n.adminTarget(teamRef, member, "remove")
 	if err != nil {
 		return err
 	}
-	if p.ID == me.ID && p.Admin && len(adminsOf(s)) == 1 {
-		return errors.New("node: the last admin cannot remove themself; promote someone first")
-	}
-	_, err = n.commit(t, []crdt.Change{{Action: crdt.ActRemove, Target: p.ID}}, "member removed")
+	_, err = n.change(t, crdt.Change{Action: crdt.ActRemove, Target: p.ID})
 	return err
 }
 
@@ -159,16 +168,6 @@ func (n *Node) adminTarget(teamRef, member, verb string) (*team, *crdt.State, cr
 	return t, s, p, me, nil
 }
 
-func adminsOf(s *crdt.State) []crdt.Person {
-	var out []crdt.Person
-	for _, p := range s.Persons {
-		if p.Admin {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // Promote makes a person an admin. Only admins promote.
 func (n *Node) Promote(teamRef, member string) error {
 	t, _, p, _, err := n.adminTarget(teamRef, member, "promote")
@@ -178,7 +177,7 @@ func (n *Node) Promote(teamRef, member string) error {
 	if p.Admin {
 		return fmt.Errorf("node: %s is already an admin", p.Name)
 	}
-	_, err = n.commit(t, []crdt.Change{{Action: crdt.ActPromote, Target: p.ID}}, "member promoted")
+	_, err = n.change(t, crdt.Change{Action: crdt.ActPromote, Target: p.ID})
 	return err
 }
 
@@ -199,10 +198,7 @@ func (n *Node) RemoveDevice(teamRef, device string) error {
 	if !ok || !(me.Admin || me.ID == owner.ID) {
 		return errors.New("node: only an admin or the device's owner can remove a device")
 	}
-	if len(owner.Devices) == 1 {
-		return fmt.Errorf("node: that is %s's only device: remove the member instead", owner.Name)
-	}
-	_, err = n.commit(t, []crdt.Change{{Action: crdt.ActUnlink, Target: dev}}, "device removed")
+	_, err = n.change(t, crdt.Change{Action: crdt.ActUnlink, Target: dev})
 	return err
 }
 

@@ -7,15 +7,15 @@ import (
 	"time"
 
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
-	"github.com/fieldmesh/fieldmesh/sync/envelope"
-	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
+	"github.com/fieldmesh/fieldmesh/sync/device"
 )
 
 // TestRemovalEndsAccess: after an admin removes C, C stays connected, yet it cannot open anything sent
-// after its removal, from gossip or from a full catch-up, while B reads it; C is not held to be a
-// misbehaving peer for asking.
+// after its removal, from gossip or from a sync, while B reads it; what C posts before it learns of
+// its removal shows on neither A nor B; a sync C asks for turns into a membership exchange, after
+// which C shows that it was removed and refuses to send; no one is held to be misbehaving for it.
 func TestRemovalEndsAccess(t *testing.T) {
-	_, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri", "CHW Tembo")
+	mn, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri", "CHW Tembo")
 	a, b, c := ns[0], ns[1], ns[2]
 	team, err := a.CreateTeam("Ward", crdt.Clinical)
 	if err != nil {
@@ -32,8 +32,20 @@ func TestRemovalEndsAccess(t *testing.T) {
 	if err := b.RemoveMember(ref, "CHW Tembo"); err == nil {
 		t.Error("a non-admin removed a member")
 	}
+	// C is out of reach while A removes it, so it has not learned of its removal: it still posts.
+	for _, o := range []*testNode{a, b} {
+		if err := mn.UnlinkPeers(c.host.ID(), o.host.ID()); err != nil {
+			t.Fatal(err)
+		}
+		_ = mn.DisconnectPeers(c.host.ID(), o.host.ID())
+	}
 	if err := a.RemoveMember(ref, "CHW Tembo"); err != nil {
 		t.Fatal(err)
+	}
+	waitState(t, b, ref, func(s *crdt.State) bool { _, ok := s.Member(c.id.Device.ID()); return !ok })
+	late, _, err := c.Send(ref, crdt.Message{Text: "after my removal"})
+	if err != nil {
+		t.Fatalf("C, not yet aware of its removal, could not post: %v", err)
 	}
 	id, _, err := a.Send(ref, crdt.Message{Text: "after removal", Patient: "MRN-1"})
 	if err != nil {
@@ -54,31 +66,66 @@ func TestRemovalEndsAccess(t *testing.T) {
 	if ms[0].AuthorName != "CHW Tembo" {
 		t.Errorf("the removed member's earlier message shows author %q", ms[0].AuthorName)
 	}
+	// C's late message, handed to A and B directly, is not kept.
+	lateRec, err := c.st.Envelope(late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*testNode{a, b} {
+		tm, _ := n.teamByRef(ref)
+		vs, err := n.receive(tm, c.host.ID(), [][]byte{lateRec.Data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vs[0] == device.Accepted || tm.has(late) {
+			t.Errorf("%s kept the removed member's late message (%v)", n.id.Name, vs[0])
+		}
+	}
 
+	for _, o := range []*testNode{a, b} {
+		if _, err := mn.LinkPeers(c.host.ID(), o.host.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tc, _ := c.teamByRef(ref)
-	// A no longer reconciles with C (not a member); C asking is not misbehaviour on either side.
-	_ = c.syncTeamErr(context.Background(), a.host.ID(), tc, true)
+	// A and B no longer reconcile with C; C asking turns into a membership exchange.
+	if err := c.syncTeamErr(context.Background(), a.host.ID(), tc, true); err != nil {
+		t.Fatalf("C's sync with A: %v", err)
+	}
 	_ = c.syncTeamErr(context.Background(), b.host.ID(), tc, true)
 	if tc.has(id) {
 		t.Fatal("the removed device opened a message sent after its removal")
 	}
-	if c.isBanned(a.host.ID()) || a.isBanned(c.host.ID()) {
-		t.Error("a peer was banned over envelopes of an epoch the other does not hold")
+	tc.mu.Lock()
+	removed := tc.core.Removed()
+	tc.mu.Unlock()
+	if !removed {
+		t.Error("after the membership exchange C does not show that it was removed")
 	}
-	// With the envelope in hand and everything C ever held, the message does not open.
+	if _, _, err := c.Send(ref, crdt.Message{Text: "still here?"}); !errors.Is(err, ErrRemoved) {
+		t.Errorf("C sends after learning of its removal: %v; want ErrRemoved", err)
+	}
+	if c.isBanned(a.host.ID()) || a.isBanned(c.host.ID()) || b.isBanned(c.host.ID()) {
+		t.Error("a peer was banned over a removal")
+	}
+	// With the envelope in hand, the message does not open for C.
 	rec, err := a.st.Envelope(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := envelope.Unmarshal(rec.Data)
+	vs, err := c.receive(tc, a.host.ID(), [][]byte{rec.Data})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc.keyMu.Lock()
-	_, err = tc.keys.Open(e)
-	tc.keyMu.Unlock()
-	if !errors.Is(err, teamkeys.ErrUnknownEpoch) {
-		t.Errorf("C opening the envelope: %v; want ErrUnknownEpoch", err)
+	if vs[0] == device.Accepted || tc.has(id) {
+		t.Errorf("C kept a message sent after its removal (%v)", vs[0])
+	}
+	for _, n := range []*testNode{a, b} {
+		for _, m := range n.mustMessages(t, ref) {
+			if m.ID == late {
+				t.Errorf("%s shows the removed member's late message", n.id.Name)
+			}
+		}
 	}
 }
 
@@ -139,7 +186,7 @@ func TestLinkAndRemoveDevice(t *testing.T) {
 // TestRotationAndRetention: with a short rotation period the admin re-keys on schedule; epoch keys past
 // the retention window are destroyed, the messages they opened stay, after a restart too.
 func TestRotationAndRetention(t *testing.T) {
-	_, ns := newMockNodesCfg(t, func(c *Config) {
+	_, ns := newMockNodesCfg(t, func(_ int, c *Config) {
 		c.RotateEvery = 100 * time.Millisecond
 		c.RetainKeys = time.Millisecond
 		c.EpochCheck = 40 * time.Millisecond
@@ -154,26 +201,21 @@ func TestRotationAndRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	ta, _ := a.teamByRef(ref)
-	genesisTag := crdt.TagOf(ta.rec.Genesis)
 	ch, cancel := ta.watch()
 	defer cancel()
 	deadline := time.After(30 * time.Second)
 	for {
 		s := ta.snapshot()
-		ta.keyMu.Lock()
-		held := ta.keys.Tags()
-		ta.keyMu.Unlock()
-		forgotten := true
-		for _, tag := range held {
-			forgotten = forgotten && tag != genesisTag
-		}
-		if len(s.Epochs) >= 3 && forgotten {
+		ta.mu.Lock()
+		held := ta.core.HoldsKey(ta.rec.Genesis)
+		ta.mu.Unlock()
+		if len(s.Epochs) >= 3 && !held {
 			break
 		}
 		select {
 		case <-ch:
 		case <-deadline:
-			t.Fatalf("after the deadline: %d epochs, keys held %v (genesis %v)", len(s.Epochs), held, genesisTag)
+			t.Fatalf("after the deadline: %d epochs, genesis key held %v", len(s.Epochs), held)
 		}
 	}
 	if ms := a.mustMessages(t, ref); len(ms) != 1 {

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -18,26 +17,27 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/node/lowdata"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
+	"github.com/fieldmesh/fieldmesh/node/usage"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
-	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
 // Protocol ids spoken by a node.
 const (
-	SyncProtocol   = "/fieldmesh/sync/1.0.0"
-	SyncProtocolV2 = "/fieldmesh/sync/2.0.0"
-	JoinProtocol   = "/fieldmesh/join/1.0.0"
-	mdnsService    = "fieldmesh"
+	// SyncProtocol is the sync stream (recon.Protocol): reconciliation, or a membership exchange.
+	SyncProtocol = recon.Protocol
+	mdnsService  = "fieldmesh"
 )
 
 // Secret names in the store's keys keyspace.
@@ -170,23 +170,25 @@ func deviceOf(p peer.ID) (identity.DeviceID, error) {
 //
 // All methods are safe for concurrent use. Close stops it.
 type Node struct {
-	cfg    Config
-	id     *Identity
-	st     *storage.Store
-	log    *slog.Logger
-	now    func() time.Time
-	host   host.Host
-	ownsH  bool
-	ps     *pubsub.PubSub
-	mdns   interface{ Close() error }
-	ingest chan ingestItem
+	cfg   Config
+	id    *Identity
+	st    *storage.Store
+	log   *slog.Logger
+	now   func() time.Time
+	host  host.Host
+	ownsH bool
+	ps    *pubsub.PubSub
+	mdns  interface{ Close() error }
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     stdsync.WaitGroup
 
-	clockMu stdsync.Mutex
-	clock   crdt.Clock
+	// mesh follows the gossip mesh of each topic (mesh.go).
+	mesh *meshTracker
+	// topicNames maps gossip topic names to teams, for the gossip peer filter (which must not wait
+	// for n.mu).
+	topicNames stdsync.Map // string -> *team
 
 	mu       stdsync.Mutex // guards the fields below
 	closed   bool
@@ -197,21 +199,12 @@ type Node struct {
 	banned   map[peer.ID]time.Time // misbehaving peers, until when
 
 	stats syncStats
-	usage *usage
-	low   *lowData
-	// syncProtos are the sync protocols this node offers, preferred first (tests make an old node).
-	syncProtos []protocol.ID
+	usage *usage.Meter  // data accounting (package usage)
+	low   *lowdata.Mode // low-data mode (package lowdata)
 }
 
 type syncStats struct {
 	sessions, bytesSent, bytesReceived, envelopesReceived, envelopesSent atomic.Int64
-}
-
-type ingestItem struct {
-	t    *team
-	env  *envelope.Envelope
-	raw  []byte
-	from peer.ID
 }
 
 // New starts a node. It loads the identity and the teams from the store, starts the libp2p host (unless
@@ -270,23 +263,21 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:        cfg,
-		id:         id,
-		st:         cfg.Store,
-		log:        logger.With("device", id.Device.ID()),
-		now:        now,
-		ingest:     make(chan ingestItem, 256),
-		teams:      make(map[crdt.TeamID]*team),
-		byTopic:    make(map[envelope.Topic]*team),
-		slots:      make(map[string]*syncSlot),
-		lastSync:   make(map[string]time.Time),
-		banned:     make(map[peer.ID]time.Time),
-		syncProtos: []protocol.ID{SyncProtocolV2, SyncProtocol},
+		cfg:      cfg,
+		id:       id,
+		st:       cfg.Store,
+		log:      logger.With("device", id.Device.ID()),
+		now:      now,
+		teams:    make(map[crdt.TeamID]*team),
+		byTopic:  make(map[envelope.Topic]*team),
+		slots:    make(map[string]*syncSlot),
+		lastSync: make(map[string]time.Time),
+		banned:   make(map[peer.ID]time.Time),
+		mesh:     newMeshTracker(),
 	}
-	n.clock.Now = now
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.usage = newUsage(cfg.Store, now, n.log, n.knownTopic)
-	n.low = newLowData()
+	n.usage = usage.New(cfg.Store, usage.Config{Now: now, Logger: n.log, Known: n.knownTopic})
+	n.low = lowdata.New(cfg.Store, id.Device.ID(), n.log)
 
 	if cfg.Host != nil {
 		n.host = cfg.Host
@@ -334,18 +325,15 @@ func (n *Node) newHost() (host.Host, error) {
 func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	// Round trips to peers rank them in the gossip mesh (meshconf.Prober); periodic re-probes pause
 	// in low-data mode.
-	pr, err := meshconf.StartProber(n.ctx, n.host, 0, func() bool {
-		n.low.mu.Lock()
-		defer n.low.mu.Unlock()
-		return n.low.on
-	})
+	pr, err := meshconf.StartProber(n.ctx, n.host, 0, n.low.On)
 	if err != nil {
 		return fmt.Errorf("node: start latency probes: %w", err)
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); pr.Wait() }()
 	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
-		append(meshconf.GossipOptions(meshconf.GossipMsgID, envelope.MaxSize+4096, pr.RTT), pubsub.WithRawTracer(n.usage.tracer()))...)
+		append(meshconf.GossipOptions(meshconf.GossipMsgID, envelope.MaxSize+4096, pr.RTT),
+			pubsub.WithRawTracer(n.usage.Tracer()), pubsub.WithRawTracer(n.mesh), pubsub.WithPeerFilter(n.peerFilter))...)
 	if err != nil {
 		return fmt.Errorf("node: start gossipsub: %w", err)
 	}
@@ -369,9 +357,13 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 		return err
 	}
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
-	n.host.SetStreamHandler(SyncProtocolV2, n.handleSync)
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
 	n.host.Network().Notify(&network.NotifyBundle{
+		DisconnectedF: func(nw network.Network, c network.Conn) {
+			if nw.Connectedness(c.RemotePeer()) != network.Connected {
+				n.mesh.drop(c.RemotePeer())
+			}
+		},
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			p := c.RemotePeer()
 			n.goRun(func() {
@@ -387,9 +379,8 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	if err := n.startLowData(); err != nil {
 		return err
 	}
-	n.goRun(n.ingestLoop)
-	n.goRun(n.epochLoop)
-	n.goRun(func() { n.usage.run(n.ctx, nil) })
+	n.goRun(n.tickLoop)
+	n.goRun(func() { n.usage.Run(n.ctx) })
 	n.goRun(func() { n.maintainLoop(bootstrap) })
 	if !n.cfg.NoMDNS && n.ownsH {
 		svc := mdns.NewMdnsService(n.host, mdnsService, mdnsNotifee{n})
@@ -465,11 +456,10 @@ func (n *Node) Close() error {
 		err = n.host.Close()
 	} else {
 		n.host.RemoveStreamHandler(SyncProtocol)
-		n.host.RemoveStreamHandler(SyncProtocolV2)
 		n.host.RemoveStreamHandler(JoinProtocol)
 	}
 	n.wg.Wait()
-	if ferr := n.usage.flush(); ferr != nil {
+	if ferr := n.usage.Flush(); ferr != nil {
 		n.log.Warn("storing data usage failed", "err", ferr)
 	}
 	return err
@@ -481,45 +471,34 @@ func (n *Node) Host() host.Host { return n.host }
 // Identity returns the device identity.
 func (n *Node) Identity() *Identity { return n.id }
 
-// addTeam starts a team: loads its key state and ops from the store into its log, joins its gossip topic.
-func (n *Node) addTeam(rec *teamRecord) error {
+// addTeam starts a team: restores its device core from the store and joins its gossip topic.
+func (n *Node) addTeam(rec *teamRecord) error { return n.addTeamCore(rec, nil) }
+
+// addTeamCore starts a team with core, whose state is stored (nil: restore it from the store).
+func (n *Node) addTeamCore(rec *teamRecord, core *device.Team) error {
 	n.mu.Lock()
 	if _, ok := n.teams[rec.ID]; ok {
 		n.mu.Unlock()
 		return nil
 	}
 	n.mu.Unlock()
-
-	kb, err := n.st.Secret(keysSecret(rec.ID))
-	if err != nil {
-		return fmt.Errorf("node: load key state of team %s: %w", rec.ID.Short(), err)
-	}
-	keys, err := teamkeys.Unmarshal(rec.ID, n.id.Device, kb)
-	if err != nil {
-		return fmt.Errorf("node: key state of team %s: %w", rec.ID.Short(), err)
-	}
-	t := newTeam(rec, keys)
-	var ops []*crdt.Op
-	err = n.st.Ops(t.id, func(b []byte) error {
-		op, err := crdt.UnmarshalOp(b)
-		if err != nil {
-			n.log.Warn("skipping unreadable stored op", "team", t.id, "err", err)
-			return nil
+	if core == nil {
+		var err error
+		if core, err = n.restoreCore(rec); err != nil {
+			return err
 		}
-		ops = append(ops, op)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("node: load team %s: %w", t.id.Short(), err)
 	}
-	t.addOps(ops)
-	n.clockMu.Lock()
-	for _, op := range ops {
-		n.observe(op)
-	}
-	n.clockMu.Unlock()
-
+	t := newTeam(rec, core)
 	name := meshconf.TopicName(t.topic)
+	// Before joining: the peer filter must know the topic when the first GRAFT arrives, or it refuses
+	// it and the peer backs off for a minute.
+	n.topicNames.Store(name, t)
+	started := false
+	defer func() {
+		if !started {
+			n.topicNames.Delete(name)
+		}
+	}()
 	if err := n.ps.RegisterTopicValidator(name, n.validator(t)); err != nil {
 		return fmt.Errorf("node: topic validator: %w", err)
 	}
@@ -543,6 +522,7 @@ func (n *Node) addTeam(rec *teamRecord) error {
 		return fmt.Errorf("node: topic events: %w", err)
 	}
 	t.ptop, t.sub, t.events = ptop, sub, evts
+	started = true
 
 	n.mu.Lock()
 	n.teams[t.id] = t
@@ -569,137 +549,13 @@ func (n *Node) peerLoop(t *team) {
 	}
 }
 
-// validator drops malformed, oversized, foreign or tampered envelopes before they are delivered or
-// forwarded: it authenticates the outer layer (teamkeys.Keys.Check); the op inside is opened and checked
-// when it is stored. Envelopes of epochs this device does not hold are ignored, not held against the
-// peer: after a re-key that excluded this device, or before it received the new key.
-func (n *Node) validator(t *team) pubsub.ValidatorEx {
-	return func(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
-		if len(m.Data) > envelope.MaxSize {
-			return pubsub.ValidationReject
-		}
-		e, err := envelope.Unmarshal(m.Data)
-		if err != nil {
-			n.log.Debug("gossip: rejected malformed envelope", "peer", from.ShortString(), "err", err)
-			return pubsub.ValidationReject
-		}
-		if err := t.check(e); err != nil {
-			if errors.Is(err, teamkeys.ErrUnknownEpoch) {
-				// Most likely the commit that starts the epoch is still on its way (gossip validates
-				// concurrently, so a message can overtake its commit): reconcile with the sender soon.
-				n.epochMiss(from, t)
-				return pubsub.ValidationIgnore
-			}
-			n.log.Debug("gossip: rejected envelope", "peer", from.ShortString(), "err", err)
-			return pubsub.ValidationReject
-		}
-		m.ValidatorData = ingestItem{t: t, env: e, raw: m.Data, from: from}
-		return pubsub.ValidationAccept
-	}
-}
-
+// readLoop drains the team's subscription: the validator already gave every envelope to the core.
 func (n *Node) readLoop(t *team) {
 	for {
-		m, err := t.sub.Next(n.ctx)
-		if err != nil {
-			return
-		}
-		it, ok := m.ValidatorData.(ingestItem)
-		if !ok || t.has(it.env.ID) {
-			continue
-		}
-		it.from = m.ReceivedFrom
-		select {
-		case n.ingest <- it:
-		case <-n.ctx.Done():
+		if _, err := t.sub.Next(n.ctx); err != nil {
 			return
 		}
 	}
-}
-
-// ingestLoop stores gossip arrivals durably, batching whatever has queued up into one write, then
-// applies them to the team logs.
-func (n *Node) ingestLoop() {
-	for {
-		var batch []ingestItem
-		select {
-		case it := <-n.ingest:
-			batch = append(batch, it)
-		case <-n.ctx.Done():
-			return
-		}
-	drain:
-		for len(batch) < 512 {
-			select {
-			case it := <-n.ingest:
-				batch = append(batch, it)
-			default:
-				break drain
-			}
-		}
-		if err := n.accept(batch); err != nil {
-			n.log.Error("storing received envelopes failed", "err", err)
-		}
-	}
-}
-
-// accept opens and durably stores gossiped envelopes, team by team, then applies their ops. An
-// envelope is reported stored only after the write returned.
-func (n *Node) accept(items []ingestItem) error {
-	byTeam := make(map[*team][]ingestItem)
-	var order []*team
-	for _, it := range items {
-		if byTeam[it.t] == nil {
-			order = append(order, it.t)
-		}
-		byTeam[it.t] = append(byTeam[it.t], it)
-	}
-	var firstErr error
-	for _, t := range order {
-		ops, err := n.ingestTeam(t, byTeam[t], false)
-		if err != nil {
-			firstErr = cmp.Or(firstErr, err)
-			continue
-		}
-		// A gossiped op whose parents we lack means we missed something: repair with whoever sent it.
-		n.repairMissingParents(t, byTeam[t], ops)
-	}
-	return firstErr
-}
-
-// repairMissingParents starts a catch-up with the sender of any newly opened op whose parents are
-// missing.
-func (n *Node) repairMissingParents(t *team, items []ingestItem, ops []*crdt.Op) {
-	if len(ops) == 0 {
-		return
-	}
-	from := make(map[crdt.OpID]peer.ID, len(items))
-	for _, it := range items {
-		from[it.env.ID] = it.from
-	}
-	for _, op := range ops {
-		p := from[op.ID()]
-		if p == "" || p == n.host.ID() {
-			continue
-		}
-		for _, par := range op.Parents {
-			if !t.has(par) {
-				n.goRun(func() { n.syncTeam(p, t) })
-				break
-			}
-		}
-	}
-}
-
-// observe merges an op's timestamp into the node's clock (the caller holds clockMu): this device's own
-// ops are trusted whatever the wall clock says (so a phone back in 1970 keeps counting from its last
-// op), other members' ops move it only within the bounds of crdt.Clock.ObserveFrom.
-func (n *Node) observe(op *crdt.Op) {
-	if op.Author == n.id.Device.ID() {
-		n.clock.ObserveOwn(op.Time)
-		return
-	}
-	n.clock.ObserveFrom(op.Author, op.Time)
 }
 
 // teamByRef finds a team by id (hex, or a unique prefix of at least 8 characters) or by name.
@@ -733,6 +589,9 @@ func (n *Node) teamByRef(ref string) (*team, error) {
 // ErrUnknownTeam is returned when a team name or id matches no team of this device.
 var ErrUnknownTeam = errors.New("node: unknown team")
 
+// ErrRemoved is returned for what a device removed from a team can no longer do there.
+var ErrRemoved = errors.New("node: this device was removed from the team")
+
 // TeamInfo summarises a team for listings.
 type TeamInfo struct {
 	ID       crdt.TeamID
@@ -741,6 +600,8 @@ type TeamInfo struct {
 	Members  int
 	Messages int
 	Admin    bool
+	// Removed says this device was removed from the team: it shows what it held, and sends nothing.
+	Removed bool
 }
 
 func (n *Node) info(t *team) TeamInfo {
@@ -749,6 +610,7 @@ func (n *Node) info(t *team) TeamInfo {
 	if p, ok := s.PersonOf(n.id.Device.ID()); ok {
 		ti.Admin = p.Admin
 	}
+	ti.Removed = t.removed()
 	return ti
 }
 
@@ -785,77 +647,29 @@ func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
 	if _, err := rand.Read(rec.ID[:]); err != nil {
 		return TeamInfo{}, err
 	}
-	body := crdt.Create{Name: name, Kind: kind, Creator: n.selfMember(true)}
-	if err := body.Validate(); err != nil {
-		return TeamInfo{}, err
-	}
-	genesis := crdt.NewOp(n.id.Device, rec.ID, n.stamp(), nil, crdt.KindCreate, body.Marshal())
-	rec.Genesis = genesis.ID()
-	// The genesis starts epoch 1, whose only recipient is this device.
-	keys := teamkeys.New(rec.ID, n.id.Device)
-	e, err := keys.SealCommit(genesis, rand.Reader)
+	core, eff, err := device.Create(n.coreConfig(rec), n.now(), name, kind, n.id.Name)
 	if err != nil {
-		return TeamInfo{}, fmt.Errorf("node: seal genesis: %w", err)
+		return TeamInfo{}, fmt.Errorf("node: %w", err)
 	}
-	raw, err := n.checkSize(e)
-	if err != nil {
-		return TeamInfo{}, err
-	}
-	b := storage.Batch{
-		Envelopes: []storage.EnvelopeRecord{envRecord(e, raw)},
-		Ops:       []storage.OpRecord{{Team: rec.ID, Time: uint64(genesis.Time), ID: genesis.ID(), Data: genesis.Marshal()}},
-		Secrets:   map[string][]byte{keysSecret(rec.ID): keys.Marshal()},
-	}
-	if _, err := n.st.Commit(b); err != nil {
+	rec.Genesis = core.Genesis()
+	t := &team{id: rec.ID, topic: envelope.TopicOf(rec.ID)}
+	if err := n.commitWrite(t, eff.Write); err != nil {
 		return TeamInfo{}, fmt.Errorf("node: store team: %w", err)
 	}
 	if err := n.st.PutTeam(rec.ID, rec.marshal()); err != nil {
 		return TeamInfo{}, fmt.Errorf("node: store team: %w", err)
 	}
-	if err := n.addTeam(rec); err != nil {
+	if err := n.addTeamCore(rec, core); err != nil {
 		return TeamInfo{}, err
 	}
-	t := n.teamByID(rec.ID)
 	n.log.Info("team created", "team", rec.ID)
-	return n.info(t), nil
+	return n.info(n.teamByID(rec.ID)), nil
 }
 
 func (n *Node) teamByID(id crdt.TeamID) *team {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.teams[id]
-}
-
-func (n *Node) selfMember(admin bool) crdt.MemberInfo {
-	return crdt.MemberInfo{Device: n.id.Device.ID(), Noise: n.id.Device.NoisePublic(), Name: n.id.Name, Admin: admin}
-}
-
-// Send posts a message to a team. It returns once the message is durably stored on this device.
-func (n *Node) Send(teamRef string, m crdt.Message) (crdt.OpID, crdt.HLC, error) {
-	t, err := n.teamByRef(teamRef)
-	if err != nil {
-		return crdt.OpID{}, 0, err
-	}
-	if !n.isMember(t, n.id.Device.ID()) {
-		return crdt.OpID{}, 0, errors.New("node: this device is not (yet) a member of the team")
-	}
-	if err := validateMessage(m); err != nil {
-		return crdt.OpID{}, 0, err
-	}
-	op, err := n.publish(t, crdt.KindMessage, m.Marshal())
-	if err != nil {
-		return crdt.OpID{}, 0, err
-	}
-	return op.ID(), op.Time, nil
-}
-
-func (n *Node) isMember(t *team, d identity.DeviceID) bool {
-	for _, m := range t.snapshot().Members {
-		if m.Device == d {
-			return true
-		}
-	}
-	return false
 }
 
 // Messages returns a team's messages in display order.

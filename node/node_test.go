@@ -1,27 +1,32 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
-	"github.com/fieldmesh/fieldmesh/crypto/seal"
-	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
+	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/storage"
-	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/framing"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
+	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
 )
 
 func TestMain(m *testing.M) {
@@ -44,13 +49,13 @@ type testNode struct {
 
 // newMockNodes starts n nodes, each with its own store, on one mocknet with every pair linked (not
 // connected).
-func newMockNodes(t *testing.T, names ...string) (mocknet.Mocknet, []*testNode) {
+func newMockNodes(t testing.TB, names ...string) (mocknet.Mocknet, []*testNode) {
 	t.Helper()
 	return newMockNodesCfg(t, nil, names...)
 }
 
-// newMockNodesCfg is newMockNodes with a hook that adjusts each node's Config.
-func newMockNodesCfg(t *testing.T, adjust func(*Config), names ...string) (mocknet.Mocknet, []*testNode) {
+// newMockNodesCfg is newMockNodes with a hook that adjusts each node's Config (i is its index in names).
+func newMockNodesCfg(t testing.TB, adjust func(i int, c *Config), names ...string) (mocknet.Mocknet, []*testNode) {
 	t.Helper()
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
@@ -75,7 +80,7 @@ func newMockNodesCfg(t *testing.T, adjust func(*Config), names ...string) (mockn
 		}
 		cfg := Config{Store: st, Host: h, NoMDNS: true, SyncInterval: time.Hour, RedialInterval: time.Hour}
 		if adjust != nil {
-			adjust(&cfg)
+			adjust(i, &cfg)
 		}
 		n, err := New(cfg)
 		if err != nil {
@@ -93,12 +98,18 @@ func newMockNodesCfg(t *testing.T, adjust func(*Config), names ...string) (mockn
 // waitMessages waits, on the node's watch events with a deadline, until the team shows want messages.
 func waitMessages(t *testing.T, n *testNode, team string, want int) []crdt.MessageView {
 	t.Helper()
+	return waitMessagesWithin(t, n, team, want, 30*time.Second)
+}
+
+// waitMessagesWithin is waitMessages with another deadline.
+func waitMessagesWithin(t *testing.T, n *testNode, team string, want int, within time.Duration) []crdt.MessageView {
+	t.Helper()
 	ch, cancel, err := n.Watch(team)
 	if err != nil {
 		t.Fatalf("watch: %v", err)
 	}
 	defer cancel()
-	deadline := time.NewTimer(30 * time.Second)
+	deadline := time.NewTimer(within)
 	defer deadline.Stop()
 	for {
 		ms, err := n.Messages(team)
@@ -117,7 +128,7 @@ func waitMessages(t *testing.T, n *testNode, team string, want int) []crdt.Messa
 }
 
 // joinAll has each joiner use a fresh invite of the admin's team, and fails the test on any error.
-func joinAll(t *testing.T, admin *testNode, team string, joiners ...*testNode) {
+func joinAll(t testing.TB, admin *testNode, team string, joiners ...*testNode) {
 	t.Helper()
 	for _, j := range joiners {
 		inv, err := admin.Invite(team, 0)
@@ -191,7 +202,12 @@ func (n *testNode) snapshot(ref string) *crdt.State {
 }
 
 func TestInviteIsOneTimeAndExpires(t *testing.T) {
-	_, ns := newMockNodes(t, "Admin", "Joiner", "Late")
+	var skew atomic.Int64 // how far the admin's clock is ahead
+	_, ns := newMockNodesCfg(t, func(i int, c *Config) {
+		if i == 0 {
+			c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+		}
+	}, "Admin", "Joiner", "Late")
 	a, b, c := ns[0], ns[1], ns[2]
 	ctx := context.Background()
 	team, err := a.CreateTeam("Clinic", crdt.Clinical)
@@ -228,10 +244,10 @@ func TestInviteIsOneTimeAndExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	skew.Store(int64(2 * time.Minute))
 	_, ns2 := newMockNodes(t, "Someone")
 	_ = ns2
-	if _, err := ParseInvite(inv3.Code()); err != nil {
+	if _, err := join.ParseInvite(inv3.Code()); err != nil {
 		t.Fatal(err)
 	}
 	// A joiner with a correct clock still reaches the inviter, which refuses.
@@ -371,17 +387,11 @@ func TestRivalCreateOpRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	joinAll(t, a, team.ID.String(), b)
-	// B holds the team key and forges a Create op dated before the real one, naming itself creator.
-	tb, err := b.teamByRef(team.ID.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := crdt.Create{Name: "Ward", Kind: crdt.Clinical, Creator: b.selfMember(true)}
+	// B, a member, forges a Create op dated before the real one, naming itself creator, and seals it as a
+	// genesis is sealed: in commit form, a new epoch boxed to B alone.
+	body := crdt.Create{Name: "Ward", Kind: crdt.Clinical, Creator: crdt.MemberInfo{Device: b.id.Device.ID(), Noise: b.id.Device.NoisePublic(), Name: "Member", Admin: true}}
 	forged := crdt.NewOp(b.id.Device, team.ID, crdt.MakeHLC(time.Unix(1, 0), 0), nil, crdt.KindCreate, body.Marshal())
-	// Sealed as B would seal a genesis: in commit form, a new epoch boxed to B alone.
-	tb.keyMu.Lock()
-	e, err := tb.keys.SealCommit(forged, rand.Reader)
-	tb.keyMu.Unlock()
+	e, err := teamkeys.New(team.ID, b.id.Device).SealCommit(forged, rand.Reader, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,61 +399,89 @@ func TestRivalCreateOpRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = a.acceptRaw(ta, b.host.ID(), [][]byte{e.Marshal()})
-	if ta.has(forged.ID()) {
-		t.Fatal("a rival Create op was accepted")
+	vs, err := a.receive(ta, b.host.ID(), [][]byte{e.Marshal()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Even opened (as by a device holding every key), it is refused for not being the pinned genesis.
-	ta.keyMu.Lock()
-	_, res := a.openOne(ta, e)
-	ta.keyMu.Unlock()
-	if res == opened {
-		t.Fatal("a rival Create op opened")
+	if vs[0] == device.Accepted || ta.has(forged.ID()) {
+		t.Fatalf("a rival Create op was accepted (%v)", vs[0])
 	}
 	if got := ta.snapshot().Creator; got != a.id.Device.ID() {
 		t.Errorf("creator = %s; want %s", got.Short(), a.id.Device.ID().Short())
 	}
 }
 
-// TestValidatorRejectsBadEnvelopes publishes malformed, tampered, foreign and oversized envelopes on a
-// team's topic: the validator must reject each before delivery or forwarding, and nothing is stored.
+// TestValidatorRejectsBadEnvelopes gives the gossip validator malformed, tampered, foreign and
+// oversized envelopes from a member's peer: none is accepted (so none is delivered or forwarded), the
+// malformed ones are rejected, and nothing is stored.
 func TestValidatorRejectsBadEnvelopes(t *testing.T) {
-	_, ns := newMockNodes(t, "Admin")
-	a := ns[0]
+	mn, ns := newMockNodes(t, "Admin", "Member")
+	a, b := ns[0], ns[1]
 	team, err := a.CreateTeam("Ward", crdt.Clinical)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm, err := a.teamByRef(team.ID.String())
+	ref := team.ID.String()
+	joinAll(t, a, ref, b)
+	// B's message must not reach A but through the validator below.
+	if err := mn.UnlinkPeers(a.host.ID(), b.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	_ = mn.DisconnectPeers(a.host.ID(), b.host.ID())
+	id, _, err := b.Send(ref, crdt.Message{Text: "a real message"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := crdt.NewOp(a.id.Device, team.ID, crdt.MakeHLC(time.Now(), 0), nil, crdt.KindMessage, crdt.Message{Text: "x"}.Marshal())
-	tampered := sealOwn(t, tm, good).Marshal()
-	tampered[len(tampered)-1] ^= 1
-	otherKey, _ := seal.NewEpochKey(nil)
-	other, err := envelope.SealChain(good, sealOwn(t, tm, good).Epoch, envelope.OuterKey(otherKey), senderkey.NewSender(otherKey, a.id.Device.ID()))
+	rec, err := b.st.Envelope(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign := other.Marshal()
-	unknown := sealOwn(t, tm, good)
-	unknown.Epoch += 7
-	unknownEpoch := unknown.Marshal()
+	other, err := b.CreateTeam("Elsewhere", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oid, _, err := b.Send(other.ID.String(), crdt.Message{Text: "of another team"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orec, err := b.st.Envelope(oid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := a.teamByRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tm.has(id) {
+		t.Fatal("the message reached A before the test gave it")
+	}
+	flip := func(i int) []byte {
+		c := slices.Clone(rec.Data)
+		c[i] ^= 1
+		return c
+	}
 	before, err := a.st.EnvelopeKeys(tm.topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string][]byte{
-		"garbage":       []byte("not an envelope"),
-		"empty":         {},
-		"tampered":      tampered,
-		"wrong key":     foreign,
-		"unknown epoch": unknownEpoch,
-		"oversized":     make([]byte, envelope.MaxSize+1),
+	validate := a.validator(tm)
+	for _, c := range []struct {
+		name   string
+		data   []byte
+		reject bool
+	}{
+		{"garbage", []byte("not an envelope"), true},
+		{"empty", []byte{}, true},
+		{"oversized", make([]byte, envelope.MaxSize+1), true},
+		{"other team's topic", orec.Data, true},
+		{"tampered last byte", flip(len(rec.Data) - 1), true},
+		{"tampered epoch tag", flip(17), false},
+		{"tampered sender", flip(envelope.HeaderSize + 1), true},
 	} {
-		if err := tm.ptop.Publish(context.Background(), data); err == nil {
-			t.Errorf("%s: publish accepted", name)
+		m := &pubsub.Message{Message: &pb.Message{Data: c.data}}
+		got := validate(context.Background(), b.host.ID(), m)
+		if got == pubsub.ValidationAccept || (c.reject && got != pubsub.ValidationReject) {
+			t.Errorf("%s: validator says %v", c.name, got)
 		}
 	}
 	after, err := a.st.EnvelopeKeys(tm.topic)
@@ -451,44 +489,10 @@ func TestValidatorRejectsBadEnvelopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(after) != len(before) {
-		t.Errorf("store holds %d envelopes after bad publishes; want %d", len(after), len(before))
+		t.Errorf("store holds %d envelopes after bad envelopes; want %d", len(after), len(before))
 	}
-}
-
-// TestOldNodeFallsBackToSyncV1 makes one node speak only /fieldmesh/sync/1.0.0, as a node of the
-// foundation release would: catch-up between it and a current node must still work both ways.
-func TestOldNodeFallsBackToSyncV1(t *testing.T) {
-	mn, ns := newMockNodes(t, "New", "Old")
-	a, old := ns[0], ns[1]
-	old.host.RemoveStreamHandler(SyncProtocolV2)
-	old.syncProtos = []protocol.ID{SyncProtocol}
-	team, err := a.CreateTeam("Mixed versions", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, old)
-	if err := mn.UnlinkPeers(a.host.ID(), old.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	_ = mn.DisconnectPeers(a.host.ID(), old.host.ID())
-	for i := 0; i < 10; i++ {
-		if _, _, err := a.Send(ref, crdt.Message{Text: fmt.Sprintf("new %d", i)}); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := old.Send(ref, crdt.Message{Text: fmt.Sprintf("old %d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := mn.LinkPeers(a.host.ID(), old.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mn.ConnectPeers(a.host.ID(), old.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	want := ids(waitMessages(t, a, ref, 20))
-	if got := ids(waitMessages(t, old, ref, 20)); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("old node shows %v; want %v", got, want)
+	if got := validate(context.Background(), b.host.ID(), &pubsub.Message{Message: &pb.Message{Data: rec.Data}}); got != pubsub.ValidationAccept || !tm.has(id) {
+		t.Errorf("the untampered envelope: validator says %v, stored %v", got, tm.has(id))
 	}
 }
 
@@ -507,22 +511,37 @@ func TestGarbageSyncPeerIsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, proto := range []protocol.ID{SyncProtocolV2, SyncProtocol} {
+	open := func() (network.Stream, *bufio.Reader, []byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		s, err := bad.host.NewStream(ctx, a.host.ID(), proto)
-		cancel()
+		defer cancel()
+		s, err := bad.host.NewStream(ctx, a.host.ID(), SyncProtocol)
 		if err != nil {
-			// Refused outright: the peer is already banned and disconnected after the first round.
-			continue
+			return nil, nil, nil, err
 		}
-		_ = catchup.WriteFrame(s, ta.topic[:])
-		_ = catchup.WriteFrame(s, []byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		// The honest side must reset the stream: a read ends with an error, not with data.
-		buf := make([]byte, 1)
-		if _, err := s.Read(buf); err == nil {
-			t.Errorf("%s: honest node answered garbage", proto)
+		br := bufio.NewReader(s)
+		if err := framing.Write(s, recon.Hello{Topic: ta.topic, Mode: recon.ModeSync}.Marshal()); err != nil {
+			s.Reset()
+			return nil, nil, nil, err
 		}
-		s.Reset()
+		ans, err := framing.Read(br, 1)
+		if err != nil {
+			s.Reset()
+		}
+		return s, br, ans, err
+	}
+	s, br, ans, err := open()
+	if err != nil || len(ans) != 1 || ans[0] != byte(recon.AnswerSync) {
+		t.Fatalf("the honest node answered a member's hello with %v, %v", ans, err)
+	}
+	_ = framing.Write(s, []byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	// The honest side must reset the stream: a read ends with an error, not with data.
+	if _, err := framing.Read(br, recon.MaxFrameSize); err == nil {
+		t.Error("honest node answered garbage")
+	}
+	s.Reset()
+	// Banned: the next session gets no answer.
+	if _, _, ans, err := open(); err == nil {
+		t.Errorf("a banned peer's hello was answered with %v", ans)
 	}
 	if !a.isBanned(bad.host.ID()) {
 		t.Error("the peer that sent garbage is not banned")
@@ -534,7 +553,7 @@ func TestGarbageSyncPeerIsDropped(t *testing.T) {
 	if len(after) != len(before) {
 		t.Errorf("store holds %d envelopes; want %d", len(after), len(before))
 	}
-	if err := a.syncOnce(context.Background(), bad.host.ID(), ta); err == nil {
+	if err := a.openSession(context.Background(), bad.host.ID(), ta, recon.ModeSync); err == nil {
 		t.Error("sync with a banned peer was attempted")
 	}
 }
@@ -607,20 +626,30 @@ func TestAcksAreBatched(t *testing.T) {
 // message does not pull the others' clocks forward or hide their later messages, and the 1970 device's
 // reply, made after it saw the conversation, sorts after what it replies to.
 func TestSkewedClocks(t *testing.T) {
-	_, ns := newMockNodes(t, "Normal", "Fast", "Dead battery")
+	_, ns := newMockNodesCfg(t, func(i int, c *Config) {
+		switch i {
+		case 1:
+			c.Now = func() time.Time { return time.Now().Add(24 * time.Hour) }
+		case 2:
+			c.Now = func() time.Time { return time.Unix(0, 0) }
+		}
+	}, "Normal", "Fast", "Dead battery")
 	a, fast, old := ns[0], ns[1], ns[2]
-	fast.clockMu.Lock()
-	fast.clock.Now = func() time.Time { return time.Now().Add(24 * time.Hour) }
-	fast.clockMu.Unlock()
-	old.clockMu.Lock()
-	old.clock.Now = func() time.Time { return time.Unix(0, 0) }
-	old.clockMu.Unlock()
 	team, err := a.CreateTeam("Ward", crdt.Clinical)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ref := team.ID.String()
-	joinAll(t, a, ref, fast, old)
+	for _, j := range []*testNode{fast, old} {
+		// The fast device's clock is a day ahead of the inviter's: a two-day invite is still valid.
+		inv, err := a.Invite(ref, 48*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Join(context.Background(), inv.Code()); err != nil {
+			t.Fatalf("%s joins: %v", j.id.Name, err)
+		}
+	}
 	if _, _, err := fast.Send(ref, crdt.Message{Text: "from tomorrow"}); err != nil {
 		t.Fatal(err)
 	}
@@ -650,14 +679,17 @@ func TestSkewedClocks(t *testing.T) {
 			t.Errorf("%s shows the reply before its parent", n.id.Name)
 		}
 	}
-	if a.clock.Last().Time().After(time.Now().Add(2 * time.Hour)) {
-		t.Errorf("the normal device's clock was pulled to %v by the fast device", a.clock.Last().Time())
+	_, last, err := a.Send(ref, crdt.Message{Text: "later still"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.Time().After(time.Now().Add(2 * time.Hour)) {
+		t.Errorf("the normal device's clock was pulled to %v by the fast device", last.Time())
 	}
 }
 
-// TestImpossibleParentsIgnored: an op naming a parent that is not older than itself is stored like
-// any well-formed op (so honest nodes agree on what they store whatever the arrival order) but never
-// shown.
+// TestImpossibleParentsIgnored: an op naming a parent that is not older than itself never counts, so a
+// device does not keep it, pass it on or show it.
 func TestImpossibleParentsIgnored(t *testing.T) {
 	_, ns := newMockNodes(t, "Admin", "Member")
 	a, b := ns[0], ns[1]
@@ -670,33 +702,23 @@ func TestImpossibleParentsIgnored(t *testing.T) {
 	tb, _ := b.teamByRef(team.ID.String())
 	early := crdt.MakeHLC(time.Unix(1000, 0), 0) // older than the genesis op it names as parent
 	op := crdt.NewOp(b.id.Device, team.ID, early, []crdt.OpID{tm.rec.Genesis}, crdt.KindMessage, crdt.Message{Text: "impossible"}.Marshal())
-	raw := sealOwn(t, tb, op)
-	if err := a.acceptRaw(tm, b.host.ID(), [][]byte{raw.Marshal()}); err != nil {
-		t.Fatalf("a well-formed op was refused: %v", err)
+	// B's core seals it as it seals its own ops (B's node would never make it).
+	tb.mu.Lock()
+	_, eff, err := tb.core.Publish(time.Now(), op)
+	tb.mu.Unlock()
+	if err != nil || len(eff.Publish) != 1 {
+		t.Fatalf("sealing: %v (%d envelopes)", err, len(eff.Publish))
 	}
-	if !tm.has(op.ID()) {
-		t.Fatal("the op is not in the log")
+	vs, err := a.receive(tm, b.host.ID(), eff.Publish)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs[0] == device.Accepted || tm.has(op.ID()) {
+		t.Fatalf("an op with impossible parents was kept (%v)", vs[0])
 	}
 	for _, m := range a.mustMessages(t, team.ID.String()) {
 		if m.ID == op.ID() {
 			t.Error("an op with impossible parents is shown")
 		}
 	}
-}
-
-// sealOwn seals op, written by the team's own device, under the team's current epoch as publish does,
-// without storing or sending it (the sender chain advances).
-func sealOwn(t *testing.T, tm *team, op *crdt.Op) *envelope.Envelope {
-	t.Helper()
-	s := tm.snapshot()
-	if s.Current < 0 {
-		t.Fatal("the team has no current epoch")
-	}
-	tm.keyMu.Lock()
-	defer tm.keyMu.Unlock()
-	e, err := tm.keys.Seal(op, s.Epochs[s.Current].Tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"slices"
 	"strings"
 	stdsync "sync"
 	"time"
@@ -13,12 +12,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 
 	"github.com/fieldmesh/fieldmesh/node/relay"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
-	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
 // The device side of clinic relays (node/relay). For each relay — given in Config.Relays, or used before
@@ -35,7 +32,7 @@ import (
 //
 // A relay is not a member of any team, so the node's membership checks do not let it sync: handleSync
 // must also accept a relay for a topic enrolled there (isRelayFor), and sync sessions with a relay should
-// use catcherFor, which skips envelopes older than the relay's horizon.
+// leave out the envelopes older than the relay's horizon (relayHorizon).
 
 const (
 	// relayRetryMin and relayRetryMax bound the delay before a refused or failed enrolment is retried
@@ -189,52 +186,19 @@ func (n *Node) isRelayFor(p peer.ID, topic envelope.Topic) bool {
 	return ok
 }
 
-// catcherFor returns the session for a sync with p over proto. With a relay, the items older than the
-// relay's horizon for the topic are left out: the relay does not keep them, so offering them would only
-// send them again every session. With anyone else it is newCatcher.
-func (n *Node) catcherFor(p peer.ID, proto protocol.ID, topic envelope.Topic, initiator bool) Catcher {
-	if proto == SyncProtocolV2 {
-		if rc := n.relayClient(); rc != nil {
-			rc.mu.Lock()
-			var h uint64
-			rs := rc.relays[p]
-			if rs != nil {
-				h = rs.enrolled[topic]
-			}
-			rc.mu.Unlock()
-			if rs != nil {
-				src := horizonSource{reconSource{storeSource{n.st, topic}}, h}
-				if initiator {
-					return recon.NewInitiator(src, reconFrameMax)
-				}
-				return recon.NewResponder(src, reconFrameMax)
-			}
-		}
-	}
-	return newCatcher(proto, n.st, topic, initiator)
-}
-
-// horizonSource is a recon.Source without the items older than min.
-type horizonSource struct {
-	recon.Source
-	min uint64
-}
-
-func (s horizonSource) Items() ([]recon.Item, error) {
-	items, err := s.Source.Items()
-	if err != nil || s.min == 0 {
-		return items, err
-	}
-	i, _ := slices.BinarySearchFunc(items, s.min, func(it recon.Item, t uint64) int {
-		switch {
-		case it.Time < t:
-			return -1
-		case it.Time > t:
-			return 1
-		}
+// relayHorizon returns the relay's horizon for topic if p is one of this node's relays (its oldest
+// item time it keeps), else 0.
+func (n *Node) relayHorizon(p peer.ID, topic envelope.Topic) uint64 {
+	rc := n.relayClient()
+	if rc == nil {
 		return 0
-	})
-	return items[i:], nil
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rs := rc.relays[p]; rs != nil {
+		return rs.enrolled[topic]
+	}
+	return 0
 }
 
 // run keeps one relay connected and in use until the node closes.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -16,84 +17,64 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/storage"
-	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
+// The sync protocol (recon.Protocol, /fieldmesh/sync/3.0.0). The opener sends a hello (the topic and
+// what it asks for); the responder answers one byte or resets the stream:
+//
+//   - sync: range-based reconciliation (sync/recon) of the topic's envelopes; what arrives goes to the
+//     team's core, one Receive per flight of frames. Both ends run it only with a peer the core lets
+//     sync (device.Team.MaySync: a member's device, or a relay enrolled for the team).
+//   - membership: each side sends the membership ops it may show the other (device.Team.MembershipFor),
+//     one per frame, then an empty frame, and gives what it received to its core
+//     (device.Team.AcceptMembership). It runs when the two disagree about whether one of them is a
+//     member: a removed device learns that it was removed, and a device that was wrong about a removal
+//     learns that it was undone.
+//
+// A peer that was never a device of the team is refused without a word.
+
 const (
-	// syncFrameMax caps every frame of the send-every-id catch-up (1.0.0) on the wire.
-	syncFrameMax = 256 << 10
-	// reconFrameMax caps every frame of range-based reconciliation (2.0.0). Smaller frames mean more
-	// round trips; 64 KiB keeps a 40 kbit/s link busy for about 13 s per frame.
+	// reconFrameMax caps every frame of range-based reconciliation. Smaller frames mean more round
+	// trips; 64 KiB keeps a 40 kbit/s link busy for about 13 s per frame.
 	reconFrameMax = 64 << 10
-	// syncTimeout bounds one catch-up session.
+	// syncTimeout bounds one session.
 	syncTimeout = 2 * time.Minute
+	// membershipFrameMax bounds one frame of a membership exchange: one op.
+	membershipFrameMax = crdt.MaxOpSize
+	// maxFlightBytes is how much of a flight of envelopes is held before it goes to the core: one
+	// Receive per flight lets the core place parents that arrive in later frames of it.
+	maxFlightBytes = 1 << 20
+	// maxMembershipFrames bounds the ops one side of a membership exchange reads.
+	maxMembershipFrames = 4096
 )
 
-// Catcher is the catch-up protocol seen by the node: a session per stream and topic, driven frame by
-// frame. sync/catchup implements it; the range-based reconciliation replaces it behind this interface.
-type Catcher interface {
-	Start() ([]byte, error)
-	Handle(frame []byte) (out [][]byte, received [][]byte, done bool, err error)
-}
-
-var (
-	_ Catcher = (*catchup.Session)(nil)
-	_ Catcher = (*recon.Session)(nil)
-)
-
-// newCatcher returns the session for a negotiated sync protocol: range-based reconciliation for
-// /fieldmesh/sync/2.0.0, the foundation's send-every-id catch-up for /fieldmesh/sync/1.0.0 (kept so
-// nodes of both versions still repair each other).
-func newCatcher(proto protocol.ID, st *storage.Store, topic envelope.Topic, initiator bool) Catcher {
-	src := storeSource{st, topic}
-	switch {
-	case proto == SyncProtocolV2 && initiator:
-		return recon.NewInitiator(reconSource{src}, reconFrameMax)
-	case proto == SyncProtocolV2:
-		return recon.NewResponder(reconSource{src}, reconFrameMax)
-	case initiator:
-		return catchup.NewInitiator(src, syncFrameMax)
-	default:
-		return catchup.NewResponder(src, syncFrameMax)
-	}
-}
-
-// reconSource adapts storeSource to recon's item type.
-type reconSource struct{ storeSource }
-
-func (s reconSource) Items() ([]recon.Item, error) {
-	keys, err := s.st.EnvelopeKeys(s.topic)
-	if err != nil {
-		return nil, err
-	}
-	items := make([]recon.Item, len(keys))
-	for i, k := range keys {
-		items[i] = recon.Item{Time: k.Time, ID: k.ID}
-	}
-	return items, nil
-}
-
-// storeSource is a read-only view of one topic in the store, for the catch-up protocol.
+// storeSource is a read-only view of one topic in the store, for reconciliation. min leaves out the
+// items older than a relay's horizon: the relay does not keep them, so offering them would only send
+// them again every session.
 type storeSource struct {
 	st    *storage.Store
 	topic envelope.Topic
+	min   uint64
 }
 
-func (s storeSource) Items() ([]catchup.Item, error) {
+func (s storeSource) Items() ([]recon.Item, error) {
 	keys, err := s.st.EnvelopeKeys(s.topic)
 	if err != nil {
 		return nil, err
 	}
-	items := make([]catchup.Item, len(keys))
-	for i, k := range keys {
-		items[i] = catchup.Item{Time: k.Time, ID: k.ID}
+	items := make([]recon.Item, 0, len(keys))
+	for _, k := range keys {
+		if k.Time >= s.min {
+			items = append(items, recon.Item{Time: k.Time, ID: k.ID})
+		}
 	}
 	return items, nil
 }
@@ -109,24 +90,67 @@ func (s storeSource) Envelope(id [32]byte) ([]byte, error) {
 	return r.Data, nil
 }
 
-// syncPeer reconciles every team the peer's device is a member of.
-func (n *Node) syncPeer(p peer.ID) {
-	d, err := deviceOf(p)
-	if err != nil {
-		return
+// reconSession returns a reconciliation session with p for t: with a relay, the items older than the
+// relay's horizon for the topic are left out.
+func (n *Node) reconSession(p peer.ID, t *team, initiator bool) *recon.Session {
+	src := storeSource{st: n.st, topic: t.topic, min: n.relayHorizon(p, t.topic)}
+	if initiator {
+		return recon.NewInitiator(src, reconFrameMax)
 	}
+	return recon.NewResponder(src, reconFrameMax)
+}
+
+// syncPeer reconciles every team the peer may sync (a member's device, or a relay enrolled for the
+// team), and exchanges membership ops, at most once per SyncInterval, for every team that lists the
+// peer's device as removed.
+func (n *Node) syncPeer(p peer.ID) {
 	for _, t := range n.teamList() {
-		if n.isMember(t, d) {
+		from := n.corePeer(p, t)
+		switch {
+		case n.maySync(t, from):
 			n.autoSync(p, t)
+		case n.formerDevice(t, from):
+			n.exchangeSoon(p, t)
 		}
 	}
 }
 
-// followerDelay is how long the end with the higher peer id waits before starting a catch-up session
-// the other end should have started.
+// maySync reports whether t's core lets p sync.
+func (n *Node) maySync(t *team, p device.Peer) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.core.MaySync(p)
+}
+
+// formerDevice reports whether p's device was a device of t (it is listed as removed), so that a
+// membership exchange may run with it.
+func (n *Node) formerDevice(t *team, p device.Peer) bool {
+	return p.Device != (identity.DeviceID{}) && slices.Contains(t.snapshot().Removed, p.Device)
+}
+
+// exchangeSoon runs a membership exchange with p for t unless one ran in the last SyncInterval.
+func (n *Node) exchangeSoon(p peer.ID, t *team) {
+	key := syncKey(p, t) + "/membership"
+	n.mu.Lock()
+	last, ok := n.lastSync[key]
+	now := n.now()
+	due := !ok || now.Sub(last) >= n.cfg.SyncInterval
+	if due {
+		n.lastSync[key] = now
+	}
+	n.mu.Unlock()
+	if due {
+		if err := n.openSession(n.ctx, p, t, recon.ModeMembership); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("membership exchange failed", "peer", p.ShortString(), "team", t.id, "err", err)
+		}
+	}
+}
+
+// followerDelay is how long the end with the higher peer id waits before starting a session the
+// other end should have started.
 const followerDelay = 3 * time.Second
 
-// responderWait bounds how long a served session waits for the team's own catch-up session to finish
+// responderWait bounds how long a served session waits for the team's own outgoing session to finish
 // before it runs alongside (waiting longer could deadlock a ring of nodes syncing with each other).
 const responderWait = 5 * time.Second
 
@@ -139,7 +163,7 @@ func (n *Node) autoSync(p peer.ID, t *team) {
 		n.syncTeam(p, t)
 		return
 	}
-	since := time.Now()
+	since := n.now()
 	timer := time.NewTimer(followerDelay)
 	defer timer.Stop()
 	select {
@@ -160,56 +184,25 @@ func syncKey(p peer.ID, t *team) string { return string(p) + string(t.topic[:]) 
 
 func (n *Node) syncDone(p peer.ID, t *team) {
 	n.mu.Lock()
-	n.lastSync[syncKey(p, t)] = time.Now()
+	n.lastSync[syncKey(p, t)] = n.now()
 	n.mu.Unlock()
 	n.lowDataSynced(t)
 	n.rememberPeer(p)
 }
 
-// syncTeam runs one catch-up session with a peer for one team, unless one is already running.
+// syncTeam runs one session with a peer for one team, unless one is already running.
 func (n *Node) syncTeam(p peer.ID, t *team) {
 	if !n.autoSyncAllowed(t) {
 		return
 	}
 	if err := n.syncTeamErr(n.ctx, p, t, false); err != nil && n.ctx.Err() == nil {
-		n.log.Debug("catch-up failed", "peer", p.ShortString(), "team", t.id, "err", err)
+		n.log.Debug("sync failed", "peer", p.ShortString(), "team", t.id, "err", err)
 	}
 }
 
-// errMisbehaved marks session errors that only a broken or hostile peer causes (bad frames, envelopes
-// that do not open), as opposed to I/O errors.
-var errMisbehaved = errors.New("peer misbehaved")
-
-// banTime is how long a misbehaving peer is disconnected and refused.
-const banTime = 10 * time.Minute
-
-// dropIfMisbehaved disconnects a peer whose session failed through its own fault and refuses it for
-// banTime. The honest node's state is unchanged: nothing from the failed frame was stored.
-func (n *Node) dropIfMisbehaved(p peer.ID, err error) {
-	if !errors.Is(err, errMisbehaved) {
-		return
-	}
-	n.mu.Lock()
-	n.banned[p] = n.now().Add(banTime)
-	n.mu.Unlock()
-	n.log.Warn("dropping peer: it sent invalid sync data", "peer", p.ShortString())
-	_ = n.host.Network().ClosePeer(p)
-}
-
-func (n *Node) isBanned(p peer.ID) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	until, ok := n.banned[p]
-	if ok && !n.now().Before(until) {
-		delete(n.banned, p)
-		return false
-	}
-	return ok
-}
-
-// syncSlot serialises the catch-up sessions of one peer and team and coalesces requests: a request
-// that finds another one already queued behind the running session returns at once, because the queued
-// session starts after it and so covers it.
+// syncSlot serialises the sessions of one peer and team and coalesces requests: a request that finds
+// another one already queued behind the running session returns at once, because the queued session
+// starts after it and so covers it.
 type syncSlot struct {
 	// run admits one session at a time: a channel rather than a mutex, so a goroutine waiting for it
 	// is durably blocked (testing/synctest can advance virtual time) and gives up when ctx ends.
@@ -217,8 +210,8 @@ type syncSlot struct {
 	waiting atomic.Int32
 }
 
-// syncTeamErr runs a catch-up session with p for t. With mustRun it always runs one (and waits for a
-// running one first); otherwise it may be coalesced into a queued session.
+// syncTeamErr runs a session with p for t. With mustRun it always runs one (and waits for a running
+// one first); otherwise it may be coalesced into a queued session.
 func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team, mustRun bool) error {
 	key := syncKey(p, t)
 	n.mu.Lock()
@@ -244,12 +237,19 @@ func (n *Node) syncTeamErr(ctx context.Context, p peer.ID, t *team, mustRun bool
 		return ctx.Err()
 	}
 	defer func() { <-slot.run }()
-	return n.syncOnce(ctx, p, t)
+	return n.openSession(ctx, p, t, recon.ModeSync)
 }
 
-func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
+// errRefused is a session the peer refused (it reset the stream after the hello).
+var errRefused = errors.New("the peer refused the session")
+
+// openSession opens a sync stream to p for t asking for mode, and runs what the peer answers.
+func (n *Node) openSession(ctx context.Context, p peer.ID, t *team, mode recon.Mode) error {
 	if n.isBanned(p) {
-		return fmt.Errorf("peer %s is banned for sending invalid sync data", p.ShortString())
+		return fmt.Errorf("peer %s is banned for sending invalid data", p.ShortString())
+	}
+	if mode == recon.ModeSync && !n.maySync(t, n.corePeer(p, t)) {
+		return errors.New("the peer's device is not a member of the team")
 	}
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
@@ -260,52 +260,110 @@ func (n *Node) syncOnce(ctx context.Context, p peer.ID, t *team) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "fieldmesh-sync"), p, n.syncProtos...)
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "fieldmesh-sync"), p, recon.Protocol)
 	if err != nil {
 		return fmt.Errorf("open sync stream: %w", err)
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(syncTimeout))
-	if err := framing.Write(s, t.topic[:]); err != nil {
+	if err := framing.Write(s, recon.Hello{Topic: t.topic, Mode: mode}.Marshal()); err != nil {
 		s.Reset()
-		return fmt.Errorf("send topic: %w", err)
+		return fmt.Errorf("send hello: %w", err)
 	}
-	sess := n.catcherFor(p, s.Protocol(), t.topic, true)
+	br := bufio.NewReader(s)
+	ab, err := framing.Read(br, 1)
+	if err != nil {
+		s.Reset()
+		return fmt.Errorf("%w: %w", errRefused, err)
+	}
+	ans, err := recon.ParseAnswer(ab)
+	if err != nil {
+		s.Reset()
+		return err
+	}
+	if ans == recon.AnswerMembership {
+		err := n.exchange(s, br, p, t)
+		if err != nil {
+			s.Reset()
+			return err
+		}
+		if mode == recon.ModeSync || !n.maySync(t, n.corePeer(p, t)) {
+			return nil
+		}
+		// The exchange settled the disagreement: reconcile now.
+		n.goRun(func() { n.syncTeam(p, t) })
+		return nil
+	}
+	sess := n.reconSession(p, t, true)
 	first, err := sess.Start()
 	if err != nil {
 		s.Reset()
 		return err
 	}
-	if err := n.drive(s, p, t, sess, [][]byte{first}); err != nil {
+	if err := n.drive(s, br, p, t, sess, [][]byte{first}); err != nil {
 		s.Reset()
-		n.dropIfMisbehaved(p, err)
 		return err
 	}
 	n.syncDone(p, t)
 	return nil
 }
 
-// handleSync serves a catch-up session opened by a peer, for a team the peer's device is a member of.
+// handleSync serves a sync stream a peer opened.
 func (n *Node) handleSync(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(syncTimeout))
 	p := s.Conn().RemotePeer()
 	br := bufio.NewReader(s)
-	tb, err := framing.Read(br, 64)
-	if err != nil || len(tb) != len(envelope.Topic{}) {
+	hb, err := framing.Read(br, recon.HelloSize)
+	if err != nil {
 		s.Reset()
 		return
 	}
-	var topic envelope.Topic
-	copy(topic[:], tb)
+	h, err := recon.ParseHello(hb)
+	if err != nil {
+		s.Reset()
+		return
+	}
 	n.mu.Lock()
-	t := n.byTopic[topic]
+	t := n.byTopic[envelope.Topic(h.Topic)]
 	n.mu.Unlock()
-	d, derr := deviceOf(p)
-	if t == nil || n.isBanned(p) || !(n.isRelayFor(p, topic) || derr == nil && n.isMember(t, d)) {
-		// Not a topic we carry for this device: say nothing about why.
+	if t == nil || n.isBanned(p) {
+		s.Reset()
+		return
+	}
+	from := n.corePeer(p, t)
+	if h.Mode == recon.ModeGive {
+		if !n.maySync(t, from) || framing.Write(s, []byte{byte(recon.AnswerTake)}) != nil {
+			s.Reset()
+			return
+		}
+		if err := n.take(s, br, p, t); err != nil {
+			n.log.Debug("taking given envelopes failed", "peer", p.ShortString(), "team", t.id, "err", err)
+			s.Reset()
+		}
+		return
+	}
+	ans := recon.AnswerSync
+	switch {
+	case h.Mode == recon.ModeSync && n.maySync(t, from):
+	case n.maySync(t, from) || n.formerDevice(t, from):
+		// The two disagree about a membership, or the peer was removed: show each other why.
+		ans = recon.AnswerMembership
+	default:
+		// Not a topic this device carries for the peer: say nothing about why.
 		n.log.Debug("sync refused", "peer", p.ShortString())
 		s.Reset()
+		return
+	}
+	if err := framing.Write(s, []byte{byte(ans)}); err != nil {
+		s.Reset()
+		return
+	}
+	if ans == recon.AnswerMembership {
+		if err := n.exchange(s, br, p, t); err != nil {
+			n.log.Debug("membership exchange failed", "peer", p.ShortString(), "team", t.id, "err", err)
+			s.Reset()
+		}
 		return
 	}
 	wait := time.NewTimer(responderWait)
@@ -315,26 +373,25 @@ func (n *Node) handleSync(s network.Stream) {
 	case <-wait.C:
 	}
 	wait.Stop()
-	sess := n.catcherFor(p, s.Protocol(), t.topic, false)
-	if err := n.driveReader(s, br, p, t, sess, nil); err != nil {
+	sess := n.reconSession(p, t, false)
+	if err := n.drive(s, br, p, t, sess, nil); err != nil {
 		n.log.Debug("sync session failed", "peer", p.ShortString(), "team", t.id, "err", err)
 		s.Reset()
-		n.dropIfMisbehaved(p, err)
 		return
 	}
 	n.syncDone(p, t)
 }
 
-func (n *Node) drive(s network.Stream, p peer.ID, t *team, sess Catcher, first [][]byte) error {
-	return n.driveReader(s, bufio.NewReader(s), p, t, sess, first)
-}
+// errBanned ends a session whose peer the core banned.
+var errBanned = errors.New("the peer sent invalid envelopes and was banned")
 
-// driveReader pumps frames between the stream and the session until the session is done. Received
-// envelopes are validated, stored durably in one batch per frame, then applied.
-func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, sess Catcher, out [][]byte) error {
+// drive pumps frames between the stream and the session until the session is done. The envelopes of
+// each flight go to the team's core in one Receive, whose effects are stored before the next frame is
+// answered.
+func (n *Node) drive(s network.Stream, r io.Reader, p peer.ID, t *team, sess *recon.Session, out [][]byte) error {
 	n.stats.sessions.Add(1)
 	var sent, recvd int64
-	defer func() { n.usage.syncBytes(t.topic, sent, recvd) }()
+	defer func() { n.usage.SyncBytes(t.topic, sent, recvd) }()
 	w := bufio.NewWriter(s)
 	send := func(frames [][]byte) error {
 		for _, f := range frames {
@@ -352,8 +409,10 @@ func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, se
 	if err := send(out); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
+	var flight [][]byte
+	flightBytes, kept := 0, 0
 	for {
-		frame, err := framing.Read(r, catchup.MaxFrameSize)
+		frame, err := framing.Read(r, recon.MaxFrameSize)
 		if err != nil {
 			return fmt.Errorf("read frame: %w", err)
 		}
@@ -361,45 +420,117 @@ func (n *Node) driveReader(s network.Stream, r io.Reader, p peer.ID, t *team, se
 		recvd += int64(len(frame))
 		out, recv, done, err := sess.Handle(frame)
 		if err != nil {
-			return fmt.Errorf("%w: bad frame: %w", errMisbehaved, err)
+			n.ban(p, "it sent a malformed sync frame")
+			return fmt.Errorf("bad frame: %w", err)
 		}
-		if len(recv) > 0 {
-			if err := n.acceptRaw(t, p, recv); err != nil {
+		flight = append(flight, recv...)
+		for _, e := range recv {
+			flightBytes += len(e)
+		}
+		if out == nil && !done && flightBytes < maxFlightBytes {
+			continue // the flight goes on
+		}
+		if len(flight) > 0 {
+			n.stats.envelopesReceived.Add(int64(len(flight)))
+			vs, err := n.receive(t, p, flight)
+			if err != nil {
 				return err
+			}
+			kept += countAccepted(vs)
+			flight, flightBytes = nil, 0
+			if n.isBanned(p) {
+				return errBanned
 			}
 		}
 		if err := send(out); err != nil {
 			return fmt.Errorf("send: %w", err)
 		}
 		if done {
+			if kept > 0 {
+				n.ripple(t, p)
+			}
 			return s.CloseWrite()
 		}
 	}
 }
 
-// acceptRaw opens envelopes received by catch-up and stores them. An envelope that is malformed, of
-// another topic, or fails to authenticate under a key this device holds is refused: nothing of the
-// frame is stored, and the session fails, so the peer is dropped. Envelopes of epochs this device does
-// not hold are skipped (not the peer's fault); sealed history it cannot read is stored for relaying.
-func (n *Node) acceptRaw(t *team, p peer.ID, raws [][]byte) error {
-	items := make([]ingestItem, 0, len(raws))
-	for _, raw := range raws {
-		e, err := envelope.Unmarshal(raw)
-		if err != nil {
-			return fmt.Errorf("%w: malformed envelope: %w", errMisbehaved, err)
+func countAccepted(vs []device.Verdict) int {
+	k := 0
+	for _, v := range vs {
+		if v == device.Accepted {
+			k++
 		}
-		if e.Topic != t.topic {
-			return fmt.Errorf("%w: envelope of another topic", errMisbehaved)
-		}
-		items = append(items, ingestItem{t: t, env: e, raw: raw, from: p})
 	}
-	// A relay stores what enrolled devices give it without being able to check it: skip what does not
-	// open rather than drop the relay.
-	if _, err := n.ingestTeam(t, items, !n.isRelayFor(p, t.topic)); err != nil {
+	return k
+}
+
+// ripple passes on what a session brought: gossip does not carry envelopes that arrived by sync, so
+// the other connected peers of the team that may lack them are reconciled with (a session with a peer
+// that already has them costs a few fingerprints).
+func (n *Node) ripple(t *team, from peer.ID) {
+	for _, q := range n.host.Network().Peers() {
+		if q != from && n.maySync(t, n.corePeer(q, t)) {
+			n.goRun(func() { n.syncTeam(q, t) })
+		}
+	}
+}
+
+// exchange runs a membership exchange over s: this side's ops go out (on their own goroutine, so
+// that two sides writing at once cannot block each other on flow control) while the peer's are read;
+// then the core judges what arrived.
+func (n *Node) exchange(s network.Stream, r io.Reader, p peer.ID, t *team) error {
+	from := n.corePeer(p, t)
+	t.mu.Lock()
+	mine := t.core.MembershipFor(from.Device)
+	t.mu.Unlock()
+	wrote := make(chan error, 1)
+	go func() {
+		w := bufio.NewWriter(s)
+		for _, b := range mine {
+			if err := framing.Write(w, b); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		if err := framing.Write(w, nil); err != nil {
+			wrote <- err
+			return
+		}
+		wrote <- w.Flush()
+	}()
+	var theirs [][]byte
+	for {
+		b, err := framing.Read(r, membershipFrameMax)
+		if err != nil {
+			return fmt.Errorf("read membership op: %w", err)
+		}
+		if len(b) == 0 {
+			break
+		}
+		if len(theirs) == maxMembershipFrames {
+			return errors.New("too many membership ops")
+		}
+		theirs = append(theirs, b)
+	}
+	if err := <-wrote; err != nil {
+		return fmt.Errorf("send membership ops: %w", err)
+	}
+	var kept int
+	err := n.do(t, func(c *device.Team, now time.Time) (device.Effects, error) {
+		k, eff, err := c.AcceptMembership(now, theirs)
+		kept = k
+		return eff, err
+	})
+	if err != nil {
+		if errors.Is(err, device.ErrProof) {
+			n.ban(p, "it sent membership ops that do not check")
+		}
 		return err
 	}
-	n.stats.envelopesReceived.Add(int64(len(items)))
-	return nil
+	if kept > 0 {
+		n.log.Info("learned membership changes from a peer that disagreed", "peer", p.ShortString(), "team", t.id, "ops", kept)
+	}
+	return s.CloseWrite()
 }
 
 // maintainLoop dials bootstrap and remembered peers when not connected, and periodically reconciles
@@ -409,29 +540,19 @@ func (n *Node) maintainLoop(bootstrap []peer.AddrInfo) {
 	defer redial.Stop()
 	resync := time.NewTicker(n.cfg.SyncInterval)
 	defer resync.Stop()
-	var ackC <-chan time.Time
-	if n.cfg.AckInterval > 0 {
-		acks := time.NewTicker(n.cfg.AckInterval)
-		defer acks.Stop()
-		ackC = acks.C
-	}
+	starve := time.NewTicker(starveEvery)
+	defer starve.Stop()
 	n.dialKnown(bootstrap)
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
+		case <-starve.C:
+			n.feedStarved()
 		case <-redial.C:
 			n.dialKnown(bootstrap)
-		case <-ackC:
-			if n.deferAcks() {
-				continue
-			}
-			if _, err := n.FlushAcks(); err != nil {
-				n.log.Warn("publishing acknowledgements failed", "err", err)
-			}
 		case <-resync.C:
 			for _, p := range n.host.Network().Peers() {
-				p := p
 				n.goRun(func() { n.syncPeer(p) })
 			}
 		}
@@ -451,10 +572,9 @@ func (n *Node) dialKnown(bootstrap []peer.AddrInfo) {
 		}
 	}
 	for _, ai := range targets {
-		if ai.ID == n.host.ID() || n.host.Network().Connectedness(ai.ID) == network.Connected {
+		if ai.ID == n.host.ID() || n.host.Network().Connectedness(ai.ID) == network.Connected || n.isBanned(ai.ID) {
 			continue
 		}
-		ai := ai
 		n.goRun(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 			defer cancel()
@@ -493,18 +613,6 @@ func validateName(name string) error {
 		return errors.New("node: name is not valid UTF-8")
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
 		return errors.New("node: name contains control characters")
-	}
-	return nil
-}
-
-// validateMessage applies the node's own rule on top of crdt.Message.Validate (limits, UTF-8,
-// priority): a message must say something.
-func validateMessage(m crdt.Message) error {
-	if strings.TrimSpace(m.Text) == "" {
-		return errors.New("node: message is empty")
-	}
-	if err := m.Validate(); err != nil {
-		return fmt.Errorf("node: %w", err)
 	}
 	return nil
 }

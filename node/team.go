@@ -7,12 +7,15 @@ import (
 	"maps"
 	"slices"
 	stdsync "sync"
+	"sync/atomic"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
-	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
 )
 
 // teamRecord is what a device keeps about a team it belongs to, in the store's teams keyspace (so
@@ -20,16 +23,16 @@ import (
 // rebuilt from the stored ops at start; the epoch keys are the team's key state (teamkeys), a secret
 // written in the same transaction as the ops it opened.
 //
-//	version 2 | team id 32 | genesis op id 32
+//	version 3 | team id 32 | genesis op id 32
 //
-// Genesis pins the team's Create op: a member could otherwise write a rival Create op with an earlier
-// timestamp and make itself the creator. Envelopes carrying any other Create op are refused.
+// Genesis pins the team's create op: a member could otherwise write a rival create op with an earlier
+// timestamp and make itself the creator.
 type teamRecord struct {
 	ID      crdt.TeamID
 	Genesis crdt.OpID
 }
 
-const teamRecordVersion = 2
+const teamRecordVersion = 3
 
 func (r *teamRecord) marshal() []byte {
 	b := make([]byte, 0, 1+64)
@@ -39,131 +42,104 @@ func (r *teamRecord) marshal() []byte {
 }
 
 func unmarshalTeamRecord(b []byte) (*teamRecord, error) {
-	if len(b) > 0 && b[0] == 1 {
-		return nil, errors.New("node: team record from before key epochs (fieldmesh 0.1): create a new data directory and join the team again")
-	}
-	rd := reader{b: b}
-	if v := rd.byte(); v != teamRecordVersion {
-		return nil, fmt.Errorf("node: team record: unknown version %d", v)
+	if len(b) != 1+64 || b[0] != teamRecordVersion {
+		if len(b) > 0 && b[0] < teamRecordVersion {
+			return nil, errors.New("node: team record of an earlier fieldmesh (before signed chain positions): create a new data directory and join the team again")
+		}
+		return nil, errors.New("node: team record: unknown version or malformed")
 	}
 	r := &teamRecord{}
-	copy(r.ID[:], rd.bytes(32))
-	copy(r.Genesis[:], rd.bytes(32))
-	if rd.err != nil {
-		return nil, fmt.Errorf("node: team record: %w", rd.err)
-	}
-	if len(rd.b) != 0 {
-		return nil, errors.New("node: team record: malformed")
-	}
+	copy(r.ID[:], b[1:33])
+	copy(r.Genesis[:], b[33:65])
 	return r, nil
 }
 
 // keysSecret names the store secret holding a team's key state.
 func keysSecret(id crdt.TeamID) string { return "teamkeys/" + hex.EncodeToString(id[:]) }
 
-// team is the running state of one team on this node.
+// team is one team on this node: the device core that decides everything about it, and the I/O
+// around the core (its gossip topic, the watchers of its state).
 type team struct {
-	id     crdt.TeamID
-	topic  envelope.Topic
+	id    crdt.TeamID
+	topic envelope.Topic
+	rec   *teamRecord
+
 	ptop   *pubsub.Topic
 	sub    *pubsub.Subscription
 	events *pubsub.TopicEventHandler
-	// syncSem admits one outgoing catch-up session at a time (served sessions wait for it briefly).
+	// syncSem admits one outgoing reconciliation at a time (served sessions wait for it briefly).
 	syncSem chan struct{}
+	// awaitSem bounds the gossiped envelopes whose validation waits for them to be kept.
+	awaitSem chan struct{}
 
-	// keyMu serialises everything that reads or advances the key state: sealing, opening, and the
-	// store transaction that persists the advanced state with what it opened. Lock order: keyMu, then mu.
-	keyMu stdsync.Mutex
-	keys  *teamkeys.Keys
-
-	mu      stdsync.Mutex // guards the fields below
-	rec     *teamRecord
-	log     *crdt.Log
-	state   *crdt.State // cached; nil when the log changed since
+	// mu serialises every call of core and the store write of its effects. Lock order: mu, then
+	// Node.mu.
+	mu      stdsync.Mutex
+	core    *device.Team
 	waiters map[chan struct{}]struct{}
-	// readMarks are messages the user was shown that are not yet acknowledged as read.
-	readMarks map[crdt.OpID]struct{}
+
+	// state is the core's last state, and members its member devices, for readers that must not wait
+	// for mu (the gossip peer filter runs in pubsub's event loop).
+	state   atomic.Pointer[crdt.State]
+	members atomic.Pointer[map[identity.DeviceID]bool]
 }
 
-func newTeam(rec *teamRecord, keys *teamkeys.Keys) *team {
-	return &team{
-		keys:      keys,
-		id:        rec.ID,
-		topic:     envelope.TopicOf(rec.ID),
-		rec:       rec,
-		log:       crdt.NewLog(rec.ID),
-		waiters:   make(map[chan struct{}]struct{}),
-		readMarks: make(map[crdt.OpID]struct{}),
-		syncSem:   make(chan struct{}, 1),
+func newTeam(rec *teamRecord, core *device.Team) *team {
+	t := &team{
+		id:       rec.ID,
+		topic:    envelope.TopicOf(rec.ID),
+		rec:      rec,
+		core:     core,
+		waiters:  make(map[chan struct{}]struct{}),
+		syncSem:  make(chan struct{}, 1),
+		awaitSem: make(chan struct{}, maxAwaiting),
 	}
+	t.publishState()
+	return t
 }
 
-// admissible checks an opened op before it is stored or forwarded: everything Log.Add would refuse.
-// Those checks depend on the op alone, so every honest node refuses the same ops whatever the order
-// they arrive in. An op with impossible parents (a parent not older than itself) is not refused here,
-// because whether its parents are present depends on arrival order and refusing it would make honest
-// nodes disagree on what to store (and drop each other as misbehaving): it is stored and relayed, and
-// the team state ignores it on every node alike (crdt.Log.State).
-func (t *team) admissible(op *crdt.Op) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.log.Check(op)
-}
-
-// headsBefore returns the parents for a new op stamped ts (see crdt.Log.HeadsBefore).
-func (t *team) headsBefore(ts crdt.HLC) []crdt.OpID {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.log.HeadsBefore(ts)
-}
-
-// addOps adds opened ops to the log and wakes the waiters if any was new.
-func (t *team) addOps(ops []*crdt.Op) (added int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, op := range ops {
-		ok, err := t.log.Add(op)
-		if err == nil && ok {
-			added++
-		}
+// publishState refreshes the state readers see without mu (the caller holds mu).
+func (t *team) publishState() {
+	s := t.core.State()
+	t.state.Store(s)
+	m := make(map[identity.DeviceID]bool, len(s.Members))
+	for _, x := range s.Members {
+		m[x.Device] = true
 	}
-	if added > 0 {
-		t.state = nil
-		for w := range t.waiters {
-			select {
-			case w <- struct{}{}:
-			default:
-			}
-		}
-	}
-	return added
+	t.members.Store(&m)
 }
 
-// teamList returns the node's teams, copied under n.mu so that the caller works on them unlocked.
-func (n *Node) teamList() []*team {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Collect(maps.Values(n.teams))
-}
+// snapshot returns the team's visible state. The caller must not modify it.
+func (t *team) snapshot() *crdt.State { return t.state.Load() }
 
-// snapshot returns the team's current visible state. The caller must not modify it.
-func (t *team) snapshot() *crdt.State {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.state == nil {
-		s := t.log.State()
-		t.state = &s
-	}
-	return t.state
-}
-
+// has reports whether the team's core holds op id (stored, opened).
 func (t *team) has(id crdt.OpID) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.log.Has(id)
+	return t.core.Has(id)
 }
 
-// watch registers a channel that receives a value (coalesced) whenever the log grows.
+// removed reports whether the core says this device was removed from the team.
+func (t *team) removed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.core.Removed()
+}
+
+// isMember reports whether d is a current member device, as the last state says.
+func (t *team) isMember(d identity.DeviceID) bool { return (*t.members.Load())[d] }
+
+// wake signals the watchers (the caller holds mu).
+func (t *team) wake() {
+	for w := range t.waiters {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// watch registers a channel that receives a value (coalesced) whenever the state changes.
 func (t *team) watch() (ch chan struct{}, cancel func()) {
 	ch = make(chan struct{}, 1)
 	t.mu.Lock()
@@ -174,4 +150,79 @@ func (t *team) watch() (ch chan struct{}, cancel func()) {
 		delete(t.waiters, ch)
 		t.mu.Unlock()
 	}
+}
+
+// teamList returns the node's teams, copied under n.mu so that the caller works on them unlocked.
+func (n *Node) teamList() []*team {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Collect(maps.Values(n.teams))
+}
+
+// coreConfig is the device core's configuration for team rec.
+func (n *Node) coreConfig(rec *teamRecord) device.Config {
+	return device.Config{
+		Device:      n.id.Device,
+		Team:        rec.ID,
+		Genesis:     rec.Genesis,
+		RotateEvery: n.cfg.RotateEvery,
+		RetainKeys:  n.cfg.RetainKeys,
+		AckInterval: n.cfg.AckInterval,
+		Logger:      n.log,
+	}
+}
+
+// restoreCore makes a team's device core from what the store holds.
+func (n *Node) restoreCore(rec *teamRecord) (*device.Team, error) {
+	kb, err := n.st.Secret(keysSecret(rec.ID))
+	if err != nil {
+		return nil, fmt.Errorf("node: load key state of team %s: %w", rec.ID.Short(), err)
+	}
+	stored := device.Stored{Keys: kb}
+	err = n.st.Ops(rec.ID, func(b []byte) error {
+		stored.Ops = append(stored.Ops, b)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: load team %s: %w", rec.ID.Short(), err)
+	}
+	err = n.st.Envelopes(envelope.TopicOf(rec.ID), func(r storage.EnvelopeRecord) error {
+		if len(r.Data) < envelope.HeaderSize+1 {
+			return nil
+		}
+		ref := device.Ref{Time: r.Key.Time, ID: r.Key.ID, Epoch: envelopeTag(r.Data)}
+		stored.Envelopes = append(stored.Envelopes, ref)
+		if envelope.Form(r.Data[envelope.HeaderSize]) == envelope.FormCommit {
+			stored.Commits = append(stored.Commits, r.Data)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: load envelopes of team %s: %w", rec.ID.Short(), err)
+	}
+	core, err := device.New(n.coreConfig(rec), n.now(), stored)
+	if err != nil {
+		return nil, fmt.Errorf("node: team %s: %w", rec.ID.Short(), err)
+	}
+	return core, nil
+}
+
+// envelopeTag reads the epoch tag of a stored envelope's header.
+func envelopeTag(raw []byte) uint32 {
+	return uint32(raw[17])<<24 | uint32(raw[18])<<16 | uint32(raw[19])<<8 | uint32(raw[20])
+}
+
+// batchOf is the store batch of a core's write.
+func batchOf(t *team, w device.Write) storage.Batch {
+	var b storage.Batch
+	for _, r := range w.Envelopes {
+		b.Envelopes = append(b.Envelopes, storage.EnvelopeRecord{Key: storage.EnvelopeKey{Topic: t.topic, Time: r.Time, ID: r.ID}, Data: r.Data})
+	}
+	for _, r := range w.Ops {
+		b.Ops = append(b.Ops, storage.OpRecord{Team: t.id, Time: r.Time, ID: r.ID, Data: r.Data})
+	}
+	if w.Keys != nil {
+		b.Secrets = map[string][]byte{keysSecret(t.id): w.Keys}
+	}
+	return b
 }

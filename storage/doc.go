@@ -1,7 +1,7 @@
 // Package storage is fieldmesh's local store: a Badger v4 database encrypted
 // at rest, with typed keyspaces for sealed envelopes, team state, local
 // secrets, peers and one-time invites, and a crypto-shredding wipe. It
-// implements the storage section of the foundation API contract (issue #2)
+// implements the storage section of the foundation API contract
 // and imports nothing else of fieldmesh.
 //
 // # Layout on disk

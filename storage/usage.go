@@ -7,6 +7,8 @@ import (
 	"math"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Keyspaces of data accounting, the low-data outbox and local settings (prefixes in keys.go):
@@ -92,27 +94,14 @@ func parseUsageKey(b []byte) (k UsageKey, ok bool) {
 	}
 	k.Day = binary.BigEndian.Uint32(b[1:5])
 	copy(k.Topic[:], b[5:21])
-	rest := b[usageFixedLen:]
-	n, m := binary.Uvarint(rest)
-	if m <= 0 || m != uvarintLen(n) || n > MaxUsageProtocolLen || uint64(len(rest)-m) < n {
+	r := wire.NewReader(b[usageFixedLen:])
+	k.Protocol = string(r.Bytes(MaxUsageProtocolLen))
+	peer := r.Fixed(r.Len())
+	if r.Err() != nil || len(peer) > MaxUsagePeerLen {
 		return UsageKey{}, false
 	}
-	rest = rest[m:]
-	k.Protocol = string(rest[:n])
-	k.Peer = string(rest[n:])
-	if len(k.Peer) > MaxUsagePeerLen {
-		return UsageKey{}, false
-	}
+	k.Peer = string(peer)
 	return k, true
-}
-
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
 }
 
 func usageValue(c UsageCount) []byte {

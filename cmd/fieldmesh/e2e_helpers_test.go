@@ -448,6 +448,8 @@ type e2eDaemon struct {
 	log     *e2eLogWriter
 	ready   chan struct{} // closed at the first msg="node ready" line
 	readyAt time.Time     // set before ready is closed
+	// removed is closed at the first line saying the device learned it was removed from a team.
+	removed chan struct{}
 	exited  chan struct{} // closed when the process has been waited for
 	waitErr error         // set before exited is closed
 }
@@ -489,14 +491,17 @@ func (n *e2eNode) start(t *testing.T, pass string, extra ...string) *e2eDaemon {
 	}
 	n.started++
 	fmt.Fprintf(f, "=== e2e: %s run %d of fieldmesh up %s\n", n.label, n.started, strings.Join(extra, " "))
-	d := &e2eDaemon{ready: make(chan struct{}), exited: make(chan struct{})}
-	var once sync.Once
+	d := &e2eDaemon{ready: make(chan struct{}), exited: make(chan struct{}), removed: make(chan struct{})}
+	var once, removedOnce sync.Once
 	d.log = &e2eLogWriter{file: f, onLine: func(line string) {
 		if strings.Contains(line, `msg="node ready"`) {
 			once.Do(func() {
 				d.readyAt = time.Now()
 				close(d.ready)
 			})
+		}
+		if strings.Contains(line, `msg="this device was removed from the team"`) {
+			removedOnce.Do(func() { close(d.removed) })
 		}
 	}}
 	args := append([]string{"up", "--data=" + n.dir, "--no-mdns", "--listen=/ip4/127.0.0.1/tcp/0"}, extra...)

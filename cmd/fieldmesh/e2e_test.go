@@ -274,41 +274,79 @@ func TestE2E(t *testing.T) {
 		}
 	}
 
-	// --- Removal (issue #3): A removes C. C stays up and connected to A, yet never shows a message
-	// sent after its removal, while B does.
+	// --- Removal: A removes C with everyone connected. C is not told by a key (it cannot open the
+	// commit that removes it): it learns when its next sync with A or B turns into a membership
+	// exchange. A message C sends right after the removal shows on neither A nor B; C's `team members`
+	// then says it was removed, and C can no longer send.
 	removalRes := a.run(t, "team", "remove", team.ID, cc.name)
 	if removalRes.code != 0 {
 		t.Fatalf("A: team remove C: exit %d: %s", removalRes.code, removalRes.stderr)
+	}
+	removedAt := time.Now()
+	var lateC string
+	if res := cc.run(t, "send", team.ID, "C right after its removal "+run, "--json"); res.code == 0 {
+		var out e2eSendOut
+		if err := c.decode("send", []byte(res.stdout), &out, e2eKeysSend); err != nil {
+			t.Fatal(err)
+		}
+		lateC = out.ID
+	} else if msg := e2eFailsCleanly(t, "C: send after removal", res); !strings.Contains(msg, "removed") {
+		t.Errorf("C: send right after its removal refused with %q; want it to say C was removed", msg)
+	}
+	if lateC != "" {
+		t.Logf("removal: C's send right after its removal went through (id %s); A and B must not show it", lateC[:8])
+	} else {
+		t.Logf("removal: C's send right after its removal was refused: it had already learned of it")
 	}
 	afterRemoval := send(a, team.ID, "Moved the clinic meeting, C no longer on this team "+run)
 	afterRemovalB := send(b, team.ID, "Noted, see you at 8 "+run)
 	follow[a].waitFor(t, c.timeout(30*time.Second), "B's message after the removal shown", e2eHasIDs([]string{afterRemovalB}))
 	follow[b].waitFor(t, c.timeout(30*time.Second), "A's message after the removal shown", e2eHasIDs([]string{afterRemoval}))
-	var peersC []struct {
-		Device string `json:"device"`
+	// C learns of its removal when its next sync with A or B turns into a membership exchange (the
+	// removal commit's arrival asks for one): its daemon says so, then its `team members` does.
+	select {
+	case <-cc.daemon.removed:
+	case <-time.After(c.timeout(60 * time.Second)):
+		t.Fatalf("C: no \"removed\" line in its daemon log %v after its removal", time.Since(removedAt).Round(time.Second))
 	}
-	if err := json.Unmarshal([]byte(cc.runJSON(t, "peers")), &peersC); err != nil {
-		t.Fatalf("C: peers: %v", err)
+	t.Logf("removal: C learned it was removed %v after A's `team remove` returned", time.Since(removedAt).Round(time.Millisecond))
+	membersMsg := e2eFailsCleanly(t, "C: team members after removal", cc.run(t, "team", "members", team.ID))
+	if !strings.Contains(membersMsg, "removed") {
+		t.Errorf("C: team members after removal says %q; want it to say C was removed", membersMsg)
 	}
-	if !slices.ContainsFunc(peersC, func(p struct {
-		Device string `json:"device"`
-	}) bool {
-		return p.Device == a.device
-	}) {
-		t.Errorf("C: peers = %+v; want C still connected to A after its removal", peersC)
+	if msg := e2eFailsCleanly(t, "C: send after learning of its removal", cc.run(t, "send", team.ID, "still here? "+run)); !strings.Contains(msg, "removed") {
+		t.Errorf("C: send after learning of its removal refused with %q; want it to say C was removed", msg)
 	}
-	// A and B each showed the other's message; C, still connected to A, must show neither.
-	if m, err := e2eDecodeMessages(c, "messages --json", cc.runJSON(t, "messages", team.ID)); err != nil {
-		t.Fatalf("C: messages: %v", err)
-	} else {
-		for _, msg := range m {
-			if msg.ID == afterRemoval || msg.ID == afterRemovalB {
+	var teamsC []map[string]any
+	if err := json.Unmarshal([]byte(cc.runJSON(t, "team", "list")), &teamsC); err != nil {
+		t.Fatalf("C: team list: %v", err)
+	}
+	if len(teamsC) != 1 || teamsC[0]["removed"] != true {
+		t.Errorf("C: team list = %v; want the team marked removed", teamsC)
+	}
+	// A and B reconcile with each other; C's late message is on neither, nor are A's and B's on C.
+	for _, n := range []*e2eNode{a, b} {
+		if res := n.run(t, "sync"); res.code != 0 {
+			t.Errorf("%s: sync: %s", n.label, res)
+		}
+	}
+	late := map[string]bool{afterRemoval: true, afterRemovalB: true}
+	for _, n := range nodes {
+		msgs, err := e2eDecodeMessages(c, "messages --json", n.runJSON(t, "messages", team.ID))
+		if err != nil {
+			t.Fatalf("%s: messages: %v", n.label, err)
+		}
+		for _, msg := range msgs {
+			if lateC != "" && msg.ID == lateC && n != cc {
+				t.Errorf("%s: shows the message C sent after its removal", n.label)
+			}
+			if n == cc && late[msg.ID] {
 				t.Errorf("C: removed from the team, still shows message %s sent after its removal", msg.ID)
 			}
 		}
 	}
 	for _, msg := range follow[cc].snapshot() {
-		if msg.ID == afterRemoval || msg.ID == afterRemovalB {
+		if late[msg.ID] {
 			t.Errorf("C: messages --follow printed message %s sent after C's removal", msg.ID)
 		}
 	}
@@ -320,10 +358,18 @@ func TestE2E(t *testing.T) {
 		t.Logf("memory: A idle VmRSS=%.1f MiB (peak VmHWM=%.1f MiB), race=%v", float64(rss)/1024, float64(hwm)/1024, c.slow > 1)
 	}
 
-	// --- Clean shutdown. C's follower must still not have printed anything sent after its removal.
+	// --- Clean shutdown. C's follower must still not have printed anything sent after its removal,
+	// nor A's and B's followers C's late message.
 	for _, msg := range follow[cc].snapshot() {
-		if msg.ID == afterRemoval || msg.ID == afterRemovalB {
+		if late[msg.ID] {
 			t.Errorf("C: messages --follow printed message %s sent after C's removal", msg.ID)
+		}
+	}
+	for _, n := range []*e2eNode{a, b} {
+		for _, msg := range follow[n].snapshot() {
+			if lateC != "" && msg.ID == lateC {
+				t.Errorf("%s: messages --follow printed the message C sent after its removal", n.label)
+			}
 		}
 	}
 	for _, n := range nodes {

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -367,9 +368,9 @@ func teamCmd(g *globals) *cobra.Command {
 		},
 	}
 	invite.Flags().BoolVar(&qr, "qr", false, "also print the code as a QR code")
-	invite.Flags().DurationVar(&ttl, "ttl", node.DefaultInviteTTL, "how long the code works")
+	invite.Flags().DurationVar(&ttl, "ttl", join.DefaultInviteTTL, "how long the code works")
 
-	join := &cobra.Command{
+	joinCmd := &cobra.Command{
 		Use:   "join CODE",
 		Short: "Join a team with an invite code",
 		Args:  cobra.ExactArgs(1),
@@ -394,13 +395,17 @@ func teamCmd(g *globals) *cobra.Command {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tKIND\tMEMBERS\tMESSAGES\tID")
 				for _, t := range ts {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Name, t.Kind, t.Members, t.Messages, t.ID[:8])
+					name := printable(t.Name)
+					if t.Removed {
+						name += " (you were removed)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", name, t.Kind, t.Members, t.Messages, t.ID[:8])
 				}
 				tw.Flush()
 			})
 		},
 	}
-	c.AddCommand(create, invite, join, list, teamRelayCodeCmd(g))
+	c.AddCommand(create, invite, joinCmd, list, teamRelayCodeCmd(g))
 	c.AddCommand(teamMembershipCmds(g)...)
 	return c
 }

@@ -13,9 +13,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/join"
 )
 
-// Membership commands (issue #3): team members|remove|promote, device link|remove, verify.
+// Membership commands: team members|remove|promote, device link|remove, verify.
 
 func teamMembershipCmds(g *globals) []*cobra.Command {
 	members := &cobra.Command{
@@ -50,6 +51,11 @@ func teamMembershipCmds(g *globals) []*cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, role, strings.Join(devs, ", "), status, m.ID[:8])
 				}
 				tw.Flush()
+				for _, m := range ms {
+					for _, d := range m.Equivocated {
+						fmt.Fprintf(w, "ALERT: %s's device %s signed two different messages for one place in its chain: it may be cloned or compromised. Both are hidden; remove the device if you cannot explain it.\n", printable(m.Name), d)
+					}
+				}
 			})
 		},
 	}
@@ -101,7 +107,7 @@ func deviceCmd(g *globals) *cobra.Command {
 		},
 	}
 	link.Flags().BoolVar(&qr, "qr", false, "also print the code as a QR code")
-	link.Flags().DurationVar(&ttl, "ttl", node.DefaultInviteTTL, "how long the code works")
+	link.Flags().DurationVar(&ttl, "ttl", join.DefaultInviteTTL, "how long the code works")
 	remove := &cobra.Command{
 		Use:   "remove TEAM DEVICE",
 		Short: "Remove one device (a lost phone) without removing its owner; DEVICE is its id (8+ hex chars)",

@@ -33,6 +33,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fieldmesh/fieldmesh/node/humancode"
 )
 
 // e2eLines keeps a daemon's log lines so a test can wait for one.
@@ -240,15 +242,15 @@ func TestRelayE2E(t *testing.T) {
 		Code  string `json:"code"`
 		Topic string `json:"topic"`
 	}
-	if err := json.Unmarshal(a.runJSON(t, "team", "relay-code", teamName), &code); err != nil || !strings.HasPrefix(code.Code, "fmr1") {
-		t.Fatalf("team relay-code: %+v, %v; want a code starting fmr1", code, err)
+	if err := json.Unmarshal(a.runJSON(t, "team", "relay-code", teamName), &code); err != nil || !strings.HasPrefix(code.Code, humancode.Relay.Prefix()) {
+		t.Fatalf("team relay-code: %+v, %v; want a code starting %s", code, err, humancode.Relay.Prefix())
 	}
 	t.Run("bad relay code", func(t *testing.T) {
 		bad := []byte(code.Code)
-		bad[len(bad)-3] ^= 1
+		bad[len(bad)-3] = map[bool]byte{true: 'b', false: 'a'}[bad[len(bad)-3] == 'a']
 		msg := e2eFailsCleanly(t, "relay admit with a mistyped code", r.run(t, "relay", "admit", string(bad)))
-		if !strings.Contains(msg, "malformed relay code") {
-			t.Errorf("relay admit with a mistyped code: %q; want it to say the code is malformed", msg)
+		if !strings.Contains(msg, "malformed relay code") || !strings.Contains(msg, "mistyped") {
+			t.Errorf("relay admit with a mistyped code: %q; want it to say the code is mistyped", msg)
 		}
 	})
 	var admitted struct {

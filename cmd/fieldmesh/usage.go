@@ -8,7 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/lowdata"
+	"github.com/fieldmesh/fieldmesh/node/usage"
 )
 
 // usageCmd prints what a health worker needs to claim data costs back: the month's totals, and the
@@ -41,7 +42,7 @@ TCP/IP or QUIC headers add a few percent more on a phone bill, and other apps ar
 	return c
 }
 
-func printUsage(w io.Writer, r node.UsageReport) {
+func printUsage(w io.Writer, r usage.Report) {
 	fmt.Fprintf(w, "Data used by fieldmesh in %s: %s sent, %s received, %s in total\n",
 		r.Month, billedBytes(r.Total.Sent), billedBytes(r.Total.Received), billedBytes(r.Total.Total))
 	if r.Total.Total == 0 {
@@ -54,12 +55,12 @@ func printUsage(w io.Writer, r node.UsageReport) {
 		fmt.Fprintf(w, "\n%s\n", title)
 		fmt.Fprintf(tw, "%s\t%9s\t%9s\t%9s\n", what, "SENT", "RECEIVED", "TOTAL")
 	}
-	row := func(name string, b node.UsageBytes) {
+	row := func(name string, b usage.Bytes) {
 		fmt.Fprintf(tw, "%s\t%9s\t%9s\t%9s\n", name, billedBytes(b.Sent), billedBytes(b.Received), billedBytes(b.Total))
 	}
 	section("By day", "DAY")
 	for _, d := range r.Days {
-		row(d.Date, d.UsageBytes)
+		row(d.Date, d.Bytes)
 	}
 	section("By team", "TEAM")
 	for _, t := range r.Teams {
@@ -67,16 +68,16 @@ func printUsage(w io.Writer, r node.UsageReport) {
 		if t.ID != "" {
 			name = fmt.Sprintf("%s (%s)", printable(t.Name), t.ID[:8])
 		}
-		row(name, t.UsageBytes)
+		row(name, t.Bytes)
 	}
 	row("not for one team (discovery, upkeep)", r.Unattributed)
 	section("By protocol", "PROTOCOL")
 	for _, p := range r.Protocols {
-		row(p.Protocol, p.UsageBytes)
+		row(p.Protocol, p.Bytes)
 	}
 	section("Busiest peers", "DEVICE")
 	for _, p := range r.Peers {
-		row(p.Device, p.UsageBytes)
+		row(p.Device, p.Bytes)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nCounts are connection payload bytes; a phone bill adds a few percent for encryption and network headers.")
@@ -109,7 +110,7 @@ The mode stays on across restarts until turned off.`,
 		ValidArgs: []string{"on", "off"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var (
-				st  node.LowDataStatus
+				st  lowdata.Status
 				err error
 			)
 			switch {

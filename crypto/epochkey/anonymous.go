@@ -3,6 +3,7 @@ package epochkey
 import (
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 )
@@ -43,6 +44,7 @@ func SealToEach(sender *identity.Device, recipients []identity.NoisePublic, prol
 // what SealTo or SealToEach produced; a message of another length counts as
 // one that does not open.
 func OpenAny(recipient *identity.Device, prologue []byte, msgs [][]byte) (index int, sender identity.NoisePublic, payload []byte, err error) {
+	opened.Add(1)
 	static := recipient.NoiseKey()
 	defer clear(static.Private)
 	cs, done, err := defaultSuite(static)
@@ -51,6 +53,7 @@ func OpenAny(recipient *identity.Device, prologue []byte, msgs [][]byte) (index 
 	}
 	defer done()
 	for i, m := range msgs {
+		tried.Add(1)
 		s, p, err := openFrom(cs, static, prologue, m)
 		if err == nil {
 			return i, s, p, nil
@@ -58,3 +61,13 @@ func OpenAny(recipient *identity.Device, prologue []byte, msgs [][]byte) (index 
 	}
 	return -1, identity.NoisePublic{}, nil, ErrNotRecipient
 }
+
+// opened and tried count OpenAny's calls and the messages it tried, in this
+// process (see TrialCount).
+var opened, tried atomic.Uint64
+
+// TrialCount returns how many times OpenAny was called and how many
+// messages it tried in this process so far. Each call costs at least one
+// X25519 multiplication and each message tried one more, so a caller can
+// show (and tests check) that some input cost none.
+func TrialCount() (calls, messages uint64) { return opened.Load(), tried.Load() }

@@ -18,7 +18,11 @@ import (
 var (
 	ErrBadDeviceID    = errors.New("identity: bad device id")
 	ErrBadNoisePublic = errors.New("identity: bad noise public key")
-	ErrBadDevice      = errors.New("identity: bad device encoding")
+	// ErrWeakNoisePublic: an X25519 public key of small order (such as all
+	// zeros): every Diffie-Hellman with it gives the all-zero secret, so
+	// nothing sealed to it is secret, and Noise refuses it.
+	ErrWeakNoisePublic = errors.New("identity: noise public key of small order")
+	ErrBadDevice       = errors.New("identity: bad device encoding")
 )
 
 // DeviceID is the Ed25519 public key of a device. It is also the public key
@@ -61,6 +65,35 @@ func (p NoisePublic) Short() string { return hex.EncodeToString(p[:4]) }
 
 // LogValue logs the short form of the key.
 func (p NoisePublic) LogValue() slog.Value { return slog.StringValue(p.Short()) }
+
+// Check returns [ErrWeakNoisePublic] for a key of small order (the
+// all-zero key among them): one that no honest device has and that makes
+// every key agreement with it, and so every box sealed to it, fail. It costs
+// one X25519 multiplication. Keys that come from the network (a joiner's
+// Noise static key, a member key in a commit) are checked before use.
+func (p NoisePublic) Check() error {
+	pub, err := ecdh.X25519().NewPublicKey(p[:])
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadNoisePublic, err)
+	}
+	if _, err := checkScalar.ECDH(pub); err != nil {
+		return ErrWeakNoisePublic
+	}
+	return nil
+}
+
+// checkScalar is a fixed, public X25519 private key: a multiplication by it
+// gives the all-zero point exactly for the keys of small order, which
+// crypto/ecdh then refuses.
+var checkScalar = func() *ecdh.PrivateKey {
+	var k [32]byte
+	copy(k[:], "fieldmesh/v1/small-order-check..")
+	priv, err := ecdh.X25519().NewPrivateKey(k[:])
+	if err != nil {
+		panic("identity: " + err.Error()) // unreachable: any 32 bytes are an X25519 key
+	}
+	return priv
+}()
 
 // ParseNoisePublic parses the 64-hex-character form returned by
 // [NoisePublic.String].

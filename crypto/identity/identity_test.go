@@ -238,3 +238,33 @@ func FuzzUnmarshalDevice(f *testing.F) {
 		}
 	})
 }
+
+func TestNoisePublicCheck(t *testing.T) {
+	d, err := Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.NoisePublic().Check(); err != nil {
+		t.Fatalf("a fresh key: %v", err)
+	}
+	// Small-order points of Curve25519 in u-coordinate form (RFC 7748 section 5 and the list
+	// libsodium refuses), little-endian: 0, 1, the two points of order 8, p-1, p and p+1.
+	weak := []string{
+		"0000000000000000000000000000000000000000000000000000000000000000",
+		"0100000000000000000000000000000000000000000000000000000000000000",
+		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+		"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	}
+	for _, h := range weak {
+		p, err := ParseNoisePublic(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Check(); !errors.Is(err, ErrWeakNoisePublic) {
+			t.Errorf("%s...: Check = %v, want ErrWeakNoisePublic", h[:8], err)
+		}
+	}
+}

@@ -13,22 +13,27 @@
 //	chain_i+1  = HMAC(chain_i, 0x02)
 //
 // as in Signal's sender-key chain (the same two constants). Each message key
-// seals exactly one message, with ChaCha20-Poly1305 (RFC 8439) under an
-// all-zero nonce: a (key, nonce) pair must never repeat, and here the key
-// never repeats, so the nonce need not vary. The message index travels next
-// to the ciphertext; the ciphertext is the plaintext plus 16 bytes.
+// seals one message, with ChaCha20-Poly1305 (RFC 8439) under a nonce the
+// caller derives from the message itself (fieldmesh: the first 12 bytes of
+// the op id, a SHA-256 of the op): an honest sender never uses a key twice,
+// and a sender that does (its state rolled back, or on purpose) uses it
+// with two nonces for two messages, so no (key, nonce) pair ever meets two
+// plaintexts. The message index travels next to the ciphertext; the
+// ciphertext is the plaintext plus 16 bytes.
 //
 // Main types:
 //   - [SenderState]: this device's chain in one epoch. [SenderState.Seal]
 //     uses the next message key and overwrites the chain key it came from.
 //   - [ReceiverState]: one sender's chain as seen by this device: the next
 //     chain key, and up to [MaxSkipped] keys of messages that have not
-//     arrived while later ones have. [ReceiverState.Open] and
-//     [ReceiverState.OpenChecked] delete a message key once its message is
-//     opened, refuse an index already opened ([ErrReplay]) and refuse a jump
-//     that would store more than MaxSkipped keys ([ErrTooFarAhead]: keep the
-//     message and retry when earlier ones have arrived; nothing is lost).
-//     On any error the state is unchanged.
+//     arrived while later ones have. [ReceiverState.Peek] opens a message
+//     without changing anything (so a message can be judged before its key
+//     is spent); [ReceiverState.Consume] then deletes its key.
+//     [ReceiverState.Open] and [ReceiverState.OpenChecked] do both. They
+//     refuse an index already consumed ([ErrReplay]) and a jump that would
+//     store more than MaxSkipped keys ([ErrTooFarAhead]: keep the message
+//     and retry when earlier ones have arrived; nothing is lost). On any
+//     error the state is unchanged.
 //   - [SenderState.Wipe] and [ReceiverState.Wipe] overwrite a state's keys
 //     when its epoch is destroyed.
 //   - Both are secrets (printed as "[redacted]", compared with Equal in
@@ -84,15 +89,15 @@
 // serialises access. The functions are otherwise pure.
 //
 // Caveats:
-//   - Never seal twice from one chain position. The zero nonce is safe only
-//     if a message key seals one message, which holds only if a
-//     SenderState is never rolled back or duplicated: persist the advanced
-//     state before the ciphertext leaves the device, never restore it from
-//     a backup or copy a data directory to a second machine, and never call
-//     NewSender again for an (epoch, device) that has sent. If the state is
-//     lost, the device must not send in that epoch again. (MLS adds a
-//     4-byte random reuse_guard to its nonces against exactly this
-//     failure; we chose the zero nonce and 4 bytes less a message.)
+//   - Never seal twice from one chain position: persist the advanced state
+//     before the ciphertext leaves the device, never restore it from a
+//     backup or copy a data directory to a second machine, and never call
+//     NewSender again for an (epoch, device) that has sent. A state that is
+//     rolled back seals a second message at an index its peers may have
+//     consumed: they cannot open it (ErrReplay), and the two messages are
+//     evidence that the sender equivocated. The nonce, derived from the
+//     message, keeps this from also being a nonce reuse (MLS guards against
+//     the same failure with a 4-byte random reuse_guard; ours costs no byte).
 //   - "Deleted" means overwritten in memory as far as Go allows (Go does
 //     not promise that no copy survives) and replaced in the store; an
 //     older version of a state can survive in the store's files until they

@@ -105,18 +105,19 @@ func (c *chainKey) step() (messageKey, chainKey) {
 	return mk, next
 }
 
-// The nonce is all zeros: every message key encrypts exactly one message.
-var zeroNonce [chacha20poly1305.NonceSize]byte
+// NonceSize is the size of the nonce the caller gives Seal and Open: the
+// ChaCha20-Poly1305 nonce under the message key.
+const NonceSize = chacha20poly1305.NonceSize
 
-func (k *messageKey) seal(ad, plaintext []byte) []byte {
+func (k *messageKey) seal(nonce [NonceSize]byte, ad, plaintext []byte) []byte {
 	aead, err := chacha20poly1305.New(k[:])
 	if err != nil {
 		panic("senderkey: " + err.Error()) // unreachable: the key is 32 bytes
 	}
-	return aead.Seal(make([]byte, 0, len(plaintext)+Overhead), zeroNonce[:], plaintext, ad)
+	return aead.Seal(make([]byte, 0, len(plaintext)+Overhead), nonce[:], plaintext, ad)
 }
 
-func (k *messageKey) open(ad, ct []byte) ([]byte, error) {
+func (k *messageKey) open(nonce [NonceSize]byte, ad, ct []byte) ([]byte, error) {
 	if len(ct) < Overhead {
 		return nil, ErrOpen
 	}
@@ -124,7 +125,7 @@ func (k *messageKey) open(ad, ct []byte) ([]byte, error) {
 	if err != nil {
 		panic("senderkey: " + err.Error()) // unreachable: the key is 32 bytes
 	}
-	pt, err := aead.Open(make([]byte, 0, len(ct)-Overhead), zeroNonce[:], ct, ad)
+	pt, err := aead.Open(make([]byte, 0, len(ct)-Overhead), nonce[:], ct, ad)
 	if err != nil {
 		return nil, ErrOpen
 	}
@@ -156,18 +157,22 @@ func (s *SenderState) Sender() identity.DeviceID { return s.sender }
 func (s *SenderState) Next() uint32 { return s.next }
 
 // Seal encrypts plaintext with associated data ad under the next message
-// key, advances the chain and overwrites the chain key it used. The
-// ciphertext is len(plaintext)+[Overhead] bytes; send index with it.
+// key and the given nonce, advances the chain and overwrites the chain key
+// it used. The ciphertext is len(plaintext)+[Overhead] bytes; send index
+// with it. The nonce should be derived from the plaintext (fieldmesh uses
+// the first bytes of the op id, a hash of the op): a message key then never
+// meets one nonce with two plaintexts, even if the state was rolled back or
+// its sender seals two messages at one index on purpose.
 //
 // Persist the advanced state (MarshalBinary) durably before the ciphertext
 // leaves the device: a state restored from before this call would seal
-// another plaintext under the same key and nonce.
-func (s *SenderState) Seal(ad, plaintext []byte) (index uint32, ct []byte, err error) {
+// another message at the same index.
+func (s *SenderState) Seal(nonce [NonceSize]byte, ad, plaintext []byte) (index uint32, ct []byte, err error) {
 	if s.next > MaxIndex {
 		return 0, nil, ErrExhausted
 	}
 	mk, next := s.chain.step()
-	ct = mk.seal(ad, plaintext)
+	ct = mk.seal(nonce, ad, plaintext)
 	clear(mk[:])
 	index = s.next
 	s.chain = next
@@ -228,17 +233,18 @@ func (r *ReceiverState) Next() uint32 { return r.next }
 // Skipped returns how many skipped message keys the state holds.
 func (r *ReceiverState) Skipped() int { return len(r.skipped) }
 
-// Open opens the message of the given index; see [ReceiverState.OpenChecked].
-func (r *ReceiverState) Open(index uint32, ad, ct []byte) ([]byte, error) {
-	return r.OpenChecked(index, ad, ct, nil)
+// Open opens the message of the given index and commits; see
+// [ReceiverState.OpenChecked].
+func (r *ReceiverState) Open(index uint32, nonce [NonceSize]byte, ad, ct []byte) ([]byte, error) {
+	return r.OpenChecked(index, nonce, ad, ct, nil)
 }
 
 // OpenChecked authenticates and decrypts the message of the given index
-// with associated data ad, then calls check (if not nil) on the plaintext,
-// and only if check returns nil does it commit: the message key is deleted,
-// and when index is at or past Next, the keys of the indices jumped over are
-// stored as skipped and the chain advances past index. On any error the
-// state is unchanged.
+// (Peek), then calls check (if not nil) on the plaintext, and only if check
+// returns nil does it commit (Consume): the message key is deleted, and when
+// index is at or past Next, the keys of the indices jumped over are stored
+// as skipped and the chain advances past index. On any error the state is
+// unchanged.
 //
 // Errors: [ErrReplay] (index already opened), [ErrTooFarAhead] (more than
 // MaxSkipped keys would be stored), [ErrOpen] (including an index above
@@ -246,67 +252,147 @@ func (r *ReceiverState) Open(index uint32, ad, ct []byte) ([]byte, error) {
 //
 // Every member can derive every sender's chain, so a member can forge a
 // ciphertext under another sender's chain: check is where the caller
-// verifies the author's signature (over a message that includes the index)
-// before the index is consumed, so a forged message cannot burn the index of
-// a genuine one.
-func (r *ReceiverState) OpenChecked(index uint32, ad, ct []byte, check func(plaintext []byte) error) ([]byte, error) {
+// verifies the author's signature (over a message that includes the epoch
+// and the index) before the index is consumed, so a forged message cannot
+// burn the index of a genuine one.
+func (r *ReceiverState) OpenChecked(index uint32, nonce [NonceSize]byte, ad, ct []byte, check func(plaintext []byte) error) ([]byte, error) {
+	pt, err := r.Peek(index, nonce, ad, ct)
+	if err != nil {
+		return nil, err
+	}
+	if check != nil {
+		if err := check(pt); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrRejected, err)
+		}
+	}
+	if err := r.Consume(index); err != nil {
+		return nil, err // unreachable: Peek succeeded on the same state
+	}
+	return pt, nil
+}
+
+// Peek authenticates and decrypts the message of the given index without
+// changing the state: the key of an index below Next comes from the
+// skipped keys, the key of a later one is derived by walking a copy of the
+// chain. A message that opens can be opened again until its index is
+// consumed. Errors: [ErrReplay], [ErrTooFarAhead], [ErrOpen].
+//
+// Cost: one AEAD open, plus one HMAC step per index between Next and index
+// (at most MaxSkipped).
+func (r *ReceiverState) Peek(index uint32, nonce [NonceSize]byte, ad, ct []byte) ([]byte, error) {
+	mk, err := r.key(index)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(mk[:])
+	return mk.open(nonce, ad, ct)
+}
+
+// key returns the message key of index without changing the state.
+func (r *ReceiverState) key(index uint32) (messageKey, error) {
 	if index > MaxIndex {
-		return nil, ErrOpen // no sender ever uses this index
+		return messageKey{}, ErrOpen // no sender ever uses this index
 	}
 	if index < r.next {
 		mk, ok := r.skipped[index]
 		if !ok {
-			return nil, fmt.Errorf("%w: index %d of %v", ErrReplay, index, r.sender.Short())
+			return messageKey{}, fmt.Errorf("%w: index %d of %v", ErrReplay, index, r.sender.Short())
 		}
-		pt, err := mk.open(ad, ct)
-		clear(mk[:])
-		if err != nil {
-			return nil, err
-		}
-		if check != nil {
-			if err := check(pt); err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrRejected, err)
-			}
-		}
-		r.skipped[index] = messageKey{} // overwrite, then delete
-		delete(r.skipped, index)
-		return pt, nil
+		return mk, nil
 	}
-	gap := index - r.next
-	if uint64(len(r.skipped))+uint64(gap) > MaxSkipped {
-		return nil, fmt.Errorf("%w: index %d of %v needs %d skipped keys, %d already stored, at most %d",
-			ErrTooFarAhead, index, r.sender.Short(), gap, len(r.skipped), MaxSkipped)
+	if err := r.checkGap(index); err != nil {
+		return messageKey{}, err
 	}
-	// Walk the chain on copies; commit only on success.
 	chain := r.chain
 	defer clear(chain[:])
-	jumped := make([]messageKey, gap)
-	for i := range jumped {
-		var next chainKey
-		jumped[i], next = chain.step()
+	for range index - r.next {
+		_, next := chain.step()
 		chain = next
 		clear(next[:])
 	}
 	mk, next := chain.step()
-	defer clear(mk[:])
-	defer clear(next[:])
-	pt, err := mk.open(ad, ct)
-	if err == nil && check != nil {
-		if cerr := check(pt); cerr != nil {
-			pt, err = nil, fmt.Errorf("%w: %w", ErrRejected, cerr)
+	clear(next[:])
+	return mk, nil
+}
+
+// checkGap refuses an index at or past Next whose skipped keys would not fit.
+func (r *ReceiverState) checkGap(index uint32) error {
+	gap := index - r.next
+	if uint64(len(r.skipped))+uint64(gap) > MaxSkipped {
+		return fmt.Errorf("%w: index %d of %v needs %d skipped keys, %d already stored, at most %d",
+			ErrTooFarAhead, index, r.sender.Short(), gap, len(r.skipped), MaxSkipped)
+	}
+	return nil
+}
+
+// Consume marks the message of the given index as opened, without
+// decrypting anything: its key is deleted, and when index is at or past
+// Next, the keys of the indices jumped over are stored as skipped and the
+// chain advances past index. Call it once the message opened (Peek) and was
+// accepted. Errors: [ErrReplay] (already consumed), [ErrTooFarAhead],
+// [ErrOpen] (an index above MaxIndex); on error the state is unchanged.
+func (r *ReceiverState) Consume(index uint32) error {
+	if index > MaxIndex {
+		return ErrOpen
+	}
+	if index < r.next {
+		mk, ok := r.skipped[index]
+		if !ok {
+			return fmt.Errorf("%w: index %d of %v", ErrReplay, index, r.sender.Short())
 		}
+		clear(mk[:])
+		r.skipped[index] = messageKey{} // overwrite, then delete
+		delete(r.skipped, index)
+		return nil
 	}
-	if err != nil {
-		clear(jumped)
-		return nil, err
+	if err := r.checkGap(index); err != nil {
+		return err
 	}
-	for i, k := range jumped {
-		r.skipped[r.next+uint32(i)] = k
+	chain := r.chain
+	for i := r.next; i < index; i++ {
+		mk, next := chain.step()
+		r.skipped[i] = mk
+		clear(mk[:])
+		chain = next
+		clear(next[:])
 	}
-	clear(jumped)
+	mk, next := chain.step()
+	clear(mk[:])
 	r.chain = next
+	clear(next[:])
+	clear(chain[:])
 	r.next = index + 1
-	return pt, nil
+	return nil
+}
+
+// Check reports, without deriving a key, why the message of the given index
+// cannot be opened now, if it cannot: the errors Peek returns before it
+// tries the key ([ErrReplay], [ErrTooFarAhead], [ErrOpen] for an index
+// above MaxIndex).
+func (r *ReceiverState) Check(index uint32) error {
+	if index > MaxIndex {
+		return ErrOpen
+	}
+	if index < r.next {
+		if _, ok := r.skipped[index]; !ok {
+			return fmt.Errorf("%w: index %d of %v", ErrReplay, index, r.sender.Short())
+		}
+		return nil
+	}
+	return r.checkGap(index)
+}
+
+// Has reports whether the message of the given index can still be opened:
+// it is at or past Next, or its key is among the skipped keys.
+func (r *ReceiverState) Has(index uint32) bool {
+	if index > MaxIndex {
+		return false
+	}
+	if index >= r.next {
+		return true
+	}
+	_, ok := r.skipped[index]
+	return ok
 }
 
 // Equal reports whether r and o are the same state, in constant time with

@@ -77,7 +77,7 @@ func TestKnownAnswer(t *testing.T) {
 	for i, mk := range msgs {
 		pt := []byte(fmt.Sprintf("message %d", i))
 		ad := []byte("header")
-		idx, ct, err := s.Seal(ad, pt)
+		idx, ct, err := s.Seal(nz, ad, pt)
 		if err != nil || idx != uint32(i) {
 			t.Fatalf("Seal %d: got index %d, %v; want %d, nil", i, idx, err, i)
 		}
@@ -95,14 +95,14 @@ func TestSealOpenInOrder(t *testing.T) {
 	for i := range 20 {
 		pt := bytes.Repeat([]byte{byte(i)}, i*10)
 		ad := []byte{byte(i)}
-		idx, ct, err := s.Seal(ad, pt)
+		idx, ct, err := s.Seal(nz, ad, pt)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got, want := len(ct), len(pt)+Overhead; got != want {
 			t.Errorf("len(ct): got %d; want %d", got, want)
 		}
-		got, err := r.Open(idx, ad, ct)
+		got, err := r.Open(idx, nz, ad, ct)
 		if err != nil || !bytes.Equal(got, pt) {
 			t.Fatalf("Open %d: got %x, %v; want %x, nil", idx, got, err, pt)
 		}
@@ -131,7 +131,7 @@ func sealN(t testing.TB, s *SenderState, n int) []sealed {
 	for i := range n {
 		ad := []byte(fmt.Sprintf("ad %d", i))
 		pt := []byte(fmt.Sprintf("plaintext %d", i))
-		idx, ct, err := s.Seal(ad, pt)
+		idx, ct, err := s.Seal(nz, ad, pt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestOutOfOrder(t *testing.T) {
 		rng.Shuffle(len(msgs), func(i, j int) { msgs[i], msgs[j] = msgs[j], msgs[i] })
 		r := NewReceiver(key, alice)
 		for _, m := range msgs {
-			got, err := r.Open(m.idx, m.ad, m.ct)
+			got, err := r.Open(m.idx, nz, m.ad, m.ct)
 			if err != nil || !bytes.Equal(got, m.pt) {
 				t.Fatalf("trial %d: Open %d: got %q, %v; want %q, nil", trial, m.idx, got, err, m.pt)
 			}
@@ -158,7 +158,7 @@ func TestOutOfOrder(t *testing.T) {
 		}
 		// Every message again: all replays.
 		for _, m := range msgs {
-			if _, err := r.Open(m.idx, m.ad, m.ct); !errors.Is(err, ErrReplay) {
+			if _, err := r.Open(m.idx, nz, m.ad, m.ct); !errors.Is(err, ErrReplay) {
 				t.Fatalf("trial %d: replay of %d: got %v; want ErrReplay", trial, m.idx, err)
 			}
 		}
@@ -180,7 +180,7 @@ func TestReplay(t *testing.T) {
 	}
 	for i, st := range steps {
 		m := msgs[st.m]
-		got, err := r.Open(m.idx, m.ad, m.ct)
+		got, err := r.Open(m.idx, nz, m.ad, m.ct)
 		if !errors.Is(err, st.want) || (err == nil && !bytes.Equal(got, m.pt)) {
 			t.Errorf("step %d (index %d): got %q, %v; want %v", i, m.idx, got, err, st.want)
 		}
@@ -194,7 +194,7 @@ func TestTooFarAhead(t *testing.T) {
 	before, _ := r.MarshalBinary()
 	open := func(i int) error {
 		m := msgs[i]
-		_, err := r.Open(m.idx, m.ad, m.ct)
+		_, err := r.Open(m.idx, nz, m.ad, m.ct)
 		return err
 	}
 	if err := open(MaxSkipped + 1); !errors.Is(err, ErrTooFarAhead) {
@@ -218,7 +218,7 @@ func TestTooFarAhead(t *testing.T) {
 	// One more message ahead would need a skipped key: refused while full...
 	s2 := sealN(t, NewSender(key, alice), MaxSkipped+5)
 	m := s2[MaxSkipped+4] // index MaxSkipped+4 skips index MaxSkipped+3
-	if _, err := r.Open(m.idx, m.ad, m.ct); !errors.Is(err, ErrTooFarAhead) {
+	if _, err := r.Open(m.idx, nz, m.ad, m.ct); !errors.Is(err, ErrTooFarAhead) {
 		t.Fatalf("skip with a full store: got %v; want ErrTooFarAhead", err)
 	}
 	if !strings.Contains(fmt.Sprint(ErrTooFarAhead), "too far ahead") {
@@ -228,7 +228,7 @@ func TestTooFarAhead(t *testing.T) {
 	if err := open(0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Open(m.idx, m.ad, m.ct); err != nil {
+	if _, err := r.Open(m.idx, nz, m.ad, m.ct); err != nil {
 		t.Errorf("after a slot was freed: got %v; want nil", err)
 	}
 }
@@ -237,7 +237,7 @@ func TestFailuresLeaveStateUnchanged(t *testing.T) {
 	key, alice, bob := epochKey(t, 1), deviceID(1), deviceID(2)
 	msgs := sealN(t, NewSender(key, alice), 6)
 	r := NewReceiver(key, alice)
-	if _, err := r.Open(msgs[3].idx, msgs[3].ad, msgs[3].ct); err != nil { // skips 0, 1, 2
+	if _, err := r.Open(msgs[3].idx, nz, msgs[3].ad, msgs[3].ct); err != nil { // skips 0, 1, 2
 		t.Fatal(err)
 	}
 	flip := func(b []byte, i int) []byte { c := bytes.Clone(b); c[i] ^= 1; return c }
@@ -270,7 +270,7 @@ func TestFailuresLeaveStateUnchanged(t *testing.T) {
 	}
 	for _, tt := range tests {
 		before, _ := r.MarshalBinary()
-		got, err := r.OpenChecked(tt.idx, tt.ad, tt.ct, tt.check)
+		got, err := r.OpenChecked(tt.idx, nz, tt.ad, tt.ct, tt.check)
 		if !errors.Is(err, tt.want) || got != nil {
 			t.Errorf("%s: got %q, %v; want nil, %v", tt.name, got, err, tt.want)
 		}
@@ -283,7 +283,7 @@ func TestFailuresLeaveStateUnchanged(t *testing.T) {
 	}
 	// The genuine messages still open, each once.
 	for _, i := range []int{0, 1, 2, 4, 5} {
-		got, err := r.OpenChecked(msgs[i].idx, msgs[i].ad, msgs[i].ct, func(pt []byte) error { return nil })
+		got, err := r.OpenChecked(msgs[i].idx, nz, msgs[i].ad, msgs[i].ct, func(pt []byte) error { return nil })
 		if err != nil || !bytes.Equal(got, msgs[i].pt) {
 			t.Errorf("genuine %d after failures: got %q, %v; want %q, nil", i, got, err, msgs[i].pt)
 		}
@@ -315,7 +315,7 @@ func TestDeletedKeys(t *testing.T) {
 	r := NewReceiver(key, alice)
 	opened := map[int]bool{}
 	for _, i := range []int{2, 7, 3} {
-		if _, err := r.Open(msgs[i].idx, msgs[i].ad, msgs[i].ct); err != nil {
+		if _, err := r.Open(msgs[i].idx, nz, msgs[i].ad, msgs[i].ct); err != nil {
 			t.Fatal(err)
 		}
 		opened[i] = true
@@ -368,20 +368,20 @@ func TestExhausted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx, ct, err := s.Seal(nil, []byte("last"))
+	idx, ct, err := s.Seal(nz, nil, []byte("last"))
 	if err != nil || idx != MaxIndex {
 		t.Fatalf("last Seal: got %d, %v; want %d, nil", idx, err, uint32(MaxIndex))
 	}
-	if _, _, err := s.Seal(nil, []byte("one too many")); !errors.Is(err, ErrExhausted) {
+	if _, _, err := s.Seal(nz, nil, []byte("one too many")); !errors.Is(err, ErrExhausted) {
 		t.Errorf("Seal after MaxIndex: got %v; want ErrExhausted", err)
 	}
 	if got, want := s.Next(), uint32(MaxIndex+1); got != want {
 		t.Errorf("Next after exhaustion: got %d; want %d", got, want)
 	}
-	if pt, err := r.Open(idx, nil, ct); err != nil || string(pt) != "last" {
+	if pt, err := r.Open(idx, nz, nil, ct); err != nil || string(pt) != "last" {
 		t.Errorf("open the last index: got %q, %v; want %q, nil", pt, err, "last")
 	}
-	if _, err := r.Open(idx, nil, ct); !errors.Is(err, ErrReplay) {
+	if _, err := r.Open(idx, nz, nil, ct); !errors.Is(err, ErrReplay) {
 		t.Errorf("replay of the last index: got %v; want ErrReplay", err)
 	}
 	// The exhausted states still round-trip.
@@ -412,14 +412,14 @@ func TestEncodingRoundtrip(t *testing.T) {
 		t.Fatalf("UnmarshalSender: %v, equal=%v", err, s2.Equal(s))
 	}
 	// Both continue identically.
-	_, c1, _ := s.Seal(nil, []byte("x"))
-	_, c2, _ := s2.Seal(nil, []byte("x"))
+	_, c1, _ := s.Seal(nz, nil, []byte("x"))
+	_, c2, _ := s2.Seal(nz, nil, []byte("x"))
 	if !bytes.Equal(c1, c2) {
 		t.Errorf("decoded sender seals differently")
 	}
 	r := NewReceiver(key, alice)
 	for _, i := range []int{4, 9, 1, 20} {
-		if _, err := r.Open(msgs[i].idx, msgs[i].ad, msgs[i].ct); err != nil {
+		if _, err := r.Open(msgs[i].idx, nz, msgs[i].ad, msgs[i].ct); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -432,12 +432,12 @@ func TestEncodingRoundtrip(t *testing.T) {
 		t.Fatalf("UnmarshalReceiver: %v, equal=%v, next %d, skipped %d", err, r2.Equal(r), r2.Next(), r2.Skipped())
 	}
 	for _, i := range []int{0, 5, 19, 25, 2} {
-		got, err := r2.Open(msgs[i].idx, msgs[i].ad, msgs[i].ct)
+		got, err := r2.Open(msgs[i].idx, nz, msgs[i].ad, msgs[i].ct)
 		if err != nil || !bytes.Equal(got, msgs[i].pt) {
 			t.Errorf("decoded receiver, message %d: got %q, %v", i, got, err)
 		}
 	}
-	if _, err := r2.Open(msgs[4].idx, msgs[4].ad, msgs[4].ct); !errors.Is(err, ErrReplay) {
+	if _, err := r2.Open(msgs[4].idx, nz, msgs[4].ad, msgs[4].ct); !errors.Is(err, ErrReplay) {
 		t.Errorf("decoded receiver replays 4: got %v; want ErrReplay", err)
 	}
 	// Not aliased.
@@ -453,7 +453,7 @@ func TestUnmarshalErrors(t *testing.T) {
 	msgs := sealN(t, s, 5)
 	sb, _ := s.MarshalBinary()
 	r := NewReceiver(key, alice)
-	if _, err := r.Open(msgs[4].idx, msgs[4].ad, msgs[4].ct); err != nil {
+	if _, err := r.Open(msgs[4].idx, nz, msgs[4].ad, msgs[4].ct); err != nil {
 		t.Fatal(err)
 	}
 	rb, _ := r.MarshalBinary() // next 5, skipped 0..3
@@ -502,7 +502,7 @@ func TestUnmarshalErrors(t *testing.T) {
 	// A full store round-trips at exactly MaxReceiverSize.
 	full := NewReceiver(key, alice)
 	big := sealN(t, NewSender(key, alice), MaxSkipped+1)
-	if _, err := full.Open(big[MaxSkipped].idx, big[MaxSkipped].ad, big[MaxSkipped].ct); err != nil {
+	if _, err := full.Open(big[MaxSkipped].idx, nz, big[MaxSkipped].ad, big[MaxSkipped].ct); err != nil {
 		t.Fatal(err)
 	}
 	fb, _ := full.MarshalBinary()
@@ -516,7 +516,7 @@ func TestRedacted(t *testing.T) {
 	s := NewSender(key, alice)
 	r := NewReceiver(key, alice)
 	msgs := sealN(t, s, 3)
-	if _, err := r.Open(msgs[2].idx, msgs[2].ad, msgs[2].ct); err != nil { // skips 0 and 1
+	if _, err := r.Open(msgs[2].idx, nz, msgs[2].ad, msgs[2].ct); err != nil { // skips 0 and 1
 		t.Fatal(err)
 	}
 	sb, _ := s.MarshalBinary()
@@ -547,7 +547,7 @@ func TestEqual(t *testing.T) {
 	if !a.Equal(b) {
 		t.Errorf("same sender states: got unequal")
 	}
-	_, _, _ = b.Seal(nil, nil)
+	_, _, _ = b.Seal(nz, nil, nil)
 	if a.Equal(b) || a.Equal(nil) || !(*SenderState)(nil).Equal(nil) {
 		t.Errorf("sender Equal: wrong result")
 	}
@@ -564,7 +564,7 @@ func TestGolden(t *testing.T) {
 	s := NewSender(key, alice)
 	msgs := sealN(t, s, 4)
 	r := NewReceiver(key, alice)
-	if _, err := r.Open(msgs[2].idx, msgs[2].ad, msgs[2].ct); err != nil {
+	if _, err := r.Open(msgs[2].idx, nz, msgs[2].ad, msgs[2].ct); err != nil {
 		t.Fatal(err)
 	}
 	sb, _ := s.MarshalBinary()
@@ -602,7 +602,7 @@ func TestGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 1, 3} {
-		if pt, err := r2.Open(msgs[i].idx, msgs[i].ad, msgs[i].ct); err != nil || !bytes.Equal(pt, msgs[i].pt) {
+		if pt, err := r2.Open(msgs[i].idx, nz, msgs[i].ad, msgs[i].ct); err != nil || !bytes.Equal(pt, msgs[i].pt) {
 			t.Errorf("committed state, message %d: got %q, %v", i, pt, err)
 		}
 	}
@@ -625,7 +625,7 @@ func FuzzUnmarshalSender(f *testing.F) {
 		if !bytes.Equal(got, b) {
 			t.Fatalf("re-marshal: got %x; want %x", got, b)
 		}
-		_, _, _ = s.Seal([]byte("ad"), []byte("pt"))
+		_, _, _ = s.Seal(nz, []byte("ad"), []byte("pt"))
 	})
 }
 
@@ -634,7 +634,7 @@ func FuzzUnmarshalReceiver(f *testing.F) {
 	msgs := sealN(f, NewSender(key, alice), 4)
 	r := NewReceiver(key, alice)
 	b0, _ := r.MarshalBinary()
-	_, _ = r.Open(msgs[3].idx, msgs[3].ad, msgs[3].ct)
+	_, _ = r.Open(msgs[3].idx, nz, msgs[3].ad, msgs[3].ct)
 	b1, _ := r.MarshalBinary()
 	f.Add(b0)
 	f.Add(b1)
@@ -654,7 +654,7 @@ func FuzzUnmarshalReceiver(f *testing.F) {
 		if r.Skipped() > MaxSkipped {
 			t.Fatalf("decoded %d skipped keys", r.Skipped())
 		}
-		_, _ = r.Open(msgs[0].idx, msgs[0].ad, msgs[0].ct)
+		_, _ = r.Open(msgs[0].idx, nz, msgs[0].ad, msgs[0].ct)
 	})
 }
 
@@ -670,11 +670,11 @@ func FuzzOpen(f *testing.F) {
 	f.Add(^uint32(0), []byte{}, bytes.Repeat([]byte{0}, 16))
 	f.Fuzz(func(t *testing.T, idx uint32, ad, ct []byte) {
 		r := NewReceiver(key, alice)
-		if _, err := r.Open(msgs[4].idx, msgs[4].ad, msgs[4].ct); err != nil {
+		if _, err := r.Open(msgs[4].idx, nz, msgs[4].ad, msgs[4].ct); err != nil {
 			t.Fatal(err)
 		}
 		before, _ := r.MarshalBinary()
-		pt, err := r.Open(idx, ad, ct)
+		pt, err := r.Open(idx, nz, ad, ct)
 		if err != nil {
 			if pt != nil {
 				t.Fatalf("error %v with a plaintext", err)
@@ -722,5 +722,111 @@ func BenchmarkStep(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, c = c.step()
+	}
+}
+
+// nz is the nonce the tests seal with when the nonce does not matter.
+var nz [NonceSize]byte
+
+func TestNonceFromCaller(t *testing.T) {
+	key, alice := epochKey(t, 1), deviceID(1)
+	msgs, _ := refKeys(t, key, alice, 1)
+	n := [NonceSize]byte{1, 2, 3}
+	s, r := NewSender(key, alice), NewReceiver(key, alice)
+	idx, ct, err := s.Seal(n, []byte("ad"), []byte("pt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, _ := chacha20poly1305.New(msgs[0])
+	if want := aead.Seal(nil, n[:], []byte("pt"), []byte("ad")); !bytes.Equal(ct, want) {
+		t.Errorf("Seal with nonce %x: got %x; want %x", n, ct, want)
+	}
+	if _, err := r.Open(idx, nz, []byte("ad"), ct); !errors.Is(err, ErrOpen) {
+		t.Errorf("Open with another nonce: %v; want ErrOpen", err)
+	}
+	if pt, err := r.Open(idx, n, []byte("ad"), ct); err != nil || string(pt) != "pt" {
+		t.Errorf("Open: %q, %v", pt, err)
+	}
+}
+
+// TestPeekConsume checks that Peek changes nothing, that Consume spends exactly the index Peek
+// opened (and stores the keys it jumps over), and that both refuse what Open refuses.
+func TestPeekConsume(t *testing.T) {
+	key, alice := epochKey(t, 1), deviceID(1)
+	msgs := sealN(t, NewSender(key, alice), 6)
+	r := NewReceiver(key, alice)
+	before, _ := r.MarshalBinary()
+	for range 2 {
+		pt, err := r.Peek(msgs[3].idx, nz, msgs[3].ad, msgs[3].ct)
+		if err != nil || !bytes.Equal(pt, msgs[3].pt) {
+			t.Fatalf("Peek: %q, %v", pt, err)
+		}
+	}
+	if after, _ := r.MarshalBinary(); !bytes.Equal(before, after) {
+		t.Fatal("Peek changed the state")
+	}
+	if _, err := r.Peek(msgs[3].idx, nz, msgs[2].ad, msgs[3].ct); !errors.Is(err, ErrOpen) {
+		t.Errorf("Peek with the wrong ad: %v; want ErrOpen", err)
+	}
+	if err := r.Consume(3); err != nil {
+		t.Fatal(err)
+	}
+	if r.Next() != 4 || r.Skipped() != 3 || !r.Has(1) || r.Has(3) || !r.Has(4) {
+		t.Errorf("after Consume(3): next %d, skipped %d, has 1/3/4 %v %v %v; want 4, 3, true false true",
+			r.Next(), r.Skipped(), r.Has(1), r.Has(3), r.Has(4))
+	}
+	if _, err := r.Peek(3, nz, msgs[3].ad, msgs[3].ct); !errors.Is(err, ErrReplay) {
+		t.Errorf("Peek of a consumed index: %v; want ErrReplay", err)
+	}
+	if err := r.Consume(3); !errors.Is(err, ErrReplay) {
+		t.Errorf("Consume twice: %v; want ErrReplay", err)
+	}
+	// A skipped key opens by Peek, and Consume deletes it.
+	if pt, err := r.Peek(1, nz, msgs[1].ad, msgs[1].ct); err != nil || !bytes.Equal(pt, msgs[1].pt) {
+		t.Fatalf("Peek of a skipped index: %q, %v", pt, err)
+	}
+	if err := r.Consume(1); err != nil || r.Skipped() != 2 {
+		t.Fatalf("Consume(1): %v, skipped %d; want nil, 2", err, r.Skipped())
+	}
+	if err := r.Consume(MaxSkipped + 10); !errors.Is(err, ErrTooFarAhead) {
+		t.Errorf("Consume far ahead: %v; want ErrTooFarAhead", err)
+	}
+	if err := r.Consume(MaxIndex + 1); !errors.Is(err, ErrOpen) {
+		t.Errorf("Consume past MaxIndex: %v; want ErrOpen", err)
+	}
+	// What Consume stored opens the remaining messages.
+	for _, i := range []uint32{0, 2, 4, 5} {
+		if pt, err := r.Open(i, nz, msgs[i].ad, msgs[i].ct); err != nil || !bytes.Equal(pt, msgs[i].pt) {
+			t.Errorf("Open %d after Consume: %q, %v", i, pt, err)
+		}
+	}
+}
+
+// TestCheck: Check reports what Peek would refuse before trying a key, and nothing for what Peek
+// opens.
+func TestCheck(t *testing.T) {
+	ck, err := seal.NewEpochKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dev identity.DeviceID
+	r := NewReceiver(ck, dev)
+	if err := r.Check(0); err != nil {
+		t.Errorf("Check(0) on a fresh chain: %v", err)
+	}
+	if err := r.Check(MaxSkipped + 1); !errors.Is(err, ErrTooFarAhead) {
+		t.Errorf("Check(MaxSkipped+1): %v; want ErrTooFarAhead", err)
+	}
+	if err := r.Check(MaxIndex + 1); !errors.Is(err, ErrOpen) {
+		t.Errorf("Check(MaxIndex+1): %v; want ErrOpen", err)
+	}
+	if err := r.Consume(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(2); !errors.Is(err, ErrReplay) {
+		t.Errorf("Check of a consumed index: %v; want ErrReplay", err)
+	}
+	if err := r.Check(1); err != nil {
+		t.Errorf("Check of a skipped index: %v", err)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/node/unixapi"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
@@ -54,6 +55,8 @@ type Team struct {
 	Members  int    `json:"members"`
 	Messages int    `json:"messages"`
 	Admin    bool   `json:"admin"`
+	// Removed: this device was removed from the team (omitted otherwise).
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Invite is a created invite code.
@@ -159,10 +162,14 @@ func writeErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, node.ErrUnknownTeam):
 		code = http.StatusNotFound
-	case errors.Is(err, node.ErrJoinRefused), errors.Is(err, node.ErrInviteExpired):
+	case errors.Is(err, join.ErrRefused), errors.Is(err, join.ErrInviteExpired), errors.Is(err, node.ErrRemoved):
 		code = http.StatusForbidden
 	}
-	writeJSON(w, code, apiError{Error: strings.TrimPrefix(err.Error(), "node: ")})
+	msg := err.Error()
+	for _, p := range []string{"node: ", "join: ", "usage: ", "lowdata: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	writeJSON(w, code, apiError{Error: msg})
 }
 
 func decode(r *http.Request, v any) error {
@@ -185,7 +192,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func teamJSON(t node.TeamInfo) Team {
-	return Team{ID: t.ID.String(), Name: t.Name, Kind: t.Kind.String(), Members: t.Members, Messages: t.Messages, Admin: t.Admin}
+	return Team{ID: t.ID.String(), Name: t.Name, Kind: t.Kind.String(), Members: t.Members, Messages: t.Messages, Admin: t.Admin, Removed: t.Removed}
 }
 
 func (s *Server) teams(w http.ResponseWriter, r *http.Request) {

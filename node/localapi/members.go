@@ -10,7 +10,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node"
 )
 
-// Membership routes (issue #3):
+// Membership routes:
 //
 //	GET  /v1/members?team=T                       the team's persons, devices and verification status
 //	POST /v1/members/remove   {"team","member"}   remove a person (admins)
@@ -28,6 +28,9 @@ type Member struct {
 	Devices []Device `json:"devices"`
 	Status  string   `json:"verification"`
 	Changed []string `json:"changed,omitempty"`
+	// Equivocated names (short ids) the member's devices shown to have signed two different
+	// messages for one place in their chain: cloned or compromised.
+	Equivocated []string `json:"equivocated,omitempty"`
 }
 
 // Device is one device of a member.
@@ -61,6 +64,9 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, d := range m.Changed {
 			jm.Changed = append(jm.Changed, d.Short())
+		}
+		for _, d := range m.Equivocated {
+			jm.Equivocated = append(jm.Equivocated, d.Short())
 		}
 		out = append(out, jm)
 	}

@@ -2,9 +2,9 @@ package localapi
 
 // Data accounting, low-data mode and on-demand reconciliation. Routes (Server.registerUsage):
 //
-//	GET  /v1/usage[?month=YYYY-MM]   node.UsageReport of a month (default: the current one)
-//	GET  /v1/low-data                node.LowDataStatus
-//	POST /v1/low-data  {"on": bool}  turns low-data mode on or off; answers node.LowDataStatus
+//	GET  /v1/usage[?month=YYYY-MM]   usage.Report of a month (default: the current one)
+//	GET  /v1/low-data                lowdata.Status
+//	POST /v1/low-data  {"on": bool}  turns low-data mode on or off; answers lowdata.Status
 //	POST /v1/sync                    reconciles every team with the connected members now; {"synced": n}
 
 import (
@@ -12,7 +12,8 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/lowdata"
+	"github.com/fieldmesh/fieldmesh/node/usage"
 )
 
 // Synced answers POST /v1/sync: how many (peer, team) pairs were reconciled.
@@ -76,8 +77,8 @@ func (s *Server) syncNow(w http.ResponseWriter, r *http.Request) {
 }
 
 // Usage returns the data usage report of month ("YYYY-MM"; "" is the current month).
-func (c *Client) Usage(ctx context.Context, month string) (node.UsageReport, error) {
-	var rep node.UsageReport
+func (c *Client) Usage(ctx context.Context, month string) (usage.Report, error) {
+	var rep usage.Report
 	route := "/v1/usage"
 	if month != "" {
 		route += "?" + url.Values{"month": {month}}.Encode()
@@ -86,15 +87,15 @@ func (c *Client) Usage(ctx context.Context, month string) (node.UsageReport, err
 }
 
 // LowData returns the node's low-data mode.
-func (c *Client) LowData(ctx context.Context) (node.LowDataStatus, error) {
-	var st node.LowDataStatus
+func (c *Client) LowData(ctx context.Context) (lowdata.Status, error) {
+	var st lowdata.Status
 	return st, c.do(ctx, http.MethodGet, "/v1/low-data", nil, &st)
 }
 
 // SetLowData turns low-data mode on or off; turning it off returns once the queued messages are
 // published.
-func (c *Client) SetLowData(ctx context.Context, on bool) (node.LowDataStatus, error) {
-	var st node.LowDataStatus
+func (c *Client) SetLowData(ctx context.Context, on bool) (lowdata.Status, error) {
+	var st lowdata.Status
 	return st, c.do(ctx, http.MethodPost, "/v1/low-data", map[string]bool{"on": on}, &st)
 }
 

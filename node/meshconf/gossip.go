@@ -203,13 +203,14 @@ func GossipTopicScore() *pubsub.TopicScoreParams {
 // envelope, and gossip must not say who wrote what), msgID as the message id (GossipMsgID: content
 // hashes), maxMsgSize as the largest RPC, the parameters of GossipParams, the peer scores of
 // GossipPeerScore with rtt as the measured round trips (Prober.RTT; nil: a latency-blind mesh), the
-// queue sizes above, and flood publishing.
+// queue sizes above. Flood publishing and peer exchange stay off (pubsub's defaults).
 //
-// Flood publishing: a node sends its own messages to every peer in the topic, not just its mesh, so
-// the first hop goes over the fastest link there is. In gossipbench it cost at most 0.1 copies per
-// delivery (within run-to-run noise) and took the latency from 1.25× to 1.08× the shortest path at
-// the median and from 4.0× to 3.1× at the 99th percentile. Peer exchange stays off (pubsub's
-// default).
+// Flood publishing would send a node's own messages to every peer in the topic, while GossipSub sends
+// a peer outside its mesh nothing else: every relay and any connected peer without the epoch's keys
+// would learn who wrote each message (in gossipbench a relay connected to every member named the
+// author of 98–100% of messages with it, 3–5% without). It would take the latency at the 99th
+// percentile from 2.2–2.6× to 1.75–2.0× the shortest path at 100 nodes (median unchanged, copies
+// within 0.1); in bursts it is slower. docs/security.md says what gossip still reveals.
 //
 // After joining a topic, set its score parameters: topic.SetScoreParams(GossipTopicScore()).
 func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int, rtt func(peer.ID) time.Duration) []pubsub.Option {
@@ -221,7 +222,6 @@ func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int, rtt func(peer.ID)
 		pubsub.WithMaxMessageSize(maxMsgSize),
 		pubsub.WithGossipSubParams(GossipParams()),
 		pubsub.WithPeerScore(sp, st),
-		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerOutboundQueueSize(GossipOutboundQueue),
 		pubsub.WithValidateQueueSize(GossipValidateQueue),
 	}

@@ -5,15 +5,14 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base32"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/node/humancode"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
@@ -86,19 +85,12 @@ func (k Key) Verify(relay, device peer.ID, nonce [NonceSize]byte, proof [32]byte
 //
 // A team admin gives the clinic relay's operator a code (fieldmesh team relay-code); the operator gives
 // it to the relay (fieldmesh relay admit). It carries the team's topic and relay key, and nothing else:
-// not the team id, name or members, and nothing that opens an envelope.
+// not the team id, name or members, and nothing that opens an envelope. It is humancode's Relay kind
+// ("fmr2-…"), whose checksum catches a mistyped code before the relay carries a topic nobody uses;
+// its payload is
 //
-//	"fmr1" | base32(version 1 | topic 16 | relay key 32 | SHA-256(the preceding 49 bytes)[:4])
-//
-// The checksum catches a mistyped code before the relay carries a topic nobody uses.
-const (
-	codePrefix  = "fmr1"
-	codeVersion = 1
-	codeBytes   = 1 + 16 + KeySize + 4
-	maxCodeLen  = 256 // characters; refused before decoding
-)
-
-var codeEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+//	topic 16 | relay key 32
+const codeBytes = 16 + KeySize
 
 // ErrCodeMalformed is returned by ParseCode for anything that is not a relay code.
 var ErrCodeMalformed = errors.New("relay: malformed relay code")
@@ -117,42 +109,25 @@ func CodeFor(team [32]byte) Code {
 // Encode returns the printable code. It is a secret: whoever has it can enrol devices for the topic.
 func (c Code) Encode() string {
 	b := make([]byte, 0, codeBytes)
-	b = append(b, codeVersion)
 	b = append(b, c.Topic[:]...)
 	b = append(b, c.Key.k[:]...)
-	sum := sha256.Sum256(b)
-	b = append(b, sum[:4]...)
-	return codePrefix + strings.ToLower(codeEncoding.EncodeToString(b))
+	return humancode.Encode(humancode.Relay, b)
 }
 
 // String names the code's topic and hides its key.
 func (c Code) String() string { return "relay code for topic " + c.Topic.Short() + " [redacted]" }
 
-// ParseCode decodes a relay code. Surrounding white space and letter case do not matter.
+// ParseCode decodes a relay code (humancode.Decode: case, spaces and dashes do not matter).
 func ParseCode(s string) (Code, error) {
 	var c Code
-	s = strings.TrimSpace(s)
-	if len(s) > maxCodeLen {
-		return c, fmt.Errorf("%w: longer than %d characters", ErrCodeMalformed, maxCodeLen)
-	}
-	if !strings.HasPrefix(strings.ToLower(s), codePrefix) {
-		return c, fmt.Errorf("%w: does not start with %q (make one with: fieldmesh team relay-code TEAM)", ErrCodeMalformed, codePrefix)
-	}
-	b, err := codeEncoding.DecodeString(strings.ToUpper(s[len(codePrefix):]))
+	b, err := humancode.Decode(humancode.Relay, s)
 	if err != nil {
-		return c, fmt.Errorf("%w: not base32", ErrCodeMalformed)
+		return c, fmt.Errorf("%w: %w", ErrCodeMalformed, err)
 	}
 	if len(b) != codeBytes {
 		return c, fmt.Errorf("%w: %d bytes, want %d", ErrCodeMalformed, len(b), codeBytes)
 	}
-	if b[0] != codeVersion {
-		return c, fmt.Errorf("%w: unknown version %d", ErrCodeMalformed, b[0])
-	}
-	sum := sha256.Sum256(b[:codeBytes-4])
-	if subtle.ConstantTimeCompare(sum[:4], b[codeBytes-4:]) != 1 {
-		return c, fmt.Errorf("%w: checksum does not match (mistyped?)", ErrCodeMalformed)
-	}
-	copy(c.Topic[:], b[1:17])
-	copy(c.Key.k[:], b[17:17+KeySize])
+	copy(c.Topic[:], b[:16])
+	copy(c.Key.k[:], b[16:])
 	return c, nil
 }

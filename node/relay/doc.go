@@ -1,12 +1,13 @@
-// Package relay is the clinic relay (issue #5): an always-on node that stores and forwards the sealed
+// Package relay is the clinic relay: an always-on node that stores and forwards the sealed
 // envelopes of the team topics it was asked to carry, bridges devices that never meet, and cannot open
 // anything it holds.
 //
 // What it does, for enrolled devices only:
 //
 //   - Store and forward. It keeps the envelopes of every carried topic in its own encrypted store
-//     (store.go), takes part in reconciliation with the node's own protocol (/fieldmesh/sync/2.0.0:
-//     the first frame names the topic, then sync/recon frames), answering from its store and also
+//     (store.go), takes part in reconciliation with the node's own protocol (recon.Protocol: a hello
+//     names the topic, then sync/recon frames; a relay refuses membership exchanges, it holds no
+//     membership), answering from its store and also
 //     starting sessions (after an enrolment the device did not follow with a session, and every
 //     SyncInterval), and subscribes to the carried GossipSub topics with the node's gossip options, so
 //     live messages flow through it and are stored. It checks what it can without a key: the envelope

@@ -28,12 +28,14 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
 // Protocol ids the relay speaks.
 const (
-	// SyncProtocol is the node's /fieldmesh/sync/2.0.0 (node.SyncProtocolV2): range-based reconciliation.
-	SyncProtocol = "/fieldmesh/sync/2.0.0"
+	// SyncProtocol is the node's sync stream (recon.Protocol): a hello, then range-based
+	// reconciliation. A relay only reconciles; it answers a membership exchange by resetting the stream.
+	SyncProtocol = recon.Protocol
 	// EnrolProtocol proves a device holds a topic's relay key (see wire.go).
 	EnrolProtocol = "/fieldmesh/relay/enrol/1.0.0"
 	// DirectoryProtocol registers a device's addresses and lists the other devices of a topic.

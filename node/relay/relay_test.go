@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -173,15 +174,23 @@ func (d *device) sync(r *Relay, topic envelope.Topic, src *memSource) error {
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(deadline))
-	if err := framing.Write(s, topic[:]); err != nil {
+	if err := framing.Write(s, recon.Hello{Topic: topic, Mode: recon.ModeSync}.Marshal()); err != nil {
 		return err
+	}
+	br := bufio.NewReader(s)
+	ab, err := framing.Read(br, 1)
+	if err != nil {
+		return err
+	}
+	if a, err := recon.ParseAnswer(ab); err != nil || a != recon.AnswerSync {
+		return fmt.Errorf("relay answered %v, %v", a, err)
 	}
 	sess := recon.NewInitiator(src, 0)
 	first, err := sess.Start()
 	if err != nil {
 		return err
 	}
-	return driveDevice(s, sess, [][]byte{first}, src)
+	return driveDeviceReader(s, br, sess, [][]byte{first}, src)
 }
 
 // serveSync answers the relay's sessions from src; done receives each session's outcome.
@@ -189,17 +198,17 @@ func (d *device) serveSync(src *memSource, done chan<- error) {
 	d.h.SetStreamHandler(SyncProtocol, func(s network.Stream) {
 		defer s.Close()
 		br := bufio.NewReader(s)
-		if _, err := framing.Read(br, 64); err != nil {
+		if _, err := framing.Read(br, recon.HelloSize); err != nil {
+			done <- err
+			return
+		}
+		if err := framing.Write(s, []byte{byte(recon.AnswerSync)}); err != nil {
 			done <- err
 			return
 		}
 		sess := recon.NewResponder(src, 0)
 		done <- driveDeviceReader(s, br, sess, nil, src)
 	})
-}
-
-func driveDevice(s network.Stream, sess *recon.Session, out [][]byte, src *memSource) error {
-	return driveDeviceReader(s, bufio.NewReader(s), sess, out, src)
 }
 
 func driveDeviceReader(s network.Stream, br io.Reader, sess *recon.Session, out [][]byte, src *memSource) error {

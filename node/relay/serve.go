@@ -210,24 +210,34 @@ type source struct {
 func (s source) Items() ([]recon.Item, error)         { return s.st.items(s.topic) }
 func (s source) Envelope(id [32]byte) ([]byte, error) { return s.st.envelope(s.topic, id) }
 
-// handleSync answers a reconciliation session opened by an enrolled device: the first frame names the
-// topic, then recon frames follow (the node's sync/2.0.0, served from the relay's store).
+// handleSync answers a reconciliation session opened by an enrolled device: the hello names the topic
+// (recon.Hello), the relay answers recon.AnswerSync, then recon frames follow, served from the relay's
+// store. A relay holds no membership, so it refuses a membership exchange.
 func (r *Relay) handleSync(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(syncTimeout))
 	p := s.Conn().RemotePeer()
 	br := bufio.NewReader(s)
-	tb, err := framing.Read(br, 64)
-	if err != nil || len(tb) != len(envelope.Topic{}) {
+	hb, err := framing.Read(br, recon.HelloSize)
+	if err != nil {
 		s.Reset()
 		return
 	}
-	topic := envelope.Topic(tb)
+	h, err := recon.ParseHello(hb)
+	if err != nil || h.Mode != recon.ModeSync {
+		s.Reset()
+		return
+	}
+	topic := envelope.Topic(h.Topic)
 	if !r.carries(topic) || !r.enrolledFor(p, topic) {
 		r.m.sessions.WithLabelValues("responder", "refused").Inc()
 		// Routine while a device connects: its node starts a session when the relay joins the topic's
 		// gossip, before it has enrolled.
 		r.log.Debug("sync refused: device not enrolled for the topic", "peer", p.ShortString(), "topic", topic)
+		s.Reset()
+		return
+	}
+	if err := framing.Write(s, []byte{byte(recon.AnswerSync)}); err != nil {
 		s.Reset()
 		return
 	}
@@ -275,9 +285,20 @@ func (r *Relay) syncOnce(ctx context.Context, p peer.ID, t envelope.Topic) error
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(syncTimeout))
-	if err := framing.Write(s, t[:]); err != nil {
+	if err := framing.Write(s, recon.Hello{Topic: t, Mode: recon.ModeSync}.Marshal()); err != nil {
 		s.Reset()
 		return err
+	}
+	br := bufio.NewReader(s)
+	ab, err := framing.Read(br, 1)
+	if err != nil {
+		s.Reset()
+		return fmt.Errorf("device refused the session: %w", err)
+	}
+	if a, err := recon.ParseAnswer(ab); err != nil || a != recon.AnswerSync {
+		// The device does not sync this topic with the relay (it is no longer enrolled there).
+		s.Reset()
+		return errors.New("device answered the session with a membership exchange")
 	}
 	sess := recon.NewInitiator(source{r.st, t}, reconFrameMax)
 	first, err := sess.Start()
@@ -285,7 +306,7 @@ func (r *Relay) syncOnce(ctx context.Context, p peer.ID, t envelope.Topic) error
 		s.Reset()
 		return err
 	}
-	if err := r.drive(s, bufio.NewReader(s), p, t, sess, [][]byte{first}); err != nil {
+	if err := r.drive(s, br, p, t, sess, [][]byte{first}); err != nil {
 		s.Reset()
 		return err
 	}

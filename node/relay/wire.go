@@ -10,11 +10,13 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Wire formats of the relay's two stream protocols. Every message is one frame of sync/framing (a
-// uvarint length, then the bytes); every decoder refuses trailing bytes, counts above the limits below
-// and lengths beyond the input, and never panics (fuzzed).
+// uvarint length, then the bytes). Every decoder reads with sync/wire's Reader: it refuses trailing
+// bytes, non-minimal uvarints, counts above the limits below and lengths beyond the input, and never
+// panics (fuzzed).
 //
 // /fieldmesh/relay/enrol/1.0.0, opened by a device:
 //
@@ -65,81 +67,36 @@ const (
 // errWire wraps every decoding error.
 var errWire = errors.New("relay: malformed message")
 
-type rd struct {
-	b   []byte
-	err error
+// rd reads a message with a wire.Reader (sticky errors, minimal uvarints, counts checked against
+// their limit and the input before anything is allocated); end wraps whatever went wrong in errWire.
+type rd struct{ *wire.Reader }
+
+func newRd(b []byte) rd { return rd{wire.NewReader(b)} }
+
+// fail records a check of this package (the first error sticks).
+func (r rd) fail(format string, args ...any) {
+	r.Fail(fmt.Errorf("%w: "+format, append([]any{errWire}, args...)...))
 }
 
-func (r *rd) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: "+format, append([]any{errWire}, args...)...)
+func (r rd) version() { r.Version("relay message", wireVersion) }
+
+func (r rd) end() error {
+	if err := r.Finish(); err != nil {
+		if errors.Is(err, errWire) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errWire, err)
 	}
+	return nil
 }
 
-func (r *rd) byte() byte {
-	if r.err != nil || len(r.b) < 1 {
-		r.fail("unexpected end")
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-func (r *rd) bytes(n int) []byte {
-	if r.err != nil || n < 0 || len(r.b) < n {
-		r.fail("unexpected end")
-		return make([]byte, max(n, 0))
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *rd) uvarint(limit uint64, what string) uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("bad %s", what)
-		return 0
-	}
-	r.b = r.b[n:]
-	if v > limit {
-		r.fail("%s %d over the limit %d", what, v, limit)
-		return 0
-	}
-	return v
-}
-
-func (r *rd) lenBytes(limit int, what string) []byte {
-	n := r.uvarint(uint64(limit), what+" length")
-	if r.err != nil {
-		return nil
-	}
-	return r.bytes(int(n))
-}
-
-func (r *rd) version() {
-	if v := r.byte(); r.err == nil && v != wireVersion {
-		r.fail("unknown version %d", v)
-	}
-}
-
-func (r *rd) end() error {
-	if r.err == nil && len(r.b) != 0 {
-		r.fail("%d trailing bytes", len(r.b))
-	}
-	return r.err
-}
-
-func (r *rd) addrs() []ma.Multiaddr {
-	n := r.uvarint(MaxAddrs, "address count")
+// addrs reads a uvarint count (at most MaxAddrs) of length-prefixed multiaddrs.
+func (r rd) addrs() []ma.Multiaddr {
+	n := r.Count(MaxAddrs, 1)
 	var out []ma.Multiaddr
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		b := r.lenBytes(maxAddrLen, "address")
-		if r.err != nil {
+	for i := 0; i < n && r.Err() == nil; i++ {
+		b := r.Bytes(maxAddrLen)
+		if r.Err() != nil {
 			break
 		}
 		a, err := ma.NewMultiaddrBytes(b)
@@ -178,13 +135,7 @@ func appendMessage(b []byte, msg string) []byte {
 	return append(b, msg...)
 }
 
-func (r *rd) message() string {
-	b := r.lenBytes(maxMessageLen, "message")
-	if r.err == nil && !utf8.Valid(b) {
-		r.fail("message is not UTF-8")
-	}
-	return string(b)
-}
+func (r rd) message() string { return r.String("message", maxMessageLen) }
 
 // challenge
 
@@ -194,9 +145,9 @@ func marshalChallenge(nonce [NonceSize]byte) []byte {
 
 func parseChallenge(b []byte) ([NonceSize]byte, error) {
 	var nonce [NonceSize]byte
-	r := rd{b: b}
+	r := newRd(b)
 	r.version()
-	copy(nonce[:], r.bytes(NonceSize))
+	copy(nonce[:], r.Fixed(NonceSize))
 	return nonce, r.end()
 }
 
@@ -218,17 +169,17 @@ func marshalEnrolRequest(ps []enrolProof) []byte {
 }
 
 func parseEnrolRequest(b []byte) ([]enrolProof, error) {
-	r := rd{b: b}
+	r := newRd(b)
 	r.version()
-	n := r.uvarint(MaxEnrolTopics, "topic count")
-	if r.err == nil && n == 0 {
+	n := r.Count(MaxEnrolTopics, 16+32)
+	if r.Err() == nil && n == 0 {
 		r.fail("no topics")
 	}
 	var ps []enrolProof
-	for i := uint64(0); i < n && r.err == nil; i++ {
+	for i := 0; i < n && r.Err() == nil; i++ {
 		var p enrolProof
-		copy(p.Topic[:], r.bytes(16))
-		copy(p.Proof[:], r.bytes(32))
+		copy(p.Topic[:], r.Fixed(16))
+		copy(p.Proof[:], r.Fixed(32))
 		ps = append(ps, p)
 	}
 	if err := r.end(); err != nil {
@@ -263,16 +214,16 @@ func marshalEnrolAnswer(rs []EnrolResult) []byte {
 
 // parseEnrolAnswer decodes an answer to a request for topics (in that order).
 func parseEnrolAnswer(b []byte, topics []envelope.Topic) ([]EnrolResult, error) {
-	r := rd{b: b}
+	r := newRd(b)
 	r.version()
-	n := r.uvarint(MaxEnrolTopics, "answer count")
-	if r.err == nil && n != uint64(len(topics)) {
+	n := r.Count(MaxEnrolTopics, 1+8+1)
+	if r.Err() == nil && n != len(topics) {
 		r.fail("%d answers for %d topics", n, len(topics))
 	}
 	var out []EnrolResult
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		res := EnrolResult{Topic: topics[i], Status: r.byte()}
-		res.Horizon = binary.BigEndian.Uint64(r.bytes(8))
+	for i := 0; i < n && r.Err() == nil; i++ {
+		res := EnrolResult{Topic: topics[i], Status: r.Byte()}
+		res.Horizon = r.Uint64()
 		res.Message = r.message()
 		out = append(out, res)
 	}
@@ -291,9 +242,9 @@ func marshalRegister(topic envelope.Topic, addrs []ma.Multiaddr) []byte {
 
 func parseRegister(b []byte) (envelope.Topic, []ma.Multiaddr, error) {
 	var topic envelope.Topic
-	r := rd{b: b}
+	r := newRd(b)
 	r.version()
-	copy(topic[:], r.bytes(16))
+	copy(topic[:], r.Fixed(16))
 	addrs := r.addrs()
 	if err := r.end(); err != nil {
 		return topic, nil, err
@@ -318,14 +269,14 @@ func marshalPeers(status byte, msg string, peers []peer.AddrInfo) []byte {
 }
 
 func parsePeers(b []byte) (status byte, msg string, peers []peer.AddrInfo, err error) {
-	r := rd{b: b}
+	r := newRd(b)
 	r.version()
-	status = r.byte()
+	status = r.Byte()
 	msg = r.message()
-	n := r.uvarint(MaxDirectoryPeers, "peer count")
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		idb := r.lenBytes(maxPeerIDLen, "peer id")
-		if r.err != nil {
+	n := r.Count(MaxDirectoryPeers, 1+1)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		idb := r.Bytes(maxPeerIDLen)
+		if r.Err() != nil {
 			break
 		}
 		id, err := peer.IDFromBytes(idb)

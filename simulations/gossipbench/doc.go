@@ -15,7 +15,11 @@
 //     messages of every RPC written), and all wire bytes per delivery, control traffic included
 //     (IHAVE, IWANT, IDONTWANT, GRAFT, PRUNE, subscriptions), length prefixes included;
 //   - the wire size of one copy of a message on one hop over its payload;
-//   - for GossipSub, the mesh: its links, and its own shortest paths over the topology's.
+//   - for GossipSub, the mesh: its links, and its own shortest paths over the topology's;
+//   - what the routing tells peers about authorship (messages carry no author): which peers got a
+//     copy straight from the author, whose first copy came from it, and how often a receiver names
+//     the author right by "whoever sent it to me first" or by "whoever sent it to me from outside my
+//     mesh, unasked" (ExposureTable).
 //
 // GreedySpanner bounds what any mesh can do: the fewest links that keep every shortest path within
 // a stretch; FloodPublishStretch gives the latency and copies of such a mesh when sources flood
@@ -33,5 +37,7 @@
 //
 // The test TestGossipGoals runs a 20-node version by default and asserts the goals the tuned router
 // reaches; go test -run TestGossipGoals -gossipbench.full -v runs the 100-node measurement of
-// docs/gossip.md and prints its tables.
+// docs/gossip.md and prints its tables. go test -run 'TestFloodPublish$' -gossipbench.flood (add
+// -gossipbench.full for 100 nodes) compares the tuned router with and without flood publishing,
+// paced, with bursts, and with a relay linked to every member (WithRelay).
 package gossipbench

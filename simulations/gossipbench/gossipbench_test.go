@@ -41,16 +41,17 @@ type scale struct {
 	// seeds 1–6 (pubsub's own choices are not seeded).
 	copies float64
 	// p99 is the bound on the tuned router's latency at the 99th percentile, over the shortest
-	// path: a regression guard, since the goal of 1.5 is not reached at 100 nodes (docs/gossip.md).
-	// Measured 1.75–1.95 at 100 nodes (seeds 1–3), 1.32–1.63 at 20 (seeds 1–6).
+	// path: a regression guard, since the goal is not reached without flood publishing
+	// (docs/gossip.md). Measured without it: 2.20–2.62 at 100 nodes (seeds 1–3, 3 runs each),
+	// 1.60–2.27 at 20 (seeds 1–3).
 	p99 float64
 }
 
 func currentScale() scale {
 	if *full {
-		return scale{nodes: 100, warmup: 300, messages: 300, copies: 3.0, p99: 2.5}
+		return scale{nodes: 100, warmup: 300, messages: 300, copies: 3.0, p99: 2.8}
 	}
-	return scale{nodes: 20, warmup: 60, messages: 60, copies: 3.5, p99: 2.2}
+	return scale{nodes: 20, warmup: 60, messages: 60, copies: 3.5, p99: 2.5}
 }
 
 // pacedConfig is the main scenario: random sources, one message a second on average (Poisson), no

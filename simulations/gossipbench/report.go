@@ -126,3 +126,47 @@ func FloodPublishStretch(topo, sub Topology) (sorted []float64, copies float64) 
 	slices.Sort(sorted)
 	return sorted, copies / float64(topo.N)
 }
+
+// ExposureTable formats what each result's routing tells peers about authorship, one row per
+// result, over the measured messages: peers that got a copy of a message straight from its author
+// (and of those, peers outside the author's mesh), against the author's topic peers; peers whose
+// first copy came from the author; how often a receiver names the author right, by the first-sender
+// rule (the peer it got the message from first) and by the mesh-aware rule (an unasked copy from
+// outside its mesh, else the first sender), over all (message, receiver) pairs and, for the first
+// rule, over the author's topic peers only; how often the off-mesh rule fired and how often it was
+// right; and the best single member's hit rate by either rule. With relay ≥ 0, the last column is
+// that node's hit rate (a relay's view), and it is left out of "best member".
+func ExposureTable(rs []Result, relay int) string {
+	var b strings.Builder
+	b.WriteString("| router | author's topic peers / msg | peers with a copy from the author / msg | of which outside its mesh | peers whose first copy is from the author / msg | first-sender guess right | first-sender guess right, author's topic peers only | mesh-aware guess right | off-mesh copies seen (right) | best member: first-sender / mesh-aware |")
+	if relay >= 0 {
+		b.WriteString(" relay: first-sender / mesh-aware |")
+	}
+	b.WriteString("\n|---|---|---|---|---|---|---|---|---|---|")
+	if relay >= 0 {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, r := range rs {
+		msgs := float64(r.Messages)
+		best, bestMesh := 0.0, 0.0
+		for i := range r.Observed {
+			if i == relay {
+				continue
+			}
+			best = max(best, ratio(float64(r.ObservedFirstHand[i]), float64(r.Observed[i])))
+			bestMesh = max(bestMesh, ratio(float64(r.ObservedMeshGuess[i]), float64(r.Observed[i])))
+		}
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.2f | %.2f | %.3f | %.3f | %.3f | %d (%.3f) | %.3f / %.3f |",
+			r.Router, float64(r.AuthorDegree)/msgs, float64(r.Direct)/msgs, float64(r.DirectOffMesh)/msgs,
+			float64(r.FirstHand)/msgs, ratio(float64(r.FirstHand), float64(r.Expected)),
+			ratio(float64(r.FirstHand), float64(r.AuthorDegree)), ratio(float64(r.MeshGuess), float64(r.Expected)),
+			r.OffMeshSeen, ratio(float64(r.OffMeshRight), float64(r.OffMeshSeen)), best, bestMesh)
+		if relay >= 0 && relay < len(r.Observed) {
+			fmt.Fprintf(&b, " %.3f / %.3f |", ratio(float64(r.ObservedFirstHand[relay]), float64(r.Observed[relay])),
+				ratio(float64(r.ObservedMeshGuess[relay]), float64(r.Observed[relay])))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Router is a pubsub configuration under test.
@@ -66,6 +67,21 @@ func Tuned() Router {
 		Probe:  true,
 		Joined: func(t *pubsub.Topic) error { return t.SetScoreParams(meshconf.GossipTopicScore()) },
 	}
+}
+
+// TunedFloodPublish is Tuned with flood publishing set to on whatever meshconf.GossipOptions says
+// (pubsub.WithFloodPublish after it: the later option wins). With it off, an author sends its own
+// message only to its mesh peers, as it forwards others' messages.
+func TunedFloodPublish(on bool) Router {
+	r := Tuned()
+	r.Name = "tuned, no flood publishing"
+	if on {
+		r.Name = "tuned, flood publishing"
+	}
+	r.Options = func(rtt func(peer.ID) time.Duration) []pubsub.Option {
+		return append(meshconf.GossipOptions(meshconf.GossipMsgID, maxMsgSize, rtt), pubsub.WithFloodPublish(on))
+	}
+	return r
 }
 
 // DefaultGossipSub is GossipSub with pubsub.DefaultGossipSubParams and every other default (no peer
@@ -146,6 +162,31 @@ type Result struct {
 	// EmptyMesh counts, once a second during the measurement, the nodes whose mesh is empty: node
 	// seconds spent with no mesh peer, when only gossip (IHAVE) reaches the node. 0 for floodsub.
 	EmptyMesh int
+
+	// What the routing tells peers about authorship, over the measured messages. Messages carry no
+	// author, so a peer can only infer it from who sent it a copy, and when.
+	//
+	// AuthorDegree sums, over the messages, the topic peers of each message's author (its links).
+	AuthorDegree int
+	// Direct counts (message, peer) pairs where the author queued a copy of its own message for the
+	// peer; DirectOffMesh those where the peer was not in the author's mesh then (flood publishing,
+	// or an answer to an IWANT).
+	Direct, DirectOffMesh int
+	// FirstHand counts (message, receiver) pairs where the copy the receiver delivered first came
+	// from the author. A receiver that names the peer it got a message from first as its author is
+	// right for exactly these pairs.
+	FirstHand int
+	// MeshGuess counts the (message, receiver) pairs where a receiver that also knows its own mesh
+	// names the author: it names the first peer outside its mesh that sent it a copy it had not asked
+	// for (IWANT), if any, and otherwise the first sender. GossipSub forwards others' messages only to
+	// mesh peers, so an unasked copy from outside the mesh comes from the author, unless the mesh
+	// changed while the copy was under way. OffMeshSeen counts the pairs where such a copy came,
+	// OffMeshRight those where its sender was the author. For floodsub (no mesh) MeshGuess is
+	// FirstHand and the off-mesh counts are 0.
+	MeshGuess, OffMeshSeen, OffMeshRight int
+	// Observed, ObservedFirstHand and ObservedMeshGuess hold, by node, the measured messages the node
+	// did not write, and those whose author it named by the first-sender and the mesh-aware rule.
+	Observed, ObservedFirstHand, ObservedMeshGuess []int
 }
 
 // DeliveryRatio is Delivered/Expected.
@@ -233,7 +274,7 @@ func Run(ctx context.Context, c Config, rt Router) (Result, error) {
 		index[h.ID()] = i
 	}
 
-	m := &meter{index: index, links: make([]map[int]bool, n)}
+	m := &meter{index: index, links: make([]map[int]bool, n), gossip: !rt.Flood}
 	for i := range m.links {
 		m.links[i] = make(map[int]bool)
 	}
@@ -352,8 +393,10 @@ func Run(ctx context.Context, c Config, rt Router) (Result, error) {
 	all := append(slices.Clone(c.Warmup), c.Workload...)
 	msgs := make([]*message, len(all))
 	for i, s := range all {
-		msgs[i] = &message{src: s.Source, done: make(chan struct{}), arrived: make([]time.Time, n), remaining: n - 1}
+		msgs[i] = &message{src: s.Source, done: make(chan struct{}), arrived: make([]time.Time, n), remaining: n - 1,
+			firstFrom: filled(n, -1), offMesh: filled(n, -1), direct: make(map[int]bool), asked: make(map[[2]int]bool)}
 	}
+	m.msgs.Store(&msgs)
 	var rwg stdsync.WaitGroup
 	for i, sub := range subs {
 		rwg.Add(1)
@@ -396,6 +439,7 @@ func Run(ctx context.Context, c Config, rt Router) (Result, error) {
 			for j := 8; j < len(data); j++ {
 				data[j] = byte(rng.Uint32())
 			}
+			m.ids.Store(meshconf.GossipMsgID(&pb.Message{Data: data}), k)
 			msgs[k].sent = time.Now()
 			if err := topics[s.Source].Publish(ctx, data); err != nil {
 				return fmt.Errorf("gossipbench: publish: %w", err)
@@ -471,11 +515,36 @@ func Run(ctx context.Context, c Config, rt Router) (Result, error) {
 	res.ControlBytes = m.control.Load()
 	res.CopyBytes = m.copyBytes.Load()
 	res.CopyRPCs = m.copyRPCs.Load()
+	res.Observed, res.ObservedFirstHand, res.ObservedMeshGuess = make([]int, n), make([]int, n), make([]int, n)
 	for _, mg := range measured {
 		mg.mu.Lock()
+		res.AuthorDegree += deg[mg.src]
+		res.Direct += len(mg.direct)
+		for _, off := range mg.direct {
+			if off {
+				res.DirectOffMesh++
+			}
+		}
 		for r, at := range mg.arrived {
 			if r == mg.src {
 				continue
+			}
+			res.Observed[r]++
+			if mg.firstFrom[r] == mg.src {
+				res.FirstHand++
+				res.ObservedFirstHand[r]++
+			}
+			guess := mg.firstFrom[r]
+			if mg.offMesh[r] >= 0 {
+				guess = mg.offMesh[r]
+				res.OffMeshSeen++
+				if guess == mg.src {
+					res.OffMeshRight++
+				}
+			}
+			if guess == mg.src {
+				res.MeshGuess++
+				res.ObservedMeshGuess[r]++
 			}
 			res.Expected++
 			if at.IsZero() || at.Sub(mg.sent) > c.Deadline {
@@ -499,6 +568,20 @@ type message struct {
 	mu        stdsync.Mutex
 	arrived   []time.Time // by node; zero until first delivery
 	remaining int
+
+	// Who sent copies to whom (nodeMeter records them; Result says what they are for).
+	firstFrom []int           // by receiver: the node whose copy it delivered first; -1 before
+	offMesh   []int           // by receiver: the first node outside its mesh that sent it a copy unasked; -1: none
+	direct    map[int]bool    // peers the author queued a copy for: true if outside the author's mesh
+	asked     map[[2]int]bool // (receiver, peer): the receiver sent the peer an IWANT for this message
+}
+
+func filled(n, v int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = v
+	}
+	return s
 }
 
 func (m *message) arrive(node int, at time.Time) {
@@ -559,6 +642,54 @@ type meter struct {
 	counting atomic.Bool
 
 	copies, dropped, wire, control, copyBytes, copyRPCs atomic.Int64
+
+	// The workload's messages (indexed by the first 8 bytes of their data), and their ids
+	// (meshconf.GossipMsgID, which every router here uses) to their index, for IWANTs.
+	msgs   atomic.Pointer[[]*message]
+	ids    stdsync.Map // string -> int
+	gossip bool        // the router keeps a mesh (GossipSub)
+}
+
+// message returns the workload message whose data is data, if it is one.
+func (m *meter) message(data []byte) (*message, bool) {
+	ms := m.msgs.Load()
+	if ms == nil || len(data) < 8 {
+		return nil, false
+	}
+	k := binary.BigEndian.Uint64(data)
+	if k >= uint64(len(*ms)) {
+		return nil, false
+	}
+	return (*ms)[k], true
+}
+
+// inMesh reports whether node i has node j in its mesh.
+func (m *meter) inMesh(i, j int) bool {
+	m.linksMu.Lock()
+	defer m.linksMu.Unlock()
+	return m.links[i][j]
+}
+
+// received records, at receiver i, a copy of msg from the peer that sent it: the first sender (first
+// is true for the copy delivered), and the first unasked copy from outside i's mesh.
+func (t *nodeMeter) received(msg *pubsub.Message, first bool) {
+	mg, ok := t.m.message(msg.GetData())
+	if !ok || mg.src == t.i {
+		return
+	}
+	from, ok := t.m.index[msg.ReceivedFrom]
+	if !ok {
+		return
+	}
+	outside := t.m.gossip && !t.m.inMesh(t.i, from)
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	if first && mg.firstFrom[t.i] < 0 {
+		mg.firstFrom[t.i] = from
+	}
+	if outside && mg.offMesh[t.i] < 0 && !mg.asked[[2]int{t.i, from}] {
+		mg.offMesh[t.i] = from
+	}
 }
 
 func (m *meter) node(i int) pubsub.RawTracer { return &nodeMeter{m: m, i: i} }
@@ -608,21 +739,56 @@ func (t *nodeMeter) SendRPCCompleted(rpc *pubsub.RPC, _ peer.ID, _ time.Duration
 		return
 	}
 	size := proto.Size(&rpc.RPC)
-	wire := int64(uvarintLen(uint64(size)) + size)
+	sent := int64(wire.UvarintLen(uint64(size)) + size) // with the length prefix
 	var pubOnly int64
 	if len(rpc.Publish) > 0 {
 		ps := proto.Size(&pb.RPC{Publish: rpc.Publish})
 		pubOnly = int64(ps)
 		if ps == size {
-			pubOnly = wire // the length prefix belongs to the copies
+			pubOnly = sent // the length prefix belongs to the copies
 		}
 	}
-	t.m.wire.Add(wire)
-	t.m.control.Add(wire - pubOnly)
+	t.m.wire.Add(sent)
+	t.m.control.Add(sent - pubOnly)
 	t.m.copies.Add(int64(len(rpc.Publish)))
-	if len(rpc.Publish) == 1 && pubOnly == wire {
-		t.m.copyBytes.Add(wire)
+	if len(rpc.Publish) == 1 && pubOnly == sent {
+		t.m.copyBytes.Add(sent)
 		t.m.copyRPCs.Add(1)
+	}
+}
+
+// SendRPC records, when node i queues an RPC for peer p, the copies of i's own messages (and whether
+// p is outside i's mesh), and the messages i asks p for (IWANT).
+func (t *nodeMeter) SendRPC(rpc *pubsub.RPC, p peer.ID) {
+	j, ok := t.m.index[p]
+	if !ok {
+		return
+	}
+	for _, pm := range rpc.Publish {
+		mg, ok := t.m.message(pm.GetData())
+		if !ok || mg.src != t.i {
+			continue
+		}
+		outside := t.m.gossip && !t.m.inMesh(t.i, j)
+		mg.mu.Lock()
+		if _, seen := mg.direct[j]; !seen {
+			mg.direct[j] = outside
+		}
+		mg.mu.Unlock()
+	}
+	for _, iw := range rpc.GetControl().GetIwant() {
+		for _, id := range iw.GetMessageIDs() {
+			k, ok := t.m.ids.Load(id)
+			if !ok {
+				continue
+			}
+			if ms := t.m.msgs.Load(); ms != nil {
+				mg := (*ms)[k.(int)]
+				mg.mu.Lock()
+				mg.asked[[2]int{t.i, j}] = true
+				mg.mu.Unlock()
+			}
+		}
 	}
 }
 
@@ -637,19 +803,9 @@ func (t *nodeMeter) OnClosedOutboundStream(peer.ID)           {}
 func (t *nodeMeter) Join(string)                              {}
 func (t *nodeMeter) Leave(string)                             {}
 func (t *nodeMeter) ValidateMessage(*pubsub.Message)          {}
-func (t *nodeMeter) DeliverMessage(*pubsub.Message)           {}
+func (t *nodeMeter) DeliverMessage(msg *pubsub.Message)       { t.received(msg, true) }
+func (t *nodeMeter) DuplicateMessage(msg *pubsub.Message)     { t.received(msg, false) }
 func (t *nodeMeter) RejectMessage(*pubsub.Message, string)    {}
-func (t *nodeMeter) DuplicateMessage(*pubsub.Message)         {}
 func (t *nodeMeter) ThrottlePeer(peer.ID)                     {}
 func (t *nodeMeter) RecvRPC(*pubsub.RPC)                      {}
-func (t *nodeMeter) SendRPC(*pubsub.RPC, peer.ID)             {}
 func (t *nodeMeter) UndeliverableMessage(*pubsub.Message)     {}
-
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -166,4 +167,17 @@ func (h *distHeap) Pop() any {
 	it := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return it
+}
+
+// WithRelay returns topo with one more node, number topo.N, linked to every node, as a clinic relay is:
+// every device of the team keeps a connection to it (node/relayclient.go), and it is a peer in the
+// team's topic. Each node dials it (the node is the link's first end); the latencies are drawn
+// uniformly from [minLatency, maxLatency], whole milliseconds.
+func WithRelay(topo Topology, rng *rand.Rand, minLatency, maxLatency time.Duration) Topology {
+	out := Topology{N: topo.N + 1, Links: slices.Clone(topo.Links)}
+	for i := 0; i < topo.N; i++ {
+		lat := (minLatency + time.Duration(rng.Int64N(int64(maxLatency-minLatency)+1))).Round(time.Millisecond)
+		out.Links = append(out.Links, Link{A: i, B: topo.N, Latency: max(lat, time.Millisecond)})
+	}
+	return out
 }

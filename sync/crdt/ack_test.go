@@ -55,7 +55,7 @@ func TestAckRoundtrip(t *testing.T) {
 	// An ack op of the largest ack fits in an op.
 	r := detRand(40)
 	d := newDevice(t, r)
-	op := NewOp(d, TeamID{1}, hlcAt(0, 0), ackIDs(MaxParents), KindAck, Ack{Read: true, IDs: ackIDs(MaxAckIDs)}.Marshal())
+	op := newOp(d, TeamID{1}, hlcAt(0, 0), ackIDs(MaxParents), KindAck, Ack{Read: true, IDs: ackIDs(MaxAckIDs)}.Marshal())
 	if err := op.Verify(); err != nil {
 		t.Errorf("largest ack op: Verify: %v", err)
 	}
@@ -149,7 +149,7 @@ func TestStateAcks(t *testing.T) {
 	m1 := messageOp(A, team, hlcAt(2, 0), g, "one")
 	m2 := messageOp(B, team, hlcAt(3, 0), g, "two")
 	ack := func(d *identity.Device, sec int, read bool, ids ...OpID) *Op {
-		return NewOp(d, team, hlcAt(sec, 0), g, KindAck, SplitAcks(read, ids)[0].Marshal())
+		return newOp(d, team, hlcAt(sec, 0), g, KindAck, SplitAcks(read, ids)[0].Marshal())
 	}
 	ops := []*Op{gen, addB, addC, m1, m2,
 		ack(B, 4, false, m1.ID()),                // B received m1
@@ -158,7 +158,7 @@ func TestStateAcks(t *testing.T) {
 		ack(E, 5, true, m1.ID(), m2.ID()),        // not a member: ignored
 		ack(A, 6, true, m1.ID()),                 // the author of m1: ignored
 		ack(A, 6, false, m2.ID(), OpID{1, 2, 3}), // A received m2; an unknown id is ignored
-		NewOp(B, team, hlcAt(0, 0), []OpID{m1.ID()}, KindAck, Ack{Read: true, IDs: []OpID{m2.ID()}}.Marshal()), // impossible parent
+		newOp(B, team, hlcAt(0, 0), []OpID{m1.ID()}, KindAck, Ack{Read: true, IDs: []OpID{m2.ID()}}.Marshal()), // impossible parent
 	}
 	sortDevs := func(ds ...*identity.Device) []identity.DeviceID {
 		var out []identity.DeviceID
@@ -220,7 +220,7 @@ func ackGolden(t testing.TB) (*golden, *Op) {
 	d := newDevice(t, r)
 	team, _ := NewTeamID(r)
 	a := SplitAcks(true, []OpID{{0xff, 1}, {0x01, 2}, {0x80, 3}})[0]
-	op := NewOp(d, team, hlcAt(60, 2), []OpID{{0x42}}, KindAck, a.Marshal())
+	op := newOp(d, team, hlcAt(60, 2), []OpID{{0x42}}, KindAck, a.Marshal())
 	id := op.ID()
 	var g golden
 	g.add("team", team[:])

@@ -1,12 +1,14 @@
 package crdt
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
 	"unicode/utf8"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Limits of body fields, in bytes of UTF-8.
@@ -158,19 +160,19 @@ func (m MemberInfo) Validate() error { return checkName("member name", m.Name) }
 func (m MemberInfo) append(b []byte) []byte {
 	b = append(b, m.Device[:]...)
 	b = append(b, m.Noise[:]...)
-	b = appendString(b, m.Name)
-	return appendBool(b, m.Admin)
+	b = wire.AppendString(b, m.Name)
+	return wire.AppendBool(b, m.Admin)
 }
 
-func (d *decoder) memberInfo() MemberInfo {
+func readMemberInfo(d *wire.Reader) MemberInfo {
 	var m MemberInfo
-	copy(m.Device[:], d.fixed(32))
-	copy(m.Noise[:], d.fixed(32))
-	m.Name = d.str("member name", MaxNameLen)
-	m.Admin = d.bool()
-	if d.err == nil {
+	copy(m.Device[:], d.Fixed(32))
+	copy(m.Noise[:], d.Fixed(32))
+	m.Name = d.String("member name", MaxNameLen)
+	m.Admin = d.Bool()
+	if d.Err() == nil {
 		if err := m.Validate(); err != nil {
-			d.fail(err)
+			d.Fail(err)
 		}
 	}
 	return m
@@ -202,7 +204,7 @@ func (c Create) Validate() error {
 func (c Create) Marshal() []byte {
 	b := make([]byte, 0, 1+1+len(c.Name)+1+64+1+len(c.Creator.Name)+1)
 	b = append(b, bodyVersion)
-	b = appendString(b, c.Name)
+	b = wire.AppendString(b, c.Name)
 	b = append(b, byte(c.Kind))
 	return c.Creator.append(b)
 }
@@ -212,13 +214,13 @@ func UnmarshalCreate(b []byte) (Create, error) {
 	if len(b) > MaxOpSize {
 		return Create{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
 	}
-	d := decoder{b: b}
-	d.version("create", bodyVersion)
+	d := wire.NewReader(b)
+	d.Version("create", bodyVersion)
 	var c Create
-	c.Name = d.str("team name", MaxNameLen)
-	c.Kind = TeamKind(d.byte())
-	c.Creator = d.memberInfo()
-	if err := d.finish(); err != nil {
+	c.Name = d.String("team name", MaxNameLen)
+	c.Kind = TeamKind(d.Byte())
+	c.Creator = readMemberInfo(d)
+	if err := d.Finish(); err != nil {
 		return Create{}, err
 	}
 	if err := c.Validate(); err != nil {
@@ -310,17 +312,17 @@ func (c Change) append(b []byte) []byte {
 	return b
 }
 
-func (d *decoder) change() Change {
+func readChange(d *wire.Reader) Change {
 	var c Change
-	c.Action = Action(d.byte())
-	if d.err == nil && (c.Action < ActAdd || c.Action > ActUnlink) {
-		d.fail(fmt.Errorf("%w: member action %d", ErrMalformed, uint8(c.Action)))
+	c.Action = Action(d.Byte())
+	if d.Err() == nil && (c.Action < ActAdd || c.Action > ActUnlink) {
+		d.Fail(fmt.Errorf("%w: member action %d", ErrMalformed, uint8(c.Action)))
 	}
 	if c.Action.hasInfo() {
-		c.Info = d.memberInfo()
+		c.Info = readMemberInfo(d)
 	}
 	if c.Action.hasTarget() {
-		copy(c.Target[:], d.fixed(32))
+		copy(c.Target[:], d.Fixed(32))
 	}
 	return c
 }
@@ -413,36 +415,36 @@ func UnmarshalCommit(b []byte) (Commit, error) {
 	if len(b) > maxCommitSize {
 		return Commit{}, fmt.Errorf("%w: commit body is %d bytes, limit %d", ErrTooLarge, len(b), maxCommitSize)
 	}
-	d := decoder{b: b}
-	d.version("commit", bodyVersion)
+	d := wire.NewReader(b)
+	d.Version("commit", bodyVersion)
 	var c Commit
-	c.Number = d.uint32be()
-	if d.err == nil && c.Number < 2 {
-		d.fail(fmt.Errorf("%w: commit epoch number %d (want >= 2)", ErrInvalid, c.Number))
+	c.Number = d.Uint32()
+	if d.Err() == nil && c.Number < 2 {
+		d.Fail(fmt.Errorf("%w: commit epoch number %d (want >= 2)", ErrInvalid, c.Number))
 	}
 	// The smallest change (remove, promote, unlink) is 33 bytes.
-	if n := d.count(MaxChanges, 1+32); n > 0 {
+	if n := d.Count(MaxChanges, 1+32); n > 0 {
 		c.Changes = make([]Change, n)
 		for i := range c.Changes {
-			c.Changes[i] = d.change()
+			c.Changes[i] = readChange(d)
 		}
 	}
-	n := d.count(MaxRecipients, 64)
-	if d.err == nil && n == 0 {
-		d.fail(fmt.Errorf("%w: commit with no recipients", ErrInvalid))
+	n := d.Count(MaxRecipients, 64)
+	if d.Err() == nil && n == 0 {
+		d.Fail(fmt.Errorf("%w: commit with no recipients", ErrInvalid))
 	}
 	if n > 0 {
 		c.Recipients = make([]Recipient, n)
 		for i := range c.Recipients {
 			r := &c.Recipients[i]
-			copy(r.Device[:], d.fixed(32))
-			copy(r.Noise[:], d.fixed(32))
-			if i > 0 && d.err == nil && compareDevice(c.Recipients[i-1].Device, r.Device) >= 0 {
-				d.fail(fmt.Errorf("%w: commit recipients not strictly ascending", ErrMalformed))
+			copy(r.Device[:], d.Fixed(32))
+			copy(r.Noise[:], d.Fixed(32))
+			if i > 0 && d.Err() == nil && compareDevice(c.Recipients[i-1].Device, r.Device) >= 0 {
+				d.Fail(fmt.Errorf("%w: commit recipients not strictly ascending", ErrMalformed))
 			}
 		}
 	}
-	if err := d.finish(); err != nil {
+	if err := d.Finish(); err != nil {
 		return Commit{}, err
 	}
 	if err := c.Validate(); err != nil {
@@ -477,10 +479,10 @@ func (m Message) Validate() error {
 func (m Message) Marshal() []byte {
 	b := make([]byte, 0, 1+3+len(m.Text)+1+2+len(m.Patient)+1+32)
 	b = append(b, bodyVersion)
-	b = appendString(b, m.Text)
+	b = wire.AppendString(b, m.Text)
 	b = append(b, byte(m.Priority))
-	b = appendString(b, m.Patient)
-	b = appendBool(b, m.ReplyTo != nil)
+	b = wire.AppendString(b, m.Patient)
+	b = wire.AppendBool(b, m.ReplyTo != nil)
 	if m.ReplyTo != nil {
 		b = append(b, m.ReplyTo[:]...)
 	}
@@ -492,21 +494,21 @@ func UnmarshalMessage(b []byte) (Message, error) {
 	if len(b) > MaxOpSize {
 		return Message{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
 	}
-	d := decoder{b: b}
-	d.version("message", bodyVersion)
+	d := wire.NewReader(b)
+	d.Version("message", bodyVersion)
 	var m Message
-	m.Text = d.str("message text", MaxTextLen)
-	m.Priority = Priority(d.byte())
-	if d.err == nil && !m.Priority.valid() {
-		d.fail(fmt.Errorf("%w: priority %d", ErrInvalid, uint8(m.Priority)))
+	m.Text = d.String("message text", MaxTextLen)
+	m.Priority = Priority(d.Byte())
+	if d.Err() == nil && !m.Priority.valid() {
+		d.Fail(fmt.Errorf("%w: priority %d", ErrInvalid, uint8(m.Priority)))
 	}
-	m.Patient = d.str("patient reference", MaxPatientLen)
-	if d.bool() {
+	m.Patient = d.String("patient reference", MaxPatientLen)
+	if d.Bool() {
 		var id OpID
-		copy(id[:], d.fixed(32))
+		copy(id[:], d.Fixed(32))
 		m.ReplyTo = &id
 	}
-	if err := d.finish(); err != nil {
+	if err := d.Finish(); err != nil {
 		return Message{}, err
 	}
 	return m, nil
@@ -548,7 +550,7 @@ func (a Ack) Validate() error {
 func (a Ack) Marshal() []byte {
 	b := make([]byte, 0, 2+binary.MaxVarintLen16+32*len(a.IDs))
 	b = append(b, bodyVersion)
-	b = appendBool(b, a.Read)
+	b = wire.AppendBool(b, a.Read)
 	b = binary.AppendUvarint(b, uint64(len(a.IDs)))
 	for _, id := range a.IDs {
 		b = append(b, id[:]...)
@@ -561,24 +563,24 @@ func UnmarshalAck(b []byte) (Ack, error) {
 	if limit := 2 + binary.MaxVarintLen16 + 32*MaxAckIDs; len(b) > limit {
 		return Ack{}, fmt.Errorf("%w: ack body is %d bytes, limit %d", ErrTooLarge, len(b), limit)
 	}
-	d := decoder{b: b}
-	d.version("ack", bodyVersion)
+	d := wire.NewReader(b)
+	d.Version("ack", bodyVersion)
 	var a Ack
-	a.Read = d.bool()
-	n := d.count(MaxAckIDs, 32)
-	if d.err == nil && n == 0 {
-		d.fail(fmt.Errorf("%w: ack of no messages", ErrInvalid))
+	a.Read = d.Bool()
+	n := d.Count(MaxAckIDs, 32)
+	if d.Err() == nil && n == 0 {
+		d.Fail(fmt.Errorf("%w: ack of no messages", ErrInvalid))
 	}
 	if n > 0 {
 		a.IDs = make([]OpID, n)
 		for i := range a.IDs {
-			copy(a.IDs[i][:], d.fixed(32))
-			if i > 0 && d.err == nil && a.IDs[i-1].Compare(a.IDs[i]) >= 0 {
-				d.fail(fmt.Errorf("%w: ack ids not strictly ascending", ErrMalformed))
+			copy(a.IDs[i][:], d.Fixed(32))
+			if i > 0 && d.Err() == nil && a.IDs[i-1].Compare(a.IDs[i]) >= 0 {
+				d.Fail(fmt.Errorf("%w: ack ids not strictly ascending", ErrMalformed))
 			}
 		}
 	}
-	if err := d.finish(); err != nil {
+	if err := d.Finish(); err != nil {
 		return Ack{}, err
 	}
 	return a, nil
@@ -600,6 +602,107 @@ func SplitAcks(read bool, ids []OpID) []Ack {
 	return out
 }
 
+// SealedID is an op id with a signature of its author for a seal (see
+// Seal): half of an Evidence.
+type SealedID struct {
+	ID  OpID
+	Sig []byte // SigSize bytes
+}
+
+// Evidence is the body of an evidence op (KindEvidence): two different ops
+// that Device signed for one position (Epoch, Index) of its sender chain.
+// An honest device never does that (its chain advances before a sealed op
+// leaves it); a device whose key state was rolled back, or that misbehaves,
+// does. Any member that meets both signatures publishes an Evidence, and
+// Log.State hides both ops and lists the device in State.Equivocations, the
+// same way on every device whatever it had shown before. The signatures are
+// checked against Device's key; the ops themselves need not be in the log
+// (the device that found them may be unable to open the second: its key
+// was spent on the first).
+//
+// Encoding: version 1 | device 32 | epoch u32 | index u32 | A.ID 32 | A.Sig 64
+// | B.ID 32 | B.Sig 64, with A.ID < B.ID.
+type Evidence struct {
+	Device identity.DeviceID
+	Epoch  uint32
+	Index  uint32
+	A, B   SealedID
+}
+
+const evidenceSize = 1 + 32 + 4 + 4 + 2*(32+SigSize)
+
+// NewEvidence returns the Evidence of two seals of device at (epoch, index),
+// in canonical order. It does not verify them.
+func NewEvidence(device identity.DeviceID, epoch, index uint32, a, b SealedID) Evidence {
+	if b.ID.Compare(a.ID) < 0 {
+		a, b = b, a
+	}
+	return Evidence{Device: device, Epoch: epoch, Index: index, A: a, B: b}
+}
+
+// Validate checks the form that UnmarshalEvidence enforces: two different
+// ids, ascending, and 64-byte signatures.
+func (e Evidence) Validate() error {
+	switch {
+	case e.A.ID.Compare(e.B.ID) >= 0:
+		return fmt.Errorf("%w: evidence ids not strictly ascending", ErrInvalid)
+	case len(e.A.Sig) != SigSize || len(e.B.Sig) != SigSize:
+		return fmt.Errorf("%w: evidence signature not %d bytes", ErrInvalid, SigSize)
+	}
+	return nil
+}
+
+// Verify reports whether both signatures are Device's seals of their ops
+// at (Epoch, Index) in team, and the evidence is well formed.
+func (e Evidence) Verify(team TeamID) bool {
+	return e.Validate() == nil &&
+		VerifySeal(team, e.Device, e.A.ID, Seal{Epoch: e.Epoch, Index: e.Index, Sig: e.A.Sig}) &&
+		VerifySeal(team, e.Device, e.B.ID, Seal{Epoch: e.Epoch, Index: e.Index, Sig: e.B.Sig})
+}
+
+// Marshal encodes e. It does not validate; call Validate first.
+func (e Evidence) Marshal() []byte {
+	b := make([]byte, 0, evidenceSize)
+	b = append(b, bodyVersion)
+	b = append(b, e.Device[:]...)
+	b = binary.BigEndian.AppendUint32(b, e.Epoch)
+	b = binary.BigEndian.AppendUint32(b, e.Index)
+	for _, s := range []SealedID{e.A, e.B} {
+		b = append(b, s.ID[:]...)
+		b = append(b, s.Sig...)
+	}
+	return b
+}
+
+// UnmarshalEvidence decodes and validates an Evidence body.
+func UnmarshalEvidence(b []byte) (Evidence, error) {
+	if len(b) != evidenceSize {
+		return Evidence{}, fmt.Errorf("%w: evidence body of %d bytes, want %d", ErrMalformed, len(b), evidenceSize)
+	}
+	d := wire.NewReader(b)
+	d.Version("evidence", bodyVersion)
+	var e Evidence
+	copy(e.Device[:], d.Fixed(32))
+	e.Epoch = d.Uint32()
+	e.Index = d.Uint32()
+	for _, s := range []*SealedID{&e.A, &e.B} {
+		copy(s.ID[:], d.Fixed(32))
+		s.Sig = bytes.Clone(d.Fixed(SigSize))
+	}
+	if err := d.Finish(); err != nil {
+		return Evidence{}, err
+	}
+	if err := e.Validate(); err != nil {
+		return Evidence{}, err
+	}
+	return e, nil
+}
+
+// CheckBody reports whether body decodes as kind's body type and keeps its
+// limits (for the kinds this package knows; other kinds pass): what
+// Log.Add checks of an op's body, for an op not yet signed.
+func CheckBody(kind Kind, body []byte) error { return checkBody(kind, body) }
+
 // checkBody decodes body as kind's body type, for the kinds this package
 // knows; other kinds pass.
 func checkBody(kind Kind, body []byte) error {
@@ -613,6 +716,8 @@ func checkBody(kind Kind, body []byte) error {
 		_, err = UnmarshalMessage(body)
 	case KindAck:
 		_, err = UnmarshalAck(body)
+	case KindEvidence:
+		_, err = UnmarshalEvidence(body)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v: %w", ErrBadBody, kind, err)

@@ -55,7 +55,7 @@ func commitGolden(t testing.TB) (*golden, map[string]Commit, *Op) {
 		g.add(x.name+".body", x.c.Marshal())
 		out[x.name] = x.c
 	}
-	op := NewOp(a, team, hlcAt(90, 1), []OpID{{0x42}}, KindMember, commits[0].c.Marshal())
+	op := newOp(a, team, hlcAt(90, 1), []OpID{{0x42}}, KindMember, commits[0].c.Marshal())
 	id := op.ID()
 	g.add("add.op", op.Marshal())
 	g.add("add.id", id[:])

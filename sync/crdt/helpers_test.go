@@ -100,5 +100,15 @@ func recipient(d *identity.Device) Recipient {
 }
 
 func messageOp(author *identity.Device, team TeamID, t HLC, parents []OpID, text string) *Op {
-	return NewOp(author, team, t, parents, KindMessage, Message{Text: text}.Marshal())
+	return newOp(author, team, t, parents, KindMessage, Message{Text: text}.Marshal())
+}
+
+// newOp is NewOp with an op of any other kind than create and commit signed at epoch 0, index 0,
+// as if sealed there: the log's rules do not look at where a chain-form op was sealed.
+func newOp(dev *identity.Device, team TeamID, t HLC, parents []OpID, kind Kind, body []byte) *Op {
+	o := NewOp(dev, team, t, parents, kind, body)
+	if !kind.StartsEpoch() {
+		o.Sign(dev, 0, 0)
+	}
+	return o
 }

@@ -21,16 +21,16 @@ var ErrWrongTeam = errors.New("crdt: op belongs to another team")
 type Log struct {
 	team TeamID
 	ops  map[OpID]*Op
-	// parented holds every id named as a parent by an op in ops (present
-	// or not), for Heads.
-	parented map[OpID]struct{}
+	// parented counts, for every id named as a parent by an op in ops
+	// (present or not), the ops that name it: for Heads.
+	parented map[OpID]int
 	// state caches State(); nil after an Add.
 	state *State
 }
 
 // NewLog returns an empty log of team.
 func NewLog(team TeamID) *Log {
-	return &Log{team: team, ops: make(map[OpID]*Op), parented: make(map[OpID]struct{})}
+	return &Log{team: team, ops: make(map[OpID]*Op), parented: make(map[OpID]int)}
 }
 
 // Team returns the log's team id.
@@ -38,9 +38,9 @@ func (l *Log) Team() TeamID { return l.team }
 
 // Check reports whether Add would accept op: it returns an error wrapping
 // ErrWrongTeam for an op of another team; ErrBadSignature, ErrMalformed or
-// ErrTooLarge for an op that is not well formed and signed by its author
+// ErrTooLarge for an op that is not well formed and sealed by its author
 // (see Op.Verify); or ErrBadBody for an op of a known kind (Create, Commit,
-// Message, Ack) whose body does not decode. These checks depend on the op
+// Message, Ack, Evidence) whose body does not decode. These checks depend on the op
 // alone, never on the rest of the log, so every replica refuses the same
 // ops whatever order they arrive in. A caller that stores ops before adding
 // them (the node) calls Check first, so that it never stores what Add
@@ -81,10 +81,60 @@ func (l *Log) Add(op *Op) (added bool, err error) {
 	op = op.Clone()
 	l.ops[id] = op
 	for _, p := range op.Parents {
-		l.parented[p] = struct{}{}
+		l.parented[p]++
 	}
 	l.state = nil
 	return true, nil
+}
+
+// Remove removes the op with the given id, if present, and reports whether
+// it was. A replica that adds ops on trial (sync/device, which judges what
+// it receives before it keeps it) takes back what it does not keep.
+func (l *Log) Remove(id OpID) bool {
+	op, ok := l.ops[id]
+	if !ok {
+		return false
+	}
+	delete(l.ops, id)
+	for _, p := range op.Parents {
+		if l.parented[p]--; l.parented[p] <= 0 {
+			delete(l.parented, p)
+		}
+	}
+	l.state = nil
+	return true
+}
+
+// Parented reports whether an op of the log names id as a parent.
+func (l *Log) Parented(id OpID) bool { return l.parented[id] > 0 }
+
+// Children returns the ids of the ops of the log that name id as a parent,
+// sorted ascending. It costs a pass over the log; Parented is cheaper.
+func (l *Log) Children(id OpID) []OpID {
+	if l.parented[id] == 0 {
+		return nil
+	}
+	var out []OpID
+	for cid, op := range l.ops {
+		if slices.Contains(op.Parents, id) {
+			out = append(out, cid)
+		}
+	}
+	slices.SortFunc(out, OpID.Compare)
+	return out
+}
+
+// Missing returns the ids that ops of the log name as parents and that are
+// not in it, sorted ascending.
+func (l *Log) Missing() []OpID {
+	var out []OpID
+	for id := range l.parented {
+		if _, ok := l.ops[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	slices.SortFunc(out, OpID.Compare)
+	return out
 }
 
 // Has reports whether the op with the given id is in the log.
@@ -128,7 +178,7 @@ func (l *Log) Ops() []*Op {
 func (l *Log) Heads() []OpID {
 	var heads []OpID
 	for id := range l.ops {
-		if _, ok := l.parented[id]; !ok {
+		if l.parented[id] == 0 {
 			heads = append(heads, id)
 		}
 	}
@@ -205,10 +255,47 @@ type State struct {
 	// none is sound.
 	Current int
 	// NeedsRekey says that some member should commit a re-key: no epoch is
-	// sound, or a newer epoch than the current one exists (Current !=
-	// len(Epochs)-1).
+	// sound, a newer epoch than the current one exists (Current !=
+	// len(Epochs)-1), or a valid epoch lies outside the causal past of the
+	// current one and lists fewer devices (the current commit did not hand
+	// its outer key on, so devices added with the current epoch may be
+	// unable to read its commit).
 	NeedsRekey bool
+	// Equivocations lists the devices shown, by evidence ops in the log, to
+	// have signed two different ops for one position of their sender chain
+	// (see Evidence), sorted by device, epoch and index. Both ops count for
+	// nothing.
+	Equivocations []Equivocation
+
+	// counted holds the ids of the ops that count (see Counts); permitted
+	// the commits that are permitted (see Permitted). Computed once, never
+	// modified: clones share them.
+	counted, permitted map[OpID]bool
 }
+
+// Equivocation is one position of a device's sender chain at which it
+// signed two different ops.
+type Equivocation struct {
+	Device identity.DeviceID
+	Epoch  uint32
+	Index  uint32
+	IDs    [2]OpID
+}
+
+// Counts reports whether the op with the given id is in the log and counts
+// in this state: the genesis, a valid commit, or a message, ack or evidence
+// op whose author counts by the rules of Log.State. Ops that do not count
+// (by non-members, after their author's removal, outside a removed
+// member's partition window, equivocated, of unknown kinds, with
+// impossible parents) are kept in the log and ignored.
+func (s State) Counts(id OpID) bool { return s.counted[id] }
+
+// Permitted reports whether the op with the given id is a commit (or the
+// genesis) that was permitted in its author's view: valid, or valid by the
+// rules of its own causal past but cut (docs/membership.md, rules 1 and 3).
+// The epoch of a permitted commit is a real epoch: members may have sealed
+// in it before they learned of the removal that cut it.
+func (s State) Permitted(id OpID) bool { return s.permitted[id] }
 
 // Person is a current member: a person with one or more devices. Its ID is
 // the DeviceID of its first device.
@@ -425,6 +512,7 @@ func (s State) clone() State {
 	}
 	c.Removed = slices.Clone(s.Removed)
 	c.Epochs = slices.Clone(s.Epochs)
+	c.Equivocations = slices.Clone(s.Equivocations)
 	for i := range c.Epochs {
 		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
 	}
@@ -475,7 +563,7 @@ func (l *Log) computeState() State {
 			continue
 		}
 		c, err := UnmarshalCreate(op.Body)
-		if err != nil || c.Creator.Device != op.Author {
+		if err != nil || c.Creator.Device != op.Author || !noiseOK(c.Creator.Noise) {
 			continue
 		}
 		g := add{id: id, op: op, info: c.Creator}
@@ -490,11 +578,12 @@ func (l *Log) computeState() State {
 	creator := genesis.op.Author
 
 	ms := l.members(bad, *genesis)
+	j := l.newJudge(bad, ms)
 
-	// Messages by members, present or past.
+	// Messages by members, present or past, that count.
 	var msgs []MessageView
 	for id, op := range l.ops {
-		if op.Kind != KindMessage || bad[id] || !ms.counts(id, op.Author) {
+		if op.Kind != KindMessage || !j.counts(id) {
 			continue
 		}
 		m, err := UnmarshalMessage(op.Body)
@@ -505,7 +594,7 @@ func (l *Log) computeState() State {
 	}
 	l.displayOrder(msgs)
 
-	// Acks by members, present or past.
+	// Acks by members, present or past, that count.
 	index := make(map[OpID]int, len(msgs))
 	for i, m := range msgs {
 		index[m.ID] = i
@@ -513,10 +602,7 @@ func (l *Log) computeState() State {
 	received := make(map[OpID]map[identity.DeviceID]bool)
 	read := make(map[OpID]map[identity.DeviceID]bool)
 	for id, op := range l.ops {
-		if op.Kind != KindAck || bad[id] {
-			continue
-		}
-		if !ms.counts(id, op.Author) {
+		if op.Kind != KindAck || !j.counts(id) {
 			continue
 		}
 		a, err := UnmarshalAck(op.Body)
@@ -539,18 +625,36 @@ func (l *Log) computeState() State {
 		msgs[i].ReadBy = sortedDevices(read[msgs[i].ID])
 	}
 
+	// What counts: the genesis, valid commits, and the messages, acks and
+	// evidence judged above.
+	counted := make(map[OpID]bool, len(l.ops))
+	for id := range ms.valid {
+		counted[id] = true
+	}
+	for id, op := range l.ops {
+		switch op.Kind {
+		case KindMessage, KindAck, KindEvidence:
+			if j.counts(id) {
+				counted[id] = true
+			}
+		}
+	}
+
 	cur := ms.current
 	return State{
-		Name:       create.Name,
-		Kind:       create.Kind,
-		Creator:    creator,
-		Members:    ms.members,
-		Messages:   msgs,
-		Persons:    ms.persons,
-		Removed:    ms.removed,
-		Epochs:     ms.epochs,
-		Current:    cur,
-		NeedsRekey: cur == -1 || cur != len(ms.epochs)-1,
+		Name:          create.Name,
+		Kind:          create.Kind,
+		Creator:       creator,
+		Members:       ms.members,
+		Messages:      msgs,
+		Persons:       ms.persons,
+		Removed:       ms.removed,
+		Epochs:        ms.epochs,
+		Current:       cur,
+		NeedsRekey:    cur == -1 || cur != len(ms.epochs)-1 || ms.detached,
+		Equivocations: j.equivocations(),
+		counted:       counted,
+		permitted:     ms.permitted,
 	}
 }
 

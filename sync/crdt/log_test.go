@@ -51,8 +51,9 @@ func TestLogAdd(t *testing.T) {
 	if !ok || got.ID() != id {
 		t.Fatalf("Op: the log aliases the caller's op; want a copy")
 	}
-	got.Sig[0] ^= 1
-	if again, _ := l.Op(id); again.ID() != id {
+	got.Body[0] ^= 1
+	got.Seal.Sig[0] ^= 1
+	if again, _ := l.Op(id); again.ID() != id || again.Verify() != nil {
 		t.Errorf("Op returned an alias; want a copy")
 	}
 	if got, want := l.Team(), team; got != want {
@@ -117,10 +118,10 @@ func TestValidity(t *testing.T) {
 	}
 	A, B, C, D, E := devs[0], devs[1], devs[2], devs[3], devs[4]
 	team, _ := NewTeamID(r)
-	genesis := NewOp(A, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "Clinic", Kind: Clinical, Creator: info(A, "Ann", false)}.Marshal())
+	genesis := newOp(A, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "Clinic", Kind: Clinical, Creator: info(A, "Ann", false)}.Marshal())
 	g := []OpID{genesis.ID()}
 	at := func(s int) HLC { return hlcAt(s, 0) }
-	unknown := NewOp(B, team, at(2), g, Kind(9), []byte("?"))
+	unknown := newOp(B, team, at(2), g, Kind(9), []byte("?"))
 	chainB := memberOp(A, team, at(1), g, info(B, "Ben", true))
 	chainC := memberOp(B, team, at(2), []OpID{chainB.ID()}, info(C, "Cat", true))
 	chainD := memberOp(C, team, at(3), []OpID{chainC.ID()}, info(D, "Dan", false))
@@ -208,18 +209,18 @@ func TestValidity(t *testing.T) {
 		},
 		{
 			name: "create by someone else for a creator is not a genesis",
-			ops:  []*Op{NewOp(E, team, at(0), nil, KindCreate, Create{Name: "X", Kind: Social, Creator: info(A, "Ann", true)}.Marshal()), messageOp(A, team, at(1), nil, "hi")},
+			ops:  []*Op{newOp(E, team, at(0), nil, KindCreate, Create{Name: "X", Kind: Social, Creator: info(A, "Ann", true)}.Marshal()), messageOp(A, team, at(1), nil, "hi")},
 			want: want{nil, nil},
 		},
 		{
 			name: "create with parents is not a genesis",
-			ops:  []*Op{NewOp(A, team, at(0), []OpID{{1}}, KindCreate, Create{Name: "X", Kind: Social, Creator: info(A, "Ann", true)}.Marshal())},
+			ops:  []*Op{newOp(A, team, at(0), []OpID{{1}}, KindCreate, Create{Name: "X", Kind: Social, Creator: info(A, "Ann", true)}.Marshal())},
 			want: want{nil, nil},
 		},
 		{
 			name: "later competing create ignored",
 			ops: []*Op{genesis,
-				NewOp(E, team, at(5), nil, KindCreate, Create{Name: "Evil", Kind: Social, Creator: info(E, "Eve", true)}.Marshal()),
+				newOp(E, team, at(5), nil, KindCreate, Create{Name: "Evil", Kind: Social, Creator: info(E, "Eve", true)}.Marshal()),
 				messageOp(E, team, at(6), g, "mine now")},
 			want: want{map[string]bool{"Ann": true}, nil},
 		},
@@ -281,7 +282,7 @@ func TestStateSorting(t *testing.T) {
 	r := detRand(13)
 	a, b, c := newDevice(t, r), newDevice(t, r), newDevice(t, r)
 	team, _ := NewTeamID(r)
-	gen := NewOp(a, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "T", Kind: Social, Creator: info(a, "Mia", true)}.Marshal())
+	gen := newOp(a, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "T", Kind: Social, Creator: info(a, "Mia", true)}.Marshal())
 	g := []OpID{gen.ID()}
 	l := NewLog(team)
 	mustAdd(t, l, gen,
@@ -340,7 +341,7 @@ func history(t testing.TB, seed uint64, n int) (TeamID, []*Op) {
 		for _, p := range parents {
 			c.Observe(times[p])
 		}
-		op := NewOp(devs[i], team, c.Next(), parents, kind, body)
+		op := newOp(devs[i], team, c.Next(), parents, kind, body)
 		ops = append(ops, op)
 		ids[op] = op.ID()
 		times[ids[op]] = op.Time
@@ -348,7 +349,7 @@ func history(t testing.TB, seed uint64, n int) (TeamID, []*Op) {
 	}
 	// emitAt emits an op with the given time, without the clock.
 	emitAt := func(i int, tm HLC, parents []OpID, kind Kind, body []byte) {
-		op := NewOp(devs[i], team, tm, parents, kind, body)
+		op := newOp(devs[i], team, tm, parents, kind, body)
 		ops = append(ops, op)
 		ids[op] = op.ID()
 		times[ids[op]] = op.Time

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"slices"
+	"sync"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 )
@@ -300,6 +301,9 @@ func (st *mstate) apply(author identity.DeviceID, changes []Change, fx *effects)
 			if _, ok := st.devices[d]; ok || st.persons[d] != nil {
 				return fmt.Errorf("%w: %v of device %s, already a member", ErrInvalid, ch.Action, d.Short())
 			}
+			if !noiseOK(ch.Info.Noise) {
+				return fmt.Errorf("%w: %v of device %s with a Noise key of small order", ErrInvalid, ch.Action, d.Short())
+			}
 			return nil
 		}
 		present := func(p identity.DeviceID) error {
@@ -543,22 +547,47 @@ func linearOrder(ep []epochOp, words int) []int {
 func (l *Log) ancestry(index map[OpID]int, words int) map[OpID]bitset {
 	anc := make(map[OpID]bitset, len(l.ops))
 	incl := make(map[OpID]bitset, len(index)) // an epoch op's set with itself
+	for _, id := range l.postOrder() {
+		var acc bitset
+		owned := false
+		for _, p := range l.ops[id].Parents {
+			c, ok := incl[p]
+			if !ok {
+				c = anc[p] // nil for a parent the log does not hold
+			}
+			acc, owned = union(acc, owned, c, words)
+		}
+		if acc != nil {
+			anc[id] = acc
+		}
+		if i, ok := index[id]; ok {
+			incl[id] = acc.with(i, words)
+		}
+	}
+	return anc
+}
+
+// postOrder lists the log's ops so that every op comes after the parents
+// the log holds (a depth-first post-order over parents; a parent on the
+// current path, which only a hash collision could make, is skipped).
+func (l *Log) postOrder() []OpID {
+	order := make([]OpID, 0, len(l.ops))
 	const (
 		unvisited = iota
 		visiting
 		visited
 	)
-	seen := make(map[OpID]uint8, len(l.ops))
+	state := make(map[OpID]uint8, len(l.ops))
 	type frame struct {
 		id   OpID
 		next int
 	}
 	var stack []frame
 	for id := range l.ops {
-		if seen[id] != unvisited {
+		if state[id] != unvisited {
 			continue
 		}
-		seen[id] = visiting
+		state[id] = visiting
 		stack = append(stack[:0], frame{id: id})
 		for len(stack) > 0 {
 			f := &stack[len(stack)-1]
@@ -566,35 +595,18 @@ func (l *Log) ancestry(index map[OpID]int, words int) map[OpID]bitset {
 			if f.next < len(ps) {
 				p := ps[f.next]
 				f.next++
-				if _, ok := l.ops[p]; ok && seen[p] == unvisited {
-					seen[p] = visiting
+				if _, ok := l.ops[p]; ok && state[p] == unvisited {
+					state[p] = visiting
 					stack = append(stack, frame{id: p})
 				}
 				continue
 			}
-			var acc bitset
-			owned := false
-			for _, p := range ps {
-				if seen[p] != visited { // absent, or a cycle
-					continue
-				}
-				c, ok := incl[p]
-				if !ok {
-					c = anc[p]
-				}
-				acc, owned = union(acc, owned, c, words)
-			}
-			if acc != nil {
-				anc[f.id] = acc
-			}
-			if i, ok := index[f.id]; ok {
-				incl[f.id] = acc.with(i, words)
-			}
-			seen[f.id] = visited
+			state[f.id] = visited
+			order = append(order, f.id)
 			stack = stack[:len(stack)-1]
 		}
 	}
-	return anc
+	return order
 }
 
 // membership is the resolved membership of a log.
@@ -604,6 +616,18 @@ type membership struct {
 	removed []identity.DeviceID
 	epochs  []EpochView
 	current int
+	// detached says that a valid epoch other than the current one lies
+	// outside the current one's causal past and lists fewer devices: see
+	// State.NeedsRekey.
+	detached bool
+	// valid and permitted hold the ids of the valid commits (the genesis
+	// included) and of the permitted ones (see State.Permitted).
+	valid, permitted map[OpID]bool
+	// removalsOf returns the valid removals of a device (epoch-op indices
+	// into ep), unlinkedBy the devices a valid removal takes out.
+	ep         []epochOp
+	anc        map[OpID]bitset
+	removalsOf func(d identity.DeviceID) []int
 	// counts reports whether a message or ack by author, with the given
 	// causal ancestors, counts.
 	counts func(id OpID, author identity.DeviceID) bool
@@ -703,6 +727,17 @@ func (l *Log) members(bad map[OpID]bool, genesis add) membership {
 
 	var m membership
 	m.current = -1
+	m.ep, m.anc = ep, anc
+	m.removalsOf = func(d identity.DeviceID) []int { return removals[d] }
+	m.valid, m.permitted = make(map[OpID]bool), make(map[OpID]bool)
+	for i := range ep {
+		if valid.has(i) {
+			m.valid[ep[i].id] = true
+			m.permitted[ep[i].id] = true
+		} else if i > 0 && permitted(ep, changing, valid, i) {
+			m.permitted[ep[i].id] = true
+		}
+	}
 
 	// Persons with a current device, with unique display names.
 	devicesOf := make(map[identity.DeviceID][]identity.DeviceID)
@@ -758,6 +793,7 @@ func (l *Log) members(bad map[OpID]bool, genesis add) membership {
 	slices.SortFunc(m.removed, compareDevice)
 
 	// Epochs.
+	epIndex := make(map[OpID]int)
 	for i := range ep {
 		if !valid.has(i) {
 			continue
@@ -771,6 +807,7 @@ func (l *Log) members(bad map[OpID]bool, genesis add) membership {
 		}
 		v.Sound = slices.Equal(v.Recipients, want)
 		m.epochs = append(m.epochs, v)
+		epIndex[e.id] = i
 	}
 	slices.SortFunc(m.epochs, func(a, b EpochView) int {
 		return cmp.Or(cmp.Compare(a.Number, b.Number), cmp.Compare(a.Time, b.Time), a.ID.Compare(b.ID))
@@ -778,6 +815,25 @@ func (l *Log) members(bad map[OpID]bool, genesis add) membership {
 	for i, e := range m.epochs {
 		if e.Sound {
 			m.current = i
+		}
+	}
+	if m.current >= 0 {
+		cur := m.epochs[m.current]
+		ci := epIndex[cur.ID]
+		for _, e := range m.epochs {
+			j := epIndex[e.ID]
+			if j == ci || ep[ci].anc.has(j) {
+				continue
+			}
+			// e is not in the current epoch's causal past: the current commit did not hand its
+			// outer key on. A recipient of the current epoch that is not one of e's may not be
+			// able to read e's commit.
+			for _, r := range cur.Recipients {
+				if !slices.ContainsFunc(e.Recipients, func(x Recipient) bool { return x.Device == r.Device }) {
+					m.detached = true
+					break
+				}
+			}
 		}
 	}
 
@@ -827,6 +883,47 @@ func (l *Log) members(bad map[OpID]bool, genesis add) membership {
 		return uniqueName(name.info.Name, p, taken)
 	}
 	return m
+}
+
+// permitted reports whether commit i, which is not valid, was permitted in
+// its author's view: it descends from the genesis, its Number is greater than
+// that of every valid epoch in its causal past, and its changes apply in the
+// membership of the valid commits there. A permitted commit that is not
+// valid was cut by a concurrent removal (rule 3) or by a removal that
+// invalidates a commit in its causal past.
+func permitted(ep []epochOp, changing []int, valid bitset, i int) bool {
+	e := &ep[i]
+	if !e.anc.has(0) || e.body.Number <= maxNumber(ep, e.anc, valid) {
+		return false
+	}
+	st := build(ep, changing, func(j int) bool { return valid.has(j) && e.anc.has(j) })
+	var fx effects
+	return st.apply(e.op.Author, e.body.Changes, &fx) == nil
+}
+
+// noiseOK reports whether k is not of small order (identity.NoisePublic.Check),
+// remembering the answers: the rules check every key a commit adds, each
+// time a state is computed.
+func noiseOK(k identity.NoisePublic) bool {
+	noiseMemo.mu.Lock()
+	ok, seen := noiseMemo.m[k]
+	noiseMemo.mu.Unlock()
+	if seen {
+		return ok
+	}
+	ok = k.Check() == nil
+	noiseMemo.mu.Lock()
+	defer noiseMemo.mu.Unlock()
+	if noiseMemo.m == nil || len(noiseMemo.m) >= 1<<14 {
+		noiseMemo.m = make(map[identity.NoisePublic]bool)
+	}
+	noiseMemo.m[k] = ok
+	return ok
+}
+
+var noiseMemo struct {
+	mu sync.Mutex
+	m  map[identity.NoisePublic]bool
 }
 
 // uniqueName returns name if no name in taken equals it, else name with

@@ -32,7 +32,7 @@ func newScene(t testing.TB, seed uint64) *scene {
 		s.names[d.ID()] = n
 	}
 	s.team, _ = NewTeamID(r)
-	s.gen = NewOp(s.devs["A"], s.team, hlcAt(0, 0), nil, KindCreate, Create{Name: "Ward", Kind: Clinical, Creator: info(s.devs["A"], "Ann", true)}.Marshal())
+	s.gen = newOp(s.devs["A"], s.team, hlcAt(0, 0), nil, KindCreate, Create{Name: "Ward", Kind: Clinical, Creator: info(s.devs["A"], "Ann", true)}.Marshal())
 	s.ops = []*Op{s.gen}
 	return s
 }
@@ -83,7 +83,7 @@ func (s *scene) next(author string, sec int, parents []*Op, changes ...Change) *
 	if err != nil {
 		s.t.Fatalf("NextCommit by %s: %v", author, err)
 	}
-	op := NewOp(s.d(author), s.team, hlcAt(sec, 0), ids(parents), KindMember, c.Marshal())
+	op := newOp(s.d(author), s.team, hlcAt(sec, 0), ids(parents), KindMember, c.Marshal())
 	s.ops = append(s.ops, op)
 	return op
 }
@@ -101,7 +101,7 @@ func (s *scene) raw(author string, sec int, parents []*Op, number uint32, recips
 	if err := c.Validate(); err != nil {
 		s.t.Fatalf("raw commit: %v", err)
 	}
-	op := NewOp(s.d(author), s.team, hlcAt(sec, 0), ids(parents), KindMember, c.Marshal())
+	op := newOp(s.d(author), s.team, hlcAt(sec, 0), ids(parents), KindMember, c.Marshal())
 	s.ops = append(s.ops, op)
 	return op
 }
@@ -268,7 +268,9 @@ func checkInvariants(t testing.TB, st State) {
 			t.Errorf("Epoch(%08x) misses epoch %d", e.Tag, i)
 		}
 	}
-	if st.Current != cur || st.NeedsRekey != (cur == -1 || cur != len(st.Epochs)-1) {
+	// NeedsRekey also holds when an epoch lies outside the current one's causal past
+	// (TestRekeyDetached), which the state alone does not show.
+	if st.Current != cur || (cur == -1 || cur != len(st.Epochs)-1) && !st.NeedsRekey {
 		t.Errorf("Current %d, NeedsRekey %v; want %d", st.Current, st.NeedsRekey, cur)
 	}
 }
@@ -285,7 +287,7 @@ func TestMembershipRules(t *testing.T) {
 			want:  "Ann*:A | removed | msgs | epochs 1!<",
 		},
 		{
-			name: "add and remove; the leaver's earlier messages stay, later ones do not count",
+			name: "add and remove; the leaver's earlier messages stay, later ones and unwitnessed concurrent ones do not count",
 			build: func(s *scene) {
 				b := s.next("A", 1, []*Op{s.gen}, s.add("B", "Ben", false))
 				m1 := s.msg("B", 2, []*Op{b}, "before")
@@ -293,7 +295,21 @@ func TestMembershipRules(t *testing.T) {
 				s.msg("B", 4, []*Op{m1}, "concurrent")
 				s.msg("B", 5, []*Op{r}, "after")
 			},
-			want: "Ann*:A | removed B | msgs before/Ben concurrent/Ben | epochs 1! 2 3!<",
+			want: "Ann*:A | removed B | msgs before/Ben | epochs 1! 2 3!<",
+		},
+		{
+			name: "a leaver's concurrent message counts once a member who had not received the removal built on it",
+			build: func(s *scene) {
+				c := s.next("A", 1, []*Op{s.gen}, s.add("C", "Cat", false))
+				b := s.next("A", 2, []*Op{c}, s.add("B", "Ben", false))
+				r := s.next("A", 3, []*Op{b}, s.remove("B"))
+				seen := s.msg("B", 4, []*Op{b}, "seen by Cat")
+				late := s.msg("B", 5, []*Op{b}, "seen after the removal")
+				s.msg("B", 6, []*Op{late}, "Ben on Ben") // the leaver does not witness itself
+				s.msg("C", 7, []*Op{seen}, "reply")      // Cat had not received r: a witness
+				s.msg("C", 8, []*Op{late, r}, "knew")    // Cat had received r: no witness
+			},
+			want: "Ann*:A Cat:C | removed B | msgs seen by Cat/Ben reply/Cat knew/Cat | epochs 1 2! 3 4!<",
 		},
 		{
 			name: "re-add after the removal counts; messages after the re-add count again",
@@ -325,10 +341,11 @@ func TestMembershipRules(t *testing.T) {
 				b := s.next("A", 2, []*Op{c}, s.add("B", "Ben", false))
 				s.next("A", 3, []*Op{b}, s.remove("B"))
 				l := s.next("C", 4, []*Op{b}, s.link("P", "B")) // by an admin who stays
-				s.msg("P", 5, []*Op{l}, "from P")
-				s.next("P", 6, []*Op{l}) // a re-key by P, concurrent with the removal: cut
+				p := s.msg("P", 5, []*Op{l}, "from P")
+				s.next("P", 6, []*Op{l})      // a re-key by P, concurrent with the removal: cut
+				s.msg("C", 7, []*Op{p}, "ok") // Cat had not received the removal: P's message counts
 			},
-			want: "Ann*:A Cat*:C | removed B P | msgs from P/Ben | epochs 1 2! 3 4!< 4 rekey",
+			want: "Ann*:A Cat*:C | removed B P | msgs from P/Ben ok/Cat | epochs 1 2! 3 4!< 4 rekey",
 		},
 		{
 			name: "a person links and unlinks its own devices; unlinking the last one leaves no person",
@@ -406,16 +423,19 @@ func TestMembershipRules(t *testing.T) {
 			want: "Ann*:A Ben:B | removed | msgs | epochs 1 2!<",
 		},
 		{
-			name: "an admin removed concurrently with ops it signed: its commits do not count, its messages do",
+			name: "an admin removed concurrently with ops it signed: its commits do not count, its witnessed messages do",
 			build: func(s *scene) {
 				c := s.next("A", 1, []*Op{s.gen}, s.add("C", "Cat", true))
 				kept := s.next("C", 2, []*Op{c}, s.add("B", "Ben", false)) // in the causal past of the removal: counts
 				s.next("A", 3, []*Op{kept}, s.remove("C"))
 				e := s.next("C", 4, []*Op{kept}, s.add("E", "Eve", false)) // concurrent: cut
 				s.msg("E", 5, []*Op{e}, "from Eve")
-				s.msg("C", 5, []*Op{e}, "from Cat")
+				m := s.msg("C", 5, []*Op{e}, "from Cat")
+				s.msg("E", 6, []*Op{m}, "Eve saw it") // Eve was never a member: no witness
+				s.msg("C", 6, []*Op{kept}, "unseen")  // nobody built on it
+				s.msg("B", 7, []*Op{m}, "Ben saw it") // Ben had not received the removal: a witness
 			},
-			want: "Ann*:A Ben:B | removed C | msgs from Cat/Cat | epochs 1 2 3 4!<",
+			want: "Ann*:A Ben:B | removed C | msgs from Cat/Cat Ben saw it/Ben | epochs 1 2 3 4!<",
 		},
 		{
 			name: "mutual concurrent removal: the earlier by (Time, ID) wins",
@@ -709,7 +729,7 @@ func membershipRound(t *testing.T, seed uint64) roundStats {
 	emit := func(i int, kind Kind, body []byte) *Op {
 		sec++
 		tm := hlcAt(sec, uint16(i))
-		op := NewOp(devs[i], team, tm, logs[i].HeadsBefore(tm), kind, body)
+		op := newOp(devs[i], team, tm, logs[i].HeadsBefore(tm), kind, body)
 		all = append(all, op)
 		mustAdd(t, logs[i], op)
 		return op
@@ -839,7 +859,7 @@ func membershipRound(t *testing.T, seed uint64) roundStats {
 		if err != nil {
 			t.Fatalf("seed %d: re-key by a member: %v", seed, err)
 		}
-		mustAdd(t, ref, NewOp(dev, team, hlcAt(sec+10, 0), ref.Heads(), KindMember, c.Marshal()))
+		mustAdd(t, ref, newOp(dev, team, hlcAt(sec+10, 0), ref.Heads(), KindMember, c.Marshal()))
 		if st := ref.State(); st.NeedsRekey || st.Current != len(st.Epochs)-1 {
 			t.Errorf("seed %d: after a re-key by a member: NeedsRekey %v, Current %d of %d", seed, st.NeedsRekey, st.Current, len(st.Epochs))
 		}
@@ -864,7 +884,7 @@ func bigLog(b *testing.B, n int) *Log {
 	sec := 0
 	put := func(d *identity.Device, parents []OpID, kind Kind, body []byte) OpID {
 		sec++
-		op := NewOp(d, team, MakeHLC(t0.Add(time.Duration(sec)*time.Millisecond), 0), parents, kind, body)
+		op := newOp(d, team, MakeHLC(t0.Add(time.Duration(sec)*time.Millisecond), 0), parents, kind, body)
 		if _, err := l.Add(op); err != nil {
 			b.Fatal(err)
 		}

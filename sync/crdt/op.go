@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Kind is the kind of an op, which says how to decode its body.
@@ -18,13 +19,14 @@ type Kind uint8
 // Op kinds. Kind 0 is invalid; other unknown kinds decode and are kept in a
 // [Log] (so a newer peer's ops are relayed) but do not change the [State].
 const (
-	KindCreate  Kind = 1 // body: Create
-	KindMember  Kind = 2 // body: Commit
-	KindMessage Kind = 3 // body: Message
-	KindAck     Kind = 4 // body: Ack
+	KindCreate   Kind = 1 // body: Create
+	KindMember   Kind = 2 // body: Commit
+	KindMessage  Kind = 3 // body: Message
+	KindAck      Kind = 4 // body: Ack
+	KindEvidence Kind = 5 // body: Evidence
 )
 
-// String returns "create", "member", "message", "ack" or "kind(N)".
+// String returns "create", "member", "message", "ack", "evidence" or "kind(N)".
 func (k Kind) String() string {
 	switch k {
 	case KindCreate:
@@ -35,20 +37,28 @@ func (k Kind) String() string {
 		return "message"
 	case KindAck:
 		return "ack"
+	case KindEvidence:
+		return "evidence"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
+
+// StartsEpoch reports whether ops of kind k start a key epoch (create and
+// commit ops): they travel in an envelope's commit form and are sealed at
+// their own epoch, index 0. Every other op travels in chain form.
+func (k Kind) StartsEpoch() bool { return k == KindCreate || k == KindMember }
 
 // Limits of an op.
 const (
 	MaxOpSize  = 64 << 10 // bytes of Marshal output
 	MaxParents = 64
+	SigSize    = 64 // an Ed25519 signature
 )
 
 const (
-	opVersion = 1
-	// opDomain prefixes the signed bytes of an op (domain separation).
-	opDomain = "fieldmesh/op/v1"
+	opVersion = 2
+	// sealDomain prefixes what an author signs (domain separation).
+	sealDomain = "fieldmesh/op/v2"
 	// opFixed is the size of version, team, author, time and kind.
 	opFixed = 1 + 32 + 32 + 8 + 1
 )
@@ -62,24 +72,28 @@ var ErrBadSignature = errors.New("crdt: bad op signature")
 // error.
 var ErrBadBody = errors.New("crdt: bad op body")
 
-// Op is the unit of the CRDT: an immutable, signed, content-addressed record.
-// Treat an Op as immutable once signed: changing any field changes its id and
-// invalidates its signature.
+// Op is the unit of the CRDT: an immutable, content-addressed record, and
+// the seal by which its author vouches for it. Treat an Op as immutable
+// once made: changing a content field changes its id.
 //
 // Encoding (Marshal), all integers fixed-size big-endian unless noted:
 //
-//	version  1 byte  (1)
-//	team     32 bytes
-//	author   32 bytes
-//	time     8 bytes (HLC)
-//	kind     1 byte  (not 0)
-//	parents  uvarint count (<= MaxParents), then 32 bytes each, strictly ascending
-//	body     uvarint length, bytes
-//	sig      uvarint length, bytes (64 for Ed25519)
+//	content (MarshalContent; the op id is its SHA-256):
+//	  version  1 byte  (2)
+//	  team     32 bytes
+//	  author   32 bytes
+//	  time     8 bytes (HLC)
+//	  kind     1 byte  (not 0)
+//	  parents  uvarint count (<= MaxParents), then 32 bytes each, strictly ascending
+//	  body     uvarint length, bytes
+//	seal:
+//	  epoch    4 bytes
+//	  index    4 bytes
+//	  sig      uvarint length (64), bytes
 //
 // Varints are minimally encoded and the whole is at most MaxOpSize bytes, so
-// each op has exactly one encoding. The signature is Ed25519 by Author over
-// "fieldmesh/op/v1" followed by the encoding up to and excluding the sig field.
+// each op has exactly one encoding. The seal is not part of the id: see
+// [Seal] for what the signature covers.
 type Op struct {
 	Team    TeamID
 	Author  identity.DeviceID
@@ -87,14 +101,48 @@ type Op struct {
 	Parents []OpID // strictly ascending; NewOp sorts them
 	Kind    Kind
 	Body    []byte
-	Sig     []byte
+	Seal    Seal
 }
 
-// NewOp builds and signs an op by dev. It copies parents and body; parents
-// are sorted, de-duplicated and, if more than MaxParents remain, cut to the
+// Seal is where an author sealed an op, and its signature of that: Ed25519
+// by the op's Author over
+//
+//	"fieldmesh/op/v2" ‖ team 32 ‖ epoch 4 ‖ author 32 ‖ index 4 ‖ op id 32
+//
+// For a create or commit op (Kind.StartsEpoch), Epoch is TagOf(its own id)
+// and Index 0. For any other op, Epoch is the tag of the key epoch whose
+// sender chain sealed it and Index its position in the author's chain there
+// (sync/envelope's chain form): so an op re-sealed at another index or in
+// another epoch does not verify, and two different ops signed for one
+// (epoch, author, index) prove that the author equivocated (see Evidence).
+// The same op (one id) may be sealed twice, for example once before a
+// state rollback and once after; the log keeps whichever seal it met first.
+type Seal struct {
+	Epoch uint32
+	Index uint32
+	Sig   []byte
+}
+
+// SignedBytes returns what the author of op id signs for a seal at (epoch,
+// index): see [Seal].
+func SignedBytes(team TeamID, epoch uint32, author identity.DeviceID, index uint32, id OpID) []byte {
+	b := make([]byte, 0, len(sealDomain)+32+4+32+4+32)
+	b = append(b, sealDomain...)
+	b = append(b, team[:]...)
+	b = binary.BigEndian.AppendUint32(b, epoch)
+	b = append(b, author[:]...)
+	b = binary.BigEndian.AppendUint32(b, index)
+	return append(b, id[:]...)
+}
+
+// NewOp builds an op by dev. It copies parents and body; parents are
+// sorted, de-duplicated and, if more than MaxParents remain, cut to the
 // MaxParents smallest (the others stay heads and a later op merges them).
-// A body that makes the op larger than MaxOpSize yields an op that Log.Add
-// and UnmarshalOp refuse; validate bodies first (see Message.Validate).
+// A create or commit op is signed at once (its seal is fixed by its id);
+// any other op is returned unsigned, to be signed by [Op.Sign] when it is
+// sealed in an epoch. A body that makes the op larger than MaxOpSize yields
+// an op that Log.Add and UnmarshalOp refuse; validate bodies first (see
+// Message.Validate).
 func NewOp(dev *identity.Device, team TeamID, t HLC, parents []OpID, kind Kind, body []byte) *Op {
 	ps := slices.Clone(parents)
 	slices.SortFunc(ps, OpID.Compare)
@@ -113,23 +161,37 @@ func NewOp(dev *identity.Device, team TeamID, t HLC, parents []OpID, kind Kind, 
 		Kind:    kind,
 		Body:    cloneNonEmpty(body),
 	}
-	o.Sig = dev.Sign(o.signingInput())
-	// dev just made this signature: remember the op as verified, so the
-	// device's own Log.Add (and envelope.Open) do not check it again.
-	verified.add(o.ID())
+	if kind.StartsEpoch() {
+		o.Sign(dev, TagOf(o.ID()), 0)
+	}
 	return o
+}
+
+// Sign sets o's seal to (epoch, index) with dev's signature; dev must be
+// o's author. The node's sealing code calls it (sync/teamkeys); create and
+// commit ops are signed by NewOp.
+func (o *Op) Sign(dev *identity.Device, epoch, index uint32) {
+	id := o.ID()
+	o.Seal = Seal{Epoch: epoch, Index: index, Sig: dev.Sign(SignedBytes(o.Team, epoch, o.Author, index, id))}
+	// dev just made this signature: remember it, so the device's own
+	// Log.Add does not check it again.
+	verified.add(sealKey(o.Team, o.Author, id, o.Seal))
+}
+
+// contentSize returns len(o.MarshalContent()) without marshalling.
+func (o *Op) contentSize() int {
+	return opFixed +
+		wire.UvarintLen(uint64(len(o.Parents))) + 32*len(o.Parents) +
+		wire.UvarintLen(uint64(len(o.Body))) + len(o.Body)
 }
 
 // size returns len(o.Marshal()) without marshalling.
 func (o *Op) size() int {
-	return opFixed +
-		uvarintLen(uint64(len(o.Parents))) + 32*len(o.Parents) +
-		uvarintLen(uint64(len(o.Body))) + len(o.Body) +
-		uvarintLen(uint64(len(o.Sig))) + len(o.Sig)
+	return o.contentSize() + 8 + wire.UvarintLen(uint64(len(o.Seal.Sig))) + len(o.Seal.Sig)
 }
 
-// appendUnsigned appends the encoding up to and excluding the sig field.
-func (o *Op) appendUnsigned(b []byte) []byte {
+// appendContent appends the content encoding (see [Op]).
+func (o *Op) appendContent(b []byte) []byte {
 	b = append(b, opVersion)
 	b = append(b, o.Team[:]...)
 	b = append(b, o.Author[:]...)
@@ -139,28 +201,30 @@ func (o *Op) appendUnsigned(b []byte) []byte {
 	for _, p := range o.Parents {
 		b = append(b, p[:]...)
 	}
-	return appendBytes(b, o.Body)
+	return wire.AppendBytes(b, o.Body)
 }
 
-func (o *Op) signingInput() []byte {
-	b := make([]byte, 0, len(opDomain)+o.size())
-	b = append(b, opDomain...)
-	return o.appendUnsigned(b)
+// MarshalContent returns the encoding of o without its seal: what the op id
+// hashes, and what a chain-form envelope carries (its seal travels beside
+// it). It does not check limits.
+func (o *Op) MarshalContent() []byte {
+	return o.appendContent(make([]byte, 0, o.contentSize()))
 }
 
-// Marshal returns the op's canonical encoding (see [Op]). It does not check
-// limits; UnmarshalOp does.
+// Marshal returns the op's canonical encoding, seal included (see [Op]). It
+// does not check limits; UnmarshalOp does.
 func (o *Op) Marshal() []byte {
-	b := o.appendUnsigned(make([]byte, 0, o.size()))
-	return appendBytes(b, o.Sig)
+	b := o.appendContent(make([]byte, 0, o.size()))
+	b = binary.BigEndian.AppendUint32(b, o.Seal.Epoch)
+	b = binary.BigEndian.AppendUint32(b, o.Seal.Index)
+	return wire.AppendBytes(b, o.Seal.Sig)
 }
 
-// ID returns the SHA-256 of o.Marshal().
+// ID returns the SHA-256 of o.MarshalContent().
 func (o *Op) ID() OpID {
 	// Most ops fit the stack buffer, so hashing does not allocate.
 	var buf [1024]byte
-	b := o.appendUnsigned(buf[:0])
-	return sha256.Sum256(appendBytes(b, o.Sig))
+	return sha256.Sum256(o.appendContent(buf[:0]))
 }
 
 // Clone returns a deep copy of o.
@@ -168,7 +232,7 @@ func (o *Op) Clone() *Op {
 	c := *o
 	c.Parents = slices.Clone(o.Parents)
 	c.Body = bytes.Clone(o.Body)
-	c.Sig = bytes.Clone(o.Sig)
+	c.Seal.Sig = bytes.Clone(o.Seal.Sig)
 	return &c
 }
 
@@ -193,13 +257,14 @@ func (o *Op) check() error {
 }
 
 // Verify checks that o is well formed (the rules UnmarshalOp enforces) and
-// that Sig is Author's signature of it. It returns nil or an error wrapping
+// that its seal is Author's signature of it: for a create or commit op, at
+// its own epoch and index 0. It returns nil or an error wrapping
 // ErrBadSignature, ErrMalformed or ErrTooLarge.
 //
-// Verify remembers the ids of the ops that verified (see verifiedIDs), so
-// an op met again, through gossip and reconciliation, by envelope.Open and
-// then Log.Add, or by the many replicas of a simulation in one process,
-// costs a hash instead of a signature check. It is safe for concurrent use.
+// Verify remembers the seals that verified (see verifiedSeals), so an op met
+// again (by the envelope layer and then Log.Add, or by the many replicas of
+// a simulation in one process) costs a hash instead of a signature check.
+// It is safe for concurrent use.
 func (o *Op) Verify() error {
 	if err := o.check(); err != nil {
 		return err
@@ -207,86 +272,146 @@ func (o *Op) Verify() error {
 	return o.verify(o.ID())
 }
 
-// verify checks the signature of o, whose id is id.
+// verify checks the seal of o, whose id is id.
 func (o *Op) verify(id OpID) error {
-	if verified.has(id) {
+	if o.Kind.StartsEpoch() && (o.Seal.Epoch != TagOf(id) || o.Seal.Index != 0) {
+		return fmt.Errorf("%w: a %v op sealed at epoch %08x index %d, not its own epoch", ErrBadSignature, o.Kind, o.Seal.Epoch, o.Seal.Index)
+	}
+	k := sealKey(o.Team, o.Author, id, o.Seal)
+	if verified.has(k) {
 		return nil
 	}
-	if !identity.Verify(o.Author, o.signingInput(), o.Sig) {
+	if !identity.Verify(o.Author, SignedBytes(o.Team, o.Seal.Epoch, o.Author, o.Seal.Index, id), o.Seal.Sig) {
 		return ErrBadSignature
 	}
-	verified.add(id)
+	verified.add(k)
 	return nil
 }
 
-// verifiedIDs is a bounded set of the ids of ops whose signature verified.
-// An OpID is the SHA-256 of the op's whole encoding, signature included, so
-// an op whose id is in the set is byte for byte an op that verified: the set
-// can only save work, never accept a bad signature (short of a SHA-256
-// collision). It holds two generations of at most verifiedGen ids each
+// VerifySeal reports whether sig is author's signature of op id at (epoch,
+// index) in team, by the memo of seals that verified or one Ed25519 check.
+// The envelope layer calls it before it spends any key on an op.
+func VerifySeal(team TeamID, author identity.DeviceID, id OpID, s Seal) bool {
+	k := sealKey(team, author, id, s)
+	if verified.has(k) {
+		return true
+	}
+	if !identity.Verify(author, SignedBytes(team, s.Epoch, author, s.Index, id), s.Sig) {
+		return false
+	}
+	verified.add(k)
+	return true
+}
+
+// sealKey names a signature in the memo: a hash of everything it was
+// checked against (the signed bytes and the key) and of itself.
+func sealKey(team TeamID, author identity.DeviceID, id OpID, s Seal) [32]byte {
+	var buf [32 + 32 + 32 + 8 + SigSize + 8]byte
+	b := append(buf[:0], team[:]...)
+	b = append(b, author[:]...)
+	b = append(b, id[:]...)
+	b = binary.BigEndian.AppendUint32(b, s.Epoch)
+	b = binary.BigEndian.AppendUint32(b, s.Index)
+	b = append(b, s.Sig...)
+	return sha256.Sum256(b)
+}
+
+// verifiedSeals is a bounded set of the keys (sealKey) of seals whose
+// signature verified. A key hashes the team, the author, the op id, the
+// epoch, the index and the signature: a seal whose key is in the set is
+// byte for byte one that verified against the same key, so the
+// set only saves work and never accepts a bad signature (short of a SHA-256
+// collision). It holds two generations of at most verifiedGen keys each
 // (about 4 MiB in all) and drops the older one when the newer fills up.
-type verifiedIDs struct {
+type verifiedSeals struct {
 	mu       sync.Mutex
-	cur, old map[OpID]struct{}
+	cur, old map[[32]byte]struct{}
 }
 
 const verifiedGen = 1 << 16
 
-var verified verifiedIDs
+var verified verifiedSeals
 
-func (v *verifiedIDs) has(id OpID) bool {
+func (v *verifiedSeals) has(k [32]byte) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	_, ok := v.cur[id]
+	_, ok := v.cur[k]
 	if !ok {
-		_, ok = v.old[id]
+		_, ok = v.old[k]
 	}
 	return ok
 }
 
-func (v *verifiedIDs) add(id OpID) {
+func (v *verifiedSeals) add(k [32]byte) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.cur == nil || len(v.cur) >= verifiedGen {
-		v.old, v.cur = v.cur, make(map[OpID]struct{})
+		v.old, v.cur = v.cur, make(map[[32]byte]struct{})
 	}
-	v.cur[id] = struct{}{}
+	v.cur[k] = struct{}{}
 }
 
-// UnmarshalOp decodes an op encoded by Marshal. It refuses input longer than
-// MaxOpSize before reading it, unknown versions, kind 0, more than MaxParents
-// parents, parents not strictly ascending, non-minimal varints, truncated
-// input and trailing bytes. It does not verify the signature (see Verify).
-// The op does not alias b.
+// UnmarshalOp decodes an op encoded by Marshal, seal included. It refuses
+// input longer than MaxOpSize before reading it, unknown versions, kind 0,
+// more than MaxParents parents, parents not strictly ascending, a
+// signature that is not 64 bytes, non-minimal varints, truncated input and
+// trailing bytes. It does not verify the signature (see Verify). The op
+// does not alias b.
 func UnmarshalOp(b []byte) (*Op, error) {
 	if len(b) > MaxOpSize {
 		return nil, fmt.Errorf("%w: op is %d bytes, limit %d", ErrTooLarge, len(b), MaxOpSize)
 	}
-	d := decoder{b: b}
-	d.version("op", opVersion)
-	o := new(Op)
-	copy(o.Team[:], d.fixed(32))
-	copy(o.Author[:], d.fixed(32))
-	o.Time = HLC(d.uint64be())
-	o.Kind = Kind(d.byte())
-	if d.err == nil && o.Kind == 0 {
-		d.fail(fmt.Errorf("%w: op kind 0", ErrMalformed))
+	d := wire.NewReader(b)
+	o := readOpContent(d)
+	o.Seal.Epoch = d.Uint32()
+	o.Seal.Index = d.Uint32()
+	o.Seal.Sig = cloneNonEmpty(d.Bytes(SigSize))
+	if d.Err() == nil && len(o.Seal.Sig) != SigSize {
+		d.Fail(fmt.Errorf("%w: signature of %d bytes", ErrMalformed, len(o.Seal.Sig)))
 	}
-	if n := d.count(MaxParents, 32); n > 0 {
-		o.Parents = make([]OpID, n)
-		for i := range o.Parents {
-			copy(o.Parents[i][:], d.fixed(32))
-			if i > 0 && d.err == nil && o.Parents[i-1].Compare(o.Parents[i]) >= 0 {
-				d.fail(fmt.Errorf("%w: op parents not strictly ascending", ErrMalformed))
-			}
-		}
-	}
-	o.Body = cloneNonEmpty(d.bytes(MaxOpSize))
-	o.Sig = cloneNonEmpty(d.bytes(MaxOpSize))
-	if err := d.finish(); err != nil {
+	if err := d.Finish(); err != nil {
 		return nil, err
 	}
 	return o, nil
+}
+
+// UnmarshalContent decodes an op's content (MarshalContent), with the same
+// checks as UnmarshalOp; the op's seal is empty. A chain-form envelope
+// carries the content and the seal apart.
+func UnmarshalContent(b []byte) (*Op, error) {
+	if len(b) > MaxOpSize {
+		return nil, fmt.Errorf("%w: op is %d bytes, limit %d", ErrTooLarge, len(b), MaxOpSize)
+	}
+	d := wire.NewReader(b)
+	o := readOpContent(d)
+	if err := d.Finish(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// readOpContent decodes the content fields of an op.
+func readOpContent(d *wire.Reader) *Op {
+	d.Version("op", opVersion)
+	o := new(Op)
+	copy(o.Team[:], d.Fixed(32))
+	copy(o.Author[:], d.Fixed(32))
+	o.Time = HLC(d.Uint64())
+	o.Kind = Kind(d.Byte())
+	if d.Err() == nil && o.Kind == 0 {
+		d.Fail(fmt.Errorf("%w: op kind 0", ErrMalformed))
+	}
+	if n := d.Count(MaxParents, 32); n > 0 {
+		o.Parents = make([]OpID, n)
+		for i := range o.Parents {
+			copy(o.Parents[i][:], d.Fixed(32))
+			if i > 0 && d.Err() == nil && o.Parents[i-1].Compare(o.Parents[i]) >= 0 {
+				d.Fail(fmt.Errorf("%w: op parents not strictly ascending", ErrMalformed))
+			}
+		}
+	}
+	o.Body = cloneNonEmpty(d.Bytes(MaxOpSize))
+	return o
 }
 
 // cloneNonEmpty copies b, returning nil for an empty b.

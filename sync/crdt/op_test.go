@@ -3,6 +3,7 @@ package crdt
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -33,7 +34,7 @@ func TestOpRoundtrip(t *testing.T) {
 		{"large body", nil, KindMessage, bytes.Repeat([]byte{'x'}, 60<<10)},
 	}
 	for _, tt := range tests {
-		op := NewOp(dev, team, hlcAt(1, 2), tt.parents, tt.kind, tt.body)
+		op := newOp(dev, team, hlcAt(1, 2), tt.parents, tt.kind, tt.body)
 		if err := op.Verify(); err != nil {
 			t.Errorf("%s: Verify: got %v; want nil", tt.name, err)
 		}
@@ -53,7 +54,7 @@ func TestOpRoundtrip(t *testing.T) {
 		}
 	}
 	// NewOp sorts and de-duplicates parents and caps them at MaxParents.
-	op := NewOp(dev, team, 1, []OpID{p2, p1, p2}, KindMessage, nil)
+	op := newOp(dev, team, 1, []OpID{p2, p1, p2}, KindMessage, nil)
 	if got, want := op.Parents, []OpID{p1, p2}; !reflect.DeepEqual(got, want) {
 		t.Errorf("parents: got %v; want %v", got, want)
 	}
@@ -61,7 +62,7 @@ func TestOpRoundtrip(t *testing.T) {
 	for i := range MaxParents + 10 {
 		many = append(many, OpID{byte(100 - i), byte(i)})
 	}
-	op = NewOp(dev, team, 1, many, KindMessage, nil)
+	op = newOp(dev, team, 1, many, KindMessage, nil)
 	if got, want := len(op.Parents), MaxParents; got != want {
 		t.Errorf("capped parents: got %d; want %d", got, want)
 	}
@@ -75,37 +76,63 @@ func TestOpVerify(t *testing.T) {
 	dev, other := newDevice(t, r), newDevice(t, r)
 	team, _ := NewTeamID(r)
 	good := NewOp(dev, team, 5, []OpID{{1}}, KindMessage, []byte("body"))
+	if err := good.Verify(); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("an unsealed message: Verify got %v; want ErrBadSignature", err)
+	}
+	good.Sign(dev, 0xabcd, 7)
+	commit := NewOp(dev, team, 5, []OpID{{1}}, KindMember, addBody(info(other, "O", false)))
 	tests := []struct {
 		name   string
+		op     *Op
 		mutate func(o *Op)
 		want   error
 	}{
-		{"good", func(o *Op) {}, nil},
-		{"other author", func(o *Op) { o.Author = other.ID() }, ErrBadSignature},
-		{"other team", func(o *Op) { o.Team[0] ^= 1 }, ErrBadSignature},
-		{"other time", func(o *Op) { o.Time++ }, ErrBadSignature},
-		{"other kind", func(o *Op) { o.Kind = KindMember }, ErrBadSignature},
-		{"other body", func(o *Op) { o.Body[0] ^= 1 }, ErrBadSignature},
-		{"no parents", func(o *Op) { o.Parents = nil }, ErrBadSignature},
-		{"sig flipped", func(o *Op) { o.Sig[0] ^= 1 }, ErrBadSignature},
-		{"sig short", func(o *Op) { o.Sig = o.Sig[:63] }, ErrBadSignature},
-		{"no sig", func(o *Op) { o.Sig = nil }, ErrBadSignature},
-		{"kind 0", func(o *Op) { o.Kind = 0 }, ErrMalformed},
-		{"unsorted parents", func(o *Op) { o.Parents = []OpID{{2}, {1}} }, ErrMalformed},
-		{"too many parents", func(o *Op) { o.Parents = make([]OpID, MaxParents+1) }, ErrTooLarge},
-		{"too large", func(o *Op) { o.Body = make([]byte, MaxOpSize) }, ErrTooLarge},
+		{"good", good, func(o *Op) {}, nil},
+		{"other author", good, func(o *Op) { o.Author = other.ID() }, ErrBadSignature},
+		{"other team", good, func(o *Op) { o.Team[0] ^= 1 }, ErrBadSignature},
+		{"other time", good, func(o *Op) { o.Time++ }, ErrBadSignature},
+		{"other kind", good, func(o *Op) { o.Kind = KindAck }, ErrBadSignature},
+		{"other body", good, func(o *Op) { o.Body[0] ^= 1 }, ErrBadSignature},
+		{"no parents", good, func(o *Op) { o.Parents = nil }, ErrBadSignature},
+		{"other epoch", good, func(o *Op) { o.Seal.Epoch++ }, ErrBadSignature},
+		{"other index", good, func(o *Op) { o.Seal.Index++ }, ErrBadSignature},
+		{"sig flipped", good, func(o *Op) { o.Seal.Sig[0] ^= 1 }, ErrBadSignature},
+		{"sig short", good, func(o *Op) { o.Seal.Sig = o.Seal.Sig[:63] }, ErrBadSignature},
+		{"no sig", good, func(o *Op) { o.Seal.Sig = nil }, ErrBadSignature},
+		{"kind 0", good, func(o *Op) { o.Kind = 0 }, ErrMalformed},
+		{"unsorted parents", good, func(o *Op) { o.Parents = []OpID{{2}, {1}} }, ErrMalformed},
+		{"too many parents", good, func(o *Op) { o.Parents = make([]OpID, MaxParents+1) }, ErrTooLarge},
+		{"too large", good, func(o *Op) { o.Body = make([]byte, MaxOpSize) }, ErrTooLarge},
+		{"commit, signed by NewOp", commit, func(o *Op) {}, nil},
+		{"commit sealed at another epoch", commit, func(o *Op) { o.Sign(dev, 1, 0) }, ErrBadSignature},
+		{"commit sealed at index 1", commit, func(o *Op) { o.Sign(dev, TagOf(o.ID()), 1) }, ErrBadSignature},
 	}
 	for _, tt := range tests {
-		o := good.Clone()
+		o := tt.op.Clone()
 		tt.mutate(o)
 		if err := o.Verify(); !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 			t.Errorf("%s: Verify got %v; want %v", tt.name, err, tt.want)
 		}
 	}
-	// The signature is over the domain-separated encoding without the sig.
-	signed := append([]byte("fieldmesh/op/v1"), good.Marshal()[:len(good.Marshal())-1-64]...)
-	if got := dev.Sign(signed); !bytes.Equal(got, good.Sig) {
+	// The signature is over the domain, team, epoch, author, index and id.
+	signed := []byte("fieldmesh/op/v2")
+	signed = append(signed, team[:]...)
+	signed = binary.BigEndian.AppendUint32(signed, 0xabcd)
+	signed = append(signed, good.Author[:]...)
+	signed = binary.BigEndian.AppendUint32(signed, 7)
+	id := good.ID()
+	signed = append(signed, id[:]...)
+	if got := dev.Sign(signed); !bytes.Equal(got, good.Seal.Sig) {
 		t.Errorf("signed bytes: got a different signature; want the op's (Ed25519 is deterministic)")
+	}
+	// The id is the hash of the content alone: sealing elsewhere does not change it.
+	again := good.Clone()
+	again.Sign(dev, 1, 2)
+	if again.ID() != good.ID() || id != OpID(sha256Sum(good.MarshalContent())) {
+		t.Errorf("the op id depends on the seal, or is not the SHA-256 of the content")
+	}
+	if !VerifySeal(team, dev.ID(), id, good.Seal) || VerifySeal(team, other.ID(), id, good.Seal) {
+		t.Errorf("VerifySeal: wrong answer for the author or another device")
 	}
 }
 
@@ -113,9 +140,10 @@ func TestUnmarshalOpErrors(t *testing.T) {
 	r := detRand(3)
 	dev := newDevice(t, r)
 	team, _ := NewTeamID(r)
-	good := NewOp(dev, team, 5, []OpID{{1}, {2}}, KindMessage, []byte("body")).Marshal()
+	good := newOp(dev, team, 5, []OpID{{1}, {2}}, KindMessage, []byte("body")).Marshal()
 	// Offsets into good: version 0, team 1, author 33, time 65, kind 73,
-	// parent count 74, parents 75.., body length 139, body 140.., sig length 144.
+	// parent count 74, parents 75.., body length 139, body 140.., epoch 144,
+	// index 148, sig length 152, sig 153..217.
 	replace := func(off int, v ...byte) []byte {
 		b := bytes.Clone(good)
 		copy(b[off:], v)
@@ -131,9 +159,12 @@ func TestUnmarshalOpErrors(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ErrTruncated},
-		{"version only", []byte{1}, ErrTruncated},
+		{"version only", []byte{2}, ErrTruncated},
 		{"version 0", replace(0, 0), ErrVersion},
-		{"version 2", replace(0, 2), ErrVersion},
+		{"version 1", replace(0, 1), ErrVersion},
+		{"version 3", replace(0, 3), ErrVersion},
+		{"short signature", splice(152, 65, append([]byte{63}, good[153:216]...)...), ErrMalformed},
+		{"signature too long", splice(152, 65, append([]byte{65}, append(bytes.Clone(good[153:217]), 0)...)...), ErrTooLarge},
 		{"kind 0", replace(73, 0), ErrMalformed},
 		{"parents equal", replace(75+32, good[75:75+32]...), ErrMalformed},
 		{"parents descending", append(append(append(bytes.Clone(good[:75]), good[107:139]...), good[75:107]...), good[139:]...), ErrMalformed},
@@ -221,16 +252,16 @@ func goldenOps(t testing.TB) (*golden, []*Op) {
 		t.Fatal(err)
 	}
 	create := Create{Name: "Ward 7 nurses", Kind: Clinical, Creator: info(alice, "Alice", true)}
-	createOp := NewOp(alice, team, hlcAt(0, 0), nil, KindCreate, create.Marshal())
+	createOp := newOp(alice, team, hlcAt(0, 0), nil, KindCreate, create.Marshal())
 	recips := []Recipient{{alice.ID(), alice.NoisePublic()}, {bob.ID(), bob.NoisePublic()}}
 	slices.SortFunc(recips, func(a, b Recipient) int { return compareDevice(a.Device, b.Device) })
 	member := Commit{Number: 2, Changes: []Change{{Action: ActAdd, Info: info(bob, "Bob Ndlovu", false)}}, Recipients: recips}
-	memberOp := NewOp(alice, team, hlcAt(1, 0), []OpID{createOp.ID()}, KindMember, member.Marshal())
+	memberOp := newOp(alice, team, hlcAt(1, 0), []OpID{createOp.ID()}, KindMember, member.Marshal())
 	msg1 := Message{Text: "Bed 4 needs a review before noon.", Priority: Urgent, Patient: "MRN 0042"}
-	msg1Op := NewOp(alice, team, hlcAt(2, 0), []OpID{memberOp.ID()}, KindMessage, msg1.Marshal())
+	msg1Op := newOp(alice, team, hlcAt(2, 0), []OpID{memberOp.ID()}, KindMessage, msg1.Marshal())
 	reply := msg1Op.ID()
 	msg2 := Message{Text: "On it — seeing them now. ✓", ReplyTo: &reply}
-	msg2Op := NewOp(bob, team, hlcAt(2, 1), []OpID{msg1Op.ID()}, KindMessage, msg2.Marshal())
+	msg2Op := newOp(bob, team, hlcAt(2, 1), []OpID{msg1Op.ID()}, KindMessage, msg2.Marshal())
 
 	var g golden
 	g.add("team", team[:])
@@ -252,7 +283,7 @@ func goldenOps(t testing.TB) (*golden, []*Op) {
 func TestGolden(t *testing.T) {
 	g, ops := goldenOps(t)
 	path := filepath.Join("testdata", "ops.golden")
-	want := g.encode("crdt op and body encodings (version 1; member.body is a Commit since issue #3), from a fixed seed.")
+	want := g.encode("crdt op encodings (version 2: content, then the seal) and body encodings (version 1), from a fixed seed.")
 	if *update {
 		if err := os.WriteFile(path, want, 0o644); err != nil {
 			t.Fatal(err)
@@ -369,3 +400,5 @@ func FuzzUnmarshalOp(f *testing.F) {
 		}
 	})
 }
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }

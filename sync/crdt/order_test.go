@@ -49,7 +49,7 @@ func TestDisplayOrder(t *testing.T) {
 			for _, p := range []byte(s.parents) {
 				ps = append(ps, ids[p])
 			}
-			op := NewOp(a, team, hlcAt(s.sec, 0), ps, KindMessage, m.Marshal())
+			op := newOp(a, team, hlcAt(s.sec, 0), ps, KindMessage, m.Marshal())
 			ids[s.name] = op.ID()
 			ops = append(ops, op)
 		}
@@ -163,7 +163,7 @@ func skewedTeam(t *testing.T, seed uint64) {
 	}
 	make1 := func(d *device, kind Kind, body []byte) *Op {
 		tm := d.clock.Next()
-		op := NewOp(d.dev, team, tm, d.log.HeadsBefore(tm), kind, body)
+		op := newOp(d.dev, team, tm, d.log.HeadsBefore(tm), kind, body)
 		deliver(d, op)
 		return op
 	}

@@ -20,10 +20,10 @@ func TestLogRefuses(t *testing.T) {
 	at := func(s int) HLC { return hlcAt(s, 0) }
 
 	badSig := messageOp(a, team, at(1), gp, "x")
-	badSig.Sig[3] ^= 0x10
+	badSig.Seal.Sig[3] ^= 0x10
 	tampered := messageOp(a, team, at(1), gp, "x")
 	tampered.Body[1] ^= 1
-	oversize := NewOp(a, team, at(1), gp, Kind(77), make([]byte, MaxOpSize))
+	oversize := newOp(a, team, at(1), gp, Kind(77), make([]byte, MaxOpSize))
 	tooManyParents := messageOp(a, team, at(1), gp, "x")
 	tooManyParents.Parents = ackIDs(MaxParents + 1)
 	longText := Message{Text: string(make([]byte, MaxTextLen+1))}
@@ -34,23 +34,23 @@ func TestLogRefuses(t *testing.T) {
 		want error // nil: accepted
 	}{
 		{"good message", messageOp(a, team, at(1), gp, "x"), nil},
-		{"good ack", NewOp(a, team, at(1), gp, KindAck, Ack{IDs: gp}.Marshal()), nil},
-		{"unknown kind, any body", NewOp(a, team, at(1), gp, Kind(200), []byte("future")), nil},
-		{"create with parents (kept, not a genesis)", NewOp(a, team, at(1), gp, KindCreate, Create{Name: "X", Kind: Social, Creator: info(a, "A", true)}.Marshal()), nil},
+		{"good ack", newOp(a, team, at(1), gp, KindAck, Ack{IDs: gp}.Marshal()), nil},
+		{"unknown kind, any body", newOp(a, team, at(1), gp, Kind(200), []byte("future")), nil},
+		{"create with parents (kept, not a genesis)", newOp(a, team, at(1), gp, KindCreate, Create{Name: "X", Kind: Social, Creator: info(a, "A", true)}.Marshal()), nil},
 		{"wrong team", messageOp(a, other, at(1), gp, "x"), ErrWrongTeam},
 		{"bad signature", badSig, ErrBadSignature},
 		{"tampered body", tampered, ErrBadSignature},
 		{"oversize", oversize, ErrTooLarge},
 		{"too many parents", tooManyParents, ErrTooLarge},
-		{"kind 0", NewOp(a, team, at(1), gp, 0, nil), ErrMalformed},
-		{"create body undecodable", NewOp(a, team, at(1), nil, KindCreate, []byte{1, 0}), ErrBadBody},
-		{"member body undecodable", NewOp(a, team, at(1), gp, KindMember, []byte{1, 1, 2}), ErrBadBody},
-		{"member body empty", NewOp(a, team, at(1), gp, KindMember, nil), ErrBadBody},
-		{"message body undecodable", NewOp(a, team, at(1), gp, KindMessage, []byte{7}), ErrBadBody},
-		{"message text over the limit", NewOp(a, team, at(1), gp, KindMessage, longText.Marshal()), ErrBadBody},
-		{"message priority out of range", NewOp(a, team, at(1), gp, KindMessage, Message{Priority: 9}.Marshal()), ErrBadBody},
-		{"ack of nothing", NewOp(a, team, at(1), gp, KindAck, Ack{}.Marshal()), ErrBadBody},
-		{"ack unsorted", NewOp(a, team, at(1), gp, KindAck, Ack{IDs: []OpID{{2}, {1}}}.Marshal()), ErrBadBody},
+		{"kind 0", newOp(a, team, at(1), gp, 0, nil), ErrMalformed},
+		{"create body undecodable", newOp(a, team, at(1), nil, KindCreate, []byte{1, 0}), ErrBadBody},
+		{"member body undecodable", newOp(a, team, at(1), gp, KindMember, []byte{1, 1, 2}), ErrBadBody},
+		{"member body empty", newOp(a, team, at(1), gp, KindMember, nil), ErrBadBody},
+		{"message body undecodable", newOp(a, team, at(1), gp, KindMessage, []byte{7}), ErrBadBody},
+		{"message text over the limit", newOp(a, team, at(1), gp, KindMessage, longText.Marshal()), ErrBadBody},
+		{"message priority out of range", newOp(a, team, at(1), gp, KindMessage, Message{Priority: 9}.Marshal()), ErrBadBody},
+		{"ack of nothing", newOp(a, team, at(1), gp, KindAck, Ack{}.Marshal()), ErrBadBody},
+		{"ack unsorted", newOp(a, team, at(1), gp, KindAck, Ack{IDs: []OpID{{2}, {1}}}.Marshal()), ErrBadBody},
 	}
 	for _, tt := range tests {
 		l := NewLog(team)
@@ -95,10 +95,10 @@ func TestImpossibleParents(t *testing.T) {
 	earlier := messageOp(B, team, m1.Time-1, []OpID{m1.ID()}, "a tick before its parent")
 	early1970 := messageOp(A, team, MakeHLC(t0.AddDate(-55, 0, 0), 0), []OpID{m1.ID(), gen.ID()}, "1970, after a reply")
 	reply := m1.ID()
-	replyBefore := NewOp(B, team, m1.Time-5, []OpID{m1.ID()}, KindMessage, Message{Text: "reply before", ReplyTo: &reply}.Marshal())
+	replyBefore := newOp(B, team, m1.Time-5, []OpID{m1.ID()}, KindMessage, Message{Text: "reply before", ReplyTo: &reply}.Marshal())
 	addC := memberOp(A, team, addB.Time, []OpID{addB.ID()}, info(C, "C", true)) // would make C a member
 	fromC := messageOp(C, team, hlcAt(9, 0), g, "from C")                       // shown only if C were a member
-	ackImp := NewOp(B, team, hlcAt(0, 0), []OpID{m1.ID()}, KindAck, Ack{Read: true, IDs: []OpID{m1.ID()}}.Marshal())
+	ackImp := newOp(B, team, hlcAt(0, 0), []OpID{m1.ID()}, KindAck, Ack{Read: true, IDs: []OpID{m1.ID()}}.Marshal())
 	impossible := []*Op{same, earlier, early1970, replyBefore, addC, ackImp}
 	// An honest child of an impossible op (its time is after both parents)
 	// counts: an op is judged by its own parents' times only.
@@ -167,8 +167,8 @@ func TestVerifyMemo(t *testing.T) {
 	a := newDevice(t, r)
 	team, _ := NewTeamID(r)
 	op := messageOp(a, team, hlcAt(1, 0), nil, "x")
-	if !verified.has(op.ID()) {
-		t.Errorf("NewOp did not remember its op as verified")
+	if !verified.has(sealKey(op.Team, op.Author, op.ID(), op.Seal)) {
+		t.Errorf("Sign did not remember its seal as verified")
 	}
 	if err := op.Verify(); err != nil {
 		t.Fatalf("Verify: %v", err)
@@ -178,9 +178,9 @@ func TestVerifyMemo(t *testing.T) {
 	if err != nil || back.Verify() != nil {
 		t.Fatalf("decoded copy: %v, %v", err, back.Verify())
 	}
-	for i := range op.Sig {
+	for i := range op.Seal.Sig {
 		bad := op.Clone()
-		bad.Sig[i] ^= 0x40
+		bad.Seal.Sig[i] ^= 0x40
 		if err := bad.Verify(); !errors.Is(err, ErrBadSignature) {
 			t.Fatalf("signature byte %d flipped: got %v; want ErrBadSignature", i, err)
 		}
@@ -189,30 +189,30 @@ func TestVerifyMemo(t *testing.T) {
 	cur, old := verified.snapshot()
 	defer verified.restore(cur, old)
 	verified.restore(nil, nil)
-	if err := back.Verify(); err != nil || !verified.has(back.ID()) {
-		t.Errorf("Verify with an empty memo: %v, remembered %v", err, verified.has(back.ID()))
+	if err := back.Verify(); err != nil || !verified.has(sealKey(back.Team, back.Author, back.ID(), back.Seal)) {
+		t.Errorf("Verify with an empty memo: %v, remembered %v", err, verified.has(sealKey(back.Team, back.Author, back.ID(), back.Seal)))
 	}
 	// Bounded: two generations of verifiedGen ids at most.
 	for i := range 2*verifiedGen + 10 {
-		var id OpID
+		var id [32]byte
 		id[0], id[1], id[2] = byte(i), byte(i>>8), byte(i>>16)
 		verified.add(id)
 	}
 	if n := len(verified.cur) + len(verified.old); n > 2*verifiedGen {
 		t.Errorf("memo holds %d ids; want at most %d", n, 2*verifiedGen)
 	}
-	if verified.has(back.ID()) {
+	if verified.has(sealKey(back.Team, back.Author, back.ID(), back.Seal)) {
 		t.Errorf("the oldest id survived two generations")
 	}
 }
 
-func (v *verifiedIDs) snapshot() (cur, old map[OpID]struct{}) {
+func (v *verifiedSeals) snapshot() (cur, old map[[32]byte]struct{}) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.cur, v.old
 }
 
-func (v *verifiedIDs) restore(cur, old map[OpID]struct{}) {
+func (v *verifiedSeals) restore(cur, old map[[32]byte]struct{}) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.cur, v.old = cur, old

@@ -1,7 +1,6 @@
 package envelope
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,11 +9,12 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 const (
-	boxDomain    = "fieldmesh/v2/envelope/box"
-	commitDomain = "fieldmesh/v2/envelope/commit"
+	boxDomain    = "fieldmesh/v3/envelope/box"
+	commitDomain = "fieldmesh/v3/envelope/commit"
 )
 
 // PriorKey is the outer key of an earlier epoch, carried inside a commit so
@@ -26,7 +26,7 @@ type PriorKey struct {
 }
 
 // BoxPrologue returns the Noise prologue of a commit envelope's boxes:
-// "fieldmesh/v2/envelope/box" ‖ team id (32 bytes) ‖ the envelope's 61-byte
+// "fieldmesh/v3/envelope/box" ‖ team id (32 bytes) ‖ the envelope's 61-byte
 // header. A box moved into another envelope, epoch, topic or team does not
 // open.
 func BoxPrologue(team crdt.TeamID, e *Envelope) []byte {
@@ -40,7 +40,8 @@ func BoxPrologue(team crdt.TeamID, e *Envelope) []byte {
 // the epoch key k in one box for each recipient (in the given order, which
 // the boxes keep: give them in the order of the op's recipient list), and,
 // under OuterKey(k), author's signature over the envelope, the prior outer
-// keys and the op. The epoch tag is the op's own (crdt.TagOf(op id)).
+// keys and the op with its seal (crdt.NewOp seals create and commit ops).
+// The epoch tag is the op's own (crdt.TagOf(op id)).
 // prior must be strictly ascending by Tag, without the op's own tag, and
 // hold at most MaxPriorKeys keys. rand supplies one ephemeral key a box
 // (nil = crypto/rand).
@@ -60,16 +61,19 @@ func SealCommit(op *crdt.Op, author *identity.Device, k seal.EpochKey, recipient
 		return nil, fmt.Errorf("%w: %d prior keys, at most %d", ErrSeal, len(prior), MaxPriorKeys)
 	}
 	pt := op.Marshal()
-	id := crdt.OpID(sha256.Sum256(pt))
+	id := op.ID()
 	tag := crdt.TagOf(id)
+	if op.Seal.Epoch != tag || op.Seal.Index != 0 || len(op.Seal.Sig) != crdt.SigSize {
+		return nil, fmt.Errorf("%w: the op is not sealed at its own epoch", ErrSeal)
+	}
 	for i, p := range prior {
 		if p.Tag == tag || (i > 0 && p.Tag <= prior[i-1].Tag) {
 			return nil, fmt.Errorf("%w: prior keys not strictly ascending by tag, or one of the commit's own tag", ErrSeal)
 		}
 	}
 	n := len(recipients)
-	size := HeaderSize + 1 + uvarintLen(uint64(n)) + n*BoxSize +
-		sigSize + uvarintLen(uint64(len(prior))) + len(prior)*priorSize + len(pt) + seal.Overhead
+	size := HeaderSize + 1 + wire.UvarintLen(uint64(n)) + n*BoxSize +
+		sigSize + wire.UvarintLen(uint64(len(prior))) + len(prior)*priorSize + len(pt) + seal.Overhead
 	if len(pt) > crdt.MaxOpSize || size > MaxSize {
 		return nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, len(pt), size, crdt.MaxOpSize, MaxSize)
 	}
@@ -100,7 +104,7 @@ func SealCommit(op *crdt.Op, author *identity.Device, k seal.EpochKey, recipient
 }
 
 // commitSigned is what the author of a commit signs:
-// "fieldmesh/v2/envelope/commit" ‖ team ‖ header ‖ form ‖ box count ‖ boxes
+// "fieldmesh/v3/envelope/commit" ‖ team ‖ header ‖ form ‖ box count ‖ boxes
 // ‖ prior-key list.
 func commitSigned(team crdt.TeamID, ad, priorBlob []byte) []byte {
 	m := make([]byte, 0, len(commitDomain)+32+len(ad)+len(priorBlob))
@@ -135,7 +139,9 @@ func (e *Envelope) boxes() (boxes [][]byte, end int) {
 }
 
 // OpenBox trial-opens the boxes of a commit-form envelope with dev's static
-// key and returns the epoch key of the first that opens. It authenticates
+// key and returns the epoch key of the first that opens, and the Noise
+// static key of the device that sealed it (Noise X authenticates it: the
+// caller checks it is the commit author's member key). It authenticates
 // nothing else: open the rest with OpenCommit(e, OuterKey(k), team), which
 // checks the author's signature over the boxes. It changes nothing.
 //
@@ -148,29 +154,30 @@ func (e *Envelope) boxes() (boxes [][]byte, end int) {
 // Errors wrap ErrWrongTopic, ErrMalformed, ErrShort, ErrTooLarge,
 // ErrNotRecipient, or ErrBadOp for a box that opens to something other than
 // a 32-byte key.
-func OpenBox(e *Envelope, dev *identity.Device, team crdt.TeamID) (seal.EpochKey, error) {
+func OpenBox(e *Envelope, dev *identity.Device, team crdt.TeamID) (seal.EpochKey, identity.NoisePublic, error) {
 	if _, err := e.openCommon(FormCommit, team); err != nil {
-		return seal.EpochKey{}, err
+		return seal.EpochKey{}, identity.NoisePublic{}, err
 	}
 	boxes, _ := e.boxes()
-	_, _, payload, err := epochkey.OpenAny(dev, BoxPrologue(team, e), boxes)
+	_, sender, payload, err := epochkey.OpenAny(dev, BoxPrologue(team, e), boxes)
 	if err != nil {
-		return seal.EpochKey{}, ErrNotRecipient
+		return seal.EpochKey{}, identity.NoisePublic{}, ErrNotRecipient
 	}
 	defer clear(payload)
 	k, err := seal.EpochKeyFromBytes(payload)
 	if err != nil {
-		return seal.EpochKey{}, fmt.Errorf("%w: a box of %d bytes", ErrBadOp, len(payload))
+		return seal.EpochKey{}, identity.NoisePublic{}, fmt.Errorf("%w: a box of %d bytes", ErrBadOp, len(payload))
 	}
-	return k, nil
+	return k, sender, nil
 }
 
 // OpenCommit opens a commit-form envelope with its epoch's outer key (from
-// OpenBox, or held already) and returns the op and the prior outer keys it
-// carries, after checking the layout, the form, that e's topic is team's,
-// that the op decodes, hashes to the envelope's id, has its time and team,
-// is a create or commit op and is signed by its author, and that its author
-// signed the envelope (its boxes and prior keys). It changes nothing.
+// OpenBox, or held already) and returns the op (with its seal) and the
+// prior outer keys it carries, after checking the layout, the form, that
+// e's topic is team's, that the op decodes, hashes to the envelope's id,
+// has its time and team, is a create or commit op and is sealed by its
+// author, and that its author signed the envelope (its boxes and prior
+// keys). It changes nothing.
 //
 // Errors wrap ErrWrongTopic, ErrMalformed, ErrShort, ErrTooLarge, ErrOpen or
 // ErrBadOp.
@@ -190,27 +197,21 @@ func OpenCommit(e *Envelope, outer seal.EpochKey, team crdt.TeamID) (*crdt.Op, [
 		return nil, nil, fmt.Errorf("%w: %d bytes inside, want at least %d", ErrBadOp, len(plain), sigSize+1)
 	}
 	sig, rest := plain[:sigSize], plain[sigSize:]
-	m, k := binary.Uvarint(rest)
-	switch {
-	case k <= 0 || k != uvarintLen(m):
-		return nil, nil, fmt.Errorf("%w: bad prior-key count", ErrBadOp)
-	case m > MaxPriorKeys:
-		return nil, nil, fmt.Errorf("%w: %d prior keys, at most %d", ErrBadOp, m, MaxPriorKeys)
-	case uint64(len(rest)-k) < m*priorSize:
-		return nil, nil, fmt.Errorf("%w: %d prior keys in %d bytes", ErrBadOp, m, len(rest)-k)
+	r := wire.NewReader(rest)
+	m := r.Count(MaxPriorKeys, priorSize)
+	if err := r.Err(); err != nil {
+		return nil, nil, fmt.Errorf("%w: prior keys (at most %d): %w", ErrBadOp, MaxPriorKeys, err)
 	}
-	blobLen := k + int(m)*priorSize
-	priorBlob, opBytes := rest[:blobLen], rest[blobLen:]
 	prior := make([]PriorKey, m)
 	for i := range prior {
-		p := priorBlob[k+i*priorSize:][:priorSize]
-		prior[i].Tag = binary.BigEndian.Uint32(p)
+		prior[i].Tag = r.Uint32()
 		if prior[i].Tag == e.Epoch || (i > 0 && prior[i].Tag <= prior[i-1].Tag) {
 			return nil, nil, fmt.Errorf("%w: prior keys not strictly ascending by tag, or one of the commit's own tag", ErrBadOp)
 		}
-		prior[i].Outer, _ = seal.EpochKeyFromBytes(p[4:]) // 32 bytes
+		prior[i].Outer, _ = seal.EpochKeyFromBytes(r.Fixed(seal.KeySize)) // Count checked the length
 	}
-	op, err := e.checkOp(opBytes, team)
+	priorBlob := rest[:len(rest)-r.Len()]
+	op, err := e.checkOp(r.Fixed(r.Len()), team)
 	if err != nil {
 		return nil, nil, err
 	}

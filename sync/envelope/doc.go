@@ -1,5 +1,5 @@
-// Package envelope implements fieldmesh sealed envelopes (version 2, issue
-// #3: key epochs and sender keys): what leaves a device, is gossiped,
+// Package envelope implements fieldmesh sealed envelopes (version 3: key
+// epochs, sender keys, and signed chain positions): what leaves a device, is gossiped,
 // stored by relays and reconciled by (time, id). Only the routing header is
 // in the clear. The package is the wire layout and its cryptography; which
 // keys a device holds, and what it learns from an envelope, is
@@ -14,56 +14,63 @@
 //
 // Wire format (Marshal), integers big-endian, uvarints minimal:
 //
-//	header, 61 bytes (the same size as version 1):
-//	  version     1 byte   2 (version 1 is refused: ErrVersion)
+//	header, 61 bytes:
+//	  version     1 byte   3 (versions 1 and 2 are refused: ErrVersion)
 //	  topic      16 bytes  seal.Topic(team id): one-way, hides the team id
 //	  epoch       4 bytes  the epoch TAG: crdt.TagOf(op id of the epoch's commit)
-//	  id         32 bytes  the op id (SHA-256 of the op's encoding)
+//	  id         32 bytes  the op id (SHA-256 of the op's content, crdt.Op.MarshalContent)
 //	  time        8 bytes  the op's HLC timestamp
 //	form          1 byte   1 = chain, 2 = commit
 //
 //	form 1, chain (every op except create and commit), op sealed by its author's chain:
 //	  mac        16 bytes  the Poly1305 tag of the inner layer
 //	  outer      the rest  ChaCha20-Poly1305(OK, nonce = mac[:12], ad = header ‖ form ‖ mac,
-//	                         sender 32 ‖ index 4 ‖ inner)
-//	  where inner ‖ mac = senderkey Seal by sender's chain at index, ad = header ‖ form, of the op
-//	  (the op's length + 69 bytes after the header)
+//	                         sender 32 ‖ index 4 ‖ sig 64 ‖ inner)
+//	  where inner ‖ mac = senderkey Seal by sender's chain at index, nonce = id[:12],
+//	  ad = header ‖ form, of the op's content (crdt.Op.MarshalContent, without its seal),
+//	  and sig = the sender's Ed25519 signature of the op's seal (crdt.SignedBytes:
+//	  "fieldmesh/op/v2" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id)
+//	  (the op's content + 133 bytes after the header)
 //
 //	form 2, commit (create and commit ops; epoch = TagOf(own id): the epoch it starts):
 //	  count      uvarint   1..MaxBoxes (256): the number of recipient devices
 //	  boxes      count × 128 bytes: Noise_X_25519_ChaChaPoly_SHA256 messages of K
 //	             (epochkey.SealToEach: e 32 ‖ encrypted s 48 ‖ encrypted K 48), in the order
 //	             of the op's recipient list, with no recipient key in the clear;
-//	             prologue = "fieldmesh/v2/envelope/box" ‖ team id ‖ header
+//	             prologue = "fieldmesh/v3/envelope/box" ‖ team id ‖ header
 //	  outer      the rest  ChaCha20-Poly1305(OuterKey(K), nonce = id[:12],
 //	                         ad = header ‖ form ‖ count ‖ boxes, plaintext)
 //	  plaintext: sig 64 ‖ prior count uvarint (0..MaxPriorKeys) ‖ prior count × (tag 4 ‖ outer key 32),
-//	             tags strictly ascending, none the envelope's own ‖ the op
-//	  sig: Ed25519 by the op's author over "fieldmesh/v2/envelope/commit" ‖ team id ‖ ad ‖ the
-//	       prior-key list (count and entries)
+//	             tags strictly ascending, none the envelope's own ‖ the op with its seal (crdt.Op.Marshal)
+//	  sig: Ed25519 by the op's author over "fieldmesh/v3/envelope/commit" ‖ team id ‖ ad ‖ the
+//	       prior-key list (count and entries); the op's own seal signs it at its own epoch,
+//	       index 0, so a joiner can check a commit op without opening its envelope
 //
 // The associated data of every AEAD is every byte of the envelope before
 // it (and the box prologue holds the header and the team id), so a box, an
 // outer or an inner ciphertext moved into another envelope, epoch, topic or
-// team does not open (tested for each). The outer nonce of the chain form
-// is the inner layer's tag, which is unique per message key, so sealing the
-// same op twice in one epoch (at two chain indices) never reuses an outer
-// nonce, and a rolled-back sender state (see crypto/senderkey) reuses it
-// only for byte-identical envelopes. The commit form's outer key is fresh
+// team does not open (tested for each). The inner nonce is the op id's
+// first 12 bytes, so a message key that seals two different ops (a sender
+// whose state was rolled back, or that equivocates on purpose) does so
+// under two nonces; the outer nonce of the chain form is the inner layer's
+// tag, unique per (message key, op). The commit form's outer key is fresh
 // for each commit, so its nonce needs no more than the op id.
 //
 // What the layers check. [OpenChain] (outer layer of the chain form; what a
-// gossip validator can check with only the outer key) gives the sender and
-// index; [Chain.Open] opens the inner layer through senderkey's
-// OpenChecked, whose check makes sure, before the message key is consumed,
-// that the op decodes, hashes to the header's id, has its time and team, is
-// not a create or commit op, was written by the chain's sender and is
-// signed by it (so a member cannot burn another sender's index with a
-// forgery). [OpenBox] trial-opens the boxes; [OpenCommit] opens the commit
-// form with the new epoch's outer key and checks the op the same way, that
-// it is a create or commit op, and the author's signature over the
-// envelope: a member who learns K cannot re-box it or change the prior
-// keys under the author's name.
+// device holding only the outer key can check) gives the sender and index
+// and verifies the sender's signature of (team, epoch, sender, index, op
+// id): a member cannot re-seal another sender's genuine op at another
+// index or in another epoch (it has no such signature), and two different
+// ops signed for one position are proof that their sender equivocated
+// (crdt.Evidence). [Chain.Peek] opens the inner layer without consuming the
+// message key (so the op can be judged first) and checks that the op
+// decodes, hashes to the header's id, has its time and team, is not a
+// create or commit op and was written by the chain's sender; [Chain.Open]
+// also consumes the key. [OpenBox] trial-opens the boxes; [OpenCommit]
+// opens the commit form with the new epoch's outer key and checks the op
+// the same way, that it is a create or commit op sealed at its own epoch,
+// and the author's signature over the envelope: a member who learns K
+// cannot re-box it or change the prior keys under the author's name.
 //
 // Prior keys. A commit carries the outer keys of the epochs its author
 // holds, so a device added concurrently elsewhere can open the create and
@@ -74,7 +81,7 @@
 // turn: one X25519 multiplication for each box that is not its own, so
 // about n/2+3 for a recipient of an n-device commit and n+1 for a device
 // that is none. For 30 devices on the dev box that is about 0.6 and 1.1 ms
-// (a multiplication is about 35 µs); a recipient's whole Keys.Open of the
+// (a multiplication is about 35 µs); a recipient's whole opening of the
 // commit (trial, both signatures, 30 chains) is about 1.2 ms, 20 to 30
 // times a ChaCha20-Poly1305 open and Ed25519 verification of a 200-byte
 // message (sync/teamkeys BenchmarkCommit). Commits are rare; what this
@@ -97,13 +104,12 @@
 // chaos-control run can check that its detector finds plaintext on the
 // wire; the layout and sizes do not change, and a normal build cannot open
 // such an envelope (ErrOpen; tested against testdata/noseal.golden). Boxes
-// stay sealed, sender chains still advance on seal, but opening consumes
-// no receiver state (no replay refusal). [NoSeal] says whether the build
+// stay sealed, and sender and receiver chains advance as in a normal build. [NoSeal] says whether the build
 // has the tag; a program that finds it true outside a test should refuse
 // to run.
 //
 // Main types and functions: [Envelope], [Unmarshal], [Topic]; [SealChain],
-// [OpenChain], [Chain]; [SealCommit], [OpenBox], [OpenCommit], [PriorKey],
+// [OpenChain], [Chain] (Peek, Open, Seal); [SealCommit], [OpenBox], [OpenCommit], [PriorKey],
 // [BoxPrologue]; [OuterKey]; [Form]; [NoSeal].
 //
 // Concurrency: pure functions over values; an *Envelope is not safe for

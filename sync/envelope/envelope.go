@@ -13,6 +13,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Sizes and limits, in bytes unless said otherwise.
@@ -22,9 +23,10 @@ const (
 	MaxSize = 80 << 10
 	// HeaderSize is the clear header: version, topic, epoch tag, id, time.
 	HeaderSize = 1 + 16 + 4 + 32 + 8 // 61
-	// ChainOverhead is what the chain form adds to the op's encoding after
-	// the header: form, inner tag, sender, index, outer tag.
-	ChainOverhead = 1 + macSize + 32 + 4 + seal.Overhead // 69
+	// ChainOverhead is what the chain form adds to the op's content
+	// (crdt.Op.MarshalContent) after the header: form, inner tag, sender,
+	// index, the author's signature, outer tag.
+	ChainOverhead = 1 + macSize + 32 + 4 + sigSize + seal.Overhead // 133
 	// BoxSize is one box of the commit form: a Noise X message of a 32-byte
 	// epoch key (epochkey.SealToEach).
 	BoxSize = epochkey.BoxSize // 128
@@ -33,7 +35,7 @@ const (
 	// MaxPriorKeys is the most prior outer keys a commit carries (count).
 	MaxPriorKeys = 512
 
-	version   = 2
+	version   = 3
 	macSize   = 16 // the inner layer's Poly1305 tag
 	sigSize   = 64 // Ed25519
 	priorSize = 4 + seal.KeySize
@@ -74,8 +76,8 @@ func (f Form) String() string {
 var (
 	ErrTooLarge = errors.New("envelope: too large")
 	ErrShort    = errors.New("envelope: too short")
-	// ErrVersion: an unknown version byte, including version 1 (issue #2:
-	// one key for a team's whole life), which is no longer accepted.
+	// ErrVersion: an unknown version byte, including the versions before 3,
+	// which are no longer accepted.
 	ErrVersion = errors.New("envelope: unknown version")
 	// ErrMalformed: the bytes after the header are not a valid form.
 	ErrMalformed  = errors.New("envelope: malformed")
@@ -88,6 +90,10 @@ var (
 	// ErrBadOp: the layers open but their content does not match the
 	// envelope (op id, time, team, author, kind, signatures).
 	ErrBadOp = errors.New("envelope: sealed op does not match the envelope")
+	// ErrBadSeal: the author's signature in the outer layer of a chain-form
+	// envelope does not verify. Anyone who holds the epoch's outer key can
+	// check it, so an honest device never passes such an envelope on.
+	ErrBadSeal = errors.New("envelope: the author's signature does not verify")
 	// ErrSeal: a Seal function was called with arguments it cannot seal.
 	ErrSeal = errors.New("envelope: cannot seal")
 )
@@ -173,17 +179,18 @@ func Unmarshal(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxSize)
 	case len(b) < HeaderSize+1:
 		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
-	case b[0] == 1:
-		return nil, fmt.Errorf("%w: version 1 (one key for a team's whole life, before key epochs) is no longer accepted", ErrVersion)
+	case b[0] == 1 || b[0] == 2:
+		return nil, fmt.Errorf("%w: version %d (before signed chain positions) is no longer accepted", ErrVersion, b[0])
 	case b[0] != version:
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}
+	r := wire.NewReader(b[1:]) // long enough for the header: checked above
 	e := new(Envelope)
-	copy(e.Topic[:], b[1:17])
-	e.Epoch = binary.BigEndian.Uint32(b[17:21])
-	copy(e.ID[:], b[21:53])
-	e.Time = crdt.HLC(binary.BigEndian.Uint64(b[53:61]))
-	e.Ciphertext = b[HeaderSize:]
+	copy(e.Topic[:], r.Fixed(len(e.Topic)))
+	e.Epoch = r.Uint32()
+	copy(e.ID[:], r.Fixed(len(e.ID)))
+	e.Time = crdt.HLC(r.Uint64())
+	e.Ciphertext = r.Fixed(r.Len())
 	if err := e.check(); err != nil {
 		return nil, err
 	}
@@ -221,31 +228,19 @@ func (e *Envelope) check() error {
 // the offset in Ciphertext where the boxes end (and the outer layer
 // starts).
 func (e *Envelope) commitLayout() (n, end int, err error) {
-	c := e.Ciphertext[1:]
-	v, k := binary.Uvarint(c)
+	r := wire.NewReader(e.Ciphertext[1:])
+	n = r.Count(MaxBoxes, 0) // the boxes and the tail are checked below, as ErrShort
 	switch {
-	case k <= 0:
-		return 0, 0, fmt.Errorf("%w: commit form: bad box count", ErrMalformed)
-	case k != uvarintLen(v):
-		return 0, 0, fmt.Errorf("%w: commit form: box count not minimally encoded", ErrMalformed)
-	case v == 0 || v > MaxBoxes:
-		return 0, 0, fmt.Errorf("%w: commit form: %d boxes, want 1 to %d", ErrMalformed, v, MaxBoxes)
+	case r.Err() != nil:
+		return 0, 0, fmt.Errorf("%w: commit form: box count (want 1 to %d): %w", ErrMalformed, MaxBoxes, r.Err())
+	case n == 0:
+		return 0, 0, fmt.Errorf("%w: commit form: 0 boxes, want 1 to %d", ErrMalformed, MaxBoxes)
 	}
-	n = int(v)
-	end = 1 + k + n*BoxSize
+	end = len(e.Ciphertext) - r.Len() + n*BoxSize
 	if need := end + minCommitTail; len(e.Ciphertext) < need {
 		return 0, 0, fmt.Errorf("%w: commit form of %d bytes after the header, %d boxes need %d", ErrShort, len(e.Ciphertext), n, need)
 	}
 	return n, end, nil
-}
-
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
 }
 
 const outerSalt = "fieldmesh/v1/outer"
@@ -284,16 +279,35 @@ func (e *Envelope) openCommon(form Form, team crdt.TeamID) ([]byte, error) {
 	return e.appendHeader(make([]byte, 0, HeaderSize+1+macSize)), nil
 }
 
-// checkOp decodes the sealed op and checks it against the envelope: it
-// hashes to the id, has the header's time, belongs to team, and is signed
-// by its author.
+// checkContent decodes a sealed op's content and checks it against the
+// envelope: it hashes to the id, has the header's time and belongs to team.
+// The op's seal is the caller's to set and check.
+func (e *Envelope) checkContent(pt []byte, team crdt.TeamID) (*crdt.Op, error) {
+	op, err := crdt.UnmarshalContent(pt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadOp, err)
+	}
+	switch {
+	case sha256.Sum256(pt) != e.ID:
+		return nil, fmt.Errorf("%w: id mismatch", ErrBadOp)
+	case op.Time != e.Time:
+		return nil, fmt.Errorf("%w: time mismatch", ErrBadOp)
+	case op.Team != team:
+		return nil, fmt.Errorf("%w: team mismatch", ErrBadOp)
+	}
+	return op, nil
+}
+
+// checkOp decodes a sealed op with its seal (the commit form) and checks
+// it against the envelope: it hashes to the id, has the header's time,
+// belongs to team, and is sealed by its author.
 func (e *Envelope) checkOp(pt []byte, team crdt.TeamID) (*crdt.Op, error) {
 	op, err := crdt.UnmarshalOp(pt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadOp, err)
 	}
 	switch {
-	case sha256.Sum256(pt) != e.ID:
+	case op.ID() != e.ID:
 		return nil, fmt.Errorf("%w: id mismatch", ErrBadOp)
 	case op.Time != e.Time:
 		return nil, fmt.Errorf("%w: time mismatch", ErrBadOp)
@@ -307,6 +321,6 @@ func (e *Envelope) checkOp(pt []byte, team crdt.TeamID) (*crdt.Op, error) {
 }
 
 // isCommitKind reports whether ops of kind k travel in commit form.
-func isCommitKind(k crdt.Kind) bool { return k == crdt.KindCreate || k == crdt.KindMember }
+func isCommitKind(k crdt.Kind) bool { return k.StartsEpoch() }
 
 var _ slog.LogValuer = Topic{}

@@ -22,10 +22,11 @@ func outerOpen(key seal.EpochKey, nonce [seal.NonceSize]byte, ad, ct []byte) ([]
 }
 
 // innerSeal is the inner layer: the next message key of the sender's chain.
-func innerSeal(s *senderkey.SenderState, ad, pt []byte) (uint32, []byte, error) {
-	return s.Seal(ad, pt)
+func innerSeal(s *senderkey.SenderState, nonce [senderkey.NonceSize]byte, ad, pt []byte) (uint32, []byte, error) {
+	return s.Seal(nonce, ad, pt)
 }
 
-func innerOpen(r *senderkey.ReceiverState, index uint32, ad, ct []byte, check func([]byte) error) ([]byte, error) {
-	return r.OpenChecked(index, ad, ct, check)
+// innerPeek opens the inner layer without consuming the message key.
+func innerPeek(r *senderkey.ReceiverState, index uint32, nonce [senderkey.NonceSize]byte, ad, ct []byte) ([]byte, error) {
+	return r.Peek(index, nonce, ad, ct)
 }

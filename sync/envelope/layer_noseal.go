@@ -4,7 +4,6 @@ package envelope
 
 import (
 	"bytes"
-	"fmt"
 
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
@@ -16,8 +15,8 @@ import (
 // where the Poly1305 tag would be, so the wire layout and sizes stay those
 // of a normal build and a control run can find plaintext on the wire. A
 // normal build's AEAD refuses such envelopes (ErrOpen). The boxes are still
-// sealed, and the sender chains still advance on Seal, but Open does not
-// consume receiver states (no replay refusal in this mode).
+// sealed, and the sender and receiver chains advance as in a normal build
+// (Consume), so replays are refused the same way.
 
 // NoSeal is true only in a build with the test-only tag fieldmesh_noseal.
 const NoSeal = true
@@ -41,23 +40,20 @@ func outerOpen(_ seal.EpochKey, _ [seal.NonceSize]byte, _, ct []byte) ([]byte, e
 	return bytes.Clone(ct[:len(ct)-len(noSealMark)]), nil
 }
 
-func innerSeal(s *senderkey.SenderState, ad, pt []byte) (uint32, []byte, error) {
-	index, _, err := s.Seal(ad, nil) // advance the chain as a normal build does
+func innerSeal(s *senderkey.SenderState, nonce [senderkey.NonceSize]byte, ad, pt []byte) (uint32, []byte, error) {
+	index, _, err := s.Seal(nonce, ad, nil) // advance the chain as a normal build does
 	if err != nil {
 		return 0, nil, err
 	}
 	return index, append(bytes.Clone(pt), noSealMark...), nil
 }
 
-func innerOpen(_ *senderkey.ReceiverState, _ uint32, _, ct []byte, check func([]byte) error) ([]byte, error) {
+func innerPeek(r *senderkey.ReceiverState, index uint32, _ [senderkey.NonceSize]byte, _, ct []byte) ([]byte, error) {
+	if err := r.Check(index); err != nil {
+		return nil, err
+	}
 	if !bytes.HasSuffix(ct, noSealMark) {
 		return nil, senderkey.ErrOpen
 	}
-	pt := bytes.Clone(ct[:len(ct)-len(noSealMark)])
-	if check != nil {
-		if err := check(pt); err != nil {
-			return nil, fmt.Errorf("%w: %w", senderkey.ErrRejected, err)
-		}
-	}
-	return pt, nil
+	return bytes.Clone(ct[:len(ct)-len(noSealMark)]), nil
 }

@@ -5,23 +5,46 @@ package envelope
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"testing"
+
+	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
 )
 
 // TestNoSeal: in a fieldmesh_noseal build, both layers carry plaintext in
-// the normal layout (same sizes), which still opens in this build.
+// the normal layout (same sizes), which still opens in this build; the
+// seal is still checked, and the receiver chains advance as in a normal
+// build.
 func TestNoSeal(t *testing.T) {
 	f := newFixture(t)
-	e := f.sealChain(t, f.msgA, 0)
+	e, sealed := f.sealChain(t, f.msgA, 0)
 	b := e.Marshal()
 	if !bytes.Contains(b, []byte("Bed 4: review before noon")) || !bytes.Contains(b, []byte("MRN 0042")) {
 		t.Errorf("chain form: want the message in plaintext on the wire")
 	}
-	if got, want := len(b), HeaderSize+ChainOverhead+len(f.msgA.Marshal()); got != want {
+	if got, want := len(b), HeaderSize+ChainOverhead+len(f.msgA.MarshalContent()); got != want {
 		t.Errorf("chain form: %d bytes; want %d, as in a normal build", got, want)
 	}
-	if op, err := f.openChain(e); err != nil || op.ID() != f.msgA.ID() {
-		t.Errorf("chain form: got %v; want the op", err)
+	c, err := OpenChain(e, OuterKey(f.k2), f.team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := senderkey.NewReceiver(f.k2, c.Sender)
+	for range 2 {
+		if op, err := c.Peek(r); err != nil || !reflect.DeepEqual(op, sealed) || r.Next() != 0 {
+			t.Errorf("chain form, Peek: got %v (receiver at %d); want the op, receiver unchanged", err, r.Next())
+		}
+	}
+	if op, err := c.Open(r); err != nil || !reflect.DeepEqual(op, sealed) || r.Next() != 1 {
+		t.Errorf("chain form, Open: got %v (receiver at %d); want the op, receiver at 1", err, r.Next())
+	}
+	if _, err := c.Peek(r); !errors.Is(err, senderkey.ErrReplay) {
+		t.Errorf("chain form, replay: got %v; want ErrReplay", err)
+	}
+	// The seal is checked in this build too.
+	forged := wrapChain(e, OuterKey(f.k2), c.Sender, 1, c.Sig, c.inner)
+	if _, err := OpenChain(forged, OuterKey(f.k2), f.team); !errors.Is(err, ErrBadSeal) {
+		t.Errorf("a seal moved to another index: got %v; want ErrBadSeal", err)
 	}
 	if !bytes.Contains(f.createEnv.Marshal(), []byte("Ward 7")) {
 		t.Errorf("commit form: want the team name in plaintext on the wire")
@@ -30,10 +53,10 @@ func TestNoSeal(t *testing.T) {
 		t.Errorf("commit form: got %v; want the op", err)
 	}
 	// A normal build's envelope does not open here either.
-	c := *e
-	c.Ciphertext = bytes.Clone(e.Ciphertext)
-	c.Ciphertext[len(c.Ciphertext)-1] ^= 1
-	if _, err := OpenChain(&c, OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
+	x := *e
+	x.Ciphertext = bytes.Clone(e.Ciphertext)
+	x.Ciphertext[len(x.Ciphertext)-1] ^= 1
+	if _, err := OpenChain(&x, OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
 		t.Errorf("without the noseal mark: got %v; want ErrOpen", err)
 	}
 }

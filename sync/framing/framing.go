@@ -1,7 +1,6 @@
 // Package framing carries length-prefixed messages over a byte stream: a uvarint length, then the
-// bytes. The node frames every message of its stream protocols (join, sync/1.0.0 catch-up,
-// sync/2.0.0 reconciliation) with it; sync/catchup and sync/recon re-export it under their own error
-// values.
+// bytes. The node frames every message of its stream protocols (join, sync, relay enrolment and
+// directory) with it; sync/recon re-exports it under its own error values.
 //
 // Read refuses a length above its limit before allocating, refuses non-minimal or overlong length
 // prefixes, and allocates as the frame's bytes arrive rather than as the prefix claims, so a peer that
@@ -13,7 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
+
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Errors returned by Read. They are wrapped with detail: test with errors.Is.
@@ -65,12 +65,10 @@ func Read(r io.Reader, limit int) ([]byte, error) {
 			break
 		}
 	}
-	length, k := binary.Uvarint(prefix[:n])
-	if k <= 0 {
-		return nil, fmt.Errorf("%w: bad uvarint", ErrMalformed)
-	}
-	if k != (bits.Len64(length|1)+6)/7 {
-		return nil, fmt.Errorf("%w: non-minimal uvarint", ErrMalformed)
+	pr := wire.NewReader(prefix[:n])
+	length := pr.Uvarint()
+	if err := pr.Finish(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if length > uint64(max(limit, 0)) {
 		return nil, fmt.Errorf("%w: length prefix %d, limit %d", ErrTooLarge, length, limit)

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/fieldmesh/fieldmesh/sync/catchup"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
@@ -22,13 +21,6 @@ type benchSet struct{ items []recon.Item }
 func (s benchSet) Items() ([]recon.Item, error) { return s.items, nil }
 
 func (s benchSet) Envelope(id [32]byte) ([]byte, error) { return benchEnvelopeOf(id), nil }
-
-// everyID is the same set seen by the foundation's catch-up protocol.
-type everyID struct{ items []catchup.Item }
-
-func (s everyID) Items() ([]catchup.Item, error) { return s.items, nil }
-
-func (s everyID) Envelope(id [32]byte) ([]byte, error) { return benchEnvelopeOf(id), nil }
 
 func benchEnvelopeOf(id [32]byte) []byte {
 	env := make([]byte, benchEnvelope)
@@ -101,21 +93,15 @@ type exchange struct {
 func (e exchange) overhead() uint64 { return e.wire - e.envBytes }
 func (e exchange) roundTrips() int  { return (e.flights + 1) / 2 }
 
-// catcher is the shape both protocols share (node.Catcher).
-type catcher interface {
-	Start() ([]byte, error)
-	Handle(frame []byte) (out [][]byte, received [][]byte, done bool, err error)
-}
-
 // drive runs two sessions against each other in memory, counting bytes and flights.
-func drive(b *testing.B, ini, res catcher) exchange {
+func drive(b *testing.B, ini, res *recon.Session) exchange {
 	var e exchange
 	first, err := ini.Start()
 	if err != nil {
 		b.Fatal(err)
 	}
 	e.flights = 1
-	sides := [2]catcher{res, ini}
+	sides := [2]*recon.Session{res, ini}
 	queue := [][]byte{first}
 	to := 0 // 0: responder
 	var done [2]bool
@@ -146,27 +132,102 @@ func drive(b *testing.B, ini, res catcher) exchange {
 	return e
 }
 
-// everyIDRun runs the "send every id" baseline (sync/catchup, default frame size) once per case.
-func everyIDRun(b *testing.B, c benchCase) exchange {
+// everyIDRun is the "send every id" baseline for a case (sendEveryID), computed once per case.
+func everyIDRun(c benchCase) exchange {
 	if v, ok := everyRun.Load(c); ok {
 		return v.(exchange)
 	}
-	conv := func(items []recon.Item) everyID {
-		out := make([]catchup.Item, len(items))
-		for i, it := range items {
-			out[i] = catchup.Item(it)
-		}
-		return everyID{out}
-	}
-	e := drive(b, catchup.NewInitiator(conv(c.partial()), 0), catchup.NewResponder(conv(benchBase(c.n)), 0))
+	e := sendEveryID(c.partial(), benchBase(c.n))
 	everyRun.Store(c, e)
+	return e
+}
+
+// everyIDFrame is the frame size of the "send every id" baseline: the foundation's catch-up
+// protocol (removed with /fieldmesh/sync/1.0.0) at its default.
+const everyIDFrame = 1 << 20
+
+// sendEveryID is what the "send every id" baseline costs between an initiator holding ini and a
+// responder holding res: the wire bytes, envelope bytes, flights and envelopes of the
+// foundation's catch-up protocol (which no longer ships), counted without running it. The initiator
+// lists every id it has (32 bytes each; times are not sent) in frames of at most everyIDFrame
+// bytes, one frame per round trip (the responder answers each but the last with a 2-byte NEXT);
+// the responder then gives the envelopes the initiator lacks (each after its id and length) and
+// lists the ids it lacks, and the initiator gives those. A frame is a version, a type and a
+// flags byte, a uvarint count, then its entries; an envelope list is at least one frame, and
+// so is an id list.
+func sendEveryID(ini, res []recon.Item) exchange {
+	const prefix = 3 // version, type, flags
+	uvarintLen := func(v int) int { return len(binary.AppendUvarint(nil, uint64(v))) }
+	idFrames := func(n int) (frames int, bytes uint64) {
+		per := (everyIDFrame - prefix - uvarintLen(everyIDFrame/32)) / 32
+		for {
+			k := min(per, n)
+			frames++
+			bytes += uint64(prefix + uvarintLen(k) + 32*k)
+			if n -= k; n == 0 {
+				return frames, bytes
+			}
+		}
+	}
+	var e exchange
+	giveFrames := func(envs []int) {
+		budget := everyIDFrame - prefix - uvarintLen(everyIDFrame/33)
+		body, n := 0, 0
+		flush := func() {
+			e.wire += uint64(prefix + uvarintLen(n) + body)
+			body, n = 0, 0
+		}
+		frames := 0
+		for _, size := range envs {
+			entry := 32 + uvarintLen(size) + size
+			if n > 0 && body+entry > budget {
+				flush()
+				frames++
+			}
+			body += entry
+			n++
+			e.envBytes += uint64(size)
+			e.received++
+		}
+		if n > 0 || frames == 0 {
+			flush()
+		}
+	}
+	has := func(items []recon.Item) map[[32]byte]bool {
+		m := make(map[[32]byte]bool, len(items))
+		for _, it := range items {
+			m[it.ID] = true
+		}
+		return m
+	}
+	lacks := func(from []recon.Item, to map[[32]byte]bool) []int {
+		var sizes []int
+		for _, it := range from {
+			if !to[it.ID] {
+				sizes = append(sizes, len(benchEnvelopeOf(it.ID)))
+			}
+		}
+		return sizes
+	}
+	iniHas, resHas := has(ini), has(res)
+	haves, bytes := idFrames(len(ini))
+	e.wire += bytes + uint64(2*(haves-1))
+	e.flights = 2*haves - 1 + 1 // the HAVE and NEXT flights, then the responder's answer
+	giveFrames(lacks(res, iniHas))
+	wanted := lacks(ini, resHas)
+	_, bytes = idFrames(len(wanted))
+	e.wire += bytes
+	if len(wanted) > 0 {
+		e.flights++
+		giveFrames(wanted)
+	}
 	return e
 }
 
 // BenchmarkReconcile measures range-based reconciliation for a history of n envelopes (10^6;
 // 10^4 with -short) of which the initiator lacks d, as a recent tail (a device that was away) or
-// scattered (gossip losses), against the "send every id" baseline (sync/catchup) in the same
-// run. It reports, per exchange: overhead-B, the bytes exchanged both ways without the
+// scattered (gossip losses), against the "send every id" baseline (sendEveryID) for the same
+// sets. It reports, per exchange: overhead-B, the bytes exchanged both ways without the
 // envelope bodies; wire-B, with them (300-byte envelopes); round-trips (flights/2, rounded up);
 // B/missing, overhead per missing item; and every-id-overhead-B, every-id-round-trips and
 // x-every-id (overhead ratio) for the baseline. ns/op is the reconciliation alone.
@@ -181,7 +242,7 @@ func BenchmarkReconcile(b *testing.B) {
 			c := benchCase{n: n, d: d, shape: shape}
 			b.Run(fmt.Sprintf("n=%d/%s/d=%d", n, shape, d), func(b *testing.B) {
 				full, partial := benchSet{benchBase(n)}, benchSet{c.partial()}
-				every := everyIDRun(b, c)
+				every := everyIDRun(c)
 				b.ResetTimer()
 				var e exchange
 				for b.Loop() {

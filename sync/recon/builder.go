@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Tuning of the answers. They change what an honest side sends, not what it accepts, so they can
@@ -68,7 +70,7 @@ func (b *builder) doneLen() int {
 	if b.doneRun == 0 {
 		return 0
 	}
-	return uvarintLen(uint64(b.doneRun-1) << 2)
+	return wire.UvarintLen(uint64(b.doneRun-1) << 2)
 }
 
 func (b *builder) flushDone() {

@@ -1,11 +1,11 @@
-// Package recon is fieldmesh's range-based set reconciliation (/fieldmesh/sync/2.0.0): two nodes
+// Package recon is fieldmesh's range-based set reconciliation (the sync stream, Protocol): two nodes
 // that share a topic find which envelopes each lacks and exchange exactly those, in a few round
 // trips, with bytes that grow with the difference rather than the history. It implements Aljoscha
 // Meyer's range-based set reconciliation ("Range-Based Set Reconciliation", SRDS 2023,
 // arXiv:2212.13567) in the manner of Doug Hoyte's Negentropy protocol (github.com/hoytech/
 // negentropy): both sides hold items (Time, ID) sorted ascending, compare fingerprints of
 // ranges, split the ranges whose fingerprints differ, and list ids once a range holds few. It
-// replaces the foundation's "send every id" catch-up (sync/catchup) behind the same shape:
+// replaced the foundation's "send every id" catch-up, which no longer ships, behind the same shape:
 // Start, Handle, Stats, over the same Source.
 //
 // # Model
@@ -20,7 +20,7 @@
 // strictly half-duplex and a sequential read-Handle-write loop per end cannot deadlock on a
 // flow-controlled stream. Envelopes arrive as raw bytes that the session has not validated: the
 // caller validates and stores them. WriteFrame and ReadFrame carry frames over a byte stream with
-// a uvarint length prefix (the same framing as sync/catchup). A Session is not safe for
+// a uvarint length prefix (sync/framing). A Session is not safe for
 // concurrent use. Config makes the salt's randomness injectable, which makes a whole exchange
 // deterministic (tests, the simulator).
 //
@@ -148,7 +148,8 @@
 //
 // # Cost
 //
-// Measured by BenchmarkReconcile against sync/catchup in the same run, for n = 10^6 envelopes of
+// Measured by BenchmarkReconcile against "send every id" (the foundation's catch-up, counted by the
+// benchmark) in the same run, for n = 10^6 envelopes of
 // 300 bytes with timestamps 30 s apart, the initiator lacking d (overhead = bytes exchanged both
 // ways without the envelope bodies; round trips = flights/2, rounded up):
 //

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // Wire constants. doc.go describes the format.
@@ -106,9 +108,6 @@ func between(p, q *Item, prev uint64) bound {
 	return b
 }
 
-// uvarintLen is the length of the uvarint encoding of v.
-func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
-
 // timeCode returns the code of a time delta: 0 for 0, else m<<6 | z for d = m<<z with m odd,
 // or timeEscape (and then d itself follows) when m needs more than 56 bits or z is 63.
 func timeCode(d uint64) (code uint64, raw bool) {
@@ -140,8 +139,10 @@ func appendBound(b []byte, x *bound, prev uint64, mode int) []byte {
 	return b
 }
 
-// reader decodes a frame body. Every method fails with ErrMalformed rather than read past the
-// end, and uvarints must be minimal.
+// reader decodes a frame body: each read goes through a wire.Reader over the bytes from off, and
+// fails with ErrMalformed (wrapping the wire error) rather than read past the end; uvarints must be
+// minimal. Unlike a wire.Reader it does not stick: each method returns its error, and onRecon
+// rewinds off to walk the same answers twice.
 type reader struct {
 	b   []byte
 	off int
@@ -149,25 +150,27 @@ type reader struct {
 
 func (r *reader) more() bool { return r.off < len(r.b) }
 
+// unread returns a wire.Reader of the bytes not read yet; advance moves past what it read.
+func (r *reader) unread() *wire.Reader { return wire.NewReader(r.b[r.off:]) }
+
+func (r *reader) advance(w *wire.Reader, what string) error {
+	if err := w.Err(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrMalformed, what, err)
+	}
+	r.off = len(r.b) - w.Len()
+	return nil
+}
+
 func (r *reader) uvarint(what string) (uint64, error) {
-	v, n := binary.Uvarint(r.b[r.off:])
-	if n <= 0 {
-		return 0, fmt.Errorf("%w: bad uvarint (%s)", ErrMalformed, what)
-	}
-	if n != uvarintLen(v) {
-		return 0, fmt.Errorf("%w: non-minimal uvarint (%s)", ErrMalformed, what)
-	}
-	r.off += n
-	return v, nil
+	w := r.unread()
+	v := w.Uvarint()
+	return v, r.advance(w, what)
 }
 
 func (r *reader) bytes(n int, what string) ([]byte, error) {
-	if n < 0 || n > len(r.b)-r.off {
-		return nil, fmt.Errorf("%w: %s truncated", ErrMalformed, what)
-	}
-	p := r.b[r.off : r.off+n : r.off+n]
-	r.off += n
-	return p, nil
+	w := r.unread()
+	p := w.Fixed(n)
+	return p, r.advance(w, what)
 }
 
 // time decodes the time of a bound from its time code, after a bound of time prev.
@@ -255,17 +258,13 @@ func (r *reader) payload(p *piece, mode uint64) error {
 		}
 		p.fp = [fpLen]byte(f)
 	case modeList:
-		n, err := r.uvarint("list count")
-		if err != nil {
+		w := r.unread()
+		n := w.Count(listMax, hashLen)
+		hashes := w.Fixed(n * hashLen)
+		if err := r.advance(w, "id list"); err != nil {
 			return err
 		}
-		if n > listMax {
-			return fmt.Errorf("%w: list of %d ids, limit %d", ErrMalformed, n, listMax)
-		}
-		p.list, p.n = true, int(n)
-		if p.hashes, err = r.bytes(int(n)*hashLen, "list"); err != nil {
-			return err
-		}
+		p.list, p.n, p.hashes = true, n, hashes
 	}
 	return nil
 }

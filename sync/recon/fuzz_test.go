@@ -147,3 +147,20 @@ func TestFuzzSeedsReplay(t *testing.T) {
 		}
 	}
 }
+
+// FuzzHello checks that a sync stream's hello and answer decode without panicking, and that what
+// decodes marshals back to the same bytes.
+func FuzzHello(f *testing.F) {
+	f.Add(Hello{Mode: ModeMembership}.Marshal())
+	f.Add([]byte{})
+	f.Add(make([]byte, HelloSize+1))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseHello(b)
+		if err == nil && string(h.Marshal()) != string(b) {
+			t.Fatalf("hello %x decodes to %+v, which marshals to %x", b, h, h.Marshal())
+		}
+		if a, err := ParseAnswer(b); err == nil && (len(b) != 1 || byte(a) != b[0]) {
+			t.Fatalf("answer %x decodes to %d", b, a)
+		}
+	})
+}

@@ -12,16 +12,28 @@ package teamkeys_test
 // machine hits both sides of the ratio alike (as crypto/epochkey's
 // benchmarks do).
 //
-// Opened ops are signed outside crdt.NewOp, so that crdt's memo of
-// verified op ids (which NewOp fills) does not skip the verification.
+// Every signature an open verifies is made where crdt's memo of verified
+// seals (filled by Op.Sign and by each verification) has not seen it, so
+// that the open pays for the verification: commit ops are sealed by hand
+// (crdt.SignedBytes) instead of by crdt.NewOp, and the messages opened are
+// sealed by Keys.Seal in another process (the test binary run again, see
+// TestMain), whose wire bytes this one reads.
 //
 // Run: go test -run '^$' -bench . -benchtime 1s -count 3 ./sync/teamkeys
 
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,13 +127,13 @@ func baselines() (sealSign, openVerify *baseline) {
 	return
 }
 
-// signFresh signs op as crdt.NewOp does ("fieldmesh/op/v1" and the
-// encoding without the signature) but without NewOp's memo, so that
-// opening it verifies the signature for real.
-func signFresh(dev *identity.Device, op *crdt.Op) *crdt.Op {
-	op.Sig = nil
-	m := op.Marshal() // ends with the zero length of the empty signature
-	op.Sig = dev.Sign(append([]byte("fieldmesh/op/v1"), m[:len(m)-1]...))
+// sealFresh seals a create or commit op at its own epoch as crdt.NewOp
+// does, but by hand (crdt.SignedBytes), so that crdt's memo of verified
+// seals does not know it and opening it verifies the signature for real.
+func sealFresh(dev *identity.Device, op *crdt.Op) *crdt.Op {
+	id := op.ID()
+	tag := crdt.TagOf(id)
+	op.Seal = crdt.Seal{Epoch: tag, Index: 0, Sig: dev.Sign(crdt.SignedBytes(op.Team, tag, op.Author, 0, id))}
 	return op
 }
 
@@ -133,35 +145,54 @@ type benchTeam struct {
 	devs       []*identity.Device // sorted by id
 	alice, bob *identity.Device
 	outsider   *identity.Device
-	seq        int // makes op times, hence ids and tags, distinct
 }
 
-func newBenchTeam(b *testing.B) *benchTeam {
+// benchClock makes every op time of the process, hence every op id, tag
+// and seal, distinct: one made twice (by two runs of a benchmark function,
+// or by this process and a seal helper) would be in crdt's memo of
+// verified seals the second time it is opened. The seal helpers' ops take
+// their times from helperClock's range, far from this one's.
+var (
+	benchClock  atomic.Int64
+	helperClock atomic.Int64
+)
+
+const helperTimes = 1 << 36 // milliseconds: where the helpers' op times start
+
+func newBenchTeam() (*benchTeam, error) {
 	bt := &benchTeam{}
 	var err error
 	if bt.team, err = crdt.NewTeamID(detRand(4999)); err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
 	for i := range benchTeamSize + 1 {
 		d, err := identity.Generate(detRand(uint64(5000 + i)))
 		if err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
 		bt.devs = append(bt.devs, d)
 	}
 	bt.outsider, bt.devs = bt.devs[benchTeamSize], bt.devs[:benchTeamSize]
 	slices.SortFunc(bt.devs, func(x, y *identity.Device) int { a, c := x.ID(), y.ID(); return bytes.Compare(a[:], c[:]) })
 	bt.alice, bt.bob = bt.devs[0], bt.devs[benchTeamSize/2]
+	return bt, nil
+}
+
+func mustBenchTeam(b *testing.B) *benchTeam {
+	bt, err := newBenchTeam()
+	if err != nil {
+		b.Fatal(err)
+	}
 	return bt
 }
 
 func (bt *benchTeam) next() crdt.HLC {
-	bt.seq++
-	return crdt.MakeHLC(time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC).Add(time.Duration(bt.seq)*time.Millisecond), 0)
+	ms := benchClock.Add(1)
+	return crdt.MakeHLC(time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC).Add(time.Duration(ms)*time.Millisecond), 0)
 }
 
-// commitOp is a re-key by alice to all 30 devices, signed by crdt.NewOp,
-// or, if fresh, outside it (so that opening it verifies for real).
+// commitOp is a re-key by alice to all 30 devices, sealed by crdt.NewOp,
+// or, if fresh, by hand (so that opening it verifies for real).
 func (bt *benchTeam) commitOp(fresh bool) *crdt.Op {
 	rs := make([]crdt.Recipient, len(bt.devs))
 	for i, d := range bt.devs {
@@ -171,46 +202,142 @@ func (bt *benchTeam) commitOp(fresh bool) *crdt.Op {
 	if !fresh {
 		return crdt.NewOp(bt.alice, bt.team, bt.next(), nil, crdt.KindMember, body)
 	}
-	return signFresh(bt.alice, &crdt.Op{Team: bt.team, Author: bt.alice.ID(), Time: bt.next(), Kind: crdt.KindMember, Body: body})
+	return sealFresh(bt.alice, &crdt.Op{Team: bt.team, Author: bt.alice.ID(), Time: bt.next(), Kind: crdt.KindMember, Body: body})
 }
 
-// epoch starts a new epoch learned by alice and bob, and returns their Keys.
-func (bt *benchTeam) epoch(b *testing.B) (ka, kb *teamkeys.Keys, tag uint32) {
-	ka, kb = teamkeys.New(bt.team, bt.alice), teamkeys.New(bt.team, bt.bob)
-	e, err := ka.SealCommit(bt.commitOp(false), nil)
+// openCommit has dev take in a commit envelope from its wire bytes: its
+// box (trial opening), OpenCommit (both signatures) and Learn (the
+// derivation of the chains).
+func (bt *benchTeam) openCommit(k *teamkeys.Keys, dev *identity.Device, wire []byte) error {
+	e, err := envelope.Unmarshal(wire)
+	if err != nil {
+		return err
+	}
+	box, err := teamkeys.OpenBox(dev, bt.team, e)
+	if err != nil {
+		return err
+	}
+	c, err := k.OpenCommit(e, box)
+	if err != nil {
+		return err
+	}
+	return k.Learn(c)
+}
+
+func (bt *benchTeam) message() *crdt.Op {
+	body := crdt.Message{Text: string(bytes.Repeat([]byte{'x'}, benchMsgSize))}.Marshal()
+	return crdt.NewOp(bt.alice, bt.team, bt.next(), nil, crdt.KindMessage, body)
+}
+
+// sealHelperEnv, when set to "path,n,clock", makes the test binary
+// (TestMain) seal an epoch's commit and n of alice's messages in it, with
+// op times from clock on, write their wire bytes to path, and exit: BenchmarkMessage's open side runs it, so that
+// the seals it opens were never signed or verified in its own process.
+const sealHelperEnv = "FIELDMESH_TEAMKEYS_BENCH_SEAL"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(sealHelperEnv); spec != "" {
+		if err := sealHelper(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "seal helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// sealHelper writes, as uvarint-length-prefixed records, the commit
+// envelope of a new epoch by alice to the bench team and n message
+// envelopes of alice in it.
+func sealHelper(spec string) error {
+	f := strings.Split(spec, ",")
+	if len(f) != 3 {
+		return fmt.Errorf("bad spec %q", spec)
+	}
+	path := f[0]
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		return err
+	}
+	clock, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return err
+	}
+	benchClock.Store(clock)
+	bt, err := newBenchTeam()
+	if err != nil {
+		return err
+	}
+	ka := teamkeys.New(bt.team, bt.alice)
+	op := bt.commitOp(false)
+	e, err := ka.SealCommit(op, nil, nil)
+	if err != nil {
+		return err
+	}
+	var out []byte
+	put := func(b []byte) { out = binary.AppendUvarint(out, uint64(len(b))); out = append(out, b...) }
+	put(e.Marshal())
+	for range n {
+		m, _, err := ka.Seal(bt.message(), op.ID())
+		if err != nil {
+			return err
+		}
+		put(m.Marshal())
+	}
+	return os.WriteFile(path, out, 0o600)
+}
+
+// sealElsewhere runs sealHelper in another process and returns its
+// records: the commit envelope, then n messages.
+func sealElsewhere(b *testing.B, n int) [][]byte {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "wire")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	clock := helperTimes + helperClock.Add(int64(n+2)) - int64(n+2)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%d,%d", sealHelperEnv, path, n, clock))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("seal helper: %v: %s", err, out)
+	}
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := kb.Open(e); err != nil {
-		b.Fatal(err)
+	var recs [][]byte
+	for len(raw) > 0 {
+		l, k := binary.Uvarint(raw)
+		if k <= 0 || uint64(len(raw)-k) < l {
+			b.Fatalf("seal helper: a bad record")
+		}
+		recs = append(recs, raw[k:k+int(l)])
+		raw = raw[k+int(l):]
 	}
-	return ka, kb, e.Epoch
+	if len(recs) != n+1 {
+		b.Fatalf("seal helper: %d records; want %d", len(recs), n+1)
+	}
+	return recs
 }
 
-func (bt *benchTeam) message(fresh bool) *crdt.Op {
-	body := crdt.Message{Text: string(bytes.Repeat([]byte{'x'}, benchMsgSize))}.Marshal()
-	if !fresh {
-		return crdt.NewOp(bt.alice, bt.team, bt.next(), nil, crdt.KindMessage, body)
-	}
-	return signFresh(bt.alice, &crdt.Op{Team: bt.team, Author: bt.alice.ID(), Time: bt.next(), Kind: crdt.KindMessage, Body: body})
-}
-
-// BenchmarkMessage: Keys.Seal of a 200-byte message (signed by
-// crdt.NewOp; Marshal included) and Keys.Open of it (from the wire bytes:
-// Unmarshal, both layers, the verification of the op's signature).
+// BenchmarkMessage: Keys.Seal of a 200-byte message (with its signature,
+// Op.Sign; Marshal included), and OpenChain and Consume of one (from the
+// wire bytes: Unmarshal, the outer layer, the verification of the seal,
+// the inner layer).
 func BenchmarkMessage(b *testing.B) {
 	skipNoSeal(b)
 	sealSign, openVerify := baselines()
 	sealSign.run(b)
 	openVerify.run(b)
-	bt := newBenchTeam(b)
+	bt := mustBenchTeam(b)
 	b.Run("seal+sign-200B", func(b *testing.B) {
-		ka, _, tag := bt.epoch(b)
+		ka := teamkeys.New(bt.team, bt.alice)
+		op := bt.commitOp(false)
+		if _, err := ka.SealCommit(op, nil, nil); err != nil {
+			b.Fatal(err)
+		}
 		r := newRatio(sealSign)
 		b.ReportAllocs()
 		var size int
 		for b.Loop() {
-			e, err := ka.Seal(bt.message(false), tag)
+			e, _, err := ka.Seal(bt.message(), op.ID())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -221,24 +348,24 @@ func BenchmarkMessage(b *testing.B) {
 		b.ReportMetric(float64(size), "B/envelope")
 	})
 	b.Run("open+verify-200B", func(b *testing.B) {
-		ka, kb, tag := bt.epoch(b)
-		wire := make([][]byte, b.N)
-		for i := range wire {
-			e, err := ka.Seal(bt.message(true), tag)
-			if err != nil {
-				b.Fatal(err)
-			}
-			wire[i] = e.Marshal()
+		recs := sealElsewhere(b, b.N)
+		kb := teamkeys.New(bt.team, bt.bob)
+		if err := bt.openCommit(kb, bt.bob, recs[0]); err != nil {
+			b.Fatal(err)
 		}
 		r := newRatio(openVerify)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range b.N {
-			e, err := envelope.Unmarshal(wire[i])
+			e, err := envelope.Unmarshal(recs[1+i])
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := kb.Open(e); err != nil {
+			o, err := kb.OpenChain(e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := kb.Consume(o); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -247,22 +374,23 @@ func BenchmarkMessage(b *testing.B) {
 }
 
 // BenchmarkCommit: Keys.SealCommit of a re-key to a 30-device team (with
-// the op's signature by crdt.NewOp; Marshal included), and Keys.Open of it
-// by one recipient (from the wire bytes; trial opening, both signatures,
-// the derivation of 30 chains) and by a device that is not a recipient.
+// the op's seal by crdt.NewOp; Marshal included), and the opening of one
+// by a recipient (from the wire bytes: OpenBox's trial opening, OpenCommit
+// with both signatures, Learn with the derivation of 30 chains) and by a
+// device that is not a recipient (OpenBox tries every box).
 func BenchmarkCommit(b *testing.B) {
 	skipNoSeal(b)
 	sealSign, openVerify := baselines()
 	sealSign.run(b)
 	openVerify.run(b)
-	bt := newBenchTeam(b)
+	bt := mustBenchTeam(b)
 	b.Run("seal-30", func(b *testing.B) {
 		r := newRatio(sealSign)
 		b.ReportAllocs()
 		var size int
 		for b.Loop() {
 			// A fresh Keys each time: one epoch, no prior keys.
-			e, err := teamkeys.New(bt.team, bt.alice).SealCommit(bt.commitOp(false), nil)
+			e, err := teamkeys.New(bt.team, bt.alice).SealCommit(bt.commitOp(false), nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -280,7 +408,7 @@ func BenchmarkCommit(b *testing.B) {
 			}
 			wire := make([][]byte, b.N)
 			for i := range wire {
-				e, err := teamkeys.New(bt.team, bt.alice).SealCommit(bt.commitOp(true), nil)
+				e, err := teamkeys.New(bt.team, bt.alice).SealCommit(bt.commitOp(true), nil, nil)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -290,12 +418,8 @@ func BenchmarkCommit(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				e, err := envelope.Unmarshal(wire[i])
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, err = teamkeys.New(bt.team, dev).Open(e)
-				if who == "recipient" && err != nil || who != "recipient" && !errors.Is(err, teamkeys.ErrUnknownEpoch) {
+				err := bt.openCommit(teamkeys.New(bt.team, dev), dev, wire[i])
+				if who == "recipient" && err != nil || who != "recipient" && !errors.Is(err, envelope.ErrNotRecipient) {
 					b.Fatal(err)
 				}
 			}

@@ -3,6 +3,7 @@ package teamkeys
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,10 +13,11 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 const (
-	stateVersion = 1
+	stateVersion = 2
 
 	flagCommit = 1 << 0 // the commit id follows
 	flagChains = 1 << 1 // the sender state and receiver states follow
@@ -36,13 +38,14 @@ const (
 		binary.MaxVarintLen32 + MaxForgotten*4
 )
 
-// Marshal encodes the whole state (version 1), for one record of the
+// Marshal encodes the whole state (version 2), for one record of the
 // encrypted store; integers big-endian, uvarints minimal:
 //
-//	version     1 byte   (1)
+//	version     1 byte   (2)
 //	team       32 bytes
 //	device     32 bytes  this device's id
-//	epochs     uvarint count (0..MaxEpochs), then each, ascending by tag:
+//	epochs     uvarint count (0..MaxEpochs), then each, strictly ascending by
+//	           (tag, commit id or zeros, outer key):
 //	  tag        4 bytes
 //	  flags      1 byte   bit 0: commit id follows; bit 1: chains follow; no other bit
 //	  [commit   32 bytes]
@@ -55,48 +58,55 @@ const (
 // Each state has exactly one encoding. The result holds secrets (outer
 // keys, chain keys); the store encrypts it at rest. Persist it after every
 // Seal and SealCommit before the envelope leaves the device, and after
-// every Open that succeeded.
+// every Consume and Learn.
 func (k *Keys) Marshal() []byte {
-	b := make([]byte, 0, 128+len(k.epochs)*256)
+	b := make([]byte, 0, 128+k.Len()*256)
 	b = append(b, stateVersion)
 	b = append(b, k.team[:]...)
 	me := k.self.ID()
 	b = append(b, me[:]...)
-	b = binary.AppendUvarint(b, uint64(len(k.epochs)))
+	b = binary.AppendUvarint(b, uint64(k.Len()))
 	for _, tag := range k.Tags() {
-		ep := k.epochs[tag]
-		b = binary.BigEndian.AppendUint32(b, tag)
-		var flags byte
-		if ep.commit != (crdt.OpID{}) {
-			flags |= flagCommit
-		}
-		if ep.chains() {
-			flags |= flagChains
-		}
-		b = append(b, flags)
-		if flags&flagCommit != 0 {
-			b = append(b, ep.commit[:]...)
-		}
-		raw := ep.outer.Bytes()
-		b = append(b, raw...)
-		clear(raw)
-		if !ep.chains() {
-			continue
-		}
-		s, _ := ep.send.MarshalBinary()
-		b = append(b, s...)
-		clear(s)
-		b = binary.AppendUvarint(b, uint64(len(ep.recv)))
-		for _, d := range slices.SortedFunc(maps.Keys(ep.recv), compareDevice) {
-			r, _ := ep.recv[d].MarshalBinary()
-			b = binary.AppendUvarint(b, uint64(len(r)))
-			b = append(b, r...)
-			clear(r)
+		for _, ep := range k.epochs[tag] {
+			b = ep.append(b)
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(k.forgotten)))
 	for _, tag := range slices.Sorted(maps.Keys(k.forgotten)) {
 		b = binary.BigEndian.AppendUint32(b, tag)
+	}
+	return b
+}
+
+// append encodes one epoch (see Marshal).
+func (ep *Epoch) append(b []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, ep.tag)
+	var flags byte
+	if ep.commit != (crdt.OpID{}) {
+		flags |= flagCommit
+	}
+	if ep.Chains() {
+		flags |= flagChains
+	}
+	b = append(b, flags)
+	if flags&flagCommit != 0 {
+		b = append(b, ep.commit[:]...)
+	}
+	raw := ep.outer.Bytes()
+	b = append(b, raw...)
+	clear(raw)
+	if !ep.Chains() {
+		return b
+	}
+	s, _ := ep.send.MarshalBinary()
+	b = append(b, s...)
+	clear(s)
+	b = binary.AppendUvarint(b, uint64(len(ep.recv)))
+	for _, d := range slices.SortedFunc(maps.Keys(ep.recv), compareDevice) {
+		r, _ := ep.recv[d].MarshalBinary()
+		b = binary.AppendUvarint(b, uint64(len(r)))
+		b = append(b, r...)
+		clear(r)
 	}
 	return b
 }
@@ -114,169 +124,121 @@ func Unmarshal(team crdt.TeamID, self *identity.Device, b []byte) (*Keys, error)
 	if int64(len(b)) > MaxStateSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrEncoding, len(b), MaxStateSize)
 	}
-	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != stateVersion {
+	d := wire.NewReader(b)
+	if v := d.Byte(); d.Err() == nil && v != stateVersion {
 		return nil, fmt.Errorf("%w: unknown version %d", ErrEncoding, v)
 	}
-	if t := d.fixed(32); d.err == nil && !bytes.Equal(t, team[:]) {
+	if t := d.Fixed(32); d.Err() == nil && !bytes.Equal(t, team[:]) {
 		return nil, fmt.Errorf("%w: the state of another team", ErrEncoding)
 	}
 	me := self.ID()
-	if dev := d.fixed(32); d.err == nil && !bytes.Equal(dev, me[:]) {
+	if dev := d.Fixed(32); d.Err() == nil && !bytes.Equal(dev, me[:]) {
 		return nil, fmt.Errorf("%w: the state of another device", ErrEncoding)
 	}
 	k := New(team, self)
-	n := d.count(MaxEpochs, 4+1+seal.KeySize)
-	prev := int64(-1)
+	n := d.Count(MaxEpochs, 4+1+seal.KeySize)
+	var prev *Epoch
 	for range n {
-		tag := d.uint32()
-		if d.err == nil && int64(tag) <= prev {
-			d.fail("epoch tags not strictly ascending")
-		}
-		prev = int64(tag)
-		ep := &epoch{}
-		flags := d.byte()
-		if d.err == nil && flags&^(flagCommit|flagChains) != 0 {
-			d.fail(fmt.Sprintf("unknown epoch flags %#x", flags))
+		tag := d.Uint32()
+		ep := &Epoch{tag: tag}
+		flags := d.Byte()
+		if d.Err() == nil && flags&^(flagCommit|flagChains) != 0 {
+			fail(d, "unknown epoch flags %#x", flags)
 		}
 		if flags&flagCommit != 0 {
-			copy(ep.commit[:], d.fixed(32))
-			if d.err == nil && ep.commit == (crdt.OpID{}) {
-				d.fail("zero commit id") // Marshal writes none then
+			copy(ep.commit[:], d.Fixed(32))
+			if d.Err() == nil && ep.commit == (crdt.OpID{}) {
+				fail(d, "zero commit id") // Marshal writes none then
 			}
 		}
-		ep.outer, _ = seal.EpochKeyFromBytes(d.fixed(seal.KeySize))
+		ep.outer, _ = seal.EpochKeyFromBytes(d.Fixed(seal.KeySize))
+		if d.Err() == nil && flags&flagCommit != 0 && crdt.TagOf(ep.commit) != tag {
+			fail(d, "a commit id of another tag")
+		}
 		if flags&flagChains != 0 {
-			d.chains(ep, me)
+			if flags&flagCommit == 0 {
+				fail(d, "chains without a commit id")
+			}
+			readChains(d, ep, me)
 		}
-		if d.err != nil {
-			return nil, d.err
+		if d.Err() == nil && prev != nil && compareEpochs(prev, ep) >= 0 {
+			fail(d, "epochs not strictly ascending")
 		}
-		k.epochs[tag] = ep
+		if d.Err() != nil {
+			return nil, encodingError(d.Err())
+		}
+		k.epochs[tag] = append(k.epochs[tag], ep)
+		prev = ep
 	}
-	m := d.count(MaxForgotten, 4)
-	prev = -1
+	m := d.Count(MaxForgotten, 4)
+	prevTag := int64(-1)
 	for range m {
-		tag := d.uint32()
-		if d.err == nil && int64(tag) <= prev {
-			d.fail("forgotten tags not strictly ascending")
+		tag := d.Uint32()
+		if d.Err() == nil && int64(tag) <= prevTag {
+			fail(d, "forgotten tags not strictly ascending")
 		}
-		prev = int64(tag)
-		if _, held := k.epochs[tag]; d.err == nil && held {
-			d.fail("a forgotten tag is held")
+		prevTag = int64(tag)
+		if d.Err() == nil && k.Held(tag) {
+			fail(d, "a forgotten tag is held")
 		}
 		k.forgotten[tag] = struct{}{}
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail(fmt.Sprintf("%d trailing bytes", len(d.b)))
-	}
-	if d.err != nil {
-		return nil, d.err
+	if err := d.Finish(); err != nil {
+		return nil, encodingError(err)
 	}
 	return k, nil
 }
 
-// decoder reads a state encoding; the first error sticks and later reads
-// return zero values.
-type decoder struct {
-	b   []byte
-	err error
+// fail records a check of this package as d's error (the first error sticks).
+func fail(d *wire.Reader, format string, args ...any) {
+	d.Fail(fmt.Errorf("%w: "+format, append([]any{ErrEncoding}, args...)...))
 }
 
-func (d *decoder) fail(why string) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", ErrEncoding, why)
+// encodingError returns err wrapping ErrEncoding: a check of this package
+// (fail) already does, an error of sync/wire gets it added.
+func encodingError(err error) error {
+	if errors.Is(err, ErrEncoding) {
+		return err
 	}
+	return fmt.Errorf("%w: %w", ErrEncoding, err)
 }
 
-func (d *decoder) fixed(n int) []byte {
-	if d.err != nil {
-		return make([]byte, n)
-	}
-	if len(d.b) < n {
-		d.fail("truncated")
-		return make([]byte, n)
-	}
-	out := d.b[:n:n]
-	d.b = d.b[n:]
-	return out
-}
-
-func (d *decoder) byte() byte { return d.fixed(1)[0] }
-
-func (d *decoder) uint32() uint32 { return binary.BigEndian.Uint32(d.fixed(4)) }
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad uvarint")
-		return 0
-	}
-	if n != len(binary.AppendUvarint(nil, v)) {
-		d.fail("uvarint not minimally encoded")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-// count reads a count of at most max items of at least minSize bytes each,
-// refusing one that the rest of the input cannot hold.
-func (d *decoder) count(max, minSize int) int {
-	v := d.uvarint()
-	if d.err != nil {
-		return 0
-	}
-	if v > uint64(max) || v*uint64(minSize) > uint64(len(d.b)) {
-		d.fail(fmt.Sprintf("count %d over the limit %d or the %d bytes left", v, max, len(d.b)))
-		return 0
-	}
-	return int(v)
-}
-
-// chains reads the sender and receiver states of an epoch of device me.
-func (d *decoder) chains(ep *epoch, me identity.DeviceID) {
-	s, err := senderkey.UnmarshalSender(d.fixed(senderStateSize))
-	if d.err != nil {
+// readChains reads the sender and receiver states of an epoch of device me.
+func readChains(d *wire.Reader, ep *Epoch, me identity.DeviceID) {
+	s, err := senderkey.UnmarshalSender(d.Fixed(senderStateSize))
+	if d.Err() != nil {
 		return
 	}
 	if err != nil {
-		d.fail(err.Error())
+		fail(d, "%v", err)
 		return
 	}
 	if s.Sender() != me {
-		d.fail("a sender state of another device")
+		fail(d, "a sender state of another device")
 		return
 	}
 	ep.send = s
-	n := d.count(envelope.MaxBoxes-1, 1+minReceiverSize) // 0 for a device alone in its epoch
+	n := d.Count(envelope.MaxBoxes-1, 1+minReceiverSize) // 0 for a device alone in its epoch
 	ep.recv = make(map[identity.DeviceID]*senderkey.ReceiverState, n)
 	var prev *identity.DeviceID
 	for range n {
-		l := d.uvarint()
-		if d.err == nil && l > uint64(len(d.b)) {
-			d.fail("truncated receiver state")
-		}
-		if d.err != nil {
+		raw := d.Bytes(senderkey.MaxReceiverSize)
+		if d.Err() != nil {
 			return
 		}
-		raw := d.fixed(int(l))
 		r, err := senderkey.UnmarshalReceiver(raw)
 		if err != nil {
-			d.fail(err.Error())
+			fail(d, "%v", err)
 			return
 		}
 		who := r.Sender()
 		switch {
 		case who == me:
-			d.fail("a receiver state of this device")
+			fail(d, "a receiver state of this device")
 		case prev != nil && compareDevice(*prev, who) >= 0:
-			d.fail("receiver states not strictly ascending by sender")
+			fail(d, "receiver states not strictly ascending by sender")
 		}
-		if d.err != nil {
+		if d.Err() != nil {
 			return
 		}
 		ep.recv[who] = r

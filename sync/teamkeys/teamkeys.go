@@ -1,6 +1,7 @@
 package teamkeys
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -18,8 +19,8 @@ import (
 // Limits, in counts.
 const (
 	// MaxEpochs is the most epochs a Keys holds (with chains or with the
-	// outer key only). Learning one more is ErrTooManyEpochs: Forget old
-	// epochs (retention). Prior keys beyond it are not learned.
+	// outer key only). Learn and LearnPrior refuse one more
+	// (ErrTooManyEpochs): the caller forgets an old epoch first.
 	MaxEpochs = envelope.MaxPriorKeys // 512
 	// MaxForgotten is the most forgotten epoch tags a Keys remembers, so
 	// that it never learns a forgotten epoch again. Forget beyond it drops
@@ -32,16 +33,17 @@ const (
 // not match it).
 var (
 	// ErrUnknownEpoch: this device holds no key of the envelope's epoch (not
-	// yet: keep the envelope and retry when Tags grows; or never: an epoch
-	// it is not a member of, or one it forgot).
+	// yet: keep the envelope and retry when the epoch is learned; or never:
+	// an epoch it is not a member of, or one it forgot).
 	ErrUnknownEpoch = errors.New("teamkeys: no key for this epoch")
-	// ErrNoChain: the outer layer opened but this device has no receiver
-	// chain for the sender in that epoch: the epoch is known only by its
-	// outer key (history from before this device was a recipient), or the
+	// ErrNoChain: the outer layer opened and the sender's signature
+	// verified, but this device has no receiver chain for the sender in that
+	// epoch: the epoch is known only by its outer key (history from before
+	// this device was a recipient), the sender is not a recipient, or the
 	// envelope is this device's own.
 	ErrNoChain = errors.New("teamkeys: no chain for this sender in this epoch")
 	// ErrReplay: the message's index in its sender's chain was already
-	// opened here (its key is deleted).
+	// consumed here (its key is deleted).
 	ErrReplay = errors.New("teamkeys: message already opened (replay)")
 	// ErrTooFarAhead: opening the message would store more than
 	// senderkey.MaxSkipped keys of its sender's messages that have not
@@ -51,10 +53,9 @@ var (
 	// ErrCannotSend: Seal under an epoch this device holds no sender chain
 	// of (it was not a recipient, or the epoch is unknown or forgotten).
 	ErrCannotSend = errors.New("teamkeys: no sender chain for this epoch")
-	// ErrEpochConflict: a commit would give a held or forgotten epoch tag
-	// another key (SealCommit of an op whose tag is taken, a box whose key
-	// differs from the outer key already held for its tag).
-	ErrEpochConflict = errors.New("teamkeys: epoch tag already held or forgotten")
+	// ErrForgotten: the epoch's tag was forgotten (Forget), and is never
+	// learned again.
+	ErrForgotten = errors.New("teamkeys: epoch tag forgotten")
 	// ErrTooManyEpochs: learning the epoch would hold more than MaxEpochs.
 	ErrTooManyEpochs = errors.New("teamkeys: too many epochs held; forget old ones")
 	// ErrWrongOp: the op cannot be sealed here (another team, another
@@ -65,34 +66,54 @@ var (
 	ErrEncoding = errors.New("teamkeys: bad state encoding")
 )
 
-// Keys is one team's epoch keys on one device: for each epoch it holds,
-// the outer key and, if this device was one of the epoch's recipients, its
-// own sender chain and a receiver chain for every other recipient. It
-// never holds an epoch key K longer than one call. It is not safe for
+// Epoch is what a device holds of one key epoch: the outer key, the id of
+// the op that started it (zero while the epoch is known only from prior
+// keys), and, if the device was one of the epoch's recipients, its own
+// sender chain and a receiver chain for every other recipient. The epoch
+// key K itself is dropped once these are derived. An Epoch is not safe for
 // concurrent use.
-type Keys struct {
-	team      crdt.TeamID
-	self      *identity.Device
-	epochs    map[uint32]*epoch
-	forgotten map[uint32]struct{}
-}
-
-// epoch is what a Keys holds of one epoch.
-type epoch struct {
-	outer seal.EpochKey
-	// commit is the id of the op that started the epoch, once its envelope
-	// has been opened or sealed here; zero while the epoch is known only
-	// from prior keys.
+type Epoch struct {
+	tag    uint32
+	outer  seal.EpochKey
 	commit crdt.OpID
-	// send is this device's chain; nil if it was not a recipient (then recv
-	// is nil too: the epoch is known by its outer key only).
-	send *senderkey.SenderState
-	recv map[identity.DeviceID]*senderkey.ReceiverState // the other recipients
+	send   *senderkey.SenderState // nil: not a recipient (recv is nil too)
+	recv   map[identity.DeviceID]*senderkey.ReceiverState
 }
 
-func (ep *epoch) chains() bool { return ep.send != nil }
+// NewEpoch derives the state of an epoch from its key: the outer key, and,
+// if self is among recipients with its current Noise key, its sender chain
+// and a receiver chain for every other recipient. commit is the id of the
+// create or commit op that started the epoch. The caller drops key
+// afterwards. A device learns an epoch through Keys.Learn; an Epoch made
+// here and not learned opens envelopes (OpenChain) without being kept.
+func NewEpoch(self *identity.Device, key seal.EpochKey, commit crdt.OpID, recipients []crdt.Recipient) *Epoch {
+	ep := &Epoch{tag: crdt.TagOf(commit), outer: envelope.OuterKey(key), commit: commit}
+	me, noise := self.ID(), self.NoisePublic()
+	if !slices.ContainsFunc(recipients, func(r crdt.Recipient) bool { return r.Device == me && r.Noise == noise }) {
+		return ep
+	}
+	ep.send = senderkey.NewSender(key, me)
+	ep.recv = make(map[identity.DeviceID]*senderkey.ReceiverState, len(recipients)-1)
+	for _, r := range recipients {
+		if r.Device != me {
+			ep.recv[r.Device] = senderkey.NewReceiver(key, r.Device)
+		}
+	}
+	return ep
+}
 
-func (ep *epoch) wipe() {
+// Tag returns the epoch's tag.
+func (ep *Epoch) Tag() uint32 { return ep.tag }
+
+// Commit returns the id of the op that started the epoch (zero if it is
+// known only by its outer key).
+func (ep *Epoch) Commit() crdt.OpID { return ep.commit }
+
+// Chains reports whether this device holds the epoch's chains (it was a
+// recipient).
+func (ep *Epoch) Chains() bool { return ep.send != nil }
+
+func (ep *Epoch) wipe() {
 	if ep.send != nil {
 		ep.send.Wipe()
 	}
@@ -103,20 +124,113 @@ func (ep *epoch) wipe() {
 	ep.outer = seal.EpochKey{}
 }
 
+// Opened is a chain-form envelope opened without consuming its message
+// key: the op (with its seal) and where it was sealed. Op is nil when the
+// envelope could not be read (OpenChain's ErrNoChain): the outer layer
+// and the sender's signature still checked, so Sender and Index are
+// authentic.
+type Opened struct {
+	Op     *crdt.Op
+	Sender identity.DeviceID
+	Index  uint32
+	Tag    uint32
+	// Epoch is the id of the op that started the epoch the envelope was
+	// opened in (zero if the epoch is known only by its outer key).
+	Epoch crdt.OpID
+	Sig   []byte
+}
+
+// OpenChain opens a chain-form envelope of this epoch without changing
+// anything: the outer layer (envelope.OpenChain, which verifies the
+// sender's signature), then, if this device holds the sender's receiver
+// chain, the inner layer (Chain.Peek). Errors: envelope.ErrOpen (the outer
+// key does not open it), envelope.ErrBadSeal, ErrNoChain, ErrReplay and
+// ErrTooFarAhead (these three with the Opened that says who sent it and
+// where: its outer layer and signature checked), and the envelope errors of
+// Chain.Peek.
+func (ep *Epoch) OpenChain(e *envelope.Envelope, team crdt.TeamID) (*Opened, error) {
+	c, err := envelope.OpenChain(e, ep.outer, team)
+	if err != nil {
+		return nil, wrap("open", err)
+	}
+	o := &Opened{Sender: c.Sender, Index: c.Index, Tag: e.Epoch, Epoch: ep.commit, Sig: c.Sig}
+	r := ep.recv[c.Sender]
+	if r == nil {
+		why := "the epoch is known by its outer key only"
+		switch {
+		case ep.send != nil && ep.send.Sender() == c.Sender:
+			why = "the envelope is this device's own"
+		case ep.Chains():
+			why = "the sender is not a recipient of the epoch"
+		}
+		return o, fmt.Errorf("%w: %v in tag %08x: %s", ErrNoChain, c.Sender.Short(), e.Epoch, why)
+	}
+	op, err := c.Peek(r)
+	switch {
+	case errors.Is(err, senderkey.ErrReplay):
+		return o, fmt.Errorf("%w: %w", ErrReplay, err)
+	case errors.Is(err, senderkey.ErrTooFarAhead):
+		return o, fmt.Errorf("%w: %w", ErrTooFarAhead, err)
+	case err != nil:
+		return nil, wrap("open", err)
+	}
+	o.Op = op
+	return o, nil
+}
+
+// Keys is one team's learned epochs on one device: the state the node
+// keeps next to a team's log, persisted as one record of the encrypted
+// store. It never holds an epoch key K longer than one call. It is not safe
+// for concurrent use.
+type Keys struct {
+	team      crdt.TeamID
+	self      *identity.Device
+	epochs    map[uint32][]*Epoch // by tag: normally one each, more only if two commits share a tag
+	forgotten map[uint32]struct{}
+}
+
 // New returns the empty key state of team on device self.
 func New(team crdt.TeamID, self *identity.Device) *Keys {
-	return &Keys{team: team, self: self, epochs: map[uint32]*epoch{}, forgotten: map[uint32]struct{}{}}
+	return &Keys{team: team, self: self, epochs: map[uint32][]*Epoch{}, forgotten: map[uint32]struct{}{}}
 }
 
 // Tags returns the tags of the epochs held (with chains or with the outer
-// key only), ascending.
+// key only), ascending, each once.
 func (k *Keys) Tags() []uint32 { return slices.Sorted(maps.Keys(k.epochs)) }
 
+// Len returns the number of epochs held.
+func (k *Keys) Len() int {
+	n := 0
+	for _, eps := range k.epochs {
+		n += len(eps)
+	}
+	return n
+}
+
+// Held reports whether an epoch with this tag is held.
+func (k *Keys) Held(tag uint32) bool { return len(k.epochs[tag]) > 0 }
+
+// Forgotten reports whether the tag was forgotten.
+func (k *Keys) Forgotten(tag uint32) bool {
+	_, ok := k.forgotten[tag]
+	return ok
+}
+
+// Epoch returns the epoch started by the op with the given id, if held.
+func (k *Keys) Epoch(commit crdt.OpID) (*Epoch, bool) {
+	for _, ep := range k.epochs[crdt.TagOf(commit)] {
+		if ep.commit == commit {
+			return ep, true
+		}
+	}
+	return nil, false
+}
+
 // CanSend reports whether this device holds its sender chain of the epoch
-// with the given tag (and the chain is not exhausted).
-func (k *Keys) CanSend(tag uint32) bool {
-	ep := k.epochs[tag]
-	return ep != nil && ep.chains() && ep.send.Next() <= senderkey.MaxIndex
+// started by commit (and the chain is not exhausted).
+func (k *Keys) CanSend(commit crdt.OpID) bool {
+	ep, ok := k.Epoch(commit)
+	return ok && ep.Chains() && ep.send.Next() <= senderkey.MaxIndex
 }
 
 // recipientsOf returns the recipient devices of the epoch a create or
@@ -139,52 +253,53 @@ func recipientsOf(op *crdt.Op) ([]crdt.Recipient, error) {
 	return nil, fmt.Errorf("a %v op starts no epoch", op.Kind)
 }
 
-// newEpoch derives the state of an epoch from its key K: the outer key,
-// and, if this device is among recipients (its device id with its Noise
-// key), its sender chain and a receiver chain for every other recipient.
-// The caller drops K afterwards.
-func (k *Keys) newEpoch(key seal.EpochKey, commit crdt.OpID, recipients []crdt.Recipient) *epoch {
-	ep := &epoch{outer: envelope.OuterKey(key), commit: commit}
-	me, noise := k.self.ID(), k.self.NoisePublic()
-	if !slices.ContainsFunc(recipients, func(r crdt.Recipient) bool { return r.Device == me && r.Noise == noise }) {
-		return ep
+// Recipients returns the recipient devices of the epoch a create or commit
+// op starts, or an error wrapping ErrWrongOp.
+func Recipients(op *crdt.Op) ([]crdt.Recipient, error) {
+	r, err := recipientsOf(op)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWrongOp, err)
 	}
-	ep.send = senderkey.NewSender(key, me)
-	ep.recv = make(map[identity.DeviceID]*senderkey.ReceiverState, len(recipients)-1)
-	for _, r := range recipients {
-		if r.Device != me {
-			ep.recv[r.Device] = senderkey.NewReceiver(key, r.Device)
-		}
-	}
-	return ep
+	return r, nil
 }
 
 // SealCommit seals a KindCreate or KindMember op by this device in commit
 // form: a fresh random epoch key K (from rand; nil = crypto/rand), one box
 // for each recipient of the op's body (Create.Creator, or
 // Commit.Recipients, in that order), and as prior keys the outer key of
-// every epoch held. It then learns the new epoch itself (its sender chain
-// and a receiver chain for every other recipient if this device is one,
-// else the outer key only) and forgets K.
+// every epoch held (one per tag) that include accepts (nil: all). It then
+// learns the new epoch itself (its sender chain and a receiver chain for
+// every other recipient if this device is one, else the outer key only) and
+// forgets K.
 //
-// Errors: ErrWrongOp, ErrEpochConflict (the op's tag is held or
-// forgotten), ErrTooManyEpochs, or an envelope error (sizes are checked
-// before any work). On error the state is unchanged.
-func (k *Keys) SealCommit(op *crdt.Op, rand io.Reader) (*envelope.Envelope, error) {
+// include is where the caller applies the rule that keeps prior keys from
+// reaching devices they should not: hand on only the outer keys of epochs
+// whose commits the caller's log holds and judged, so that an epoch whose
+// commit removed a device is never handed to that device by a commit that
+// did not know of the removal.
+//
+// Errors: ErrWrongOp, ErrForgotten (the op's tag was forgotten: make the
+// op again at another time), ErrTooManyEpochs, or an envelope error (sizes
+// are checked before any work). On error the state is unchanged.
+func (k *Keys) SealCommit(op *crdt.Op, rand io.Reader, include func(EpochInfo) bool) (*envelope.Envelope, error) {
 	if err := k.checkOwn(op); err != nil {
 		return nil, err
 	}
-	recipients, err := recipientsOf(op)
+	recipients, err := Recipients(op)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrWrongOp, err)
+		return nil, err
 	}
 	id := op.ID()
 	tag := crdt.TagOf(id)
-	if k.taken(tag) {
-		return nil, fmt.Errorf("%w: tag %08x", ErrEpochConflict, tag)
+	if k.Forgotten(tag) {
+		return nil, fmt.Errorf("%w: tag %08x", ErrForgotten, tag)
 	}
-	if len(k.epochs) >= MaxEpochs {
-		return nil, fmt.Errorf("%w: %d held", ErrTooManyEpochs, len(k.epochs))
+	if _, ok := k.Epoch(id); ok {
+		// A second key for one commit would make its epoch ambiguous.
+		return nil, fmt.Errorf("%w: the epoch of commit %v is already held", ErrWrongOp, id.Short())
+	}
+	if k.Len() >= MaxEpochs {
+		return nil, fmt.Errorf("%w: %d held", ErrTooManyEpochs, k.Len())
 	}
 	key, err := seal.NewEpochKey(rand)
 	if err != nil {
@@ -194,27 +309,43 @@ func (k *Keys) SealCommit(op *crdt.Op, rand io.Reader) (*envelope.Envelope, erro
 	for i, r := range recipients {
 		noise[i] = r.Noise
 	}
-	e, err := envelope.SealCommit(op, k.self, key, noise, k.priorKeys(), rand)
+	e, err := envelope.SealCommit(op, k.self, key, noise, k.priorKeys(tag, include), rand)
 	if err != nil {
 		return nil, fmt.Errorf("teamkeys: seal commit: %w", err)
 	}
-	k.epochs[tag] = k.newEpoch(key, id, recipients)
+	k.add(NewEpoch(k.self, key, id, recipients))
 	return e, nil
 }
 
-// priorKeys returns the outer key of every epoch held, ascending by tag.
-func (k *Keys) priorKeys() []envelope.PriorKey {
+// priorKeys returns the outer key of every epoch held that include accepts
+// (nil: all), one per tag (the first accepted), ascending by tag, without
+// except.
+func (k *Keys) priorKeys(except uint32, include func(EpochInfo) bool) []envelope.PriorKey {
 	out := make([]envelope.PriorKey, 0, len(k.epochs))
 	for _, tag := range k.Tags() {
-		out = append(out, envelope.PriorKey{Tag: tag, Outer: k.epochs[tag].outer})
+		if tag == except {
+			continue
+		}
+		for _, ep := range k.epochs[tag] {
+			if include == nil || include(EpochInfo{Tag: tag, Commit: ep.commit, Chains: ep.Chains()}) {
+				out = append(out, envelope.PriorKey{Tag: tag, Outer: ep.outer})
+				break
+			}
+		}
 	}
 	return out
 }
 
-func (k *Keys) taken(tag uint32) bool {
-	_, held := k.epochs[tag]
-	_, gone := k.forgotten[tag]
-	return held || gone
+// add inserts ep (the caller checked the limits), keeping each tag's list
+// sorted by commit id.
+func (k *Keys) add(ep *Epoch) {
+	eps := append(k.epochs[ep.tag], ep)
+	slices.SortFunc(eps, compareEpochs)
+	k.epochs[ep.tag] = eps
+}
+
+func compareEpochs(a, b *Epoch) int {
+	return cmp.Or(cmp.Compare(a.tag, b.tag), bytes.Compare(a.commit[:], b.commit[:]), bytes.Compare(a.outer.Bytes(), b.outer.Bytes()))
 }
 
 // checkOwn checks that op is this team's and this device's.
@@ -229,62 +360,31 @@ func (k *Keys) checkOwn(op *crdt.Op) error {
 }
 
 // Seal seals an op by this device, of any kind but create and commit, in
-// chain form under the epoch with the given tag, with the next key of this
+// chain form under the epoch started by commit, with the next key of this
 // device's sender chain of that epoch, which advances (its old key is
-// overwritten). Persist the state (Marshal) before the envelope leaves the
-// device: see crypto/senderkey on rollback.
+// overwritten). It returns the envelope and the op with its seal. Persist
+// the state (Marshal) before the envelope leaves the device: see
+// crypto/senderkey on rollback.
 //
 // Errors: ErrWrongOp, ErrCannotSend, or an envelope error (an op too large
 // for an envelope is refused before the chain advances). On error the
 // state is unchanged.
-func (k *Keys) Seal(op *crdt.Op, tag uint32) (*envelope.Envelope, error) {
+func (k *Keys) Seal(op *crdt.Op, commit crdt.OpID) (*envelope.Envelope, *crdt.Op, error) {
 	if err := k.checkOwn(op); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if op.Kind == crdt.KindCreate || op.Kind == crdt.KindMember {
-		return nil, fmt.Errorf("%w: a %v op travels in commit form (SealCommit)", ErrWrongOp, op.Kind)
+	if op.Kind.StartsEpoch() {
+		return nil, nil, fmt.Errorf("%w: a %v op travels in commit form (SealCommit)", ErrWrongOp, op.Kind)
 	}
-	if !k.CanSend(tag) {
-		return nil, fmt.Errorf("%w: tag %08x", ErrCannotSend, tag)
+	if !k.CanSend(commit) {
+		return nil, nil, fmt.Errorf("%w: epoch %v", ErrCannotSend, commit.Short())
 	}
-	ep := k.epochs[tag]
-	e, err := envelope.SealChain(op, tag, ep.outer, ep.send)
+	ep, _ := k.Epoch(commit)
+	e, sealed, err := envelope.SealChain(op, k.self, ep.tag, ep.outer, ep.send)
 	if err != nil {
-		return nil, fmt.Errorf("teamkeys: seal: %w", err)
+		return nil, nil, fmt.Errorf("teamkeys: seal: %w", err)
 	}
-	return e, nil
-}
-
-// Check authenticates the outer layer of e without changing anything: for
-// the gossip validator. A chain-form envelope needs the outer key of its
-// epoch; a commit-form one needs that outer key or a box for this device
-// (which costs the trial opening, see sync/envelope), and its op and the
-// author's signatures are checked too. Errors: ErrUnknownEpoch or an
-// envelope error.
-func (k *Keys) Check(e *envelope.Envelope) error {
-	ep := k.epochs[e.Epoch]
-	switch {
-	case e.Form() == envelope.FormChain && ep != nil:
-		_, err := envelope.OpenChain(e, ep.outer, k.team)
-		return wrap("check", err)
-	case e.Form() == envelope.FormCommit && ep != nil:
-		_, _, err := envelope.OpenCommit(e, ep.outer, k.team)
-		return wrap("check", err)
-	case e.Form() == envelope.FormCommit:
-		key, err := envelope.OpenBox(e, k.self, k.team)
-		if errors.Is(err, envelope.ErrNotRecipient) {
-			return fmt.Errorf("%w: tag %08x", ErrUnknownEpoch, e.Epoch)
-		}
-		if err != nil {
-			return wrap("check", err)
-		}
-		_, _, err = envelope.OpenCommit(e, envelope.OuterKey(key), k.team)
-		return wrap("check", err)
-	case e.Form() == envelope.FormChain:
-		return fmt.Errorf("%w: tag %08x", ErrUnknownEpoch, e.Epoch)
-	}
-	_, err := envelope.OpenChain(e, seal.EpochKey{}, k.team) // reports the layout error
-	return wrap("check", err)
+	return e, sealed, nil
 }
 
 func wrap(verb string, err error) error {
@@ -294,154 +394,271 @@ func wrap(verb string, err error) error {
 	return fmt.Errorf("teamkeys: %s: %w", verb, err)
 }
 
-// Open opens an envelope of either form and returns its op, verified
-// (signature, id, time and team; for the chain form, author = the chain's
-// sender). On any error the state is unchanged.
-//
-// Chain form: opens the outer layer with the epoch's outer key, then the
-// inner one with the sender's receiver chain, which advances (the used key
-// is deleted, keys of messages jumped over are kept, at most
-// senderkey.MaxSkipped). Errors: ErrUnknownEpoch, ErrNoChain, ErrReplay,
-// ErrTooFarAhead.
-//
-// Commit form: if the epoch is held with its chains, the envelope is known
-// (a replay): its op is returned, nothing is learned. Otherwise this
-// device trial-opens the boxes; if one opens, it learns the epoch (its
-// chains if the op lists this device as a recipient with its current Noise
-// key, else the outer key only), and the prior outer keys it does not hold
-// (up to MaxEpochs, never a forgotten one); if none opens but the outer key
-// is held (from prior keys), it returns the op and learns the prior keys.
-// Errors: ErrUnknownEpoch (no box for this device and no outer key, or a
-// forgotten epoch), ErrEpochConflict, ErrTooManyEpochs.
-//
-// Either form may also fail with an envelope error (malformed, ErrOpen,
-// ErrBadOp...).
-func (k *Keys) Open(e *envelope.Envelope) (*crdt.Op, error) {
-	if e.Form() == envelope.FormCommit {
-		return k.openCommit(e)
+// OpenChain opens a chain-form envelope without changing anything, with
+// each held epoch of its tag in turn (normally one): see Epoch.OpenChain.
+// Errors: ErrUnknownEpoch (no epoch of that tag is held, or none opens the
+// outer layer: then envelope.ErrOpen is wrapped too), envelope.ErrBadSeal,
+// ErrNoChain (with the Opened), ErrReplay, ErrTooFarAhead, envelope errors.
+func (k *Keys) OpenChain(e *envelope.Envelope) (*Opened, error) {
+	if e.Form() != envelope.FormChain {
+		return nil, fmt.Errorf("teamkeys: open: %w: a %v-form envelope", envelope.ErrMalformed, e.Form())
 	}
-	return k.openChain(e)
-}
-
-func (k *Keys) openChain(e *envelope.Envelope) (*crdt.Op, error) {
-	ep := k.epochs[e.Epoch]
-	if ep == nil {
-		if e.Form() != envelope.FormChain {
-			_, err := envelope.OpenChain(e, seal.EpochKey{}, k.team) // reports the layout error
-			return nil, wrap("open", err)
-		}
+	eps := k.epochs[e.Epoch]
+	if len(eps) == 0 {
 		return nil, fmt.Errorf("%w: tag %08x", ErrUnknownEpoch, e.Epoch)
 	}
-	c, err := envelope.OpenChain(e, ep.outer, k.team)
-	if err != nil {
-		return nil, wrap("open", err)
-	}
-	r := ep.recv[c.Sender]
-	if r == nil {
-		why := "the epoch is known by its outer key only"
-		switch {
-		case c.Sender == k.self.ID():
-			why = "the envelope is this device's own"
-		case ep.chains():
-			why = "the sender is not a recipient of the epoch"
+	// Several epochs may share the tag: the one whose chains open it wins;
+	// else the most telling failure: any failure past the outer layer (a
+	// verified sender) before an outer layer that does not open, which
+	// says only that the envelope is of none of these epochs.
+	var (
+		best    *Opened
+		bestErr error
+	)
+	for _, ep := range eps {
+		o, err := ep.OpenChain(e, k.team)
+		if err == nil {
+			return o, nil
 		}
-		return nil, fmt.Errorf("%w: %v in tag %08x: %s", ErrNoChain, c.Sender.Short(), e.Epoch, why)
+		if bestErr == nil || outerFailure(best, bestErr) && !outerFailure(o, err) {
+			best, bestErr = o, err
+		}
 	}
-	op, err := c.Open(r)
+	if outerFailure(best, bestErr) {
+		return nil, fmt.Errorf("%w: tag %08x: %w", ErrUnknownEpoch, e.Epoch, bestErr)
+	}
+	return best, bestErr
+}
+
+// outerFailure reports whether an Epoch.OpenChain failed at the outer
+// layer: it does not open with the epoch's outer key.
+func outerFailure(o *Opened, err error) bool {
+	return o == nil && errors.Is(err, envelope.ErrOpen) && !errors.Is(err, senderkey.ErrOpen)
+}
+
+// Consume spends the message key of an envelope OpenChain opened (its op
+// accepted): see senderkey's Consume. Errors: ErrUnknownEpoch (the epoch
+// is no longer held), ErrNoChain, ErrReplay, ErrTooFarAhead. On error the
+// state is unchanged.
+func (k *Keys) Consume(o *Opened) error {
+	ep, ok := k.Epoch(o.Epoch)
+	if !ok {
+		return fmt.Errorf("%w: tag %08x", ErrUnknownEpoch, o.Tag)
+	}
+	r := ep.recv[o.Sender]
+	if r == nil {
+		return fmt.Errorf("%w: %v in tag %08x", ErrNoChain, o.Sender.Short(), o.Tag)
+	}
+	err := r.Consume(o.Index)
 	switch {
 	case errors.Is(err, senderkey.ErrReplay):
-		return nil, fmt.Errorf("%w: %w", ErrReplay, err)
+		return fmt.Errorf("%w: %w", ErrReplay, err)
 	case errors.Is(err, senderkey.ErrTooFarAhead):
-		return nil, fmt.Errorf("%w: %w", ErrTooFarAhead, err)
-	case err != nil:
-		return nil, wrap("open", err)
+		return fmt.Errorf("%w: %w", ErrTooFarAhead, err)
 	}
-	return op, nil
+	return wrap("consume", err)
 }
 
-func (k *Keys) openCommit(e *envelope.Envelope) (*crdt.Op, error) {
-	tag := e.Epoch
-	if _, gone := k.forgotten[tag]; gone {
-		return nil, fmt.Errorf("%w: tag %08x was forgotten", ErrUnknownEpoch, tag)
+// CanOpen reports whether the message key of the given position is still
+// held: it has not been consumed.
+func (k *Keys) CanOpen(epoch crdt.OpID, sender identity.DeviceID, index uint32) bool {
+	ep, ok := k.Epoch(epoch)
+	if !ok {
+		return false
 	}
-	ep := k.epochs[tag]
-	if ep != nil && ep.chains() {
-		// Known with its chains: a replay. Nothing to learn.
-		op, _, err := envelope.OpenCommit(e, ep.outer, k.team)
-		return op, wrap("open", err)
-	}
-	key, err := envelope.OpenBox(e, k.self, k.team)
-	switch {
-	case err == nil:
-		return k.learnCommit(e, ep, key)
-	case errors.Is(err, envelope.ErrNotRecipient) && ep != nil:
-		op, prior, err := envelope.OpenCommit(e, ep.outer, k.team)
-		if err != nil {
-			return nil, wrap("open", err)
-		}
-		k.learnPrior(prior)
-		if ep.commit == (crdt.OpID{}) {
-			ep.commit = op.ID()
-		}
-		return op, nil
-	case errors.Is(err, envelope.ErrNotRecipient):
-		return nil, fmt.Errorf("%w: tag %08x, and no box for this device", ErrUnknownEpoch, tag)
-	}
-	return nil, wrap("open", err)
+	r := ep.recv[sender]
+	return r != nil && r.Has(index)
 }
 
-// learnCommit learns the epoch of a commit envelope whose box for this
-// device held key; old is the epoch's state if its outer key was held.
-func (k *Keys) learnCommit(e *envelope.Envelope, old *epoch, key seal.EpochKey) (*crdt.Op, error) {
-	outer := envelope.OuterKey(key)
-	if old != nil && !old.outer.Equal(outer) {
-		return nil, fmt.Errorf("%w: tag %08x: the box holds another key than the outer key held", ErrEpochConflict, e.Epoch)
+// Box is a commit envelope's box opened by this device: the epoch key it
+// held and the Noise static key of the device that sealed it.
+type Box struct {
+	Key    seal.EpochKey
+	Sender identity.NoisePublic
+}
+
+// OpenBox trial-opens a commit-form envelope's boxes with self's static key
+// (envelope.OpenBox). It uses no Keys, so a caller can run it outside the
+// lock that guards them; it costs about one X25519 multiplication per box
+// (a 256-box envelope about 9 ms). Errors: envelope.ErrNotRecipient and
+// the envelope's layout errors.
+func OpenBox(self *identity.Device, team crdt.TeamID, e *envelope.Envelope) (*Box, error) {
+	key, sender, err := envelope.OpenBox(e, self, team)
+	if err != nil {
+		return nil, err
 	}
-	if old == nil && len(k.epochs) >= MaxEpochs {
-		return nil, fmt.Errorf("%w: %d held", ErrTooManyEpochs, len(k.epochs))
-	}
+	return &Box{Key: key, Sender: sender}, nil
+}
+
+// CommitOpened is a commit-form envelope opened: its op (with its seal),
+// the prior keys it carries, and, when it was opened through this device's
+// box, that box. It changes nothing until Learn.
+type CommitOpened struct {
+	Op    *crdt.Op
+	Prior []envelope.PriorKey
+	Box   *Box // nil: opened with an outer key (Outer)
+	// Outer is the outer key that opened it, when Box is nil: one held, or
+	// a prior key of another commit.
+	Outer seal.EpochKey
+}
+
+// OpenCommitWith opens a commit-form envelope with an outer key that is not
+// held (a prior key carried by another commit not yet judged); see
+// OpenCommit.
+func (k *Keys) OpenCommitWith(e *envelope.Envelope, outer seal.EpochKey) (*CommitOpened, error) {
 	op, prior, err := envelope.OpenCommit(e, outer, k.team)
 	if err != nil {
 		return nil, wrap("open", err)
 	}
-	recipients, err := recipientsOf(op)
+	return &CommitOpened{Op: op, Prior: prior, Outer: outer}, nil
+}
+
+// Wipe overwrites the epoch key of the box, if any.
+func (c *CommitOpened) Wipe() {
+	if c.Box != nil {
+		c.Box.Key = seal.EpochKey{}
+	}
+}
+
+// OpenCommit opens a commit-form envelope without changing anything: with
+// box (this device's box, from OpenBox) if given, else with each outer key
+// held for its tag. Errors: ErrUnknownEpoch (no box and no held outer key
+// opens it), ErrForgotten, envelope errors (a box that opens under a
+// signature that does not verify is envelope.ErrBadOp).
+func (k *Keys) OpenCommit(e *envelope.Envelope, box *Box) (*CommitOpened, error) {
+	if e.Form() != envelope.FormCommit {
+		return nil, fmt.Errorf("teamkeys: open: %w: a %v-form envelope", envelope.ErrMalformed, e.Form())
+	}
+	if k.Forgotten(e.Epoch) {
+		return nil, fmt.Errorf("%w: tag %08x", ErrForgotten, e.Epoch)
+	}
+	if box != nil {
+		op, prior, err := envelope.OpenCommit(e, envelope.OuterKey(box.Key), k.team)
+		if err != nil {
+			return nil, wrap("open", err)
+		}
+		return &CommitOpened{Op: op, Prior: prior, Box: box}, nil
+	}
+	var first error
+	for _, ep := range k.epochs[e.Epoch] {
+		op, prior, err := envelope.OpenCommit(e, ep.outer, k.team)
+		if err == nil {
+			return &CommitOpened{Op: op, Prior: prior, Outer: ep.outer}, nil
+		}
+		first = cmp.Or(first, err)
+	}
+	if first != nil && !errors.Is(first, envelope.ErrOpen) {
+		return nil, wrap("open", first)
+	}
+	return nil, fmt.Errorf("%w: tag %08x, and no box for this device", ErrUnknownEpoch, e.Epoch)
+}
+
+// Learn adopts the epoch of an opened commit, once the commit was judged: a
+// commit opened through this device's box gives the epoch's chains if the
+// op lists this device as a recipient with its current Noise key (else its
+// outer key), replacing what prior keys gave; one opened with a held outer
+// key only records the commit's id with it. Learning an epoch held with its
+// chains changes nothing. Learn does not learn the commit's prior keys:
+// see LearnPrior. Errors: ErrForgotten, ErrTooManyEpochs, ErrWrongOp (a body
+// without recipients). On error the state is unchanged.
+func (k *Keys) Learn(c *CommitOpened) error {
+	id := c.Op.ID()
+	tag := crdt.TagOf(id)
+	if k.Forgotten(tag) {
+		return fmt.Errorf("%w: tag %08x", ErrForgotten, tag)
+	}
+	if ep, ok := k.Epoch(id); ok && (ep.Chains() || c.Box == nil) {
+		return nil
+	}
+	if c.Box == nil {
+		// Opened with a prior outer key: name the epoch of that key.
+		for _, ep := range k.epochs[tag] {
+			if ep.commit == (crdt.OpID{}) && ep.outer.Equal(c.Outer) {
+				ep.commit = id
+				slices.SortFunc(k.epochs[tag], compareEpochs)
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: tag %08x: its outer key is not held", ErrUnknownEpoch, tag)
+	}
+	recipients, err := Recipients(c.Op)
 	if err != nil {
-		return nil, fmt.Errorf("teamkeys: open: %w: %w", envelope.ErrBadOp, err)
+		return err
 	}
-	if n := e.Boxes(); n != len(recipients) {
-		return nil, fmt.Errorf("teamkeys: open: %w: %d boxes for %d recipients", envelope.ErrBadOp, n, len(recipients))
-	}
-	k.epochs[e.Epoch] = k.newEpoch(key, op.ID(), recipients)
-	k.learnPrior(prior)
-	return op, nil
-}
-
-// learnPrior adds the outer keys of epochs neither held nor forgotten, as
-// long as fewer than MaxEpochs are held.
-func (k *Keys) learnPrior(prior []envelope.PriorKey) {
-	for _, p := range prior {
-		if len(k.epochs) >= MaxEpochs {
-			return
+	ep := NewEpoch(k.self, c.Box.Key, id, recipients)
+	// Outer-only epochs of the same key (from prior keys) are replaced.
+	eps := k.epochs[tag]
+	kept := eps[:0]
+	for _, old := range eps {
+		if old.outer.Equal(ep.outer) && !old.Chains() {
+			continue
 		}
-		if !k.taken(p.Tag) {
-			k.epochs[p.Tag] = &epoch{outer: p.Outer}
-		}
+		kept = append(kept, old)
 	}
-}
-
-// Forget destroys everything held of the epoch with the given tag (its
-// outer key and chains, overwritten as far as Go allows) and remembers the
-// tag, so that neither a replay of its commit nor another commit's prior
-// keys bring it back (which would also restart this device's sender chain
-// at index 0 and reuse its keys). Forgetting a tag not held records it all
-// the same (an epoch to refuse before learning it).
-func (k *Keys) Forget(tag uint32) {
-	if ep := k.epochs[tag]; ep != nil {
+	if len(kept) < len(eps) {
+		k.epochs[tag] = append(kept, ep)
+		slices.SortFunc(k.epochs[tag], compareEpochs)
+		return nil
+	}
+	if k.Len() >= MaxEpochs {
 		ep.wipe()
-		delete(k.epochs, tag)
+		return fmt.Errorf("%w: %d held", ErrTooManyEpochs, k.Len())
 	}
+	k.add(ep)
+	return nil
+}
+
+// LearnPrior adds the outer key of an epoch from a commit's prior keys, if
+// its tag is not forgotten and no held epoch has that outer key. It reports
+// whether it added one. Errors: ErrTooManyEpochs.
+func (k *Keys) LearnPrior(p envelope.PriorKey) (bool, error) {
+	if k.Forgotten(p.Tag) {
+		return false, nil
+	}
+	for _, ep := range k.epochs[p.Tag] {
+		if ep.outer.Equal(p.Outer) {
+			return false, nil
+		}
+	}
+	if k.Len() >= MaxEpochs {
+		return false, fmt.Errorf("%w: %d held", ErrTooManyEpochs, k.Len())
+	}
+	k.add(&Epoch{tag: p.Tag, outer: p.Outer})
+	return true, nil
+}
+
+// Forget destroys everything held of the epochs with the given tag (outer
+// keys and chains, overwritten as far as Go allows) and remembers the tag,
+// so that neither a replay of its commit nor another commit's prior keys
+// bring it back (which would also restart this device's sender chain at
+// index 0). Forgetting a tag not held records it all the same (an epoch to
+// refuse before learning it).
+func (k *Keys) Forget(tag uint32) {
+	for _, ep := range k.epochs[tag] {
+		ep.wipe()
+	}
+	delete(k.epochs, tag)
 	k.forgotten[tag] = struct{}{}
 	if len(k.forgotten) > MaxForgotten {
 		delete(k.forgotten, slices.MinFunc(slices.Collect(maps.Keys(k.forgotten)), cmp.Compare[uint32]))
 	}
+}
+
+// EpochInfo describes a held epoch for the caller's retention and eviction
+// decisions.
+type EpochInfo struct {
+	Tag    uint32
+	Commit crdt.OpID // zero: known by its outer key only
+	Chains bool
+}
+
+// Epochs lists the held epochs, ascending by tag.
+func (k *Keys) Epochs() []EpochInfo {
+	var out []EpochInfo
+	for _, tag := range k.Tags() {
+		for _, ep := range k.epochs[tag] {
+			out = append(out, EpochInfo{Tag: tag, Commit: ep.commit, Chains: ep.Chains()})
+		}
+	}
+	return out
 }

@@ -1,0 +1,96 @@
+// Package adversary builds what an attacker sends, for the tests that attack the device core and the
+// node: envelopes a member, a removed member or an outsider can make with its own keys and what it
+// was given (an epoch key it holds, a genuine op it saw), laid out exactly as sync/envelope lays them
+// out, but with the values the attacker chooses (another chain index, a borrowed signature, junk
+// boxes, junk prior keys). Nothing in the product imports it.
+package adversary
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+)
+
+// ForgeChain builds a chain-form envelope of op's content at (tag, index) of op's author's sender
+// chain, carrying sig as the seal's signature, as a device that holds the epoch key can: every
+// recipient of an epoch can derive every sender's chain. With the genuine signature at another index
+// (re-sealing), or a signature by another key, the envelope must not open.
+func ForgeChain(op *crdt.Op, tag, index uint32, sig []byte, key seal.EpochKey) []byte {
+	s := senderkey.NewSender(key, op.Author)
+	var nz [senderkey.NonceSize]byte
+	for range index {
+		_, _, _ = s.Seal(nz, nil, nil)
+	}
+	id := op.ID()
+	e := &envelope.Envelope{Topic: envelope.TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
+	hdr := e.Marshal() // the header only: no layers yet
+	ad := append(hdr, byte(envelope.FormChain))
+	_, ct, _ := s.Seal([senderkey.NonceSize]byte(id[:senderkey.NonceSize]), ad, op.MarshalContent())
+	body, mac := ct[:len(ct)-16], ct[len(ct)-16:]
+	plain := append(append(append(slices.Clone(op.Author[:]), byte(index>>24), byte(index>>16), byte(index>>8), byte(index)), sig...), body...)
+	outer := seal.Seal(envelope.OuterKey(key), [seal.NonceSize]byte(mac), append(bytes.Clone(ad), mac...), plain)
+	return append(append(append(hdr, byte(envelope.FormChain)), mac...), outer...)
+}
+
+// Commit seals commit op by dev in commit form, for recipients (a zero Noise key is replaced by a
+// fresh one, so that junk recipients cost a box each), handing on prior (junk or genuine).
+func Commit(dev *identity.Device, op *crdt.Op, recips []crdt.Recipient, prior []envelope.PriorKey, rand io.Reader) ([]byte, error) {
+	key, err := seal.NewEpochKey(rand)
+	if err != nil {
+		return nil, err
+	}
+	noise := make([]identity.NoisePublic, 0, len(recips))
+	for _, r := range recips {
+		if r.Noise == (identity.NoisePublic{}) {
+			d, err := identity.Generate(rand)
+			if err != nil {
+				return nil, err
+			}
+			r.Noise = d.NoisePublic()
+		}
+		noise = append(noise, r.Noise)
+	}
+	e, err := envelope.SealCommit(op, dev, key, noise, prior, rand)
+	if err != nil {
+		return nil, fmt.Errorf("adversary: %w", err)
+	}
+	return e.Marshal(), nil
+}
+
+// JunkCommit returns a commit-form envelope of team signed by dev, dated t, whose boxes are for boxes
+// random devices: no device of the team can open any of them, and each costs a trying device one
+// X25519 multiplication.
+func JunkCommit(dev *identity.Device, team crdt.TeamID, t crdt.HLC, boxes int, rand io.Reader) ([]byte, error) {
+	recips := make([]crdt.Recipient, 0, boxes)
+	for range boxes {
+		d, err := identity.Generate(rand)
+		if err != nil {
+			return nil, err
+		}
+		recips = append(recips, crdt.Recipient{Device: d.ID(), Noise: d.NoisePublic()})
+	}
+	slices.SortFunc(recips, func(a, b crdt.Recipient) int { return bytes.Compare(a.Device[:], b.Device[:]) })
+	c := crdt.Commit{Number: 99, Recipients: recips}
+	op := crdt.NewOp(dev, team, t, nil, crdt.KindMember, c.Marshal())
+	return Commit(dev, op, recips, nil, rand)
+}
+
+// JunkPrior returns n prior keys of random tags and keys.
+func JunkPrior(n int, rand io.Reader) ([]envelope.PriorKey, error) {
+	out := make([]envelope.PriorKey, 0, n)
+	for i := range n {
+		k, err := seal.NewEpochKey(rand)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, envelope.PriorKey{Tag: uint32(i*7919 + 1), Outer: k})
+	}
+	return out, nil
+}

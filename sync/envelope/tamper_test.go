@@ -1,0 +1,638 @@
+package envelope
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+)
+
+// region is a byte range [from, to) of an envelope and the errors a change
+// there may give (any one of them).
+type region struct {
+	name     string
+	from, to int
+	want     []error
+}
+
+func regionOf(rs []region, i int) region {
+	for _, r := range rs {
+		if i >= r.from && i < r.to {
+			return r
+		}
+	}
+	panic(fmt.Sprintf("no region holds byte %d", i))
+}
+
+func isAny(err error, want []error) bool {
+	for _, w := range want {
+		if errors.Is(err, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTamperEveryByte changes each byte of an envelope of each form in
+// turn (three ways), truncates and extends it, and checks that every result
+// is refused with the error of the part it changed.
+func TestTamperEveryByte(t *testing.T) {
+	skipNoSeal(t)
+	f := newFixture(t)
+	chain, _ := f.sealChain(t, f.msgA, 0)
+	const boxesAt = HeaderSize + 2 // form, a one-byte count
+	bob := boxesAt + f.boxOf(f.bob)*BoxSize
+	commitTail := boxesAt + 3*BoxSize // where the outer layer starts
+	for _, tt := range []struct {
+		name    string
+		e       *Envelope
+		open    func(*Envelope) error
+		regions []region
+		cut     func(n int) error // the error of the envelope cut to n bytes
+	}{
+		{
+			name: "chain",
+			e:    chain,
+			open: func(e *Envelope) error { _, err := f.openChain(e); return err },
+			regions: []region{
+				{"version", 0, 1, []error{ErrVersion}},
+				{"topic", 1, 17, []error{ErrWrongTopic}},
+				{"epoch, id, time", 17, HeaderSize, []error{ErrOpen}},
+				{"form", HeaderSize, HeaderSize + 1, []error{ErrMalformed}},
+				{"inner tag", HeaderSize + 1, HeaderSize + 1 + macSize, []error{ErrOpen}},
+				{"outer layer", HeaderSize + 1 + macSize, chain.Size(), []error{ErrOpen}},
+			},
+			cut: func(n int) error {
+				if n < minChain {
+					return ErrShort
+				}
+				return ErrOpen
+			},
+		},
+		{
+			name: "commit",
+			e:    f.commitE,
+			open: func(e *Envelope) error { _, _, _, err := f.openCommit(e, f.bob); return err },
+			regions: []region{
+				{"version", 0, 1, []error{ErrVersion}},
+				{"topic", 1, 17, []error{ErrWrongTopic}},
+				{"epoch, id[:4]", 17, 25, []error{ErrMalformed}}, // the tag is the id's
+				{"id[4:], time", 25, HeaderSize, []error{ErrNotRecipient}},
+				{"form", HeaderSize, HeaderSize + 1, []error{ErrMalformed}},
+				// Another count reads another layout: refused by it, or bob's box
+				// is cut off, or the outer layer (whose ad holds the count) fails.
+				{"box count", HeaderSize + 1, boxesAt, []error{ErrMalformed, ErrShort, ErrNotRecipient, ErrOpen}},
+				{"boxes before bob's", boxesAt, bob, []error{ErrOpen}},
+				{"bob's box", bob, bob + BoxSize, []error{ErrNotRecipient}},
+				{"boxes after bob's", bob + BoxSize, commitTail, []error{ErrOpen}},
+				{"outer layer", commitTail, f.commitE.Size(), []error{ErrOpen}},
+			},
+			cut: func(n int) error {
+				switch {
+				case n <= HeaderSize:
+					return ErrShort
+				case n == HeaderSize+1:
+					return ErrMalformed // no box count
+				case n < commitTail+minCommitTail:
+					return ErrShort
+				}
+				return ErrOpen
+			},
+		},
+	} {
+		b := tt.e.Marshal()
+		try := func(c []byte) error {
+			e, err := Unmarshal(c)
+			if err != nil {
+				return err
+			}
+			return tt.open(e)
+		}
+		if err := try(b); err != nil {
+			t.Fatalf("%s: untouched: got %v; want nil", tt.name, err)
+		}
+		for i := range b {
+			r := regionOf(tt.regions, i)
+			for _, x := range []byte{0x01, 0x80, 0xff} {
+				c := bytes.Clone(b)
+				c[i] ^= x
+				if err := try(c); !isAny(err, r.want) {
+					t.Fatalf("%s: byte %d (%s) ^ %#x: got %v; want one of %v", tt.name, i, r.name, x, err, r.want)
+				}
+			}
+		}
+		for n := range len(b) {
+			if err := try(b[:n]); !errors.Is(err, tt.cut(n)) {
+				t.Fatalf("%s: cut to %d bytes: got %v; want %v", tt.name, n, err, tt.cut(n))
+			}
+		}
+		if err := try(append(bytes.Clone(b), 0)); !errors.Is(err, ErrOpen) {
+			t.Fatalf("%s: extended: got %v; want ErrOpen", tt.name, err)
+		}
+	}
+}
+
+// sealedAt returns dev's signature of op id at (tag, index) in the
+// fixture's team, as sender (crdt.SignedBytes; dev may sign for another
+// sender, which is a forgery).
+func (f *fixture) sealedAt(dev *identity.Device, tag uint32, sender identity.DeviceID, index uint32, id crdt.OpID) []byte {
+	return dev.Sign(crdt.SignedBytes(f.team, tag, sender, index, id))
+}
+
+// wrapChain builds a chain-form envelope with e's header around the given
+// outer plaintext fields (sender, index, signature) and inner layer (inner
+// body ‖ mac), sealed under outer: what a device holding the outer key can
+// do.
+func wrapChain(e *Envelope, outer seal.EpochKey, sender identity.DeviceID, index uint32, sig, inner []byte) *Envelope {
+	body, mac := inner[:len(inner)-macSize], inner[len(inner)-macSize:]
+	ad := append(e.appendHeader(nil), byte(FormChain))
+	ad = append(ad, mac...)
+	plain := append(bytes.Clone(sender[:]), binary.BigEndian.AppendUint32(nil, index)...)
+	plain = append(append(plain, sig...), body...)
+	c := *e
+	c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), ad, plain)...)
+	return &c
+}
+
+// TestTamperLayers changes each byte inside the layers of a genuine
+// envelope, re-sealing what is around it with the right keys (what a
+// member holding the outer key, or the epoch key, can do), and checks the
+// error: a changed sender, index or signature is ErrBadSeal (OpenChain
+// checks it before any chain key is spent); a changed inner layer is
+// ErrOpen at Peek, with the receiver unchanged; a changed commit plaintext
+// is ErrBadOp.
+func TestTamperLayers(t *testing.T) {
+	skipNoSeal(t)
+	f := newFixture(t)
+	e, sealed := f.sealChain(t, f.msgA, 2)
+	c, err := OpenChain(e, OuterKey(f.k2), f.team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer := OuterKey(f.k2)
+	if again, err := OpenChain(wrapChain(e, outer, c.Sender, c.Index, c.Sig, c.inner), outer, f.team); err != nil || again.Index != 2 {
+		t.Fatalf("re-wrapped untouched: got %v; want the chain", err)
+	}
+	flip := func(b []byte, i int) []byte { c := bytes.Clone(b); c[i] ^= 0x01; return c }
+	for i := range 32 {
+		s := identity.DeviceID(flip(c.Sender[:], i))
+		if _, err := OpenChain(wrapChain(e, outer, s, c.Index, c.Sig, c.inner), outer, f.team); !errors.Is(err, ErrBadSeal) {
+			t.Fatalf("sender byte %d: got %v; want ErrBadSeal", i, err)
+		}
+	}
+	for _, index := range []uint32{0, 1, 3, senderkey.MaxIndex} {
+		if _, err := OpenChain(wrapChain(e, outer, c.Sender, index, c.Sig, c.inner), outer, f.team); !errors.Is(err, ErrBadSeal) {
+			t.Fatalf("index %d for a seal at 2: got %v; want ErrBadSeal", index, err)
+		}
+	}
+	for i := range sigSize {
+		if _, err := OpenChain(wrapChain(e, outer, c.Sender, c.Index, flip(c.Sig, i), c.inner), outer, f.team); !errors.Is(err, ErrBadSeal) {
+			t.Fatalf("signature byte %d: got %v; want ErrBadSeal", i, err)
+		}
+	}
+	r := senderkey.NewReceiver(f.k2, c.Sender)
+	before, _ := r.MarshalBinary()
+	for i := range c.inner {
+		tc, err := OpenChain(wrapChain(e, outer, c.Sender, c.Index, c.Sig, flip(c.inner, i)), outer, f.team)
+		if err != nil {
+			t.Fatalf("inner byte %d: OpenChain: %v; want the outer layer to open", i, err)
+		}
+		if op, err := tc.Open(r); !errors.Is(err, ErrOpen) || !errors.Is(err, senderkey.ErrOpen) || op != nil {
+			t.Fatalf("inner byte %d: got %v, %v; want nil, ErrOpen (senderkey.ErrOpen)", i, op, err)
+		}
+	}
+	if after, _ := r.MarshalBinary(); !bytes.Equal(before, after) {
+		t.Errorf("refused inner layers changed the receiver state")
+	}
+	if op, err := c.Open(r); err != nil || op.ID() != sealed.ID() {
+		t.Errorf("the genuine envelope after the tampered ones: got %v; want the op", err)
+	}
+	// An outer layer too short for sender, index and signature is refused
+	// by the layout check.
+	short := *e
+	ad := append(e.appendHeader(nil), byte(FormChain))
+	mac := e.Ciphertext[1 : 1+macSize]
+	short.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), append(ad, mac...), make([]byte, 32+4+sigSize-1))...)
+	if _, err := OpenChain(&short, outer, f.team); !errors.Is(err, ErrShort) {
+		t.Errorf("outer layer of %d bytes: got %v; want ErrShort", 32+4+sigSize-1, err)
+	}
+
+	// The commit form: every byte of the plaintext of the outer layer,
+	// re-sealed under the right outer key.
+	k, _, err := OpenBox(f.commitE, f.bob, f.team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, end := f.commitE.boxes()
+	cad := append(f.commitE.appendHeader(nil), f.commitE.Ciphertext[:end]...)
+	plain, err := outerOpen(OuterKey(k), nonceOf(f.commitE.ID), cad, f.commitE.Ciphertext[end:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	reseal := func(p []byte) *Envelope {
+		c := *f.commitE
+		c.Ciphertext = append(bytes.Clone(f.commitE.Ciphertext[:end]), outerSeal(OuterKey(k), nonceOf(f.commitE.ID), cad, p)...)
+		return &c
+	}
+	if op, _, err := OpenCommit(reseal(plain), OuterKey(k), f.team); err != nil || op.ID() != f.commit.ID() {
+		t.Fatalf("re-sealed untouched: got %v; want the op", err)
+	}
+	for i := range plain {
+		for _, x := range []byte{0x01, 0x80} {
+			p := bytes.Clone(plain)
+			p[i] ^= x
+			if op, prior, err := OpenCommit(reseal(p), OuterKey(k), f.team); !errors.Is(err, ErrBadOp) || op != nil || prior != nil {
+				t.Fatalf("commit plaintext byte %d ^ %#x: got %v; want ErrBadOp", i, x, err)
+			}
+		}
+	}
+}
+
+// TestBadSeal: OpenChain refuses a genuine inner layer whose seal is not
+// its sender's signature of this op at this position of this epoch and
+// team (ErrBadSeal), before a chain key is touched.
+func TestBadSeal(t *testing.T) {
+	skipNoSeal(t)
+	f := newFixture(t)
+	e, _ := f.sealChain(t, f.msgA, 0)
+	c, err := OpenChain(e, OuterKey(f.k2), f.team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := crdt.NewTeamID(detRand(0x7f))
+	alice := f.alice.ID()
+	for _, tt := range []struct {
+		name   string
+		sender identity.DeviceID
+		sig    []byte
+		want   error
+	}{
+		{"genuine", alice, f.sealedAt(f.alice, f.tag2(), alice, 0, f.msgA.ID()), nil},
+		{"signed by a member for the sender", alice, f.sealedAt(f.bob, f.tag2(), alice, 0, f.msgA.ID()), ErrBadSeal},
+		{"claimed by a member", f.bob.ID(), f.sealedAt(f.bob, f.tag2(), f.bob.ID(), 0, f.msgA.ID()), ErrBadSeal}, // the sig verifies; the inner layer is alice's
+		{"signed at another index", alice, f.sealedAt(f.alice, f.tag2(), alice, 1, f.msgA.ID()), ErrBadSeal},
+		{"signed in another epoch", alice, f.sealedAt(f.alice, f.tag1(), alice, 0, f.msgA.ID()), ErrBadSeal},
+		{"signed for another op", alice, f.sealedAt(f.alice, f.tag2(), alice, 0, f.msgB.ID()), ErrBadSeal},
+		{"signed in another team", alice, f.alice.Sign(crdt.SignedBytes(other, f.tag2(), alice, 0, f.msgA.ID())), ErrBadSeal},
+		{"signed under another domain", alice, f.alice.Sign(append([]byte("fieldmesh/op/v1"), crdt.SignedBytes(f.team, f.tag2(), alice, 0, f.msgA.ID())[len("fieldmesh/op/v2"):]...)), ErrBadSeal},
+		{"zero signature", alice, make([]byte, sigSize), ErrBadSeal},
+	} {
+		got, err := OpenChain(wrapChain(e, OuterKey(f.k2), tt.sender, 0, tt.sig, c.inner), OuterKey(f.k2), f.team)
+		switch {
+		case tt.name == "claimed by a member":
+			// bob's own signature of the position verifies: the outer layer
+			// passes, and the inner layer, alice's, does not open in bob's chain.
+			if err != nil {
+				t.Errorf("%s: OpenChain: %v", tt.name, err)
+				continue
+			}
+			r := senderkey.NewReceiver(f.k2, f.bob.ID())
+			if op, err := got.Open(r); !errors.Is(err, ErrOpen) || op != nil || r.Next() != 0 {
+				t.Errorf("%s: Open: got %v; want ErrOpen, receiver unchanged", tt.name, err)
+			}
+		case tt.want == nil:
+			if err != nil {
+				t.Errorf("%s: got %v; want nil", tt.name, err)
+			}
+		case !errors.Is(err, tt.want) || got != nil:
+			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+// TestEquivocation: a sender whose state was rolled back seals two
+// different ops at one position. Both outer layers open and their seals
+// verify; together they are evidence (crdt.Evidence) against the sender;
+// the inner layers are under different nonces (the op ids), and once one
+// is opened the other is a replay.
+func TestEquivocation(t *testing.T) {
+	skipNoSeal(t)
+	f := newFixture(t)
+	other := crdt.NewOp(f.alice, f.team, f.msgA.Time+1, nil, crdt.KindMessage, crdt.Message{Text: "another"}.Marshal())
+	ea, _ := f.sealChain(t, f.msgA, 4)
+	eb, _ := f.sealChain(t, other, 4)
+	ca, err := OpenChain(ea, OuterKey(f.k2), f.team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := OpenChain(eb, OuterKey(f.k2), f.team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca.Sender != cb.Sender || ca.Index != cb.Index || ca.Seal().Epoch != cb.Seal().Epoch {
+		t.Fatalf("want one position: %v/%d and %v/%d", ca.Sender.Short(), ca.Index, cb.Sender.Short(), cb.Index)
+	}
+	ev := crdt.NewEvidence(ca.Sender, ca.Seal().Epoch, ca.Index, crdt.SealedID{ID: ea.ID, Sig: ca.Sig}, crdt.SealedID{ID: eb.ID, Sig: cb.Sig})
+	if !ev.Verify(f.team) {
+		t.Errorf("the two seals are not evidence of equivocation")
+	}
+	if bytes.Equal(ea.Ciphertext[1:1+macSize], eb.Ciphertext[1:1+macSize]) {
+		t.Errorf("two ops under one message key got the same inner tag")
+	}
+	r := senderkey.NewReceiver(f.k2, f.alice.ID())
+	if _, err := cb.Peek(r); err != nil {
+		t.Errorf("Peek of the second: %v", err)
+	}
+	if op, err := ca.Open(r); err != nil || op.ID() != f.msgA.ID() {
+		t.Fatalf("Open of the first: %v", err)
+	}
+	if _, err := cb.Open(r); !errors.Is(err, senderkey.ErrReplay) {
+		t.Errorf("Open of the second after the first: got %v; want ErrReplay", err)
+	}
+}
+
+// TestMoved moves boxes, outer and inner ciphertexts between envelopes,
+// epochs, teams and topics, and checks that none opens.
+func TestMoved(t *testing.T) {
+	skipNoSeal(t)
+	f := newFixture(t)
+	otherTeam, _ := crdt.NewTeamID(detRand(0x7f))
+	// A second commit of the same team, same recipients (another epoch).
+	commit3 := crdt.Commit{Number: 3, Recipients: f.recipients}
+	op3 := crdt.NewOp(f.alice, f.team, crdt.MakeHLC(at.Add(time.Minute), 0), []crdt.OpID{f.commit.ID()}, crdt.KindMember, commit3.Marshal())
+	k3 := mustKey(t, 0x13)
+	e3 := f.sealCommit(t, op3, k3, f.noise(), nil, 3)
+	withCT := func(e *Envelope, ct []byte) *Envelope { c := *e; c.Ciphertext = ct; return &c }
+
+	t.Run("box into another commit", func(t *testing.T) {
+		// e3 with the boxes of the commit of epoch 2.
+		_, end2 := f.commitE.boxes()
+		_, end3 := e3.boxes()
+		ct := append(bytes.Clone(f.commitE.Ciphertext[:end2]), e3.Ciphertext[end3:]...)
+		if _, _, err := OpenBox(withCT(e3, ct), f.bob, f.team); !errors.Is(err, ErrNotRecipient) {
+			t.Errorf("got %v; want ErrNotRecipient", err)
+		}
+	})
+	t.Run("box under another epoch tag, id or time", func(t *testing.T) {
+		for _, mut := range []func(*Envelope){
+			func(e *Envelope) { e.Epoch ^= 1 },
+			func(e *Envelope) { e.Time++ },
+			func(e *Envelope) { e.ID[31] ^= 1 },
+		} {
+			c := *f.commitE
+			mut(&c)
+			if _, _, err := OpenBox(&c, f.bob, f.team); err == nil {
+				t.Errorf("got nil; want an error")
+			}
+		}
+	})
+	t.Run("box into another team or topic", func(t *testing.T) {
+		c := *f.commitE
+		c.Topic = TopicOf(otherTeam)
+		if _, _, err := OpenBox(&c, f.bob, otherTeam); !errors.Is(err, ErrNotRecipient) {
+			t.Errorf("other team, its topic: got %v; want ErrNotRecipient", err)
+		}
+		if _, _, err := OpenBox(f.commitE, f.bob, otherTeam); !errors.Is(err, ErrWrongTopic) {
+			t.Errorf("other team, this topic: got %v; want ErrWrongTopic", err)
+		}
+		// The boxes under the prologue of another team but this topic do not open.
+		boxes, _ := f.commitE.boxes()
+		if _, _, _, err := epochkey.OpenAny(f.bob, BoxPrologue(otherTeam, f.commitE), boxes); err == nil {
+			t.Errorf("prologue of another team: a box opened")
+		}
+	})
+	t.Run("commit outer layer into another commit", func(t *testing.T) {
+		_, end2 := f.commitE.boxes()
+		_, end3 := e3.boxes()
+		ct := append(bytes.Clone(e3.Ciphertext[:end3]), f.commitE.Ciphertext[end2:]...)
+		if _, _, err := OpenCommit(withCT(e3, ct), OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
+			t.Errorf("got %v; want ErrOpen", err)
+		}
+	})
+	chainA, _ := f.sealChain(t, f.msgA, 0)
+	chainB, _ := f.sealChain(t, f.msgB, 0)
+	t.Run("chain outer layer into another envelope", func(t *testing.T) {
+		if _, err := OpenChain(withCT(chainB, chainA.Ciphertext), OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
+			t.Errorf("got %v; want ErrOpen", err)
+		}
+	})
+	t.Run("chain envelope into another epoch", func(t *testing.T) {
+		c := *chainA
+		c.Epoch = f.tag1()
+		if _, err := OpenChain(&c, OuterKey(f.k1), f.team); !errors.Is(err, ErrOpen) {
+			t.Errorf("other epoch's key: got %v; want ErrOpen", err)
+		}
+		if _, err := OpenChain(&c, OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
+			t.Errorf("tag changed, right key: got %v; want ErrOpen", err)
+		}
+	})
+	t.Run("chain envelope into another team or topic", func(t *testing.T) {
+		c := *chainA
+		c.Topic = TopicOf(otherTeam)
+		if _, err := OpenChain(&c, OuterKey(f.k2), otherTeam); !errors.Is(err, ErrOpen) {
+			t.Errorf("other topic: got %v; want ErrOpen", err)
+		}
+		if _, err := OpenChain(chainA, OuterKey(f.k2), otherTeam); !errors.Is(err, ErrWrongTopic) {
+			t.Errorf("other team: got %v; want ErrWrongTopic", err)
+		}
+	})
+	t.Run("inner layer into another envelope", func(t *testing.T) {
+		ca, err := OpenChain(chainA, OuterKey(f.k2), f.team)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A member holding the outer key re-wraps A's inner layer and seal in
+		// B's header: the seal is of A's id, so it does not verify.
+		moved := wrapChain(chainB, OuterKey(f.k2), ca.Sender, ca.Index, ca.Sig, ca.inner)
+		if _, err := OpenChain(moved, OuterKey(f.k2), f.team); !errors.Is(err, ErrBadSeal) {
+			t.Errorf("A's seal in B's header: got %v; want ErrBadSeal", err)
+		}
+		// Even with the sender's own signature of B's id at that position
+		// (she equivocates), A's inner layer does not open under B's header.
+		sig := f.sealedAt(f.alice, f.tag2(), ca.Sender, ca.Index, chainB.ID)
+		cf, err := OpenChain(wrapChain(chainB, OuterKey(f.k2), ca.Sender, ca.Index, sig, ca.inner), OuterKey(f.k2), f.team)
+		if err != nil {
+			t.Fatalf("the re-wrapped outer layer with a valid seal: %v", err)
+		}
+		r := senderkey.NewReceiver(f.k2, ca.Sender)
+		if _, err := cf.Open(r); !errors.Is(err, ErrOpen) || r.Next() != 0 {
+			t.Errorf("got %v (receiver at %d); want ErrOpen, receiver unchanged", err, r.Next())
+		}
+		// And the genuine one still opens with that receiver.
+		if _, err := ca.Open(r); err != nil {
+			t.Errorf("genuine after the forgery: got %v; want nil", err)
+		}
+	})
+}
+
+// hand builds envelopes with any content under a valid layout, as a member
+// holding the keys could.
+type hand struct {
+	f   *fixture
+	hdr Envelope
+}
+
+// chain seals pt in sender's chain at index 0, with sender's valid seal of
+// the header's id at (the header's epoch, 0).
+func (h hand) chain(t *testing.T, sender *identity.Device, pt []byte) *Envelope {
+	t.Helper()
+	e := h.hdr
+	ad := append(e.appendHeader(nil), byte(FormChain))
+	s := senderkey.NewSender(h.f.k2, sender.ID())
+	_, ct, err := s.Seal(nonceOf(e.ID), ad, pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := h.f.sealedAt(sender, e.Epoch, sender.ID(), 0, e.ID)
+	return wrapChain(&e, OuterKey(h.f.k2), sender.ID(), 0, sig, ct)
+}
+
+// commit seals plain (sig ‖ prior ‖ op) under k with one box to bob.
+func (h hand) commit(t *testing.T, k seal.EpochKey, plain func(ad []byte) []byte) *Envelope {
+	t.Helper()
+	e := h.hdr
+	e.Epoch = crdt.TagOf(e.ID)
+	boxes, err := epochkey.SealToEach(h.f.alice, []identity.NoisePublic{h.f.bob.NoisePublic()}, BoxPrologue(h.f.team, &e), k.Bytes(), detRand(0x5e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := append([]byte{byte(FormCommit), 1}, boxes[0]...)
+	ad := append(e.appendHeader(nil), c...)
+	e.Ciphertext = append(c, outerSeal(OuterKey(k), nonceOf(e.ID), ad, plain(ad))...)
+	return &e
+}
+
+func TestOpenErrors(t *testing.T) {
+	skipNoSeal(t)
+	f := newFixture(t)
+	other, _ := crdt.NewTeamID(detRand(99))
+	otherTeamOp := crdt.NewOp(f.alice, other, f.msgA.Time, nil, crdt.KindMessage, f.msgA.Body)
+	hdrOf := func(op *crdt.Op) hand {
+		return hand{f, Envelope{Topic: TopicOf(f.team), Epoch: f.tag2(), ID: op.ID(), Time: op.Time}}
+	}
+	good, _ := f.sealChain(t, f.msgA, 0)
+	chainCases := []struct {
+		name string
+		e    *Envelope
+		want error
+	}{
+		{"good", good, nil},
+		{"hand-built good", hdrOf(f.msgA).chain(t, f.alice, f.msgA.MarshalContent()), nil},
+		{"garbage plaintext", hdrOf(f.msgA).chain(t, f.alice, []byte("not an op")), crdt.ErrVersion},
+		{"the op with its seal (Marshal, not MarshalContent)", hdrOf(f.msgA).chain(t, f.alice, f.msgA.Marshal()), ErrBadOp},
+		{"id of another op", hand{f, Envelope{Topic: good.Topic, Epoch: good.Epoch, ID: f.msgB.ID(), Time: f.msgA.Time}}.chain(t, f.alice, f.msgA.MarshalContent()), ErrBadOp},
+		{"time differs", hand{f, Envelope{Topic: good.Topic, Epoch: good.Epoch, ID: f.msgA.ID(), Time: f.msgA.Time + 1}}.chain(t, f.alice, f.msgA.MarshalContent()), ErrBadOp},
+		{"op of another team", hdrOf(otherTeamOp).chain(t, f.alice, otherTeamOp.MarshalContent()), ErrBadOp},
+		{"in another sender's chain", hdrOf(f.msgA).chain(t, f.bob, f.msgA.MarshalContent()), ErrBadOp},
+		{"a commit op in chain form", hdrOf(f.commit).chain(t, f.alice, f.commit.MarshalContent()), ErrBadOp},
+	}
+	for _, tt := range chainCases {
+		c, err := OpenChain(tt.e, OuterKey(f.k2), f.team)
+		if err != nil {
+			t.Errorf("%s: OpenChain: %v", tt.name, err)
+			continue
+		}
+		r := senderkey.NewReceiver(f.k2, c.Sender)
+		got, err := c.Open(r)
+		if tt.want == nil {
+			if err != nil || got == nil || got.Verify() != nil {
+				t.Errorf("%s: got %v, %v; want a verified op, nil", tt.name, got, err)
+			}
+			continue
+		}
+		if !errors.Is(err, tt.want) || got != nil {
+			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, got, err, tt.want)
+		}
+		if r.Next() != 0 || r.Skipped() != 0 {
+			t.Errorf("%s: a refused message changed the receiver state", tt.name)
+		}
+	}
+	// Wrong receiver state, wrong form, wrong topic, wrong key.
+	c, _ := OpenChain(good, OuterKey(f.k2), f.team)
+	if _, err := c.Peek(senderkey.NewReceiver(f.k2, f.bob.ID())); !errors.Is(err, ErrOpen) {
+		t.Errorf("receiver of another sender: got %v; want ErrOpen", err)
+	}
+	if _, err := c.Open(senderkey.NewReceiver(f.k1, f.alice.ID())); !errors.Is(err, ErrOpen) {
+		t.Errorf("receiver of another epoch: got %v; want ErrOpen", err)
+	}
+	if _, err := OpenChain(f.commitE, OuterKey(f.k2), f.team); !errors.Is(err, ErrMalformed) {
+		t.Errorf("OpenChain of a commit: got %v; want ErrMalformed", err)
+	}
+	if _, _, err := OpenCommit(good, OuterKey(f.k2), f.team); !errors.Is(err, ErrMalformed) {
+		t.Errorf("OpenCommit of a chain: got %v; want ErrMalformed", err)
+	}
+	if _, _, err := OpenBox(good, f.bob, f.team); !errors.Is(err, ErrMalformed) {
+		t.Errorf("OpenBox of a chain: got %v; want ErrMalformed", err)
+	}
+	if _, err := OpenChain(good, OuterKey(f.k1), f.team); !errors.Is(err, ErrOpen) {
+		t.Errorf("wrong outer key: got %v; want ErrOpen", err)
+	}
+	if _, _, err := OpenCommit(f.commitE, OuterKey(f.k1), f.team); !errors.Is(err, ErrOpen) {
+		t.Errorf("commit, wrong outer key: got %v; want ErrOpen", err)
+	}
+	if _, err := OpenChain(&Envelope{Ciphertext: make([]byte, MaxSize)}, OuterKey(f.k2), f.team); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("hand-built oversized envelope: got %v; want ErrTooLarge", err)
+	}
+
+	// Commit form built by hand: each must be refused by OpenCommit.
+	priorOK := appendPrior(nil, []PriorKey{{Tag: 1, Outer: f.k1}})
+	sign := func(d *identity.Device, ad, prior []byte) []byte { return d.Sign(commitSigned(f.team, ad, prior)) }
+	plainOf := func(d *identity.Device, prior []byte, op *crdt.Op) func([]byte) []byte {
+		return func(ad []byte) []byte {
+			return append(append(sign(d, ad, prior), prior...), op.Marshal()...)
+		}
+	}
+	resealed := func(mut func(*crdt.Op)) *crdt.Op { c := f.commit.Clone(); mut(c); return c }
+	badSig := resealed(func(o *crdt.Op) { o.Seal.Sig[5] ^= 1 })
+	atIndex1 := resealed(func(o *crdt.Op) { o.Sign(f.alice, f.tag2(), 1) })
+	atOtherEpoch := resealed(func(o *crdt.Op) { o.Sign(f.alice, f.tag1(), 0) })
+	commitHdr := hdrOf(f.commit)
+	msgHdr := hdrOf(f.msgA)
+	sealedMsg := f.msgA.Clone()
+	sealedMsg.Sign(f.alice, crdt.TagOf(f.msgA.ID()), 0)
+	commitCases := []struct {
+		name string
+		e    *Envelope
+		want error
+	}{
+		{"good", commitHdr.commit(t, f.k2, plainOf(f.alice, priorOK, f.commit)), nil},
+		{"signed by another device", commitHdr.commit(t, f.k2, plainOf(f.bob, priorOK, f.commit)), ErrBadOp},
+		{"prior keys changed after signing", commitHdr.commit(t, f.k2, func(ad []byte) []byte {
+			return append(append(sign(f.alice, ad, priorOK), appendPrior(nil, []PriorKey{{Tag: 2, Outer: f.k1}})...), f.commit.Marshal()...)
+		}), ErrBadOp},
+		{"signed under another domain", commitHdr.commit(t, f.k2, func(ad []byte) []byte {
+			m := append([]byte("fieldmesh/v2/envelope/commit"), commitSigned(f.team, ad, priorOK)[len(commitDomain):]...)
+			return append(append(f.alice.Sign(m), priorOK...), f.commit.Marshal()...)
+		}), ErrBadOp},
+		{"a message op in commit form", msgHdr.commit(t, f.k2, plainOf(f.alice, priorOK, sealedMsg)), ErrBadOp},
+		{"prior key of its own tag", commitHdr.commit(t, f.k2, plainOf(f.alice, appendPrior(nil, []PriorKey{{Tag: f.tag2(), Outer: f.k1}}), f.commit)), ErrBadOp},
+		{"prior keys not ascending", commitHdr.commit(t, f.k2, plainOf(f.alice, appendPrior(nil, []PriorKey{{Tag: 5, Outer: f.k1}, {Tag: 5, Outer: f.k1}}), f.commit)), ErrBadOp},
+		{"prior count over what follows", commitHdr.commit(t, f.k2, plainOf(f.alice, []byte{3}, f.commit)), ErrBadOp},
+		{"prior count over the limit", commitHdr.commit(t, f.k2, plainOf(f.alice, []byte{0x81, 0x04}, f.commit)), ErrBadOp},
+		{"prior count not minimal", commitHdr.commit(t, f.k2, plainOf(f.alice, []byte{0x80, 0x00}, f.commit)), ErrBadOp},
+		{"op with a bad seal", hdrOf(badSig).commit(t, f.k2, plainOf(f.alice, priorOK, badSig)), crdt.ErrBadSignature},
+		{"op sealed at index 1", hdrOf(atIndex1).commit(t, f.k2, plainOf(f.alice, priorOK, atIndex1)), crdt.ErrBadSignature},
+		{"op sealed at another epoch", hdrOf(atOtherEpoch).commit(t, f.k2, plainOf(f.alice, priorOK, atOtherEpoch)), crdt.ErrBadSignature},
+		{"op without its seal", commitHdr.commit(t, f.k2, func(ad []byte) []byte {
+			return append(append(sign(f.alice, ad, priorOK), priorOK...), f.commit.MarshalContent()...)
+		}), ErrBadOp},
+		{"garbage op", commitHdr.commit(t, f.k2, func(ad []byte) []byte {
+			return append(append(sign(f.alice, ad, priorOK), priorOK...), "garbage"...)
+		}), ErrBadOp},
+	}
+	for _, tt := range commitCases {
+		k, _, err := OpenBox(tt.e, f.bob, f.team)
+		if err != nil || !k.Equal(f.k2) {
+			t.Errorf("%s: OpenBox: %v", tt.name, err)
+			continue
+		}
+		op, prior, err := OpenCommit(tt.e, OuterKey(k), f.team)
+		if tt.want == nil {
+			if err != nil || op == nil || len(prior) != 1 {
+				t.Errorf("%s: got %v, %v, %v; want an op, one prior key, nil", tt.name, op, prior, err)
+			}
+			continue
+		}
+		if !errors.Is(err, tt.want) || !errors.Is(err, ErrBadOp) || op != nil || prior != nil {
+			t.Errorf("%s: got %v, %v, %v; want nil, nil, ErrBadOp (%v)", tt.name, op, prior, err, tt.want)
+		}
+	}
+}
