@@ -327,6 +327,15 @@ func TestEnrolment(t *testing.T) {
 	}
 	// Enrolment lasts as long as the connection.
 	good.h.Network().ClosePeer(r.Host().ID())
+	// The relay forgets the enrolment when it sees the disconnection (asynchronously): wait for that
+	// before connecting again.
+	gone := time.Now().Add(deadline)
+	for r.enrolledFor(good.h.ID(), ca.Topic) {
+		if time.Now().After(gone) {
+			t.Fatalf("the relay still counts the device as enrolled %v after it disconnected", deadline)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	good.connect(t, r)
 	if err := good.sync(r, ca.Topic, newMemSource()); err == nil {
 		t.Errorf("sync on a new connection without enrolling again: succeeded; want refused")
