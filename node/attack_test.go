@@ -10,6 +10,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/network"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
@@ -402,17 +403,8 @@ func TestAttackOutsiderGetsNothing(t *testing.T) {
 // member's chain, with the genuine signature or its own, and gives it to a device before the genuine
 // one. Neither forgery opens, and the genuine message and the sender's later ones are kept.
 func TestAttackReseal(t *testing.T) {
-	mn, ns := newMockNodes(t, "Admin", "Mal", "Ben", "Cat")
+	mn, ns, ref := wardWithMal(t)
 	a, mal, b, c := ns[0], ns[1], ns[2], ns[3]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, mal, b, c)
-	for _, n := range ns {
-		waitState(t, n, ref, func(s *crdt.State) bool { return len(s.Members) == 4 })
-	}
 	// Cat is out of reach while Ben talks.
 	for _, o := range []*testNode{a, mal, b} {
 		_ = mn.UnlinkPeers(c.host.ID(), o.host.ID())
@@ -472,17 +464,8 @@ func TestAttackReseal(t *testing.T) {
 // gives one to Ben and the other to Cat while they are apart. Once they meet, every device shows the
 // same messages, neither of the two, and the same alert naming the member.
 func TestAttackEquivocation(t *testing.T) {
-	mn, ns := newMockNodes(t, "Admin", "Mal", "Ben", "Cat")
+	mn, ns, ref := wardWithMal(t)
 	a, mal, b, c := ns[0], ns[1], ns[2], ns[3]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, mal, b, c)
-	for _, n := range ns {
-		waitState(t, n, ref, func(s *crdt.State) bool { return len(s.Members) == 4 })
-	}
 	// Mal is cut off from everyone, and Ben from Cat; Mal hands each its own version.
 	for _, p := range [][2]*testNode{{mal, a}, {mal, b}, {mal, c}, {b, c}, {a, c}} {
 		_ = mn.UnlinkPeers(p[0].host.ID(), p[1].host.ID())
@@ -546,4 +529,21 @@ func TestAttackEquivocation(t *testing.T) {
 		}
 	}
 	noneBanned(t, a, b, c)
+}
+
+// wardWithMal makes a team of four on mocknet, Admin, Mal, Ben and Cat, every one of them showing all
+// four as members, and returns the mocknet, the nodes in that order and the team's reference.
+func wardWithMal(t *testing.T) (mocknet.Mocknet, []*testNode, string) {
+	t.Helper()
+	mn, ns := newMockNodes(t, "Admin", "Mal", "Ben", "Cat")
+	team, err := ns[0].CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	joinAll(t, ns[0], ref, ns[1:]...)
+	for _, n := range ns {
+		waitState(t, n, ref, func(s *crdt.State) bool { return len(s.Members) == 4 })
+	}
+	return mn, ns, ref
 }

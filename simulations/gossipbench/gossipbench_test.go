@@ -43,7 +43,8 @@ type scale struct {
 	// p99 is the bound on the tuned router's latency at the 99th percentile, over the shortest
 	// path: a regression guard, since the goal is not reached without flood publishing
 	// (docs/gossip.md). Measured without it: 2.20–2.62 at 100 nodes (seeds 1–3, 3 runs each),
-	// 1.60–2.27 at 20 (seeds 1–3).
+	// 1.60–2.56 at 20 (seeds 1–3; 2.56 once under the race detector, since pubsub's own choices are
+	// not seeded), hence 2.8 at both sizes.
 	p99 float64
 }
 
@@ -51,7 +52,7 @@ func currentScale() scale {
 	if *full {
 		return scale{nodes: 100, warmup: 300, messages: 300, copies: 3.0, p99: 2.8}
 	}
-	return scale{nodes: 20, warmup: 60, messages: 60, copies: 3.5, p99: 2.5}
+	return scale{nodes: 20, warmup: 60, messages: 60, copies: 3.5, p99: 2.8}
 }
 
 // pacedConfig is the main scenario: random sources, one message a second on average (Poisson), no
