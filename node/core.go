@@ -284,29 +284,30 @@ func (n *Node) peerFilter(p peer.ID, topic string) bool {
 // gossip publishes a stored envelope; failure is only logged, since reconciliation delivers it
 // anyway. When gossip cannot have carried it to a peer that should have it at once, it reconciles
 // with that peer instead of waiting for the next periodic session: with a connected relay that
-// carries the team but is not in the topic yet as this node's gossip sees it, and, when gossip has no
-// peer in the topic at all (just reconnected), with the connected members.
+// carries the team but is not in the topic yet as this node's gossip sees it, and, when this node's
+// mesh of the topic is empty (just reconnected, or its only mesh peer just left: flood publishing is
+// off, so the envelope went to nobody), with the connected relays and members.
 func (n *Node) gossip(t *team, raw []byte) {
+	name := t.ptop.String()
 	inTopic := t.ptop.ListPeers()
+	noGossip := n.mesh.empty(name)
 	if err := t.ptop.Publish(n.ctx, raw); err != nil {
 		n.log.Warn("gossip publish failed", "team", t.id, "err", err)
 	}
 	// Members of the topic outside the mesh get it first-hand too (mesh.go).
-	name := t.ptop.String()
 	for _, p := range inTopic {
 		if d, err := deviceOf(p); err == nil && t.isMember(d) && !n.mesh.in(name, p) && !n.isRelayFor(p, t.topic) {
 			n.goRun(func() { n.give(p, t, raw) })
 		}
 	}
-	noGossip := len(inTopic) == 0
 	for _, p := range n.host.Network().Peers() {
 		if n.isRelayFor(p, t.topic) {
-			if !slices.Contains(inTopic, p) {
+			if noGossip || !slices.Contains(inTopic, p) {
 				n.goRun(func() { n.syncTeam(p, t) })
 			}
 			continue
 		}
-		if d, err := deviceOf(p); noGossip && err == nil && t.isMember(d) {
+		if d, err := deviceOf(p); noGossip && err == nil && t.isMember(d) && !slices.Contains(inTopic, p) { // the others got it above
 			n.goRun(func() { n.syncTeam(p, t) })
 		}
 	}
