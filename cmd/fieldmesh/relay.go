@@ -34,6 +34,7 @@ func relayCmd(g *globals) *cobra.Command {
 		metrics   string
 		retention time.Duration
 		quota     string
+		perTeam   string
 	)
 	c := &cobra.Command{
 		Use:   "relay",
@@ -52,6 +53,12 @@ DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; pr
 			if err != nil {
 				return fmt.Errorf("bad --quota: %w", err)
 			}
+			var tq int64
+			if perTeam != "" {
+				if tq, err = parseBytes(perTeam); err != nil || tq <= 0 {
+					return fmt.Errorf("bad --team-quota %q: want a positive size like 200MiB", perTeam)
+				}
+			}
 			if retention <= 0 {
 				return fmt.Errorf("bad --retention %s: must be positive", retention)
 			}
@@ -59,7 +66,7 @@ DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; pr
 				return fmt.Errorf("%s holds a device's store: give the relay its own data directory (--data)", g.data)
 			}
 			r, err := relay.New(relay.Config{
-				Dir: g.data, ListenAddrs: listen, Retention: retention, Quota: q, Logger: logger,
+				Dir: g.data, ListenAddrs: listen, Retention: retention, Quota: q, TopicQuota: tq, Logger: logger,
 			})
 			if err != nil {
 				return strip(err)
@@ -73,6 +80,7 @@ DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; pr
 	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this local address, at /metrics (e.g. 127.0.0.1:9464)")
 	f.DurationVar(&retention, "retention", relay.DefaultRetention, "how long to keep messages, from their timestamp")
 	f.StringVar(&quota, "quota", "1GiB", "most bytes of messages to keep (e.g. 500MiB, 20GB); the oldest go first")
+	f.StringVar(&perTeam, "team-quota", "", "most bytes of messages to keep for each team; a team over it loses its own oldest first (default: --quota divided by the teams carried)")
 	c.AddCommand(relayStatusCmd(g), relayAdmitCmd(g))
 	return c
 }

@@ -12,11 +12,21 @@
 //     SyncInterval), and subscribes to the carried GossipSub topics with the node's gossip options, so
 //     live messages flow through it and are stored. It checks what it can without a key: the envelope
 //     header parses (envelope.Unmarshal, which also enforces the size limit) and its topic is the
-//     session's or the gossip topic's. It keeps envelopes for the retention period (by their timestamp)
-//     within a byte quota, dropping the oldest first; when the quota bites it logs one line saying so
-//     and raises its horizon (the earliest time it keeps) past what it dropped, so those envelopes are
-//     not taken back from the next device that still has them. Enrolment answers carry the horizon so a
-//     device need not offer older envelopes.
+//     session's or the gossip topic's. Storage is bounded and fair, so that no device can brick the
+//     relay for other teams:
+//   - an envelope stamped more than MaxAhead (default one hour, crdt.MaxDrift) ahead of the relay's
+//     clock is refused: honest devices follow the team's clock within that, and a phone whose own
+//     clock runs further ahead has its envelopes taken once the relay's clock reaches them;
+//   - each topic has its own share of the byte quota (TopicQuota, default the quota divided by the
+//     topics carried): a topic over its share drops its own oldest envelopes, never another topic's,
+//     and then the relay's total quota drops the oldest of all; each eviction logs one line;
+//   - envelopes are kept for the retention period (by their timestamp). The horizon (the earliest
+//     time taken, sent in enrolment answers so a device need not offer older envelopes) is the
+//     retention period back from now, or, while a topic is at its share, its oldest stored envelope;
+//     it follows what the topic holds and never ratchets, so it cannot get stuck in the future;
+//   - each peer's writes (gossip and reconciliation) are rate-limited (PeerRate, PeerBurst); what is
+//     over is refused with a log line at most once a minute a peer, and offered again at the device's
+//     next reconciliation.
 //   - Circuit relay v2 (go-libp2p's circuitv2 relay service) with clinic limits (an hour and 64 MiB per
 //     relayed connection, 256 reservations per IP address) and an ACL: reservations for enrolled devices,
 //     relayed connections between devices enrolled for a common topic. Devices enable hole punching, so
@@ -30,7 +40,7 @@
 // enrols per connection with a challenge-response (/fieldmesh/relay/enrol/1.0.0): the relay sends a
 // fresh 32-byte nonce, the device answers, per topic, HMAC-SHA256(relay key, "fieldmesh/v1/relay-enrol" |
 // relay peer id | device peer id | nonce) (Key.Proof). The relay admits the device for the topics whose
-// proofs match, for as long as the connection lasts, remembers (durably) that it did, and answers every
+// proofs match, for as long as the connection it enrolled on lasts (a new connection enrols again), remembers (durably) that it did, and answers every
 // topic; a refusal carries a reason in words, which both ends log with short ids only. Reconciliation,
 // gossip (a pubsub peer filter and the topic validator), the directory and circuit reservations are
 // refused to a device that has not enrolled for the topic on its current connection.

@@ -11,8 +11,8 @@ import (
 // metrics are the relay's own Prometheus metrics. They name topics nowhere: a scrape shows totals only.
 type metrics struct {
 	stored     *prometheus.CounterVec // via: sync, gossip
-	dropped    *prometheus.CounterVec // reason: quota, retention
-	refused    *prometheus.CounterVec // reason: malformed, wrong_topic, not_enrolled
+	dropped    *prometheus.CounterVec // reason: topic_quota, quota, retention
+	refused    *prometheus.CounterVec // reason: malformed, wrong_topic, not_enrolled, future, rate
 	enrolments *prometheus.CounterVec // result: enrolled, not_carried, bad_proof
 	sessions   *prometheus.CounterVec // role: initiator, responder; result: ok, error, refused
 	syncBytes  *prometheus.CounterVec // direction: sent, received
@@ -76,8 +76,11 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 	for _, v := range []string{"sync", "gossip"} {
 		m.stored.WithLabelValues(v)
 	}
-	for _, v := range []string{"quota", "retention"} {
+	for _, v := range []string{"topic_quota", "quota", "retention"} {
 		m.dropped.WithLabelValues(v)
+	}
+	for _, v := range []string{"malformed", "wrong_topic", "not_enrolled", "future", "rate"} {
+		m.refused.WithLabelValues(v)
 	}
 	for _, v := range []string{"enrolled", "not_carried", "bad_proof"} {
 		m.enrolments.WithLabelValues(v)

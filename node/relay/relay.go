@@ -25,8 +25,10 @@ import (
 	circuit "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
@@ -47,6 +49,17 @@ const (
 	DefaultRetention    = 30 * 24 * time.Hour
 	DefaultQuota        = 1 << 30
 	DefaultSyncInterval = 2 * time.Minute
+	// DefaultMaxAhead is how far ahead of the relay's clock an envelope's time may be. It is
+	// crdt.MaxDrift: one peer moves a device's clock at most that far past the device's own reference,
+	// so envelopes of devices that follow the team's clock are never further ahead than that plus the
+	// relay's own error. An envelope from a phone whose clock is further ahead is refused until the
+	// relay's clock reaches it, and taken then by the next reconciliation: delayed, not lost.
+	DefaultMaxAhead = crdt.MaxDrift
+	// DefaultPeerRate and DefaultPeerBurst bound how many envelopes one peer may have the relay store
+	// (gossip and reconciliation together): a burst that covers a device's week offline in a busy team,
+	// then a steady rate far above what people type.
+	DefaultPeerRate  = 20
+	DefaultPeerBurst = 5000
 	// KeyFileName is the key file in the data directory: the database's encryption key, 64 hex characters.
 	KeyFileName = "relay.key"
 )
@@ -67,6 +80,17 @@ type Config struct {
 	// Quota is the most bytes of envelopes kept, each counted with EntryOverhead; the oldest go first
 	// when it is reached. Default 1 GiB. The database's files are larger (compaction lags behind).
 	Quota int64
+	// TopicQuota is each topic's share of Quota: when a topic holds more, its own oldest envelopes go,
+	// so no team, and no device, can evict another team's envelopes. Default: Quota divided by the
+	// number of topics carried.
+	TopicQuota int64
+	// MaxAhead refuses envelopes stamped further ahead of the relay's clock. Default DefaultMaxAhead.
+	MaxAhead time.Duration
+	// PeerRate (envelopes per second) and PeerBurst bound what one peer may have the relay store.
+	// Envelopes over the rate are refused (the device offers them again at its next reconciliation).
+	// Defaults DefaultPeerRate and DefaultPeerBurst.
+	PeerRate  float64
+	PeerBurst int
 	// SyncInterval is how often the relay reconciles every topic with each enrolled device. Default 2 minutes.
 	SyncInterval time.Duration
 	// Logger receives the relay's logs (short peer ids and short topics only). Nil discards them.
@@ -96,16 +120,18 @@ type Relay struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex // guards the fields below; never held while calling into pubsub or the network
-	closed   bool
-	carried  map[envelope.Topic]*carriedTopic
-	byName   map[string]envelope.Topic
-	enrolled map[peer.ID]map[envelope.Topic]time.Time // on current connections: when
-	dir      map[envelope.Topic]map[peer.ID][]ma.Multiaddr
-	slots    map[string]*sync.Mutex // one session per peer and topic
-	lastSync map[string]time.Time   // by peer and topic: when a session last completed
-	seen     map[peer.ID]bool       // devices ever enrolled (from the store, then as they come)
-	changed  chan struct{}          // closed and replaced whenever envelopes are stored
+	mu        sync.Mutex // guards the fields below; never held while calling into pubsub or the network
+	closed    bool
+	carried   map[envelope.Topic]*carriedTopic
+	byName    map[string]envelope.Topic
+	enrolled  map[peer.ID]map[envelope.Topic]time.Time // on current connections: when
+	enrolConn map[peer.ID]string                       // the connection the enrolments were made on
+	dir       map[envelope.Topic]map[peer.ID][]ma.Multiaddr
+	slots     map[string]*sync.Mutex // one session per peer and topic
+	lastSync  map[string]time.Time   // by peer and topic: when a session last completed
+	seen      map[peer.ID]bool       // devices ever enrolled (from the store, then as they come)
+	writers   map[peer.ID]*writer    // per-peer write budgets
+	changed   chan struct{}          // closed and replaced whenever envelopes are stored
 }
 
 type carriedTopic struct {
@@ -132,7 +158,18 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.SyncInterval == 0 {
 		cfg.SyncInterval = DefaultSyncInterval
 	}
+	if cfg.MaxAhead == 0 {
+		cfg.MaxAhead = DefaultMaxAhead
+	}
+	if cfg.PeerRate == 0 {
+		cfg.PeerRate = DefaultPeerRate
+	}
+	if cfg.PeerBurst == 0 {
+		cfg.PeerBurst = DefaultPeerBurst
+	}
 	switch {
+	case cfg.TopicQuota < 0 || cfg.MaxAhead < 0 || cfg.PeerRate < 0 || cfg.PeerBurst < 0:
+		return nil, errors.New("relay: negative topic quota, clock bound or peer rate")
 	case cfg.Retention < 0:
 		return nil, errors.New("relay: negative retention")
 	case cfg.Quota < 0:
@@ -170,16 +207,18 @@ func New(cfg Config) (*Relay, error) {
 	}
 	r := &Relay{
 		cfg: cfg, log: logger, now: now, st: st,
-		reg:      prometheus.NewRegistry(),
-		ingest:   make(chan ingestItem, 256),
-		carried:  make(map[envelope.Topic]*carriedTopic),
-		byName:   make(map[string]envelope.Topic),
-		enrolled: make(map[peer.ID]map[envelope.Topic]time.Time),
-		dir:      make(map[envelope.Topic]map[peer.ID][]ma.Multiaddr),
-		slots:    make(map[string]*sync.Mutex),
-		lastSync: make(map[string]time.Time),
-		seen:     make(map[peer.ID]bool),
-		changed:  make(chan struct{}),
+		reg:       prometheus.NewRegistry(),
+		ingest:    make(chan ingestItem, 256),
+		carried:   make(map[envelope.Topic]*carriedTopic),
+		byName:    make(map[string]envelope.Topic),
+		enrolled:  make(map[peer.ID]map[envelope.Topic]time.Time),
+		enrolConn: make(map[peer.ID]string),
+		dir:       make(map[envelope.Topic]map[peer.ID][]ma.Multiaddr),
+		slots:     make(map[string]*sync.Mutex),
+		lastSync:  make(map[string]time.Time),
+		seen:      make(map[peer.ID]bool),
+		writers:   make(map[peer.ID]*writer),
+		changed:   make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if err := r.start(); err != nil {
@@ -353,6 +392,12 @@ func (r *Relay) start() error {
 	r.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(_ network.Network, c network.Conn) {
 			p := c.RemotePeer()
+			r.mu.Lock()
+			if r.enrolConn[p] == c.ID() {
+				delete(r.enrolled, p) // enrolment lasts as long as the connection it was made on
+				delete(r.enrolConn, p)
+			}
+			r.mu.Unlock()
 			r.goRun(func() {
 				if r.host.Network().Connectedness(p) != network.Connected {
 					r.forget(p)
@@ -468,6 +513,14 @@ func (r *Relay) carry(t envelope.Topic, k Key) error {
 	return nil
 }
 
+// enrolledOn reports whether the peer of connection c proved, on c, that it holds t's relay key.
+func (r *Relay) enrolledOn(c network.Conn, t envelope.Topic) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.enrolled[c.RemotePeer()][t]
+	return ok && r.enrolConn[c.RemotePeer()] == c.ID()
+}
+
 // enrolledFor reports whether p proved, on its current connection, that it holds t's relay key.
 func (r *Relay) enrolledFor(p peer.ID, t envelope.Topic) bool {
 	r.mu.Lock()
@@ -491,7 +544,8 @@ func (r *Relay) peerFilter(p peer.ID, name string) bool {
 }
 
 // validator accepts what the relay can check without a key: the sender is enrolled for the topic, the
-// envelope's header parses, its topic is the gossip topic's, and it is within the size limit.
+// envelope's header parses, its topic is the gossip topic's, it is within the size limit, and it
+// passes admit (not stamped too far ahead, the sender within its write rate).
 func (r *Relay) validator(t envelope.Topic) pubsub.ValidatorEx {
 	return func(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 		if !r.enrolledFor(from, t) {
@@ -508,7 +562,11 @@ func (r *Relay) validator(t envelope.Topic) pubsub.ValidatorEx {
 			r.m.refused.WithLabelValues("wrong_topic").Inc()
 			return pubsub.ValidationReject
 		}
-		m.ValidatorData = record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: m.Data}
+		rec := record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: m.Data}
+		if len(r.admit(from, []record{rec})) == 0 {
+			return pubsub.ValidationIgnore
+		}
+		m.ValidatorData = rec
 		return pubsub.ValidationAccept
 	}
 }
@@ -556,20 +614,108 @@ func (r *Relay) ingestLoop() {
 	}
 }
 
-// horizon is the earliest envelope time the relay keeps: the retention period back from now, or the
-// quota floor if that is later.
-func (r *Relay) horizon() uint64 {
+// horizon is the earliest envelope time the relay takes for topic t: the retention period back from
+// now, or, while t is at its share of the quota, its oldest stored envelope (an older one would only
+// be dropped again at once). It never passes the envelopes t holds, so a topic filled with envelopes
+// stamped ahead of time is emptied of them by retention and its own newer envelopes, never stuck.
+func (r *Relay) horizon(t envelope.Topic) uint64 {
 	ms := r.now().Add(-r.cfg.Retention).UnixMilli()
 	h := uint64(max(ms, 0)) << 16
-	return max(h, r.st.quotaFloor())
+	if r.st.topicBytes(t) >= r.topicShare()*15/16 {
+		if o, ok := r.st.oldest(t); ok {
+			h = max(h, o)
+		}
+	}
+	return h
 }
 
-// store stores checked envelopes durably and enforces the quota.
+// topicShare is each topic's share of the quota (Config.TopicQuota).
+func (r *Relay) topicShare() int64 {
+	if r.cfg.TopicQuota > 0 {
+		return r.cfg.TopicQuota
+	}
+	r.mu.Lock()
+	n := int64(max(len(r.carried), 1))
+	r.mu.Unlock()
+	return r.cfg.Quota / n
+}
+
+// admit filters envelopes a peer sent before they are stored: envelopes stamped more than MaxAhead
+// ahead of the relay's clock are refused, and so is what is over the peer's write rate (logged at most
+// once a minute a peer). via names the path for the metrics.
+func (r *Relay) admit(p peer.ID, recs []record) []record {
+	limit := uint64(r.now().Add(r.cfg.MaxAhead).UnixMilli()) << 16
+	w := r.writer(p)
+	out := recs[:0:0]
+	future, over := 0, 0
+	for _, rec := range recs {
+		switch {
+		case rec.Time > limit:
+			future++
+		case !w.AllowN(r.now(), 1):
+			over++
+		default:
+			out = append(out, rec)
+		}
+	}
+	if future > 0 {
+		r.m.refused.WithLabelValues("future").Add(float64(future))
+		r.log.Debug("refused envelopes stamped ahead of the relay's clock", "peer", p.ShortString(), "n", future, "max_ahead", r.cfg.MaxAhead.String())
+	}
+	if over > 0 {
+		r.m.refused.WithLabelValues("rate").Add(float64(over))
+		if w.warn(r.now()) {
+			r.log.Warn("peer is over its write rate: refusing its envelopes", "peer", p.ShortString(), "refused", over, "rate_per_s", r.cfg.PeerRate, "burst", r.cfg.PeerBurst)
+		}
+	}
+	return out
+}
+
+// writer is one peer's write budget.
+type writer struct {
+	*rate.Limiter
+	warned, used time.Time
+}
+
+// warn reports whether the over-rate line may be logged again (once a minute).
+func (w *writer) warn(now time.Time) bool {
+	if now.Sub(w.warned) < time.Minute {
+		return false
+	}
+	w.warned = now
+	return true
+}
+
+func (r *Relay) writer(p peer.ID) *writer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.writers[p]
+	if w == nil {
+		w = &writer{Limiter: rate.NewLimiter(rate.Limit(r.cfg.PeerRate), r.cfg.PeerBurst)}
+		r.writers[p] = w
+	}
+	w.used = r.now()
+	return w
+}
+
+// pruneWriters forgets the budgets of peers idle long enough to have refilled them.
+func (r *Relay) pruneWriters() {
+	idle := time.Duration(float64(r.cfg.PeerBurst)/r.cfg.PeerRate*float64(time.Second)) + time.Minute
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p, w := range r.writers {
+		if r.now().Sub(w.used) > idle {
+			delete(r.writers, p)
+		}
+	}
+}
+
+// store stores checked envelopes durably and enforces the quotas.
 func (r *Relay) store(recs []record, via string) (int, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	added, err := r.st.put(recs, r.horizon())
+	added, err := r.st.put(recs, r.horizon)
 	r.m.stored.WithLabelValues(via).Add(float64(len(added)))
 	if r.log.Enabled(context.Background(), slog.LevelDebug) {
 		for _, rec := range added {
@@ -577,7 +723,7 @@ func (r *Relay) store(recs []record, via string) (int, error) {
 		}
 	}
 	if err == nil {
-		err = r.enforceQuota()
+		err = r.enforceQuota(added)
 	}
 	if len(added) > 0 {
 		r.mu.Lock()
@@ -595,28 +741,45 @@ func (r *Relay) storedSignal() <-chan struct{} {
 	return r.changed
 }
 
-// enforceQuota drops the oldest envelopes until the stored bytes fit the quota, and raises the quota
-// floor past them so they are not taken again.
-func (r *Relay) enforceQuota() error {
+// enforceQuota drops, for each topic that just stored envelopes and holds more than its share, that
+// topic's oldest envelopes; then, if the relay as a whole is over its quota (shares set larger than
+// Quota divided by the topics), the oldest of all.
+func (r *Relay) enforceQuota(added []record) error {
+	share := r.topicShare()
+	topics := make(map[envelope.Topic]bool)
+	for _, rec := range added {
+		topics[rec.Topic] = true
+	}
+	for t := range topics {
+		if r.st.topicBytes(t) <= share {
+			continue
+		}
+		d, err := r.st.evictTopic(t, func(_ uint64, bytes int64) bool { return bytes <= share })
+		if d.n > 0 {
+			r.m.dropped.WithLabelValues("topic_quota").Add(float64(d.n))
+			r.log.Warn("topic quota reached: dropped the topic's oldest envelopes",
+				"topic", t, "dropped", d.n, "dropped_bytes", d.bytes, "topic_quota", share)
+		}
+		if err != nil {
+			return err
+		}
+	}
 	if _, bytes, _ := r.st.totals(); bytes <= r.cfg.Quota {
 		return nil
 	}
 	d, err := r.st.evict(func(_ uint64, bytes int64) bool { return bytes <= r.cfg.Quota })
 	if d.n > 0 {
 		r.m.dropped.WithLabelValues("quota").Add(float64(d.n))
-		if ferr := r.st.setFloor(d.newest + 1); ferr != nil && err == nil {
-			err = ferr
-		}
 		r.log.Warn("relay disk quota reached: dropped the oldest envelopes",
-			"dropped", d.n, "dropped_bytes", d.bytes, "quota", r.cfg.Quota,
-			"now_keeping_from", time.UnixMilli(int64((d.newest+1)>>16)).UTC().Format(time.RFC3339))
+			"dropped", d.n, "dropped_bytes", d.bytes, "quota", r.cfg.Quota)
 	}
 	return err
 }
 
 // expire drops envelopes older than the retention period.
 func (r *Relay) expire() error {
-	cut := r.horizon()
+	ms := r.now().Add(-r.cfg.Retention).UnixMilli()
+	cut := uint64(max(ms, 0)) << 16
 	d, err := r.st.evict(func(t uint64, _ int64) bool { return t >= cut })
 	if d.n > 0 {
 		r.m.dropped.WithLabelValues("retention").Add(float64(d.n))
@@ -644,6 +807,7 @@ func (r *Relay) maintainLoop() {
 			if err := r.expire(); err != nil && r.ctx.Err() == nil {
 				r.log.Error("retention sweep failed", "err", err)
 			}
+			r.pruneWriters()
 		case <-resync.C:
 			// Devices reconcile with the relay on their own schedule too: skip the pairs that did recently.
 			recent := time.Now().Add(-r.cfg.SyncInterval / 2)
@@ -679,6 +843,7 @@ func (r *Relay) forget(p peer.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.enrolled, p)
+	delete(r.enrolConn, p)
 	for _, ps := range r.dir {
 		delete(ps, p)
 	}

@@ -596,7 +596,7 @@ func TestQuotaAndRetention(t *testing.T) {
 			t.Errorf("envelope %d (time order): stored %v; want only the 6 newest", i, has)
 		}
 	}
-	if !strings.Contains(logs.String(), `msg="relay disk quota reached: dropped the oldest envelopes" dropped=4`) {
+	if !strings.Contains(logs.String(), `msg="topic quota reached: dropped the topic's oldest envelopes" topic=`) {
 		t.Errorf("no clear log line when the quota bit:\n%s", logs.String())
 	}
 	// The horizon moved past what was dropped: a new session does not take those back.
@@ -762,5 +762,117 @@ func TestRestart(t *testing.T) {
 	st := r.Status()
 	if st.PeerID != id.String() || st.Envelopes != 1 || len(st.Topics) != 1 || st.PeersSeen != 1 || st.Enrolled != 0 {
 		t.Errorf("after a restart: %+v; want the same peer id, 1 envelope, 1 topic, 1 device seen, none enrolled", st)
+	}
+}
+
+// TestBrickingAttempt: a device enrolled for team A sends twice its topic's quota of envelopes stamped
+// in the far future, then twice of envelopes stamped now. Every envelope of team B survives, and new
+// ones of team B are stored; team A keeps its newest envelopes.
+func TestBrickingAttempt(t *testing.T) {
+	const size = 1000
+	quota := int64(20 * (size + EntryOverhead)) // two topics: 10 envelopes each
+	r, logs := newTestRelay(t, Config{Quota: quota})
+	ca, cb := CodeFor(teamA), CodeFor(teamB)
+	for _, c := range []Code{ca, cb} {
+		if _, err := r.Admit(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mal, b := newDevice(t), newDevice(t)
+	mal.connect(t, r)
+	mal.enrol(t, r, map[envelope.Topic]Key{ca.Topic: ca.Key})
+	b.connect(t, r)
+	b.enrol(t, r, map[envelope.Topic]Key{cb.Topic: cb.Key})
+
+	srcB := newMemSource()
+	var genuine []record
+	for i := range 5 {
+		genuine = append(genuine, testEnvelope(t, cb.Topic, now(time.Duration(i-30)*time.Minute), size))
+	}
+	srcB.add(genuine...)
+	if err := b.sync(r, cb.Topic, srcB); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, r, 5)
+
+	future := newMemSource()
+	for i := range 20 {
+		future.add(testEnvelope(t, ca.Topic, uint64(time.Date(2199, 1, 1, 0, i, 0, 0, time.UTC).UnixMilli())<<16, size))
+	}
+	if err := mal.sync(r, ca.Topic, future); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, topics := r.st.totals(); n != 5 || topics[ca.Topic].n != 0 {
+		t.Fatalf("after the far-future flood the relay holds %d envelopes (%d of A); want only B's 5", n, topics[ca.Topic].n)
+	}
+	flood := newMemSource()
+	var floodRecs []record
+	for i := range 20 {
+		floodRecs = append(floodRecs, testEnvelope(t, ca.Topic, now(time.Duration(i-20)*time.Second), size))
+	}
+	flood.add(floodRecs...)
+	if err := mal.sync(r, ca.Topic, flood); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, r, 15)
+	for i, rec := range genuine {
+		if has, _ := r.st.has(rec.ID); !has {
+			t.Errorf("B's envelope %d was evicted by A's flood", i)
+		}
+	}
+	_, _, topics := r.st.totals()
+	if a := topics[ca.Topic]; a.n != 10 {
+		t.Errorf("topic A holds %d envelopes; want its share, 10", a.n)
+	}
+	for i, rec := range floodRecs {
+		if has, _ := r.st.has(rec.ID); has != (i >= 10) {
+			t.Errorf("A's envelope %d (time order): stored %v; want only A's 10 newest", i, has)
+		}
+	}
+	more := testEnvelope(t, cb.Topic, now(0), size)
+	srcB.add(more)
+	if err := b.sync(r, cb.Topic, srcB); err != nil {
+		t.Fatal(err)
+	}
+	if has, _ := r.st.has(more.ID); !has {
+		t.Error("a new envelope of B was not stored after A's flood")
+	}
+	if !strings.Contains(logs.String(), `msg="topic quota reached: dropped the topic's oldest envelopes" topic=`+ca.Topic.Short()) {
+		t.Errorf("no log line naming the topic whose quota was reached:\n%s", logs.String())
+	}
+}
+
+// TestPeerWriteRate: a peer over its write rate gets the rest of its envelopes refused, with a clear
+// log line, and the session still ends cleanly (the device offers them again later).
+func TestPeerWriteRate(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	r, logs := newTestRelay(t, Config{PeerRate: 1, PeerBurst: 3, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	ca := CodeFor(teamA)
+	if _, err := r.Admit(ca); err != nil {
+		t.Fatal(err)
+	}
+	d := newDevice(t)
+	d.connect(t, r)
+	d.enrol(t, r, map[envelope.Topic]Key{ca.Topic: ca.Key})
+	src := newMemSource()
+	for i := range 10 {
+		src.add(testEnvelope(t, ca.Topic, now(time.Duration(i-20)*time.Minute), 300))
+	}
+	if err := d.sync(r, ca.Topic, src); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := r.st.totals(); n != 3 {
+		t.Fatalf("the relay stored %d envelopes; want the burst, 3", n)
+	}
+	if l := logs.String(); !strings.Contains(l, `msg="peer is over its write rate: refusing its envelopes"`) || !strings.Contains(l, d.h.ID().ShortString()) {
+		t.Errorf("no clear log line for the refused envelopes:\n%s", logs.String())
+	}
+	clock.Add(int64(time.Hour)) // the budget refills
+	if err := d.sync(r, ca.Topic, src); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := r.st.totals(); n != 6 {
+		t.Errorf("after the budget refilled: %d envelopes; want 6", n)
 	}
 }

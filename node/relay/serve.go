@@ -61,8 +61,11 @@ func (r *Relay) handleEnrol(s network.Stream) {
 		return
 	}
 	me := r.host.ID()
-	h := r.horizon()
 	now := r.now()
+	horizons := make([]uint64, len(proofs)) // before r.mu: horizon takes it
+	for i, pr := range proofs {
+		horizons[i] = r.horizon(pr.Topic)
+	}
 	results := make([]EnrolResult, len(proofs))
 	var admitted []envelope.Topic
 	r.mu.Lock()
@@ -77,7 +80,11 @@ func (r *Relay) handleEnrol(s network.Stream) {
 			res.Status = StatusBadProof
 			res.Message = fmt.Sprintf("enrolment proof for topic %s does not match: this device does not hold the team's relay key", pr.Topic.Short())
 		default:
-			res.Horizon = h
+			res.Horizon = horizons[i]
+			if r.enrolConn[p] != s.Conn().ID() {
+				// Enrolment lasts as long as the connection: what was enrolled on an earlier one goes.
+				r.enrolled[p], r.enrolConn[p] = nil, s.Conn().ID()
+			}
 			if r.enrolled[p] == nil {
 				r.enrolled[p] = make(map[envelope.Topic]time.Time)
 			}
@@ -155,6 +162,7 @@ func (r *Relay) handleDirectory(s network.Stream) {
 	var peers []peer.AddrInfo
 	r.mu.Lock()
 	_, ok := r.enrolled[p][topic]
+	ok = ok && r.enrolConn[p] == s.Conn().ID()
 	if ok {
 		if r.dir[topic] == nil {
 			r.dir[topic] = make(map[peer.ID][]ma.Multiaddr)
@@ -229,7 +237,7 @@ func (r *Relay) handleSync(s network.Stream) {
 		return
 	}
 	topic := envelope.Topic(h.Topic)
-	if !r.carries(topic) || !r.enrolledFor(p, topic) {
+	if !r.carries(topic) || !r.enrolledOn(s.Conn(), topic) {
 		r.m.sessions.WithLabelValues("responder", "refused").Inc()
 		// Routine while a device connects: its node starts a session when the relay joins the topic's
 		// gossip, before it has enrolled.
@@ -362,7 +370,7 @@ func (r *Relay) drive(s network.Stream, rd io.Reader, p peer.ID, t envelope.Topi
 				}
 				recs = append(recs, record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: raw})
 			}
-			if _, err := r.store(recs, "sync"); err != nil {
+			if _, err := r.store(r.admit(p, recs), "sync"); err != nil {
 				return err
 			}
 		}

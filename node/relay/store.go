@@ -25,7 +25,7 @@ import (
 //
 // Keyspaces (the first byte of every key):
 //
-//	0x01 meta      0x01 | name                        -> value ("version" = 1, "identity", "floor")
+//	0x01 meta      0x01 | name                        -> value ("version" = 2, "identity")
 //	0x02 envelope  0x02 | topic 16 | time u64 | id 32 -> marshalled envelope
 //	0x03 by id     0x03 | id 32                       -> topic 16 | time u64 | size u32
 //	0x04 by time   0x04 | time u64 | id 32            -> topic 16 | size u32
@@ -33,8 +33,8 @@ import (
 //	0x06 device    0x06 | topic 16 | peer id          -> last enrolled unix seconds u64
 //
 // Integers are big-endian, so a prefix scan of 0x02|topic walks a topic in (time, id) order, which is
-// what reconciliation reads, and a scan of 0x04 walks every envelope oldest first, which is what
-// retention and the quota drop.
+// what reconciliation reads and what a topic's quota drops first, and a scan of 0x04 walks every
+// envelope oldest first, which is what retention and the relay's total quota drop.
 const (
 	pMeta     byte = 0x01
 	pEnvelope byte = 0x02
@@ -43,7 +43,7 @@ const (
 	pTopic    byte = 0x05
 	pDevice   byte = 0x06
 
-	storeVersion = 1
+	storeVersion = 2
 	dbDirName    = "relay-db"
 	// EntryOverhead is what the quota counts for one stored envelope on top of its own bytes: its three
 	// keys and index values.
@@ -74,7 +74,6 @@ type store struct {
 	count  int64
 	bytes  int64 // envelope bytes plus EntryOverhead each
 	topics map[envelope.Topic]*topicCount
-	floor  uint64 // envelopes older than this (an HLC) were dropped for the quota
 }
 
 // record is an envelope to store.
@@ -120,9 +119,6 @@ func (s *store) init() error {
 		return err
 	case len(v) != 1 || v[0] != storeVersion:
 		return fmt.Errorf("relay: unsupported database version %x", v)
-	}
-	if f, err := s.meta("floor"); err == nil && len(f) == 8 {
-		s.floor = binary.BigEndian.Uint64(f)
 	}
 	return s.scan([]byte{pByID}, func(k, v []byte) error {
 		if len(v) != 16+8+4 {
@@ -184,10 +180,10 @@ func timeKey(time uint64, id [32]byte) []byte {
 	return append(b, id[:]...)
 }
 
-// put stores the records whose id is not stored yet and whose time is not below horizon, durably, and
-// returns the ones it added. Records are checked by the caller (envelope.Unmarshal, topic). It writes
+// put stores the records whose id is not stored yet and whose time is not below their topic's
+// horizon, durably, and returns the ones it added. Records are checked by the caller (envelope.Unmarshal, topic). It writes
 // chunks of at most putChunk bytes per transaction, well inside Badger's transaction limit.
-func (s *store) put(recs []record, horizon uint64) (added []record, err error) {
+func (s *store) put(recs []record, horizon func(envelope.Topic) uint64) (added []record, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	seen := make(map[[32]byte]bool, len(recs))
@@ -203,7 +199,7 @@ func (s *store) put(recs []record, horizon uint64) (added []record, err error) {
 		err := s.db.Update(func(txn *badger.Txn) error {
 			stored = stored[:0]
 			for _, r := range chunk {
-				if r.Time < horizon || seen[r.ID] {
+				if r.Time < horizon(r.Topic) || seen[r.ID] {
 					continue
 				}
 				switch _, err := txn.Get(idKey(r.ID)); {
@@ -316,47 +312,71 @@ type dropped struct {
 	newest   uint64 // the time of the newest envelope dropped
 }
 
-// evict drops envelopes oldest first while keep says so: keep is called with the time of the oldest
-// envelope left and the store's current byte count, and returns false to drop it.
+// victim is a stored envelope to drop.
+type victim struct {
+	time  uint64
+	id    [32]byte
+	topic envelope.Topic
+	size  int64
+}
+
+// evict drops envelopes of every topic oldest first while keep says so: keep is called with the time
+// of the oldest envelope left and the store's current byte count, and returns false to drop it.
 func (s *store) evict(keep func(time uint64, bytes int64) bool) (dropped, error) {
+	return s.evictScan([]byte{pByTime}, func() int64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.bytes
+	}, keep, func(k, v []byte) (victim, error) {
+		if len(k) != 1+8+32 || len(v) != 20 {
+			return victim{}, fmt.Errorf("relay: corrupt time entry %x", k)
+		}
+		vi := victim{time: binary.BigEndian.Uint64(k[1:9]), topic: envelope.Topic(v[:16]), size: int64(binary.BigEndian.Uint32(v[16:]))}
+		copy(vi.id[:], k[9:])
+		return vi, nil
+	})
+}
+
+// evictTopic drops envelopes of topic t oldest first while keep says so: keep is called with the time
+// of t's oldest envelope left and the bytes t counts (see topicBytes).
+func (s *store) evictTopic(t envelope.Topic, keep func(time uint64, bytes int64) bool) (dropped, error) {
+	prefix := append([]byte{pEnvelope}, t[:]...)
+	return s.evictScan(prefix, func() int64 { return s.topicBytes(t) }, keep, func(k, v []byte) (victim, error) {
+		if len(k) != 1+16+8+32 {
+			return victim{}, fmt.Errorf("relay: corrupt envelope key %x", k)
+		}
+		vi := victim{time: binary.BigEndian.Uint64(k[17:25]), topic: t, size: int64(len(v))}
+		copy(vi.id[:], k[25:])
+		return vi, nil
+	})
+}
+
+// evictScan walks the keys under prefix in order, in batches, and drops envelopes while keep says so.
+func (s *store) evictScan(prefix []byte, bytesNow func() int64, keep func(time uint64, bytes int64) bool, parse func(k, v []byte) (victim, error)) (dropped, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	var d dropped
 	for {
-		type victim struct {
-			time  uint64
-			id    [32]byte
-			topic envelope.Topic
-			size  int64
-		}
 		var vs []victim
-		s.mu.Lock()
-		bytes := s.bytes
-		s.mu.Unlock()
+		bytes := bytesNow()
 		err := s.db.View(func(txn *badger.Txn) error {
 			o := badger.DefaultIteratorOptions
-			o.Prefix = []byte{pByTime}
+			o.Prefix = prefix
 			it := txn.NewIterator(o)
 			defer it.Close()
 			for it.Rewind(); it.Valid() && len(vs) < evictBatch; it.Next() {
 				k := it.Item().Key()
-				if len(k) != 1+8+32 {
-					return fmt.Errorf("relay: corrupt time key %x", k)
-				}
-				v := victim{time: binary.BigEndian.Uint64(k[1:9])}
-				if keep(v.time, bytes) {
-					break
-				}
-				copy(v.id[:], k[9:])
 				val, err := it.Item().ValueCopy(nil)
 				if err != nil {
 					return err
 				}
-				if len(val) != 20 {
-					return fmt.Errorf("relay: corrupt time entry %x", k)
+				v, err := parse(k, val)
+				if err != nil {
+					return err
 				}
-				v.topic = envelope.Topic(val[:16])
-				v.size = int64(binary.BigEndian.Uint32(val[16:]))
+				if keep(v.time, bytes) {
+					break
+				}
 				bytes -= v.size + EntryOverhead
 				vs = append(vs, v)
 			}
@@ -390,22 +410,37 @@ func (s *store) evict(keep func(time uint64, bytes int64) bool) (dropped, error)
 	}
 }
 
-// setFloor raises the quota floor to f (durably): envelopes older than f are not taken any more.
-func (s *store) setFloor(f uint64) error {
-	s.mu.Lock()
-	if f <= s.floor {
-		s.mu.Unlock()
-		return nil
-	}
-	s.floor = f
-	s.mu.Unlock()
-	return s.putMeta("floor", binary.BigEndian.AppendUint64(nil, f))
-}
-
-func (s *store) quotaFloor() uint64 {
+// topicBytes is what topic t counts against its share of the quota: its envelope bytes plus
+// EntryOverhead each.
+func (s *store) topicBytes(t envelope.Topic) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.floor
+	c := s.topics[t]
+	if c == nil {
+		return 0
+	}
+	return c.bytes + c.n*EntryOverhead
+}
+
+// oldest returns the time of topic t's oldest stored envelope.
+func (s *store) oldest(t envelope.Topic) (uint64, bool) {
+	var time uint64
+	found := false
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = append([]byte{pEnvelope}, t[:]...)
+		o.PrefetchValues = false
+		it := txn.NewIterator(o)
+		defer it.Close()
+		it.Rewind()
+		if it.Valid() {
+			if k := it.Item().Key(); len(k) == 1+16+8+32 {
+				time, found = binary.BigEndian.Uint64(k[17:25]), true
+			}
+		}
+		return nil
+	})
+	return time, found && err == nil
 }
 
 // totals returns the envelope count, the bytes the quota counts, and per-topic counts.

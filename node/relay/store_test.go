@@ -48,11 +48,11 @@ func TestStorePutItems(t *testing.T) {
 	s := openTestStore(t, dir)
 	ta, tb := envelope.Topic{1}, envelope.Topic{2}
 	recs := []record{testEnvelope(t, ta, 300, 200), testEnvelope(t, ta, 100, 200), testEnvelope(t, tb, 200, 300), testEnvelope(t, ta, 50, 200)}
-	added, err := s.put(append(recs, recs[0]), 100) // a duplicate, and one below the horizon
+	added, err := s.put(append(recs, recs[0]), func(envelope.Topic) uint64 { return 100 }) // a duplicate, and one below the horizon
 	if err != nil || len(added) != 3 {
 		t.Fatalf("put: added %d, %v; want 3", len(added), err)
 	}
-	if added, err := s.put(recs, 0); err != nil || len(added) != 1 || added[0].ID != recs[3].ID {
+	if added, err := s.put(recs, func(envelope.Topic) uint64 { return 0 }); err != nil || len(added) != 1 || added[0].ID != recs[3].ID {
 		t.Fatalf("put again: added %d, %v; want only the one that was below the horizon", len(added), err)
 	}
 	items, err := s.items(ta)
@@ -86,7 +86,7 @@ func TestStoreEvict(t *testing.T) {
 	for i := range 10 {
 		recs = append(recs, testEnvelope(t, topic, uint64(1000+i), 1000))
 	}
-	if _, err := s.put(recs, 0); err != nil {
+	if _, err := s.put(recs, func(envelope.Topic) uint64 { return 0 }); err != nil {
 		t.Fatal(err)
 	}
 	quota := int64(6 * (1000 + EntryOverhead))
@@ -105,17 +105,27 @@ func TestStoreEvict(t *testing.T) {
 	if has, _ := s.has(recs[0].ID); has {
 		t.Errorf("a dropped envelope is still indexed")
 	}
-	if err := s.setFloor(1004); err != nil {
+	// A topic's own eviction, oldest first, leaves other topics alone.
+	other := envelope.Topic{0xee}
+	if _, err := s.put([]record{{Topic: other, Time: 1001, ID: [32]byte{0xee}, Data: []byte("other")}}, func(envelope.Topic) uint64 { return 0 }); err != nil {
 		t.Fatal(err)
+	}
+	if o, ok := s.oldest(topic); !ok || o != 1006 {
+		t.Fatalf("oldest of the topic: %d, %v; want 1006", o, ok)
+	}
+	keep := s.topicBytes(topic) - 2*(int64(len(recs[6].Data))+EntryOverhead)
+	d, err = s.evictTopic(topic, func(_ uint64, b int64) bool { return b <= keep })
+	if err != nil || d.n != 2 || d.newest != 1007 {
+		t.Fatalf("topic eviction dropped %+v, %v; want the topic's 2 oldest", d, err)
+	}
+	if has, _ := s.has([32]byte{0xee}); !has {
+		t.Errorf("a topic's eviction dropped another topic's older envelope")
 	}
 	s.close()
 	s = openTestStore(t, dir)
 	defer s.close()
-	if f := s.quotaFloor(); f != 1004 {
-		t.Errorf("floor after reopening: %d; want 1004", f)
-	}
-	if c, _, _ := s.totals(); c != 4 {
-		t.Errorf("count after reopening: %d; want 4", c)
+	if c, _, _ := s.totals(); c != 3 {
+		t.Errorf("count after reopening: %d; want 3", c)
 	}
 }
 
