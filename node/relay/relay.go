@@ -125,7 +125,6 @@ type Relay struct {
 	carried   map[envelope.Topic]*carriedTopic
 	byName    map[string]envelope.Topic
 	enrolled  map[peer.ID]map[envelope.Topic]time.Time // on current connections: when
-	enrolConn map[peer.ID]string                       // the connection the enrolments were made on
 	dir       map[envelope.Topic]map[peer.ID][]ma.Multiaddr
 	slots     map[string]*sync.Mutex // one session per peer and topic
 	lastSync  map[string]time.Time   // by peer and topic: when a session last completed
@@ -212,7 +211,6 @@ func New(cfg Config) (*Relay, error) {
 		carried:   make(map[envelope.Topic]*carriedTopic),
 		byName:    make(map[string]envelope.Topic),
 		enrolled:  make(map[peer.ID]map[envelope.Topic]time.Time),
-		enrolConn: make(map[peer.ID]string),
 		dir:       make(map[envelope.Topic]map[peer.ID][]ma.Multiaddr),
 		slots:     make(map[string]*sync.Mutex),
 		lastSync:  make(map[string]time.Time),
@@ -391,18 +389,9 @@ func (r *Relay) start() error {
 	r.host.SetStreamHandler(DirectoryProtocol, r.handleDirectory)
 	r.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(_ network.Network, c network.Conn) {
-			p := c.RemotePeer()
-			r.mu.Lock()
-			if r.enrolConn[p] == c.ID() {
-				delete(r.enrolled, p) // enrolment lasts as long as the connection it was made on
-				delete(r.enrolConn, p)
-			}
-			r.mu.Unlock()
-			r.goRun(func() {
-				if r.host.Network().Connectedness(p) != network.Connected {
-					r.forget(p)
-				}
-			})
+			// Enrolment lasts while the device has a connection: the swarm has removed c before telling
+			// us, so with none left it goes now, under the lock an enrolment on a new connection takes.
+			r.forget(c.RemotePeer())
 		},
 	})
 	r.goRun(r.ingestLoop)
@@ -513,15 +502,7 @@ func (r *Relay) carry(t envelope.Topic, k Key) error {
 	return nil
 }
 
-// enrolledOn reports whether the peer of connection c proved, on c, that it holds t's relay key.
-func (r *Relay) enrolledOn(c network.Conn, t envelope.Topic) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.enrolled[c.RemotePeer()][t]
-	return ok && r.enrolConn[c.RemotePeer()] == c.ID()
-}
-
-// enrolledFor reports whether p proved, on its current connection, that it holds t's relay key.
+// enrolledFor reports whether p proved, since it last had no connection, that it holds t's relay key.
 func (r *Relay) enrolledFor(p peer.ID, t envelope.Topic) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -838,12 +819,14 @@ func (r *Relay) enrolments() map[peer.ID][]envelope.Topic {
 	return out
 }
 
-// forget drops the enrolments and directory entries of a peer that is no longer connected.
+// forget drops the enrolments and directory entries of a peer that has no connection left.
 func (r *Relay) forget(p peer.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.host.Network().ConnsToPeer(p)) > 0 {
+		return
+	}
 	delete(r.enrolled, p)
-	delete(r.enrolConn, p)
 	for _, ps := range r.dir {
 		delete(ps, p)
 	}

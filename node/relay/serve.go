@@ -81,10 +81,6 @@ func (r *Relay) handleEnrol(s network.Stream) {
 			res.Message = fmt.Sprintf("enrolment proof for topic %s does not match: this device does not hold the team's relay key", pr.Topic.Short())
 		default:
 			res.Horizon = horizons[i]
-			if r.enrolConn[p] != s.Conn().ID() {
-				// Enrolment lasts as long as the connection: what was enrolled on an earlier one goes.
-				r.enrolled[p], r.enrolConn[p] = nil, s.Conn().ID()
-			}
 			if r.enrolled[p] == nil {
 				r.enrolled[p] = make(map[envelope.Topic]time.Time)
 			}
@@ -162,7 +158,6 @@ func (r *Relay) handleDirectory(s network.Stream) {
 	var peers []peer.AddrInfo
 	r.mu.Lock()
 	_, ok := r.enrolled[p][topic]
-	ok = ok && r.enrolConn[p] == s.Conn().ID()
 	if ok {
 		if r.dir[topic] == nil {
 			r.dir[topic] = make(map[peer.ID][]ma.Multiaddr)
@@ -237,7 +232,7 @@ func (r *Relay) handleSync(s network.Stream) {
 		return
 	}
 	topic := envelope.Topic(h.Topic)
-	if !r.carries(topic) || !r.enrolledOn(s.Conn(), topic) {
+	if !r.carries(topic) || !r.enrolledFor(p, topic) {
 		r.m.sessions.WithLabelValues("responder", "refused").Inc()
 		// Routine while a device connects: its node starts a session when the relay joins the topic's
 		// gossip, before it has enrolled.
