@@ -11,7 +11,9 @@ package fieldmesh_test
 //   - storage/... imports nothing of ours except storage/... (storage/storagetest imports storage);
 //   - sync/... never imports node/... or cmd/...;
 //   - nothing outside cmd/ imports cmd/...;
-//   - only cmd/ and simulations/ import simulations/....
+//   - only cmd/ and simulations/ import simulations/...;
+//   - only cmd/ and simulations/ import node/relay, the relay server (its store, metrics and
+//     Prometheus): devices use node/relay/relayproto and node/relay/relayclient.
 //
 // Only the packages' own (non-test) imports are checked, transitively (go list -deps): that is
 // what ends up in the binary. Tests may reach across layers to build fixtures.
@@ -107,6 +109,8 @@ func layerViolation(from, to string) string {
 		return "nothing outside cmd/ imports cmd/"
 	case under(to, "simulations") && !under(from, "simulations") && !under(from, "cmd"):
 		return "only cmd/ and simulations/ import simulations/"
+	case to == "node/relay" && !under(from, "simulations") && !under(from, "cmd"):
+		return "only cmd/ and simulations/ import the relay server node/relay; devices use node/relay/relayproto and node/relay/relayclient"
 	}
 	return ""
 }
@@ -142,6 +146,12 @@ func TestLayerViolation(t *testing.T) {
 		{"cmd/fieldmesh", "simulations", true},
 		{"simulations/emulate", "node", true},
 		{"node", "simulations", false},
+		{"node", "node/relay", false},
+		{"node/relay/relayclient", "node/relay", false},
+		{"node", "node/relay/relayproto", true},
+		{"node", "node/relay/relayclient", true},
+		{"node/relay", "node/relay/relayproto", true},
+		{"cmd/fieldmesh", "node/relay", true},
 		{"cryptography", "storage", true}, // not the crypto folder: no rule applies
 		{"syncthing", "node", true},       // not the sync folder
 	}

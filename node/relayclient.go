@@ -14,16 +14,20 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 
-	"github.com/fieldmesh/fieldmesh/node/relay"
+	"github.com/fieldmesh/fieldmesh/node/relay/relayclient"
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
-// The device side of clinic relays (node/relay). For each relay — given in Config.Relays, or used before
-// and remembered in the store's peers keyspace under "relay/PEERID" — the node keeps a connection, and on
-// every contact (connection, a team added, the periodic timer, a refused enrolment's retry):
+// The device side of clinic relays. The server is node/relay; the node imports only what devices and
+// relays share (node/relay/relayproto) and the device side of the protocols (node/relay/relayclient),
+// so it does not link the relay's store or metrics. For each relay — given in Config.Relays, or used
+// before and remembered in the store's peers keyspace under "relay/PEERID" — the node keeps a
+// connection, and on every contact (connection, a team added, the periodic timer, a refused
+// enrolment's retry):
 //
-//  1. enrols every team's topic not yet enrolled on this connection (relay.Enrol: the relay key comes
-//     from the team id, relay.TeamKey), logging refusals with the relay's reason;
+//  1. enrols every team's topic not yet enrolled on this connection (relayclient.Enrol: the relay key
+//     comes from the team id, relayproto.TeamKey), logging refusals with the relay's reason;
 //  2. keeps a circuit relay v2 reservation (renewed at three quarters of its life), so other devices can
 //     reach this one through the relay;
 //  3. registers its circuit addresses in the relay's directory for each enrolled topic and dials the
@@ -332,16 +336,16 @@ func (rc *relayClient) contact(rs *relayState) (retry bool) {
 	n.mu.Lock()
 	byTopic := maps.Clone(n.byTopic)
 	n.mu.Unlock()
-	keys := make(map[envelope.Topic]relay.Key)
+	keys := make(map[envelope.Topic]relayproto.Key)
 	rc.mu.Lock()
 	for topic, t := range byTopic {
 		if _, ok := rs.enrolled[topic]; !ok {
-			keys[topic] = relay.TeamKey(t.id)
+			keys[topic] = relayproto.TeamKey(t.id)
 		}
 	}
 	rc.mu.Unlock()
 	if len(keys) > 0 {
-		results, err := relay.Enrol(n.ctx, n.host, rid, keys)
+		results, err := relayclient.Enrol(n.ctx, n.host, rid, keys)
 		if err != nil {
 			if n.ctx.Err() == nil {
 				n.log.Warn("enrolling at relay failed", "relay", rid.ShortString(), "err", err)
@@ -389,11 +393,11 @@ func (rc *relayClient) contact(rs *relayState) (retry bool) {
 
 	// 3. The directory: register, and dial the other devices of each team.
 	rc.mu.Lock()
-	circuits := relay.CircuitAddrs(rs.ai)
+	circuits := relayclient.CircuitAddrs(rs.ai)
 	rc.mu.Unlock()
 	dialed := map[peer.ID]bool{}
 	for _, t := range enrolled {
-		peers, err := relay.Directory(n.ctx, n.host, rid, t.topic, circuits)
+		peers, err := relayclient.Directory(n.ctx, n.host, rid, t.topic, circuits)
 		if err != nil {
 			if n.ctx.Err() == nil {
 				n.log.Debug("relay directory failed", "relay", rid.ShortString(), "team", t.id, "err", err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/node/relay"
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
@@ -188,7 +189,7 @@ func relayAdmitCmd(g *globals) *cobra.Command {
 		Short: "Carry a team for its devices, with the relay code a team admin gave you",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := relay.ParseCode(args[0]); err != nil {
+			if _, err := relayproto.ParseCode(args[0]); err != nil {
 				return strip(err)
 			}
 			a, err := relay.NewAPIClient(g.socket()).Admit(cmd.Context(), args[0])
@@ -235,7 +236,7 @@ func teamRelayCodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("the node gave a bad team id: %w", err)
 			}
-			c := relay.CodeFor(id)
+			c := relayproto.CodeFor(id)
 			out := relayCode{Code: c.Encode(), Topic: c.Topic.Short()}
 			return g.print(out, func(w io.Writer) {
 				fmt.Fprintf(w, "%s\n", out.Code)

@@ -1,6 +1,6 @@
 // Package humancode writes and reads the codes fieldmesh asks people to carry from one device to
-// another: invite codes (node/join) and relay codes (node/relay). A code is read out over a phone,
-// typed, pasted into a chat or shown as a QR code, so it is made to survive that:
+// another: invite codes (node/join) and relay codes (node/relay/relayproto). A code is read out over
+// a phone, typed, pasted into a chat or shown as a QR code, so it is made to survive that:
 //
 //	code    = head "-" data
 //	head    = prefix version        "fmi2": an invite code of version 2; "fmr2": a relay code
@@ -45,7 +45,7 @@ type Kind uint8
 const (
 	// Invite is an invite code (node/join.Invite): "fmi", version 2.
 	Invite Kind = iota + 1
-	// Relay is a relay code (node/relay.Code): "fmr", version 2.
+	// Relay is a relay code (node/relay/relayproto.Code): "fmr", version 2.
 	Relay
 )
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/node/unixapi"
 )
 
@@ -47,7 +48,7 @@ func (r *Relay) APIHandler() http.Handler {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
 			return
 		}
-		c, err := ParseCode(in.Code)
+		c, err := relayproto.ParseCode(in.Code)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: strings.TrimPrefix(err.Error(), "relay: ")})
 			return

@@ -1,6 +1,16 @@
-// Package relay is the clinic relay: an always-on node that stores and forwards the sealed
+// Package relay is the clinic relay server: an always-on node that stores and forwards the sealed
 // envelopes of the team topics it was asked to carry, bridges devices that never meet, and cannot open
-// anything it holds.
+// anything it holds. It is what `fieldmesh relay` runs.
+//
+// Three packages make up the relay, as syncthing's lib/relay/{protocol,client} sit beside its relay
+// server:
+//
+//   - node/relay (this package): the server — Relay, its encrypted store, the admin API and Prometheus
+//     metrics. Only the relay's own command imports it.
+//   - node/relay/relayproto: what both ends share — the protocol ids, the wire formats of enrolment
+//     and the directory, relay keys and proofs (Key, TeamKey), relay codes (Code, CodeFor, ParseCode).
+//   - node/relay/relayclient: the device side — Enrol, Directory, CircuitAddrs — which the node
+//     (node/relayclient.go) uses without linking the server.
 //
 // What it does, for enrolled devices only:
 //
@@ -31,15 +41,16 @@
 //     relayed connection, 256 reservations per IP address) and an ACL: reservations for enrolled devices,
 //     relayed connections between devices enrolled for a common topic. Devices enable hole punching, so
 //     two devices that both reach the relay can reach each other.
-//   - A directory (/fieldmesh/relay/directory/1.0.0): a device registers its circuit addresses per topic
+//   - A directory (/fieldmesh/relay/directory/1.0.0, relayclient.Directory): a device registers its circuit addresses per topic
 //     and learns the other devices of the topic connected now.
 //
-// Enrolment. A team admin runs `fieldmesh team relay-code TEAM`: a code (Code) with the team's topic and
-// relay key, derived one-way from the team id (TeamKey: HKDF-SHA256, info "fieldmesh/v1/relay-key"), so
-// the relay never learns the team id. The relay's operator runs `fieldmesh relay admit CODE`. A device
-// enrols per connection with a challenge-response (/fieldmesh/relay/enrol/1.0.0): the relay sends a
-// fresh 32-byte nonce, the device answers, per topic, HMAC-SHA256(relay key, "fieldmesh/v1/relay-enrol" |
-// relay peer id | device peer id | nonce) (Key.Proof). The relay admits the device for the topics whose
+// Enrolment. A team admin runs `fieldmesh team relay-code TEAM`: a code (relayproto.Code) with the team's
+// topic and relay key, derived one-way from the team id (relayproto.TeamKey: HKDF-SHA256, info
+// "fieldmesh/v1/relay-key"), so the relay never learns the team id. The relay's operator runs `fieldmesh
+// relay admit CODE`. A device enrols per connection with a challenge-response (/fieldmesh/relay/enrol/1.0.0,
+// relayclient.Enrol): the relay sends a fresh 32-byte nonce, the device answers, per topic,
+// HMAC-SHA256(relay key, "fieldmesh/v1/relay-enrol" | relay peer id | device peer id | nonce)
+// (relayproto.Key.Proof). The relay admits the device for the topics whose
 // proofs match, for as long as the connection it enrolled on lasts (a new connection enrols again), remembers (durably) that it did, and answers every
 // topic; a refusal carries a reason in words, which both ends log with short ids only. Reconciliation,
 // gossip (a pubsub peer filter and the topic validator), the directory and circuit reservations are

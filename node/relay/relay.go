@@ -28,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
@@ -38,10 +39,6 @@ const (
 	// SyncProtocol is the node's sync stream (recon.Protocol): a hello, then range-based
 	// reconciliation. A relay only reconciles; it answers a membership exchange by resetting the stream.
 	SyncProtocol = recon.Protocol
-	// EnrolProtocol proves a device holds a topic's relay key (see wire.go).
-	EnrolProtocol = "/fieldmesh/relay/enrol/1.0.0"
-	// DirectoryProtocol registers a device's addresses and lists the other devices of a topic.
-	DirectoryProtocol = "/fieldmesh/relay/directory/1.0.0"
 )
 
 // Defaults.
@@ -134,7 +131,7 @@ type Relay struct {
 }
 
 type carriedTopic struct {
-	key  Key
+	key  relayproto.Key
 	ptop *pubsub.Topic
 	sub  *pubsub.Subscription
 }
@@ -385,8 +382,8 @@ func (r *Relay) start() error {
 		}
 	}
 	r.host.SetStreamHandler(SyncProtocol, r.handleSync)
-	r.host.SetStreamHandler(EnrolProtocol, r.handleEnrol)
-	r.host.SetStreamHandler(DirectoryProtocol, r.handleDirectory)
+	r.host.SetStreamHandler(relayproto.EnrolProtocol, r.handleEnrol)
+	r.host.SetStreamHandler(relayproto.DirectoryProtocol, r.handleDirectory)
 	r.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(_ network.Network, c network.Conn) {
 			// Enrolment lasts while the device has a connection: the swarm has removed c before telling
@@ -449,7 +446,7 @@ func (r *Relay) Host() host.Host { return r.host }
 // Admit makes the relay carry the code's topic: it stores the topic and its relay key (durably), joins
 // the topic's gossip and accepts enrolments for it. Admitting a topic again is a no-op (added false);
 // admitting it with a different key replaces the key.
-func (r *Relay) Admit(c Code) (added bool, err error) {
+func (r *Relay) Admit(c relayproto.Code) (added bool, err error) {
 	added, err = r.st.addTopic(c.Topic, c.Key, r.now().Unix())
 	if err != nil {
 		return false, fmt.Errorf("relay: admit: %w", err)
@@ -473,7 +470,7 @@ func (r *Relay) Admit(c Code) (added bool, err error) {
 }
 
 // carry joins a topic's gossip with a structural validator and starts storing what arrives.
-func (r *Relay) carry(t envelope.Topic, k Key) error {
+func (r *Relay) carry(t envelope.Topic, k relayproto.Key) error {
 	name := meshconf.TopicName(t)
 	if err := r.ps.RegisterTopicValidator(name, r.validator(t)); err != nil {
 		return fmt.Errorf("relay: topic validator: %w", err)

@@ -30,6 +30,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
+	"github.com/fieldmesh/fieldmesh/node/relay/relayclient"
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
@@ -155,9 +157,9 @@ func (d *device) connect(t *testing.T, r *Relay) {
 	}
 }
 
-func (d *device) enrol(t *testing.T, r *Relay, keys map[envelope.Topic]Key) []EnrolResult {
+func (d *device) enrol(t *testing.T, r *Relay, keys map[envelope.Topic]relayproto.Key) []relayproto.EnrolResult {
 	t.Helper()
-	res, err := Enrol(context.Background(), d.h, r.Host().ID(), keys)
+	res, err := relayclient.Enrol(context.Background(), d.h, r.Host().ID(), keys)
 	if err != nil {
 		t.Fatalf("enrol: %v", err)
 	}
@@ -285,7 +287,7 @@ func now(offset time.Duration) uint64 { return uint64(time.Now().Add(offset).Uni
 
 func TestEnrolment(t *testing.T) {
 	r, logs := newTestRelay(t, Config{})
-	ca := CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA)
 	if added, err := r.Admit(ca); err != nil || !added {
 		t.Fatalf("admit: %v, %v", added, err)
 	}
@@ -296,7 +298,7 @@ func TestEnrolment(t *testing.T) {
 	good.connect(t, r)
 	bad.connect(t, r)
 
-	res := good.enrol(t, r, map[envelope.Topic]Key{ca.Topic: ca.Key, CodeFor(teamB).Topic: TeamKey(teamB)})
+	res := good.enrol(t, r, map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key, relayproto.CodeFor(teamB).Topic: relayproto.TeamKey(teamB)})
 	for _, re := range res {
 		switch re.Topic {
 		case ca.Topic:
@@ -304,13 +306,13 @@ func TestEnrolment(t *testing.T) {
 				t.Errorf("enrolling a carried topic: %+v; want enrolled with a horizon in the past", re)
 			}
 		default:
-			if re.Status != StatusNotCarried || !strings.Contains(re.Message, "does not carry topic") {
+			if re.Status != relayproto.StatusNotCarried || !strings.Contains(re.Message, "does not carry topic") {
 				t.Errorf("enrolling a topic not carried: %+v; want StatusNotCarried with a reason", re)
 			}
 		}
 	}
-	res = bad.enrol(t, r, map[envelope.Topic]Key{ca.Topic: TeamKey(teamB)})
-	if len(res) != 1 || res[0].Status != StatusBadProof || !strings.Contains(res[0].Message, "does not hold the team's relay key") {
+	res = bad.enrol(t, r, map[envelope.Topic]relayproto.Key{ca.Topic: relayproto.TeamKey(teamB)})
+	if len(res) != 1 || res[0].Status != relayproto.StatusBadProof || !strings.Contains(res[0].Message, "does not hold the team's relay key") {
 		t.Errorf("enrolling with the wrong key: %+v; want StatusBadProof with a reason", res)
 	}
 	if !r.enrolledFor(good.h.ID(), ca.Topic) || r.enrolledFor(bad.h.ID(), ca.Topic) {
@@ -344,7 +346,7 @@ func TestEnrolment(t *testing.T) {
 
 func TestNotEnrolledRefused(t *testing.T) {
 	r, logs := newTestRelay(t, Config{})
-	ca := CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +356,7 @@ func TestNotEnrolledRefused(t *testing.T) {
 	if err := d.sync(r, ca.Topic, src); err == nil {
 		t.Errorf("sync without enrolling: succeeded; want refused")
 	}
-	if _, err := Directory(context.Background(), d.h, r.Host().ID(), ca.Topic, nil); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "enrol first") {
+	if _, err := relayclient.Directory(context.Background(), d.h, r.Host().ID(), ca.Topic, nil); !errors.Is(err, relayclient.ErrRefused) || !strings.Contains(err.Error(), "enrol first") {
 		t.Errorf("directory without enrolling: %v; want ErrRefused saying to enrol first", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
@@ -384,11 +386,11 @@ func TestNotEnrolledRefused(t *testing.T) {
 
 func TestStoreAndForward(t *testing.T) {
 	r, _ := newTestRelay(t, Config{})
-	ca := CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
-	keys := map[envelope.Topic]Key{ca.Topic: ca.Key}
+	keys := map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key}
 	a, b := newDevice(t), newDevice(t)
 	srcA := newMemSource()
 	for i := range 5 {
@@ -429,7 +431,7 @@ func TestStoreAndForward(t *testing.T) {
 	}
 
 	// An envelope of another topic in a session is refused, and nothing of that session is stored.
-	wrong := newMemSource(testEnvelope(t, CodeFor(teamB).Topic, now(0), 300))
+	wrong := newMemSource(testEnvelope(t, relayproto.CodeFor(teamB).Topic, now(0), 300))
 	if err := a.sync(r, ca.Topic, wrong); err == nil {
 		t.Errorf("a session carrying another topic's envelope: succeeded; want it dropped")
 	}
@@ -440,11 +442,11 @@ func TestStoreAndForward(t *testing.T) {
 
 func TestGossip(t *testing.T) {
 	r, _ := newTestRelay(t, Config{})
-	ca := CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
-	keys := map[envelope.Topic]Key{ca.Topic: ca.Key}
+	keys := map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	type gossiper struct {
@@ -527,7 +529,7 @@ func TestGossip(t *testing.T) {
 	if got := v(ctx, a.d.h.ID(), &pubsub.Message{Message: &pb.Message{Data: []byte("garbage")}}); got != pubsub.ValidationReject {
 		t.Errorf("garbage from an enrolled device: %v; want rejected", got)
 	}
-	other := testEnvelope(t, CodeFor(teamB).Topic, now(0), 300).Data
+	other := testEnvelope(t, relayproto.CodeFor(teamB).Topic, now(0), 300).Data
 	if got := v(ctx, a.d.h.ID(), &pubsub.Message{Message: &pb.Message{Data: other}}); got != pubsub.ValidationReject {
 		t.Errorf("an envelope of another topic: %v; want rejected", got)
 	}
@@ -568,11 +570,11 @@ func TestQuotaAndRetention(t *testing.T) {
 	clock.Store(time.Now().UnixNano())
 	quota := int64(6 * (1000 + EntryOverhead))
 	r, logs := newTestRelay(t, Config{Quota: quota, Retention: 24 * time.Hour, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
-	ca := CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
-	keys := map[envelope.Topic]Key{ca.Topic: ca.Key}
+	keys := map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key}
 	d := newDevice(t)
 	d.connect(t, r)
 	d.enrol(t, r, keys)
@@ -629,11 +631,11 @@ func TestQuotaAndRetention(t *testing.T) {
 
 func TestCircuitAndDirectory(t *testing.T) {
 	r, _ := newTestRelay(t, Config{})
-	ca := CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
-	keys := map[envelope.Topic]Key{ca.Topic: ca.Key}
+	keys := map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key}
 	x, y, z := newDevice(t), newDevice(t), newDevice(t)
 	for _, d := range []*device{x, y, z} {
 		d.connect(t, r)
@@ -650,11 +652,11 @@ func TestCircuitAndDirectory(t *testing.T) {
 	if resv.LimitDuration < time.Hour || resv.LimitData < 64<<20 {
 		t.Errorf("relayed connection limits %v and %d bytes; want the clinic limits (an hour, 64 MiB)", resv.LimitDuration, resv.LimitData)
 	}
-	circuits := CircuitAddrs(rai)
-	if _, err := Directory(ctx, y.h, rai.ID, ca.Topic, circuits); err != nil {
+	circuits := relayclient.CircuitAddrs(rai)
+	if _, err := relayclient.Directory(ctx, y.h, rai.ID, ca.Topic, circuits); err != nil {
 		t.Fatalf("Y's registration: %v", err)
 	}
-	peers, err := Directory(ctx, x.h, rai.ID, ca.Topic, CircuitAddrs(rai))
+	peers, err := relayclient.Directory(ctx, x.h, rai.ID, ca.Topic, relayclient.CircuitAddrs(rai))
 	if err != nil || len(peers) != 1 || peers[0].ID != y.h.ID() || len(peers[0].Addrs) != len(circuits) {
 		t.Fatalf("X's directory: %v, %v; want Y with its circuit addresses", peers, err)
 	}
@@ -710,8 +712,8 @@ func TestMetricsAndAPI(t *testing.T) {
 		<-served
 	}()
 	c := NewAPIClient(sock)
-	code := CodeFor(teamA).Encode()
-	if a, err := c.Admit(context.Background(), code); err != nil || !a.Added || a.Topic != CodeFor(teamA).Topic.Short() {
+	code := relayproto.CodeFor(teamA).Encode()
+	if a, err := c.Admit(context.Background(), code); err != nil || !a.Added || a.Topic != relayproto.CodeFor(teamA).Topic.Short() {
 		t.Errorf("admit: %+v, %v", a, err)
 	}
 	if a, err := c.Admit(context.Background(), code); err != nil || a.Added {
@@ -739,13 +741,13 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
 	d := newDevice(t)
 	d.connect(t, r)
-	d.enrol(t, r, map[envelope.Topic]Key{ca.Topic: ca.Key})
+	d.enrol(t, r, map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key})
 	if err := d.sync(r, ca.Topic, newMemSource(testEnvelope(t, ca.Topic, now(0), 300))); err != nil {
 		t.Fatal(err)
 	}
@@ -772,17 +774,17 @@ func TestBrickingAttempt(t *testing.T) {
 	const size = 1000
 	quota := int64(20 * (size + EntryOverhead)) // two topics: 10 envelopes each
 	r, logs := newTestRelay(t, Config{Quota: quota})
-	ca, cb := CodeFor(teamA), CodeFor(teamB)
-	for _, c := range []Code{ca, cb} {
+	ca, cb := relayproto.CodeFor(teamA), relayproto.CodeFor(teamB)
+	for _, c := range []relayproto.Code{ca, cb} {
 		if _, err := r.Admit(c); err != nil {
 			t.Fatal(err)
 		}
 	}
 	mal, b := newDevice(t), newDevice(t)
 	mal.connect(t, r)
-	mal.enrol(t, r, map[envelope.Topic]Key{ca.Topic: ca.Key})
+	mal.enrol(t, r, map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key})
 	b.connect(t, r)
-	b.enrol(t, r, map[envelope.Topic]Key{cb.Topic: cb.Key})
+	b.enrol(t, r, map[envelope.Topic]relayproto.Key{cb.Topic: cb.Key})
 
 	srcB := newMemSource()
 	var genuine []record
@@ -848,13 +850,13 @@ func TestPeerWriteRate(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
 	r, logs := newTestRelay(t, Config{PeerRate: 1, PeerBurst: 3, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
-	ca := CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
 	d := newDevice(t)
 	d.connect(t, r)
-	d.enrol(t, r, map[envelope.Topic]Key{ca.Topic: ca.Key})
+	d.enrol(t, r, map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key})
 	src := newMemSource()
 	for i := range 10 {
 		src.add(testEnvelope(t, ca.Topic, now(time.Duration(i-20)*time.Minute), 300))

@@ -14,14 +14,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
 const (
-	// streamTimeout bounds an enrolment or directory exchange.
-	streamTimeout = 30 * time.Second
 	// syncTimeout bounds one reconciliation session, as the node's does.
 	syncTimeout = 2 * time.Minute
 	// reconFrameMax is the largest frame the relay sends, as the node's.
@@ -31,30 +30,30 @@ const (
 	followerDelay = 3 * time.Second
 )
 
-// handleEnrol runs the challenge-response of EnrolProtocol: the relay sends a fresh nonce; the device
+// handleEnrol runs the challenge-response of relayproto.EnrolProtocol: the relay sends a fresh nonce; the device
 // answers with a proof per topic; the relay admits the device, for this connection, to each topic whose
 // proof matches the topic's relay key, and answers every topic. A refusal is sent back with a reason and
 // logged (short ids only).
 func (r *Relay) handleEnrol(s network.Stream) {
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(streamTimeout))
+	_ = s.SetDeadline(time.Now().Add(relayproto.StreamTimeout))
 	p := s.Conn().RemotePeer()
-	var nonce [NonceSize]byte
+	var nonce [relayproto.NonceSize]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		s.Reset()
 		return
 	}
-	if err := framing.Write(s, marshalChallenge(nonce)); err != nil {
+	if err := framing.Write(s, relayproto.MarshalChallenge(nonce)); err != nil {
 		s.Reset()
 		return
 	}
 	br := bufio.NewReader(s)
-	b, err := framing.Read(br, maxWireFrame)
+	b, err := framing.Read(br, relayproto.MaxFrame)
 	if err != nil {
 		s.Reset()
 		return
 	}
-	proofs, err := parseEnrolRequest(b)
+	proofs, err := relayproto.ParseEnrolRequest(b)
 	if err != nil {
 		r.log.Info("enrolment refused: malformed request", "peer", p.ShortString(), "err", err)
 		s.Reset()
@@ -66,18 +65,18 @@ func (r *Relay) handleEnrol(s network.Stream) {
 	for i, pr := range proofs {
 		horizons[i] = r.horizon(pr.Topic)
 	}
-	results := make([]EnrolResult, len(proofs))
+	results := make([]relayproto.EnrolResult, len(proofs))
 	var admitted []envelope.Topic
 	r.mu.Lock()
 	for i, pr := range proofs {
-		res := EnrolResult{Topic: pr.Topic}
+		res := relayproto.EnrolResult{Topic: pr.Topic}
 		ct := r.carried[pr.Topic]
 		switch {
 		case ct == nil:
-			res.Status = StatusNotCarried
+			res.Status = relayproto.StatusNotCarried
 			res.Message = fmt.Sprintf("this relay does not carry topic %s: its operator must first run `fieldmesh relay admit CODE` with the team's relay code", pr.Topic.Short())
 		case !ct.key.Verify(me, p, nonce, pr.Proof):
-			res.Status = StatusBadProof
+			res.Status = relayproto.StatusBadProof
 			res.Message = fmt.Sprintf("enrolment proof for topic %s does not match: this device does not hold the team's relay key", pr.Topic.Short())
 		default:
 			res.Horizon = horizons[i]
@@ -94,13 +93,13 @@ func (r *Relay) handleEnrol(s network.Stream) {
 	// Remembered and logged before the device hears the answer.
 	for _, res := range results {
 		switch res.Status {
-		case StatusOK:
+		case relayproto.StatusOK:
 			r.m.enrolments.WithLabelValues("enrolled").Inc()
 			if err := r.st.putDevice(res.Topic, p, now.Unix()); err != nil {
 				r.log.Warn("remembering an enrolled device failed", "peer", p.ShortString(), "err", err)
 			}
 			r.log.Info("device enrolled", "peer", p.ShortString(), "topic", res.Topic)
-		case StatusNotCarried:
+		case relayproto.StatusNotCarried:
 			r.m.enrolments.WithLabelValues("not_carried").Inc()
 			r.log.Warn("enrolment refused", "peer", p.ShortString(), "topic", res.Topic, "reason", "topic not carried")
 		default:
@@ -108,7 +107,7 @@ func (r *Relay) handleEnrol(s network.Stream) {
 			r.log.Warn("enrolment refused", "peer", p.ShortString(), "topic", res.Topic, "reason", "proof does not match")
 		}
 	}
-	if err := framing.Write(s, marshalEnrolAnswer(results)); err != nil {
+	if err := framing.Write(s, relayproto.MarshalEnrolAnswer(results)); err != nil {
 		return
 	}
 	if err := s.CloseWrite(); err != nil {
@@ -142,14 +141,14 @@ func (r *Relay) followUp(p peer.ID, t envelope.Topic, since time.Time) {
 // devices of that topic that are connected and enrolled now.
 func (r *Relay) handleDirectory(s network.Stream) {
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(streamTimeout))
+	_ = s.SetDeadline(time.Now().Add(relayproto.StreamTimeout))
 	p := s.Conn().RemotePeer()
-	b, err := framing.Read(bufio.NewReader(s), maxWireFrame)
+	b, err := framing.Read(bufio.NewReader(s), relayproto.MaxFrame)
 	if err != nil {
 		s.Reset()
 		return
 	}
-	topic, addrs, err := parseRegister(b)
+	topic, addrs, err := relayproto.ParseRegister(b)
 	if err != nil {
 		r.log.Info("directory: malformed request", "peer", p.ShortString(), "err", err)
 		s.Reset()
@@ -164,7 +163,7 @@ func (r *Relay) handleDirectory(s network.Stream) {
 		}
 		r.dir[topic][p] = addrs
 		for q, qa := range r.dir[topic] {
-			if _, enrolled := r.enrolled[q][topic]; q != p && enrolled && len(peers) < MaxDirectoryPeers {
+			if _, enrolled := r.enrolled[q][topic]; q != p && enrolled && len(peers) < relayproto.MaxDirectoryPeers {
 				peers = append(peers, peer.AddrInfo{ID: q, Addrs: qa})
 			}
 		}
@@ -172,10 +171,10 @@ func (r *Relay) handleDirectory(s network.Stream) {
 	r.mu.Unlock()
 	var answer []byte
 	if ok {
-		answer = marshalPeers(StatusOK, "", peers)
+		answer = relayproto.MarshalPeers(relayproto.StatusOK, "", peers)
 	} else {
 		msg := fmt.Sprintf("not enrolled for topic %s on this connection: enrol first", topic.Short())
-		answer = marshalPeers(StatusNotEnroled, msg, nil)
+		answer = relayproto.MarshalPeers(relayproto.StatusNotEnroled, msg, nil)
 		r.log.Info("directory refused: device not enrolled", "peer", p.ShortString(), "topic", topic)
 	}
 	if err := framing.Write(s, answer); err == nil {

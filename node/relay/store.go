@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
@@ -476,7 +477,7 @@ func (s *store) diskUsage() int64 {
 
 // carried topics
 
-func (s *store) addTopic(t envelope.Topic, k Key, now int64) (added bool, err error) {
+func (s *store) addTopic(t envelope.Topic, k relayproto.Key, now int64) (added bool, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	key := append([]byte{pTopic}, t[:]...)
@@ -487,9 +488,10 @@ func (s *store) addTopic(t envelope.Topic, k Key, now int64) (added bool, err er
 			if err != nil {
 				return err
 			}
-			if len(old) >= KeySize {
-				var ok Key
-				copy(ok.k[:], old)
+			if len(old) >= relayproto.KeySize {
+				var kb [relayproto.KeySize]byte
+				copy(kb[:], old)
+				ok := relayproto.KeyFromBytes(kb)
 				if ok.Equal(k) {
 					return nil
 				}
@@ -498,21 +500,22 @@ func (s *store) addTopic(t envelope.Topic, k Key, now int64) (added bool, err er
 			return err
 		}
 		added = true
-		v := append(append([]byte(nil), k.k[:]...), binary.BigEndian.AppendUint64(nil, uint64(now))...)
+		kb := k.Bytes()
+		v := append(append([]byte(nil), kb[:]...), binary.BigEndian.AppendUint64(nil, uint64(now))...)
 		return txn.Set(key, v)
 	})
 	return added, err
 }
 
-func (s *store) carried() (map[envelope.Topic]Key, error) {
-	out := make(map[envelope.Topic]Key)
+func (s *store) carried() (map[envelope.Topic]relayproto.Key, error) {
+	out := make(map[envelope.Topic]relayproto.Key)
 	err := s.scan([]byte{pTopic}, func(k, v []byte) error {
-		if len(k) != 17 || len(v) != KeySize+8 {
+		if len(k) != 17 || len(v) != relayproto.KeySize+8 {
 			return fmt.Errorf("relay: corrupt topic entry %x", k)
 		}
-		var key Key
-		copy(key.k[:], v)
-		out[envelope.Topic(k[1:])] = key
+		var kb [relayproto.KeySize]byte
+		copy(kb[:], v)
+		out[envelope.Topic(k[1:])] = relayproto.KeyFromBytes(kb)
 		return nil
 	})
 	return out, err

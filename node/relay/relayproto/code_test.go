@@ -1,4 +1,4 @@
-package relay
+package relayproto
 
 import (
 	"bytes"
@@ -47,20 +47,20 @@ func TestGolden(t *testing.T) {
 	code := CodeFor(goldenTeam)
 	topic := code.Topic
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "# node/relay known answers. Regenerate with: go test -run TestGolden -update\n")
+	fmt.Fprintf(&buf, "# node/relay/relayproto known answers. Regenerate with: go test -run TestGolden -update\n")
 	fmt.Fprintf(&buf, "team %x\n", goldenTeam)
 	fmt.Fprintf(&buf, "relay.key %x\n", k.k)
 	fmt.Fprintf(&buf, "topic %x\n", topic[:])
 	fmt.Fprintf(&buf, "proof %x\n", proof)
 	fmt.Fprintf(&buf, "code %s\n", code.Encode())
-	fmt.Fprintf(&buf, "challenge %x\n", marshalChallenge(nonce))
-	fmt.Fprintf(&buf, "enrol.request %x\n", marshalEnrolRequest([]enrolProof{{Topic: topic, Proof: proof}}))
-	fmt.Fprintf(&buf, "enrol.answer %x\n", marshalEnrolAnswer([]EnrolResult{
+	fmt.Fprintf(&buf, "challenge %x\n", MarshalChallenge(nonce))
+	fmt.Fprintf(&buf, "enrol.request %x\n", MarshalEnrolRequest([]EnrolProof{{Topic: topic, Proof: proof}}))
+	fmt.Fprintf(&buf, "enrol.answer %x\n", MarshalEnrolAnswer([]EnrolResult{
 		{Topic: topic, Status: StatusOK, Horizon: 0x0195_50d3_9b40_0000},
 		{Status: StatusNotCarried, Message: "not carried"},
 	}))
-	fmt.Fprintf(&buf, "register %x\n", marshalRegister(topic, nil))
-	fmt.Fprintf(&buf, "peers %x\n", marshalPeers(StatusOK, "", []peer.AddrInfo{{ID: dp}}))
+	fmt.Fprintf(&buf, "register %x\n", MarshalRegister(topic, nil))
+	fmt.Fprintf(&buf, "peers %x\n", MarshalPeers(StatusOK, "", []peer.AddrInfo{{ID: dp}}))
 	path := filepath.Join("testdata", "relay.golden")
 	if *update {
 		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {

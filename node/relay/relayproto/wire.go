@@ -1,9 +1,10 @@
-package relay
+package relayproto
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -38,6 +39,16 @@ import (
 // relay) for the topic; the answer lists the other devices enrolled for the topic and connected to the
 // relay now, with the addresses they registered.
 const (
+	// EnrolProtocol proves a device holds a topic's relay key.
+	EnrolProtocol = "/fieldmesh/relay/enrol/1.0.0"
+	// DirectoryProtocol registers a device's addresses and lists the other devices of a topic.
+	DirectoryProtocol = "/fieldmesh/relay/directory/1.0.0"
+	// StreamTimeout bounds one enrolment or directory exchange, at both ends.
+	StreamTimeout = 30 * time.Second
+)
+
+// Limits of the wire formats.
+const (
 	wireVersion = 1
 	// NonceSize is the size of an enrolment challenge, in bytes.
 	NonceSize = 32
@@ -50,9 +61,9 @@ const (
 	maxAddrLen        = 256
 	maxPeerIDLen      = 128
 	maxMessageLen     = 256
-	// maxWireFrame caps every frame of both protocols: a request of MaxEnrolTopics topics (12 KiB) or a
+	// MaxFrame caps every frame of both protocols: a request of MaxEnrolTopics topics (12 KiB) or a
 	// directory answer of MaxDirectoryPeers × MaxAddrs addresses.
-	maxWireFrame = 160 << 10
+	MaxFrame = 160 << 10
 )
 
 // Enrolment statuses.
@@ -64,28 +75,28 @@ const (
 	StatusRefused    byte = 4 // anything else
 )
 
-// errWire wraps every decoding error.
-var errWire = errors.New("relay: malformed message")
+// ErrMalformed wraps every decoding error.
+var ErrMalformed = errors.New("relay: malformed message")
 
 // rd reads a message with a wire.Reader (sticky errors, minimal uvarints, counts checked against
-// their limit and the input before anything is allocated); end wraps whatever went wrong in errWire.
+// their limit and the input before anything is allocated); end wraps whatever went wrong in ErrMalformed.
 type rd struct{ *wire.Reader }
 
 func newRd(b []byte) rd { return rd{wire.NewReader(b)} }
 
 // fail records a check of this package (the first error sticks).
 func (r rd) fail(format string, args ...any) {
-	r.Fail(fmt.Errorf("%w: "+format, append([]any{errWire}, args...)...))
+	r.Fail(fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...))
 }
 
 func (r rd) version() { r.Version("relay message", wireVersion) }
 
 func (r rd) end() error {
 	if err := r.Finish(); err != nil {
-		if errors.Is(err, errWire) {
+		if errors.Is(err, ErrMalformed) {
 			return err
 		}
-		return fmt.Errorf("%w: %w", errWire, err)
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return nil
 }
@@ -139,11 +150,13 @@ func (r rd) message() string { return r.String("message", maxMessageLen) }
 
 // challenge
 
-func marshalChallenge(nonce [NonceSize]byte) []byte {
+// MarshalChallenge encodes the relay's enrolment challenge.
+func MarshalChallenge(nonce [NonceSize]byte) []byte {
 	return append([]byte{wireVersion}, nonce[:]...)
 }
 
-func parseChallenge(b []byte) ([NonceSize]byte, error) {
+// ParseChallenge decodes an enrolment challenge.
+func ParseChallenge(b []byte) ([NonceSize]byte, error) {
 	var nonce [NonceSize]byte
 	r := newRd(b)
 	r.version()
@@ -151,13 +164,14 @@ func parseChallenge(b []byte) ([NonceSize]byte, error) {
 	return nonce, r.end()
 }
 
-// enrolProof is one topic of an enrolment request.
-type enrolProof struct {
+// EnrolProof is one topic of an enrolment request: the topic and the device's Key.Proof for it.
+type EnrolProof struct {
 	Topic envelope.Topic
 	Proof [32]byte
 }
 
-func marshalEnrolRequest(ps []enrolProof) []byte {
+// MarshalEnrolRequest encodes a device's enrolment request.
+func MarshalEnrolRequest(ps []EnrolProof) []byte {
 	b := make([]byte, 0, 1+3+len(ps)*48)
 	b = append(b, wireVersion)
 	b = binary.AppendUvarint(b, uint64(len(ps)))
@@ -168,16 +182,17 @@ func marshalEnrolRequest(ps []enrolProof) []byte {
 	return b
 }
 
-func parseEnrolRequest(b []byte) ([]enrolProof, error) {
+// ParseEnrolRequest decodes an enrolment request (1..MaxEnrolTopics topics).
+func ParseEnrolRequest(b []byte) ([]EnrolProof, error) {
 	r := newRd(b)
 	r.version()
 	n := r.Count(MaxEnrolTopics, 16+32)
 	if r.Err() == nil && n == 0 {
 		r.fail("no topics")
 	}
-	var ps []enrolProof
+	var ps []EnrolProof
 	for i := 0; i < n && r.Err() == nil; i++ {
-		var p enrolProof
+		var p EnrolProof
 		copy(p.Topic[:], r.Fixed(16))
 		copy(p.Proof[:], r.Fixed(32))
 		ps = append(ps, p)
@@ -201,7 +216,9 @@ type EnrolResult struct {
 // OK reports whether the topic was enrolled.
 func (r EnrolResult) OK() bool { return r.Status == StatusOK }
 
-func marshalEnrolAnswer(rs []EnrolResult) []byte {
+// MarshalEnrolAnswer encodes the relay's answer to an enrolment request, one result per topic in
+// the request's order (their Topic fields are not sent).
+func MarshalEnrolAnswer(rs []EnrolResult) []byte {
 	b := []byte{wireVersion}
 	b = binary.AppendUvarint(b, uint64(len(rs)))
 	for _, r := range rs {
@@ -212,8 +229,9 @@ func marshalEnrolAnswer(rs []EnrolResult) []byte {
 	return b
 }
 
-// parseEnrolAnswer decodes an answer to a request for topics (in that order).
-func parseEnrolAnswer(b []byte, topics []envelope.Topic) ([]EnrolResult, error) {
+// ParseEnrolAnswer decodes an answer to a request for topics (in that order); it fills in each
+// result's Topic.
+func ParseEnrolAnswer(b []byte, topics []envelope.Topic) ([]EnrolResult, error) {
 	r := newRd(b)
 	r.version()
 	n := r.Count(MaxEnrolTopics, 1+8+1)
@@ -235,12 +253,15 @@ func parseEnrolAnswer(b []byte, topics []envelope.Topic) ([]EnrolResult, error) 
 
 // directory
 
-func marshalRegister(topic envelope.Topic, addrs []ma.Multiaddr) []byte {
+// MarshalRegister encodes a device's directory registration: its addresses for topic (at most
+// MaxAddrs of at most 256 bytes each are sent; the rest are dropped).
+func MarshalRegister(topic envelope.Topic, addrs []ma.Multiaddr) []byte {
 	b := append([]byte{wireVersion}, topic[:]...)
 	return appendAddrs(b, addrs)
 }
 
-func parseRegister(b []byte) (envelope.Topic, []ma.Multiaddr, error) {
+// ParseRegister decodes a directory registration.
+func ParseRegister(b []byte) (envelope.Topic, []ma.Multiaddr, error) {
 	var topic envelope.Topic
 	r := newRd(b)
 	r.version()
@@ -252,7 +273,9 @@ func parseRegister(b []byte) (envelope.Topic, []ma.Multiaddr, error) {
 	return topic, addrs, nil
 }
 
-func marshalPeers(status byte, msg string, peers []peer.AddrInfo) []byte {
+// MarshalPeers encodes the relay's directory answer: a status, a message (clipped to 256 bytes) and
+// at most MaxDirectoryPeers peers with their addresses.
+func MarshalPeers(status byte, msg string, peers []peer.AddrInfo) []byte {
 	b := []byte{wireVersion, status}
 	b = appendMessage(b, msg)
 	if len(peers) > MaxDirectoryPeers {
@@ -268,7 +291,8 @@ func marshalPeers(status byte, msg string, peers []peer.AddrInfo) []byte {
 	return b
 }
 
-func parsePeers(b []byte) (status byte, msg string, peers []peer.AddrInfo, err error) {
+// ParsePeers decodes a directory answer.
+func ParsePeers(b []byte) (status byte, msg string, peers []peer.AddrInfo, err error) {
 	r := newRd(b)
 	r.version()
 	status = r.Byte()

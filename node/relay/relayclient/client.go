@@ -1,4 +1,4 @@
-package relay
+package relayclient
 
 import (
 	"bufio"
@@ -12,12 +12,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 )
-
-// The device side of the relay's protocols. A device calls these on its own host; the node's relay client
-// (node/relayclient.go) keeps the connection, the circuit reservation and the schedule.
 
 // ErrRefused wraps a relay's refusal of a directory request.
 var ErrRefused = errors.New("relay: refused")
@@ -26,21 +24,21 @@ var ErrRefused = errors.New("relay: refused")
 // given topics, and returns the relay's answer for each topic, sorted by topic. A refused topic is not an
 // error: its result says why. The relay admits the device for the enrolled topics until the connection
 // closes.
-func Enrol(ctx context.Context, h host.Host, rp peer.ID, keys map[envelope.Topic]Key) ([]EnrolResult, error) {
+func Enrol(ctx context.Context, h host.Host, rp peer.ID, keys map[envelope.Topic]relayproto.Key) ([]relayproto.EnrolResult, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	if len(keys) > MaxEnrolTopics {
-		return nil, fmt.Errorf("relay: %d topics to enrol, limit %d", len(keys), MaxEnrolTopics)
+	if len(keys) > relayproto.MaxEnrolTopics {
+		return nil, fmt.Errorf("relay: %d topics to enrol, limit %d", len(keys), relayproto.MaxEnrolTopics)
 	}
 	topics := make([]envelope.Topic, 0, len(keys))
 	for t := range keys {
 		topics = append(topics, t)
 	}
 	sort.Slice(topics, func(i, j int) bool { return string(topics[i][:]) < string(topics[j][:]) })
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, relayproto.StreamTimeout)
 	defer cancel()
-	s, err := h.NewStream(ctx, rp, EnrolProtocol)
+	s, err := h.NewStream(ctx, rp, relayproto.EnrolProtocol)
 	if err != nil {
 		return nil, fmt.Errorf("relay: open enrolment stream: %w", err)
 	}
@@ -49,58 +47,58 @@ func Enrol(ctx context.Context, h host.Host, rp peer.ID, keys map[envelope.Topic
 		_ = s.SetDeadline(dl)
 	}
 	br := bufio.NewReader(s)
-	b, err := framing.Read(br, maxWireFrame)
+	b, err := framing.Read(br, relayproto.MaxFrame)
 	if err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("relay: read challenge: %w", err)
 	}
-	nonce, err := parseChallenge(b)
+	nonce, err := relayproto.ParseChallenge(b)
 	if err != nil {
 		s.Reset()
 		return nil, err
 	}
-	proofs := make([]enrolProof, len(topics))
+	proofs := make([]relayproto.EnrolProof, len(topics))
 	for i, t := range topics {
-		proofs[i] = enrolProof{Topic: t, Proof: keys[t].Proof(rp, h.ID(), nonce)}
+		proofs[i] = relayproto.EnrolProof{Topic: t, Proof: keys[t].Proof(rp, h.ID(), nonce)}
 	}
-	if err := framing.Write(s, marshalEnrolRequest(proofs)); err != nil {
+	if err := framing.Write(s, relayproto.MarshalEnrolRequest(proofs)); err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("relay: send proofs: %w", err)
 	}
-	b, err = framing.Read(br, maxWireFrame)
+	b, err = framing.Read(br, relayproto.MaxFrame)
 	if err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("relay: read answer: %w", err)
 	}
-	return parseEnrolAnswer(b, topics)
+	return relayproto.ParseEnrolAnswer(b, topics)
 }
 
 // Directory registers addrs as this device's addresses for topic at the relay rp, and returns the other
 // devices enrolled for the topic and connected to the relay now, with their registered addresses. The
 // device must have enrolled the topic on its current connection (ErrRefused otherwise).
 func Directory(ctx context.Context, h host.Host, rp peer.ID, topic envelope.Topic, addrs []ma.Multiaddr) ([]peer.AddrInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	ctx, cancel := context.WithTimeout(ctx, relayproto.StreamTimeout)
 	defer cancel()
-	s, err := h.NewStream(ctx, rp, DirectoryProtocol)
+	s, err := h.NewStream(ctx, rp, relayproto.DirectoryProtocol)
 	if err != nil {
 		return nil, fmt.Errorf("relay: open directory stream: %w", err)
 	}
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(streamTimeout))
-	if err := framing.Write(s, marshalRegister(topic, addrs)); err != nil {
+	_ = s.SetDeadline(time.Now().Add(relayproto.StreamTimeout))
+	if err := framing.Write(s, relayproto.MarshalRegister(topic, addrs)); err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("relay: send registration: %w", err)
 	}
-	b, err := framing.Read(bufio.NewReader(s), maxWireFrame)
+	b, err := framing.Read(bufio.NewReader(s), relayproto.MaxFrame)
 	if err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("relay: read directory answer: %w", err)
 	}
-	status, msg, peers, err := parsePeers(b)
+	status, msg, peers, err := relayproto.ParsePeers(b)
 	if err != nil {
 		return nil, err
 	}
-	if status != StatusOK {
+	if status != relayproto.StatusOK {
 		return nil, fmt.Errorf("%w: %s", ErrRefused, msg)
 	}
 	return peers, nil

@@ -1,4 +1,4 @@
-package relay
+package relayproto
 
 import (
 	"crypto/hkdf"
@@ -47,6 +47,13 @@ func TeamKey(team [32]byte) Key {
 	copy(k.k[:], b)
 	return k
 }
+
+// KeyFromBytes returns the key whose bytes are b (as Bytes returns them), for a relay that keeps
+// keys in its store.
+func KeyFromBytes(b [KeySize]byte) Key { return Key{k: b} }
+
+// Bytes returns the key's bytes, for a relay that keeps keys in its store. They are a secret.
+func (k Key) Bytes() [KeySize]byte { return k.k }
 
 // Equal reports whether two keys are the same, in constant time.
 func (k Key) Equal(o Key) bool { return subtle.ConstantTimeCompare(k.k[:], o.k[:]) == 1 }
