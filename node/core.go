@@ -147,6 +147,9 @@ func (n *Node) act(t *team, out after) {
 	for _, p := range out.ban {
 		n.ban(peer.ID(p.ID), "it sent invalid envelopes")
 	}
+	if t.rosterMoved.Swap(false) {
+		n.relaysChanged()
+	}
 }
 
 // corePeer is p as t's core sees it.

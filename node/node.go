@@ -25,6 +25,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/lowdata"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
+	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/node/usage"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
@@ -151,19 +152,7 @@ func PeerID(d identity.DeviceID) (peer.ID, error) {
 }
 
 // deviceOf returns the device id behind a peer id (peer ids embed Ed25519 keys).
-func deviceOf(p peer.ID) (identity.DeviceID, error) {
-	var d identity.DeviceID
-	pk, err := p.ExtractPublicKey()
-	if err != nil {
-		return d, err
-	}
-	raw, err := pk.Raw()
-	if err != nil || pk.Type() != lcrypto.Ed25519 || len(raw) != len(d) {
-		return d, errors.New("node: peer key is not an Ed25519 device key")
-	}
-	copy(d[:], raw)
-	return d, nil
-}
+func deviceOf(p peer.ID) (identity.DeviceID, error) { return relayproto.DeviceOf(p) }
 
 // Node is a running fieldmesh node: a libp2p host, one gossip topic per team, the sync and join
 // protocols, and the team logs rebuilt from the encrypted store.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -66,7 +67,9 @@ type relayState struct {
 	enrolled map[envelope.Topic]uint64
 	// refused are the topics the relay refused on the current connection, with its reason.
 	refused map[envelope.Topic]string
-	resv    *client.Reservation
+	// rosterSent is, for the teams this device is an admin of, the roster sequence the relay took.
+	rosterSent map[envelope.Topic]uint64
+	resv       *client.Reservation
 }
 
 // relayClients maps each running node to its relay client. (A Node field would do; this keeps node.go
@@ -263,7 +266,7 @@ func (rc *relayClient) run(rs *relayState) {
 		n.host.ConnManager().Protect(ai.ID, relayProtectTag)
 		n.log.Info("connected to relay", "relay", ai.ID.ShortString())
 		rc.mu.Lock()
-		rs.enrolled, rs.refused, rs.resv = make(map[envelope.Topic]uint64), make(map[envelope.Topic]string), nil
+		rs.enrolled, rs.refused, rs.rosterSent, rs.resv = make(map[envelope.Topic]uint64), make(map[envelope.Topic]string), make(map[envelope.Topic]uint64), nil
 		rc.mu.Unlock()
 		backoff = relayRetryMin
 		retryAfter := rc.contact(rs)
@@ -336,16 +339,24 @@ func (rc *relayClient) contact(rs *relayState) (retry bool) {
 	n.mu.Lock()
 	byTopic := maps.Clone(n.byTopic)
 	n.mu.Unlock()
+	// An admin device also enrols again a topic whose roster moved on, to hand the relay the new one.
 	keys := make(map[envelope.Topic]relayproto.Key)
+	rosters := make(map[envelope.Topic][]byte)
+	seqs := make(map[envelope.Topic]uint64)
+	for topic, t := range byTopic {
+		if ro := n.roster(t); ro != nil {
+			rosters[topic], seqs[topic] = ro.Marshal(), ro.Seq
+		}
+	}
 	rc.mu.Lock()
 	for topic, t := range byTopic {
-		if _, ok := rs.enrolled[topic]; !ok {
+		if _, ok := rs.enrolled[topic]; !ok || (rosters[topic] != nil && rs.rosterSent[topic] < seqs[topic]) {
 			keys[topic] = relayproto.TeamKey(t.id)
 		}
 	}
 	rc.mu.Unlock()
 	if len(keys) > 0 {
-		results, err := relayclient.Enrol(n.ctx, n.host, rid, keys)
+		results, err := relayclient.Enrol(n.ctx, n.host, rid, keys, rosters)
 		if err != nil {
 			if n.ctx.Err() == nil {
 				n.log.Warn("enrolling at relay failed", "relay", rid.ShortString(), "err", err)
@@ -358,7 +369,11 @@ func (rc *relayClient) contact(rs *relayState) (retry bool) {
 			if res.OK() {
 				rs.enrolled[res.Topic] = res.Horizon
 				delete(rs.refused, res.Topic)
+				if seq, ok := seqs[res.Topic]; ok {
+					rs.rosterSent[res.Topic] = seq
+				}
 			} else {
+				delete(rs.enrolled, res.Topic) // the relay may have ended it (a newer roster without this device)
 				rs.refused[res.Topic] = res.Message
 			}
 			rc.mu.Unlock()
@@ -399,6 +414,13 @@ func (rc *relayClient) contact(rs *relayState) (retry bool) {
 	for _, t := range enrolled {
 		peers, err := relayclient.Directory(n.ctx, n.host, rid, t.topic, circuits)
 		if err != nil {
+			if errors.Is(err, relayclient.ErrRefused) {
+				// The relay ended the enrolment (a newer roster leaves this device out, or the topic
+				// was revoked): enrol again, to hear why.
+				rc.mu.Lock()
+				delete(rs.enrolled, t.topic)
+				rc.mu.Unlock()
+			}
 			if n.ctx.Err() == nil {
 				n.log.Debug("relay directory failed", "relay", rid.ShortString(), "team", t.id, "err", err)
 			}
@@ -461,4 +483,18 @@ func (rc *relayClient) dialVia(rid peer.ID, ai peer.AddrInfo) {
 		return
 	}
 	n.log.Debug("connected to a device found through relay", "relay", rid.ShortString(), "peer", ai.ID.ShortString())
+}
+
+// roster returns t's roster signed by this device, for its relays, or nil when this device is not an
+// admin of t (device.Team.Roster).
+func (n *Node) roster(t *team) *relayproto.Roster {
+	t.mu.Lock()
+	seq, members, admins, ok := t.core.Roster()
+	t.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	ro := relayproto.NewRoster(t.topic, seq, members, admins)
+	ro.Sign(n.id.Device.ID(), n.id.Device.Sign)
+	return ro
 }

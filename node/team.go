@@ -82,6 +82,10 @@ type team struct {
 	// for mu (the gossip peer filter runs in pubsub's event loop).
 	state   atomic.Pointer[crdt.State]
 	members atomic.Pointer[map[identity.DeviceID]bool]
+	// epoch is the number of the current epoch, and rosterMoved says it changed since act last looked:
+	// an admin device then hands the team's relays its new roster (relayclient.go).
+	epoch       atomic.Uint32
+	rosterMoved atomic.Bool
 }
 
 func newTeam(rec *teamRecord, core *device.Team) *team {
@@ -107,6 +111,9 @@ func (t *team) publishState() {
 		m[x.Device] = true
 	}
 	t.members.Store(&m)
+	if s.Current >= 0 && t.epoch.Swap(s.Epochs[s.Current].Number) != s.Epochs[s.Current].Number {
+		t.rosterMoved.Store(true)
+	}
 }
 
 // snapshot returns the team's visible state. The caller must not modify it.

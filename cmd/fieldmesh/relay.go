@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/node/relay"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
@@ -82,7 +85,7 @@ DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; pr
 	f.DurationVar(&retention, "retention", relay.DefaultRetention, "how long to keep messages, from their timestamp")
 	f.StringVar(&quota, "quota", "1GiB", "most bytes of messages to keep (e.g. 500MiB, 20GB); the oldest go first")
 	f.StringVar(&perTeam, "team-quota", "", "most bytes of messages to keep for each team; a team over it loses its own oldest first (default: --quota divided by the teams carried)")
-	c.AddCommand(relayStatusCmd(g), relayAdmitCmd(g))
+	c.AddCommand(relayStatusCmd(g), relayAdmitCmd(g), relayRevokeCmd(g))
 	return c
 }
 
@@ -167,8 +170,12 @@ func relayStatusCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "topics     %d carried\n", len(s.Topics))
 				for _, t := range s.Topics {
-					fmt.Fprintf(w, "  %s  %d envelopes, %s, %d devices (%d connected)\n",
-						t.Topic, t.Envelopes, humanBytes(t.Bytes), t.Devices, t.Connected)
+					roster := "no roster yet (any holder of the team's relay key enrols)"
+					if t.RosterSeq > 0 {
+						roster = fmt.Sprintf("roster %d: %d member devices", t.RosterSeq, t.RosterMembers)
+					}
+					fmt.Fprintf(w, "  %s  %d envelopes, %s, %d devices (%d connected), %s\n",
+						t.Topic, t.Envelopes, humanBytes(t.Bytes), t.Devices, t.Connected, roster)
 				}
 				pct := 0.0
 				if s.Quota > 0 {
@@ -178,9 +185,25 @@ func relayStatusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "disk       %s\n", humanBytes(s.DiskBytes))
 				fmt.Fprintf(w, "retention  %s\n", s.Retention)
 				fmt.Fprintf(w, "peers      %d connected, %d enrolled now, %d devices seen\n", s.PeersConnected, s.Enrolled, s.PeersSeen)
+				fmt.Fprintf(w, "refused    enrolments: %s\n", counts(s.RefusedEnrolments))
+				fmt.Fprintf(w, "refused    envelopes: %s\n", counts(s.RefusedEnvelopes))
 			})
 		},
 	}
+}
+
+// counts prints reason counts as "reason n, reason n" (sorted), or "none".
+func counts(m map[string]int64) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if m[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func relayAdmitCmd(g *globals) *cobra.Command {
@@ -207,6 +230,23 @@ func relayAdmitCmd(g *globals) *cobra.Command {
 	}
 }
 
+func relayRevokeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke TOPIC",
+		Short: "Stop carrying a team (its topic as relay status lists it) and delete its sealed messages here",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rv, err := relay.NewAPIClient(g.socket()).Revoke(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return g.print(rv, func(w io.Writer) {
+				fmt.Fprintf(w, "the relay no longer carries topic %s; its devices are no longer enrolled and its messages here are deleted\n", rv.Topic)
+			})
+		},
+	}
+}
+
 // relayCode is the JSON output of `team relay-code`.
 type relayCode struct {
 	Code  string `json:"code"`
@@ -214,7 +254,7 @@ type relayCode struct {
 }
 
 // teamRelayCodeCmd is `fieldmesh team relay-code TEAM`: the code is computed here from the team id that
-// the node's team list gives.
+// the node's team list gives and this admin device's id (the relay takes the team's first roster from it).
 func teamRelayCodeCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "relay-code TEAM",
@@ -236,7 +276,15 @@ func teamRelayCodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("the node gave a bad team id: %w", err)
 			}
-			c := relayproto.CodeFor(id)
+			st, err := g.client().Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			admin, err := identity.ParseDeviceID(st.Device)
+			if err != nil {
+				return fmt.Errorf("the node gave a bad device id: %w", err)
+			}
+			c := relayproto.CodeFor(id, admin)
 			out := relayCode{Code: c.Encode(), Topic: c.Topic.Short()}
 			return g.print(out, func(w io.Writer) {
 				fmt.Fprintf(w, "%s\n", out.Code)

@@ -172,7 +172,7 @@ type e2eRelayStatus struct {
 	PeersSeen int   `json:"peers_seen"`
 }
 
-var e2eKeysRelayStatus = []string{"peer_id", "addrs", "topics", "envelopes", "bytes", "quota", "retention", "disk_bytes", "peers_connected", "enrolled", "peers_seen"}
+var e2eKeysRelayStatus = []string{"peer_id", "addrs", "topics", "envelopes", "bytes", "quota", "retention", "disk_bytes", "peers_connected", "enrolled", "peers_seen", "refused_enrolments", "refused_envelopes"}
 
 func TestRelayE2E(t *testing.T) {
 	if testing.Short() {

@@ -3,7 +3,7 @@
 // a phone, typed, pasted into a chat or shown as a QR code, so it is made to survive that:
 //
 //	code    = head "-" data
-//	head    = prefix version        "fmi2": an invite code of version 2; "fmr2": a relay code
+//	head    = prefix version        "fmi2": an invite code of version 2; "fmr3": a relay code
 //	prefix  = three letters naming the kind (Kind.Prefix)
 //	version = one digit, 1 to 9: the layout of the payload, which the kind's package defines
 //	data    = base32(payload | CRC-32C(head | payload), 4 bytes little-endian)
@@ -45,7 +45,7 @@ type Kind uint8
 const (
 	// Invite is an invite code (node/join.Invite): "fmi", version 2.
 	Invite Kind = iota + 1
-	// Relay is a relay code (node/relay/relayproto.Code): "fmr", version 2.
+	// Relay is a relay code (node/relay/relayproto.Code): "fmr", version 3.
 	Relay
 )
 
@@ -57,7 +57,7 @@ type kindInfo struct {
 
 var kinds = [...]kindInfo{
 	Invite: {"fmi", '2', "invite code"},
-	Relay:  {"fmr", '2', "relay code"},
+	Relay:  {"fmr", '3', "relay code"},
 }
 
 const (

@@ -19,6 +19,7 @@ import (
 //
 //	GET  /v1/relay/status                  Status
 //	POST /v1/relay/admit   {"code"}        Admitted
+//	POST /v1/relay/revoke  {"topic"}       Revoked (topic: the short form Status lists)
 //
 // Errors are {"error": "..."} with a 4xx/5xx status.
 
@@ -26,6 +27,11 @@ import (
 type Admitted struct {
 	Topic string `json:"topic"` // short form
 	Added bool   `json:"added"` // false when the relay already carried it
+}
+
+// Revoked answers a revoke request.
+type Revoked struct {
+	Topic string `json:"topic"` // short form
 }
 
 type apiError struct {
@@ -59,6 +65,24 @@ func (r *Relay) APIHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, Admitted{Topic: c.Topic.Short(), Added: added})
+	})
+	mux.HandleFunc("POST /v1/relay/revoke", func(w http.ResponseWriter, req *http.Request) {
+		var in struct {
+			Topic string `json:"topic"`
+		}
+		if err := unixapi.Decode(w, req, maxAPIRequest, &in); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
+			return
+		}
+		t, err := r.Revoke(strings.ToLower(strings.TrimSpace(in.Topic)))
+		switch {
+		case errors.Is(err, ErrNotCarried):
+			writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("this relay carries no topic %q (relay status lists the topics it carries)", in.Topic)})
+		case err != nil:
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: strings.TrimPrefix(err.Error(), "relay: ")})
+		default:
+			writeJSON(w, http.StatusOK, Revoked{Topic: t.Short()})
+		}
 	})
 	return mux
 }
@@ -121,4 +145,10 @@ func (c *APIClient) Status(ctx context.Context) (Status, error) {
 func (c *APIClient) Admit(ctx context.Context, code string) (Admitted, error) {
 	var a Admitted
 	return a, c.do(ctx, http.MethodPost, "/v1/relay/admit", map[string]string{"code": code}, &a)
+}
+
+// Revoke asks the relay to stop carrying a topic (its short form) and delete what it holds of it.
+func (c *APIClient) Revoke(ctx context.Context, topic string) (Revoked, error) {
+	var rv Revoked
+	return rv, c.do(ctx, http.MethodPost, "/v1/relay/revoke", map[string]string{"topic": topic}, &rv)
 }

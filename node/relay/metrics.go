@@ -2,10 +2,12 @@ package relay
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // metrics are the relay's own Prometheus metrics. They name topics nowhere: a scrape shows totals only.
@@ -13,7 +15,8 @@ type metrics struct {
 	stored     *prometheus.CounterVec // via: sync, gossip
 	dropped    *prometheus.CounterVec // reason: topic_quota, quota, retention
 	refused    *prometheus.CounterVec // reason: malformed, wrong_topic, not_enrolled, future, rate
-	enrolments *prometheus.CounterVec // result: enrolled, not_carried, bad_proof
+	enrolments *prometheus.CounterVec // result: enrolled, not_carried, bad_proof, not_member, bad_roster
+	rosters    prometheus.Counter     // rosters taken
 	sessions   *prometheus.CounterVec // role: initiator, responder; result: ok, error, refused
 	syncBytes  *prometheus.CounterVec // direction: sent, received
 }
@@ -36,6 +39,10 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 			Name: "fieldmesh_relay_enrolments_total",
 			Help: "Topic enrolment attempts by devices, by result.",
 		}, []string{"result"}),
+		rosters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fieldmesh_relay_rosters_taken_total",
+			Help: "Newer topic rosters taken from admin devices.",
+		}),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fieldmesh_relay_sync_sessions_total",
 			Help: "Reconciliation sessions, by role and result.",
@@ -49,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(
-		m.stored, m.dropped, m.refused, m.enrolments, m.sessions, m.syncBytes,
+		m.stored, m.dropped, m.refused, m.enrolments, m.rosters, m.sessions, m.syncBytes,
 		gauge("fieldmesh_relay_envelopes", "Envelopes stored now.", func() float64 {
 			n, _, _ := r.st.totals()
 			return float64(n)
@@ -82,7 +89,7 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 	for _, v := range []string{"malformed", "wrong_topic", "not_enrolled", "future", "rate"} {
 		m.refused.WithLabelValues(v)
 	}
-	for _, v := range []string{"enrolled", "not_carried", "bad_proof"} {
+	for _, v := range []string{"enrolled", "not_carried", "bad_proof", "not_member", "bad_roster"} {
 		m.enrolments.WithLabelValues(v)
 	}
 	return m
@@ -92,4 +99,19 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 // service) and the Go runtime's in the Prometheus text format. Serve it on a local address only.
 func (r *Relay) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{Registry: r.reg})
+}
+
+// counts reads a counter vector with one label, by label value, leaving out the values named in skip.
+func (m *metrics) counts(v *prometheus.CounterVec, skip ...string) map[string]int64 {
+	out := make(map[string]int64)
+	ch := make(chan prometheus.Metric, 16)
+	go func() { v.Collect(ch); close(ch) }()
+	for c := range ch {
+		var d dto.Metric
+		if c.Write(&d) != nil || len(d.GetLabel()) != 1 || slices.Contains(skip, d.GetLabel()[0].GetValue()) {
+			continue
+		}
+		out[d.GetLabel()[0].GetValue()] = int64(d.GetCounter().GetValue())
+	}
+	return out
 }

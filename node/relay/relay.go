@@ -117,21 +117,21 @@ type Relay struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex // guards the fields below; never held while calling into pubsub or the network
-	closed    bool
-	carried   map[envelope.Topic]*carriedTopic
-	byName    map[string]envelope.Topic
-	enrolled  map[peer.ID]map[envelope.Topic]time.Time // on current connections: when
-	dir       map[envelope.Topic]map[peer.ID][]ma.Multiaddr
-	slots     map[string]*sync.Mutex // one session per peer and topic
-	lastSync  map[string]time.Time   // by peer and topic: when a session last completed
-	seen      map[peer.ID]bool       // devices ever enrolled (from the store, then as they come)
-	writers   map[peer.ID]*writer    // per-peer write budgets
-	changed   chan struct{}          // closed and replaced whenever envelopes are stored
+	mu       sync.Mutex // guards the fields below; never held while calling into pubsub or the network
+	closed   bool
+	carried  map[envelope.Topic]*carriedTopic
+	byName   map[string]envelope.Topic
+	enrolled map[peer.ID]map[envelope.Topic]time.Time // on current connections: when
+	dir      map[envelope.Topic]map[peer.ID][]ma.Multiaddr
+	slots    map[string]*sync.Mutex // one session per peer and topic
+	lastSync map[string]time.Time   // by peer and topic: when a session last completed
+	seen     map[peer.ID]bool       // devices ever enrolled (from the store, then as they come)
+	writers  map[peer.ID]*writer    // per-peer write budgets
+	changed  chan struct{}          // closed and replaced whenever envelopes are stored
 }
 
 type carriedTopic struct {
-	key  relayproto.Key
+	topicEntry
 	ptop *pubsub.Topic
 	sub  *pubsub.Subscription
 }
@@ -203,17 +203,17 @@ func New(cfg Config) (*Relay, error) {
 	}
 	r := &Relay{
 		cfg: cfg, log: logger, now: now, st: st,
-		reg:       prometheus.NewRegistry(),
-		ingest:    make(chan ingestItem, 256),
-		carried:   make(map[envelope.Topic]*carriedTopic),
-		byName:    make(map[string]envelope.Topic),
-		enrolled:  make(map[peer.ID]map[envelope.Topic]time.Time),
-		dir:       make(map[envelope.Topic]map[peer.ID][]ma.Multiaddr),
-		slots:     make(map[string]*sync.Mutex),
-		lastSync:  make(map[string]time.Time),
-		seen:      make(map[peer.ID]bool),
-		writers:   make(map[peer.ID]*writer),
-		changed:   make(chan struct{}),
+		reg:      prometheus.NewRegistry(),
+		ingest:   make(chan ingestItem, 256),
+		carried:  make(map[envelope.Topic]*carriedTopic),
+		byName:   make(map[string]envelope.Topic),
+		enrolled: make(map[peer.ID]map[envelope.Topic]time.Time),
+		dir:      make(map[envelope.Topic]map[peer.ID][]ma.Multiaddr),
+		slots:    make(map[string]*sync.Mutex),
+		lastSync: make(map[string]time.Time),
+		seen:     make(map[peer.ID]bool),
+		writers:  make(map[peer.ID]*writer),
+		changed:  make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if err := r.start(); err != nil {
@@ -376,8 +376,8 @@ func (r *Relay) start() error {
 	if err != nil {
 		return err
 	}
-	for t, k := range topics {
-		if err := r.carry(t, k); err != nil {
+	for t, te := range topics {
+		if err := r.carry(t, te); err != nil {
 			return err
 		}
 	}
@@ -447,18 +447,18 @@ func (r *Relay) Host() host.Host { return r.host }
 // the topic's gossip and accepts enrolments for it. Admitting a topic again is a no-op (added false);
 // admitting it with a different key replaces the key.
 func (r *Relay) Admit(c relayproto.Code) (added bool, err error) {
-	added, err = r.st.addTopic(c.Topic, c.Key, r.now().Unix())
+	added, err = r.st.addTopic(c, r.now().Unix())
 	if err != nil {
 		return false, fmt.Errorf("relay: admit: %w", err)
 	}
 	r.mu.Lock()
 	ct := r.carried[c.Topic]
-	if ct != nil {
-		ct.key = c.Key
+	if ct != nil && added {
+		ct.key, ct.admin, ct.roster = c.Key, c.Admin, nil
 	}
 	r.mu.Unlock()
 	if ct == nil {
-		if err := r.carry(c.Topic, c.Key); err != nil {
+		if err := r.carry(c.Topic, topicEntry{key: c.Key, admin: c.Admin}); err != nil {
 			return false, err
 		}
 		added = true
@@ -469,8 +469,48 @@ func (r *Relay) Admit(c relayproto.Code) (added bool, err error) {
 	return added, nil
 }
 
+// ErrNotCarried is returned by Revoke for a topic the relay does not carry.
+var ErrNotCarried = errors.New("relay: topic not carried")
+
+// Revoke stops carrying the topic whose short form (Topic.Short, as Status lists it) is short: it
+// leaves the topic's gossip, ends its enrolments and directory, and deletes its roster and envelopes.
+func (r *Relay) Revoke(short string) (envelope.Topic, error) {
+	r.mu.Lock()
+	var t envelope.Topic
+	var ct *carriedTopic
+	for tt, c := range r.carried {
+		if tt.Short() == short {
+			t, ct = tt, c
+		}
+	}
+	if ct != nil {
+		delete(r.carried, t)
+		delete(r.byName, meshconf.TopicName(t))
+		delete(r.dir, t)
+		for _, ts := range r.enrolled {
+			delete(ts, t)
+		}
+	}
+	r.mu.Unlock()
+	if ct == nil {
+		return t, fmt.Errorf("%w: %q", ErrNotCarried, short)
+	}
+	ct.sub.Cancel()
+	if err := ct.ptop.Close(); err != nil {
+		r.log.Debug("closing a revoked topic", "topic", t, "err", err)
+	}
+	if err := r.ps.UnregisterTopicValidator(meshconf.TopicName(t)); err != nil {
+		r.log.Debug("unregistering a revoked topic's validator", "topic", t, "err", err)
+	}
+	if err := r.st.dropTopic(t); err != nil {
+		return t, fmt.Errorf("relay: revoke %s: %w", short, err)
+	}
+	r.log.Info("relay no longer carries a topic", "topic", t)
+	return t, nil
+}
+
 // carry joins a topic's gossip with a structural validator and starts storing what arrives.
-func (r *Relay) carry(t envelope.Topic, k relayproto.Key) error {
+func (r *Relay) carry(t envelope.Topic, te topicEntry) error {
 	name := meshconf.TopicName(t)
 	if err := r.ps.RegisterTopicValidator(name, r.validator(t)); err != nil {
 		return fmt.Errorf("relay: topic validator: %w", err)
@@ -484,7 +524,7 @@ func (r *Relay) carry(t envelope.Topic, k relayproto.Key) error {
 		ptop.Close()
 		return fmt.Errorf("relay: subscribe: %w", err)
 	}
-	ct := &carriedTopic{key: k, ptop: ptop, sub: sub}
+	ct := &carriedTopic{topicEntry: te, ptop: ptop, sub: sub}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -497,6 +537,67 @@ func (r *Relay) carry(t envelope.Topic, k relayproto.Key) error {
 	r.mu.Unlock()
 	r.goRun(func() { r.readLoop(ct) })
 	return nil
+}
+
+// takeRoster adopts ro for its topic if the relay carries it and relayproto.Admits it, keeps it, and
+// ends the enrolments and directory entries of the devices it leaves out; a device left enrolled for
+// no topic is disconnected, so its node enrols again and hears why it is refused. It reports whether
+// ro was taken; an error says why a roster that is not stale was refused.
+func (r *Relay) takeRoster(ro *relayproto.Roster) (bool, error) {
+	r.mu.Lock()
+	ct := r.carried[ro.Topic]
+	switch {
+	case ct == nil:
+		r.mu.Unlock()
+		return false, nil
+	case ct.roster != nil && ro.Seq <= ct.roster.Seq:
+		r.mu.Unlock()
+		return false, nil // stale or the same: nothing to do
+	case !relayproto.Admits(ct.roster, ct.admin, ro):
+		r.mu.Unlock()
+		return false, fmt.Errorf("roster signed by %s, who is not an admin this relay trusts for the topic", ro.Signer.Short())
+	}
+	// Kept before it counts, so a restart never goes back to an older roster. (r.mu is held across one
+	// small Badger write: rosters change only with membership.)
+	if err := r.st.putRoster(ro); err != nil {
+		r.mu.Unlock()
+		return false, err
+	}
+	ct.roster = ro
+	var ended []peer.ID
+	var names []string
+	for p, ts := range r.enrolled {
+		if _, ok := ts[ro.Topic]; !ok {
+			continue
+		}
+		if d, err := relayproto.DeviceOf(p); err != nil || !ro.IsMember(d) {
+			delete(ts, ro.Topic)
+			delete(r.dir[ro.Topic], p)
+			names = append(names, p.ShortString())
+			if len(ts) == 0 {
+				ended = append(ended, p)
+			}
+		}
+	}
+	r.mu.Unlock()
+	r.m.rosters.Inc()
+	r.log.Info("topic roster updated", "topic", ro.Topic, "seq", ro.Seq, "members", len(ro.Members), "signer", ro.Signer, "enrolments_ended", names)
+	for _, p := range ended {
+		if err := r.host.Network().ClosePeer(p); err != nil {
+			r.log.Debug("disconnecting a device no longer enrolled", "peer", p.ShortString(), "err", err)
+		}
+	}
+	return true, nil
+}
+
+// onRoster reports whether p may enrol t by the topic's roster: yes while the relay holds none.
+// Call with r.mu held.
+func (ct *carriedTopic) onRoster(p peer.ID) bool {
+	if ct.roster == nil {
+		return true
+	}
+	d, err := relayproto.DeviceOf(p)
+	return err == nil && ct.roster.IsMember(d)
 }
 
 // enrolledFor reports whether p proved, since it last had no connection, that it holds t's relay key.
@@ -879,6 +980,11 @@ type Status struct {
 	PeersConnected int `json:"peers_connected"`
 	Enrolled       int `json:"enrolled"`
 	PeersSeen      int `json:"peers_seen"`
+	// RefusedEnrolments and RefusedEnvelopes count refusals since the relay started, by reason (the
+	// labels of the Prometheus counters fieldmesh_relay_enrolments_total and
+	// fieldmesh_relay_envelopes_refused_total).
+	RefusedEnrolments map[string]int64 `json:"refused_enrolments"`
+	RefusedEnvelopes  map[string]int64 `json:"refused_envelopes"`
 }
 
 // TopicStatus describes one carried topic. Topic is its short form (8 hex characters).
@@ -888,6 +994,9 @@ type TopicStatus struct {
 	Bytes     int64  `json:"bytes"`
 	Devices   int    `json:"devices"`   // ever enrolled
 	Connected int    `json:"connected"` // enrolled now
+	// RosterSeq and RosterMembers describe the roster the relay holds (0 and 0: none yet).
+	RosterSeq     uint64 `json:"roster_seq"`
+	RosterMembers int    `json:"roster_members"`
 }
 
 // Status returns the relay's status.
@@ -908,8 +1017,11 @@ func (r *Relay) Status() Status {
 	r.mu.Lock()
 	s.Enrolled = len(r.enrolled)
 	s.PeersSeen = len(r.seen)
-	for t := range r.carried {
+	for t, ct := range r.carried {
 		ts := TopicStatus{Topic: t.Short(), Envelopes: per[t].n, Bytes: per[t].bytes, Devices: len(devs[t])}
+		if ct.roster != nil {
+			ts.RosterSeq, ts.RosterMembers = ct.roster.Seq, len(ct.roster.Members)
+		}
 		for _, et := range r.enrolled {
 			if _, ok := et[t]; ok {
 				ts.Connected++
@@ -919,5 +1031,7 @@ func (r *Relay) Status() Status {
 	}
 	r.mu.Unlock()
 	sort.Slice(s.Topics, func(i, j int) bool { return s.Topics[i].Topic < s.Topics[j].Topic })
+	s.RefusedEnrolments = r.m.counts(r.m.enrolments, "enrolled")
+	s.RefusedEnvelopes = r.m.counts(r.m.refused)
 	return s
 }

@@ -29,6 +29,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayclient"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
@@ -159,7 +160,7 @@ func (d *device) connect(t *testing.T, r *Relay) {
 
 func (d *device) enrol(t *testing.T, r *Relay, keys map[envelope.Topic]relayproto.Key) []relayproto.EnrolResult {
 	t.Helper()
-	res, err := relayclient.Enrol(context.Background(), d.h, r.Host().ID(), keys)
+	res, err := relayclient.Enrol(context.Background(), d.h, r.Host().ID(), keys, nil)
 	if err != nil {
 		t.Fatalf("enrol: %v", err)
 	}
@@ -280,6 +281,8 @@ func waitStored(t *testing.T, r *Relay, n int64) {
 var (
 	teamA = [32]byte{0: 0xa}
 	teamB = [32]byte{0: 0xb}
+	// testAdmin is the admin device the tests' relay codes name; only TestRoster signs rosters.
+	testAdmin = identity.DeviceID{0: 0xad}
 )
 
 // now is a recent envelope time, inside the default retention.
@@ -287,7 +290,7 @@ func now(offset time.Duration) uint64 { return uint64(time.Now().Add(offset).Uni
 
 func TestEnrolment(t *testing.T) {
 	r, logs := newTestRelay(t, Config{})
-	ca := relayproto.CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA, testAdmin)
 	if added, err := r.Admit(ca); err != nil || !added {
 		t.Fatalf("admit: %v, %v", added, err)
 	}
@@ -298,7 +301,7 @@ func TestEnrolment(t *testing.T) {
 	good.connect(t, r)
 	bad.connect(t, r)
 
-	res := good.enrol(t, r, map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key, relayproto.CodeFor(teamB).Topic: relayproto.TeamKey(teamB)})
+	res := good.enrol(t, r, map[envelope.Topic]relayproto.Key{ca.Topic: ca.Key, relayproto.CodeFor(teamB, testAdmin).Topic: relayproto.TeamKey(teamB)})
 	for _, re := range res {
 		switch re.Topic {
 		case ca.Topic:
@@ -346,7 +349,7 @@ func TestEnrolment(t *testing.T) {
 
 func TestNotEnrolledRefused(t *testing.T) {
 	r, logs := newTestRelay(t, Config{})
-	ca := relayproto.CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA, testAdmin)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +389,7 @@ func TestNotEnrolledRefused(t *testing.T) {
 
 func TestStoreAndForward(t *testing.T) {
 	r, _ := newTestRelay(t, Config{})
-	ca := relayproto.CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA, testAdmin)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +434,7 @@ func TestStoreAndForward(t *testing.T) {
 	}
 
 	// An envelope of another topic in a session is refused, and nothing of that session is stored.
-	wrong := newMemSource(testEnvelope(t, relayproto.CodeFor(teamB).Topic, now(0), 300))
+	wrong := newMemSource(testEnvelope(t, relayproto.CodeFor(teamB, testAdmin).Topic, now(0), 300))
 	if err := a.sync(r, ca.Topic, wrong); err == nil {
 		t.Errorf("a session carrying another topic's envelope: succeeded; want it dropped")
 	}
@@ -442,7 +445,7 @@ func TestStoreAndForward(t *testing.T) {
 
 func TestGossip(t *testing.T) {
 	r, _ := newTestRelay(t, Config{})
-	ca := relayproto.CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA, testAdmin)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +532,7 @@ func TestGossip(t *testing.T) {
 	if got := v(ctx, a.d.h.ID(), &pubsub.Message{Message: &pb.Message{Data: []byte("garbage")}}); got != pubsub.ValidationReject {
 		t.Errorf("garbage from an enrolled device: %v; want rejected", got)
 	}
-	other := testEnvelope(t, relayproto.CodeFor(teamB).Topic, now(0), 300).Data
+	other := testEnvelope(t, relayproto.CodeFor(teamB, testAdmin).Topic, now(0), 300).Data
 	if got := v(ctx, a.d.h.ID(), &pubsub.Message{Message: &pb.Message{Data: other}}); got != pubsub.ValidationReject {
 		t.Errorf("an envelope of another topic: %v; want rejected", got)
 	}
@@ -570,7 +573,7 @@ func TestQuotaAndRetention(t *testing.T) {
 	clock.Store(time.Now().UnixNano())
 	quota := int64(6 * (1000 + EntryOverhead))
 	r, logs := newTestRelay(t, Config{Quota: quota, Retention: 24 * time.Hour, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
-	ca := relayproto.CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA, testAdmin)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
@@ -631,7 +634,7 @@ func TestQuotaAndRetention(t *testing.T) {
 
 func TestCircuitAndDirectory(t *testing.T) {
 	r, _ := newTestRelay(t, Config{})
-	ca := relayproto.CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA, testAdmin)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
@@ -712,8 +715,8 @@ func TestMetricsAndAPI(t *testing.T) {
 		<-served
 	}()
 	c := NewAPIClient(sock)
-	code := relayproto.CodeFor(teamA).Encode()
-	if a, err := c.Admit(context.Background(), code); err != nil || !a.Added || a.Topic != relayproto.CodeFor(teamA).Topic.Short() {
+	code := relayproto.CodeFor(teamA, testAdmin).Encode()
+	if a, err := c.Admit(context.Background(), code); err != nil || !a.Added || a.Topic != relayproto.CodeFor(teamA, testAdmin).Topic.Short() {
 		t.Errorf("admit: %+v, %v", a, err)
 	}
 	if a, err := c.Admit(context.Background(), code); err != nil || a.Added {
@@ -741,7 +744,7 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := relayproto.CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA, testAdmin)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}
@@ -774,7 +777,7 @@ func TestBrickingAttempt(t *testing.T) {
 	const size = 1000
 	quota := int64(20 * (size + EntryOverhead)) // two topics: 10 envelopes each
 	r, logs := newTestRelay(t, Config{Quota: quota})
-	ca, cb := relayproto.CodeFor(teamA), relayproto.CodeFor(teamB)
+	ca, cb := relayproto.CodeFor(teamA, testAdmin), relayproto.CodeFor(teamB, testAdmin)
 	for _, c := range []relayproto.Code{ca, cb} {
 		if _, err := r.Admit(c); err != nil {
 			t.Fatal(err)
@@ -850,7 +853,7 @@ func TestPeerWriteRate(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
 	r, logs := newTestRelay(t, Config{PeerRate: 1, PeerBurst: 3, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
-	ca := relayproto.CodeFor(teamA)
+	ca := relayproto.CodeFor(teamA, testAdmin)
 	if _, err := r.Admit(ca); err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func (r *Relay) handleEnrol(s network.Stream) {
 		return
 	}
 	br := bufio.NewReader(s)
-	b, err := framing.Read(br, relayproto.MaxFrame)
+	b, err := framing.Read(br, relayproto.MaxEnrolFrame)
 	if err != nil {
 		s.Reset()
 		return
@@ -62,8 +62,23 @@ func (r *Relay) handleEnrol(s network.Stream) {
 	me := r.host.ID()
 	now := r.now()
 	horizons := make([]uint64, len(proofs)) // before r.mu: horizon takes it
+	rosterErr := make([]string, len(proofs))
 	for i, pr := range proofs {
 		horizons[i] = r.horizon(pr.Topic)
+		if pr.Roster == nil {
+			continue
+		}
+		// An admin's roster is taken before its sender is judged: the admin is on it.
+		ro, err := relayproto.ParseRoster(pr.Roster)
+		if err == nil && ro.Topic != pr.Topic {
+			err = fmt.Errorf("roster of topic %s sent for topic %s", ro.Topic.Short(), pr.Topic.Short())
+		}
+		if err == nil {
+			_, err = r.takeRoster(ro)
+		}
+		if err != nil {
+			rosterErr[i] = err.Error()
+		}
 	}
 	results := make([]relayproto.EnrolResult, len(proofs))
 	var admitted []envelope.Topic
@@ -78,6 +93,12 @@ func (r *Relay) handleEnrol(s network.Stream) {
 		case !ct.key.Verify(me, p, nonce, pr.Proof):
 			res.Status = relayproto.StatusBadProof
 			res.Message = fmt.Sprintf("enrolment proof for topic %s does not match: this device does not hold the team's relay key", pr.Topic.Short())
+		case rosterErr[i] != "":
+			res.Status = relayproto.StatusBadRoster
+			res.Message = fmt.Sprintf("roster for topic %s refused: %s", pr.Topic.Short(), rosterErr[i])
+		case !ct.onRoster(p):
+			res.Status = relayproto.StatusNotMember
+			res.Message = fmt.Sprintf("this device is not on topic %s's current roster at this relay: it was removed from the team, or an admin's device has not reached this relay since it joined", pr.Topic.Short())
 		default:
 			res.Horizon = horizons[i]
 			if r.enrolled[p] == nil {
@@ -91,7 +112,7 @@ func (r *Relay) handleEnrol(s network.Stream) {
 	}
 	r.mu.Unlock()
 	// Remembered and logged before the device hears the answer.
-	for _, res := range results {
+	for i, res := range results {
 		switch res.Status {
 		case relayproto.StatusOK:
 			r.m.enrolments.WithLabelValues("enrolled").Inc()
@@ -102,6 +123,12 @@ func (r *Relay) handleEnrol(s network.Stream) {
 		case relayproto.StatusNotCarried:
 			r.m.enrolments.WithLabelValues("not_carried").Inc()
 			r.log.Warn("enrolment refused", "peer", p.ShortString(), "topic", res.Topic, "reason", "topic not carried")
+		case relayproto.StatusNotMember:
+			r.m.enrolments.WithLabelValues("not_member").Inc()
+			r.log.Warn("enrolment refused", "peer", p.ShortString(), "topic", res.Topic, "reason", "not on the topic's roster")
+		case relayproto.StatusBadRoster:
+			r.m.enrolments.WithLabelValues("bad_roster").Inc()
+			r.log.Warn("enrolment refused", "peer", p.ShortString(), "topic", res.Topic, "reason", "roster refused", "err", rosterErr[i])
 		default:
 			r.m.enrolments.WithLabelValues("bad_proof").Inc()
 			r.log.Warn("enrolment refused", "peer", p.ShortString(), "topic", res.Topic, "reason", "proof does not match")

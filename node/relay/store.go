@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -26,12 +27,13 @@ import (
 //
 // Keyspaces (the first byte of every key):
 //
-//	0x01 meta      0x01 | name                        -> value ("version" = 2, "identity")
+//	0x01 meta      0x01 | name                        -> value ("version" = 3, "identity")
 //	0x02 envelope  0x02 | topic 16 | time u64 | id 32 -> marshalled envelope
 //	0x03 by id     0x03 | id 32                       -> topic 16 | time u64 | size u32
 //	0x04 by time   0x04 | time u64 | id 32            -> topic 16 | size u32
-//	0x05 topic     0x05 | topic 16                    -> relay key 32 | admitted unix seconds u64
+//	0x05 topic     0x05 | topic 16                    -> relay key 32 | admitted unix seconds u64 | admin 32
 //	0x06 device    0x06 | topic 16 | peer id          -> last enrolled unix seconds u64
+//	0x07 roster    0x07 | topic 16                    -> the topic's roster (relayproto.Roster.Marshal)
 //
 // Integers are big-endian, so a prefix scan of 0x02|topic walks a topic in (time, id) order, which is
 // what reconciliation reads and what a topic's quota drops first, and a scan of 0x04 walks every
@@ -43,8 +45,9 @@ const (
 	pByTime   byte = 0x04
 	pTopic    byte = 0x05
 	pDevice   byte = 0x06
+	pRoster   byte = 0x07
 
-	storeVersion = 2
+	storeVersion = 3
 	dbDirName    = "relay-db"
 	// EntryOverhead is what the quota counts for one stored envelope on top of its own bytes: its three
 	// keys and index values.
@@ -477,10 +480,10 @@ func (s *store) diskUsage() int64 {
 
 // carried topics
 
-func (s *store) addTopic(t envelope.Topic, k relayproto.Key, now int64) (added bool, err error) {
+func (s *store) addTopic(c relayproto.Code, now int64) (added bool, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	key := append([]byte{pTopic}, t[:]...)
+	key := append([]byte{pTopic}, c.Topic[:]...)
 	err = s.db.Update(func(txn *badger.Txn) error {
 		switch it, err := txn.Get(key); {
 		case err == nil:
@@ -488,37 +491,87 @@ func (s *store) addTopic(t envelope.Topic, k relayproto.Key, now int64) (added b
 			if err != nil {
 				return err
 			}
-			if len(old) >= relayproto.KeySize {
-				var kb [relayproto.KeySize]byte
-				copy(kb[:], old)
-				ok := relayproto.KeyFromBytes(kb)
-				if ok.Equal(k) {
-					return nil
-				}
+			if t, ok := parseTopicEntry(old); ok && t.key.Equal(c.Key) && t.admin == c.Admin {
+				return nil
 			}
 		case !errors.Is(err, badger.ErrKeyNotFound):
 			return err
 		}
 		added = true
-		kb := k.Bytes()
+		// A new code starts the roster over from its admin (the operator's way out of a roster an
+		// admin who was since removed signed).
+		if err := txn.Delete(append([]byte{pRoster}, c.Topic[:]...)); err != nil {
+			return err
+		}
+		kb := c.Key.Bytes()
 		v := append(append([]byte(nil), kb[:]...), binary.BigEndian.AppendUint64(nil, uint64(now))...)
-		return txn.Set(key, v)
+		return txn.Set(key, append(v, c.Admin[:]...))
 	})
 	return added, err
 }
 
-func (s *store) carried() (map[envelope.Topic]relayproto.Key, error) {
-	out := make(map[envelope.Topic]relayproto.Key)
+// topicEntry is what the store keeps of a carried topic.
+type topicEntry struct {
+	key    relayproto.Key
+	admin  identity.DeviceID
+	roster *relayproto.Roster // nil until an admin sent one
+}
+
+func parseTopicEntry(v []byte) (topicEntry, bool) {
+	var t topicEntry
+	if len(v) != relayproto.KeySize+8+32 {
+		return t, false
+	}
+	var kb [relayproto.KeySize]byte
+	copy(kb[:], v)
+	t.key = relayproto.KeyFromBytes(kb)
+	copy(t.admin[:], v[relayproto.KeySize+8:])
+	return t, true
+}
+
+// dropTopic forgets a carried topic: its entry, roster, enrolled devices and envelopes.
+func (s *store) dropTopic(t envelope.Topic) error {
+	for _, p := range [][]byte{{pTopic}, {pRoster}, {pDevice}} {
+		k := append(p, t[:]...)
+		if err := s.db.DropPrefix(k); err != nil {
+			return err
+		}
+	}
+	_, err := s.evictTopic(t, func(uint64, int64) bool { return false })
+	return err
+}
+
+func (s *store) carried() (map[envelope.Topic]topicEntry, error) {
+	out := make(map[envelope.Topic]topicEntry)
 	err := s.scan([]byte{pTopic}, func(k, v []byte) error {
-		if len(k) != 17 || len(v) != relayproto.KeySize+8 {
+		t, ok := parseTopicEntry(v)
+		if len(k) != 17 || !ok {
 			return fmt.Errorf("relay: corrupt topic entry %x", k)
 		}
-		var kb [relayproto.KeySize]byte
-		copy(kb[:], v)
-		out[envelope.Topic(k[1:])] = relayproto.KeyFromBytes(kb)
+		out[envelope.Topic(k[1:])] = t
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = s.scan([]byte{pRoster}, func(k, v []byte) error {
+		ro, err := relayproto.ParseRoster(v)
+		if len(k) != 17 || err != nil || ro.Topic != envelope.Topic(k[1:]) {
+			return fmt.Errorf("relay: corrupt roster entry %x: %v", k, err)
+		}
+		if t, ok := out[ro.Topic]; ok {
+			t.roster = ro
+			out[ro.Topic] = t
+		}
 		return nil
 	})
 	return out, err
+}
+
+// putRoster keeps a topic's roster.
+func (s *store) putRoster(ro *relayproto.Roster) error {
+	k := append([]byte{pRoster}, ro.Topic[:]...)
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(k, ro.Marshal()) })
 }
 
 // enrolled devices

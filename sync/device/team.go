@@ -384,6 +384,24 @@ func (t *Team) Removed() bool {
 	return false
 }
 
+// Roster is what an admin device tells the team's relays about membership
+// (node/relay/relayproto.Roster): the current member and admin devices, and
+// the number of the current epoch as its sequence, which grows with every
+// commit. ok is false when this device is not an admin or no epoch is sound.
+func (t *Team) Roster() (seq uint64, members, admins []identity.DeviceID, ok bool) {
+	s := t.snapshot()
+	if me, in := s.Member(t.self.ID()); !in || !me.Admin || s.Current < 0 {
+		return 0, nil, nil, false
+	}
+	for _, m := range s.Members {
+		members = append(members, m.Device)
+		if m.Admin {
+			admins = append(admins, m.Device)
+		}
+	}
+	return uint64(s.Epochs[s.Current].Number), members, admins, true
+}
+
 // MaySync reports whether a reconciliation of this team with p may run, in
 // either direction: p is a current member's device or a relay enrolled for
 // the team (the caller knows which relays are enrolled). Everyone else

@@ -21,10 +21,11 @@ import (
 var ErrRefused = errors.New("relay: refused")
 
 // Enrol proves to the relay rp, over h's connection to it, that this device holds the relay keys of the
-// given topics, and returns the relay's answer for each topic, sorted by topic. A refused topic is not an
-// error: its result says why. The relay admits the device for the enrolled topics until the connection
-// closes.
-func Enrol(ctx context.Context, h host.Host, rp peer.ID, keys map[envelope.Topic]relayproto.Key) ([]relayproto.EnrolResult, error) {
+// given topics, and returns the relay's answer for each topic, sorted by topic. An admin device also
+// sends the signed roster of its topics (rosters, by topic; nil for none). A refused topic is not an
+// error: its result says why. The relay admits the device for the enrolled topics until it has no
+// connection left, or a newer roster leaves it out.
+func Enrol(ctx context.Context, h host.Host, rp peer.ID, keys map[envelope.Topic]relayproto.Key, rosters map[envelope.Topic][]byte) ([]relayproto.EnrolResult, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
@@ -59,7 +60,7 @@ func Enrol(ctx context.Context, h host.Host, rp peer.ID, keys map[envelope.Topic
 	}
 	proofs := make([]relayproto.EnrolProof, len(topics))
 	for i, t := range topics {
-		proofs[i] = relayproto.EnrolProof{Topic: t, Proof: keys[t].Proof(rp, h.ID(), nonce)}
+		proofs[i] = relayproto.EnrolProof{Topic: t, Proof: keys[t].Proof(rp, h.ID(), nonce), Roster: rosters[t]}
 	}
 	if err := framing.Write(s, relayproto.MarshalEnrolRequest(proofs)); err != nil {
 		s.Reset()

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 
+	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/node/humancode"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -88,29 +90,51 @@ func (k Key) Verify(relay, device peer.ID, nonce [NonceSize]byte, proof [32]byte
 	return hmac.Equal(want[:], proof[:])
 }
 
+// DeviceOf returns the device id behind a peer id: libp2p peer ids of fieldmesh hosts embed the
+// device's Ed25519 identity key, which the connection's Noise handshake proved.
+func DeviceOf(p peer.ID) (identity.DeviceID, error) {
+	var d identity.DeviceID
+	pk, err := p.ExtractPublicKey()
+	if err != nil {
+		return d, err
+	}
+	raw, err := pk.Raw()
+	if err != nil || pk.Type() != lcrypto.Ed25519 || len(raw) != len(d) {
+		return d, errors.New("relay: peer key is not an Ed25519 device key")
+	}
+	copy(d[:], raw)
+	return d, nil
+}
+
 // Relay codes.
 //
 // A team admin gives the clinic relay's operator a code (fieldmesh team relay-code); the operator gives
 // it to the relay (fieldmesh relay admit). It carries the team's topic and relay key, and nothing else:
 // not the team id, name or members, and nothing that opens an envelope. It is humancode's Relay kind
-// ("fmr2-…"), whose checksum catches a mistyped code before the relay carries a topic nobody uses;
+// ("fmr3-…"), whose checksum catches a mistyped code before the relay carries a topic nobody uses;
 // its payload is
 //
-//	topic 16 | relay key 32
-const codeBytes = 16 + KeySize
+//	topic 16 | relay key 32 | admin device 32
+//
+// The admin device is the one that made the code: the relay takes the team's first roster only if that
+// device signed it (roster.go).
+const codeBytes = 16 + KeySize + 32
 
 // ErrCodeMalformed is returned by ParseCode for anything that is not a relay code.
 var ErrCodeMalformed = errors.New("relay: malformed relay code")
 
-// Code is a decoded relay code: a topic for the relay to carry and the key that enrolled devices prove.
+// Code is a decoded relay code: a topic for the relay to carry, the key that enrolled devices prove,
+// and the admin device whose signature the relay trusts on the team's first roster.
 type Code struct {
 	Topic envelope.Topic
 	Key   Key
+	Admin identity.DeviceID
 }
 
-// CodeFor returns the relay code of a team: its topic (seal.Topic) and relay key (TeamKey).
-func CodeFor(team [32]byte) Code {
-	return Code{Topic: envelope.Topic(seal.Topic(team)), Key: TeamKey(team)}
+// CodeFor returns the relay code that admin makes for a team: its topic (seal.Topic), relay key
+// (TeamKey) and admin's device.
+func CodeFor(team [32]byte, admin identity.DeviceID) Code {
+	return Code{Topic: envelope.Topic(seal.Topic(team)), Key: TeamKey(team), Admin: admin}
 }
 
 // Encode returns the printable code. It is a secret: whoever has it can enrol devices for the topic.
@@ -118,6 +142,7 @@ func (c Code) Encode() string {
 	b := make([]byte, 0, codeBytes)
 	b = append(b, c.Topic[:]...)
 	b = append(b, c.Key.k[:]...)
+	b = append(b, c.Admin[:]...)
 	return humancode.Encode(humancode.Relay, b)
 }
 
@@ -135,6 +160,7 @@ func ParseCode(s string) (Code, error) {
 		return c, fmt.Errorf("%w: %d bytes, want %d", ErrCodeMalformed, len(b), codeBytes)
 	}
 	copy(c.Topic[:], b[:16])
-	copy(c.Key.k[:], b[16:])
+	copy(c.Key.k[:], b[16:16+KeySize])
+	copy(c.Admin[:], b[16+KeySize:])
 	return c, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/humancode"
 )
 
@@ -20,6 +21,8 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
 // goldenTeam and the peer ids below are fixed inputs of the known-answer vectors.
 var goldenTeam = [32]byte{0: 0xfe, 1: 0x1d, 31: 0x42}
+
+var goldenAdmin = identity.DeviceID{0: 0xad, 31: 0x01}
 
 func goldenPeers(t *testing.T) (relay, device peer.ID) {
 	t.Helper()
@@ -44,7 +47,7 @@ func TestGolden(t *testing.T) {
 		nonce[i] = byte(i)
 	}
 	proof := k.Proof(rp, dp, nonce)
-	code := CodeFor(goldenTeam)
+	code := CodeFor(goldenTeam, goldenAdmin)
 	topic := code.Topic
 	var buf bytes.Buffer
 	fmt.Fprintf(&buf, "# node/relay/relayproto known answers. Regenerate with: go test -run TestGolden -update\n")
@@ -61,6 +64,10 @@ func TestGolden(t *testing.T) {
 	}))
 	fmt.Fprintf(&buf, "register %x\n", MarshalRegister(topic, nil))
 	fmt.Fprintf(&buf, "peers %x\n", MarshalPeers(StatusOK, "", []peer.AddrInfo{{ID: dp}}))
+	admin := goldenDevice(t, 1)
+	ro := NewRoster(topic, 7, []identity.DeviceID{goldenDevice(t, 2).ID()}, []identity.DeviceID{admin.ID()})
+	ro.Sign(admin.ID(), admin.Sign)
+	fmt.Fprintf(&buf, "roster %x\n", ro.Marshal())
 	path := filepath.Join("testdata", "relay.golden")
 	if *update {
 		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
@@ -87,14 +94,14 @@ func TestTeamKey(t *testing.T) {
 		t.Errorf("TeamKey: two teams got the same key")
 	}
 	// One-way and domain-separated: neither the team id nor the topic is the key.
-	topic := CodeFor(goldenTeam).Topic
+	topic := CodeFor(goldenTeam, goldenAdmin).Topic
 	if bytes.Equal(a.k[:], goldenTeam[:]) || bytes.Contains(a.k[:], topic[:]) {
 		t.Errorf("TeamKey leaks its input")
 	}
 	if got := fmt.Sprintf("%v %s", a, a); got != "[redacted] [redacted]" {
 		t.Errorf("a key prints as %q; want [redacted]", got)
 	}
-	if got := CodeFor(goldenTeam).String(); strings.Contains(got, hex.EncodeToString(a.k[:4])) || !strings.Contains(got, "[redacted]") {
+	if got := CodeFor(goldenTeam, goldenAdmin).String(); strings.Contains(got, hex.EncodeToString(a.k[:4])) || !strings.Contains(got, "[redacted]") {
 		t.Errorf("Code.String() = %q shows the key", got)
 	}
 }
@@ -128,7 +135,7 @@ func TestProof(t *testing.T) {
 }
 
 func TestCode(t *testing.T) {
-	c := CodeFor(goldenTeam)
+	c := CodeFor(goldenTeam, goldenAdmin)
 	s := c.Encode()
 	if !strings.HasPrefix(s, humancode.Relay.Prefix()+"-") || strings.ToLower(s) != s {
 		t.Fatalf("code %q: want lower case, starting %s-", s, humancode.Relay.Prefix())
@@ -146,14 +153,14 @@ func TestCode(t *testing.T) {
 	typo[10] = map[bool]byte{true: 'b', false: 'a'}[typo[10] == 'a']
 	data := s[len(humancode.Relay.Prefix())+1:]
 	bad := []struct{ name, in, want string }{
-		{"empty", "", "starts with fmr2"},
+		{"empty", "", "starts with fmr3"},
 		{"invite code", humancode.Encode(humancode.Invite, make([]byte, 80)), "this is an invite code, not a relay code"},
 		{"typo", string(typo), "mistyped: the checksum does not match"},
 		{"older version", "fmr1-" + data, "version 1"},
 		{"short payload", humancode.Encode(humancode.Relay, make([]byte, codeBytes-1)), "bytes, want"},
 		{"long payload", humancode.Encode(humancode.Relay, make([]byte, codeBytes+1)), "bytes, want"},
-		{"not base32", "fmr2-!!!!", "not a character"},
-		{"long", "fmr2-" + strings.Repeat("a", humancode.MaxLen), "longer"},
+		{"not base32", "fmr3-!!!!", "not a character"},
+		{"long", "fmr3-" + strings.Repeat("a", humancode.MaxLen), "longer"},
 	}
 	for _, tc := range bad {
 		_, err := ParseCode(tc.in)
@@ -164,9 +171,9 @@ func TestCode(t *testing.T) {
 }
 
 func FuzzParseCode(f *testing.F) {
-	f.Add(CodeFor(goldenTeam).Encode())
-	f.Add(strings.ToUpper(CodeFor(goldenTeam).Encode()))
-	f.Add("fmr2")
+	f.Add(CodeFor(goldenTeam, goldenAdmin).Encode())
+	f.Add(strings.ToUpper(CodeFor(goldenTeam, goldenAdmin).Encode()))
+	f.Add("fmr3")
 	f.Add("FMR2-AAAA")
 	f.Add(humancode.Encode(humancode.Relay, make([]byte, codeBytes+1)))
 	f.Fuzz(func(t *testing.T, s string) {

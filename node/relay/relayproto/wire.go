@@ -22,11 +22,13 @@ import (
 // /fieldmesh/relay/enrol/1.0.0, opened by a device:
 //
 //	relay  -> device  challenge  version 1 | nonce 32
-//	device -> relay   request    version 1 | uvarint n (1..MaxEnrolTopics) | n × (topic 16 | proof 32)
+//	device -> relay   request    version 1 | uvarint n (1..MaxEnrolTopics) |
+//	                             n × (topic 16 | proof 32 | uvarint len (0..MaxRosterSize) | roster)
 //	relay  -> device  answer     version 1 | uvarint n | n × (status u8 | horizon u64 BE | uvarint len | message)
 //
 // One answer per requested topic, in order. Status 0 is enrolled; any other status is a refusal and
-// message says why, in words for the device's log. Horizon is the earliest envelope time (an HLC) the
+// message says why, in words for the device's log. An admin device puts the team's signed roster
+// (roster.go) beside its proof; other devices send none (len 0). Horizon is the earliest envelope time (an HLC) the
 // relay keeps for the topic: it drops envelopes older than that, so a device need not offer them.
 //
 // /fieldmesh/relay/directory/1.0.0, opened by an enrolled device:
@@ -40,7 +42,7 @@ import (
 // relay now, with the addresses they registered.
 const (
 	// EnrolProtocol proves a device holds a topic's relay key.
-	EnrolProtocol = "/fieldmesh/relay/enrol/1.0.0"
+	EnrolProtocol = "/fieldmesh/relay/enrol/2.0.0"
 	// DirectoryProtocol registers a device's addresses and lists the other devices of a topic.
 	DirectoryProtocol = "/fieldmesh/relay/directory/1.0.0"
 	// StreamTimeout bounds one enrolment or directory exchange, at both ends.
@@ -61,9 +63,11 @@ const (
 	maxAddrLen        = 256
 	maxPeerIDLen      = 128
 	maxMessageLen     = 256
-	// MaxFrame caps every frame of both protocols: a request of MaxEnrolTopics topics (12 KiB) or a
-	// directory answer of MaxDirectoryPeers × MaxAddrs addresses.
+	// MaxFrame caps every frame of both protocols but the enrolment request: a directory answer of
+	// MaxDirectoryPeers × MaxAddrs addresses.
 	MaxFrame = 160 << 10
+	// MaxEnrolFrame caps an enrolment request: MaxEnrolTopics topics, a few of them with rosters.
+	MaxEnrolFrame = 1 << 20
 )
 
 // Enrolment statuses.
@@ -73,6 +77,8 @@ const (
 	StatusBadProof   byte = 2 // the proof does not match the relay key of the topic
 	StatusNotEnroled byte = 3 // directory: the device is not enrolled for the topic on this connection
 	StatusRefused    byte = 4 // anything else
+	StatusNotMember  byte = 5 // the device is not on the topic's roster the relay holds
+	StatusBadRoster  byte = 6 // the roster sent is malformed, or not signed by an admin the relay trusts
 )
 
 // ErrMalformed wraps every decoding error.
@@ -164,10 +170,12 @@ func ParseChallenge(b []byte) ([NonceSize]byte, error) {
 	return nonce, r.end()
 }
 
-// EnrolProof is one topic of an enrolment request: the topic and the device's Key.Proof for it.
+// EnrolProof is one topic of an enrolment request: the topic, the device's Key.Proof for it, and
+// the team's signed roster (Roster.Marshal) if the device is an admin, else nil.
 type EnrolProof struct {
-	Topic envelope.Topic
-	Proof [32]byte
+	Topic  envelope.Topic
+	Proof  [32]byte
+	Roster []byte
 }
 
 // MarshalEnrolRequest encodes a device's enrolment request.
@@ -178,6 +186,8 @@ func MarshalEnrolRequest(ps []EnrolProof) []byte {
 	for _, p := range ps {
 		b = append(b, p.Topic[:]...)
 		b = append(b, p.Proof[:]...)
+		b = binary.AppendUvarint(b, uint64(len(p.Roster)))
+		b = append(b, p.Roster...)
 	}
 	return b
 }
@@ -186,7 +196,7 @@ func MarshalEnrolRequest(ps []EnrolProof) []byte {
 func ParseEnrolRequest(b []byte) ([]EnrolProof, error) {
 	r := newRd(b)
 	r.version()
-	n := r.Count(MaxEnrolTopics, 16+32)
+	n := r.Count(MaxEnrolTopics, 16+32+1)
 	if r.Err() == nil && n == 0 {
 		r.fail("no topics")
 	}
@@ -195,6 +205,9 @@ func ParseEnrolRequest(b []byte) ([]EnrolProof, error) {
 		var p EnrolProof
 		copy(p.Topic[:], r.Fixed(16))
 		copy(p.Proof[:], r.Fixed(32))
+		if ro := r.Bytes(MaxRosterSize); len(ro) > 0 {
+			p.Roster = append([]byte(nil), ro...)
+		}
 		ps = append(ps, p)
 	}
 	if err := r.end(); err != nil {

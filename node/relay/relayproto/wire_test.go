@@ -3,6 +3,7 @@ package relayproto
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -21,9 +22,9 @@ func TestWireRoundTrip(t *testing.T) {
 		t.Errorf("challenge: got %x, %v", got, err)
 	}
 
-	ps := []EnrolProof{{Topic: envelope.Topic{1}, Proof: [32]byte{2}}, {Topic: envelope.Topic{3}, Proof: [32]byte{4}}}
+	ps := []EnrolProof{{Topic: envelope.Topic{1}, Proof: [32]byte{2}}, {Topic: envelope.Topic{3}, Proof: [32]byte{4}, Roster: []byte{5, 6}}}
 	gotPs, err := ParseEnrolRequest(MarshalEnrolRequest(ps))
-	if err != nil || len(gotPs) != 2 || gotPs[0] != ps[0] || gotPs[1] != ps[1] {
+	if err != nil || !reflect.DeepEqual(gotPs, ps) {
 		t.Errorf("enrol request: got %v, %v", gotPs, err)
 	}
 

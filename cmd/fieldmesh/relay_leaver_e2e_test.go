@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRelayLeaverE2E: leavers are refused at the relay. A relay R carries a team of A (admin), B and C,
+// all enrolled there. A removes C. C keeps running with all its old state, including the team's relay
+// key, which every member ever had: R takes A's new roster at once, ends C's enrolment, and refuses C
+// when it enrols again, so C can neither store nor fetch there nor learn from R's directory who is
+// online, while B stays enrolled.
+func TestRelayLeaverE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds the binary and runs a relay and three devices; skipped with -short")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("end-to-end: needs Linux (unix sockets)")
+	}
+	c := e2eNewCluster(t)
+	r := c.node(t, "R", "")
+	a := c.node(t, "A", "Sister Banda")
+	b := c.node(t, "B", "Nurse Phiri")
+	cc := c.node(t, "C", "CHW Leaver")
+	for _, n := range []*e2eNode{a, b, cc} {
+		var in e2eInitOut
+		if err := c.decode("init", n.runJSON(t, "init", "--name", n.name), &in, e2eKeysInit); err != nil {
+			t.Fatal(err)
+		}
+		n.device, n.peerID = in.Device, in.PeerID
+	}
+	wait := c.timeout(30 * time.Second)
+
+	rLog := e2eStartWatched(t, r, `msg="relay ready"`, "relay", "--listen=/ip4/127.0.0.1/tcp/0", "--log-level=debug")
+	rLog.waitLine(t, "R ready", 0, wait, r.daemon.exited, `msg="relay ready"`)
+	var rst e2eRelayStatus
+	if err := c.decode("relay status", r.runJSON(t, "relay", "status"), &rst, e2eKeysRelayStatus); err != nil {
+		t.Fatal(err)
+	}
+	rAddr := ""
+	for _, ad := range rst.Addrs {
+		if strings.HasPrefix(ad, "/ip4/127.0.0.1/tcp/") {
+			rAddr = ad + "/p2p/" + rst.PeerID
+		}
+	}
+	if rAddr == "" {
+		t.Fatalf("relay status: no loopback TCP address among %q", rst.Addrs)
+	}
+	aLog := e2eUpWatched(t, a, "--relay="+rAddr)
+	bLog := e2eUpWatched(t, b, "--relay="+rAddr)
+	cLog := e2eUpWatched(t, cc, "--relay="+rAddr)
+
+	var team e2eTeamOut
+	if err := c.decode("team create", a.runJSON(t, "team", "create", "Leaver Test Ward"), &team, e2eKeysTeam); err != nil {
+		t.Fatal(err)
+	}
+	var code struct {
+		Code string `json:"code"`
+	}
+	if err := json.Unmarshal(a.runJSON(t, "team", "relay-code", team.ID), &code); err != nil {
+		t.Fatal(err)
+	}
+	from := rLog.count()
+	r.runJSON(t, "relay", "admit", code.Code)
+	aLog.waitLine(t, "A enrols at R", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
+	rLog.waitLine(t, "R takes A's first roster", from, wait, r.daemon.exited, `msg="topic roster updated"`, "seq=1")
+	for _, n := range []struct {
+		node *e2eNode
+		log  *e2eLines
+	}{{b, bLog}, {cc, cLog}} {
+		var inv e2eInviteOut
+		if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, e2eKeysInvite); err != nil {
+			t.Fatal(err)
+		}
+		var joined e2eTeamOut
+		if err := c.decode("team join", n.node.runJSON(t, "team", "join", inv.Code), &joined, e2eKeysTeam); err != nil || joined.ID != team.ID {
+			t.Fatalf("%s: team join: %+v, %v", n.node.label, joined, err)
+		}
+		// The joiner may be refused once, if it enrols before A's roster naming it reaches R; it
+		// retries.
+		n.log.waitLine(t, n.node.label+" enrols at R", 0, wait, n.node.daemon.exited, `msg="enrolled at relay"`)
+	}
+
+	// A removes C, who stays up.
+	from = rLog.count()
+	fromC := cLog.count()
+	if res := a.run(t, "team", "remove", team.ID, cc.name); res.code != 0 {
+		t.Fatalf("A: team remove C: exit %d: %s", res.code, res.stderr)
+	}
+	rLog.waitLine(t, "R takes A's roster without C and ends C's enrolment", from, wait, r.daemon.exited,
+		`msg="topic roster updated"`, "enrolments_ended=", e2eShortPeer(cc.peerID))
+	rLog.waitLine(t, "R refuses C's next enrolment", from, wait, r.daemon.exited,
+		`msg="enrolment refused"`, "peer="+`"`+e2eShortPeer(cc.peerID), "not on the topic's roster")
+	cLog.waitLine(t, "C hears why", fromC, wait, cc.daemon.exited, `msg="relay refused enrolment"`, "not on topic")
+
+	// R counts B (and A) enrolled for the team, not C, and shows the refusal and the roster.
+	type status struct {
+		Topics []struct {
+			Topic         string `json:"topic"`
+			Connected     int    `json:"connected"`
+			RosterSeq     uint64 `json:"roster_seq"`
+			RosterMembers int    `json:"roster_members"`
+		} `json:"topics"`
+		RefusedEnrolments map[string]int64 `json:"refused_enrolments"`
+	}
+	var st status
+	if err := json.Unmarshal(r.runJSON(t, "relay", "status"), &st); err != nil || len(st.Topics) != 1 || st.Topics[0].Connected != 2 ||
+		st.Topics[0].RosterMembers != 2 || st.RefusedEnrolments["not_member"] < 1 {
+		t.Errorf("relay status after the removal: %+v, %v; want one topic with 2 devices enrolled (A, B), a roster of 2, a not_member refusal", st, err)
+	}
+
+	// The operator revokes the team: R carries nothing of it any more.
+	if len(st.Topics) == 1 {
+		topic := st.Topics[0].Topic
+		r.runJSON(t, "relay", "revoke", topic)
+		st = status{}
+		if err := json.Unmarshal(r.runJSON(t, "relay", "status"), &st); err != nil || len(st.Topics) != 0 {
+			t.Errorf("relay status after revoking the team: %+v, %v; want no topic", st, err)
+		}
+		if msg := e2eFailsCleanly(t, "revoking it again", r.run(t, "relay", "revoke", topic)); !strings.Contains(msg, "carries no topic") {
+			t.Errorf("revoking a topic not carried: %q; want it to say so", msg)
+		}
+	}
+	rLog.mu.Lock()
+	all := strings.Join(rLog.lines, "\n")
+	rLog.mu.Unlock()
+	if strings.Contains(all, cc.peerID) {
+		t.Error("R's log names C by its full peer id")
+	}
+}
