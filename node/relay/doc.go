@@ -46,22 +46,26 @@
 //
 // Enrolment. A team admin runs `fieldmesh team relay-code TEAM`: a code (relayproto.Code) with the team's
 // topic and relay key, derived one-way from the team id (relayproto.TeamKey: HKDF-SHA256, info
-// "fieldmesh/v1/relay-key"), so the relay never learns the team id. The relay's operator runs `fieldmesh
-// relay admit CODE`. A device enrols per connection with a challenge-response (/fieldmesh/relay/enrol/1.0.0,
-// relayclient.Enrol): the relay sends a fresh 32-byte nonce, the device answers, per topic,
-// HMAC-SHA256(relay key, "fieldmesh/v1/relay-enrol" | relay peer id | device peer id | nonce)
-// (relayproto.Key.Proof). The relay admits the device for the topics whose
-// proofs match, for as long as the connection it enrolled on lasts (a new connection enrols again), remembers (durably) that it did, and answers every
+// "fieldmesh/v1/relay-key"), so the relay never learns the team id, and the admin's device id. The
+// relay's operator runs `fieldmesh relay admit CODE` (and `relay revoke TOPIC` to stop). A device enrols
+// per connection with a challenge-response (/fieldmesh/relay/enrol/2.0.0, relayclient.Enrol): the relay
+// sends a fresh 32-byte nonce, the device answers, per topic, HMAC-SHA256(relay key,
+// "fieldmesh/v1/relay-enrol" | relay peer id | device peer id | nonce) (relayproto.Key.Proof), and an
+// admin device adds the team's signed roster (relayproto.Roster). The relay takes a roster signed by the
+// code's admin first, then only newer ones signed by an admin of the one it holds (takeRoster), and
+// admits the device for the topics whose proofs match and, once it holds a roster, that list the device.
+// A newer roster ends the enrolments and directory entries of the devices it leaves out. Enrolment lasts
+// while the device has a connection; the relay remembers (durably) that it enrolled, and answers every
 // topic; a refusal carries a reason in words, which both ends log with short ids only. Reconciliation,
 // gossip (a pubsub peer filter and the topic validator), the directory and circuit reservations are
-// refused to a device that has not enrolled for the topic on its current connection.
+// refused to a device that is not enrolled for the topic.
 //
 // What a relay learns: topics (one-way hashes of team ids), the relay keys (which prove enrolment and
-// nothing else), envelope headers (topic, epoch, op id, time) and sizes, and which devices (peer ids)
-// enrol for which topics and when. Anyone who knows a team id — every member, including removed ones —
-// can derive the relay key and enrol; a relay code is a bearer secret like the team id itself. An
-// enrolled device can push envelopes that parse but do not open; devices refuse them, the relay cannot
-// tell.
+// nothing else), the member and admin device ids of the rosters, envelope headers (topic, epoch, op id,
+// time) and sizes, and which devices (peer ids) enrol for which topics and when. Until a roster arrives,
+// anyone who knows the team id can derive the relay key and enrol; a relay code is a bearer secret like
+// the team id itself. An enrolled device can push envelopes that parse but do not open; devices refuse
+// them, the relay cannot tell. docs/security.md ("Clinic relays") has the caveats.
 //
 // At rest: Badger's AES-256 encryption under 32 random bytes in DIR/relay.key (hex, mode 0600, created on
 // first start; a key file readable by others is refused). No passphrase: a clinic box restarts
