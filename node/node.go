@@ -533,6 +533,9 @@ func (n *Node) peerLoop(t *team) {
 		}
 		if ev.Type == pubsub.PeerJoin {
 			p := ev.Peer
+			// A relay of this node joining the topic has just been admitted for the team (it joins
+			// a topic's gossip when it starts carrying it): enrol there now, not at the next retry.
+			n.relayJoined(p, t)
 			n.goRun(func() { n.autoSync(p, t) })
 		}
 	}

@@ -176,6 +176,29 @@ func (n *Node) relaysChanged() {
 	}
 }
 
+// relayJoined tells the relay client that p joined t's gossip topic: if p is one of this node's relays
+// and t is not enrolled there, the relay has just started carrying it, so contact it now.
+func (n *Node) relayJoined(p peer.ID, t *team) {
+	rc := n.relayClient()
+	if rc == nil {
+		return
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rs := rc.relays[p]
+	if rs == nil {
+		return
+	}
+	if _, ok := rs.enrolled[t.topic]; ok {
+		return
+	}
+	n.log.Info("relay now carries the team: enrolling", "relay", p.ShortString(), "team", t.id)
+	select {
+	case rs.kick <- struct{}{}:
+	default:
+	}
+}
+
 // isRelayFor reports whether p is one of this node's relays and the node enrolled topic there on the
 // current connection: handleSync serves such a relay as it serves a member.
 func (n *Node) isRelayFor(p peer.ID, topic envelope.Topic) bool {

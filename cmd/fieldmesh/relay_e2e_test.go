@@ -260,7 +260,10 @@ func TestRelayE2E(t *testing.T) {
 	if err := json.Unmarshal(r.runJSON(t, "relay", "admit", code.Code), &admitted); err != nil || !admitted.Added || admitted.Topic != code.Topic {
 		t.Fatalf("relay admit: %+v, %v; want topic %s added", admitted, err, code.Topic)
 	}
-	aLog.waitLine(t, "A enrols at R", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
+	// A was refused at connect (R did not carry the team yet); R joining the team's topic tells A's
+	// node at once, without waiting for the retry.
+	_, joinedAt := aLog.waitLine(t, "A hears R carries the team", 0, wait, a.daemon.exited, `msg="relay now carries the team: enrolling"`)
+	aLog.waitLine(t, "A enrols at R", joinedAt, wait, a.daemon.exited, `msg="enrolled at relay"`)
 	var inv e2eInviteOut
 	if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, e2eKeysInvite); err != nil {
 		t.Fatal(err)
