@@ -150,6 +150,7 @@ func (n *Node) act(t *team, out after) {
 	if t.rosterMoved.Swap(false) {
 		n.relaysChanged()
 	}
+	n.learnRelays(t)
 }
 
 // corePeer is p as t's core sees it.

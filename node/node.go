@@ -731,13 +731,14 @@ type PeerInfo struct {
 	ID     peer.ID
 	Device identity.DeviceID
 	Addrs  []ma.Multiaddr
+	Relay  bool // one of this device's clinic relays, not a device
 }
 
 // Peers lists connected peers.
 func (n *Node) Peers() []PeerInfo {
 	var out []PeerInfo
 	for _, p := range n.host.Network().Peers() {
-		pi := PeerInfo{ID: p}
+		pi := PeerInfo{ID: p, Relay: n.isRelay(p)}
 		pi.Device, _ = deviceOf(p)
 		for _, c := range n.host.Network().ConnsToPeer(p) {
 			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr())

@@ -1,11 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	stdsync "sync"
 	"time"
@@ -14,9 +16,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/fieldmesh/fieldmesh/node/relay/relayclient"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
@@ -48,6 +52,9 @@ const (
 	relayDialTimeout = 30 * time.Second
 	// relayPeerKeyPrefix names remembered relays in the store's peers keyspace.
 	relayPeerKeyPrefix = "relay/"
+	// relayForgottenPrefix marks relays forgotten with `relay forget`: a team's relay op does not bring
+	// them back (a --relay flag does).
+	relayForgottenPrefix = "relay-forgotten/"
 	relayProtectTag    = "fieldmesh-relay"
 )
 
@@ -69,6 +76,18 @@ type relayState struct {
 	refused map[envelope.Topic]string
 	// rosterSent is, for the teams this device is an admin of, the roster sequence the relay took.
 	rosterSent map[envelope.Topic]uint64
+	// ctx ends when the relay is forgotten (or the node closes).
+	ctx    context.Context
+	cancel context.CancelFunc
+	// from says how the node knows the relay: "config" (--relay), "team" (a team's relay op), or
+	// "remembered" (used before).
+	from string
+	// connected, lastContact, lastSync and lastErr are for status: whether the relay is connected now,
+	// when it was last connected and reconciled, and the last failure (dial, enrolment, sync).
+	connected             bool
+	everConnected         bool
+	lastContact, lastSync time.Time
+	lastErr               string
 	resv       *client.Reservation
 }
 
@@ -102,6 +121,12 @@ func (n *Node) startRelays(addrs []string) error {
 	if err != nil {
 		return fmt.Errorf("node: read remembered relays: %w", err)
 	}
+	forgotten := make(map[peer.ID]bool)
+	for k := range known {
+		if id, err := peer.Decode(strings.TrimPrefix(k, relayForgottenPrefix)); strings.HasPrefix(k, relayForgottenPrefix) && err == nil {
+			forgotten[id] = true
+		}
+	}
 	for k, b := range known {
 		if !strings.HasPrefix(k, relayPeerKeyPrefix) {
 			continue
@@ -111,14 +136,22 @@ func (n *Node) startRelays(addrs []string) error {
 			n.log.Warn("skipping unreadable remembered relay", "err", err)
 			continue
 		}
-		rc.add(ai)
+		if !forgotten[ai.ID] {
+			rc.add(ai, "remembered")
+		}
 	}
 	for _, ai := range given {
-		rs := rc.add(ai)
+		rs := rc.add(ai, "config")
 		rc.mu.Lock()
 		rs.ai.Addrs = ai.Addrs // the configured addresses are the operator's word
+		rs.from = "config"
 		rc.mu.Unlock()
 		rc.remember(ai)
+		if forgotten[ai.ID] {
+			if err := n.st.DeletePeer(relayForgottenPrefix + ai.ID.String()); err != nil {
+				n.log.Warn("un-forgetting a configured relay failed", "relay", ai.ID.ShortString(), "err", err)
+			}
+		}
 	}
 	relayClients.Store(n, rc)
 	n.goRun(func() {
@@ -134,15 +167,19 @@ func (n *Node) startRelays(addrs []string) error {
 	for _, rs := range all {
 		n.goRun(func() { rc.run(rs) })
 	}
+	for _, t := range n.teamList() {
+		n.learnRelays(t)
+	}
 	return nil
 }
 
-func (rc *relayClient) add(ai peer.AddrInfo) *relayState {
+func (rc *relayClient) add(ai peer.AddrInfo, from string) *relayState {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	rs := rc.relays[ai.ID]
 	if rs == nil {
-		rs = &relayState{ai: ai, kick: make(chan struct{}, 1)}
+		ctx, cancel := context.WithCancel(rc.n.ctx)
+		rs = &relayState{ai: ai, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel, from: from}
 		rc.relays[ai.ID] = rs
 	}
 	return rs
@@ -174,6 +211,17 @@ func (n *Node) relaysChanged() {
 		default:
 		}
 	}
+}
+
+// isRelay reports whether p is one of this node's relays.
+func (n *Node) isRelay(p peer.ID) bool {
+	rc := n.relayClient()
+	if rc == nil {
+		return false
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.relays[p] != nil
 }
 
 // relayJoined tells the relay client that p joined t's gossip topic: if p is one of this node's relays
@@ -236,7 +284,9 @@ func (rc *relayClient) run(rs *relayState) {
 	n := rc.n
 	rc.mu.Lock()
 	ai := rs.ai
+	ctx := rs.ctx
 	rc.mu.Unlock()
+	defer n.host.ConnManager().Unprotect(ai.ID, relayProtectTag)
 	// A goroutine drains the event bus at once (a slow subscriber would hold up the host's notifications)
 	// and passes on, coalesced, that the relay's connectedness changed.
 	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
@@ -269,16 +319,26 @@ func (rc *relayClient) run(rs *relayState) {
 	for {
 		// Connect, or wait and try again.
 		for n.host.Network().Connectedness(ai.ID) != network.Connected {
-			ctx, cancel := context.WithTimeout(n.ctx, relayDialTimeout)
-			err := n.host.Connect(ctx, ai)
+			dctx, cancel := context.WithTimeout(ctx, relayDialTimeout)
+			err := n.host.Connect(dctx, ai)
 			cancel()
 			if err == nil {
 				break
 			}
-			n.log.Debug("relay unreachable", "relay", ai.ID.ShortString(), "err", err)
+			rc.mu.Lock()
+			first := rs.lastErr == "" && !rs.everConnected
+			rs.lastErr = "does not answer: " + err.Error()
+			rc.mu.Unlock()
+			if first && ctx.Err() == nil {
+				// An address that never answered is worth a line the user sees: a mistyped --relay
+				// or a relay that is down.
+				n.log.Warn("relay does not answer; retrying", "relay", ai.ID.ShortString(), "addrs", ai.Addrs, "every", n.cfg.RedialInterval.String())
+			} else {
+				n.log.Debug("relay unreachable", "relay", ai.ID.ShortString(), "err", err)
+			}
 			t := time.NewTimer(n.cfg.RedialInterval)
 			select {
-			case <-n.ctx.Done():
+			case <-ctx.Done():
 				t.Stop()
 				return
 			case <-t.C:
@@ -289,6 +349,7 @@ func (rc *relayClient) run(rs *relayState) {
 		n.host.ConnManager().Protect(ai.ID, relayProtectTag)
 		n.log.Info("connected to relay", "relay", ai.ID.ShortString())
 		rc.mu.Lock()
+		rs.connected, rs.everConnected, rs.lastContact, rs.lastErr = true, true, n.now(), ""
 		rs.enrolled, rs.refused, rs.rosterSent, rs.resv = make(map[envelope.Topic]uint64), make(map[envelope.Topic]string), make(map[envelope.Topic]uint64), nil
 		rc.mu.Unlock()
 		backoff = relayRetryMin
@@ -299,11 +360,14 @@ func (rc *relayClient) run(rs *relayState) {
 	connected:
 		for {
 			select {
-			case <-n.ctx.Done():
+			case <-ctx.Done():
 				return
 			case <-changed:
 				if n.host.Network().Connectedness(ai.ID) != network.Connected {
 					n.log.Info("disconnected from relay", "relay", ai.ID.ShortString())
+					rc.mu.Lock()
+					rs.connected, rs.lastContact = false, n.now()
+					rc.mu.Unlock()
 					renew.Stop()
 					break connected
 				}
@@ -404,6 +468,9 @@ func (rc *relayClient) contact(rs *relayState) (retry bool) {
 			switch {
 			case res.OK():
 				n.log.Info("enrolled at relay", "relay", rid.ShortString(), "team", t.id)
+				if seqs[res.Topic] > 0 {
+					n.goRun(func() { rc.announce(rs, t) })
+				}
 			case !wasRefused || before != res.Message:
 				n.log.Warn("relay refused enrolment", "relay", rid.ShortString(), "team", t.id, "reason", res.Message)
 				retry = true
@@ -461,7 +528,15 @@ func (rc *relayClient) contact(rs *relayState) (retry bool) {
 
 	// 4. Reconcile every enrolled team with the relay.
 	for _, t := range enrolled {
-		if err := n.syncTeamErr(n.ctx, rid, t, false); err != nil && n.ctx.Err() == nil {
+		err := n.syncTeamErr(n.ctx, rid, t, false)
+		rc.mu.Lock()
+		if err == nil {
+			rs.lastSync = n.now()
+		} else {
+			rs.lastErr = "reconciling team " + t.id.Short() + ": " + err.Error()
+		}
+		rc.mu.Unlock()
+		if err != nil && n.ctx.Err() == nil {
 			n.log.Debug("catch-up with relay failed", "relay", rid.ShortString(), "team", t.id, "err", err)
 			retry = true
 		}
@@ -520,4 +595,191 @@ func (n *Node) roster(t *team) *relayproto.Roster {
 	ro := relayproto.NewRoster(t.topic, seq, members, admins)
 	ro.Sign(n.id.Device.ID(), n.id.Device.Sign)
 	return ro
+}
+
+// Relays a team shares. An admin device enrolled at a relay for a team publishes a relay op
+// (crdt.KindRelay) with the relay's peer id and the addresses it reached it at, unless the team's state
+// already lists the relay there by an op of the current epoch (it enrols again, with its new roster,
+// whenever the epoch changes); every member's node adds the relays its teams list (learnRelays),
+// remembers them, and uses them like one given with --relay. `fieldmesh relay forget` drops one on this
+// device only, and the team's op does not bring it back.
+
+// announce publishes a relay op for rs in t (the caller checked this device is an admin of t) unless
+// t's state lists rs at the addresses this device reaches it at, by an op sealed in the current epoch.
+func (rc *relayClient) announce(rs *relayState, t *team) {
+	n := rc.n
+	rc.mu.Lock()
+	ai := rs.ai
+	rc.mu.Unlock()
+	var addrs [][]byte
+	for _, a := range ai.Addrs {
+		if b := a.Bytes(); len(b) <= crdt.MaxRelayAddrLen && len(addrs) < crdt.MaxRelayAddrs {
+			addrs = append(addrs, b)
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	// Devices that joined in a later epoch cannot open an op sealed before they joined: the relay is
+	// announced again in each epoch.
+	st := t.snapshot()
+	if st.Current < 0 {
+		return
+	}
+	for _, v := range st.Relays {
+		if peer.ID(v.Peer) != ai.ID || !slices.EqualFunc(v.Addrs, addrs, bytes.Equal) {
+			continue
+		}
+		t.mu.Lock()
+		op, ok := t.core.Op(v.ID)
+		t.mu.Unlock()
+		if ok && op.Seal.Epoch == st.Epochs[st.Current].Tag {
+			return
+		}
+	}
+	body := crdt.Relay{Peer: []byte(ai.ID), Addrs: addrs}
+	if err := body.Validate(); err != nil {
+		return
+	}
+	if _, err := n.publish(t, crdt.KindRelay, body.Marshal()); err != nil {
+		n.log.Warn("telling the team about its relay failed", "relay", ai.ID.ShortString(), "team", t.id, "err", err)
+		return
+	}
+	n.log.Info("told the team about its relay", "relay", ai.ID.ShortString(), "team", t.id)
+}
+
+// learnRelays starts using the relays t's state lists that this node does not know yet and did not
+// forget.
+func (n *Node) learnRelays(t *team) {
+	rc := n.relayClient()
+	if rc == nil {
+		return
+	}
+	for _, v := range t.snapshot().Relays {
+		id, err := peer.IDFromBytes(v.Peer)
+		if err != nil || id == n.host.ID() {
+			continue
+		}
+		rc.mu.Lock()
+		known := rc.relays[id] != nil
+		rc.mu.Unlock()
+		if known || rc.forgotten(id) {
+			continue
+		}
+		ai := peer.AddrInfo{ID: id}
+		for _, b := range v.Addrs {
+			if a, err := ma.NewMultiaddrBytes(b); err == nil {
+				ai.Addrs = append(ai.Addrs, a)
+			}
+		}
+		if len(ai.Addrs) == 0 {
+			continue
+		}
+		rs := rc.add(ai, "team")
+		rc.remember(ai)
+		n.log.Info("using the team's relay", "relay", id.ShortString(), "team", t.id, "announced_by", v.By)
+		n.goRun(func() { rc.run(rs) })
+	}
+}
+
+// forgotten reports whether the relay was forgotten with `relay forget`.
+func (rc *relayClient) forgotten(id peer.ID) bool {
+	peers, err := rc.n.st.Peers()
+	if err != nil {
+		return true // when in doubt, do not start using a relay
+	}
+	_, ok := peers[relayForgottenPrefix+id.String()]
+	return ok
+}
+
+// RelayInfo describes one of this device's relays (Node.Relays).
+type RelayInfo struct {
+	PeerID peer.ID
+	Addrs  []ma.Multiaddr
+	// From says how the node knows it: "config" (--relay), "team" (a team's relay op) or "remembered".
+	From      string
+	Connected bool
+	// Enrolled and Refused name the teams (by id) enrolled there on the current connection, and those
+	// refused with the relay's reason.
+	Enrolled []crdt.TeamID
+	Refused  map[crdt.TeamID]string
+	// LastContact is when the relay was last connected or disconnected, LastSync when a reconciliation
+	// with it last completed (zero: never, since this node started); LastError the last failure.
+	LastContact, LastSync time.Time
+	LastError             string
+}
+
+// Relays returns this device's relays, sorted by peer id.
+func (n *Node) Relays() []RelayInfo {
+	rc := n.relayClient()
+	if rc == nil {
+		return nil
+	}
+	n.mu.Lock()
+	byTopic := maps.Clone(n.byTopic)
+	n.mu.Unlock()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := make([]RelayInfo, 0, len(rc.relays))
+	for id, rs := range rc.relays {
+		ri := RelayInfo{PeerID: id, Addrs: slices.Clone(rs.ai.Addrs), From: rs.from, Connected: rs.connected,
+			LastContact: rs.lastContact, LastSync: rs.lastSync, LastError: rs.lastErr, Refused: map[crdt.TeamID]string{}}
+		for topic := range rs.enrolled {
+			if t := byTopic[topic]; t != nil {
+				ri.Enrolled = append(ri.Enrolled, t.id)
+			}
+		}
+		slices.SortFunc(ri.Enrolled, func(a, b crdt.TeamID) int { return bytes.Compare(a[:], b[:]) })
+		for topic, why := range rs.refused {
+			if t := byTopic[topic]; t != nil {
+				ri.Refused[t.id] = why
+			}
+		}
+		out = append(out, ri)
+	}
+	slices.SortFunc(out, func(a, b RelayInfo) int { return strings.Compare(string(a.PeerID), string(b.PeerID)) })
+	return out
+}
+
+// ErrNoRelay is returned by ForgetRelay for a relay this device does not use.
+var ErrNoRelay = errors.New("node: no such relay")
+
+// ForgetRelay stops using a relay (its peer id, or a unique prefix of at least 6 characters of it),
+// deletes it from the store, and marks it forgotten so a team's relay op does not bring it back. A
+// --relay flag naming it does.
+func (n *Node) ForgetRelay(ref string) (peer.ID, error) {
+	rc := n.relayClient()
+	if rc == nil {
+		return "", ErrNoRelay
+	}
+	ref = strings.TrimSpace(ref)
+	rc.mu.Lock()
+	var found []*relayState
+	for id, rs := range rc.relays {
+		if s := id.String(); s == ref || (len(ref) >= 6 && strings.HasPrefix(s, ref)) {
+			found = append(found, rs)
+		}
+	}
+	if len(found) != 1 {
+		rc.mu.Unlock()
+		if len(found) > 1 {
+			return "", fmt.Errorf("%w: %q names %d relays; give more of the peer id", ErrNoRelay, ref, len(found))
+		}
+		return "", fmt.Errorf("%w: %q (relay list shows this device's relays)", ErrNoRelay, ref)
+	}
+	rs := found[0]
+	id := rs.ai.ID
+	delete(rc.relays, id)
+	rc.mu.Unlock()
+	rs.cancel()
+	if err := n.st.PutPeer(relayForgottenPrefix+id.String(), []byte{1}); err != nil {
+		return id, err
+	}
+	if err := n.st.DeletePeer(relayPeerKeyPrefix + id.String()); err != nil {
+		return id, err
+	}
+	n.host.ConnManager().Unprotect(id, relayProtectTag)
+	_ = n.host.Network().ClosePeer(id)
+	n.log.Info("relay forgotten", "relay", id.ShortString())
+	return id, nil
 }

@@ -52,6 +52,15 @@ func (s *Store) PutPeer(key string, value []byte) error {
 	return s.putNamed("peer", prefixPeer, key, value)
 }
 
+// DeletePeer deletes the peer blob under key; a missing key is not an error.
+func (s *Store) DeletePeer(key string) error {
+	k, err := nameKey(prefixPeer, key)
+	if err != nil {
+		return err
+	}
+	return s.deleteKeys("peer", [][]byte{k})
+}
+
 // Peers returns every peer blob by peer key.
 func (s *Store) Peers() (map[string][]byte, error) {
 	peers := make(map[string][]byte)

@@ -104,6 +104,15 @@ func TestCreateOpenRoundtrip(t *testing.T) {
 	if err != nil || len(peers) != 1 || string(peers["12D3KooWpeer"]) != "peer blob" {
 		t.Errorf("Peers = %q, %v; want one peer", peers, err)
 	}
+	if err := s.DeletePeer("12D3KooWpeer"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeletePeer("12D3KooWpeer"); err != nil {
+		t.Errorf("DeletePeer of a missing key: %v; want nil", err)
+	}
+	if peers, err := s.Peers(); err != nil || len(peers) != 0 {
+		t.Errorf("Peers after DeletePeer = %v, %v; want none", peers, err)
+	}
 	if got, err := s.UseInvite(invite); err != nil || string(got) != "invite" {
 		t.Errorf("UseInvite = %q, %v; want %q, nil", got, err, "invite")
 	}

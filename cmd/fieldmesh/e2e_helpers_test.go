@@ -377,7 +377,7 @@ type (
 
 var (
 	e2eKeysInit     = []string{"device", "short", "peer_id"}
-	e2eKeysStatus   = []string{"device", "short", "name", "peer_id", "addrs", "teams", "peers", "sync"}
+	e2eKeysStatus   = []string{"device", "short", "name", "peer_id", "addrs", "teams", "peers", "sync", "relays"}
 	e2eKeysSync     = []string{"sessions", "bytes_sent", "bytes_received", "envelopes_received"}
 	e2eKeysTeam     = []string{"id", "name", "kind"}
 	e2eKeysTeamList = []string{"id", "name", "kind", "members", "messages"}

@@ -329,6 +329,12 @@ func statusCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "catch-up: %d sessions, %d bytes sent, %d received, %d envelopes received\n",
 					s.Sync.Sessions, s.Sync.BytesSent, s.Sync.BytesReceived, s.Sync.EnvelopesReceived)
+				if len(s.Relays) == 0 {
+					fmt.Fprintf(w, "relays  none (a team admin's relay reaches this device through the team; or start with --relay ADDR)\n")
+				}
+				for _, r := range s.Relays {
+					printRelay(w, r)
+				}
 			})
 		},
 	}
@@ -492,6 +498,9 @@ func peersCmd(g *globals) *cobra.Command {
 					short := p.Device
 					if len(short) > 8 {
 						short = short[:8]
+					}
+					if p.Relay {
+						short = "relay   "
 					}
 					fmt.Fprintf(w, "%s  %s  %s\n", short, p.PeerID, strings.Join(p.Addrs, " "))
 				}

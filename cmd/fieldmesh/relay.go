@@ -85,7 +85,7 @@ DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; pr
 	f.DurationVar(&retention, "retention", relay.DefaultRetention, "how long to keep messages, from their timestamp")
 	f.StringVar(&quota, "quota", "1GiB", "most bytes of messages to keep (e.g. 500MiB, 20GB); the oldest go first")
 	f.StringVar(&perTeam, "team-quota", "", "most bytes of messages to keep for each team; a team over it loses its own oldest first (default: --quota divided by the teams carried)")
-	c.AddCommand(relayStatusCmd(g), relayAdmitCmd(g), relayRevokeCmd(g))
+	c.AddCommand(relayStatusCmd(g), relayAdmitCmd(g), relayRevokeCmd(g), relayListCmd(g), relayForgetCmd(g))
 	return c
 }
 
@@ -242,6 +242,78 @@ func relayRevokeCmd(g *globals) *cobra.Command {
 			}
 			return g.print(rv, func(w io.Writer) {
 				fmt.Fprintf(w, "the relay no longer carries topic %s; its devices are no longer enrolled and its messages here are deleted\n", rv.Topic)
+			})
+		},
+	}
+}
+
+// relayListCmd is `fieldmesh relay list` on a device: the relays its node uses.
+func relayListCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List this device's clinic relays: connected, enrolled teams, last reconciliation, problems",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rs, err := g.client().Relays(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.print(rs, func(w io.Writer) {
+				if len(rs) == 0 {
+					fmt.Fprintf(w, "no relays: a team admin's relay reaches this device through the team; or start with --relay ADDR\n")
+				}
+				for _, r := range rs {
+					printRelay(w, r)
+				}
+			})
+		},
+	}
+}
+
+// printRelay prints one relay of a device, as status and relay list show it.
+func printRelay(w io.Writer, r localapi.Relay) {
+	state := "not connected"
+	if r.Connected {
+		state = "connected"
+	}
+	fmt.Fprintf(w, "relay   %s  %s (%s)\n", r.PeerID, state, r.From)
+	for _, a := range r.Addrs {
+		fmt.Fprintf(w, "        at %s\n", a)
+	}
+	var enrolled []string
+	for _, t := range r.Enrolled {
+		enrolled = append(enrolled, t[:8])
+	}
+	if len(enrolled) > 0 {
+		fmt.Fprintf(w, "        enrolled: %s\n", strings.Join(enrolled, ", "))
+	}
+	for _, t := range slices.Sorted(maps.Keys(r.Refused)) {
+		fmt.Fprintf(w, "        refused %s: %s\n", t[:8], r.Refused[t])
+	}
+	last := "never, since this node started"
+	if r.LastSync != "" {
+		last = r.LastSync
+	}
+	fmt.Fprintf(w, "        last reconciled: %s\n", last)
+	if r.LastError != "" {
+		fmt.Fprintf(w, "        problem: %s\n", r.LastError)
+	}
+}
+
+// relayForgetCmd is `fieldmesh relay forget RELAY` on a device.
+func relayForgetCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "forget RELAY",
+		Short: "Stop using a clinic relay (its peer id, or the start of it) on this device",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := g.client().ForgetRelay(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			out := map[string]string{"peer_id": id}
+			return g.print(out, func(w io.Writer) {
+				fmt.Fprintf(w, "this device no longer uses relay %s (a team's relay announcement will not bring it back; --relay will)\n", id)
 			})
 		},
 	}

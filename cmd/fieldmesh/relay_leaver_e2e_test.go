@@ -8,11 +8,12 @@ import (
 	"time"
 )
 
-// TestRelayLeaverE2E: leavers are refused at the relay. A relay R carries a team of A (admin), B and C,
+// TestRelayLeaverE2E: leavers are refused at the relay, and a relay reaches members through the team. A relay R carries a team of A (admin), B and C,
 // all enrolled there. A removes C. C keeps running with all its old state, including the team's relay
 // key, which every member ever had: R takes A's new roster at once, ends C's enrolment, and refuses C
 // when it enrols again, so C can neither store nor fetch there nor learn from R's directory who is
-// online, while B stays enrolled.
+// online, while B stays enrolled. D, who joins after R was admitted and is never given R's address,
+// uses R through the team's relay op that A published, and can forget it.
 func TestRelayLeaverE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds the binary and runs a relay and three devices; skipped with -short")
@@ -25,7 +26,8 @@ func TestRelayLeaverE2E(t *testing.T) {
 	a := c.node(t, "A", "Sister Banda")
 	b := c.node(t, "B", "Nurse Phiri")
 	cc := c.node(t, "C", "CHW Leaver")
-	for _, n := range []*e2eNode{a, b, cc} {
+	d := c.node(t, "D", "CHW Newcomer")
+	for _, n := range []*e2eNode{a, b, cc, d} {
 		var in e2eInitOut
 		if err := c.decode("init", n.runJSON(t, "init", "--name", n.name), &in, e2eKeysInit); err != nil {
 			t.Fatal(err)
@@ -52,6 +54,7 @@ func TestRelayLeaverE2E(t *testing.T) {
 	aLog := e2eUpWatched(t, a, "--relay="+rAddr)
 	bLog := e2eUpWatched(t, b, "--relay="+rAddr)
 	cLog := e2eUpWatched(t, cc, "--relay="+rAddr)
+	dLog := e2eUpWatched(t, d) // never given R's address
 
 	var team e2eTeamOut
 	if err := c.decode("team create", a.runJSON(t, "team", "create", "Leaver Test Ward"), &team, e2eKeysTeam); err != nil {
@@ -67,6 +70,7 @@ func TestRelayLeaverE2E(t *testing.T) {
 	r.runJSON(t, "relay", "admit", code.Code)
 	aLog.waitLine(t, "A enrols at R", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
 	rLog.waitLine(t, "R takes A's first roster", from, wait, r.daemon.exited, `msg="topic roster updated"`, "seq=1")
+	aLog.waitLine(t, "A tells the team about R", 0, wait, a.daemon.exited, `msg="told the team about its relay"`)
 	for _, n := range []struct {
 		node *e2eNode
 		log  *e2eLines
@@ -82,6 +86,36 @@ func TestRelayLeaverE2E(t *testing.T) {
 		// The joiner may be refused once, if it enrols before A's roster naming it reaches R; it
 		// retries.
 		n.log.waitLine(t, n.node.label+" enrols at R", 0, wait, n.node.daemon.exited, `msg="enrolled at relay"`)
+	}
+
+	// D joins now, and finds R through the team: within a minute, with no address typed.
+	var inv e2eInviteOut
+	if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, e2eKeysInvite); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.decode("team join", d.runJSON(t, "team", "join", inv.Code), new(e2eTeamOut), e2eKeysTeam); err != nil {
+		t.Fatal(err)
+	}
+	dLog.waitLine(t, "D uses the team's relay", 0, c.timeout(time.Minute), d.daemon.exited, `msg="using the team's relay"`, "relay="+`"`+e2eShortPeer(rst.PeerID))
+	dLog.waitLine(t, "D enrols at R", 0, c.timeout(time.Minute), d.daemon.exited, `msg="enrolled at relay"`)
+	type relayOut struct {
+		PeerID    string   `json:"peer_id"`
+		From      string   `json:"from"`
+		Connected bool     `json:"connected"`
+		Enrolled  []string `json:"enrolled"`
+	}
+	var dRelays []relayOut
+	if err := json.Unmarshal(d.runJSON(t, "relay", "list"), &dRelays); err != nil || len(dRelays) != 1 || dRelays[0].PeerID != rst.PeerID ||
+		dRelays[0].From != "team" || !dRelays[0].Connected || len(dRelays[0].Enrolled) != 1 || dRelays[0].Enrolled[0] != team.ID {
+		t.Errorf("D: relay list: %+v, %v; want R, from the team, connected, enrolled for the team", dRelays, err)
+	}
+	d.runJSON(t, "relay", "forget", rst.PeerID[:12])
+	dRelays = nil
+	if err := json.Unmarshal(d.runJSON(t, "relay", "list"), &dRelays); err != nil || len(dRelays) != 0 {
+		t.Errorf("D: relay list after forgetting R: %+v, %v; want none", dRelays, err)
+	}
+	if msg := e2eFailsCleanly(t, "D: forgetting R again", d.run(t, "relay", "forget", rst.PeerID)); !strings.Contains(msg, "no such relay") {
+		t.Errorf("D: forgetting a relay it does not use: %q; want it to say so", msg)
 	}
 
 	// A removes C, who stays up.
@@ -108,8 +142,8 @@ func TestRelayLeaverE2E(t *testing.T) {
 	}
 	var st status
 	if err := json.Unmarshal(r.runJSON(t, "relay", "status"), &st); err != nil || len(st.Topics) != 1 || st.Topics[0].Connected != 2 ||
-		st.Topics[0].RosterMembers != 2 || st.RefusedEnrolments["not_member"] < 1 {
-		t.Errorf("relay status after the removal: %+v, %v; want one topic with 2 devices enrolled (A, B), a roster of 2, a not_member refusal", st, err)
+		st.Topics[0].RosterMembers != 3 || st.RefusedEnrolments["not_member"] < 1 {
+		t.Errorf("relay status after the removal: %+v, %v; want one topic with 2 devices enrolled (A, B; D forgot R), a roster of 3, a not_member refusal", st, err)
 	}
 
 	// The operator revokes the team: R carries nothing of it any more.

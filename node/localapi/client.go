@@ -110,6 +110,20 @@ func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
 	return ps, c.do(ctx, http.MethodGet, "/v1/peers", nil, &ps)
 }
 
+// Relays returns the node's clinic relays.
+func (c *Client) Relays(ctx context.Context) ([]Relay, error) {
+	var rs []Relay
+	return rs, c.do(ctx, http.MethodGet, "/v1/relays", nil, &rs)
+}
+
+// ForgetRelay makes the node stop using a relay (peer id or a unique prefix) and returns its peer id.
+func (c *Client) ForgetRelay(ctx context.Context, relay string) (string, error) {
+	var out struct {
+		PeerID string `json:"peer_id"`
+	}
+	return out.PeerID, c.do(ctx, http.MethodPost, "/v1/relays/forget", ForgetRelayRequest{Relay: relay}, &out)
+}
+
 // Messages calls fn for each message of a team, in order. With follow it keeps calling fn for new
 // messages until ctx ends or fn returns an error (which Messages returns).
 func (c *Client) Messages(ctx context.Context, team string, follow bool, fn func(Message) error) error {

@@ -45,6 +45,42 @@ type Status struct {
 	Teams  int            `json:"teams"`
 	Peers  int            `json:"peers"`
 	Sync   node.SyncStats `json:"sync"`
+	Relays []Relay        `json:"relays"`
+}
+
+// Relay is the JSON form of node.RelayInfo. Times are RFC 3339, empty for never.
+type Relay struct {
+	PeerID      string            `json:"peer_id"`
+	Addrs       []string          `json:"addrs"`
+	From        string            `json:"from"`
+	Connected   bool              `json:"connected"`
+	Enrolled    []string          `json:"enrolled"`
+	Refused     map[string]string `json:"refused"`
+	LastContact string            `json:"last_contact"`
+	LastSync    string            `json:"last_sync"`
+	LastError   string            `json:"last_error"`
+}
+
+func relayJSON(r node.RelayInfo) Relay {
+	out := Relay{PeerID: r.PeerID.String(), Addrs: []string{}, From: r.From, Connected: r.Connected, Enrolled: []string{},
+		Refused: map[string]string{}, LastError: r.LastError}
+	for _, a := range r.Addrs {
+		out.Addrs = append(out.Addrs, a.String())
+	}
+	for _, t := range r.Enrolled {
+		out.Enrolled = append(out.Enrolled, t.String())
+	}
+	for t, why := range r.Refused {
+		out.Refused[t.String()] = why
+	}
+	stamp := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	out.LastContact, out.LastSync = stamp(r.LastContact), stamp(r.LastSync)
+	return out
 }
 
 // Team is the JSON form of node.TeamInfo.
@@ -101,6 +137,8 @@ type Peer struct {
 	PeerID string   `json:"peer_id"`
 	Device string   `json:"device"`
 	Addrs  []string `json:"addrs"`
+	// Relay: the peer is one of this device's clinic relays, not a device.
+	Relay bool `json:"relay"`
 }
 
 type apiError struct {
@@ -124,6 +162,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/send", s.send)
 	mux.HandleFunc("GET /v1/messages", s.messages)
 	mux.HandleFunc("GET /v1/peers", s.peers)
+	mux.HandleFunc("GET /v1/relays", s.relays)
+	mux.HandleFunc("POST /v1/relays/forget", s.forgetRelay)
 	mux.HandleFunc("GET /v1/members", s.members)
 	mux.HandleFunc("POST /v1/members/remove", s.membership(func(r MembershipRequest) error { return s.Node.RemoveMember(r.Team, r.Member) }))
 	mux.HandleFunc("POST /v1/members/promote", s.membership(func(r MembershipRequest) error { return s.Node.Promote(r.Team, r.Member) }))
@@ -160,7 +200,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) { unixapi.WriteJSON(w, co
 func writeErr(w http.ResponseWriter, err error) {
 	code := http.StatusBadRequest
 	switch {
-	case errors.Is(err, node.ErrUnknownTeam):
+	case errors.Is(err, node.ErrUnknownTeam), errors.Is(err, node.ErrNoRelay):
 		code = http.StatusNotFound
 	case errors.Is(err, join.ErrRefused), errors.Is(err, join.ErrInviteExpired), errors.Is(err, node.ErrRemoved):
 		code = http.StatusForbidden
@@ -183,7 +223,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	st := s.Node.Status()
 	out := Status{
 		Device: st.Device.String(), Short: st.Device.Short(), Name: st.Name, PeerID: st.PeerID.String(),
-		Teams: st.Teams, Peers: st.Peers, Sync: st.Sync, Addrs: []string{},
+		Teams: st.Teams, Peers: st.Peers, Sync: st.Sync, Addrs: []string{}, Relays: []Relay{},
+	}
+	for _, r := range s.Node.Relays() {
+		out.Relays = append(out.Relays, relayJSON(r))
 	}
 	for _, a := range st.Addrs {
 		out.Addrs = append(out.Addrs, a.String())
@@ -382,11 +425,41 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 func (s *Server) peers(w http.ResponseWriter, r *http.Request) {
 	out := []Peer{}
 	for _, p := range s.Node.Peers() {
-		pj := Peer{PeerID: p.ID.String(), Device: p.Device.String(), Addrs: []string{}}
+		pj := Peer{PeerID: p.ID.String(), Device: p.Device.String(), Addrs: []string{}, Relay: p.Relay}
+		if p.Relay {
+			pj.Device = ""
+		}
 		for _, a := range p.Addrs {
 			pj.Addrs = append(pj.Addrs, a.String())
 		}
 		out = append(out, pj)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) relays(w http.ResponseWriter, r *http.Request) {
+	out := []Relay{}
+	for _, ri := range s.Node.Relays() {
+		out = append(out, relayJSON(ri))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ForgetRelayRequest names a relay by peer id or a unique prefix of it.
+type ForgetRelayRequest struct {
+	Relay string `json:"relay"`
+}
+
+func (s *Server) forgetRelay(w http.ResponseWriter, r *http.Request) {
+	var in ForgetRelayRequest
+	if err := decode(r, &in); err != nil {
+		writeErr(w, err)
+		return
+	}
+	id, err := s.Node.ForgetRelay(in.Relay)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"peer_id": id.String()})
 }

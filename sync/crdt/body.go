@@ -453,6 +453,79 @@ func UnmarshalCommit(b []byte) (Commit, error) {
 	return c, nil
 }
 
+// Limits of a Relay body.
+const (
+	MaxRelayPeerLen = 128 // bytes of a libp2p peer id
+	MaxRelayAddrs   = 8
+	MaxRelayAddrLen = 256 // bytes of one binary multiaddr
+)
+
+// Relay is the body of a relay op (KindRelay): an admin tells the team's
+// devices that a clinic relay carries the team, and where to reach it, or
+// (Removed) that it no longer does. The package does not parse the peer id
+// or the addresses; the node does, and ignores what does not parse.
+//
+// Encoding: version 1 | peer (uvarint length 1..MaxRelayPeerLen, bytes) |
+// uvarint count (0..MaxRelayAddrs) | count × (uvarint length
+// 1..MaxRelayAddrLen, binary multiaddr) | removed byte (0 or 1).
+type Relay struct {
+	Peer    []byte
+	Addrs   [][]byte
+	Removed bool
+}
+
+// Validate checks the limits that UnmarshalRelay enforces.
+func (r Relay) Validate() error {
+	switch {
+	case len(r.Peer) == 0 || len(r.Peer) > MaxRelayPeerLen:
+		return fmt.Errorf("%w: relay peer id of %d bytes", ErrInvalid, len(r.Peer))
+	case len(r.Addrs) > MaxRelayAddrs:
+		return fmt.Errorf("%w: %d relay addresses, limit %d", ErrTooLarge, len(r.Addrs), MaxRelayAddrs)
+	}
+	for _, a := range r.Addrs {
+		if len(a) == 0 || len(a) > MaxRelayAddrLen {
+			return fmt.Errorf("%w: relay address of %d bytes", ErrInvalid, len(a))
+		}
+	}
+	return nil
+}
+
+// Marshal encodes r. It does not validate; call Validate first.
+func (r Relay) Marshal() []byte {
+	b := []byte{bodyVersion}
+	b = binary.AppendUvarint(b, uint64(len(r.Peer)))
+	b = append(b, r.Peer...)
+	b = binary.AppendUvarint(b, uint64(len(r.Addrs)))
+	for _, a := range r.Addrs {
+		b = binary.AppendUvarint(b, uint64(len(a)))
+		b = append(b, a...)
+	}
+	return wire.AppendBool(b, r.Removed)
+}
+
+// UnmarshalRelay decodes and validates a Relay body.
+func UnmarshalRelay(b []byte) (Relay, error) {
+	if len(b) > MaxOpSize {
+		return Relay{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
+	}
+	d := wire.NewReader(b)
+	d.Version("relay", bodyVersion)
+	var r Relay
+	r.Peer = bytes.Clone(d.Bytes(MaxRelayPeerLen))
+	n := d.Count(MaxRelayAddrs, 2)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		r.Addrs = append(r.Addrs, bytes.Clone(d.Bytes(MaxRelayAddrLen)))
+	}
+	r.Removed = d.Bool()
+	if err := d.Finish(); err != nil {
+		return Relay{}, err
+	}
+	if err := r.Validate(); err != nil {
+		return Relay{}, err
+	}
+	return r, nil
+}
+
 // Message is the body of a team message op (KindMessage).
 //
 // Encoding: version 1 | text (uvarint length, bytes) | priority byte |
@@ -718,6 +791,8 @@ func checkBody(kind Kind, body []byte) error {
 		_, err = UnmarshalAck(body)
 	case KindEvidence:
 		_, err = UnmarshalEvidence(body)
+	case KindRelay:
+		_, err = UnmarshalRelay(body)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v: %w", ErrBadBody, kind, err)

@@ -266,6 +266,11 @@ type State struct {
 	// (see Evidence), sorted by device, epoch and index. Both ops count for
 	// nothing.
 	Equivocations []Equivocation
+	// Relays lists the clinic relays that carry the team, by relay op
+	// (KindRelay) of a current admin's device that counts: for each relay
+	// peer, the latest such op by (Time, ID), unless it says Removed. Sorted
+	// by Peer.
+	Relays []RelayView
 
 	// counted holds the ids of the ops that count (see Counts); permitted
 	// the commits that are permitted (see Permitted). Computed once, never
@@ -633,12 +638,13 @@ func (l *Log) computeState() State {
 	}
 	for id, op := range l.ops {
 		switch op.Kind {
-		case KindMessage, KindAck, KindEvidence:
+		case KindMessage, KindAck, KindEvidence, KindRelay:
 			if j.counts(id) {
 				counted[id] = true
 			}
 		}
 	}
+	relays := l.relays(j, ms.members)
 
 	cur := ms.current
 	return State{
@@ -653,9 +659,54 @@ func (l *Log) computeState() State {
 		Current:       cur,
 		NeedsRekey:    cur == -1 || cur != len(ms.epochs)-1 || ms.detached,
 		Equivocations: j.equivocations(),
+		Relays:        relays,
 		counted:       counted,
 		permitted:     ms.permitted,
 	}
+}
+
+// RelayView is a relay the team's admins announced (State.Relays).
+type RelayView struct {
+	ID    OpID // the relay op
+	By    identity.DeviceID
+	Time  HLC
+	Peer  []byte   // a libp2p peer id, unparsed
+	Addrs [][]byte // binary multiaddrs, unparsed
+}
+
+// relays computes State.Relays.
+func (l *Log) relays(j *opJudge, members []MemberInfo) []RelayView {
+	admin := make(map[identity.DeviceID]bool)
+	for _, m := range members {
+		admin[m.Device] = m.Admin
+	}
+	type last struct {
+		view    RelayView
+		removed bool
+	}
+	latest := make(map[string]last)
+	for id, op := range l.ops {
+		if op.Kind != KindRelay || !admin[op.Author] || !j.counts(id) {
+			continue
+		}
+		r, err := UnmarshalRelay(op.Body)
+		if err != nil {
+			continue
+		}
+		cur, ok := latest[string(r.Peer)]
+		if ok && (cur.view.Time > op.Time || cur.view.Time == op.Time && cur.view.ID.Compare(id) > 0) {
+			continue
+		}
+		latest[string(r.Peer)] = last{RelayView{ID: id, By: op.Author, Time: op.Time, Peer: r.Peer, Addrs: r.Addrs}, r.Removed}
+	}
+	var out []RelayView
+	for _, v := range latest {
+		if !v.removed {
+			out = append(out, v.view)
+		}
+	}
+	slices.SortFunc(out, func(a, b RelayView) int { return bytes.Compare(a.Peer, b.Peer) })
+	return out
 }
 
 func mark(m map[OpID]map[identity.DeviceID]bool, id OpID, d identity.DeviceID) {

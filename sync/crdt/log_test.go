@@ -559,3 +559,42 @@ func BenchmarkState(b *testing.B) {
 	}
 	b.ReportMetric(float64(l.Len()), "ops")
 }
+
+// TestStateRelays: State.Relays lists the relays announced by relay ops of current admins that count,
+// the latest per relay, leaving out one whose latest op removes it, and ignoring a non-admin's.
+func TestStateRelays(t *testing.T) {
+	r := detRand(29)
+	a, b := newDevice(t, r), newDevice(t, r)
+	team, _ := NewTeamID(r)
+	gen := newOp(a, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "T", Kind: Clinical, Creator: info(a, "Mia", true)}.Marshal())
+	g := []OpID{gen.ID()}
+	relay := func(dev *identity.Device, at HLC, peer string, removed bool, addrs ...string) *Op {
+		var as [][]byte
+		for _, s := range addrs {
+			as = append(as, []byte(s))
+		}
+		return newOp(dev, team, at, g, KindRelay, Relay{Peer: []byte(peer), Addrs: as, Removed: removed}.Marshal())
+	}
+	l := NewLog(team)
+	mustAdd(t, l, gen,
+		memberOp(a, team, hlcAt(1, 0), g, info(b, "Zed", false)),
+		relay(a, hlcAt(2, 0), "r1", false, "old"),
+		relay(a, hlcAt(3, 0), "r1", false, "new"),
+		relay(a, hlcAt(2, 1), "r2", false, "x"),
+		relay(a, hlcAt(4, 0), "r2", true),
+		relay(b, hlcAt(5, 0), "r3", false, "rogue"),
+	)
+	s := l.State()
+	if len(s.Relays) != 1 || string(s.Relays[0].Peer) != "r1" || len(s.Relays[0].Addrs) != 1 || string(s.Relays[0].Addrs[0]) != "new" || s.Relays[0].By != a.ID() {
+		t.Errorf("relays: %+v; want r1 at its newer address, by the admin", s.Relays)
+	}
+	for _, bad := range []Relay{{}, {Peer: make([]byte, MaxRelayPeerLen+1)}, {Peer: []byte("p"), Addrs: make([][]byte, MaxRelayAddrs+1)}, {Peer: []byte("p"), Addrs: [][]byte{{}}}} {
+		if _, err := UnmarshalRelay(bad.Marshal()); err == nil {
+			t.Errorf("UnmarshalRelay(%+v): no error", bad)
+		}
+	}
+	good := Relay{Peer: []byte("p"), Addrs: [][]byte{{1, 2}}, Removed: true}
+	if got, err := UnmarshalRelay(good.Marshal()); err != nil || !reflect.DeepEqual(got, good) {
+		t.Errorf("UnmarshalRelay round trip: %+v, %v", got, err)
+	}
+}

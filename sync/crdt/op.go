@@ -24,9 +24,10 @@ const (
 	KindMessage  Kind = 3 // body: Message
 	KindAck      Kind = 4 // body: Ack
 	KindEvidence Kind = 5 // body: Evidence
+	KindRelay    Kind = 6 // body: Relay
 )
 
-// String returns "create", "member", "message", "ack", "evidence" or "kind(N)".
+// String returns "create", "member", "message", "ack", "evidence", "relay" or "kind(N)".
 func (k Kind) String() string {
 	switch k {
 	case KindCreate:
@@ -39,6 +40,8 @@ func (k Kind) String() string {
 		return "ack"
 	case KindEvidence:
 		return "evidence"
+	case KindRelay:
+		return "relay"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
