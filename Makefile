@@ -12,8 +12,13 @@ PKGS ?= ./...
 ARGS ?=
 # Extra arguments for the chaos runs, e.g. make chaos CHAOSARGS=-chaos.seed=42
 CHAOSARGS ?=
+# The relay load run's size (make relay-load): envelopes the relay holds, topics (teams) they are spread
+# over, devices reconciling at once. The issue's figures; e.g. make relay-load RELAY_ENVELOPES=100000
+RELAY_ENVELOPES ?= 1000000
+RELAY_TOPICS ?= 100
+RELAY_DEVICES ?= 50
 
-.PHONY: test build lint bench fuzz run convergence property soak chaos chaos-short chaos-control
+.PHONY: test build lint bench fuzz run convergence property soak chaos chaos-short chaos-control relay-load
 
 ## test: every test, with the race detector, in random order (the README's test command)
 test:
@@ -54,6 +59,15 @@ lint:
 ## bench: every benchmark, once, so they keep compiling and running
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=1x $(PKGS)
+
+## relay-load: the clinic relay under load (BenchmarkRelayLoad, once): a relay holding RELAY_ENVELOPES
+## envelopes of RELAY_TOPICS teams serves reconciliation to RELAY_DEVICES devices at once; prints p50 and
+## p99 session time (and as ratios over an idle session of the same run), bytes per session and RSS, and
+## fails if any envelope is lost. Without the race detector; not run by CI at this size (make bench runs
+## it small). The fill of 10^6 envelopes takes minutes.
+relay-load:
+	$(GO) test -run='^$$' -bench='^BenchmarkRelayLoad$$' -benchtime=1x -count=1 -timeout 60m ./node/relay/ \
+		-relay.envelopes=$(RELAY_ENVELOPES) -relay.topics=$(RELAY_TOPICS) -relay.devices=$(RELAY_DEVICES)
 
 ## fuzz: every fuzz target, FUZZTIME each (go test -fuzz takes one target of one package at a time)
 fuzz:

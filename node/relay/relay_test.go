@@ -139,7 +139,7 @@ type device struct {
 	h host.Host
 }
 
-func newDevice(t *testing.T) *device {
+func newDevice(t testing.TB) *device {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
@@ -149,7 +149,7 @@ func newDevice(t *testing.T) *device {
 	return &device{h: h}
 }
 
-func (d *device) connect(t *testing.T, r *Relay) {
+func (d *device) connect(t testing.TB, r *Relay) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
@@ -158,7 +158,7 @@ func (d *device) connect(t *testing.T, r *Relay) {
 	}
 }
 
-func (d *device) enrol(t *testing.T, r *Relay, keys map[envelope.Topic]relayproto.Key) []relayproto.EnrolResult {
+func (d *device) enrol(t testing.TB, r *Relay, keys map[envelope.Topic]relayproto.Key) []relayproto.EnrolResult {
 	t.Helper()
 	res, err := relayclient.Enrol(context.Background(), d.h, r.Host().ID(), keys, nil)
 	if err != nil {
@@ -167,33 +167,54 @@ func (d *device) enrol(t *testing.T, r *Relay, keys map[envelope.Topic]relayprot
 	return res
 }
 
+// deviceSource is what a test device reconciles from; it takes what the device receives.
+type deviceSource interface {
+	recon.Source
+	envelopeSink
+}
+
+// envelopeSink takes the envelopes a device receives.
+type envelopeSink interface {
+	add(recs ...record)
+}
+
 // sync runs one reconciliation session with the relay as initiator and adds what it receives to src.
-func (d *device) sync(r *Relay, topic envelope.Topic, src *memSource) error {
+func (d *device) sync(r *Relay, topic envelope.Topic, src deviceSource) error {
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
+	_, err := d.session(ctx, r, topic, src)
+	return err
+}
+
+// session runs one reconciliation session with the relay as initiator, within ctx's deadline, adds what
+// it receives to src, and returns the session (for its Stats). It returns once the relay has closed its
+// side of the stream.
+func (d *device) session(ctx context.Context, r *Relay, topic envelope.Topic, src deviceSource) (*recon.Session, error) {
 	s, err := d.h.NewStream(ctx, r.Host().ID(), SyncProtocol)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(deadline))
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
 	if err := framing.Write(s, recon.Hello{Topic: topic, Mode: recon.ModeSync}.Marshal()); err != nil {
-		return err
+		return nil, err
 	}
 	br := bufio.NewReader(s)
 	ab, err := framing.Read(br, 1)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if a, err := recon.ParseAnswer(ab); err != nil || a != recon.AnswerSync {
-		return fmt.Errorf("relay answered %v, %v", a, err)
+		return nil, fmt.Errorf("relay answered %v, %v", a, err)
 	}
 	sess := recon.NewInitiator(src, 0)
 	first, err := sess.Start()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return driveDeviceReader(s, br, sess, [][]byte{first}, src)
+	return sess, driveDeviceReader(s, br, sess, [][]byte{first}, src)
 }
 
 // serveSync answers the relay's sessions from src; done receives each session's outcome.
@@ -214,7 +235,7 @@ func (d *device) serveSync(src *memSource, done chan<- error) {
 	})
 }
 
-func driveDeviceReader(s network.Stream, br io.Reader, sess *recon.Session, out [][]byte, src *memSource) error {
+func driveDeviceReader(s network.Stream, br io.Reader, sess *recon.Session, out [][]byte, src envelopeSink) error {
 	for {
 		for _, f := range out {
 			if f != nil {

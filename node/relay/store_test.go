@@ -3,6 +3,8 @@ package relay
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,17 +19,31 @@ import (
 // testEnvelope returns a structurally valid envelope (it parses; nothing opens it) of topic at time ts.
 func testEnvelope(t testing.TB, topic envelope.Topic, ts uint64, size int) record {
 	t.Helper()
+	rec, err := randomEnvelope(rand.Reader, topic, ts, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// randomEnvelope returns a structurally valid envelope of topic at time ts, of size bytes (at least
+// envelope.HeaderSize+96), whose id and body are read from rnd.
+func randomEnvelope(rnd io.Reader, topic envelope.Topic, ts uint64, size int) (record, error) {
 	// The chain form (form byte 1) with a random body of at least its fixed overhead: it parses whatever
 	// the envelope version, and nothing opens it.
 	e := &envelope.Envelope{Topic: topic, Epoch: 1, Time: crdt.HLC(ts), Ciphertext: make([]byte, max(size-envelope.HeaderSize, 96))}
-	rand.Read(e.ID[:])
-	rand.Read(e.Ciphertext)
+	if _, err := io.ReadFull(rnd, e.ID[:]); err != nil {
+		return record{}, err
+	}
+	if _, err := io.ReadFull(rnd, e.Ciphertext); err != nil {
+		return record{}, err
+	}
 	e.Ciphertext[0] = 1
 	raw := e.Marshal()
 	if _, err := envelope.Unmarshal(raw); err != nil {
-		t.Fatalf("test envelope does not parse: %v", err)
+		return record{}, fmt.Errorf("test envelope does not parse: %w", err)
 	}
-	return record{Topic: topic, Time: ts, ID: e.ID, Data: raw}
+	return record{Topic: topic, Time: ts, ID: e.ID, Data: raw}, nil
 }
 
 func openTestStore(t *testing.T, dir string) *store {
