@@ -55,7 +55,7 @@ const (
 	// relayForgottenPrefix marks relays forgotten with `relay forget`: a team's relay op does not bring
 	// them back (a --relay flag does).
 	relayForgottenPrefix = "relay-forgotten/"
-	relayProtectTag    = "fieldmesh-relay"
+	relayProtectTag      = "fieldmesh-relay"
 )
 
 // relayClient is a node's relays. It lives as long as the node (see relayClientOf).
@@ -88,7 +88,7 @@ type relayState struct {
 	everConnected         bool
 	lastContact, lastSync time.Time
 	lastErr               string
-	resv       *client.Reservation
+	resv                  *client.Reservation
 }
 
 // relayClients maps each running node to its relay client. (A Node field would do; this keeps node.go

@@ -108,7 +108,7 @@ func BenchmarkRelayLoad(b *testing.B) {
 	for i := range topics {
 		var team [32]byte
 		copy(team[:], fmt.Sprintf("load team %d", i))
-		topics[i].code = relayproto.CodeFor(team)
+		topics[i].code = relayproto.CodeFor(team, testAdmin)
 		if _, err := r.Admit(topics[i].code); err != nil {
 			b.Fatal(err)
 		}
