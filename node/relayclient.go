@@ -775,8 +775,10 @@ func (n *Node) ForgetRelay(ref string) (peer.ID, error) {
 	if err := n.st.PutPeer(relayForgottenPrefix+id.String(), []byte{1}); err != nil {
 		return id, err
 	}
-	if err := n.st.DeletePeer(relayPeerKeyPrefix + id.String()); err != nil {
-		return id, err
+	for _, k := range []string{relayPeerKeyPrefix + id.String(), id.String()} {
+		if err := n.st.DeletePeer(k); err != nil {
+			return id, err
+		}
 	}
 	n.host.ConnManager().Unprotect(id, relayProtectTag)
 	_ = n.host.Network().ClosePeer(id)

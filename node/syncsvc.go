@@ -565,7 +565,10 @@ func (n *Node) dialKnown(bootstrap []peer.AddrInfo) {
 	if err != nil {
 		n.log.Warn("reading known peers failed", "err", err)
 	}
-	for _, b := range known {
+	for k, b := range known {
+		if strings.HasPrefix(k, relayPeerKeyPrefix) || strings.HasPrefix(k, relayForgottenPrefix) {
+			continue // the relay client dials relays (relayclient.go)
+		}
 		var ai peer.AddrInfo
 		if err := json.Unmarshal(b, &ai); err == nil && ai.ID != "" {
 			targets = append(targets, ai)
@@ -587,6 +590,9 @@ func (n *Node) dialKnown(bootstrap []peer.AddrInfo) {
 
 // rememberPeer stores a peer's addresses so the node redials it after a restart.
 func (n *Node) rememberPeer(p peer.ID) {
+	if n.isRelay(p) {
+		return // remembered as a relay (relayclient.go)
+	}
 	ai := n.host.Peerstore().PeerInfo(p)
 	for _, c := range n.host.Network().ConnsToPeer(p) {
 		ai.Addrs = append(ai.Addrs, c.RemoteMultiaddr())

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
@@ -39,13 +40,15 @@ func relayCmd(g *globals) *cobra.Command {
 		retention time.Duration
 		quota     string
 		perTeam   string
+		peers     []string
 	)
 	c := &cobra.Command{
 		Use:   "relay",
 		Short: "Run a clinic relay: store and forward sealed messages of admitted teams (it cannot read them)",
 		Long: `Run a clinic relay until Ctrl-C. It stores and forwards the sealed messages of the teams it was
 admitted for (fieldmesh relay admit), relays connections between their devices, and cannot open
-anything it holds. Its store in the data directory is encrypted with a random key kept in
+anything it holds. Linked with other clinics' relays (--peer-relay), it reconciles with them the
+teams both carry. Its store in the data directory is encrypted with a random key kept in
 DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; protect that file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -69,8 +72,17 @@ DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; pr
 			if _, err := os.Stat(filepath.Join(g.data, "keyring")); err == nil {
 				return fmt.Errorf("%s holds a device's store: give the relay its own data directory (--data)", g.data)
 			}
+			var linked []peer.AddrInfo
+			for _, s := range peers {
+				ai, err := peer.AddrInfoFromString(s)
+				if err != nil {
+					return fmt.Errorf("bad --peer-relay %q: want the other relay's address ending in /p2p/PEERID, as its relay status prints it: %w", s, err)
+				}
+				linked = append(linked, *ai)
+			}
 			r, err := relay.New(relay.Config{
 				Dir: g.data, ListenAddrs: listen, Retention: retention, Quota: q, TopicQuota: tq, Logger: logger,
+				PeerRelays: linked,
 			})
 			if err != nil {
 				return strip(err)
@@ -81,6 +93,7 @@ DIR/relay.key (mode 0600): there is no passphrase, so it restarts unattended; pr
 	}
 	f := c.Flags()
 	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default TCP and QUIC on port 4001, all interfaces)")
+	f.StringArrayVar(&peers, "peer-relay", nil, "another clinic's relay to link with, by its address ending in /p2p/PEERID (repeatable; its operator lists this one too): the two reconcile the teams both carry whenever they reach each other")
 	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics on this local address, at /metrics (e.g. 127.0.0.1:9464)")
 	f.DurationVar(&retention, "retention", relay.DefaultRetention, "how long to keep messages, from their timestamp")
 	f.StringVar(&quota, "quota", "1GiB", "most bytes of messages to keep (e.g. 500MiB, 20GB); the oldest go first")

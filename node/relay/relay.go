@@ -90,6 +90,9 @@ type Config struct {
 	PeerBurst int
 	// SyncInterval is how often the relay reconciles every topic with each enrolled device. Default 2 minutes.
 	SyncInterval time.Duration
+	// PeerRelays are other clinics' relays to link with (link.go): each must list this one too. Their
+	// addresses must include the peer id.
+	PeerRelays []peer.AddrInfo
 	// Logger receives the relay's logs (short peer ids and short topics only). Nil discards them.
 	Logger *slog.Logger
 	// Now is the wall clock. Nil is time.Now.
@@ -123,11 +126,13 @@ type Relay struct {
 	byName   map[string]envelope.Topic
 	enrolled map[peer.ID]map[envelope.Topic]time.Time // on current connections: when
 	dir      map[envelope.Topic]map[peer.ID][]ma.Multiaddr
-	slots    map[string]*sync.Mutex // one session per peer and topic
-	lastSync map[string]time.Time   // by peer and topic: when a session last completed
-	seen     map[peer.ID]bool       // devices ever enrolled (from the store, then as they come)
-	writers  map[peer.ID]*writer    // per-peer write budgets
-	changed  chan struct{}          // closed and replaced whenever envelopes are stored
+	slots    map[string]*sync.Mutex              // one session per peer and topic
+	lastSync map[string]time.Time                // by peer and topic: when a session last completed
+	seen     map[peer.ID]bool                    // devices ever enrolled (from the store, then as they come)
+	writers  map[peer.ID]*writer                 // per-peer write budgets
+	linked   map[peer.ID]map[envelope.Topic]bool // by linked relay: the topics enrolled there
+	linkKick []chan struct{}
+	changed  chan struct{} // closed and replaced whenever envelopes are stored
 }
 
 type carriedTopic struct {
@@ -213,6 +218,7 @@ func New(cfg Config) (*Relay, error) {
 		lastSync: make(map[string]time.Time),
 		seen:     make(map[peer.ID]bool),
 		writers:  make(map[peer.ID]*writer),
+		linked:   make(map[peer.ID]map[envelope.Topic]bool),
 		changed:  make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -393,6 +399,13 @@ func (r *Relay) start() error {
 	})
 	r.goRun(r.ingestLoop)
 	r.goRun(r.maintainLoop)
+	for _, ai := range r.cfg.PeerRelays {
+		kick := make(chan struct{}, 1)
+		r.mu.Lock()
+		r.linkKick = append(r.linkKick, kick)
+		r.mu.Unlock()
+		r.goRun(func() { r.linkLoop(ai, kick) })
+	}
 	return nil
 }
 
@@ -465,6 +478,7 @@ func (r *Relay) Admit(c relayproto.Code) (added bool, err error) {
 	}
 	if added {
 		r.log.Info("relay carries a new topic", "topic", c.Topic)
+		r.kickLinks()
 	}
 	return added, nil
 }
@@ -725,13 +739,14 @@ func (r *Relay) topicShare() int64 {
 func (r *Relay) admit(p peer.ID, recs []record) []record {
 	limit := uint64(r.now().Add(r.cfg.MaxAhead).UnixMilli()) << 16
 	w := r.writer(p)
+	peerRelay := r.isPeerRelay(p) // a linked clinic's backlog is not a flood
 	out := recs[:0:0]
 	future, over := 0, 0
 	for _, rec := range recs {
 		switch {
 		case rec.Time > limit:
 			future++
-		case !w.AllowN(r.now(), 1):
+		case !peerRelay && !w.AllowN(r.now(), 1):
 			over++
 		default:
 			out = append(out, rec)
@@ -809,6 +824,9 @@ func (r *Relay) store(recs []record, via string) (int, error) {
 		close(r.changed)
 		r.changed = make(chan struct{})
 		r.mu.Unlock()
+		// What a device left here goes on to the linked clinics now (kicks coalesce: one round
+		// runs at a time per link).
+		r.kickLinks()
 	}
 	return len(added), err
 }

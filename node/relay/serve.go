@@ -96,7 +96,7 @@ func (r *Relay) handleEnrol(s network.Stream) {
 		case rosterErr[i] != "":
 			res.Status = relayproto.StatusBadRoster
 			res.Message = fmt.Sprintf("roster for topic %s refused: %s", pr.Topic.Short(), rosterErr[i])
-		case !ct.onRoster(p):
+		case !ct.onRoster(p) && !r.isPeerRelay(p):
 			res.Status = relayproto.StatusNotMember
 			res.Message = fmt.Sprintf("this device is not on topic %s's current roster at this relay: it was removed from the team, or an admin's device has not reached this relay since it joined", pr.Topic.Short())
 		default:
@@ -140,9 +140,19 @@ func (r *Relay) handleEnrol(s network.Stream) {
 	if err := s.CloseWrite(); err != nil {
 		return
 	}
-	// The device starts a session after enrolling; if it does not, the relay does.
+	// The device starts a session after enrolling; if it does not, the relay does. A linked relay that
+	// enrolled a topic this one has not enrolled there (it was admitted there since) is answered by
+	// this relay's link enrolling back at once (link.go).
+	back := false
 	for _, t := range admitted {
+		if r.isPeerRelay(p) {
+			back = back || !r.linkedFor(p, t)
+			continue // the linked relay reconciles itself (link)
+		}
 		r.goRun(func() { r.followUp(p, t, now) })
+	}
+	if back {
+		r.kickLinks()
 	}
 }
 
@@ -190,7 +200,7 @@ func (r *Relay) handleDirectory(s network.Stream) {
 		}
 		r.dir[topic][p] = addrs
 		for q, qa := range r.dir[topic] {
-			if _, enrolled := r.enrolled[q][topic]; q != p && enrolled && len(peers) < relayproto.MaxDirectoryPeers {
+			if _, enrolled := r.enrolled[q][topic]; q != p && enrolled && !r.isPeerRelay(q) && len(peers) < relayproto.MaxDirectoryPeers {
 				peers = append(peers, peer.AddrInfo{ID: q, Addrs: qa})
 			}
 		}
@@ -289,7 +299,7 @@ func (r *Relay) carries(t envelope.Topic) bool {
 
 // syncWith runs one reconciliation session with p for t, unless one is running.
 func (r *Relay) syncWith(p peer.ID, t envelope.Topic) {
-	if !r.enrolledFor(p, t) {
+	if !r.enrolledFor(p, t) && !r.linkedFor(p, t) {
 		return
 	}
 	m := r.slot(p, t)
