@@ -385,73 +385,45 @@ func (n *Node) handleSync(s network.Stream) {
 // errBanned ends a session whose peer the core banned.
 var errBanned = errors.New("the peer sent invalid envelopes and was banned")
 
-// drive pumps frames between the stream and the session until the session is done. The envelopes of
-// each flight go to the team's core in one Receive, whose effects are stored before the next frame is
+// drive runs a session over the stream with the shared driver (recon.Pump). The envelopes of each
+// flight go to the team's core in one Receive, whose effects are stored before the next frame is
 // answered.
 func (n *Node) drive(s network.Stream, r io.Reader, p peer.ID, t *team, sess *recon.Session, out [][]byte) error {
 	n.stats.sessions.Add(1)
 	var sent, recvd int64
 	defer func() { n.usage.SyncBytes(t.topic, sent, recvd) }()
-	w := bufio.NewWriter(s)
-	send := func(frames [][]byte) error {
-		for _, f := range frames {
-			if f == nil {
-				continue
-			}
-			if err := framing.Write(w, f); err != nil {
-				return err
-			}
-			n.stats.bytesSent.Add(int64(len(f)))
-			sent += int64(len(f))
-		}
-		return w.Flush()
-	}
-	if err := send(out); err != nil {
-		return fmt.Errorf("send: %w", err)
-	}
-	var flight [][]byte
-	flightBytes, kept := 0, 0
-	for {
-		frame, err := framing.Read(r, recon.MaxFrameSize)
-		if err != nil {
-			return fmt.Errorf("read frame: %w", err)
-		}
-		n.stats.bytesReceived.Add(int64(len(frame)))
-		recvd += int64(len(frame))
-		out, recv, done, err := sess.Handle(frame)
-		if err != nil {
-			n.ban(p, "it sent a malformed sync frame")
-			return fmt.Errorf("bad frame: %w", err)
-		}
-		flight = append(flight, recv...)
-		for _, e := range recv {
-			flightBytes += len(e)
-		}
-		if out == nil && !done && flightBytes < maxFlightBytes {
-			continue // the flight goes on
-		}
-		if len(flight) > 0 {
+	kept := 0
+	err := recon.Pump{
+		MaxFlight: maxFlightBytes,
+		Sent: func(b int) {
+			n.stats.bytesSent.Add(int64(b))
+			sent += int64(b)
+		},
+		Received: func(b int) {
+			n.stats.bytesReceived.Add(int64(b))
+			recvd += int64(b)
+		},
+		BadFrame: func(error) { n.ban(p, "it sent a malformed sync frame") },
+		Deliver: func(flight [][]byte) error {
 			n.stats.envelopesReceived.Add(int64(len(flight)))
 			vs, err := n.receive(t, p, flight)
 			if err != nil {
 				return err
 			}
 			kept += countAccepted(vs)
-			flight, flightBytes = nil, 0
 			if n.isBanned(p) {
 				return errBanned
 			}
-		}
-		if err := send(out); err != nil {
-			return fmt.Errorf("send: %w", err)
-		}
-		if done {
-			if kept > 0 {
-				n.ripple(t, p)
-			}
-			return s.CloseWrite()
-		}
+			return nil
+		},
+	}.Run(s, r, sess, out)
+	if err != nil {
+		return err
 	}
+	if kept > 0 {
+		n.ripple(t, p)
+	}
+	return s.CloseWrite()
 }
 
 func countAccepted(vs []device.Verdict) int {

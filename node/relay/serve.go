@@ -356,38 +356,16 @@ func (r *Relay) syncOnce(ctx context.Context, p peer.ID, t envelope.Topic) error
 // errInvalid marks envelopes a device should never send: they do not parse, or are of another topic.
 var errInvalid = errors.New("invalid envelope")
 
-// drive pumps frames between the stream and the session until the session is done. Received envelopes
-// are checked (header parses, topic matches) and stored in one batch per frame.
+// drive runs a session with p over the stream with the shared driver (recon.Pump): every flight of
+// envelopes received is checked (parses, is of topic t), admitted (admit) and stored in one write.
 func (r *Relay) drive(s network.Stream, rd io.Reader, p peer.ID, t envelope.Topic, sess *recon.Session, out [][]byte) error {
-	w := bufio.NewWriter(s)
-	send := func(frames [][]byte) error {
-		for _, f := range frames {
-			if f == nil {
-				continue
-			}
-			if err := framing.Write(w, f); err != nil {
-				return err
-			}
-			r.m.syncBytes.WithLabelValues("sent").Add(float64(len(f)))
-		}
-		return w.Flush()
-	}
-	if err := send(out); err != nil {
-		return fmt.Errorf("send: %w", err)
-	}
-	for {
-		frame, err := framing.Read(rd, recon.MaxFrameSize)
-		if err != nil {
-			return fmt.Errorf("read frame: %w", err)
-		}
-		r.m.syncBytes.WithLabelValues("received").Add(float64(len(frame)))
-		out, recv, done, err := sess.Handle(frame)
-		if err != nil {
-			return fmt.Errorf("bad frame: %w", err)
-		}
-		if len(recv) > 0 {
-			recs := make([]record, 0, len(recv))
-			for _, raw := range recv {
+	err := recon.Pump{
+		MaxFlight: maxFlightBytes,
+		Sent:      func(b int) { r.m.syncBytes.WithLabelValues("sent").Add(float64(b)) },
+		Received:  func(b int) { r.m.syncBytes.WithLabelValues("received").Add(float64(b)) },
+		Deliver: func(flight [][]byte) error {
+			recs := make([]record, 0, len(flight))
+			for _, raw := range flight {
 				e, err := envelope.Unmarshal(raw)
 				if err != nil {
 					r.m.refused.WithLabelValues("malformed").Inc()
@@ -401,15 +379,15 @@ func (r *Relay) drive(s network.Stream, rd io.Reader, p peer.ID, t envelope.Topi
 				}
 				recs = append(recs, record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: raw})
 			}
-			if _, err := r.store(r.admit(p, recs), "sync"); err != nil {
-				return err
-			}
-		}
-		if err := send(out); err != nil {
-			return fmt.Errorf("send: %w", err)
-		}
-		if done {
-			return s.CloseWrite()
-		}
+			_, err := r.store(r.admit(p, recs), "sync")
+			return err
+		},
+	}.Run(s, rd, sess, out)
+	if err != nil {
+		return err
 	}
+	return s.CloseWrite()
 }
+
+// maxFlightBytes bounds the envelope bytes of a session stored in one write (as a device's node does).
+const maxFlightBytes = 1 << 20

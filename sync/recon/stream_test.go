@@ -11,34 +11,34 @@ import (
 	"time"
 )
 
-// pump drives one session over a connection the way the node does: send the first flight, then
-// read a frame, handle it, send what it returns, until done. It returns the envelopes received.
+// pump drives one session over a connection with the shipped driver (Pump), and returns the
+// envelopes received.
 func pump(c net.Conn, s *Session, first []byte) ([][]byte, error) {
-	r := bufio.NewReader(c)
 	var received [][]byte
+	var out [][]byte
 	if first != nil {
-		if err := WriteFrame(c, first); err != nil {
-			return nil, err
-		}
+		out = [][]byte{first}
 	}
-	for {
-		f, err := ReadFrame(r, MaxFrameSize)
-		if err != nil {
-			return nil, err
-		}
-		out, recv, done, err := s.Handle(f)
-		if err != nil {
-			return nil, err
-		}
-		received = append(received, recv...)
-		for _, o := range out {
-			if err := WriteFrame(c, o); err != nil {
-				return nil, err
-			}
-		}
-		if done {
-			return received, nil
-		}
+	err := Pump{MaxFlight: 64 << 10, Deliver: func(f [][]byte) error {
+		received = append(received, f...)
+		return nil
+	}}.Run(c, bufio.NewReader(c), s, out)
+	return received, err
+}
+
+// TestPumpBadFrame: a frame the session refuses ends Run with an error, reported to BadFrame, and
+// nothing of it is delivered.
+func TestPumpBadFrame(t *testing.T) {
+	ca, cb := net.Pipe()
+	defer ca.Close()
+	defer cb.Close()
+	go func() { _ = WriteFrame(cb, []byte{0xff, 0xff, 0xff}) }()
+	var bad error
+	delivered := 0
+	err := Pump{Deliver: func(f [][]byte) error { delivered += len(f); return nil }, BadFrame: func(e error) { bad = e }}.
+		Run(ca, bufio.NewReader(ca), NewResponder(newTestSource(10, nil), 0), nil)
+	if err == nil || bad == nil || delivered != 0 {
+		t.Errorf("a garbage frame: Run %v, BadFrame %v, %d delivered; want an error reported, nothing delivered", err, bad, delivered)
 	}
 }
 
