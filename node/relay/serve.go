@@ -234,6 +234,7 @@ func (r *Relay) slot(p peer.ID, t envelope.Topic) *sync.Mutex {
 	return m
 }
 
+// syncDone records that a session between p and t started (served) or completed.
 func (r *Relay) syncDone(p peer.ID, t envelope.Topic) {
 	r.mu.Lock()
 	r.lastSync[syncKey(p, t)] = time.Now()
@@ -280,6 +281,9 @@ func (r *Relay) handleSync(s network.Stream) {
 		s.Reset()
 		return
 	}
+	// A session the device started counts from now: the relay's follow-up to its enrolment and the
+	// periodic resync leave the pair alone while it runs (no second session beside it).
+	r.syncDone(p, topic)
 	sess := recon.NewResponder(source{r.st, topic}, reconFrameMax)
 	if err := r.drive(s, br, p, topic, sess, nil); err != nil {
 		r.m.sessions.WithLabelValues("responder", "error").Inc()
