@@ -230,3 +230,20 @@ func FuzzUnmarshalMessage(f *testing.F) {
 		}
 	})
 }
+
+func FuzzUnmarshalRelay(f *testing.F) {
+	f.Add(Relay{Peer: []byte("12D3KooW"), Addrs: [][]byte{{4, 127, 0, 0, 1, 6, 0x0f, 0xa1}}}.Marshal())
+	f.Add(Relay{Peer: []byte{1}, Removed: true}.Marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := UnmarshalRelay(b)
+		if err != nil {
+			return
+		}
+		if err := r.Validate(); err != nil {
+			t.Fatalf("decoded an invalid Relay: %v", err)
+		}
+		if got := r.Marshal(); !bytes.Equal(got, b) {
+			t.Fatalf("decode-encode not identity:\n in %x\nout %x", b, got)
+		}
+	})
+}
