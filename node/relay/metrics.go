@@ -10,7 +10,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// metrics are the relay's own Prometheus metrics. They name topics nowhere: a scrape shows totals only.
+// metrics are the relay's own Prometheus metrics. Topics appear only by their short tag (8 hex
+// characters, as `relay status` lists them), in the per-topic usage gauges (topicUsage).
 type metrics struct {
 	stored     *prometheus.CounterVec // via: sync, gossip
 	dropped    *prometheus.CounterVec // reason: topic_quota, quota, retention
@@ -77,6 +78,7 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 			defer r.mu.Unlock()
 			return float64(len(r.enrolled))
 		}),
+		topicUsage{r},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -114,4 +116,28 @@ func (m *metrics) counts(v *prometheus.CounterVec, skip ...string) map[string]in
 		out[d.GetLabel()[0].GetValue()] = int64(d.GetCounter().GetValue())
 	}
 	return out
+}
+
+// topicUsage reports, for each carried topic by its short tag, the envelopes and bytes stored and the
+// devices enrolled now.
+type topicUsage struct{ r *Relay }
+
+var (
+	topicEnvelopesDesc = prometheus.NewDesc("fieldmesh_relay_topic_envelopes", "Envelopes stored now, by topic (short tag).", []string{"topic"}, nil)
+	topicBytesDesc     = prometheus.NewDesc("fieldmesh_relay_topic_bytes", "Bytes the quota counts now, by topic (short tag).", []string{"topic"}, nil)
+	topicEnrolledDesc  = prometheus.NewDesc("fieldmesh_relay_topic_enrolled", "Devices enrolled now, by topic (short tag).", []string{"topic"}, nil)
+)
+
+func (topicUsage) Describe(ch chan<- *prometheus.Desc) {
+	ch <- topicEnvelopesDesc
+	ch <- topicBytesDesc
+	ch <- topicEnrolledDesc
+}
+
+func (u topicUsage) Collect(ch chan<- prometheus.Metric) {
+	for _, t := range u.r.Status().Topics {
+		ch <- prometheus.MustNewConstMetric(topicEnvelopesDesc, prometheus.GaugeValue, float64(t.Envelopes), t.Topic)
+		ch <- prometheus.MustNewConstMetric(topicBytesDesc, prometheus.GaugeValue, float64(t.Bytes), t.Topic)
+		ch <- prometheus.MustNewConstMetric(topicEnrolledDesc, prometheus.GaugeValue, float64(t.Connected), t.Topic)
+	}
 }

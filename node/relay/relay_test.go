@@ -753,6 +753,22 @@ func TestMetricsAndAPI(t *testing.T) {
 	if _, err := NewAPIClient(filepath.Join(t.TempDir(), "none.sock")).Status(context.Background()); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("status with no relay: %v; want ErrNotRunning", err)
 	}
+	// Usage per topic, under its short tag only, and refusals by reason.
+	resp, err = http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	short := relayproto.CodeFor(teamA, testAdmin).Topic
+	for _, want := range []string{`fieldmesh_relay_topic_bytes{topic="` + short.Short() + `"} 0`, `fieldmesh_relay_topic_enrolled{topic="` + short.Short() + `"} 0`, `fieldmesh_relay_enrolments_total{result="not_member"} 0`, `fieldmesh_relay_envelopes_refused_total{reason="future"} 0`} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if bytes.Contains(body, []byte(fmt.Sprintf("%x", short[:]))) {
+		t.Error("metrics name a topic in full")
+	}
 }
 
 // TestRestart checks that what a relay was told and stored survives a restart: its identity, carried
