@@ -27,6 +27,7 @@ import (
 // after is what is left of a call's effects once the Write is durable: the I/O done outside the
 // team's lock.
 type after struct {
+	stored  int // envelopes newly stored (team.stored counts them too)
 	publish [][]byte
 	sync    []device.Peer
 	ban     []device.Peer
@@ -36,16 +37,22 @@ type after struct {
 // effects. An error storing the Write discards the core's memory (it is ahead of the disk) by
 // restoring it from the store, and is returned: nothing was acknowledged.
 func (n *Node) do(t *team, f func(c *device.Team, now time.Time) (device.Effects, error)) error {
+	_, err := n.doStored(t, f)
+	return err
+}
+
+// doStored is do, and says how many envelopes the call stored.
+func (n *Node) doStored(t *team, f func(c *device.Team, now time.Time) (device.Effects, error)) (int, error) {
 	t.mu.Lock()
 	eff, err := f(t.core, n.now())
 	if err != nil {
 		t.mu.Unlock()
-		return err
+		return 0, err
 	}
 	out, err := n.applyLocked(t, eff)
 	t.mu.Unlock()
 	n.act(t, out)
-	return err
+	return out.stored, err
 }
 
 // applyLocked makes the effects' Write durable, gives the core the envelopes it asked to reopen (and
@@ -58,6 +65,11 @@ func (n *Node) applyLocked(t *team, eff device.Effects) (after, error) {
 			if err := n.commitWrite(t, eff.Write); err != nil {
 				n.restoreLocked(t)
 				return out, fmt.Errorf("node: store team %s: %w", t.id.Short(), err)
+			}
+			if round == 0 {
+				// Later rounds reopen envelopes stored before: only the first stores new ones.
+				out.stored = len(eff.Write.Envelopes)
+				t.stored.Add(uint64(out.stored))
 			}
 		}
 		out.publish = append(out.publish, eff.Publish...)
@@ -166,6 +178,12 @@ func (n *Node) corePeer(p peer.ID, t *team) device.Peer {
 // envelope's box is trial-opened here, outside t.mu, when the core wants it (device.BoxWanted): the
 // X25519 work of a large commit does not hold up the team.
 func (n *Node) receive(t *team, p peer.ID, raws [][]byte) ([]device.Verdict, error) {
+	vs, _, err := n.receiveStored(t, p, raws)
+	return vs, err
+}
+
+// receiveStored is receive, and says how many of the envelopes were newly stored.
+func (n *Node) receiveStored(t *team, p peer.ID, raws [][]byte) ([]device.Verdict, int, error) {
 	from := n.corePeer(p, t)
 	arrivals := make([]device.Arrival, len(raws))
 	for i, raw := range raws {
@@ -183,12 +201,12 @@ func (n *Node) receive(t *team, p peer.ID, raws [][]byte) ([]device.Verdict, err
 		}
 	}
 	var verdicts []device.Verdict
-	err := n.do(t, func(c *device.Team, now time.Time) (device.Effects, error) {
+	stored, err := n.doStored(t, func(c *device.Team, now time.Time) (device.Effects, error) {
 		v, eff := c.Receive(now, arrivals)
 		verdicts = v
 		return eff, nil
 	})
-	return verdicts, err
+	return verdicts, stored, err
 }
 
 // validator judges a gossiped envelope before pubsub delivers or forwards it: the core decides, and

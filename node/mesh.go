@@ -31,6 +31,9 @@ import (
 type meshTracker struct {
 	mu   stdsync.Mutex
 	mesh map[string]map[peer.ID]bool
+	// sent, if set before pubsub starts, is told how many messages of a topic an RPC written to a
+	// peer carried.
+	sent func(p peer.ID, topic string, messages int)
 }
 
 func newMeshTracker() *meshTracker { return &meshTracker{mesh: make(map[string]map[peer.ID]bool)} }
@@ -100,19 +103,28 @@ func (m *meshTracker) Leave(topic string) {
 	delete(m.mesh, topic)
 }
 
-func (*meshTracker) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (*meshTracker) OnClosedOutboundStream(peer.ID)                       {}
-func (*meshTracker) Join(string)                                          {}
-func (*meshTracker) ValidateMessage(*pubsub.Message)                      {}
-func (*meshTracker) DeliverMessage(*pubsub.Message)                       {}
-func (*meshTracker) RejectMessage(*pubsub.Message, string)                {}
-func (*meshTracker) DuplicateMessage(*pubsub.Message)                     {}
-func (*meshTracker) ThrottlePeer(peer.ID)                                 {}
-func (*meshTracker) RecvRPC(*pubsub.RPC)                                  {}
-func (*meshTracker) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (*meshTracker) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
-func (*meshTracker) DropRPC(*pubsub.RPC, peer.ID)                         {}
-func (*meshTracker) UndeliverableMessage(*pubsub.Message)                 {}
+func (*meshTracker) OnNewOutboundStream(peer.ID, protocol.ID) {}
+func (*meshTracker) OnClosedOutboundStream(peer.ID)           {}
+func (*meshTracker) Join(string)                              {}
+func (*meshTracker) ValidateMessage(*pubsub.Message)          {}
+func (*meshTracker) DeliverMessage(*pubsub.Message)           {}
+func (*meshTracker) RejectMessage(*pubsub.Message, string)    {}
+func (*meshTracker) DuplicateMessage(*pubsub.Message)         {}
+func (*meshTracker) ThrottlePeer(peer.ID)                     {}
+func (*meshTracker) RecvRPC(*pubsub.RPC)                      {}
+func (*meshTracker) SendRPC(*pubsub.RPC, peer.ID)             {}
+func (*meshTracker) DropRPC(*pubsub.RPC, peer.ID)             {}
+func (*meshTracker) UndeliverableMessage(*pubsub.Message)     {}
+
+// SendRPCCompleted tells sent the messages of each topic written to p.
+func (m *meshTracker) SendRPCCompleted(rpc *pubsub.RPC, p peer.ID, _ time.Duration) {
+	if m.sent == nil || len(rpc.GetPublish()) == 0 {
+		return
+	}
+	for _, msg := range rpc.GetPublish() {
+		m.sent(p, msg.GetTopic(), 1)
+	}
+}
 
 // giveTimeout bounds a give stream; maxGive bounds the envelopes one carries.
 const (

@@ -187,6 +187,8 @@ type Node struct {
 	lastSync map[string]time.Time  // by peer+topic: when a session last completed
 	banned   map[peer.ID]time.Time // misbehaving peers, until when
 
+	relays atomic.Pointer[relayClient] // set once by startRelays
+
 	stats syncStats
 	usage *usage.Meter  // data accounting (package usage)
 	low   *lowdata.Mode // low-data mode (package lowdata)
@@ -264,6 +266,7 @@ func New(cfg Config) (*Node, error) {
 		banned:   make(map[peer.ID]time.Time),
 		mesh:     newMeshTracker(),
 	}
+	n.mesh.sent = n.handedByGossip
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.usage = usage.New(cfg.Store, usage.Config{Now: now, Logger: n.log, Known: n.knownTopic})
 	n.low = lowdata.New(cfg.Store, id.Device.ID(), n.log)

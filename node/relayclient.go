@@ -89,18 +89,16 @@ type relayState struct {
 	lastContact, lastSync time.Time
 	lastErr               string
 	resv                  *client.Reservation
+	// held is, per topic, how many of the team's stored envelopes (team.stored) the relay is taken to
+	// hold: the count when the last completed session with it started, plus what that session brought,
+	// plus what gossip wrote to it since. team.stored minus held is what may still be waiting to reach
+	// the relay. reconciled are the topics with a completed session since the node started.
+	held       map[envelope.Topic]uint64
+	reconciled map[envelope.Topic]bool
 }
 
-// relayClients maps each running node to its relay client. (A Node field would do; this keeps node.go
-// untouched while the relay work lands.)
-var relayClients stdsync.Map // *Node -> *relayClient
-
-func (n *Node) relayClient() *relayClient {
-	if v, ok := relayClients.Load(n); ok {
-		return v.(*relayClient)
-	}
-	return nil
-}
+// relayClient is the node's relay client, nil before startRelays.
+func (n *Node) relayClient() *relayClient { return n.relays.Load() }
 
 // startRelays starts the relay client: the relays given (multiaddrs ending in /p2p/ID) and those
 // remembered in the store. Call it from start, after the teams are loaded.
@@ -153,11 +151,7 @@ func (n *Node) startRelays(addrs []string) error {
 			}
 		}
 	}
-	relayClients.Store(n, rc)
-	n.goRun(func() {
-		<-n.ctx.Done()
-		relayClients.Delete(n)
-	})
+	n.relays.Store(rc)
 	rc.mu.Lock()
 	all := make([]*relayState, 0, len(rc.relays))
 	for _, rs := range rc.relays {
@@ -692,6 +686,46 @@ func (rc *relayClient) forgotten(id peer.ID) bool {
 	return ok
 }
 
+// synced records that a session with p for topic completed, and that p holds held of the team's
+// stored envelopes (team.stored), if p is one of this device's relays.
+func (rc *relayClient) synced(p peer.ID, topic envelope.Topic, held uint64) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rs := rc.relays[p]
+	if rs == nil {
+		return
+	}
+	if rs.held == nil {
+		rs.held, rs.reconciled = make(map[envelope.Topic]uint64), make(map[envelope.Topic]bool)
+	}
+	rs.held[topic] = max(rs.held[topic], held)
+	rs.reconciled[topic] = true
+}
+
+// handedByGossip counts, for relay status, the team messages gossip wrote to one of this device's
+// relays (meshTracker.sent).
+func (n *Node) handedByGossip(p peer.ID, topic string, messages int) {
+	rc := n.relayClient()
+	if rc == nil {
+		return
+	}
+	v, ok := n.topicNames.Load(topic)
+	if !ok {
+		return
+	}
+	t := v.(*team)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rs := rc.relays[p]
+	if rs == nil {
+		return
+	}
+	if rs.held == nil {
+		rs.held, rs.reconciled = make(map[envelope.Topic]uint64), make(map[envelope.Topic]bool)
+	}
+	rs.held[t.topic] += uint64(messages)
+}
+
 // RelayInfo describes one of this device's relays (Node.Relays).
 type RelayInfo struct {
 	PeerID peer.ID
@@ -707,6 +741,14 @@ type RelayInfo struct {
 	// with it last completed (zero: never, since this node started); LastError the last failure.
 	LastContact, LastSync time.Time
 	LastError             string
+	// Waiting is, for each team enrolled, refused or reconciled there, how many envelopes this device
+	// stored for the team since its last completed reconciliation with the relay (since the node
+	// started, if none, as Reconciled says) and did not gossip to it: what may not have reached the
+	// relay yet. It is an estimate (a gossip copy is taken as received); the next reconciliation
+	// settles it.
+	Waiting map[crdt.TeamID]uint64
+	// Reconciled names the teams reconciled with the relay since the node started.
+	Reconciled []crdt.TeamID
 }
 
 // Relays returns this device's relays, sorted by peer id.
@@ -723,7 +765,29 @@ func (n *Node) Relays() []RelayInfo {
 	out := make([]RelayInfo, 0, len(rc.relays))
 	for id, rs := range rc.relays {
 		ri := RelayInfo{PeerID: id, Addrs: slices.Clone(rs.ai.Addrs), From: rs.from, Connected: rs.connected,
-			LastContact: rs.lastContact, LastSync: rs.lastSync, LastError: rs.lastErr, Refused: map[crdt.TeamID]string{}}
+			LastContact: rs.lastContact, LastSync: rs.lastSync, LastError: rs.lastErr, Refused: map[crdt.TeamID]string{},
+			Waiting: map[crdt.TeamID]uint64{}}
+		waiting := func(topic envelope.Topic) {
+			t := byTopic[topic]
+			if t == nil {
+				return
+			}
+			if rs.reconciled[topic] && !slices.Contains(ri.Reconciled, t.id) {
+				ri.Reconciled = append(ri.Reconciled, t.id)
+			}
+			stored := t.stored.Load()
+			ri.Waiting[t.id] = stored - min(rs.held[topic], stored)
+		}
+		for topic := range rs.enrolled {
+			waiting(topic)
+		}
+		for topic := range rs.refused {
+			waiting(topic)
+		}
+		for topic := range rs.held {
+			waiting(topic)
+		}
+		slices.SortFunc(ri.Reconciled, func(a, b crdt.TeamID) int { return bytes.Compare(a[:], b[:]) })
 		for topic := range rs.enrolled {
 			if t := byTopic[topic]; t != nil {
 				ri.Enrolled = append(ri.Enrolled, t.id)

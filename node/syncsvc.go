@@ -182,10 +182,15 @@ func (n *Node) autoSync(p peer.ID, t *team) {
 
 func syncKey(p peer.ID, t *team) string { return string(p) + string(t.topic[:]) }
 
-func (n *Node) syncDone(p peer.ID, t *team) {
+// syncDone records a completed session with p for t. held is how many of t's stored envelopes
+// (team.stored) p is known to hold: the count when the session started plus what it brought.
+func (n *Node) syncDone(p peer.ID, t *team, held uint64) {
 	n.mu.Lock()
 	n.lastSync[syncKey(p, t)] = n.now()
 	n.mu.Unlock()
+	if rc := n.relayClient(); rc != nil {
+		rc.synced(p, t.topic, held)
+	}
 	n.lowDataSynced(t)
 	n.rememberPeer(p)
 }
@@ -294,17 +299,19 @@ func (n *Node) openSession(ctx context.Context, p peer.ID, t *team, mode recon.M
 		n.goRun(func() { n.syncTeam(p, t) })
 		return nil
 	}
+	start := t.stored.Load()
 	sess := n.reconSession(p, t, true)
 	first, err := sess.Start()
 	if err != nil {
 		s.Reset()
 		return err
 	}
-	if err := n.drive(s, br, p, t, sess, [][]byte{first}); err != nil {
+	brought, err := n.drive(s, br, p, t, sess, [][]byte{first})
+	if err != nil {
 		s.Reset()
 		return err
 	}
-	n.syncDone(p, t)
+	n.syncDone(p, t, start+uint64(brought))
 	return nil
 }
 
@@ -373,13 +380,15 @@ func (n *Node) handleSync(s network.Stream) {
 	case <-wait.C:
 	}
 	wait.Stop()
+	start := t.stored.Load()
 	sess := n.reconSession(p, t, false)
-	if err := n.drive(s, br, p, t, sess, nil); err != nil {
+	brought, err := n.drive(s, br, p, t, sess, nil)
+	if err != nil {
 		n.log.Debug("sync session failed", "peer", p.ShortString(), "team", t.id, "err", err)
 		s.Reset()
 		return
 	}
-	n.syncDone(p, t)
+	n.syncDone(p, t, start+uint64(brought))
 }
 
 // errBanned ends a session whose peer the core banned.
@@ -387,12 +396,12 @@ var errBanned = errors.New("the peer sent invalid envelopes and was banned")
 
 // drive runs a session over the stream with the shared driver (recon.Pump). The envelopes of each
 // flight go to the team's core in one Receive, whose effects are stored before the next frame is
-// answered.
-func (n *Node) drive(s network.Stream, r io.Reader, p peer.ID, t *team, sess *recon.Session, out [][]byte) error {
+// answered. It returns how many envelopes the session stored.
+func (n *Node) drive(s network.Stream, r io.Reader, p peer.ID, t *team, sess *recon.Session, out [][]byte) (int, error) {
 	n.stats.sessions.Add(1)
 	var sent, recvd int64
 	defer func() { n.usage.SyncBytes(t.topic, sent, recvd) }()
-	kept := 0
+	kept, stored := 0, 0
 	err := recon.Pump{
 		MaxFlight: maxFlightBytes,
 		Sent: func(b int) {
@@ -406,7 +415,8 @@ func (n *Node) drive(s network.Stream, r io.Reader, p peer.ID, t *team, sess *re
 		BadFrame: func(error) { n.ban(p, "it sent a malformed sync frame") },
 		Deliver: func(flight [][]byte) error {
 			n.stats.envelopesReceived.Add(int64(len(flight)))
-			vs, err := n.receive(t, p, flight)
+			vs, k, err := n.receiveStored(t, p, flight)
+			stored += k
 			if err != nil {
 				return err
 			}
@@ -418,12 +428,12 @@ func (n *Node) drive(s network.Stream, r io.Reader, p peer.ID, t *team, sess *re
 		},
 	}.Run(s, r, sess, out)
 	if err != nil {
-		return err
+		return stored, err
 	}
 	if kept > 0 {
 		n.ripple(t, p)
 	}
-	return s.CloseWrite()
+	return stored, s.CloseWrite()
 }
 
 func countAccepted(vs []device.Verdict) int {

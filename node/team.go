@@ -86,6 +86,9 @@ type team struct {
 	// an admin device then hands the team's relays its new roster (relayclient.go).
 	epoch       atomic.Uint32
 	rosterMoved atomic.Bool
+	// stored counts the envelopes this node stored for the team since it started: relay status
+	// compares it with what each relay is known to hold (relayState.synced).
+	stored atomic.Uint64
 }
 
 func newTeam(rec *teamRecord, core *device.Team) *team {

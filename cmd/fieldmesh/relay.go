@@ -308,6 +308,13 @@ func printRelay(w io.Writer, r localapi.Relay) {
 		last = r.LastSync
 	}
 	fmt.Fprintf(w, "        last reconciled: %s\n", last)
+	for _, t := range slices.Sorted(maps.Keys(r.Waiting)) {
+		since := "since its last reconciliation there"
+		if !slices.Contains(r.Reconciled, t) {
+			since = "since this node started (not yet reconciled there)"
+		}
+		fmt.Fprintf(w, "        waiting %s: %d envelopes stored %s\n", t[:8], r.Waiting[t], since)
+	}
 	if r.LastError != "" {
 		fmt.Fprintf(w, "        problem: %s\n", r.LastError)
 	}

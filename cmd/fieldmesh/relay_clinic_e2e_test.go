@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +99,10 @@ func e2eClinicOrder(t *testing.T, c *e2eCluster, run string, refusals int) {
 	bLog.waitLine(t, "R refuses B (team not carried yet)", 0, wait, b.daemon.exited, `msg="relay refused enrolment"`, "team="+team.ID[:8])
 	rLog.waitLine(t, "R logs B's refusal", 0, wait, r.daemon.exited, `msg="enrolment refused"`, e2eShortPeer(b.peerID))
 	step("team created, B joined; R refused both")
+	// A's status says what is waiting for R: everything A stored for the team, not yet reconciled there.
+	if w := e2eRelayWaiting(t, a, rst.PeerID, team.ID); w.refused == "" || w.reconciled || w.waiting == 0 {
+		t.Errorf("A's relay list before the admit: %+v; want the team refused, not reconciled, envelopes waiting", w)
+	}
 	if refusals > 0 {
 		at := 0
 		for i := 1; i <= refusals; i++ {
@@ -150,6 +155,19 @@ func e2eClinicOrder(t *testing.T, c *e2eCluster, run string, refusals int) {
 	step("A enrolled at R")
 	rLog.waitLine(t, "R stores A's message", from, stored, r.daemon.exited, `msg="relay stored envelope"`, "id="+sent.ID[:8])
 	step("R stored A's message")
+	// Once A has reconciled with R, nothing is waiting.
+	deadline := time.Now().Add(wait)
+	for w := e2eRelayWaiting(t, a, rst.PeerID, team.ID); !w.reconciled || w.waiting != 0; w = e2eRelayWaiting(t, a, rst.PeerID, team.ID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("A's relay list %v after R stored its message: %+v; want the team reconciled, nothing waiting", wait, w)
+		}
+		select {
+		case <-a.daemon.exited:
+			t.Fatalf("A exited")
+		case <-time.After(200 * time.Millisecond): // polling A's status, which has no event to wait on
+		}
+	}
+	step("A's relay list: reconciled with R, nothing waiting")
 	if err := a.stop(t, e2eSignal); err != nil {
 		t.Errorf("A: exit: %v", err)
 	}
@@ -220,4 +238,32 @@ func (l *e2eLines) find(from int, parts ...string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// e2eRelayWait is what a device's `relay list` says of one relay and one team.
+type e2eRelayWait struct {
+	found      bool
+	refused    string
+	reconciled bool
+	waiting    uint64
+}
+
+// e2eRelayWaiting runs `relay list` on n and reads relay's entry for team.
+func e2eRelayWaiting(t *testing.T, n *e2eNode, relay, team string) e2eRelayWait {
+	t.Helper()
+	var list []struct {
+		PeerID     string            `json:"peer_id"`
+		Refused    map[string]string `json:"refused"`
+		Waiting    map[string]uint64 `json:"waiting"`
+		Reconciled []string          `json:"reconciled"`
+	}
+	if err := json.Unmarshal(n.runJSON(t, "relay", "list"), &list); err != nil {
+		t.Fatalf("%s: relay list: %v", n.label, err)
+	}
+	for _, r := range list {
+		if r.PeerID == relay {
+			return e2eRelayWait{found: true, refused: r.Refused[team], reconciled: slices.Contains(r.Reconciled, team), waiting: r.Waiting[team]}
+		}
+	}
+	return e2eRelayWait{}
 }

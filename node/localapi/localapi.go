@@ -59,11 +59,22 @@ type Relay struct {
 	LastContact string            `json:"last_contact"`
 	LastSync    string            `json:"last_sync"`
 	LastError   string            `json:"last_error"`
+	// Waiting is, per team id, how many envelopes this device stored since its last reconciliation
+	// with the relay for that team (since start, for a team not in Reconciled): what may not have
+	// reached the relay yet.
+	Waiting    map[string]uint64 `json:"waiting"`
+	Reconciled []string          `json:"reconciled"`
 }
 
 func relayJSON(r node.RelayInfo) Relay {
 	out := Relay{PeerID: r.PeerID.String(), Addrs: []string{}, From: r.From, Connected: r.Connected, Enrolled: []string{},
-		Refused: map[string]string{}, LastError: r.LastError}
+		Refused: map[string]string{}, LastError: r.LastError, Waiting: map[string]uint64{}, Reconciled: []string{}}
+	for t, n := range r.Waiting {
+		out.Waiting[t.String()] = n
+	}
+	for _, t := range r.Reconciled {
+		out.Reconciled = append(out.Reconciled, t.String())
+	}
 	for _, a := range r.Addrs {
 		out.Addrs = append(out.Addrs, a.String())
 	}
