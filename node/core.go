@@ -364,6 +364,30 @@ func (n *Node) isBanned(p peer.ID) bool {
 // tickLoop gives every team's core the time (device.Team.Tick): held envelopes expire, keys of old
 // epochs are destroyed, admins re-key, acknowledgements are batched. Low-data mode defers the
 // acknowledgements.
+// collectLoop makes the store's deletions final every CollectEvery, when there were any.
+func (n *Node) collectLoop() {
+	tick := time.NewTicker(n.cfg.CollectEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n.st.Pending() == 0 {
+			continue
+		}
+		c, err := n.st.Collect()
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.log.Warn("making deletions final failed; retrying later", "err", err)
+			}
+			continue
+		}
+		n.log.Info("deletions made final", "deleted", c.Deleted, "tables_before", c.LSMBefore, "tables_after", c.LSMAfter, "took", c.Took.Round(time.Millisecond))
+	}
+}
+
 func (n *Node) tickLoop() {
 	every := n.cfg.EpochCheck
 	if n.cfg.AckInterval > 0 {

@@ -80,6 +80,10 @@ type Config struct {
 	// RetainKeys is how long the keys of an epoch are kept after the next epoch started; then they are
 	// destroyed (the ops they opened stay). Default 30 days.
 	RetainKeys time.Duration
+	// CollectEvery is how often the node makes deletions final (storage.Store.Collect: flush and
+	// compact, so no old version of a deleted key stays in the files), when anything was deleted
+	// since the last time (default 1 h: one rewrite of a phone-sized store an hour at most).
+	CollectEvery time.Duration
 	// EpochCheck is how often the node checks its teams' epochs (re-key, rotation, retention).
 	// Default 1 minute.
 	EpochCheck time.Duration
@@ -218,6 +222,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.RetainKeys == 0 {
 		cfg.RetainKeys = 30 * 24 * time.Hour
+	}
+	if cfg.CollectEvery <= 0 {
+		cfg.CollectEvery = time.Hour
 	}
 	if cfg.EpochCheck == 0 {
 		cfg.EpochCheck = time.Minute
@@ -372,6 +379,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 		return err
 	}
 	n.goRun(n.tickLoop)
+	n.goRun(n.collectLoop)
 	n.goRun(func() { n.usage.Run(n.ctx) })
 	n.goRun(func() { n.maintainLoop(bootstrap) })
 	if !n.cfg.NoMDNS && n.ownsH {

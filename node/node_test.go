@@ -722,3 +722,27 @@ func TestImpossibleParentsIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletionsMadeFinal: the node makes the store's deletions final on its schedule (CollectEvery):
+// after a deletion, the store's pending count returns to 0 without anyone calling Collect.
+func TestDeletionsMadeFinal(t *testing.T) {
+	_, nodes := newMockNodesCfg(t, func(_ int, c *Config) { c.CollectEvery = 50 * time.Millisecond }, "a")
+	st := nodes[0].st
+	if err := st.PutPeer("gone", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeletePeer("gone"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for st.Pending() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the store still has %d deletions pending after 30s; want the node to collect them", st.Pending())
+		}
+		select {
+		case <-time.After(20 * time.Millisecond): // polling the store, which has no event for this
+		case <-nodes[0].ctx.Done():
+			t.Fatal("the node closed")
+		}
+	}
+}

@@ -17,7 +17,7 @@ const (
 	blockCacheSize   = 4 << 20  // bytes; default 256 MiB
 	indexCacheSize   = 4 << 20  // bytes; default 0 (required with encryption)
 	valueLogFileSize = 16 << 20 // bytes; default 1 GiB
-	valueThreshold   = 64 << 10 // bytes; values at least this big go to the value log
+	valueThreshold   = 1 << 20  // Badger's maximum: every value stays inline in the LSM tree (delete.go)
 	numCompactors    = 2        // default 4; Badger refuses 1
 	numL0Tables      = 2        // default 5
 	numL0TablesStall = 6        // default 15

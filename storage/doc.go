@@ -40,6 +40,7 @@
 //	0x11 outbox      0x11 | ...                        -> ops deferred by low-data mode (see usage.go)
 //	0x12 settings    0x12 | name                       -> small local settings
 //	0x20 ops         0x20 | team id 32 | time u64 BE | id 32 -> an opened op (see ops.go)
+//	0x30 collect     0x30                              -> nothing: written and dropped by Collect
 //
 // Big-endian time after the topic makes a prefix scan of a topic return its
 // envelopes in (time, id) order, which is what set reconciliation walks. The
@@ -65,9 +66,9 @@
 //	BlockCacheSize          4 MiB   recent topics' blocks; every miss costs an AES decrypt, so not zero
 //	IndexCacheSize          4 MiB   required by Badger with encryption; holds table indexes and bloom filters
 //	ValueLogFileSize        16 MiB  mmapped at twice this size (virtual, not resident); caps one value at 16 MiB
-//	ValueThreshold          64 KiB  typical envelopes and team state stay inline in the LSM tree, so
-//	                                compaction alone reclaims deleted ones (no value-log GC loop needed);
-//	                                rare larger values go to the value log and never make a txn too big
+//	ValueThreshold          1 MiB   Badger's maximum: every value stays inline in the LSM tree, so
+//	                                compaction alone removes deleted ones and the value log holds
+//	                                nothing (see Deletion)
 //	NumCompactors           2       the minimum Badger accepts; phones have few cores
 //	NumLevelZeroTables      2       flush to L1 early: fewer tables to search per read
 //	NumLevelZeroTablesStall 6       stall writers before L0 piles up
@@ -95,10 +96,26 @@
 // callback must not call Close or Wipe. One process per DIR: Badger's
 // directory lock refuses a second Open.
 //
+// # Deletion
+//
+// DeleteOps, DeleteEnvelopes and the other deletions write tombstones: until
+// the next Collect, the deleted values stay in the files as older versions,
+// readable by anyone with the data key (a thief with the passphrase).
+// Collect flushes the memtables (their write-ahead .mem files are removed)
+// and compacts every level into one, so tombstones meet every older version
+// and drop them; it then runs value-log GC, which finds nothing since no
+// value goes there. Writes wait during the flush; reads go on. Pending says
+// how many deletions wait for a Collect; the node runs one every
+// Config.CollectEvery (1 h) when any do. TestDeletionIsFinal reads every
+// version of every key with the store's key after Collect and finds none of
+// the deleted texts (its control, without Collect, finds them).
+//
 // # Caveats
 //
-// Values written to the value log (64 KiB and more) are only reclaimed by
-// value-log garbage collection, which this package does not run yet.
-// Retention (deleting envelopes) and the outbox and audit keyspaces of
-// DESIGN.md come with later issues.
+// Collect removes files; it cannot make the flash forget their blocks. Those
+// are ciphertext under the data key, so a thief who has the passphrase and
+// recovers freed blocks below the file system could still read them: that
+// needs a per-item key destroyed at deletion (the wire-format issue's
+// forward secrecy), not storage. The audit keyspace of DESIGN.md comes with
+// a later issue.
 package storage

@@ -53,7 +53,7 @@ func (s *Store) putEnvelopeTxn(recs []EnvelopeRecord) (int, []EnvelopeKey, error
 	for {
 		var added []EnvelopeKey
 		n := 0
-		err := s.db.Update(func(txn *badger.Txn) error {
+		err := s.update(func(txn *badger.Txn) error {
 			added = added[:0]
 			for n = 0; n < limit; n++ {
 				switch ok, err := putEnvelope(txn, &recs[n]); {

@@ -19,6 +19,7 @@ const (
 	prefixOutbox   byte = 0x11 // 0x11 | time u64 BE | id 32          -> queued op (usage.go)
 	prefixSetting  byte = 0x12 // 0x12 | name                       -> opaque value (usage.go)
 	prefixOp       byte = 0x20 // 0x20 | team id 32 | time u64 BE | id 32 -> opened op (ops.go)
+	prefixCollect  byte = 0x30 // 0x30                             -> nothing; written and dropped by Collect (delete.go)
 )
 
 const (

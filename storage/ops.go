@@ -65,7 +65,7 @@ func (s *Store) Commit(b Batch) (added []EnvelopeKey, err error) {
 		}
 		secretKeys[name] = k
 	}
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = s.update(func(txn *badger.Txn) error {
 		added = added[:0]
 		for i := range b.Envelopes {
 			r := &b.Envelopes[i]

@@ -91,7 +91,7 @@ func (s *Store) UseInvite(id [16]byte) ([]byte, error) {
 	defer s.wmu.Unlock()
 	k := idKey(prefixInvite, id[:])
 	var v []byte
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		var err error
 		if v, err = valueOf(txn, k); err != nil {
 			return err
@@ -104,13 +104,21 @@ func (s *Store) UseInvite(id [16]byte) ([]byte, error) {
 	return v, nil
 }
 
+// update runs fn in a durable read-write transaction, unless Collect is
+// flushing the memtables (then it waits).
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	return s.db.Update(fn)
+}
+
 // put writes one key in its own durable transaction.
 func (s *Store) put(what string, key, value []byte) error {
 	if err := s.begin(); err != nil {
 		return err
 	}
 	defer s.inflight.Done()
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		return txn.Set(key, value)
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -76,6 +77,11 @@ type Store struct {
 	mu       sync.Mutex // guards closed and every inflight.Add
 	closed   bool
 	inflight sync.WaitGroup // calls in progress; Close waits for them
+
+	// gate lets Collect hold writes off while it flushes the memtables (every write transaction
+	// holds it shared); deleted counts the keys deleted since the last Collect.
+	gate    sync.RWMutex
+	deleted atomic.Int64
 }
 
 // Create makes a new store in dir (created with mode 0700 if missing): a

@@ -139,7 +139,7 @@ func (s *Store) AddUsage(add map[UsageKey]UsageCount, remove []UsageKey) error {
 	defer s.inflight.Done()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		for _, k := range remove {
 			if err := txn.Delete(usageKey(k)); err != nil {
 				return err
@@ -291,7 +291,7 @@ func (s *Store) deleteKeys(what string, keys [][]byte) error {
 	defer s.inflight.Done()
 	for len(keys) > 0 {
 		chunk := keys[:min(len(keys), deleteChunk)]
-		err := s.db.Update(func(txn *badger.Txn) error {
+		err := s.update(func(txn *badger.Txn) error {
 			for _, k := range chunk {
 				if err := txn.Delete(k); err != nil {
 					return err
@@ -302,6 +302,7 @@ func (s *Store) deleteKeys(what string, keys [][]byte) error {
 		if err != nil {
 			return fmt.Errorf("storage: delete %s: %w", what, err)
 		}
+		s.deleted.Add(int64(len(chunk)))
 		keys = keys[len(chunk):]
 	}
 	return nil
