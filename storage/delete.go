@@ -72,8 +72,9 @@ func (s *Store) DeleteEnvelopes(ids [][32]byte) error {
 	return s.deleteKeys("envelopes", ks)
 }
 
-// Pending reports how many keys were deleted since the last Collect: when it
-// is 0, Collect has nothing to remove.
+// Pending reports how many keys were deleted, and secrets written (each may
+// replace an older value: a key state whose used chain keys it dropped),
+// since the last Collect: when it is 0, Collect has nothing to remove.
 func (s *Store) Pending() int64 { return s.deleted.Load() }
 
 // Collected is what one Collect did.

@@ -74,11 +74,13 @@ func TestDeletionIsFinal(t *testing.T) {
 				"big deleted op":     []byte("BIG-DELETED-OP-9e2f"),
 				"overwritten team":   []byte("OLD-TEAM-STATE-77aa"),
 				"deleted usage peer": []byte("DELETED-PEER-VALUE-5b1c"),
+				"replaced key state": []byte("OLD-CHAIN-KEY-STATE-a9a9"),
 			}
 			kept := map[string][]byte{
 				"kept op":       []byte("KEPT-OP-TEXT-ward-round"),
 				"kept envelope": []byte("KEPT-ENVELOPE-3e3e"),
 				"new team":      []byte("NEW-TEAM-STATE-1234"),
+				"new key state": []byte("NEW-CHAIN-KEY-STATE-b0b0"),
 			}
 			team := id32(7)
 			var top [16]byte
@@ -102,6 +104,9 @@ func TestDeletionIsFinal(t *testing.T) {
 			if err := s.PutPeer("p1", gone["deleted usage peer"]); err != nil {
 				t.Fatal(err)
 			}
+			if err := s.PutSecret("team-keys", gone["replaced key state"]); err != nil {
+				t.Fatal(err)
+			}
 			// About 10 MiB more, so that the versions to delete reach the tables, not only the memtable.
 			filler(t, s, 10)
 			if err := s.DeleteOps([]OpKey{{Team: team, Time: 11, ID: id32(101)}, {Team: team, Time: 12, ID: id32(102)}, {Team: team, Time: 99, ID: id32(999)}}); err != nil {
@@ -114,6 +119,10 @@ func TestDeletionIsFinal(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := s.DeletePeer("p1"); err != nil {
+				t.Fatal(err)
+			}
+			// A key state written over in a Commit (its used chain keys dropped).
+			if _, err := s.Commit(Batch{Secrets: map[string][]byte{"team-keys": kept["new key state"]}}); err != nil {
 				t.Fatal(err)
 			}
 			if s.Pending() < 5 {

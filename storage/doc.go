@@ -105,8 +105,8 @@
 // and compacts every level into one, so tombstones meet every older version
 // and drop them; it then runs value-log GC, which finds nothing since no
 // value goes there. Writes wait during the flush; reads go on. Pending says
-// how many deletions wait for a Collect; the node runs one every
-// Config.CollectEvery (1 h) when any do. TestDeletionIsFinal reads every
+// how many deletions (and secrets written over) wait for a Collect; the node
+// runs one every Config.CollectEvery (1 h) when any do. TestDeletionIsFinal reads every
 // version of every key with the store's key after Collect and finds none of
 // the deleted texts (its control, without Collect, finds them).
 //

@@ -94,6 +94,9 @@ func (s *Store) Commit(b Batch) (added []EnvelopeKey, err error) {
 	case err != nil:
 		return nil, fmt.Errorf("storage: commit batch: %w", err)
 	}
+	// A secret written over (a key state whose used chain keys it drops) leaves the old value as an
+	// older version until Collect, like a deletion.
+	s.deleted.Add(int64(len(b.Secrets)))
 	return added, nil
 }
 

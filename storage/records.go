@@ -10,7 +10,11 @@ import (
 // PutSecret stores an opaque local secret (the device identity, ...) under
 // name, replacing any previous value. name is 1 to 1024 bytes.
 func (s *Store) PutSecret(name string, value []byte) error {
-	return s.putNamed("secret", prefixSecret, name, value)
+	if err := s.putNamed("secret", prefixSecret, name, value); err != nil {
+		return err
+	}
+	s.deleted.Add(1) // the value replaced, if any, waits for Collect like a deletion
+	return nil
 }
 
 // Secret returns the secret stored under name, or ErrNotFound.
@@ -101,6 +105,7 @@ func (s *Store) UseInvite(id [16]byte) ([]byte, error) {
 	if err != nil {
 		return nil, readError("use invite", err)
 	}
+	s.deleted.Add(1)
 	return v, nil
 }
 

@@ -165,6 +165,7 @@ func (s *Store) AddUsage(add map[UsageKey]UsageCount, remove []UsageKey) error {
 	if err != nil {
 		return fmt.Errorf("storage: add usage: %w", err)
 	}
+	s.deleted.Add(int64(len(remove)))
 	return nil
 }
 
