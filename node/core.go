@@ -447,7 +447,8 @@ func (n *Node) dropRemoved(t *team) {
 }
 
 // Send posts a message to a team. It returns once the message is durably stored on this device (or,
-// in low-data mode, durably queued in the outbox).
+// in low-data mode, durably queued in the outbox). A reply must name a message of the team
+// (Messages, queued ones included): another is refused with ErrUnknownMessage.
 func (n *Node) Send(teamRef string, m crdt.Message) (crdt.OpID, crdt.HLC, error) {
 	t, err := n.teamByRef(teamRef)
 	if err != nil {
@@ -455,6 +456,15 @@ func (n *Node) Send(teamRef string, m crdt.Message) (crdt.OpID, crdt.HLC, error)
 	}
 	if err := device.CheckMessage(m); err != nil {
 		return crdt.OpID{}, 0, err
+	}
+	if m.ReplyTo != nil {
+		ok, err := n.hasMessage(t, *m.ReplyTo)
+		if err != nil {
+			return crdt.OpID{}, 0, err
+		}
+		if !ok {
+			return crdt.OpID{}, 0, fmt.Errorf("%w: %s", ErrUnknownMessage, m.ReplyTo.Short())
+		}
 	}
 	op, err := n.publish(t, crdt.KindMessage, m.Marshal())
 	if err != nil {
@@ -476,6 +486,12 @@ func (n *Node) publish(t *team, kind crdt.Kind, body []byte) (*crdt.Op, error) {
 	if queued, err := n.low.Defer(t.topic, op); err != nil {
 		return nil, err
 	} else if queued {
+		if kind == crdt.KindMessage {
+			// Not in the log, but in Messages (Queued): watchers look again.
+			t.mu.Lock()
+			t.wake()
+			t.mu.Unlock()
+		}
 		return op, nil
 	}
 	return n.publishOp(t, op)

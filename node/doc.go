@@ -31,6 +31,7 @@
 //     the store and makes the monthly report.
 //   - node/lowdata is low-data mode: routine messages and acknowledgements wait in the store's outbox
 //     and automatic reconciliation runs only for teams with an urgent op, until the mode goes off.
+//     Messages shows the device's own messages waiting there, marked Queued (messages.go).
 //
 // Neither imports node: they take the store through small interfaces, the clock as Config.Now, and
 // (lowdata) a Publisher the node implements.

@@ -675,15 +675,6 @@ func (n *Node) teamByID(id crdt.TeamID) *team {
 	return n.teams[id]
 }
 
-// Messages returns a team's messages in display order.
-func (n *Node) Messages(teamRef string) ([]crdt.MessageView, error) {
-	t, err := n.teamByRef(teamRef)
-	if err != nil {
-		return nil, err
-	}
-	return t.snapshot().Messages, nil
-}
-
 // Watch returns a channel that receives a (coalesced) signal each time the team's log grows, and a
 // function that stops the watch. Callers re-read Messages on each signal.
 func (n *Node) Watch(teamRef string) (<-chan struct{}, func(), error) {

@@ -96,13 +96,13 @@ func newMockNodesCfg(t testing.TB, adjust func(i int, c *Config), names ...strin
 }
 
 // waitMessages waits, on the node's watch events with a deadline, until the team shows want messages.
-func waitMessages(t *testing.T, n *testNode, team string, want int) []crdt.MessageView {
+func waitMessages(t *testing.T, n *testNode, team string, want int) []Message {
 	t.Helper()
 	return waitMessagesWithin(t, n, team, want, 30*time.Second)
 }
 
 // waitMessagesWithin is waitMessages with another deadline.
-func waitMessagesWithin(t *testing.T, n *testNode, team string, want int, within time.Duration) []crdt.MessageView {
+func waitMessagesWithin(t *testing.T, n *testNode, team string, want int, within time.Duration) []Message {
 	t.Helper()
 	ch, cancel, err := n.Watch(team)
 	if err != nil {
@@ -141,7 +141,7 @@ func joinAll(t testing.TB, admin *testNode, team string, joiners ...*testNode) {
 	}
 }
 
-func ids(ms []crdt.MessageView) []crdt.OpID {
+func ids(ms []Message) []crdt.OpID {
 	out := make([]crdt.OpID, len(ms))
 	for i, m := range ms {
 		out[i] = m.ID
@@ -336,7 +336,7 @@ func testCatchUpAfterPartition(t *testing.T) {
 	mn.Close()
 }
 
-func (n *testNode) mustMessages(t *testing.T, ref string) []crdt.MessageView {
+func (n *testNode) mustMessages(t *testing.T, ref string) []Message {
 	t.Helper()
 	ms, err := n.Messages(ref)
 	if err != nil {

@@ -341,6 +341,11 @@ type (
 		Teams  int          `json:"teams"`
 		Peers  int          `json:"peers"`
 		Sync   e2eSyncStats `json:"sync"`
+		// LowData is the low-data mode: on, and how many ops wait in the outbox.
+		LowData struct {
+			On     bool `json:"on"`
+			Queued int  `json:"queued"`
+		} `json:"low_data"`
 	}
 	e2eTeamOut struct {
 		ID   string `json:"id"`
@@ -372,18 +377,20 @@ type (
 		Priority   string  `json:"priority"`
 		Patient    string  `json:"patient"`
 		ReplyTo    *string `json:"reply_to"`
+		// Queued: this device's own message, held in the outbox by low-data mode, not sent yet.
+		Queued bool `json:"queued"`
 	}
 )
 
 var (
 	e2eKeysInit     = []string{"device", "short", "peer_id"}
-	e2eKeysStatus   = []string{"device", "short", "name", "peer_id", "addrs", "teams", "peers", "sync", "relays"}
+	e2eKeysStatus   = []string{"device", "short", "name", "peer_id", "addrs", "teams", "peers", "sync", "relays", "low_data"}
 	e2eKeysSync     = []string{"sessions", "bytes_sent", "bytes_received", "envelopes_received"}
 	e2eKeysTeam     = []string{"id", "name", "kind"}
 	e2eKeysTeamList = []string{"id", "name", "kind", "members", "messages"}
 	e2eKeysInvite   = []string{"code", "expires"}
 	e2eKeysSend     = []string{"id", "hlc"}
-	e2eKeysMessage  = []string{"id", "author", "author_name", "time", "hlc", "text", "priority", "patient", "reply_to"}
+	e2eKeysMessage  = []string{"id", "author", "author_name", "time", "hlc", "text", "priority", "patient", "reply_to", "queued"}
 )
 
 // decode decodes one JSON object into v and records a contract deviation for every key of keys

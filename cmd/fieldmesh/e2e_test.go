@@ -177,7 +177,8 @@ func TestE2E(t *testing.T) {
 	}
 	urgent := send(a, teamName, "Bed 4 BP 160/110 two hours after delivery, starting magnesium "+run,
 		"--patient", patient, "--priority", "urgent")
-	reply := send(b, team.ID, "On my way with the MgSO4 kit "+run, "--reply-to", urgent)
+	// A reply names its parent by the short id `send` printed.
+	reply := send(b, team.ID, "On my way with the MgSO4 kit "+run, "--reply-to", urgent[:8])
 	send(cc, team.ID, "Home visit done in the village, baby feeding well "+run)
 	send(a, team.ID, "Thanks both, handing over to the night shift at 19:00 "+run, "--priority", "routine")
 	early := slices.Clone(order)
@@ -205,6 +206,80 @@ func TestE2E(t *testing.T) {
 				c.deviation("messages: time %q is not RFC3339Nano", m.Time)
 			}
 		}
+	}
+
+	// --- B's human `messages`: every message with its short id, the reply shown as one.
+	t.Run("messages shows ids and replies", func(t *testing.T) {
+		e2eCheckHumanMessages(t, b.run(t, "messages", team.ID), urgent, reply)
+	})
+
+	// --- Replies to what is not there are refused, and nothing is sent.
+	t.Run("bad reply-to", func(t *testing.T) {
+		before, err := e2eDecodeMessages(c, "messages --json", b.runJSON(t, "messages", team.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing := e2eAbsentPrefix(t, order)
+		for _, tc := range []struct{ what, ref, says string }{
+			{"an unknown short id", missing, "no message"},
+			{"an unknown full id", missing + strings.Repeat("0", 56), "no message"},
+			{"not an id", "tomorrow", "hex"},
+			{"too short an id", urgent[:6], "8"},
+		} {
+			msg := e2eFailsCleanly(t, "B: send --reply-to "+tc.what, b.run(t, "send", team.ID, "reply to nothing "+run, "--reply-to", tc.ref))
+			if !strings.Contains(msg, tc.says) || strings.Contains(msg, "crdt:") || strings.Contains(msg, "node:") || strings.Contains(msg, "localapi:") {
+				t.Errorf("B: send --reply-to %s: %q; want a plain error that says %q", tc.what, msg, tc.says)
+			}
+		}
+		after, err := e2eDecodeMessages(c, "messages --json", b.runJSON(t, "messages", team.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(e2eIDs(after), e2eIDs(before)) {
+			t.Errorf("B: refused replies changed its messages from %d to %d", len(before), len(after))
+		}
+	})
+
+	// --- Low-data mode on B: a routine message waits in B's outbox; B shows it, marked queued,
+	// and its status says so, until the mode goes off and the message reaches A.
+	if res := b.run(t, "low-data", "on"); res.code != 0 {
+		t.Fatalf("B: low-data on: %s", res)
+	}
+	stock := send(b, team.ID, "Stock count: 12 vials of oxytocin left "+run)
+	if st := statusOf(b); !st.LowData.On || st.LowData.Queued < 1 {
+		t.Errorf("B: status in low-data mode with a message queued says low_data %+v; want on, at least 1 queued", st.LowData)
+	}
+	if res := b.run(t, "status"); !strings.Contains(res.stdout, "low-data on") || !strings.Contains(res.stdout, "queued") {
+		t.Errorf("B: status in low-data mode prints %q; want a line saying low-data is on and what is queued", res.stdout)
+	}
+	queuedOnB := func() (shown, queued bool) {
+		t.Helper()
+		msgs, err := e2eDecodeMessages(c, "messages --json", b.runJSON(t, "messages", team.ID))
+		if err != nil {
+			t.Fatalf("B: messages: %v", err)
+		}
+		for _, m := range msgs {
+			if m.ID == stock {
+				return true, m.Queued
+			}
+		}
+		return false, false
+	}
+	if shown, queued := queuedOnB(); !shown || !queued {
+		t.Errorf("B: its own message queued in low-data mode: shown %v, queued %v in messages --json; want shown and queued", shown, queued)
+	}
+	if res := b.run(t, "messages", team.ID); !e2eLineHas(res.stdout, stock[:8], "queued") {
+		t.Errorf("B: messages does not mark its queued message %s as queued:\n%s", stock[:8], res.stdout)
+	}
+	if res := b.run(t, "low-data", "off"); res.code != 0 {
+		t.Fatalf("B: low-data off: %s", res)
+	}
+	follow[a].waitFor(t, c.timeout(30*time.Second), "B's message queued in low-data mode shown after the mode went off", e2eHasIDs([]string{stock}))
+	if shown, queued := queuedOnB(); !shown || queued {
+		t.Errorf("B: its message after low-data mode went off: shown %v, queued %v; want shown, not queued", shown, queued)
+	}
+	if st := statusOf(b); st.LowData.On || st.LowData.Queued != 0 {
+		t.Errorf("B: status after low-data off says low_data %+v; want off, nothing queued", st.LowData)
 	}
 
 	// --- Power loss on C; A goes on talking.
@@ -470,6 +545,57 @@ func TestE2E(t *testing.T) {
 	}
 	t.Logf("plaintext scan: %d needles, %d files, %d bytes (data directories, logs, HOME, TMPDIR): %d hits",
 		len(needles), files, size, len(hits))
+}
+
+// e2eCheckHumanMessages checks the human output of `messages` (res) for a conversation in which
+// reply answers parent: each message's line starts with its short id, and the reply's line is
+// followed by one that names the parent's short id.
+func e2eCheckHumanMessages(t *testing.T, res e2eResult, parent, reply string) {
+	t.Helper()
+	if res.code != 0 {
+		t.Fatalf("messages: %s", res)
+	}
+	lines := strings.Split(strings.TrimRight(res.stdout, "\n"), "\n")
+	at := func(id string) int {
+		for i, l := range lines {
+			if strings.HasPrefix(l, id[:8]+" ") {
+				return i
+			}
+		}
+		return -1
+	}
+	p, r := at(parent), at(reply)
+	if p < 0 || r < 0 {
+		t.Fatalf("messages: no line starts with the short id of the parent (%s) or of the reply (%s):\n%s", parent[:8], reply[:8], res.stdout)
+	}
+	if r+1 >= len(lines) || !strings.Contains(lines[r+1], "re "+parent[:8]) {
+		t.Errorf("messages: the reply %s is not shown as a reply to %s (want the line after it to say \"re %s\"):\n%s",
+			reply[:8], parent[:8], parent[:8], res.stdout)
+	}
+	if strings.Contains(lines[p], "re ") && strings.Contains(lines[p], "↳") {
+		t.Errorf("messages: the parent %s is shown as a reply: %q", parent[:8], lines[p])
+	}
+}
+
+// e2eLineHas reports whether a line of out starts with prefix and contains word.
+func e2eLineHas(out, prefix, word string) bool {
+	for l := range strings.SplitSeq(out, "\n") {
+		if strings.HasPrefix(l, prefix) && strings.Contains(l, word) {
+			return true
+		}
+	}
+	return false
+}
+
+// e2eAbsentPrefix returns 8 hex characters that begin none of ids.
+func e2eAbsentPrefix(t *testing.T, ids []string) string {
+	t.Helper()
+	for {
+		p := e2eRandHex(t, 4)
+		if !slices.ContainsFunc(ids, func(id string) bool { return strings.HasPrefix(id, p) }) {
+			return p
+		}
+	}
 }
 
 // e2eCheckNoDaemon checks the error of a command run against a data directory whose daemon is not

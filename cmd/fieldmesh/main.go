@@ -329,6 +329,7 @@ func statusCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "catch-up: %d sessions, %d bytes sent, %d received, %d envelopes received\n",
 					s.Sync.Sessions, s.Sync.BytesSent, s.Sync.BytesReceived, s.Sync.EnvelopesReceived)
+				printLowData(w, s.LowData)
 				if len(s.Relays) == 0 {
 					fmt.Fprintf(w, "relays  none (a team admin's relay reaches this device through the team; or start with --relay ADDR)\n")
 				}
@@ -434,7 +435,7 @@ func sendCmd(g *globals) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&req.Priority, "priority", "routine", "routine, urgent or emergency")
 	f.StringVar(&req.Patient, "patient", "", "patient reference (sealed like the text; keep identifiers minimal)")
-	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to")
+	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to: its short id, as send and messages print it")
 	return c
 }
 
@@ -451,26 +452,15 @@ func messagesCmd(g *globals) *cobra.Command {
 			if !g.json {
 				warnKeyChanges(ctx, g, args[0])
 			}
+			// The start of each message shown, for the replies to it that follow (a reply comes
+			// after what it answers).
+			gists := map[string]string{}
 			err := g.client().Messages(ctx, args[0], follow, func(m localapi.Message) error {
 				if g.json {
 					return enc.Encode(m)
 				}
-				t, _ := time.Parse(time.RFC3339Nano, m.Time)
-				line := fmt.Sprintf("%s  %s", t.Local().Format("2006-01-02 15:04"), printable(m.AuthorName))
-				if m.Priority != "routine" {
-					line += "  [" + strings.ToUpper(m.Priority) + "]"
-				}
-				if m.Patient != "" {
-					line += "  (patient " + printable(m.Patient) + ")"
-				}
-				ack := ""
-				switch {
-				case m.Read > 0:
-					ack = fmt.Sprintf("  (read by %d)", m.Read)
-				case m.Received > 0:
-					ack = fmt.Sprintf("  (received by %d)", m.Received)
-				}
-				_, err := fmt.Fprintf(os.Stdout, "%s: %s%s\n", line, printable(m.Text), ack)
+				gists[m.ID] = gist(m)
+				_, err := io.WriteString(os.Stdout, messageText(m, gists))
 				return err
 			})
 			if ctx.Err() != nil {
@@ -481,6 +471,72 @@ func messagesCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new messages as they arrive")
 	return c
+}
+
+// messageText is the human form of a message: a line with its short id, time, author, priority,
+// patient reference, text and what is known of it (queued, received, read), then, for a reply, an
+// indented line naming the message it answers, with the start of that message if it was shown
+// (gists, by id).
+func messageText(m localapi.Message, gists map[string]string) string {
+	t, _ := time.Parse(time.RFC3339Nano, m.Time)
+	line := fmt.Sprintf("%s  %s  %s", shortID(m.ID), t.Local().Format("2006-01-02 15:04"), printable(m.AuthorName))
+	if m.Priority != "routine" {
+		line += "  [" + strings.ToUpper(m.Priority) + "]"
+	}
+	if m.Patient != "" {
+		line += "  (patient " + printable(m.Patient) + ")"
+	}
+	state := ""
+	switch {
+	case m.Queued:
+		state = "  (queued: not sent yet, low-data mode)"
+	case m.Read > 0:
+		state = fmt.Sprintf("  (read by %d)", m.Read)
+	case m.Received > 0:
+		state = fmt.Sprintf("  (received by %d)", m.Received)
+	}
+	out := fmt.Sprintf("%s: %s%s\n", line, printable(m.Text), state)
+	if m.ReplyTo != "" {
+		re := "          ↳ re " + shortID(m.ReplyTo)
+		if g, ok := gists[m.ReplyTo]; ok {
+			re += " " + g
+		}
+		out += re + "\n"
+	}
+	return out
+}
+
+// gist is the start of a message as a reply quotes it: its author and its first words, on one line:
+// "(Dr Banda): Bed 4 BP 160/110 two hours after delivery…".
+func gist(m localapi.Message) string {
+	const maxRunes = 48
+	words := strings.Fields(printable(m.Text))
+	text, cut := "", false
+	for _, w := range words {
+		if len([]rune(text))+1+len([]rune(w)) > maxRunes {
+			cut = true
+			break
+		}
+		if text != "" {
+			text += " "
+		}
+		text += w
+	}
+	if text == "" && len(words) > 0 {
+		text = string([]rune(words[0])[:maxRunes])
+	}
+	if cut {
+		text = strings.TrimRight(text, ",;:.") + "…"
+	}
+	return "(" + printable(m.AuthorName) + "): " + text
+}
+
+// shortID is the short form of a message id, as send prints it and --reply-to takes it.
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
 }
 
 func peersCmd(g *globals) *cobra.Command {

@@ -141,6 +141,19 @@ The mode stays on across restarts until turned off.`,
 	}
 }
 
+// printLowData prints the low-data line of status: the mode, and what waits for it to go off.
+func printLowData(w io.Writer, st lowdata.Status) {
+	if !st.On {
+		if st.Queued > 0 {
+			fmt.Fprintf(w, "low-data off, %s still queued (routine messages and read receipts)\n", plural(st.Queued, "item"))
+			return
+		}
+		fmt.Fprintln(w, "low-data off")
+		return
+	}
+	fmt.Fprintf(w, "low-data on, %s queued (routine messages and read receipts wait until it is off)\n", plural(st.Queued, "item"))
+}
+
 // syncCmd asks the node to reconcile with every connected member now.
 func syncCmd(g *globals) *cobra.Command {
 	return &cobra.Command{

@@ -9,9 +9,11 @@
 //	POST /v1/teams             {"name","kind"}
 //	POST /v1/invite            {"team","ttl"}                  ttl is a Go duration, "" = 24h
 //	POST /v1/join              {"code"}
-//	POST /v1/send              {"team","text","priority","patient","reply_to"}
+//	POST /v1/send              {"team","text","priority","patient","reply_to"}    reply_to: a message id of
+//	                                                           the team, or a unique prefix of 8+ hex characters
 //	GET  /v1/messages?team=T[&follow=1]                        NDJSON, one message per line, in display
-//	                                                           order: by (hlc, id), a reply never before its parent
+//	                                                           order: by (hlc, id), a reply never before its parent;
+//	                                                           with follow, each message once (a queued one too)
 //	GET  /v1/peers
 //	     /v1/members, /v1/devices, /v1/verify              membership and safety numbers: see members.go
 //
@@ -31,6 +33,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/join"
+	"github.com/fieldmesh/fieldmesh/node/lowdata"
 	"github.com/fieldmesh/fieldmesh/node/unixapi"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
@@ -46,6 +49,8 @@ type Status struct {
 	Peers  int            `json:"peers"`
 	Sync   node.SyncStats `json:"sync"`
 	Relays []Relay        `json:"relays"`
+	// LowData is the low-data mode and what waits because of it.
+	LowData lowdata.Status `json:"low_data"`
 }
 
 // Relay is the JSON form of node.RelayInfo. Times are RFC 3339, empty for never.
@@ -112,7 +117,8 @@ type Invite struct {
 	Expires string `json:"expires"`
 }
 
-// SendRequest posts a message.
+// SendRequest posts a message. ReplyTo names the message replied to by its id or a unique prefix of
+// it of at least 8 hex characters (its short id); it must be a message of the team.
 type SendRequest struct {
 	Team     string `json:"team"`
 	Text     string `json:"text"`
@@ -141,6 +147,8 @@ type Message struct {
 	// Received and Read count the other members whose devices acknowledged the message.
 	Received int `json:"received"`
 	Read     int `json:"read"`
+	// Queued: this device's own message, held in the outbox by low-data mode and not sent yet.
+	Queued bool `json:"queued"`
 }
 
 // Peer is a connected peer.
@@ -211,7 +219,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) { unixapi.WriteJSON(w, co
 func writeErr(w http.ResponseWriter, err error) {
 	code := http.StatusBadRequest
 	switch {
-	case errors.Is(err, node.ErrUnknownTeam), errors.Is(err, node.ErrNoRelay):
+	case errors.Is(err, node.ErrUnknownTeam), errors.Is(err, node.ErrNoRelay), errors.Is(err, node.ErrUnknownMessage):
 		code = http.StatusNotFound
 	case errors.Is(err, join.ErrRefused), errors.Is(err, join.ErrInviteExpired), errors.Is(err, node.ErrRemoved):
 		code = http.StatusForbidden
@@ -236,6 +244,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		Device: st.Device.String(), Short: st.Device.Short(), Name: st.Name, PeerID: st.PeerID.String(),
 		Teams: st.Teams, Peers: st.Peers, Sync: st.Sync, Addrs: []string{}, Relays: []Relay{},
 	}
+	// On an error reading the outbox the mode is still known; the count is left out.
+	out.LowData, _ = s.Node.LowData()
 	for _, r := range s.Node.Relays() {
 		out.Relays = append(out.Relays, relayJSON(r))
 	}
@@ -340,9 +350,9 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		m.Priority = p
 	}
 	if req.ReplyTo != "" {
-		id, err := crdt.ParseOpID(req.ReplyTo)
+		id, err := s.Node.MessageID(req.Team, req.ReplyTo)
 		if err != nil {
-			writeErr(w, fmt.Errorf("bad reply-to id: %w", err))
+			writeErr(w, err)
 			return
 		}
 		m.ReplyTo = &id
@@ -355,12 +365,12 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Sent{ID: id.String(), HLC: uint64(hlc)})
 }
 
-func messageJSON(m crdt.MessageView) Message {
+func messageJSON(m node.Message) Message {
 	out := Message{
 		ID: m.ID.String(), Author: m.Author.String(), AuthorName: m.AuthorName,
 		Time: m.Time.Time().UTC().Format(time.RFC3339Nano), HLC: uint64(m.Time),
 		Text: m.Text, Priority: m.Priority.String(), Patient: m.Patient,
-		Received: len(m.ReceivedBy), Read: len(m.ReadBy),
+		Received: len(m.ReceivedBy), Read: len(m.ReadBy), Queued: m.Queued,
 	}
 	if m.ReplyTo != nil {
 		out.ReplyTo = m.ReplyTo.String()
@@ -396,7 +406,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	flusher, _ := w.(http.Flusher)
 	shown := make(map[crdt.OpID]bool, len(msgs))
-	write := func(msgs []crdt.MessageView) error {
+	write := func(msgs []node.Message) error {
 		var written []crdt.OpID
 		for _, m := range msgs {
 			if shown[m.ID] {

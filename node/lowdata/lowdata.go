@@ -20,8 +20,9 @@
 //   - Gossip is still received and relayed: envelopes are sealed, so their priority cannot be told
 //     before they are opened.
 //
-// A queued op keeps its timestamp and parents: it sorts where it was written, and it is not shown in
-// the device's own views of the team until it is published. The mode and the urgent marks are kept in
+// A queued op keeps its timestamp, parents and id: it sorts where it was written, and is published
+// under the id it was queued with. It is not in the team's log until it is published; Mode.Queued
+// lists a team's queued ops, so that the device can show its own queued messages as such. The mode and the urgent marks are kept in
 // the store (setting "low-data"), so the mode survives restarts; Mode.Load can force it on at start.
 //
 // The package knows nothing of the network: teams are named by their gossip topic, and publishing
@@ -245,6 +246,23 @@ func (m *Mode) On() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.on
+}
+
+// Queued returns the ops of team that wait in the outbox, in the order Flush will publish them.
+// Entries that do not decode as ops of this device are skipped (Flush drops them).
+func (m *Mode) Queued(team crdt.TeamID) ([]*crdt.Op, error) {
+	var out []*crdt.Op
+	err := m.st.Outbox(func(k storage.OutboxKey, b []byte) error {
+		op, err := crdt.UnmarshalContent(b)
+		if err == nil && op.Team == team && op.ID() == k.ID && uint64(op.Time) == k.Time && op.Author == m.self {
+			out = append(out, op)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lowdata: read the outbox: %w", err)
+	}
+	return out, nil
 }
 
 // Status describes the low-data mode.

@@ -283,3 +283,36 @@ func FuzzSetting(f *testing.F) {
 		}
 	})
 }
+
+// TestQueued: Queued lists one team's queued ops in publishing order, and nothing of other teams,
+// of other devices, or that does not decode.
+func TestQueued(t *testing.T) {
+	st := newTestStore(t)
+	dev, other := newDevice(t), newDevice(t)
+	var team, team2 crdt.TeamID
+	team[0], team2[0] = 1, 2
+	m := New(st, dev.ID(), nil)
+	if _, err := m.Load(true); err != nil {
+		t.Fatal(err)
+	}
+	late, early := message(dev, team, 20, crdt.Routine), message(dev, team, 10, crdt.Routine)
+	for _, op := range []*crdt.Op{late, message(dev, team2, 15, crdt.Routine), early} {
+		if q, err := m.Defer(envelope.TopicOf(op.Team), op); err != nil || !q {
+			t.Fatalf("Defer = %v, %v; want queued", q, err)
+		}
+	}
+	foreign := message(other, team, 12, crdt.Routine)
+	if err := st.PutOutbox(storage.OutboxKey{Time: 12, ID: foreign.ID()}, foreign.MarshalContent()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutOutbox(storage.OutboxKey{Time: 13, ID: crdt.OpID{9}}, []byte("not an op")); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := m.Queued(team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 2 || ops[0].ID() != early.ID() || ops[1].ID() != late.ID() {
+		t.Errorf("Queued = %d ops; want the team's 2 of this device, earliest first", len(ops))
+	}
+}
