@@ -118,7 +118,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.data, "data", defaultDataDir(), "data directory (env FIELDMESH_DATA)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
-	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "read the store passphrase from this file (else $FIELDMESH_PASSPHRASE, else a prompt)")
+	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "read the store passphrase from this file (else $FIELDMESH_PASSPHRASE, else a prompt on a terminal, else one line of standard input)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "daemon log level: debug, info, warn, error")
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
@@ -335,7 +335,10 @@ func upCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run the node (first run: create the store)",
-		Args:  cobra.NoArgs,
+		Long: `Run the node until Ctrl-C (or SIGTERM). The first run creates the store: on a terminal it asks
+for your name and a passphrase (twice); without one, give --name and the passphrase as one line on
+standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase the same way.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(g.logLevel)
 			if err != nil {
