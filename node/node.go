@@ -304,6 +304,9 @@ func (n *Node) newHost() (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: connection manager: %w", err)
 	}
+	if err := meshconf.CheckListenFree(meshconf.Listenable(n.cfg.ListenAddrs)); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	opts := append([]libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrStrings(meshconf.Listenable(n.cfg.ListenAddrs)...),

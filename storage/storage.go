@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -35,6 +36,9 @@ var (
 	ErrBadOptions = errors.New("storage: bad options")
 	// ErrBadKey: a secret name or peer key is empty or too long.
 	ErrBadKey = errors.New("storage: bad key")
+	// ErrLocked: Open found the store open in another Store, in this process
+	// or another one (Badger's directory lock). Nothing was changed.
+	ErrLocked = errors.New("storage: store in use by another process")
 )
 
 // Options configure Create and Open. Only Passphrase is required.
@@ -150,7 +154,7 @@ func Create(dir string, opts Options) (*Store, error) {
 // Open opens the store in dir. It returns ErrNotInitialized if dir has no
 // keyring and ErrWrongPassphrase if the passphrase does not open it; in both
 // cases nothing on disk is touched. Only one process may have a store open:
-// Badger's directory lock refuses a second one.
+// Badger's directory lock refuses a second one, and Open returns ErrLocked.
 func Open(dir string, opts Options) (*Store, error) {
 	if len(opts.Passphrase) == 0 {
 		return nil, fmt.Errorf("%w: passphrase required", ErrBadOptions)
@@ -170,6 +174,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	log := opts.logger()
 	db, err := badger.Open(badgerOptions(dbPath, dataKey, log))
 	if err != nil {
+		if isLocked(err) {
+			return nil, ErrLocked
+		}
 		return nil, fmt.Errorf("storage: open database: %w", err)
 	}
 	var version []byte
@@ -278,4 +285,11 @@ func removeDB(dir string) error {
 		return fmt.Errorf("storage: remove database: %w", err)
 	}
 	return syncDir(dir)
+}
+
+// isLocked reports whether badger.Open failed on its directory lock. Badger
+// flattens the flock error into text (y.Wrapf outside its debug mode), so the
+// text is all there is; TestOpenLocked notices if an upgrade rewords it.
+func isLocked(err error) bool {
+	return strings.Contains(err.Error(), "Cannot acquire directory lock")
 }

@@ -230,6 +230,27 @@ func TestOpenNotInitialized(t *testing.T) {
 	}
 }
 
+// TestOpenLocked: a store that is open refuses a second Open with ErrLocked
+// (what the CLI turns into "a node is already running"), and the first store
+// still works.
+func TestOpenLocked(t *testing.T) {
+	s, dir := newStore(t)
+	s2, err := Open(dir, testOptions("correct horse"))
+	if !errors.Is(err, ErrLocked) {
+		if s2 != nil {
+			s2.Close()
+		}
+		t.Fatalf("second Open: got %v; want ErrLocked", err)
+	}
+	if err := s.PutSecret("device", []byte("kept")); err != nil {
+		t.Fatalf("PutSecret on the first store after the refusal: %v", err)
+	}
+	s = reopen(t, s, dir)
+	if got, err := s.Secret("device"); err != nil || string(got) != "kept" {
+		t.Errorf("Secret = %q, %v; want %q, nil", got, err, "kept")
+	}
+}
+
 func TestCreateExists(t *testing.T) {
 	s, dir := newStore(t)
 	// Both while the first store is open and after it is closed.

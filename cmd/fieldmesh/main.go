@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -29,6 +30,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
+	"github.com/fieldmesh/fieldmesh/node/relay"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
@@ -44,14 +46,66 @@ func main() {
 	g := &globals{}
 	root := newRoot(g)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "fieldmesh: "+oneLine(err.Error()))
+		fmt.Fprintln(os.Stderr, "fieldmesh: "+oneLine(userError(g, err).Error()))
 		os.Exit(1)
 	}
 }
 
+// oneLine folds an error message onto one line and drops the Go package prefixes our packages put
+// on their errors ("crdt: ", "localapi: "): they say where an error came from, which means nothing
+// to the person reading it.
 func oneLine(s string) string {
-	s = strings.TrimPrefix(s, "node: ")
+	s = stripPackagePrefixes(s)
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// errorPrefixes are the prefixes our packages put on their error texts (the package names of the
+// module, and the local API clients' "relay api"); TestErrorPrefixesCoverPackages keeps the list
+// in step with the module.
+var errorPrefixes = []string{
+	"adversary", "chaos", "crdt", "device", "envelope", "epochkey", "fieldmesh", "framing",
+	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node",
+	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
+	"storage", "teamkeys", "unixapi", "usage", "wire",
+}
+
+// packagePrefix matches one of errorPrefixes at the start of the message or after another
+// message's ": ", as in "bad reply-to id: crdt: bad id".
+var packagePrefix = regexp.MustCompile(`(^|: )(?:` + strings.Join(errorPrefixes, "|") + `): `)
+
+func stripPackagePrefixes(s string) string {
+	for {
+		t := packagePrefix.ReplaceAllString(s, "$1")
+		if t == s {
+			return s
+		}
+		s = t
+	}
+}
+
+// userError rewrites an error for the person at the command line where the plain error would
+// mislead: a client command that finds no node on a data directory holding no store at all was
+// most likely given a mistyped --data, and starting a node there would create a second device.
+func userError(g *globals, err error) error {
+	notNode, notRelay := errors.Is(err, localapi.ErrNotRunning), errors.Is(err, relay.ErrNotRunning)
+	if !notNode && !notRelay {
+		return err
+	}
+	store := "keyring"
+	if notRelay {
+		store = relay.KeyFileName
+	}
+	if _, serr := os.Stat(filepath.Join(g.data, store)); serr == nil {
+		return err
+	}
+	if notRelay {
+		// A relay creates its store unattended on its first start, so that stays a way forward.
+		return fmt.Errorf("no relay is running on %s, and it holds no relay store: check --data (a new relay starts with: fieldmesh relay)", g.data)
+	}
+	if _, serr := os.Stat(g.data); errors.Is(serr, os.ErrNotExist) {
+		return fmt.Errorf("data directory %s does not exist: check --data", g.data)
+	}
+	return fmt.Errorf("no fieldmesh store in %s: check --data", g.data)
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -64,7 +118,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.data, "data", defaultDataDir(), "data directory (env FIELDMESH_DATA)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
-	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "read the store passphrase from this file (else $FIELDMESH_PASSPHRASE, else a prompt)")
+	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "read the store passphrase from this file (else $FIELDMESH_PASSPHRASE, else a prompt on a terminal, else one line of standard input)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "daemon log level: debug, info, warn, error")
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
@@ -89,8 +143,10 @@ func (g *globals) socket() string { return filepath.Join(g.data, "api.sock") }
 
 func (g *globals) client() *localapi.Client { return localapi.NewClient(g.socket()) }
 
-// passphrase reads the store passphrase: env, file, or an interactive prompt (twice when confirm).
-func (g *globals) passphrase(confirm bool) ([]byte, error) {
+// passphrase reads the store passphrase: $FIELDMESH_PASSPHRASE, else --passphrase-file, else a prompt
+// on a terminal (twice when creating a store), else one line of standard input (read once, even
+// when creating: there is no one to confirm it). An empty passphrase is refused.
+func (g *globals) passphrase(creating bool) ([]byte, error) {
 	if p := os.Getenv("FIELDMESH_PASSPHRASE"); p != "" {
 		return []byte(p), nil
 	}
@@ -107,7 +163,7 @@ func (g *globals) passphrase(confirm bool) ([]byte, error) {
 	}
 	fd := int(os.Stdin.Fd())
 	if !term.IsTerminal(fd) {
-		return nil, errors.New("no passphrase: set FIELDMESH_PASSPHRASE or use --passphrase-file")
+		return passphraseLine(os.Stdin)
 	}
 	fmt.Fprint(os.Stderr, "Passphrase: ")
 	p, err := term.ReadPassword(fd)
@@ -118,7 +174,7 @@ func (g *globals) passphrase(confirm bool) ([]byte, error) {
 	if len(p) == 0 {
 		return nil, errors.New("empty passphrase")
 	}
-	if confirm {
+	if creating {
 		fmt.Fprint(os.Stderr, "Passphrase again: ")
 		p2, err := term.ReadPassword(fd)
 		fmt.Fprintln(os.Stderr)
@@ -130,6 +186,45 @@ func (g *globals) passphrase(confirm bool) ([]byte, error) {
 		}
 	}
 	return p, nil
+}
+
+// maxPassphraseLine bounds the line passphraseLine reads, so a stray pipe cannot make it buffer
+// without limit.
+const maxPassphraseLine = 4096
+
+// passphraseLine reads the passphrase as the first line of r (standard input that is not a
+// terminal), without its line ending. It reads byte by byte so nothing after the line is consumed.
+func passphraseLine(r io.Reader) ([]byte, error) {
+	var line []byte
+	b := make([]byte, 1)
+	for {
+		n, err := r.Read(b)
+		if n == 1 {
+			if b[0] == '\n' {
+				break
+			}
+			if len(line) == maxPassphraseLine {
+				return nil, fmt.Errorf("the passphrase line on standard input is longer than %d bytes", maxPassphraseLine)
+			}
+			line = append(line, b[0])
+			continue
+		}
+		if errors.Is(err, io.EOF) {
+			if len(line) == 0 {
+				return nil, errors.New("no passphrase: standard input is not a terminal and is empty; " +
+					"give the passphrase as one line on standard input, in FIELDMESH_PASSPHRASE, or with --passphrase-file")
+			}
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the passphrase from standard input: %w", err)
+		}
+	}
+	line = []byte(strings.TrimRight(string(line), "\r"))
+	if len(line) == 0 {
+		return nil, errors.New("empty passphrase on standard input: refused (give a passphrase as one line)")
+	}
+	return line, nil
 }
 
 func (g *globals) print(v any, text func(w io.Writer)) error {
@@ -149,8 +244,27 @@ func storeErr(err error, dir string) error {
 		return fmt.Errorf("no fieldmesh store in %s (run: fieldmesh init --name NAME)", dir)
 	case errors.Is(err, storage.ErrExists):
 		return fmt.Errorf("a fieldmesh store already exists in %s", dir)
+	case errors.Is(err, storage.ErrLocked):
+		return errAlreadyRunning(dir)
 	}
 	return err
+}
+
+// errAlreadyRunning says that a node already runs on dir. There is no stop command: the node stops
+// on Ctrl-C in its terminal, or on SIGTERM.
+func errAlreadyRunning(dir string) error {
+	return fmt.Errorf("a node is already running on %s (stop it with Ctrl-C where it runs, or send it SIGTERM)", dir)
+}
+
+// nodeAnswers reports whether a node (or relay) answers on the data directory's socket.
+func (g *globals) nodeAnswers(ctx context.Context) bool {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := g.client().Status(ctx)
+	return err == nil
 }
 
 // initialise creates the store and the device identity.
@@ -166,11 +280,12 @@ func (g *globals) initialise(name string) (*storage.Store, *node.Identity, error
 			return nil, nil, errors.New("no name given")
 		}
 	}
-	if err := os.MkdirAll(g.data, 0o700); err != nil {
-		return nil, nil, err
-	}
+	// The passphrase comes first: a refused one leaves nothing on disk.
 	pass, err := g.passphrase(true)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(g.data, 0o700); err != nil {
 		return nil, nil, err
 	}
 	st, err := storage.Create(g.data, storage.Options{Passphrase: pass})
@@ -220,21 +335,36 @@ func upCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run the node (first run: create the store)",
-		Args:  cobra.NoArgs,
+		Long: `Run the node until Ctrl-C (or SIGTERM). The first run creates the store: on a terminal it asks
+for your name and a passphrase (twice); without one, give --name and the passphrase as one line on
+standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase the same way.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(g.logLevel)
 			if err != nil {
 				return err
 			}
+			if g.nodeAnswers(cmd.Context()) {
+				return errAlreadyRunning(g.data)
+			}
 			var st *storage.Store
 			if _, serr := os.Stat(filepath.Join(g.data, "keyring")); errors.Is(serr, os.ErrNotExist) {
 				if name == "" && !term.IsTerminal(int(os.Stdin.Fd())) {
-					return fmt.Errorf("no fieldmesh store in %s (run: fieldmesh init --name NAME)", g.data)
+					return fmt.Errorf("no fieldmesh store in %s yet: to create one without a terminal, "+
+						"give --name NAME and the passphrase (one line on standard input, or FIELDMESH_PASSPHRASE)", g.data)
 				}
-				fmt.Fprintf(os.Stderr, "No store in %s yet: creating one.\n", g.data)
+				// On a terminal, say so before the prompts; otherwise only once it is done, so a
+				// refusal stays one line.
+				tty := term.IsTerminal(int(os.Stdin.Fd()))
+				if tty {
+					fmt.Fprintf(os.Stderr, "No store in %s yet: creating one.\n", g.data)
+				}
 				st, _, err = g.initialise(name)
 				if err != nil {
 					return err
+				}
+				if !tty {
+					fmt.Fprintf(os.Stderr, "Created a new store in %s.\n", g.data)
 				}
 			} else {
 				pass, err := g.passphrase(false)
@@ -303,6 +433,9 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 		addrs = append(addrs, a.String())
 	}
 	logger.Info("node ready", "device", s.Device, "peer", s.PeerID.String(), "addrs", strings.Join(addrs, ","), "teams", s.Teams)
+	if s.Teams == 0 && !g.json {
+		printNextSteps(os.Stderr, g.data)
+	}
 	select {
 	case <-ctx.Done():
 		err = <-errc
@@ -310,6 +443,36 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 	}
 	logger.Info("node stopping")
 	return err
+}
+
+// printNextSteps tells a device that belongs to no team yet (always so on a first run) what to do
+// next, with the commands to type; dataDir is named in them unless it is the default.
+func printNextSteps(w io.Writer, dataDir string) {
+	fm := "fieldmesh"
+	if dataDir != defaultDataDir() {
+		fm += " --data " + shellQuote(dataDir)
+	}
+	fmt.Fprintf(w, `
+This device is in no team yet. Leave this node running and, in another terminal:
+  start a team:        %[1]s team create NAME          (you become its admin)
+  invite someone:      %[1]s team invite TEAM          (a one-time code; --qr shows a QR code)
+  or join their team:  %[1]s team join CODE
+  send a message:      %[1]s send TEAM "TEXT"
+  read messages:       %[1]s messages TEAM --follow
+TEAM is the team's name or the id that team list shows. Stop the node with Ctrl-C.
+
+`, fm)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but plain path characters.
+func shellQuote(s string) string {
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("/._-+,:=@%", r)))
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func statusCmd(g *globals) *cobra.Command {
@@ -367,6 +530,9 @@ func teamCmd(g *globals) *cobra.Command {
 		Short: "Print a one-time invite code for a team",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTTL(ttl); err != nil {
+				return err
+			}
 			inv, err := g.client().Invite(cmd.Context(), args[0], ttl)
 			if err != nil {
 				return err
@@ -375,7 +541,7 @@ func teamCmd(g *globals) *cobra.Command {
 		},
 	}
 	invite.Flags().BoolVar(&qr, "qr", false, "also print the code as a QR code")
-	invite.Flags().DurationVar(&ttl, "ttl", join.DefaultInviteTTL, "how long the code works")
+	invite.Flags().DurationVar(&ttl, "ttl", join.DefaultInviteTTL, "how long the code works (positive, at most "+join.MaxInviteTTL.String()+")")
 
 	joinCmd := &cobra.Command{
 		Use:   "join CODE",
@@ -574,6 +740,15 @@ func printable(s string) string {
 		}
 		return '\uFFFD'
 	}, s)
+}
+
+// checkTTL refuses a code lifetime of zero or less, which the node would otherwise read as "the
+// default" and hand out a code that works for a day.
+func checkTTL(ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("bad --ttl %s: a code's lifetime must be positive, e.g. 2h (the default is %s)", ttl, join.DefaultInviteTTL)
+	}
+	return nil
 }
 
 // printCode prints a one-time code (an invite or a device link), optionally as a QR code, then a line

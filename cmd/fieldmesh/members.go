@@ -99,6 +99,9 @@ func deviceCmd(g *globals) *cobra.Command {
 		Short: "Print a one-time code that links a new device (run `fieldmesh team join CODE` on it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTTL(ttl); err != nil {
+				return err
+			}
 			inv, err := g.client().LinkDevice(cmd.Context(), args[0], ttl)
 			if err != nil {
 				return err
@@ -107,7 +110,7 @@ func deviceCmd(g *globals) *cobra.Command {
 		},
 	}
 	link.Flags().BoolVar(&qr, "qr", false, "also print the code as a QR code")
-	link.Flags().DurationVar(&ttl, "ttl", join.DefaultInviteTTL, "how long the code works")
+	link.Flags().DurationVar(&ttl, "ttl", join.DefaultInviteTTL, "how long the code works (positive, at most "+join.MaxInviteTTL.String()+")")
 	remove := &cobra.Command{
 		Use:   "remove TEAM DEVICE",
 		Short: "Remove one device (a lost phone) without removing its owner; DEVICE is its id (8+ hex chars)",

@@ -336,6 +336,9 @@ func (r *Relay) start() error {
 	if err != nil {
 		return fmt.Errorf("relay: connection manager: %w", err)
 	}
+	if err := meshconf.CheckListenFree(meshconf.Listenable(r.cfg.ListenAddrs)); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
 	r.host, err = libp2p.New(append([]libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrStrings(meshconf.Listenable(r.cfg.ListenAddrs)...),
