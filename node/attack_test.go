@@ -87,7 +87,10 @@ func epochKeyOf(t *testing.T, n *testNode, ref string) (seal.EpochKey, crdt.OpID
 	if err != nil {
 		t.Fatal(err)
 	}
-	box, err := teamkeys.OpenBox(n.id.Device, tm.id, e)
+	tm.mu.Lock()
+	bk := tm.core.BoxKeys()
+	tm.mu.Unlock()
+	box, err := teamkeys.OpenBox(bk, tm.id, e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +177,7 @@ func TestAttackRemovedMemberInventsEpoch(t *testing.T) {
 	body := crdt.Commit{Number: before.Epochs[before.Current].Number + 10, Recipients: []crdt.Recipient{me}}
 	op := crdt.NewOp(mal.id.Device, tm.id, crdt.MakeHLC(time.Now(), 0), []crdt.OpID{before.Epochs[before.Current].ID}, crdt.KindMember, body.Marshal())
 	keys := teamkeys.New(tm.id, mal.id.Device)
-	ce, err := keys.SealCommit(op, rand.Reader, nil)
+	ce, err := keys.SealCommit(op, rand.Reader, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +226,7 @@ func TestAttackThrowawayClock(t *testing.T) {
 		r := crdt.Recipient{Device: x.ID(), Noise: x.NoisePublic()}
 		body := crdt.Commit{Number: 50, Recipients: []crdt.Recipient{r}}
 		op := crdt.NewOp(x, ta.id, future, []crdt.OpID{ta.rec.Genesis}, crdt.KindMember, body.Marshal())
-		e, err := teamkeys.New(ta.id, x).SealCommit(op, rand.Reader, nil)
+		e, err := teamkeys.New(ta.id, x).SealCommit(op, rand.Reader, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -194,9 +194,14 @@ func (n *Node) receiveStored(t *team, p peer.ID, raws [][]byte) ([]device.Verdic
 		}
 		t.mu.Lock()
 		want := t.core.BoxWanted(n.now(), e, from)
+		var bk teamkeys.BoxKeys
+		if want {
+			bk = t.core.BoxKeys()
+		}
 		t.mu.Unlock()
 		if want {
-			box, err := teamkeys.OpenBox(n.id.Device, t.id, e)
+			box, err := teamkeys.OpenBox(bk, t.id, e)
+			bk.Wipe()
 			arrivals[i].Box, arrivals[i].Tried = box, err != nil
 		}
 	}

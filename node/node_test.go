@@ -391,7 +391,7 @@ func TestRivalCreateOpRefused(t *testing.T) {
 	// genesis is sealed: in commit form, a new epoch boxed to B alone.
 	body := crdt.Create{Name: "Ward", Kind: crdt.Clinical, Creator: crdt.MemberInfo{Device: b.id.Device.ID(), Noise: b.id.Device.NoisePublic(), Name: "Member", Admin: true}}
 	forged := crdt.NewOp(b.id.Device, team.ID, crdt.MakeHLC(time.Unix(1, 0), 0), nil, crdt.KindCreate, body.Marshal())
-	e, err := teamkeys.New(team.ID, b.id.Device).SealCommit(forged, rand.Reader, nil)
+	e, err := teamkeys.New(team.ID, b.id.Device).SealCommit(forged, rand.Reader, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/flynn/noise"
 )
 
 // SealToEach seals payload to each recipient, in the given order, as
@@ -44,9 +45,13 @@ func SealToEach(sender *identity.Device, recipients []identity.NoisePublic, prol
 // what SealTo or SealToEach produced; a message of another length counts as
 // one that does not open.
 func OpenAny(recipient *identity.Device, prologue []byte, msgs [][]byte) (index int, sender identity.NoisePublic, payload []byte, err error) {
-	opened.Add(1)
 	static := recipient.NoiseKey()
 	defer clear(static.Private)
+	return openAny(static, prologue, msgs)
+}
+
+func openAny(static noise.DHKey, prologue []byte, msgs [][]byte) (index int, sender identity.NoisePublic, payload []byte, err error) {
+	opened.Add(1)
 	cs, done, err := defaultSuite(static)
 	if err != nil {
 		return -1, identity.NoisePublic{}, nil, ErrOpen // unreachable: a Device's key is valid

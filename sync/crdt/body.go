@@ -453,6 +453,47 @@ func UnmarshalCommit(b []byte) (Commit, error) {
 	return c, nil
 }
 
+// Prekey is the body of a prekey op (KindPrekey): a device publishes a fresh
+// one-time X25519 key, to which the next commit seals its box (see
+// sync/teamkeys). Only the op's author uses it; the key must not be of small
+// order.
+//
+// Encoding: version 1 | key 32 bytes.
+type Prekey struct {
+	Key identity.NoisePublic
+}
+
+// Validate checks what UnmarshalPrekey checks.
+func (p Prekey) Validate() error {
+	if !noiseOK(p.Key) {
+		return fmt.Errorf("%w: a prekey of small order", ErrInvalid)
+	}
+	return nil
+}
+
+// Marshal encodes p. It does not validate; call Validate first.
+func (p Prekey) Marshal() []byte {
+	return append([]byte{bodyVersion}, p.Key[:]...)
+}
+
+// UnmarshalPrekey decodes and validates a Prekey body.
+func UnmarshalPrekey(b []byte) (Prekey, error) {
+	if len(b) > MaxOpSize {
+		return Prekey{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
+	}
+	d := wire.NewReader(b)
+	d.Version("prekey", bodyVersion)
+	var p Prekey
+	copy(p.Key[:], d.Fixed(32))
+	if err := d.Finish(); err != nil {
+		return Prekey{}, err
+	}
+	if err := p.Validate(); err != nil {
+		return Prekey{}, err
+	}
+	return p, nil
+}
+
 // Limits of a Relay body.
 const (
 	MaxRelayPeerLen = 128 // bytes of a libp2p peer id
@@ -793,6 +834,8 @@ func checkBody(kind Kind, body []byte) error {
 		_, err = UnmarshalEvidence(body)
 	case KindRelay:
 		_, err = UnmarshalRelay(body)
+	case KindPrekey:
+		_, err = UnmarshalPrekey(body)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v: %w", ErrBadBody, kind, err)

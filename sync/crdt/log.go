@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 
@@ -271,6 +272,11 @@ type State struct {
 	// peer, the latest such op by (Time, ID), unless it says Removed. Sorted
 	// by Peer.
 	Relays []RelayView
+	// Prekeys holds, for each member device that published one, its newest
+	// prekey: the X25519 key of its latest prekey op (KindPrekey) by
+	// (Time, ID) that counts. A commit seals the device's box to it, not to
+	// its static key (see sync/teamkeys).
+	Prekeys map[identity.DeviceID]identity.NoisePublic
 
 	// counted holds the ids of the ops that count (see Counts); permitted
 	// the commits that are permitted (see Permitted). Computed once, never
@@ -518,6 +524,7 @@ func (s State) clone() State {
 	c.Removed = slices.Clone(s.Removed)
 	c.Epochs = slices.Clone(s.Epochs)
 	c.Equivocations = slices.Clone(s.Equivocations)
+	c.Prekeys = maps.Clone(s.Prekeys)
 	for i := range c.Epochs {
 		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
 	}
@@ -638,13 +645,14 @@ func (l *Log) computeState() State {
 	}
 	for id, op := range l.ops {
 		switch op.Kind {
-		case KindMessage, KindAck, KindEvidence, KindRelay:
+		case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey:
 			if j.counts(id) {
 				counted[id] = true
 			}
 		}
 	}
 	relays := l.relays(j, ms.members)
+	prekeys := l.prekeys(j, ms.members)
 
 	cur := ms.current
 	return State{
@@ -660,9 +668,46 @@ func (l *Log) computeState() State {
 		NeedsRekey:    cur == -1 || cur != len(ms.epochs)-1 || ms.detached,
 		Equivocations: j.equivocations(),
 		Relays:        relays,
+		Prekeys:       prekeys,
 		counted:       counted,
 		permitted:     ms.permitted,
 	}
+}
+
+// prekeys computes State.Prekeys.
+func (l *Log) prekeys(j *opJudge, members []MemberInfo) map[identity.DeviceID]identity.NoisePublic {
+	member := make(map[identity.DeviceID]bool, len(members))
+	for _, m := range members {
+		member[m.Device] = true
+	}
+	type last struct {
+		id  OpID
+		at  HLC
+		key identity.NoisePublic
+	}
+	latest := make(map[identity.DeviceID]last)
+	for id, op := range l.ops {
+		if op.Kind != KindPrekey || !member[op.Author] || !j.counts(id) {
+			continue
+		}
+		p, err := UnmarshalPrekey(op.Body)
+		if err != nil {
+			continue
+		}
+		cur, ok := latest[op.Author]
+		if ok && (cur.at > op.Time || cur.at == op.Time && cur.id.Compare(id) > 0) {
+			continue
+		}
+		latest[op.Author] = last{id, op.Time, p.Key}
+	}
+	if len(latest) == 0 {
+		return nil
+	}
+	out := make(map[identity.DeviceID]identity.NoisePublic, len(latest))
+	for d, v := range latest {
+		out[d] = v.key
+	}
+	return out
 }
 
 // RelayView is a relay the team's admins announced (State.Relays).

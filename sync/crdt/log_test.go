@@ -3,6 +3,7 @@ package crdt
 import (
 	"errors"
 	"flag"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -596,5 +597,45 @@ func TestStateRelays(t *testing.T) {
 	good := Relay{Peer: []byte("p"), Addrs: [][]byte{{1, 2}}, Removed: true}
 	if got, err := UnmarshalRelay(good.Marshal()); err != nil || !reflect.DeepEqual(got, good) {
 		t.Errorf("UnmarshalRelay round trip: %+v, %v", got, err)
+	}
+}
+
+// TestStatePrekeys: State.Prekeys holds each member device's newest prekey by (Time, ID) from the
+// prekey ops that count and that it wrote itself; a non-member's is ignored, and a prekey of small
+// order is refused as a body.
+func TestStatePrekeys(t *testing.T) {
+	r := detRand(31)
+	a, b, x := newDevice(t, r), newDevice(t, r), newDevice(t, r)
+	team, _ := NewTeamID(r)
+	gen := newOp(a, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "T", Kind: Clinical, Creator: info(a, "Mia", true)}.Marshal())
+	g := []OpID{gen.ID()}
+	key := func() identity.NoisePublic { return newDevice(t, r).NoisePublic() }
+	kOld, kNew, kB, kX := key(), key(), key(), key()
+	prekey := func(dev *identity.Device, at HLC, k identity.NoisePublic) *Op {
+		return newOp(dev, team, at, g, KindPrekey, Prekey{Key: k}.Marshal())
+	}
+	l := NewLog(team)
+	mustAdd(t, l, gen,
+		memberOp(a, team, hlcAt(1, 0), g, info(b, "Zed", false)),
+		prekey(a, hlcAt(2, 0), kOld),
+		prekey(a, hlcAt(3, 0), kNew),
+		prekey(b, hlcAt(2, 5), kB),
+		prekey(x, hlcAt(4, 0), kX),
+	)
+	s := l.State()
+	want := map[identity.DeviceID]identity.NoisePublic{a.ID(): kNew, b.ID(): kB}
+	if !maps.Equal(s.Prekeys, want) {
+		t.Errorf("prekeys: %v; want a's newer one and b's, not the non-member's", s.Prekeys)
+	}
+	for _, weak := range []identity.NoisePublic{{}, {1}} {
+		if _, err := UnmarshalPrekey(Prekey{Key: weak}.Marshal()); err == nil {
+			t.Errorf("UnmarshalPrekey(%v): no error for a key of small order", weak.Short())
+		}
+		if err := CheckBody(KindPrekey, Prekey{Key: weak}.Marshal()); err == nil {
+			t.Errorf("CheckBody accepts a prekey of small order")
+		}
+	}
+	if got, err := UnmarshalPrekey(Prekey{Key: kB}.Marshal()); err != nil || got.Key != kB {
+		t.Errorf("UnmarshalPrekey round trip: %v, %v", got, err)
 	}
 }

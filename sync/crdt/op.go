@@ -25,9 +25,10 @@ const (
 	KindAck      Kind = 4 // body: Ack
 	KindEvidence Kind = 5 // body: Evidence
 	KindRelay    Kind = 6 // body: Relay
+	KindPrekey   Kind = 7 // body: Prekey
 )
 
-// String returns "create", "member", "message", "ack", "evidence", "relay" or "kind(N)".
+// String returns "create", "member", "message", "ack", "evidence", "relay", "prekey" or "kind(N)".
 func (k Kind) String() string {
 	switch k {
 	case KindCreate:
@@ -42,6 +43,8 @@ func (k Kind) String() string {
 		return "evidence"
 	case KindRelay:
 		return "relay"
+	case KindPrekey:
+		return "prekey"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

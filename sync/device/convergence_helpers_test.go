@@ -197,7 +197,7 @@ func (m *garbageMaker) epoch() (crdt.OpID, seal.EpochKey, bool) {
 	if err != nil {
 		return cur, seal.EpochKey{}, false
 	}
-	box, err := teamkeys.OpenBox(m.g.self, m.g.id, e)
+	box, err := teamkeys.OpenBox(m.g.BoxKeys(), m.g.id, e)
 	if err != nil {
 		return cur, seal.EpochKey{}, false
 	}

@@ -776,7 +776,10 @@ func (w *advWorld) mark(kind string, ids ...crdt.OpID) {
 }
 
 // epochKey returns the key of the epoch started by commit, from a's box in
-// its stored envelope (the adversary holds every key it was given).
+// its stored envelope (the adversary holds every key it was given). A
+// commit a sealed itself boxes a's copy to a key destroyed at once, but a
+// malicious committer keeps K: then the key comes from another recipient's
+// box, which holds the same K.
 func (w *advWorld) epochKey(a *adev, commit crdt.OpID) (seal.EpochKey, bool) {
 	r, ok := a.store.envs[commit]
 	if !ok {
@@ -786,11 +789,21 @@ func (w *advWorld) epochKey(a *adev, commit crdt.OpID) (seal.EpochKey, bool) {
 	if err != nil {
 		return seal.EpochKey{}, false
 	}
-	box, err := teamkeys.OpenBox(a.dev, w.team, e)
-	if err != nil {
+	if box, err := teamkeys.OpenBox(a.team.BoxKeys(), w.team, e); err == nil {
+		return box.Key, true
+	}
+	if op, ok := a.team.Op(commit); !ok || op.Author != a.dev.ID() {
 		return seal.EpochKey{}, false
 	}
-	return box.Key, true
+	for _, d := range w.devs {
+		if d.team == nil {
+			continue
+		}
+		if box, err := teamkeys.OpenBox(d.team.BoxKeys(), w.team, e); err == nil {
+			return box.Key, true
+		}
+	}
+	return seal.EpochKey{}, false
 }
 
 // sealCommit seals a commit op by dev with a fresh key boxed to recips (a

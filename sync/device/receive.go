@@ -197,7 +197,7 @@ func (t *Team) lookStored(e *envelope.Envelope, a Arrival, eff *Effects) (outcom
 			box := a.Box
 			if box == nil && !h.tried && !a.Tried && t.wantsBox(e, a.From) && t.chargeBoxes(a.From, e.Boxes()) {
 				h.tried = true
-				box, _ = teamkeys.OpenBox(t.self, t.id, e)
+				box, _ = t.openBox(e)
 			}
 			if box != nil {
 				t.openCommit(h, box, eff)
@@ -289,7 +289,7 @@ func (t *Team) tryCandidates(h *held) bool {
 			// A kept commit restored from the store, or opened without its
 			// box: open its box once.
 			c.tried = true
-			if box, err := teamkeys.OpenBox(t.self, t.id, c.env); err == nil {
+			if box, err := t.openBox(c.env); err == nil {
 				t.openCommit(c, box, nil)
 			}
 		}
@@ -382,7 +382,7 @@ func (t *Team) lookCommit(h *held, box *teamkeys.Box, eff *Effects) outcome {
 		}
 		if !h.tried && t.wantsBox(h.env, h.from) && t.chargeBoxes(h.from, h.env.Boxes()) {
 			h.tried = true
-			box, _ = teamkeys.OpenBox(t.self, t.id, h.env)
+			box, _ = t.openBox(h.env)
 		}
 	}
 	if box == nil {

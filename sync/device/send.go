@@ -203,7 +203,7 @@ func (t *Team) commit(changes []crdt.Change, why string) (*crdt.Op, Effects, err
 		t.makeRoom(s)
 		e, err = t.keys.SealCommit(op, t.cfg.Rand, func(ep teamkeys.EpochInfo) bool {
 			return t.lg.Has(ep.Commit) && s.Permitted(ep.Commit)
-		})
+		}, s.Prekeys)
 		if !errors.Is(err, teamkeys.ErrForgotten) {
 			break
 		}
@@ -273,7 +273,7 @@ func Create(cfg Config, now time.Time, name string, kind crdt.TeamKind, selfName
 	}
 	genesis := crdt.NewOp(t.self, t.id, t.clock.Next(), nil, crdt.KindCreate, body.Marshal())
 	t.cfg.Genesis = genesis.ID()
-	e, err := t.keys.SealCommit(genesis, t.cfg.Rand, nil)
+	e, err := t.keys.SealCommit(genesis, t.cfg.Rand, nil, nil)
 	if err != nil {
 		return nil, Effects{}, fmt.Errorf("device: seal genesis: %w", err)
 	}
@@ -368,7 +368,7 @@ func Join(cfg Config, now time.Time, hist []HistoryItem) (*Team, Effects, error)
 	if e == nil {
 		return nil, Effects{}, fmt.Errorf("%w: no envelope of the current epoch's commit", ErrHistory)
 	}
-	box, err := teamkeys.OpenBox(t.self, t.id, e)
+	box, err := t.openBox(e)
 	if err != nil {
 		return nil, Effects{}, fmt.Errorf("%w: the current epoch's commit has no box for this device: %w", ErrHistory, err)
 	}

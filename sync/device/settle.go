@@ -67,7 +67,7 @@ func (t *Team) learnLate(eff *Effects) {
 		}
 		if (u.commit == nil || u.commit.Box == nil) && !u.tried {
 			u.tried = true
-			if box, err := teamkeys.OpenBox(t.self, t.id, u.env); err == nil {
+			if box, err := t.openBox(u.env); err == nil {
 				t.openCommit(u, box, nil)
 			}
 		}
@@ -195,7 +195,7 @@ func (t *Team) reopenCommit(h *held, held []*held) bool {
 	// Its box, once, if its sender's budget allows it now.
 	if !h.tried && t.wantsBox(h.env, h.from) && t.chargeBoxes(h.from, h.env.Boxes()) {
 		h.tried = true
-		if box, err := teamkeys.OpenBox(t.self, t.id, h.env); err == nil {
+		if box, err := t.openBox(h.env); err == nil {
 			t.openCommit(h, box, nil)
 			return h.commit != nil
 		}
@@ -471,7 +471,7 @@ func (t *Team) keep(hs []*held, eff *Effects) {
 			// Kept, and this device is a recipient: its box gives the chains
 			// (the commit was opened with a prior key, or came as an op).
 			h.tried = true
-			if box, err := teamkeys.OpenBox(t.self, t.id, h.env); err == nil {
+			if box, err := t.openBox(h.env); err == nil {
 				t.openCommit(h, box, eff)
 			}
 		}

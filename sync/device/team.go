@@ -332,6 +332,19 @@ func (t *Team) indexSeal(op *crdt.Op) {
 	}
 }
 
+// BoxKeys returns a copy of the keys a commit's boxes are tried with
+// (teamkeys.OpenBox): this device's prekeys for the team, then its static
+// key. A caller that opens boxes outside the Team's lock takes it under the
+// lock.
+func (t *Team) BoxKeys() teamkeys.BoxKeys { return t.keys.BoxKeys() }
+
+// openBox trial-opens a commit's boxes with this device's keys.
+func (t *Team) openBox(e *envelope.Envelope) (*teamkeys.Box, error) {
+	bk := t.keys.BoxKeys()
+	defer bk.Wipe()
+	return teamkeys.OpenBox(bk, t.id, e)
+}
+
 // ID returns the team's id.
 func (t *Team) ID() crdt.TeamID { return t.id }
 

@@ -44,6 +44,7 @@ func (t *Team) Tick(now time.Time, opt TickOptions) Effects {
 	}
 	t.forgetOld(&eff)
 	t.tendEpochs(&eff)
+	t.tendPrekey(&eff)
 	if !opt.NoAcks && t.cfg.AckInterval > 0 && now.Sub(t.lastAck) >= t.cfg.AckInterval {
 		if _, ack, err := t.Acks(now); err != nil {
 			t.log.Warn("acknowledgements not published", "err", err)
@@ -53,6 +54,39 @@ func (t *Team) Tick(now time.Time, opt TickOptions) Effects {
 	}
 	t.flushEvidence(&eff)
 	return eff
+}
+
+// tendPrekey publishes a fresh prekey (a crdt.Prekey op) when this device
+// can send in the current epoch and holds no prekey that no learned epoch
+// was boxed to, or the team does not show the newest it holds. The next
+// commit boxes this device's epoch key to it; learning that epoch retires
+// the prekeys made before it (teamkeys), so a captured device cannot reopen
+// the boxes of epochs it learned before. The prekey's private half is
+// persisted in the same write as the op (ownKept).
+func (t *Team) tendPrekey(eff *Effects) {
+	s := t.snapshot()
+	if s.Current < 0 || !t.keys.CanSend(s.Epochs[s.Current].ID) {
+		return
+	}
+	shown, ok := s.Prekeys[t.self.ID()]
+	if ok && !t.keys.WantsPrekey() && slices.Contains(t.keys.Prekeys(), shown) {
+		return
+	}
+	fresh, err := t.keys.NewPrekey(t.cfg.Rand)
+	if err != nil {
+		t.log.Warn("prekey not made", "err", err)
+		return
+	}
+	op, err := t.Make(t.now, crdt.KindPrekey, crdt.Prekey{Key: fresh}.Marshal())
+	if err == nil {
+		var pub Effects
+		_, pub, err = t.Publish(t.now, op)
+		eff.merge(pub)
+	}
+	if err != nil {
+		t.keys.DropPrekey(fresh)
+		t.log.Warn("prekey not published", "err", err)
+	}
 }
 
 // forgetOld destroys the keys of epochs that ended (a later-numbered epoch

@@ -155,11 +155,28 @@ func (e *Envelope) boxes() (boxes [][]byte, end int) {
 // ErrNotRecipient, or ErrBadOp for a box that opens to something other than
 // a 32-byte key.
 func OpenBox(e *Envelope, dev *identity.Device, team crdt.TeamID) (seal.EpochKey, identity.NoisePublic, error) {
+	return openBox(e, team, func(prologue []byte, boxes [][]byte) (int, identity.NoisePublic, []byte, error) {
+		return epochkey.OpenAny(dev, prologue, boxes)
+	})
+}
+
+// OpenBoxWith is OpenBox with one of the device's prekeys (a box sealed to a
+// one-time key the device published, see crypto/epochkey.Prekey) in place of
+// its static key.
+func OpenBoxWith(e *Envelope, p epochkey.Prekey, team crdt.TeamID) (seal.EpochKey, identity.NoisePublic, error) {
+	return openBox(e, team, func(prologue []byte, boxes [][]byte) (int, identity.NoisePublic, []byte, error) {
+		return epochkey.OpenAnyWith(p, prologue, boxes)
+	})
+}
+
+type boxOpener func(prologue []byte, boxes [][]byte) (int, identity.NoisePublic, []byte, error)
+
+func openBox(e *Envelope, team crdt.TeamID, open boxOpener) (seal.EpochKey, identity.NoisePublic, error) {
 	if _, err := e.openCommon(FormCommit, team); err != nil {
 		return seal.EpochKey{}, identity.NoisePublic{}, err
 	}
 	boxes, _ := e.boxes()
-	_, sender, payload, err := epochkey.OpenAny(dev, BoxPrologue(team, e), boxes)
+	_, sender, payload, err := open(BoxPrologue(team, e), boxes)
 	if err != nil {
 		return seal.EpochKey{}, identity.NoisePublic{}, ErrNotRecipient
 	}

@@ -213,7 +213,7 @@ func (bt *benchTeam) openCommit(k *teamkeys.Keys, dev *identity.Device, wire []b
 	if err != nil {
 		return err
 	}
-	box, err := teamkeys.OpenBox(dev, bt.team, e)
+	box, err := teamkeys.OpenBox(teamkeys.StaticOnly(dev), bt.team, e)
 	if err != nil {
 		return err
 	}
@@ -270,7 +270,7 @@ func sealHelper(spec string) error {
 	}
 	ka := teamkeys.New(bt.team, bt.alice)
 	op := bt.commitOp(false)
-	e, err := ka.SealCommit(op, nil, nil)
+	e, err := ka.SealCommit(op, nil, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -330,7 +330,7 @@ func BenchmarkMessage(b *testing.B) {
 	b.Run("seal+sign-200B", func(b *testing.B) {
 		ka := teamkeys.New(bt.team, bt.alice)
 		op := bt.commitOp(false)
-		if _, err := ka.SealCommit(op, nil, nil); err != nil {
+		if _, err := ka.SealCommit(op, nil, nil, nil); err != nil {
 			b.Fatal(err)
 		}
 		r := newRatio(sealSign)
@@ -390,7 +390,7 @@ func BenchmarkCommit(b *testing.B) {
 		var size int
 		for b.Loop() {
 			// A fresh Keys each time: one epoch, no prior keys.
-			e, err := teamkeys.New(bt.team, bt.alice).SealCommit(bt.commitOp(false), nil, nil)
+			e, err := teamkeys.New(bt.team, bt.alice).SealCommit(bt.commitOp(false), nil, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -408,7 +408,7 @@ func BenchmarkCommit(b *testing.B) {
 			}
 			wire := make([][]byte, b.N)
 			for i := range wire {
-				e, err := teamkeys.New(bt.team, bt.alice).SealCommit(bt.commitOp(true), nil, nil)
+				e, err := teamkeys.New(bt.team, bt.alice).SealCommit(bt.commitOp(true), nil, nil, nil)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -29,6 +29,17 @@
 // ([EpochInfo]: tag, commit id, chains) for the caller's retention and
 // eviction decisions.
 //
+// Prekeys. A device publishes one-time X25519 keys (crdt.KindPrekey ops:
+// [Keys.NewPrekey] makes one and keeps its private half in the state;
+// [Keys.WantsPrekey] says when none is left unused). [Keys.SealCommit] seals
+// each recipient's box to its newest prekey the caller's log shows
+// (crdt.State.Prekeys), else to its static key, and this device's own box
+// to a key destroyed at once. A prekey that opened an epoch is kept until
+// the last epoch it opened is forgotten ([Keys.Forget]), then destroyed in
+// the same state: so a captured device reopens no epoch past retention,
+// while a commit made concurrently in another partition, boxed to the same
+// prekey, still opens (docs/security.md).
+//
 // Commits. [Keys.SealCommit] seals a create or commit op of this device in
 // commit form with a fresh K boxed to each recipient, hands on as prior
 // keys the outer keys of the held epochs that its include function accepts
@@ -37,10 +48,11 @@
 // device its commit removed), and learns the new epoch itself. A received
 // commit is opened in steps, none of which changes the state:
 //   - [OpenBox] (stateless, so it can run outside the lock that guards the
-//     Keys) trial-opens the boxes with this device's static key: about one
-//     X25519 multiplication a box. It gives the epoch key and the Noise key
-//     of the device that sealed the box ([Box]; the caller checks it is the
-//     author's);
+//     Keys, with a copy of the keys from [Keys.BoxKeys]) trial-opens the
+//     boxes with this device's prekeys, newest first, then its static key:
+//     about one X25519 multiplication a box and key. It gives the epoch key,
+//     the Noise key of the device that sealed the box ([Box]; the caller
+//     checks it is the author's) and the prekey that opened it;
 //   - [Keys.OpenCommit] opens the envelope with that box, or else with the
 //     outer keys held for its tag, and [Keys.OpenCommitWith] with an outer
 //     key not held yet (a prior key of another commit not judged yet):

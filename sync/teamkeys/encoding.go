@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
@@ -17,7 +18,7 @@ import (
 )
 
 const (
-	stateVersion = 2
+	stateVersion = 3
 
 	flagCommit = 1 << 0 // the commit id follows
 	flagChains = 1 << 1 // the sender state and receiver states follow
@@ -35,13 +36,13 @@ const (
 	// 120 KB. Unmarshal reads sequentially and allocates only as it
 	// consumes input.
 	MaxStateSize int64 = 1 + 32 + 32 + binary.MaxVarintLen16 + MaxEpochs*maxEpochSize +
-		binary.MaxVarintLen32 + MaxForgotten*4
+		binary.MaxVarintLen32 + MaxForgotten*4 + 1 + MaxPrekeys*(33+binary.MaxVarintLen16+MaxEpochs*4)
 )
 
-// Marshal encodes the whole state (version 2), for one record of the
+// Marshal encodes the whole state (version 3), for one record of the
 // encrypted store; integers big-endian, uvarints minimal:
 //
-//	version     1 byte   (2)
+//	version     1 byte   (3)
 //	team       32 bytes
 //	device     32 bytes  this device's id
 //	epochs     uvarint count (0..MaxEpochs), then each, strictly ascending by
@@ -54,6 +55,10 @@ const (
 //	            uvarint count (0..MaxBoxes-1) of receiver states, ascending by sender,
 //	            each as uvarint length and crypto/senderkey's encoding]
 //	forgotten  uvarint count (0..MaxForgotten), then each tag 4 bytes, ascending
+//	prekeys    uvarint count (0..MaxPrekeys), then each in the order made:
+//	           private key 32 bytes, used byte (0 or 1), uvarint count
+//	           (0..MaxEpochs) of the tags of held epochs it opened, each 4
+//	           bytes, strictly ascending; no two prekeys alike
 //
 // Each state has exactly one encoding. The result holds secrets (outer
 // keys, chain keys); the store encrypts it at rest. Persist it after every
@@ -74,6 +79,15 @@ func (k *Keys) Marshal() []byte {
 	b = binary.AppendUvarint(b, uint64(len(k.forgotten)))
 	for _, tag := range slices.Sorted(maps.Keys(k.forgotten)) {
 		b = binary.BigEndian.AppendUint32(b, tag)
+	}
+	b = binary.AppendUvarint(b, uint64(len(k.prekeys)))
+	for _, h := range k.prekeys {
+		b = append(b, h.key.Private[:]...)
+		b = wire.AppendBool(b, h.used)
+		b = binary.AppendUvarint(b, uint64(len(h.opened)))
+		for _, tag := range h.opened {
+			b = binary.BigEndian.AppendUint32(b, tag)
+		}
 	}
 	return b
 }
@@ -182,6 +196,38 @@ func Unmarshal(team crdt.TeamID, self *identity.Device, b []byte) (*Keys, error)
 			fail(d, "a forgotten tag is held")
 		}
 		k.forgotten[tag] = struct{}{}
+	}
+	np := d.Count(MaxPrekeys, 34)
+	for range np {
+		var priv [32]byte
+		copy(priv[:], d.Fixed(32))
+		used := d.Bool()
+		nt := d.Count(MaxEpochs, 4)
+		var opened []uint32
+		for range nt {
+			tag := d.Uint32()
+			if d.Err() == nil && len(opened) > 0 && tag <= opened[len(opened)-1] {
+				fail(d, "prekey epoch tags not strictly ascending")
+			}
+			opened = append(opened, tag)
+		}
+		if d.Err() == nil && len(opened) > 0 && !used {
+			fail(d, "an unused prekey that opened epochs")
+		}
+		if d.Err() != nil {
+			break
+		}
+		p, err := epochkey.PrekeyFromPrivate(priv)
+		clear(priv[:])
+		if err != nil {
+			fail(d, "%v", err)
+			break
+		}
+		if slices.ContainsFunc(k.prekeys, func(h *heldPrekey) bool { return h.key.Public == p.Public }) {
+			fail(d, "a prekey twice")
+			break
+		}
+		k.prekeys = append(k.prekeys, &heldPrekey{key: p, used: used, opened: opened})
 	}
 	if err := d.Finish(); err != nil {
 		return nil, encodingError(err)

@@ -133,7 +133,7 @@ func TestLearn(t *testing.T) {
 		rs := w.recipients("alice", "carol")
 		rs[slices.IndexFunc(rs, func(r crdt.Recipient) bool { return r.Device == w.devs["carol"].ID() })].Noise = w.devs["dave"].NoisePublic()
 		op := w.commitOp("alice", 4, rs)
-		e, err := w.keys["alice"].SealCommit(op, w.rand(), nil)
+		e, err := w.keys["alice"].SealCommit(op, w.rand(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +144,7 @@ func TestLearn(t *testing.T) {
 		if ep, ok := w.keys["dave"].Epoch(op.ID()); !ok || ep.Chains() {
 			t.Errorf("dave: epoch held %v; want it by its outer key only", ok)
 		}
-		if _, err := teamkeys.OpenBox(w.devs["carol"], w.team, e); !errors.Is(err, envelope.ErrNotRecipient) {
+		if _, err := teamkeys.OpenBox(teamkeys.StaticOnly(w.devs["carol"]), w.team, e); !errors.Is(err, envelope.ErrNotRecipient) {
 			t.Errorf("carol: got %v; want ErrNotRecipient", err)
 		}
 	})
@@ -164,7 +164,7 @@ func TestLearn(t *testing.T) {
 
 func mustBox(t *testing.T, w *world, name string, e *envelope.Envelope) *teamkeys.Box {
 	t.Helper()
-	box, err := teamkeys.OpenBox(w.devs[name], w.team, e)
+	box, err := teamkeys.OpenBox(teamkeys.StaticOnly(w.devs[name]), w.team, e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestSealCommitInclude(t *testing.T) {
 	if ok, err := alice.LearnPrior(envelope.PriorKey{Tag: crdt.TagOf(op.ID()), Outer: mustKey(t, 0x55)}); !ok || err != nil {
 		t.Fatal(err)
 	}
-	e, err := alice.SealCommit(op, w.rand(), nil)
+	e, err := alice.SealCommit(op, w.rand(), nil, nil)
 	if err != nil {
 		t.Fatalf("a commit whose tag a held epoch shares: %v", err)
 	}
@@ -316,7 +316,7 @@ func TestSharedTag(t *testing.T) {
 			seen++
 		}
 		return false
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if seen != 2 {
@@ -411,7 +411,7 @@ func TestForget(t *testing.T) {
 	op := w.commitOp("bob", 4, w.recipients("alice", "bob"))
 	bob.Forget(crdt.TagOf(op.ID()))
 	w.unchanged("bob", "sealing a commit of a forgotten tag", func() {
-		if _, err := bob.SealCommit(op, w.rand(), nil); !errors.Is(err, teamkeys.ErrForgotten) {
+		if _, err := bob.SealCommit(op, w.rand(), nil, nil); !errors.Is(err, teamkeys.ErrForgotten) {
 			t.Errorf("SealCommit: got %v; want ErrForgotten", err)
 		}
 	})
@@ -450,7 +450,7 @@ func TestLimits(t *testing.T) {
 		if ok, err := bob.LearnPrior(envelope.PriorKey{Tag: 0xfffffabc, Outer: filler}); ok || !errors.Is(err, teamkeys.ErrTooManyEpochs) {
 			t.Errorf("LearnPrior: got %v, %v; want false, ErrTooManyEpochs", ok, err)
 		}
-		if _, err := bob.SealCommit(w.commitOp("bob", 4, w.recipients("bob")), w.rand(), nil); !errors.Is(err, teamkeys.ErrTooManyEpochs) {
+		if _, err := bob.SealCommit(w.commitOp("bob", 4, w.recipients("bob")), w.rand(), nil, nil); !errors.Is(err, teamkeys.ErrTooManyEpochs) {
 			t.Errorf("SealCommit: got %v; want ErrTooManyEpochs", err)
 		}
 		commit4, c4Env := w.commit("alice", 4, "alice", "bob")
@@ -489,14 +489,19 @@ func TestLimits(t *testing.T) {
 }
 
 // TestOpenBox: the stateless OpenBox gives each recipient the epoch key
-// and the sealing device's Noise key, and a non-recipient nothing.
+// and the sealing device's Noise key, and a non-recipient nothing. The
+// committer's own box is sealed to a key destroyed at once: not even its
+// static key opens it (it learned the epoch from K).
 func TestOpenBox(t *testing.T) {
-	w := newWorld(t, "alice", "bob", "carol")
+	w := newWorld(t, "alice", "bob", "carol", "dan")
 	w.create("alice")
-	_, e := w.commit("alice", 2, "alice", "bob")
+	_, e := w.commit("alice", 2, "alice", "bob", "dan")
+	if _, err := teamkeys.OpenBox(teamkeys.StaticOnly(w.devs["alice"]), w.team, e); !errors.Is(err, envelope.ErrNotRecipient) {
+		t.Errorf("the committer's static key opens its own box: %v", err)
+	}
 	var keys []seal.EpochKey
-	for _, n := range []string{"alice", "bob"} {
-		box, err := teamkeys.OpenBox(w.devs[n], w.team, e)
+	for _, n := range []string{"dan", "bob"} {
+		box, err := teamkeys.OpenBox(teamkeys.StaticOnly(w.devs[n]), w.team, e)
 		if err != nil || box.Sender != w.devs["alice"].NoisePublic() {
 			t.Fatalf("%s: got %v; want alice's box", n, err)
 		}
@@ -508,7 +513,7 @@ func TestOpenBox(t *testing.T) {
 		}
 	}
 	if !keys[0].Equal(keys[1]) {
-		t.Errorf("alice's and bob's boxes hold different keys")
+		t.Errorf("dan's and bob's boxes hold different keys")
 	}
 	for _, tt := range []struct {
 		name string
@@ -519,7 +524,7 @@ func TestOpenBox(t *testing.T) {
 		{"a non-recipient", w.devs["carol"], w.team, envelope.ErrNotRecipient},
 		{"another team", w.devs["bob"], crdt.TeamID{9}, envelope.ErrWrongTopic},
 	} {
-		if box, err := teamkeys.OpenBox(tt.dev, tt.team, e); !errors.Is(err, tt.want) || box != nil {
+		if box, err := teamkeys.OpenBox(teamkeys.StaticOnly(tt.dev), tt.team, e); !errors.Is(err, tt.want) || box != nil {
 			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, box, err, tt.want)
 		}
 	}
@@ -532,11 +537,11 @@ func TestSealCommitTwice(t *testing.T) {
 	w.create("alice")
 	op := w.commitOp("alice", 2, w.recipients("alice", "bob"))
 	k := w.keys["alice"]
-	if _, err := k.SealCommit(op, w.rand(), nil); err != nil {
+	if _, err := k.SealCommit(op, w.rand(), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	n := k.Len()
-	if _, err := k.SealCommit(op, w.rand(), nil); !errors.Is(err, teamkeys.ErrWrongOp) {
+	if _, err := k.SealCommit(op, w.rand(), nil, nil); !errors.Is(err, teamkeys.ErrWrongOp) {
 		t.Errorf("second SealCommit of one op: %v; want ErrWrongOp", err)
 	}
 	if k.Len() != n || !k.CanSend(op.ID()) {

@@ -37,9 +37,20 @@ func newRichState(t testing.TB) *richState {
 	s := &richState{w: w, read: 3, peeked: 4, sent: 2}
 	s.create, s.createEnv = w.create("alice")
 	s.c2, s.c2Env = w.commit("alice", 2, "alice", "bob", "carol")
-	var c3Env *envelope.Envelope
-	s.c3, c3Env = w.commit("alice", 3, "alice", "bob")
+	// Epoch 3 is boxed to a prekey of bob's, which he then holds as used, with a fresh one beside it.
+	pk, err := w.keys["bob"].NewPrekey(w.rand())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.c3 = w.commitOp("alice", 3, w.recipients("alice", "bob"))
+	c3Env, err := w.keys["alice"].SealCommit(s.c3, w.rand(), nil, map[identity.DeviceID]identity.NoisePublic{w.devs["bob"].ID(): pk})
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.mustLearn("bob", c3Env, s.c3)
+	if _, err := w.keys["bob"].NewPrekey(w.rand()); err != nil {
+		t.Fatal(err)
+	}
 	w.mustLearn("bob", s.createEnv, s.create) // names epoch 1
 	for i := range 6 {
 		op, e := w.msg("alice", s.c3.ID(), fmt.Sprint("m", i))
@@ -67,8 +78,8 @@ func TestMarshal(t *testing.T) {
 	c1, c3 := s.create.ID(), s.c3.ID()
 	wantEpochs(t, "bob", bob, info(crdt.TagOf(c1), c1, false), info(crdt.TagOf(s.c2.ID()), crdt.OpID{}, false), info(crdt.TagOf(c3), c3, true))
 	b := bob.Marshal()
-	if b[0] != 2 {
-		t.Errorf("version byte %d; want 2", b[0])
+	if b[0] != 3 {
+		t.Errorf("version byte %d; want 3", b[0])
 	}
 	k, err := teamkeys.Unmarshal(w.team, w.devs["bob"], b)
 	if err != nil {
@@ -128,8 +139,8 @@ func TestUnmarshalErrors(t *testing.T) {
 	team, bob := w.team, w.devs["bob"]
 	rich := w.keys["bob"].Marshal()
 	empty := teamkeys.New(team, bob).Marshal()
-	if len(empty) != 1+32+32+1+1 {
-		t.Fatalf("empty state of %d bytes; want 67", len(empty))
+	if len(empty) != 1+32+32+1+1+1 {
+		t.Fatalf("empty state of %d bytes; want 68", len(empty))
 	}
 	// Two outer-only epochs (tags 1 and 2) and forgotten tags 5 and 9.
 	k := teamkeys.New(team, bob)
@@ -146,8 +157,18 @@ func TestUnmarshalErrors(t *testing.T) {
 		outerLen = 4 + 1 + 32      // an outer-only epoch
 		forgotAt = epochsAt + 2*outerLen + 1
 	)
-	if len(two) != forgotAt+8 {
-		t.Fatalf("two outer-only epochs and two forgotten tags: %d bytes; want %d", len(two), forgotAt+8)
+	if len(two) != forgotAt+8+1 {
+		t.Fatalf("two outer-only epochs and two forgotten tags: %d bytes; want %d", len(two), forgotAt+8+1)
+	}
+	// A state with one prekey: the count, the private key, the used byte.
+	kp := teamkeys.New(team, bob)
+	if _, err := kp.NewPrekey(w.rand()); err != nil {
+		t.Fatal(err)
+	}
+	withPrekey := kp.Marshal()
+	prekeysAt := len(empty) - 1
+	if len(withPrekey) != prekeysAt+1+34 {
+		t.Fatalf("a state with one prekey: %d bytes; want %d", len(withPrekey), prekeysAt+1+34)
 	}
 	with := func(b []byte, i int, v ...byte) []byte { c := bytes.Clone(b); copy(c[i:], v); return c }
 	swapped := with(two, epochsAt, append(bytes.Clone(two[epochsAt+outerLen:epochsAt+2*outerLen]), two[epochsAt:epochsAt+outerLen]...)...)
@@ -157,7 +178,7 @@ func TestUnmarshalErrors(t *testing.T) {
 	kOne := teamkeys.New(team, bob)
 	genesis := crdt.NewOp(bob, team, w.tick(), nil, crdt.KindCreate, crdt.Create{Name: "Ward 8", Kind: crdt.Clinical,
 		Creator: crdt.MemberInfo{Device: bob.ID(), Noise: bob.NoisePublic(), Name: "Bob", Admin: true}}.Marshal())
-	if _, err := kOne.SealCommit(genesis, w.rand(), nil); err != nil {
+	if _, err := kOne.SealCommit(genesis, w.rand(), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	one := kOne.Marshal()
@@ -175,7 +196,14 @@ func TestUnmarshalErrors(t *testing.T) {
 	}{
 		{"empty input", nil},
 		{"version 1", with(empty, 0, 1)},
-		{"version 3", with(empty, 0, 3)},
+		{"version 2", with(empty, 0, 2)},
+		{"version 4", with(empty, 0, 4)},
+		{"prekey used byte 2", with(withPrekey, prekeysAt+1+32, 2)},
+		{"an unused prekey that opened an epoch", append(with(withPrekey, prekeysAt+1+33, 1), 0, 0, 0, 1)},
+		{"prekey tags not ascending", append(with(with(withPrekey, prekeysAt+1+32, 1), prekeysAt+1+33, 2), 0, 0, 0, 2, 0, 0, 0, 1)},
+		{"a prekey twice", append(with(withPrekey, prekeysAt, 2), withPrekey[prekeysAt+1:]...)},
+		{"prekey count over what follows", with(withPrekey, prekeysAt, 2)},
+		{"prekey count over MaxPrekeys", append(append(bytes.Clone(empty[:prekeysAt]), teamkeys.MaxPrekeys+1), bytes.Repeat(withPrekey[prekeysAt+1:], teamkeys.MaxPrekeys+1)...)},
 		{"another team", with(empty, 1, 0xff)},
 		{"another device", with(empty, 33, 0xff)},
 		{"trailing byte", append(bytes.Clone(rich), 0)},
@@ -227,7 +255,7 @@ func goldenState(t testing.TB) (*world, []byte) {
 func TestGolden(t *testing.T) {
 	w, b := goldenState(t)
 	path := filepath.Join("testdata", "state.golden")
-	want := fmt.Appendf(nil, "# teamkeys state encoding (version 2) of a fixed history: go test -run TestGolden -update\n%x\n", b)
+	want := fmt.Appendf(nil, "# teamkeys state encoding (version 3) of a fixed history: go test -run TestGolden -update\n%x\n", b)
 	if *update {
 		if err := os.WriteFile(path, want, 0o644); err != nil {
 			t.Fatal(err)
@@ -315,7 +343,7 @@ func FuzzUnmarshal(f *testing.F) {
 			_ = k.CanSend(ep.Commit)
 			_ = k.CanOpen(ep.Commit, identity.DeviceID{}, 0)
 		}
-		if len(b) > 0 && b[0] != 2 {
+		if len(b) > 0 && b[0] != 3 {
 			t.Fatalf("accepted version %d", b[0])
 		}
 	})

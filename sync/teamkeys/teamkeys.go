@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
@@ -26,6 +27,13 @@ const (
 	// that it never learns a forgotten epoch again. Forget beyond it drops
 	// the smallest tags from the list.
 	MaxForgotten = 1 << 16
+	// MaxPrekeys is the most prekeys a Keys holds: one fresh, published and
+	// not used yet, and one for each epoch still held that was learned
+	// through a prekey (about five with weekly epochs and 30 days of
+	// retention). NewPrekey beyond it destroys the oldest. Each held prekey
+	// costs a trial of every box of a commit this device has not opened
+	// (OpenBox), newest first.
+	MaxPrekeys = 32
 )
 
 // Errors. Every error of Keys wraps one of these, or an error of
@@ -187,6 +195,16 @@ type Keys struct {
 	self      *identity.Device
 	epochs    map[uint32][]*Epoch // by tag: normally one each, more only if two commits share a tag
 	forgotten map[uint32]struct{}
+	prekeys   []*heldPrekey // oldest first
+}
+
+// heldPrekey is a prekey this device made and published, whether an epoch
+// it learned was boxed to it, and the tags of the held epochs learned
+// through it.
+type heldPrekey struct {
+	key    epochkey.Prekey
+	used   bool
+	opened []uint32 // ascending
 }
 
 // New returns the empty key state of team on device self.
@@ -281,7 +299,7 @@ func Recipients(op *crdt.Op) ([]crdt.Recipient, error) {
 // Errors: ErrWrongOp, ErrForgotten (the op's tag was forgotten: make the
 // op again at another time), ErrTooManyEpochs, or an envelope error (sizes
 // are checked before any work). On error the state is unchanged.
-func (k *Keys) SealCommit(op *crdt.Op, rand io.Reader, include func(EpochInfo) bool) (*envelope.Envelope, error) {
+func (k *Keys) SealCommit(op *crdt.Op, rand io.Reader, include func(EpochInfo) bool, prekeys map[identity.DeviceID]identity.NoisePublic) (*envelope.Envelope, error) {
 	if err := k.checkOwn(op); err != nil {
 		return nil, err
 	}
@@ -307,7 +325,22 @@ func (k *Keys) SealCommit(op *crdt.Op, rand io.Reader, include func(EpochInfo) b
 	}
 	noise := make([]identity.NoisePublic, len(recipients))
 	for i, r := range recipients {
-		noise[i] = r.Noise
+		if err := r.Noise.Check(); err != nil {
+			// Every box to such a key would be readable by anyone; the membership rules refuse it too.
+			return nil, fmt.Errorf("teamkeys: seal commit: %w: device %v: %v", epochkey.ErrSeal, r.Device.Short(), err)
+		}
+		noise[i] = boxKey(r, k.self.ID(), prekeys)
+		if r.Device == k.self.ID() {
+			// This device learns the epoch below, from K: its own box is sealed
+			// to a key made now and destroyed at once, so that nothing it keeps
+			// (its static key, a prekey) reopens the box later.
+			throwaway, err := epochkey.NewPrekey(rand)
+			if err != nil {
+				return nil, fmt.Errorf("teamkeys: seal commit: %w", err)
+			}
+			noise[i] = throwaway.Public
+			throwaway.Wipe()
+		}
 	}
 	e, err := envelope.SealCommit(op, k.self, key, noise, k.priorKeys(tag, include), rand)
 	if err != nil {
@@ -315,6 +348,16 @@ func (k *Keys) SealCommit(op *crdt.Op, rand io.Reader, include func(EpochInfo) b
 	}
 	k.add(NewEpoch(k.self, key, id, recipients))
 	return e, nil
+}
+
+// boxKey is the key a recipient's box is sealed to: its newest prekey
+// known, else its static Noise key (a device whose prekey op has not reached
+// the committer: see the package documentation).
+func boxKey(r crdt.Recipient, self identity.DeviceID, prekeys map[identity.DeviceID]identity.NoisePublic) identity.NoisePublic {
+	if p, ok := prekeys[r.Device]; ok && r.Device != self {
+		return p
+	}
+	return r.Noise
 }
 
 // priorKeys returns the outer key of every epoch held that include accepts
@@ -475,6 +518,37 @@ func (k *Keys) CanOpen(epoch crdt.OpID, sender identity.DeviceID, index uint32) 
 type Box struct {
 	Key    seal.EpochKey
 	Sender identity.NoisePublic
+	// Prekey is the public half of the prekey that opened the box (zero:
+	// the device's static key did).
+	Prekey identity.NoisePublic
+}
+
+// BoxKeys is what OpenBox tries a commit's boxes with: this device's
+// prekeys, newest first, then its static key. Take it from Keys.BoxKeys
+// under the lock that guards the Keys; it is a copy, safe to use outside.
+type BoxKeys struct {
+	self    *identity.Device
+	prekeys []epochkey.Prekey
+}
+
+// BoxKeys returns a copy of the keys OpenBox tries.
+func (k *Keys) BoxKeys() BoxKeys {
+	bk := BoxKeys{self: k.self, prekeys: make([]epochkey.Prekey, 0, len(k.prekeys))}
+	for i := len(k.prekeys) - 1; i >= 0; i-- {
+		bk.prekeys = append(bk.prekeys, k.prekeys[i].key)
+	}
+	return bk
+}
+
+// StaticOnly returns the BoxKeys of a device that holds no prekey (one that
+// has not joined a team yet, or a test).
+func StaticOnly(self *identity.Device) BoxKeys { return BoxKeys{self: self} }
+
+// Wipe overwrites the prekeys of the copy.
+func (bk *BoxKeys) Wipe() {
+	for i := range bk.prekeys {
+		bk.prekeys[i].Wipe()
+	}
 }
 
 // OpenBox trial-opens a commit-form envelope's boxes with self's static key
@@ -482,12 +556,97 @@ type Box struct {
 // lock that guards them; it costs about one X25519 multiplication per box
 // (a 256-box envelope about 9 ms). Errors: envelope.ErrNotRecipient and
 // the envelope's layout errors.
-func OpenBox(self *identity.Device, team crdt.TeamID, e *envelope.Envelope) (*Box, error) {
-	key, sender, err := envelope.OpenBox(e, self, team)
+func OpenBox(bk BoxKeys, team crdt.TeamID, e *envelope.Envelope) (*Box, error) {
+	for _, p := range bk.prekeys {
+		key, sender, err := envelope.OpenBoxWith(e, p, team)
+		if err == nil {
+			return &Box{Key: key, Sender: sender, Prekey: p.Public}, nil
+		}
+		if !errors.Is(err, envelope.ErrNotRecipient) {
+			return nil, err
+		}
+	}
+	key, sender, err := envelope.OpenBox(e, bk.self, team)
 	if err != nil {
 		return nil, err
 	}
 	return &Box{Key: key, Sender: sender}, nil
+}
+
+// NewPrekey makes a prekey for this device to publish (crdt.Prekey) and
+// holds its private half, destroying the oldest held beyond MaxPrekeys.
+// Persist the state (Marshal) in the same write as the op that publishes it.
+func (k *Keys) NewPrekey(rand io.Reader) (identity.NoisePublic, error) {
+	p, err := epochkey.NewPrekey(rand)
+	if err != nil {
+		return identity.NoisePublic{}, fmt.Errorf("teamkeys: %w", err)
+	}
+	k.prekeys = append(k.prekeys, &heldPrekey{key: p})
+	for len(k.prekeys) > MaxPrekeys {
+		k.prekeys[0].key.Wipe()
+		k.prekeys = k.prekeys[1:]
+	}
+	return p.Public, nil
+}
+
+// DropPrekey destroys the held prekey with this public half, if held (one
+// made by NewPrekey whose op could not be published).
+func (k *Keys) DropPrekey(pub identity.NoisePublic) {
+	k.prekeys = slices.DeleteFunc(k.prekeys, func(h *heldPrekey) bool {
+		if h.key.Public == pub {
+			h.key.Wipe()
+			return true
+		}
+		return false
+	})
+}
+
+// WantsPrekey reports whether this device should publish a new prekey: it
+// holds none that no learned epoch was boxed to.
+func (k *Keys) WantsPrekey() bool {
+	return !slices.ContainsFunc(k.prekeys, func(h *heldPrekey) bool { return !h.used })
+}
+
+// Prekeys returns the public halves of the prekeys held, oldest first.
+func (k *Keys) Prekeys() []identity.NoisePublic {
+	out := make([]identity.NoisePublic, len(k.prekeys))
+	for i, h := range k.prekeys {
+		out[i] = h.key.Public
+	}
+	return out
+}
+
+// used records that the epoch with this tag was learned through the
+// prekey pub. The prekey is then kept exactly as long as the keys of the
+// epochs it opened (Forget destroys it with the last of them), and not
+// longer: a commit made concurrently with the one it opened (in another
+// partition, by an admin that had not seen this device's next prekey) may
+// still be boxed to it, and must open while its epoch could be read at all.
+func (k *Keys) used(pub identity.NoisePublic, tag uint32) {
+	i := slices.IndexFunc(k.prekeys, func(h *heldPrekey) bool { return h.key.Public == pub })
+	if i < 0 {
+		return
+	}
+	h := k.prekeys[i]
+	h.used = true
+	if j, found := slices.BinarySearch(h.opened, tag); !found {
+		h.opened = slices.Insert(h.opened, j, tag)
+	}
+}
+
+// dropOpened removes a forgotten tag from the prekeys that opened it and
+// destroys the used prekeys left without an epoch.
+func (k *Keys) dropOpened(tag uint32) {
+	k.prekeys = slices.DeleteFunc(k.prekeys, func(h *heldPrekey) bool {
+		if j, found := slices.BinarySearch(h.opened, tag); found {
+			h.opened = slices.Delete(h.opened, j, j+1)
+		}
+		if h.used && len(h.opened) == 0 && !keepPrekeys {
+			h.key.Wipe()
+			return true
+		}
+		return false
+	})
 }
 
 // CommitOpened is a commit-form envelope opened: its op (with its seal),
@@ -598,6 +757,7 @@ func (k *Keys) Learn(c *CommitOpened) error {
 	if len(kept) < len(eps) {
 		k.epochs[tag] = append(kept, ep)
 		slices.SortFunc(k.epochs[tag], compareEpochs)
+		k.used(c.Box.Prekey, tag)
 		return nil
 	}
 	if k.Len() >= MaxEpochs {
@@ -605,6 +765,7 @@ func (k *Keys) Learn(c *CommitOpened) error {
 		return fmt.Errorf("%w: %d held", ErrTooManyEpochs, k.Len())
 	}
 	k.add(ep)
+	k.used(c.Box.Prekey, tag)
 	return nil
 }
 
@@ -638,6 +799,7 @@ func (k *Keys) Forget(tag uint32) {
 		ep.wipe()
 	}
 	delete(k.epochs, tag)
+	k.dropOpened(tag)
 	k.forgotten[tag] = struct{}{}
 	if len(k.forgotten) > MaxForgotten {
 		delete(k.forgotten, slices.MinFunc(slices.Collect(maps.Keys(k.forgotten)), cmp.Compare[uint32]))

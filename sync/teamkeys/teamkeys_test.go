@@ -94,7 +94,7 @@ func (w *world) create(name string) (*crdt.Op, *envelope.Envelope) {
 	d := w.devs[name]
 	body := crdt.Create{Name: "Ward 7", Kind: crdt.Clinical, Creator: crdt.MemberInfo{Device: d.ID(), Noise: d.NoisePublic(), Name: "Alice", Admin: true}}
 	op := crdt.NewOp(d, w.team, w.tick(), nil, crdt.KindCreate, body.Marshal())
-	e, err := w.keys[name].SealCommit(op, w.rand(), nil)
+	e, err := w.keys[name].SealCommit(op, w.rand(), nil, nil)
 	if err != nil {
 		w.t.Fatalf("create: %v", err)
 	}
@@ -127,7 +127,7 @@ func (w *world) commitOp(author string, number uint32, rs []crdt.Recipient) *crd
 func (w *world) commitWith(author string, number uint32, include func(teamkeys.EpochInfo) bool, to ...string) (*crdt.Op, *envelope.Envelope) {
 	w.t.Helper()
 	op := w.commitOp(author, number, w.recipients(to...))
-	e, err := w.keys[author].SealCommit(op, w.rand(), include)
+	e, err := w.keys[author].SealCommit(op, w.rand(), include, nil)
 	if err != nil {
 		w.t.Fatalf("commit by %s: %v", author, err)
 	}
@@ -167,7 +167,7 @@ func (w *world) wire(e *envelope.Envelope) *envelope.Envelope {
 func (w *world) learn(name string, e *envelope.Envelope) (*teamkeys.CommitOpened, error) {
 	w.t.Helper()
 	e = w.wire(e)
-	box, err := teamkeys.OpenBox(w.devs[name], w.team, e)
+	box, err := teamkeys.OpenBox(w.keys[name].BoxKeys(), w.team, e)
 	if err != nil && !errors.Is(err, envelope.ErrNotRecipient) {
 		return nil, err
 	}
@@ -290,7 +290,7 @@ func TestEpochs(t *testing.T) {
 		t.Errorf("alice opens her own message: got %+v, %v; want who and where, ErrNoChain", o, err)
 	}
 	w.wantRead("bob", m1Env, nil, teamkeys.ErrUnknownEpoch)
-	if _, err := teamkeys.OpenBox(w.devs["bob"], w.team, createEnv); !errors.Is(err, envelope.ErrNotRecipient) {
+	if _, err := teamkeys.OpenBox(teamkeys.StaticOnly(w.devs["bob"]), w.team, createEnv); !errors.Is(err, envelope.ErrNotRecipient) {
 		t.Errorf("bob opens the create's box: got %v; want ErrNotRecipient", err)
 	}
 	if _, err := bob.OpenCommit(createEnv, nil); !errors.Is(err, teamkeys.ErrUnknownEpoch) {
@@ -304,7 +304,7 @@ func TestEpochs(t *testing.T) {
 	}
 	wantEpochs(t, "alice after commit 2", alice, info(tag1, c1, true), info(tag2, c2, true))
 	for _, n := range []string{"bob", "carol"} {
-		box, err := teamkeys.OpenBox(w.devs[n], w.team, commit2Env)
+		box, err := teamkeys.OpenBox(teamkeys.StaticOnly(w.devs[n]), w.team, commit2Env)
 		if err != nil || box.Sender != w.devs["alice"].NoisePublic() {
 			t.Fatalf("%s: OpenBox: %v (sender %v); want alice's box", n, err, box)
 		}
@@ -449,7 +449,7 @@ func TestEpoch(t *testing.T) {
 	commit2, c2Env := w.commit("alice", 2, "alice", "bob")
 	c2 := commit2.ID()
 	sealed, e := w.msg("alice", c2, "hi")
-	box, err := teamkeys.OpenBox(w.devs["bob"], w.team, c2Env)
+	box, err := teamkeys.OpenBox(teamkeys.StaticOnly(w.devs["bob"]), w.team, c2Env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +641,7 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 	_, otherCreate := other.create("alice")
 	// carol, a member, holds the outer key (her box) and rewrites the
 	// outer layer of alice's genuine message.
-	box, err := teamkeys.OpenBox(w.devs["carol"], w.team, c2Env)
+	box, err := teamkeys.OpenBox(teamkeys.StaticOnly(w.devs["carol"]), w.team, c2Env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -708,7 +708,7 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 			var err error
 			var b *teamkeys.Box
 			if tt.box {
-				b, err = teamkeys.OpenBox(w.devs["bob"], w.team, tt.e)
+				b, err = teamkeys.OpenBox(teamkeys.StaticOnly(w.devs["bob"]), w.team, tt.e)
 			}
 			if err == nil {
 				_, err = w.keys["bob"].OpenCommit(tt.e, b)
@@ -744,19 +744,19 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 				return err
 			}, teamkeys.ErrWrongOp},
 			{"a message in commit form", func() error {
-				_, err := w.keys["alice"].SealCommit(crdt.NewOp(w.devs["alice"], w.team, w.tick(), nil, crdt.KindMessage, nil), nil, nil)
+				_, err := w.keys["alice"].SealCommit(crdt.NewOp(w.devs["alice"], w.team, w.tick(), nil, crdt.KindMessage, nil), nil, nil, nil)
 				return err
 			}, teamkeys.ErrWrongOp},
 			{"another team's commit", func() error {
-				_, err := w.keys["alice"].SealCommit(other.commitOp("alice", 3, other.recipients("alice")), nil, nil)
+				_, err := w.keys["alice"].SealCommit(other.commitOp("alice", 3, other.recipients("alice")), nil, nil, nil)
 				return err
 			}, teamkeys.ErrWrongOp},
 			{"a commit body that does not decode", func() error {
-				_, err := w.keys["alice"].SealCommit(crdt.NewOp(w.devs["alice"], w.team, w.tick(), nil, crdt.KindMember, []byte{9}), nil, nil)
+				_, err := w.keys["alice"].SealCommit(crdt.NewOp(w.devs["alice"], w.team, w.tick(), nil, crdt.KindMember, []byte{9}), nil, nil, nil)
 				return err
 			}, teamkeys.ErrWrongOp},
 			{"a commit to a small-order Noise key", func() error {
-				_, err := w.keys["alice"].SealCommit(w.commitOp("alice", 3, weak), w.rand(), nil)
+				_, err := w.keys["alice"].SealCommit(w.commitOp("alice", 3, weak), w.rand(), nil, nil)
 				return err
 			}, epochkey.ErrSeal},
 			{"unknown epoch", func() error {
@@ -764,7 +764,7 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 				return err
 			}, teamkeys.ErrCannotSend},
 			{"randomness fails", func() error {
-				_, err := w.keys["alice"].SealCommit(w.commitOp("alice", 3, w.recipients("alice")), bytes.NewReader(nil), nil)
+				_, err := w.keys["alice"].SealCommit(w.commitOp("alice", 3, w.recipients("alice")), bytes.NewReader(nil), nil, nil)
 				return err
 			}, io.EOF},
 		} {
@@ -797,7 +797,7 @@ func TestWeakNoiseKey(t *testing.T) {
 		rs := w.recipients("alice", "bob")
 		rs[0].Noise = weak
 		w.unchanged("alice", "a commit to a weak key", func() {
-			e, err := w.keys["alice"].SealCommit(w.commitOp("alice", 2, rs), w.rand(), nil)
+			e, err := w.keys["alice"].SealCommit(w.commitOp("alice", 2, rs), w.rand(), nil, nil)
 			if !errors.Is(err, epochkey.ErrSeal) || e != nil {
 				t.Errorf("Noise key %v: got %v; want epochkey.ErrSeal", weak.Short(), err)
 			}
