@@ -25,7 +25,7 @@ RELAY_DEVICES ?= 50
 test:
 	$(GO) test -race -shuffle=on -count=1 -timeout 20m $(PKGS)
 	@echo "capture test, control build (prekeys never destroyed): the thief must read the old epoch"
-	$(GO) test -tags fieldmesh_keepprekeys -count=1 -run 'TestCaptureAfterRetention$$' ./sync/device/
+	$(GO) test -tags fieldmesh_keepprekeys -count=1 -run 'TestCapture(AfterRetention|OfDataDirectory)$$' ./sync/device/ ./node/
 
 ## convergence: the device core's convergence property test at full size (10,000 schedules),
 ## without the race detector, which would make it 10x slower (make test runs a smaller count under -race)
@@ -58,7 +58,7 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags chaos ./simulations/chaos/
 	$(GO) vet -tags fieldmesh_noseal ./sync/envelope/ ./sync/teamkeys/ ./node/...
-	$(GO) vet -tags fieldmesh_keepprekeys ./sync/teamkeys/ ./sync/device/
+	$(GO) vet -tags fieldmesh_keepprekeys ./sync/teamkeys/ ./sync/device/ ./node/
 
 ## bench: every benchmark, once, so they keep compiling and running
 bench:

@@ -44,7 +44,8 @@ var testKDF = storage.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 type testNode struct {
 	*Node
-	st *storage.Store
+	st  *storage.Store
+	dir string // the store's data directory
 }
 
 // newMockNodes starts n nodes, each with its own store, on one mocknet with every pair linked (not
@@ -61,7 +62,8 @@ func newMockNodesCfg(t testing.TB, adjust func(i int, c *Config), names ...strin
 	t.Cleanup(func() { mn.Close() })
 	var out []*testNode
 	for i, name := range names {
-		st, err := storage.Create(t.TempDir(), storage.Options{Passphrase: []byte("pw"), KDF: testKDF})
+		dir := t.TempDir()
+		st, err := storage.Create(dir, storage.Options{Passphrase: []byte("pw"), KDF: testKDF})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +89,7 @@ func newMockNodesCfg(t testing.TB, adjust func(i int, c *Config), names ...strin
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { n.Close() })
-		out = append(out, &testNode{Node: n, st: st})
+		out = append(out, &testNode{Node: n, st: st, dir: dir})
 	}
 	if err := mn.LinkAll(); err != nil {
 		t.Fatal(err)

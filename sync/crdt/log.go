@@ -88,6 +88,48 @@ func (l *Log) Add(op *Op) (added bool, err error) {
 	return true, nil
 }
 
+// AddStored adds an op read back from this device's own store
+// (UnmarshalStored): an op Add accepted once, or one redacted since, which
+// keeps its id and seal and has no body to check. It checks nothing else.
+func (l *Log) AddStored(op *Op) (added bool, err error) {
+	if !op.Redacted() {
+		return l.Add(op)
+	}
+	id := op.ID()
+	if _, ok := l.ops[id]; ok {
+		return false, nil
+	}
+	if op.Team != l.team {
+		return false, fmt.Errorf("%w: op of another team", ErrMalformed)
+	}
+	op = op.Clone()
+	l.ops[id] = op
+	for _, p := range op.Parents {
+		l.parented[p]++
+	}
+	l.state = nil
+	return true, nil
+}
+
+// Redact deletes the body of the message op with the given id, keeping its
+// place in the log (id, author, time, parents, kind, seal): it still counts
+// as an op of its author, as an ancestor and for acknowledgements, and is
+// no longer among State's Messages. It reports whether it redacted one.
+// Store the op's MarshalStored in place of the old record.
+func (l *Log) Redact(id OpID) bool {
+	op, ok := l.ops[id]
+	if !ok || op.Kind != KindMessage || op.Redacted() {
+		return false
+	}
+	r := op.Clone()
+	clear(op.Body) // the log's own copy: Op and Ops hand out clones
+	r.Body = nil
+	r.redacted = id
+	l.ops[id] = r
+	l.state = nil
+	return true
+}
+
 // Remove removes the op with the given id, if present, and reports whether
 // it was. A replica that adds ops on trial (sync/device, which judges what
 // it receives before it keeps it) takes back what it does not keep.

@@ -108,6 +108,10 @@ type Op struct {
 	Kind    Kind
 	Body    []byte
 	Seal    Seal
+
+	// redacted is the id of an op whose body was deleted (Log.Redact): its
+	// content no longer hashes to it.
+	redacted OpID
 }
 
 // Seal is where an author sealed an op, and its signature of that: Ed25519
@@ -226,11 +230,58 @@ func (o *Op) Marshal() []byte {
 	return wire.AppendBytes(b, o.Seal.Sig)
 }
 
-// ID returns the SHA-256 of o.MarshalContent().
+// ID returns the SHA-256 of o.MarshalContent(), or, for an op whose body
+// was deleted (Redacted), the id it had.
 func (o *Op) ID() OpID {
+	if o.redacted != (OpID{}) {
+		return o.redacted
+	}
 	// Most ops fit the stack buffer, so hashing does not allocate.
 	var buf [1024]byte
 	return sha256.Sum256(o.appendContent(buf[:0]))
+}
+
+// Redacted reports whether the op's body was deleted (Log.Redact): it
+// keeps its place in the log (id, author, time, parents, kind, seal) and
+// nothing of what it said.
+func (o *Op) Redacted() bool { return o.redacted != (OpID{}) }
+
+// redactedVersion starts the stored form of a redacted op (MarshalStored);
+// no op encoding starts with it (opVersion does).
+const redactedVersion = 0xfe
+
+// MarshalStored returns the form a device stores an op in: Marshal, or for
+// a redacted op, redactedVersion | its id (32 bytes) | Marshal (its body
+// empty). Only UnmarshalStored reads it, and only Log.AddStored adds it: it
+// comes from the device's own store, never from the network.
+func (o *Op) MarshalStored() []byte {
+	if !o.Redacted() {
+		return o.Marshal()
+	}
+	b := append([]byte{redactedVersion}, o.redacted[:]...)
+	return append(b, o.Marshal()...)
+}
+
+// UnmarshalStored decodes MarshalStored's output.
+func UnmarshalStored(b []byte) (*Op, error) {
+	if len(b) == 0 || b[0] != redactedVersion {
+		return UnmarshalOp(b)
+	}
+	if len(b) < 1+32 {
+		return nil, fmt.Errorf("%w: redacted op of %d bytes", ErrMalformed, len(b))
+	}
+	o, err := UnmarshalOp(b[1+32:])
+	if err != nil {
+		return nil, err
+	}
+	if len(o.Body) != 0 {
+		return nil, fmt.Errorf("%w: a redacted op with a body", ErrMalformed)
+	}
+	copy(o.redacted[:], b[1:1+32])
+	if o.redacted == (OpID{}) {
+		return nil, fmt.Errorf("%w: a redacted op with a zero id", ErrMalformed)
+	}
+	return o, nil
 }
 
 // Clone returns a deep copy of o.

@@ -7,82 +7,33 @@ import (
 	"time"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/sync/adversary"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
 )
 
-// capture is what a thief who holds a device and its passphrase does with
-// the project's own code: it decodes the device's key record, opens every
-// commit envelope the device stores with every key the device still holds
-// (its prekeys and its static key), rebuilds each epoch it opens from K
-// (every chain from index 0) and opens every chain-form envelope with it.
-// It returns the texts of the messages it read. It does not read the opened
-// ops the store also keeps (see TestCaptureAfterRetention).
+// capture runs adversary.Capture on what st holds.
 func capture(t *testing.T, team crdt.TeamID, dev *identity.Device, st *memStore) map[string]bool {
 	t.Helper()
-	keys, err := teamkeys.Unmarshal(team, dev, st.keys)
+	var ops [][]byte
+	for _, b := range st.ops {
+		ops = append(ops, b)
+	}
+	read, err := adversary.Capture(team, dev, st.keys, ops, st.envelopes())
 	if err != nil {
 		t.Fatal(err)
-	}
-	bk := keys.BoxKeys()
-	epochs := map[uint32]*teamkeys.Epoch{}
-	var chains []*envelope.Envelope
-	for _, raw := range st.envelopes() {
-		e, err := envelope.Unmarshal(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Form() != envelope.FormCommit {
-			chains = append(chains, e)
-			continue
-		}
-		box, err := teamkeys.OpenBox(bk, team, e)
-		if err != nil {
-			continue
-		}
-		op, _, err := envelope.OpenCommit(e, envelope.OuterKey(box.Key), team)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs, err := teamkeys.Recipients(op)
-		if err != nil {
-			t.Fatal(err)
-		}
-		epochs[e.Epoch] = teamkeys.NewEpoch(dev, box.Key, op.ID(), rs)
-	}
-	read := map[string]bool{}
-	for _, e := range chains {
-		var op *crdt.Op
-		if ep := epochs[e.Epoch]; ep != nil {
-			if o, err := ep.OpenChain(e, team); err == nil {
-				op = o.Op
-			}
-		}
-		if op == nil {
-			// What the key state still opens by itself (message keys not yet used).
-			if o, err := keys.OpenChain(e); err == nil {
-				op = o.Op
-			}
-		}
-		if op == nil || op.Kind != crdt.KindMessage {
-			continue
-		}
-		m, err := crdt.UnmarshalMessage(op.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		read[m.Text] = true
 	}
 	return read
 }
 
 // TestCaptureAfterRetention is the capture test of the wire-format issue
-// (#8) for the keys: Bob joins (his first epoch is boxed to his static key:
+// (#8) on the device core: Bob joins (his first epoch is boxed to his static key:
 // no prekey of his is known yet), publishes a prekey, learns an epoch
 // boxed to it and reads its messages, learns the next epoch through his
-// next prekey, and the first prekey epoch passes retention. A thief with
-// everything Bob's key record and envelopes hold, and his static key,
+// next prekey, and the first prekey epoch passes retention: its keys, its
+// prekey and its messages' bodies are deleted. A thief with everything
+// Bob's store holds (key record, opened ops, envelopes) and his static key
 // reads none of that epoch's messages. The control build (-tags
 // fieldmesh_keepprekeys), where prekeys are never destroyed, reads them
 // all: the test can fail. The epoch Bob joined in stays readable from its
@@ -150,6 +101,15 @@ func TestCaptureAfterRetention(t *testing.T) {
 		t.Fatal("bob lost the current epoch")
 	}
 
+	for _, txt := range oldTexts {
+		if slices.Contains(texts(bob), txt) {
+			t.Errorf("bob still shows %q after its epoch's retention", txt)
+		}
+	}
+	bob.restart(h.now)
+	if got := texts(bob); !slices.Equal(got, newTexts) {
+		t.Errorf("after a restart bob shows %q; want only the current epoch's %q", got, newTexts)
+	}
 	read := capture(t, h.team, bob.dev, bob.store)
 	var got []string
 	for _, txt := range oldTexts {

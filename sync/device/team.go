@@ -275,11 +275,11 @@ func New(cfg Config, now time.Time, st Stored) (*Team, error) {
 	t.keys = keys
 	var ops []*crdt.Op
 	for _, b := range st.Ops {
-		op, err := crdt.UnmarshalOp(b)
+		op, err := crdt.UnmarshalStored(b)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrStored, err)
 		}
-		if _, err := t.lg.Add(op); err != nil {
+		if _, err := t.lg.AddStored(op); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrStored, err)
 		}
 		ops = append(ops, op)

@@ -59,9 +59,9 @@ func (t *Team) Tick(now time.Time, opt TickOptions) Effects {
 // tendPrekey publishes a fresh prekey (a crdt.Prekey op) when this device
 // can send in the current epoch and holds no prekey that no learned epoch
 // was boxed to, or the team does not show the newest it holds. The next
-// commit boxes this device's epoch key to it; learning that epoch retires
-// the prekeys made before it (teamkeys), so a captured device cannot reopen
-// the boxes of epochs it learned before. The prekey's private half is
+// commit boxes this device's epoch key to it; the prekey is destroyed with
+// the keys of the last epoch it opened (teamkeys), so a captured device
+// cannot reopen an epoch past retention. The prekey's private half is
 // persisted in the same write as the op (ownKept).
 func (t *Team) tendPrekey(eff *Effects) {
 	s := t.snapshot()
@@ -89,9 +89,35 @@ func (t *Team) tendPrekey(eff *Effects) {
 	}
 }
 
+// redactEpoch deletes the bodies of the messages sealed in the epochs of
+// tag, whose keys were just destroyed: the log keeps each message's place
+// (crdt.Log.Redact) and the store its redacted form, written over the old
+// record (storage.Collect then removes the old version).
+func (t *Team) redactEpoch(tag uint32, eff *Effects) {
+	n := 0
+	for _, op := range t.lg.Ops() {
+		if op.Kind != crdt.KindMessage || op.Seal.Epoch != tag || op.Redacted() {
+			continue
+		}
+		id := op.ID()
+		if !t.lg.Redact(id) {
+			continue
+		}
+		r, _ := t.lg.Op(id)
+		eff.Write.Ops = append(eff.Write.Ops, Record{Time: uint64(r.Time), ID: id, Data: r.MarshalStored()})
+		n++
+	}
+	if n > 0 {
+		t.state = nil
+		eff.Changed = true
+		t.log.Info("deleted messages past retention", "messages", n)
+	}
+}
+
 // forgetOld destroys the keys of epochs that ended (a later-numbered epoch
-// started) more than RetainKeys ago; never the current one. The opened ops
-// stay; their envelopes stay sealed for relaying.
+// started) more than RetainKeys ago; never the current one. The messages
+// sealed in them lose their bodies (redactEpoch); every other op stays,
+// and the envelopes stay sealed for relaying.
 func (t *Team) forgetOld(eff *Effects) {
 	s := t.snapshot()
 	if s.Current < 0 {
@@ -107,6 +133,7 @@ func (t *Team) forgetOld(eff *Effects) {
 		if ok && end.Before(cutoff) {
 			t.keys.Forget(ep.Tag)
 			forgot++
+			t.redactEpoch(ep.Tag, eff)
 		}
 	}
 	if forgot > 0 {
