@@ -45,8 +45,8 @@ const (
 // on a slow uplink, for longer the larger they are; on fast links it never happens. In gossipbench on
 // 256 kbit/s uplinks, IDONTWANT for every message cost 2% more bytes with 200-byte messages and saved
 // 5% at 400 bytes and 14% at 1,000; with unlimited uplinks it saved nothing and cost 15% (100
-// bytes). A fieldmesh envelope is about 260 bytes for "ok", 330–360 for a
-// 70-character note and 560–590 for 300 characters: around the break-even point. So IDONTWANT starts
+// bytes). A fieldmesh envelope (version 4) is 200–264 bytes for "ok" and 400–460 for 200
+// characters (size_test.go): around the break-even point. So IDONTWANT starts
 // at 512 bytes, where it saves on slow links (pubsub's default, 1,024, is above nearly every clinical
 // message). 512 is also above Dhi × the 20-byte id: a small message cannot make a node send more
 // IDONTWANT bytes than it received.
@@ -226,14 +226,14 @@ func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int, rtt func(peer.ID)
 	}
 }
 
-// TopicNamePrefix starts every team's gossip topic name. Its number changes with every incompatible
-// change of the envelope format, so devices of two formats never share a topic.
-const TopicNamePrefix = "fm3/"
+// TopicNamePrefix starts every team's gossip topic name. Its number is the envelope format's version
+// (sync/envelope), so devices of two formats never share a topic.
+const TopicNamePrefix = "fm4/"
 
 // TopicNameBytes is how much of a team's envelope.Topic its gossip topic name carries.
 const TopicNameBytes = 9
 
-// TopicName is the gossip topic of a team: "fm3/" and the base64url (unpadded) of the first 9 bytes of
+// TopicName is the gossip topic of a team: "fm4/" and the base64url (unpadded) of the first 9 bytes of
 // its envelope.Topic, which is derived one-way from the team id, so it names nothing. It is 16
 // bytes; every gossip copy of a message and every IHAVE carries it, so it is short.
 //
