@@ -275,7 +275,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.mesh.sent = n.handedByGossip
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.usage = usage.New(cfg.Store, usage.Config{Now: now, Logger: n.log, Known: n.knownTopic})
+	n.usage = usage.New(cfg.Store, usage.Config{Now: now, Logger: n.log, Topic: n.topicOfName})
 	n.low = lowdata.New(cfg.Store, id.Device.ID(), n.log)
 
 	if cfg.Host != nil {

@@ -32,11 +32,13 @@ func (n *Node) resolveTopic(t envelope.Topic) (crdt.TeamID, string, bool) {
 	return tm.id, tm.snapshot().Name, true
 }
 
-// knownTopic reports whether t is the topic of one of the device's teams.
-func (n *Node) knownTopic(t envelope.Topic) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.byTopic[t] != nil
+// topicOfName returns the topic of the device's team whose gossip topic name is name.
+func (n *Node) topicOfName(name string) (envelope.Topic, bool) {
+	v, ok := n.topicNames.Load(name)
+	if !ok {
+		return envelope.Topic{}, false
+	}
+	return v.(*team).topic, true
 }
 
 // startLowData loads the low-data mode from the store (Config.LowData turns it on) and, when it is

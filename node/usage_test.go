@@ -281,15 +281,18 @@ func TestConfigLowDataForcesOn(t *testing.T) {
 	}
 }
 
-func TestParseTopicName(t *testing.T) {
-	var tp envelope.Topic
-	tp[0], tp[15] = 0xab, 0xcd
-	if got, ok := meshconf.ParseTopicName(meshconf.TopicName(tp)); !ok || got != tp {
-		t.Errorf("meshconf.ParseTopicName(meshconf.TopicName(%v)) = %v, %v", tp, got, ok)
+func TestTopicName(t *testing.T) {
+	var a, b envelope.Topic
+	a[0], a[15] = 0xab, 0xcd
+	b[0], b[15] = 0xab, 0xce // differs after the bytes the name carries
+	if got, want := meshconf.TopicName(a), "fm4/qwAAAAAAAAAA"; got != want {
+		t.Errorf("meshconf.TopicName(%x) = %q; want %q", a[:], got, want)
 	}
-	for _, s := range []string{"", "/fieldmesh/t/", "/fieldmesh/t/zz" + meshconf.TopicName(tp)[15:], meshconf.TopicName(tp) + "00", "/meshsub"} {
-		if _, ok := meshconf.ParseTopicName(s); ok {
-			t.Errorf("meshconf.ParseTopicName(%q) succeeded", s)
-		}
+	if meshconf.TopicName(a) != meshconf.TopicName(b) {
+		t.Errorf("the topic name depends on more than its first %d bytes", meshconf.TopicNameBytes)
+	}
+	b[meshconf.TopicNameBytes-1] ^= 1
+	if meshconf.TopicName(a) == meshconf.TopicName(b) {
+		t.Errorf("topics that differ in byte %d have one name", meshconf.TopicNameBytes-1)
 	}
 }

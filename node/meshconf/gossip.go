@@ -6,9 +6,8 @@ package meshconf
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base64"
 	"math"
-	"strings"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -46,8 +45,8 @@ const (
 // on a slow uplink, for longer the larger they are; on fast links it never happens. In gossipbench on
 // 256 kbit/s uplinks, IDONTWANT for every message cost 2% more bytes with 200-byte messages and saved
 // 5% at 400 bytes and 14% at 1,000; with unlimited uplinks it saved nothing and cost 15% (100
-// bytes). A fieldmesh envelope is about 260 bytes for "ok", 330–360 for a
-// 70-character note and 560–590 for 300 characters: around the break-even point. So IDONTWANT starts
+// bytes). A fieldmesh envelope (version 4) is 200–264 bytes for "ok" and 400–460 for 200
+// characters (size_test.go): around the break-even point. So IDONTWANT starts
 // at 512 bytes, where it saves on slow links (pubsub's default, 1,024, is above nearly every clinical
 // message). 512 is also above Dhi × the 20-byte id: a small message cannot make a node send more
 // IDONTWANT bytes than it received.
@@ -227,19 +226,26 @@ func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int, rtt func(peer.ID)
 	}
 }
 
-// TopicName is the gossip topic of a team: derived one-way from the team id (through its
-// envelope.Topic), so it names nothing.
-func TopicName(t envelope.Topic) string { return "/fieldmesh/t/" + hex.EncodeToString(t[:]) }
+// TopicNamePrefix starts every team's gossip topic name. Its number is the envelope format's version
+// (sync/envelope), so devices of two formats never share a topic.
+const TopicNamePrefix = "fm4/"
 
-// ParseTopicName inverts TopicName.
-func ParseTopicName(name string) (envelope.Topic, bool) {
-	var t envelope.Topic
-	h, ok := strings.CutPrefix(name, "/fieldmesh/t/")
-	if !ok || len(h) != 2*len(t) {
-		return t, false
-	}
-	if _, err := hex.Decode(t[:], []byte(h)); err != nil {
-		return t, false
-	}
-	return t, true
+// TopicNameBytes is how much of a team's envelope.Topic its gossip topic name carries.
+const TopicNameBytes = 9
+
+// TopicName is the gossip topic of a team: "fm4/" and the base64url (unpadded) of the first 9 bytes of
+// its envelope.Topic, which is derived one-way from the team id, so it names nothing. It is 16
+// bytes; every gossip copy of a message and every IHAVE carries it, so it is short.
+//
+// 72 bits are enough because a name is only a rendezvous, never a check: every envelope carries its
+// full 16-byte topic in its header, and devices and relays check it (and the envelope's keys) before
+// they keep or pass it on. A collision of two teams' names can cost bandwidth and nothing else: a
+// device keeps a topic's gossip between the team's members and relays (its peer filter), so devices
+// of two colliding teams do not exchange it, and a host that carries two colliding teams fails to
+// join the second (pubsub refuses a topic joined twice) rather than mixing them. Accidental collisions
+// are negligible (about 2^-33 for a million teams); making one on purpose means finding a team id
+// whose topic has given 72 bits, about 2^72 hashes, and buys nothing that publishing junk on the
+// name would not.
+func TopicName(t envelope.Topic) string {
+	return TopicNamePrefix + base64.RawURLEncoding.EncodeToString(t[:TopicNameBytes])
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
@@ -63,9 +62,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives the failures of Run's flushes. Default: discard.
 	Logger *slog.Logger
-	// Known reports whether a topic is one of this device's teams; gossip of other topics is not
-	// attributed. Default: none is.
-	Known func(envelope.Topic) bool
+	// Topic returns the topic of this device's team whose gossip topic name is name
+	// (meshconf.TopicName), and false for any other name: gossip of other topics is not
+	// attributed. Default: none is a team's.
+	Topic func(name string) (envelope.Topic, bool)
 }
 
 // Meter accumulates byte counts and flushes them to the store. It is the host's bandwidth reporter
@@ -74,7 +74,7 @@ type Meter struct {
 	st    Store
 	now   func() time.Time
 	log   *slog.Logger
-	known func(envelope.Topic) bool
+	topic func(name string) (envelope.Topic, bool)
 
 	mu      stdsync.Mutex // guards pending
 	pending map[storage.UsageKey]storage.UsageCount
@@ -92,15 +92,15 @@ var (
 
 // New returns a Meter that keeps its counts in st.
 func New(st Store, cfg Config) *Meter {
-	m := &Meter{st: st, now: cfg.Now, log: cfg.Logger, known: cfg.Known, pending: make(map[storage.UsageKey]storage.UsageCount)}
+	m := &Meter{st: st, now: cfg.Now, log: cfg.Logger, topic: cfg.Topic, pending: make(map[storage.UsageKey]storage.UsageCount)}
 	if m.now == nil {
 		m.now = time.Now
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
-	if m.known == nil {
-		m.known = func(envelope.Topic) bool { return false }
+	if m.topic == nil {
+		m.topic = func(string) (envelope.Topic, bool) { return envelope.Topic{}, false }
 	}
 	return m
 }
@@ -285,8 +285,8 @@ func (m *Meter) gossipBytes(rpc *pubsub.RPC) map[envelope.Topic]uint64 {
 	}
 	var out map[envelope.Topic]uint64
 	count := func(name string, n int) {
-		t, ok := meshconf.ParseTopicName(name)
-		if !ok || !m.known(t) {
+		t, ok := m.topic(name)
+		if !ok {
 			return
 		}
 		if out == nil {

@@ -103,7 +103,9 @@ func TestCountsLandInDayTeamProtocol(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2025, 3, 14, 23, 59, 0, 0, eat)}
 	var mine, foreign envelope.Topic
 	mine[0], foreign[0] = 1, 2
-	m := New(st, Config{Now: clock.now, Known: func(t envelope.Topic) bool { return t == mine }})
+	m := New(st, Config{Now: clock.now, Topic: func(name string) (envelope.Topic, bool) {
+		return mine, name == meshconf.TopicName(mine)
+	}})
 	pa, da := testPeer(t)
 	pb, db := testPeer(t)
 	tr := m.Tracer()

@@ -3,7 +3,6 @@ package gossipbench
 import (
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -216,13 +215,13 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-// TopicName is the benchmark's topic: the shape of a fieldmesh team topic (node.topicName), so the
+// TopicName is the benchmark's topic: a fieldmesh team topic name (meshconf.TopicName), so the
 // per-copy overhead is the real one.
 func TopicName(seed uint64) string {
-	var t [16]byte
+	var t envelope.Topic
 	binary.LittleEndian.PutUint64(t[:], seed)
 	binary.LittleEndian.PutUint64(t[8:], ^seed)
-	return "/fieldmesh/t/" + hex.EncodeToString(t[:])
+	return meshconf.TopicName(t)
 }
 
 // Run measures one router on one Config. It builds a fresh mocknet with one link per topology link

@@ -7,6 +7,7 @@ package adversary
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"slices"
@@ -32,9 +33,11 @@ func ForgeChain(op *crdt.Op, tag, index uint32, sig []byte, key seal.EpochKey) [
 	e := &envelope.Envelope{Topic: envelope.TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
 	hdr := e.Marshal() // the header only: no layers yet
 	ad := append(hdr, byte(envelope.FormChain))
-	_, ct, _ := s.Seal([senderkey.NonceSize]byte(id[:senderkey.NonceSize]), ad, op.MarshalContent())
+	innerAD := append(append([]byte("fieldmesh/v4/envelope/chain"), op.Team[:]...), ad...)
+	_, ct, _ := s.Seal([senderkey.NonceSize]byte(id[:senderkey.NonceSize]), innerAD, op.MarshalCompact())
 	body, mac := ct[:len(ct)-16], ct[len(ct)-16:]
-	plain := append(append(append(slices.Clone(op.Author[:]), byte(index>>24), byte(index>>16), byte(index>>8), byte(index)), sig...), body...)
+	plain := append(binary.AppendUvarint(slices.Clone(op.Author[:]), uint64(index)), sig...)
+	plain = append(plain, body...)
 	outer := seal.Seal(envelope.OuterKey(key), [seal.NonceSize]byte(mac), append(bytes.Clone(ad), mac...), plain)
 	return append(append(append(hdr, byte(envelope.FormChain)), mac...), outer...)
 }

@@ -99,7 +99,9 @@ var ErrBadBody = errors.New("crdt: bad op body")
 //
 // Varints are minimally encoded and the whole is at most MaxOpSize bytes, so
 // each op has exactly one encoding. The seal is not part of the id: see
-// [Seal] for what the signature covers.
+// [Seal] for what the signature covers. On the wire, a chain-form envelope
+// carries the shorter [Op.MarshalCompact] (no version, team, author or
+// time: the envelope gives them) and the seal beside it.
 type Op struct {
 	Team    TeamID
 	Author  identity.DeviceID
@@ -408,6 +410,63 @@ func (v *verifiedSeals) add(k [32]byte) {
 	v.cur[k] = struct{}{}
 }
 
+// compactSize returns len(o.MarshalCompact()) without marshalling.
+func (o *Op) compactSize() int {
+	return 1 + wire.UvarintLen(uint64(len(o.Parents))) + 32*len(o.Parents) + len(o.Body)
+}
+
+// MarshalCompact returns the compact encoding of o's content: what a
+// chain-form envelope carries of it (sync/envelope). It leaves out what the
+// envelope already says or the receiver already knows (the version, the
+// team, the author and the time), and the body's length, which is the rest:
+//
+//	kind     1 byte  (not 0)
+//	parents  uvarint count (<= MaxParents), then 32 bytes each, strictly ascending
+//	body     the rest
+//
+// The op's id does not change: it is still the SHA-256 of MarshalContent,
+// which the receiver rebuilds from the compact encoding and the fields the
+// envelope gives (UnmarshalCompact). It does not check limits.
+func (o *Op) MarshalCompact() []byte {
+	b := make([]byte, 0, o.compactSize())
+	b = append(b, byte(o.Kind))
+	b = binary.AppendUvarint(b, uint64(len(o.Parents)))
+	for _, p := range o.Parents {
+		b = append(b, p[:]...)
+	}
+	return append(b, o.Body...)
+}
+
+// UnmarshalCompact decodes the compact encoding of an op's content
+// (MarshalCompact) into the op of team, by author, at time t; its seal is
+// empty. It refuses input longer than MaxOpSize before reading it, and
+// applies the checks of UnmarshalContent, to the op it rebuilds: kind 0,
+// more than MaxParents parents, parents not strictly ascending, non-minimal
+// varints, truncated input, and an op whose content (MarshalContent) is
+// longer than MaxOpSize. The op does not alias b.
+func UnmarshalCompact(b []byte, team TeamID, author identity.DeviceID, t HLC) (*Op, error) {
+	if len(b) > MaxOpSize {
+		return nil, fmt.Errorf("%w: op is %d bytes, limit %d", ErrTooLarge, len(b), MaxOpSize)
+	}
+	d := wire.NewReader(b)
+	o := &Op{Team: team, Author: author, Time: t}
+	o.Kind = Kind(d.Byte())
+	if d.Err() == nil && o.Kind == 0 {
+		d.Fail(fmt.Errorf("%w: op kind 0", ErrMalformed))
+	}
+	readParents(d, o)
+	if d.Err() == nil {
+		o.Body = cloneNonEmpty(d.Fixed(d.Len()))
+	}
+	if err := d.Finish(); err != nil {
+		return nil, err
+	}
+	if n := o.contentSize(); n > MaxOpSize {
+		return nil, fmt.Errorf("%w: op is %d bytes, limit %d", ErrTooLarge, n, MaxOpSize)
+	}
+	return o, nil
+}
+
 // UnmarshalOp decodes an op encoded by Marshal, seal included. It refuses
 // input longer than MaxOpSize before reading it, unknown versions, kind 0,
 // more than MaxParents parents, parents not strictly ascending, a
@@ -458,6 +517,14 @@ func readOpContent(d *wire.Reader) *Op {
 	if d.Err() == nil && o.Kind == 0 {
 		d.Fail(fmt.Errorf("%w: op kind 0", ErrMalformed))
 	}
+	readParents(d, o)
+	o.Body = cloneNonEmpty(d.Bytes(MaxOpSize))
+	return o
+}
+
+// readParents decodes the parents of an op: a count, then the ids,
+// strictly ascending.
+func readParents(d *wire.Reader, o *Op) {
 	if n := d.Count(MaxParents, 32); n > 0 {
 		o.Parents = make([]OpID, n)
 		for i := range o.Parents {
@@ -467,8 +534,6 @@ func readOpContent(d *wire.Reader) *Op {
 			}
 		}
 	}
-	o.Body = cloneNonEmpty(d.Bytes(MaxOpSize))
-	return o
 }
 
 // cloneNonEmpty copies b, returning nil for an empty b.

@@ -3,6 +3,7 @@ package device
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -114,7 +115,6 @@ func reopened(s *memStore, ids []crdt.OpID) []Arrival {
 func badSignature(raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
 	const (
 		macSize = 16
-		sigAt   = 32 + 4 // sender, index, then the signature
 		sigSize = 64
 	)
 	e, err := envelope.Unmarshal(raw)
@@ -126,7 +126,12 @@ func badSignature(raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
 	ad := append(append(bytes.Clone(hdr), byte(envelope.FormChain)), mac...)
 	outer := envelope.OuterKey(key)
 	plain, err := seal.Open(outer, [seal.NonceSize]byte(mac), ad, e.Ciphertext[1+macSize:])
-	if err != nil || len(plain) < sigAt+sigSize {
+	if err != nil || len(plain) < 32 {
+		return nil, false
+	}
+	_, n := binary.Uvarint(plain[32:])
+	sigAt := 32 + n // sender, index (a uvarint), then the signature
+	if n <= 0 || len(plain) < sigAt+sigSize {
 		return nil, false
 	}
 	plain[sigAt+bit/8%sigSize] ^= 1 << (bit % 8)

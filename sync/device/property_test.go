@@ -45,6 +45,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
+	"github.com/fieldmesh/fieldmesh/sync/adversary"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
@@ -1010,8 +1011,8 @@ func (w *advWorld) reseal(a *adev, victims []*adev) error {
 		return nil
 	}
 	j := genuine.Seal.Index + 1 + uint32(w.rng.IntN(3))
-	raw := forgeChain(genuine, genuine.Seal.Epoch, j, genuine.Seal.Sig, key)
-	raw2 := forgeChain(genuine, genuine.Seal.Epoch, j, a.dev.Sign(crdt.SignedBytes(w.team, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
+	raw := adversary.ForgeChain(genuine, genuine.Seal.Epoch, j, genuine.Seal.Sig, key)
+	raw2 := adversary.ForgeChain(genuine, genuine.Seal.Epoch, j, a.dev.Sign(crdt.SignedBytes(w.team, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
 	if err := w.hit(atkReseal, a, victims, raw, raw2); err != nil {
 		return err
 	}
@@ -1036,26 +1037,6 @@ func (w *advWorld) isAdversaryDevice(d identity.DeviceID) bool {
 		}
 	}
 	return false
-}
-
-// forgeChain builds a chain-form envelope of op's content at (tag, index)
-// of op's author's chain, with the given signature, as a member that holds
-// the epoch key can: the layout of sync/envelope's chain form.
-func forgeChain(op *crdt.Op, tag, index uint32, sig []byte, key seal.EpochKey) []byte {
-	s := senderkey.NewSender(key, op.Author)
-	var nz [senderkey.NonceSize]byte
-	for range index {
-		_, _, _ = s.Seal(nz, nil, nil)
-	}
-	id := op.ID()
-	e := &envelope.Envelope{Topic: envelope.TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
-	hdr := e.Marshal() // header only: no ciphertext yet
-	ad := append(hdr, byte(envelope.FormChain))
-	_, ct, _ := s.Seal([senderkey.NonceSize]byte(id[:senderkey.NonceSize]), ad, op.MarshalContent())
-	body, mac := ct[:len(ct)-16], ct[len(ct)-16:]
-	plain := append(append(append(append([]byte(nil), op.Author[:]...), byte(index>>24), byte(index>>16), byte(index>>8), byte(index)), sig...), body...)
-	outer := seal.Seal(envelope.OuterKey(key), [seal.NonceSize]byte(mac), append(bytes.Clone(ad), mac...), plain)
-	return append(append(append(hdr, byte(envelope.FormChain)), mac...), outer...)
 }
 
 // equivocate: a member seals two different messages at one index of its

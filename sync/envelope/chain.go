@@ -9,14 +9,16 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // SealChain seals op in chain form under the epoch with the given tag: dev,
 // the op's author, signs it at (tag, the next index of s) (crdt.Op.Sign);
-// the op's content is sealed with that index's message key of s (this
-// device's sender chain of that epoch, which advances), under the nonce
-// id[:12]; then the sender, the index and the signature are sealed with the
-// inner layer under outer (the epoch's outer key). op must not be a create
+// the op's compact content (crdt.Op.MarshalCompact) is sealed with that
+// index's message key of s (this device's sender chain of that epoch, which
+// advances), under the nonce id[:12], bound to the team; then the sender,
+// the index and the signature are sealed with the inner layer under outer
+// (the epoch's outer key). op must not be a create
 // or commit op (those travel in commit form, see SealCommit). It returns
 // the envelope and a copy of op with its seal.
 //
@@ -33,9 +35,9 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 	case s.Next() > senderkey.MaxIndex:
 		return nil, nil, fmt.Errorf("envelope: seal the inner layer: %w", senderkey.ErrExhausted)
 	}
-	pt := op.MarshalContent()
-	if len(pt) > crdt.MaxOpSize || minChain+len(pt) > MaxSize {
-		return nil, nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, len(pt), minChain+len(pt), crdt.MaxOpSize, MaxSize)
+	pt := op.MarshalCompact()
+	if n := len(op.MarshalContent()); n > crdt.MaxOpSize || HeaderSize+ChainOverhead+len(pt) > MaxSize {
+		return nil, nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, n, HeaderSize+ChainOverhead+len(pt), crdt.MaxOpSize, MaxSize)
 	}
 	sealed := op.Clone()
 	sealed.Sign(dev, tag, s.Next())
@@ -45,19 +47,18 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 		ID:    op.ID(),
 		Time:  op.Time,
 	}
-	// ad is header ‖ form, then header ‖ form ‖ mac for the outer layer.
-	ad := append(e.appendHeader(make([]byte, 0, HeaderSize+1+macSize)), byte(FormChain))
-	index, ct, err := innerSeal(s, nonceOf(e.ID), ad, pt)
+	hdr := append(e.appendHeader(make([]byte, 0, HeaderSize+1+macSize)), byte(FormChain))
+	index, ct, err := innerSeal(s, nonceOf(e.ID), innerAD(op.Team, hdr), pt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("envelope: seal the inner layer: %w", err)
 	}
 	body, mac := ct[:len(ct)-macSize], ct[len(ct)-macSize:]
-	plain := make([]byte, 0, 32+4+sigSize+len(body))
+	plain := make([]byte, 0, 32+binary.MaxVarintLen32+sigSize+len(body))
 	plain = append(plain, op.Author[:]...)
-	plain = binary.BigEndian.AppendUint32(plain, index)
+	plain = binary.AppendUvarint(plain, uint64(index))
 	plain = append(plain, sealed.Seal.Sig...)
 	plain = append(plain, body...)
-	outerCT := outerSeal(outer, [seal.NonceSize]byte(mac), append(ad, mac...), plain)
+	outerCT := outerSeal(outer, [seal.NonceSize]byte(mac), append(hdr, mac...), plain)
 	clear(plain)
 	c := make([]byte, 0, 1+macSize+len(outerCT))
 	c = append(c, byte(FormChain))
@@ -65,6 +66,19 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 	e.Ciphertext = append(c, outerCT...)
 	return e, sealed, nil
 }
+
+// innerAD returns the associated data of the inner layer of a chain-form
+// envelope: "fieldmesh/v4/envelope/chain" ‖ team id ‖ header ‖ form. The
+// team id travels nowhere in the envelope; binding it here means an inner
+// layer opens only for the team its author sealed it for.
+func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
+	ad := make([]byte, 0, len(chainDomain)+len(team)+len(hdrForm))
+	ad = append(ad, chainDomain...)
+	ad = append(ad, team[:]...)
+	return append(ad, hdrForm...)
+}
+
+const chainDomain = "fieldmesh/v4/envelope/chain"
 
 // Chain is the outer layer of a chain-form envelope, opened: the sender,
 // the index of the message in the sender's chain and the sender's
@@ -78,7 +92,7 @@ type Chain struct {
 
 	team  crdt.TeamID
 	e     *Envelope
-	ad    []byte // header ‖ form: the inner layer's associated data
+	ad    []byte // the inner layer's associated data (innerAD)
 	inner []byte // inner body ‖ mac
 }
 
@@ -99,20 +113,30 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID) (*Chain, erro
 	if err != nil {
 		return nil, err
 	}
-	ad := append(hdr, byte(FormChain))
+	hdr = append(hdr, byte(FormChain))
 	mac := e.Ciphertext[1 : 1+macSize]
-	plain, err := outerOpen(outer, [seal.NonceSize]byte(mac), append(ad, mac...), e.Ciphertext[1+macSize:])
-	if err != nil || len(plain) < 32+4+sigSize {
+	plain, err := outerOpen(outer, [seal.NonceSize]byte(mac), append(hdr, mac...), e.Ciphertext[1+macSize:])
+	if err != nil {
 		return nil, ErrOpen
 	}
+	r := wire.NewReader(plain)
+	sender := identity.DeviceID(r.Fixed(32))
+	index := r.Uvarint()
+	sig := r.Fixed(sigSize)
+	switch {
+	case r.Err() != nil:
+		return nil, fmt.Errorf("%w: the outer layer holds no sender, index and signature: %w", ErrBadSeal, r.Err())
+	case index > senderkey.MaxIndex:
+		return nil, fmt.Errorf("%w: index %d, limit %d", ErrBadSeal, index, uint64(senderkey.MaxIndex))
+	}
 	c := &Chain{
-		Sender: identity.DeviceID(plain[:32]),
-		Index:  binary.BigEndian.Uint32(plain[32:36]),
-		Sig:    plain[36 : 36+sigSize : 36+sigSize],
+		Sender: sender,
+		Index:  uint32(index),
+		Sig:    sig,
 		team:   team,
 		e:      e,
-		ad:     ad[:HeaderSize+1],
-		inner:  append(plain[36+sigSize:], mac...),
+		ad:     innerAD(team, hdr[:HeaderSize+1]),
+		inner:  append(r.Fixed(r.Len()), mac...),
 	}
 	if !crdt.VerifySeal(team, c.Sender, e.ID, c.Seal()) {
 		return nil, ErrBadSeal
@@ -122,9 +146,10 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID) (*Chain, erro
 
 // Peek opens the inner layer with r, the receiver state of c.Sender's chain
 // in the envelope's epoch, without changing r (senderkey Peek), and returns
-// the op with its seal after checking that it decodes, hashes to the
-// envelope's id, has its time and team, is not a create or commit op and
-// was written by c.Sender (whose signature OpenChain verified). Consume the
+// the op with its seal after checking that its compact content decodes
+// and, rebuilt as the op of the team, by c.Sender (whose signature
+// OpenChain verified), at the header's time, hashes to the envelope's id,
+// and that it is not a create or commit op. Consume the
 // index with r.Consume(c.Index) once the op is accepted.
 //
 // Errors wrap ErrOpen (the inner layer does not authenticate: the sender
@@ -142,14 +167,11 @@ func (c *Chain) Peek(r *senderkey.ReceiverState) (*crdt.Op, error) {
 		return nil, fmt.Errorf("envelope: open the inner layer: %w", err)
 	}
 	defer clear(pt)
-	op, err := c.e.checkContent(pt, c.team)
+	op, err := c.e.checkContent(pt, c.team, c.Sender)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case op.Author != c.Sender:
-		return nil, fmt.Errorf("%w: op by %v in the chain of %v", ErrBadOp, op.Author.Short(), c.Sender.Short())
-	case isCommitKind(op.Kind):
+	if isCommitKind(op.Kind) {
 		return nil, fmt.Errorf("%w: a %v op in chain form", ErrBadOp, op.Kind)
 	}
 	op.Seal = c.Seal()

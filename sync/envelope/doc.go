@@ -1,9 +1,9 @@
-// Package envelope implements fieldmesh sealed envelopes (version 3: key
-// epochs, sender keys, and signed chain positions): what leaves a device, is gossiped,
-// stored by relays and reconciled by (time, id). Only the routing header is
-// in the clear. The package is the wire layout and its cryptography; which
-// keys a device holds, and what it learns from an envelope, is
-// sync/teamkeys.
+// Package envelope implements fieldmesh sealed envelopes (version 4: key
+// epochs, sender keys, signed chain positions, and a compact chain form):
+// what leaves a device, is gossiped, stored by relays and reconciled by
+// (time, id). Only the routing header is in the clear. The package is the
+// wire layout and its cryptography; which keys a device holds, and what it
+// learns from an envelope, is sync/teamkeys.
 //
 // Keys of one epoch. An epoch starts with a create or commit op, which
 // carries a fresh random 32-byte epoch key K to each recipient device. From
@@ -15,7 +15,7 @@
 // Wire format (Marshal), integers big-endian, uvarints minimal:
 //
 //	header, 61 bytes:
-//	  version     1 byte   3 (versions 1 and 2 are refused: ErrVersion)
+//	  version     1 byte   4 (versions 1 to 3 are refused: ErrVersion)
 //	  topic      16 bytes  seal.Topic(team id): one-way, hides the team id
 //	  epoch       4 bytes  the epoch TAG: crdt.TagOf(op id of the epoch's commit)
 //	  id         32 bytes  the op id (SHA-256 of the op's content, crdt.Op.MarshalContent)
@@ -25,12 +25,15 @@
 //	form 1, chain (every op except create and commit), op sealed by its author's chain:
 //	  mac        16 bytes  the Poly1305 tag of the inner layer
 //	  outer      the rest  ChaCha20-Poly1305(OK, nonce = mac[:12], ad = header ‖ form ‖ mac,
-//	                         sender 32 ‖ index 4 ‖ sig 64 ‖ inner)
+//	                         sender 32 ‖ index uvarint ‖ sig 64 ‖ inner)
 //	  where inner ‖ mac = senderkey Seal by sender's chain at index, nonce = id[:12],
-//	  ad = header ‖ form, of the op's content (crdt.Op.MarshalContent, without its seal),
-//	  and sig = the sender's Ed25519 signature of the op's seal (crdt.SignedBytes:
-//	  "fieldmesh/op/v2" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id)
-//	  (the op's content + 133 bytes after the header)
+//	  ad = "fieldmesh/v4/envelope/chain" ‖ team id ‖ header ‖ form, of the op's compact
+//	  content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without version, team,
+//	  author, time or body length), and sig = the sender's Ed25519 signature of the op's
+//	  seal (crdt.SignedBytes: "fieldmesh/op/v2" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id);
+//	  the index is a minimal uvarint of at most senderkey.MaxIndex
+//	  (the op's compact content + 130 bytes after the header while the index is below 128,
+//	  + 131 below 16384; at most ChainOverhead, 134)
 //
 //	form 2, commit (create and commit ops; epoch = TagOf(own id): the epoch it starts):
 //	  count      uvarint   1..MaxBoxes (256): the number of recipient devices
@@ -46,10 +49,20 @@
 //	       prior-key list (count and entries); the op's own seal signs it at its own epoch,
 //	       index 0, so a joiner can check a commit op without opening its envelope
 //
+// No field travels twice in the chain form. The receiver rebuilds the op
+// from its compact content and what it already has: the team it opens the
+// envelope for (the topic says which; the team id itself is on the wire
+// nowhere), the sender from the outer layer as the author, the header's
+// time; the op id is still the SHA-256 of the op's full content
+// (crdt.Op.MarshalContent), so it binds all of them, and the receiver
+// checks that the rebuilt op hashes to the header's id. The team id is
+// also in the inner layer's associated data, and in the signed seal.
+//
 // The associated data of every AEAD is every byte of the envelope before
-// it (and the box prologue holds the header and the team id), so a box, an
-// outer or an inner ciphertext moved into another envelope, epoch, topic or
-// team does not open (tested for each). The inner nonce is the op id's
+// it (the inner layer's also the team id; the box prologue holds the
+// header and the team id), so a box, an outer or an inner ciphertext moved
+// into another envelope, epoch, topic or team does not open (tested for
+// each). The inner nonce is the op id's
 // first 12 bytes, so a message key that seals two different ops (a sender
 // whose state was rolled back, or that equivocates on purpose) does so
 // under two nonces; the outer nonce of the chain form is the inner layer's
@@ -86,6 +99,27 @@
 // times a ChaCha20-Poly1305 open and Ed25519 verification of a 200-byte
 // message (sync/teamkeys BenchmarkCommit). Commits are rare; what this
 // buys is that relays do not learn which devices are in the team.
+//
+// What version 4 does not shorten, and why:
+//   - The op id (32 bytes in the header) and parents (32 bytes each) stay
+//     whole SHA-256 hashes. 16 bytes would do for content addressing within
+//     one team (a collision needs about 2^64 ops of one team, and an
+//     author who grinds one can only confuse its own team, whose members
+//     hold its signature), but ids are the keys of the relay store, of
+//     reconciliation and of the CRDT, and parents must be the ids the
+//     receiver hashes, so a wire-only cut is not sound: it waits for
+//     crdt.OpID itself to be 16 bytes.
+//   - The sender is its 32-byte device id, not its index in the epoch's
+//     recipient list: a device that holds an epoch's outer key only (a
+//     prior key) does not know that list, and must still check the seal.
+//   - Both AEAD tags stay. Without the outer tag (the outer layer a plain
+//     stream cipher) the signature would still authenticate sender, index
+//     and op id, but the inner ciphertext would be checked only by devices
+//     that hold the sender's chain: a relay could corrupt envelopes that
+//     members holding only the outer key would then carry and pass on as
+//     genuine. 16 bytes a message buys that check.
+//   - The commit form keeps the op's full encoding (crdt.Op.Marshal):
+//     commits are rare, and their boxes dominate their size.
 //
 // Visible to relays and eavesdroppers: the header (topic, epoch tag, id,
 // time); the form (so which envelopes are creates and commits, also

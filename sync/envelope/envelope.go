@@ -11,6 +11,7 @@ import (
 	"log/slog"
 
 	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/wire"
@@ -23,10 +24,11 @@ const (
 	MaxSize = 80 << 10
 	// HeaderSize is the clear header: version, topic, epoch tag, id, time.
 	HeaderSize = 1 + 16 + 4 + 32 + 8 // 61
-	// ChainOverhead is what the chain form adds to the op's content
-	// (crdt.Op.MarshalContent) after the header: form, inner tag, sender,
-	// index, the author's signature, outer tag.
-	ChainOverhead = 1 + macSize + 32 + 4 + sigSize + seal.Overhead // 133
+	// ChainOverhead is the most that the chain form adds to the op's
+	// compact content (crdt.Op.MarshalCompact) after the header: form, inner
+	// tag, sender, index (a uvarint of 1 to 5 bytes), the author's
+	// signature, outer tag. An index below 128 takes 1 byte, so 130.
+	ChainOverhead = 1 + macSize + 32 + binary.MaxVarintLen32 + sigSize + seal.Overhead // 134
 	// BoxSize is one box of the commit form: a Noise X message of a 32-byte
 	// epoch key (epochkey.SealToEach).
 	BoxSize = epochkey.BoxSize // 128
@@ -35,13 +37,14 @@ const (
 	// MaxPriorKeys is the most prior outer keys a commit carries (count).
 	MaxPriorKeys = 512
 
-	version   = 3
+	version   = 4
 	macSize   = 16 // the inner layer's Poly1305 tag
 	sigSize   = 64 // Ed25519
 	priorSize = 4 + seal.KeySize
 
-	// minChain is the shortest chain-form envelope (an empty op).
-	minChain = HeaderSize + ChainOverhead
+	// minChain is the shortest chain-form envelope: a one-byte index and
+	// nothing in the inner layer but its tag.
+	minChain = HeaderSize + ChainOverhead - binary.MaxVarintLen32 + 1
 	// minCommitTail is what the commit form needs after its boxes: the
 	// signature, an empty prior-key list and the outer tag.
 	minCommitTail = sigSize + 1 + seal.Overhead
@@ -76,7 +79,7 @@ func (f Form) String() string {
 var (
 	ErrTooLarge = errors.New("envelope: too large")
 	ErrShort    = errors.New("envelope: too short")
-	// ErrVersion: an unknown version byte, including the versions before 3,
+	// ErrVersion: an unknown version byte, including the versions before 4,
 	// which are no longer accepted.
 	ErrVersion = errors.New("envelope: unknown version")
 	// ErrMalformed: the bytes after the header are not a valid form.
@@ -91,7 +94,8 @@ var (
 	// envelope (op id, time, team, author, kind, signatures).
 	ErrBadOp = errors.New("envelope: sealed op does not match the envelope")
 	// ErrBadSeal: the author's signature in the outer layer of a chain-form
-	// envelope does not verify. Anyone who holds the epoch's outer key can
+	// envelope does not verify, or the outer layer opens but does not hold
+	// a sender, an index and a signature. Anyone who holds the epoch's outer key can
 	// check it, so an honest device never passes such an envelope on.
 	ErrBadSeal = errors.New("envelope: the author's signature does not verify")
 	// ErrSeal: a Seal function was called with arguments it cannot seal.
@@ -179,8 +183,8 @@ func Unmarshal(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxSize)
 	case len(b) < HeaderSize+1:
 		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
-	case b[0] == 1 || b[0] == 2:
-		return nil, fmt.Errorf("%w: version %d (before signed chain positions) is no longer accepted", ErrVersion, b[0])
+	case b[0] >= 1 && b[0] <= 3:
+		return nil, fmt.Errorf("%w: version %d (before the compact chain form) is no longer accepted", ErrVersion, b[0])
 	case b[0] != version:
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}
@@ -279,21 +283,17 @@ func (e *Envelope) openCommon(form Form, team crdt.TeamID) ([]byte, error) {
 	return e.appendHeader(make([]byte, 0, HeaderSize+1+macSize)), nil
 }
 
-// checkContent decodes a sealed op's content and checks it against the
-// envelope: it hashes to the id, has the header's time and belongs to team.
-// The op's seal is the caller's to set and check.
-func (e *Envelope) checkContent(pt []byte, team crdt.TeamID) (*crdt.Op, error) {
-	op, err := crdt.UnmarshalContent(pt)
+// checkContent decodes a sealed op's compact content (crdt.MarshalCompact)
+// as the op of team by author at the header's time, and checks that it
+// hashes to the header's id. The op's seal is the caller's to set and
+// check.
+func (e *Envelope) checkContent(pt []byte, team crdt.TeamID, author identity.DeviceID) (*crdt.Op, error) {
+	op, err := crdt.UnmarshalCompact(pt, team, author, e.Time)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadOp, err)
 	}
-	switch {
-	case sha256.Sum256(pt) != e.ID:
-		return nil, fmt.Errorf("%w: id mismatch", ErrBadOp)
-	case op.Time != e.Time:
-		return nil, fmt.Errorf("%w: time mismatch", ErrBadOp)
-	case op.Team != team:
-		return nil, fmt.Errorf("%w: team mismatch", ErrBadOp)
+	if op.ID() != e.ID {
+		return nil, fmt.Errorf("%w: id mismatch (another op, team, author or time)", ErrBadOp)
 	}
 	return op, nil
 }

@@ -216,8 +216,8 @@ func (f *fixture) checkNoSecrets(t *testing.T, what string, b []byte) {
 func TestChainRoundtrip(t *testing.T) {
 	skipNoSeal(t)
 	f := newFixture(t)
-	if ChainOverhead != 133 {
-		t.Errorf("ChainOverhead = %d; want 133 (form, inner tag, sender, index, signature, outer tag)", ChainOverhead)
+	if ChainOverhead != 134 {
+		t.Errorf("ChainOverhead = %d; want 134 (form, inner tag, sender, index of at most 5, signature, outer tag)", ChainOverhead)
 	}
 	for i, op := range []*crdt.Op{f.msgA, f.msgB} {
 		index := uint32(5 * i)
@@ -226,11 +226,12 @@ func TestChainRoundtrip(t *testing.T) {
 			t.Errorf("op %d: header %v %v %v %08x form %v; want the op's, epoch %08x, chain form", i, e.Topic, e.ID.Short(), e.Time, e.Epoch, e.Form(), f.tag2())
 		}
 		b := e.Marshal()
-		if got, want := len(b), HeaderSize+ChainOverhead+len(op.MarshalContent()); got != want || e.Size() != want {
+		// An index below 128 is one byte of the 5 ChainOverhead allows.
+		if got, want := len(b), HeaderSize+ChainOverhead-4+len(op.MarshalCompact()); got != want || e.Size() != want {
 			t.Errorf("op %d: %d bytes (Size %d); want %d", i, got, e.Size(), want)
 		}
-		if b[0] != 3 {
-			t.Errorf("op %d: version byte %d; want 3", i, b[0])
+		if b[0] != 4 {
+			t.Errorf("op %d: version byte %d; want 4", i, b[0])
 		}
 		f.checkNoSecrets(t, fmt.Sprintf("op %d", i), b)
 		if bytes.Contains(b, sealed.Seal.Sig) {
@@ -458,7 +459,9 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"version 1", with(chain, 0, 1), ErrVersion},
 		{"version 2", with(chain, 0, 2), ErrVersion},
 		{"version 2 commit", with(commit, 0, 2), ErrVersion},
-		{"version 4", with(chain, 0, 4), ErrVersion},
+		{"version 3", with(chain, 0, 3), ErrVersion},
+		{"version 3 commit", with(commit, 0, 3), ErrVersion},
+		{"version 5", with(chain, 0, 5), ErrVersion},
 		{"version 255", with(chain, 0, 255), ErrVersion},
 		{"form 0", with(chain, HeaderSize, 0), ErrMalformed},
 		{"form 3", with(chain, HeaderSize, 3), ErrMalformed},
@@ -486,7 +489,7 @@ func TestUnmarshalErrors(t *testing.T) {
 			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, e, err, tt.want)
 		}
 	}
-	for _, v := range []byte{1, 2} {
+	for _, v := range []byte{1, 2, 3} {
 		if _, err := Unmarshal(with(chain, 0, v)); err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", v)) {
 			t.Errorf("version %d: got %v; want an error that names version %d", v, err, v)
 		}

@@ -42,7 +42,7 @@ func goldenFile() string {
 func TestGolden(t *testing.T) {
 	f, names, envs := goldenEnvelopes(t)
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "# envelope encodings (version 3), from fixed seeds (noseal build: %v).\n", NoSeal)
+	fmt.Fprintf(&buf, "# envelope encodings (version 4), from fixed seeds (noseal build: %v).\n", NoSeal)
 	fmt.Fprintf(&buf, "# Regenerate with: go test -run TestGolden -update (and -tags fieldmesh_noseal for noseal.golden)\n")
 	fmt.Fprintf(&buf, "team %x\n", f.team[:])
 	bob, _ := f.bob.MarshalBinary()
@@ -79,8 +79,8 @@ func TestGolden(t *testing.T) {
 	k1, _ := seal.EpochKeyFromBytes(vals["k1"])
 	k2, _ := seal.EpochKeyFromBytes(vals["k2"])
 	for _, name := range names {
-		if vals[name][0] != 3 {
-			t.Errorf("%s: version byte %d; want 3", name, vals[name][0])
+		if vals[name][0] != 4 {
+			t.Errorf("%s: version byte %d; want 4", name, vals[name][0])
 		}
 		e, err := Unmarshal(vals[name])
 		if err != nil {
@@ -194,11 +194,11 @@ func writeCorpus(t *testing.T, envs [][]byte) {
 		t.Fatal(err)
 	}
 	seeds := slices.Clone(envs)
-	v2 := bytes.Clone(envs[2])
-	v2[0] = 2
-	commitV2 := bytes.Clone(envs[1])
-	commitV2[0] = 2
-	seeds = append(seeds, v2, commitV2, envs[1][:HeaderSize+2+BoxSize], envs[2][:minChain], envs[0][:HeaderSize+1])
+	v3 := bytes.Clone(envs[2])
+	v3[0] = 3
+	commitV3 := bytes.Clone(envs[1])
+	commitV3[0] = 3
+	seeds = append(seeds, v3, commitV3, envs[1][:HeaderSize+2+BoxSize], envs[2][:minChain], envs[0][:HeaderSize+1])
 	for _, s := range seeds {
 		name := fmt.Sprintf("seed-%x", sha256.Sum256(s))[:21]
 		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)

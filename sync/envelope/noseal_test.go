@@ -22,7 +22,7 @@ func TestNoSeal(t *testing.T) {
 	if !bytes.Contains(b, []byte("Bed 4: review before noon")) || !bytes.Contains(b, []byte("MRN 0042")) {
 		t.Errorf("chain form: want the message in plaintext on the wire")
 	}
-	if got, want := len(b), HeaderSize+ChainOverhead+len(f.msgA.MarshalContent()); got != want {
+	if got, want := len(b), HeaderSize+ChainOverhead-4+len(f.msgA.MarshalCompact()); got != want {
 		t.Errorf("chain form: %d bytes; want %d, as in a normal build", got, want)
 	}
 	c, err := OpenChain(e, OuterKey(f.k2), f.team)

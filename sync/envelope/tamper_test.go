@@ -155,7 +155,7 @@ func wrapChain(e *Envelope, outer seal.EpochKey, sender identity.DeviceID, index
 	body, mac := inner[:len(inner)-macSize], inner[len(inner)-macSize:]
 	ad := append(e.appendHeader(nil), byte(FormChain))
 	ad = append(ad, mac...)
-	plain := append(bytes.Clone(sender[:]), binary.BigEndian.AppendUint32(nil, index)...)
+	plain := binary.AppendUvarint(bytes.Clone(sender[:]), uint64(index))
 	plain = append(append(plain, sig...), body...)
 	c := *e
 	c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), ad, plain)...)
@@ -216,13 +216,37 @@ func TestTamperLayers(t *testing.T) {
 		t.Errorf("the genuine envelope after the tampered ones: got %v; want the op", err)
 	}
 	// An outer layer too short for sender, index and signature is refused
-	// by the layout check.
-	short := *e
+	// by the layout check; one that opens but does not hold them, or holds
+	// an index out of range, is ErrBadSeal.
 	ad := append(e.appendHeader(nil), byte(FormChain))
 	mac := e.Ciphertext[1 : 1+macSize]
-	short.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), append(ad, mac...), make([]byte, 32+4+sigSize-1))...)
-	if _, err := OpenChain(&short, outer, f.team); !errors.Is(err, ErrShort) {
-		t.Errorf("outer layer of %d bytes: got %v; want ErrShort", 32+4+sigSize-1, err)
+	rewrap := func(plain []byte) *Envelope {
+		c := *e
+		c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), append(bytes.Clone(ad), mac...), plain)...)
+		return &c
+	}
+	if _, err := OpenChain(rewrap(make([]byte, 32+1+sigSize-1)), outer, f.team); !errors.Is(err, ErrShort) {
+		t.Errorf("outer layer of %d bytes: got %v; want ErrShort", 32+1+sigSize-1, err)
+	}
+	withIndex := func(index ...byte) []byte {
+		p := append(append(bytes.Clone(c.Sender[:]), index...), c.Sig...)
+		return append(p, c.inner[:len(c.inner)-macSize]...)
+	}
+	for _, tc := range []struct {
+		name  string
+		plain []byte
+	}{
+		{"index not minimal", withIndex(0x82, 0x00)},
+		{"index over MaxIndex", withIndex(0xff, 0xff, 0xff, 0xff, 0x0f)},
+		{"index truncated", append(bytes.Clone(c.Sender[:]), 0x80)},
+		{"signature truncated", withIndex(0x02)[:32+1+sigSize-1]},
+	} {
+		if _, err := OpenChain(rewrap(tc.plain), outer, f.team); !errors.Is(err, ErrBadSeal) && !errors.Is(err, ErrShort) {
+			t.Errorf("%s: got %v; want ErrBadSeal", tc.name, err)
+		}
+	}
+	if got, err := OpenChain(rewrap(withIndex(0x02)), outer, f.team); err != nil || got.Index != 2 {
+		t.Errorf("re-wrapped by hand: got %v; want the chain at index 2", err)
 	}
 
 	// The commit form: every byte of the plaintext of the outer layer,
@@ -475,7 +499,7 @@ type hand struct {
 func (h hand) chain(t *testing.T, sender *identity.Device, pt []byte) *Envelope {
 	t.Helper()
 	e := h.hdr
-	ad := append(e.appendHeader(nil), byte(FormChain))
+	ad := innerAD(h.f.team, append(e.appendHeader(nil), byte(FormChain)))
 	s := senderkey.NewSender(h.f.k2, sender.ID())
 	_, ct, err := s.Seal(nonceOf(e.ID), ad, pt)
 	if err != nil {
@@ -515,14 +539,14 @@ func TestOpenErrors(t *testing.T) {
 		want error
 	}{
 		{"good", good, nil},
-		{"hand-built good", hdrOf(f.msgA).chain(t, f.alice, f.msgA.MarshalContent()), nil},
-		{"garbage plaintext", hdrOf(f.msgA).chain(t, f.alice, []byte("not an op")), crdt.ErrVersion},
-		{"the op with its seal (Marshal, not MarshalContent)", hdrOf(f.msgA).chain(t, f.alice, f.msgA.Marshal()), ErrBadOp},
-		{"id of another op", hand{f, Envelope{Topic: good.Topic, Epoch: good.Epoch, ID: f.msgB.ID(), Time: f.msgA.Time}}.chain(t, f.alice, f.msgA.MarshalContent()), ErrBadOp},
-		{"time differs", hand{f, Envelope{Topic: good.Topic, Epoch: good.Epoch, ID: f.msgA.ID(), Time: f.msgA.Time + 1}}.chain(t, f.alice, f.msgA.MarshalContent()), ErrBadOp},
-		{"op of another team", hdrOf(otherTeamOp).chain(t, f.alice, otherTeamOp.MarshalContent()), ErrBadOp},
-		{"in another sender's chain", hdrOf(f.msgA).chain(t, f.bob, f.msgA.MarshalContent()), ErrBadOp},
-		{"a commit op in chain form", hdrOf(f.commit).chain(t, f.alice, f.commit.MarshalContent()), ErrBadOp},
+		{"hand-built good", hdrOf(f.msgA).chain(t, f.alice, f.msgA.MarshalCompact()), nil},
+		{"garbage plaintext", hdrOf(f.msgA).chain(t, f.alice, []byte("not an op")), crdt.ErrTooLarge},
+		{"the op's full content (MarshalContent, not MarshalCompact)", hdrOf(f.msgA).chain(t, f.alice, f.msgA.MarshalContent()), ErrBadOp},
+		{"id of another op", hand{f, Envelope{Topic: good.Topic, Epoch: good.Epoch, ID: f.msgB.ID(), Time: f.msgA.Time}}.chain(t, f.alice, f.msgA.MarshalCompact()), ErrBadOp},
+		{"time differs", hand{f, Envelope{Topic: good.Topic, Epoch: good.Epoch, ID: f.msgA.ID(), Time: f.msgA.Time + 1}}.chain(t, f.alice, f.msgA.MarshalCompact()), ErrBadOp},
+		{"op of another team", hdrOf(otherTeamOp).chain(t, f.alice, otherTeamOp.MarshalCompact()), ErrBadOp},
+		{"in another sender's chain", hdrOf(f.msgA).chain(t, f.bob, f.msgA.MarshalCompact()), ErrBadOp},
+		{"a commit op in chain form", hdrOf(f.commit).chain(t, f.alice, f.commit.MarshalCompact()), ErrBadOp},
 	}
 	for _, tt := range chainCases {
 		c, err := OpenChain(tt.e, OuterKey(f.k2), f.team)

@@ -610,8 +610,9 @@ func TestOutOfOrder(t *testing.T) {
 }
 
 // resealChain opens the outer layer of a chain-form envelope with the
-// epoch's outer key, lets change rewrite its plaintext (sender 32 ‖ index 4
-// ‖ signature 64 ‖ inner layer; sync/envelope's package documentation),
+// epoch's outer key, lets change rewrite its plaintext (sender 32 ‖ index
+// uvarint, 1 byte below 128 ‖ signature 64 ‖ inner layer; sync/envelope's
+// package documentation),
 // and seals it again: what any holder of the outer key can do.
 func resealChain(t *testing.T, e *envelope.Envelope, outer seal.EpochKey, change func(plain []byte) []byte) *envelope.Envelope {
 	t.Helper()
@@ -650,9 +651,9 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 	forged := resealChain(t, good, outer, func(p []byte) []byte {
 		// her own signature of alice's position
 		sig := w.devs["carol"].Sign(crdt.SignedBytes(w.team, good.Epoch, aliceID, 0, good.ID))
-		return append(append(bytes.Clone(p[:36]), sig...), p[100:]...)
+		return append(append(bytes.Clone(p[:33]), sig...), p[97:]...)
 	})
-	moved := resealChain(t, good, outer, func(p []byte) []byte { p = bytes.Clone(p); p[35] = 1; return p }) // index 1
+	moved := resealChain(t, good, outer, func(p []byte) []byte { p = bytes.Clone(p); p[32] = 1; return p }) // index 1
 	broken := resealChain(t, good, outer, func(p []byte) []byte { p = bytes.Clone(p); p[len(p)-1] ^= 1; return p })
 	tampered := func(e *envelope.Envelope, i int) *envelope.Envelope {
 		c := *e
