@@ -1,0 +1,293 @@
+package webui
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+)
+
+// chromiumPath finds Debian's chromium (make deps installs it). A machine without it fails the test,
+// so a missing browser never passes silently; -short skips it.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if testing.Short() {
+		t.Skip("-short: the browser test needs chromium")
+	}
+	t.Fatal("chromium is not installed: run make deps (apt-get install chromium), or go test -short to skip the browser test")
+	return ""
+}
+
+func raceEnabled() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-race" && s.Value == "true" {
+			return true
+		}
+	}
+	return false
+}
+
+// browserLog collects what the pages report: uncaught exceptions, console errors and browser log
+// errors (a refused Content-Security-Policy among them).
+type browserLog struct {
+	mu     sync.Mutex
+	errors []string
+	wg     sync.WaitGroup
+}
+
+// listen reads tab's console until ctx ends. It subscribes before it returns.
+func (b *browserLog) listen(ctx context.Context, tab string) {
+	msgs := chromedp.Console(ctx)
+	b.wg.Go(func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleException || strings.Contains(m.Text, "Content Security Policy") {
+				b.mu.Lock()
+				b.errors = append(b.errors, tab+": "+m.String())
+				b.mu.Unlock()
+			}
+		}
+	})
+}
+
+func (b *browserLog) check(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, e := range b.errors {
+		t.Errorf("browser: %s", e)
+	}
+}
+
+// TestBrowser drives Debian's headless chromium against the web UIs of two real nodes on loopback:
+// it signs in on each with its token, opens the team on both, sends an urgent message with a patient
+// reference from A's compose form, and waits for it to appear in B's open conversation, pushed by
+// server-sent events (no reload). It then visits every screen at 360 px wide and checks none scrolls
+// sideways, and that no URL either UI was asked for, and no log line, holds the message, the patient
+// reference, the team name, the invite code or the token.
+func TestBrowser(t *testing.T) {
+	chromium := chromiumPath(t)
+	slow := time.Duration(1)
+	if raceEnabled() {
+		slow = 3
+	}
+	logs := &syncBuffer{}
+	a, b := newNode(t, "Dr Banda", logs), newNode(t, "Nurse Phiri", logs)
+	const teamName = "Maternity Ward 3"
+	team, err := a.CreateTeam(teamName, crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := a.Invite(team.ID.String(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jctx, jcancel := context.WithTimeout(context.Background(), 30*slow*time.Second)
+	defer jcancel()
+	if _, err := b.Join(jctx, inv.Code()); err != nil {
+		t.Fatal(err)
+	}
+	uiA, uiB := startUI(t, a, logs, time.Second), startUI(t, b, logs, time.Second)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(t.TempDir()))
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	// The deadline of the whole browser session (a first Run's context lives as long as the browser).
+	ctx, cancel := context.WithTimeout(allocCtx, 120*slow*time.Second)
+	defer cancel()
+	tabA, cancelA := chromedp.NewContext(ctx)
+	defer cancelA()
+	if err := chromedp.Do(tabA); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	tabB, cancelB := chromedp.NewContext(tabA) // a second tab of the same browser
+	defer cancelB()
+	if err := chromedp.Do(tabB); err != nil {
+		t.Fatal(err)
+	}
+	var blog browserLog
+	blog.listen(tabA, "A")
+	blog.listen(tabB, "B")
+
+	shots := os.Getenv("FIELDMESH_UI_SHOTS")
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			if shots == "" {
+				return nil
+			}
+			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
+		})
+	}
+	teamButton := chromedp.CSS(fmt.Sprintf(`button[data-team="%s"]`, team.ID))
+	// Sign in on both and open the team; wait until each page's event stream is live.
+	for _, s := range []struct {
+		tab context.Context
+		ui  *testUI
+	}{{tabA, uiA}, {tabB, uiB}} {
+		if err := chromedp.Do(s.tab,
+			chromedp.Navigate(s.ui.LoginURL()),
+			chromedp.WaitVisible(teamButton),
+			chromedp.Click(teamButton),
+			chromedp.WaitVisible(chromedp.CSS("#compose-text")),
+			chromedp.WaitVisible(`//span[@id="conn"][.="live"]`),
+		); err != nil {
+			t.Fatalf("sign in and open the team on %s: %v", s.ui.base, err)
+		}
+		loc, err := chromedp.Run(s.tab, chromedp.Location())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loc != s.ui.base+"/" {
+			t.Errorf("after sign-in the address is %q; want %q (the token removed)", loc, s.ui.base+"/")
+		}
+	}
+
+	text := "BP 160/110 two hours after delivery " + time.Now().Format("150405.000")
+	const patient = "MRN-4471-QX"
+	if _, err := chromedp.Run(tabB, chromedp.Evaluate[string](`window.__noReload = "still"`)); err != nil {
+		t.Fatal(err)
+	}
+	mine := fmt.Sprintf(`//li[contains(@class,"msg")][.//p[@class="text"][.=%q]][.//span[@class="patient"][.="Patient: %s"]][.//span[@class="prio"][.="urgent"]]`, text, patient)
+	if err := chromedp.Do(tabA,
+		chromedp.SendKeys(chromedp.CSS("#compose-text"), text),
+		chromedp.SetValue(chromedp.CSS("#compose-priority"), "urgent"),
+		chromedp.SendKeys(chromedp.CSS("#compose-patient"), patient),
+		chromedp.Click(chromedp.CSS("#send")),
+		chromedp.WaitVisible(mine),
+		shot("conversation-1280"),
+	); err != nil {
+		t.Fatalf("send from A's compose form: %v", err)
+	}
+	// Gossip on loopback takes well under a second; the deadline only bounds a failing run.
+	liveCtx, liveCancel := context.WithTimeout(tabB, 20*slow*time.Second)
+	err = chromedp.Do(liveCtx, chromedp.WaitVisible(mine))
+	liveCancel()
+	if err != nil {
+		t.Fatalf("the message did not appear in B's open conversation: %v", err)
+	}
+	marker, err := chromedp.Run(tabB, chromedp.Evaluate[string](`String(window.__noReload)`))
+	if err != nil || marker != "still" {
+		t.Errorf("B's page was reloaded (marker %q, %v); want the message pushed live", marker, err)
+	}
+	ms, err := b.Messages(team.ID.String())
+	if err != nil || len(ms) != 1 || ms[0].Text != text || ms[0].Patient != patient || ms[0].Priority != crdt.Urgent {
+		t.Fatalf("B's node has %+v (%v); want the one urgent message with its patient reference", ms, err)
+	}
+
+	// Every screen at 360 px wide, on B: nothing may scroll sideways.
+	noOverflow := func(screen string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			r, err := chromedp.Evaluate[[]int](`[document.documentElement.scrollWidth, document.documentElement.clientWidth]`)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			if len(r) != 2 || r[0] > r[1] || r[1] > 360 {
+				t.Errorf("%s at 360 px: scrollWidth, clientWidth = %v; want no horizontal overflow", screen, r)
+			}
+			_, err = shot(screen+"-360")(ctx, tg)
+			return err
+		})
+	}
+	if err := chromedp.Do(tabB,
+		chromedp.EmulateViewport(360, 740),
+		chromedp.WaitVisible(mine),
+		noOverflow("conversation"),
+		chromedp.Click(chromedp.CSS("#tab-members")),
+		chromedp.WaitVisible(`//ul[@id="member-list"]//strong[.="Dr Banda"]`),
+		noOverflow("members"),
+		chromedp.Click(`//button[.="Safety number"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#safety-list .number`)),
+		chromedp.WaitVisible(chromedp.CSS(`#safety-list svg`)),
+		noOverflow("safety-number"),
+		chromedp.Click(chromedp.CSS("#tab-invite")),
+		chromedp.Click(chromedp.CSS("#link-make")),
+		chromedp.WaitVisible(chromedp.CSS(`#invite-qr svg`)),
+		noOverflow("invite"),
+		chromedp.Click(chromedp.CSS("#nav-sync")),
+		chromedp.WaitVisible(`//p[@id="sync-summary"][contains(., "connected")]`),
+		noOverflow("sync"),
+		chromedp.Click(chromedp.CSS("#nav-usage")),
+		chromedp.WaitVisible(chromedp.CSS(`#usage-chart svg`)),
+		noOverflow("usage"),
+		chromedp.Click(chromedp.CSS("#nav-teams")),
+		chromedp.WaitVisible(teamButton),
+		noOverflow("teams"),
+	); err != nil {
+		t.Fatalf("screens at 360 px: %v", err)
+	}
+	// The low-data switch on A turns the node's mode on, through the page.
+	if err := chromedp.Do(tabA,
+		chromedp.Click(chromedp.CSS("#lowdata")),
+		chromedp.Click(chromedp.CSS("#nav-sync")),
+		chromedp.WaitVisible(`//p[@id="lowdata-summary"][contains(., "is on")]`),
+	); err != nil {
+		t.Fatalf("low-data switch: %v", err)
+	}
+	if st, err := a.LowData(); err != nil || !st.On {
+		t.Errorf("after the switch A's low-data mode is %+v (%v); want on", st, err)
+	}
+	if err := chromedp.Do(tabA,
+		chromedp.Click(chromedp.CSS("#nav-teams")),
+		chromedp.Click(teamButton),
+		chromedp.Click(chromedp.CSS("#tab-invite")),
+		chromedp.Click(chromedp.CSS("#invite-make")),
+		chromedp.WaitVisible(chromedp.CSS(`#invite-qr svg`)),
+	); err != nil {
+		t.Fatalf("invite: %v", err)
+	}
+	code, err := chromedp.Run(tabA, chromedp.Text(chromedp.CSS("#invite-code")))
+	if err != nil || code == "" {
+		t.Errorf("no invite code shown (%v)", err)
+	}
+	cancel()
+	blog.wg.Wait()
+	blog.check(t)
+
+	needles := []string{text, patient, teamName, inv.Code(), uiA.token, uiB.token}
+	if code != "" {
+		needles = append(needles, code)
+	}
+	urls := append(uiA.seen(), uiB.seen()...)
+	if len(urls) < 20 {
+		t.Errorf("the UIs saw %d requests; the recording is broken", len(urls))
+	}
+	for _, u := range urls {
+		for _, n := range needles {
+			if strings.Contains(u, n) || strings.Contains(u, strings.ReplaceAll(n, " ", "+")) || strings.Contains(u, strings.ReplaceAll(n, " ", "%20")) {
+				t.Errorf("URL %q holds content (%.12q)", u, n)
+			}
+		}
+	}
+	for _, n := range needles[:3] {
+		if strings.Contains(logs.String(), n) {
+			t.Errorf("the logs hold %.12q", n)
+		}
+	}
+}
