@@ -3,6 +3,8 @@ package webui
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,6 +82,24 @@ func (b *browserLog) check(t *testing.T) {
 	}
 }
 
+// newBrowser starts headless chromium and returns the context of the whole session (deadline d; a
+// first Run's context lives as long as the browser), its cancel function and a first tab, started.
+func newBrowser(t *testing.T, chromium string, d time.Duration) (context.Context, context.CancelFunc, context.Context) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(t.TempDir()))
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := context.WithTimeout(allocCtx, d)
+	tab, cancelTab := chromedp.NewContext(ctx)
+	cancel := func() { cancelTab(); cancelCtx(); cancelAlloc() }
+	if err := chromedp.Do(tab); err != nil {
+		cancel()
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx, cancel, tab
+}
+
 // TestBrowser drives Debian's headless chromium against the web UIs of two real nodes on loopback:
 // it signs in on each with its token, opens the team on both, sends an urgent message with a patient
 // reference from A's compose form, and waits for it to appear in B's open conversation, pushed by
@@ -110,19 +130,8 @@ func TestBrowser(t *testing.T) {
 	}
 	uiA, uiB := startUI(t, a, logs, time.Second), startUI(t, b, logs, time.Second)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900),
-		chromedp.UserDataDir(t.TempDir()))
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	// The deadline of the whole browser session (a first Run's context lives as long as the browser).
-	ctx, cancel := context.WithTimeout(allocCtx, 120*slow*time.Second)
+	_, cancel, tabA := newBrowser(t, chromium, 120*slow*time.Second)
 	defer cancel()
-	tabA, cancelA := chromedp.NewContext(ctx)
-	defer cancelA()
-	if err := chromedp.Do(tabA); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
 	tabB, cancelB := chromedp.NewContext(tabA) // a second tab of the same browser
 	defer cancelB()
 	if err := chromedp.Do(tabB); err != nil {
@@ -289,5 +298,68 @@ func TestBrowser(t *testing.T) {
 		if strings.Contains(logs.String(), n) {
 			t.Errorf("the logs hold %.12q", n)
 		}
+	}
+}
+
+// TestBrowserRefusesCrossSite signs in to the UI, then opens pages of another origin on the same host
+// (127.0.0.1 on another port, which counts as the same site, so the SameSite cookie goes along): a
+// form that posts a new team to the UI, and a page that puts the UI in a frame. The post must be
+// refused and create nothing, and the framed UI must not load (its script is never fetched).
+func TestBrowserRefusesCrossSite(t *testing.T) {
+	chromium := chromiumPath(t)
+	slow := time.Duration(1)
+	if raceEnabled() {
+		slow = 3
+	}
+	n := newNode(t, "Dr Banda", &syncBuffer{})
+	ui := startUI(t, n, &syncBuffer{}, time.Second)
+	evil := http.NewServeMux()
+	evil.HandleFunc("GET /post", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><title>post</title><form id="f" method="POST" action="%s/api/v1/teams" enctype="text/plain">`+
+			`<input name='{"name":"Evil ward ' value=' x"}'></form><script>document.getElementById("f").submit()</script>`, ui.base)
+	})
+	evil.HandleFunc("GET /frame", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><title>frame</title><iframe id="ui" src="%s/"></iframe>`+
+			`<script>document.getElementById("ui").addEventListener("load", () => { document.title = "frame loaded" })</script>`, ui.base)
+	})
+	es := httptest.NewServer(evil)
+	defer es.Close()
+
+	_, cancel, tab := newBrowser(t, chromium, 60*slow*time.Second)
+	defer cancel()
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(ui.LoginURL()),
+		chromedp.WaitVisible(`//span[@id="conn"][.="live"]`),
+		chromedp.Navigate(es.URL+"/post"),
+		// The form's answer replaces the page: wait for the UI's JSON, refusal or not.
+		chromedp.WaitVisible(`//body[contains(., "{")]`),
+	); err != nil {
+		t.Fatalf("cross-site form post: %v", err)
+	}
+	answer, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("body")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts := n.Teams(); len(ts) != 0 || !strings.Contains(answer, "refused") {
+		t.Fatalf("a cross-site form post: answer %q, %d teams; want refused, none created", answer, len(ts))
+	}
+	scripts := func() int {
+		c := 0
+		for _, u := range ui.seen() {
+			if u == "/app.js" {
+				c++
+			}
+		}
+		return c
+	}
+	before := scripts()
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(es.URL+"/frame"),
+		chromedp.WaitReady(`//title[.="frame loaded"]`),
+	); err != nil {
+		t.Fatalf("framing page: %v", err)
+	}
+	if got := scripts(); got != before {
+		t.Errorf("the UI loaded in another origin's frame (its script was fetched %d more times); want refused", got-before)
 	}
 }
