@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -425,6 +426,17 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 	if envelope.NoSeal {
 		logger.Warn("TEST BUILD (-tags fieldmesh_noseal): messages and connections are NOT encrypted; never use it for real")
 	}
+	// The web UI's address is checked and taken first, so a bad --ui fails before the node starts.
+	var (
+		ul  net.Listener
+		err error
+	)
+	if g.ui != "off" {
+		if ul, err = webui.Listen(g.ui); err != nil {
+			return err
+		}
+		defer ul.Close()
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
@@ -438,14 +450,8 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 	srv := &localapi.Server{Node: n, Logger: logger}
 	var ui *webui.Server
 	uiErr := make(chan error, 1)
-	if g.ui != "off" {
-		ul, err := webui.Listen(g.ui)
-		if err != nil {
-			return err
-		}
-		ui, err = webui.New(webui.Config{Node: n, Logger: logger}, ul)
-		if err != nil {
-			ul.Close()
+	if ul != nil {
+		if ui, err = webui.New(webui.Config{Node: n, Logger: logger}, ul); err != nil {
 			return err
 		}
 		srv.UILogin = ui.LoginURL
