@@ -1,7 +1,9 @@
 package webui
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -39,7 +41,7 @@ type Page struct {
 
 func nodeErr(w http.ResponseWriter, err error) {
 	code := http.StatusBadRequest
-	if strings.Contains(err.Error(), node.ErrUnknownTeam.Error()) {
+	if errors.Is(err, node.ErrUnknownTeam) {
 		code = http.StatusNotFound
 	}
 	writeErr(w, code, strings.TrimPrefix(err.Error(), "node: "))
@@ -132,7 +134,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, "streaming is not supported here")
 		return
 	}
-	ctx := r.Context()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -141,6 +142,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	changed := make(chan string, 16)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The watchers end with ctx, which ends when this handler returns for any reason (before wg.Wait).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	watched := map[string]func(){}
 	defer func() {
 		for _, stop := range watched {

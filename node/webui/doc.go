@@ -17,7 +17,9 @@
 //     login answers 401 without the cookie.
 //   - CSRF: every request other than GET and HEAD must carry the header X-Fieldmesh-CSRF with this
 //     start's CSRF value, which the page reads from GET /api/session (a cross-origin page cannot read
-//     it); a request whose Origin is another origin, or whose Sec-Fetch-Site is cross-site, is refused.
+//     it). A state-changing request, and any /api/ request, whose Origin is another origin or whose
+//     Sec-Fetch-Site is cross-site or same-site (another port of 127.0.0.1 is the same site, and
+//     gets the SameSite cookie), is refused.
 //   - No content in URLs: message text, patient references and team names travel in POST bodies and
 //     JSON answers only; the URLs the page uses carry ids, a month and a page size.
 //
@@ -25,7 +27,7 @@
 //
 //	GET  /, /app.js, /style.css          the page (no sign-in needed: they hold no data)
 //	POST /api/login    {"token"}         sets the session cookie
-//	GET  /api/session                    {"csrf","name","device"}
+//	GET  /api/session                    {"csrf","name","device"}: device is this device's full id
 //	GET  /api/messages?team=ID[&before=MSGID][&limit=N]   {"messages","more"}: the newest N
 //	                                     (default 100, at most 500) before message MSGID, in display order;
 //	                                     what is returned counts as read, as with the CLI

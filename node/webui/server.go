@@ -200,7 +200,9 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			writeErr(w, http.StatusForbidden, "refused: open the web UI at "+s.URL())
 			return
 		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// State-changing requests anywhere, and every API request (a page of messages marks them
+		// read), must come from the UI's own origin when the browser says where they come from.
+		if (r.Method != http.MethodGet && r.Method != http.MethodHead) || strings.HasPrefix(r.URL.Path, "/api/") {
 			if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host {
 				writeErr(w, http.StatusForbidden, "refused: a request from another site")
 				return
@@ -271,7 +273,7 @@ type Session struct {
 
 func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request) {
 	st := s.node.Status()
-	writeJSON(w, http.StatusOK, Session{CSRF: s.csrf, Name: st.Name, Device: st.Device.Short()})
+	writeJSON(w, http.StatusOK, Session{CSRF: s.csrf, Name: st.Name, Device: st.Device.String()})
 }
 
 // maxRequest bounds the bodies of this package's routes.

@@ -226,6 +226,15 @@ func TestSafetyRules(t *testing.T) {
 				}
 			}
 		}
+		// A page of another origin may not even read through the API (a page of messages marks them read).
+		for _, h := range []map[string]string{{"Sec-Fetch-Site": "same-site"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}} {
+			if code, body, _ := u.do(t, "GET", "/api/v1/teams", reqOpts{cookie: cookie, header: h}); code != http.StatusForbidden {
+				t.Errorf("GET /api/v1/teams with %v: %d %s; want 403", h, code, body)
+			}
+		}
+		if code, body, _ := u.do(t, "GET", "/api/v1/teams", reqOpts{cookie: cookie, header: map[string]string{"Sec-Fetch-Site": "same-origin"}}); code != http.StatusOK {
+			t.Errorf("GET /api/v1/teams from the same origin: %d %s; want 200", code, body)
+		}
 		if ts := n.Teams(); len(ts) != 0 {
 			t.Fatalf("refused requests created %d teams", len(ts))
 		}

@@ -6,7 +6,7 @@
 const SVGNS = "http://www.w3.org/2000/svg";
 const PAGE = 100;
 const state = {
-  csrf: "", me: "", teams: [], team: null, msgs: [], more: false, replyTo: null,
+  csrf: "", me: "", device: "", teams: [], team: null, msgs: [], more: false, replyTo: null,
   view: "teams", tab: "chat", safetyMember: null, loading: false,
 };
 
@@ -200,7 +200,7 @@ function renderMessages() {
   for (const m of state.msgs) {
     const cls = ["msg"];
     if (m.priority !== "routine") cls.push(m.priority);
-    if (m.author_name === state.me) cls.push("mine");
+    if (m.author === state.device) cls.push("mine");
     const head = el("div", { class: "head" },
       el("span", { class: "who", text: m.author_name }),
       el("time", { datetime: m.time, text: fmtTime(m.time) }));
@@ -499,6 +499,7 @@ async function signIn() {
     const s = await api("GET", "/api/session");
     state.csrf = s.csrf;
     state.me = s.name;
+    state.device = s.device;
     return true;
   } catch (e) {
     if (e.status !== 401) showError("Not signed in", e);
