@@ -426,7 +426,14 @@ async function loadUsage() {
   if (!month) $("usage-month").value = rep.month;
   $("usage-total").textContent = rep.month + ": " + fmtBytes(rep.total.total) + " in all (" +
     fmtBytes(rep.total.sent) + " sent, " + fmtBytes(rep.total.received) + " received).";
-  const days = rep.days || [];
+  // Every day of the month has a bar, so one busy day does not fill the chart.
+  const byDate = new Map((rep.days || []).map((d) => [d.date, d]));
+  const [yy, mm] = rep.month.split("-").map(Number);
+  const days = [];
+  for (let i = 1; i <= new Date(yy, mm, 0).getDate(); i++) {
+    const date = rep.month + "-" + String(i).padStart(2, "0");
+    days.push(byDate.get(date) || { date, sent: 0, received: 0, total: 0 });
+  }
   const max = Math.max(1, ...days.map((d) => d.total));
   const w = 10, gap = 2, h = 100;
   const svg = document.createElementNS(SVGNS, "svg");
@@ -451,6 +458,7 @@ async function loadUsage() {
   });
   const chart = $("usage-chart");
   chart.replaceChildren(svg);
+  $("usage-axis").replaceChildren(el("span", { text: days[0].date }), el("span", { text: days[days.length - 1].date }));
   if (!chart.nextElementSibling || !chart.nextElementSibling.classList.contains("legend")) {
     chart.after(el("p", { class: "legend" }, "Per day:", el("span", { class: "sw sent" }), "sent",
       el("span", { class: "sw recv" }), "received"));
@@ -477,7 +485,13 @@ function listen() {
     if (d.teams_changed) loadTeams().catch(() => {});
     loadStatus().catch(() => {});
   });
-  events.onerror = () => { $("conn").textContent = "reconnecting…"; };
+  events.onerror = () => {
+    $("conn").textContent = "reconnecting…";
+    // A node that restarted has a new session: say so instead of retrying for ever.
+    api("GET", "/api/session").catch((e) => {
+      if (e.status === 401) { events.close(); showError("Signed out", "the node restarted; run \"fieldmesh open\" again"); }
+    });
+  };
 }
 
 // ---- start ----
