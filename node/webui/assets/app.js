@@ -459,10 +459,6 @@ async function loadUsage() {
   const chart = $("usage-chart");
   chart.replaceChildren(svg);
   $("usage-axis").replaceChildren(el("span", { text: days[0].date }), el("span", { text: days[days.length - 1].date }));
-  if (!chart.nextElementSibling || !chart.nextElementSibling.classList.contains("legend")) {
-    chart.after(el("p", { class: "legend" }, "Per day:", el("span", { class: "sw sent" }), "sent",
-      el("span", { class: "sw recv" }), "received"));
-  }
 }
 
 // ---- live updates ----
