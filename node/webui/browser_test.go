@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -98,6 +99,23 @@ func newBrowser(t *testing.T, chromium string, d time.Duration) (context.Context
 		t.Fatalf("start chromium: %v", err)
 	}
 	return ctx, cancel, tab
+}
+
+// axeSource is axe-core, vendored from npm under testdata with its licence.
+//
+//go:embed testdata/axe-core/axe.min.js
+var axeSource string
+
+// axeCheck runs axe-core on the tab's page as it is now (injecting it once per page; DevTools
+// evaluation is not subject to the page's CSP) and returns its serious and critical violations.
+func axeCheck(ctx context.Context, tg *chromedp.Target) ([]string, error) {
+	if _, err := chromedp.Evaluate[bool](`window.axe !== undefined || (() => { `+axeSource+`; return true })()`)(ctx, tg); err != nil {
+		return nil, fmt.Errorf("inject axe-core: %w", err)
+	}
+	return chromedp.Evaluate[[]string](`axe.run(document, {resultTypes: ["violations"]}).then((r) => r.violations
+		.filter((v) => v.impact === "serious" || v.impact === "critical")
+		.map((v) => v.impact + " " + v.id + ": " + v.help + " (" + v.nodes.map((n) => n.target.join(" ")).join(", ") + ")"))`,
+		chromedp.EvalAwaitPromise)(ctx, tg)
 }
 
 // TestBrowser drives Debian's headless chromium against the web UIs of two real nodes on loopback:
@@ -219,6 +237,13 @@ func TestBrowser(t *testing.T) {
 			}
 			if len(r) != 2 || r[0] > r[1] || r[1] > 360 {
 				t.Errorf("%s at 360 px: scrollWidth, clientWidth = %v; want no horizontal overflow", screen, r)
+			}
+			bad, err := axeCheck(ctx, tg)
+			if err != nil {
+				return fmt.Errorf("axe on %s: %w", screen, err)
+			}
+			for _, v := range bad {
+				t.Errorf("accessibility of %s: %s", screen, v)
 			}
 			_, err = shot(screen+"-360")(ctx, tg)
 			return err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -401,4 +402,34 @@ func TestQR(t *testing.T) {
 	if code, _, _ := u.do(t, "POST", "/api/qr", reqOpts{cookie: cookie, csrf: csrf, body: map[string]string{"text": ""}}); code != http.StatusBadRequest {
 		t.Errorf("empty text: %d; want 400", code)
 	}
+}
+
+// TestAssetWeight keeps the page light for phones on paid data: the embedded assets total at most
+// 200 KB, and the page loads nothing from elsewhere.
+func TestAssetWeight(t *testing.T) {
+	total := 0
+	err := fs.WalkDir(assets, "assets", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(assets, path)
+		if err != nil {
+			return err
+		}
+		total += len(b)
+		text := strings.ReplaceAll(string(b), "http://www.w3.org/2000/svg", "") // a namespace name, not a fetch
+		for _, ref := range []string{"http://", "https://", "//cdn"} {
+			if strings.Contains(text, ref) {
+				t.Errorf("%s refers to %q: the UI must load nothing from elsewhere", path, ref)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total == 0 || total > 200_000 {
+		t.Errorf("the assets total %d bytes; want at most 200,000", total)
+	}
+	t.Logf("assets: %d bytes", total)
 }
