@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
@@ -118,12 +119,15 @@ func axeCheck(ctx context.Context, tg *chromedp.Target) ([]string, error) {
 		chromedp.EvalAwaitPromise)(ctx, tg)
 }
 
-// TestBrowser drives Debian's headless chromium against the web UIs of two real nodes on loopback:
-// it signs in on each with its token, opens the team on both, sends an urgent message with a patient
-// reference from A's compose form, and waits for it to appear in B's open conversation, pushed by
-// server-sent events (no reload). It then visits every screen at 360 px wide and checks none scrolls
-// sideways, and that no URL either UI was asked for, and no log line, holds the message, the patient
-// reference, the team name, the invite code or the token.
+// TestBrowser drives Debian's headless chromium against the web UIs of two real nodes on loopback,
+// through the screens only: A signs in with its token, starts a team and makes an invite code; B
+// signs in and joins with that code; both open the conversation; A sends an urgent message with a
+// patient reference from the compose form, and it appears in B's open conversation, pushed by
+// server-sent events (no reload). Every screen is then checked at 360 px wide (no horizontal
+// overflow, no serious or critical axe-core violation); A removes B from the team, and B's page
+// shows it was removed; A's low-data switch turns the node's mode on. Last, no URL either UI was asked
+// for, and no log line, may hold the message, the patient reference, the team name, the invite code
+// or a token.
 func TestBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	slow := time.Duration(1)
@@ -132,20 +136,6 @@ func TestBrowser(t *testing.T) {
 	}
 	logs := &syncBuffer{}
 	a, b := newNode(t, "Dr Banda", logs), newNode(t, "Nurse Phiri", logs)
-	const teamName = "Maternity Ward 3"
-	team, err := a.CreateTeam(teamName, crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := a.Invite(team.ID.String(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jctx, jcancel := context.WithTimeout(context.Background(), 30*slow*time.Second)
-	defer jcancel()
-	if _, err := b.Join(jctx, inv.Code()); err != nil {
-		t.Fatal(err)
-	}
 	uiA, uiB := startUI(t, a, logs, time.Second), startUI(t, b, logs, time.Second)
 
 	_, cancel, tabA := newBrowser(t, chromium, 120*slow*time.Second)
@@ -158,6 +148,18 @@ func TestBrowser(t *testing.T) {
 	var blog browserLog
 	blog.listen(tabA, "A")
 	blog.listen(tabB, "B")
+	// A's confirmation dialogs (removing a member) are accepted.
+	dialogs := chromedp.Events(tabA, page.JavascriptDialogOpening)
+	go func() {
+		for _, err := range dialogs {
+			if err != nil {
+				return
+			}
+			if _, err := chromedp.Call(tabA, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}); err != nil {
+				return
+			}
+		}
+	}()
 
 	shots := os.Getenv("FIELDMESH_UI_SHOTS")
 	shot := func(name string) chromedp.Action[chromedp.Void] {
@@ -172,28 +174,60 @@ func TestBrowser(t *testing.T) {
 			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
 		})
 	}
-	teamButton := chromedp.CSS(fmt.Sprintf(`button[data-team="%s"]`, team.ID))
-	// Sign in on both and open the team; wait until each page's event stream is live.
-	for _, s := range []struct {
-		tab context.Context
-		ui  *testUI
-	}{{tabA, uiA}, {tabB, uiB}} {
-		if err := chromedp.Do(s.tab,
-			chromedp.Navigate(s.ui.LoginURL()),
-			chromedp.WaitVisible(teamButton),
-			chromedp.Click(teamButton),
-			chromedp.WaitVisible(chromedp.CSS("#compose-text")),
-			chromedp.WaitVisible(`//span[@id="conn"][.="live"]`),
-		); err != nil {
-			t.Fatalf("sign in and open the team on %s: %v", s.ui.base, err)
+	live := chromedp.WaitVisible(`//span[@id="conn"][.="live"]`)
+	signIn := func(tab context.Context, ui *testUI) {
+		t.Helper()
+		if err := chromedp.Do(tab, chromedp.Navigate(ui.LoginURL()), live); err != nil {
+			t.Fatalf("sign in on %s: %v", ui.base, err)
 		}
-		loc, err := chromedp.Run(s.tab, chromedp.Location())
+		loc, err := chromedp.Run(tab, chromedp.Location())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if loc != s.ui.base+"/" {
-			t.Errorf("after sign-in the address is %q; want %q (the token removed)", loc, s.ui.base+"/")
+		if loc != ui.base+"/" {
+			t.Errorf("after sign-in the address is %q; want %q (the token removed)", loc, ui.base+"/")
 		}
+	}
+
+	// A starts the team and makes an invite code.
+	const teamName = "Maternity Ward 3"
+	signIn(tabA, uiA)
+	if err := chromedp.Do(tabA,
+		chromedp.Click(`//summary[.="Start a team"]`),
+		chromedp.SendKeys(chromedp.CSS("#create-name"), teamName),
+		chromedp.Click(`//form[@id="create-form"]//button[@type="submit"]`),
+		chromedp.WaitVisible(`//h2[@id="team-h"][.="`+teamName+`"]`),
+		live, // the page listens again, now to the new team too
+		chromedp.Click(chromedp.CSS("#tab-invite")),
+		chromedp.Click(chromedp.CSS("#invite-make")),
+		chromedp.WaitVisible(chromedp.CSS(`#invite-qr svg`)),
+	); err != nil {
+		t.Fatalf("A starts a team and makes an invite code: %v", err)
+	}
+	teams := a.Teams()
+	if len(teams) != 1 || teams[0].Name != teamName || !teams[0].Admin {
+		t.Fatalf("A's node has teams %+v; want the one it started, as admin", teams)
+	}
+	team := teams[0]
+	code, err := chromedp.Run(tabA, chromedp.Text(chromedp.CSS("#invite-code")))
+	if err != nil || code == "" {
+		t.Fatalf("no invite code shown (%v)", err)
+	}
+
+	// B joins with the code.
+	signIn(tabB, uiB)
+	if err := chromedp.Do(tabB,
+		chromedp.Click(`//summary[.="Join a team"]`),
+		chromedp.SendKeys(chromedp.CSS("#join-code"), code),
+		chromedp.Click(`//form[@id="join-form"]//button[@type="submit"]`),
+		chromedp.WaitVisible(`//h2[@id="team-h"][.="`+teamName+`"]`),
+		chromedp.WaitVisible(chromedp.CSS("#compose-text")),
+		live,
+	); err != nil {
+		t.Fatalf("B joins with the code: %v", err)
+	}
+	if ts := b.Teams(); len(ts) != 1 || ts[0].ID != team.ID {
+		t.Fatalf("B's node has teams %+v; want A's team", ts)
 	}
 
 	text := "BP 160/110 two hours after delivery " + time.Now().Format("150405.000")
@@ -203,6 +237,7 @@ func TestBrowser(t *testing.T) {
 	}
 	mine := fmt.Sprintf(`//li[contains(@class,"msg")][.//p[@class="text"][.=%q]][.//span[@class="patient"][.="Patient: %s"]][.//span[@class="prio"][.="urgent"]]`, text, patient)
 	if err := chromedp.Do(tabA,
+		chromedp.Click(chromedp.CSS("#tab-chat")),
 		chromedp.SendKeys(chromedp.CSS("#compose-text"), text),
 		chromedp.SetValue(chromedp.CSS("#compose-priority"), "urgent"),
 		chromedp.SendKeys(chromedp.CSS("#compose-patient"), patient),
@@ -228,8 +263,8 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("B's node has %+v (%v); want the one urgent message with its patient reference", ms, err)
 	}
 
-	// Every screen at 360 px wide, on B: nothing may scroll sideways.
-	noOverflow := func(screen string) chromedp.Action[chromedp.Void] {
+	// Every screen at 360 px wide, on B: nothing may scroll sideways, and axe finds nothing serious.
+	checkScreen := func(screen string) chromedp.Action[chromedp.Void] {
 		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			r, err := chromedp.Evaluate[[]int](`[document.documentElement.scrollWidth, document.documentElement.clientWidth]`)(ctx, tg)
 			if err != nil {
@@ -249,33 +284,50 @@ func TestBrowser(t *testing.T) {
 			return err
 		})
 	}
+	teamButton := chromedp.CSS(fmt.Sprintf(`button[data-team="%s"]`, team.ID))
 	if err := chromedp.Do(tabB,
 		chromedp.EmulateViewport(360, 740),
 		chromedp.WaitVisible(mine),
-		noOverflow("conversation"),
+		checkScreen("conversation"),
 		chromedp.Click(chromedp.CSS("#tab-members")),
 		chromedp.WaitVisible(`//ul[@id="member-list"]//strong[.="Dr Banda"]`),
-		noOverflow("members"),
+		checkScreen("members"),
 		chromedp.Click(`//button[.="Safety number"]`),
 		chromedp.WaitVisible(chromedp.CSS(`#safety-list .number`)),
 		chromedp.WaitVisible(chromedp.CSS(`#safety-list svg`)),
-		noOverflow("safety-number"),
+		checkScreen("safety-number"),
 		chromedp.Click(chromedp.CSS("#tab-invite")),
 		chromedp.Click(chromedp.CSS("#link-make")),
 		chromedp.WaitVisible(chromedp.CSS(`#invite-qr svg`)),
-		noOverflow("invite"),
+		checkScreen("invite"),
 		chromedp.Click(chromedp.CSS("#nav-sync")),
 		chromedp.WaitVisible(`//p[@id="sync-summary"][contains(., "connected")]`),
-		noOverflow("sync"),
+		checkScreen("sync"),
 		chromedp.Click(chromedp.CSS("#nav-usage")),
 		chromedp.WaitVisible(chromedp.CSS(`#usage-chart svg`)),
-		noOverflow("usage"),
+		checkScreen("usage"),
 		chromedp.Click(chromedp.CSS("#nav-teams")),
 		chromedp.WaitVisible(teamButton),
-		noOverflow("teams"),
+		checkScreen("teams"),
 	); err != nil {
 		t.Fatalf("screens at 360 px: %v", err)
 	}
+
+	// A removes B; B's open page shows it was removed, without a reload.
+	if err := chromedp.Do(tabA,
+		chromedp.Click(chromedp.CSS("#tab-members")),
+		chromedp.WaitVisible(`//ul[@id="member-list"]//strong[.="Nurse Phiri"]`),
+		chromedp.Click(`//button[@aria-label="Remove Nurse Phiri from the team"]`),
+		chromedp.WaitNotPresent(`//ul[@id="member-list"]//strong[.="Nurse Phiri"]`),
+	); err != nil {
+		t.Fatalf("A removes B: %v", err)
+	}
+	if err := chromedp.Do(tabB,
+		chromedp.WaitVisible(fmt.Sprintf(`//button[@data-team="%s"][contains(., "you were removed")]`, team.ID)),
+	); err != nil {
+		t.Fatalf("B's page does not show the removal: %v", err)
+	}
+
 	// The low-data switch on A turns the node's mode on, through the page.
 	if err := chromedp.Do(tabA,
 		chromedp.Click(chromedp.CSS("#lowdata")),
@@ -287,27 +339,11 @@ func TestBrowser(t *testing.T) {
 	if st, err := a.LowData(); err != nil || !st.On {
 		t.Errorf("after the switch A's low-data mode is %+v (%v); want on", st, err)
 	}
-	if err := chromedp.Do(tabA,
-		chromedp.Click(chromedp.CSS("#nav-teams")),
-		chromedp.Click(teamButton),
-		chromedp.Click(chromedp.CSS("#tab-invite")),
-		chromedp.Click(chromedp.CSS("#invite-make")),
-		chromedp.WaitVisible(chromedp.CSS(`#invite-qr svg`)),
-	); err != nil {
-		t.Fatalf("invite: %v", err)
-	}
-	code, err := chromedp.Run(tabA, chromedp.Text(chromedp.CSS("#invite-code")))
-	if err != nil || code == "" {
-		t.Errorf("no invite code shown (%v)", err)
-	}
 	cancel()
 	blog.wg.Wait()
 	blog.check(t)
 
-	needles := []string{text, patient, teamName, inv.Code(), uiA.token, uiB.token}
-	if code != "" {
-		needles = append(needles, code)
-	}
+	needles := []string{text, patient, teamName, code, uiA.token, uiB.token}
 	urls := append(uiA.seen(), uiB.seen()...)
 	if len(urls) < 20 {
 		t.Errorf("the UIs saw %d requests; the recording is broken", len(urls))
@@ -319,7 +355,7 @@ func TestBrowser(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range needles[:3] {
+	for _, n := range needles {
 		if strings.Contains(logs.String(), n) {
 			t.Errorf("the logs hold %.12q", n)
 		}

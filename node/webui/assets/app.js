@@ -466,6 +466,7 @@ async function loadUsage() {
 let events = null;
 function listen() {
   if (events) events.close();
+  $("conn").textContent = "connecting…";
   events = new EventSource("/api/events");
   events.addEventListener("ready", () => { $("conn").textContent = "live"; });
   events.addEventListener("team", (ev) => {
