@@ -254,6 +254,9 @@ func TestBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the message did not appear in B's open conversation: %v", err)
 	}
+	if err := chromedp.Do(tabB, chromedp.WaitReady(`//p[@id="announce"][.="New message from Dr Banda"]`)); err != nil {
+		t.Errorf("B's page did not announce the new message to screen readers: %v", err)
+	}
 	marker, err := chromedp.Run(tabB, chromedp.Evaluate[string](`String(window.__noReload)`))
 	if err != nil || marker != "still" {
 		t.Errorf("B's page was reloaded (marker %q, %v); want the message pushed live", marker, err)

@@ -7,7 +7,7 @@ const SVGNS = "http://www.w3.org/2000/svg";
 const PAGE = 100;
 const state = {
   csrf: "", me: "", device: "", teams: [], team: null, msgs: [], more: false, replyTo: null,
-  view: "teams", tab: "chat", safetyMember: null, loading: false,
+  view: "teams", tab: "chat", safetyMember: null, loading: false, loaded: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -119,6 +119,8 @@ async function openTeam(id) {
   state.team = id;
   state.msgs = [];
   state.more = false;
+  state.loaded = false;
+  $("announce").textContent = "";
   setReply(null);
   $("messages").replaceChildren();
   $("invite-out").hidden = true;
@@ -157,8 +159,17 @@ async function refreshMessages(scroll) {
     const cut = firstIdx < 0 ? state.msgs.length : firstIdx;
     keep = state.msgs.slice(0, cut).filter((m) => !fresh.has(m.id));
   }
+  const known = new Set(state.msgs.map((m) => m.id));
+  const arrived = state.loaded ? page.messages.filter((m) => !known.has(m.id) && m.author !== state.device) : [];
   state.msgs = keep.concat(page.messages);
   if (keep.length === 0) state.more = page.more;
+  state.loaded = true;
+  // Screen readers hear who wrote what arrived, not the whole list again.
+  if (arrived.length) {
+    $("announce").textContent = arrived.length === 1
+      ? "New message from " + arrived[0].author_name
+      : arrived.length + " new messages";
+  }
   renderMessages();
   if (stick) window.scrollTo(0, document.scrollingElement.scrollHeight);
 }
