@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -425,5 +426,67 @@ func TestBrowserRefusesCrossSite(t *testing.T) {
 	}
 	if got := scripts(); got != before {
 		t.Errorf("the UI loaded in another origin's frame (its script was fetched %d more times); want refused", got-before)
+	}
+}
+
+// TestBrowserPaging opens a conversation longer than a page: the page shows the newest
+// DefaultPage messages, in order, and "Load older messages" brings the rest, after which the button
+// goes away.
+func TestBrowserPaging(t *testing.T) {
+	chromium := chromiumPath(t)
+	slow := time.Duration(1)
+	if raceEnabled() {
+		slow = 3
+	}
+	n := newNode(t, "Dr Banda", &syncBuffer{})
+	team, err := n.CreateTeam("Ward 3", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = DefaultPage + 30
+	for i := range total {
+		if _, _, err := n.Send(team.ID.String(), crdt.Message{Text: fmt.Sprintf("m%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ui := startUI(t, n, &syncBuffer{}, time.Second)
+	_, cancel, tab := newBrowser(t, chromium, 60*slow*time.Second)
+	defer cancel()
+	texts := func() []string {
+		t.Helper()
+		got, err := chromedp.Run(tab, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#messages li .text")].map((e) => e.textContent)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	want := func(from int) []string {
+		var out []string
+		for i := from; i < total; i++ {
+			out = append(out, fmt.Sprintf("m%d", i))
+		}
+		return out
+	}
+	last := fmt.Sprintf(`//li[contains(@class,"msg")]//p[.="m%d"]`, total-1)
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(ui.LoginURL()),
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`button[data-team="%s"]`, team.ID))),
+		chromedp.WaitVisible(last),
+		chromedp.WaitVisible(chromedp.CSS("#older")),
+	); err != nil {
+		t.Fatalf("open the conversation: %v", err)
+	}
+	if got := texts(); !slices.Equal(got, want(total-DefaultPage)) {
+		t.Fatalf("first page shows %d messages (%v … ); want m%d … m%d", len(got), got[:min(3, len(got))], total-DefaultPage, total-1)
+	}
+	if err := chromedp.Do(tab,
+		chromedp.Click(chromedp.CSS("#older")),
+		chromedp.WaitVisible(`//li[contains(@class,"msg")]//p[.="m0"]`),
+		chromedp.WaitNotVisible(chromedp.CSS("#older")),
+	); err != nil {
+		t.Fatalf("load older: %v", err)
+	}
+	if got := texts(); !slices.Equal(got, want(0)) {
+		t.Fatalf("after loading older the page shows %d messages; want all %d in order", len(got), total)
 	}
 }
