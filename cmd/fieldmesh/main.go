@@ -507,6 +507,9 @@ node runs, so keep it to yourself.`,
 				}
 				return err
 			}
+			if g.json {
+				return g.print(localapi.UI{URL: u}, nil)
+			}
 			if !printOnly {
 				if xdg, lerr := exec.LookPath("xdg-open"); lerr == nil {
 					if err := exec.Command(xdg, u).Start(); err == nil {

@@ -81,6 +81,13 @@ func TestWebUIE2E(t *testing.T) {
 		t.Errorf("login with another token: %d; want 401", code)
 	}
 
+	var ui struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal(a.runJSON(t, "open"), &ui); err != nil || ui.URL != base+"#token="+token {
+		t.Errorf("open --json: %+v (%v); want {\"url\": %q}", ui, err, base+"#token=…")
+	}
+
 	b.up(t, "--ui=off")
 	if msg := e2eFailsCleanly(t, "open on a node without UI", b.run(t, "open", "--print")); !strings.Contains(msg, "no web UI") {
 		t.Errorf("open on a node without UI: %q; want it to say the node serves no web UI", msg)
