@@ -125,8 +125,8 @@ func axeCheck(ctx context.Context, tg *chromedp.Target) ([]string, error) {
 // signs in and joins with that code; both open the conversation; A sends an urgent message with a
 // patient reference from the compose form, and it appears in B's open conversation, pushed by
 // server-sent events (no reload). Every screen is then checked at 360 px wide (no horizontal
-// overflow, no serious or critical axe-core violation); A removes B from the team, and B's page
-// shows it was removed; A's low-data switch turns the node's mode on. Last, no URL either UI was asked
+// overflow, no serious or critical axe-core violation), B marks A's safety number verified; A makes B
+// an admin, then removes B from the team, and B's page shows it was removed; A's low-data switch turns the node's mode on. Last, no URL either UI was asked
 // for, and no log line, may hold the message, the patient reference, the team name, the invite code
 // or a token.
 func TestBrowser(t *testing.T) {
@@ -300,6 +300,8 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#safety-list .number`)),
 		chromedp.WaitVisible(chromedp.CSS(`#safety-list svg`)),
 		checkScreen("safety-number"),
+		chromedp.Click(chromedp.CSS("#safety-mark")),
+		chromedp.WaitVisible(`//ul[@id="member-list"]/li[.//strong[.="Dr Banda"]]/span[.="verified"]`),
 		chromedp.Click(chromedp.CSS("#tab-invite")),
 		chromedp.Click(chromedp.CSS("#link-make")),
 		chromedp.WaitVisible(chromedp.CSS(`#invite-qr svg`)),
@@ -317,10 +319,12 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("screens at 360 px: %v", err)
 	}
 
-	// A removes B; B's open page shows it was removed, without a reload.
+	// A makes B an admin, then removes B; B's open page shows it was removed, without a reload.
 	if err := chromedp.Do(tabA,
 		chromedp.Click(chromedp.CSS("#tab-members")),
 		chromedp.WaitVisible(`//ul[@id="member-list"]//strong[.="Nurse Phiri"]`),
+		chromedp.Click(`//button[@aria-label="Make Nurse Phiri an admin"]`),
+		chromedp.WaitVisible(`//ul[@id="member-list"]/li[.//strong[.="Nurse Phiri"]]/span[.="admin"]`),
 		chromedp.Click(`//button[@aria-label="Remove Nurse Phiri from the team"]`),
 		chromedp.WaitNotPresent(`//ul[@id="member-list"]//strong[.="Nurse Phiri"]`),
 	); err != nil {
