@@ -18,6 +18,7 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
@@ -267,6 +268,23 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("B's node has %+v (%v); want the one urgent message with its patient reference", ms, err)
 	}
 
+	// B answers with the Reply button (and Ctrl+Enter); A sees the reply under its message, live.
+	const answer = "Seen, giving labetalol now"
+	reply := fmt.Sprintf(`//li[contains(@class,"msg")][.//div[@class="re"][contains(., "reply to Dr Banda: BP 160/110")]][.//p[@class="text"][.=%q]]`, answer)
+	if err := chromedp.Do(tabB,
+		chromedp.Click(`//button[@aria-label="Reply to Dr Banda's message"]`),
+		chromedp.WaitVisible(chromedp.CSS("#replying")),
+		chromedp.SendKeys(chromedp.CSS("#compose-text"), answer),
+		chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+		chromedp.WaitVisible(reply),
+		chromedp.WaitNotVisible(chromedp.CSS("#replying")),
+	); err != nil {
+		t.Fatalf("B replies: %v", err)
+	}
+	if err := chromedp.Do(tabA, chromedp.WaitVisible(reply)); err != nil {
+		t.Fatalf("the reply did not appear in A's open conversation: %v", err)
+	}
+
 	// Every screen at 360 px wide, on B: nothing may scroll sideways, and axe finds nothing serious.
 	checkScreen := func(screen string) chromedp.Action[chromedp.Void] {
 		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
@@ -351,7 +369,7 @@ func TestBrowser(t *testing.T) {
 	blog.wg.Wait()
 	blog.check(t)
 
-	needles := []string{text, patient, teamName, code, uiA.token, uiB.token}
+	needles := []string{text, patient, teamName, code, answer, uiA.token, uiB.token}
 	urls := append(uiA.seen(), uiB.seen()...)
 	if len(urls) < 20 {
 		t.Errorf("the UIs saw %d requests; the recording is broken", len(urls))
