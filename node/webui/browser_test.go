@@ -20,6 +20,10 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
@@ -510,5 +514,70 @@ func TestBrowserPaging(t *testing.T) {
 	}
 	if got := texts(); !slices.Equal(got, want(0)) {
 		t.Fatalf("after loading older the page shows %d messages; want all %d in order", len(got), total)
+	}
+}
+
+// TestBrowserRelays shows a clinic relay the node was given (one that never answers: a peer id with
+// nothing behind it) on the sync screen, as not connected and never contacted, and stops using it
+// from there.
+func TestBrowserRelays(t *testing.T) {
+	chromium := chromiumPath(t)
+	slow := time.Duration(1)
+	if raceEnabled() {
+		slow = 3
+	}
+	_, pub, err := lcrypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rid, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, "Dr Banda", &syncBuffer{}, func(c *node.Config) {
+		c.Relays = []string{"/ip4/127.0.0.1/tcp/9/p2p/" + rid.String()}
+	})
+	ui := startUI(t, n, &syncBuffer{}, time.Second)
+	_, cancel, tab := newBrowser(t, chromium, 60*slow*time.Second)
+	defer cancel()
+	dialogs := chromedp.Events(tab, page.JavascriptDialogOpening)
+	go func() {
+		for _, err := range dialogs {
+			if err != nil {
+				return
+			}
+			if _, err := chromedp.Call(tab, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}); err != nil {
+				return
+			}
+		}
+	}()
+	short := rid.String()[len(rid.String())-10:]
+	row := fmt.Sprintf(`//tbody[@id="relay-rows"]/tr[td[1]/code[.=%q]][td[2][.="no"]][td[3][.="never"]]`, short)
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(ui.LoginURL()),
+		chromedp.WaitVisible(`//span[@id="conn"][.="live"]`),
+		chromedp.Click(chromedp.CSS("#nav-sync")),
+		chromedp.WaitVisible(row),
+	); err != nil {
+		t.Fatalf("relays screen: %v", err)
+	}
+	if err := chromedp.Do(tab, chromedp.EmulateViewport(360, 740)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := chromedp.Run(tab, chromedp.Evaluate[[]int](`[document.documentElement.scrollWidth, document.documentElement.clientWidth]`))
+	if err != nil || len(r) != 2 || r[0] > r[1] {
+		t.Errorf("relays screen at 360 px: scrollWidth, clientWidth = %v (%v); want no horizontal overflow", r, err)
+	}
+	if bad, err := chromedp.Run(tab, chromedp.Action[[]string](axeCheck)); err != nil || len(bad) > 0 {
+		t.Errorf("accessibility of the relays screen: %v (%v)", bad, err)
+	}
+	if err := chromedp.Do(tab,
+		chromedp.Click(fmt.Sprintf(`//button[@aria-label="Stop using relay %s"]`, short)),
+		chromedp.WaitVisible(chromedp.CSS("#no-relays")),
+	); err != nil {
+		t.Fatalf("relays screen: %v", err)
+	}
+	if rs := n.Relays(); len(rs) != 0 {
+		t.Errorf("after Stop using, the node still uses %d relays", len(rs))
 	}
 }

@@ -39,7 +39,7 @@ func (s *syncBuffer) String() string {
 
 // newNode starts a real node (a libp2p host on loopback TCP) with its own store; its logs, at debug
 // level, go to logs.
-func newNode(t *testing.T, name string, logs *syncBuffer) *node.Node {
+func newNode(t *testing.T, name string, logs *syncBuffer, adjust ...func(*node.Config)) *node.Node {
 	t.Helper()
 	st, err := storage.Create(t.TempDir(), storage.Options{Passphrase: []byte("pw"), KDF: testKDF})
 	if err != nil {
@@ -49,10 +49,14 @@ func newNode(t *testing.T, name string, logs *syncBuffer) *node.Node {
 	if _, err := node.Init(st, name); err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.New(node.Config{
+	cfg := node.Config{
 		Store: st, NoMDNS: true, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

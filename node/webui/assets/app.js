@@ -400,8 +400,11 @@ async function loadStatus() {
   for (const r of st.relays) {
     const waiting = Object.entries(r.waiting || {}).filter(([, n]) => n > 0)
       .map(([id, n]) => (names.get(id) || id.slice(0, 8)) + ": " + n).join(", ") || "nothing";
+    const short = r.peer_id.slice(-10);
     rows.append(el("tr", {},
-      el("td", {}, el("code", { text: r.peer_id.slice(-10) })),
+      el("td", {}, el("code", { text: short }), " ",
+        el("button", { type: "button", class: "link", "aria-label": "Stop using relay " + short,
+          onclick: () => forgetRelay(r.peer_id, short) }, "Stop using")),
       el("td", { text: r.connected ? "yes" : "no" }),
       el("td", { text: ago(r.last_contact) }),
       el("td", { text: ago(r.last_sync) + (r.last_error ? " (last error: " + r.last_error + ")" : "") }),
@@ -409,6 +412,17 @@ async function loadStatus() {
   }
   $("relay-table").hidden = st.relays.length === 0;
   $("no-relays").hidden = st.relays.length > 0;
+}
+
+async function forgetRelay(id, short) {
+  if (!window.confirm("Stop using relay " + short + "? It is forgotten until it is given again (or a team admin's relay op names it).")) return;
+  clearError();
+  try {
+    await api("POST", "/api/v1/relays/forget", { relay: id });
+    await loadStatus();
+  } catch (e) {
+    showError("The relay is still in use", e);
+  }
 }
 
 async function setLowData() {
