@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -579,5 +580,65 @@ func TestBrowserRelays(t *testing.T) {
 	}
 	if rs := n.Relays(); len(rs) != 0 {
 		t.Errorf("after Stop using, the node still uses %d relays", len(rs))
+	}
+}
+
+// TestBrowserErrors: the page without the token says how to sign in; a wrong token says so; a bad
+// invite code and a blank team name each give one line saying what went wrong, and the page goes on.
+func TestBrowserErrors(t *testing.T) {
+	chromium := chromiumPath(t)
+	slow := time.Duration(1)
+	if raceEnabled() {
+		slow = 3
+	}
+	n := newNode(t, "Dr Banda", &syncBuffer{})
+	if _, err := n.CreateTeam("Ward 3", crdt.Clinical); err != nil {
+		t.Fatal(err)
+	}
+	ui := startUI(t, n, &syncBuffer{}, time.Second)
+	_, cancel, tab := newBrowser(t, chromium, 60*slow*time.Second)
+	defer cancel()
+	oneLine := func(what, want string) {
+		t.Helper()
+		if err := chromedp.Do(tab, chromedp.WaitVisible(fmt.Sprintf(`//p[@id="error"][starts-with(., %q)]`, want))); err != nil {
+			t.Fatalf("%s: no error line starting %q: %v", what, want, err)
+		}
+		msg, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("#error")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %s", what, msg)
+		if strings.Contains(msg, "\n") || len(msg) > 200 || regexp.MustCompile(`(^|: )(humancode|localapi|node|join|crdt): `).MatchString(msg) {
+			t.Errorf("%s: error %q; want one short line without package names", what, msg)
+		}
+	}
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(ui.base+"/"),
+		chromedp.WaitVisible(`//section[@id="view-signin"]//code[.="fieldmesh open"]`),
+		chromedp.Navigate(ui.base+"/#token="+strings.Repeat("0", 64)),
+	); err != nil {
+		t.Fatalf("signed out: %v", err)
+	}
+	oneLine("wrong token", "Not signed in: wrong or old sign-in link")
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(ui.LoginURL()),
+		chromedp.WaitVisible(`//span[@id="conn"][.="live"]`),
+		chromedp.Click(`//summary[.="Join a team"]`),
+		chromedp.SendKeys(chromedp.CSS("#join-code"), "not-a-code"),
+		chromedp.Click(`//form[@id="join-form"]//button[@type="submit"]`),
+	); err != nil {
+		t.Fatal(err)
+	}
+	oneLine("bad invite code", "Not joined")
+	if err := chromedp.Do(tab,
+		chromedp.Click(`//summary[.="Start a team"]`),
+		chromedp.SendKeys(chromedp.CSS("#create-name"), "   "),
+		chromedp.Click(`//form[@id="create-form"]//button[@type="submit"]`),
+	); err != nil {
+		t.Fatal(err)
+	}
+	oneLine("blank team name", "No team created")
+	if ts := n.Teams(); len(ts) != 1 {
+		t.Errorf("the node has %d teams; want the one", len(ts))
 	}
 }

@@ -52,9 +52,14 @@ async function api(method, path, body) {
   return data;
 }
 
+// Our Go packages prefix their errors with their names ("humancode: "), which mean nothing to the
+// reader; the command line drops them the same way (cmd/fieldmesh errorPrefixes).
+const PKG_PREFIX = /(^|: )(?:adversary|crdt|device|envelope|epochkey|fieldmesh|framing|humancode|identity|join|localapi|lowdata|meshconf|node|recon|relay|relayclient|relayproto|safety|seal|senderkey|storage|teamkeys|unixapi|usage|webui|wire): /g;
+
 function showError(what, err) {
   const e = $("error");
   let msg = err && err.message ? err.message : String(err);
+  for (let prev = ""; prev !== msg;) { prev = msg; msg = msg.replace(PKG_PREFIX, "$1"); }
   msg = msg.replace(/\s+/g, " ").trim();
   e.textContent = what + ": " + msg + (/[.!?)]$/.test(msg) ? "" : ".");
   e.hidden = false;
@@ -607,8 +612,8 @@ function wire() {
   });
 }
 
-async function main() {
-  wire();
+async function start() {
+  clearError();
   if (!(await signIn())) { showSignIn(); return; }
   showView("teams");
   try {
@@ -619,4 +624,7 @@ async function main() {
   listen();
 }
 
-main();
+wire();
+// A sign-in address opened in a tab that shows the page already changes only the fragment.
+window.addEventListener("hashchange", () => { if (location.hash.startsWith("#token=")) start(); });
+start();
