@@ -458,7 +458,7 @@ func TestBrowserRefusesCrossSite(t *testing.T) {
 
 // TestBrowserPaging opens a conversation longer than a page: the page shows the newest
 // DefaultPage messages, in order, and "Load older messages" brings the rest, after which the button
-// goes away.
+// goes away. The team's tabs then work from the keyboard.
 func TestBrowserPaging(t *testing.T) {
 	chromium := chromiumPath(t)
 	slow := time.Duration(1)
@@ -515,6 +515,22 @@ func TestBrowserPaging(t *testing.T) {
 	}
 	if got := texts(); !slices.Equal(got, want(0)) {
 		t.Fatalf("after loading older the page shows %d messages; want all %d in order", len(got), total)
+	}
+	// The team's tabs work from the keyboard: arrow keys move between them.
+	if err := chromedp.Do(tab,
+		chromedp.Focus(chromedp.CSS("#tab-chat")),
+		chromedp.KeyEvent(kb.ArrowRight),
+		chromedp.WaitVisible(chromedp.CSS("#member-list li")),
+		chromedp.KeyEvent(kb.ArrowRight),
+		chromedp.WaitVisible(chromedp.CSS("#invite-make")),
+		chromedp.KeyEvent(kb.ArrowRight),
+		chromedp.WaitVisible(chromedp.CSS("#compose-text")),
+	); err != nil {
+		t.Fatalf("tabs from the keyboard: %v", err)
+	}
+	focused, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.activeElement.id`))
+	if err != nil || focused != "tab-chat" {
+		t.Errorf("after the arrows the focus is on %q (%v); want tab-chat", focused, err)
 	}
 }
 

@@ -87,10 +87,13 @@ function showSignIn() {
   $("conn").textContent = "not signed in";
 }
 
+const TABS = ["chat", "members", "invite"];
+
 function showTab(tab) {
   state.tab = tab;
-  for (const t of ["chat", "members", "invite"]) {
+  for (const t of TABS) {
     $("tab-" + t).setAttribute("aria-selected", String(t === tab));
+    $("tab-" + t).tabIndex = t === tab ? 0 : -1; // one tab stop; arrows move between tabs
     $("pane-" + t).hidden = t !== tab;
   }
   if (tab === "members") loadMembers().catch((e) => showError("Could not load the members", e));
@@ -561,6 +564,15 @@ function wire() {
     });
   }
   $("back").addEventListener("click", () => { state.team = null; showView("teams"); loadTeams().catch(() => {}); });
+  document.querySelector("[role=tablist]").addEventListener("keydown", (ev) => {
+    const i = TABS.indexOf(state.tab);
+    const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: TABS.length - 1 }[ev.key];
+    if (next === undefined) return;
+    ev.preventDefault();
+    const t = TABS[(next + TABS.length) % TABS.length];
+    showTab(t);
+    $("tab-" + t).focus();
+  });
   $("tab-chat").addEventListener("click", () => showTab("chat"));
   $("tab-members").addEventListener("click", () => showTab("members"));
   $("tab-invite").addEventListener("click", () => showTab("invite"));
