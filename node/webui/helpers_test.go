@@ -39,7 +39,7 @@ func (s *syncBuffer) String() string {
 
 // newNode starts a real node (a libp2p host on loopback TCP) with its own store; its logs, at debug
 // level, go to logs.
-func newNode(t *testing.T, name string, logs *syncBuffer, adjust ...func(*node.Config)) *node.Node {
+func newNode(t testing.TB, name string, logs *syncBuffer, adjust ...func(*node.Config)) *node.Node {
 	t.Helper()
 	st, err := storage.Create(t.TempDir(), storage.Options{Passphrase: []byte("pw"), KDF: testKDF})
 	if err != nil {
