@@ -130,7 +130,7 @@ func axeCheck(ctx context.Context, tg *chromedp.Target) ([]string, error) {
 // through the screens only: A signs in with its token, starts a team and makes an invite code; B
 // signs in and joins with that code; both open the conversation; A sends an urgent message with a
 // patient reference from the compose form, and it appears in B's open conversation, pushed by
-// server-sent events (no reload). Every screen is then checked at 360 px wide (no horizontal
+// server-sent events (no reload), and A's page then shows it read by B. Every screen is then checked at 360 px wide (no horizontal
 // overflow, no serious or critical axe-core violation), B marks A's safety number verified; A makes B
 // an admin, then removes B from the team, and B's page shows it was removed; A's low-data switch turns the node's mode on. Last, no URL either UI was asked
 // for, and no log line, may hold the message, the patient reference, the team name, the invite code
@@ -142,7 +142,9 @@ func TestBrowser(t *testing.T) {
 		slow = 3
 	}
 	logs := &syncBuffer{}
-	a, b := newNode(t, "Dr Banda", logs), newNode(t, "Nurse Phiri", logs)
+	// B's acknowledgements go out at once, so "read by" can be watched arriving on A's page.
+	quickAcks := func(c *node.Config) { c.AckInterval = 50 * time.Millisecond }
+	a, b := newNode(t, "Dr Banda", logs), newNode(t, "Nurse Phiri", logs, quickAcks)
 	uiA, uiB := startUI(t, a, logs, time.Second), startUI(t, b, logs, time.Second)
 
 	_, cancel, tabA := newBrowser(t, chromium, 120*slow*time.Second)
@@ -268,6 +270,12 @@ func TestBrowser(t *testing.T) {
 	if err != nil || marker != "still" {
 		t.Errorf("B's page was reloaded (marker %q, %v); want the message pushed live", marker, err)
 	}
+	// B's page showed it, so B read it: A's page says so, live.
+	readStart := time.Now()
+	if err := chromedp.Do(tabA, chromedp.WaitVisible(mine+`//span[@class="status"][.="Read by Nurse Phiri"]`)); err != nil {
+		t.Fatalf("A's page does not show the message read by B: %v", err)
+	}
+	t.Logf("read by B shown on A's page after %v", time.Since(readStart).Round(time.Millisecond))
 	ms, err := b.Messages(team.ID.String())
 	if err != nil || len(ms) != 1 || ms[0].Text != text || ms[0].Patient != patient || ms[0].Priority != crdt.Urgent {
 		t.Fatalf("B's node has %+v (%v); want the one urgent message with its patient reference", ms, err)
