@@ -97,3 +97,20 @@ chaos-short:
 ## chaos-control: the short run built with -tags fieldmesh_noseal; passes only if the scans FIND plaintext
 chaos-control:
 	simulations/chaos/run.sh short -chaos.control $(CHAOSARGS)
+
+## deps: what the tests need besides Go and a C compiler: Debian's chromium, for the web UI's browser
+## tests (node/webui), installed with apt-get when missing (as root, as CI runs); quiet and idempotent.
+## make test depends on it (the rule below), so the README's test command installs chromium.
+.PHONY: deps
+deps:
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+		if [[ $$(id -u) -ne 0 ]]; then \
+			echo "chromium is missing (the web UI's browser tests need it): run make deps as root, or apt-get install chromium" >&2; \
+			exit 1; \
+		fi; \
+		echo "installing chromium with apt-get (the web UI's browser tests need it)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq >/dev/null; \
+		apt-get install -y -qq chromium >/dev/null; \
+	fi
+test: deps

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -31,12 +33,14 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/node/relay"
+	"github.com/fieldmesh/fieldmesh/node/webui"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 )
 
 type globals struct {
 	data           string
+	ui             string // up's --ui: the web UI's loopback address, "off" for none
 	json           bool
 	passphraseFile string
 	logLevel       string
@@ -66,7 +70,7 @@ var errorPrefixes = []string{
 	"adversary", "chaos", "crdt", "device", "envelope", "epochkey", "fieldmesh", "framing",
 	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node",
 	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
-	"storage", "teamkeys", "unixapi", "usage", "wire",
+	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
 }
 
 // packagePrefix matches one of errorPrefixes at the start of the message or after another
@@ -122,7 +126,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "info", "daemon log level: debug, info, warn, error")
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
-		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g))
+		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g))
 	return root
 }
 
@@ -391,7 +395,15 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 	f.StringArrayVar(&relays, "relay", nil, "clinic relay to use, as a multiaddr ending in /p2p/PEERID (repeatable; remembered)")
 	f.StringVar(&name, "name", "", "display name, used only when the store is created on first run")
 	f.BoolVar(&lowData, "low-data", false, "start in low-data mode (send only urgent messages; see: fieldmesh low-data)")
+	f.StringVar(&g.ui, "ui", envOr("FIELDMESH_UI", "127.0.0.1:0"), "web UI address: 127.0.0.1:PORT (0 = a free port), or off (env FIELDMESH_UI)")
 	return c
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 func newLogger(level string) (*slog.Logger, error) {
@@ -414,6 +426,17 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 	if envelope.NoSeal {
 		logger.Warn("TEST BUILD (-tags fieldmesh_noseal): messages and connections are NOT encrypted; never use it for real")
 	}
+	// The web UI's address is checked and taken first, so a bad --ui fails before the node starts.
+	var (
+		ul  net.Listener
+		err error
+	)
+	if g.ui != "off" {
+		if ul, err = webui.Listen(g.ui); err != nil {
+			return err
+		}
+		defer ul.Close()
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
@@ -425,12 +448,29 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 	}
 	defer os.Remove(g.socket())
 	srv := &localapi.Server{Node: n, Logger: logger}
+	var ui *webui.Server
+	uiErr := make(chan error, 1)
+	if ul != nil {
+		if ui, err = webui.New(webui.Config{Node: n, Logger: logger}, ul); err != nil {
+			return err
+		}
+		srv.UILogin = ui.LoginURL
+		go func() { uiErr <- ui.Serve(ctx, ul) }()
+	} else {
+		uiErr <- nil
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, l) }()
 	s := n.Status()
 	addrs := make([]string, 0, len(s.Addrs))
 	for _, a := range s.Addrs {
 		addrs = append(addrs, a.String())
+	}
+	if ui != nil {
+		logger.Info("web UI", "url", ui.URL())
+		if !g.json {
+			fmt.Fprintf(os.Stderr, "Web UI on %s: open it with: fieldmesh open\n", ui.URL())
+		}
 	}
 	logger.Info("node ready", "device", s.Device, "peer", s.PeerID.String(), "addrs", strings.Join(addrs, ","), "teams", s.Teams)
 	if s.Teams == 0 && !g.json {
@@ -442,7 +482,49 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 	case err = <-errc:
 	}
 	logger.Info("node stopping")
+	stop()
+	if uerr := <-uiErr; err == nil {
+		err = uerr
+	}
 	return err
+}
+
+func openCmd(g *globals) *cobra.Command {
+	var printOnly bool
+	c := &cobra.Command{
+		Use:   "open",
+		Short: "Open the running node's web UI in the browser (signed in)",
+		Long: `Open the running node's web UI in the browser, signed in with the token of this start of the
+node (it travels in the address's fragment, and the page removes it at once). With no browser to
+open (no xdg-open, or --print), print the address instead: it signs in whoever opens it while this
+node runs, so keep it to yourself.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			u, err := g.client().UI(cmd.Context())
+			if err != nil {
+				if strings.Contains(err.Error(), localapi.ErrNoUI.Error()) {
+					return errors.New("this node serves no web UI: start it without --ui off")
+				}
+				return err
+			}
+			if g.json {
+				return g.print(localapi.UI{URL: u}, nil)
+			}
+			if !printOnly {
+				if xdg, lerr := exec.LookPath("xdg-open"); lerr == nil {
+					if err := exec.Command(xdg, u).Start(); err == nil {
+						fmt.Fprintln(os.Stderr, "Opened the web UI in your browser.")
+						return nil
+					}
+				}
+			}
+			fmt.Fprintln(os.Stdout, u)
+			fmt.Fprintln(os.Stderr, "Open this address in a browser on this device; it signs you in (keep it to yourself).")
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&printOnly, "print", false, "print the address instead of opening a browser")
+	return c
 }
 
 // printNextSteps tells a device that belongs to no team yet (always so on a first run) what to do

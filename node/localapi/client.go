@@ -152,3 +152,9 @@ func (c *Client) Messages(ctx context.Context, team string, follow bool, fn func
 	}
 	return nil
 }
+
+// UI returns the running node's web UI sign-in address (with the token of this start in its fragment).
+func (c *Client) UI(ctx context.Context) (string, error) {
+	var u UI
+	return u.URL, c.do(ctx, http.MethodGet, "/v1/ui", nil, &u)
+}

@@ -15,6 +15,8 @@
 //	                                                           order: by (hlc, id), a reply never before its parent;
 //	                                                           with follow, each message once (a queued one too)
 //	GET  /v1/peers
+//	GET  /v1/ui                                               {"url"}: the web UI's sign-in address
+//	                                                           (with this start's token in its fragment)
 //	     /v1/members, /v1/devices, /v1/verify              membership and safety numbers: see members.go
 //
 // The server holds no state of its own; Serve returns when its context ends.
@@ -168,6 +170,25 @@ type apiError struct {
 type Server struct {
 	Node   *node.Node
 	Logger *slog.Logger // nil discards
+	// UILogin returns the web UI's sign-in address, token included (node/webui's Server.LoginURL);
+	// nil when the daemon serves no web UI.
+	UILogin func() string
+}
+
+// UI is the answer of GET /v1/ui.
+type UI struct {
+	URL string `json:"url"`
+}
+
+// ErrNoUI is what GET /v1/ui answers when the node serves no web UI.
+var ErrNoUI = errors.New("this node serves no web UI")
+
+func (s *Server) ui(w http.ResponseWriter, r *http.Request) {
+	if s.UILogin == nil {
+		writeJSON(w, http.StatusNotFound, apiError{Error: ErrNoUI.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, UI{URL: s.UILogin()})
 }
 
 // Handler returns the API's routes.
@@ -181,6 +202,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/send", s.send)
 	mux.HandleFunc("GET /v1/messages", s.messages)
 	mux.HandleFunc("GET /v1/peers", s.peers)
+	mux.HandleFunc("GET /v1/ui", s.ui)
 	mux.HandleFunc("GET /v1/relays", s.relays)
 	mux.HandleFunc("POST /v1/relays/forget", s.forgetRelay)
 	mux.HandleFunc("GET /v1/members", s.members)
@@ -365,7 +387,8 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Sent{ID: id.String(), HLC: uint64(hlc)})
 }
 
-func messageJSON(m node.Message) Message {
+// MessageJSON is the JSON form of a message as the node shows it (the web UI pages these).
+func MessageJSON(m node.Message) Message {
 	out := Message{
 		ID: m.ID.String(), Author: m.Author.String(), AuthorName: m.AuthorName,
 		Time: m.Time.Time().UTC().Format(time.RFC3339Nano), HLC: uint64(m.Time),
@@ -413,7 +436,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			shown[m.ID] = true
-			if err := enc.Encode(messageJSON(m)); err != nil {
+			if err := enc.Encode(MessageJSON(m)); err != nil {
 				return err
 			}
 			written = append(written, m.ID)
