@@ -519,9 +519,15 @@ func (n *Node) publishOp(t *team, op *crdt.Op) (*crdt.Op, error) {
 
 // change commits membership changes (none: a re-key) made by this device.
 func (n *Node) change(t *team, changes ...crdt.Change) (*crdt.Op, error) {
+	return n.changeFor(t, nil, changes...)
+}
+
+// changeFor is change, with the boxes of the devices in prekeys sealed to the keys given there (a
+// joiner's join-request prekey: device.Team.ChangeFor).
+func (n *Node) changeFor(t *team, prekeys map[identity.DeviceID]identity.NoisePublic, changes ...crdt.Change) (*crdt.Op, error) {
 	var op *crdt.Op
 	err := n.do(t, func(c *device.Team, now time.Time) (device.Effects, error) {
-		o, eff, err := c.Change(now, changes...)
+		o, eff, err := c.ChangeFor(now, prekeys, changes...)
 		op = o
 		return eff, err
 	})

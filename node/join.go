@@ -10,6 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
@@ -89,7 +91,12 @@ func (n *Node) Join(ctx context.Context, code string) (TeamInfo, error) {
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(join.Timeout))
-	adm, err := join.Ask(s, n.id.Device, n.id.Name, inv)
+	prekey, err := epochkey.NewPrekey(nil)
+	if err != nil {
+		return TeamInfo{}, fmt.Errorf("node: %w", err)
+	}
+	defer prekey.Wipe()
+	adm, err := join.Ask(s, n.id.Device, n.id.Name, prekey.Public, inv)
 	if err != nil {
 		s.Reset()
 		return TeamInfo{}, err
@@ -98,7 +105,9 @@ func (n *Node) Join(ctx context.Context, code string) (TeamInfo, error) {
 		return n.info(t), errors.New("node: this device is already in that team")
 	}
 	rec := &teamRecord{ID: adm.Team, Genesis: adm.Genesis}
-	core, eff, err := device.Join(n.coreConfig(rec), n.now(), adm.History)
+	cfg := n.coreConfig(rec)
+	cfg.JoinPrekey = &prekey
+	core, eff, err := device.Join(cfg, n.now(), adm.History)
 	if err != nil {
 		return TeamInfo{}, fmt.Errorf("node: join answer: %w", err)
 	}
@@ -181,7 +190,7 @@ func (iv inviter) Admit(rec join.Record, j join.Joiner) (join.Admission, error) 
 			}
 		}
 	}
-	if _, err := n.change(t, change); err != nil {
+	if _, err := n.changeFor(t, map[identity.DeviceID]identity.NoisePublic{j.Device: j.Prekey}, change); err != nil {
 		n.log.Warn("join: commit failed", "team", t.id, "err", err)
 		return join.Admission{}, join.Refuse("the inviter could not record the membership")
 	}

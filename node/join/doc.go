@@ -18,13 +18,15 @@
 //
 //	-> e                     payload: invite id (16 bytes, in clear: a random lookup key)
 //	<- e, ee, s, es
-//	-> s, se, psk            payload: request (device id, display name)
+//	-> s, se, psk            payload: request (device id, display name, prekey)
 //	<- transport messages    payload: answer (team id, genesis, membership history whose commit adds
-//	                         the joiner and seals the new epoch key to it) or a refusal
+//	                         the joiner and seals the new epoch key to its prekey) or a refusal
 //
 // The inviter learns which secret to use from the invite id in the first message; only a holder of
-// the code completes the handshake. The joiner's Noise static key becomes its sealing key as a
-// member. Handshake messages are length-prefixed frames (sync/framing) of at most 4,096 bytes; the
+// the code completes the handshake. The joiner's Noise static key becomes its member key; the prekey
+// (a one-time X25519 key whose private half the joiner holds, device.Config.JoinPrekey) is what the
+// commit that adds it seals its box to, so that a capture of the joiner after that epoch's retention
+// cannot reopen it (docs/security.md). Handshake messages are length-prefixed frames (sync/framing) of at most 4,096 bytes; the
 // answer, at most 16 MiB and 100,000 history items, travels as Noise transport messages of at most
 // 60,000 plaintext bytes, each "more" byte | chunk.
 //

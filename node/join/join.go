@@ -16,7 +16,7 @@ import (
 )
 
 // Protocol is the libp2p protocol id of the join stream.
-const Protocol = "/fieldmesh/join/3.0.0"
+const Protocol = "/fieldmesh/join/4.0.0"
 
 // Timeout bounds one exchange, dial included. Ask and Serve do not enforce it: the caller sets it as
 // the deadline of the stream.
@@ -54,6 +54,9 @@ type Joiner struct {
 	Device identity.DeviceID
 	Noise  identity.NoisePublic
 	Name   string
+	// Prekey is the one-time key the commit that adds the joiner seals its box to (its side holds the
+	// private half: device.Config.JoinPrekey), so that not even its first epoch is boxed to its static key.
+	Prekey identity.NoisePublic
 }
 
 // Admission is what an admitted joiner receives: the team's id, its genesis op id, and its membership
@@ -103,7 +106,7 @@ func handshake(self *identity.Device, initiator bool, psk []byte) (*noise.Handsh
 // secret, introduces self under name, and returns the admission. When the inviter refused, the error
 // is a *RefusedError. Ask checks the answer's form only; device.Join judges its contents. The caller
 // owns rw, and bounds the exchange with a deadline (Timeout).
-func Ask(rw io.ReadWriter, self *identity.Device, name string, inv Invite) (Admission, error) {
+func Ask(rw io.ReadWriter, self *identity.Device, name string, prekey identity.NoisePublic, inv Invite) (Admission, error) {
 	br := bufio.NewReader(rw)
 	hs, err := handshake(self, true, inv.Secret[:])
 	if err != nil {
@@ -123,7 +126,7 @@ func Ask(rw io.ReadWriter, self *identity.Device, name string, inv Invite) (Admi
 	if _, _, _, err := hs.ReadMessage(nil, msg2); err != nil {
 		return Admission{}, fmt.Errorf("join: handshake: %w", err)
 	}
-	req := request{Device: self.ID(), Name: name}
+	req := request{Device: self.ID(), Name: name, Prekey: prekey}
 	msg3, _, recv, err := hs.WriteMessage(nil, req.marshal())
 	if err != nil {
 		return Admission{}, fmt.Errorf("join: handshake: %w", err)
@@ -226,7 +229,7 @@ func (s *Server) Serve(rw io.ReadWriter, conn identity.DeviceID) error {
 	if err != nil {
 		return err
 	}
-	j := Joiner{Device: req.Device, Name: req.Name}
+	j := Joiner{Device: req.Device, Name: req.Name, Prekey: req.Prekey}
 	if len(hs.PeerStatic()) != len(j.Noise) {
 		return errors.New("join: handshake: no peer static key")
 	}

@@ -97,6 +97,7 @@ func newDevice(t *testing.T) *identity.Device {
 
 // pair is an inviter with one open invite, and a joiner holding its code.
 type pair struct {
+	prekey          identity.NoisePublic // the joiner's
 	inviter, joiner *identity.Device
 	inv             Invite
 	rec             Record
@@ -106,7 +107,7 @@ type pair struct {
 
 func newPair(t *testing.T) *pair {
 	t.Helper()
-	p := &pair{inviter: newDevice(t), joiner: newDevice(t), now: time.Unix(1_800_000_000, 0)}
+	p := &pair{prekey: testPrekey(t), inviter: newDevice(t), joiner: newDevice(t), now: time.Unix(1_800_000_000, 0)}
 	inv, err := NewInvite(p.now, time.Hour, testInvite(t).Inviter)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +129,7 @@ func (p *pair) run(inv Invite, name string, conn identity.DeviceID) (Admission, 
 		defer s.Close()
 		serveErr <- srv.Serve(s, conn)
 	}()
-	adm, err := Ask(c, p.joiner, name, inv)
+	adm, err := Ask(c, p.joiner, name, p.prekey, inv)
 	c.Close()
 	return adm, err, <-serveErr
 }
@@ -154,7 +155,7 @@ func TestAdmitted(t *testing.T) {
 	if want := testAdmission(p.rec.Team); !sameAdmission(adm, want) {
 		t.Errorf("admission %+v; want %+v", adm, want)
 	}
-	want := Joiner{Device: p.joiner.ID(), Noise: p.joiner.NoisePublic(), Name: "Nurse Phiri"}
+	want := Joiner{Device: p.joiner.ID(), Noise: p.joiner.NoisePublic(), Name: "Nurse Phiri", Prekey: p.prekey}
 	if len(p.invites.admits) != 1 || p.invites.admits[0] != want {
 		t.Errorf("Admit saw %+v; want one call with %+v", p.invites.admits, want)
 	}

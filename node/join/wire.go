@@ -13,21 +13,25 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
-// request is the joiner's introduction, the payload of the handshake's third message.
+// request is the joiner's introduction, the payload of the handshake's third message: its device
+// id, its name, and a prekey (an X25519 key of its own, not of small order) that the commit adding it
+// boxes its first epoch key to.
 //
-//	version 1 | device id 32 | uvarint len | name (at most crdt.MaxNameLen bytes)
+//	version 2 | device id 32 | uvarint len | name (at most crdt.MaxNameLen bytes) | prekey 32
 type request struct {
 	Device identity.DeviceID
 	Name   string
+	Prekey identity.NoisePublic
 }
 
-const requestVersion = 1
+const requestVersion = 2
 
 func (r request) marshal() []byte {
 	b := []byte{requestVersion}
 	b = append(b, r.Device[:]...)
 	b = binary.AppendUvarint(b, uint64(len(r.Name)))
-	return append(b, r.Name...)
+	b = append(b, r.Name...)
+	return append(b, r.Prekey[:]...)
 }
 
 func unmarshalRequest(b []byte) (request, error) {
@@ -38,8 +42,12 @@ func unmarshalRequest(b []byte) (request, error) {
 	}
 	copy(req.Device[:], r.Fixed(32))
 	req.Name = string(r.Bytes(crdt.MaxNameLen))
+	copy(req.Prekey[:], r.Fixed(32))
 	if err := r.Finish(); err != nil {
 		return req, fmt.Errorf("join: request: malformed: %w", err)
+	}
+	if err := req.Prekey.Check(); err != nil {
+		return req, fmt.Errorf("join: request: prekey: %w", err)
 	}
 	return req, nil
 }

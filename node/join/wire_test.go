@@ -6,12 +6,23 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/device"
 )
 
+// testPrekey is a valid prekey's public half (not of small order).
+func testPrekey(t testing.TB) identity.NoisePublic {
+	p, err := epochkey.NewPrekey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Public
+}
+
 func TestWireRoundTrip(t *testing.T) {
-	req := request{Device: [32]byte{9}, Name: "Nurse Phiri"}
+	req := request{Device: [32]byte{9}, Name: "Nurse Phiri", Prekey: testPrekey(t)}
 	if got, err := unmarshalRequest(req.marshal()); err != nil || got != req {
 		t.Errorf("request round trip: %+v, %v; want %+v", got, err, req)
 	}
@@ -29,16 +40,23 @@ func TestWireRoundTrip(t *testing.T) {
 }
 
 func TestWireRefuses(t *testing.T) {
-	req := request{Name: "Nurse Phiri"}.marshal()
+	pk := testPrekey(t)
+	req := request{Name: "Nurse Phiri", Prekey: pk}.marshal()
+	if _, err := unmarshalRequest(req); err != nil {
+		t.Fatalf("the valid request is refused: %v", err)
+	}
 	nonMinimal := append(append([]byte(nil), req[:33]...), 0x8b, 0x00)
 	nonMinimal = append(nonMinimal, "Nurse Phiri"...)
-	long := request{Name: strings.Repeat("n", crdt.MaxNameLen+1)}.marshal()
+	nonMinimal = append(nonMinimal, pk[:]...)
+	long := request{Name: strings.Repeat("n", crdt.MaxNameLen+1), Prekey: pk}.marshal()
 	for _, tc := range []struct {
 		name string
 		b    []byte
 	}{
 		{"empty", nil},
-		{"other version", append([]byte{2}, req[1:]...)},
+		{"other version", append([]byte{1}, req[1:]...)},
+		{"no prekey (version 1's layout)", req[:len(req)-32]},
+		{"prekey of small order", request{Name: "Nurse Phiri"}.marshal()},
 		{"truncated", req[:len(req)-1]},
 		{"trailing", append(req, 0)},
 		{"non-minimal length", nonMinimal},
@@ -81,7 +99,7 @@ func TestRefusalCut(t *testing.T) {
 }
 
 func FuzzJoinMessages(f *testing.F) {
-	f.Add(request{Name: "Nurse Phiri"}.marshal())
+	f.Add(request{Name: "Nurse Phiri", Prekey: testPrekey(f)}.marshal())
 	f.Add(answer{Admission: Admission{Team: crdt.TeamID{3}, History: []device.HistoryItem{{Op: []byte{1, 2}, Env: []byte{3}}, {Op: []byte{4}}}}}.marshal())
 	f.Add(answer{Refusal: "invite code already used"}.marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {

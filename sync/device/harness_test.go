@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -203,7 +204,12 @@ func (h *harness) link(inviter *hdev, name string) *hdev {
 
 func (h *harness) joinAs(inviter, d *hdev, ch crdt.Change) {
 	h.t.Helper()
-	_, eff, err := inviter.team.Change(h.tick(time.Second), ch)
+	// The join request's prekey, as node/join carries it: the commit boxes the new device's key to it.
+	pk, err := epochkey.NewPrekey(h.r)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	_, eff, err := inviter.team.ChangeFor(h.tick(time.Second), map[identity.DeviceID]identity.NoisePublic{d.dev.ID(): pk.Public}, ch)
 	if err != nil {
 		h.t.Fatalf("%s adds %s: %v", inviter.name, d.name, err)
 	}
@@ -211,10 +217,12 @@ func (h *harness) joinAs(inviter, d *hdev, ch crdt.Change) {
 	hist := inviter.team.History(func(id crdt.OpID) []byte { return inviter.store.envs[id].Data })
 	cfg := d.cfg
 	cfg.Genesis = inviter.team.Genesis()
+	cfg.JoinPrekey = &pk
 	tm, jeff, err := Join(cfg, h.tick(time.Second), hist)
 	if err != nil {
 		h.t.Fatalf("%s joins: %v", d.name, err)
 	}
+	cfg.JoinPrekey = nil
 	d.cfg = cfg
 	d.team = tm
 	d.apply(jeff)

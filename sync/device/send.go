@@ -3,10 +3,12 @@ package device
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
@@ -139,6 +141,13 @@ func (t *Team) ownKept(op *crdt.Op, e *envelope.Envelope, eff *Effects) {
 // admin cannot remove itself, and a person's last device is removed by
 // removing the person.
 func (t *Team) Change(now time.Time, changes ...crdt.Change) (*crdt.Op, Effects, error) {
+	return t.ChangeFor(now, nil, changes...)
+}
+
+// ChangeFor is Change, sealing the boxes of the devices in prekeys to the
+// key given there rather than to their newest published prekey: a joining
+// device's join-request prekey (Config.JoinPrekey on its side).
+func (t *Team) ChangeFor(now time.Time, prekeys map[identity.DeviceID]identity.NoisePublic, changes ...crdt.Change) (*crdt.Op, Effects, error) {
 	t.now = now
 	if err := t.canWrite(); err != nil {
 		return nil, Effects{}, err
@@ -163,7 +172,7 @@ func (t *Team) Change(now time.Time, changes ...crdt.Change) (*crdt.Op, Effects,
 			}
 		}
 	}
-	return t.commit(changes, "membership change")
+	return t.commitFor(changes, "membership change", prekeys)
 }
 
 func admins(s *crdt.State) int {
@@ -184,8 +193,24 @@ func admins(s *crdt.State) int {
 // permitted, so that an epoch this device knows only by key is never handed
 // to a device its commit may have removed.
 func (t *Team) commit(changes []crdt.Change, why string) (*crdt.Op, Effects, error) {
+	return t.commitFor(changes, why, nil)
+}
+
+func (t *Team) commitFor(changes []crdt.Change, why string, extra map[identity.DeviceID]identity.NoisePublic) (*crdt.Op, Effects, error) {
 	var eff Effects
 	s := t.snapshot()
+	boxTo := s.Prekeys
+	if len(extra) > 0 {
+		boxTo = maps.Clone(s.Prekeys)
+		if boxTo == nil {
+			boxTo = make(map[identity.DeviceID]identity.NoisePublic, len(extra))
+		}
+		for d, k := range extra {
+			if k.Check() == nil {
+				boxTo[d] = k
+			}
+		}
+	}
 	body, err := s.NextCommit(t.self.ID(), changes...)
 	if err != nil {
 		return nil, eff, fmt.Errorf("%w: %w", ErrRefused, err)
@@ -203,7 +228,7 @@ func (t *Team) commit(changes []crdt.Change, why string) (*crdt.Op, Effects, err
 		t.makeRoom(s)
 		e, err = t.keys.SealCommit(op, t.cfg.Rand, func(ep teamkeys.EpochInfo) bool {
 			return t.lg.Has(ep.Commit) && s.Permitted(ep.Commit)
-		}, s.Prekeys)
+		}, boxTo)
 		if !errors.Is(err, teamkeys.ErrForgotten) {
 			break
 		}
@@ -321,6 +346,9 @@ func Join(cfg Config, now time.Time, hist []HistoryItem) (*Team, Effects, error)
 		return nil, Effects{}, err
 	}
 	t.now = now
+	if cfg.JoinPrekey != nil {
+		t.keys.HoldPrekey(*cfg.JoinPrekey)
+	}
 	topic := envelope.TopicOf(cfg.Team)
 	envs := make(map[crdt.OpID]*envelope.Envelope)
 	raws := make(map[crdt.OpID][]byte)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -95,6 +96,11 @@ type Config struct {
 	// Rand supplies epoch keys, box ephemerals and re-key jitter; nil
 	// means crypto/rand.
 	Rand io.Reader
+	// JoinPrekey is the prekey a joining device sent in its join request
+	// (Join only): the commit that adds it boxes its first epoch key to it,
+	// so that epoch, too, is out of reach of a capture once retained no
+	// more. Nil: the box is sealed to the device's static key.
+	JoinPrekey *epochkey.Prekey
 	// RotateEvery is how old the current epoch may get before an admin
 	// device re-keys. Default DefaultRotateEvery (7 days).
 	RotateEvery time.Duration

@@ -589,6 +589,16 @@ func (k *Keys) NewPrekey(rand io.Reader) (identity.NoisePublic, error) {
 	return p.Public, nil
 }
 
+// HoldPrekey holds a prekey made elsewhere and handed over unpublished: the
+// one a joining device sends in its join request, which the commit that
+// adds it boxes its first epoch key to.
+func (k *Keys) HoldPrekey(p epochkey.Prekey) {
+	if slices.ContainsFunc(k.prekeys, func(h *heldPrekey) bool { return h.key.Public == p.Public }) {
+		return
+	}
+	k.prekeys = append(k.prekeys, &heldPrekey{key: p})
+}
+
 // DropPrekey destroys the held prekey with this public half, if held (one
 // made by NewPrekey whose op could not be published).
 func (k *Keys) DropPrekey(pub identity.NoisePublic) {
