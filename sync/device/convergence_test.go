@@ -55,6 +55,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
@@ -445,7 +446,17 @@ func (w *convWorld) found() error {
 			changes = append(changes, crdt.Change{Action: crdt.ActAdd, Info: crdt.MemberInfo{Device: d.dev.ID(), Noise: d.dev.NoisePublic(), Name: d.name, Admin: admin}})
 		}
 		w.now = w.now.Add(time.Second)
-		_, eff, err := c.team.Change(w.timeOf(c), changes...)
+		// Each joiner's join-request prekey, as node/join carries it.
+		prekeys := make(map[identity.DeviceID]*epochkey.Prekey, len(batch))
+		boxTo := make(map[identity.DeviceID]identity.NoisePublic, len(batch))
+		for _, d := range batch {
+			pk, err := epochkey.NewPrekey(d.cfg.Rand)
+			if err != nil {
+				return err
+			}
+			prekeys[d.dev.ID()], boxTo[d.dev.ID()] = &pk, pk.Public
+		}
+		_, eff, err := c.team.ChangeFor(w.timeOf(c), boxTo, changes...)
 		if err != nil {
 			return fmt.Errorf("d0 adds %d devices: %w", len(batch), err)
 		}
@@ -456,10 +467,12 @@ func (w *convWorld) found() error {
 		for _, d := range batch {
 			cfg := d.cfg
 			cfg.Genesis = c.cfg.Genesis
+			cfg.JoinPrekey = prekeys[d.dev.ID()]
 			tm, eff, err := Join(cfg, w.timeOf(d), hist)
 			if err != nil {
 				return fmt.Errorf("%s joins: %w", d.name, err)
 			}
+			cfg.JoinPrekey = nil
 			d.cfg, d.team = cfg, tm
 			if err := w.apply(d, eff); err != nil {
 				return err

@@ -42,6 +42,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
 	"github.com/fieldmesh/fieldmesh/crypto/senderkey"
@@ -372,7 +373,12 @@ func (w *advWorld) join(inviter *adev, adversary, admin bool) error {
 }
 
 func (w *advWorld) joinAs(inviter, d *adev, ch crdt.Change) error {
-	_, eff, err := inviter.team.Change(w.timeOf(inviter), ch)
+	// The join request's prekey, as node/join carries it.
+	pk, err := epochkey.NewPrekey(w.r)
+	if err != nil {
+		return w.failf("prekey: %v", err)
+	}
+	_, eff, err := inviter.team.ChangeFor(w.timeOf(inviter), map[identity.DeviceID]identity.NoisePublic{d.dev.ID(): pk.Public}, ch)
 	if err != nil {
 		w.devs = w.devs[:len(w.devs)-1]
 		w.tracef("%s could not add %s: %v", inviter.name, d.name, err)
@@ -383,10 +389,12 @@ func (w *advWorld) joinAs(inviter, d *adev, ch crdt.Change) error {
 	hist := inviter.team.History(func(id crdt.OpID) []byte { return inviter.store.envs[id].Data })
 	cfg := d.cfg
 	cfg.Genesis = inviter.team.Genesis()
+	cfg.JoinPrekey = &pk
 	tm, jeff, err := Join(cfg, w.timeOf(d), hist)
 	if err != nil {
 		return w.failf("%s joins through %s: %v", d.name, inviter.name, err)
 	}
+	cfg.JoinPrekey = nil
 	d.cfg, d.team = cfg, tm
 	w.apply(d, jeff)
 	w.tracef("%s adds %s (%v)", inviter.name, d.name, ch.Action)
