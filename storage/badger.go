@@ -24,6 +24,11 @@ const (
 	numGoroutines    = 2        // Stream framework workers; default 8
 )
 
+// backgroundCompactors is numCompactors, except in the deletion test's
+// control, which turns background compaction off so that no compaction can
+// make a deletion final behind its back (delete_test.go).
+var backgroundCompactors = numCompactors
+
 // BadgerOptions returns the store's Badger options for a database in path
 // encrypted under dataKey (32 bytes): the phone-sized tuning above, synced
 // writes, no compression, and Badger's warnings and errors sent to logger
@@ -43,7 +48,7 @@ func badgerOptions(path string, dataKey []byte, logger *slog.Logger) badger.Opti
 		WithNumMemtables(numMemtables).
 		WithValueLogFileSize(valueLogFileSize).
 		WithValueThreshold(valueThreshold).
-		WithNumCompactors(numCompactors).
+		WithNumCompactors(backgroundCompactors).
 		WithNumLevelZeroTables(numL0Tables).
 		WithNumLevelZeroTablesStall(numL0TablesStall).
 		WithNumGoroutines(numGoroutines).

@@ -69,6 +69,13 @@ func TestDeletionIsFinal(t *testing.T) {
 			name = "Collect"
 		}
 		t.Run(name, func(t *testing.T) {
+			if !collect {
+				// The control shows that the scan finds what deletion alone leaves. A background
+				// compaction (during the run, or racing Close's memtable flush) may happen to make
+				// some deletions final by itself; with none running, the control cannot pass by luck.
+				backgroundCompactors = 0
+				defer func() { backgroundCompactors = numCompactors }()
+			}
 			s, dir := newStore(t)
 			gone := map[string][]byte{
 				"deleted op":         []byte("DELETED-OP-TEXT-Bed4-oxytocin"),
