@@ -79,13 +79,18 @@ func (l *Log) Add(op *Op) (added bool, err error) {
 	if err := l.check(op, id); err != nil {
 		return false, err
 	}
+	l.insert(id, op)
+	return true, nil
+}
+
+// insert adds a copy of op under id.
+func (l *Log) insert(id OpID, op *Op) {
 	op = op.Clone()
 	l.ops[id] = op
 	for _, p := range op.Parents {
 		l.parented[p]++
 	}
 	l.state = nil
-	return true, nil
 }
 
 // AddStored adds an op read back from this device's own store
@@ -102,12 +107,7 @@ func (l *Log) AddStored(op *Op) (added bool, err error) {
 	if op.Team != l.team {
 		return false, fmt.Errorf("%w: op of another team", ErrMalformed)
 	}
-	op = op.Clone()
-	l.ops[id] = op
-	for _, p := range op.Parents {
-		l.parented[p]++
-	}
-	l.state = nil
+	l.insert(id, op)
 	return true, nil
 }
 

@@ -89,14 +89,17 @@ func (t *Team) tendPrekey(eff *Effects) {
 	}
 }
 
-// redactEpoch deletes the bodies of the messages sealed in the epochs of
-// tag, whose keys were just destroyed: the log keeps each message's place
-// (crdt.Log.Redact) and the store its redacted form, written over the old
-// record (storage.Collect then removes the old version).
-func (t *Team) redactEpoch(tag uint32, eff *Effects) {
+// redactEpochs deletes the bodies of the messages sealed in the epochs of
+// the tags, whose keys were just destroyed: the log keeps each message's
+// place (crdt.Log.Redact) and the store its redacted form, written over the
+// old record (storage.Collect then removes the old version).
+func (t *Team) redactEpochs(tags map[uint32]bool, eff *Effects) {
+	if len(tags) == 0 {
+		return
+	}
 	n := 0
 	for _, op := range t.lg.Ops() {
-		if op.Kind != crdt.KindMessage || op.Seal.Epoch != tag || op.Redacted() {
+		if op.Kind != crdt.KindMessage || !tags[op.Seal.Epoch] || op.Redacted() {
 			continue
 		}
 		id := op.ID()
@@ -116,7 +119,7 @@ func (t *Team) redactEpoch(tag uint32, eff *Effects) {
 
 // forgetOld destroys the keys of epochs that ended (a later-numbered epoch
 // started) more than RetainKeys ago; never the current one. The messages
-// sealed in them lose their bodies (redactEpoch); every other op stays,
+// sealed in them lose their bodies (redactEpochs); every other op stays,
 // and the envelopes stay sealed for relaying.
 func (t *Team) forgetOld(eff *Effects) {
 	s := t.snapshot()
@@ -125,6 +128,7 @@ func (t *Team) forgetOld(eff *Effects) {
 	}
 	cutoff := t.now.Add(-t.cfg.RetainKeys)
 	forgot := 0
+	tags := make(map[uint32]bool)
 	for _, ep := range t.keys.Epochs() {
 		if ep.Commit == (crdt.OpID{}) {
 			continue
@@ -133,9 +137,10 @@ func (t *Team) forgetOld(eff *Effects) {
 		if ok && end.Before(cutoff) {
 			t.keys.Forget(ep.Tag)
 			forgot++
-			t.redactEpoch(ep.Tag, eff)
+			tags[ep.Tag] = true
 		}
 	}
+	t.redactEpochs(tags, eff)
 	if forgot > 0 {
 		eff.Write.Keys = t.keys.Marshal()
 		t.log.Info("destroyed old epoch keys", "epochs", forgot)
