@@ -198,12 +198,17 @@ func TestJunkPriorKeys(t *testing.T) {
 }
 
 // TestOutsiderCostsNothing: a 256-box commit envelope from a device that is not a member costs no
-// X25519 multiplication, and neither does one from a member beyond its budget.
+// X25519 multiplication, and neither does one from a member beyond its budget. Ann holds a prekey
+// besides her static key, so each box costs her two trials: the budget counts trials, not boxes.
 func TestOutsiderCostsNothing(t *testing.T) {
 	h := newHarness(t, 5)
 	a := h.create("Ann")
 	m := h.join(a, "Mal", false)
 	h.mesh(a, m)
+	a.apply(a.team.Tick(h.tick(time.Second), TickOptions{})) // Ann publishes a prekey and holds it
+	if _, ok := a.team.State().Prekeys[a.dev.ID()]; !ok {
+		t.Fatal("Ann published no prekey")
+	}
 	outsider, err := identity.Generate(h.r)
 	if err != nil {
 		t.Fatal(err)
@@ -377,4 +382,24 @@ func idOf(t *testing.T, raw []byte) crdt.OpID {
 		t.Fatal(err)
 	}
 	return e.ID
+}
+
+// TestBoxBudgetTakesBigCommits: a commit whose trials exceed the whole budget (256 boxes tried with
+// several prekeys) is allowed once the budget is full, and takes all of it; the next waits for a
+// refill.
+func TestBoxBudgetTakesBigCommits(t *testing.T) {
+	h := newHarness(t, 6)
+	a := h.create("Ann")
+	p := Peer{ID: "m", Device: identity.DeviceID{7}}
+	a.team.now = h.now
+	if !a.team.chargeBoxes(p, 5*boxBurst) {
+		t.Fatal("a commit costing more than the burst is refused on a full budget: it could never open")
+	}
+	if a.team.chargeBoxes(p, 1) {
+		t.Error("the big commit did not take the whole budget")
+	}
+	a.team.now = h.tick(boxRefill)
+	if !a.team.chargeBoxes(p, 5*boxBurst) {
+		t.Error("after a full refill the next big commit is refused")
+	}
 }

@@ -169,18 +169,25 @@ func (t *Team) peer(p Peer) *peerState {
 	return ps
 }
 
+// boxTrials is what trial-opening e's boxes costs this device: each box
+// with each key it holds (teamkeys.Keys.BoxKeyCount).
+func (t *Team) boxTrials(e *envelope.Envelope) int { return e.Boxes() * t.keys.BoxKeyCount() }
+
 // chargeBoxes takes n box trials from p's budget, refilled at boxBurst per
-// boxRefill; it reports whether p may have them.
+// boxRefill; it reports whether p may have them. An envelope that costs
+// more than the whole burst (a 256-device commit tried with several
+// prekeys) takes a full budget: it must still open, once per refill.
 func (t *Team) chargeBoxes(p Peer, n int) bool {
 	ps := t.peer(p)
 	if el := t.now.Sub(ps.refilled); el > 0 {
 		ps.boxes = min(boxBurst, ps.boxes+boxBurst*float64(el)/float64(boxRefill))
 		ps.refilled = t.now
 	}
-	if ps.boxes < float64(n) {
+	need := min(float64(n), boxBurst)
+	if ps.boxes < need {
 		return false
 	}
-	ps.boxes -= float64(n)
+	ps.boxes -= need
 	ps.boxTrials += n
 	return true
 }

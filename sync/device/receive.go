@@ -43,7 +43,7 @@ func (t *Team) BoxWanted(now time.Time, e *envelope.Envelope, p Peer) bool {
 	if !t.wantsBox(e, p) {
 		return false
 	}
-	return t.chargeBoxes(p, e.Boxes())
+	return t.chargeBoxes(p, t.boxTrials(e))
 }
 
 func (t *Team) wantsBox(e *envelope.Envelope, p Peer) bool {
@@ -195,7 +195,7 @@ func (t *Team) lookStored(e *envelope.Envelope, a Arrival, eff *Effects) (outcom
 			// A commit held unopened, or opened without its chains: the box,
 			// given or tried within this peer's budget.
 			box := a.Box
-			if box == nil && !h.tried && !a.Tried && t.wantsBox(e, a.From) && t.chargeBoxes(a.From, e.Boxes()) {
+			if box == nil && !h.tried && !a.Tried && t.wantsBox(e, a.From) && t.chargeBoxes(a.From, t.boxTrials(e)) {
 				h.tried = true
 				box, _ = t.openBox(e)
 			}
@@ -380,7 +380,7 @@ func (t *Team) lookCommit(h *held, box *teamkeys.Box, eff *Effects) outcome {
 		case !errors.Is(err, teamkeys.ErrUnknownEpoch):
 			return t.refuse(h.env.ID, "commit does not open: "+err.Error(), h.from)
 		}
-		if !h.tried && t.wantsBox(h.env, h.from) && t.chargeBoxes(h.from, h.env.Boxes()) {
+		if !h.tried && t.wantsBox(h.env, h.from) && t.chargeBoxes(h.from, t.boxTrials(h.env)) {
 			h.tried = true
 			box, _ = t.openBox(h.env)
 		}

@@ -193,7 +193,7 @@ func (t *Team) reopenCommit(h *held, held []*held) bool {
 		}
 	}
 	// Its box, once, if its sender's budget allows it now.
-	if !h.tried && t.wantsBox(h.env, h.from) && t.chargeBoxes(h.from, h.env.Boxes()) {
+	if !h.tried && t.wantsBox(h.env, h.from) && t.chargeBoxes(h.from, t.boxTrials(h.env)) {
 		h.tried = true
 		if box, err := t.openBox(h.env); err == nil {
 			t.openCommit(h, box, nil)

@@ -617,6 +617,11 @@ func (k *Keys) WantsPrekey() bool {
 	return !slices.ContainsFunc(k.prekeys, func(h *heldPrekey) bool { return !h.used })
 }
 
+// BoxKeyCount is how many keys OpenBox tries each box with: the prekeys
+// held and the static key. A commit of n boxes costs up to n times this in
+// X25519 multiplications.
+func (k *Keys) BoxKeyCount() int { return len(k.prekeys) + 1 }
+
 // Prekeys returns the public halves of the prekeys held, oldest first.
 func (k *Keys) Prekeys() []identity.NoisePublic {
 	out := make([]identity.NoisePublic, len(k.prekeys))
