@@ -25,7 +25,8 @@ import (
 //     the name their messages carry, and shown as removed.
 //
 // The export is recorded in the audit trail (its kind of subject and the number of messages, never
-// the subject) before it is returned; if the trail cannot record it, no export is made.
+// the subject) before it is returned; if the trail fails verification or cannot record it, no
+// export is made.
 
 // ExportRequest names the subject of an export: exactly one of Patient and Member.
 type ExportRequest struct {
@@ -45,6 +46,11 @@ func (n *Node) Export(ctx context.Context, req ExportRequest) (export.Data, erro
 	}
 	if len(patient) > crdt.MaxPatientLen || len(member) > 2*len(identity.DeviceID{}) {
 		return export.Data{}, fmt.Errorf("%w: the reference is too long", ErrExportSubject)
+	}
+	if l, err := n.AuditTrail(); err == nil {
+		if _, err := l.Verify(); err != nil {
+			return export.Data{}, fmt.Errorf("node: the audit trail cannot record an export, so none is made: %w", err)
+		}
 	}
 	me := n.id.Device.ID()
 	d := export.Data{Device: hex.EncodeToString(me[:]), DeviceName: n.id.Name, Patient: patient, Member: member, Made: n.now()}
