@@ -44,14 +44,14 @@ func (n *Node) DeviceShort() audit.ShortID {
 	return audit.Short(d[:])
 }
 
-// record appends e, logging (not returning) a failure: the event happened, and the write that made
-// it is durable; a trail that cannot record says so in the log and in `audit verify`.
-func (n *Node) record(e audit.Event) {
-	if n.audit == nil {
+// record appends events, logging (not returning) a failure: the events happened, and the write that
+// made them is durable; a trail that cannot record says so in the log and in `audit verify`.
+func (n *Node) record(events ...audit.Event) {
+	if n.audit == nil || len(events) == 0 {
 		return
 	}
-	if err := n.audit.Append(n.ctx, e); err != nil && n.ctx.Err() == nil {
-		n.log.Error("audit trail: event not recorded", "kind", e.Kind.String(), "err", err)
+	if err := n.audit.AppendAll(n.ctx, events); err != nil && n.ctx.Err() == nil {
+		n.log.Error("audit trail: events not recorded", "events", len(events), "err", err)
 	}
 }
 
@@ -62,6 +62,7 @@ func (n *Node) auditWrite(t *team, w device.Write) {
 	}
 	team := audit.Short(t.id[:])
 	deleted := uint32(0)
+	var events []audit.Event
 	for _, r := range w.Ops {
 		op, err := crdt.UnmarshalStored(r.Data)
 		if err != nil {
@@ -115,9 +116,10 @@ func (n *Node) auditWrite(t *team, w device.Write) {
 		default:
 			continue
 		}
-		n.record(e)
+		events = append(events, e)
 	}
 	if deleted > 0 {
-		n.record(audit.Event{Kind: audit.Deleted, Team: team, Count: deleted})
+		events = append(events, audit.Event{Kind: audit.Deleted, Team: team, Count: deleted})
 	}
+	n.record(events...)
 }

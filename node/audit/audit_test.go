@@ -170,6 +170,10 @@ func TestAppendRefusesBadEvents(t *testing.T) {
 			t.Errorf("Append(%+v) = %v; want ErrBadEvent", e, err)
 		}
 	}
+	good := Event{Kind: Rekey, Epoch: 3}
+	if err := l.AppendAll(context.Background(), []Event{good, {Kind: 200}}); !errors.Is(err, ErrBadEvent) {
+		t.Errorf("AppendAll with one bad event = %v; want ErrBadEvent", err)
+	}
 	if s, err := l.Verify(); err != nil || s.Records != 0 {
 		t.Fatalf("Verify = %+v, %v; want 0 records, nil", s, err)
 	}
@@ -458,6 +462,39 @@ func (f *failT) Helper() {}
 func (f *failT) Fatalf(string, ...any) {
 	f.failed = true
 	panic("stop")
+}
+
+// BenchmarkAppend measures recording events: one at a time (a write, an fsync and an anchor in the
+// store each) and 64 at once (AppendAll), on a real store.
+func BenchmarkAppend(b *testing.B) {
+	for _, batch := range []int{1, 64} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			dir := b.TempDir()
+			st, err := storage.Create(filepath.Join(dir, "store"), storage.Options{Passphrase: []byte("pw"), KDF: storage.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			path := filepath.Join(dir, FileName)
+			l, err := Open(path, st, Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			evs := sampleEvents(batch, rand.New(rand.NewPCG(11, 12)))
+			b.ResetTimer()
+			for b.Loop() {
+				if err := l.AppendAll(context.Background(), evs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			fi, _ := os.Stat(path)
+			n := float64(b.N * batch)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/event")
+			b.ReportMetric(float64(fi.Size()-int64(len(magic)))/n, "bytes/event")
+		})
+	}
 }
 
 func FuzzDecode(f *testing.F) {

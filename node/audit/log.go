@@ -271,12 +271,21 @@ var ErrClosed = errors.New("audit: closed")
 // Append records an event durably: it returns once the record is fsynced in the file and its head
 // anchored in the store. It sets the event's Time when zero. An event that breaks the limits
 // (ErrBadEvent), or a trail that failed verification, is refused and nothing is written.
-func (l *Log) Append(ctx context.Context, e Event) error {
+func (l *Log) Append(ctx context.Context, e Event) error { return l.AppendAll(ctx, []Event{e}) }
+
+// AppendAll records events in order as Append does, with one write, one fsync and one anchor for
+// all of them. If one is refused, none is written.
+func (l *Log) AppendAll(ctx context.Context, events []Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := e.Validate(); err != nil {
-		return err
+	for _, e := range events {
+		if err := e.Validate(); err != nil {
+			return err
+		}
+	}
+	if len(events) == 0 {
+		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -286,14 +295,18 @@ func (l *Log) Append(ctx context.Context, e Event) error {
 	if l.broken != nil {
 		return fmt.Errorf("audit: not recording: %w", l.broken)
 	}
-	if e.Time.IsZero() {
-		e.Time = l.now()
+	seq, mac := l.seq, l.mac
+	var recs []byte
+	for _, e := range events {
+		if e.Time.IsZero() {
+			e.Time = l.now()
+		}
+		seq++
+		body := marshalBody(seq, e)
+		mac = chainMAC(l.key, mac, body)
+		recs = appendRecord(recs, body, mac)
 	}
-	seq := l.seq + 1
-	body := marshalBody(seq, e)
-	mac := chainMAC(l.key, l.mac, body)
-	rec := appendRecord(nil, body, mac)
-	if _, err := l.f.Write(rec); err != nil {
+	if _, err := l.f.Write(recs); err != nil {
 		l.undo()
 		return fmt.Errorf("audit: write: %w", err)
 	}
@@ -301,10 +314,10 @@ func (l *Log) Append(ctx context.Context, e Event) error {
 		l.undo()
 		return fmt.Errorf("audit: sync: %w", err)
 	}
-	l.seq, l.mac, l.size = seq, mac, l.size+int64(len(rec))
+	l.seq, l.mac, l.size = seq, mac, l.size+int64(len(recs))
 	a := binary.BigEndian.AppendUint64(nil, seq)
 	if err := l.st.PutSetting(settingHead, append(a, mac[:]...)); err != nil {
-		// The record is in the file and chains: Verify accepts it past the older anchor.
+		// The records are in the file and chain: Verify accepts them past the older anchor.
 		return fmt.Errorf("audit: anchor: %w", err)
 	}
 	return nil
