@@ -14,8 +14,9 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 )
 
-// recordCmd is the parent of the record commands; exportCmd is its subject-access export.
-func recordCmd(g *globals) *cobra.Command {
+// recordExportParent is the `record` command with the subcommands of this file: export, the
+// subject-access export (exportCmd).
+func recordExportParent(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "record",
 		Short: "The health record: subject-access export",

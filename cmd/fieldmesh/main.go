@@ -128,7 +128,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g))
-	root.AddCommand(recordCmd(g), auditCmd(g))
+	root.AddCommand(recordExportParent(g), auditCmd(g))
 	return root
 }
 
