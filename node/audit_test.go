@@ -316,3 +316,37 @@ func TestExportRefusedWhenUnaudited(t *testing.T) {
 		t.Fatal("an export was made while the audit trail could not record it")
 	}
 }
+
+// TestExportRemovedMember: a removed member is exported by the name their messages carry, shown as
+// removed, with their messages and no one else's.
+func TestExportRemovedMember(t *testing.T) {
+	_, ns := newMockNodesCfg(t, withAudit(t, nil), "Dr Banda", "Nurse Phiri")
+	a, b := ns[0], ns[1]
+	ti, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	team := ti.ID.String()
+	joinAll(t, a, team, b)
+	id, _, err := b.Send(team, crdt.Message{Text: "from phiri"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Send(team, crdt.Message{Text: "from banda"}); err != nil {
+		t.Fatal(err)
+	}
+	waitMessages(t, a, team, 2)
+	if err := a.RemoveMember(team, "Nurse Phiri"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := a.Export(context.Background(), ExportRequest{Member: "Nurse Phiri"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Messages) != 1 || d.Messages[0].ID != id.String() {
+		t.Fatalf("export of a removed member holds %+v; want only %s", d.Messages, id.Short())
+	}
+	if len(d.Memberships) != 1 || !d.Memberships[0].Removed {
+		t.Fatalf("memberships %+v; want one, removed", d.Memberships)
+	}
+}
