@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -75,6 +76,28 @@ trail that fails verification is not exported: run fieldmesh audit verify.`,
 		},
 	}
 	export.Flags().StringVar(&out, "out", "", "file to write the Bundle to (default: standard output)")
-	c.AddCommand(verify, export)
+	restart := &cobra.Command{
+		Use:   "restart",
+		Short: "Start a new audit trail in place of one that fails verification (the old file is kept)",
+		Long: `Start a new audit trail in place of one that fails verification, so the device records events
+again. The old file is kept beside it (audit.log.broken-TIME) as evidence, and the new trail's first
+record says it was restarted and how many records the old one held. An intact trail is not
+restarted. Look into why the old one failed before you restart it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kept, err := g.client().AuditRestart(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.print(map[string]string{"kept": kept}, func(w io.Writer) {
+				if kept != "" {
+					fmt.Fprintf(w, "Started a new audit trail; the old one is kept at %s\n", kept)
+				} else {
+					fmt.Fprintln(w, "Started a new audit trail (the old file was missing)")
+				}
+			})
+		},
+	}
+	c.AddCommand(verify, export, restart)
 	return c
 }

@@ -126,4 +126,27 @@ func TestAuditAndExportE2E(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.root, "sar2")); err == nil {
 		t.Error("record export made a directory although it was refused")
 	}
+
+	// Restarting keeps the altered file and records again.
+	if res := a.run(t, "audit", "restart"); res.code != 0 || !strings.Contains(res.stdout, "kept at") {
+		t.Fatalf("audit restart: %s, stdout %q", res, res.stdout)
+	}
+	if res := a.run(t, "audit", "verify"); res.code != 0 {
+		t.Fatalf("audit verify after restart: %s", res)
+	}
+	if msg := e2eFailsCleanly(t, "audit restart of an intact trail", a.run(t, "audit", "restart")); !strings.Contains(msg, "intact") {
+		t.Errorf("audit restart of an intact trail: %q", msg)
+	}
+	events, err = os.ReadFile(filepath.Join(a.dir, audit.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := audit.Decode(events)
+	if err != nil || len(recs) != 1 || recs[0].Event.Kind != audit.Restarted {
+		t.Fatalf("the new trail: %v, %+v; want one Restarted record", err, recs)
+	}
+	kept, _ := filepath.Glob(filepath.Join(a.dir, audit.FileName+".broken-*"))
+	if len(kept) != 1 {
+		t.Fatalf("kept files %v; want one", kept)
+	}
 }

@@ -530,3 +530,43 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestRestart: an intact trail is not restarted; a broken one is kept aside as evidence and a new
+// chain starts with a Restarted record that verifies, on this Log and after a reopen.
+func TestRestart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	st := newMemStore()
+	l := openLog(t, path, st)
+	for _, e := range sampleEvents(4, rand.New(rand.NewPCG(13, 14))) {
+		if err := l.Append(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Restart(context.Background()); !errors.Is(err, ErrIntact) {
+		t.Fatalf("Restart of an intact trail = %v; want ErrIntact", err)
+	}
+	data, _ := os.ReadFile(path)
+	if err := os.WriteFile(path, data[:len(data)-10], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := l.Restart(context.Background())
+	if err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if got, _ := os.ReadFile(kept); !bytes.Equal(got, data[:len(data)-10]) {
+		t.Fatalf("the broken trail was not kept at %s", kept)
+	}
+	if err := l.Append(context.Background(), Event{Kind: Rekey, Epoch: 9}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l = openLog(t, path, st)
+	recs, err := l.Records()
+	if err != nil {
+		t.Fatalf("after Restart and reopen: %v", err)
+	}
+	if len(recs) != 2 || recs[0].Event.Kind != Restarted || recs[0].Event.Count != 4 || recs[1].Event.Kind != Rekey {
+		t.Fatalf("records after Restart: %+v", recs)
+	}
+}

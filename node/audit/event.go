@@ -59,13 +59,17 @@ const (
 	RelayAdmitted Kind = 8
 	// AuditExported: this audit trail was exported (Count events).
 	AuditExported Kind = 9
+	// Restarted: the trail failed verification and was started again (Log.Restart): the first
+	// record of the new chain. Count is the number of records the old one's anchor vouched for.
+	Restarted Kind = 10
 
-	maxKind = AuditExported
+	maxKind = Restarted
 )
 
 var kindNames = [...]string{
 	Created: "created", Membership: "membership", Rekey: "rekey", Filed: "filed", Deleted: "deleted",
 	Exported: "exported", Wiped: "wiped", RelayAdmitted: "relay-admitted", AuditExported: "audit-exported",
+	Restarted: "restarted",
 }
 
 // String returns the kind's name, or "kind(N)".

@@ -109,6 +109,7 @@ var kindCodes = map[Kind]struct {
 	Wiped:         {"110100", "Application Activity", "", "", "D"},
 	RelayAdmitted: {"110113", "Security Alert", "110126", "Node Authentication", "E"},
 	AuditExported: {"110101", "Audit Log Used", "", "", "R"},
+	Restarted:     {"110100", "Application Activity", "110134", "Audit Recording Started", "E"},
 }
 
 // fhirTime formats t as a FHIR instant.

@@ -295,6 +295,11 @@ func (l *Log) AppendAll(ctx context.Context, events []Event) error {
 	if l.broken != nil {
 		return fmt.Errorf("audit: not recording: %w", l.broken)
 	}
+	return l.appendLocked(events)
+}
+
+// appendLocked appends validated events; the caller holds l.mu.
+func (l *Log) appendLocked(events []Event) error {
 	seq, mac := l.seq, l.mac
 	var recs []byte
 	for _, e := range events {
@@ -382,6 +387,48 @@ func (l *Log) read() ([]Record, Summary, error) {
 		return nil, Summary{Records: c.seq, Anchored: head.seq}, l.broken
 	}
 	return c.records, Summary{Records: c.seq, Anchored: head.seq}, nil
+}
+
+// ErrIntact is returned by Restart for a trail that verifies.
+var ErrIntact = errors.New("audit: the audit trail is intact: nothing to restart")
+
+// Restart starts a new chain in place of one that fails verification: the old file is kept beside
+// it, renamed to FILE.broken-TIME (UTC), as evidence; the new file's first record is a Restarted
+// event saying how many records the old anchor vouched for, and the anchor moves to it. It returns
+// the old file's new path ("" if it was missing). A trail that verifies is not restarted
+// (ErrIntact).
+func (l *Log) Restart(ctx context.Context) (string, error) {
+	if _, err := l.Verify(); err == nil {
+		return "", ErrIntact
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return "", ErrClosed
+	}
+	old, err := l.head()
+	if err != nil {
+		return "", err
+	}
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+	kept := l.path + ".broken-" + l.now().UTC().Format("20060102T150405.000Z")
+	if err := os.Rename(l.path, kept); errors.Is(err, os.ErrNotExist) {
+		kept = ""
+	} else if err != nil {
+		return "", fmt.Errorf("audit: keep the old trail: %w", err)
+	}
+	if err := create(l.path); err != nil {
+		return kept, err
+	}
+	l.f, err = os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return kept, fmt.Errorf("audit: open: %w", err)
+	}
+	l.seq, l.mac, l.size, l.broken = 0, [32]byte{}, int64(len(magic)), nil
+	return kept, l.appendLocked([]Event{{Kind: Restarted, Count: uint32(min(old.seq, 1<<32-1))}})
 }
 
 // Close closes the file. It is idempotent.

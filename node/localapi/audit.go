@@ -6,11 +6,14 @@ package localapi
 //	                                                   everything the device holds about the subject
 //	GET  /v1/audit/verify                              AuditVerify: whether the trail's chain holds
 //	GET  /v1/audit/export                              the trail as a FHIR Bundle of AuditEvents
+//	POST /v1/audit/restart                             AuditRestart: a new chain in place of one that
+//	                                                   fails verification (the old file is kept)
 
 import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/export"
@@ -42,6 +45,26 @@ func (s *Server) registerAudit(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/export", s.export)
 	mux.HandleFunc("GET /v1/audit/verify", s.auditVerify)
 	mux.HandleFunc("GET /v1/audit/export", s.auditExport)
+	mux.HandleFunc("POST /v1/audit/restart", s.auditRestart)
+}
+
+// AuditRestart answers POST /v1/audit/restart: where the old trail was kept.
+type AuditRestart struct {
+	Kept string `json:"kept"`
+}
+
+func (s *Server) auditRestart(w http.ResponseWriter, r *http.Request) {
+	l, err := s.Node.AuditTrail()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	kept, err := l.Restart(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusConflict, apiError{Error: strings.TrimPrefix(err.Error(), "audit: ")})
+		return
+	}
+	writeJSON(w, http.StatusOK, AuditRestart{Kept: kept})
 }
 
 func (s *Server) export(w http.ResponseWriter, r *http.Request) {

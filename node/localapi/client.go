@@ -177,3 +177,10 @@ func (c *Client) AuditExport(ctx context.Context) ([]byte, error) {
 	var raw json.RawMessage
 	return raw, c.do(ctx, http.MethodGet, "/v1/audit/export", nil, &raw)
 }
+
+// AuditRestart starts a new audit trail in place of one that fails verification, and returns where
+// the old file was kept.
+func (c *Client) AuditRestart(ctx context.Context) (string, error) {
+	var out AuditRestart
+	return out.Kept, c.do(ctx, http.MethodPost, "/v1/audit/restart", nil, &out)
+}
