@@ -54,22 +54,25 @@ const (
 	Exported Kind = 6
 	// Wiped: a wipe of this device's store was ordered (by Actor) or carried out.
 	Wiped Kind = 7
-	// RelayAdmitted: a clinic relay (Actor: its short peer key) carries Team: an admin's relay op
-	// was stored, or this device enrolled at the relay.
+	// RelayAdmitted: a clinic relay carries a team. On a device: an admin's relay op was stored
+	// (Actor: the relay's short key, Op: the relay op). On the relay: it was admitted for a topic
+	// (Team: the topic's short form, Actor: the admin the relay code names).
 	RelayAdmitted Kind = 8
 	// AuditExported: this audit trail was exported (Count events).
 	AuditExported Kind = 9
 	// Restarted: the trail failed verification and was started again (Log.Restart): the first
 	// record of the new chain. Count is the number of records the old one's anchor vouched for.
 	Restarted Kind = 10
+	// RelayRevoked: a relay stopped carrying a topic (Team: the topic's short form).
+	RelayRevoked Kind = 11
 
-	maxKind = Restarted
+	maxKind = RelayRevoked
 )
 
 var kindNames = [...]string{
 	Created: "created", Membership: "membership", Rekey: "rekey", Filed: "filed", Deleted: "deleted",
 	Exported: "exported", Wiped: "wiped", RelayAdmitted: "relay-admitted", AuditExported: "audit-exported",
-	Restarted: "restarted",
+	Restarted: "restarted", RelayRevoked: "relay-revoked",
 }
 
 // String returns the kind's name, or "kind(N)".

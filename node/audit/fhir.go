@@ -110,6 +110,7 @@ var kindCodes = map[Kind]struct {
 	RelayAdmitted: {"110113", "Security Alert", "110126", "Node Authentication", "E"},
 	AuditExported: {"110101", "Audit Log Used", "", "", "R"},
 	Restarted:     {"110100", "Application Activity", "110134", "Audit Recording Started", "E"},
+	RelayRevoked:  {"110113", "Security Alert", "110126", "Node Authentication", "D"},
 }
 
 // fhirTime formats t as a FHIR instant.
