@@ -421,7 +421,9 @@ func TestCrashBetweenWrites(t *testing.T) {
 func TestAuditBundleIsFHIR(t *testing.T) {
 	path := filepath.Join(t.TempDir(), FileName)
 	l := openLog(t, path, newMemStore())
-	for _, e := range sampleEvents(int(maxKind)*2, rand.New(rand.NewPCG(7, 8))) {
+	evs := sampleEvents(int(maxKind)*2, rand.New(rand.NewPCG(7, 8)))
+	evs = append(evs, Event{Kind: Membership, Epoch: 4, Changes: []Change{{Action: Remove, Device: ShortID{9, 9, 9, 9}}}})
+	for _, e := range evs {
 		if err := l.Append(context.Background(), e); err != nil {
 			t.Fatal(err)
 		}
