@@ -102,12 +102,20 @@ func (n *Node) applyLocked(t *team, eff device.Effects) (after, error) {
 // between leaves the key state behind, so those envelopes open again after the restart. A Write that
 // seals this device's own op always fits one transaction (one op), so a chain position is never
 // stored ahead of its key state.
-func (n *Node) commitWrite(t *team, w device.Write) error {
+func (n *Node) commitWrite(t *team, w device.Write) (err error) {
 	b := batchOf(t, w)
-	_, err := n.st.Commit(b)
+	_, err = n.st.Commit(b)
+	if err == nil {
+		n.auditWrite(t, w)
+	}
 	if !errors.Is(err, storage.ErrBatchTooBig) {
 		return err
 	}
+	defer func() {
+		if err == nil {
+			n.auditWrite(t, w)
+		}
+	}()
 	ops := make(map[[32]byte]storage.OpRecord, len(b.Ops))
 	for _, o := range b.Ops {
 		ops[o.ID] = o

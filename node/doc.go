@@ -36,6 +36,11 @@
 // Neither imports node: they take the store through small interfaces, the clock as Config.Now, and
 // (lowdata) a Publisher the node implements.
 //
+// The audit trail (node/audit, in Config.AuditFile) records what the store keeps after each durable
+// write — teams created or joined, membership commits, re-keys, admins' relay ops, bodies deleted past
+// retention — and the exports made through Export and AuditExport (auditing.go, exporting.go; the
+// subject-access export is rendered by node/export).
+//
 // Time: node logic reads the clock only through Config.Now; stream deadlines use the operating
 // system's clock, as the network does.
 //

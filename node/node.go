@@ -23,6 +23,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/node/audit"
 	"github.com/fieldmesh/fieldmesh/node/lowdata"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
@@ -89,6 +90,9 @@ type Config struct {
 	EpochCheck time.Duration
 	// LowData turns low-data mode on at start; false keeps the mode last set (see SetLowData).
 	LowData bool
+	// AuditFile is the path of the device's audit trail (package audit; the daemon uses
+	// DIR/audit.log), keyed and anchored in Store. Empty keeps no trail.
+	AuditFile string
 }
 
 // Identity is the device's identity as kept in the store.
@@ -196,6 +200,7 @@ type Node struct {
 	stats syncStats
 	usage *usage.Meter  // data accounting (package usage)
 	low   *lowdata.Mode // low-data mode (package lowdata)
+	audit *audit.Log    // the audit trail (auditing.go); nil without Config.AuditFile
 }
 
 type syncStats struct {
@@ -277,6 +282,15 @@ func New(cfg Config) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.usage = usage.New(cfg.Store, usage.Config{Now: now, Logger: n.log, Topic: n.topicOfName})
 	n.low = lowdata.New(cfg.Store, id.Device.ID(), n.log)
+	if cfg.AuditFile != "" {
+		if n.audit, err = audit.Open(cfg.AuditFile, cfg.Store, audit.Config{Now: now}); err != nil {
+			n.cancel()
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		if _, verr := n.audit.Verify(); verr != nil {
+			n.log.Error("the audit trail fails verification; no events are recorded until it is looked into (fieldmesh audit verify)", "err", verr)
+		}
+	}
 
 	if cfg.Host != nil {
 		n.host = cfg.Host
@@ -464,6 +478,9 @@ func (n *Node) Close() error {
 	n.wg.Wait()
 	if ferr := n.usage.Flush(); ferr != nil {
 		n.log.Warn("storing data usage failed", "err", ferr)
+	}
+	if n.audit != nil {
+		n.audit.Close()
 	}
 	return err
 }

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/audit"
 	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/node/relay"
@@ -67,7 +68,7 @@ func oneLine(s string) string {
 // module, and the local API clients' "relay api"); TestErrorPrefixesCoverPackages keeps the list
 // in step with the module.
 var errorPrefixes = []string{
-	"adversary", "chaos", "crdt", "device", "envelope", "epochkey", "fieldmesh", "framing",
+	"adversary", "audit", "chaos", "crdt", "device", "envelope", "epochkey", "export", "fhirtest", "fieldmesh", "framing",
 	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node",
 	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
@@ -127,6 +128,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g))
+	root.AddCommand(recordExportParent(g), auditCmd(g))
 	return root
 }
 
@@ -423,6 +425,7 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 	defer stop()
 	cfg.Store = st
 	cfg.Logger = logger
+	cfg.AuditFile = filepath.Join(g.data, audit.FileName)
 	if envelope.NoSeal {
 		logger.Warn("TEST BUILD (-tags fieldmesh_noseal): messages and connections are NOT encrypted; never use it for real")
 	}

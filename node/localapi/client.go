@@ -158,3 +158,29 @@ func (c *Client) UI(ctx context.Context) (string, error) {
 	var u UI
 	return u.URL, c.do(ctx, http.MethodGet, "/v1/ui", nil, &u)
 }
+
+// Export makes a subject-access export on the node (recorded in its audit trail).
+func (c *Client) Export(ctx context.Context, req ExportRequest) (Export, error) {
+	var e Export
+	return e, c.do(ctx, http.MethodPost, "/v1/export", req, &e)
+}
+
+// AuditVerify checks the node's audit trail.
+func (c *Client) AuditVerify(ctx context.Context) (AuditVerify, error) {
+	var v AuditVerify
+	return v, c.do(ctx, http.MethodGet, "/v1/audit/verify", nil, &v)
+}
+
+// AuditExport returns the node's audit trail as a FHIR R4 Bundle of AuditEvents (JSON); the export
+// is recorded in the trail.
+func (c *Client) AuditExport(ctx context.Context) ([]byte, error) {
+	var raw json.RawMessage
+	return raw, c.do(ctx, http.MethodGet, "/v1/audit/export", nil, &raw)
+}
+
+// AuditRestart starts a new audit trail in place of one that fails verification, and returns where
+// the old file was kept.
+func (c *Client) AuditRestart(ctx context.Context) (string, error) {
+	var out AuditRestart
+	return out.Kept, c.do(ctx, http.MethodPost, "/v1/audit/restart", nil, &out)
+}

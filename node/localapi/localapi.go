@@ -18,6 +18,7 @@
 //	GET  /v1/ui                                               {"url"}: the web UI's sign-in address
 //	                                                           (with this start's token in its fragment)
 //	     /v1/members, /v1/devices, /v1/verify              membership and safety numbers: see members.go
+//	     /v1/export, /v1/audit/...                         subject-access export, audit trail: see audit.go
 //
 // The server holds no state of its own; Serve returns when its context ends.
 package localapi
@@ -212,6 +213,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/devices/remove", s.membership(func(r MembershipRequest) error { return s.Node.RemoveDevice(r.Team, r.Device) }))
 	mux.HandleFunc("POST /v1/verify", s.verify)
 	s.registerUsage(mux)
+	s.registerAudit(mux)
 	return mux
 }
 
@@ -247,7 +249,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusForbidden
 	}
 	msg := err.Error()
-	for _, p := range []string{"node: ", "join: ", "usage: ", "lowdata: "} {
+	for _, p := range []string{"node: ", "join: ", "usage: ", "lowdata: ", "audit: ", "export: "} {
 		msg = strings.TrimPrefix(msg, p)
 	}
 	writeJSON(w, code, apiError{Error: msg})

@@ -84,6 +84,7 @@ func (r *Relay) APIHandler() http.Handler {
 			writeJSON(w, http.StatusOK, Revoked{Topic: t.Short()})
 		}
 	})
+	r.registerAudit(mux)
 	return mux
 }
 

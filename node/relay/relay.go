@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/fieldmesh/fieldmesh/node/audit"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
@@ -109,6 +110,7 @@ type Relay struct {
 	log     *slog.Logger
 	now     func() time.Time
 	st      *store
+	audit   *audit.Log // DIR/audit.log (audit.go)
 	host    host.Host
 	ps      *pubsub.PubSub
 	circuit *circuit.Relay
@@ -206,8 +208,16 @@ func New(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
+	trail, err := audit.Open(filepath.Join(cfg.Dir, audit.FileName), auditStore{st}, audit.Config{Now: now})
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	if _, verr := trail.Verify(); verr != nil {
+		logger.Error("the audit trail fails verification; no events are recorded until it is looked into (fieldmesh audit verify)", "err", verr)
+	}
 	r := &Relay{
-		cfg: cfg, log: logger, now: now, st: st,
+		cfg: cfg, log: logger, now: now, st: st, audit: trail,
 		reg:      prometheus.NewRegistry(),
 		ingest:   make(chan ingestItem, 256),
 		carried:  make(map[envelope.Topic]*carriedTopic),
@@ -452,7 +462,7 @@ func (r *Relay) Close() error {
 		errs = append(errs, r.host.Close())
 	}
 	r.wg.Wait()
-	errs = append(errs, r.st.close())
+	errs = append(errs, r.audit.Close(), r.st.close())
 	return errors.Join(errs...)
 }
 
@@ -481,6 +491,7 @@ func (r *Relay) Admit(c relayproto.Code) (added bool, err error) {
 	}
 	if added {
 		r.log.Info("relay carries a new topic", "topic", c.Topic)
+		r.record(audit.Event{Kind: audit.RelayAdmitted, Team: audit.Short(c.Topic[:]), Actor: audit.Short(c.Admin[:])})
 		r.kickLinks()
 	}
 	return added, nil
@@ -512,6 +523,7 @@ func (r *Relay) Revoke(short string) (envelope.Topic, error) {
 	if ct == nil {
 		return t, fmt.Errorf("%w: %q", ErrNotCarried, short)
 	}
+	r.record(audit.Event{Kind: audit.RelayRevoked, Team: audit.Short(t[:])})
 	ct.sub.Cancel()
 	if err := ct.ptop.Close(); err != nil {
 		r.log.Debug("closing a revoked topic", "topic", t, "err", err)
