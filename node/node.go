@@ -196,6 +196,7 @@ type Node struct {
 	stats syncStats
 	usage *usage.Meter  // data accounting (package usage)
 	low   *lowdata.Mode // low-data mode (package lowdata)
+	att   attachments   // attachment fetches (attach.go)
 }
 
 type syncStats struct {
@@ -360,6 +361,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	}
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
+	n.host.SetStreamHandler(ChunkProtocol, n.handleChunks)
 	n.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if nw.Connectedness(c.RemotePeer()) != network.Connected {
@@ -460,6 +462,7 @@ func (n *Node) Close() error {
 	} else {
 		n.host.RemoveStreamHandler(SyncProtocol)
 		n.host.RemoveStreamHandler(JoinProtocol)
+		n.host.RemoveStreamHandler(ChunkProtocol)
 	}
 	n.wg.Wait()
 	if ferr := n.usage.Flush(); ferr != nil {

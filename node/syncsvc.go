@@ -193,6 +193,7 @@ func (n *Node) syncDone(p peer.ID, t *team, held uint64) {
 	}
 	n.lowDataSynced(t)
 	n.rememberPeer(p)
+	n.fetchSoon(p, t)
 }
 
 // syncTeam runs one session with a peer for one team, unless one is already running.
