@@ -127,6 +127,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g))
+	root.AddCommand(attachmentCmd(g))
 	return root
 }
 
@@ -684,6 +685,7 @@ func sendCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.Priority, "priority", "routine", "routine, urgent or emergency")
 	f.StringVar(&req.Patient, "patient", "", "patient reference (sealed like the text; keep identifiers minimal)")
 	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to: its short id, as send and messages print it")
+	attachFlag(f, &req)
 	return c
 }
 
