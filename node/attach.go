@@ -355,6 +355,9 @@ func (n *Node) handleChunks(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(chunkTimeout))
 	err := attach.Answer(s, func(addr [32]byte) ([]byte, error) {
+		if chunkPace > 0 {
+			time.Sleep(chunkPace)
+		}
 		c, err := n.st.Chunk(addr)
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, nil

@@ -193,26 +193,6 @@ func (f *Fetch) Done() bool { return len(f.asked) == 0 && len(f.todo) == 0 }
 // Counts returns how many chunks arrived and how many the peer did not have.
 func (f *Fetch) Counts() (got, missing int) { return f.got, f.missing }
 
-// Serve answers one request frame: it decodes it and returns one response
-// frame per address, in order, reading each chunk through chunk (which
-// returns nil, nil for a chunk it does not have). An error wrapping
-// ErrBadPeer means the request was malformed.
-func Serve(req []byte, chunk func(addr [32]byte) ([]byte, error)) ([][]byte, error) {
-	addrs, err := UnmarshalRequest(req)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]byte, len(addrs))
-	for i, a := range addrs {
-		c, err := chunk(a)
-		if err != nil {
-			return nil, fmt.Errorf("attach: reading chunk: %w", err)
-		}
-		out[i] = MarshalResponse(c)
-	}
-	return out, nil
-}
-
 func readRand(r io.Reader, b []byte) error {
 	if r == nil {
 		r = rand.Reader

@@ -55,8 +55,8 @@ func Pull(rw io.ReadWriter, wants []Want, st Store) (int, error) {
 
 // Answer runs the server's side of a pull session over rw until the
 // requester closes its side (io.EOF, a nil error): it answers each
-// request with one frame per address, reading chunks through chunk (nil,
-// nil for one it does not have). An error wrapping ErrBadPeer means the
+// request with one frame per address, in order, each written as soon as
+// chunk (nil, nil for one it does not have) returned it. An error wrapping ErrBadPeer means the
 // requester sent a malformed request.
 func Answer(rw io.ReadWriter, chunk func(addr [32]byte) ([]byte, error)) error {
 	r := bufio.NewReader(rw)
@@ -70,12 +70,16 @@ func Answer(rw io.ReadWriter, chunk func(addr [32]byte) ([]byte, error)) error {
 		case err != nil:
 			return fmt.Errorf("attach: reading a request: %w", err)
 		}
-		frames, err := Serve(req, chunk)
+		addrs, err := UnmarshalRequest(req)
 		if err != nil {
 			return err
 		}
-		for _, fr := range frames {
-			if err := framing.Write(rw, fr); err != nil {
+		for _, a := range addrs {
+			c, err := chunk(a)
+			if err != nil {
+				return fmt.Errorf("attach: reading chunk: %w", err)
+			}
+			if err := framing.Write(rw, MarshalResponse(c)); err != nil {
 				return fmt.Errorf("attach: answering: %w", err)
 			}
 		}
