@@ -40,7 +40,7 @@ import (
 // id, and are deleted with the message's body (device.Write.DropChunks).
 
 // ChunkProtocol is the attachment chunk stream (attach.Pull and attach.Answer).
-const ChunkProtocol = protocol.ID("/fieldmesh/chunk/1.0.0")
+const ChunkProtocol = protocol.ID(attach.Protocol)
 
 const (
 	// chunkTimeout bounds one chunk session: 4 MiB over a 256 kbit/s link takes about 2 min.
@@ -67,6 +67,7 @@ type attachments struct {
 	again     map[string]bool // peer+topic: run once more when it ends
 	requested map[crdt.OpID]bool
 	complete  map[crdt.OpID]bool // messages whose chunks are all stored here
+	pushed    map[string]bool    // relay peer + message id: the relay holds all its chunks
 }
 
 // SendAttached posts a message with attachments. Images (photo.IsImage) are re-encoded first
@@ -108,6 +109,7 @@ func (n *Node) SendAttached(teamRef string, m crdt.Message, files []Attachment) 
 		m.Attachments = append(m.Attachments, a)
 		chunks = append(chunks, cs)
 	}
+	defer n.pushToRelays(t)
 	op, err := n.send(t, m, func(op *crdt.Op) error {
 		for i, a := range m.Attachments {
 			for j, c := range chunks[i] {
@@ -407,4 +409,105 @@ func (n *Node) dropChunks(owners []crdt.OpID) error {
 		return fmt.Errorf("node: deleting attachments: %w", err)
 	}
 	return nil
+}
+
+// pushToRelays leaves the chunks of t's messages at the connected relays enrolled for t.
+func (n *Node) pushToRelays(t *team) {
+	for _, p := range n.host.Network().Peers() {
+		if n.isRelayFor(p, t.topic) {
+			n.pushSoon(p, t)
+		}
+	}
+}
+
+// pushSoon pushes to relay p, on a goroutine, the chunks it may lack of t's messages (attach.Push):
+// a relay cannot read the manifests, so it cannot pull them. One push per relay and team runs at a
+// time; a message whose chunks the relay holds all of is not offered again until a restart.
+func (n *Node) pushSoon(p peer.ID, t *team) {
+	key := "push " + syncKey(p, t)
+	n.att.mu.Lock()
+	if n.att.running == nil {
+		n.att.running, n.att.again = make(map[string]bool), make(map[string]bool)
+	}
+	if n.att.running[key] {
+		n.att.again[key] = true
+		n.att.mu.Unlock()
+		return
+	}
+	n.att.running[key] = true
+	n.att.mu.Unlock()
+	n.goRun(func() {
+		for {
+			if err := n.pushTo(n.ctx, p, t); err != nil && n.ctx.Err() == nil {
+				n.log.Debug("leaving attachments at a relay failed", "relay", p.ShortString(), "team", t.id, "err", err)
+			}
+			n.att.mu.Lock()
+			if !n.att.again[key] {
+				delete(n.att.running, key)
+				n.att.mu.Unlock()
+				return
+			}
+			n.att.again[key] = false
+			n.att.mu.Unlock()
+		}
+	})
+}
+
+func (n *Node) pushTo(ctx context.Context, p peer.ID, t *team) error {
+	for _, m := range t.snapshot().Messages {
+		if len(m.Attachments) == 0 {
+			continue
+		}
+		key := string(p) + string(m.ID[:])
+		n.att.mu.Lock()
+		done := n.att.pushed[key]
+		n.att.mu.Unlock()
+		if done {
+			continue
+		}
+		var addrs [][32]byte
+		total := 0
+		for _, a := range m.Attachments {
+			total += len(a.Chunks)
+			for _, c := range a.Chunks {
+				ok, err := n.st.HasChunk(c)
+				if err != nil {
+					return err
+				}
+				if ok {
+					addrs = append(addrs, c)
+				}
+			}
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		if err := n.pushOne(ctx, p, attach.Offer{Topic: t.topic, Owner: m.ID, Chunks: addrs}); err != nil {
+			return err
+		}
+		if len(addrs) == total {
+			n.att.mu.Lock()
+			if n.att.pushed == nil {
+				n.att.pushed = make(map[string]bool)
+			}
+			n.att.pushed[key] = true
+			n.att.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+func (n *Node) pushOne(ctx context.Context, p peer.ID, o attach.Offer) error {
+	ctx, cancel := context.WithTimeout(ctx, chunkTimeout)
+	defer cancel()
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "fieldmesh-chunks"), p, protocol.ID(attach.PushProtocol))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	_, err = attach.Push(s, o, n.st.Chunk)
+	return err
 }

@@ -2,6 +2,7 @@ package attach
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -108,12 +109,14 @@ func UnmarshalWanted(b []byte, n int) ([]bool, error) {
 }
 
 // Push offers o to a relay over rw and sends the chunks it wants, read through chunk, one frame
-// each. It returns how many it sent.
+// each, then waits for the relay's confirmation that it stored them all (a uvarint count, the last
+// frame of the session). It returns how many it sent.
 func Push(rw io.ReadWriter, o Offer, chunk func(addr [32]byte) ([]byte, error)) (int, error) {
 	if err := framing.Write(rw, o.Marshal()); err != nil {
 		return 0, fmt.Errorf("attach: offering: %w", err)
 	}
-	ans, err := framing.Read(bufio.NewReader(rw), (MaxOfferChunks+7)/8)
+	br := bufio.NewReader(rw)
+	ans, err := framing.Read(br, (MaxOfferChunks+7)/8)
 	if err != nil {
 		return 0, fmt.Errorf("attach: reading the relay's answer: %w", err)
 	}
@@ -135,12 +138,20 @@ func Push(rw io.ReadWriter, o Offer, chunk func(addr [32]byte) ([]byte, error)) 
 		}
 		sent++
 	}
+	done, err := framing.Read(br, binary.MaxVarintLen64)
+	if err != nil {
+		return sent, fmt.Errorf("attach: the relay did not confirm the chunks: %w", err)
+	}
+	took, n := binary.Uvarint(done)
+	if n <= 0 || n != len(done) || took != uint64(sent) {
+		return sent, fmt.Errorf("%w: the relay confirmed %d of %d chunks", ErrBadPeer, took, sent)
+	}
 	return sent, nil
 }
 
 // Take is the relay's side of Push: it reads an offer, asks decide which of its chunks to take (an
-// error refuses the offer), and stores through put each chunk it asked for, checked against its
-// address (CheckAddressed) before put sees it. An error wrapping ErrBadPeer means the device sent a
+// error refuses the offer), stores through put each chunk it asked for, checked against its
+// address (CheckAddressed) before put sees it, and confirms how many it stored. An error wrapping ErrBadPeer means the device sent a
 // malformed offer or a chunk that is not the one offered; what was put before stays.
 func Take(rw io.ReadWriter, decide func(Offer) ([]bool, error), put func(o Offer, addr [32]byte, sealed []byte) error) (int, error) {
 	r := bufio.NewReader(rw)
@@ -181,6 +192,9 @@ func Take(rw io.ReadWriter, decide func(Offer) ([]bool, error), put func(o Offer
 			return took, err
 		}
 		took++
+	}
+	if err := framing.Write(rw, binary.AppendUvarint(nil, uint64(took))); err != nil {
+		return took, fmt.Errorf("attach: confirming chunks: %w", err)
 	}
 	return took, nil
 }
