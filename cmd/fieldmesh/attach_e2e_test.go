@@ -261,3 +261,153 @@ func e2eBuildTagged(t *testing.T, dir string, race bool, tags string) string {
 	}
 	return bin
 }
+
+// TestAttachmentRelayE2E: C reaches only the clinic relay R. A sends the 2 MB camera photo while C
+// is off; A leaves the sealed chunks at R and goes off; C comes back, gets the message and the
+// photo from R alone, byte-identical to what A saved, with no EXIF; no 64-byte run of the photo is
+// in R's data directory or log.
+func TestAttachmentRelayE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds the binary and runs a relay and two devices; skipped with -short")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("end-to-end: needs Linux (unix sockets)")
+	}
+	c := e2eNewCluster(t)
+	wait := c.timeout(30 * time.Second)
+	r := c.node(t, "R", "")
+	a := c.node(t, "A", "Dr Mwale")
+	cc := c.node(t, "C", "CHW Tembo")
+	for _, n := range []*e2eNode{a, cc} {
+		if res := n.run(t, "init", "--name", n.name); res.code != 0 {
+			t.Fatalf("%s: %s", n.label, res)
+		}
+	}
+	rLog := e2eStartWatched(t, r, `msg="relay ready"`, "relay", "--listen=/ip4/127.0.0.1/tcp/0", "--log-level=debug")
+	var rst e2eRelayStatus
+	if err := c.decode("relay status", r.runJSON(t, "relay", "status"), &rst, nil); err != nil {
+		t.Fatal(err)
+	}
+	rAddr := ""
+	for _, ad := range rst.Addrs {
+		if strings.HasPrefix(ad, "/ip4/127.0.0.1/tcp/") {
+			rAddr = ad + "/p2p/" + rst.PeerID
+		}
+	}
+	if rAddr == "" {
+		t.Fatalf("relay status: no loopback TCP address among %q", rst.Addrs)
+	}
+	aLog := e2eUpWatched(t, a, "--relay="+rAddr)
+	var team e2eTeamOut
+	if err := c.decode("team create", a.runJSON(t, "team", "create", "Outreach"), &team, nil); err != nil {
+		t.Fatal(err)
+	}
+	var code struct {
+		Code string `json:"code"`
+	}
+	if err := json.Unmarshal(a.runJSON(t, "team", "relay-code", team.ID), &code); err != nil {
+		t.Fatal(err)
+	}
+	if res := r.run(t, "relay", "admit", code.Code); res.code != 0 {
+		t.Fatalf("R: %s", res)
+	}
+	aLog.waitLine(t, "A enrols at R", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
+	cLog := e2eUpWatched(t, cc, "--relay="+rAddr)
+	var inv e2eInviteOut
+	if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if res := cc.run(t, "team", "join", inv.Code); res.code != 0 {
+		t.Fatalf("C: %s", res)
+	}
+	cLog.waitLine(t, "C enrols at R", 0, wait, cc.daemon.exited, `msg="enrolled at relay"`)
+	if err := cc.stop(t, e2eSignal); err != nil {
+		t.Errorf("C: exit: %v", err)
+	}
+
+	files := filepath.Join(c.root, "files")
+	if err := os.Mkdir(files, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	orig := e2ePhoto(t, 2200, 1650, "GPS 12.1S 34.9E SERIAL CAM-7 PATIENT-HUT-3")
+	photoPath := filepath.Join(files, "rash.jpg")
+	if err := os.WriteFile(photoPath, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var sent e2eSendOut
+	from := rLog.count()
+	if err := c.decode("send --attach", a.runJSON(t, "send", team.ID, "rash, child, day 2", "--attach", photoPath), &sent, nil); err != nil {
+		t.Fatal(err)
+	}
+	rLog.waitLine(t, "R stores A's message", from, wait, r.daemon.exited, `msg="relay stored envelope"`, "id="+sent.ID[:8])
+	// A reconciles with R (as it does on every contact): it leaves the chunks there.
+	if res := a.run(t, "sync"); res.code != 0 {
+		t.Fatalf("A: %s", res)
+	}
+	rLog.waitLine(t, "R stores the photo's chunks", from, wait, r.daemon.exited, `msg="relay stored chunks"`)
+	pathA := filepath.Join(files, "a.jpg")
+	if res := a.run(t, "attachment", "save", sent.ID, pathA); res.code != 0 {
+		t.Fatalf("A: %s", res)
+	}
+	if err := a.stop(t, e2eSignal); err != nil {
+		t.Errorf("A: exit: %v", err)
+	}
+
+	// C comes back reaching R only (remembered relay, no bootstrap, no mDNS).
+	e2eUpWatched(t, cc)
+	fc := cc.follow(t, team.ID)
+	fc.waitFor(t, wait, "C shows A's message, through R", e2eHasIDs([]string{sent.ID}))
+	fc.stop()
+	deadline := time.Now().Add(c.timeout(60 * time.Second))
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var at e2eAttachmentOut
+	for {
+		var as []e2eAttachmentOut
+		if err := json.Unmarshal(cc.runJSON(t, "attachment", "list", team.ID), &as); err != nil {
+			t.Fatal(err)
+		}
+		if len(as) == 1 && as[0].Chunks > 0 && as[0].Stored == as[0].Chunks {
+			at = as[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("C: the photo's chunks did not all arrive from R (last: %+v)", as)
+		}
+		<-tick.C
+	}
+	pathC := filepath.Join(files, "c.jpg")
+	if res := cc.run(t, "attachment", "save", at.Ref, pathC); res.code != 0 {
+		t.Fatalf("C: %s", res)
+	}
+	gotA, _ := os.ReadFile(pathA)
+	gotC, err := os.ReadFile(pathC)
+	if err != nil || !bytes.Equal(gotA, gotC) || len(gotC) == 0 {
+		t.Fatalf("C saved %d bytes (%v), A %d; want the same bytes", len(gotC), err, len(gotA))
+	}
+	if bytes.Contains(gotC, []byte("Exif")) || bytes.Contains(gotC, []byte("GPS 12.1S")) {
+		t.Error("the photo C got kept its EXIF segment")
+	}
+	t.Logf("C got the %d-byte photo (%d chunks) from R alone", len(gotC), at.Chunks)
+
+	if err := cc.stop(t, e2eSignal); err != nil {
+		t.Errorf("C: exit: %v", err)
+	}
+	var needles []string
+	for _, img := range [][]byte{gotC, orig} {
+		for i := 1; i <= 8; i++ {
+			off := len(img) * i / 10
+			needles = append(needles, string(img[off:off+64]))
+		}
+	}
+	hits, err := e2eScan([]string{r.dir, r.logPath, cc.dir, cc.logPath}, needles, e2eScanChunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hits {
+		t.Errorf("plaintext of the photo found: %+v", h)
+	}
+	if control, err := e2eScan([]string{files}, needles, e2eScanChunk); err != nil || len(control) < 3 {
+		t.Errorf("control: %d hits in the saved files (%v); want 3 files", len(control), err)
+	}
+}

@@ -268,6 +268,7 @@ func (r *Relay) handlePush(s network.Stream) {
 		return err
 	})
 	if took > 0 {
+		r.log.Debug("relay stored chunks", "topic", topic, "chunks", took, "peer", p.ShortString())
 		if qerr := r.enforceQuota([]record{{Topic: topic}}); qerr != nil {
 			r.log.Error("quota after chunks failed", "err", qerr)
 		}
