@@ -411,3 +411,68 @@ func TestAttachmentRelayE2E(t *testing.T) {
 		t.Errorf("control: %d hits in the saved files (%v); want 3 files", len(control), err)
 	}
 }
+
+// TestAttachmentLinkE2E measures, on a shaped link, how long the 2 MB camera photo takes from A to
+// B, and how much sooner the message's text shows. It runs only with FIELDMESH_E2E_TBF set, inside a
+// network namespace whose loopback is shaped (make attach-tbf: tc tbf at 256 kbit/s); it checks
+// that the photo arrives whole and logs the times.
+func TestAttachmentLinkE2E(t *testing.T) {
+	link := os.Getenv("FIELDMESH_E2E_TBF")
+	if link == "" || testing.Short() {
+		t.Skip("measurement on a shaped link: run with make attach-tbf")
+	}
+	c := e2eNewCluster(t)
+	a := c.node(t, "A", "Dr Banda")
+	b := c.node(t, "B", "Nurse Phiri")
+	for _, n := range []*e2eNode{a, b} {
+		if res := n.run(t, "init", "--name", n.name); res.code != 0 {
+			t.Fatalf("%s: %s", n.label, res)
+		}
+		n.up(t)
+	}
+	var team e2eTeamOut
+	if err := c.decode("team create", a.runJSON(t, "team", "create", "Wound clinic"), &team, nil); err != nil {
+		t.Fatal(err)
+	}
+	var inv e2eInviteOut
+	if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if res := b.runWith(t, b.pass, c.timeout(120*time.Second), "team", "join", inv.Code); res.code != 0 {
+		t.Fatalf("B: %s", res)
+	}
+	files := filepath.Join(c.root, "files")
+	if err := os.Mkdir(files, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	photoPath := filepath.Join(files, "wound.jpg")
+	if err := os.WriteFile(photoPath, e2ePhoto(t, 2200, 1650, "GPS"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fb := b.follow(t, team.ID)
+	var sent e2eSendOut
+	if err := c.decode("send --attach", a.runJSON(t, "send", team.ID, "wound, day 3", "--attach", photoPath), &sent, nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	shown := fb.waitFor(t, c.timeout(120*time.Second), "B shows the text", e2eHasIDs([]string{sent.ID}))
+	fb.stop()
+	deadline := start.Add(c.timeout(10 * time.Minute))
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var as []e2eAttachmentOut
+		if err := json.Unmarshal(b.runJSON(t, "attachment", "list", team.ID), &as); err != nil {
+			t.Fatal(err)
+		}
+		if len(as) == 1 && as[0].Chunks > 0 && as[0].Stored == as[0].Chunks {
+			t.Logf("link %s: the text showed after %v; the %d-byte photo (%d chunks) was whole after %v",
+				link, shown.Sub(start).Round(10*time.Millisecond), as[0].Size, as[0].Chunks, time.Since(start).Round(100*time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the photo was not whole within 10 min: %+v", as)
+		}
+		<-tick.C
+	}
+}
