@@ -451,10 +451,11 @@ func TestAttachmentLinkE2E(t *testing.T) {
 	}
 	fb := b.follow(t, team.ID)
 	var sent e2eSendOut
+	start := time.Now() // the CLI's send includes re-encoding the photo and sealing it
 	if err := c.decode("send --attach", a.runJSON(t, "send", team.ID, "wound, day 3", "--attach", photoPath), &sent, nil); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	t.Logf("send --attach returned after %v", time.Since(start).Round(10*time.Millisecond))
 	shown := fb.waitFor(t, c.timeout(120*time.Second), "B shows the text", e2eHasIDs([]string{sent.ID}))
 	fb.stop()
 	deadline := start.Add(c.timeout(10 * time.Minute))

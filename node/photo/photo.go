@@ -76,8 +76,12 @@ func Reencode(data []byte) ([]byte, error) {
 	}
 	w, h := fit(src.Bounds().Dx(), src.Bounds().Dy(), MaxDimension)
 	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	draw.Draw(dst, dst.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
-	draw.CatmullRom.Scale(dst, dst.Bounds(), src, src.Bounds(), draw.Over, nil)
+	op := draw.Src // a JPEG has no transparency: the fast path
+	if o, ok := src.(interface{ Opaque() bool }); !ok || !o.Opaque() {
+		draw.Draw(dst, dst.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
+		op = draw.Over // transparent areas on white
+	}
+	draw.CatmullRom.Scale(dst, dst.Bounds(), src, src.Bounds(), op, nil)
 	var out bytes.Buffer
 	if err := jpeg.Encode(&out, dst, &jpeg.Options{Quality: Quality}); err != nil {
 		return nil, fmt.Errorf("photo: encoding: %w", err)
