@@ -67,8 +67,8 @@ func oneLine(s string) string {
 // module, and the local API clients' "relay api"); TestErrorPrefixesCoverPackages keeps the list
 // in step with the module.
 var errorPrefixes = []string{
-	"adversary", "chaos", "crdt", "device", "envelope", "epochkey", "fieldmesh", "framing",
-	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node",
+	"adversary", "attach", "chaos", "crdt", "device", "envelope", "epochkey", "fieldmesh", "framing",
+	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node", "photo",
 	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
 }
