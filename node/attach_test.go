@@ -236,3 +236,38 @@ func TestHostileChunkPeer(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachmentsFollowRetention: when the epoch a message was sent in passes retention, its body
+// is deleted and its attachment chunks with it, on the sender and on the receiver.
+func TestAttachmentsFollowRetention(t *testing.T) {
+	_, ns := newMockNodesCfg(t, func(_ int, c *Config) {
+		c.RotateEvery = 400 * time.Millisecond
+		c.RetainKeys = time.Millisecond
+		c.EpochCheck = 40 * time.Millisecond
+	}, "Dr Banda", "Nurse Phiri")
+	a, b := ns[0], ns[1]
+	team, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	joinAll(t, a, ref, b)
+	id, _, err := a.SendAttached(ref, crdt.Message{Text: "lab form"}, []Attachment{{Type: "application/pdf", Data: bytes.Repeat([]byte("form "), 20000)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAttachments(t, b, ref, 1)
+	for _, n := range []*testNode{a, b} {
+		waitState(t, n, ref, func(s *crdt.State) bool {
+			for _, m := range s.Messages {
+				if m.ID == id {
+					return false
+				}
+			}
+			return true
+		})
+		if c, size, err := n.st.ChunkBytes(); err != nil || c != 0 {
+			t.Errorf("%s holds %d chunks (%d bytes, %v) after the message's retention; want none", n.id.Name, c, size, err)
+		}
+	}
+}
