@@ -114,3 +114,9 @@ deps:
 		apt-get install -y -qq chromium >/dev/null; \
 	fi
 test: deps
+
+# attach-tbf: the attachment transfer time on a 256 kbit/s link (tc tbf on the loopback of a fresh
+# network namespace, with a 1500-byte MTU as on a real link; needs root or user namespaces).
+.PHONY: attach-tbf
+attach-tbf:
+	unshare -n sh -c 'ip link set lo up mtu 1500 && tc qdisc add dev lo root tbf rate 256kbit burst 4kb latency 400ms && FIELDMESH_E2E_TBF="tbf 256kbit/s" go test -count=1 -run TestAttachmentLinkE2E -v ./cmd/fieldmesh/'

@@ -107,6 +107,7 @@ func (n *Node) commitWrite(t *team, w device.Write) (err error) {
 	_, err = n.st.Commit(b)
 	if err == nil {
 		n.auditWrite(t, w)
+		return n.dropChunks(w.DropChunks)
 	}
 	if !errors.Is(err, storage.ErrBatchTooBig) {
 		return err
@@ -137,6 +138,9 @@ func (n *Node) commitWrite(t *team, w device.Write) (err error) {
 	}
 	if b.Secrets != nil {
 		_, err = n.st.Commit(storage.Batch{Secrets: b.Secrets})
+	}
+	if err == nil {
+		err = n.dropChunks(w.DropChunks)
 	}
 	return err
 }
@@ -242,6 +246,7 @@ func (n *Node) validator(t *team) pubsub.ValidatorEx {
 		}
 		switch vs[0] {
 		case device.Accepted:
+			n.fetchSoon(from, t) // the message may have attachments: the peer that sent it may hold them
 			return pubsub.ValidationAccept
 		case device.Rejected:
 			return pubsub.ValidationReject
@@ -467,34 +472,50 @@ func (n *Node) Send(teamRef string, m crdt.Message) (crdt.OpID, crdt.HLC, error)
 	if err != nil {
 		return crdt.OpID{}, 0, err
 	}
-	if err := device.CheckMessage(m); err != nil {
-		return crdt.OpID{}, 0, err
-	}
-	if m.ReplyTo != nil {
-		ok, err := n.hasMessage(t, *m.ReplyTo)
-		if err != nil {
-			return crdt.OpID{}, 0, err
-		}
-		if !ok {
-			return crdt.OpID{}, 0, fmt.Errorf("%w: %s", ErrUnknownMessage, m.ReplyTo.Short())
-		}
-	}
-	op, err := n.publish(t, crdt.KindMessage, m.Marshal())
+	op, err := n.send(t, m, nil)
 	if err != nil {
 		return crdt.OpID{}, 0, err
 	}
 	return op.ID(), op.Time, nil
 }
 
+// send is Send to t; before, if not nil, runs once the op is made and before it is stored.
+func (n *Node) send(t *team, m crdt.Message, before func(*crdt.Op) error) (*crdt.Op, error) {
+	if err := device.CheckMessage(m); err != nil {
+		return nil, err
+	}
+	if m.ReplyTo != nil {
+		ok, err := n.hasMessage(t, *m.ReplyTo)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrUnknownMessage, m.ReplyTo.Short())
+		}
+	}
+	return n.publishWith(t, crdt.KindMessage, m.Marshal(), before)
+}
+
 // publish makes a new op of this device (not a commit) and publishes it, unless low-data mode defers
 // it: then it is queued durably and published later. Either way it returns once the op is on disk:
 // that is the acknowledgement.
 func (n *Node) publish(t *team, kind crdt.Kind, body []byte) (*crdt.Op, error) {
+	return n.publishWith(t, kind, body, nil)
+}
+
+// publishWith is publish; before, if not nil, runs once the op is made and before it is stored or
+// queued (an error from it stops the publication).
+func (n *Node) publishWith(t *team, kind crdt.Kind, body []byte, before func(*crdt.Op) error) (*crdt.Op, error) {
 	t.mu.Lock()
 	op, err := t.core.Make(n.now(), kind, body)
 	t.mu.Unlock()
 	if err != nil {
 		return nil, coreErr(err)
+	}
+	if before != nil {
+		if err := before(op); err != nil {
+			return nil, err
+		}
 	}
 	if queued, err := n.low.Defer(t.topic, op); err != nil {
 		return nil, err

@@ -201,6 +201,7 @@ type Node struct {
 	usage *usage.Meter  // data accounting (package usage)
 	low   *lowdata.Mode // low-data mode (package lowdata)
 	audit *audit.Log    // the audit trail (auditing.go); nil without Config.AuditFile
+	att   attachments   // attachment fetches (attach.go)
 }
 
 type syncStats struct {
@@ -374,6 +375,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	}
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
+	n.host.SetStreamHandler(ChunkProtocol, n.handleChunks)
 	n.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if nw.Connectedness(c.RemotePeer()) != network.Connected {
@@ -474,6 +476,7 @@ func (n *Node) Close() error {
 	} else {
 		n.host.RemoveStreamHandler(SyncProtocol)
 		n.host.RemoveStreamHandler(JoinProtocol)
+		n.host.RemoveStreamHandler(ChunkProtocol)
 	}
 	n.wg.Wait()
 	if ferr := n.usage.Flush(); ferr != nil {

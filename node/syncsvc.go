@@ -193,6 +193,10 @@ func (n *Node) syncDone(p peer.ID, t *team, held uint64) {
 	}
 	n.lowDataSynced(t)
 	n.rememberPeer(p)
+	n.fetchSoon(p, t)
+	if n.isRelayFor(p, t.topic) {
+		n.pushSoon(p, t)
+	}
 }
 
 // syncTeam runs one session with a peer for one team, unless one is already running.

@@ -41,6 +41,9 @@
 //	0x12 settings    0x12 | name                       -> small local settings
 //	0x20 ops         0x20 | team id 32 | time u64 BE | id 32 -> an opened op (see ops.go)
 //	0x30 collect     0x30                              -> nothing: written and dropped by Collect
+//	0x40 chunks      0x40 | address 32                 -> a sealed attachment chunk (see chunks.go)
+//	0x41 chunk owner 0x41 | owner 32 | address 32      -> nothing: the chunks of a message
+//	0x42 owner index 0x42 | address 32 | owner 32      -> nothing: the messages of a chunk
 //
 // Big-endian time after the topic makes a prefix scan of a topic return its
 // envelopes in (time, id) order, which is what set reconciliation walks. The

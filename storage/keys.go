@@ -20,6 +20,10 @@ const (
 	prefixSetting  byte = 0x12 // 0x12 | name                       -> opaque value (usage.go)
 	prefixOp       byte = 0x20 // 0x20 | team id 32 | time u64 BE | id 32 -> opened op (ops.go)
 	prefixCollect  byte = 0x30 // 0x30                             -> nothing; written and dropped by Collect (delete.go)
+
+	prefixChunk      byte = 0x40 // 0x40 | address 32            -> sealed attachment chunk (chunks.go)
+	prefixChunkOwner byte = 0x41 // 0x41 | owner 32 | address 32 -> nothing (chunks.go)
+	prefixChunkIndex byte = 0x42 // 0x42 | address 32 | owner 32 -> nothing (chunks.go)
 )
 
 const (

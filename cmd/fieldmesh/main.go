@@ -68,8 +68,8 @@ func oneLine(s string) string {
 // module, and the local API clients' "relay api"); TestErrorPrefixesCoverPackages keeps the list
 // in step with the module.
 var errorPrefixes = []string{
-	"adversary", "audit", "chaos", "crdt", "device", "envelope", "epochkey", "export", "fhirtest", "fieldmesh", "framing",
-	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node",
+	"adversary", "attach", "audit", "chaos", "crdt", "device", "envelope", "epochkey", "export", "fhirtest", "fieldmesh", "framing",
+	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node", "photo",
 	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
 }
@@ -129,6 +129,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g))
 	root.AddCommand(recordExportParent(g), auditCmd(g))
+	root.AddCommand(attachmentCmd(g))
 	return root
 }
 
@@ -687,6 +688,7 @@ func sendCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.Priority, "priority", "routine", "routine, urgent or emergency")
 	f.StringVar(&req.Patient, "patient", "", "patient reference (sealed like the text; keep identifiers minimal)")
 	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to: its short id, as send and messages print it")
+	attachFlag(f, &req)
 	return c
 }
 

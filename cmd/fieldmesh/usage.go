@@ -48,6 +48,7 @@ func printUsage(w io.Writer, r usage.Report) {
 	if r.Total.Total == 0 {
 		return
 	}
+	printAttachmentUsage(w, r)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	// section starts a table: its title, then the header row with what the rows name.
 	section := func(title, what string) {

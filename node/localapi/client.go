@@ -101,6 +101,9 @@ func (c *Client) Join(ctx context.Context, code string) (Team, error) {
 // Send posts a message and returns once the node has it durably stored.
 func (c *Client) Send(ctx context.Context, req SendRequest) (Sent, error) {
 	var s Sent
+	if len(req.Attachments) > 0 {
+		return s, c.do(ctx, http.MethodPost, "/v1/attachments/send", req, &s)
+	}
 	return s, c.do(ctx, http.MethodPost, "/v1/send", req, &s)
 }
 

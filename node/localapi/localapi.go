@@ -128,6 +128,8 @@ type SendRequest struct {
 	Priority string `json:"priority,omitempty"`
 	Patient  string `json:"patient"`
 	ReplyTo  string `json:"reply_to"`
+	// Attachments, if any, are sent through POST /v1/attachments/send (attach.go).
+	Attachments []AttachmentFile `json:"attachments,omitempty"`
 }
 
 // Sent acknowledges a message: it is durably stored on the device.
@@ -214,6 +216,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/verify", s.verify)
 	s.registerUsage(mux)
 	s.registerAudit(mux)
+	s.registerAttachments(mux)
 	return mux
 }
 
@@ -364,22 +367,10 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	m := crdt.Message{Text: req.Text, Patient: req.Patient}
-	if req.Priority != "" {
-		p, err := crdt.ParsePriority(req.Priority)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		m.Priority = p
-	}
-	if req.ReplyTo != "" {
-		id, err := s.Node.MessageID(req.Team, req.ReplyTo)
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		m.ReplyTo = &id
+	m, err := s.messageOf(req)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
 	id, hlc, err := s.Node.Send(req.Team, m)
 	if err != nil {
@@ -387,6 +378,26 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, Sent{ID: id.String(), HLC: uint64(hlc)})
+}
+
+// messageOf is the message a send request asks for, without its attachments.
+func (s *Server) messageOf(req SendRequest) (crdt.Message, error) {
+	m := crdt.Message{Text: req.Text, Patient: req.Patient}
+	if req.Priority != "" {
+		p, err := crdt.ParsePriority(req.Priority)
+		if err != nil {
+			return crdt.Message{}, err
+		}
+		m.Priority = p
+	}
+	if req.ReplyTo != "" {
+		id, err := s.Node.MessageID(req.Team, req.ReplyTo)
+		if err != nil {
+			return crdt.Message{}, err
+		}
+		m.ReplyTo = &id
+	}
+	return m, nil
 }
 
 // MessageJSON is the JSON form of a message as the node shows it (the web UI pages these).

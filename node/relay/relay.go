@@ -403,6 +403,7 @@ func (r *Relay) start() error {
 	r.host.SetStreamHandler(SyncProtocol, r.handleSync)
 	r.host.SetStreamHandler(relayproto.EnrolProtocol, r.handleEnrol)
 	r.host.SetStreamHandler(relayproto.DirectoryProtocol, r.handleDirectory)
+	r.registerChunks()
 	r.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(_ network.Network, c network.Conn) {
 			// Enrolment lasts while the device has a connection: the swarm has removed c before telling

@@ -76,8 +76,9 @@ type store struct {
 
 	mu     sync.Mutex // guards the fields below
 	count  int64
-	bytes  int64 // envelope bytes plus EntryOverhead each
+	bytes  int64 // envelope bytes plus EntryOverhead each, and chunk bytes plus chunkOverhead each
 	topics map[envelope.Topic]*topicCount
+	owners map[[32]byte]int64 // envelope id -> its chunks' bytes as counted (chunks.go)
 }
 
 // record is an envelope to store.
@@ -124,13 +125,16 @@ func (s *store) init() error {
 	case len(v) != 1 || v[0] != storeVersion:
 		return fmt.Errorf("relay: unsupported database version %x", v)
 	}
-	return s.scan([]byte{pByID}, func(k, v []byte) error {
+	if err := s.scan([]byte{pByID}, func(k, v []byte) error {
 		if len(v) != 16+8+4 {
 			return fmt.Errorf("relay: corrupt index entry %x", k)
 		}
 		s.count1(envelope.Topic(v[:16]), int64(binary.BigEndian.Uint32(v[24:])), 1)
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	return s.countChunks()
 }
 
 // count1 adds (sign > 0) or removes one envelope of size n to the counters; the caller holds no lock.
@@ -381,7 +385,7 @@ func (s *store) evictScan(prefix []byte, bytesNow func() int64, keep func(time u
 				if keep(v.time, bytes) {
 					break
 				}
-				bytes -= v.size + EntryOverhead
+				bytes -= v.size + EntryOverhead + s.ownerChunkBytes(v.id)
 				vs = append(vs, v)
 			}
 			return nil
@@ -392,20 +396,29 @@ func (s *store) evictScan(prefix []byte, bytesNow func() int64, keep func(time u
 		if len(vs) == 0 {
 			return d, nil
 		}
+		chunkBytes := make([]int64, len(vs))
 		err = s.db.Update(func(txn *badger.Txn) error {
-			for _, v := range vs {
+			for i, v := range vs {
 				for _, k := range [][]byte{envKey(v.topic, v.time, v.id), idKey(v.id), timeKey(v.time, v.id)} {
 					if err := txn.Delete(k); err != nil {
 						return err
 					}
 				}
+				n, err := dropChunksTxn(txn, v.id)
+				if err != nil {
+					return err
+				}
+				chunkBytes[i] = n
 			}
 			return nil
 		})
 		if err != nil {
 			return d, fmt.Errorf("relay: drop envelopes: %w", err)
 		}
-		for _, v := range vs {
+		for i, v := range vs {
+			if chunkBytes[i] > 0 {
+				s.dropChunkBytes(v.topic, v.id, chunkBytes[i])
+			}
 			s.count1(v.topic, v.size, -1)
 			d.n++
 			d.bytes += v.size

@@ -570,12 +570,18 @@ func UnmarshalRelay(b []byte) (Relay, error) {
 // Message is the body of a team message op (KindMessage).
 //
 // Encoding: version 1 | text (uvarint length, bytes) | priority byte |
-// patient (uvarint length, bytes) | reply flag byte (0 or 1) | [reply-to op id 32 bytes].
+// patient (uvarint length, bytes) | reply flag byte (0 or 1) | [reply-to op id 32 bytes] |
+// [attachments: count uvarint 1..MaxAttachments | count × Attachment], present only
+// when there are any.
 type Message struct {
 	Text     string // at most MaxTextLen bytes of UTF-8
 	Priority Priority
 	Patient  string // optional patient reference, at most MaxPatientLen bytes of UTF-8
 	ReplyTo  *OpID  // optional
+	// Attachments are the manifests of the message's attachments, at most
+	// MaxAttachments of at most MaxMessageAttachmentBytes together (see
+	// Attachment). Optional.
+	Attachments []Attachment
 }
 
 // Validate checks the limits that UnmarshalMessage enforces.
@@ -586,7 +592,10 @@ func (m Message) Validate() error {
 	if !m.Priority.valid() {
 		return fmt.Errorf("%w: priority %d", ErrInvalid, uint8(m.Priority))
 	}
-	return checkText("patient reference", m.Patient, MaxPatientLen)
+	if err := checkText("patient reference", m.Patient, MaxPatientLen); err != nil {
+		return err
+	}
+	return checkAttachments(m.Attachments)
 }
 
 // Marshal encodes m. It does not validate; call Validate first.
@@ -600,7 +609,7 @@ func (m Message) Marshal() []byte {
 	if m.ReplyTo != nil {
 		b = append(b, m.ReplyTo[:]...)
 	}
-	return b
+	return appendAttachments(b, m.Attachments)
 }
 
 // UnmarshalMessage decodes and validates a Message body.
@@ -622,6 +631,7 @@ func UnmarshalMessage(b []byte) (Message, error) {
 		copy(id[:], d.Fixed(32))
 		m.ReplyTo = &id
 	}
+	m.Attachments = readAttachments(d)
 	if err := d.Finish(); err != nil {
 		return Message{}, err
 	}

@@ -45,6 +45,9 @@ type Write struct {
 	Ops []Record
 	// Keys, if not nil, replaces the team's stored key state (teamkeys).
 	Keys []byte
+	// DropChunks are messages whose bodies were deleted (their manifests
+	// with them): delete the attachment chunks they own, after the Ops.
+	DropChunks []crdt.OpID
 }
 
 // Record is one stored value: an envelope or an op, with its key.
@@ -55,7 +58,9 @@ type Record struct {
 }
 
 // Empty reports whether there is nothing to write.
-func (w *Write) Empty() bool { return len(w.Envelopes) == 0 && len(w.Ops) == 0 && w.Keys == nil }
+func (w *Write) Empty() bool {
+	return len(w.Envelopes) == 0 && len(w.Ops) == 0 && w.Keys == nil && len(w.DropChunks) == 0
+}
 
 // Effects is what a call of the core asks the caller to do, in order: make
 // the Write durable (and, if that fails, discard the Team and restore it
@@ -89,6 +94,7 @@ func (e *Effects) merge(o Effects) {
 	if o.Write.Keys != nil {
 		e.Write.Keys = o.Write.Keys
 	}
+	e.Write.DropChunks = append(e.Write.DropChunks, o.Write.DropChunks...)
 	e.Publish = append(e.Publish, o.Publish...)
 	for _, p := range o.Sync {
 		e.addSync(p)

@@ -36,6 +36,8 @@ type memStore struct {
 	keys []byte
 	ops  map[crdt.OpID][]byte
 	envs map[crdt.OpID]Record
+	// dropped are the messages whose attachment chunks a Write deleted.
+	dropped []crdt.OpID
 }
 
 func newMemStore() *memStore {
@@ -52,6 +54,7 @@ func (s *memStore) write(w Write) {
 	if w.Keys != nil {
 		s.keys = w.Keys
 	}
+	s.dropped = append(s.dropped, w.DropChunks...)
 }
 
 func (s *memStore) stored() Stored {

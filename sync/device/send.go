@@ -50,9 +50,9 @@ func (t *Team) Make(now time.Time, kind crdt.Kind, body []byte) (*crdt.Op, error
 }
 
 // CheckMessage applies the rules a message must meet before it is made:
-// the limits of crdt.Message, and some text.
+// the limits of crdt.Message, and some text or an attachment.
 func CheckMessage(m crdt.Message) error {
-	if strings.TrimSpace(m.Text) == "" {
+	if strings.TrimSpace(m.Text) == "" && len(m.Attachments) == 0 {
 		return fmt.Errorf("%w: the message is empty", ErrRefused)
 	}
 	if err := m.Validate(); err != nil {

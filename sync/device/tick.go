@@ -92,7 +92,9 @@ func (t *Team) tendPrekey(eff *Effects) {
 // redactEpochs deletes the bodies of the messages sealed in the epochs of
 // the tags, whose keys were just destroyed: the log keeps each message's
 // place (crdt.Log.Redact) and the store its redacted form, written over the
-// old record (storage.Collect then removes the old version).
+// old record (storage.Collect then removes the old version). The
+// attachments of those messages go too (Write.DropChunks): their keys were
+// in the bodies.
 func (t *Team) redactEpochs(tags map[uint32]bool, eff *Effects) {
 	if len(tags) == 0 {
 		return
@@ -103,8 +105,13 @@ func (t *Team) redactEpochs(tags map[uint32]bool, eff *Effects) {
 			continue
 		}
 		id := op.ID()
+		m, err := crdt.UnmarshalMessage(op.Body)
+		attached := err == nil && len(m.Attachments) > 0
 		if !t.lg.Redact(id) {
 			continue
+		}
+		if attached {
+			eff.Write.DropChunks = append(eff.Write.DropChunks, id)
 		}
 		r, _ := t.lg.Op(id)
 		eff.Write.Ops = append(eff.Write.Ops, Record{Time: uint64(r.Time), ID: id, Data: r.MarshalStored()})

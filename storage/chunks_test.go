@@ -1,0 +1,66 @@
+package storage
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"testing"
+)
+
+func TestChunks(t *testing.T) {
+	s, dir := newStore(t)
+	msgA, msgB := id32(1), id32(2)
+	c1 := bytes.Repeat([]byte("CHUNK-ONE-PLAINTEXT-MARKER-4b1f"), 1000)
+	c2 := bytes.Repeat([]byte("CHUNK-TWO-PLAINTEXT-MARKER-77e0"), 1000)
+	shared := bytes.Repeat([]byte("SHARED-CHUNK-MARKER-90aa"), 100)
+	a1, a2, as := sha256.Sum256(c1), sha256.Sum256(c2), sha256.Sum256(shared)
+	for _, p := range []struct {
+		owner, addr [32]byte
+		c           []byte
+	}{{msgA, a1, c1}, {msgA, as, shared}, {msgB, a2, c2}, {msgB, as, shared}, {msgB, as, shared}} {
+		if err := s.PutChunk(p.owner, p.addr, p.c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutChunk(msgA, id32(9), make([]byte, MaxChunk+1)); !errors.Is(err, ErrChunkTooBig) {
+		t.Fatalf("oversized chunk: got %v; want ErrChunkTooBig", err)
+	}
+	if got, err := s.Chunk(a1); err != nil || !bytes.Equal(got, c1) {
+		t.Fatalf("Chunk: %v", err)
+	}
+	if n, b, err := s.ChunkBytes(); err != nil || n != 3 || b != int64(len(c1)+len(c2)+len(shared)) {
+		t.Fatalf("ChunkBytes: %d, %d, %v", n, b, err)
+	}
+	s = reopen(t, s, dir)
+	// Deleting A removes its own chunk and keeps the one B still names.
+	if n, err := s.DeleteChunksOf([][32]byte{msgA}); err != nil || n != 1 {
+		t.Fatalf("DeleteChunksOf(A): %d, %v; want 1", n, err)
+	}
+	if ok, _ := s.HasChunk(a1); ok {
+		t.Errorf("A's chunk survived A's deletion")
+	}
+	for _, a := range [][32]byte{a2, as} {
+		if ok, err := s.HasChunk(a); !ok || err != nil {
+			t.Errorf("B's chunk went with A: %v", err)
+		}
+	}
+	if n, err := s.DeleteChunksOf([][32]byte{msgB}); err != nil || n != 2 {
+		t.Fatalf("DeleteChunksOf(B): %d, %v; want 2", n, err)
+	}
+	if n, _, _ := s.ChunkBytes(); n != 0 {
+		t.Fatalf("%d chunks left", n)
+	}
+	if _, err := s.Chunk(as); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Chunk after deletion: %v; want ErrNotFound", err)
+	}
+	// After Collect nothing of the deleted chunks is left in the files.
+	if _, err := s.Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if hits := findMarkers(t, dir, [][]byte{[]byte("CHUNK-ONE-PLAINTEXT-MARKER-4b1f"), []byte("SHARED-CHUNK-MARKER-90aa")}); len(hits) > 0 {
+		t.Fatalf("chunk bytes in the files: %v", hits)
+	}
+}
