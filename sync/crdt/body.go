@@ -836,6 +836,12 @@ func checkBody(kind Kind, body []byte) error {
 		_, err = UnmarshalRelay(body)
 	case KindPrekey:
 		_, err = UnmarshalPrekey(body)
+	case KindDuty:
+		_, err = UnmarshalDuty(body)
+	case KindRota:
+		_, err = UnmarshalRota(body)
+	case KindReview:
+		_, err = UnmarshalReview(body)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v: %w", ErrBadBody, kind, err)
