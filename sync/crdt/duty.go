@@ -457,7 +457,7 @@ func (l *Log) duties(j *opJudge, members []MemberInfo, persons []Person) (map[id
 		seen   map[identity.DeviceID]HLC
 	)
 	for id, op := range l.ops {
-		if !isMember[op.Author] || !j.counts(id) {
+		if !isMember[op.Author] || !j.counts(id) || (op.Kind == KindRota || op.Kind == KindReview) && !admin[op.Author] {
 			continue
 		}
 		if op.Time > seen[op.Author] {
