@@ -12,7 +12,7 @@ import (
 func TestShiftContainsAndNextStart(t *testing.T) {
 	// 2025-03-03 is a Monday.
 	mon := func(h, m int) time.Time { return time.Date(2025, 3, 3, h, m, 0, 0, time.UTC) }
-	day := Shift{Day: 1, Start: 8 * 60, Length: 8 * 60}   // Monday 08:00-16:00
+	day := Shift{Day: 1, Start: 8 * 60, Length: 8 * 60}     // Monday 08:00-16:00
 	night := Shift{Day: 0, Start: 22 * 60, Length: 10 * 60} // Sunday 22:00 - Monday 08:00
 	for _, tc := range []struct {
 		s      Shift
