@@ -157,3 +157,74 @@ func (n *Node) RecordReview(teamRef string) (ReviewReport, error) {
 	}
 	return n.MembershipReview(teamRef)
 }
+
+// DutyReport is a team's duty hours and rota as the CLI shows them.
+type DutyReport struct {
+	Persons []PersonDuty `json:"persons"`
+	Rota    *RotaReport  `json:"rota,omitempty"` // nil: no rota; urgent messages alert everyone
+}
+
+// PersonDuty is one person's duty hours.
+type PersonDuty struct {
+	ID        identity.DeviceID `json:"id"`
+	Name      string            `json:"name"`
+	Published bool              `json:"published"` // false: none published, so always alerted
+	Offset    int16             `json:"utc_offset_minutes"`
+	Shifts    []crdt.Shift      `json:"shifts"`
+	OnDuty    bool              `json:"on_duty"`
+}
+
+// RotaReport is the team's on-call rota, with persons by name.
+type RotaReport struct {
+	Offset        int16      `json:"utc_offset_minutes"`
+	EscalateAfter int        `json:"escalate_after_minutes"`
+	RenotifyEvery int        `json:"renotify_every_minutes"`
+	Slots         []RotaLine `json:"slots"`
+	OnCallNow     []string   `json:"on_call_now"`
+}
+
+// RotaLine is one slot of a RotaReport.
+type RotaLine struct {
+	crdt.Shift
+	OnCall []string `json:"on_call"`
+}
+
+// Duty reports a team's duty hours and on-call rota.
+func (n *Node) Duty(teamRef string) (DutyReport, error) {
+	t, err := n.teamByRef(teamRef)
+	if err != nil {
+		return DutyReport{}, err
+	}
+	s := t.snapshot()
+	now := n.now()
+	names := make(map[identity.DeviceID]string, len(s.Persons))
+	var rep DutyReport
+	for _, p := range s.Persons {
+		names[p.ID] = p.Name
+		pd := PersonDuty{ID: p.ID, Name: p.Name, OnDuty: true, Shifts: []crdt.Shift{}}
+		if d, ok := s.Duty[p.ID]; ok {
+			pd.Published, pd.Offset, pd.Shifts, pd.OnDuty = true, d.Offset, d.Shifts, d.OnDuty(now)
+		}
+		rep.Persons = append(rep.Persons, pd)
+	}
+	nameOf := func(ids []identity.DeviceID) []string {
+		out := []string{}
+		for _, id := range ids {
+			if nm, ok := names[id]; ok {
+				out = append(out, nm)
+			} else {
+				out = append(out, id.Short()+" (not a member)")
+			}
+		}
+		return out
+	}
+	if r := s.Rota; r != nil {
+		rr := &RotaReport{Offset: r.Offset, EscalateAfter: int(r.EscalateAfter), RenotifyEvery: int(r.RenotifyEvery),
+			OnCallNow: nameOf(r.OnCall(now)), Slots: []RotaLine{}}
+		for _, sl := range r.Slots {
+			rr.Slots = append(rr.Slots, RotaLine{Shift: sl.Shift, OnCall: nameOf(sl.OnCall)})
+		}
+		rep.Rota = rr
+	}
+	return rep, nil
+}

@@ -212,6 +212,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/devices/remove", s.membership(func(r MembershipRequest) error { return s.Node.RemoveDevice(r.Team, r.Device) }))
 	mux.HandleFunc("POST /v1/verify", s.verify)
 	s.registerUsage(mux)
+	s.registerDuty(mux)
 	return mux
 }
 
