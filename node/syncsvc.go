@@ -21,6 +21,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
@@ -601,6 +602,9 @@ func validateName(name string) error {
 		return errors.New("node: name is not valid UTF-8")
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
 		return errors.New("node: name contains control characters")
+	}
+	if err := safetext.CheckName(name); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 	return nil
 }

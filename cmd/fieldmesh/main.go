@@ -36,6 +36,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/webui"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 )
 
 type globals struct {
@@ -815,14 +816,7 @@ func peersCmd(g *globals) *cobra.Command {
 
 // printable neutralises control characters (terminal escape sequences among them) in text that came
 // from other devices, keeping line breaks and tabs.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' || !unicode.IsControl(r) {
-			return r
-		}
-		return '\uFFFD'
-	}, s)
-}
+func printable(s string) string { return safetext.Display(s) }
 
 // checkTTL refuses a code lifetime of zero or less, which the node would otherwise read as "the
 // default" and hand out a code that works for a day.

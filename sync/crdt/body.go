@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
@@ -129,6 +130,9 @@ func checkName(what, s string) error {
 		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrInvalid, what, len(s), MaxNameLen)
 	case !utf8.ValidString(s):
 		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
+	}
+	if err := safetext.CheckName(s); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, what, err)
 	}
 	return nil
 }

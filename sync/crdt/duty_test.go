@@ -226,3 +226,25 @@ func FuzzUnmarshalRota(f *testing.F) {
 func FuzzUnmarshalReview(f *testing.F) {
 	fuzzRoundTrip(f, UnmarshalReview, Review{}, Review{Epoch: OpID{9}, Persons: 4, Devices: 7})
 }
+
+// TestMisleadingNamesRefused: a peer's op that names a member or team with
+// a direction override, an invisible character or a mixed-script word does
+// not enter any log, so no screen shows it.
+func TestMisleadingNamesRefused(t *testing.T) {
+	r := detRand(44)
+	A, B := newDevice(t, r), newDevice(t, r)
+	team, _ := NewTeamID(r)
+	g := createOp(A, team, hlcAt(0, 0), "Ward")
+	for _, name := range []string{"Dr \u202eadnaB", "Dr Ban\u200bda", "Dr B\u0430nda"} {
+		add := memberOp(A, team, hlcAt(1, 0), []OpID{g.ID()}, info(B, name, false))
+		l := NewLog(team)
+		mustAdd(t, l, g)
+		if _, err := l.Add(add); !errors.Is(err, ErrBadBody) {
+			t.Errorf("member name %q: Add = %v; want ErrBadBody", name, err)
+		}
+		bad := NewOp(A, team, hlcAt(0, 0), nil, KindCreate, Create{Name: name, Kind: Clinical, Creator: info(A, "Ann", true)}.Marshal())
+		if _, err := NewLog(team).Add(bad); !errors.Is(err, ErrBadBody) {
+			t.Errorf("team name %q: Add = %v; want ErrBadBody", name, err)
+		}
+	}
+}
