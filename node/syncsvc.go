@@ -21,11 +21,11 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
-	"github.com/fieldmesh/fieldmesh/sync/safetext"
 	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 )
 
 // The sync protocol (recon.Protocol, /fieldmesh/sync/4.0.0). The opener sends a hello (the topic and

@@ -19,7 +19,7 @@ func TestCheckName(t *testing.T) {
 		{"山田 たろう", true},        // Han and Hiragana mix in Japanese
 		{"محمد", true},
 		{"Ward 3", true},
-		{"Al\u202eecila", false},     // right-to-left override
+		{"Al\u202eecila", false},      // right-to-left override
 		{"Alice\u2066x\u2069", false}, // isolates
 		{"Ali\u200bce", false},        // zero-width space
 		{"\u0410lice", false},         // Cyrillic А in a Latin word
