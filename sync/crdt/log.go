@@ -351,8 +351,10 @@ type Equivocation struct {
 }
 
 // Counts reports whether the op with the given id is in the log and counts
-// in this state: the genesis, a valid commit, or a message, ack or evidence
-// op whose author counts by the rules of Log.State. Ops that do not count
+// in this state: the genesis, a valid commit, or a message, ack, evidence,
+// relay, prekey or duty op whose author counts by the rules of Log.State
+// (a rota or review op also needs a current admin as its author; a
+// message with a patient reference in a social team never counts). Ops that do not count
 // (by non-members, after their author's removal, outside a removed
 // member's partition window, equivocated, of unknown kinds, with
 // impossible parents) are kept in the log and ignored.
