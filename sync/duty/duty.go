@@ -109,6 +109,7 @@ type Tracker struct {
 }
 
 type track struct {
+	done     bool      // nothing more can alert: skipped on later calls
 	alerted  bool      // the first alert was raised (or P was reached)
 	deferred bool      // a routine message that arrived off duty
 	last     time.Time // emergency: when last alerted
@@ -183,8 +184,11 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 			tk = &track{}
 			tr.msgs[m.ID] = tk
 		}
+		if tk.done {
+			continue
+		}
 		if readBy(me, m) || read != nil && read(m.ID) {
-			tk.alerted = true
+			tk.alerted, tk.done = true, true
 			continue
 		}
 		switch m.Priority {
@@ -192,10 +196,10 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 			switch {
 			case tk.alerted:
 			case onDuty && tk.deferred:
-				tk.alerted = true
+				tk.alerted, tk.done = true, true
 				out = append(out, Alert{crdt.Routine, ShiftStart})
 			case onDuty:
-				tk.alerted = true
+				tk.alerted, tk.done = true, true
 				out = append(out, Alert{crdt.Routine, New})
 			default:
 				tk.deferred = true
@@ -228,15 +232,18 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 			mine := slices.IndexFunc(list, func(p crdt.Person) bool { return p.ID == me.ID })
 			switch {
 			case mine >= 0 && mine <= level:
-				tk.alerted = true
+				tk.alerted, tk.done = true, true
 				out = append(out, Alert{crdt.Urgent, reasonAt(mine)})
 			case level == len(list) && !acked:
-				tk.alerted = true
+				tk.alerted, tk.done = true, true
 				out = append(out, Alert{crdt.Urgent, reasonAt(len(list))})
+			case acked:
+				tk.done = true // acknowledged before it reached this person: it never will
 			}
 		case crdt.Emergency:
 			switch {
 			case len(m.ReadBy) > 0:
+				tk.done = true
 			case !tk.alerted:
 				tk.alerted, tk.last = true, now
 				out = append(out, Alert{crdt.Emergency, New})
