@@ -69,6 +69,9 @@ func (f Finding) Advice() string {
 // MaxScan bounds the text scanned, in bytes (a message's limit is 16 KiB).
 const MaxScan = 64 << 10
 
+// minDigits: the shortest identifier found has four digits (a date such as 1/2/84).
+const minDigits = 4
+
 var (
 	nhsRe = regexp.MustCompile(`\d{3}([ -]?)\d{3}([ -]?)\d{4}`)
 	// phoneRe: an optional +, then digits with separators, 10..13 digits counted after.
@@ -92,6 +95,9 @@ var months = map[string]time.Month{"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may"
 func Scan(text string, now time.Time) []Finding {
 	if len(text) > MaxScan {
 		text = text[:MaxScan]
+	}
+	if len(digitsOf(text)) < minDigits {
+		return nil
 	}
 	var out []Finding
 	add := func(f Finding) {
