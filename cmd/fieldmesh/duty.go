@@ -21,7 +21,6 @@ import (
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
-	"github.com/fieldmesh/fieldmesh/sync/rawid"
 )
 
 var dayNames = []string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
@@ -450,9 +449,9 @@ func (o *notifyOpts) apply(cfg *node.Config, logger *slog.Logger) error {
 	return nil
 }
 
-// preSend checks a message before it is sent: a patient reference in a social team is refused, and text
-// that looks like a raw patient identifier is refused unless allowed, with the advice to use a patient
-// reference token. It returns the team, for the line that reports the send.
+// preSend checks a message before it is sent: a patient reference in a social team is refused (the
+// node refuses it too); text that looks like a raw patient identifier is refused by the node's API
+// unless allowIDs. It returns the team, for the line that reports the send.
 func preSend(ctx context.Context, g *globals, req *localapi.SendRequest, allowIDs bool) (localapi.Team, error) {
 	ts, err := g.client().Teams(ctx)
 	if err != nil {
@@ -465,15 +464,7 @@ func preSend(ctx context.Context, g *globals, req *localapi.SendRequest, allowID
 	if t.Kind == crdt.Social.String() && strings.TrimSpace(req.Patient) != "" {
 		return t, fmt.Errorf("%q is a social team: patient references are not allowed there; send it to a clinical team", printable(t.Name))
 	}
-	if fs := rawid.Scan(req.Text, time.Now()); len(fs) > 0 && !allowIDs {
-		var what []string
-		for _, f := range fs {
-			if k := f.Kind.String(); !slices.Contains(what, k) {
-				what = append(what, k)
-			}
-		}
-		return t, fmt.Errorf("not sent: the text looks like it holds a raw %s; identify the patient with a reference token in --patient (for example your clinic's case number) instead, or send with --allow-identifiers if you must", strings.Join(what, " and a "))
-	}
+	req.AllowIdentifiers = allowIDs // the node's API refuses raw identifiers otherwise
 	return t, nil
 }
 

@@ -95,7 +95,7 @@ func TestDutyE2E(t *testing.T) {
 		t.Errorf("send: %s, stdout %q; want the team's kind and member count", res, res.stdout)
 	}
 	msg := e2eFailsCleanly(t, "send with an NHS number", a.run(t, "send", team.ID, "NHS 943 476 5919 in bed 4"))
-	if !strings.Contains(msg, "NHS number") || !strings.Contains(msg, "--patient") {
+	if !strings.Contains(msg, "NHS number") || !strings.Contains(msg, "patient field") {
 		t.Errorf("send with an NHS number: %q; want it named and a patient reference suggested", msg)
 	}
 	if res := a.run(t, "send", team.ID, "NHS 943 476 5919 in bed 4", "--allow-identifiers"); res.code != 0 {
