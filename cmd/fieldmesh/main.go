@@ -827,7 +827,8 @@ func peersCmd(g *globals) *cobra.Command {
 }
 
 // printable neutralises control characters (terminal escape sequences among them) in text that came
-// from other devices, keeping line breaks and tabs.
+// from other devices, keeping line breaks and tabs, and shows bidi controls and invisible format
+// characters as visible marks (sync/safetext), so text reads in the order it was written.
 func printable(s string) string { return safetext.Display(s) }
 
 // checkTTL refuses a code lifetime of zero or less, which the node would otherwise read as "the
