@@ -106,6 +106,11 @@ type Tracker struct {
 	msgs       map[crdt.OpID]*track
 	lastReview time.Time // when a ReviewDue was last raised
 	since      time.Time // messages sent before never alert (see IgnoreBefore)
+	// last is the state of the last Due call and open the number of its
+	// messages that may still alert: with the same state and none open,
+	// only the review reminder can be due.
+	last *crdt.State
+	open int
 }
 
 type track struct {
@@ -146,6 +151,13 @@ func (tr *Tracker) IgnoreBefore(t time.Time) { tr.since = t }
 func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) []Alert {
 	me, ok := s.PersonOf(tr.self)
 	if !ok {
+		return nil
+	}
+	if s == tr.last && tr.open == 0 {
+		if tr.reviewDue(now, s, me) {
+			tr.lastReview = now
+			return []Alert{{crdt.Routine, ReviewDue}}
+		}
 		return nil
 	}
 	escalate, renotify := DefaultEscalateAfter, DefaultRenotifyEvery
@@ -253,9 +265,13 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 			}
 		}
 	}
-	for id := range tr.msgs {
-		if !live[id] {
+	tr.last, tr.open = s, 0
+	for id, tk := range tr.msgs {
+		switch {
+		case !live[id]:
 			delete(tr.msgs, id)
+		case !tk.done:
+			tr.open++
 		}
 	}
 	if tr.reviewDue(now, s, me) {

@@ -34,6 +34,9 @@ var ErrName = errors.New("safetext: name")
 
 // CheckName reports whether s is a name that shows as what it is.
 func CheckName(s string) error {
+	if plainASCII(s) {
+		return nil // printable ASCII: nothing invisible, one script
+	}
 	if _, err := precis.Nickname.String(s); err != nil {
 		return fmt.Errorf("%w: it holds invisible, control or direction-changing characters", ErrName)
 	}
@@ -57,10 +60,35 @@ func NormalizeName(s string) (string, error) {
 	return out, nil
 }
 
+// plainASCII reports whether s is non-empty printable ASCII without
+// leading or trailing space (which the Nickname profile would trim).
+func plainASCII(s string) bool {
+	if s == "" || s[0] == ' ' || s[len(s)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// common are the scripts tried first (most names are in one of them).
+var common = []string{"Latin", "Cyrillic", "Greek", "Arabic", "Hebrew", "Devanagari", "Han", "Hiragana", "Katakana", "Hangul", "Thai", "Ethiopic", "Bengali", "Tamil"}
+
 // scripts that may mix in one word (Japanese and Korean writing).
 var compatible = map[string]string{"Han": "CJK", "Hiragana": "CJK", "Katakana": "CJK", "Hangul": "CJK", "Bopomofo": "CJK"}
 
 func scriptOf(r rune) string {
+	for _, name := range common {
+		if unicode.Is(unicode.Scripts[name], r) {
+			if c, ok := compatible[name]; ok {
+				return c
+			}
+			return name
+		}
+	}
 	for name, table := range unicode.Scripts {
 		if name == "Common" || name == "Inherited" {
 			continue
