@@ -14,6 +14,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/device"
+	"github.com/fieldmesh/fieldmesh/sync/duty"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
 )
@@ -31,6 +32,7 @@ type after struct {
 	publish [][]byte
 	sync    []device.Peer
 	ban     []device.Peer
+	alerts  []duty.Alert
 }
 
 // do runs f on t's core under t.mu and carries out the effects it returns. f's error means it had no
@@ -75,6 +77,7 @@ func (n *Node) applyLocked(t *team, eff device.Effects) (after, error) {
 		out.publish = append(out.publish, eff.Publish...)
 		out.sync = append(out.sync, eff.Sync...)
 		out.ban = append(out.ban, eff.Ban...)
+		out.alerts = append(out.alerts, eff.Alerts...)
 		changed = changed || eff.Changed
 		if len(eff.Reopen) == 0 || round > 64 {
 			break
@@ -93,6 +96,7 @@ func (n *Node) applyLocked(t *team, eff device.Effects) (after, error) {
 	if changed || t.core.State() != t.state.Load() {
 		t.publishState()
 		t.wake()
+		out.alerts = append(out.alerts, t.core.Alerts(n.now())...)
 	}
 	return out, nil
 }
@@ -171,6 +175,7 @@ func (n *Node) act(t *team, out after) {
 	for _, p := range out.ban {
 		n.ban(peer.ID(p.ID), "it sent invalid envelopes")
 	}
+	n.notify(t, out.alerts)
 	if t.rosterMoved.Swap(false) {
 		n.relaysChanged()
 	}

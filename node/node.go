@@ -93,6 +93,18 @@ type Config struct {
 	// AuditFile is the path of the device's audit trail (package audit; the daemon uses
 	// DIR/audit.log), keyed and anchored in Store. Empty keeps no trail.
 	AuditFile string
+	// Notify receives the alerts the device cores raise (duty hours, on-call rota, escalation, review
+	// reminders: package sync/duty): a Notification holds the team's kind, a priority and a reason, never
+	// text, names, team names or patient references. It is called without any lock held, from the
+	// node's goroutines; it must not block for long (CommandNotifier runs its command in the
+	// background). Nil: no notifications.
+	Notify func(Notification)
+	// ReviewEvery is how old a team's last membership review may get before this device, if an admin,
+	// is reminded (a Notification with reason review-due). Default 30 days; negative: never.
+	ReviewEvery time.Duration
+	// OnReview, if set, is called after this device recorded a membership review (Review), with the
+	// team, the review op and its time: the audit trail's hook.
+	OnReview func(team crdt.TeamID, op crdt.OpID, at time.Time)
 }
 
 // Identity is the device's identity as kept in the store.

@@ -25,6 +25,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 )
 
 // The sync protocol (recon.Protocol, /fieldmesh/sync/4.0.0). The opener sends a hello (the topic and
@@ -605,6 +606,9 @@ func validateName(name string) error {
 		return errors.New("node: name is not valid UTF-8")
 	case strings.IndexFunc(name, unicode.IsControl) >= 0:
 		return errors.New("node: name contains control characters")
+	}
+	if err := safetext.CheckName(name); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 	return nil
 }

@@ -178,6 +178,7 @@ func (n *Node) coreConfig(rec *teamRecord) device.Config {
 		RotateEvery: n.cfg.RotateEvery,
 		RetainKeys:  n.cfg.RetainKeys,
 		AckInterval: n.cfg.AckInterval,
+		ReviewEvery: n.cfg.ReviewEvery,
 		Logger:      n.log,
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/webui"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 )
 
 type globals struct {
@@ -72,6 +73,7 @@ var errorPrefixes = []string{
 	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node", "photo",
 	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
+	"duty", "rawid", "safetext",
 }
 
 // packagePrefix matches one of errorPrefixes at the start of the message or after another
@@ -127,7 +129,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "info", "daemon log level: debug, info, warn, error")
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
-		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g))
+		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g), dutyCmd(g), rotaCmd(g))
 	root.AddCommand(recordExportParent(g), auditCmd(g))
 	root.AddCommand(attachmentCmd(g))
 	return root
@@ -338,6 +340,7 @@ func upCmd(g *globals) *cobra.Command {
 		listen, bootstrap, relays []string
 		noMDNS, lowData           bool
 		name                      string
+		notify                    *notifyOpts
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -386,9 +389,11 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 			defer st.Close()
 			// Argon2id just used 64 MiB; hand it back to the OS rather than carry it as idle RSS.
 			debug.FreeOSMemory()
-			return runDaemon(cmd.Context(), g, st, logger, node.Config{
-				ListenAddrs: listen, Bootstrap: bootstrap, NoMDNS: noMDNS, LowData: lowData, Relays: relays,
-			})
+			cfg := node.Config{ListenAddrs: listen, Bootstrap: bootstrap, NoMDNS: noMDNS, LowData: lowData, Relays: relays}
+			if err := notify.apply(&cfg, logger); err != nil {
+				return err
+			}
+			return runDaemon(cmd.Context(), g, st, logger, cfg)
 		},
 	}
 	f := c.Flags()
@@ -399,6 +404,7 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 	f.StringVar(&name, "name", "", "display name, used only when the store is created on first run")
 	f.BoolVar(&lowData, "low-data", false, "start in low-data mode (send only urgent messages; see: fieldmesh low-data)")
 	f.StringVar(&g.ui, "ui", envOr("FIELDMESH_UI", "127.0.0.1:0"), "web UI address: 127.0.0.1:PORT (0 = a free port), or off (env FIELDMESH_UI)")
+	notify = addNotifyFlags(f)
 	return c
 }
 
@@ -666,25 +672,32 @@ func teamCmd(g *globals) *cobra.Command {
 	}
 	c.AddCommand(create, invite, joinCmd, list, teamRelayCodeCmd(g))
 	c.AddCommand(teamMembershipCmds(g)...)
+	c.AddCommand(teamReviewCmd(g))
 	return c
 }
 
 func sendCmd(g *globals) *cobra.Command {
 	var req localapi.SendRequest
+	var allowIDs bool
 	c := &cobra.Command{
 		Use:   "send TEAM TEXT",
 		Short: "Send a message to a team (returns once it is safely stored)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Team, req.Text = args[0], args[1]
+			t, err := preSend(cmd.Context(), g, &req, allowIDs)
+			if err != nil {
+				return err
+			}
 			s, err := g.client().Send(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
-			return g.print(s, func(w io.Writer) { fmt.Fprintf(w, "sent %s\n", s.ID[:8]) })
+			return g.print(s, func(w io.Writer) { fmt.Fprintln(w, sentLine(s.ID[:8], t)) })
 		},
 	}
 	f := c.Flags()
+	f.BoolVar(&allowIDs, "allow-identifiers", false, "send even if the text looks like it holds a raw NHS number, date of birth or phone number")
 	f.StringVar(&req.Priority, "priority", "routine", "routine, urgent or emergency")
 	f.StringVar(&req.Patient, "patient", "", "patient reference (sealed like the text; keep identifiers minimal)")
 	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to: its short id, as send and messages print it")
@@ -819,15 +832,9 @@ func peersCmd(g *globals) *cobra.Command {
 }
 
 // printable neutralises control characters (terminal escape sequences among them) in text that came
-// from other devices, keeping line breaks and tabs.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' || !unicode.IsControl(r) {
-			return r
-		}
-		return '\uFFFD'
-	}, s)
-}
+// from other devices, keeping line breaks and tabs, and shows bidi controls and invisible format
+// characters as visible marks (sync/safetext), so text reads in the order it was written.
+func printable(s string) string { return safetext.Display(s) }
 
 // checkTTL refuses a code lifetime of zero or less, which the node would otherwise read as "the
 // default" and hand out a code that works for a day.

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +40,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/lowdata"
 	"github.com/fieldmesh/fieldmesh/node/unixapi"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/rawid"
 )
 
 // Status is the JSON form of node.Status.
@@ -130,6 +132,9 @@ type SendRequest struct {
 	ReplyTo  string `json:"reply_to"`
 	// Attachments, if any, are sent through POST /v1/attachments/send (attach.go).
 	Attachments []AttachmentFile `json:"attachments,omitempty"`
+	// AllowIdentifiers sends text that looks like it holds a raw patient identifier (an NHS number, a
+	// date of birth, a phone number: sync/rawid); without it such text is refused with advice.
+	AllowIdentifiers bool `json:"allow_identifiers,omitempty"`
 }
 
 // Sent acknowledges a message: it is durably stored on the device.
@@ -217,6 +222,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerUsage(mux)
 	s.registerAudit(mux)
 	s.registerAttachments(mux)
+	s.registerDuty(mux)
 	return mux
 }
 
@@ -239,6 +245,27 @@ func Listen(path string) (net.Listener, error) {
 // Serve serves the API on l until ctx ends, then shuts down and removes nothing (the caller owns l).
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return unixapi.Serve(ctx, l, s.Handler())
+}
+
+// ErrIdentifiers is the error of a send whose text looks like it holds a raw patient identifier.
+var ErrIdentifiers = errors.New("not sent: the text looks like it holds a raw patient identifier")
+
+// checkIdentifiers is the check before sending, for every client of the API (the CLI and the web UI):
+// text that looks like it holds a raw patient identifier is refused, with the advice to identify the
+// patient by a reference token, unless the request allows it.
+func checkIdentifiers(req SendRequest) error {
+	fs := rawid.Scan(req.Text, time.Now())
+	if len(fs) == 0 || req.AllowIdentifiers {
+		return nil
+	}
+	var what []string
+	for _, f := range fs {
+		if k := f.Kind.String(); !slices.Contains(what, k) {
+			what = append(what, k)
+		}
+	}
+	return fmt.Errorf("%w (%s): identify the patient with a reference token in the patient field (for example your clinic's case number) instead, or allow identifiers if you must",
+		ErrIdentifiers, strings.Join(what, ", "))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) { unixapi.WriteJSON(w, code, v) }
@@ -365,6 +392,10 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	var req SendRequest
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
+		return
+	}
+	if err := checkIdentifiers(req); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 		return
 	}
 	m, err := s.messageOf(req)

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
@@ -129,6 +130,9 @@ func checkName(what, s string) error {
 		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrInvalid, what, len(s), MaxNameLen)
 	case !utf8.ValidString(s):
 		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
+	}
+	if err := safetext.CheckName(s); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, what, err)
 	}
 	return nil
 }
@@ -846,6 +850,12 @@ func checkBody(kind Kind, body []byte) error {
 		_, err = UnmarshalRelay(body)
 	case KindPrekey:
 		_, err = UnmarshalPrekey(body)
+	case KindDuty:
+		_, err = UnmarshalDuty(body)
+	case KindRota:
+		_, err = UnmarshalRota(body)
+	case KindReview:
+		_, err = UnmarshalReview(body)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v: %w", ErrBadBody, kind, err)

@@ -11,8 +11,12 @@
 //     [OpID] is the SHA-256 of that encoding. The author signs, with Ed25519,
 //     "fieldmesh/op/v1" followed by the encoding without the signature.
 //   - Bodies: [Create] (genesis), [Commit] (membership changes and a new key
-//     epoch), [Message], [Ack] (received or read, many messages per op);
-//     each versioned, size-limited, with Marshal, Validate and UnmarshalXxx.
+//     epoch), [Message], [Ack] (received or read, many messages per op),
+//     [Duty] (a person's duty hours), [Rota] (the on-call rota, admins),
+//     [Review] (a membership review, admins); each versioned, size-limited,
+//     with Marshal, Validate and UnmarshalXxx. Names that may mislead
+//     (sync/safetext) do not decode; a message with a patient reference
+//     counts for nothing in a social team.
 //   - [Log]: the set of a team's ops. [Log.Add] refuses ops that are badly
 //     signed, of another team, oversize, or of a known kind with a body that
 //     does not decode ([Log.Check] says so without adding); these checks

@@ -19,6 +19,9 @@ type opJudge struct {
 	l   *Log
 	bad map[OpID]bool
 	ms  membership
+	// social says the team is a social team: its messages may not carry
+	// a patient reference.
+	social bool
 
 	// equivocated holds the ids named by counting evidence, ev the evidence.
 	equivocated map[OpID]bool
@@ -77,13 +80,26 @@ func (j *opJudge) equivocations() []Equivocation {
 // base is the author rule (rule 6): a message, ack or evidence op without
 // impossible parents, by a device that was ever validly granted, and not
 // causally after a valid removal of it (short of a later grant between).
+// A message with a patient reference in a social team counts for nothing:
+// clinical and social are kept apart, whoever wrote the op.
 func (j *opJudge) base(id OpID, op *Op) bool {
 	switch op.Kind {
-	case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey:
+	case KindMessage:
+		if j.social && patientIn(op.Body) {
+			return false
+		}
+	case KindAck, KindEvidence, KindRelay, KindPrekey, KindDuty, KindRota, KindReview:
 	default:
 		return false
 	}
 	return !j.bad[id] && j.ms.counts(id, op.Author)
+}
+
+// patientIn reports whether a message body carries a patient reference
+// (or does not decode: it counts for nothing either way).
+func patientIn(body []byte) bool {
+	m, err := UnmarshalMessage(body)
+	return err != nil || m.Patient != ""
 }
 
 // counts reports whether the message, ack or evidence op id counts: the

@@ -319,6 +319,21 @@ type State struct {
 	// (Time, ID) that counts. A commit seals the device's box to it, not to
 	// its static key (see sync/teamkeys).
 	Prekeys map[identity.DeviceID]identity.NoisePublic
+	// Duty holds, for each current person that published duty hours, its
+	// latest duty op (KindDuty) by (Time, ID) of its current devices that
+	// counts, keyed by person id. A person without an entry has published
+	// none.
+	Duty map[identity.DeviceID]DutyView
+	// Rota is the latest rota op (KindRota) by (Time, ID) of a current
+	// admin's device that counts; nil if none.
+	Rota *RotaView
+	// LastReview is the latest membership review (KindReview) by (Time,
+	// ID) of a current admin's device that counts; nil if none.
+	LastReview *ReviewView
+	// LastSeen holds, for each current member device, the Time of its
+	// latest op that counts (a message, ack, prekey, ...: any sign of
+	// life the team replicated). A device with no such op has no entry.
+	LastSeen map[identity.DeviceID]HLC
 
 	// counted holds the ids of the ops that count (see Counts); permitted
 	// the commits that are permitted (see Permitted). Computed once, never
@@ -336,8 +351,10 @@ type Equivocation struct {
 }
 
 // Counts reports whether the op with the given id is in the log and counts
-// in this state: the genesis, a valid commit, or a message, ack or evidence
-// op whose author counts by the rules of Log.State. Ops that do not count
+// in this state: the genesis, a valid commit, or a message, ack, evidence,
+// relay, prekey or duty op whose author counts by the rules of Log.State
+// (a rota or review op also needs a current admin as its author; a
+// message with a patient reference in a social team never counts). Ops that do not count
 // (by non-members, after their author's removal, outside a removed
 // member's partition window, equivocated, of unknown kinds, with
 // impossible parents) are kept in the log and ignored.
@@ -567,6 +584,26 @@ func (s State) clone() State {
 	c.Epochs = slices.Clone(s.Epochs)
 	c.Equivocations = slices.Clone(s.Equivocations)
 	c.Prekeys = maps.Clone(s.Prekeys)
+	c.LastSeen = maps.Clone(s.LastSeen)
+	if s.Duty != nil {
+		c.Duty = make(map[identity.DeviceID]DutyView, len(s.Duty))
+		for p, d := range s.Duty {
+			d.Shifts = slices.Clone(d.Shifts)
+			c.Duty[p] = d
+		}
+	}
+	if s.Rota != nil {
+		r := *s.Rota
+		r.Slots = slices.Clone(r.Slots)
+		for i := range r.Slots {
+			r.Slots[i].OnCall = slices.Clone(r.Slots[i].OnCall)
+		}
+		c.Rota = &r
+	}
+	if s.LastReview != nil {
+		r := *s.LastReview
+		c.LastReview = &r
+	}
 	for i := range c.Epochs {
 		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
 	}
@@ -633,6 +670,7 @@ func (l *Log) computeState() State {
 
 	ms := l.members(bad, *genesis)
 	j := l.newJudge(bad, ms)
+	j.social = create.Kind == Social
 
 	// Messages by members, present or past, that count.
 	var msgs []MessageView
@@ -687,14 +725,20 @@ func (l *Log) computeState() State {
 	}
 	for id, op := range l.ops {
 		switch op.Kind {
-		case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey:
+		case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey, KindDuty:
 			if j.counts(id) {
+				counted[id] = true
+			}
+		case KindRota, KindReview:
+			// Only an admin publishes the rota or records a review.
+			if j.counts(id) && isAdmin(ms.members, op.Author) {
 				counted[id] = true
 			}
 		}
 	}
 	relays := l.relays(j, ms.members)
 	prekeys := l.prekeys(j, ms.members)
+	duty, rota, review, seen := l.duties(j, ms.members, ms.persons)
 
 	cur := ms.current
 	return State{
@@ -711,6 +755,10 @@ func (l *Log) computeState() State {
 		Equivocations: j.equivocations(),
 		Relays:        relays,
 		Prekeys:       prekeys,
+		Duty:          duty,
+		Rota:          rota,
+		LastReview:    review,
+		LastSeen:      seen,
 		counted:       counted,
 		permitted:     ms.permitted,
 	}
@@ -794,6 +842,15 @@ func (l *Log) relays(j *opJudge, members []MemberInfo) []RelayView {
 	}
 	slices.SortFunc(out, func(a, b RelayView) int { return bytes.Compare(a.Peer, b.Peer) })
 	return out
+}
+
+func isAdmin(members []MemberInfo, d identity.DeviceID) bool {
+	for _, m := range members {
+		if m.Device == d {
+			return m.Admin
+		}
+	}
+	return false
 }
 
 func mark(m map[OpID]map[identity.DeviceID]bool, id OpID, d identity.DeviceID) {

@@ -122,7 +122,7 @@ func TestValidity(t *testing.T) {
 	genesis := newOp(A, team, hlcAt(0, 0), nil, KindCreate, Create{Name: "Clinic", Kind: Clinical, Creator: info(A, "Ann", false)}.Marshal())
 	g := []OpID{genesis.ID()}
 	at := func(s int) HLC { return hlcAt(s, 0) }
-	unknown := newOp(B, team, at(2), g, Kind(9), []byte("?"))
+	unknown := newOp(B, team, at(2), g, Kind(99), []byte("?"))
 	chainB := memberOp(A, team, at(1), g, info(B, "Ben", true))
 	chainC := memberOp(B, team, at(2), []OpID{chainB.ID()}, info(C, "Cat", true))
 	chainD := memberOp(C, team, at(3), []OpID{chainC.ID()}, info(D, "Dan", false))

@@ -19,16 +19,20 @@ type Kind uint8
 // Op kinds. Kind 0 is invalid; other unknown kinds decode and are kept in a
 // [Log] (so a newer peer's ops are relayed) but do not change the [State].
 const (
-	KindCreate   Kind = 1 // body: Create
-	KindMember   Kind = 2 // body: Commit
-	KindMessage  Kind = 3 // body: Message
-	KindAck      Kind = 4 // body: Ack
-	KindEvidence Kind = 5 // body: Evidence
-	KindRelay    Kind = 6 // body: Relay
-	KindPrekey   Kind = 7 // body: Prekey
+	KindCreate   Kind = 1  // body: Create
+	KindMember   Kind = 2  // body: Commit
+	KindMessage  Kind = 3  // body: Message
+	KindAck      Kind = 4  // body: Ack
+	KindEvidence Kind = 5  // body: Evidence
+	KindRelay    Kind = 6  // body: Relay
+	KindPrekey   Kind = 7  // body: Prekey
+	KindDuty     Kind = 9  // body: Duty
+	KindRota     Kind = 10 // body: Rota
+	KindReview   Kind = 11 // body: Review
 )
 
-// String returns "create", "member", "message", "ack", "evidence", "relay", "prekey" or "kind(N)".
+// String returns "create", "member", "message", "ack", "evidence", "relay", "prekey", "duty", "rota",
+// "review" or "kind(N)".
 func (k Kind) String() string {
 	switch k {
 	case KindCreate:
@@ -45,6 +49,12 @@ func (k Kind) String() string {
 		return "relay"
 	case KindPrekey:
 		return "prekey"
+	case KindDuty:
+		return "duty"
+	case KindRota:
+		return "rota"
+	case KindReview:
+		return "review"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

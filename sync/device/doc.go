@@ -54,6 +54,15 @@
 // from its store with [New]. An op of this device is acknowledged once its
 // Write is durable.
 //
+// # Alerts
+//
+// The core decides when the user is alerted (package sync/duty: duty
+// hours, on-call escalation, emergency repeats, review reminders) and
+// returns content-free alerts: Tick's Effects.Alerts, and [Team.Alerts]
+// after a Receive. It refuses to make a message with a patient reference
+// in a social team, and a rota or review op unless this device is an
+// admin's.
+//
 // Main types: [Team] ([New], [Create], [Join]; [Team.Receive],
 // [Team.Send], [Team.Make] and [Team.Publish], [Team.Change],
 // [Team.Tick], [Team.Acks], [Team.MembershipFor] and

@@ -6,6 +6,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/duty"
 )
 
 // Peer is a peer as the core sees it: the caller's name for it, the device
@@ -85,6 +86,10 @@ type Effects struct {
 	// Changed says the team's visible state changed (new ops): wake
 	// watchers.
 	Changed bool
+	// Alerts are the alerts to raise for the user now (duty hours, rota,
+	// escalation, review reminders: package sync/duty), set by Tick (see
+	// Team.Alerts). They carry a priority and a reason, never content.
+	Alerts []duty.Alert
 }
 
 // merge appends o's effects to e's.
@@ -104,6 +109,7 @@ func (e *Effects) merge(o Effects) {
 	}
 	e.Reopen = append(e.Reopen, o.Reopen...)
 	e.Changed = e.Changed || o.Changed
+	e.Alerts = append(e.Alerts, o.Alerts...)
 }
 
 func (e *Effects) addSync(p Peer) {

@@ -41,12 +41,34 @@ func (t *Team) Make(now time.Time, kind crdt.Kind, body []byte) (*crdt.Op, error
 	if err := crdt.CheckBody(kind, body); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
 	}
+	if err := t.mayMake(kind, body); err != nil {
+		return nil, err
+	}
 	ts := t.clock.Next()
 	op := crdt.NewOp(t.self, t.id, ts, t.lg.HeadsBefore(ts), kind, body)
 	if envelope.HeaderSize+envelope.ChainOverhead+len(op.MarshalContent()) > envelope.MaxSize {
 		return nil, fmt.Errorf("%w: the op is too large for an envelope", ErrRefused)
 	}
 	return op, nil
+}
+
+// mayMake applies the rules of the team's state to an op this device
+// would make (the log would let it count for nothing otherwise): no
+// patient reference in a social team; only an admin publishes the rota or
+// records a membership review.
+func (t *Team) mayMake(kind crdt.Kind, body []byte) error {
+	s := t.snapshot()
+	switch kind {
+	case crdt.KindMessage:
+		if m, err := crdt.UnmarshalMessage(body); err == nil && m.Patient != "" && s.Kind == crdt.Social {
+			return fmt.Errorf("%w: patient references are not allowed in a social team; use the clinical team", ErrRefused)
+		}
+	case crdt.KindRota, crdt.KindReview:
+		if m, ok := s.Member(t.self.ID()); !ok || !m.Admin {
+			return fmt.Errorf("%w: only an admin may publish the %v", ErrRefused, kind)
+		}
+	}
+	return nil
 }
 
 // CheckMessage applies the rules a message must meet before it is made:
@@ -456,5 +478,6 @@ func Join(cfg Config, now time.Time, hist []HistoryItem) (*Team, Effects, error)
 	if !t.keys.CanSend(cur.ID) {
 		return nil, Effects{}, fmt.Errorf("%w: it does not hand this device the team's current key", ErrHistory)
 	}
+	t.alerts.IgnoreBefore(now) // the team's past arrives with the first syncs: no alerts for it
 	return t, eff, nil
 }

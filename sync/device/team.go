@@ -11,6 +11,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/epochkey"
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/duty"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/teamkeys"
 )
@@ -114,6 +115,10 @@ type Config struct {
 	// state asks for, so that admins who saw the same merge do not all
 	// re-key. Default DefaultRekeyJitter (15 s).
 	RekeyJitter time.Duration
+	// ReviewEvery is how old the team's last membership review may get
+	// before an admin device is reminded (Effects.Alerts). Default
+	// duty.DefaultReviewEvery (30 days); negative: never.
+	ReviewEvery time.Duration
 	// Logger receives what the core decides (short ids, never content).
 	// Nil discards.
 	Logger *slog.Logger
@@ -218,6 +223,7 @@ type Team struct {
 	peers    map[string]*peerState
 
 	reads       map[crdt.OpID]struct{} // read marks not yet acknowledged
+	alerts      *duty.Tracker          // what the user was alerted of (duty hours, rota, escalation)
 	lastAck     time.Time
 	rekeyAt     time.Time // when an admin re-keys what the state asks for (jitter); zero: not scheduled
 	evidence    []crdt.Evidence
@@ -255,6 +261,7 @@ func newTeam(cfg Config) (*Team, error) {
 		priors:      make(map[crdt.OpID][]envelope.PriorKey),
 		peers:       make(map[string]*peerState),
 		reads:       make(map[crdt.OpID]struct{}),
+		alerts:      duty.NewTracker(cfg.Device.ID(), cfg.ReviewEvery),
 		reported:    make(map[position]bool),
 		republished: make(map[evidenceKey]bool),
 	}
@@ -316,7 +323,29 @@ func New(cfg Config, now time.Time, st Stored) (*Team, error) {
 			t.unlearned[e.ID] = &held{env: e, raw: raw, at: now}
 		}
 	}
+	t.alerts.Prime(now, t.snapshot())
 	return t, nil
+}
+
+// Alerts returns the alerts to raise for the user at now (package
+// sync/duty: duty hours, on-call rota, escalation, review reminders), each
+// once. Tick returns them too (Effects.Alerts); call Alerts after a
+// Receive that changed the state, to alert without waiting for a Tick.
+func (t *Team) Alerts(now time.Time) []duty.Alert {
+	t.now = now
+	if t.canWrite() != nil {
+		return nil
+	}
+	return t.due()
+}
+
+// due returns the alerts to raise now, given what the user was shown and
+// has not acknowledged yet.
+func (t *Team) due() []duty.Alert {
+	return t.alerts.Due(t.now, t.snapshot(), func(id crdt.OpID) bool {
+		_, ok := t.reads[id]
+		return ok
+	})
 }
 
 // observe merges an admitted op's time into the clock: this device's own

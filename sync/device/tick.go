@@ -42,6 +42,7 @@ func (t *Team) Tick(now time.Time, opt TickOptions) Effects {
 	if t.canWrite() != nil {
 		return eff
 	}
+	eff.Alerts = append(eff.Alerts, t.due()...)
 	t.forgetOld(&eff)
 	t.tendEpochs(&eff)
 	t.tendPrekey(&eff)

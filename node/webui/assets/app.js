@@ -12,11 +12,19 @@ const state = {
 
 const $ = (id) => document.getElementById(id);
 
+// safe returns text as it was written: every bidirectional control and invisible format character
+// (Unicode properties Bidi_Control and Cf; joiners aside) shows as a visible <U+XXXX> mark, so
+// "dose 5<U+202E>01 mg" cannot read as another dose (sync/safetext's Display, by the same properties).
+function safe(v) {
+  return String(v).replace(/[\p{Bidi_Control}\p{Cf}]/gu, (c) => (c === "\u200d" || c === "\u200c") ? c
+    : "<U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + ">");
+}
+
 function el(tag, props, ...kids) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(props || {})) {
     if (k === "class") e.className = v;
-    else if (k === "text") e.textContent = v;
+    else if (k === "text") e.textContent = safe(v);
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v);
   }
@@ -116,7 +124,7 @@ async function loadTeams() {
   $("no-teams").hidden = state.teams.length > 0;
   if (state.team) {
     const t = currentTeam();
-    if (t) $("team-h").textContent = t.name;
+    if (t) $("team-h").textContent = safe(t.name);
   }
 }
 
@@ -134,7 +142,7 @@ async function openTeam(id) {
   $("invite-out").hidden = true;
   $("safety").hidden = true;
   const t = currentTeam();
-  $("team-h").textContent = t ? t.name : "";
+  $("team-h").textContent = t ? safe(t.name) : "";
   showView("team");
   showTab("chat");
   try {
@@ -175,7 +183,7 @@ async function refreshMessages(scroll) {
   // Screen readers hear who wrote what arrived, not the whole list again.
   if (arrived.length) {
     $("announce").textContent = arrived.length === 1
-      ? "New message from " + arrived[0].author_name
+      ? "New message from " + safe(arrived[0].author_name)
       : arrived.length + " new messages";
   }
   renderMessages();
@@ -248,7 +256,7 @@ function renderMessages() {
 function setReply(m) {
   state.replyTo = m ? m.id : null;
   $("replying").hidden = !m;
-  $("replying-text").textContent = m ? "Replying to " + gist(m) + " " : "";
+  $("replying-text").textContent = m ? "Replying to " + safe(gist(m)) + " " : "";
 }
 
 async function send(ev) {
@@ -330,7 +338,7 @@ async function showSafety(m, mark) {
   state.safetyMember = m;
   try {
     const nums = await api("POST", "/api/v1/verify", { team: state.team, member: m.id, mark: !!mark });
-    $("safety-h").textContent = "Safety numbers with " + m.name;
+    $("safety-h").textContent = "Safety numbers with " + safe(m.name);
     const box = $("safety-list");
     box.replaceChildren();
     for (const n of nums) {

@@ -1,0 +1,37 @@
+package localapi
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestSendRefusesRawIdentifiers: the API every client uses (the CLI and the web UI) refuses text that
+// looks like it holds a raw NHS number, date of birth or phone number, sends nothing, and says to use a
+// patient reference; with allow_identifiers it sends.
+func TestSendRefusesRawIdentifiers(t *testing.T) {
+	c := newTestAPI(t)
+	ctx := context.Background()
+	team, err := c.CreateTeam(ctx, "Ward 3", "clinical")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"NHS 943 476 5919 in bed 4", "DOB 12/03/1984, bed 2", "call her on 07700 900123"} {
+		_, err := c.Send(ctx, SendRequest{Team: team.ID, Text: text})
+		if err == nil || !strings.Contains(err.Error(), "patient field") {
+			t.Errorf("send %q: %v; want a refusal that suggests a patient reference", text, err)
+		}
+	}
+	if n := len(rawMessages(t, c, team.ID)); n != 0 {
+		t.Fatalf("%d messages sent; want none", n)
+	}
+	if _, err := c.Send(ctx, SendRequest{Team: team.ID, Text: "bed 4 BP 142/88, review 14:30", Patient: "PT-7"}); err != nil {
+		t.Errorf("ordinary text: %v", err)
+	}
+	if _, err := c.Send(ctx, SendRequest{Team: team.ID, Text: "NHS 943 476 5919 in bed 4", AllowIdentifiers: true}); err != nil {
+		t.Errorf("allowed: %v", err)
+	}
+	if n := len(rawMessages(t, c, team.ID)); n != 2 {
+		t.Errorf("%d messages; want 2", n)
+	}
+}
