@@ -113,6 +113,14 @@ func (n *Node) auditWrite(t *team, w device.Write) {
 				continue
 			}
 			e.Kind, e.Actor, e.Op = audit.RelayAdmitted, audit.Short(d[:]), audit.Short(id[:])
+		case crdt.KindReview:
+			if t.core == nil {
+				continue
+			}
+			if p, ok := t.core.State().PersonOf(op.Author); !ok || !p.Admin {
+				continue
+			}
+			e.Kind = audit.Reviewed
 		default:
 			continue
 		}

@@ -65,14 +65,16 @@ const (
 	Restarted Kind = 10
 	// RelayRevoked: a relay stopped carrying a topic (Team: the topic's short form).
 	RelayRevoked Kind = 11
+	// Reviewed: an admin (Actor) recorded a review of the team's membership (Op: the review op).
+	Reviewed Kind = 12
 
-	maxKind = RelayRevoked
+	maxKind = Reviewed
 )
 
 var kindNames = [...]string{
 	Created: "created", Membership: "membership", Rekey: "rekey", Filed: "filed", Deleted: "deleted",
 	Exported: "exported", Wiped: "wiped", RelayAdmitted: "relay-admitted", AuditExported: "audit-exported",
-	Restarted: "restarted", RelayRevoked: "relay-revoked",
+	Restarted: "restarted", RelayRevoked: "relay-revoked", Reviewed: "reviewed",
 }
 
 // String returns the kind's name, or "kind(N)".

@@ -111,6 +111,7 @@ var kindCodes = map[Kind]struct {
 	AuditExported: {"110101", "Audit Log Used", "", "", "R"},
 	Restarted:     {"110100", "Application Activity", "110134", "Audit Recording Started", "E"},
 	RelayRevoked:  {"110113", "Security Alert", "110126", "Node Authentication", "D"},
+	Reviewed:      {"110113", "Security Alert", "110136", "Security Roles Changed", "R"},
 }
 
 // fhirTime formats t as a FHIR instant.
