@@ -27,11 +27,13 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/node/usage"
+	"github.com/fieldmesh/fieldmesh/node/wipeproto"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
+	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
 )
 
 // Protocol ids spoken by a node.
@@ -89,6 +91,10 @@ type Config struct {
 	EpochCheck time.Duration
 	// LowData turns low-data mode on at start; false keeps the mode last set (see SetLowData).
 	LowData bool
+	// OnWipe is called (once per order, on a goroutine of the node) when a peer hands this device a
+	// remote wipe order that passes wipeorder's Check: the caller wipes the store (wipe.go). Nil
+	// ignores orders (they are still checked and logged).
+	OnWipe func(*wipeorder.Order)
 }
 
 // Identity is the device's identity as kept in the store.
@@ -194,7 +200,8 @@ type Node struct {
 	relays atomic.Pointer[relayClient] // set once by startRelays
 
 	stats syncStats
-	usage *usage.Meter  // data accounting (package usage)
+	wipes *wipeproto.Set // remote wipe orders this node carries (wipe.go)
+	usage *usage.Meter   // data accounting (package usage)
 	low   *lowdata.Mode // low-data mode (package lowdata)
 }
 
@@ -277,6 +284,10 @@ func New(cfg Config) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.usage = usage.New(cfg.Store, usage.Config{Now: now, Logger: n.log, Topic: n.topicOfName})
 	n.low = lowdata.New(cfg.Store, id.Device.ID(), n.log)
+	if err := n.loadWipeOrders(); err != nil {
+		n.cancel()
+		return nil, err
+	}
 
 	if cfg.Host != nil {
 		n.host = cfg.Host
@@ -360,6 +371,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	}
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
+	n.host.SetStreamHandler(wipeproto.Protocol, n.wipeServer().Handle)
 	n.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if nw.Connectedness(c.RemotePeer()) != network.Connected {
@@ -375,6 +387,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 				}
 				n.syncPeer(p)
 			})
+			n.goRun(func() { n.wipeContact(p) })
 		},
 	})
 
@@ -460,6 +473,7 @@ func (n *Node) Close() error {
 	} else {
 		n.host.RemoveStreamHandler(SyncProtocol)
 		n.host.RemoveStreamHandler(JoinProtocol)
+		n.host.RemoveStreamHandler(wipeproto.Protocol)
 	}
 	n.wg.Wait()
 	if ferr := n.usage.Flush(); ferr != nil {
