@@ -196,13 +196,15 @@ type Node struct {
 	slots    map[string]*syncSlot  // by peer+topic
 	lastSync map[string]time.Time  // by peer+topic: when a session last completed
 	banned   map[peer.ID]time.Time // misbehaving peers, until when
+	// lastContact is when a reconciliation with a peer last completed (lock.go).
+	lastContact time.Time
 
 	relays atomic.Pointer[relayClient] // set once by startRelays
 
 	stats syncStats
 	wipes *wipeproto.Set // remote wipe orders this node carries (wipe.go)
 	usage *usage.Meter   // data accounting (package usage)
-	low   *lowdata.Mode // low-data mode (package lowdata)
+	low   *lowdata.Mode  // low-data mode (package lowdata)
 }
 
 type syncStats struct {
@@ -284,6 +286,7 @@ func New(cfg Config) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.usage = usage.New(cfg.Store, usage.Config{Now: now, Logger: n.log, Topic: n.topicOfName})
 	n.low = lowdata.New(cfg.Store, id.Device.ID(), n.log)
+	n.loadLastContact()
 	if err := n.loadWipeOrders(); err != nil {
 		n.cancel()
 		return nil, err
@@ -476,6 +479,7 @@ func (n *Node) Close() error {
 		n.host.RemoveStreamHandler(wipeproto.Protocol)
 	}
 	n.wg.Wait()
+	n.storeLastContact()
 	if ferr := n.usage.Flush(); ferr != nil {
 		n.log.Warn("storing data usage failed", "err", ferr)
 	}
