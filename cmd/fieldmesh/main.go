@@ -32,6 +32,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
+	"github.com/fieldmesh/fieldmesh/node/session"
 	"github.com/fieldmesh/fieldmesh/node/relay"
 	"github.com/fieldmesh/fieldmesh/node/webui"
 	"github.com/fieldmesh/fieldmesh/storage"
@@ -127,6 +128,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g))
+	root.AddCommand(lockCmds(g)...)
 	return root
 }
 
@@ -267,7 +269,10 @@ func (g *globals) nodeAnswers(ctx context.Context) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := g.client().Status(ctx)
+	if _, err := g.client().Status(ctx); err == nil {
+		return true
+	}
+	_, err := g.client().LockState(ctx) // a locked node answers only its lock's routes
 	return err == nil
 }
 
@@ -375,7 +380,7 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 				if err != nil {
 					return err
 				}
-				st, err = storage.Open(g.data, storage.Options{Passphrase: pass, Logger: logger})
+				st, err = session.Open(g.data, pass, logger, nil)
 				if err != nil {
 					return storeErr(err, g.data)
 				}
@@ -395,6 +400,7 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 	f.StringArrayVar(&relays, "relay", nil, "clinic relay to use, as a multiaddr ending in /p2p/PEERID (repeatable; remembered)")
 	f.StringVar(&name, "name", "", "display name, used only when the store is created on first run")
 	f.BoolVar(&lowData, "low-data", false, "start in low-data mode (send only urgent messages; see: fieldmesh low-data)")
+	addLockFlags(f)
 	f.StringVar(&g.ui, "ui", envOr("FIELDMESH_UI", "127.0.0.1:0"), "web UI address: 127.0.0.1:PORT (0 = a free port), or off (env FIELDMESH_UI)")
 	return c
 }
@@ -437,21 +443,28 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 		}
 		defer ul.Close()
 	}
-	n, err := node.New(cfg)
+	scfg := sessionConfig(g)
+	scfg.Node, scfg.Logger, scfg.OnWipe = cfg, logger, stop
+	ses, err := session.Start(scfg, st)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	defer ses.Close()
+	go ses.Run(ctx)
+	n, _, err := ses.Current()
+	if err != nil {
+		return err
+	}
 	l, err := localapi.Listen(g.socket())
 	if err != nil {
 		return err
 	}
 	defer os.Remove(g.socket())
-	srv := &localapi.Server{Node: n, Logger: logger}
+	srv := &localapi.Gate{Locker: ses, Logger: logger}
 	var ui *webui.Server
 	uiErr := make(chan error, 1)
 	if ul != nil {
-		if ui, err = webui.New(webui.Config{Node: n, Logger: logger}, ul); err != nil {
+		if ui, err = webui.New(webui.Config{Lock: ses, Logger: logger}, ul); err != nil {
 			return err
 		}
 		srv.UILogin = ui.LoginURL

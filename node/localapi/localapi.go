@@ -211,6 +211,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/devices/link", s.linkDevice)
 	mux.HandleFunc("POST /v1/devices/remove", s.membership(func(r MembershipRequest) error { return s.Node.RemoveDevice(r.Team, r.Device) }))
 	mux.HandleFunc("POST /v1/verify", s.verify)
+	mux.HandleFunc("POST /v1/remote-wipe", s.remoteWipe)
 	s.registerUsage(mux)
 	return mux
 }
