@@ -44,7 +44,7 @@ const (
 	// issues one, perhaps a few).
 	MaxOrders = 8
 	// Timeout bounds one exchange at both ends.
-	Timeout = 15 * time.Second
+	Timeout  = 15 * time.Second
 	maxFrame = 1 + binary.MaxVarintLen64 + MaxOrders*wipeorder.Size
 )
 
