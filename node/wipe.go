@@ -127,7 +127,8 @@ func (n *Node) wipeContact(p peer.ID) {
 	}
 }
 
-// RemoteWipe removes a lost device from the team (as RemoveDevice: the team re-keys without it) and
+// RemoteWipe removes a lost device from the team (as RemoveDevice, or RemoveMember for a person's only
+// device: the team re-keys without it) and
 // issues a wipe order for it, valid for lifetime (0: wipeorder.DefaultLifetime), which this node and
 // then its relays and the members it meets carry until the device asks for it. Only an admin may.
 // It returns the order.
@@ -137,7 +138,7 @@ func (n *Node) RemoteWipe(teamRef, device string, lifetime time.Duration) (*wipe
 		return nil, err
 	}
 	s := t.snapshot()
-	dev, _, err := findDevice(s, device)
+	dev, owner, err := findDevice(s, device)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +153,13 @@ func (n *Node) RemoteWipe(teamRef, device string, lifetime time.Duration) (*wipe
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	if _, err := n.change(t, crdt.Change{Action: crdt.ActUnlink, Target: dev}); err != nil {
+	// The device leaves as a lost device does (RemoveDevice), or, if it is its person's only one,
+	// with its person (RemoveMember): either way the team re-keys without it.
+	change := crdt.Change{Action: crdt.ActUnlink, Target: dev}
+	if len(owner.Devices) == 1 {
+		change = crdt.Change{Action: crdt.ActRemove, Target: owner.ID}
+	}
+	if _, err := n.change(t, change); err != nil {
 		return nil, err
 	}
 	if err := n.carryWipe(o); err != nil {
