@@ -2,6 +2,7 @@ package locked
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -68,7 +69,7 @@ func (s *Spool) Add(r Record) error {
 	plain = binary.AppendUvarint(plain, uint64(len(r.From)))
 	plain = append(plain, r.From...)
 	plain = append(plain, r.Raw...)
-	sealed, err := box.SealAnonymous(binary.BigEndian.AppendUint32(nil, 0), plain, &s.pub, nil)
+	sealed, err := box.SealAnonymous(binary.BigEndian.AppendUint32(nil, 0), plain, &s.pub, rand.Reader)
 	if err != nil {
 		return fmt.Errorf("locked: seal: %w", err)
 	}
@@ -163,4 +164,4 @@ func decodeRecord(b []byte) (Record, bool) {
 }
 
 // NewKey makes the spool's key pair.
-func NewKey() (pub, priv *[32]byte, err error) { return box.GenerateKey(nil) }
+func NewKey() (pub, priv *[32]byte, err error) { return box.GenerateKey(rand.Reader) }
