@@ -12,6 +12,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
 )
 
@@ -23,8 +24,9 @@ import (
 // Sealed is what a locked device keeps of its node: no key, no content, no team name.
 type Sealed struct {
 	Device identity.DeviceID
-	// Topics are the gossip topic names of the device's teams (one-way hashes of the team ids).
-	Topics []string
+	// Topics are the gossip topic names of the device's teams (one-way hashes of the team ids), by
+	// the teams' envelope topics.
+	Topics map[envelope.Topic]string
 	// Members are the member devices of its teams, and Admins the admin devices among them, as this
 	// device sees them.
 	Members, Admins map[identity.DeviceID]bool
@@ -40,13 +42,13 @@ type Sealed struct {
 
 // Sealed returns what a locked device keeps.
 func (n *Node) Sealed() Sealed {
-	s := Sealed{Device: n.id.Device.ID(), Members: map[identity.DeviceID]bool{}, Admins: map[identity.DeviceID]bool{},
+	s := Sealed{Device: n.id.Device.ID(), Topics: map[envelope.Topic]string{}, Members: map[identity.DeviceID]bool{}, Admins: map[identity.DeviceID]bool{},
 		Relays: map[peer.ID]bool{}, Orders: n.WipeOrders(), LastContact: n.LastContact()}
 	for _, t := range n.teamList() {
 		if t.removed() {
 			continue
 		}
-		s.Topics = append(s.Topics, meshconf.TopicName(t.topic))
+		s.Topics[t.topic] = meshconf.TopicName(t.topic)
 		for _, p := range t.snapshot().Persons {
 			for _, d := range p.Devices {
 				s.Members[d] = true

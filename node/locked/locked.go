@@ -18,6 +18,7 @@
 package locked
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -40,6 +41,8 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/node/wipeproto"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/framing"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
 	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
 )
 
@@ -153,6 +156,7 @@ func (d *Device) start() error {
 	}
 	srv := &wipeproto.Server{Orders: d.wipes.For, Now: d.cfg.Now}
 	d.host.SetStreamHandler(wipeproto.Protocol, srv.Handle)
+	d.host.SetStreamHandler(recon.Protocol, d.handleGive)
 	d.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) {
 			p := c.RemotePeer()
@@ -191,6 +195,52 @@ func (d *Device) validator(topic string) pubsub.ValidatorEx {
 		}
 		return pubsub.ValidationIgnore
 	}
+}
+
+// maxGive bounds the envelopes of one give stream (the node's limit).
+const maxGive = 16
+
+// handleGive takes the envelopes a member hands over first-hand (recon.ModeGive: the node's way to
+// reach members outside its gossip mesh) and spools them; reconciliation and membership exchanges are
+// refused while locked.
+func (d *Device) handleGive(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(30 * time.Second))
+	p := s.Conn().RemotePeer()
+	br := bufio.NewReader(s)
+	hb, err := framing.Read(br, recon.HelloSize)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	h, err := recon.ParseHello(hb)
+	name, ok := d.cfg.State.Topics[envelope.Topic(h.Topic)]
+	if err != nil || !ok || h.Mode != recon.ModeGive || !d.peerFilter(p, name) {
+		s.Reset()
+		return
+	}
+	if framing.Write(s, []byte{byte(recon.AnswerTake)}) != nil {
+		s.Reset()
+		return
+	}
+	for i := 0; ; i++ {
+		b, err := framing.Read(br, envelope.MaxSize)
+		if err != nil || (len(b) > 0 && i == maxGive) {
+			s.Reset()
+			return
+		}
+		if len(b) == 0 {
+			break
+		}
+		if _, err := envelope.Unmarshal(b); err != nil {
+			s.Reset()
+			return
+		}
+		if err := d.cfg.Spool.Add(Record{Topic: name, From: p, Raw: b}); err != nil {
+			d.log.Warn("keeping a sealed envelope failed", "err", err)
+		}
+	}
+	_ = s.CloseWrite()
 }
 
 // fetch asks p for wipe orders naming this device, and acts on the first that passes Check.
@@ -253,4 +303,16 @@ func (d *Device) Close() error {
 		err = errors.Join(err, d.cfg.Spool.Close())
 	})
 	return err
+}
+
+// InTopics reports whether p is subscribed to one of the device's team topics, as its gossip sees it.
+func (d *Device) InTopics(p peer.ID) bool {
+	for _, t := range d.topics {
+		for _, q := range t.ListPeers() {
+			if q == p {
+				return true
+			}
+		}
+	}
+	return false
 }

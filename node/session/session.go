@@ -495,3 +495,10 @@ func (s *Session) Close() error {
 	clear(s.key)
 	return errors.Join(errs...)
 }
+
+// Carrier returns the locked device while the device is locked, else nil.
+func (s *Session) Carrier() *locked.Device {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ld
+}

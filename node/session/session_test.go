@@ -370,7 +370,7 @@ func TestMessagesWhileLockedOpenAtUnlock(t *testing.T) {
 		found = found || m.Text == text
 	}
 	if !found {
-		t.Fatalf("B shows %d messages after unlock, not the one sent while it was locked", len(ms))
+		t.Fatalf("B shows %d messages after unlock, not the one sent while it was locked; log:\n%s", len(ms), strings.Join(logs.lines, "\n"))
 	}
 	if _, err := os.Stat(spool); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the sealed inbox is still there after unlock: %v", err)
@@ -387,15 +387,9 @@ func waitMembers(t *testing.T, n *node.Node, ref string, want int) {
 
 func waitTopicPeer(t *testing.T, n *node.Node, s *session.Session) {
 	t.Helper()
-	poll(t, "the locked device connected", func() bool {
-		for _, ai := range s.PeerAddrs() {
-			for _, p := range n.Peers() {
-				if p.ID == ai.ID {
-					return true
-				}
-			}
-		}
-		return false
+	poll(t, "the locked device in the team's topic with A", func() bool {
+		ld := s.Carrier()
+		return ld != nil && ld.InTopics(n.Host().ID())
 	})
 }
 
