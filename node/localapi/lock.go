@@ -26,6 +26,12 @@ import (
 // node's Server otherwise; a request in progress (a messages --follow) ends when the device locks.
 // Remote wipe is a node route: POST /v1/remote-wipe {"team","device","ttl"} -> {"target","expires"}.
 
+// lockedError is the answer of a route refused while locked.
+type lockedError struct {
+	Error  string `json:"error"`
+	Locked bool   `json:"locked"`
+}
+
 // Locker is the daemon's lock (node/session.Session).
 type Locker interface {
 	Current() (*node.Node, <-chan struct{}, error)
@@ -158,7 +164,7 @@ func (g *Gate) wipe(w http.ResponseWriter, r *http.Request) {
 func (g *Gate) forward(w http.ResponseWriter, r *http.Request) {
 	n, done, err := g.Locker.Current()
 	if err != nil {
-		writeJSON(w, http.StatusLocked, apiError{Error: err.Error()})
+		writeJSON(w, http.StatusLocked, lockedError{Error: err.Error(), Locked: true})
 		return
 	}
 	if r.Header.Get(BackgroundHeader) == "" {
