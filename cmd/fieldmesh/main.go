@@ -72,6 +72,7 @@ var errorPrefixes = []string{
 	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node",
 	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
+	"locked", "session", "wipeorder", "wipeproto",
 }
 
 // packagePrefix matches one of errorPrefixes at the start of the message or after another

@@ -57,7 +57,7 @@ async function api(method, path, body) {
 
 // Our Go packages prefix their errors with their names ("humancode: "), which mean nothing to the
 // reader; the command line drops them the same way (cmd/fieldmesh errorPrefixes).
-const PKG_PREFIX = /(^|: )(?:adversary|crdt|device|envelope|epochkey|fieldmesh|framing|humancode|identity|join|localapi|lowdata|meshconf|node|recon|relay|relayclient|relayproto|safety|seal|senderkey|storage|teamkeys|unixapi|usage|webui|wire): /g;
+const PKG_PREFIX = /(^|: )(?:adversary|crdt|device|envelope|epochkey|fieldmesh|framing|humancode|identity|join|localapi|lowdata|meshconf|node|recon|relay|relayclient|relayproto|safety|seal|senderkey|storage|teamkeys|unixapi|usage|webui|wire|locked|session|wipeorder|wipeproto): /g;
 
 function showError(what, err) {
   const e = $("error");
