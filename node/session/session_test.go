@@ -453,3 +453,79 @@ func TestWipeLeavesNoKey(t *testing.T) {
 		}
 	}
 }
+
+// A locked device still gets a remote wipe order: the admin removes B and orders its wipe while B is
+// locked; when B's locked host next connects to the admin, it fetches the order, checks it against the
+// admins it knew when it locked, and wipes.
+func TestLockedDeviceWipesOnOrder(t *testing.T) {
+	dirA, stA := newStore(t, "Dr Banda")
+	defer stA.Close()
+	a := start(t, dirA, stA, nil)
+	na := current(t, a)
+	dirB, stB := newStore(t, "Lost Phone")
+	wiped := make(chan struct{})
+	b := start(t, dirB, stB, func(c *session.Config) {
+		c.Node.Bootstrap = []string{na.Host().Addrs()[0].String() + "/p2p/" + na.Host().ID().String()}
+		c.Node.RedialInterval = 50 * time.Millisecond
+		c.OnWipe = func() { close(wiped) }
+	})
+	team, err := na.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	inv, err := na.Invite(ref, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb := current(t, b)
+	bID := nb.Identity().Device.ID()
+	if _, err := nb.Join(context.Background(), inv.Code()); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, na, ref, 2)
+	if err := b.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := na.RemoteWipe(ref, bID.String()[:16], 0); err != nil {
+		t.Fatal(err)
+	}
+	// B's locked host connected before the order existed; the next connection brings it.
+	bPeer := b.PeerAddrs()[0].ID
+	poll(t, "the locked device connected", func() bool { return len(na.Host().Network().ConnsToPeer(bPeer)) > 0 })
+	_ = na.Host().Network().ClosePeer(bPeer)
+	select {
+	case <-wiped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the locked device did not wipe on the admin's order")
+	}
+	if _, err := os.Stat(filepath.Join(dirB, "keyring")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("B's keyring after the wipe: %v", err)
+	}
+}
+
+// A device that has not reached a member or relay for UnreachedLock locks itself.
+func TestUnreachedLock(t *testing.T) {
+	dir, st := newStore(t, "Dr Banda")
+	clk := &clock{t: time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)}
+	s := start(t, dir, st, func(c *session.Config) {
+		c.Now, c.UnreachedLock, c.CheckEvery = clk.Now, 72*time.Hour, time.Millisecond
+		c.Node.Now = clk.Now
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	_, gone, err := s.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(71 * time.Hour)
+	s.Touch() // in use all along: the idle rule is off here, this rule is not about use
+	clk.Add(time.Hour)
+	select {
+	case <-gone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("not locked 72 hours after the last contact with the team")
+	}
+}
