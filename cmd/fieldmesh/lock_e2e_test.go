@@ -153,3 +153,99 @@ func TestRemoteWipeE2E(t *testing.T) {
 		t.Errorf("C: %d messages after meeting R; want the one A sent", len(msgs))
 	}
 }
+
+// TestLockUnlockWipeE2E: the lock commands on a real daemon. After `lock`, every command that would
+// show content fails with the lock's message and shows nothing; `unlock` with a wrong passphrase fails
+// and the next try must wait; the right one brings the messages back; `wipe --yes` destroys the store,
+// stops the daemon and leaves an empty directory.
+func TestLockUnlockWipeE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds the binary and runs a device; skipped with -short")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("end-to-end: needs Linux (unix sockets)")
+	}
+	c := e2eNewCluster(t)
+	a := c.node(t, "A", "Sister Banda")
+	a.runJSON(t, "init", "--name", a.name)
+	a.up(t)
+	var team e2eTeamOut
+	if err := c.decode("team create", a.runJSON(t, "team", "create", "Lock Test Ward"), &team, e2eKeysTeam); err != nil {
+		t.Fatal(err)
+	}
+	const text, patient = "Bed 9: glucose 2.1, giving dextrose", "MRN-775511"
+	if res := a.run(t, "send", team.ID, text, "--patient", patient); res.code != 0 {
+		t.Fatal(res)
+	}
+	if res := a.run(t, "lock"); res.code != 0 || !strings.Contains(res.stdout, "locked") {
+		t.Fatalf("lock: %s", res)
+	}
+	for _, args := range [][]string{{"messages", team.ID}, {"status"}, {"team", "list"}, {"team", "members", team.ID}, {"send", team.ID, "x"}, {"peers"}} {
+		res := a.run(t, args...)
+		msg := e2eFailsCleanly(t, strings.Join(args, " ")+" while locked", res)
+		if !strings.Contains(msg, "locked") {
+			t.Errorf("%s while locked: %q; want it to say the device is locked", args[0], msg)
+		}
+		for _, secret := range []string{text, patient, "Lock Test Ward", a.name} {
+			if strings.Contains(res.stdout+res.stderr, secret) {
+				t.Errorf("%s while locked shows %q", args[0], secret)
+			}
+		}
+	}
+	if msg := e2eFailsCleanly(t, "unlock with a wrong passphrase", a.runWith(t, "not the passphrase", c.timeout(30*time.Second), "unlock")); !strings.Contains(msg, "wrong passphrase") {
+		t.Errorf("unlock with a wrong passphrase: %q", msg)
+	}
+	// More wrong tries: each doubles the wait (1 s, 2 s, 4 s, ...), so within a few of them one comes
+	// while the last wait still runs, however slow this machine starts a process.
+	waited := false
+	for i := 0; i < 5 && !waited; i++ {
+		msg := e2eFailsCleanly(t, "another wrong passphrase", a.runWith(t, "still not it", c.timeout(30*time.Second), "unlock"))
+		switch {
+		case strings.Contains(msg, "try again in"):
+			waited = true
+		case !strings.Contains(msg, "wrong passphrase"):
+			t.Fatalf("unlock with a wrong passphrase: %q", msg)
+		}
+	}
+	if !waited {
+		t.Error("five wrong passphrases in a row, and no try was told to wait")
+	}
+	// The right passphrase is taken once the wait (a few seconds of the daemon's clock) is over.
+	deadline := time.Now().Add(c.timeout(30 * time.Second))
+	for {
+		res := a.run(t, "unlock")
+		if res.code == 0 {
+			break
+		}
+		if !strings.Contains(res.stderr, "try again in") || time.Now().After(deadline) {
+			t.Fatalf("unlock: %s", res)
+		}
+		time.Sleep(200 * time.Millisecond) // the backoff itself is time: this waits it out, it synchronises nothing
+	}
+	msgs := a.runJSON(t, "messages", team.ID)
+	if !strings.Contains(string(msgs), text) {
+		t.Fatalf("messages after unlock: %s; want the message back", msgs)
+	}
+	if msg := e2eFailsCleanly(t, "wipe without --yes", a.run(t, "wipe")); !strings.Contains(msg, "--yes") {
+		t.Errorf("wipe without --yes: %q", msg)
+	}
+	if res := a.run(t, "wipe", "--yes"); res.code != 0 {
+		t.Fatalf("wipe: %s", res)
+	}
+	select {
+	case <-a.daemon.exited:
+	case <-time.After(c.timeout(30 * time.Second)):
+		t.Fatal("the daemon still runs after the wipe")
+	}
+	a.daemon = nil
+	entries, err := os.ReadDir(a.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("the wiped data directory still holds %s", e.Name())
+	}
+	if _, err := storage.Open(a.dir, storage.Options{Passphrase: []byte(a.pass)}); !errors.Is(err, storage.ErrNotInitialized) {
+		t.Errorf("opening the wiped store with its passphrase: %v; want no store", err)
+	}
+}
