@@ -18,8 +18,13 @@
 //	GET  /v1/ui                                               {"url"}: the web UI's sign-in address
 //	                                                           (with this start's token in its fragment)
 //	     /v1/members, /v1/devices, /v1/verify              membership and safety numbers: see members.go
+//	POST /v1/remote-wipe       {"team","device","ttl"}         an admin removes a lost device and issues its
+//	                                                           wipe order (lock.go)
+//	     /v1/lock, /v1/unlock, /v1/wipe                    the daemon's lock, served by Gate (lock.go):
+//	                                                           while locked every other route answers 423
 //
-// The server holds no state of its own; Serve returns when its context ends.
+// The server holds no state of its own; Serve returns when its context ends. The daemon serves the
+// socket through a Gate, which hands each request to the Server of the node unlocked now.
 package localapi
 
 import (
