@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -282,7 +283,9 @@ func (s *Session) lockLocked(why string) error {
 func listenOf(n *node.Node) []string {
 	var out []string
 	for _, a := range n.Host().Network().ListenAddresses() {
-		out = append(out, a.String())
+		if s := a.String(); !strings.Contains(s, "p2p-circuit") {
+			out = append(out, s) // circuit addresses come from relay reservations, not listeners
+		}
 	}
 	return out
 }
