@@ -94,6 +94,8 @@ type Session struct {
 	done       chan struct{} // closed when the current node goes (lock, wipe, close)
 	ld         *locked.Device
 	key        []byte // the device's Ed25519 key while locked (the locked host's identity)
+	sealed     node.Sealed
+	spoolPub   [32]byte
 	listen     []string
 	lastActive time.Time
 	unlockedAt time.Time
@@ -260,22 +262,29 @@ func (s *Session) lockLocked(why string) error {
 	if err := errors.Join(nerr, serr); err != nil {
 		s.log.Warn("closing the node to lock failed", "err", err)
 	}
-	spool, err := locked.CreateSpool(filepath.Join(s.cfg.Dir, spoolName), pub)
-	if err != nil {
-		clear(key)
-		return err
-	}
-	s.key = key
-	s.ld, err = locked.Start(locked.Config{Key: key, ListenAddrs: s.listen, State: sealed, Spool: spool,
-		OnWipe: s.remoteWipe, Logger: s.log, Now: s.now, RedialInterval: s.cfg.Node.RedialInterval})
-	if err != nil {
-		spool.Close()
-		s.log.Warn("the locked device could not start: no messages arrive until unlock", "err", err)
-	}
+	s.key, s.sealed, s.spoolPub = key, sealed, *pub
+	s.startLocked()
 	runtime.GC()
 	debug.FreeOSMemory()
 	s.log.Info("locked", "why", why)
 	return nil
+}
+
+// startLocked starts the locked device (node/locked). Without it the device is still locked, but
+// unreachable until unlock. The caller holds mu.
+func (s *Session) startLocked() {
+	spool, err := locked.CreateSpool(filepath.Join(s.cfg.Dir, spoolName), &s.spoolPub)
+	if err == nil {
+		s.ld, err = locked.Start(locked.Config{Key: s.key, ListenAddrs: s.listen, State: s.sealed, Spool: spool,
+			OnWipe: s.remoteWipe, Logger: s.log, Now: s.now, RedialInterval: s.cfg.Node.RedialInterval})
+		if err != nil {
+			spool.Close()
+		}
+	}
+	if err != nil {
+		s.ld = nil
+		s.log.Warn("the locked device could not start: nothing arrives until unlock", "err", err)
+	}
 }
 
 // listenOf returns the node's bound listen addresses, so the locked host and the next node listen on
@@ -311,12 +320,13 @@ func (s *Session) Unlock(passphrase []byte) error {
 		}
 		s.ld = nil
 	}
-	clear(s.key)
-	s.key = nil
 	if err := s.startNode(st); err != nil {
 		st.Close()
+		s.startLocked() // still locked, and reachable again
 		return err
 	}
+	clear(s.key)
+	s.key, s.sealed = nil, node.Sealed{}
 	s.log.Info("unlocked")
 	return nil
 }
