@@ -105,6 +105,8 @@ func (g *Gate) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/unlock", g.unlock)
 	mux.HandleFunc("POST /v1/wipe", g.wipe)
+	// The UI's address is served locked or not: the lock screen is where one unlocks.
+	mux.HandleFunc("GET /v1/ui", (&Server{UILogin: g.UILogin}).ui)
 	mux.HandleFunc("/", g.forward)
 	return mux
 }
