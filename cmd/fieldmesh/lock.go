@@ -64,8 +64,9 @@ without use (default 5 minutes).`,
 		Use:   "unlock",
 		Short: "Unlock the device with its passphrase",
 		Long: `Unlock the device with its passphrase (asked on a terminal; else FIELDMESH_PASSPHRASE,
---passphrase-file, or one line of standard input). After a wrong passphrase the next try waits 1 s,
-then 2 s, 4 s, and so on up to an hour; restarting the node does not reset the wait.`,
+--passphrase-file, or one line of standard input). After a first wrong passphrase you may retry at
+once; after more, the next try waits 1 s, then 2 s, 4 s, and so on up to an hour; restarting the node
+does not reset the wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c := g.client()

@@ -18,7 +18,7 @@ const backoffName = "unlock-wait"
 type WaitError struct{ Wait time.Duration }
 
 func (e *WaitError) Error() string {
-	return fmt.Sprintf("too many wrong passphrases: try again in %s", e.Wait.Round(time.Second))
+	return fmt.Sprintf("too many wrong passphrases: try again in %s", max(time.Second, e.Wait.Round(time.Second)))
 }
 
 // backoff is the state of DIR/unlock-wait: how many wrong passphrases in a row, and when the last one
@@ -29,15 +29,16 @@ type backoff struct {
 	Last     int64 `json:"last"` // Unix seconds
 }
 
-// waitAfter is the wait after n wrong passphrases: 0, then 1 s, 2 s, 4 s, … up to MaxWait.
+// waitAfter is the wait after n wrong passphrases in a row: none after the first (a typo is retyped at
+// once), then 1 s, 2 s, 4 s, … up to MaxWait.
 func waitAfter(n int) time.Duration {
-	if n <= 0 {
+	if n <= 1 {
 		return 0
 	}
-	if n > 13 {
+	if n > 14 {
 		return MaxWait
 	}
-	return min(time.Second<<(n-1), MaxWait)
+	return min(time.Second<<(n-2), MaxWait)
 }
 
 func (b backoff) until() time.Time {

@@ -7,8 +7,8 @@
 //     overwritten (node.WipeKeys), the store is closed and its data key overwritten (storage), and
 //     only public facts stay (node.Sealed). Envelopes that arrive while locked are sealed into a spool
 //     to a fresh X25519 key whose private half was put in the store before it closed.
-//   - Unlock needs the passphrase. Wrong tries wait 1 s, 2 s, 4 s, … (at most MaxWait) before the next
-//     one is tried; the count is kept in DIR/unlock-wait, so restarting the daemon does not reset it.
+//   - Unlock needs the passphrase. After the first wrong try the next comes at once (a typo); after
+//     more, each waits 1 s, 2 s, 4 s, … (at most MaxWait) before the next one is tried; the count is kept in DIR/unlock-wait, so restarting the daemon does not reset it.
 //     The store opens, a new node starts, and the spool is opened and judged by the node's cores.
 //   - Wipe destroys the store: the keyring first (storage's crypto-shredding), then every file of the
 //     data directory. A remote wipe order that passes its Check (locked or not) does the same.

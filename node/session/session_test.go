@@ -241,14 +241,18 @@ func readAll(r interface{ Read([]byte) (int, error) }) (string, error) {
 	}
 }
 
-// Wrong passphrases wait 1 s, 2 s, 4 s before the next try; a try during the wait is refused without
-// trying the passphrase; the count survives a restart; the right passphrase resets it.
+// After a first wrong passphrase the next try comes at once; then wrong ones wait 1 s, 2 s, 4 s before
+// the next try; a try during the wait is refused without trying the passphrase; the count survives a
+// restart; the right passphrase resets it.
 func TestUnlockBackoff(t *testing.T) {
 	dir, st := newStore(t, "Dr Banda")
 	clk := &clock{t: time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)}
 	s := start(t, dir, st, func(c *session.Config) { c.Now = clk.Now })
 	if err := s.Lock(); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.Unlock([]byte("typo")); !errors.Is(err, storage.ErrWrongPassphrase) {
+		t.Fatalf("first wrong try: %v", err)
 	}
 	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
 		if err := s.Unlock([]byte("guess")); !errors.Is(err, storage.ErrWrongPassphrase) {
@@ -258,14 +262,14 @@ func TestUnlockBackoff(t *testing.T) {
 		if err := s.Unlock([]byte(pass)); !errors.As(err, &we) || we.Wait != wait {
 			t.Fatalf("try right after wrong try %d: %v; want a wait of %v", i+1, err, wait)
 		}
-		if st := s.State(); !st.Locked || st.Failures != i+1 {
+		if st := s.State(); !st.Locked || st.Failures != i+2 {
 			t.Fatalf("state after wrong try %d: %+v", i+1, st)
 		}
 		clk.Add(wait)
 	}
 	// A restart (Open, as the daemon's start does) does not reset the count.
 	if _, err := session.Open(dir, []byte("guess"), nil, clk.Now); !errors.Is(err, storage.ErrWrongPassphrase) {
-		t.Fatalf("fourth wrong try: %v", err)
+		t.Fatalf("fifth wrong try: %v", err)
 	}
 	var we *session.WaitError
 	if _, err := session.Open(dir, []byte(pass), nil, clk.Now); !errors.As(err, &we) || we.Wait != 8*time.Second {

@@ -118,6 +118,16 @@ func TestBrowserLockAndUnlock(t *testing.T) {
 	}
 
 	if err := chromedp.Do(tab,
+		chromedp.SendKeys(chromedp.CSS("#unlock-pass"), "a typo"),
+		chromedp.Click(`//form[@id="unlock-form"]//button[@type="submit"]`),
+		chromedp.WaitVisible(`//p[@id="error"][contains(., "wrong passphrase")]`),
+	); err != nil {
+		t.Fatalf("a first wrong passphrase: %v", err)
+	}
+	if _, err := chromedp.Run(tab, chromedp.Evaluate[bool](`document.getElementById("error").hidden = true`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(tab,
 		chromedp.SendKeys(chromedp.CSS("#unlock-pass"), "not the passphrase"),
 		chromedp.Click(`//form[@id="unlock-form"]//button[@type="submit"]`),
 		chromedp.WaitVisible(`//p[@id="error"][contains(., "wrong passphrase")]`),
@@ -134,7 +144,7 @@ func TestBrowserLockAndUnlock(t *testing.T) {
 	); err != nil {
 		t.Fatalf("the right passphrase during the wait: %v", err)
 	}
-	clk.Add(time.Second) // the wait after one wrong passphrase
+	clk.Add(time.Second) // the wait after two wrong passphrases
 	if err := chromedp.Do(tab,
 		chromedp.SendKeys(chromedp.CSS("#unlock-pass"), pass),
 		chromedp.Click(`//form[@id="unlock-form"]//button[@type="submit"]`),
