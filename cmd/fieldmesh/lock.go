@@ -78,7 +78,8 @@ does not reset the wait.`,
 				return g.print(st, func(w io.Writer) { fmt.Fprintln(w, "not locked") })
 			}
 			if st.Wait > 0 {
-				return fmt.Errorf("too many wrong passphrases: try again in %s", (time.Duration(st.Wait) * time.Second).Round(time.Second))
+				wait := time.Duration(st.Wait * float64(time.Second))
+				return fmt.Errorf("too many wrong passphrases: try again in %s", max(time.Second, wait.Round(time.Second)))
 			}
 			pass, err := g.passphrase(false)
 			if err != nil {
