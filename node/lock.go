@@ -142,3 +142,12 @@ func (n *Node) storeLastContact() {
 		n.log.Warn("storing the last contact time failed", "err", err)
 	}
 }
+
+// TopicPeers returns the peers this node's gossip sees in the team's topic now.
+func (n *Node) TopicPeers(teamRef string) ([]peer.ID, error) {
+	t, err := n.teamByRef(teamRef)
+	if err != nil {
+		return nil, err
+	}
+	return t.ptop.ListPeers(), nil
+}

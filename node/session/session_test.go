@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -343,8 +344,12 @@ func TestMessagesWhileLockedOpenAtUnlock(t *testing.T) {
 	if err := b.Lock(); err != nil {
 		t.Fatal(err)
 	}
-	// A sees B again (the locked host, same peer id) in the team's topic before sending.
+	// A sees B again (the locked host, same peer id) in the team's topic before sending, and B sees A.
 	waitTopicPeer(t, na, b)
+	poll(t, "B in A's view of the team's topic", func() bool {
+		ps, err := na.TopicPeers(ref)
+		return err == nil && slices.Contains(ps, b.PeerAddrs()[0].ID)
+	})
 	const text, patient = "Bed 7: sats 88%, on oxygen", "MRN-990011"
 	if _, _, err := na.Send(ref, crdt.Message{Text: text, Patient: patient}); err != nil {
 		t.Fatal(err)
