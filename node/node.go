@@ -28,11 +28,13 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/node/usage"
+	"github.com/fieldmesh/fieldmesh/node/wipeproto"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
+	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
 )
 
 // Protocol ids spoken by a node.
@@ -105,6 +107,10 @@ type Config struct {
 	// OnReview, if set, is called after this device recorded a membership review (Review), with the
 	// team, the review op and its time: the audit trail's hook.
 	OnReview func(team crdt.TeamID, op crdt.OpID, at time.Time)
+	// OnWipe is called (once per order, on a goroutine of the node) when a peer hands this device a
+	// remote wipe order that passes wipeorder's Check: the caller wipes the store (wipe.go). Nil
+	// ignores orders (they are still checked and logged).
+	OnWipe func(*wipeorder.Order)
 }
 
 // Identity is the device's identity as kept in the store.
@@ -206,14 +212,17 @@ type Node struct {
 	slots    map[string]*syncSlot  // by peer+topic
 	lastSync map[string]time.Time  // by peer+topic: when a session last completed
 	banned   map[peer.ID]time.Time // misbehaving peers, until when
+	// lastContact is when a reconciliation with a peer last completed (lock.go).
+	lastContact time.Time
 
 	relays atomic.Pointer[relayClient] // set once by startRelays
 
 	stats syncStats
-	usage *usage.Meter  // data accounting (package usage)
-	low   *lowdata.Mode // low-data mode (package lowdata)
-	audit *audit.Log    // the audit trail (auditing.go); nil without Config.AuditFile
-	att   attachments   // attachment fetches (attach.go)
+	wipes *wipeproto.Set // remote wipe orders this node carries (wipe.go)
+	usage *usage.Meter   // data accounting (package usage)
+	low   *lowdata.Mode  // low-data mode (package lowdata)
+	audit *audit.Log     // the audit trail (auditing.go); nil without Config.AuditFile
+	att   attachments    // attachment fetches (attach.go)
 }
 
 type syncStats struct {
@@ -304,6 +313,11 @@ func New(cfg Config) (*Node, error) {
 			n.log.Error("the audit trail fails verification; no events are recorded until it is looked into (fieldmesh audit verify)", "err", verr)
 		}
 	}
+	n.loadLastContact()
+	if err := n.loadWipeOrders(); err != nil {
+		n.cancel()
+		return nil, err
+	}
 
 	if cfg.Host != nil {
 		n.host = cfg.Host
@@ -388,6 +402,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
 	n.host.SetStreamHandler(ChunkProtocol, n.handleChunks)
+	n.host.SetStreamHandler(wipeproto.Protocol, n.wipeServer().Handle)
 	n.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if nw.Connectedness(c.RemotePeer()) != network.Connected {
@@ -403,6 +418,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 				}
 				n.syncPeer(p)
 			})
+			n.goRun(func() { n.wipeContact(p) })
 		},
 	})
 
@@ -489,8 +505,10 @@ func (n *Node) Close() error {
 		n.host.RemoveStreamHandler(SyncProtocol)
 		n.host.RemoveStreamHandler(JoinProtocol)
 		n.host.RemoveStreamHandler(ChunkProtocol)
+		n.host.RemoveStreamHandler(wipeproto.Protocol)
 	}
 	n.wg.Wait()
+	n.storeLastContact()
 	if ferr := n.usage.Flush(); ferr != nil {
 		n.log.Warn("storing data usage failed", "err", ferr)
 	}

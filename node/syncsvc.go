@@ -188,6 +188,7 @@ func syncKey(p peer.ID, t *team) string { return string(p) + string(t.topic[:]) 
 func (n *Node) syncDone(p peer.ID, t *team, held uint64) {
 	n.mu.Lock()
 	n.lastSync[syncKey(p, t)] = n.now()
+	n.lastContact = n.now()
 	n.mu.Unlock()
 	if rc := n.relayClient(); rc != nil {
 		rc.synced(p, t.topic, held)

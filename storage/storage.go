@@ -73,6 +73,9 @@ type Store struct {
 	dir string
 	log *slog.Logger
 	db  *badger.DB // set before the Store is shared; closed once by Close or Wipe
+	// dataKey is the unwrapped data key Badger was opened with (its options keep this slice);
+	// Close and Wipe overwrite it once Badger is closed.
+	dataKey []byte
 
 	// wmu serialises the read-modify-write transactions (PutEnvelopes,
 	// UseInvite) so they never fail with badger.ErrConflict.
@@ -148,7 +151,7 @@ func Create(dir string, opts Options) (*Store, error) {
 		os.RemoveAll(dbPath)
 		return nil, fmt.Errorf("storage: create: %w", err)
 	}
-	return &Store{dir: dir, log: log, db: db}, nil
+	return &Store{dir: dir, log: log, db: db, dataKey: dataKey}, nil
 }
 
 // Open opens the store in dir. It returns ErrNotInitialized if dir has no
@@ -200,7 +203,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{dir: dir, log: log, db: db}, nil
+	return &Store{dir: dir, log: log, db: db, dataKey: dataKey}, nil
 }
 
 // begin registers a call in progress, or returns ErrClosed. Every successful
@@ -236,7 +239,9 @@ func (s *Store) Close() error {
 	if !s.shut() {
 		return nil
 	}
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	clear(s.dataKey)
+	if err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}
 	return nil
@@ -254,12 +259,15 @@ func (s *Store) Wipe() error {
 		return ErrClosed
 	}
 	if err := shredKeyring(s.dir); err != nil {
-		return errors.Join(err, s.db.Close())
+		err = errors.Join(err, s.db.Close())
+		clear(s.dataKey)
+		return err
 	}
 	var errs []error
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("storage: close: %w", err))
 	}
+	clear(s.dataKey)
 	if err := removeDB(s.dir); err != nil {
 		errs = append(errs, err)
 	}

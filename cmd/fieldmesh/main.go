@@ -34,6 +34,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/join"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/node/relay"
+	"github.com/fieldmesh/fieldmesh/node/session"
 	"github.com/fieldmesh/fieldmesh/node/webui"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
@@ -73,7 +74,7 @@ var errorPrefixes = []string{
 	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node", "photo",
 	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
-	"duty", "rawid", "safetext",
+	"duty", "locked", "rawid", "safetext", "session", "wipeorder", "wipeproto",
 }
 
 // packagePrefix matches one of errorPrefixes at the start of the message or after another
@@ -132,6 +133,7 @@ func newRoot(g *globals) *cobra.Command {
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g), dutyCmd(g), rotaCmd(g))
 	root.AddCommand(recordExportParent(g), auditCmd(g))
 	root.AddCommand(attachmentCmd(g))
+	root.AddCommand(lockCmds(g)...)
 	return root
 }
 
@@ -272,7 +274,10 @@ func (g *globals) nodeAnswers(ctx context.Context) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := g.client().Status(ctx)
+	if _, err := g.client().Status(ctx); err == nil {
+		return true
+	}
+	_, err := g.client().LockState(ctx) // a locked node answers only its lock's routes
 	return err == nil
 }
 
@@ -381,7 +386,7 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 				if err != nil {
 					return err
 				}
-				st, err = storage.Open(g.data, storage.Options{Passphrase: pass, Logger: logger})
+				st, err = session.Open(g.data, pass, logger, nil)
 				if err != nil {
 					return storeErr(err, g.data)
 				}
@@ -403,6 +408,7 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 	f.StringArrayVar(&relays, "relay", nil, "clinic relay to use, as a multiaddr ending in /p2p/PEERID (repeatable; remembered)")
 	f.StringVar(&name, "name", "", "display name, used only when the store is created on first run")
 	f.BoolVar(&lowData, "low-data", false, "start in low-data mode (send only urgent messages; see: fieldmesh low-data)")
+	addLockFlags(f)
 	f.StringVar(&g.ui, "ui", envOr("FIELDMESH_UI", "127.0.0.1:0"), "web UI address: 127.0.0.1:PORT (0 = a free port), or off (env FIELDMESH_UI)")
 	notify = addNotifyFlags(f)
 	return c
@@ -447,21 +453,28 @@ func runDaemon(ctx context.Context, g *globals, st *storage.Store, logger *slog.
 		}
 		defer ul.Close()
 	}
-	n, err := node.New(cfg)
+	scfg := sessionConfig(g)
+	scfg.Node, scfg.Logger, scfg.OnWipe = cfg, logger, stop
+	ses, err := session.Start(scfg, st)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	defer ses.Close()
+	go ses.Run(ctx)
+	n, _, err := ses.Current()
+	if err != nil {
+		return err
+	}
 	l, err := localapi.Listen(g.socket())
 	if err != nil {
 		return err
 	}
 	defer os.Remove(g.socket())
-	srv := &localapi.Server{Node: n, Logger: logger}
+	srv := &localapi.Gate{Locker: ses, Logger: logger}
 	var ui *webui.Server
 	uiErr := make(chan error, 1)
 	if ul != nil {
-		if ui, err = webui.New(webui.Config{Node: n, Logger: logger}, ul); err != nil {
+		if ui, err = webui.New(webui.Config{Lock: ses, Logger: logger}, ul); err != nil {
 			return err
 		}
 		srv.UILogin = ui.LoginURL

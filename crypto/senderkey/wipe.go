@@ -20,3 +20,6 @@ func (r *ReceiverState) Wipe() {
 	}
 	r.next = MaxIndex + 1
 }
+
+// Wiped reports whether the state's chain key is overwritten and the state exhausted.
+func (s *SenderState) Wiped() bool { return s.chain == chainKey{} && s.next == MaxIndex+1 }

@@ -19,8 +19,13 @@
 //	                                                           (with this start's token in its fragment)
 //	     /v1/members, /v1/devices, /v1/verify              membership and safety numbers: see members.go
 //	     /v1/export, /v1/audit/...                         subject-access export, audit trail: see audit.go
+//	POST /v1/remote-wipe       {"team","device","ttl"}         an admin removes a lost device and issues its
+//	                                                           wipe order (lock.go)
+//	     /v1/lock, /v1/unlock, /v1/wipe                    the daemon's lock, served by Gate (lock.go):
+//	                                                           while locked every other route answers 423
 //
-// The server holds no state of its own; Serve returns when its context ends.
+// The server holds no state of its own; Serve returns when its context ends. The daemon serves the
+// socket through a Gate, which hands each request to the Server of the node unlocked now.
 package localapi
 
 import (
@@ -219,6 +224,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/devices/link", s.linkDevice)
 	mux.HandleFunc("POST /v1/devices/remove", s.membership(func(r MembershipRequest) error { return s.Node.RemoveDevice(r.Team, r.Device) }))
 	mux.HandleFunc("POST /v1/verify", s.verify)
+	mux.HandleFunc("POST /v1/remote-wipe", s.remoteWipe)
 	s.registerUsage(mux)
 	s.registerAudit(mux)
 	s.registerAttachments(mux)

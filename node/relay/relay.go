@@ -30,6 +30,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/audit"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
+	"github.com/fieldmesh/fieldmesh/node/wipeproto"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
@@ -135,6 +136,8 @@ type Relay struct {
 	linked   map[peer.ID]map[envelope.Topic]bool // by linked relay: the topics enrolled there
 	linkKick []chan struct{}
 	changed  chan struct{} // closed and replaced whenever envelopes are stored
+
+	wipes *wipeproto.Set // remote wipe orders carried (wipe.go)
 }
 
 type carriedTopic struct {
@@ -404,6 +407,7 @@ func (r *Relay) start() error {
 	r.host.SetStreamHandler(relayproto.EnrolProtocol, r.handleEnrol)
 	r.host.SetStreamHandler(relayproto.DirectoryProtocol, r.handleDirectory)
 	r.registerChunks()
+	r.startWipes()
 	r.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(_ network.Network, c network.Conn) {
 			// Enrolment lasts while the device has a connection: the swarm has removed c before telling

@@ -61,7 +61,11 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = min(n, MaxPage)
 	}
-	all, err := s.node.Messages(team)
+	n, _, ok := s.current(w, r)
+	if !ok {
+		return
+	}
+	all, err := n.Messages(team)
 	if err != nil {
 		nodeErr(w, err)
 		return
@@ -83,7 +87,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 	start := max(0, end-limit)
 	page := all[start:end]
 	names := map[string]string{}
-	if ms, err := s.node.Members(team); err == nil {
+	if ms, err := n.Members(team); err == nil {
 		for _, m := range ms {
 			for _, d := range m.Devices {
 				names[d.ID.String()] = m.Name
@@ -119,7 +123,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) {
 		ids = append(ids, m.ID)
 	}
 	// What reached the reader counts as read, as with the command line's messages.
-	if err := s.node.MarkRead(team, ids); err != nil {
+	if err := n.MarkRead(team, ids); err != nil {
 		s.log.Debug("web UI: mark read", "err", err)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -134,6 +138,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, "streaming is not supported here")
 		return
 	}
+	n, locked, ok := s.current(w, r)
+	if !ok {
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -145,6 +153,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// The watchers end with ctx, which ends when this handler returns for any reason (before wg.Wait).
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	wg.Go(func() {
+		// The stream ends when the device locks: the page then shows the lock screen.
+		select {
+		case <-locked:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	watched := map[string]func(){}
 	defer func() {
 		for _, stop := range watched {
@@ -152,12 +168,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	watchNew := func() {
-		for _, t := range s.node.Teams() {
+		for _, t := range n.Teams() {
 			id := t.ID.String()
 			if watched[id] != nil {
 				continue
 			}
-			ch, stop, err := s.node.Watch(id)
+			ch, stop, err := n.Watch(id)
 			if err != nil {
 				continue
 			}

@@ -34,7 +34,14 @@
 //	GET  /api/events                     text/event-stream: "team" events ({"team":ID}) when a team's log
 //	                                     grows, "status" every StatusEvery; no content, only ids
 //	POST /api/qr       {"text"}          {"size","path"}: the QR code of text as an SVG path
-//	     /api/v1/...                     node/localapi's routes (status, teams, send, members, ...)
+//	     /api/v1/...                     node/localapi's routes (status, teams, send, members, ...),
+//	                                     through its Gate: /api/v1/lock and /api/v1/unlock too
+//
+// Lock (lock.go): with Config.Lock (node/session), the UI drives whichever node is unlocked. While the
+// device is locked every route that would show content answers 423 {"error","locked":true}; the page
+// reloads (so nothing it showed stays in it) into a lock screen with a passphrase field. The page's own
+// reads carry X-Fieldmesh-Background and do not keep the device unlocked; what the user does (a POST)
+// does.
 //
 // Concurrency: a Server is safe for concurrent use; each event stream runs one goroutine per team
 // it watches, all ended before its handler returns.

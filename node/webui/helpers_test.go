@@ -82,12 +82,18 @@ func (u *testUI) seen() []string {
 // startUI serves n's web UI until the test ends.
 func startUI(t *testing.T, n *node.Node, logs *syncBuffer, statusEvery time.Duration) *testUI {
 	t.Helper()
+	return startUIConfig(t, Config{Node: n, StatusEvery: statusEvery}, logs)
+}
+
+// startUIConfig serves the web UI of cfg until the test ends; its logs go to logs.
+func startUIConfig(t *testing.T, cfg Config, logs *syncBuffer) *testUI {
+	t.Helper()
 	l, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Node: n, StatusEvery: statusEvery,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, l)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := New(cfg, l)
 	if err != nil {
 		t.Fatal(err)
 	}

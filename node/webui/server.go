@@ -38,8 +38,12 @@ const DefaultStatusEvery = 5 * time.Second
 
 // Config configures a Server. Node is required; the zero value of every other field works.
 type Config struct {
-	// Node is the running node the UI drives. Required.
+	// Node is the running node the UI drives, when the daemon has no lock. One of Node and Lock is
+	// required.
 	Node *node.Node
+	// Lock is the daemon's lock (node/session): the UI drives whichever node is unlocked, shows a
+	// lock screen while the device is locked, and its API answers 423 Locked then (lock.go).
+	Lock localapi.Locker
 	// Logger receives the UI's logs (never content: no text, patient reference or team name).
 	// Nil discards them.
 	Logger *slog.Logger
@@ -53,7 +57,10 @@ type Config struct {
 
 // Server is the web UI of one node on one loopback listener.
 type Server struct {
-	node        *node.Node
+	lock        localapi.Locker
+	gate        *localapi.Gate
+	name        string
+	device      string
 	log         *slog.Logger
 	statusEvery time.Duration
 	port        int
@@ -91,8 +98,15 @@ func Listen(addr string) (net.Listener, error) {
 // New returns the UI of cfg.Node for the listener l (whose port the Host check and the cookie's
 // name use). It makes this start's token, session and CSRF values.
 func New(cfg Config, l net.Listener) (*Server, error) {
-	if cfg.Node == nil {
+	if cfg.Node == nil && cfg.Lock == nil {
 		return nil, errors.New("webui: no node")
+	}
+	if cfg.Lock == nil {
+		cfg.Lock = fixed{cfg.Node}
+	}
+	n, _, err := cfg.Lock.Current()
+	if err != nil {
+		return nil, fmt.Errorf("webui: start unlocked: %w", err)
 	}
 	ta, ok := l.Addr().(*net.TCPAddr)
 	if !ok || !ta.IP.IsLoopback() {
@@ -109,21 +123,22 @@ func New(cfg Config, l net.Listener) (*Server, error) {
 		}
 		return hex.EncodeToString(b), nil
 	}
-	s := &Server{node: cfg.Node, log: cfg.Logger, statusEvery: cfg.StatusEvery, port: ta.Port}
+	st := n.Status()
+	s := &Server{lock: cfg.Lock, name: st.Name, device: st.Device.String(), log: cfg.Logger, statusEvery: cfg.StatusEvery, port: ta.Port}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.statusEvery <= 0 {
 		s.statusEvery = DefaultStatusEvery
 	}
-	var err error
 	for _, p := range []*string{&s.token, &s.session, &s.csrf} {
 		if *p, err = secret(); err != nil {
 			return nil, err
 		}
 	}
 	s.cookie = "fieldmesh_session_" + strconv.Itoa(s.port)
-	s.api = http.StripPrefix("/api", (&localapi.Server{Node: cfg.Node, Logger: cfg.Logger}).Handler())
+	s.gate = &localapi.Gate{Locker: cfg.Lock, Logger: cfg.Logger}
+	s.api = http.StripPrefix("/api", s.gate.Handler())
 	return s, nil
 }
 
@@ -272,8 +287,7 @@ type Session struct {
 }
 
 func (s *Server) sessionInfo(w http.ResponseWriter, r *http.Request) {
-	st := s.node.Status()
-	writeJSON(w, http.StatusOK, Session{CSRF: s.csrf, Name: st.Name, Device: st.Device.String()})
+	writeJSON(w, http.StatusOK, Session{CSRF: s.csrf, Name: s.name, Device: s.device})
 }
 
 // maxRequest bounds the bodies of this package's routes.

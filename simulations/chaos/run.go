@@ -403,7 +403,9 @@ func (r *runner) each(f func(p *proc) error) error {
 // up starts a device's daemon, listening on its address and dialling every other device (and the
 // relay), and waits for its "node ready" line.
 func (r *runner) up(ctx context.Context, p *proc) error {
-	args := []string{"up", "--no-mdns", "--listen=/ip4/" + p.Host.Addr + "/tcp/" + Port}
+	// The idle lock is off: a device the schedule leaves without a command for minutes must still
+	// answer the convergence check.
+	args := []string{"up", "--no-mdns", "--lock-after=0", "--listen=/ip4/" + p.Host.Addr + "/tcp/" + Port}
 	for _, q := range r.devs {
 		if q != p {
 			args = append(args, "--bootstrap="+q.Addr())

@@ -489,3 +489,18 @@ func (t *Team) Holding(id crdt.OpID) bool { return t.pending.get(id) != nil }
 
 // Pending returns how many envelopes are held until they can be judged.
 func (t *Team) Pending() int { return t.pending.len() }
+
+// Wipe overwrites the keys the core holds in memory (teamkeys.Keys.Wipe) and drops its log, leaving a
+// core that opens, seals and shows nothing. The node calls it when the device locks, after everything
+// was stored and the core is no longer used; a locked device restores a new core at unlock. Best
+// effort, as every erasure in Go (sync/teamkeys).
+func (t *Team) Wipe() {
+	t.keys.Wipe()
+	t.lg = crdt.NewLog(t.id)
+	t.state = nil
+	t.pending = newPool()
+	clear(t.unlearned)
+}
+
+// Keys returns the core's key state, for tests that check what Wipe overwrote.
+func (t *Team) Keys() *teamkeys.Keys { return t.keys }

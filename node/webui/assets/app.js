@@ -45,6 +45,8 @@ async function api(method, path, body) {
     opts.body = JSON.stringify(body);
   }
   if (method !== "GET") opts.headers["X-Fieldmesh-CSRF"] = state.csrf;
+  // Only what the user does (a POST) keeps the device unlocked; the page's own reads do not.
+  else opts.headers["X-Fieldmesh-Background"] = "1";
   let res;
   try {
     res = await fetch(path, opts);
@@ -55,6 +57,7 @@ async function api(method, path, body) {
   try { data = await res.json(); } catch (e) { /* no body */ }
   if (!res.ok) {
     if (res.status === 401) showSignIn();
+    if (res.status === 423 && data && data.locked) showLocked();
     throw new APIError(res.status, (data && data.error) || ("the node answered " + res.status));
   }
   return data;
@@ -62,7 +65,7 @@ async function api(method, path, body) {
 
 // Our Go packages prefix their errors with their names ("humancode: "), which mean nothing to the
 // reader; the command line drops them the same way (cmd/fieldmesh errorPrefixes).
-const PKG_PREFIX = /(^|: )(?:adversary|crdt|device|envelope|epochkey|fieldmesh|framing|humancode|identity|join|localapi|lowdata|meshconf|node|recon|relay|relayclient|relayproto|safety|seal|senderkey|storage|teamkeys|unixapi|usage|webui|wire): /g;
+const PKG_PREFIX = /(^|: )(?:adversary|crdt|device|envelope|epochkey|fieldmesh|framing|humancode|identity|join|localapi|lowdata|meshconf|node|recon|relay|relayclient|relayproto|safety|seal|senderkey|storage|teamkeys|unixapi|usage|webui|wire|locked|session|wipeorder|wipeproto): /g;
 
 function showError(what, err) {
   const e = $("error");
@@ -88,6 +91,42 @@ function showView(name) {
     if (b.dataset.view === name || (name === "team" && b.dataset.view === "teams")) b.setAttribute("aria-current", "page");
     else b.removeAttribute("aria-current");
   }
+}
+
+// showLocked shows the lock screen. A page that showed content is reloaded first, so nothing of it is
+// left in the page behind the lock screen.
+function showLocked() {
+  if (state.shown) { location.reload(); return; }
+  if (events) { events.close(); events = null; }
+  document.body.classList.add("locked");
+  showView("locked");
+  $("conn").textContent = "locked";
+  $("unlock-pass").focus();
+}
+
+async function lockNow() {
+  clearError();
+  try {
+    await api("POST", "/api/v1/lock", {});
+  } catch (e) { showError("Not locked", e); return; }
+  state.shown = true;
+  showLocked();
+}
+
+async function unlock(ev) {
+  ev.preventDefault();
+  clearError();
+  const input = $("unlock-pass");
+  try {
+    await api("POST", "/api/v1/unlock", { passphrase: input.value });
+  } catch (e) {
+    input.value = "";
+    showError(e.status === 403 ? "Not unlocked (wrong passphrase)" : "Not unlocked", e);
+    return;
+  }
+  input.value = "";
+  document.body.classList.remove("locked");
+  start();
 }
 
 function showSignIn() {
@@ -526,7 +565,9 @@ function listen() {
   events.onerror = () => {
     $("conn").textContent = "reconnecting…";
     // A node that restarted has a new session: say so instead of retrying for ever.
-    api("GET", "/api/session").catch((e) => {
+    api("GET", "/api/session").then(() => api("GET", "/api/v1/lock")).then((l) => {
+      if (l && l.locked) showLocked();
+    }).catch((e) => {
       if (e.status === 401) { events.close(); showError("Signed out", "the node restarted; run \"fieldmesh open\" again"); }
     });
   };
@@ -560,6 +601,8 @@ async function signIn() {
 }
 
 function wire() {
+  $("lock-btn").addEventListener("click", lockNow);
+  $("unlock-form").addEventListener("submit", unlock);
   for (const b of document.querySelectorAll(".nav")) {
     b.addEventListener("click", () => {
       clearError();
@@ -635,12 +678,18 @@ function wire() {
 async function start() {
   clearError();
   if (!(await signIn())) { showSignIn(); return; }
+  try {
+    const l = await api("GET", "/api/v1/lock");
+    if (l.locked) { showLocked(); return; }
+  } catch (e) { if (e.status === 423) return; }
   showView("teams");
   try {
     await Promise.all([loadTeams(), loadStatus()]);
   } catch (e) {
+    if (e.status === 423) return;
     showError("Could not load your teams", e);
   }
+  state.shown = true;
   listen();
 }
 
