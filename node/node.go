@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	stdsync "sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/lowdata"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
+	"github.com/fieldmesh/fieldmesh/node/proximity"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/node/usage"
 	"github.com/fieldmesh/fieldmesh/storage"
@@ -89,6 +91,10 @@ type Config struct {
 	EpochCheck time.Duration
 	// LowData turns low-data mode on at start; false keeps the mode last set (see SetLowData).
 	LowData bool
+	// Proximity, if set, is a short-range radio (node/proximity): the node's host listens and dials
+	// over it too, dials the devices it finds, and Close stops it. Needs the node to build its host
+	// (no Host). Default: none.
+	Proximity *proximity.Adapter
 }
 
 // Identity is the device's identity as kept in the store.
@@ -278,6 +284,10 @@ func New(cfg Config) (*Node, error) {
 	n.usage = usage.New(cfg.Store, usage.Config{Now: now, Logger: n.log, Topic: n.topicOfName})
 	n.low = lowdata.New(cfg.Store, id.Device.ID(), n.log)
 
+	if cfg.Host != nil && cfg.Proximity != nil {
+		n.cancel()
+		return nil, errors.New("node: Config.Proximity needs the node to build its host (no Config.Host)")
+	}
 	if cfg.Host != nil {
 		n.host = cfg.Host
 	} else {
@@ -307,9 +317,17 @@ func (n *Node) newHost() (host.Host, error) {
 	if err := meshconf.CheckListenFree(meshconf.Listenable(n.cfg.ListenAddrs)); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	listen := meshconf.Listenable(n.cfg.ListenAddrs)
+	var extra []libp2p.Option
+	if px := n.cfg.Proximity; px != nil {
+		extra = append(extra, px.Option())
+		if a := px.Multiaddr().String(); !slices.Contains(listen, a) {
+			listen = append(listen, a)
+		}
+	}
 	opts := append([]libp2p.Option{
 		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings(meshconf.Listenable(n.cfg.ListenAddrs)...),
+		libp2p.ListenAddrStrings(listen...),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.DefaultResourceManager,
@@ -317,7 +335,7 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.EnableHolePunching(),
 		libp2p.BandwidthReporter(n.usage),
 	}, meshconf.Transports()...)
-	h, err := libp2p.New(opts...)
+	h, err := libp2p.New(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("node: start libp2p host: %w", err)
 	}
@@ -393,6 +411,12 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 			n.mdns = svc
 		}
 	}
+	if px := n.cfg.Proximity; px != nil {
+		px.OnFound(mdnsNotifee{n}.HandlePeerFound)
+		if err := px.Start(); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -442,6 +466,9 @@ func (n *Node) Close() error {
 	n.cancel()
 	if n.mdns != nil {
 		n.mdns.Close()
+	}
+	if n.cfg.Proximity != nil {
+		n.cfg.Proximity.Close()
 	}
 	for _, t := range teams {
 		if t.sub != nil {
