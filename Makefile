@@ -114,3 +114,22 @@ deps:
 		apt-get install -y -qq chromium >/dev/null; \
 	fi
 test: deps
+
+## mobile-bind: the phone binding. gobind (golang.org/x/mobile, pinned in go.mod as a tool) generates
+## the Java and Objective-C of the mobile facade into MOBILE_OUT; then, when the machine has a JDK, javac
+## compiles the Java, against a stub of android.content.Context (the one Android class it names) in
+## place of the Android SDK. An app still needs gomobile bind, with the Android NDK or Xcode, for the
+## native library (see mobile/doc in mobile.go).
+MOBILE_OUT ?= build/mobile
+.PHONY: mobile-bind
+mobile-bind:
+	rm -rf $(MOBILE_OUT)
+	$(GO) tool gobind -lang=java,objc -outdir=$(MOBILE_OUT) ./mobile
+	@if command -v javac >/dev/null; then \
+		seq="$$($(GO) list -f '{{.Dir}}' golang.org/x/mobile/bind/java)/Seq.java"; \
+		javac -d $(MOBILE_OUT)/classes -sourcepath mobile/testdata/androidstub -Xlint:none "$$seq" \
+			$(MOBILE_OUT)/java/go/*.java $(MOBILE_OUT)/java/mobile/*.java; \
+		echo "javac: compiled the generated Java into $(MOBILE_OUT)/classes"; \
+	else \
+		echo "no javac: the generated Java was not compiled"; \
+	fi
