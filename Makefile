@@ -126,8 +126,7 @@ mobile-bind:
 	rm -rf $(MOBILE_OUT)
 	$(GO) tool gobind -lang=java,objc -outdir=$(MOBILE_OUT) ./mobile
 	@if command -v javac >/dev/null; then \
-		seq="$$($(GO) list -f '{{.Dir}}' golang.org/x/mobile/bind/java)/Seq.java"; \
-		javac -d $(MOBILE_OUT)/classes -sourcepath mobile/testdata/androidstub -Xlint:none "$$seq" \
+		javac -d $(MOBILE_OUT)/classes -sourcepath mobile/testdata/androidstub -Xlint:none \
 			$(MOBILE_OUT)/java/go/*.java $(MOBILE_OUT)/java/mobile/*.java; \
 		echo "javac: compiled the generated Java into $(MOBILE_OUT)/classes"; \
 	else \

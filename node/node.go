@@ -619,6 +619,10 @@ func (n *Node) teamByRef(ref string) (*team, error) {
 	}
 }
 
+// ErrDuplicateTeam is returned by CreateTeam for a name one of the device's teams has already, in any
+// case.
+var ErrDuplicateTeam = errors.New("node: this device already has a team called that")
+
 // ErrUnknownTeam is returned when a team name or id matches no team of this device.
 var ErrUnknownTeam = errors.New("node: unknown team")
 
@@ -675,6 +679,13 @@ func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
 	}
 	if kind != crdt.Clinical && kind != crdt.Social {
 		return TeamInfo{}, fmt.Errorf("node: unknown team kind %d", kind)
+	}
+	// One device keeps its team names apart, whatever the case: "Ward 3" and "ward 3" would be told
+	// apart by no one reading a list. (A team joined may share a name; then only its id names it.)
+	for _, t := range n.teamList() {
+		if strings.EqualFold(t.snapshot().Name, name) {
+			return TeamInfo{}, fmt.Errorf("%w: %q (its id %s)", ErrDuplicateTeam, t.snapshot().Name, t.id.Short())
+		}
 	}
 	rec := &teamRecord{}
 	if _, err := rand.Read(rec.ID[:]); err != nil {

@@ -666,13 +666,23 @@ func teamCmd(g *globals) *cobra.Command {
 }
 
 func sendCmd(g *globals) *cobra.Command {
-	var req localapi.SendRequest
+	var (
+		req  localapi.SendRequest
+		file string
+	)
 	c := &cobra.Command{
-		Use:   "send TEAM TEXT",
+		Use:   "send TEAM [TEXT]",
 		Short: "Send a message to a team (returns once it is safely stored)",
-		Args:  cobra.ExactArgs(2),
+		Long: `Send a message to a team; it returns once the message is safely stored on this device. The text
+is the argument, or the contents of --file F (--file - reads standard input), at most 16 KiB (16384
+bytes) of UTF-8 either way; one newline at its end is dropped.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req.Team, req.Text = args[0], args[1]
+			text, err := messageInput(args[1:], file, os.Stdin)
+			if err != nil {
+				return err
+			}
+			req.Team, req.Text = args[0], text
 			s, err := g.client().Send(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -684,6 +694,7 @@ func sendCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.Priority, "priority", "routine", "routine, urgent or emergency")
 	f.StringVar(&req.Patient, "patient", "", "patient reference (sealed like the text; keep identifiers minimal)")
 	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to: its short id, as send and messages print it")
+	f.StringVar(&file, "file", "", "read the text from this file (- for standard input) instead of the argument")
 	return c
 }
 
@@ -714,10 +725,15 @@ func messagesCmd(g *globals) *cobra.Command {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if err == localapi.ErrNodeStopped {
+				// The node ended the stream as it stopped: the end of following, not a failure.
+				fmt.Fprintln(os.Stderr, "fieldmesh: the node stopped")
+				return nil
+			}
 			return err
 		},
 	}
-	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new messages as they arrive")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new messages as they arrive, until Ctrl-C or the node stops")
 	return c
 }
 

@@ -133,6 +133,10 @@ func checkName(what, s string) error {
 	return nil
 }
 
+// ErrTextTooLong is the one error for a message text over MaxTextLen, whoever checks it (Validate, the
+// command line before it reads further).
+var ErrTextTooLong = fmt.Errorf("%w: the message is longer than the limit of %d bytes (16 KiB)", ErrInvalid, MaxTextLen)
+
 func checkText(what, s string, max int) error {
 	switch {
 	case len(s) > max:
@@ -580,6 +584,9 @@ type Message struct {
 
 // Validate checks the limits that UnmarshalMessage enforces.
 func (m Message) Validate() error {
+	if len(m.Text) > MaxTextLen {
+		return ErrTextTooLong
+	}
 	if err := checkText("message text", m.Text, MaxTextLen); err != nil {
 		return err
 	}
