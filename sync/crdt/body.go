@@ -156,6 +156,10 @@ type MemberInfo struct {
 	Noise  identity.NoisePublic
 	Name   string // 1..MaxNameLen bytes of UTF-8
 	Admin  bool
+	// Label is not encoded: in a State's Members it is the device's own name, which the ActLink
+	// that linked it gave (that change's Info.Name), so a person's devices can be told apart; empty
+	// for the device a person joined with (shown by the person's Name).
+	Label string
 }
 
 // Validate checks the name.
