@@ -91,7 +91,7 @@ func teamMembershipCmds(g *globals) []*cobra.Command {
 func deviceCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "device", Short: "Link a second device to yourself, or remove a lost one"}
 	var (
-		qr  bool
+		qr         bool
 		ttl        time.Duration
 		deviceName string
 	)
