@@ -412,6 +412,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 		}
 	}
 	if px := n.cfg.Proximity; px != nil {
+		n.host.Network().Notify(px.Notifiee())
 		px.OnFound(mdnsNotifee{n}.HandlePeerFound)
 		if err := px.Start(); err != nil {
 			return fmt.Errorf("node: %w", err)

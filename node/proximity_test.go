@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/fieldmesh/fieldmesh/node/proximity"
@@ -133,4 +134,35 @@ func TestProximityOutOfRange(t *testing.T) {
 func isProximity(a ma.Multiaddr) bool {
 	_, err := a.ValueForProtocol(proximity.Code)
 	return err == nil
+}
+
+// TestProximitySimultaneousDial: two devices dial each other at the same moment over a radio that
+// keeps one link per pair of devices (as Nearby Connections does). Both dials succeed, over the one
+// link: the dial that finds the other device's link open waits for the host to hold that
+// connection, then the host's dialler takes it.
+func TestProximitySimultaneousDial(t *testing.T) {
+	air := proximitytest.New()
+	t.Cleanup(air.Close)
+	a, ra := proximityNode(t, air, "Dr Banda")
+	b, rb := proximityNode(t, air, "Nurse Phiri")
+	for round := range 5 {
+		if round > 0 {
+			// Apart and back in range: the radio's link ends, and new endpoints are found.
+			air.Separate(ra, rb)
+			air.Rejoin(ra, rb)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		errs := make(chan error, 2)
+		for _, d := range []struct{ from, to *Node }{{a, b}, {b, a}} {
+			go func() {
+				errs <- d.from.host.Connect(network.WithForceDirectDial(ctx, "test"), d.to.host.Peerstore().PeerInfo(d.to.host.ID()))
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Errorf("round %d: %v", round, err)
+			}
+		}
+		cancel()
+	}
 }

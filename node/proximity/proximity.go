@@ -9,6 +9,7 @@ import (
 	stdsync "sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -231,28 +232,53 @@ func (a *Adapter) resolve(name string) (string, bool) {
 	return "", false
 }
 
-// dial opens a link to endpoint.
+// errLinkOpen is returned by dial, with the link, when endpoint has a link already.
+var errLinkOpen = fmt.Errorf("%w: one is open already", ErrNoLink)
+
+// dial opens a link to endpoint. If it has one (the other device dialled this one meanwhile), it
+// returns that link and errLinkOpen.
 func (a *Adapter) dial(endpoint string) (*link, error) {
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
 		return nil, net.ErrClosed
 	}
-	if a.links[endpoint] != nil {
+	if l := a.links[endpoint]; l != nil {
 		a.mu.Unlock()
-		return nil, fmt.Errorf("%w: one is open already", ErrNoLink)
+		return l, errLinkOpen
 	}
 	a.mu.Unlock()
-	if err := a.radio.Connect(endpoint); err != nil {
-		return nil, fmt.Errorf("proximity: connect: %w", err)
-	}
+	cerr := a.radio.Connect(endpoint)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.closed || a.links[endpoint] != nil {
-		go a.radio.Disconnect(endpoint)
-		return nil, fmt.Errorf("%w: one opened meanwhile", ErrNoLink)
+	if a.closed {
+		return nil, net.ErrClosed
+	}
+	if l := a.links[endpoint]; l != nil {
+		// The radio keeps one connection per endpoint, now the other device's: leave it be.
+		return l, errLinkOpen
+	}
+	if cerr != nil {
+		return nil, fmt.Errorf("proximity: connect: %w", cerr)
 	}
 	return a.newLinkLocked(endpoint), nil
+}
+
+// Notifiee returns what the host's network tells of each new connection (Network().Notify): a
+// link whose connection the host has added is marked up, which a dial waiting on it needs.
+func (a *Adapter) Notifiee() network.Notifiee {
+	return &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		name, err := nameOf(c.RemoteMultiaddr())
+		if err != nil {
+			return
+		}
+		a.mu.Lock()
+		l := a.links[name]
+		a.mu.Unlock()
+		if l != nil {
+			l.upOnce.Do(func() { close(l.up) })
+		}
+	}}
 }
 
 // link is one radio link: a net.Pipe whose one end is the connection libp2p uses and whose other end
@@ -263,11 +289,14 @@ type link struct {
 	connEnd  net.Conn
 	radioEnd net.Conn
 	once     stdsync.Once
+	done     chan struct{} // closed when the link closes
+	up       chan struct{} // closed when the host has a connection over it (Notifiee)
+	upOnce   stdsync.Once
 }
 
 func (a *Adapter) newLinkLocked(endpoint string) *link {
 	c, r := net.Pipe()
-	l := &link{a: a, endpoint: endpoint, connEnd: c, radioEnd: r}
+	l := &link{a: a, endpoint: endpoint, connEnd: c, radioEnd: r, done: make(chan struct{}), up: make(chan struct{})}
 	a.links[endpoint] = l
 	go l.pump()
 	return l
@@ -294,6 +323,7 @@ func (l *link) pump() {
 // close ends the link; tell says whether the radio is to be told to disconnect.
 func (l *link) close(tell bool) {
 	l.once.Do(func() {
+		close(l.done)
 		l.connEnd.Close()
 		l.radioEnd.Close()
 		l.a.mu.Lock()

@@ -2,6 +2,7 @@ package proximity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	stdsync "sync"
@@ -71,34 +72,51 @@ func (t *Transport) Dial(ctx context.Context, raddr ma.Multiaddr, p peer.ID) (tr
 		l   *link
 		err error
 	}
-	ch := make(chan res, 1)
-	go func() {
-		l, err := t.a.dial(endpoint)
-		ch <- res{l, err}
-	}()
-	var r res
-	select {
-	case r = <-ch:
-	case <-ctx.Done():
+	for {
+		ch := make(chan res, 1)
 		go func() {
-			if r := <-ch; r.l != nil {
-				r.l.close(true)
-			}
+			l, err := t.a.dial(endpoint)
+			ch <- res{l, err}
 		}()
-		scope.Done()
-		return nil, ctx.Err()
+		var r res
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			go func() {
+				if r := <-ch; r.l != nil && r.err == nil {
+					r.l.close(true)
+				}
+			}()
+			scope.Done()
+			return nil, ctx.Err()
+		}
+		if errors.Is(r.err, errLinkOpen) {
+			// The other device dialled this one over the only link the radio has. Once the host
+			// has that connection, this dial fails and the host's dialler takes the connection
+			// that landed; if that link fails instead, dial again.
+			select {
+			case <-r.l.up:
+				scope.Done()
+				return nil, r.err
+			case <-r.l.done:
+				continue
+			case <-ctx.Done():
+				scope.Done()
+				return nil, ctx.Err()
+			}
+		}
+		if r.err != nil {
+			scope.Done()
+			return nil, r.err
+		}
+		c := r.l.conn(t.a.Multiaddr())
+		cc, err := t.upgrader.Upgrade(ctx, t, c, network.DirOutbound, p, scope)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		return cc, nil
 	}
-	if r.err != nil {
-		scope.Done()
-		return nil, r.err
-	}
-	c := r.l.conn(t.a.Multiaddr())
-	cc, err := t.upgrader.Upgrade(ctx, t, c, network.DirOutbound, p, scope)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return cc, nil
 }
 
 // Listen listens on the Adapter's own address (Adapter.Multiaddr). The radio starts with

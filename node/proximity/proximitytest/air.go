@@ -279,3 +279,18 @@ func (a *Air) Close() {
 	}
 	a.wg.Wait()
 }
+
+// Rejoin puts x and y back in range (undoing Separate): each finds the other.
+func (a *Air) Rejoin(x, y *Radio) {
+	a.mu.Lock()
+	delete(a.apart, pair(x, y))
+	var calls []func()
+	if a.inRangeLocked(x, y) {
+		xev, yev, xname, yname := x.ev, y.ev, x.name, y.name
+		calls = append(calls, func() { xev.Found(y.id, yname) }, func() { yev.Found(x.id, xname) })
+	}
+	a.mu.Unlock()
+	for _, f := range calls {
+		f()
+	}
+}
