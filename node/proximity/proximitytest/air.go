@@ -30,18 +30,20 @@ const queueLen = 64
 type Air struct {
 	mu     stdsync.Mutex
 	radios []*Radio
+	ids    map[string]*Radio // every endpoint id a radio has had
 	apart  map[[2]*Radio]bool
 	next   int
 	wg     stdsync.WaitGroup
 }
 
 // New returns an empty Air.
-func New() *Air { return &Air{apart: make(map[[2]*Radio]bool)} }
+func New() *Air { return &Air{apart: make(map[[2]*Radio]bool), ids: make(map[string]*Radio)} }
 
 // Radio is one device's radio on an Air. It implements proximity.Radio.
 type Radio struct {
 	air *Air
-	id  string // its endpoint id, as others see it
+	id  string // its endpoint id, as others see it (guarded by air.mu: Rejoin changes it)
+	n   int    // its place in the order radios were made
 
 	// guarded by air.mu
 	ev      Events
@@ -67,8 +69,9 @@ func (a *Air) NewRadio() *Radio {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.next++
-	r := &Radio{air: a, id: fmt.Sprintf("ep%d", a.next), links: make(map[*Radio]*half)}
+	r := &Radio{air: a, id: fmt.Sprintf("ep%d", a.next), n: a.next, links: make(map[*Radio]*half)}
 	a.radios = append(a.radios, r)
+	a.ids[r.id] = r
 	return r
 }
 
@@ -80,7 +83,11 @@ func (r *Radio) Attach(ev Events) {
 }
 
 // Endpoint is r's endpoint id.
-func (r *Radio) Endpoint() string { return r.id }
+func (r *Radio) Endpoint() string {
+	r.air.mu.Lock()
+	defer r.air.mu.Unlock()
+	return r.id
+}
 
 // Sent is how many payloads r has sent.
 func (r *Radio) Sent() int {
@@ -90,7 +97,7 @@ func (r *Radio) Sent() int {
 }
 
 func pair(a, b *Radio) [2]*Radio {
-	if a.id < b.id {
+	if a.n < b.n {
 		return [2]*Radio{a, b}
 	}
 	return [2]*Radio{b, a}
@@ -113,8 +120,8 @@ func (r *Radio) Start(name string) error {
 	var calls []func()
 	for _, o := range a.radios {
 		if a.inRangeLocked(r, o) {
-			o, oname, oev, rev := o, o.name, o.ev, r.ev
-			calls = append(calls, func() { rev.Found(o.id, oname) }, func() { oev.Found(r.id, name) })
+			oid, rid, oname, oev, rev := o.id, r.id, o.name, o.ev, r.ev
+			calls = append(calls, func() { rev.Found(oid, oname) }, func() { oev.Found(rid, name) })
 		}
 	}
 	a.mu.Unlock()
@@ -124,14 +131,7 @@ func (r *Radio) Start(name string) error {
 	return nil
 }
 
-func (a *Air) byID(id string) *Radio {
-	for _, o := range a.radios {
-		if o.id == id {
-			return o
-		}
-	}
-	return nil
-}
+func (a *Air) byID(id string) *Radio { return a.ids[id] }
 
 // Connect opens a link to endpoint and reports Incoming at the other end before it returns.
 func (r *Radio) Connect(endpoint string) error {
@@ -151,9 +151,9 @@ func (r *Radio) Connect(endpoint string) error {
 	r.links[o], o.links[r] = out, in
 	a.deliverLocked(out, o.ev, r.id)
 	a.deliverLocked(in, r.ev, o.id)
-	oev := o.ev
+	oev, rid := o.ev, r.id
 	a.mu.Unlock()
-	oev.Incoming(r.id)
+	oev.Incoming(rid)
 	return nil
 }
 
@@ -226,10 +226,10 @@ func (a *Air) cutLocked(r, o *Radio) func() {
 			h.close()
 		}
 	}
-	oev, rev := o.ev, r.ev
+	oev, rev, rid, oid := o.ev, r.ev, r.id, o.id
 	return func() {
-		oev.Disconnected(r.id)
-		rev.Disconnected(o.id)
+		oev.Disconnected(rid)
+		rev.Disconnected(oid)
 	}
 }
 
@@ -240,8 +240,8 @@ func (r *Radio) Stop() error {
 	var calls []func()
 	for _, o := range a.radios {
 		if a.inRangeLocked(r, o) {
-			oev := o.ev
-			calls = append(calls, func() { oev.Lost(r.id) })
+			oev, rid := o.ev, r.id
+			calls = append(calls, func() { oev.Lost(rid) })
 		}
 		calls = append(calls, a.cutLocked(r, o))
 	}
@@ -258,8 +258,8 @@ func (a *Air) Separate(x, y *Radio) {
 	a.mu.Lock()
 	var calls []func()
 	if a.inRangeLocked(x, y) {
-		xev, yev := x.ev, y.ev
-		calls = append(calls, func() { xev.Lost(y.id) }, func() { yev.Lost(x.id) })
+		xev, yev, xid, yid := x.ev, y.ev, x.id, y.id
+		calls = append(calls, func() { xev.Lost(yid) }, func() { yev.Lost(xid) })
 	}
 	calls = append(calls, a.cutLocked(x, y))
 	a.apart[pair(x, y)] = true
@@ -280,14 +280,21 @@ func (a *Air) Close() {
 	a.wg.Wait()
 }
 
-// Rejoin puts x and y back in range (undoing Separate): each finds the other.
+// Rejoin puts x and y back in range (undoing Separate): each finds the other under a new endpoint
+// id, as a radio that discovers a device again does, so nothing still in flight on their old link
+// reaches a new one.
 func (a *Air) Rejoin(x, y *Radio) {
 	a.mu.Lock()
 	delete(a.apart, pair(x, y))
+	for _, r := range []*Radio{x, y} {
+		a.next++
+		r.id = fmt.Sprintf("ep%d", a.next)
+		a.ids[r.id] = r
+	}
 	var calls []func()
 	if a.inRangeLocked(x, y) {
-		xev, yev, xname, yname := x.ev, y.ev, x.name, y.name
-		calls = append(calls, func() { xev.Found(y.id, yname) }, func() { yev.Found(x.id, xname) })
+		xev, yev, xname, yname, xid, yid := x.ev, y.ev, x.name, y.name, x.id, y.id
+		calls = append(calls, func() { xev.Found(yid, yname) }, func() { yev.Found(xid, xname) })
 	}
 	a.mu.Unlock()
 	for _, f := range calls {
