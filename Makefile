@@ -120,3 +120,21 @@ test: deps
 .PHONY: attach-tbf
 attach-tbf:
 	unshare -n sh -c 'ip link set lo up mtu 1500 && tc qdisc add dev lo root tbf rate 256kbit burst 4kb latency 400ms && FIELDMESH_E2E_TBF="tbf 256kbit/s" go test -count=1 -run TestAttachmentLinkE2E -v ./cmd/fieldmesh/'
+
+## mobile-bind: the phone binding. gobind (golang.org/x/mobile, pinned in go.mod as a tool) generates
+## the Java and Objective-C of the mobile facade into MOBILE_OUT; then, when the machine has a JDK, javac
+## compiles the Java, against a stub of android.content.Context (the one Android class it names) in
+## place of the Android SDK. An app still needs gomobile bind, with the Android NDK or Xcode, for the
+## native library (see mobile/doc in mobile.go).
+MOBILE_OUT ?= build/mobile
+.PHONY: mobile-bind
+mobile-bind:
+	rm -rf $(MOBILE_OUT)
+	$(GO) tool gobind -lang=java,objc -outdir=$(MOBILE_OUT) ./mobile
+	@if command -v javac >/dev/null; then \
+		javac -d $(MOBILE_OUT)/classes -sourcepath mobile/testdata/androidstub -Xlint:none \
+			$(MOBILE_OUT)/java/go/*.java $(MOBILE_OUT)/java/mobile/*.java; \
+		echo "javac: compiled the generated Java into $(MOBILE_OUT)/classes"; \
+	else \
+		echo "no javac: the generated Java was not compiled"; \
+	fi

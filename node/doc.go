@@ -41,6 +41,10 @@
 // retention — and the exports made through Export and AuditExport (auditing.go, exporting.go; the
 // subject-access export is rendered by node/export).
 //
+// A phone's short-range radio (Bluetooth LE, Wi-Fi Direct) is one more libp2p transport, from
+// node/proximity (Config.Proximity): the host listens and dials over it under the same Noise and
+// yamux, and the devices the radio finds are dialled as mDNS finds them.
+//
 // Time: node logic reads the clock only through Config.Now; stream deadlines use the operating
 // system's clock, as the network does.
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -39,17 +40,33 @@ func (n *Node) Invite(teamRef string, ttl time.Duration) (join.Invite, error) {
 }
 
 // LinkDevice creates a one-time code that links a new device (a laptop, a replacement phone) to this
-// device's person in a team: the new device runs join with it and appears under the same name.
-func (n *Node) LinkDevice(teamRef string, ttl time.Duration) (join.Invite, error) {
+// device's person in a team: the new device runs join with it and appears under the same person,
+// named deviceName (empty: "device N", N one more than the person's devices), so the person's devices
+// can be told apart. The name is this device's choice, not the new device's: whoever holds the code
+// cannot pick it. A name another device of the person has, in any case, is refused.
+func (n *Node) LinkDevice(teamRef string, ttl time.Duration, deviceName string) (join.Invite, error) {
 	t, err := n.teamByRef(teamRef)
 	if err != nil {
 		return join.Invite{}, err
 	}
-	p, ok := t.snapshot().PersonOf(n.id.Device.ID())
+	st := t.snapshot()
+	p, ok := st.PersonOf(n.id.Device.ID())
 	if !ok {
 		return join.Invite{}, errors.New("node: this device is not a member of the team")
 	}
-	return n.makeInvite(t, ttl, join.Record{Link: true, Person: p.ID})
+	deviceName = strings.TrimSpace(deviceName)
+	if deviceName == "" {
+		deviceName = fmt.Sprintf("device %d", len(p.Devices)+1)
+	}
+	if err := validateName(deviceName); err != nil {
+		return join.Invite{}, fmt.Errorf("device name: %w", err)
+	}
+	for _, d := range p.Devices {
+		if m, ok := st.Member(d); ok && strings.EqualFold(deviceLabel(m), deviceName) {
+			return join.Invite{}, fmt.Errorf("node: a device of yours in this team is already called %q", deviceLabel(m))
+		}
+	}
+	return n.makeInvite(t, ttl, join.Record{Link: true, Person: p.ID, DeviceName: deviceName})
 }
 
 func (n *Node) makeInvite(t *team, ttl time.Duration, rec join.Record) (join.Invite, error) {
@@ -181,6 +198,9 @@ func (iv inviter) Admit(rec join.Record, j join.Joiner) (join.Admission, error) 
 	change := crdt.Change{Action: crdt.ActAdd, Info: info}
 	what := "member joined"
 	if rec.Link {
+		if rec.DeviceName != "" {
+			info.Name = rec.DeviceName // the linking device named it; the joiner's own name is its person's
+		}
 		change = crdt.Change{Action: crdt.ActLink, Info: info, Target: rec.Person}
 		what = "device linked"
 	} else {

@@ -39,6 +39,15 @@ type DeviceView struct {
 	Label string               `json:"label"`
 }
 
+// deviceLabel is how a device is named: the name its link gave it, else (a person's first device)
+// the person's name.
+func deviceLabel(m crdt.MemberInfo) string {
+	if m.Label != "" {
+		return m.Label
+	}
+	return m.Name
+}
+
 // VerificationStatus says whether the user checked a person's safety numbers.
 type VerificationStatus string
 
@@ -84,7 +93,7 @@ func (n *Node) memberViews(s *crdt.State, ver map[identity.DeviceID]identity.Noi
 		}
 		for _, d := range p.Devices {
 			m := devs[d]
-			v.Devices = append(v.Devices, DeviceView{ID: d, Noise: m.Noise, Label: m.Name})
+			v.Devices = append(v.Devices, DeviceView{ID: d, Noise: m.Noise, Label: deviceLabel(m)})
 			v.Self = v.Self || d == me
 			if k, ok := ver[d]; ok {
 				anyVerified = true
@@ -273,7 +282,7 @@ func (n *Node) SafetyNumbers(teamRef, member string) ([]Safety, error) {
 			num := safety.Number(me.ID(), d, me.NoisePublic(), m.Noise)
 			k, ok := ver[d]
 			out = append(out, Safety{
-				Team: s.Name, Member: p.Name, Device: d, Noise: m.Noise, Label: m.Name,
+				Team: s.Name, Member: p.Name, Device: d, Noise: m.Noise, Label: deviceLabel(m),
 				Number: num.String(), QR: num.QR(),
 				Verified: ok && k == m.Noise, Changed: ok && k != m.Noise,
 			})

@@ -140,12 +140,38 @@ func TestLinkAndRemoveDevice(t *testing.T) {
 	}
 	ref := team.ID.String()
 	joinAll(t, a, ref, b)
-	code, err := b.LinkDevice(ref, 0)
+	if _, err := b.LinkDevice(ref, 0, "nurse phiri"); err == nil {
+		t.Error("a link code naming the device as the person's first device is named was made")
+	}
+	code, err := b.LinkDevice(ref, 0, "Phiri's laptop")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b2.Join(context.Background(), code.Code()); err != nil {
 		t.Fatal(err)
+	}
+	// Every member sees the person's two devices under their own names (the new device's own name,
+	// "laptop", given at its init, is not the one its person's device chose).
+	waitState(t, a, ref, func(s *crdt.State) bool {
+		p, _ := s.PersonOf(b2.id.Device.ID())
+		return len(p.Devices) == 2
+	})
+	for _, n := range []*testNode{a, b, b2} {
+		ms, err := n.Members(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		labels := map[string]bool{}
+		for _, m := range ms {
+			if m.Name == "Nurse Phiri" {
+				for _, d := range m.Devices {
+					labels[d.Label] = true
+				}
+			}
+		}
+		if !labels["Nurse Phiri"] || !labels["Phiri's laptop"] || len(labels) != 2 {
+			t.Errorf("%s shows Nurse Phiri's devices as %v; want \"Nurse Phiri\" and \"Phiri's laptop\"", n.id.Name, labels)
+		}
 	}
 	if _, _, err := b2.Send(ref, crdt.Message{Text: "from the laptop"}); err != nil {
 		t.Fatal(err)
@@ -283,7 +309,7 @@ func TestVerifyAndKeyChangeWarning(t *testing.T) {
 		t.Fatalf("after marking: %v; want verified", statusOf(ms, "Nurse Phiri"))
 	}
 
-	code, err := b.LinkDevice(ref, 0)
+	code, err := b.LinkDevice(ref, 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}

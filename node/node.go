@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	stdsync "sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/audit"
 	"github.com/fieldmesh/fieldmesh/node/lowdata"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
+	"github.com/fieldmesh/fieldmesh/node/proximity"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/node/usage"
 	"github.com/fieldmesh/fieldmesh/node/wipeproto"
@@ -111,6 +113,10 @@ type Config struct {
 	// remote wipe order that passes wipeorder's Check: the caller wipes the store (wipe.go). Nil
 	// ignores orders (they are still checked and logged).
 	OnWipe func(*wipeorder.Order)
+	// Proximity, if set, is a short-range radio (node/proximity): the node's host listens and dials
+	// over it too, dials the devices it finds, and Close stops it. Needs the node to build its host
+	// (no Host). Default: none.
+	Proximity *proximity.Adapter
 }
 
 // Identity is the device's identity as kept in the store.
@@ -319,6 +325,10 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 
+	if cfg.Host != nil && cfg.Proximity != nil {
+		n.cancel()
+		return nil, errors.New("node: Config.Proximity needs the node to build its host (no Config.Host)")
+	}
 	if cfg.Host != nil {
 		n.host = cfg.Host
 	} else {
@@ -348,9 +358,17 @@ func (n *Node) newHost() (host.Host, error) {
 	if err := meshconf.CheckListenFree(meshconf.Listenable(n.cfg.ListenAddrs)); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	listen := meshconf.Listenable(n.cfg.ListenAddrs)
+	var extra []libp2p.Option
+	if px := n.cfg.Proximity; px != nil {
+		extra = append(extra, px.Option())
+		if a := px.Multiaddr().String(); !slices.Contains(listen, a) {
+			listen = append(listen, a)
+		}
+	}
 	opts := append([]libp2p.Option{
 		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings(meshconf.Listenable(n.cfg.ListenAddrs)...),
+		libp2p.ListenAddrStrings(listen...),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.DefaultResourceManager,
@@ -358,7 +376,7 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.EnableHolePunching(),
 		libp2p.BandwidthReporter(n.usage),
 	}, meshconf.Transports()...)
-	h, err := libp2p.New(opts...)
+	h, err := libp2p.New(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("node: start libp2p host: %w", err)
 	}
@@ -437,6 +455,13 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 			n.mdns = svc
 		}
 	}
+	if px := n.cfg.Proximity; px != nil {
+		n.host.Network().Notify(px.Notifiee())
+		px.OnFound(mdnsNotifee{n}.HandlePeerFound)
+		if err := px.Start(); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -486,6 +511,9 @@ func (n *Node) Close() error {
 	n.cancel()
 	if n.mdns != nil {
 		n.mdns.Close()
+	}
+	if n.cfg.Proximity != nil {
+		n.cfg.Proximity.Close()
 	}
 	for _, t := range teams {
 		if t.sub != nil {
@@ -642,6 +670,10 @@ func (n *Node) teamByRef(ref string) (*team, error) {
 	}
 }
 
+// ErrDuplicateTeam is returned by CreateTeam for a name one of the device's teams has already, in any
+// case.
+var ErrDuplicateTeam = errors.New("node: this device already has a team called that")
+
 // ErrUnknownTeam is returned when a team name or id matches no team of this device.
 var ErrUnknownTeam = errors.New("node: unknown team")
 
@@ -698,6 +730,13 @@ func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
 	}
 	if kind != crdt.Clinical && kind != crdt.Social {
 		return TeamInfo{}, fmt.Errorf("node: unknown team kind %d", kind)
+	}
+	// One device keeps its team names apart, whatever the case: "Ward 3" and "ward 3" would be told
+	// apart by no one reading a list. (A team joined may share a name; then only its id names it.)
+	for _, t := range n.teamList() {
+		if strings.EqualFold(t.snapshot().Name, name) {
+			return TeamInfo{}, fmt.Errorf("%w: %q (its id %s)", ErrDuplicateTeam, t.snapshot().Name, t.id.Short())
+		}
 	}
 	rec := &teamRecord{}
 	if _, err := rand.Read(rec.ID[:]); err != nil {

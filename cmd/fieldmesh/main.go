@@ -71,8 +71,8 @@ func oneLine(s string) string {
 // in step with the module.
 var errorPrefixes = []string{
 	"adversary", "attach", "audit", "chaos", "crdt", "device", "envelope", "epochkey", "export", "fhirtest", "fieldmesh", "framing",
-	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node", "photo",
-	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
+	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "mobile", "node", "photo",
+	"proximity", "proximitytest", "recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
 	"duty", "locked", "rawid", "safetext", "session", "wipeorder", "wipeproto",
 }
@@ -690,14 +690,24 @@ func teamCmd(g *globals) *cobra.Command {
 }
 
 func sendCmd(g *globals) *cobra.Command {
-	var req localapi.SendRequest
-	var allowIDs bool
+	var (
+		req      localapi.SendRequest
+		file     string
+		allowIDs bool
+	)
 	c := &cobra.Command{
-		Use:   "send TEAM TEXT",
+		Use:   "send TEAM [TEXT]",
 		Short: "Send a message to a team (returns once it is safely stored)",
-		Args:  cobra.ExactArgs(2),
+		Long: `Send a message to a team; it returns once the message is safely stored on this device. The text
+is the argument, or the contents of --file F (--file - reads standard input), at most 16 KiB (16384
+bytes) of UTF-8 either way; one newline at its end is dropped.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req.Team, req.Text = args[0], args[1]
+			text, err := messageInput(args[1:], file, os.Stdin)
+			if err != nil {
+				return err
+			}
+			req.Team, req.Text = args[0], text
 			t, err := preSend(cmd.Context(), g, &req, allowIDs)
 			if err != nil {
 				return err
@@ -715,6 +725,7 @@ func sendCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.Patient, "patient", "", "patient reference (sealed like the text; keep identifiers minimal)")
 	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to: its short id, as send and messages print it")
 	attachFlag(f, &req)
+	f.StringVar(&file, "file", "", "read the text from this file (- for standard input) instead of the argument")
 	return c
 }
 
@@ -745,10 +756,15 @@ func messagesCmd(g *globals) *cobra.Command {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if err == localapi.ErrNodeStopped {
+				// The node ended the stream as it stopped: the end of following, not a failure.
+				fmt.Fprintln(os.Stderr, "fieldmesh: the node stopped")
+				return nil
+			}
 			return err
 		},
 	}
-	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new messages as they arrive")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new messages as they arrive, until Ctrl-C or the node stops")
 	return c
 }
 

@@ -91,8 +91,9 @@ func teamMembershipCmds(g *globals) []*cobra.Command {
 func deviceCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "device", Short: "Link a second device to yourself, or remove a lost one"}
 	var (
-		qr  bool
-		ttl time.Duration
+		qr         bool
+		ttl        time.Duration
+		deviceName string
 	)
 	link := &cobra.Command{
 		Use:   "link TEAM",
@@ -102,7 +103,7 @@ func deviceCmd(g *globals) *cobra.Command {
 			if err := checkTTL(ttl); err != nil {
 				return err
 			}
-			inv, err := g.client().LinkDevice(cmd.Context(), args[0], ttl)
+			inv, err := g.client().LinkDevice(cmd.Context(), args[0], ttl, deviceName)
 			if err != nil {
 				return err
 			}
@@ -110,6 +111,7 @@ func deviceCmd(g *globals) *cobra.Command {
 		},
 	}
 	link.Flags().BoolVar(&qr, "qr", false, "also print the code as a QR code")
+	link.Flags().StringVar(&deviceName, "device-name", "", `the new device's name, as your team will see it next to yours (default "device N")`)
 	link.Flags().DurationVar(&ttl, "ttl", join.DefaultInviteTTL, "how long the code works (positive, at most "+join.MaxInviteTTL.String()+")")
 	remove := &cobra.Command{
 		Use:   "remove TEAM DEVICE",

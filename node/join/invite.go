@@ -160,26 +160,37 @@ func ParseInvite(code string) (Invite, error) {
 }
 
 // Record is what an inviter keeps (in its encrypted store) of each open invite, under the invite's
-// id. A link invite (Link set) adds a device to the person Person instead of adding a new person.
+// id. A link invite (Link set) adds a device to the person Person instead of adding a new person, under
+// the name DeviceName that the person's linking device gave it (so a thief holding the code cannot
+// choose how the device is shown).
 //
 //	version 2 | team 32 | secret 32 | expires unix seconds u64 BE | link 0 or 1 | person 32
+//	version 3 | the same | device name (uvarint length, 1 to 64 bytes of UTF-8)
+//
+// Marshal writes version 2 when DeviceName is empty, so each record has one encoding.
 type Record struct {
-	Team    crdt.TeamID
-	Secret  [32]byte
-	Expires time.Time
-	Link    bool
-	Person  identity.DeviceID // the person's first device; zero unless Link
+	Team       crdt.TeamID
+	Secret     [32]byte
+	Expires    time.Time
+	Link       bool
+	Person     identity.DeviceID // the person's first device; zero unless Link
+	DeviceName string            // a linked device's name; empty for none
 }
 
 const (
-	recordVersion = 2
-	recordLen     = 1 + 32 + 32 + 8 + 1 + 32
+	recordVersion      = 2
+	recordVersionNamed = 3
+	recordLen          = 1 + 32 + 32 + 8 + 1 + 32
 )
 
 // Marshal encodes the record for the inviter's store.
 func (r Record) Marshal() []byte {
-	b := make([]byte, 0, recordLen)
-	b = append(b, recordVersion)
+	b := make([]byte, 0, recordLen+1+len(r.DeviceName))
+	v := byte(recordVersion)
+	if r.DeviceName != "" {
+		v = recordVersionNamed
+	}
+	b = append(b, v)
 	b = append(b, r.Team[:]...)
 	b = append(b, r.Secret[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Expires.Unix()))
@@ -188,18 +199,31 @@ func (r Record) Marshal() []byte {
 		link = 1
 	}
 	b = append(b, link)
-	return append(b, r.Person[:]...)
+	b = append(b, r.Person[:]...)
+	if r.DeviceName != "" {
+		b = wire.AppendString(b, r.DeviceName)
+	}
+	return b
 }
 
 func unmarshalRecord(b []byte) (Record, error) {
 	var rec Record
 	r := wire.NewReader(b)
-	r.Version("invite record", recordVersion)
+	v := r.Byte()
+	if r.Err() == nil && v != recordVersion && v != recordVersionNamed {
+		return Record{}, fmt.Errorf("join: invite record is malformed: %w: invite record version %d", wire.ErrVersion, v)
+	}
 	copy(rec.Team[:], r.Fixed(32))
 	copy(rec.Secret[:], r.Fixed(32))
 	exp := r.Uint64()
 	rec.Link = r.Bool()
 	copy(rec.Person[:], r.Fixed(32))
+	if v == recordVersionNamed {
+		rec.DeviceName = r.String("device name", crdt.MaxNameLen)
+		if r.Err() == nil && rec.DeviceName == "" {
+			r.Fail(fmt.Errorf("%w: empty device name", wire.ErrMalformed))
+		}
+	}
 	if err := r.Finish(); err != nil {
 		return Record{}, fmt.Errorf("join: invite record is malformed: %w", err)
 	}

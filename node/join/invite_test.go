@@ -211,6 +211,7 @@ func FuzzParseInvite(f *testing.F) {
 func FuzzInviteRecord(f *testing.F) {
 	f.Add(Record{Team: crdt.TeamID{1}, Expires: time.Unix(1e9, 0)}.Marshal())
 	f.Add(Record{Team: crdt.TeamID{1}, Link: true, Person: identity.DeviceID{2}, Expires: time.Unix(1e9, 0)}.Marshal())
+	f.Add(Record{Team: crdt.TeamID{1}, Link: true, Person: identity.DeviceID{2}, Expires: time.Unix(1e9, 0), DeviceName: "laptop"}.Marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := unmarshalRecord(b)
 		if err != nil {

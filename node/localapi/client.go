@@ -150,11 +150,24 @@ func (c *Client) Messages(ctx context.Context, team string, follow bool, fn func
 			return err
 		}
 	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: the connection to it broke", ErrNodeStopped)
+		}
 		return fmt.Errorf("localapi: %w", err)
+	}
+	if follow {
+		return ErrNodeStopped
 	}
 	return nil
 }
+
+// ErrNodeStopped is returned by Messages with follow when the node stops (it ends the stream), or
+// wrapped when the connection to it broke (the node was killed).
+var ErrNodeStopped = errors.New("localapi: the node stopped")
 
 // UI returns the running node's web UI sign-in address (with the token of this start in its fragment).
 func (c *Client) UI(ctx context.Context) (string, error) {

@@ -48,6 +48,8 @@ type MembershipRequest struct {
 	TTL     string `json:"ttl,omitempty"`
 	Mark    bool   `json:"mark,omitempty"`
 	Scanned string `json:"scanned,omitempty"`
+	// DeviceName names the device a link code links (devices/link); empty: "device N".
+	DeviceName string `json:"device_name,omitempty"`
 }
 
 func (s *Server) members(w http.ResponseWriter, r *http.Request) {
@@ -103,7 +105,7 @@ func (s *Server) linkDevice(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	inv, err := s.Node.LinkDevice(req.Team, ttl)
+	inv, err := s.Node.LinkDevice(req.Team, ttl, req.DeviceName)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -147,9 +149,10 @@ func (c *Client) Promote(ctx context.Context, team, member string) error {
 	return c.do(ctx, http.MethodPost, "/v1/members/promote", MembershipRequest{Team: team, Member: member}, nil)
 }
 
-// LinkDevice returns a code that links a new device to this device's person; ttl 0 is the default.
-func (c *Client) LinkDevice(ctx context.Context, team string, ttl time.Duration) (Invite, error) {
-	req := MembershipRequest{Team: team}
+// LinkDevice returns a code that links a new device, named deviceName (empty: "device N"), to this
+// device's person; ttl 0 is the default.
+func (c *Client) LinkDevice(ctx context.Context, team string, ttl time.Duration, deviceName string) (Invite, error) {
+	req := MembershipRequest{Team: team, DeviceName: deviceName}
 	if ttl > 0 {
 		req.TTL = ttl.String()
 	}

@@ -41,9 +41,11 @@ func Listen(path string) (net.Listener, error) {
 }
 
 // Serve serves h on l until ctx ends, then shuts down gracefully (for at most 5 s) and returns nil. It
-// removes nothing: the caller owns l.
+// removes nothing: the caller owns l. Requests' contexts end with ctx, so a streaming answer (messages
+// --follow) ends, cleanly, as the server stops, rather than holding the shutdown to its limit.
 func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {

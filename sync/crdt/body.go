@@ -137,6 +137,10 @@ func checkName(what, s string) error {
 	return nil
 }
 
+// ErrTextTooLong is the one error for a message text over MaxTextLen, whoever checks it (Validate, the
+// command line before it reads further).
+var ErrTextTooLong = fmt.Errorf("%w: the message is longer than the limit of %d bytes (16 KiB)", ErrInvalid, MaxTextLen)
+
 func checkText(what, s string, max int) error {
 	switch {
 	case len(s) > max:
@@ -156,6 +160,10 @@ type MemberInfo struct {
 	Noise  identity.NoisePublic
 	Name   string // 1..MaxNameLen bytes of UTF-8
 	Admin  bool
+	// Label is not encoded: in a State's Members it is the device's own name, which the ActLink
+	// that linked it gave (that change's Info.Name), so a person's devices can be told apart; empty
+	// for the device a person joined with (shown by the person's Name).
+	Label string
 }
 
 // Validate checks the name.
@@ -590,6 +598,9 @@ type Message struct {
 
 // Validate checks the limits that UnmarshalMessage enforces.
 func (m Message) Validate() error {
+	if len(m.Text) > MaxTextLen {
+		return ErrTextTooLong
+	}
 	if err := checkText("message text", m.Text, MaxTextLen); err != nil {
 		return err
 	}

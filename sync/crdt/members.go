@@ -140,7 +140,8 @@ type mperson struct {
 type mdevice struct {
 	person identity.DeviceID
 	noise  identity.NoisePublic
-	at     int // the epoch op of the grant
+	at     int    // the epoch op of the grant
+	label  string // the name its link gave it (ActLink's Info.Name); empty for a person's first device
 }
 
 // mstate is a membership state: the persons present (each with at least
@@ -247,6 +248,9 @@ func build(ep []epochOp, changing []int, in func(int) bool) *mstate {
 			if best < 0 || before(ep, best, g.at) {
 				best = g.at
 				dev = mdevice{person: to, noise: g.info.Noise, at: g.at}
+				if g.kind == evLink {
+					dev.label = g.info.Name
+				}
 			}
 		}
 		if best >= 0 {
@@ -348,7 +352,7 @@ func (st *mstate) apply(author identity.DeviceID, changes []Change, fx *effects)
 				err = fmt.Errorf("%w: link to another person needs an admin", ErrInvalid)
 			}
 			if err == nil {
-				st.devices[ch.Info.Device] = mdevice{person: ch.Target, noise: ch.Info.Noise}
+				st.devices[ch.Info.Device] = mdevice{person: ch.Target, noise: ch.Info.Noise, label: ch.Info.Name}
 			}
 		case ActUnlink:
 			dv, ok := st.devices[ch.Target]
@@ -777,7 +781,7 @@ func (l *Log) members(bad map[OpID]bool, genesis add) membership {
 	want := make([]Recipient, 0, len(st.devices))
 	for d, dv := range st.devices {
 		p := m.persons[personIdx[dv.person]]
-		m.members = append(m.members, MemberInfo{Device: d, Noise: dv.noise, Name: p.Name, Admin: p.Admin})
+		m.members = append(m.members, MemberInfo{Device: d, Noise: dv.noise, Name: p.Name, Admin: p.Admin, Label: dv.label})
 		want = append(want, Recipient{Device: d, Noise: dv.noise})
 	}
 	slices.SortFunc(m.members, func(a, b MemberInfo) int {
@@ -962,7 +966,7 @@ func (s State) NextCommit(author identity.DeviceID, changes ...Change) (Commit, 
 	}
 	for _, m := range s.Members {
 		if dv, ok := st.devices[m.Device]; ok {
-			dv.noise = m.Noise
+			dv.noise, dv.label = m.Noise, m.Label
 			st.devices[m.Device] = dv
 		}
 	}

@@ -1,0 +1,575 @@
+// Package mobile is the phone binding: a facade over a fieldmesh node in gomobile's subset of Go, so
+// `gobind` (golang.org/x/mobile) generates its Java and Objective-C classes (make mobile-bind). Every
+// exported name uses only strings, []byte, numbers, bools, pointers to structs of those, interfaces
+// whose methods use them (Events, Radio: implemented natively), and (T, error) returns. Lists come
+// as structs with Len and Get, since gobind binds no slices of structs.
+//
+// Main types:
+//
+//   - Node: one device. NewNode(dataDir), then Create (first run) or Start with the passphrase; Stop.
+//     Teams, CreateTeam, Invite, Join, Send, Messages and Members drive the node in this process.
+//   - Events: the app's callback. It hears a team id when a team changes, never content, so what it
+//     shows on a lock screen is "new messages", not what they say.
+//   - Radio: the native short-range radio (Nearby Connections, Multipeer Connectivity), as
+//     node/proximity states it; the native code reports what it sees through Node's Radio* methods.
+//
+// Not there yet: Lock returns ErrLockNotAvailable (the node has no lock yet; Stop then Start with the
+// passphrase is what a phone can do meanwhile), and the "filed to record" status.
+//
+// Concurrency: a Node's methods are safe for concurrent use; Events methods are called on goroutines
+// of the node, one team at a time in order, and must not block for long.
+package mobile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	stdsync "sync"
+	"time"
+
+	"github.com/fieldmesh/fieldmesh/node"
+	"github.com/fieldmesh/fieldmesh/node/proximity"
+	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+)
+
+// ErrLockNotAvailable is returned by Lock: the node has no lock yet.
+var ErrLockNotAvailable = errors.New("lock is not available yet: stop the node and start it again with the passphrase")
+
+// ErrNotStarted is returned by the methods that need a running node before Start.
+var ErrNotStarted = errors.New("the node is not started")
+
+// Events is implemented by the app to hear what changes. Team ids only: no content.
+type Events interface {
+	// TeamChanged says a team's messages or members changed (also when the device joins or creates
+	// it): re-read Messages or Members.
+	TeamChanged(teamID string)
+	// Stopped says the node stopped (Stop was called).
+	Stopped()
+}
+
+// Radio is the native short-range radio; see node/proximity.Radio for the contract.
+type Radio interface {
+	Start(name string) error
+	Connect(endpoint string) error
+	Send(endpoint string, payload []byte) error
+	Disconnect(endpoint string) error
+	Stop() error
+}
+
+var _ proximity.Radio = Radio(nil)
+
+// Node is one fieldmesh device on a phone. Its zero value is not usable: use NewNode.
+type Node struct {
+	dir string
+
+	mu       stdsync.Mutex // guards the fields below
+	events   Events
+	radio    Radio
+	listen   []string
+	noMDNS   bool
+	st       *storage.Store
+	n        *node.Node
+	px       *proximity.Adapter
+	watching map[string]func()
+	starting bool              // node.New runs (without m.mu)
+	kdf      storage.KDFParams // tests make it cheap; zero is the default
+}
+
+// NewNode returns a Node on the data directory dataDir (the app's private files directory).
+func NewNode(dataDir string) *Node {
+	return &Node{dir: dataDir, watching: make(map[string]func())}
+}
+
+// SetEvents sets the app's callback; call it before Start.
+func (m *Node) SetEvents(e Events) {
+	m.mu.Lock()
+	m.events = e
+	m.mu.Unlock()
+}
+
+// SetRadio sets the native radio the node also connects over; call it before Start. Nil: none.
+func (m *Node) SetRadio(r Radio) {
+	m.mu.Lock()
+	m.radio = r
+	m.mu.Unlock()
+}
+
+// SetListen sets the IP addresses to listen on, as multiaddrs separated by spaces or lines (default:
+// TCP and QUIC on every interface, random ports), or "off" for none (the radio only: SetRadio), and
+// whether local-network discovery (mDNS) is off. Call it before Start.
+func (m *Node) SetListen(addrs string, noMDNS bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.listen = nil
+	for _, a := range strings.Fields(addrs) {
+		m.listen = append(m.listen, a)
+	}
+	m.noMDNS = noMDNS
+}
+
+// Exists reports whether the data directory holds a store (so Start, not Create, is next).
+func (m *Node) Exists() bool {
+	_, err := os.Stat(filepath.Join(m.dir, "keyring"))
+	return err == nil
+}
+
+// Create makes the encrypted store and this device's identity, with the name the team will see,
+// then starts the node. An empty passphrase is refused and nothing is created.
+func (m *Node) Create(name, passphrase string) error {
+	if strings.TrimSpace(passphrase) == "" {
+		return errors.New("a passphrase is needed")
+	}
+	if strings.TrimSpace(name) == "" {
+		return errors.New("a name is needed")
+	}
+	if m.Exists() {
+		return fmt.Errorf("a fieldmesh store already exists in %s: start it with its passphrase", m.dir)
+	}
+	if err := os.MkdirAll(m.dir, 0o700); err != nil {
+		return err
+	}
+	st, err := storage.Create(m.dir, storage.Options{Passphrase: []byte(passphrase), KDF: m.kdf})
+	if err != nil {
+		return userErr(err)
+	}
+	if _, err := node.Init(st, name); err != nil {
+		st.Close()
+		return userErr(err)
+	}
+	return m.start(st)
+}
+
+// Start opens the store with the passphrase and starts the node. A second Start is refused.
+func (m *Node) Start(passphrase string) error {
+	m.mu.Lock()
+	running := m.n != nil
+	m.mu.Unlock()
+	if running {
+		return errors.New("the node is already started")
+	}
+	st, err := storage.Open(m.dir, storage.Options{Passphrase: []byte(passphrase)})
+	if err != nil {
+		return userErr(err)
+	}
+	return m.start(st)
+}
+
+func (m *Node) start(st *storage.Store) error {
+	m.mu.Lock()
+	if m.n != nil || m.starting {
+		m.mu.Unlock()
+		st.Close()
+		return errors.New("the node is already started")
+	}
+	cfg, err := m.configLocked(st)
+	if err != nil {
+		m.mu.Unlock()
+		st.Close()
+		return err
+	}
+	m.starting = true
+	m.mu.Unlock()
+	// Not under m.mu: the radio reports what it finds (Radio* methods) while the node starts.
+	n, err := node.New(cfg)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.starting = false
+	if err != nil {
+		st.Close()
+		m.px = nil
+		return userErr(err)
+	}
+	m.st, m.n = st, n
+	for _, t := range n.Teams() {
+		m.watchLocked(t.ID.String())
+	}
+	return nil
+}
+
+// configLocked returns the node's Config, and makes the radio's Adapter (m.px).
+func (m *Node) configLocked(st *storage.Store) (node.Config, error) {
+	cfg := node.Config{Store: st, ListenAddrs: m.listen, NoMDNS: m.noMDNS}
+	off := len(m.listen) == 1 && m.listen[0] == "off"
+	if m.radio == nil {
+		if off {
+			return cfg, errors.New("listening off needs a radio (SetRadio)")
+		}
+		return cfg, nil
+	}
+	id, err := node.LoadIdentity(st)
+	if err != nil {
+		return cfg, userErr(err)
+	}
+	pid, err := node.PeerID(id.Device.ID())
+	if err != nil {
+		return cfg, err
+	}
+	px, err := proximity.New(m.radio, pid.String(), nil)
+	if err != nil {
+		return cfg, userErr(err)
+	}
+	m.px, cfg.Proximity = px, px
+	switch {
+	case off:
+		cfg.ListenAddrs = []string{px.Multiaddr().String()}
+	case len(cfg.ListenAddrs) == 0:
+		cfg.ListenAddrs = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+	}
+	return cfg, nil
+}
+
+// watchLocked tells the Events of every change of team id until Stop.
+func (m *Node) watchLocked(id string) {
+	if _, ok := m.watching[id]; ok || m.n == nil {
+		return
+	}
+	ch, cancel, err := m.n.Watch(id)
+	if err != nil {
+		return
+	}
+	ev := m.events
+	done := make(chan struct{})
+	var wg stdsync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ch:
+				if ev != nil {
+					ev.TeamChanged(id)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	m.watching[id] = func() { cancel(); close(done); wg.Wait() }
+}
+
+// Stop stops the node and closes the store. Idempotent.
+func (m *Node) Stop() error {
+	m.mu.Lock()
+	n, st, ev := m.n, m.st, m.events
+	stops := m.watching
+	m.n, m.st, m.px = nil, nil, nil
+	m.watching = make(map[string]func())
+	m.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	for _, stop := range stops {
+		stop()
+	}
+	err := n.Close()
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if ev != nil {
+		ev.Stopped()
+	}
+	return err
+}
+
+// Lock would lock the running node behind the passphrase; the node has no lock yet, so it returns
+// ErrLockNotAvailable and changes nothing.
+func (m *Node) Lock() error { return ErrLockNotAvailable }
+
+func (m *Node) node() (*node.Node, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.n == nil {
+		return nil, ErrNotStarted
+	}
+	return m.n, nil
+}
+
+// Team is a team as the phone lists it.
+type Team struct {
+	ID       string
+	Name     string
+	Kind     string // clinical or social
+	Members  int
+	Messages int
+	Admin    bool
+	Removed  bool // this device was removed from the team
+}
+
+func teamOf(t node.TeamInfo) *Team {
+	return &Team{ID: t.ID.String(), Name: t.Name, Kind: t.Kind.String(), Members: t.Members,
+		Messages: t.Messages, Admin: t.Admin, Removed: t.Removed}
+}
+
+// TeamList is a list of teams.
+type TeamList struct{ teams []*Team }
+
+// Len is the number of teams.
+func (l *TeamList) Len() int { return len(l.teams) }
+
+// Get returns team i (0 ≤ i < Len), or nil.
+func (l *TeamList) Get(i int) *Team {
+	if i < 0 || i >= len(l.teams) {
+		return nil
+	}
+	return l.teams[i]
+}
+
+// Teams lists the device's teams, by name.
+func (m *Node) Teams() (*TeamList, error) {
+	n, err := m.node()
+	if err != nil {
+		return nil, err
+	}
+	l := &TeamList{}
+	for _, t := range n.Teams() {
+		l.teams = append(l.teams, teamOf(t))
+	}
+	return l, nil
+}
+
+// CreateTeam creates a team (kind "clinical" or "social") with this device as its first admin.
+func (m *Node) CreateTeam(name, kind string) (*Team, error) {
+	n, err := m.node()
+	if err != nil {
+		return nil, err
+	}
+	k, err := crdt.ParseTeamKind(kind)
+	if err != nil {
+		return nil, userErr(err)
+	}
+	t, err := n.CreateTeam(name, k)
+	if err != nil {
+		return nil, userErr(err)
+	}
+	m.watch(t.ID.String())
+	return teamOf(t), nil
+}
+
+func (m *Node) watch(id string) {
+	m.mu.Lock()
+	m.watchLocked(id)
+	m.mu.Unlock()
+}
+
+// Invite makes a one-time invite code for the team, valid for ttlSeconds (0: 24 hours).
+func (m *Node) Invite(team string, ttlSeconds int64) (string, error) {
+	n, err := m.node()
+	if err != nil {
+		return "", err
+	}
+	if ttlSeconds < 0 {
+		return "", errors.New("the time to live must be positive")
+	}
+	inv, err := n.Invite(team, time.Duration(ttlSeconds)*time.Second)
+	if err != nil {
+		return "", userErr(err)
+	}
+	return inv.Code(), nil
+}
+
+// Join joins a team with an invite code; the inviter must be reachable (on the network or the radio).
+func (m *Node) Join(code string) (*Team, error) {
+	n, err := m.node()
+	if err != nil {
+		return nil, err
+	}
+	t, err := n.Join(context.Background(), strings.TrimSpace(code))
+	if err != nil {
+		return nil, userErr(err)
+	}
+	m.watch(t.ID.String())
+	return teamOf(t), nil
+}
+
+// Send sends a message to a team (its name or id). Priority is "routine" (or ""), "urgent" or
+// "emergency"; patient is an optional patient reference; replyTo an optional message id (8 or more hex
+// characters). It returns the message's id once the message is stored on this device.
+func (m *Node) Send(team, text, priority, patient, replyTo string) (string, error) {
+	n, err := m.node()
+	if err != nil {
+		return "", err
+	}
+	msg := crdt.Message{Text: text, Patient: patient}
+	if priority != "" {
+		if msg.Priority, err = crdt.ParsePriority(priority); err != nil {
+			return "", userErr(err)
+		}
+	}
+	if replyTo != "" {
+		id, err := n.MessageID(team, replyTo)
+		if err != nil {
+			return "", userErr(err)
+		}
+		msg.ReplyTo = &id
+	}
+	id, _, err := n.Send(team, msg)
+	if err != nil {
+		return "", userErr(err)
+	}
+	return id.String(), nil
+}
+
+// Message is a message as the phone shows it.
+type Message struct {
+	ID         string
+	Author     string // the device id
+	AuthorName string
+	TimeMillis int64 // Unix milliseconds
+	Text       string
+	Priority   string
+	Patient    string
+	ReplyTo    string // the id of the message it answers, or ""
+	ReceivedBy int
+	ReadBy     int
+	Queued     bool // low-data mode holds it in the outbox: not sent yet
+}
+
+// MessageList is a list of messages.
+type MessageList struct{ msgs []*Message }
+
+// Len is the number of messages.
+func (l *MessageList) Len() int { return len(l.msgs) }
+
+// Get returns message i (0 ≤ i < Len), or nil.
+func (l *MessageList) Get(i int) *Message {
+	if i < 0 || i >= len(l.msgs) {
+		return nil
+	}
+	return l.msgs[i]
+}
+
+// Messages returns a team's messages in display order, the newest last; limit > 0 keeps only the
+// newest limit of them.
+func (m *Node) Messages(team string, limit int) (*MessageList, error) {
+	n, err := m.node()
+	if err != nil {
+		return nil, err
+	}
+	ms, err := n.Messages(team)
+	if err != nil {
+		return nil, userErr(err)
+	}
+	if limit > 0 && len(ms) > limit {
+		ms = ms[len(ms)-limit:]
+	}
+	l := &MessageList{msgs: make([]*Message, 0, len(ms))}
+	for _, x := range ms {
+		mm := &Message{ID: x.ID.String(), Author: x.Author.String(), AuthorName: x.AuthorName,
+			TimeMillis: x.Time.Time().UnixMilli(), Text: x.Text, Priority: x.Priority.String(), Patient: x.Patient,
+			ReceivedBy: len(x.ReceivedBy), ReadBy: len(x.ReadBy), Queued: x.Queued}
+		if x.ReplyTo != nil {
+			mm.ReplyTo = x.ReplyTo.String()
+		}
+		l.msgs = append(l.msgs, mm)
+	}
+	return l, nil
+}
+
+// Member is a person of a team.
+type Member struct {
+	ID           string // the person's first device id
+	Name         string
+	Admin        bool
+	Self         bool
+	Devices      int
+	Verification string // unverified, verified or keys-changed
+}
+
+// MemberList is a list of members.
+type MemberList struct{ members []*Member }
+
+// Len is the number of members.
+func (l *MemberList) Len() int { return len(l.members) }
+
+// Get returns member i (0 ≤ i < Len), or nil.
+func (l *MemberList) Get(i int) *Member {
+	if i < 0 || i >= len(l.members) {
+		return nil
+	}
+	return l.members[i]
+}
+
+// Members lists a team's current members.
+func (m *Node) Members(team string) (*MemberList, error) {
+	n, err := m.node()
+	if err != nil {
+		return nil, err
+	}
+	ms, err := n.Members(team)
+	if err != nil {
+		return nil, userErr(err)
+	}
+	l := &MemberList{}
+	for _, x := range ms {
+		l.members = append(l.members, &Member{ID: x.ID.String(), Name: x.Name, Admin: x.Admin, Self: x.Self,
+			Devices: len(x.Devices), Verification: string(x.Status)})
+	}
+	return l, nil
+}
+
+// The native radio reports what it sees with these methods (node/proximity.Adapter's, by name).
+// Before Start or after Stop they do nothing.
+
+func (m *Node) adapter() *proximity.Adapter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.px
+}
+
+// RadioFound: the radio discovered a device at endpoint, advertising name.
+func (m *Node) RadioFound(endpoint, name string) {
+	if a := m.adapter(); a != nil {
+		a.Found(endpoint, name)
+	}
+}
+
+// RadioLost: the endpoint went out of range.
+func (m *Node) RadioLost(endpoint string) {
+	if a := m.adapter(); a != nil {
+		a.Lost(endpoint)
+	}
+}
+
+// RadioIncoming: a device opened a link to this one.
+func (m *Node) RadioIncoming(endpoint string) {
+	if a := m.adapter(); a != nil {
+		a.Incoming(endpoint)
+	}
+}
+
+// RadioReceived: a payload arrived on the link to endpoint. It may block until the node takes it:
+// call it from a thread per link, never the UI thread.
+func (m *Node) RadioReceived(endpoint string, payload []byte) {
+	if a := m.adapter(); a != nil {
+		a.Received(endpoint, payload)
+	}
+}
+
+// RadioDisconnected: the link to endpoint ended.
+func (m *Node) RadioDisconnected(endpoint string) {
+	if a := m.adapter(); a != nil {
+		a.Disconnected(endpoint)
+	}
+}
+
+// userErr turns an error into the line a person reads: known store errors in words, and without
+// the Go package prefix of our packages.
+func userErr(err error) error {
+	switch {
+	case errors.Is(err, storage.ErrWrongPassphrase):
+		return errors.New("wrong passphrase")
+	case errors.Is(err, storage.ErrNotInitialized):
+		return errors.New("no fieldmesh store here yet: create one")
+	case errors.Is(err, storage.ErrLocked):
+		return errors.New("the node is already running")
+	}
+	s := err.Error()
+	for _, p := range []string{"node: ", "storage: ", "crdt: ", "device: ", "join: ", "proximity: ", "humancode: "} {
+		s = strings.ReplaceAll(s, p, "")
+	}
+	return errors.New(s)
+}
