@@ -570,12 +570,19 @@ func UnmarshalRelay(b []byte) (Relay, error) {
 // Message is the body of a team message op (KindMessage).
 //
 // Encoding: version 1 | text (uvarint length, bytes) | priority byte |
-// patient (uvarint length, bytes) | reply flag byte (0 or 1) | [reply-to op id 32 bytes].
+// patient (uvarint length, bytes) | reply flag byte (0 or 1) | [reply-to op id 32 bytes]
+// | [for-record byte 1]. The for-record byte is present only when ForRecord
+// is set (so a message without it encodes as before, and each message has
+// one encoding); present, it must be 1.
 type Message struct {
 	Text     string // at most MaxTextLen bytes of UTF-8
 	Priority Priority
 	Patient  string // optional patient reference, at most MaxPatientLen bytes of UTF-8
 	ReplyTo  *OpID  // optional
+	// ForRecord says its author asked for the message to be filed to the
+	// health record (a record gateway files it, in a clinical team, even
+	// with no patient reference).
+	ForRecord bool
 }
 
 // Validate checks the limits that UnmarshalMessage enforces.
@@ -600,6 +607,9 @@ func (m Message) Marshal() []byte {
 	if m.ReplyTo != nil {
 		b = append(b, m.ReplyTo[:]...)
 	}
+	if m.ForRecord {
+		b = append(b, 1)
+	}
 	return b
 }
 
@@ -621,6 +631,12 @@ func UnmarshalMessage(b []byte) (Message, error) {
 		var id OpID
 		copy(id[:], d.Fixed(32))
 		m.ReplyTo = &id
+	}
+	// The for-record byte: anything but one last byte 1 is left for
+	// Finish, which refuses it as trailing.
+	if d.Err() == nil && d.Len() == 1 && b[len(b)-1] == 1 {
+		d.Byte()
+		m.ForRecord = true
 	}
 	if err := d.Finish(); err != nil {
 		return Message{}, err
@@ -836,6 +852,8 @@ func checkBody(kind Kind, body []byte) error {
 		_, err = UnmarshalRelay(body)
 	case KindPrekey:
 		_, err = UnmarshalPrekey(body)
+	case KindFiled:
+		_, err = UnmarshalFiled(body)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v: %w", ErrBadBody, kind, err)

@@ -79,7 +79,7 @@ func (j *opJudge) equivocations() []Equivocation {
 // causally after a valid removal of it (short of a later grant between).
 func (j *opJudge) base(id OpID, op *Op) bool {
 	switch op.Kind {
-	case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey:
+	case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey, KindFiled:
 	default:
 		return false
 	}

@@ -319,6 +319,13 @@ type State struct {
 	// (Time, ID) that counts. A commit seals the device's box to it, not to
 	// its static key (see sync/teamkeys).
 	Prekeys map[identity.DeviceID]identity.NoisePublic
+	// Filed holds, for each message id that a filed op (KindFiled) of a
+	// current admin's device that counts names, where it was filed: the
+	// first such op by (Time, ID). It lists messages the log lacks or has
+	// deleted too. Only admins file: a filing makes every device delete
+	// the message's body, so it takes a person the team trusts with its
+	// membership (usually the clinic box, linked to an admin).
+	Filed map[OpID]FiledView
 
 	// counted holds the ids of the ops that count (see Counts); permitted
 	// the commits that are permitted (see Permitted). Computed once, never
@@ -449,6 +456,9 @@ type MessageView struct {
 	AuthorName string
 	Time       HLC
 	Message
+	// Filed says where the message was filed to the health record, if a
+	// filed op that counts names it (State.Filed); nil if not.
+	Filed *FiledView
 	// ReceivedBy and ReadBy are the members other than the author that
 	// acknowledged the message as received or read, sorted ascending.
 	// ReadBy is a subset of ReceivedBy. Nil when empty.
@@ -567,6 +577,7 @@ func (s State) clone() State {
 	c.Epochs = slices.Clone(s.Epochs)
 	c.Equivocations = slices.Clone(s.Equivocations)
 	c.Prekeys = maps.Clone(s.Prekeys)
+	c.Filed = maps.Clone(s.Filed)
 	for i := range c.Epochs {
 		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
 	}
@@ -578,6 +589,10 @@ func (s State) clone() State {
 		}
 		m.ReceivedBy = slices.Clone(m.ReceivedBy)
 		m.ReadBy = slices.Clone(m.ReadBy)
+		if m.Filed != nil {
+			f := *m.Filed
+			m.Filed = &f
+		}
 	}
 	return c
 }
@@ -687,7 +702,7 @@ func (l *Log) computeState() State {
 	}
 	for id, op := range l.ops {
 		switch op.Kind {
-		case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey:
+		case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey, KindFiled:
 			if j.counts(id) {
 				counted[id] = true
 			}
@@ -695,6 +710,12 @@ func (l *Log) computeState() State {
 	}
 	relays := l.relays(j, ms.members)
 	prekeys := l.prekeys(j, ms.members)
+	filed := l.filed(j, ms.members)
+	for i := range msgs {
+		if f, ok := filed[msgs[i].ID]; ok {
+			msgs[i].Filed = &f
+		}
+	}
 
 	cur := ms.current
 	return State{
@@ -711,6 +732,7 @@ func (l *Log) computeState() State {
 		Equivocations: j.equivocations(),
 		Relays:        relays,
 		Prekeys:       prekeys,
+		Filed:         filed,
 		counted:       counted,
 		permitted:     ms.permitted,
 	}

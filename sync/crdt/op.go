@@ -26,9 +26,11 @@ const (
 	KindEvidence Kind = 5 // body: Evidence
 	KindRelay    Kind = 6 // body: Relay
 	KindPrekey   Kind = 7 // body: Prekey
+	KindFiled    Kind = 8 // body: Filed
 )
 
-// String returns "create", "member", "message", "ack", "evidence", "relay", "prekey" or "kind(N)".
+// String returns "create", "member", "message", "ack", "evidence", "relay", "prekey", "filed" or
+// "kind(N)".
 func (k Kind) String() string {
 	switch k {
 	case KindCreate:
@@ -45,6 +47,8 @@ func (k Kind) String() string {
 		return "relay"
 	case KindPrekey:
 		return "prekey"
+	case KindFiled:
+		return "filed"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
