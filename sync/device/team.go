@@ -47,6 +47,8 @@ const (
 	DefaultRetainKeys  = 30 * 24 * time.Hour
 	DefaultAckInterval = 30 * time.Second
 	DefaultRekeyJitter = 15 * time.Second
+	DefaultFiledGrace  = 24 * time.Hour
+	DefaultWarnUnfiled = 30 * 24 * time.Hour
 )
 
 // Limits of what the core holds in memory for a team, and of what a peer
@@ -114,6 +116,14 @@ type Config struct {
 	// state asks for, so that admins who saw the same merge do not all
 	// re-key. Default DefaultRekeyJitter (15 s).
 	RekeyJitter time.Duration
+	// FiledGrace is how long after a filed op's time (crdt.State.Filed)
+	// this device deletes the body of the message it names: the team sees
+	// "filed to record" meanwhile. Default DefaultFiledGrace (24 h).
+	FiledGrace time.Duration
+	// WarnUnfiled is how old a clinical message due for filing
+	// (record.Due) may get before Unfiled lists it for this device's admin.
+	// Default DefaultWarnUnfiled (30 days).
+	WarnUnfiled time.Duration
 	// Logger receives what the core decides (short ids, never content).
 	// Nil discards.
 	Logger *slog.Logger
@@ -123,7 +133,7 @@ func (c *Config) fill() error {
 	switch {
 	case c.Device == nil:
 		return fmt.Errorf("%w: no device", ErrConfig)
-	case c.RotateEvery < 0 || c.RetainKeys < 0 || c.RekeyJitter < 0:
+	case c.RotateEvery < 0 || c.RetainKeys < 0 || c.RekeyJitter < 0 || c.FiledGrace < 0 || c.WarnUnfiled < 0:
 		return fmt.Errorf("%w: negative duration", ErrConfig)
 	}
 	if c.Rand == nil {
@@ -140,6 +150,12 @@ func (c *Config) fill() error {
 	}
 	if c.RekeyJitter == 0 {
 		c.RekeyJitter = DefaultRekeyJitter
+	}
+	if c.FiledGrace == 0 {
+		c.FiledGrace = DefaultFiledGrace
+	}
+	if c.WarnUnfiled == 0 {
+		c.WarnUnfiled = DefaultWarnUnfiled
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
