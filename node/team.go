@@ -178,6 +178,8 @@ func (n *Node) coreConfig(rec *teamRecord) device.Config {
 		RotateEvery: n.cfg.RotateEvery,
 		RetainKeys:  n.cfg.RetainKeys,
 		AckInterval: n.cfg.AckInterval,
+		FiledGrace:  n.cfg.FiledGrace,
+		WarnUnfiled: n.cfg.WarnUnfiled,
 		Logger:      n.log,
 	}
 }
