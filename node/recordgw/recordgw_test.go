@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,14 @@ import (
 )
 
 var testKDF = storage.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+// TestMain stops the FHIR server the tests share (fhirtest.Shared): it takes seconds to start and
+// to compile its schemas, so the package starts it once.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	fhirtest.StopShared()
+	os.Exit(code)
+}
 
 const testPass = "pw"
 
@@ -177,7 +186,7 @@ func (f *flakyPublish) PublishFiled(team crdt.TeamID, fl crdt.Filed) error {
 // and the Provenance exists. When the filed op cannot be published after the server's success, the
 // next pass posts the same Bundles again and the server still holds one Communication per message.
 func TestFileAndRetryIsIdempotent(t *testing.T) {
-	srv := fhirtest.Start(t)
+	srv := fhirtest.Shared(t)
 	g := newClinic(t, nil)
 	patient := srv.CreatePatient(t, "urn:clinic", "K-17")
 	m1 := g.send(t, crdt.Message{Text: "Bed 4 BP 160/110", Priority: crdt.Emergency, Patient: "urn:clinic|K-17"})
@@ -208,11 +217,14 @@ func TestFileAndRetryIsIdempotent(t *testing.T) {
 	if c["priority"] != "stat" || c["subject"].(map[string]any)["reference"] != patient || c["payload"].([]any)[0].(map[string]any)["contentString"] != "Bed 4 BP 160/110" {
 		t.Errorf("Communication %v: want priority stat, the patient, the text", c)
 	}
-	if got := srv.Count(t, "Communication"); got != 2 {
-		t.Errorf("%d Communications; want 2 (the chat message is not filed)", got)
+	if n := len(communications(t, srv, chat)); n != 0 {
+		t.Errorf("%d Communications of the chat message; want none", n)
 	}
-	if got := srv.Count(t, "Provenance"); got != 2 {
-		t.Errorf("%d Provenances after a retry; want 2", got)
+	for _, id := range []crdt.OpID{m1, m2} {
+		ref := g.filedRef(t, id)
+		if ps := srv.Search(t, "Provenance?target="+ref); len(ps) != 1 {
+			t.Errorf("%d Provenances of %s after a retry; want 1", len(ps), ref)
+		}
 	}
 	if g.filedRef(t, chat) != "" {
 		t.Errorf("a message with no patient, not for the record, was filed")
@@ -226,7 +238,7 @@ func TestFileAndRetryIsIdempotent(t *testing.T) {
 // filed, and the queue survives a restart of the node; once the server is back and the backoff
 // passed, everything is filed once.
 func TestServerDownThenUp(t *testing.T) {
-	srv := fhirtest.Start(t)
+	srv := fhirtest.Shared(t)
 	proxy := fhirtest.NewProxy(t, srv)
 	g := newClinic(t, nil)
 	var ids []crdt.OpID
@@ -265,7 +277,7 @@ func TestServerDownThenUp(t *testing.T) {
 // TestRejectedEntry: the server refuses one message's Bundle with 422: the others are filed, that
 // one is held and reported with its status, not shown filed, and tried again a day later.
 func TestRejectedEntry(t *testing.T) {
-	srv := fhirtest.Start(t)
+	srv := fhirtest.Shared(t)
 	g := newClinic(t, nil)
 	a := g.send(t, crdt.Message{Text: "one", ForRecord: true})
 	bad := g.send(t, crdt.Message{Text: "two", ForRecord: true})
@@ -296,7 +308,7 @@ func TestRejectedEntry(t *testing.T) {
 // TestUnknownPatient: a token that matches no patient is held and reported, never filed against
 // another patient or none; the deployment's mapping table then resolves it.
 func TestUnknownPatient(t *testing.T) {
-	srv := fhirtest.Start(t)
+	srv := fhirtest.Shared(t)
 	g := newClinic(t, nil)
 	other := srv.CreatePatient(t, "urn:clinic", "K-1")
 	id := g.send(t, crdt.Message{Text: "Bed 7 new admission", Patient: "K-99"})
@@ -306,10 +318,12 @@ func TestUnknownPatient(t *testing.T) {
 	if rep.Filed != 0 || len(rep.Waiting) != 1 || rep.Waiting[0].Code != record.NoPatient {
 		t.Fatalf("pass: %+v; want the message held for an unknown patient", rep)
 	}
-	if n := srv.Count(t, "Communication"); n != 0 {
+	if n := len(communications(t, srv, id)); n != 0 {
 		t.Fatalf("%d Communications for an unknown patient", n)
 	}
-	_ = other
+	if n := len(srv.Search(t, "Communication?subject="+other)); n != 0 {
+		t.Fatalf("%d Communications filed against another patient", n)
+	}
 	target := srv.CreatePatient(t, "urn:other-clinic", "X-5")
 	tab, err := record.ParsePatientTable([]byte("K-99\t" + target + "\n"))
 	if err != nil {
@@ -329,7 +343,7 @@ func TestUnknownPatient(t *testing.T) {
 // TestObservationProfile: the second profile files an Observation note the server validates; a
 // message with no patient cannot be an Observation and is held as unmappable.
 func TestObservationProfile(t *testing.T) {
-	srv := fhirtest.Start(t)
+	srv := fhirtest.Shared(t)
 	g := newClinic(t, nil)
 	patient := srv.CreatePatient(t, "urn:clinic", "K-3")
 	id := g.send(t, crdt.Message{Text: "Fundal height 32 cm", Patient: "urn:clinic|K-3", Priority: crdt.Urgent})
@@ -347,7 +361,7 @@ func TestObservationProfile(t *testing.T) {
 	if ref := g.filedRef(t, id); !strings.HasPrefix(ref, "Observation/") {
 		t.Errorf("shown filed at %q; want an Observation", ref)
 	}
-	if n := srv.Count(t, "Communication"); n != 0 {
+	if n := len(communications(t, srv, id)); n != 0 {
 		t.Errorf("%d Communications under the observation profile", n)
 	}
 }
@@ -355,8 +369,9 @@ func TestObservationProfile(t *testing.T) {
 // TestUnauthorized: a server that refuses the credentials stops the pass and files nothing; with
 // the right bearer token it files.
 func TestUnauthorized(t *testing.T) {
-	srv := fhirtest.Start(t)
+	srv := fhirtest.Shared(t)
 	srv.RequireBearer(t, "s3cret")
+	defer srv.RequireBearer(t, "")
 	g := newClinic(t, nil)
 	g.send(t, crdt.Message{Text: "x", ForRecord: true})
 	clk := &clock{now: time.Now()}
@@ -375,7 +390,7 @@ func TestUnauthorized(t *testing.T) {
 // as a thief would), while a message not filed is still there (so the scan can find what it looks
 // for).
 func TestFiledThenDeletedOnDisk(t *testing.T) {
-	srv := fhirtest.Start(t)
+	srv := fhirtest.Shared(t)
 	srv.CreatePatient(t, "urn:clinic", "TOKEN-7f3a")
 	g := newClinic(t, func(c *node.Config) {
 		c.FiledGrace = time.Millisecond

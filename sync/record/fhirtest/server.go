@@ -27,27 +27,70 @@ type Server struct {
 }
 
 // Start starts a server and stops it when the test ends. It fails the test if the server does not
-// say it listens within a minute (its start-up indexes the R4 definitions: a few seconds).
+// say it listens within two minutes (its start-up indexes the R4 definitions, and its first write
+// compiles the schemas it checks: seconds on a quiet machine).
 func Start(t testing.TB) *Server {
 	t.Helper()
-	root, err := Root()
+	s, err := start()
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+var shared struct {
+	mu  sync.Mutex
+	srv *Server
+}
+
+// Shared returns a server shared by the tests of a package, started on first use: tests that share
+// it use identifiers of their own and do not count the server's resources of a type. The package's
+// TestMain calls StopShared after m.Run.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv == nil {
+		s, err := start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared.srv = s
+	}
+	return shared.srv
+}
+
+// StopShared stops the shared server, if one was started.
+func StopShared() {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv != nil {
+		shared.srv.stop()
+		shared.srv = nil
+	}
+}
+
+func (s *Server) stop() {
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+}
+
+func start() (*Server, error) {
+	root, err := Root()
+	if err != nil {
+		return nil, err
 	}
 	cmd := exec.Command("node", filepath.Join(root, "testdata", "fhirserver", "server.mjs"), "--port", "0")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	var stderr strings.Builder
+	var stderr lockedBuilder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start the FHIR test server (node): %v", err)
+		return nil, fmt.Errorf("start the FHIR test server (node): %w", err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
 	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -58,16 +101,37 @@ func Start(t testing.TB) *Server {
 		}
 		close(lines)
 	}()
+	s := &Server{cmd: cmd}
 	select {
 	case u, ok := <-lines:
 		if !ok {
-			t.Fatalf("the FHIR test server exited (make deps installs its packages): %s", stderr.String())
+			s.stop()
+			return nil, fmt.Errorf("the FHIR test server exited (make deps installs its packages): %s", stderr.String())
 		}
-		return &Server{URL: u, cmd: cmd}
-	case <-time.After(time.Minute):
-		t.Fatalf("the FHIR test server did not start within a minute: %s", stderr.String())
+		s.URL = u
+		return s, nil
+	case <-time.After(2 * time.Minute):
+		s.stop()
+		return nil, fmt.Errorf("the FHIR test server did not start within two minutes: %s", stderr.String())
 	}
-	return nil
+}
+
+// lockedBuilder is a strings.Builder safe for the process's stderr copier and a reader.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // control calls one of the server's test controls (see server.mjs).
