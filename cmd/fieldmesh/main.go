@@ -127,6 +127,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g))
+	root.AddCommand(recordCmd(g))
 	return root
 }
 
@@ -684,6 +685,7 @@ func sendCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.Priority, "priority", "routine", "routine, urgent or emergency")
 	f.StringVar(&req.Patient, "patient", "", "patient reference (sealed like the text; keep identifiers minimal)")
 	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to: its short id, as send and messages print it")
+	f.BoolVar(&req.ForRecord, "for-record", false, "ask for the message to be filed to the health record (clinical teams; see: fieldmesh record sync)")
 	return c
 }
 
@@ -734,8 +736,13 @@ func messageText(m localapi.Message, gists map[string]string) string {
 	if m.Patient != "" {
 		line += "  (patient " + printable(m.Patient) + ")"
 	}
+	if m.ForRecord && m.FiledTo == "" {
+		line += "  [for the record]"
+	}
 	state := ""
 	switch {
+	case m.FiledTo != "":
+		state = "  (filed to record " + printable(m.FiledTo) + ")"
 	case m.Queued:
 		state = "  (queued: not sent yet, low-data mode)"
 	case m.Read > 0:
