@@ -193,7 +193,8 @@ func (s *Server) CreatePatient(t testing.TB, system, value string) string {
 	return "Patient/" + p.ID
 }
 
-// Search returns the resources of a search (relative URL, e.g. "Communication?identifier=x").
+// Search returns the resources of a search (relative URL, e.g. "Communication?identifier=x"). It
+// fails the test if the search fails.
 func (s *Server) Search(t testing.TB, query string) []json.RawMessage {
 	t.Helper()
 	resp, err := http.Get(s.URL + "/" + query)
@@ -201,6 +202,9 @@ func (s *Server) Search(t testing.TB, query string) []json.RawMessage {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("search %s: %s", query, resp.Status)
+	}
 	var b struct {
 		Entry []struct {
 			Resource json.RawMessage `json:"resource"`
