@@ -541,6 +541,10 @@ type MessageView struct {
 //     from a clock far ahead comes right after that message. AuthorName is
 //     the person's display name; for a removed device, the last name of its
 //     last person, marked "Name (abcd1234)" if a current person shows it.
+//   - Filed: KindFiled ops whose author counts by the rule of messages and
+//     is a current admin's device name, for each message id, where it was
+//     filed; of several, the first by (Time, ID) (State.Filed, and
+//     MessageView.Filed of a shown message).
 //   - Acks: KindAck ops whose author counts by the rule of messages and is
 //     not the message's author add the author to ReceivedBy (and, with
 //     Read, ReadBy) of each shown message they name; read implies received.
