@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func sample(p crdt.Priority, patient string) Message {
 // TestProfilesMatchR4Schema: every profile's Bundle, and each resource in it, for every priority,
 // with and without a patient and a reply, is valid against the official R4 JSON schema; and the
 // schema check can fail (a time that is not a FHIR dateTime is refused). The schema does not list
-// codes (priority, status): the FHIR server's own validation checks those (node/recordgw's tests).
+// codes: TestMappedCodes checks those against the R4 code systems.
 func TestProfilesMatchR4Schema(t *testing.T) {
 	s := fhirtest.Load(t)
 	for _, p := range Profiles {
@@ -76,6 +77,25 @@ func TestProfilesMatchR4Schema(t *testing.T) {
 	b, _ := json.Marshal(comm)
 	if err := s.Validate(b); err == nil {
 		t.Errorf("the schema accepts sent %q: the check cannot fail", comm.Sent)
+	}
+}
+
+// TestMappedCodes: every priority maps to a code of FHIR's request-priority code system, and the
+// statuses the profiles write are codes of theirs, as the official R4 definitions list them.
+func TestMappedCodes(t *testing.T) {
+	prio := fhirtest.Codes(t, "http://hl7.org/fhir/request-priority")
+	for _, p := range []crdt.Priority{crdt.Routine, crdt.Urgent, crdt.Emergency} {
+		if !slices.Contains(prio, PriorityCode(p)) {
+			t.Errorf("priority %v maps to %q, not a request-priority code %v", p, PriorityCode(p), prio)
+		}
+	}
+	c, _ := Communications{}.Bundle(sample(crdt.Routine, "Patient/1"))
+	if st := c.Entry[0].Resource.(Communication).Status; !slices.Contains(fhirtest.Codes(t, "http://hl7.org/fhir/event-status"), st) {
+		t.Errorf("Communication status %q is not an event-status code", st)
+	}
+	o, _ := Observations{}.Bundle(sample(crdt.Routine, "Patient/1"))
+	if st := o.Entry[0].Resource.(Observation).Status; !slices.Contains(fhirtest.Codes(t, "http://hl7.org/fhir/observation-status"), st) {
+		t.Errorf("Observation status %q is not an observation-status code", st)
 	}
 }
 

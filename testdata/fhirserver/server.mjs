@@ -79,7 +79,12 @@ function check(r) {
     const e = checkSchema.errors?.[0];
     throw refuse(outcome('processing', `schema: ${e?.instancePath} ${e?.message}`));
   }
-  const issues = validateResource(r);
+  let issues;
+  try {
+    issues = validateResource(r);
+  } catch (err) {
+    throw refuse(normalizeOperationOutcome(err));
+  }
   const errors = issues.filter((i) => i.severity === 'error');
   if (errors.length > 0) {
     throw refuse({ resourceType: 'OperationOutcome', issue: errors });
@@ -186,6 +191,17 @@ const server = http.createServer((req, res) => {
     handle(req, res, Buffer.concat(chunks).toString('utf8')).catch((err) => send(res, 500, outcome('exception', String(err))));
   });
 });
+
+// Compile the schemas and warm the validator of the types the record gateway writes before saying
+// we listen: the first compilation takes seconds, which a client's first request would otherwise wait.
+for (const t of ['Patient', 'Communication', 'Observation', 'Provenance']) {
+  checkSchema({ resourceType: t });
+  try {
+    validateResource({ resourceType: t });
+  } catch {
+    // an empty resource misses required fields: only the validator's warm-up was wanted
+  }
+}
 
 const i = process.argv.indexOf('--port');
 const port = i >= 0 ? Number(process.argv[i + 1]) : 0;

