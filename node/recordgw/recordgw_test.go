@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -463,5 +466,30 @@ func TestConfigRefused(t *testing.T) {
 		} else if strings.Contains(err.Error(), "pw") {
 			t.Errorf("error shows the password: %v", err)
 		}
+	}
+}
+
+// TestRedirectNotFollowed: a record server (or whoever answers at its address) that redirects the
+// gateway elsewhere gets nothing more: the credentials are not sent to the redirect's target, and
+// the message is not filed.
+func TestRedirectNotFollowed(t *testing.T) {
+	var leaked atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked.Add(1)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer elsewhere.Close()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirect.Close()
+	g := newClinic(t, nil)
+	g.send(t, crdt.Message{Text: "x", ForRecord: true})
+	rep := pass(t, gateway(t, g, nil, Config{FHIR: redirect.URL, Authorization: "Bearer s3cret"}))
+	if rep.Filed != 0 || len(rep.Waiting) != 1 || rep.Waiting[0].Code != record.Partial || rep.Waiting[0].Status != http.StatusTemporaryRedirect {
+		t.Errorf("pass: %+v; want the message held after a 307", rep)
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Errorf("the redirect's target got %d requests", n)
 	}
 }
