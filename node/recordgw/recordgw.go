@@ -98,6 +98,9 @@ type Gateway struct {
 	q        *record.Queue
 	loaded   bool
 	patients map[string]string // tokens resolved by search in this gateway's life
+	// pause is when the server may be tried again after a pass stopped on it (unreachable, or
+	// refusing the credentials): the backoff of the message that found it so, for all of them.
+	pause time.Time
 }
 
 // New returns a gateway over the node src and its store. It checks the configuration; it does no
@@ -191,7 +194,13 @@ func (g *Gateway) Pass(ctx context.Context) (Report, error) {
 	}
 	filed := make(map[crdt.TeamID][]crdt.FiledEntry)
 	var done []record.Entry
-	for _, e := range g.q.Next(now, g.q.Len()) {
+	var try []record.Entry
+	if now.Before(g.pause) {
+		rep.Stopped = "waiting for the server"
+	} else {
+		try = g.q.Next(now, g.q.Len())
+	}
+	for _, e := range try {
 		if ctx.Err() != nil {
 			break
 		}
@@ -206,11 +215,15 @@ func (g *Gateway) Pass(ctx context.Context) (Report, error) {
 			continue
 		}
 		g.log.Info("message not filed", "team", e.Team, "message", e.ID.Short(), "outcome", o.Code.String(), "status", o.Status)
-		if err := g.persist(g.q.Done(e.Team, e.ID, g.cfg.Now(), o)); err != nil {
+		ch := g.q.Done(e.Team, e.ID, g.cfg.Now(), o)
+		if err := g.persist(ch); err != nil {
 			return rep, err
 		}
 		if o.Code == record.Unreachable || o.Code == record.Unauthorized {
 			rep.Stopped = o.Code.String()
+			if len(ch.Put) == 1 {
+				g.pause = time.UnixMilli(ch.Put[0].Next)
+			}
 			break
 		}
 	}
@@ -232,6 +245,9 @@ func (g *Gateway) Pass(ctx context.Context) (Report, error) {
 	}
 	if w, ok := g.q.Wait(g.cfg.Now()); ok {
 		rep.Next = g.cfg.Now().Add(w)
+		if rep.Next.Before(g.pause) {
+			rep.Next = g.pause
+		}
 	}
 	if rep.Filed > 0 {
 		g.log.Info("filed to the record", "messages", rep.Filed)

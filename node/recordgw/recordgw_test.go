@@ -255,6 +255,10 @@ func TestServerDownThenUp(t *testing.T) {
 	if rep.Filed != 0 || rep.Stopped != record.Unreachable.String() || rep.Queued != 5 || len(rep.Waiting) != 1 {
 		t.Fatalf("pass with the server down: %+v; want stopped, 5 queued, 1 tried", rep)
 	}
+	// Passes before the backoff ends do not hammer a server that is down, one message at a time.
+	if rep := pass(t, gw); len(rep.Waiting) != 1 || rep.Waiting[0].Attempts != 1 || !rep.Next.Equal(time.UnixMilli(clk.Now().Add(record.DefaultBackoffMin).UnixMilli())) {
+		t.Fatalf("a second pass within the backoff: %+v; want nothing tried, next try after the backoff", rep)
+	}
 	// The gateway restarts: a new node on the same store, a new gateway.
 	dir := g.dir
 	team := g.team
