@@ -16,6 +16,9 @@ import (
 
 var benchMessages = flag.Int("recordgw.messages", 10000, "messages BenchmarkFile queues and files")
 
+// benchTeamSize is how many of them go to one team.
+const benchTeamSize = 500
+
 // countingTransport counts the bytes of requests and answers.
 type countingTransport struct {
 	sent, received atomic.Int64
@@ -57,8 +60,21 @@ func BenchmarkFile(b *testing.B) {
 			b.Fatalf("warm-up pass: %+v", rep)
 		}
 		start := time.Now()
+		// Spread over teams of benchTeamSize messages: the node recomputes a team's state on each
+		// send, so one team of 10,000 would take the setup minutes; the gateway files all teams.
+		var teams []string
 		for i := range *benchMessages {
-			g.send(b, crdt.Message{Text: fmt.Sprintf("obs %d: BP 120/80, pulse 72, for the record", i), ForRecord: true, Priority: crdt.Priority(i % 3)})
+			if i%benchTeamSize == 0 {
+				ti, err := g.CreateTeam(fmt.Sprintf("Ward %d", i/benchTeamSize), crdt.Clinical)
+				if err != nil {
+					b.Fatal(err)
+				}
+				teams = append(teams, ti.ID.String())
+			}
+			m := crdt.Message{Text: fmt.Sprintf("obs %d: BP 120/80, pulse 72, for the record", i), ForRecord: true, Priority: crdt.Priority(i % 3)}
+			if _, _, err := g.Send(teams[len(teams)-1], m); err != nil {
+				b.Fatal(err)
+			}
 		}
 		b.Logf("queued %d messages in %v", *benchMessages, time.Since(start))
 		ct := &countingTransport{}

@@ -82,6 +82,7 @@ func start() (*Server, error) {
 		return nil, err
 	}
 	cmd := exec.Command("node", filepath.Join(root, "testdata", "fhirserver", "server.mjs"), "--port", "0")
+	dieWithParent(cmd)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
