@@ -68,8 +68,8 @@ func oneLine(s string) string {
 // in step with the module.
 var errorPrefixes = []string{
 	"adversary", "chaos", "crdt", "device", "envelope", "epochkey", "fieldmesh", "framing",
-	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node",
-	"recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
+	"fhirtest", "gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "node",
+	"recon", "record", "recordgw", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
 }
 
