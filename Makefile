@@ -99,7 +99,8 @@ chaos-control:
 	simulations/chaos/run.sh short -chaos.control $(CHAOSARGS)
 
 ## deps: what the tests need besides Go and a C compiler: Debian's chromium, for the web UI's browser
-## tests (node/webui), installed with apt-get when missing (as root, as CI runs); quiet and idempotent.
+## tests (node/webui), installed with apt-get when missing (as root, as CI runs); and the FHIR test
+## server's npm packages (Node 20), from testdata/fhirserver's lockfile; quiet and idempotent.
 ## make test depends on it (the rule below), so the README's test command installs chromium.
 .PHONY: deps
 deps:
@@ -112,6 +113,12 @@ deps:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq >/dev/null; \
 		apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@# the FHIR test server of the record gateway's tests (testdata/fhirserver), from its lockfile, when
+	@# node_modules is missing or older than the lockfile
+	@if [[ ! testdata/fhirserver/node_modules/.package-lock.json -nt testdata/fhirserver/package-lock.json ]]; then \
+		echo "installing the FHIR test server's packages (npm ci)"; \
+		npm ci --prefix testdata/fhirserver --no-audit --no-fund --loglevel=error >/dev/null; \
 	fi
 test: deps
 

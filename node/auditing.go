@@ -113,6 +113,18 @@ func (n *Node) auditWrite(t *team, w device.Write) {
 				continue
 			}
 			e.Kind, e.Actor, e.Op = audit.RelayAdmitted, audit.Short(d[:]), audit.Short(id[:])
+		case crdt.KindFiled:
+			if t.core == nil {
+				continue
+			}
+			if p, ok := t.core.State().PersonOf(op.Author); !ok || !p.Admin {
+				continue
+			}
+			f, err := crdt.UnmarshalFiled(op.Body)
+			if err != nil {
+				continue
+			}
+			e.Kind, e.Count = audit.Filed, uint32(len(f.Entries))
 		case crdt.KindReview:
 			if t.core == nil {
 				continue

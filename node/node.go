@@ -85,6 +85,12 @@ type Config struct {
 	// RetainKeys is how long the keys of an epoch are kept after the next epoch started; then they are
 	// destroyed (the ops they opened stay). Default 30 days.
 	RetainKeys time.Duration
+	// FiledGrace is how long after a message was filed to the health record its body is deleted
+	// (device.Config.FiledGrace). Default 24 h.
+	FiledGrace time.Duration
+	// WarnUnfiled is how old a clinical message due for filing may get before the team's admins
+	// are warned (device.Config.WarnUnfiled, Node.Unfiled). Default 30 days.
+	WarnUnfiled time.Duration
 	// CollectEvery is how often the node makes deletions final (storage.Store.Collect: flush and
 	// compact, so no old version of a deleted key stays in the files), when anything was deleted
 	// since the last time (default 1 h: one rewrite of a phone-sized store an hour at most).

@@ -179,6 +179,8 @@ func (n *Node) coreConfig(rec *teamRecord) device.Config {
 		RetainKeys:  n.cfg.RetainKeys,
 		AckInterval: n.cfg.AckInterval,
 		ReviewEvery: n.cfg.ReviewEvery,
+		FiledGrace:  n.cfg.FiledGrace,
+		WarnUnfiled: n.cfg.WarnUnfiled,
 		Logger:      n.log,
 	}
 }

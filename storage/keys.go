@@ -18,6 +18,7 @@ const (
 	prefixUsage    byte = 0x10 // 0x10 | day | topic | protocol | peer -> byte counts (usage.go)
 	prefixOutbox   byte = 0x11 // 0x11 | time u64 BE | id 32          -> queued op (usage.go)
 	prefixSetting  byte = 0x12 // 0x12 | name                       -> opaque value (usage.go)
+	prefixRecordQ  byte = 0x13 // 0x13 | team id 32 | op id 32        -> record gateway queue entry (recordq.go)
 	prefixOp       byte = 0x20 // 0x20 | team id 32 | time u64 BE | id 32 -> opened op (ops.go)
 	prefixCollect  byte = 0x30 // 0x30                             -> nothing; written and dropped by Collect (delete.go)
 

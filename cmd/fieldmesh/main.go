@@ -72,7 +72,7 @@ func oneLine(s string) string {
 var errorPrefixes = []string{
 	"adversary", "attach", "audit", "chaos", "crdt", "device", "envelope", "epochkey", "export", "fhirtest", "fieldmesh", "framing",
 	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "mobile", "node", "photo",
-	"proximity", "proximitytest", "recon", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
+	"proximity", "proximitytest", "recon", "record", "recordgw", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
 	"duty", "locked", "rawid", "safetext", "session", "wipeorder", "wipeproto",
 }
@@ -131,7 +131,7 @@ func newRoot(g *globals) *cobra.Command {
 
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g), dutyCmd(g), rotaCmd(g))
-	root.AddCommand(recordExportParent(g), auditCmd(g))
+	root.AddCommand(recordCmd(g), auditCmd(g))
 	root.AddCommand(attachmentCmd(g))
 	root.AddCommand(lockCmds(g)...)
 	return root
@@ -726,6 +726,7 @@ bytes) of UTF-8 either way; one newline at its end is dropped.`,
 	f.StringVar(&req.ReplyTo, "reply-to", "", "id of the message this replies to: its short id, as send and messages print it")
 	attachFlag(f, &req)
 	f.StringVar(&file, "file", "", "read the text from this file (- for standard input) instead of the argument")
+	f.BoolVar(&req.ForRecord, "for-record", false, "ask for the message to be filed to the health record (clinical teams; see: fieldmesh record sync)")
 	return c
 }
 
@@ -781,8 +782,13 @@ func messageText(m localapi.Message, gists map[string]string) string {
 	if m.Patient != "" {
 		line += "  (patient " + printable(m.Patient) + ")"
 	}
+	if m.ForRecord && m.FiledTo == "" {
+		line += "  [for the record]"
+	}
 	state := ""
 	switch {
+	case m.FiledTo != "":
+		state = "  (filed to record " + printable(m.FiledTo) + ")"
 	case m.Queued:
 		state = "  (queued: not sent yet, low-data mode)"
 	case m.Read > 0:

@@ -44,7 +44,7 @@ const (
 	Membership Kind = 2
 	// Rekey: a commit with no change was stored: a new key epoch (rotation, or after a merge).
 	Rekey Kind = 3
-	// Filed: a message (Op) was filed to the health record by Actor (the record gateway).
+	// Filed: an admin's record gateway (Actor) published a filed op (Op) naming Count messages the health record accepted.
 	Filed Kind = 4
 	// Deleted: Count message bodies of Team were deleted past retention (their epochs' keys with
 	// them).

@@ -140,6 +140,8 @@ type SendRequest struct {
 	// AllowIdentifiers sends text that looks like it holds a raw patient identifier (an NHS number, a
 	// date of birth, a phone number: sync/rawid); without it such text is refused with advice.
 	AllowIdentifiers bool `json:"allow_identifiers,omitempty"`
+	// ForRecord asks for the message to be filed to the health record (crdt.Message.ForRecord).
+	ForRecord bool `json:"for_record,omitempty"`
 }
 
 // Sent acknowledges a message: it is durably stored on the device.
@@ -164,6 +166,11 @@ type Message struct {
 	Read     int `json:"read"`
 	// Queued: this device's own message, held in the outbox by low-data mode and not sent yet.
 	Queued bool `json:"queued"`
+	// ForRecord: its author asked for it to be filed to the health record.
+	ForRecord bool `json:"for_record,omitempty"`
+	// FiledTo is the health record's reference ("Communication/123") once a record gateway filed
+	// it; its body is deleted everywhere a grace period later. Empty: not filed.
+	FiledTo string `json:"filed_to,omitempty"`
 }
 
 // Peer is a connected peer.
@@ -183,6 +190,8 @@ type apiError struct {
 type Server struct {
 	Node   *node.Node
 	Logger *slog.Logger // nil discards
+	// record is the record gateway's state (record.go).
+	record recordState
 	// UILogin returns the web UI's sign-in address, token included (node/webui's Server.LoginURL);
 	// nil when the daemon serves no web UI.
 	UILogin func() string
@@ -229,6 +238,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAudit(mux)
 	s.registerAttachments(mux)
 	s.registerDuty(mux)
+	s.registerRecord(mux)
 	return mux
 }
 
@@ -419,7 +429,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 
 // messageOf is the message a send request asks for, without its attachments.
 func (s *Server) messageOf(req SendRequest) (crdt.Message, error) {
-	m := crdt.Message{Text: req.Text, Patient: req.Patient}
+	m := crdt.Message{Text: req.Text, Patient: req.Patient, ForRecord: req.ForRecord}
 	if req.Priority != "" {
 		p, err := crdt.ParsePriority(req.Priority)
 		if err != nil {
@@ -443,7 +453,10 @@ func MessageJSON(m node.Message) Message {
 		ID: m.ID.String(), Author: m.Author.String(), AuthorName: m.AuthorName,
 		Time: m.Time.Time().UTC().Format(time.RFC3339Nano), HLC: uint64(m.Time),
 		Text: m.Text, Priority: m.Priority.String(), Patient: m.Patient,
-		Received: len(m.ReceivedBy), Read: len(m.ReadBy), Queued: m.Queued,
+		Received: len(m.ReceivedBy), Read: len(m.ReadBy), Queued: m.Queued, ForRecord: m.ForRecord,
+	}
+	if m.Filed != nil {
+		out.FiledTo = m.Filed.Ref
 	}
 	if m.ReplyTo != nil {
 		out.ReplyTo = m.ReplyTo.String()

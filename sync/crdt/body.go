@@ -582,7 +582,8 @@ func UnmarshalRelay(b []byte) (Relay, error) {
 // Message is the body of a team message op (KindMessage).
 //
 // Encoding: version 1 | text (uvarint length, bytes) | priority byte |
-// patient (uvarint length, bytes) | reply flag byte (0 or 1) | [reply-to op id 32 bytes] |
+// patient (uvarint length, bytes) | flags byte (bit 0: a reply, bit 1: for
+// the record; other bits 0) | [reply-to op id 32 bytes, if a reply] |
 // [attachments: count uvarint 1..MaxAttachments | count × Attachment], present only
 // when there are any.
 type Message struct {
@@ -594,6 +595,10 @@ type Message struct {
 	// MaxAttachments of at most MaxMessageAttachmentBytes together (see
 	// Attachment). Optional.
 	Attachments []Attachment
+	// ForRecord says its author asked for the message to be filed to the
+	// health record (a record gateway files it, in a clinical team, even
+	// with no patient reference).
+	ForRecord bool
 }
 
 // Validate checks the limits that UnmarshalMessage enforces.
@@ -613,6 +618,12 @@ func (m Message) Validate() error {
 	return checkAttachments(m.Attachments)
 }
 
+// The bits of a message body's flags byte.
+const (
+	msgReply     byte = 1 << 0 // a reply-to op id follows
+	msgForRecord byte = 1 << 1 // Message.ForRecord
+)
+
 // Marshal encodes m. It does not validate; call Validate first.
 func (m Message) Marshal() []byte {
 	b := make([]byte, 0, 1+3+len(m.Text)+1+2+len(m.Patient)+1+32)
@@ -620,7 +631,14 @@ func (m Message) Marshal() []byte {
 	b = wire.AppendString(b, m.Text)
 	b = append(b, byte(m.Priority))
 	b = wire.AppendString(b, m.Patient)
-	b = wire.AppendBool(b, m.ReplyTo != nil)
+	var flags byte
+	if m.ReplyTo != nil {
+		flags |= msgReply
+	}
+	if m.ForRecord {
+		flags |= msgForRecord
+	}
+	b = append(b, flags)
 	if m.ReplyTo != nil {
 		b = append(b, m.ReplyTo[:]...)
 	}
@@ -641,11 +659,16 @@ func UnmarshalMessage(b []byte) (Message, error) {
 		d.Fail(fmt.Errorf("%w: priority %d", ErrInvalid, uint8(m.Priority)))
 	}
 	m.Patient = d.String("patient reference", MaxPatientLen)
-	if d.Bool() {
+	flags := d.Byte()
+	if d.Err() == nil && flags&^(msgReply|msgForRecord) != 0 {
+		d.Fail(fmt.Errorf("%w: message flags %#x", ErrInvalid, flags))
+	}
+	if flags&msgReply != 0 {
 		var id OpID
 		copy(id[:], d.Fixed(32))
 		m.ReplyTo = &id
 	}
+	m.ForRecord = flags&msgForRecord != 0
 	m.Attachments = readAttachments(d)
 	if err := d.Finish(); err != nil {
 		return Message{}, err
@@ -867,6 +890,8 @@ func checkBody(kind Kind, body []byte) error {
 		_, err = UnmarshalRota(body)
 	case KindReview:
 		_, err = UnmarshalReview(body)
+	case KindFiled:
+		_, err = UnmarshalFiled(body)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v: %w", ErrBadBody, kind, err)

@@ -12,6 +12,8 @@
 //     "fieldmesh/op/v1" followed by the encoding without the signature.
 //   - Bodies: [Create] (genesis), [Commit] (membership changes and a new key
 //     epoch), [Message], [Ack] (received or read, many messages per op),
+//     [Filed] (messages a record gateway filed to the health record, with
+//     the record's references; State.Filed says which count: an admin's),
 //     [Duty] (a person's duty hours), [Rota] (the on-call rota, admins),
 //     [Review] (a membership review, admins); each versioned, size-limited,
 //     with Marshal, Validate and UnmarshalXxx. Names that may mislead
@@ -72,7 +74,8 @@
 //     everyone's clocks there (ordering still holds; displayed times do not).
 //   - Nothing in the log binds a team id to its genesis op (see Log.State);
 //     the node pins it.
-//   - Ops are never removed: retraction and deletion of filed bodies come
-//     with later issues. Removing a member (#3) stops its later ops from
+//   - Ops are never removed: a message's body is deleted in place
+//     (Log.Redact) by retention and after filing (sync/device); retraction
+//     comes with a later issue. Removing a member (#3) stops its later ops from
 //     counting; it does not delete what it wrote.
 package crdt

@@ -334,6 +334,13 @@ type State struct {
 	// latest op that counts (a message, ack, prekey, ...: any sign of
 	// life the team replicated). A device with no such op has no entry.
 	LastSeen map[identity.DeviceID]HLC
+	// Filed holds, for each message id that a filed op (KindFiled) of a
+	// current admin's device that counts names, where it was filed: the
+	// first such op by (Time, ID). It lists messages the log lacks or has
+	// deleted too. Only admins file: a filing makes every device delete
+	// the message's body, so it takes a person the team trusts with its
+	// membership (usually the clinic box, linked to an admin).
+	Filed map[OpID]FiledView
 
 	// counted holds the ids of the ops that count (see Counts); permitted
 	// the commits that are permitted (see Permitted). Computed once, never
@@ -466,6 +473,9 @@ type MessageView struct {
 	AuthorName string
 	Time       HLC
 	Message
+	// Filed says where the message was filed to the health record, if a
+	// filed op that counts names it (State.Filed); nil if not.
+	Filed *FiledView
 	// ReceivedBy and ReadBy are the members other than the author that
 	// acknowledged the message as received or read, sorted ascending.
 	// ReadBy is a subset of ReceivedBy. Nil when empty.
@@ -548,6 +558,10 @@ type MessageView struct {
 //     from a clock far ahead comes right after that message. AuthorName is
 //     the person's display name; for a removed device, the last name of its
 //     last person, marked "Name (abcd1234)" if a current person shows it.
+//   - Filed: KindFiled ops whose author counts by the rule of messages and
+//     is a current admin's device name, for each message id, where it was
+//     filed; of several, the first by (Time, ID) (State.Filed, and
+//     MessageView.Filed of a shown message).
 //   - Acks: KindAck ops whose author counts by the rule of messages and is
 //     not the message's author add the author to ReceivedBy (and, with
 //     Read, ReadBy) of each shown message they name; read implies received.
@@ -604,6 +618,7 @@ func (s State) clone() State {
 		r := *s.LastReview
 		c.LastReview = &r
 	}
+	c.Filed = maps.Clone(s.Filed)
 	for i := range c.Epochs {
 		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
 	}
@@ -615,6 +630,10 @@ func (s State) clone() State {
 		}
 		m.ReceivedBy = slices.Clone(m.ReceivedBy)
 		m.ReadBy = slices.Clone(m.ReadBy)
+		if m.Filed != nil {
+			f := *m.Filed
+			m.Filed = &f
+		}
 	}
 	return c
 }
@@ -725,7 +744,7 @@ func (l *Log) computeState() State {
 	}
 	for id, op := range l.ops {
 		switch op.Kind {
-		case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey, KindDuty:
+		case KindMessage, KindAck, KindEvidence, KindRelay, KindPrekey, KindDuty, KindFiled:
 			if j.counts(id) {
 				counted[id] = true
 			}
@@ -739,6 +758,12 @@ func (l *Log) computeState() State {
 	relays := l.relays(j, ms.members)
 	prekeys := l.prekeys(j, ms.members)
 	duty, rota, review, seen := l.duties(j, ms.members, ms.persons)
+	filed := l.filed(j, ms.members)
+	for i := range msgs {
+		if f, ok := filed[msgs[i].ID]; ok {
+			msgs[i].Filed = &f
+		}
+	}
 
 	cur := ms.current
 	return State{
@@ -759,6 +784,7 @@ func (l *Log) computeState() State {
 		Rota:          rota,
 		LastReview:    review,
 		LastSeen:      seen,
+		Filed:         filed,
 		counted:       counted,
 		permitted:     ms.permitted,
 	}

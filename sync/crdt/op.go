@@ -26,13 +26,14 @@ const (
 	KindEvidence Kind = 5  // body: Evidence
 	KindRelay    Kind = 6  // body: Relay
 	KindPrekey   Kind = 7  // body: Prekey
+	KindFiled    Kind = 8  // body: Filed
 	KindDuty     Kind = 9  // body: Duty
 	KindRota     Kind = 10 // body: Rota
 	KindReview   Kind = 11 // body: Review
 )
 
-// String returns "create", "member", "message", "ack", "evidence", "relay", "prekey", "duty", "rota",
-// "review" or "kind(N)".
+// String returns "create", "member", "message", "ack", "evidence", "relay", "prekey", "filed", "duty",
+// "rota", "review" or "kind(N)".
 func (k Kind) String() string {
 	switch k {
 	case KindCreate:
@@ -49,6 +50,8 @@ func (k Kind) String() string {
 		return "relay"
 	case KindPrekey:
 		return "prekey"
+	case KindFiled:
+		return "filed"
 	case KindDuty:
 		return "duty"
 	case KindRota:

@@ -63,6 +63,16 @@
 // in a social team, and a rota or review op unless this device is an
 // admin's.
 //
+// # Filed, then deleted
+//
+// Tick deletes the body of each shown message that a filed op that counts
+// names (crdt.State.Filed: an admin's record gateway filed it), once
+// Config.FiledGrace (24 h) has passed since that op's time, as retention
+// deletes the messages of forgotten epochs (crdt.Log.Redact; the Write
+// carries the redacted record). [Team.Unfiled] lists, for an admin's
+// device, the clinical messages due for filing (sync/record's Due) older
+// than Config.WarnUnfiled (30 days).
+//
 // Main types: [Team] ([New], [Create], [Join]; [Team.Receive],
 // [Team.Send], [Team.Make] and [Team.Publish], [Team.Change],
 // [Team.Tick], [Team.Acks], [Team.MembershipFor] and

@@ -48,6 +48,8 @@ const (
 	DefaultRetainKeys  = 30 * 24 * time.Hour
 	DefaultAckInterval = 30 * time.Second
 	DefaultRekeyJitter = 15 * time.Second
+	DefaultFiledGrace  = 24 * time.Hour
+	DefaultWarnUnfiled = 30 * 24 * time.Hour
 )
 
 // Limits of what the core holds in memory for a team, and of what a peer
@@ -119,6 +121,14 @@ type Config struct {
 	// before an admin device is reminded (Effects.Alerts). Default
 	// duty.DefaultReviewEvery (30 days); negative: never.
 	ReviewEvery time.Duration
+	// FiledGrace is how long after a filed op's time (crdt.State.Filed)
+	// this device deletes the body of the message it names: the team sees
+	// "filed to record" meanwhile. Default DefaultFiledGrace (24 h).
+	FiledGrace time.Duration
+	// WarnUnfiled is how old a clinical message due for filing
+	// (record.Due) may get before Unfiled lists it for this device's admin.
+	// Default DefaultWarnUnfiled (30 days).
+	WarnUnfiled time.Duration
 	// Logger receives what the core decides (short ids, never content).
 	// Nil discards.
 	Logger *slog.Logger
@@ -128,7 +138,7 @@ func (c *Config) fill() error {
 	switch {
 	case c.Device == nil:
 		return fmt.Errorf("%w: no device", ErrConfig)
-	case c.RotateEvery < 0 || c.RetainKeys < 0 || c.RekeyJitter < 0:
+	case c.RotateEvery < 0 || c.RetainKeys < 0 || c.RekeyJitter < 0 || c.FiledGrace < 0 || c.WarnUnfiled < 0:
 		return fmt.Errorf("%w: negative duration", ErrConfig)
 	}
 	if c.Rand == nil {
@@ -145,6 +155,12 @@ func (c *Config) fill() error {
 	}
 	if c.RekeyJitter == 0 {
 		c.RekeyJitter = DefaultRekeyJitter
+	}
+	if c.FiledGrace == 0 {
+		c.FiledGrace = DefaultFiledGrace
+	}
+	if c.WarnUnfiled == 0 {
+		c.WarnUnfiled = DefaultWarnUnfiled
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

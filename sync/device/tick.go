@@ -8,6 +8,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/record"
 )
 
 // TickOptions adjust what Tick does.
@@ -39,6 +40,7 @@ func (t *Team) Tick(now time.Time, opt TickOptions) Effects {
 	}
 	t.settle(&eff)
 	t.reread(&eff)
+	t.deleteFiled(&eff)
 	if t.canWrite() != nil {
 		return eff
 	}
@@ -91,23 +93,52 @@ func (t *Team) tendPrekey(eff *Effects) {
 }
 
 // redactEpochs deletes the bodies of the messages sealed in the epochs of
-// the tags, whose keys were just destroyed: the log keeps each message's
-// place (crdt.Log.Redact) and the store its redacted form, written over the
-// old record (storage.Collect then removes the old version). The
-// attachments of those messages go too (Write.DropChunks): their keys were
-// in the bodies.
+// the tags, whose keys were just destroyed.
 func (t *Team) redactEpochs(tags map[uint32]bool, eff *Effects) {
 	if len(tags) == 0 {
 		return
 	}
-	n := 0
+	var ids []crdt.OpID
 	for _, op := range t.lg.Ops() {
-		if op.Kind != crdt.KindMessage || !tags[op.Seal.Epoch] || op.Redacted() {
-			continue
+		if op.Kind == crdt.KindMessage && tags[op.Seal.Epoch] && !op.Redacted() {
+			ids = append(ids, op.ID())
 		}
-		id := op.ID()
-		m, err := crdt.UnmarshalMessage(op.Body)
-		attached := err == nil && len(m.Attachments) > 0
+	}
+	if lost := t.dueAmong(ids); lost > 0 {
+		t.log.Warn("clinical messages deleted with their epoch's keys before the record received them", "messages", lost)
+	}
+	t.redact(ids, "deleted messages past retention", eff)
+}
+
+// dueAmong counts, on an admin's device, the messages among ids that are
+// due for filing (Unfiled's rule, at any age).
+func (t *Team) dueAmong(ids []crdt.OpID) int {
+	due := make(map[crdt.OpID]bool)
+	for _, id := range t.unfiledBefore(t.now.Add(time.Hour)) {
+		due[id] = true
+	}
+	n := 0
+	for _, id := range ids {
+		if due[id] {
+			n++
+		}
+	}
+	return n
+}
+
+// redact deletes the bodies of the messages ids: the log keeps each
+// message's place (crdt.Log.Redact) and the store its redacted form,
+// written over the old record (storage.Collect then removes the old
+// version). The attachments of those messages go too (Write.DropChunks):
+// their keys were in the bodies. It logs how many, with why.
+func (t *Team) redact(ids []crdt.OpID, why string, eff *Effects) {
+	n := 0
+	for _, id := range ids {
+		attached := false
+		if op, ok := t.lg.Op(id); ok {
+			m, err := crdt.UnmarshalMessage(op.Body)
+			attached = err == nil && len(m.Attachments) > 0
+		}
 		if !t.lg.Redact(id) {
 			continue
 		}
@@ -121,8 +152,51 @@ func (t *Team) redactEpochs(tags map[uint32]bool, eff *Effects) {
 	if n > 0 {
 		t.state = nil
 		eff.Changed = true
-		t.log.Info("deleted messages past retention", "messages", n)
+		t.log.Info(why, "messages", n)
 	}
+}
+
+// deleteFiled deletes the bodies of the shown messages that a filed op
+// that counts names (crdt.State.Filed), once FiledGrace has passed since
+// that op's time. It runs on every device, members or not: a device
+// removed from the team deletes what the record holds too.
+func (t *Team) deleteFiled(eff *Effects) {
+	s := t.snapshot()
+	if len(s.Filed) == 0 {
+		return
+	}
+	var ids []crdt.OpID
+	for _, m := range s.Messages {
+		if m.Filed != nil && !t.now.Before(m.Filed.Time.Time().Add(t.cfg.FiledGrace)) {
+			ids = append(ids, m.ID)
+		}
+	}
+	t.redact(ids, "deleted messages filed to the record", eff)
+}
+
+// Unfiled returns, for a device of an admin of a clinical team, the ids of
+// the messages due for filing (record.Due) that are older than WarnUnfiled:
+// the team's admins are warned that the record has not received them, and
+// that they are deleted with their epoch's keys (RetainKeys) whether filed
+// or not. It returns nil on any other device, and in display order.
+func (t *Team) Unfiled(now time.Time) []crdt.OpID {
+	return t.unfiledBefore(now.Add(-t.cfg.WarnUnfiled))
+}
+
+// unfiledBefore is Unfiled with a cutoff time.
+func (t *Team) unfiledBefore(cutoff time.Time) []crdt.OpID {
+	s := t.snapshot()
+	p, ok := s.PersonOf(t.self.ID())
+	if !ok || !p.Admin || s.Kind != crdt.Clinical {
+		return nil
+	}
+	var out []crdt.OpID
+	for _, m := range s.Messages {
+		if record.Due(s.Kind, m) && m.Time.Time().Before(cutoff) {
+			out = append(out, m.ID)
+		}
+	}
+	return out
 }
 
 // forgetOld destroys the keys of epochs that ended (a later-numbered epoch

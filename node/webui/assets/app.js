@@ -279,7 +279,8 @@ function renderMessages() {
     }
     li.append(el("p", { class: "text", text: m.text }));
     let status;
-    if (m.queued) status = "Queued: not sent yet (low-data mode)";
+    if (m.filed_to) status = "Filed to record " + m.filed_to + " (deleted here a day after filing)";
+    else if (m.queued) status = "Queued: not sent yet (low-data mode)";
     else if (m.read_by && m.read_by.length) status = "Read by " + m.read_by.join(", ");
     else if (m.received_by && m.received_by.length) status = "Received by " + m.received_by.join(", ");
     else status = "Not yet received by anyone";
