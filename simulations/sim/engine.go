@@ -155,8 +155,8 @@ type node struct {
 	enrol   map[int]bool    // teams a relay is enrolled for
 	held    map[crdt.OpID]*holding
 	open    map[int]*contact // open contacts, by the other device
-	carryQ  []carriedRef // carried envelopes in arrival order (eviction)
-	version int          // store changes
+	carryQ  []carriedRef     // carried envelopes in arrival order (eviction)
+	version int              // store changes
 	stats   DeviceStats
 }
 
