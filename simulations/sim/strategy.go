@@ -113,7 +113,7 @@ func (e *engine) viewFor(x, y *node, ti int, rx, ry role) *view {
 	v.envs = st.envs
 	limited := e.cfg.Strategy.Copies > 0
 	var want map[crdt.OpID]bool
-	if limited && rx == roleMember && ry == roleMember {
+	if limited && rx == roleMember {
 		want = make(map[crdt.OpID]bool)
 	}
 	for _, it := range st.items {
@@ -143,8 +143,14 @@ func (e *engine) viewFor(x, y *node, ti int, rx, ry role) *view {
 func (e *engine) mayHand(x, y *node, ti int, id crdt.OpID, ry role) bool {
 	mi, ok := e.byID[id]
 	if !ok {
-		// Membership and acknowledgement ops go to members only.
-		return ry == roleMember
+		// Membership, prekey and acknowledgement ops go to members freely;
+		// a member hands them to a carrier only as the ancestors of a
+		// message it hands on, and a carrier hands them on as copies.
+		if ry == roleMember {
+			return true
+		}
+		h := x.held[id]
+		return !e.isMember(x, ti) && h != nil && h.copies > 1
 	}
 	m := e.msgs[mi]
 	if m.isRecipient(y.idx) {
@@ -157,9 +163,15 @@ func (e *engine) mayHand(x, y *node, ti int, id crdt.OpID, ry role) bool {
 	return h == nil || h.copies != 1
 }
 
+func (e *engine) isMember(n *node, ti int) bool {
+	_, ok := n.teams[ti]
+	return ok
+}
+
 // ancestors adds id and the ops it builds on that this member stores: a
 // member can only keep an op whose parents it has, so a copy-limited
-// hand-off to a member brings them along.
+// hand-off brings them along (a carrier cannot read them, so the member
+// that hands it the message adds them).
 func (e *engine) ancestors(m *member, id crdt.OpID, want map[crdt.OpID]bool) {
 	stack := []crdt.OpID{id}
 	for len(stack) > 0 {
