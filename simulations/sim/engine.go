@@ -136,6 +136,10 @@ type holding struct {
 	hops   int
 	copies int // 0: unlimited
 	at     time.Duration
+	// dep: it came only as the ancestor of a message handed on; under a
+	// copy limit it is not handed on itself (it travels again only as an
+	// ancestor).
+	dep bool
 }
 
 // member is a device's copy of one team: the real device core and its store.
@@ -170,6 +174,7 @@ type session struct {
 	c    *contact
 	team int
 	sess [2]*recon.Session
+	view [2]*view
 	role [2]role
 	done [2]bool
 	over bool
@@ -551,7 +556,7 @@ func (e *engine) startSession(c *contact, ti int, ra, rb role) {
 		return
 	}
 	rc := recon.Config{MaxFrame: e.cfg.MaxFrame, Rand: e.rngSrc}
-	s := &session{c: c, team: ti, role: [2]role{ra, rb}}
+	s := &session{c: c, team: ti, role: [2]role{ra, rb}, view: [2]*view{va, vb}}
 	s.sess[0] = recon.NewInitiatorConfig(va, rc)
 	s.sess[1] = recon.NewResponderConfig(vb, rc)
 	first, err := s.sess[0].Start()
@@ -603,7 +608,7 @@ func (e *engine) onFrame(ev *event) error {
 		return nil
 	}
 	if len(recv) > 0 {
-		changed, err := e.receive(n, peer, s.team, s.role[to], s.role[1-to], recv)
+		changed, err := e.receive(n, peer, s.team, s.role[to], s.role[1-to], s.view[1-to], recv)
 		if err != nil {
 			return err
 		}
@@ -637,7 +642,7 @@ func (e *engine) endSession(s *session) {
 
 // receive gives what n's session received from peer to n: its core, or its
 // carrier store. It returns the changes made to n's stores.
-func (e *engine) receive(n, peer *node, ti int, mine, theirs role, recv [][]byte) (int, error) {
+func (e *engine) receive(n, peer *node, ti int, mine, theirs role, sent *view, recv [][]byte) (int, error) {
 	before := n.version
 	for _, raw := range recv {
 		env, err := envelope.Unmarshal(raw)
@@ -645,7 +650,7 @@ func (e *engine) receive(n, peer *node, ti int, mine, theirs role, recv [][]byte
 			e.res.Refused++
 			continue
 		}
-		e.handOff(peer, n, env.ID)
+		e.handOff(peer, n, env.ID, sent.deps[env.ID])
 	}
 	if mine == roleMember {
 		m := n.teams[ti]
@@ -679,14 +684,25 @@ func (e *engine) receive(n, peer *node, ti int, mine, theirs role, recv [][]byte
 
 // handOff records that `to` got envelope id from `from`: its hops, and the
 // copies it may hand on (binary spray: half of the giver's).
-func (e *engine) handOff(from, to *node, id crdt.OpID) {
-	if _, ok := to.held[id]; ok {
+func (e *engine) handOff(from, to *node, id crdt.OpID, dep bool) {
+	if h, ok := to.held[id]; ok {
+		if h.dep && !dep {
+			// Handed on in its own right now: it may travel on.
+			h.dep = false
+			if fh := from.held[id]; fh != nil && fh.copies > 1 {
+				give := fh.copies / 2
+				fh.copies -= give
+				h.copies = give
+			}
+		}
 		return
 	}
-	h := &holding{at: e.now, hops: 1}
+	h := &holding{at: e.now, hops: 1, dep: dep}
 	if fh := from.held[id]; fh != nil {
 		h.hops = fh.hops + 1
-		if fh.copies > 1 {
+		if dep {
+			h.copies = 1
+		} else if fh.copies > 1 {
 			give := fh.copies / 2
 			fh.copies -= give
 			h.copies = give

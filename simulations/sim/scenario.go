@@ -237,7 +237,7 @@ func (s *Scenario) Build(seed uint64, strategy string) (Config, error) {
 
 // envelopeOverhead is about what sealing adds to a message's text: a
 // trace's message size is the envelope's.
-const envelopeOverhead = 300
+const envelopeOverhead = 231
 
 // flat makes n plain devices in Workload.Teams teams (1 if unset), split
 // evenly.

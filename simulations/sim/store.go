@@ -104,6 +104,9 @@ func (s *store) stored() (device.Stored, error) {
 type view struct {
 	items []recon.Item
 	envs  map[crdt.OpID][]byte
+	// deps are the items offered only as ancestors of offered messages
+	// (copy-limited strategies): their receiver may not hand them on.
+	deps map[crdt.OpID]bool
 }
 
 func (v *view) Items() ([]recon.Item, error) { return v.items, nil }

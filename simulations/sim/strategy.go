@@ -129,10 +129,41 @@ func (e *engine) viewFor(x, y *node, ti int, rx, ry role) *view {
 			}
 		}
 	}
-	if want != nil {
+	if limited && rx == roleCarrier && len(v.items) > 0 {
+		// A carrier cannot read parents: with anything it hands on it
+		// hands the envelopes it was given as ancestors of the team's
+		// messages, so the receiver can keep what it gets.
+		v.items = v.items[:0:0]
+		v.deps = make(map[crdt.OpID]bool)
 		for _, it := range st.items {
-			if want[crdt.OpID(it.ID)] {
+			id := crdt.OpID(it.ID)
+			if e.expired(id) {
+				continue
+			}
+			if e.mayHand(x, y, ti, id, ry) {
 				v.items = append(v.items, it)
+			} else if h := x.held[id]; h != nil && h.dep {
+				v.items = append(v.items, it)
+				v.deps[id] = true
+			}
+		}
+	}
+	if want != nil {
+		primary := make(map[crdt.OpID]bool)
+		for _, it := range st.items {
+			id := crdt.OpID(it.ID)
+			if !(rx == roleCarrier && e.expired(id)) && e.mayHand(x, y, ti, id, ry) {
+				primary[id] = true
+			}
+		}
+		v.deps = make(map[crdt.OpID]bool)
+		for _, it := range st.items {
+			id := crdt.OpID(it.ID)
+			if want[id] {
+				v.items = append(v.items, it)
+				if !primary[id] {
+					v.deps[id] = true
+				}
 			}
 		}
 	}
@@ -153,13 +184,16 @@ func (e *engine) mayHand(x, y *node, ti int, id crdt.OpID, ry role) bool {
 		return !e.isMember(x, ti) && h != nil && h.copies > 1
 	}
 	m := e.msgs[mi]
-	if m.isRecipient(y.idx) {
-		return true
-	}
-	if e.cfg.Strategy.MembersFree && ry == roleMember {
+	if e.cfg.Strategy.MembersFree && ry == roleMember && m.Team == ti {
 		return true
 	}
 	h := x.held[id]
+	if h != nil && h.dep {
+		return false
+	}
+	if m.isRecipient(y.idx) {
+		return true
+	}
 	return h == nil || h.copies != 1
 }
 

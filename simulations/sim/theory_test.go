@@ -43,7 +43,7 @@ func theoryConfig(r, n int, lambda float64, st Strategy, seed uint64) Config {
 // standard errors; -sim.theory=R (make sim-check) checks 3%.
 func TestTheory(t *testing.T) {
 	const n, lambda = 8, 1.0 / 3600
-	runs := 150
+	runs := theoryDefaultRuns
 	if *theoryRuns > 0 {
 		runs = *theoryRuns
 	}
