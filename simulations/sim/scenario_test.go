@@ -45,14 +45,14 @@ func runOutputs(t testing.TB, s *Scenario, seed uint64, strategy string) map[str
 }
 
 // smallDistrict is the district scenario cut to one district of two teams
-// for two days.
+// for 30 hours.
 func smallDistrict(t testing.TB) *Scenario {
 	s := loadScenario(t, "district.toml")
 	s.Field.Districts = 1
 	s.Field.TeamsPerDistrict = 2
 	s.Field.CHWsPerTeam = 4
-	s.Duration = Duration(2 * 24 * time.Hour)
-	s.Workload.StopBefore = Duration(12 * time.Hour)
+	s.Duration = Duration(30 * time.Hour)
+	s.Workload.StopBefore = Duration(6 * time.Hour)
 	return s
 }
 
