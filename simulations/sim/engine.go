@@ -650,6 +650,9 @@ func (e *engine) receive(n, peer *node, ti int, mine, theirs role, sent *view, r
 			e.res.Refused++
 			continue
 		}
+		if mine == roleCarrier && e.expired(env.ID) {
+			continue
+		}
 		e.handOff(peer, n, env.ID, sent.deps[env.ID])
 	}
 	if mine == roleMember {
@@ -670,7 +673,7 @@ func (e *engine) receive(n, peer *node, ti int, mine, theirs role, sent *view, r
 	}
 	for _, raw := range recv {
 		env, err := envelope.Unmarshal(raw)
-		if err != nil || env.Topic != e.teams[ti].topic {
+		if err != nil || env.Topic != e.teams[ti].topic || e.expired(env.ID) {
 			continue
 		}
 		if st.put(uint64(env.Time), env.ID, raw) {

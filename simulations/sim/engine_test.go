@@ -95,3 +95,34 @@ func TestCarriersAndBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestTTL: a carrier does not take a message past its TTL, so a member
+// meeting it again and again does not hand it over (and count it relayed)
+// each time; before the TTL it does, once.
+func TestTTL(t *testing.T) {
+	cfg := Config{
+		Seed:     5,
+		Devices:  []DeviceSpec{{Name: "a"}, {Name: "b"}, {Name: "c"}, {Name: "d"}},
+		Teams:    []TeamSpec{{Members: []int{0, 2}}, {Members: []int{1, 3}}},
+		Messages: []MessageSpec{{At: time.Second, Team: 0, From: 0, To: 2, Size: 500, TTL: time.Hour}},
+		Strategy: Strategies(0, 0)["epidemic"],
+		Duration: 10 * time.Hour,
+	}
+	for _, c := range []struct {
+		first   time.Duration
+		relayed int
+	}{{30 * time.Minute, 1}, {2 * time.Hour, 0}} {
+		cfg.Contacts = nil
+		for k := range 4 {
+			at := c.first + time.Duration(k)*time.Hour
+			cfg.Contacts = append(cfg.Contacts, ContactEvent{At: at, A: 0, B: 1, Up: true}, ContactEvent{At: at + time.Minute, A: 0, B: 1})
+		}
+		r, err := Run(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Relayed != c.relayed {
+			t.Errorf("first contact at %v: relayed %d, want %d", c.first, r.Relayed, c.relayed)
+		}
+	}
+}

@@ -118,7 +118,9 @@ func (e *engine) viewFor(x, y *node, ti int, rx, ry role) *view {
 	}
 	for _, it := range st.items {
 		id := crdt.OpID(it.ID)
-		if rx == roleCarrier && e.expired(id) {
+		if (rx == roleCarrier || ry == roleCarrier) && e.expired(id) {
+			// Past its TTL a message is not carried: a member does not
+			// offer it to a carrier (as a relay's horizon tells it).
 			continue
 		}
 		if !limited || e.mayHand(x, y, ti, id, ry) {
