@@ -291,9 +291,9 @@ func newEngine(cfg Config) (*engine, error) {
 			e.push(&event{at: m.At, kind: evMessage, idx: i})
 		}
 	}
-	// Ticks, staggered so devices do not all tick at once.
+	// Ticks, staggered over the first minute so devices do not all tick at once.
 	for i := range e.nodes {
-		off := time.Duration(i) * cfg.TickEvery / time.Duration(max(1, len(e.nodes)))
+		off := time.Duration(i) * min(cfg.TickEvery, time.Minute) / time.Duration(max(1, len(e.nodes)))
 		e.push(&event{at: off, kind: evTick, idx: i})
 	}
 	e.res.Devices = make([]DeviceStats, len(e.nodes))
