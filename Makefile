@@ -145,3 +145,12 @@ mobile-bind:
 	else \
 		echo "no javac: the generated Java was not compiled"; \
 	fi
+
+## sim-check: the simulator's long checks (simulations/sim): the theory test (Groenevelt, Nain & Koole)
+## with 10,000 replicas a strategy, checked to 3%; the comparison with the ONE on its committed reports;
+## and the 1,000-device, 7-day field benchmark (events/s, simulated seconds a second)
+.PHONY: sim-check
+sim-check:
+	$(GO) test -run 'TestTheory$$' -count=1 -timeout 120m ./simulations/sim/ -sim.theory=10000 -v
+	$(GO) test -run 'TestAgainstTheONE$$' -count=1 -timeout 60m ./simulations/sim/ -sim.one -v
+	$(GO) test -run '^$$' -bench 'BenchmarkField1k$$' -benchtime=1x -timeout 60m ./simulations/sim/

@@ -129,6 +129,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "read the store passphrase from this file (else $FIELDMESH_PASSPHRASE, else a prompt on a terminal, else one line of standard input)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "daemon log level: debug, info, warn, error")
 
+	root.AddCommand(simCmd())
 	root.AddCommand(initCmd(g), upCmd(g), statusCmd(g), teamCmd(g), sendCmd(g), messagesCmd(g), peersCmd(g),
 		deviceCmd(g), verifyCmd(g), usageCmd(g), lowDataCmd(g), syncCmd(g), relayCmd(g), openCmd(g), dutyCmd(g), rotaCmd(g))
 	root.AddCommand(recordCmd(g), auditCmd(g))

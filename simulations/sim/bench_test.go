@@ -1,0 +1,47 @@
+package sim
+
+import (
+	"testing"
+	"time"
+)
+
+// BenchmarkField1k runs the national-1k scenario (1,000 devices, field
+// model) for its seven simulated days with fieldmesh's strategy, and
+// reports events a second and simulated seconds a wall second.
+// -benchtime=1x runs it once: make sim-check.
+func BenchmarkField1k(b *testing.B) {
+	benchScenario(b, "national-1k.toml", "fieldmesh", 0)
+}
+
+// BenchmarkField1kDay is BenchmarkField1k's first simulated day.
+func BenchmarkField1kDay(b *testing.B) {
+	benchScenario(b, "national-1k.toml", "fieldmesh", 24*time.Hour)
+}
+
+func benchScenario(b *testing.B, file, strategy string, dur time.Duration) {
+	s := loadScenario(b, file)
+	if dur > 0 {
+		s.Duration = Duration(dur)
+		s.Workload.StopBefore = 0
+	}
+	cfg, err := s.Build(s.Seed, strategy)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var events int64
+	var res *Result
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		res, err = Run(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		events += res.Events
+	}
+	wall := time.Since(start).Seconds()
+	b.ReportMetric(float64(events)/wall, "events/s")
+	b.ReportMetric(float64(b.N)*cfg.Duration.Seconds()/wall, "simsec/s")
+	b.ReportMetric(float64(len(cfg.Devices)), "devices")
+	b.ReportMetric(res.Summary.DeliveryRatio, "delivery")
+}

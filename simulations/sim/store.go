@@ -1,0 +1,120 @@
+package sim
+
+import (
+	"bytes"
+	"cmp"
+	"fmt"
+	"slices"
+
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/device"
+	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
+)
+
+// store is what a simulated device holds of one topic: a member's team
+// store (what its core's Writes ask to keep) or a carrier's store of sealed
+// envelopes it cannot open. Items stay sorted by (Time, ID), as a recon
+// Source lists them.
+type store struct {
+	items []recon.Item
+	envs  map[crdt.OpID][]byte
+	ops   map[crdt.OpID][]byte // a member's opened ops (a carrier has none)
+	keys  []byte
+	bytes int // envelope bytes held
+}
+
+func newStore() *store {
+	return &store{envs: make(map[crdt.OpID][]byte), ops: make(map[crdt.OpID][]byte)}
+}
+
+func itemCmp(a, b recon.Item) int {
+	if c := cmp.Compare(a.Time, b.Time); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.ID[:], b.ID[:])
+}
+
+// put stores one envelope; it reports whether it was new.
+func (s *store) put(t uint64, id crdt.OpID, data []byte) bool {
+	if _, ok := s.envs[id]; ok {
+		return false
+	}
+	it := recon.Item{Time: t, ID: id}
+	i, _ := slices.BinarySearchFunc(s.items, it, itemCmp)
+	s.items = slices.Insert(s.items, i, it)
+	s.envs[id] = data
+	s.bytes += len(data)
+	return true
+}
+
+// remove drops one envelope (a carrier's eviction).
+func (s *store) remove(id crdt.OpID) {
+	data, ok := s.envs[id]
+	if !ok {
+		return
+	}
+	for i, it := range s.items {
+		if it.ID == id {
+			s.items = slices.Delete(s.items, i, i+1)
+			break
+		}
+	}
+	delete(s.envs, id)
+	s.bytes -= len(data)
+}
+
+// write makes a core's Write durable.
+func (s *store) write(w device.Write) {
+	for _, r := range w.Envelopes {
+		s.put(r.Time, r.ID, r.Data)
+	}
+	for _, r := range w.Ops {
+		s.ops[r.ID] = r.Data
+	}
+	if w.Keys != nil {
+		s.keys = w.Keys
+	}
+}
+
+// stored is what device.New restores a Team from.
+func (s *store) stored() (device.Stored, error) {
+	st := device.Stored{Keys: s.keys}
+	for _, it := range s.items {
+		if b, ok := s.ops[it.ID]; ok {
+			st.Ops = append(st.Ops, b)
+		}
+	}
+	for _, it := range s.items {
+		raw := s.envs[it.ID]
+		e, err := envelope.Unmarshal(raw)
+		if err != nil {
+			return st, fmt.Errorf("stored envelope: %w", err)
+		}
+		st.Envelopes = append(st.Envelopes, device.Ref{Time: it.Time, ID: it.ID, Epoch: e.Epoch})
+		if e.Form() == envelope.FormCommit {
+			st.Commits = append(st.Commits, raw)
+		}
+	}
+	return st, nil
+}
+
+// view is the snapshot of a store one session offers a peer: the items a
+// strategy lets this device hand that peer.
+type view struct {
+	items []recon.Item
+	envs  map[crdt.OpID][]byte
+	// deps are the items offered only as ancestors of offered messages
+	// (copy-limited strategies): their receiver may not hand them on.
+	deps map[crdt.OpID]bool
+}
+
+func (v *view) Items() ([]recon.Item, error) { return v.items, nil }
+
+func (v *view) Envelope(id [32]byte) ([]byte, error) {
+	b, ok := v.envs[crdt.OpID(id)]
+	if !ok {
+		return nil, fmt.Errorf("sim: no envelope %x", id[:4])
+	}
+	return b, nil
+}
