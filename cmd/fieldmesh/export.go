@@ -14,17 +14,8 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 )
 
-// recordExportParent is the `record` command with the subcommands of this file: export, the
-// subject-access export (exportCmd).
-func recordExportParent(g *globals) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "record",
-		Short: "The health record: subject-access export",
-		Args:  cobra.NoArgs,
-	}
-	c.AddCommand(exportCmd(g))
-	return c
-}
+// export is a subcommand of `fieldmesh record` (record.go): the subject-access export.
+func init() { recordSubcommands = append(recordSubcommands, exportCmd) }
 
 // Export file names inside --out.
 const (

@@ -26,7 +26,7 @@ var recordSubcommands = []func(*globals) *cobra.Command{recordSyncCmd}
 
 // recordCmd is `fieldmesh record`, the health record: its subcommands are recordSubcommands.
 func recordCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "record", Short: "File clinical messages to the health record (FHIR R4)"}
+	c := &cobra.Command{Use: "record", Short: "The health record: file clinical messages to it (FHIR R4), export what this device holds about a subject"}
 	for _, sub := range recordSubcommands {
 		c.AddCommand(sub(g))
 	}
