@@ -117,6 +117,10 @@ deps:
 	@# the FHIR test server of the record gateway's tests (testdata/fhirserver), from its lockfile, when
 	@# node_modules is missing or older than the lockfile
 	@if [[ ! testdata/fhirserver/node_modules/.package-lock.json -nt testdata/fhirserver/package-lock.json ]]; then \
+		if ! command -v npm >/dev/null; then \
+			echo "npm is missing: the FHIR test server (testdata/fhirserver) needs Node.js 20 and npm" >&2; \
+			exit 1; \
+		fi; \
 		echo "installing the FHIR test server's packages (npm ci)"; \
 		npm ci --prefix testdata/fhirserver --no-audit --no-fund --loglevel=error >/dev/null; \
 	fi
@@ -153,4 +157,10 @@ mobile-bind:
 sim-check:
 	$(GO) test -run 'TestTheory$$' -count=1 -timeout 120m ./simulations/sim/ -sim.theory=10000 -v
 	$(GO) test -run 'TestAgainstTheONE$$' -count=1 -timeout 60m ./simulations/sim/ -sim.one -v
-	$(GO) test -run '^$$' -bench 'BenchmarkField1k$$' -benchtime=1x -timeout 60m ./simulations/sim/
+	$(GO) test -run '^$$' -bench 'BenchmarkField1k$$' -benchtime=1x -timeout 60m ./simulations/sim/ -sim.bench
+
+## record-bench: the record gateway's throughput at the issue's size: 10,000 queued messages filed to
+## the local FHIR test server (messages/s, bytes a message); make bench runs it with 1,000
+.PHONY: record-bench
+record-bench: deps
+	$(GO) test -run '^$$' -bench 'BenchmarkFile$$' -benchtime=1x -timeout 60m ./node/recordgw/ -recordgw.messages=10000

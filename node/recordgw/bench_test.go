@@ -14,7 +14,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/record/fhirtest"
 )
 
-var benchMessages = flag.Int("recordgw.messages", 10000, "messages BenchmarkFile queues and files")
+var benchMessages = flag.Int("recordgw.messages", 1000, "messages BenchmarkFile queues and files (make record-bench: 10,000)")
 
 // benchTeamSize is how many of them go to one team.
 const benchTeamSize = 500

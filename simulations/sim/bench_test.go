@@ -1,9 +1,18 @@
 package sim
 
 import (
+	"flag"
 	"testing"
 	"time"
 )
+
+// benchFull runs the 1,000-device benchmarks for their whole duration. Without it (make bench, which
+// runs every benchmark once so they keep compiling and running) they stop after benchShort of
+// simulated time.
+var benchFull = flag.Bool("sim.bench", false, "BenchmarkField1k*: simulate the whole duration (make sim-check), not the first hour")
+
+// benchShort is how much simulated time the 1,000-device benchmarks run without -sim.bench.
+const benchShort = time.Hour
 
 // BenchmarkField1k runs the national-1k scenario (1,000 devices, field
 // model) for its seven simulated days with fieldmesh's strategy, and
@@ -20,6 +29,10 @@ func BenchmarkField1kDay(b *testing.B) {
 
 func benchScenario(b *testing.B, file, strategy string, dur time.Duration) {
 	s := loadScenario(b, file)
+	if !*benchFull {
+		b.Logf("%s: the first %v of simulated time only (-sim.bench runs it whole)", file, benchShort)
+		dur = benchShort
+	}
 	if dur > 0 {
 		s.Duration = Duration(dur)
 		s.Workload.StopBefore = 0
