@@ -101,13 +101,18 @@ func TestDutyAndEscalationPartitioned(t *testing.T) {
 			t.Error("a member who is not an admin published a rota")
 		}
 
-		t0 := time.Now()
+		// Each message's alerts are timed from its own send time (its HLC time, which is the virtual
+		// clock's): a device raises an alert at its first tick (every minute) at or after it is due, so
+		// an alert k minutes after a message shows as minute k. The test's own steps are placed half
+		// way between ticks' windows, so no step races an alert.
+		sent := map[crdt.Priority]time.Time{}
 		var emergency crdt.OpID
 		for _, p := range []crdt.Priority{crdt.Routine, crdt.Urgent, crdt.Emergency} {
-			id, _, err := admin.Send(ref, crdt.Message{Text: "bed 4 " + p.String(), Priority: p})
+			id, at, err := admin.Send(ref, crdt.Message{Text: "bed 4 " + p.String(), Priority: p})
 			if err != nil {
 				t.Fatal(err)
 			}
+			sent[p] = at.Time()
 			emergency = id
 		}
 		for _, n := range ns[1:] {
@@ -119,18 +124,22 @@ func TestDutyAndEscalationPartitioned(t *testing.T) {
 				_ = mn.DisconnectPeers(ns[i].host.ID(), ns[j].host.ID())
 			}
 		}
-
-		time.Sleep(5*time.Minute + 30*time.Second)
-		synctest.Wait()
+		sleepUntil := func(at time.Time) {
+			time.Sleep(time.Until(at))
+			synctest.Wait()
+		}
+		tE := sent[crdt.Emergency]
+		// Chi reads the emergency message after its repeat of minute 3 and before that of minute 6.
+		sleepUntil(tE.Add(5*time.Minute + 30*time.Second))
 		if err := chi.MarkRead(ref, []crdt.OpID{emergency}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := chi.FlushAcks(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Minute)
-		synctest.Wait()
-		// Heal Bea and Chi only: Chi's acknowledgement reaches Bea.
+		// Heal Bea and Chi only, after Bea's repeat of minute 15 and before that of minute 18: Chi's
+		// acknowledgement reaches Bea.
+		sleepUntil(tE.Add(17 * time.Minute))
 		if _, err := mn.LinkPeers(bea.host.ID(), chi.host.ID()); err != nil {
 			t.Fatal(err)
 		}
@@ -145,21 +154,37 @@ func TestDutyAndEscalationPartitioned(t *testing.T) {
 			}
 			return false
 		})
-		healed := time.Since(t0)
-		time.Sleep(2*time.Hour + 30*time.Minute - time.Since(t0))
-		synctest.Wait()
+		if late := time.Since(tE); late >= 18*time.Minute {
+			t.Fatalf("Chi's acknowledgement reached Bea %v after the message; want before minute 18", late)
+		}
+		// Until Dee's repeat of minute 150 has been raised.
+		sleepUntil(tE.Add(150*time.Minute + 59*time.Second))
 
 		lg := map[string]*alertLog{"Admin": logs[0], "Bea": logs[1], "Chi": logs[2], "Dee": logs[3]}
 		check := func(who string, p crdt.Priority, want []string) {
 			t.Helper()
-			if got := lg[who].since(t0, p); strings.Join(got, ",") != strings.Join(want, ",") {
+			if got := lg[who].since(sent[p], p); strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Errorf("%s, %v: alerts (minute reason) %q; want %q", who, p, got, want)
 			}
 		}
 		check("Admin", crdt.Routine, nil)
 		check("Admin", crdt.Urgent, nil)
 		check("Admin", crdt.Emergency, nil)
-		check("Bea", crdt.Routine, []string{"120 shift-start"})
+		// Bea's routine alert comes at her shift's start: at the first tick from then on.
+		lg["Bea"].mu.Lock()
+		var shiftAlerts []time.Time
+		for _, a := range lg["Bea"].got {
+			if a.Priority == crdt.Routine {
+				shiftAlerts = append(shiftAlerts, a.at)
+				if a.Reason != duty.ShiftStart {
+					t.Errorf("Bea, routine: an alert for %v; want only shift-start", a.Reason)
+				}
+			}
+		}
+		lg["Bea"].mu.Unlock()
+		if len(shiftAlerts) != 1 || shiftAlerts[0].Before(start) || !shiftAlerts[0].Before(start.Add(time.Minute)) {
+			t.Errorf("Bea, routine: alerts at %v; want one in the minute from her shift's start, %v", shiftAlerts, start)
+		}
 		check("Chi", crdt.Routine, []string{"0 new"})
 		check("Dee", crdt.Routine, []string{"0 new"})
 
@@ -168,11 +193,7 @@ func TestDutyAndEscalationPartitioned(t *testing.T) {
 		check("Bea", crdt.Urgent, []string{"20 escalated"})
 
 		check("Chi", crdt.Emergency, []string{"0 new", "3 repeat"})
-		var bea3 []string
-		for m := 3; time.Duration(m)*time.Minute < healed; m += 3 {
-			bea3 = append(bea3, fmt.Sprintf("%d repeat", m))
-		}
-		check("Bea", crdt.Emergency, append([]string{"0 new"}, bea3...))
+		check("Bea", crdt.Emergency, []string{"0 new", "3 repeat", "6 repeat", "9 repeat", "12 repeat", "15 repeat"})
 		dee3 := []string{"0 new"}
 		for m := 3; m <= 150; m += 3 {
 			dee3 = append(dee3, fmt.Sprintf("%d repeat", m))
