@@ -233,4 +233,3 @@ func poll(t *testing.T, what string, cond func() bool) {
 		<-tick.C
 	}
 }
-
