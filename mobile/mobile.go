@@ -6,15 +6,23 @@
 //
 // Main types:
 //
-//   - Node: one device. NewNode(dataDir), then Create (first run) or Start with the passphrase; Stop.
+//   - Node: one device. NewNode(dataDir), then Create (first run) or Start with the passphrase; Stop;
+//     Lock, Unlock with the passphrase, IsLocked, Wipe.
 //     Teams, CreateTeam, Invite, Join, Send, Messages and Members drive the node in this process.
 //   - Events: the app's callback. It hears a team id when a team changes, never content, so what it
 //     shows on a lock screen is "new messages", not what they say.
 //   - Radio: the native short-range radio (Nearby Connections, Multipeer Connectivity), as
 //     node/proximity states it; the native code reports what it sees through Node's Radio* methods.
 //
-// Not there yet: Lock returns ErrLockNotAvailable (the node has no lock yet; Stop then Start with the
-// passphrase is what a phone can do meanwhile), and the "filed to record" status.
+// Lock: the node runs under the daemon's lock (node/session). Lock closes the store and overwrites the
+// keys; what members send meanwhile is kept sealed on disk (to a key only the store holds) and judged
+// at Unlock(passphrase), whose wrong tries wait longer each time (the count kept on disk). While
+// locked, every content method returns ErrLocked. Wipe destroys the store's keys, then every file of
+// the data directory. The app calls Lock itself (screen off, app in the background): there is no idle
+// timer here; the lock after 14 days without reaching the team is the daemon's. While locked the
+// phone is reachable over IP only (the locked device has no radio).
+//
+// Not there yet: the "filed to record" status.
 //
 // Concurrency: a Node's methods are safe for concurrent use; Events methods are called on goroutines
 // of the node, one team at a time in order, and must not block for long.
