@@ -6,15 +6,23 @@
 //
 // Main types:
 //
-//   - Node: one device. NewNode(dataDir), then Create (first run) or Start with the passphrase; Stop.
+//   - Node: one device. NewNode(dataDir), then Create (first run) or Start with the passphrase; Stop;
+//     Lock, Unlock with the passphrase, IsLocked, Wipe.
 //     Teams, CreateTeam, Invite, Join, Send, Messages and Members drive the node in this process.
 //   - Events: the app's callback. It hears a team id when a team changes, never content, so what it
 //     shows on a lock screen is "new messages", not what they say.
 //   - Radio: the native short-range radio (Nearby Connections, Multipeer Connectivity), as
 //     node/proximity states it; the native code reports what it sees through Node's Radio* methods.
 //
-// Not there yet: Lock returns ErrLockNotAvailable (the node has no lock yet; Stop then Start with the
-// passphrase is what a phone can do meanwhile), and the "filed to record" status.
+// Lock: the node runs under the daemon's lock (node/session). Lock closes the store and overwrites the
+// keys; what members send meanwhile is kept sealed on disk (to a key only the store holds) and judged
+// at Unlock(passphrase), whose wrong tries wait longer each time (the count kept on disk). While
+// locked, every content method returns ErrLocked. Wipe destroys the store's keys, then every file of
+// the data directory. The app calls Lock itself (screen off, app in the background): there is no idle
+// timer here; the lock after 14 days without reaching the team is the daemon's. While locked the
+// phone is reachable over IP only (the locked device has no radio).
+//
+// Not there yet: the "filed to record" status.
 //
 // Concurrency: a Node's methods are safe for concurrent use; Events methods are called on goroutines
 // of the node, one team at a time in order, and must not block for long.
@@ -32,15 +40,21 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/proximity"
+	"github.com/fieldmesh/fieldmesh/node/session"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
-// ErrLockNotAvailable is returned by Lock: the node has no lock yet.
-var ErrLockNotAvailable = errors.New("lock is not available yet: stop the node and start it again with the passphrase")
-
 // ErrNotStarted is returned by the methods that need a running node before Start.
 var ErrNotStarted = errors.New("the node is not started")
+
+// ErrLocked is returned by every content method (Teams, Messages, Members, Send, …) while the phone
+// is locked: Unlock with the passphrase first.
+var ErrLocked = errors.New("fieldmesh is locked: unlock it with the passphrase")
+
+// ErrWiped is returned by every method once the phone's fieldmesh data was wiped (Wipe, or a wipe
+// order of a team admin).
+var ErrWiped = errors.New("fieldmesh was wiped from this phone")
 
 // Events is implemented by the app to hear what changes. Team ids only: no content.
 type Events interface {
@@ -71,11 +85,13 @@ type Node struct {
 	radio    Radio
 	listen   []string
 	noMDNS   bool
-	st       *storage.Store
-	n        *node.Node
-	px       *proximity.Adapter
+	ses      *session.Session
+	stopRun  context.CancelFunc // stops ses.Run (the unreached-team lock)
+	px       *proximity.Adapter // the radio of the current node (a new one at each unlock)
+	wn       *node.Node         // the node the watches below are on
 	watching map[string]func()
-	starting bool              // node.New runs (without m.mu)
+	starting bool              // session.Start runs (without m.mu)
+	wiped    bool              // Wipe ran while not started
 	kdf      storage.KDFParams // tests make it cheap; zero is the default
 }
 
@@ -143,15 +159,16 @@ func (m *Node) Create(name, passphrase string) error {
 	return m.start(st)
 }
 
-// Start opens the store with the passphrase and starts the node. A second Start is refused.
+// Start opens the store with the passphrase and starts the node, unlocked. A second Start is
+// refused. Wrong passphrases count towards the same wait as Unlock's.
 func (m *Node) Start(passphrase string) error {
 	m.mu.Lock()
-	running := m.n != nil
+	running := m.ses != nil
 	m.mu.Unlock()
 	if running {
 		return errors.New("the node is already started")
 	}
-	st, err := storage.Open(m.dir, storage.Options{Passphrase: []byte(passphrase)})
+	st, err := session.Open(m.dir, []byte(passphrase), nil, nil)
 	if err != nil {
 		return userErr(err)
 	}
@@ -160,21 +177,22 @@ func (m *Node) Start(passphrase string) error {
 
 func (m *Node) start(st *storage.Store) error {
 	m.mu.Lock()
-	if m.n != nil || m.starting {
+	if m.ses != nil || m.starting {
 		m.mu.Unlock()
 		st.Close()
 		return errors.New("the node is already started")
 	}
-	cfg, err := m.configLocked(st)
-	if err != nil {
+	cfg := session.Config{Dir: m.dir, Node: node.Config{ListenAddrs: m.listen, NoMDNS: m.noMDNS},
+		Prepare: m.prepare, IdleLock: -1}
+	if m.radio == nil && len(m.listen) == 1 && m.listen[0] == "off" {
 		m.mu.Unlock()
 		st.Close()
-		return err
+		return errors.New("listening off needs a radio (SetRadio)")
 	}
 	m.starting = true
 	m.mu.Unlock()
 	// Not under m.mu: the radio reports what it finds (Radio* methods) while the node starts.
-	n, err := node.New(cfg)
+	ses, err := session.Start(cfg, st)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.starting = false
@@ -183,51 +201,76 @@ func (m *Node) start(st *storage.Store) error {
 		m.px = nil
 		return userErr(err)
 	}
-	m.st, m.n = st, n
-	for _, t := range n.Teams() {
-		m.watchLocked(t.ID.String())
-	}
+	m.ses, m.wiped = ses, false
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopRun = cancel
+	go ses.Run(ctx)
+	m.watchAllLocked()
 	return nil
 }
 
-// configLocked returns the node's Config, and makes the radio's Adapter (m.px).
-func (m *Node) configLocked(st *storage.Store) (node.Config, error) {
-	cfg := node.Config{Store: st, ListenAddrs: m.listen, NoMDNS: m.noMDNS}
+// prepare gives each node the session starts (at Start and at each Unlock) a radio Adapter of its
+// own, since a node closes its Adapter when it stops.
+func (m *Node) prepare(cfg *node.Config) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	off := len(m.listen) == 1 && m.listen[0] == "off"
 	if m.radio == nil {
-		if off {
-			return cfg, errors.New("listening off needs a radio (SetRadio)")
-		}
-		return cfg, nil
+		return nil
 	}
-	id, err := node.LoadIdentity(st)
+	id, err := node.LoadIdentity(cfg.Store)
 	if err != nil {
-		return cfg, userErr(err)
+		return userErr(err)
 	}
 	pid, err := node.PeerID(id.Device.ID())
 	if err != nil {
-		return cfg, err
+		return err
 	}
 	px, err := proximity.New(m.radio, pid.String(), nil)
 	if err != nil {
-		return cfg, userErr(err)
+		return userErr(err)
 	}
 	m.px, cfg.Proximity = px, px
 	switch {
 	case off:
-		cfg.ListenAddrs = []string{px.Multiaddr().String()}
+		cfg.ListenAddrs = nil // the node listens on the radio's address
 	case len(cfg.ListenAddrs) == 0:
 		cfg.ListenAddrs = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
 	}
-	return cfg, nil
+	return nil
 }
 
-// watchLocked tells the Events of every change of team id until Stop.
-func (m *Node) watchLocked(id string) {
-	if _, ok := m.watching[id]; ok || m.n == nil {
+// watchAllLocked watches every team of the current node.
+func (m *Node) watchAllLocked() {
+	if m.ses == nil {
 		return
 	}
-	ch, cancel, err := m.n.Watch(id)
+	n, _, err := m.ses.Current()
+	if err != nil {
+		return
+	}
+	for _, t := range n.Teams() {
+		m.watchLocked(t.ID.String())
+	}
+}
+
+// watchLocked tells the Events of every change of team id until the node goes (Lock, Stop, Wipe).
+func (m *Node) watchLocked(id string) {
+	if m.ses == nil {
+		return
+	}
+	n, gone, err := m.ses.Current()
+	if err != nil {
+		return
+	}
+	if m.wn != n { // a new node since the last watches (an Unlock): the old ones ended with theirs
+		go m.takeWatchesLocked()()
+		m.wn = n
+	}
+	if _, ok := m.watching[id]; ok {
+		return
+	}
+	ch, cancel, err := n.Watch(id)
 	if err != nil {
 		return
 	}
@@ -243,49 +286,158 @@ func (m *Node) watchLocked(id string) {
 				if ev != nil {
 					ev.TeamChanged(id)
 				}
+			case <-gone:
+				return
 			case <-done:
 				return
 			}
 		}
 	}()
-	m.watching[id] = func() { cancel(); close(done); wg.Wait() }
+	var once stdsync.Once
+	m.watching[id] = func() { once.Do(func() { cancel(); close(done); wg.Wait() }) }
 }
 
-// Stop stops the node and closes the store. Idempotent.
+// takeWatchesLocked forgets every watch and returns the function that ends them, to call without
+// m.mu (a watch may be in Events.TeamChanged, and the app may call the Node from there).
+func (m *Node) takeWatchesLocked() func() {
+	stops := m.watching
+	m.watching = make(map[string]func())
+	m.wn = nil
+	return func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
+}
+
+// Stop stops the node (or the locked device) and closes the store. Idempotent. Start, with the
+// passphrase, is next.
 func (m *Node) Stop() error {
 	m.mu.Lock()
-	n, st, ev := m.n, m.st, m.events
-	stops := m.watching
-	m.n, m.st, m.px = nil, nil, nil
-	m.watching = make(map[string]func())
-	m.mu.Unlock()
-	if n == nil {
+	ses, ev := m.ses, m.events
+	if ses == nil {
+		m.mu.Unlock()
 		return nil
 	}
-	for _, stop := range stops {
-		stop()
-	}
-	err := n.Close()
-	if cerr := st.Close(); err == nil {
-		err = cerr
-	}
+	stopWatches := m.takeWatchesLocked()
+	m.stopRun()
+	m.ses, m.px, m.stopRun = nil, nil, nil
+	m.mu.Unlock()
+	stopWatches()
+	err := ses.Close()
 	if ev != nil {
 		ev.Stopped()
 	}
-	return err
+	return userErr(err)
 }
 
-// Lock would lock the running node behind the passphrase; the node has no lock yet, so it returns
-// ErrLockNotAvailable and changes nothing.
-func (m *Node) Lock() error { return ErrLockNotAvailable }
+// Lock locks the phone: the node stops, its keys are overwritten and the store closes; what members
+// send meanwhile is kept sealed on disk (to a key only the unlocked store holds) and shown after
+// Unlock. Every content method returns ErrLocked until Unlock. Locking a locked phone does nothing.
+// While locked, the phone is reachable over IP only (not over the radio).
+func (m *Node) Lock() error {
+	m.mu.Lock()
+	ses := m.ses
+	if ses == nil {
+		err := m.notStartedLocked()
+		m.mu.Unlock()
+		return err
+	}
+	stopWatches := m.takeWatchesLocked()
+	m.mu.Unlock()
+	stopWatches()
+	// Not under m.mu: the radio reports its links closing (Radio* methods) while the node stops.
+	return userErr(ses.Lock())
+}
 
+// Unlock opens the store with the passphrase and starts the node again; what arrived while locked is
+// then read. A wrong passphrase is refused ("wrong passphrase"); after the second wrong one in a row
+// each next try must wait (1 s, 2 s, 4 s, … up to an hour), and a try before the wait ended is
+// refused with "too many wrong passphrases: try again in …", without trying the passphrase. The count
+// is kept on disk: restarting the app does not reset it.
+func (m *Node) Unlock(passphrase string) error {
+	m.mu.Lock()
+	ses := m.ses
+	if ses == nil {
+		err := m.notStartedLocked()
+		m.mu.Unlock()
+		return err
+	}
+	m.mu.Unlock()
+	// Not under m.mu: the node's radio reports what it finds (Radio* methods) while it starts.
+	if err := ses.Unlock([]byte(passphrase)); err != nil {
+		return userErr(err)
+	}
+	m.mu.Lock()
+	m.watchAllLocked()
+	m.mu.Unlock()
+	return nil
+}
+
+// IsLocked reports whether the phone is locked (false when it is not started).
+func (m *Node) IsLocked() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ses != nil && m.ses.Locked()
+}
+
+// Wipe destroys this phone's fieldmesh data: the store's keys first (so what is left of the store
+// can never be read), then every file of the data directory. It works started or not, locked or not
+// (a forgotten passphrase: Wipe, then Create). Afterwards every method but Create and Exists returns
+// ErrWiped, until Create.
+func (m *Node) Wipe() error {
+	m.mu.Lock()
+	if ses := m.ses; ses != nil {
+		stopWatches := m.takeWatchesLocked()
+		m.stopRun()
+		m.ses, m.px, m.stopRun, m.wiped = nil, nil, nil, true
+		m.mu.Unlock()
+		stopWatches()
+		// Not under m.mu: the radio reports its links closing (Radio* methods) while the node stops.
+		err := ses.Wipe()
+		return userErr(errors.Join(err, ses.Close()))
+	}
+	defer m.mu.Unlock()
+	var errs []error
+	if m.Exists() {
+		errs = append(errs, storage.Wipe(m.dir))
+	}
+	entries, err := os.ReadDir(m.dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, e := range entries {
+		errs = append(errs, os.RemoveAll(filepath.Join(m.dir, e.Name())))
+	}
+	m.wiped = true
+	return userErr(errors.Join(errs...))
+}
+
+func (m *Node) notStartedLocked() error {
+	if m.wiped {
+		return ErrWiped
+	}
+	return ErrNotStarted
+}
+
+// node returns the unlocked node, or ErrNotStarted, ErrLocked or ErrWiped.
 func (m *Node) node() (*node.Node, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.n == nil {
-		return nil, ErrNotStarted
+	if m.ses == nil {
+		return nil, m.notStartedLocked()
 	}
-	return m.n, nil
+	n, _, err := m.ses.Current()
+	switch {
+	case errors.Is(err, session.ErrLocked):
+		return nil, ErrLocked
+	case errors.Is(err, session.ErrWiped):
+		return nil, ErrWiped
+	case err != nil:
+		return nil, userErr(err)
+	}
+	m.ses.Touch()
+	return n, nil
 }
 
 // Team is a team as the phone lists it.
@@ -560,6 +712,10 @@ func (m *Node) RadioDisconnected(endpoint string) {
 // the Go package prefix of our packages.
 func userErr(err error) error {
 	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, session.ErrWiped):
+		return ErrWiped
 	case errors.Is(err, storage.ErrWrongPassphrase):
 		return errors.New("wrong passphrase")
 	case errors.Is(err, storage.ErrNotInitialized):
@@ -568,7 +724,7 @@ func userErr(err error) error {
 		return errors.New("the node is already running")
 	}
 	s := err.Error()
-	for _, p := range []string{"node: ", "storage: ", "crdt: ", "device: ", "join: ", "proximity: ", "humancode: "} {
+	for _, p := range []string{"node: ", "storage: ", "crdt: ", "device: ", "join: ", "proximity: ", "humancode: ", "session: ", "locked: "} {
 		s = strings.ReplaceAll(s, p, "")
 	}
 	return errors.New(s)

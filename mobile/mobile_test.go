@@ -75,7 +75,7 @@ func waitChanged(t *testing.T, ev *events, team string) {
 }
 
 // TestPhones drives two phones through the facade only, over the in-memory radio: create, invite,
-// join, send both ways with the callback saying when to re-read, members, lock, stop and restart.
+// join, send both ways with the callback saying when to re-read, members, lock and unlock, stop and restart.
 func TestPhones(t *testing.T) {
 	air := proximitytest.New()
 	t.Cleanup(air.Close)
@@ -153,9 +153,20 @@ func TestPhones(t *testing.T) {
 		t.Errorf("members %v", names)
 	}
 
-	if err := a.Lock(); !errors.Is(err, ErrLockNotAvailable) {
-		t.Errorf("Lock: %v; want ErrLockNotAvailable", err)
+	// Lock and Unlock over the radio: the node that starts at Unlock has a radio again.
+	if err := a.Lock(); err != nil {
+		t.Fatal(err)
 	}
+	if _, err := a.Teams(); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Teams while locked: %v; want ErrLocked", err)
+	}
+	if err := a.Unlock("pass a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Send(team.ID, "After the lock", "", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitMessage(t, a, aev, team.ID, "After the lock")
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +182,7 @@ func TestPhones(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts, err := a.Teams()
-	if err != nil || ts.Len() != 1 || ts.Get(0).Name != "Maternity Ward 3" || ts.Get(0).Messages != 2 || !ts.Get(0).Admin {
+	if err != nil || ts.Len() != 1 || ts.Get(0).Name != "Maternity Ward 3" || ts.Get(0).Messages != 3 || !ts.Get(0).Admin {
 		t.Fatalf("teams after restart: %v %+v", err, ts.Get(0))
 	}
 }

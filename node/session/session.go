@@ -39,6 +39,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/locked"
+	"github.com/fieldmesh/fieldmesh/node/proximity"
 	"github.com/fieldmesh/fieldmesh/storage"
 	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
 )
@@ -65,6 +66,10 @@ type Config struct {
 	Dir string
 	// Node configures each node the session starts (Store and OnWipe are the session's).
 	Node node.Config
+	// Prepare, if set, adjusts each node's Config just before that node starts (at Start and at each
+	// Unlock). The phone binding gives each node a fresh radio (node/proximity) this way, since a
+	// node closes its radio when it stops. An error fails the start or the unlock.
+	Prepare func(*node.Config) error
 	// IdleLock locks after this long without Touch. Default DefaultIdleLock; negative: never.
 	IdleLock time.Duration
 	// UnreachedLock locks when the device has not completed a reconciliation with a member or relay
@@ -139,6 +144,11 @@ func (s *Session) startNode(st *storage.Store) error {
 	cfg.Store = st
 	cfg.ListenAddrs = s.listen
 	cfg.OnWipe = s.remoteWipe
+	if s.cfg.Prepare != nil {
+		if err := s.cfg.Prepare(&cfg); err != nil {
+			return err
+		}
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
@@ -288,10 +298,14 @@ func (s *Session) startLocked() {
 }
 
 // listenOf returns the node's bound listen addresses, so the locked host and the next node listen on
-// the same ports.
+// the same ports. Radio addresses (node/proximity) are left out: the locked host has no radio, and the
+// next node listens on its own radio's address.
 func listenOf(n *node.Node) []string {
 	var out []string
 	for _, a := range n.Host().Network().ListenAddresses() {
+		if _, err := a.ValueForProtocol(proximity.Code); err == nil {
+			continue
+		}
 		if s := a.String(); !strings.Contains(s, "p2p-circuit") {
 			out = append(out, s) // circuit addresses come from relay reservations, not listeners
 		}
