@@ -232,6 +232,17 @@ func (s *Store) shut() bool {
 	return true
 }
 
+// WithDataKey calls fn with the unwrapped data key the open store uses (the slice Badger was opened
+// with, not a copy), or does nothing if the store is closed. It exists for tests of erasure (node's
+// TestLockLeavesNoKeyInHeap looks for the key in a heap dump); fn must not keep or change it.
+func (s *Store) WithDataKey(fn func(key []byte)) {
+	if s.begin() != nil {
+		return
+	}
+	defer s.inflight.Done()
+	fn(s.dataKey)
+}
+
 // Close waits for calls in progress, then closes the database. Later calls
 // return ErrClosed; Close itself is idempotent (later Closes return nil).
 // Close must not be called from an Envelopes callback.
