@@ -52,27 +52,56 @@ func e2eRaceEnabled() bool {
 
 const e2eRaceSlowdown = 3
 
-// e2eBuild builds the fieldmesh binary from the package directory (the test's working directory)
-// into dir and returns its path.
-func e2eBuild(t *testing.T, dir string, race bool) string {
+// e2eBinary is the fieldmesh binary the end-to-end tests run, built once per test binary (linking a
+// race-enabled binary takes seconds, and every test needs the same one); TestMain removes it.
+var e2eBinary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// TestMain runs the package's tests, then removes the binary e2eBuild built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if e2eBinary.dir != "" {
+		os.RemoveAll(e2eBinary.dir)
+	}
+	os.Exit(code)
+}
+
+// e2eBuild builds the fieldmesh binary from the package directory (the test's working directory),
+// once for the whole test binary, and returns its path.
+func e2eBuild(t *testing.T, race bool) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go tool not on PATH: %v", err)
+	e2eBinary.once.Do(func() {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			e2eBinary.err = fmt.Errorf("go tool not on PATH: %v", err)
+			return
+		}
+		if e2eBinary.dir, err = os.MkdirTemp("", "fmbin"); err != nil {
+			e2eBinary.err = err
+			return
+		}
+		bin := filepath.Join(e2eBinary.dir, "fieldmesh")
+		args := []string{"build", "-o", bin}
+		if race {
+			args = append(args, "-race")
+		}
+		args = append(args, ".")
+		start := time.Now()
+		if out, err := exec.Command(goBin, args...).CombinedOutput(); err != nil {
+			e2eBinary.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			return
+		}
+		e2eBinary.path = bin
+		t.Logf("built %s (race=%v) in %v", bin, race, time.Since(start).Round(time.Millisecond))
+	})
+	if e2eBinary.err != nil {
+		t.Fatal(e2eBinary.err)
 	}
-	bin := filepath.Join(dir, "fieldmesh")
-	args := []string{"build", "-o", bin}
-	if race {
-		args = append(args, "-race")
-	}
-	args = append(args, ".")
-	cmd := exec.CommandContext(t.Context(), goBin, args...)
-	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("built %s (race=%v) in %v", bin, race, time.Since(start).Round(time.Millisecond))
-	return bin
+	return e2eBinary.path
 }
 
 // e2eRandHex returns n random bytes in hex.
@@ -108,7 +137,7 @@ func e2eNewCluster(t *testing.T) *e2eCluster {
 	if race {
 		c.slow = e2eRaceSlowdown
 	}
-	c.bin = e2eBuild(t, t.TempDir(), race)
+	c.bin = e2eBuild(t, race)
 
 	root, err := os.MkdirTemp("", "fm")
 	if err != nil {
