@@ -661,7 +661,7 @@ func UnmarshalMessage(b []byte) (Message, error) {
 	m.Patient = d.String("patient reference", MaxPatientLen)
 	flags := d.Byte()
 	if d.Err() == nil && flags&^(msgReply|msgForRecord) != 0 {
-		d.Fail(fmt.Errorf("%w: message flags %#x", ErrInvalid, flags))
+		d.Fail(fmt.Errorf("%w: message flags %#x", ErrMalformed, flags))
 	}
 	if flags&msgReply != 0 {
 		var id OpID

@@ -3,6 +3,7 @@ package crdt
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -107,22 +108,39 @@ func TestFiledBody(t *testing.T) {
 	}
 }
 
-// TestMessageForRecord: the for-record flag is one trailing byte, present only when set, so
-// messages without it encode as before; any other trailing byte is refused.
+// TestMessageForRecord: the for-record flag is bit 1 of the message's flags byte (bit 0 says a
+// reply-to id follows), so it costs no byte and each message has one encoding; other bits, and
+// trailing bytes, are refused.
 func TestMessageForRecord(t *testing.T) {
 	plain := Message{Text: "x", Patient: "P-1"}
 	flagged := plain
 	flagged.ForRecord = true
-	if got := flagged.Marshal(); !bytes.Equal(got, append(plain.Marshal(), 1)) {
-		t.Fatalf("for-record encoding %x; want the plain one and 01", got)
+	pb, fb := plain.Marshal(), flagged.Marshal()
+	if len(fb) != len(pb) || !bytes.Equal(fb[:len(fb)-1], pb[:len(pb)-1]) || pb[len(pb)-1] != 0 || fb[len(fb)-1] != 2 {
+		t.Fatalf("for-record encoding %x; want the plain one %x with flags 02", fb, pb)
 	}
-	m, err := UnmarshalMessage(flagged.Marshal())
-	if err != nil || !m.ForRecord {
+	m, err := UnmarshalMessage(fb)
+	if err != nil || !m.ForRecord || m.ReplyTo != nil {
 		t.Fatalf("UnmarshalMessage: %+v, %v", m, err)
+	}
+	var id OpID
+	id[0] = 7
+	both := flagged
+	both.ReplyTo = &id
+	m, err = UnmarshalMessage(both.Marshal())
+	if err != nil || !m.ForRecord || m.ReplyTo == nil || *m.ReplyTo != id {
+		t.Fatalf("a reply for the record: %+v, %v", m, err)
 	}
 	for _, tail := range [][]byte{{0}, {2}, {1, 1}} {
 		if _, err := UnmarshalMessage(append(plain.Marshal(), tail...)); err == nil {
 			t.Errorf("trailing %x decodes", tail)
+		}
+	}
+	for _, flags := range []byte{4, 8, 0x80} {
+		b := slices.Clone(pb)
+		b[len(b)-1] = flags
+		if _, err := UnmarshalMessage(b); err == nil {
+			t.Errorf("flags %#x decode", flags)
 		}
 	}
 }
