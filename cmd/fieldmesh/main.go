@@ -72,7 +72,7 @@ func oneLine(s string) string {
 var errorPrefixes = []string{
 	"adversary", "attach", "audit", "chaos", "crdt", "device", "envelope", "epochkey", "export", "fhirtest", "fieldmesh", "framing",
 	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "mobile", "node", "photo",
-	"proximity", "proximitytest", "recon", "record", "recordgw", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey",
+	"proximity", "proximitytest", "recon", "record", "recordgw", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey", "sim",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
 	"duty", "locked", "rawid", "safetext", "session", "wipeorder", "wipeproto",
 }
