@@ -27,6 +27,9 @@ type Log struct {
 	parented map[OpID]int
 	// state caches State(); nil after an Add.
 	state *State
+	// memo caches the membership that State resolves (see memberMemo);
+	// nil when it must be resolved afresh.
+	memo *memberMemo
 }
 
 // NewLog returns an empty log of team.
@@ -91,6 +94,7 @@ func (l *Log) insert(id OpID, op *Op) {
 		l.parented[p]++
 	}
 	l.state = nil
+	l.memoAdded(id, op)
 }
 
 // AddStored adds an op read back from this device's own store
@@ -138,6 +142,7 @@ func (l *Log) Remove(id OpID) bool {
 	if !ok {
 		return false
 	}
+	l.memoRemoving(id, op)
 	delete(l.ops, id)
 	for _, p := range op.Parents {
 		if l.parented[p]--; l.parented[p] <= 0 {
@@ -665,29 +670,25 @@ func (l *Log) impossible() map[OpID]bool {
 
 func (l *Log) computeState() State {
 	bad := l.impossible()
-
-	// Genesis.
-	var genesis *add
-	for id, op := range l.ops {
-		if op.Kind != KindCreate || len(op.Parents) != 0 || bad[id] {
-			continue
-		}
-		c, err := UnmarshalCreate(op.Body)
-		if err != nil || c.Creator.Device != op.Author || !noiseOK(c.Creator.Noise) {
-			continue
-		}
-		g := add{id: id, op: op, info: c.Creator}
-		if genesis == nil || later(*genesis, g) {
-			genesis = &g
-		}
+	if l.memo == nil {
+		l.memo = l.resolveMembers(bad)
 	}
-	if genesis == nil {
+	mm := l.memo
+	if mm.none {
 		return State{Current: -1}
 	}
-	create, _ := UnmarshalCreate(genesis.op.Body)
-	creator := genesis.op.Author
-
-	ms := l.members(bad, *genesis)
+	create, creator := mm.create, mm.genesis.op.Author
+	ms := mm.ms
+	// State hands these on; the memo keeps its own.
+	ms.members, ms.removed = slices.Clone(ms.members), slices.Clone(ms.removed)
+	ms.persons = slices.Clone(ms.persons)
+	for i := range ms.persons {
+		ms.persons[i].Devices = slices.Clone(ms.persons[i].Devices)
+	}
+	ms.epochs = slices.Clone(ms.epochs)
+	for i := range ms.epochs {
+		ms.epochs[i].Recipients = slices.Clone(ms.epochs[i].Recipients)
+	}
 	j := l.newJudge(bad, ms)
 	j.social = create.Kind == Social
 

@@ -555,7 +555,7 @@ func BenchmarkState(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		l.state = nil
+		l.state, l.memo = nil, nil
 		_ = l.State()
 	}
 	b.ReportMetric(float64(l.Len()), "ops")

@@ -873,7 +873,7 @@ func membershipRound(t *testing.T, seed uint64) roundStats {
 // branches (forks that merge every 50 ops), a re-key on a branch every 500
 // ops, and every 2,000 ops a removal on one branch (the removed member
 // writes on the others until the merge) followed by a re-add at a merge.
-func bigLog(b *testing.B, n int) *Log {
+func bigLog(b testing.TB, n int) *Log {
 	r := detRand(99)
 	devs := make([]*identity.Device, 10)
 	for i := range devs {
@@ -954,7 +954,7 @@ func BenchmarkStateMembership(b *testing.B) {
 			var stateT, decodeT time.Duration
 			for b.Loop() {
 				start := time.Now()
-				l.state = nil
+				l.state, l.memo = nil, nil
 				_ = l.State()
 				stateT += time.Since(start)
 				start = time.Now()
