@@ -54,10 +54,6 @@ func (s *Server) sendAttached(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, errors.New("localapi: bad request: "+err.Error()))
 		return
 	}
-	if err := checkIdentifiers(req); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
-		return
-	}
 	m, err := s.messageOf(req)
 	if err != nil {
 		writeErr(w, err)

@@ -410,10 +410,6 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	if err := checkIdentifiers(req); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
-		return
-	}
 	m, err := s.messageOf(req)
 	if err != nil {
 		writeErr(w, err)
@@ -427,8 +423,12 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Sent{ID: id.String(), HLC: uint64(hlc)})
 }
 
-// messageOf is the message a send request asks for, without its attachments.
+// messageOf is the message a send request asks for, without its attachments. Text that looks like
+// it holds a raw identifier is refused here (checkIdentifiers), for every route that sends.
 func (s *Server) messageOf(req SendRequest) (crdt.Message, error) {
+	if err := checkIdentifiers(req); err != nil {
+		return crdt.Message{}, err
+	}
 	m := crdt.Message{Text: req.Text, Patient: req.Patient, ForRecord: req.ForRecord}
 	if req.Priority != "" {
 		p, err := crdt.ParsePriority(req.Priority)
