@@ -13,8 +13,8 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/node/audit"
 	"github.com/fieldmesh/fieldmesh/node/export"
-	"github.com/fieldmesh/fieldmesh/node/fhirtest"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/record/fhirtest"
 )
 
 // withAudit gives every node an audit trail in its data directory.

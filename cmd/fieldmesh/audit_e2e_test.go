@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/fieldmesh/fieldmesh/node/audit"
-	"github.com/fieldmesh/fieldmesh/node/fhirtest"
+	"github.com/fieldmesh/fieldmesh/sync/record/fhirtest"
 )
 
 // TestAuditAndExportE2E runs the real binary: `record export --patient` writes an R4 Bundle with

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fieldmesh/fieldmesh/node/fhirtest"
 	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/record/fhirtest"
 )
 
 var tamperSeed = flag.Uint64("audit.seed", 0, "seed of TestTamperDetected (0: a random one, logged)")

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fieldmesh/fieldmesh/node/fhirtest"
+	"github.com/fieldmesh/fieldmesh/sync/record/fhirtest"
 )
 
 // hostile is text a member or the network controls: names, texts, patient references.

@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/fieldmesh/fieldmesh/node/audit"
-	"github.com/fieldmesh/fieldmesh/node/fhirtest"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
+	"github.com/fieldmesh/fieldmesh/sync/record/fhirtest"
 )
 
 // TestRelayAuditTrail: admitting a topic (once, however often the code is used) and revoking it are
