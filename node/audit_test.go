@@ -350,3 +350,43 @@ func TestExportRemovedMember(t *testing.T) {
 		t.Fatalf("memberships %+v; want one, removed", d.Memberships)
 	}
 }
+
+// TestAuditRemoteWipe: an admin's remote wipe order is recorded in the admin's trail as a wipe of
+// that device (beside the removal it makes), naming the device by its short id only.
+func TestAuditRemoteWipe(t *testing.T) {
+	_, ns := newMockNodesCfg(t, withAudit(t, nil), "Dr Banda", "Nurse Phiri")
+	a, b := ns[0], ns[1]
+	ti, err := a.CreateTeam("Ward", crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := ti.ID.String()
+	joinAll(t, a, ref, b)
+	bid := b.id.Device.ID()
+	if _, err := a.RemoteWipe(ref, bid.String(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.AuditTrail()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := l.Records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wiped, removals int
+	for _, r := range recs {
+		switch r.Event.Kind {
+		case audit.Wiped:
+			if r.Event.Actor != audit.Short(bid[:]) || r.Event.Team != audit.Short(ti.ID[:]) {
+				t.Errorf("wipe event names device %v of team %v; want %v of %v", r.Event.Actor, r.Event.Team, audit.Short(bid[:]), audit.Short(ti.ID[:]))
+			}
+			wiped++
+		case audit.Membership:
+			removals++
+		}
+	}
+	if wiped != 1 || removals == 0 {
+		t.Fatalf("the admin's trail holds %d wipe events and %d membership events; want 1 and the removal", wiped, removals)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/node/audit"
 	"github.com/fieldmesh/fieldmesh/node/wipeproto"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
@@ -165,6 +166,7 @@ func (n *Node) RemoteWipe(teamRef, device string, lifetime time.Duration) (*wipe
 	if err := n.carryWipe(o); err != nil {
 		return nil, fmt.Errorf("node: store the wipe order: %w", err)
 	}
+	n.record(audit.Event{Kind: audit.Wiped, Team: audit.Short(t.id[:]), Actor: audit.Short(dev[:])})
 	n.log.Info("remote wipe ordered", "team", t.id, "target", dev)
 	for _, p := range n.host.Network().Peers() {
 		if d, err := deviceOf(p); err == nil && d != dev && (n.isRelay(p) || n.memberAnywhere(d)) {

@@ -52,7 +52,8 @@ const (
 	// Exported: a subject-access export was made on this device: Subject says of what kind of
 	// subject, Count how many messages it holds.
 	Exported Kind = 6
-	// Wiped: a wipe of this device's store was ordered (by Actor) or carried out.
+	// Wiped: this device, an admin's, ordered a remote wipe of device Actor of Team (beside the
+	// removal the order makes, a Membership event).
 	Wiped Kind = 7
 	// RelayAdmitted: a clinic relay carries a team. On a device: an admin's relay op was stored
 	// (Actor: the relay's short key, Op: the relay op). On the relay: it was admitted for a topic
