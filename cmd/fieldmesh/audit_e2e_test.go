@@ -31,7 +31,7 @@ func TestAuditAndExportE2E(t *testing.T) {
 		t.Fatalf("init: %s", res)
 	}
 	a.up(t)
-	run := e2eRandHex(t, 4)
+	run := e2eRunTag(t)
 	teamName := "Ward-" + run
 	var team struct {
 		ID string `json:"id"`

@@ -23,7 +23,7 @@ func TestDutyE2E(t *testing.T) {
 		t.Skip("end-to-end: needs Linux")
 	}
 	c := e2eNewCluster(t)
-	run := e2eRandHex(t, 4)
+	run := e2eRunTag(t)
 	a := c.node(t, "A", "Dr Banda")
 	b := c.node(t, "B", "Nurse Phiri")
 	for _, n := range []*e2eNode{a, b} {

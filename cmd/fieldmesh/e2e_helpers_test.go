@@ -114,6 +114,21 @@ func e2eRandHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
+// e2eRunTag returns 10 random lowercase letters that make a run's texts distinctive. It holds no
+// digit, so a message text that carries it never looks like a phone number or another raw patient
+// identifier to the send check (hex could: 8 hex characters are all digits about once in 40 runs).
+func e2eRunTag(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 10)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	return string(b)
+}
+
 // e2eCluster is the shared set-up of one test run: the binary, the root directory under which
 // every process writes (data directories, logs, HOME, TMPDIR), and the deadlines.
 type e2eCluster struct {

@@ -58,7 +58,7 @@ func TestE2E(t *testing.T) {
 		patient  = "MRN-448812"
 		catchups = 200
 	)
-	run := e2eRandHex(t, 4) // makes every text of this run distinctive
+	run := e2eRunTag(t) // makes every text of this run distinctive
 	a := c.node(t, "A", "Dr Banda")
 	b := c.node(t, "B", "Nurse Phiri")
 	cc := c.node(t, "C", "CHW Tembo")

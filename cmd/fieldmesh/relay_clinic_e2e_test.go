@@ -140,7 +140,7 @@ func e2eClinicOrder(t *testing.T, c *e2eCluster, run string, refusals int) {
 	// --- 5. A sends at once, not waiting for anything; A, refused on its current connection to R,
 	// enrols on it and R stores the message; then A goes offline.
 	_, aEnrolledBefore := aLog.find(aAdmit, `msg="enrolled at relay"`)
-	text := "Bed 4 needs a second unit of oxytocin before 14:00 " + e2eRandHex(t, 4)
+	text := "Bed 4 needs a second unit of oxytocin before 14:00 " + e2eRunTag(t)
 	from := rLog.count()
 	var sent e2eSendOut
 	if err := c.decode("send", a.runJSON(t, "send", team.ID, text), &sent, e2eKeysSend); err != nil {

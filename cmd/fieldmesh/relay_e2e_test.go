@@ -189,7 +189,7 @@ func TestRelayE2E(t *testing.T) {
 		otherTeam = "Outreach Team Nine"
 		patient   = "MRN-771203"
 	)
-	run := e2eRandHex(t, 4)
+	run := e2eRunTag(t)
 	r := c.node(t, "R", "")
 	a := c.node(t, "A", "Dr Mwale")
 	b := c.node(t, "B", "Nurse Zulu")

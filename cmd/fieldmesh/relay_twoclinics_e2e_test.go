@@ -96,7 +96,7 @@ func TestRelayTwoClinicsE2E(t *testing.T) {
 	}
 
 	// A leaves a message at R1 and goes offline; R1 hands it to R2.
-	text := "Referral: child, 3 y, severe dehydration, arriving by motorbike " + e2eRandHex(t, 4)
+	text := "Referral: child, 3 y, severe dehydration, arriving by motorbike " + e2eRunTag(t)
 	var sent e2eSendOut
 	from1, from2 := r1Log.count(), r2Log.count()
 	if err := c.decode("send", a.runJSON(t, "send", team.ID, text, "--priority", "urgent"), &sent, e2eKeysSend); err != nil {
