@@ -62,9 +62,9 @@ var ErrAttachmentMissing = errors.New("node: the attachment is not all on this d
 
 // attachments is the node's attachment fetching state.
 type attachments struct {
+	jobs coalescer // the fetches ("fetch " + peer + topic) and pushes ("push " + peer + topic)
+
 	mu        stdsync.Mutex
-	running   map[string]bool // peer+topic: a fetch runs
-	again     map[string]bool // peer+topic: run once more when it ends
 	requested map[crdt.OpID]bool
 	complete  map[crdt.OpID]bool // messages whose chunks are all stored here
 	pushed    map[string]bool    // relay peer + message id: the relay holds all its chunks
@@ -254,31 +254,9 @@ func (n *Node) isRequested(id crdt.OpID) bool {
 // fetchSoon fetches t's missing attachment chunks from p on a goroutine: at most one fetch per peer
 // and team runs at a time, and a request that comes while one runs makes it run once more.
 func (n *Node) fetchSoon(p peer.ID, t *team) {
-	key := syncKey(p, t)
-	n.att.mu.Lock()
-	if n.att.running == nil {
-		n.att.running, n.att.again = make(map[string]bool), make(map[string]bool)
-	}
-	if n.att.running[key] {
-		n.att.again[key] = true
-		n.att.mu.Unlock()
-		return
-	}
-	n.att.running[key] = true
-	n.att.mu.Unlock()
-	n.goRun(func() {
-		for {
-			if err := n.fetchFrom(n.ctx, p, t); err != nil && n.ctx.Err() == nil {
-				n.log.Debug("attachment fetch failed", "peer", p.ShortString(), "team", t.id, "err", err)
-			}
-			n.att.mu.Lock()
-			if !n.att.again[key] {
-				delete(n.att.running, key)
-				n.att.mu.Unlock()
-				return
-			}
-			n.att.again[key] = false
-			n.att.mu.Unlock()
+	n.att.jobs.soon("fetch "+syncKey(p, t), n.goRun, func() {
+		if err := n.fetchFrom(n.ctx, p, t); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("attachment fetch failed", "peer", p.ShortString(), "team", t.id, "err", err)
 		}
 	})
 }
@@ -422,33 +400,11 @@ func (n *Node) pushToRelays(t *team) {
 
 // pushSoon pushes to relay p, on a goroutine, the chunks it may lack of t's messages (attach.Push):
 // a relay cannot read the manifests, so it cannot pull them. One push per relay and team runs at a
-// time; a message whose chunks the relay holds all of is not offered again until a restart.
+// time, and a request that comes while one runs makes it run once more.
 func (n *Node) pushSoon(p peer.ID, t *team) {
-	key := "push " + syncKey(p, t)
-	n.att.mu.Lock()
-	if n.att.running == nil {
-		n.att.running, n.att.again = make(map[string]bool), make(map[string]bool)
-	}
-	if n.att.running[key] {
-		n.att.again[key] = true
-		n.att.mu.Unlock()
-		return
-	}
-	n.att.running[key] = true
-	n.att.mu.Unlock()
-	n.goRun(func() {
-		for {
-			if err := n.pushTo(n.ctx, p, t); err != nil && n.ctx.Err() == nil {
-				n.log.Debug("leaving attachments at a relay failed", "relay", p.ShortString(), "team", t.id, "err", err)
-			}
-			n.att.mu.Lock()
-			if !n.att.again[key] {
-				delete(n.att.running, key)
-				n.att.mu.Unlock()
-				return
-			}
-			n.att.again[key] = false
-			n.att.mu.Unlock()
+	n.att.jobs.soon("push "+syncKey(p, t), n.goRun, func() {
+		if err := n.pushTo(n.ctx, p, t); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("leaving attachments at a relay failed", "relay", p.ShortString(), "team", t.id, "err", err)
 		}
 	})
 }

@@ -486,18 +486,20 @@ func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 	})
 }
 
-// goRun runs f on a goroutine that Close waits for; after Close it does nothing.
-func (n *Node) goRun(f func()) {
+// goRun runs f on a goroutine that Close waits for, and reports whether it started it: after Close
+// it does nothing.
+func (n *Node) goRun(f func()) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
-		return
+		return false
 	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		f()
 	}()
+	return true
 }
 
 // Close stops the node and waits for its goroutines. It does not close the store. Idempotent.
