@@ -67,7 +67,6 @@ type attachments struct {
 	mu        stdsync.Mutex
 	requested map[crdt.OpID]bool
 	complete  map[crdt.OpID]bool // messages whose chunks are all stored here
-	pushed    map[string]bool    // relay peer + message id: the relay holds all its chunks
 }
 
 // SendAttached posts a message with attachments. Images (photo.IsImage) are re-encoded first
@@ -409,16 +408,23 @@ func (n *Node) pushSoon(p peer.ID, t *team) {
 	})
 }
 
+// pushTo offers relay p the chunks of t's messages it is not known to hold. A message whose chunks
+// p confirmed holding all of is recorded in the store (storage.Store.SetHeld) and not offered again,
+// across restarts.
 func (n *Node) pushTo(ctx context.Context, p peer.ID, t *team) error {
+	offered := 0
+	defer func() {
+		n.log.Debug("offered attachments to a relay", "relay", p.ShortString(), "team", t.id, "messages", offered)
+	}()
 	for _, m := range t.snapshot().Messages {
 		if len(m.Attachments) == 0 {
 			continue
 		}
-		key := string(p) + string(m.ID[:])
-		n.att.mu.Lock()
-		done := n.att.pushed[key]
-		n.att.mu.Unlock()
-		if done {
+		held, err := n.st.Held(ownerKey(m.ID), []byte(p))
+		if err != nil || held {
+			if err != nil {
+				return err
+			}
 			continue
 		}
 		var addrs [][32]byte
@@ -438,19 +444,24 @@ func (n *Node) pushTo(ctx context.Context, p peer.ID, t *team) error {
 		if len(addrs) == 0 {
 			continue
 		}
-		if err := n.pushOne(ctx, p, attach.Offer{Topic: t.topic, Owner: m.ID, Chunks: addrs}); err != nil {
+		offered++
+		if err := n.pushOne(ctx, p, attach.Offer{Topic: t.topic, Owner: ownerKey(m.ID), Chunks: addrs}); err != nil {
 			return err
 		}
 		if len(addrs) == total {
-			n.att.mu.Lock()
-			if n.att.pushed == nil {
-				n.att.pushed = make(map[string]bool)
+			if err := n.st.SetHeld(ownerKey(m.ID), []byte(p)); err != nil {
+				return err
 			}
-			n.att.pushed[key] = true
-			n.att.mu.Unlock()
 		}
 	}
 	return nil
+}
+
+// ownerKey is the store's owner key of message id's chunks.
+func ownerKey(id crdt.OpID) [32]byte {
+	var k [32]byte
+	copy(k[:], id[:])
+	return k
 }
 
 func (n *Node) pushOne(ctx context.Context, p peer.ID, o attach.Offer) error {

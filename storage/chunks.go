@@ -12,6 +12,8 @@ import (
 //	0x40 chunk        0x40 | address 32             -> sealed chunk
 //	0x41 chunk owner  0x41 | owner 32 | address 32  -> nothing
 //	0x42 owner index  0x42 | address 32 | owner 32  -> nothing
+//	0x43 held         0x43 | owner 32 | holder      -> nothing
+//	0x44 evicted      0x44 | owner 32               -> nothing
 //
 // A chunk is stored under its address (the SHA-256 of its sealed bytes,
 // which the caller checked) and belongs to one or more owners: the op ids
@@ -19,6 +21,12 @@ import (
 // it. It is deleted when its last owner goes (DeleteChunksOf), so
 // attachments follow their message's deletion. Chunks are ciphertext the
 // store encrypts again at rest; no attachment ever reaches a plain file.
+//
+// Held records that a holder (a relay, named by its peer id) confirmed it
+// holds every chunk of an owner (SetHeld), so a device offers them to it
+// once, not at every start. Evicted records that an owner's chunks were
+// evicted to keep within a storage budget (Evict), so they are fetched
+// again only when asked for. Both go with the owner (DeleteChunksOf).
 
 // MaxChunk is the largest chunk the store accepts: 64 KiB, above any
 // sealed chunk (32 KiB and a tag).
@@ -35,6 +43,15 @@ func chunkOwnerKey(owner, addr [32]byte) []byte {
 	b = append(b, owner[:]...)
 	return append(b, addr[:]...)
 }
+
+func chunkHeldKey(owner [32]byte, holder []byte) []byte {
+	b := make([]byte, 0, 33+len(holder))
+	b = append(b, prefixChunkHeld)
+	b = append(b, owner[:]...)
+	return append(b, holder...)
+}
+
+func evictedKey(owner [32]byte) []byte { return idKey(prefixEvicted, owner[:]) }
 
 func chunkIndexKey(addr, owner [32]byte) []byte {
 	b := make([]byte, 0, 65)
@@ -77,16 +94,84 @@ func (s *Store) PutChunk(owner, addr [32]byte, sealed []byte) error {
 // Chunk returns the sealed chunk at addr, or ErrNotFound.
 func (s *Store) Chunk(addr [32]byte) ([]byte, error) { return s.get(chunkKey(addr)) }
 
-// HasChunk reports whether a chunk is stored at addr.
-func (s *Store) HasChunk(addr [32]byte) (bool, error) {
-	_, err := s.get(chunkKey(addr))
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return false, nil
-	case err != nil:
+// HasChunk reports whether a chunk is stored at addr. It does not read the chunk.
+func (s *Store) HasChunk(addr [32]byte) (bool, error) { return s.has(chunkKey(addr)) }
+
+// has reports whether key is stored, without reading its value.
+func (s *Store) has(key []byte) (bool, error) {
+	if err := s.begin(); err != nil {
 		return false, err
 	}
+	defer s.inflight.Done()
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(key)
+		return err
+	})
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		return false, readError("has", err)
+	}
 	return true, nil
+}
+
+// SetHeld records, durably, that holder (at most 255 bytes: a peer id) holds every chunk of owner.
+func (s *Store) SetHeld(owner [32]byte, holder []byte) error {
+	if len(holder) == 0 || len(holder) > 255 {
+		return fmt.Errorf("%w: holder of %d bytes", ErrBadKey, len(holder))
+	}
+	return s.setMarks("held", chunkHeldKey(owner, holder))
+}
+
+// Held reports whether SetHeld recorded that holder holds every chunk of owner.
+func (s *Store) Held(owner [32]byte, holder []byte) (bool, error) {
+	if len(holder) == 0 || len(holder) > 255 {
+		return false, fmt.Errorf("%w: holder of %d bytes", ErrBadKey, len(holder))
+	}
+	return s.has(chunkHeldKey(owner, holder))
+}
+
+// Evict deletes the chunks of owners, as DeleteChunksOf does, after it recorded, durably, that
+// they were evicted (Evicted): their messages stay, and their chunks come back only when asked
+// for. A crash between the two leaves the mark and the chunks, and the next Evict ends the job.
+func (s *Store) Evict(owners [][32]byte) (int, error) {
+	keys := make([][]byte, len(owners))
+	for i, o := range owners {
+		keys[i] = evictedKey(o)
+	}
+	if err := s.setMarks("evicted", keys...); err != nil {
+		return 0, err
+	}
+	return s.deleteChunks(owners, false)
+}
+
+// Evicted reports whether owner's chunks were evicted and not stored again since (Unevict).
+func (s *Store) Evicted(owner [32]byte) (bool, error) { return s.has(evictedKey(owner)) }
+
+// Unevict removes owner's evicted mark: its chunks are all here again.
+func (s *Store) Unevict(owner [32]byte) error {
+	return s.deleteKeys("evicted", [][]byte{evictedKey(owner)})
+}
+
+// setMarks stores empty values at keys, durably, in one transaction.
+func (s *Store) setMarks(what string, keys ...[]byte) error {
+	if err := s.begin(); err != nil {
+		return err
+	}
+	defer s.inflight.Done()
+	err := s.update(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			if err := txn.Set(k, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: %s: %w", what, err)
+	}
+	return nil
 }
 
 // ChunksOf returns the addresses of the chunks stored for owner.
@@ -115,12 +200,27 @@ func (s *Store) ChunkBytes() (n int, bytes int64, err error) {
 }
 
 // DeleteChunksOf drops owners' claims on their chunks and deletes every
-// chunk that no other owner claims. It returns how many chunks it deleted.
-// Their data stays readable in the files until the next Collect.
+// chunk that no other owner claims, and owners' held and evicted marks. It
+// returns how many chunks it deleted. Their data stays readable in the
+// files until the next Collect.
 func (s *Store) DeleteChunksOf(owners [][32]byte) (int, error) {
+	return s.deleteChunks(owners, true)
+}
+
+func (s *Store) deleteChunks(owners [][32]byte, marks bool) (int, error) {
 	var keys [][]byte
 	gone := map[[32]byte]bool{}
 	for _, owner := range owners {
+		if marks {
+			keys = append(keys, evictedKey(owner))
+			err := s.scan(append([]byte{prefixChunkHeld}, owner[:]...), nil, func(k, _ []byte) error {
+				keys = append(keys, append([]byte(nil), k...))
+				return nil
+			})
+			if err != nil {
+				return 0, err
+			}
+		}
 		addrs, err := s.ChunksOf(owner)
 		if err != nil {
 			return 0, err

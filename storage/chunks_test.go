@@ -64,3 +64,66 @@ func TestChunks(t *testing.T) {
 		t.Fatalf("chunk bytes in the files: %v", hits)
 	}
 }
+
+// TestChunkMarks: held and evicted marks survive a reopen, Evict deletes the chunks but keeps the
+// evicted mark, and DeleteChunksOf removes both marks with their owner.
+func TestChunkMarks(t *testing.T) {
+	s, dir := newStore(t)
+	msgA, msgB := id32(1), id32(2)
+	ca := bytes.Repeat([]byte("A"), 500)
+	cb := bytes.Repeat([]byte("B"), 500)
+	aa, ab := sha256.Sum256(ca), sha256.Sum256(cb)
+	if err := s.PutChunk(msgA, aa, ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutChunk(msgB, ab, cb); err != nil {
+		t.Fatal(err)
+	}
+	relay := []byte("relay-peer-id")
+	if err := s.SetHeld(msgA, relay); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHeld(msgA, nil); !errors.Is(err, ErrBadKey) {
+		t.Errorf("SetHeld with no holder: %v; want ErrBadKey", err)
+	}
+	if n, err := s.Evict([][32]byte{msgB}); err != nil || n != 1 {
+		t.Fatalf("Evict(B): %d, %v; want 1", n, err)
+	}
+	s = reopen(t, s, dir)
+	if ok, err := s.Held(msgA, relay); !ok || err != nil {
+		t.Errorf("Held(A) after a reopen: %v, %v; want true", ok, err)
+	}
+	if ok, _ := s.Held(msgA, []byte("another relay")); ok {
+		t.Error("Held(A) by a relay never recorded: true")
+	}
+	if ok, _ := s.Held(msgB, relay); ok {
+		t.Error("Held(B): true; want false")
+	}
+	if ok, err := s.Evicted(msgB); !ok || err != nil {
+		t.Errorf("Evicted(B) after a reopen: %v, %v; want true", ok, err)
+	}
+	if ok, _ := s.HasChunk(ab); ok {
+		t.Error("B's chunk survived its eviction")
+	}
+	if ok, _ := s.HasChunk(aa); !ok {
+		t.Error("A's chunk went with B's eviction")
+	}
+	if err := s.Unevict(msgB); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.Evicted(msgB); ok {
+		t.Error("Evicted(B) after Unevict: true")
+	}
+	if _, err := s.Evict([][32]byte{msgB}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteChunksOf([][32]byte{msgA, msgB}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.Held(msgA, relay); ok {
+		t.Error("A's held mark survived its deletion")
+	}
+	if ok, _ := s.Evicted(msgB); ok {
+		t.Error("B's evicted mark survived its deletion")
+	}
+}

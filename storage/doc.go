@@ -44,6 +44,8 @@
 //	0x40 chunks      0x40 | address 32                 -> a sealed attachment chunk (see chunks.go)
 //	0x41 chunk owner 0x41 | owner 32 | address 32      -> nothing: the chunks of a message
 //	0x42 owner index 0x42 | address 32 | owner 32      -> nothing: the messages of a chunk
+//	0x43 chunk held  0x43 | owner 32 | holder          -> nothing: a relay holds all of a message's chunks
+//	0x44 evicted     0x44 | owner 32                   -> nothing: a message's chunks were evicted
 //
 // Big-endian time after the topic makes a prefix scan of a topic return its
 // envelopes in (time, id) order, which is what set reconciliation walks. The

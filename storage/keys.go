@@ -25,6 +25,8 @@ const (
 	prefixChunk      byte = 0x40 // 0x40 | address 32            -> sealed attachment chunk (chunks.go)
 	prefixChunkOwner byte = 0x41 // 0x41 | owner 32 | address 32 -> nothing (chunks.go)
 	prefixChunkIndex byte = 0x42 // 0x42 | address 32 | owner 32 -> nothing (chunks.go)
+	prefixChunkHeld  byte = 0x43 // 0x43 | owner 32 | holder     -> nothing (chunks.go)
+	prefixEvicted    byte = 0x44 // 0x44 | owner 32              -> nothing (chunks.go)
 )
 
 const (

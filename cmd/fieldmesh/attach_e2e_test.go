@@ -345,6 +345,7 @@ func TestAttachmentRelayE2E(t *testing.T) {
 		t.Fatalf("A: %s", res)
 	}
 	rLog.waitLine(t, "R stores the photo's chunks", from, wait, r.daemon.exited, `msg="relay stored chunks"`)
+	aLog.waitLine(t, "A offers R the photo", 0, wait, a.daemon.exited, `msg="offered attachments to a relay"`, "messages=1")
 	pathA := filepath.Join(files, "a.jpg")
 	if res := a.run(t, "attachment", "save", sent.ID, pathA); res.code != 0 {
 		t.Fatalf("A: %s", res)
@@ -392,6 +393,21 @@ func TestAttachmentRelayE2E(t *testing.T) {
 
 	if err := cc.stop(t, e2eSignal); err != nil {
 		t.Errorf("C: exit: %v", err)
+	}
+
+	// A starts again: R confirmed it holds the photo's chunks, and A remembers it, so it offers
+	// them no more.
+	aLog = e2eUpWatched(t, a)
+	aLog.waitLine(t, "A enrols at R again", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
+	if res := a.run(t, "sync"); res.code != 0 {
+		t.Fatalf("A: %s", res)
+	}
+	line, _ := aLog.waitLine(t, "A's push to R after its restart", 0, wait, a.daemon.exited, `msg="offered attachments to a relay"`)
+	if !strings.Contains(line, "messages=0") {
+		t.Errorf("after a restart A offered R again the chunks R confirmed: %s", line)
+	}
+	if err := a.stop(t, e2eSignal); err != nil {
+		t.Errorf("A: exit: %v", err)
 	}
 	var needles []string
 	for _, img := range [][]byte{gotC, orig} {
