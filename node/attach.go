@@ -62,7 +62,9 @@ var ErrAttachmentMissing = errors.New("node: the attachment is not all on this d
 
 // attachments is the node's attachment fetching state.
 type attachments struct {
-	jobs coalescer // the fetches ("fetch " + peer + topic) and pushes ("push " + peer + topic)
+	jobs coalescer // the fetches ("fetch " + peer + topic), pushes ("push " + peer + topic), "budget"
+	// budgetMu serialises the storage budget's passes (budget.go), so two never evict for one excess.
+	budgetMu stdsync.Mutex
 
 	mu        stdsync.Mutex
 	requested map[crdt.OpID]bool
@@ -122,6 +124,7 @@ func (n *Node) SendAttached(teamRef string, m crdt.Message, files []Attachment) 
 	if err != nil {
 		return crdt.OpID{}, 0, err
 	}
+	n.budgetSoon()
 	return op.ID(), op.Time, nil
 }
 
@@ -133,6 +136,9 @@ type AttachmentInfo struct {
 	Size    int // plaintext bytes
 	Chunks  int // chunks in all
 	Stored  int // chunks on this device
+	// Evicted: its chunks were evicted to keep within the storage budget (budget.go) and are not
+	// fetched again unless asked for (OpenAttachment).
+	Evicted bool
 }
 
 // Attachments lists the attachments of a team's messages, in message order.
@@ -143,8 +149,15 @@ func (n *Node) Attachments(teamRef string) ([]AttachmentInfo, error) {
 	}
 	var out []AttachmentInfo
 	for _, m := range t.snapshot().Messages {
+		if len(m.Attachments) == 0 {
+			continue
+		}
+		evicted, err := n.st.Evicted(ownerKey(m.ID))
+		if err != nil {
+			return nil, err
+		}
 		for i, a := range m.Attachments {
-			info := AttachmentInfo{Message: m.ID, Index: i, Type: a.Type, Size: a.Size, Chunks: len(a.Chunks)}
+			info := AttachmentInfo{Message: m.ID, Index: i, Type: a.Type, Size: a.Size, Chunks: len(a.Chunks), Evicted: evicted}
 			for _, c := range a.Chunks {
 				ok, err := n.st.HasChunk(c)
 				if err != nil {
@@ -266,8 +279,22 @@ func (n *Node) fetchFrom(ctx context.Context, p peer.ID, t *team) error {
 		return nil
 	}
 	low, free := n.low.On(), n.freeLink(p)
+	stored := 0
+	defer func() {
+		if stored > 0 {
+			n.budgetSoon()
+		}
+	}()
 	for _, m := range t.snapshot().Messages {
-		if len(m.Attachments) == 0 || n.isComplete(m.ID) || !(attach.FetchNow(m.Priority, low, free) || n.isRequested(m.ID)) {
+		if len(m.Attachments) == 0 || n.isComplete(m.ID) {
+			continue
+		}
+		requested := n.isRequested(m.ID)
+		evicted, err := n.st.Evicted(ownerKey(m.ID))
+		if err != nil {
+			return err
+		}
+		if !requested && (evicted || !attach.FetchNow(m.Priority, low, free)) {
 			continue
 		}
 		wants, err := attach.Missing(m.Attachments, n.st.HasChunk)
@@ -275,6 +302,11 @@ func (n *Node) fetchFrom(ctx context.Context, p peer.ID, t *team) error {
 			return err
 		}
 		if len(wants) == 0 {
+			if evicted {
+				if err := n.st.Unevict(ownerKey(m.ID)); err != nil {
+					return err
+				}
+			}
 			n.att.mu.Lock()
 			if n.att.complete == nil {
 				n.att.complete = make(map[crdt.OpID]bool)
@@ -284,7 +316,13 @@ func (n *Node) fetchFrom(ctx context.Context, p peer.ID, t *team) error {
 			continue
 		}
 		got, err := n.pull(ctx, p, m.ID, wants)
+		stored += got
 		if got > 0 {
+			if got == len(wants) && evicted {
+				if err := n.st.Unevict(ownerKey(m.ID)); err != nil {
+					return err
+				}
+			}
 			t.mu.Lock()
 			t.wake()
 			t.mu.Unlock()

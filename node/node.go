@@ -119,6 +119,11 @@ type Config struct {
 	// remote wipe order that passes wipeorder's Check: the caller wipes the store (wipe.go). Nil
 	// ignores orders (they are still checked and logged).
 	OnWipe func(*wipeorder.Order)
+	// AttachmentBudget is how many bytes of attachment chunks this device keeps: past it, the node
+	// evicts the chunks of messages filed to the record or read long ago, oldest first, never those
+	// of unread messages (attach.Evictable, node/budget.go). Default attach.DefaultBudget (512 MiB);
+	// negative: no budget.
+	AttachmentBudget int64
 	// Proximity, if set, is a short-range radio (node/proximity): the node's host listens and dials
 	// over it too, dials the devices it finds, and Close stops it. Needs the node to build its host
 	// (no Host). Default: none.

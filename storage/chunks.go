@@ -132,6 +132,16 @@ func (s *Store) Held(owner [32]byte, holder []byte) (bool, error) {
 	return s.has(chunkHeldKey(owner, holder))
 }
 
+// HeldByAny reports whether SetHeld recorded any holder of every chunk of owner.
+func (s *Store) HeldByAny(owner [32]byte) (bool, error) {
+	found := false
+	err := s.iterate(append([]byte{prefixChunkHeld}, owner[:]...), false, func(*badger.Item) error {
+		found = true
+		return errStopIteration
+	})
+	return found, err
+}
+
 // Evict deletes the chunks of owners, as DeleteChunksOf does, after it recorded, durably, that
 // they were evicted (Evicted): their messages stay, and their chunks come back only when asked
 // for. A crash between the two leaves the mark and the chunks, and the next Evict ends the job.

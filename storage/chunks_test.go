@@ -99,6 +99,12 @@ func TestChunkMarks(t *testing.T) {
 	if ok, _ := s.Held(msgB, relay); ok {
 		t.Error("Held(B): true; want false")
 	}
+	if ok, err := s.HeldByAny(msgA); !ok || err != nil {
+		t.Errorf("HeldByAny(A): %v, %v; want true", ok, err)
+	}
+	if ok, _ := s.HeldByAny(msgB); ok {
+		t.Error("HeldByAny(B): true; want false")
+	}
 	if ok, err := s.Evicted(msgB); !ok || err != nil {
 		t.Errorf("Evicted(B) after a reopen: %v, %v; want true", ok, err)
 	}

@@ -397,8 +397,22 @@ func TestAttachmentRelayE2E(t *testing.T) {
 
 	// A starts again: R confirmed it holds the photo's chunks, and A remembers it, so it offers
 	// them no more.
-	aLog = e2eUpWatched(t, a)
+	aLog = e2eUpWatched(t, a, "--attachment-budget=3")
 	aLog.waitLine(t, "A enrols at R again", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
+	var ast struct {
+		Attachments struct {
+			Bytes   int64 `json:"bytes"`
+			Chunks  int   `json:"chunks"`
+			Budget  int64 `json:"budget"`
+			Evicted int   `json:"evicted"`
+		} `json:"attachments"`
+	}
+	if err := c.decode("status", a.runJSON(t, "status"), &ast, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := ast.Attachments; got.Budget != 3<<20 || got.Chunks != at.Chunks || got.Bytes < int64(len(gotC)) || got.Evicted != 0 {
+		t.Errorf("A's status, attachments: %+v; want the photo's %d chunks, budget 3 MiB, none evicted", got, at.Chunks)
+	}
 	if res := a.run(t, "sync"); res.code != 0 {
 		t.Fatalf("A: %s", res)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/localapi"
 	"github.com/fieldmesh/fieldmesh/node/usage"
+	"github.com/fieldmesh/fieldmesh/sync/attach"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
@@ -127,7 +128,11 @@ the connected devices for the rest; try again once it arrived.`,
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintf(tw, "ID\tTYPE\tSIZE\tHERE\n")
 				for _, a := range as {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d chunks\n", a.Ref, printable(a.Type), a.Size, a.Stored, a.Chunks)
+					here := fmt.Sprintf("%d/%d chunks", a.Stored, a.Chunks)
+					if a.Evicted {
+						here += " (evicted for the storage budget; save fetches it again)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", a.Ref, printable(a.Type), a.Size, here)
 				}
 				tw.Flush()
 			})
@@ -145,4 +150,32 @@ func printAttachmentUsage(w io.Writer, r usage.Report) {
 			fmt.Fprintf(w, "Attachments (photos, documents): %s sent, %s received\n", billedBytes(p.Sent), billedBytes(p.Received))
 		}
 	}
+}
+
+// addBudgetFlag adds --attachment-budget MiB to the up command.
+func addBudgetFlag(f *pflag.FlagSet, mib *int64) {
+	f.Int64Var(mib, "attachment-budget", attach.DefaultBudget>>20,
+		"MiB of attachments to keep: past it, those of messages filed to the record or read long ago are evicted (fetched again when opened); 0: no budget")
+}
+
+// applyBudget sets cfg's attachment budget from --attachment-budget (MiB; 0: none).
+func applyBudget(cfg *node.Config, mib int64) error {
+	switch {
+	case mib < 0 || mib > 1<<30:
+		return fmt.Errorf("--attachment-budget %d: want MiB from 0 (no budget) to %d", mib, int64(1)<<30)
+	case mib == 0:
+		cfg.AttachmentBudget = -1
+	default:
+		cfg.AttachmentBudget = mib << 20
+	}
+	return nil
+}
+
+// printAttachmentStorage prints the status line of the attachments' storage.
+func printAttachmentStorage(w io.Writer, s localapi.AttachmentStorage) {
+	budget := "no budget"
+	if s.Budget > 0 {
+		budget = fmt.Sprintf("budget %d MiB", s.Budget>>20)
+	}
+	fmt.Fprintf(w, "attachments  %s in %d chunks (%s), %d evicted (fetched again when opened)\n", billedBytes(uint64(max(s.Bytes, 0))), s.Chunks, budget, s.Evicted)
 }

@@ -428,7 +428,7 @@ type (
 
 var (
 	e2eKeysInit     = []string{"device", "short", "peer_id"}
-	e2eKeysStatus   = []string{"device", "short", "name", "peer_id", "addrs", "teams", "peers", "sync", "relays", "low_data"}
+	e2eKeysStatus   = []string{"device", "short", "name", "peer_id", "addrs", "teams", "peers", "sync", "relays", "low_data", "attachments"}
 	e2eKeysSync     = []string{"sessions", "bytes_sent", "bytes_received", "envelopes_received"}
 	e2eKeysTeam     = []string{"id", "name", "kind"}
 	e2eKeysTeamList = []string{"id", "name", "kind", "members", "messages"}

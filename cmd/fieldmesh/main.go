@@ -347,6 +347,7 @@ func upCmd(g *globals) *cobra.Command {
 		noMDNS, lowData           bool
 		name                      string
 		notify                    *notifyOpts
+		budgetMiB                 int64
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -396,6 +397,9 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 			// Argon2id just used 64 MiB; hand it back to the OS rather than carry it as idle RSS.
 			debug.FreeOSMemory()
 			cfg := node.Config{ListenAddrs: listen, Bootstrap: bootstrap, NoMDNS: noMDNS, LowData: lowData, Relays: relays}
+			if err := applyBudget(&cfg, budgetMiB); err != nil {
+				return err
+			}
 			if err := notify.apply(&cfg, logger); err != nil {
 				return err
 			}
@@ -410,6 +414,7 @@ standard input (or in FIELDMESH_PASSPHRASE). Later runs ask for the passphrase t
 	f.StringVar(&name, "name", "", "display name, used only when the store is created on first run")
 	f.BoolVar(&lowData, "low-data", false, "start in low-data mode (send only urgent messages; see: fieldmesh low-data)")
 	addLockFlags(f)
+	addBudgetFlag(f, &budgetMiB)
 	f.StringVar(&g.ui, "ui", envOr("FIELDMESH_UI", "127.0.0.1:0"), "web UI address: 127.0.0.1:PORT (0 = a free port), or off (env FIELDMESH_UI)")
 	notify = addNotifyFlags(f)
 	return c
@@ -599,6 +604,7 @@ func statusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "catch-up: %d sessions, %d bytes sent, %d received, %d envelopes received\n",
 					s.Sync.Sessions, s.Sync.BytesSent, s.Sync.BytesReceived, s.Sync.EnvelopesReceived)
 				printLowData(w, s.LowData)
+				printAttachmentStorage(w, s.Attachments)
 				if len(s.Relays) == 0 {
 					fmt.Fprintf(w, "relays  none (a team admin's relay reaches this device through the team; or start with --relay ADDR)\n")
 				}

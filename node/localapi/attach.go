@@ -36,6 +36,18 @@ type AttachmentInfo struct {
 	Size    int    `json:"size"`
 	Chunks  int    `json:"chunks"`
 	Stored  int    `json:"stored"`
+	// Evicted: its chunks were evicted to keep within the device's storage budget; opening it asks
+	// the connected peers and relays for them again.
+	Evicted bool `json:"evicted"`
+}
+
+// AttachmentStorage is the JSON form of node.AttachmentStorage: bytes and chunks stored, the budget
+// in bytes (0: none), and how many attachments were evicted.
+type AttachmentStorage struct {
+	Bytes   int64 `json:"bytes"`
+	Chunks  int   `json:"chunks"`
+	Budget  int64 `json:"budget"`
+	Evicted int   `json:"evicted"`
 }
 
 // maxAttachedRequest bounds a send request with attachments: MaxAttachments files of at most
@@ -80,7 +92,7 @@ func (s *Server) attachments(w http.ResponseWriter, r *http.Request) {
 	out := make([]AttachmentInfo, len(as))
 	for i, a := range as {
 		out[i] = AttachmentInfo{Ref: a.Message.Short() + "/" + strconv.Itoa(a.Index+1), Message: a.Message.String(),
-			Type: a.Type, Size: a.Size, Chunks: a.Chunks, Stored: a.Stored}
+			Type: a.Type, Size: a.Size, Chunks: a.Chunks, Stored: a.Stored, Evicted: a.Evicted}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

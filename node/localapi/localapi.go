@@ -61,6 +61,8 @@ type Status struct {
 	Relays []Relay        `json:"relays"`
 	// LowData is the low-data mode and what waits because of it.
 	LowData lowdata.Status `json:"low_data"`
+	// Attachments is what attachment chunks take on this device, and its storage budget.
+	Attachments AttachmentStorage `json:"attachments"`
 }
 
 // Relay is the JSON form of node.RelayInfo. Times are RFC 3339, empty for never.
@@ -316,6 +318,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	// On an error reading the outbox the mode is still known; the count is left out.
 	out.LowData, _ = s.Node.LowData()
+	// Likewise the attachments' storage, from the store; on an error only the budget is shown.
+	as, _ := s.Node.AttachmentStorage()
+	out.Attachments = AttachmentStorage{Bytes: as.Bytes, Chunks: as.Chunks, Budget: as.Budget, Evicted: as.Evicted}
 	for _, r := range s.Node.Relays() {
 		out.Relays = append(out.Relays, relayJSON(r))
 	}
