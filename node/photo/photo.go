@@ -16,9 +16,10 @@
 //   - MaxPixels 50 million: larger images are refused before their pixels are decoded (a small file
 //     can claim a huge image; 50 MP of RGBA is 200 MB of memory, the most a phone can spare).
 //
-// Orientation is taken from the pixels as stored: a camera that records rotation only in its EXIF
-// Orientation tag yields a photo shown in its sensor's orientation. PNG and GIF inputs are re-encoded
-// as JPEG too, transparent areas on white.
+// A JPEG's EXIF Orientation tag (a phone's portrait photo is stored landscape, with the turn in the
+// tag) is applied to the pixels before the metadata goes (Orientation, orientation.go), so the photo
+// arrives upright. PNG and GIF inputs are re-encoded as JPEG too, transparent areas on white; a
+// PNG's eXIf chunk is not read (cameras write JPEG).
 //
 // The functions are pure (bytes in, bytes out) and safe for concurrent use.
 package photo
@@ -60,7 +61,7 @@ func IsImage(mediaType string) bool {
 }
 
 // Reencode decodes data (JPEG, PNG or GIF), scales it so that its longer side is at most
-// MaxDimension pixels (never up), and encodes it as a baseline JPEG of Quality, with no metadata. It
+// MaxDimension pixels (never up), turns it upright as a JPEG's EXIF Orientation says, and encodes it as a baseline JPEG of Quality, with no metadata. It
 // refuses images above MaxPixels before decoding their pixels.
 func Reencode(data []byte) ([]byte, error) {
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
@@ -82,6 +83,7 @@ func Reencode(data []byte) ([]byte, error) {
 		op = draw.Over // transparent areas on white
 	}
 	draw.CatmullRom.Scale(dst, dst.Bounds(), src, src.Bounds(), op, nil)
+	dst = orient(dst, Orientation(data))
 	var out bytes.Buffer
 	if err := jpeg.Encode(&out, dst, &jpeg.Options{Quality: Quality}); err != nil {
 		return nil, fmt.Errorf("photo: encoding: %w", err)
