@@ -13,21 +13,22 @@
 // the binary has the relay commands ([RelayCommands]), a relay that every device uses; makes the
 // devices one clinical team (one creator, invites joined with the network whole); then for the
 // chaos phase sends a message from a random running device every SendEvery (a message is
-// acknowledged when `fieldmesh send` exits 0) while a schedule drawn from the seed partitions and
+// acknowledged when `fieldmesh send` exits 0), one in AttachEvery with a document attached, while a schedule drawn from the seed partitions and
 // heals, isolates, kills and restarts devices, with some links lossy and some slow. Then it heals
 // everything, restarts what is down, and polls `messages --json` on every device until all list
 // the same messages in the same order including every acknowledged one, or the deadline passes.
 //
 // Checks ([Check], and the scan): every acknowledged message on every device exactly once, in the
 // same order, with its text and patient reference; every daemon exits 0 on SIGTERM and no log holds
-// a panic or race report; and no message text, patient reference, team name, member name or
-// passphrase occurs in the relay's data directory (its raw files, and its database opened with its
+// a panic or race report; and no message text, patient reference, team name, member name,
+// passphrase or run of AttachRun bytes of an attachment occurs in the relay's data directory (its raw files, and its database opened with its
 // own key file, [RelayDBs]: the box's owner has that file too), the devices' data directories, the
 // logs, the processes' HOME and TMPDIR, or the capture, scanned both as raw frames and as TCP
 // streams reassembled by sequence number ([Pcap]), so a text split across two segments is found.
 // Checks that can only pass vacuously are guarded: a canary datagram sent across the bridge must
 // be found in the capture, and a control run (Config.Control, a binary built with
-// -tags fieldmesh_noseal) must find plaintext, or the scan is shown to be blind.
+// -tags fieldmesh_noseal) must find plaintext, attachments' bytes included, or the scan is shown
+// to be blind.
 //
 // The test itself (chaos_test.go) is built only with -tags chaos and needs root, iproute2,
 // nftables and tcpdump; run.sh runs it and removes the run's namespaces whatever happens. The

@@ -88,6 +88,7 @@ type Report struct {
 	Control bool
 
 	Sent, Acked, Failed       int
+	Attachments               int // sends that carried an attachment (AttachEvery)
 	Kills, Splits, Isolations int
 	LossLinks, SlowLinks      int // links that were lossy or slow at some point
 	Converged                 bool
@@ -98,6 +99,8 @@ type Report struct {
 	PcapPackets int
 	PcapStreams int
 	CanaryFound bool
+	// AttachmentHits counts the hits (of Scans) that are runs of an attachment's bytes.
+	AttachmentHits int
 
 	// Problems are the checks that failed, one line each.
 	Problems []string
@@ -125,7 +128,7 @@ func (r *Report) String() string {
 		relay = "with relay"
 	}
 	fmt.Fprintf(&b, "chaos %s, seed %d, %s, %s\n", r.Size, r.Seed, relay, mode)
-	fmt.Fprintf(&b, "  messages: %d sends, %d acknowledged, %d failed (daemon down or killed mid-send)\n", r.Sent, r.Acked, r.Failed)
+	fmt.Fprintf(&b, "  messages: %d sends, %d acknowledged, %d failed (daemon down or killed mid-send), %d with an attachment\n", r.Sent, r.Acked, r.Failed, r.Attachments)
 	fmt.Fprintf(&b, "  chaos:    %d kill -9, %d partitions, %d isolations, %d lossy links, %d slow links\n",
 		r.Kills, r.Splits, r.Isolations, r.LossLinks, r.SlowLinks)
 	if r.Converged {
@@ -146,7 +149,7 @@ func (r *Report) String() string {
 		total += len(g.Hits)
 	}
 	fmt.Fprintf(&b, "  capture:  %d packets, %d TCP flows reassembled, canary found: %v\n", r.PcapPackets, r.PcapStreams, r.CanaryFound)
-	fmt.Fprintf(&b, "  plaintext hits: %d\n", total)
+	fmt.Fprintf(&b, "  plaintext hits: %d (%d of runs of attachments' bytes)\n", total, r.AttachmentHits)
 	if len(r.Problems) == 0 {
 		b.WriteString("  result: ok\n")
 	} else {
@@ -174,9 +177,10 @@ type runner struct {
 	tag   string // random, in every needle
 	start time.Time
 
-	mu     sync.Mutex
-	sent   []Sent
-	report *Report
+	mu            sync.Mutex
+	sent          []Sent
+	attachNeedles []string // runs of the attachments' bytes (attachment)
+	report        *Report
 }
 
 // Run sets up the lab, runs the chaos schedule, heals, waits for convergence and checks. An error
@@ -693,6 +697,47 @@ var phrases = []string{
 	"Handing over to the night shift at 19:00",
 }
 
+// AttachEvery is how often a send carries an attachment: one send in AttachEvery. Each is a
+// document of AttachSize bytes (sent as it is: only images are re-encoded).
+const (
+	AttachEvery = 8
+	AttachSize  = 6000
+)
+
+// attachment writes the document that send number i attaches, outside every directory the scan
+// looks in, and records runs of its bytes as needles: it must never be found in the clear either.
+// It is hex of random bytes after a line naming the run, so a hit reads well in the report.
+func (r *runner) attachment(i int) (string, error) {
+	dir := filepath.Join(r.cfg.Root, "attachments")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	raw := make([]byte, AttachSize/2)
+	rand.Read(raw)
+	doc := []byte(fmt.Sprintf("chaos %s attachment %04d\n", r.tag, i))
+	doc = append(doc, hex.EncodeToString(raw)...)[:AttachSize]
+	path := filepath.Join(dir, fmt.Sprintf("doc-%04d.pdf", i))
+	if err := os.WriteFile(path, doc, 0o600); err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.report.Attachments++
+	for k := 1; k <= AttachNeedles; k++ {
+		off := len(doc) * k / (AttachNeedles + 1)
+		r.attachNeedles = append(r.attachNeedles, string(doc[off:off+AttachRun]))
+	}
+	return path, nil
+}
+
+// AttachRun is the length of the runs of an attachment's bytes the scan looks for (issue #17: no
+// byte sequence of an attachment, 64 bytes or longer, in the clear), and AttachNeedles how many
+// runs of each it takes, spread over the document.
+const (
+	AttachRun     = 64
+	AttachNeedles = 4
+)
+
 // send sends a message from a random running device every SendEvery until ctx ends.
 func (r *runner) send(ctx context.Context) {
 	rng := mrand.New(mrand.NewPCG(r.cfg.Seed, 1))
@@ -720,6 +765,14 @@ func (r *runner) send(ctx context.Context) {
 		}
 		if i%7 == 0 {
 			args = append(args, "--priority", "urgent")
+		}
+		if i%AttachEvery == AttachEvery/2 {
+			path, err := r.attachment(i)
+			if err != nil {
+				r.problem("writing attachment %04d: %v", i, err)
+			} else {
+				args = append(args, "--attach", path)
+			}
 		}
 		// The send is not bound to ctx: one that has started runs to its end, so its outcome is known.
 		res, err := p.cli(context.WithoutCancel(ctx), 60*time.Second, args...)
@@ -841,7 +894,7 @@ func (r *runner) needles() []string {
 	for _, p := range r.devs { // the relay has neither a name nor a passphrase
 		n = append(n, p.Name, p.Pass)
 	}
-	return n
+	return append(n, r.attachNeedles...)
 }
 
 // scan looks for every needle in the relay's data directory, the devices' data directories, the
@@ -943,15 +996,26 @@ func (r *runner) scan() {
 		r.problem("the canary datagram sent across the bridge is not in the capture: the capture saw nothing, so its zero hits prove nothing")
 	}
 
-	total := 0
+	total, attachHits := 0, 0
 	for _, g := range rep.Scans {
 		total += len(g.Hits)
+		for _, h := range g.Hits {
+			if slices.ContainsFunc(r.attachNeedles, func(n string) bool { return strings.HasSuffix(h, ": "+n) }) {
+				attachHits++
+			}
+		}
 		if r.cfg.Control {
 			continue
 		}
 		for _, h := range g.Hits {
 			r.problem("plaintext in %s: %s", g.Name, h)
 		}
+	}
+	rep.AttachmentHits = attachHits
+	if r.cfg.Control && rep.Attachments > 0 && attachHits == 0 {
+		r.problem("control run: %d attachments sent and no run of their bytes found anywhere the scan looks "+
+			"(a fieldmesh_noseal build carries chunks in the clear on unencrypted connections), "+
+			"so this run cannot show that the scan would see an attachment leak", rep.Attachments)
 	}
 	if r.cfg.Control && total == 0 {
 		r.problem("control run: a binary built with -tags fieldmesh_noseal left no plaintext anywhere the scan looks " +

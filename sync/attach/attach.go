@@ -163,18 +163,6 @@ func Open(a crdt.Attachment, chunk func(i int) ([]byte, error)) ([]byte, error) 
 	return out, nil
 }
 
-func newAEAD(k crdt.ChunkKey) interface {
-	Seal(dst, nonce, plaintext, ad []byte) []byte
-	Open(dst, nonce, ciphertext, ad []byte) ([]byte, error)
-} {
-	kb := k.Bytes()
-	aead, err := chacha20poly1305.New(kb[:])
-	if err != nil {
-		panic(err) // unreachable: the key is 32 bytes
-	}
-	return aead
-}
-
 func nonce(i int) []byte {
 	var n [chacha20poly1305.NonceSize]byte
 	binary.BigEndian.PutUint32(n[8:], uint32(i))

@@ -34,6 +34,7 @@ func sealT(t testing.TB, data []byte) (crdt.Attachment, [][]byte) {
 }
 
 func TestSealOpen(t *testing.T) {
+	skipNoSeal(t)
 	for _, n := range []int{1, crdt.ChunkSize - 1, crdt.ChunkSize, crdt.ChunkSize + 1, 2<<20 + 123, crdt.MaxAttachmentSize} {
 		data := payload(n, byte(n))
 		a, chunks := sealT(t, data)
@@ -84,6 +85,7 @@ func TestSealRefuses(t *testing.T) {
 // refuses them before it stores them, and opening fails rather than
 // returning other bytes.
 func TestTamper(t *testing.T) {
+	skipNoSeal(t)
 	data := payload(3*crdt.ChunkSize+10, 1)
 	a, chunks := sealT(t, data)
 	other, otherChunks := sealT(t, payload(3*crdt.ChunkSize+10, 2))
