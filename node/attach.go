@@ -37,7 +37,11 @@ import (
 //     message know.
 //
 // Chunks live only in the encrypted store (storage: keyspaces 0x40-0x42), owned by their message's op
-// id, and are deleted with the message's body (device.Write.DropChunks).
+// id, and are deleted with the message's body (device.Write.DropChunks), or evicted by the storage
+// budget (budget.go). A relay cannot read manifests, so devices push chunks to it (pushTo); a relay's
+// confirmation that it holds all of a message's chunks is kept in the store (storage.SetHeld), so the
+// message is not offered to it again. Fetches, pushes and budget passes run as coalesced jobs
+// (coalescer): one per key at a time.
 
 // ChunkProtocol is the attachment chunk stream (attach.Pull and attach.Answer).
 const ChunkProtocol = protocol.ID(attach.Protocol)
