@@ -1,6 +1,8 @@
 package record
 
 import (
+	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,6 +24,9 @@ const (
 	DeviceSystem = "urn:fieldmesh:device"
 	// TeamSystem names a team: its team id, hex. The team's name is not sent.
 	TeamSystem = "urn:fieldmesh:team"
+	// AttachmentSystem names one attachment of a message (the observation profile's Media or
+	// DocumentReference): its message's op id in hex, "/", and its number from 1.
+	AttachmentSystem = "urn:fieldmesh:attachment"
 )
 
 // ErrMapping is returned for a message a profile cannot map (no patient
@@ -47,6 +52,24 @@ type Message struct {
 	Gateway identity.DeviceID
 	// Recorded is when the gateway files it (Provenance.recorded).
 	Recorded time.Time
+	// Attachments are the message's attachments, whole and checked against their manifests: the
+	// gateway files a message only once it holds all of them.
+	Attachments []File
+}
+
+// File is one attachment of a message, as the gateway holds it.
+type File struct {
+	Type string // media type, e.g. image/jpeg
+	Data []byte
+}
+
+// attachment is f as a FHIR R4 Attachment: contentType, data (base64, as encoding/json writes a
+// []byte), size, hash (the base64 SHA-1 of the data, as R4 defines Attachment.hash) and creation
+// (when the message that carries it was sent; the re-encoded photo is made then). No title: a
+// message's attachments carry no file name.
+func attachment(f File, created time.Time) *Attachment {
+	h := sha1.Sum(f.Data) // R4 defines Attachment.hash as SHA-1; the manifests use SHA-256
+	return &Attachment{ContentType: f.Type, Data: f.Data, Size: len(f.Data), Hash: h[:], Creation: fhirTime(created)}
 }
 
 // PriorityCode maps a message priority to FHIR's request-priority codes
@@ -83,8 +106,43 @@ type (
 		Coding []Coding `json:"coding,omitempty"`
 		Text   string   `json:"text,omitempty"`
 	}
+	// Payload is one Communication.payload: the text, or one attachment.
 	Payload struct {
-		ContentString string `json:"contentString"`
+		ContentString     string      `json:"contentString,omitempty"`
+		ContentAttachment *Attachment `json:"contentAttachment,omitempty"`
+	}
+	// Attachment is FHIR R4's Attachment data type.
+	Attachment struct {
+		ContentType string `json:"contentType"`
+		Data        []byte `json:"data"`
+		Size        int    `json:"size"`
+		Hash        []byte `json:"hash"`
+		Title       string `json:"title,omitempty"`
+		Creation    string `json:"creation,omitempty"`
+	}
+	// Media is FHIR R4's Media resource: one photo, video or sound recording.
+	Media struct {
+		ResourceType    string           `json:"resourceType"`
+		Identifier      []Identifier     `json:"identifier"`
+		Status          string           `json:"status"`
+		Type            *CodeableConcept `json:"type,omitempty"`
+		Subject         *Reference       `json:"subject,omitempty"`
+		CreatedDateTime string           `json:"createdDateTime,omitempty"`
+		Operator        *Reference       `json:"operator,omitempty"`
+		Content         Attachment       `json:"content"`
+	}
+	// DocumentReference is FHIR R4's DocumentReference, as much of it as holds one document.
+	DocumentReference struct {
+		ResourceType string                     `json:"resourceType"`
+		Identifier   []Identifier               `json:"identifier"`
+		Status       string                     `json:"status"`
+		Subject      *Reference                 `json:"subject,omitempty"`
+		Date         string                     `json:"date,omitempty"`
+		Author       []Reference                `json:"author,omitempty"`
+		Content      []DocumentReferenceContent `json:"content"`
+	}
+	DocumentReferenceContent struct {
+		Attachment Attachment `json:"attachment"`
 	}
 	Communication struct {
 		ResourceType string       `json:"resourceType"`
@@ -110,7 +168,8 @@ type (
 		EffectiveDateTime string          `json:"effectiveDateTime,omitempty"`
 		Issued            string          `json:"issued,omitempty"`
 		Performer         []Reference     `json:"performer,omitempty"`
-		ValueString       string          `json:"valueString"`
+		ValueString       string          `json:"valueString,omitempty"`
+		DerivedFrom       []Reference     `json:"derivedFrom,omitempty"`
 	}
 	ProvenanceAgent struct {
 		Type *CodeableConcept `json:"type,omitempty"`
@@ -209,8 +268,13 @@ func team(m Message) Reference {
 }
 
 func check(m Message, needPatient bool) error {
+	for i, f := range m.Attachments {
+		if len(f.Data) == 0 || f.Type == "" {
+			return fmt.Errorf("%w: attachment %d is empty", ErrMapping, i+1)
+		}
+	}
 	switch {
-	case strings.TrimSpace(m.Text) == "":
+	case strings.TrimSpace(m.Text) == "" && len(m.Attachments) == 0:
 		return fmt.Errorf("%w: empty text", ErrMapping)
 	case needPatient && m.Patient == "":
 		return fmt.Errorf("%w: no patient", ErrMapping)
@@ -226,12 +290,16 @@ func validPatientRef(ref string) bool {
 
 // provenance is the Provenance of the filed resource at fullURL, written
 // with PUT at the op id so a retry rewrites it.
-func provenance(m Message, fullURL string) BundleEntry {
+func provenance(m Message, fullURL string, more []string) BundleEntry {
 	id := opValue(m.ID)
+	targets := []Reference{{Reference: fullURL}}
+	for _, u := range more {
+		targets = append(targets, Reference{Reference: u})
+	}
 	p := Provenance{
 		ResourceType: "Provenance",
 		ID:           id,
-		Target:       []Reference{{Reference: fullURL}},
+		Target:       targets,
 		OccurredAt:   fhirTime(m.Sent),
 		Recorded:     fhirTime(m.Recorded),
 		Agent: []ProvenanceAgent{
@@ -248,9 +316,15 @@ func provenance(m Message, fullURL string) BundleEntry {
 	return BundleEntry{Resource: p, Request: &BundleRequest{Method: "PUT", URL: "Provenance/" + id}}
 }
 
-func transaction(m Message, typ string, resource any) Bundle {
-	full := "urn:uuid:" + uuidOf(m.ID)
-	return Bundle{
+// transaction is the Bundle that files resource (of type typ, at the fullUrl full), then its
+// Provenance, then the extra entries (the observation profile's attachments), which the
+// Provenance names too.
+func transaction(m Message, typ, full string, resource any, extra []BundleEntry) Bundle {
+	var more []string
+	for _, e := range extra {
+		more = append(more, e.FullURL)
+	}
+	b := Bundle{
 		ResourceType: "Bundle",
 		Type:         "transaction",
 		Entry: []BundleEntry{
@@ -263,9 +337,23 @@ func transaction(m Message, typ string, resource any) Bundle {
 					IfNoneExist: "identifier=" + url.QueryEscape(OpSystem+"|"+opValue(m.ID)),
 				},
 			},
-			provenance(m, full),
+			provenance(m, full, more),
 		},
 	}
+	b.Entry = append(b.Entry, extra...)
+	return b
+}
+
+// fullURL is the Bundle's internal fullUrl of the filed resource.
+func fullURL(m Message) string { return "urn:uuid:" + uuidOf(m.ID) }
+
+// attachmentUUID makes a version-4-shaped UUID for attachment i (from 0) of message id: the
+// SHA-256 of the op id and the number, so it differs from the message's and from the others'.
+func attachmentUUID(id crdt.OpID, i int) string {
+	h := sha256.Sum256(append(append([]byte("fieldmesh attachment "), id[:]...), byte(i)))
+	var op crdt.OpID
+	copy(op[:], h[:])
+	return uuidOf(op)
 }
 
 // Communications is the default profile: a Communication and its
@@ -288,7 +376,12 @@ func (Communications) Bundle(m Message) (Bundle, error) {
 		Sent:         fhirTime(m.Sent),
 		Recipient:    []Reference{team(m)},
 		Sender:       sender(m),
-		Payload:      []Payload{{ContentString: m.Text}},
+	}
+	if strings.TrimSpace(m.Text) != "" {
+		c.Payload = append(c.Payload, Payload{ContentString: m.Text})
+	}
+	for _, f := range m.Attachments {
+		c.Payload = append(c.Payload, Payload{ContentAttachment: attachment(f, m.Sent)})
 	}
 	if m.Patient != "" {
 		c.Subject = &Reference{Reference: m.Patient}
@@ -296,7 +389,7 @@ func (Communications) Bundle(m Message) (Bundle, error) {
 	if m.ReplyTo != nil {
 		c.InResponseTo = []Reference{{Type: "Communication", Identifier: &Identifier{System: OpSystem, Value: opValue(*m.ReplyTo)}}}
 	}
-	return transaction(m, "Communication", c), nil
+	return transaction(m, "Communication", fullURL(m), c, nil), nil
 }
 
 // Observations is the second profile: an Observation note (LOINC 34109-9)
@@ -323,7 +416,58 @@ func (Observations) Bundle(m Message) (Bundle, error) {
 		Performer:         []Reference{*sender(m)},
 		ValueString:       m.Text,
 	}
-	return transaction(m, "Observation", o), nil
+	var extra []BundleEntry
+	for i, f := range m.Attachments {
+		e := fileEntry(m, i, f)
+		o.DerivedFrom = append(o.DerivedFrom, Reference{Reference: e.FullURL})
+		extra = append(extra, e)
+	}
+	return transaction(m, "Observation", fullURL(m), o, extra), nil
+}
+
+// mediaTypes are the media types R4's Media holds, by the prefix of their media type, with
+// their code in http://terminology.hl7.org/CodeSystem/media-type.
+var mediaTypes = map[string]string{"image/": "image", "video/": "video", "audio/": "audio"}
+
+// fileEntry is attachment i (from 0) of m in the observation profile: a Media for a photo, video or
+// sound recording, a DocumentReference for anything else (a PDF lab form), created with
+// ifNoneExist on its identifier (AttachmentSystem) so a retry makes no second one.
+func fileEntry(m Message, i int, f File) BundleEntry {
+	ident := []Identifier{{System: AttachmentSystem, Value: fmt.Sprintf("%s/%d", opValue(m.ID), i+1)}}
+	subject := &Reference{Reference: m.Patient}
+	var res any
+	typ := "DocumentReference"
+	code := ""
+	for prefix, c := range mediaTypes {
+		if strings.HasPrefix(f.Type, prefix) {
+			code = c
+		}
+	}
+	if code != "" {
+		typ = "Media"
+		res = Media{
+			ResourceType: "Media", Identifier: ident, Status: "completed",
+			Type:            &CodeableConcept{Coding: []Coding{{System: "http://terminology.hl7.org/CodeSystem/media-type", Code: code}}},
+			Subject:         subject,
+			CreatedDateTime: fhirTime(m.Sent),
+			Operator:        sender(m),
+			Content:         *attachment(f, m.Sent),
+		}
+	} else {
+		res = DocumentReference{
+			ResourceType: "DocumentReference", Identifier: ident, Status: "current", Subject: subject,
+			Date: fhirTime(m.Sent), Author: []Reference{*sender(m)},
+			Content: []DocumentReferenceContent{{Attachment: *attachment(f, m.Sent)}},
+		}
+	}
+	return BundleEntry{
+		FullURL:  "urn:uuid:" + attachmentUUID(m.ID, i),
+		Resource: res,
+		Request: &BundleRequest{
+			Method: "POST", URL: typ,
+			IfNoneExist: "identifier=" + url.QueryEscape(ident[0].System+"|"+ident[0].Value),
+		},
+	}
 }
 
 // Due reports whether a message of a team of the given kind is to be filed:

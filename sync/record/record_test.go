@@ -2,6 +2,8 @@ package record
 
 import (
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -318,4 +320,178 @@ func FuzzParseResponse(f *testing.F) {
 			t.Fatalf("patient %q", ref)
 		}
 	})
+}
+
+// withFiles is sample with a photo and a PDF attached.
+func withFiles(m Message) Message {
+	m.Attachments = []File{
+		{Type: "image/jpeg", Data: append([]byte{0xff, 0xd8, 0xff, 0xe0}, bytes.Repeat([]byte("jpeg body "), 300)...)},
+		{Type: "application/pdf", Data: []byte("%PDF-1.4 lab form\n")},
+	}
+	return m
+}
+
+// r4Hash is Attachment.hash as FHIR R4 defines it: the base64 of the SHA-1 of the data.
+func r4Hash(data []byte) string {
+	h := sha1.Sum(data)
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// TestAttachmentsMatchR4Schema: a message's attachments are filed in both profiles, and every
+// Bundle and resource is valid R4 by the official schema. Communication: one payload of
+// contentAttachment per attachment, after the text, with the data, size and hash (base64 SHA-1, as
+// R4 defines it) on the wire as JSON carries them. Observation: a Media for the photo (media-type
+// image), a DocumentReference for the PDF, both about the patient, conditional on their own
+// identifier, named by the Observation's derivedFrom and by the Provenance.
+func TestAttachmentsMatchR4Schema(t *testing.T) {
+	s := fhirtest.Load(t)
+	m := withFiles(sample(crdt.Urgent, "Patient/p7"))
+	for _, p := range Profiles {
+		b, err := p.Bundle(m)
+		if err != nil {
+			t.Fatalf("%s: %v", p.Name(), err)
+		}
+		raw := b.Marshal()
+		if err := s.Validate(raw); err != nil {
+			t.Fatalf("%s: Bundle not valid R4: %v", p.Name(), err)
+		}
+		for _, e := range b.Entry {
+			s.Check(t, e.Resource)
+		}
+		// What the server receives: decode the JSON, not our structs.
+		var wire struct {
+			Entry []struct {
+				FullURL  string          `json:"fullUrl"`
+				Resource json.RawMessage `json:"resource"`
+				Request  BundleRequest   `json:"request"`
+			} `json:"entry"`
+		}
+		if err := json.Unmarshal(raw, &wire); err != nil {
+			t.Fatal(err)
+		}
+		type att struct {
+			ContentType, Data, Hash, Creation string
+			Size                              int
+		}
+		checkAtt := func(where string, a att, f File) {
+			t.Helper()
+			data, err := base64.StdEncoding.DecodeString(a.Data)
+			if err != nil || !bytes.Equal(data, f.Data) || a.ContentType != f.Type || a.Size != len(f.Data) || a.Hash != r4Hash(f.Data) || a.Creation != "2026-03-01T08:30:00.123Z" {
+				t.Errorf("%s: attachment %+v (data %v) does not carry the file %s of %d bytes, hash %s", where, a, err, f.Type, len(f.Data), r4Hash(f.Data))
+			}
+		}
+		switch p.Name() {
+		case "communication":
+			var c struct {
+				Payload []struct {
+					ContentString     *string `json:"contentString"`
+					ContentAttachment *att    `json:"contentAttachment"`
+				} `json:"payload"`
+			}
+			if err := json.Unmarshal(wire.Entry[0].Resource, &c); err != nil {
+				t.Fatal(err)
+			}
+			if len(wire.Entry) != 2 || len(c.Payload) != 3 || c.Payload[0].ContentString == nil || *c.Payload[0].ContentString != m.Text {
+				t.Fatalf("communication: %d entries, payload %s", len(wire.Entry), wire.Entry[0].Resource)
+			}
+			for i, f := range m.Attachments {
+				if c.Payload[i+1].ContentAttachment == nil || c.Payload[i+1].ContentString != nil {
+					t.Fatalf("payload %d is not one attachment", i+1)
+				}
+				checkAtt("communication", *c.Payload[i+1].ContentAttachment, f)
+			}
+		case "observation":
+			if len(wire.Entry) != 4 {
+				t.Fatalf("observation: %d entries; want the Observation, its Provenance and 2 attachments", len(wire.Entry))
+			}
+			var o struct {
+				DerivedFrom []Reference `json:"derivedFrom"`
+			}
+			var prov struct {
+				Target []Reference `json:"target"`
+			}
+			_ = json.Unmarshal(wire.Entry[0].Resource, &o)
+			_ = json.Unmarshal(wire.Entry[1].Resource, &prov)
+			for i, want := range []string{"Media", "DocumentReference"} {
+				e := wire.Entry[2+i]
+				var r struct {
+					ResourceType string          `json:"resourceType"`
+					Subject      Reference       `json:"subject"`
+					Type         CodeableConcept `json:"type"`
+					Content      json.RawMessage `json:"content"`
+				}
+				if err := json.Unmarshal(e.Resource, &r); err != nil {
+					t.Fatal(err)
+				}
+				var a att
+				if want == "Media" {
+					_ = json.Unmarshal(r.Content, &a)
+					if len(r.Type.Coding) != 1 || r.Type.Coding[0].Code != "image" {
+						t.Errorf("Media type %+v; want media-type image", r.Type)
+					}
+				} else {
+					var cs []struct{ Attachment att }
+					_ = json.Unmarshal(r.Content, &cs)
+					if len(cs) == 1 {
+						a = cs[0].Attachment
+					}
+				}
+				if r.ResourceType != want || r.Subject.Reference != "Patient/p7" || e.Request.Method != "POST" || e.Request.URL != want ||
+					e.Request.IfNoneExist != "identifier="+strings.ReplaceAll(AttachmentSystem, ":", "%3A")+"%7C"+opValue(m.ID)+"%2F"+string(rune('1'+i)) {
+					t.Errorf("attachment %d: %s %+v, request %+v", i+1, r.ResourceType, r.Subject, e.Request)
+				}
+				checkAtt(want, a, m.Attachments[i])
+				if len(o.DerivedFrom) != 2 || o.DerivedFrom[i].Reference != e.FullURL || len(prov.Target) != 3 || prov.Target[1+i].Reference != e.FullURL {
+					t.Errorf("attachment %d (%s) not named by derivedFrom %+v and the Provenance %+v", i+1, e.FullURL, o.DerivedFrom, prov.Target)
+				}
+			}
+			if wire.Entry[2].FullURL == wire.Entry[3].FullURL || wire.Entry[2].FullURL == wire.Entry[0].FullURL {
+				t.Errorf("fullUrls collide: %s %s %s", wire.Entry[0].FullURL, wire.Entry[2].FullURL, wire.Entry[3].FullURL)
+			}
+		}
+	}
+	// A photo alone, with no text, is filed; an empty attachment is refused.
+	photo := withFiles(sample(crdt.Routine, "Patient/p7"))
+	photo.Text = ""
+	for _, p := range Profiles {
+		b, err := p.Bundle(photo)
+		if err != nil {
+			t.Fatalf("%s, no text: %v", p.Name(), err)
+		}
+		if err := s.Validate(b.Marshal()); err != nil {
+			t.Errorf("%s, no text: not valid R4: %v", p.Name(), err)
+		}
+		bad := withFiles(sample(crdt.Routine, "Patient/p7"))
+		bad.Attachments[1].Data = nil
+		if _, err := p.Bundle(bad); !errors.Is(err, ErrMapping) {
+			t.Errorf("%s: an empty attachment maps (%v)", p.Name(), err)
+		}
+	}
+	// The schema check can fail: an attachment whose size is not a number is refused.
+	c, _ := Communications{}.Bundle(m)
+	raw := bytes.Replace(c.Marshal(), []byte(`"size":`), []byte(`"size":"3 kB","_size":`), 1)
+	if err := s.Validate(raw); err == nil {
+		t.Error("the schema accepts a size that is not a number: the check cannot fail")
+	}
+}
+
+// TestTooLargeAndWaitingCodes: a 413 holds the message as TooLarge; a message waiting for its
+// attachments is retried with backoff and its entry round-trips through the store's encoding.
+func TestTooLargeAndWaitingCodes(t *testing.T) {
+	if o := Classify(413); o.Code != TooLarge || o.Code.Retried() {
+		t.Errorf("413: %+v", o)
+	}
+	if o := ParseResponse(413, nil, 2); o.Code != TooLarge {
+		t.Errorf("ParseResponse 413: %+v", o)
+	}
+	if !WaitingAttachments.Retried() || (Backoff{}).Wait(WaitingAttachments, 1) != DefaultBackoffMin {
+		t.Error("a message waiting for its attachments is not retried after the shortest backoff")
+	}
+	for _, c := range []Code{WaitingAttachments, TooLarge} {
+		e := Entry{Code: c, Attempts: 1, Next: 5, Queued: 1}
+		got, err := UnmarshalEntry(e.Marshal())
+		if err != nil || got != e {
+			t.Errorf("code %v: entry %+v, %v", c, got, err)
+		}
+	}
 }

@@ -15,8 +15,20 @@ import (
 // MaxResponse bounds the server answers the gateway reads, in bytes: a
 // transaction response of two entries, or a patient search, is a few KiB;
 // the server's echo of the resources is under 64 KiB (a message is at most
-// 16 KiB of text).
+// 16 KiB of text). A transaction that carries attachments may be answered
+// with them echoed: its answer is bounded by MaxTransactionResponse.
 const MaxResponse = 1 << 20
+
+// MaxBundle is the largest transaction Bundle the gateway posts, in bytes:
+// a message's attachments are at most crdt.MaxMessageAttachmentBytes (8 MiB),
+// 10.7 MiB in base64, and its text at most 16 KiB. A larger Bundle is not
+// posted: the message is held as TooLarge. The gateway may be set lower, to
+// the record server's own request limit.
+const MaxBundle = 16 << 20
+
+// MaxTransactionResponse bounds the answer to a transaction: MaxResponse,
+// and the server's echo of every resource (twice the Bundle at most).
+const MaxTransactionResponse = MaxResponse + 2*MaxBundle
 
 // Code is what became of one attempt to file a message, or why it waits.
 type Code uint8
@@ -33,6 +45,10 @@ const (
 	NoPatient             // the patient token matches no patient (held)
 	AmbiguousPatient      // the token matches several patients (held)
 	Unmappable            // the profile cannot map the message (held)
+	// WaitingAttachments: the gateway does not hold every chunk of the message's attachments yet;
+	// it asked its peers for them (retried).
+	WaitingAttachments
+	TooLarge // the Bundle is over the gateway's limit, or the server answered 413 (held)
 	maxCode
 )
 
@@ -59,6 +75,10 @@ func (c Code) String() string {
 		return "ambiguous patient"
 	case Unmappable:
 		return "cannot be mapped"
+	case WaitingAttachments:
+		return "waiting for attachments"
+	case TooLarge:
+		return "too large for the server"
 	}
 	return fmt.Sprintf("Code(%d)", uint8(c))
 }
@@ -66,7 +86,7 @@ func (c Code) String() string {
 // Retried reports whether a message in this state is tried again after a
 // backoff; the others are held until an operator acts (or HeldRetry passes).
 func (c Code) Retried() bool {
-	return c == Pending || c == Unreachable || c == ServerError || c == Unauthorized
+	return c == Pending || c == Unreachable || c == ServerError || c == Unauthorized || c == WaitingAttachments
 }
 
 // Outcome is the result of one attempt.
@@ -84,6 +104,8 @@ func Classify(status int) Outcome {
 		return Outcome{Code: Unauthorized, Status: status}
 	case status == 408 || status == 429 || status >= 500:
 		return Outcome{Code: ServerError, Status: status}
+	case status == 413:
+		return Outcome{Code: TooLarge, Status: status}
 	case status >= 400:
 		return Outcome{Code: Rejected, Status: status}
 	}
@@ -111,7 +133,7 @@ func ParseResponse(status int, body []byte, entries int) Outcome {
 		return Classify(status)
 	}
 	partial := Outcome{Code: Partial, Status: status}
-	if len(body) > MaxResponse {
+	if len(body) > MaxTransactionResponse {
 		return partial
 	}
 	var b bundleResponse

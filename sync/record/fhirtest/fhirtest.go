@@ -121,7 +121,7 @@ func load() (*Schema, error) {
 // record gateway's profiles, the subject-access export, the audit trail's AuditEvents) or reads
 // (the record's answers).
 var Types = []string{
-	"AuditEvent", "Bundle", "CareTeam", "Communication", "DocumentReference", "Group", "Observation",
+	"AuditEvent", "Bundle", "CareTeam", "Communication", "DocumentReference", "Group", "Media", "Observation",
 	"OperationOutcome", "Patient", "Practitioner", "Provenance",
 }
 
