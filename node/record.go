@@ -7,6 +7,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/attach"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/record"
 )
@@ -92,6 +93,35 @@ func (n *Node) Unfiled() map[crdt.TeamID][]crdt.OpID {
 		}
 	}
 	return out
+}
+
+// RecordAttachments returns the attachments of message m of team, whole and each checked against
+// its manifest (attach.Open: every chunk's hash, then the plaintext's), for the record gateway,
+// which files a message only with all of them. If some chunks are not on this device (never
+// fetched, or evicted by the storage budget) it asks the connected peers for them now, and from
+// then on after every reconciliation, whatever the low-data mode (as when the user opens one), and
+// returns an error wrapping ErrAttachmentMissing: the gateway tries again later.
+func (n *Node) RecordAttachments(team crdt.TeamID, m crdt.MessageView) ([]Attachment, error) {
+	if n.teamByID(team) == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownTeam, team.Short())
+	}
+	missing, err := attach.Missing(m.Attachments, n.st.HasChunk)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if len(missing) > 0 {
+		n.requestAttachments(m.ID)
+		return nil, fmt.Errorf("%w: %d chunks of message %s; asking the connected peers for them", ErrAttachmentMissing, len(missing), m.ID.Short())
+	}
+	out := make([]Attachment, 0, len(m.Attachments))
+	for _, a := range m.Attachments {
+		data, err := attach.Open(a, func(i int) ([]byte, error) { return n.st.Chunk(a.Chunks[i]) })
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		out = append(out, Attachment{Type: a.Type, Data: data})
+	}
+	return out, nil
 }
 
 // DeviceID returns this device's id.

@@ -13,6 +13,13 @@
 // files the message again, and the identifier's ifNoneExist makes that the same resource. A server
 // that does not answer, or refuses the credentials, ends the pass (the rest waits its backoff).
 //
+// Attachments: a message is filed with its attachments (record.Message.Attachments), which the
+// gateway takes from the node whole and checked against their manifests (Source.RecordAttachments).
+// A message whose chunks are not all on this device is not posted: the node asks the connected peers
+// for them, whatever its low-data mode, and the message waits (record.WaitingAttachments, looked at
+// again within record.MaxWaitAttachments). A Bundle over Config.MaxBundle is not posted, and one the
+// server answers with 413 is not filed: both are held as record.TooLarge and reported.
+//
 // The credentials (an Authorization header value) live in memory only, for the gateway's life; they
 // are never stored, logged or reported. Logs and reports name messages and teams by short ids.
 //
@@ -47,6 +54,9 @@ type Source interface {
 	RecordTeams() []node.RecordTeam
 	PublishFiled(team crdt.TeamID, f crdt.Filed) error
 	DeviceID() identity.DeviceID
+	// RecordAttachments returns a message's attachments, whole and checked, or an error wrapping
+	// node.ErrAttachmentMissing (having asked the peers for the chunks it lacks).
+	RecordAttachments(team crdt.TeamID, m crdt.MessageView) ([]node.Attachment, error)
 }
 
 // Queue is where the gateway keeps its queue (storage.Store implements it).
@@ -75,6 +85,10 @@ type Config struct {
 	Patients record.PatientTable
 	// Timeout bounds each request. Default 30 s.
 	Timeout time.Duration
+	// MaxBundle is the largest Bundle posted, in bytes; a message whose Bundle is larger (its
+	// attachments) is held as too large, never posted. Default and most record.MaxBundle (16 MiB);
+	// set it to the server's request limit if that is lower.
+	MaxBundle int
 	// Backoff says when failed messages are tried again; the zero value has record's defaults.
 	Backoff record.Backoff
 	// Client, if set, does the HTTP (tests); nil builds one from RootCAs.
@@ -118,6 +132,9 @@ func New(cfg Config, src Source, store Queue) (*Gateway, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MaxBundle <= 0 || cfg.MaxBundle > record.MaxBundle {
+		cfg.MaxBundle = record.MaxBundle
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -320,11 +337,24 @@ func (g *Gateway) persist(ch record.Changes) error {
 	return nil
 }
 
-// file resolves the message's patient and posts its Bundle.
+// file gathers the message's attachments, resolves its patient and posts its Bundle.
 func (g *Gateway) file(ctx context.Context, team crdt.TeamID, m crdt.MessageView) record.Outcome {
 	msg := record.Message{
 		ID: m.ID, Team: team, Author: m.Author, AuthorName: m.AuthorName, Sent: m.Time.Time(), Text: m.Text,
 		Priority: m.Priority, ReplyTo: m.ReplyTo, Gateway: g.src.DeviceID(), Recorded: g.cfg.Now(),
+	}
+	if len(m.Attachments) > 0 {
+		files, err := g.src.RecordAttachments(team, m)
+		if errors.Is(err, node.ErrAttachmentMissing) {
+			return record.Outcome{Code: record.WaitingAttachments}
+		}
+		if err != nil {
+			g.log.Warn("attachments do not open", "team", team, "message", m.ID.Short())
+			return record.Outcome{Code: record.Unmappable}
+		}
+		for _, f := range files {
+			msg.Attachments = append(msg.Attachments, record.File{Type: f.Type, Data: f.Data})
+		}
 	}
 	if m.Patient != "" {
 		ref, o := g.patient(ctx, m.Patient)
@@ -337,7 +367,11 @@ func (g *Gateway) file(ctx context.Context, team crdt.TeamID, m crdt.MessageView
 	if err != nil {
 		return record.Outcome{Code: record.Unmappable}
 	}
-	status, body, err := g.do(ctx, http.MethodPost, "", b.Marshal())
+	body := b.Marshal()
+	if len(body) > g.cfg.MaxBundle {
+		return record.Outcome{Code: record.TooLarge}
+	}
+	status, body, err := g.do(ctx, http.MethodPost, "", body)
 	if err != nil {
 		return record.Outcome{Code: record.Unreachable}
 	}
@@ -364,7 +398,8 @@ func (g *Gateway) patient(ctx context.Context, token string) (string, record.Out
 }
 
 // do sends one request to the server (path relative to the base, "" for the base) and reads at
-// most record.MaxResponse bytes of the answer.
+// most record.MaxResponse bytes of the answer, record.MaxTransactionResponse for a transaction
+// (the server may echo its attachments).
 func (g *Gateway) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
 	u := g.base.String() + "/" + path
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
@@ -389,7 +424,11 @@ func (g *Gateway) do(ctx context.Context, method, path string, body []byte) (int
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, record.MaxResponse+1))
+	limit := int64(record.MaxResponse)
+	if method == http.MethodPost {
+		limit = record.MaxTransactionResponse
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return 0, nil, err
 	}

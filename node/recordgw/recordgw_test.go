@@ -61,12 +61,18 @@ type gwNode struct {
 
 func startNode(t testing.TB, dir string, create bool, adjust func(*node.Config)) *gwNode {
 	t.Helper()
+	return startNamed(t, dir, create, "Clinic box", adjust)
+}
+
+// startNamed is startNode for a device of another name (a created store's).
+func startNamed(t testing.TB, dir string, create bool, name string, adjust func(*node.Config)) *gwNode {
+	t.Helper()
 	var st *storage.Store
 	var err error
 	if create {
 		st, err = storage.Create(dir, storage.Options{Passphrase: []byte(testPass), KDF: testKDF})
 		if err == nil {
-			_, err = node.Init(st, "Clinic box")
+			_, err = node.Init(st, name)
 		}
 	} else {
 		st, err = storage.Open(dir, storage.Options{Passphrase: []byte(testPass)})

@@ -118,8 +118,16 @@ func (b Backoff) Wait(c Code, attempts uint32) time.Duration {
 	for i := uint32(1); i < attempts && d < b.Max; i++ {
 		d *= 2
 	}
+	if c == WaitingAttachments {
+		// Looking again costs no request to the server, and the chunks may come any minute.
+		return min(d, b.Max, MaxWaitAttachments)
+	}
 	return min(d, b.Max)
 }
+
+// MaxWaitAttachments is the longest a message waiting for its attachments waits before the
+// gateway looks again whether they all came.
+const MaxWaitAttachments = time.Minute
 
 type entryKey struct {
 	team crdt.TeamID
