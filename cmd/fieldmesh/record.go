@@ -56,14 +56,19 @@ func readSmallFile(path, what string, limit int64) ([]byte, error) {
 func recordSyncCmd(g *globals) *cobra.Command {
 	var fhir, tokenFile, basicFile, caFile, profile, patientsFile string
 	var watch bool
+	var maxBundleKiB int
 	c := &cobra.Command{
 		Use:   "sync --fhir URL",
 		Short: "File the clinical teams' messages due for the record to a FHIR R4 server (run on an admin's device, usually the clinic box)",
 		Long: `Files every message of this device's clinical teams that carries a patient reference, or that
 its author marked for the record (send --for-record), and is not filed yet, to a FHIR R4 server: one
 transaction Bundle per message (profile "communication": a Communication and its Provenance;
-"observation": an Observation note and its Provenance). What the server confirms is published to the
-team as filed, and every device deletes the message's body a grace period (24 h) later.
+"observation": an Observation note and its Provenance). A message's attachments are filed with it
+(communication: payload.contentAttachment; observation: a Media for a photo, a DocumentReference for
+another file), once this device holds all of them, checked; it asks its peers for missing ones and
+the message waits meanwhile. A Bundle over --max-bundle is not posted and is held. What the server
+confirms is published to the team as filed, and every device deletes the message's body and
+attachments a grace period (24 h) later.
 
 Patient references are resolved with the server's Patient?identifier=TOKEN, or by a mapping table
 (--patients FILE: one "TOKEN Patient/id" line per token). A token that matches no patient is held
@@ -78,7 +83,10 @@ never from the command line, and are not stored.`,
 			if fhir == "" {
 				return errors.New("--fhir URL is required")
 			}
-			req := localapi.RecordSyncRequest{FHIR: fhir, Profile: profile, Watch: watch}
+			if maxBundleKiB < 1 || maxBundleKiB > record.MaxBundle>>10 {
+				return fmt.Errorf("--max-bundle: 1 to %d KiB", record.MaxBundle>>10)
+			}
+			req := localapi.RecordSyncRequest{FHIR: fhir, Profile: profile, Watch: watch, MaxBundle: maxBundleKiB << 10}
 			if _, err := record.ProfileByName(profile); err != nil {
 				return errors.New(strings.TrimPrefix(err.Error(), "record: "))
 			}
@@ -135,6 +143,7 @@ never from the command line, and are not stored.`,
 	f.StringVar(&caFile, "ca", "", "PEM file of the CAs to trust for an https server (default: the system's)")
 	f.StringVar(&profile, "profile", record.DefaultProfile, "mapping profile: communication or observation")
 	f.StringVar(&patientsFile, "patients", "", `patient mapping table: one "TOKEN Patient/id" line per token`)
+	f.IntVar(&maxBundleKiB, "max-bundle", record.MaxBundle>>10, "largest Bundle to post, in KiB: the record server's request limit, if lower (a message with larger attachments is held)")
 	f.BoolVar(&watch, "watch", false, "keep filing until interrupted; wait for the node when it is not running")
 	return c
 }

@@ -45,6 +45,8 @@ type RecordSyncRequest struct {
 	Patients string `json:"patients,omitempty"`
 	// Watch keeps filing, after every change and backoff, until the client goes away.
 	Watch bool `json:"watch,omitempty"`
+	// MaxBundle is the largest Bundle to post, in bytes (recordgw.Config.MaxBundle); 0: the default.
+	MaxBundle int `json:"max_bundle,omitempty"`
 }
 
 // RecordHeld is a message the gateway could not file yet.
@@ -85,7 +87,7 @@ func (s *Server) registerRecord(mux *http.ServeMux) {
 }
 
 func (s *Server) gateway(req RecordSyncRequest) (*recordgw.Gateway, error) {
-	cfg := recordgw.Config{FHIR: req.FHIR, Authorization: req.Authorization, Logger: s.Logger}
+	cfg := recordgw.Config{FHIR: req.FHIR, Authorization: req.Authorization, Logger: s.Logger, MaxBundle: req.MaxBundle}
 	if req.CA != "" {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM([]byte(req.CA)) {
