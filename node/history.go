@@ -93,6 +93,15 @@ func (n *Node) handleHistory(s network.Stream) {
 	}
 }
 
+// historyRefusal is the refusal the asker is shown: a sentence with no package prefix, which says
+// nothing of whether this device is in the team.
+type historyRefusal struct{}
+
+func (historyRefusal) Error() string {
+	return "a device hands its history only to another current device of its own person in the team"
+}
+func (historyRefusal) Unwrap() error { return device.ErrNotSamePerson }
+
 // historySource is the node's teams as historyproto.Serve sees them.
 type historySource struct{ n *Node }
 
@@ -101,17 +110,20 @@ var _ historyproto.Source = historySource{}
 func (h historySource) History(id crdt.TeamID, asker identity.DeviceID, after device.HistoryCursor, maxBytes int) (historyproto.Page, identity.NoisePublic, error) {
 	t := h.n.teamByID(id)
 	if t == nil {
-		return historyproto.Page{}, identity.NoisePublic{}, device.ErrNotSamePerson // the same answer as for a team it is in
+		return historyproto.Page{}, identity.NoisePublic{}, historyRefusal{} // the answer for a team it is in
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ops, next, more, err := t.core.HistoryFor(asker, after, maxBytes)
+	if errors.Is(err, device.ErrNotSamePerson) {
+		return historyproto.Page{}, identity.NoisePublic{}, historyRefusal{}
+	}
 	if err != nil {
 		return historyproto.Page{}, identity.NoisePublic{}, err
 	}
 	noise, ok := t.core.MemberNoise(asker)
 	if !ok {
-		return historyproto.Page{}, identity.NoisePublic{}, device.ErrNotSamePerson
+		return historyproto.Page{}, identity.NoisePublic{}, historyRefusal{}
 	}
 	return historyproto.Page{Ops: ops, Next: next, More: more}, noise, nil
 }

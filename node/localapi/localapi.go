@@ -239,6 +239,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAttachments(mux)
 	s.registerDuty(mux)
 	s.registerRecord(mux)
+	s.registerHistory(mux)
 	return mux
 }
 
