@@ -35,18 +35,21 @@ type historyState struct {
 	busy map[crdt.TeamID]bool // a hand-over of this team is running
 }
 
-// historySecret names the store secret holding a team's hand-over progress:
+// historySecret names the store secret holding the progress of a team's hand-over from one device
+// (each of the person's devices is asked once: one may hold history another lacks):
 //
 //	version 1 | done u8 | cursor time u64 | cursor op id
-func historySecret(id crdt.TeamID) string { return "history/" + hex.EncodeToString(id[:]) }
+func historySecret(id crdt.TeamID, from identity.DeviceID) string {
+	return "history/" + hex.EncodeToString(id[:]) + "/" + hex.EncodeToString(from[:])
+}
 
 type historyProgress struct {
 	done bool
 	at   device.HistoryCursor
 }
 
-func (n *Node) historyProgress(id crdt.TeamID) (historyProgress, error) {
-	b, err := n.st.Secret(historySecret(id))
+func (n *Node) historyProgress(id crdt.TeamID, from identity.DeviceID) (historyProgress, error) {
+	b, err := n.st.Secret(historySecret(id, from))
 	if errors.Is(err, storage.ErrNotFound) {
 		return historyProgress{}, nil
 	}
@@ -61,14 +64,14 @@ func (n *Node) historyProgress(id crdt.TeamID) (historyProgress, error) {
 	return p, nil
 }
 
-func (n *Node) putHistoryProgress(id crdt.TeamID, p historyProgress) error {
+func (n *Node) putHistoryProgress(id crdt.TeamID, from identity.DeviceID, p historyProgress) error {
 	b := []byte{1, 0}
 	if p.done {
 		b[1] = 1
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(p.at.Time))
 	b = append(b, p.at.ID[:]...)
-	return n.st.PutSecret(historySecret(id), b)
+	return n.st.PutSecret(historySecret(id, from), b)
 }
 
 // handleHistory serves the history protocol: pages of a team's history to another current device of
@@ -153,7 +156,7 @@ func (n *Node) FetchHistory(ctx context.Context, teamRef, deviceRef string) (int
 var errHistoryBusy = errors.New("node: a history hand-over of this team is already running")
 
 // historySoon starts a hand-over of t from p, if p is another device of this device's person and no
-// hand-over of t finished or is running.
+// hand-over of t from p finished or is running.
 func (n *Node) historySoon(p peer.ID, t *team) {
 	d, err := deviceOf(p)
 	if err != nil {
@@ -164,7 +167,7 @@ func (n *Node) historySoon(p peer.ID, t *team) {
 	if other, ok2 := s.PersonOf(d); !ok || !ok2 || other.ID != me.ID || d == n.id.Device.ID() {
 		return
 	}
-	if prog, err := n.historyProgress(t.id); err != nil || prog.done {
+	if prog, err := n.historyProgress(t.id, d); err != nil || prog.done {
 		return
 	}
 	n.goRun(func() {
@@ -192,7 +195,11 @@ func (n *Node) fetchHistory(ctx context.Context, t *team, p peer.ID, again bool)
 		delete(n.hist.busy, t.id)
 		n.hist.mu.Unlock()
 	}()
-	prog, err := n.historyProgress(t.id)
+	server, err := deviceOf(p)
+	if err != nil {
+		return 0, fmt.Errorf("node: %w", err)
+	}
+	prog, err := n.historyProgress(t.id, server)
 	if err != nil {
 		return 0, err
 	}
@@ -200,10 +207,6 @@ func (n *Node) fetchHistory(ctx context.Context, t *team, p peer.ID, again bool)
 		prog = historyProgress{}
 	} else if prog.done {
 		return 0, nil
-	}
-	server, err := deviceOf(p)
-	if err != nil {
-		return 0, fmt.Errorf("node: %w", err)
 	}
 	t.mu.Lock()
 	noise, ok := t.core.MemberNoise(server)
@@ -236,7 +239,7 @@ func (n *Node) fetchHistory(ctx context.Context, t *team, p peer.ID, again bool)
 			return kept, err
 		}
 		prog = historyProgress{done: !page.More, at: page.Next}
-		if err := n.putHistoryProgress(t.id, prog); err != nil {
+		if err := n.putHistoryProgress(t.id, server, prog); err != nil {
 			return kept, err
 		}
 		if !page.More {

@@ -100,39 +100,43 @@ func (t *Team) HistoryFor(d identity.DeviceID, after HistoryCursor, maxBytes int
 		}
 	}
 	var all []*crdt.Op
-	var sizes []int
-	total := 0
 	for _, op := range t.lg.Ops() {
 		if op.Kind.StartsEpoch() || op.Redacted() || !s.Counts(op.ID()) || readable[op.Seal.Epoch] || !t.keys.Held(op.Seal.Epoch) {
 			continue
 		}
-		n := len(op.Marshal())
-		all, sizes = append(all, op), append(sizes, n)
-		total += n
+		all = append(all, op)
 	}
-	for len(all) > 0 && total > MaxHistoryBytes { // the newest that fit
-		total -= sizes[0]
-		all, sizes = all[1:], sizes[1:]
+	if after == (HistoryCursor{}) {
+		// The first page starts at the oldest op of the newest MaxHistoryBytes; later pages go on
+		// from their cursor.
+		total := 0
+		for i := len(all) - 1; i >= 0; i-- {
+			total += len(all[i].Marshal())
+			if total > MaxHistoryBytes {
+				all = all[i+1:]
+				break
+			}
+		}
 	}
 	next = after
 	used := 0
-	for i, op := range all {
+	for _, op := range all {
 		if !after.before(op) {
 			continue
 		}
-		if used > 0 && used+sizes[i] > maxBytes {
+		b := op.Marshal()
+		if used > 0 && used+len(b) > maxBytes {
 			return page, next, true, nil
 		}
-		if sizes[i] > maxBytes {
+		next = HistoryCursor{op.Time, op.ID()}
+		if len(b) > maxBytes {
 			// Larger than a page can carry: left out (no message body
 			// comes near it; see node/historyproto).
-			t.log.Warn("an op too large for a history page is not handed over", "bytes", sizes[i])
-			next = HistoryCursor{op.Time, op.ID()}
+			t.log.Warn("an op too large for a history page is not handed over", "bytes", len(b))
 			continue
 		}
-		page = append(page, op.Marshal())
-		used += sizes[i]
-		next = HistoryCursor{op.Time, op.ID()}
+		page = append(page, b)
+		used += len(b)
 	}
 	return page, next, false, nil
 }

@@ -235,3 +235,65 @@ func TestHistoryRetention(t *testing.T) {
 		t.Errorf("past retention the new device still shows %q", got)
 	}
 }
+
+// BenchmarkHistoryHandover: a whole hand-over of 1,000 messages (and Ben's acknowledgements) from
+// Ann's device to her new one, in 60 KiB pages: serving (HistoryFor) and taking (AcceptHistory into
+// a device restored from its store before each run). It reports the bytes and pages handed over.
+func BenchmarkHistoryHandover(b *testing.B) {
+	h := newHarness(b, 11)
+	ann := h.create("Ann")
+	ben := h.join(ann, "Ben", false)
+	h.mesh(ann, ben)
+	for i := range 1000 {
+		d := ann
+		if i%3 == 0 {
+			d = ben
+		}
+		_, eff, err := d.team.Send(h.tick(time.Second), crdt.Message{Text: "obs round: bp, pulse, temp all recorded for bay " + string(rune('A'+i%26))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.apply(eff)
+	}
+	h.mesh(ann, ben)
+	_, eff, err := ben.team.Acks(h.tick(time.Second))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ben.apply(eff)
+	h.mesh(ann, ben)
+	ann2 := h.link(ann, "Ann's laptop")
+	h.mesh(ann, ann2)
+	const pageBytes = 60 << 10
+	var bytes, pages, kept int
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		ann2.restart(h.now) // its store never took the history: AcceptHistory's Write is not applied
+		b.StartTimer()
+		bytes, pages, kept = 0, 0, 0
+		var cur HistoryCursor
+		for {
+			page, next, more, err := ann.team.HistoryFor(ann2.dev.ID(), cur, pageBytes)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, op := range page {
+				bytes += len(op)
+			}
+			pages++
+			n, _, err := ann2.team.AcceptHistory(h.now, ann.dev.ID(), page)
+			if err != nil {
+				b.Fatal(err)
+			}
+			kept += n
+			if !more {
+				break
+			}
+			cur = next
+		}
+	}
+	b.ReportMetric(float64(bytes), "history-bytes")
+	b.ReportMetric(float64(pages), "pages")
+	b.ReportMetric(float64(kept), "ops-kept")
+}
