@@ -25,6 +25,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/audit"
+	"github.com/fieldmesh/fieldmesh/node/historyproto"
 	"github.com/fieldmesh/fieldmesh/node/lowdata"
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/node/proximity"
@@ -240,6 +241,7 @@ type Node struct {
 	low   *lowdata.Mode  // low-data mode (package lowdata)
 	audit *audit.Log     // the audit trail (auditing.go); nil without Config.AuditFile
 	att   attachments    // attachment fetches (attach.go)
+	hist  historyState   // history hand-overs to this device (history.go)
 }
 
 type syncStats struct {
@@ -432,6 +434,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
 	n.host.SetStreamHandler(ChunkProtocol, n.handleChunks)
 	n.host.SetStreamHandler(wipeproto.Protocol, n.wipeServer().Handle)
+	n.host.SetStreamHandler(historyproto.Protocol, n.handleHistory)
 	n.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if nw.Connectedness(c.RemotePeer()) != network.Connected {

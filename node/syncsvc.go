@@ -196,6 +196,7 @@ func (n *Node) syncDone(p peer.ID, t *team, held uint64) {
 	n.lowDataSynced(t)
 	n.rememberPeer(p)
 	n.fetchSoon(p, t)
+	n.historySoon(p, t)
 	if n.isRelayFor(p, t.topic) {
 		n.pushSoon(p, t)
 	}

@@ -72,23 +72,7 @@ func TestAttachmentE2E(t *testing.T) {
 
 	a := c.node(t, "A", "Dr Banda")
 	b := c.node(t, "B", "Nurse Phiri")
-	for _, n := range []*e2eNode{a, b} {
-		if res := n.run(t, "init", "--name", n.name); res.code != 0 {
-			t.Fatalf("%s: %s", n.label, res)
-		}
-		n.up(t)
-	}
-	var team e2eTeamOut
-	if err := c.decode("team create", a.runJSON(t, "team", "create", "Wound clinic", "--kind", "clinical"), &team, nil); err != nil {
-		t.Fatal(err)
-	}
-	var inv e2eInviteOut
-	if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, nil); err != nil {
-		t.Fatal(err)
-	}
-	if res := b.run(t, "team", "join", inv.Code); res.code != 0 {
-		t.Fatalf("B: %s", res)
-	}
+	team := e2eTeamUp(t, c, "Wound clinic", []string{"--kind", "clinical"}, a, b)
 
 	files := filepath.Join(c.root, "files") // outside every data directory, HOME and TMPDIR
 	if err := os.Mkdir(files, 0o700); err != nil {
@@ -275,52 +259,10 @@ func TestAttachmentRelayE2E(t *testing.T) {
 	}
 	c := e2eNewCluster(t)
 	wait := c.timeout(30 * time.Second)
-	r := c.node(t, "R", "")
 	a := c.node(t, "A", "Dr Mwale")
 	cc := c.node(t, "C", "CHW Tembo")
-	for _, n := range []*e2eNode{a, cc} {
-		if res := n.run(t, "init", "--name", n.name); res.code != 0 {
-			t.Fatalf("%s: %s", n.label, res)
-		}
-	}
-	rLog := e2eStartWatched(t, r, `msg="relay ready"`, "relay", "--listen=/ip4/127.0.0.1/tcp/0", "--log-level=debug")
-	var rst e2eRelayStatus
-	if err := c.decode("relay status", r.runJSON(t, "relay", "status"), &rst, nil); err != nil {
-		t.Fatal(err)
-	}
-	rAddr := ""
-	for _, ad := range rst.Addrs {
-		if strings.HasPrefix(ad, "/ip4/127.0.0.1/tcp/") {
-			rAddr = ad + "/p2p/" + rst.PeerID
-		}
-	}
-	if rAddr == "" {
-		t.Fatalf("relay status: no loopback TCP address among %q", rst.Addrs)
-	}
-	aLog := e2eUpWatched(t, a, "--relay="+rAddr)
-	var team e2eTeamOut
-	if err := c.decode("team create", a.runJSON(t, "team", "create", "Outreach"), &team, nil); err != nil {
-		t.Fatal(err)
-	}
-	var code struct {
-		Code string `json:"code"`
-	}
-	if err := json.Unmarshal(a.runJSON(t, "team", "relay-code", team.ID), &code); err != nil {
-		t.Fatal(err)
-	}
-	if res := r.run(t, "relay", "admit", code.Code); res.code != 0 {
-		t.Fatalf("R: %s", res)
-	}
-	aLog.waitLine(t, "A enrols at R", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
-	cLog := e2eUpWatched(t, cc, "--relay="+rAddr)
-	var inv e2eInviteOut
-	if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, nil); err != nil {
-		t.Fatal(err)
-	}
-	if res := cc.run(t, "team", "join", inv.Code); res.code != 0 {
-		t.Fatalf("C: %s", res)
-	}
-	cLog.waitLine(t, "C enrols at R", 0, wait, cc.daemon.exited, `msg="enrolled at relay"`)
+	team := e2eTeamWithRelay(t, c, "Outreach", a, cc)
+	r, rLog, aLog := team.R, team.RLog, team.Logs[a]
 	if err := cc.stop(t, e2eSignal); err != nil {
 		t.Errorf("C: exit: %v", err)
 	}

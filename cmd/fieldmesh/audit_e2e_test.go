@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -27,18 +26,9 @@ func TestAuditAndExportE2E(t *testing.T) {
 	}
 	c := e2eNewCluster(t)
 	a := c.node(t, "A", "Sister Banda")
-	if res := a.run(t, "init", "--name", a.name); res.code != 0 {
-		t.Fatalf("init: %s", res)
-	}
-	a.up(t)
 	run := e2eRunTag(t)
 	teamName := "Ward-" + run
-	var team struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(a.runJSON(t, "team", "create", teamName, "--kind", "clinical"), &team); err != nil {
-		t.Fatal(err)
-	}
+	team := e2eTeamUp(t, c, teamName, []string{"--kind", "clinical"}, a)
 	p1, p2 := "MRN-A-"+run, "MRN-B-"+run
 	texts := map[string]string{"one " + run: p1, "two <b>" + run + "</b>": p1, "other " + run: p2}
 	for text, p := range texts {

@@ -891,3 +891,114 @@ func e2eFiles(root string) (files int, size int64, err error) {
 	})
 	return files, size, err
 }
+
+// e2eInit runs `init --name` on each node and records its device id and peer id.
+func e2eInit(t *testing.T, c *e2eCluster, nodes ...*e2eNode) {
+	t.Helper()
+	for _, n := range nodes {
+		var in e2eInitOut
+		if err := c.decode("init", n.runJSON(t, "init", "--name", n.name), &in, e2eKeysInit); err != nil {
+			t.Fatalf("%s: init: %v", n.label, err)
+		}
+		n.device, n.peerID = in.Device, in.PeerID
+	}
+}
+
+// e2eJoin has each joiner join the team with a fresh invite code of admin's, and fails the test on
+// any error or a join into another team.
+func e2eJoin(t *testing.T, c *e2eCluster, admin *e2eNode, team string, joiners ...*e2eNode) {
+	t.Helper()
+	for _, n := range joiners {
+		var inv e2eInviteOut
+		if err := c.decode("team invite", admin.runJSON(t, "team", "invite", team), &inv, e2eKeysInvite); err != nil {
+			t.Fatal(err)
+		}
+		var joined e2eTeamOut
+		if err := c.decode("team join", n.runJSON(t, "team", "join", inv.Code), &joined, e2eKeysTeam); err != nil || joined.ID != team {
+			t.Fatalf("%s: team join: %+v, %v; want team %s", n.label, joined, err, team)
+		}
+	}
+}
+
+// e2eTeamUp initialises each node and starts its daemon (on loopback, no mDNS, no relay); the first
+// creates a team with `team create NAME CREATEARGS...`, and the others join it with invites of the
+// first's. It returns the team.
+func e2eTeamUp(t *testing.T, c *e2eCluster, name string, createArgs []string, nodes ...*e2eNode) e2eTeamOut {
+	t.Helper()
+	e2eInit(t, c, nodes...)
+	for _, n := range nodes {
+		n.up(t)
+	}
+	var team e2eTeamOut
+	if err := c.decode("team create", nodes[0].runJSON(t, append([]string{"team", "create", name}, createArgs...)...), &team, e2eKeysTeam); err != nil {
+		t.Fatal(err)
+	}
+	e2eJoin(t, c, nodes[0], team.ID, nodes[1:]...)
+	return team
+}
+
+// e2eStartRelay runs `fieldmesh relay` for r on loopback (debug logs, then extra flags), waits for its
+// readiness line, and returns its log lines, that line, its status and its loopback TCP address
+// (ending in /p2p/ID), which devices give as --relay.
+func e2eStartRelay(t *testing.T, c *e2eCluster, r *e2eNode, extra ...string) (lines *e2eLines, ready string, st e2eRelayStatus, addr string) {
+	t.Helper()
+	args := append([]string{"relay", "--listen=/ip4/127.0.0.1/tcp/0", "--log-level=debug"}, extra...)
+	lines = e2eStartWatched(t, r, `msg="relay ready"`, args...)
+	ready, _ = lines.waitLine(t, "R ready", 0, c.timeout(30*time.Second), r.daemon.exited, `msg="relay ready"`)
+	if err := c.decode("relay status", r.runJSON(t, "relay", "status"), &st, e2eKeysRelayStatus); err != nil {
+		t.Fatal(err)
+	}
+	for _, ad := range st.Addrs {
+		if strings.HasPrefix(ad, "/ip4/127.0.0.1/tcp/") {
+			addr = ad + "/p2p/" + st.PeerID
+		}
+	}
+	if addr == "" {
+		t.Fatalf("relay status: no loopback TCP address among %q", st.Addrs)
+	}
+	return lines, ready, st, addr
+}
+
+// e2eRelayTeam is a team carried by a clinic relay, as e2eTeamWithRelay started it.
+type e2eRelayTeam struct {
+	e2eTeamOut
+	R       *e2eNode
+	RLog    *e2eLines
+	RStatus e2eRelayStatus // as the relay reported it when it started
+	RAddr   string         // its loopback address, for --relay
+	// Logs are each device's log lines, by the device.
+	Logs map[*e2eNode]*e2eLines
+}
+
+// e2eTeamWithRelay starts a relay R, initialises the devices and starts each with --relay R; the
+// first creates the team teamName and has R admit it (`team relay-code`, `relay admit`), and the
+// others join with invites of the first's. It returns once every device logged that it enrolled at R.
+func e2eTeamWithRelay(t *testing.T, c *e2eCluster, teamName string, devices ...*e2eNode) *e2eRelayTeam {
+	t.Helper()
+	wait := c.timeout(30 * time.Second)
+	rt := &e2eRelayTeam{R: c.node(t, "R", ""), Logs: make(map[*e2eNode]*e2eLines)}
+	e2eInit(t, c, devices...)
+	rt.RLog, _, rt.RStatus, rt.RAddr = e2eStartRelay(t, c, rt.R)
+	for _, n := range devices {
+		rt.Logs[n] = e2eUpWatched(t, n, "--relay="+rt.RAddr)
+	}
+	admin := devices[0]
+	if err := c.decode("team create", admin.runJSON(t, "team", "create", teamName), &rt.e2eTeamOut, e2eKeysTeam); err != nil {
+		t.Fatal(err)
+	}
+	var code struct {
+		Code string `json:"code"`
+	}
+	if err := json.Unmarshal(admin.runJSON(t, "team", "relay-code", rt.ID), &code); err != nil {
+		t.Fatal(err)
+	}
+	rt.R.runJSON(t, "relay", "admit", code.Code)
+	rt.Logs[admin].waitLine(t, admin.label+" enrols at R", 0, wait, admin.daemon.exited, `msg="enrolled at relay"`)
+	for _, n := range devices[1:] {
+		e2eJoin(t, c, admin, rt.ID, n)
+		// The joiner may be refused once, if it enrols before the admin's roster naming it reaches R;
+		// it retries.
+		rt.Logs[n].waitLine(t, n.label+" enrols at R", 0, wait, n.daemon.exited, `msg="enrolled at relay"`)
+	}
+	return rt
+}

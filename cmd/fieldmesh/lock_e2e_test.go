@@ -28,62 +28,12 @@ func TestRemoteWipeE2E(t *testing.T) {
 		t.Skip("end-to-end: needs Linux (unix sockets)")
 	}
 	c := e2eNewCluster(t)
-	r := c.node(t, "R", "")
 	a := c.node(t, "A", "Sister Banda")
 	b := c.node(t, "B", "Lost Phone")
 	cc := c.node(t, "C", "CHW Tembo")
-	for _, n := range []*e2eNode{a, b, cc} {
-		var in e2eInitOut
-		if err := c.decode("init", n.runJSON(t, "init", "--name", n.name), &in, e2eKeysInit); err != nil {
-			t.Fatal(err)
-		}
-		n.device, n.peerID = in.Device, in.PeerID
-	}
 	wait := c.timeout(30 * time.Second)
-
-	rLog := e2eStartWatched(t, r, `msg="relay ready"`, "relay", "--listen=/ip4/127.0.0.1/tcp/0", "--log-level=debug")
-	var rst e2eRelayStatus
-	if err := c.decode("relay status", r.runJSON(t, "relay", "status"), &rst, e2eKeysRelayStatus); err != nil {
-		t.Fatal(err)
-	}
-	rAddr := ""
-	for _, ad := range rst.Addrs {
-		if strings.HasPrefix(ad, "/ip4/127.0.0.1/tcp/") {
-			rAddr = ad + "/p2p/" + rst.PeerID
-		}
-	}
-	if rAddr == "" {
-		t.Fatalf("relay status: no loopback TCP address among %q", rst.Addrs)
-	}
-	aLog := e2eUpWatched(t, a, "--relay="+rAddr)
-	bLog := e2eUpWatched(t, b, "--relay="+rAddr)
-	cLog := e2eUpWatched(t, cc, "--relay="+rAddr)
-
-	var team e2eTeamOut
-	if err := c.decode("team create", a.runJSON(t, "team", "create", "Wipe Test Ward"), &team, e2eKeysTeam); err != nil {
-		t.Fatal(err)
-	}
-	var code struct {
-		Code string `json:"code"`
-	}
-	if err := json.Unmarshal(a.runJSON(t, "team", "relay-code", team.ID), &code); err != nil {
-		t.Fatal(err)
-	}
-	r.runJSON(t, "relay", "admit", code.Code)
-	aLog.waitLine(t, "A enrols at R", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
-	for _, n := range []struct {
-		node *e2eNode
-		log  *e2eLines
-	}{{b, bLog}, {cc, cLog}} {
-		var inv e2eInviteOut
-		if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, e2eKeysInvite); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.decode("team join", n.node.runJSON(t, "team", "join", inv.Code), new(e2eTeamOut), e2eKeysTeam); err != nil {
-			t.Fatal(err)
-		}
-		n.log.waitLine(t, n.node.label+" enrols at R", 0, wait, n.node.daemon.exited, `msg="enrolled at relay"`)
-	}
+	team := e2eTeamWithRelay(t, c, "Wipe Test Ward", a, b, cc)
+	r, rLog, rAddr := team.R, team.RLog, team.RAddr
 	if res := a.run(t, "send", team.ID, "Bed 4: BP 160/110", "--patient", "MRN-448812"); res.code != 0 {
 		t.Fatal(res)
 	}
@@ -111,7 +61,7 @@ func TestRemoteWipeE2E(t *testing.T) {
 	}
 
 	// B comes back and meets only R.
-	bLog = e2eStartWatched(t, b, `msg="wipe order accepted: wiping this device"`, "up", "--no-mdns", "--listen=/ip4/127.0.0.1/tcp/0", "--log-level=debug")
+	bLog := e2eStartWatched(t, b, `msg="wipe order accepted: wiping this device"`, "up", "--no-mdns", "--listen=/ip4/127.0.0.1/tcp/0", "--log-level=debug")
 	select {
 	case <-b.daemon.exited:
 	case <-time.After(wait):
@@ -133,7 +83,7 @@ func TestRemoteWipeE2E(t *testing.T) {
 	}
 
 	// C, started again, meets R and keeps its store.
-	cLog = e2eUpWatched(t, cc, "--relay="+rAddr)
+	cLog := e2eUpWatched(t, cc, "--relay="+rAddr)
 	cLog.waitLine(t, "C enrols at R again", 0, wait, cc.daemon.exited, `msg="enrolled at relay"`)
 	if _, err := os.Stat(filepath.Join(cc.dir, "keyring")); err != nil {
 		t.Errorf("C: keyring after meeting R: %v", err)
@@ -167,12 +117,7 @@ func TestLockUnlockWipeE2E(t *testing.T) {
 	}
 	c := e2eNewCluster(t)
 	a := c.node(t, "A", "Sister Banda")
-	a.runJSON(t, "init", "--name", a.name)
-	a.up(t)
-	var team e2eTeamOut
-	if err := c.decode("team create", a.runJSON(t, "team", "create", "Lock Test Ward"), &team, e2eKeysTeam); err != nil {
-		t.Fatal(err)
-	}
+	team := e2eTeamUp(t, c, "Lock Test Ward", nil, a)
 	const text, patient = "Bed 9: glucose 2.1, giving dextrose", "MRN-775511"
 	if res := a.run(t, "send", team.ID, text, "--patient", patient); res.code != 0 {
 		t.Fatal(res)

@@ -126,7 +126,7 @@ func deviceCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	c.AddCommand(link, remove)
+	c.AddCommand(link, remove, deviceHistoryCmd(g))
 	return c
 }
 

@@ -194,13 +194,7 @@ func TestRelayE2E(t *testing.T) {
 	a := c.node(t, "A", "Dr Mwale")
 	b := c.node(t, "B", "Nurse Zulu")
 	x := c.node(t, "X", "CHW Outsider")
-	for _, n := range []*e2eNode{a, b, x} {
-		var in e2eInitOut
-		if err := c.decode("init", n.runJSON(t, "init", "--name", n.name), &in, e2eKeysInit); err != nil {
-			t.Fatal(err)
-		}
-		n.device, n.peerID = in.Device, in.PeerID
-	}
+	e2eInit(t, c, a, b, x)
 	wait := c.timeout(30 * time.Second)
 
 	t.Run("no relay running", func(t *testing.T) {
@@ -211,24 +205,10 @@ func TestRelayE2E(t *testing.T) {
 	})
 
 	// --- The relay.
-	rLog := e2eStartWatched(t, r, `msg="relay ready"`, "relay", "--listen=/ip4/127.0.0.1/tcp/0", "--metrics=127.0.0.1:0", "--log-level=debug")
-	readyLine, _ := rLog.waitLine(t, "R ready", 0, wait, r.daemon.exited, `msg="relay ready"`)
+	rLog, readyLine, rst, rAddr := e2eStartRelay(t, c, r, "--metrics=127.0.0.1:0")
 	info, err := os.Stat(filepath.Join(r.dir, "relay.key"))
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("R's key file: %v, mode %v; want 0600", err, info.Mode().Perm())
-	}
-	var rst e2eRelayStatus
-	if err := c.decode("relay status", r.runJSON(t, "relay", "status"), &rst, e2eKeysRelayStatus); err != nil {
-		t.Fatal(err)
-	}
-	rAddr := ""
-	for _, ad := range rst.Addrs {
-		if strings.HasPrefix(ad, "/ip4/127.0.0.1/tcp/") {
-			rAddr = ad + "/p2p/" + rst.PeerID
-		}
-	}
-	if rAddr == "" {
-		t.Fatalf("relay status: no loopback TCP address among %q", rst.Addrs)
 	}
 
 	// --- A and B, with R; the team; R admits it; B joins.

@@ -22,71 +22,18 @@ func TestRelayLeaverE2E(t *testing.T) {
 		t.Skip("end-to-end: needs Linux (unix sockets)")
 	}
 	c := e2eNewCluster(t)
-	r := c.node(t, "R", "")
 	a := c.node(t, "A", "Sister Banda")
 	b := c.node(t, "B", "Nurse Phiri")
 	cc := c.node(t, "C", "CHW Leaver")
 	d := c.node(t, "D", "CHW Newcomer")
-	for _, n := range []*e2eNode{a, b, cc, d} {
-		var in e2eInitOut
-		if err := c.decode("init", n.runJSON(t, "init", "--name", n.name), &in, e2eKeysInit); err != nil {
-			t.Fatal(err)
-		}
-		n.device, n.peerID = in.Device, in.PeerID
-	}
 	wait := c.timeout(30 * time.Second)
-
-	rLog := e2eStartWatched(t, r, `msg="relay ready"`, "relay", "--listen=/ip4/127.0.0.1/tcp/0", "--log-level=debug")
-	rLog.waitLine(t, "R ready", 0, wait, r.daemon.exited, `msg="relay ready"`)
-	var rst e2eRelayStatus
-	if err := c.decode("relay status", r.runJSON(t, "relay", "status"), &rst, e2eKeysRelayStatus); err != nil {
-		t.Fatal(err)
-	}
-	rAddr := ""
-	for _, ad := range rst.Addrs {
-		if strings.HasPrefix(ad, "/ip4/127.0.0.1/tcp/") {
-			rAddr = ad + "/p2p/" + rst.PeerID
-		}
-	}
-	if rAddr == "" {
-		t.Fatalf("relay status: no loopback TCP address among %q", rst.Addrs)
-	}
-	aLog := e2eUpWatched(t, a, "--relay="+rAddr)
-	bLog := e2eUpWatched(t, b, "--relay="+rAddr)
-	cLog := e2eUpWatched(t, cc, "--relay="+rAddr)
-	dLog := e2eUpWatched(t, d) // never given R's address
-
-	var team e2eTeamOut
-	if err := c.decode("team create", a.runJSON(t, "team", "create", "Leaver Test Ward"), &team, e2eKeysTeam); err != nil {
-		t.Fatal(err)
-	}
-	var code struct {
-		Code string `json:"code"`
-	}
-	if err := json.Unmarshal(a.runJSON(t, "team", "relay-code", team.ID), &code); err != nil {
-		t.Fatal(err)
-	}
-	from := rLog.count()
-	r.runJSON(t, "relay", "admit", code.Code)
-	aLog.waitLine(t, "A enrols at R", 0, wait, a.daemon.exited, `msg="enrolled at relay"`)
-	rLog.waitLine(t, "R takes A's first roster", from, wait, r.daemon.exited, `msg="topic roster updated"`, "seq=1")
+	team := e2eTeamWithRelay(t, c, "Leaver Test Ward", a, b, cc)
+	r, rLog, rst := team.R, team.RLog, team.RStatus
+	aLog, cLog := team.Logs[a], team.Logs[cc]
+	rLog.waitLine(t, "R takes A's first roster", 0, wait, r.daemon.exited, `msg="topic roster updated"`, "seq=1")
 	aLog.waitLine(t, "A tells the team about R", 0, wait, a.daemon.exited, `msg="told the team about its relay"`)
-	for _, n := range []struct {
-		node *e2eNode
-		log  *e2eLines
-	}{{b, bLog}, {cc, cLog}} {
-		var inv e2eInviteOut
-		if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, e2eKeysInvite); err != nil {
-			t.Fatal(err)
-		}
-		var joined e2eTeamOut
-		if err := c.decode("team join", n.node.runJSON(t, "team", "join", inv.Code), &joined, e2eKeysTeam); err != nil || joined.ID != team.ID {
-			t.Fatalf("%s: team join: %+v, %v", n.node.label, joined, err)
-		}
-		// The joiner may be refused once, if it enrols before A's roster naming it reaches R; it
-		// retries.
-		n.log.waitLine(t, n.node.label+" enrols at R", 0, wait, n.node.daemon.exited, `msg="enrolled at relay"`)
-	}
+	e2eInit(t, c, d)
+	dLog := e2eUpWatched(t, d) // never given R's address
 
 	// D joins now, and finds R through the team: within a minute, with no address typed.
 	var inv e2eInviteOut
@@ -119,7 +66,7 @@ func TestRelayLeaverE2E(t *testing.T) {
 	}
 
 	// A removes C, who stays up.
-	from = rLog.count()
+	from := rLog.count()
 	fromC := cLog.count()
 	if res := a.run(t, "team", "remove", team.ID, cc.name); res.code != 0 {
 		t.Fatalf("A: team remove C: exit %d: %s", res.code, res.stderr)

@@ -18,6 +18,7 @@
 //	GET  /v1/ui                                               {"url"}: the web UI's sign-in address
 //	                                                           (with this start's token in its fragment)
 //	     /v1/members, /v1/devices, /v1/verify              membership and safety numbers: see members.go
+//	POST /v1/devices/history   {"team","device"}               history from another device of yours: history.go
 //	     /v1/export, /v1/audit/...                         subject-access export, audit trail: see audit.go
 //	POST /v1/remote-wipe       {"team","device","ttl"}         an admin removes a lost device and issues its
 //	                                                           wipe order (lock.go)
@@ -241,6 +242,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAttachments(mux)
 	s.registerDuty(mux)
 	s.registerRecord(mux)
+	s.registerHistory(mux)
 	return mux
 }
 

@@ -349,7 +349,9 @@ func (t *Team) carry(h *held, o *teamkeys.Opened, eff *Effects) outcome {
 		}
 	}
 	t.stored[h.env.ID] = struct{}{}
-	t.carried[h.env.ID] = o.Tag
+	if !t.lg.Has(h.env.ID) { // its op may be in the log already: history handed over (AcceptHistory)
+		t.carried[h.env.ID] = o.Tag
+	}
 	eff.Write.Envelopes = append(eff.Write.Envelopes, Record{Time: uint64(h.env.Time), ID: h.env.ID, Data: h.raw})
 	return oAccepted
 }

@@ -244,6 +244,7 @@ type Team struct {
 	rekeyAt     time.Time // when an admin re-keys what the state asks for (jitter); zero: not scheduled
 	evidence    []crdt.Evidence
 	reported    map[position]bool    // equivocations already turned into evidence
+	retired     map[uint32]bool      // epoch tags whose history retireHistory deleted
 	republished map[evidenceKey]bool // evidence published again in an epoch
 }
 
@@ -279,6 +280,7 @@ func newTeam(cfg Config) (*Team, error) {
 		reads:       make(map[crdt.OpID]struct{}),
 		alerts:      duty.NewTracker(cfg.Device.ID(), cfg.ReviewEvery),
 		reported:    make(map[position]bool),
+		retired:     make(map[uint32]bool),
 		republished: make(map[evidenceKey]bool),
 	}
 	t.clock.Now = func() time.Time { return t.now }

@@ -223,6 +223,7 @@ func (t *Team) forgetOld(eff *Effects) {
 		}
 	}
 	t.redactEpochs(tags, eff)
+	t.retireHistory(s, cutoff, eff)
 	if forgot > 0 {
 		eff.Write.Keys = t.keys.Marshal()
 		t.log.Info("destroyed old epoch keys", "epochs", forgot)
