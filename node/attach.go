@@ -401,7 +401,7 @@ func (n *Node) dropChunks(owners []crdt.OpID) error {
 	if len(owners) == 0 {
 		return nil
 	}
-	ids := make([][32]byte, len(owners))
+	ids := make([][storage.IDSize]byte, len(owners))
 	for i, o := range owners {
 		ids[i] = o
 	}

@@ -121,7 +121,7 @@ func (n *Node) commitWrite(t *team, w device.Write) (err error) {
 			n.auditWrite(t, w)
 		}
 	}()
-	ops := make(map[[32]byte]storage.OpRecord, len(b.Ops))
+	ops := make(map[[storage.IDSize]byte]storage.OpRecord, len(b.Ops))
 	for _, o := range b.Ops {
 		ops[o.ID] = o
 	}

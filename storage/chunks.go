@@ -10,8 +10,8 @@ import (
 // The keyspaces of attachment chunks (prefixes in keys.go):
 //
 //	0x40 chunk        0x40 | address 32             -> sealed chunk
-//	0x41 chunk owner  0x41 | owner 32 | address 32  -> nothing
-//	0x42 owner index  0x42 | address 32 | owner 32  -> nothing
+//	0x41 chunk owner  0x41 | owner 16 | address 32  -> nothing
+//	0x42 owner index  0x42 | address 32 | owner 16  -> nothing
 //
 // A chunk is stored under its address (the SHA-256 of its sealed bytes,
 // which the caller checked) and belongs to one or more owners: the op ids
@@ -29,15 +29,15 @@ var ErrChunkTooBig = errors.New("storage: chunk too big")
 
 func chunkKey(addr [32]byte) []byte { return idKey(prefixChunk, addr[:]) }
 
-func chunkOwnerKey(owner, addr [32]byte) []byte {
-	b := make([]byte, 0, 65)
+func chunkOwnerKey(owner [IDSize]byte, addr [32]byte) []byte {
+	b := make([]byte, 0, 1+IDSize+32)
 	b = append(b, prefixChunkOwner)
 	b = append(b, owner[:]...)
 	return append(b, addr[:]...)
 }
 
-func chunkIndexKey(addr, owner [32]byte) []byte {
-	b := make([]byte, 0, 65)
+func chunkIndexKey(addr [32]byte, owner [IDSize]byte) []byte {
+	b := make([]byte, 0, 1+IDSize+32)
 	b = append(b, prefixChunkIndex)
 	b = append(b, addr[:]...)
 	return append(b, owner[:]...)
@@ -47,7 +47,7 @@ func chunkIndexKey(addr, owner [32]byte) []byte {
 // transaction (the chunk and both index entries). Storing a chunk already
 // stored only adds the owner. The store does not check that addr is the
 // chunk's hash: the caller did (sync/attach).
-func (s *Store) PutChunk(owner, addr [32]byte, sealed []byte) error {
+func (s *Store) PutChunk(owner [IDSize]byte, addr [32]byte, sealed []byte) error {
 	if len(sealed) == 0 || len(sealed) > MaxChunk {
 		return fmt.Errorf("%w: %d bytes", ErrChunkTooBig, len(sealed))
 	}
@@ -90,14 +90,14 @@ func (s *Store) HasChunk(addr [32]byte) (bool, error) {
 }
 
 // ChunksOf returns the addresses of the chunks stored for owner.
-func (s *Store) ChunksOf(owner [32]byte) ([][32]byte, error) {
+func (s *Store) ChunksOf(owner [IDSize]byte) ([][32]byte, error) {
 	var out [][32]byte
 	err := s.scan(append([]byte{prefixChunkOwner}, owner[:]...), nil, func(k, _ []byte) error {
-		if len(k) != 65 {
+		if len(k) != 1+IDSize+32 {
 			return fmt.Errorf("%w: chunk owner key %x", ErrCorrupt, k)
 		}
 		var a [32]byte
-		copy(a[:], k[33:])
+		copy(a[:], k[1+IDSize:])
 		out = append(out, a)
 		return nil
 	})
@@ -117,7 +117,7 @@ func (s *Store) ChunkBytes() (n int, bytes int64, err error) {
 // DeleteChunksOf drops owners' claims on their chunks and deletes every
 // chunk that no other owner claims. It returns how many chunks it deleted.
 // Their data stays readable in the files until the next Collect.
-func (s *Store) DeleteChunksOf(owners [][32]byte) (int, error) {
+func (s *Store) DeleteChunksOf(owners [][IDSize]byte) (int, error) {
 	var keys [][]byte
 	gone := map[[32]byte]bool{}
 	for _, owner := range owners {
@@ -129,10 +129,10 @@ func (s *Store) DeleteChunksOf(owners [][32]byte) (int, error) {
 			keys = append(keys, chunkOwnerKey(owner, a), chunkIndexKey(a, owner))
 			others := 0
 			err := s.scan(append([]byte{prefixChunkIndex}, a[:]...), nil, func(k, _ []byte) error {
-				if len(k) != 65 {
+				if len(k) != 1+32+IDSize {
 					return fmt.Errorf("%w: chunk index key %x", ErrCorrupt, k)
 				}
-				if [32]byte(k[33:65]) != owner && !containsOwner(owners, [32]byte(k[33:65])) {
+				if o := [IDSize]byte(k[33:]); o != owner && !containsOwner(owners, o) {
 					others++
 				}
 				return nil
@@ -152,7 +152,7 @@ func (s *Store) DeleteChunksOf(owners [][32]byte) (int, error) {
 	return len(gone), nil
 }
 
-func containsOwner(owners [][32]byte, o [32]byte) bool {
+func containsOwner(owners [][IDSize]byte, o [IDSize]byte) bool {
 	for _, x := range owners {
 		if x == o {
 			return true

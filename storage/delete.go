@@ -41,7 +41,7 @@ const gcDiscardRatio = 0.01
 type OpKey struct {
 	Team [32]byte
 	Time uint64
-	ID   [32]byte
+	ID   [IDSize]byte
 }
 
 // DeleteOps deletes the opened ops at keys (absent ones are ignored). Their
@@ -57,7 +57,7 @@ func (s *Store) DeleteOps(keys []OpKey) error {
 // DeleteEnvelopes deletes the sealed envelopes with these ids, and their id
 // index entries (absent ones are ignored). Their data stays readable in the
 // files until the next Collect.
-func (s *Store) DeleteEnvelopes(ids [][32]byte) error {
+func (s *Store) DeleteEnvelopes(ids [][IDSize]byte) error {
 	var ks [][]byte
 	for _, id := range ids {
 		r, err := s.Envelope(id)

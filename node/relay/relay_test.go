@@ -33,6 +33,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/node/meshconf"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayclient"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
@@ -90,11 +91,11 @@ func newTestRelay(t *testing.T, cfg Config) (*Relay, *logBuffer) {
 // memSource is a device's envelopes of one topic, in memory.
 type memSource struct {
 	mu   sync.Mutex
-	recs map[[32]byte]record
+	recs map[crdt.OpID]record
 }
 
 func newMemSource(recs ...record) *memSource {
-	s := &memSource{recs: make(map[[32]byte]record)}
+	s := &memSource{recs: make(map[crdt.OpID]record)}
 	s.add(recs...)
 	return s
 }
@@ -123,7 +124,7 @@ func (s *memSource) Items() ([]recon.Item, error) {
 	return out, nil
 }
 
-func (s *memSource) Envelope(id [32]byte) ([]byte, error) {
+func (s *memSource) Envelope(id [recon.IDSize]byte) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.recs[id]

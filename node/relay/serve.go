@@ -247,8 +247,8 @@ type source struct {
 	topic envelope.Topic
 }
 
-func (s source) Items() ([]recon.Item, error)         { return s.st.items(s.topic) }
-func (s source) Envelope(id [32]byte) ([]byte, error) { return s.st.envelope(s.topic, id) }
+func (s source) Items() ([]recon.Item, error)                   { return s.st.items(s.topic) }
+func (s source) Envelope(id [recon.IDSize]byte) ([]byte, error) { return s.st.envelope(s.topic, id) }
 
 // handleSync answers a reconciliation session opened by an enrolled device: the hello names the topic
 // (recon.Hello), the relay answers recon.AnswerSync, then recon frames follow, served from the relay's

@@ -16,6 +16,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
@@ -27,10 +28,10 @@ import (
 //
 // Keyspaces (the first byte of every key):
 //
-//	0x01 meta      0x01 | name                        -> value ("version" = 3, "identity")
-//	0x02 envelope  0x02 | topic 16 | time u64 | id 32 -> marshalled envelope
-//	0x03 by id     0x03 | id 32                       -> topic 16 | time u64 | size u32
-//	0x04 by time   0x04 | time u64 | id 32            -> topic 16 | size u32
+//	0x01 meta      0x01 | name                        -> value ("version" = 4, "identity")
+//	0x02 envelope  0x02 | topic 16 | time u64 | id 16 -> marshalled envelope
+//	0x03 by id     0x03 | id 16                       -> topic 16 | time u64 | size u32
+//	0x04 by time   0x04 | time u64 | id 16            -> topic 16 | size u32
 //	0x05 topic     0x05 | topic 16                    -> relay key 32 | admitted unix seconds u64 | admin 32
 //	0x06 device    0x06 | topic 16 | peer id          -> last enrolled unix seconds u64
 //	0x07 roster    0x07 | topic 16                    -> the topic's roster (relayproto.Roster.Marshal)
@@ -47,8 +48,15 @@ const (
 	pDevice   byte = 0x06
 	pRoster   byte = 0x07
 
-	storeVersion = 3
-	dbDirName    = "relay-db"
+	storeVersion = 4
+
+	// idSize is the length of an envelope id (a crdt.OpID), and
+	// envKeyLen and timeKeyLen those of the keys of 0x02 and 0x04.
+	idSize     = len(crdt.OpID{})
+	envKeyLen  = 1 + 16 + 8 + idSize
+	timeKeyLen = 1 + 8 + idSize
+
+	dbDirName = "relay-db"
 	// EntryOverhead is what the quota counts for one stored envelope on top of its own bytes: its three
 	// keys and index values.
 	EntryOverhead = 192
@@ -78,14 +86,14 @@ type store struct {
 	count  int64
 	bytes  int64 // envelope bytes plus EntryOverhead each, and chunk bytes plus chunkOverhead each
 	topics map[envelope.Topic]*topicCount
-	owners map[[32]byte]int64 // envelope id -> its chunks' bytes as counted (chunks.go)
+	owners map[crdt.OpID]int64 // envelope id -> its chunks' bytes as counted (chunks.go)
 }
 
 // record is an envelope to store.
 type record struct {
 	Topic envelope.Topic
 	Time  uint64
-	ID    [32]byte
+	ID    crdt.OpID
 	Data  []byte
 }
 
@@ -171,18 +179,18 @@ func (s *store) putMeta(name string, v []byte) error {
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(append([]byte{pMeta}, name...), v) })
 }
 
-func envKey(t envelope.Topic, time uint64, id [32]byte) []byte {
-	b := make([]byte, 0, 1+16+8+32)
+func envKey(t envelope.Topic, time uint64, id crdt.OpID) []byte {
+	b := make([]byte, 0, envKeyLen)
 	b = append(b, pEnvelope)
 	b = append(b, t[:]...)
 	b = binary.BigEndian.AppendUint64(b, time)
 	return append(b, id[:]...)
 }
 
-func idKey(id [32]byte) []byte { return append([]byte{pByID}, id[:]...) }
+func idKey(id crdt.OpID) []byte { return append([]byte{pByID}, id[:]...) }
 
-func timeKey(time uint64, id [32]byte) []byte {
-	b := make([]byte, 0, 1+8+32)
+func timeKey(time uint64, id crdt.OpID) []byte {
+	b := make([]byte, 0, timeKeyLen)
 	b = append(b, pByTime)
 	b = binary.BigEndian.AppendUint64(b, time)
 	return append(b, id[:]...)
@@ -194,7 +202,7 @@ func timeKey(time uint64, id [32]byte) []byte {
 func (s *store) put(recs []record, horizon func(envelope.Topic) uint64) (added []record, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	seen := make(map[[32]byte]bool, len(recs))
+	seen := make(map[crdt.OpID]bool, len(recs))
 	for len(recs) > 0 {
 		n, size := 0, 0
 		for n < len(recs) && (n == 0 || size+len(recs[n].Data) <= putChunk) && n < 1000 {
@@ -247,7 +255,7 @@ func (s *store) put(recs []record, horizon func(envelope.Topic) uint64) (added [
 }
 
 // has reports whether an envelope with this id is stored.
-func (s *store) has(id [32]byte) (bool, error) {
+func (s *store) has(id crdt.OpID) (bool, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		_, err := txn.Get(idKey(id))
 		return err
@@ -270,7 +278,7 @@ func (s *store) items(t envelope.Topic) ([]recon.Item, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
-			if len(k) != 1+16+8+32 {
+			if len(k) != envKeyLen {
 				return fmt.Errorf("relay: corrupt envelope key %x", k)
 			}
 			var item recon.Item
@@ -287,7 +295,7 @@ func (s *store) items(t envelope.Topic) ([]recon.Item, error) {
 }
 
 // envelope returns the stored envelope with this id if it belongs to topic t.
-func (s *store) envelope(t envelope.Topic, id [32]byte) ([]byte, error) {
+func (s *store) envelope(t envelope.Topic, id crdt.OpID) ([]byte, error) {
 	var v []byte
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(idKey(id))
@@ -323,7 +331,7 @@ type dropped struct {
 // victim is a stored envelope to drop.
 type victim struct {
 	time  uint64
-	id    [32]byte
+	id    crdt.OpID
 	topic envelope.Topic
 	size  int64
 }
@@ -336,7 +344,7 @@ func (s *store) evict(keep func(time uint64, bytes int64) bool) (dropped, error)
 		defer s.mu.Unlock()
 		return s.bytes
 	}, keep, func(k, v []byte) (victim, error) {
-		if len(k) != 1+8+32 || len(v) != 20 {
+		if len(k) != timeKeyLen || len(v) != 20 {
 			return victim{}, fmt.Errorf("relay: corrupt time entry %x", k)
 		}
 		vi := victim{time: binary.BigEndian.Uint64(k[1:9]), topic: envelope.Topic(v[:16]), size: int64(binary.BigEndian.Uint32(v[16:]))}
@@ -350,7 +358,7 @@ func (s *store) evict(keep func(time uint64, bytes int64) bool) (dropped, error)
 func (s *store) evictTopic(t envelope.Topic, keep func(time uint64, bytes int64) bool) (dropped, error) {
 	prefix := append([]byte{pEnvelope}, t[:]...)
 	return s.evictScan(prefix, func() int64 { return s.topicBytes(t) }, keep, func(k, v []byte) (victim, error) {
-		if len(k) != 1+16+8+32 {
+		if len(k) != envKeyLen {
 			return victim{}, fmt.Errorf("relay: corrupt envelope key %x", k)
 		}
 		vi := victim{time: binary.BigEndian.Uint64(k[17:25]), topic: t, size: int64(len(v))}
@@ -451,7 +459,7 @@ func (s *store) oldest(t envelope.Topic) (uint64, bool) {
 		defer it.Close()
 		it.Rewind()
 		if it.Valid() {
-			if k := it.Item().Key(); len(k) == 1+16+8+32 {
+			if k := it.Item().Key(); len(k) == envKeyLen {
 				time, found = binary.BigEndian.Uint64(k[17:25]), true
 			}
 		}

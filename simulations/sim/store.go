@@ -111,7 +111,7 @@ type view struct {
 
 func (v *view) Items() ([]recon.Item, error) { return v.items, nil }
 
-func (v *view) Envelope(id [32]byte) ([]byte, error) {
+func (v *view) Envelope(id [recon.IDSize]byte) ([]byte, error) {
 	b, ok := v.envs[crdt.OpID(id)]
 	if !ok {
 		return nil, fmt.Errorf("sim: no envelope %x", id[:4])

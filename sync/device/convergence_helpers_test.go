@@ -39,7 +39,7 @@ func (src storeSource) Items() ([]recon.Item, error) {
 	return items, nil
 }
 
-func (src storeSource) Envelope(id [32]byte) ([]byte, error) {
+func (src storeSource) Envelope(id [recon.IDSize]byte) ([]byte, error) {
 	r, ok := src.s.envs[id]
 	if !ok {
 		return nil, fmt.Errorf("%w: %x", errNoEnvelope, id[:4])
@@ -55,12 +55,12 @@ func compareReconItems(a, b recon.Item) int {
 // not decode: what a peer that sends garbage offers.
 type listSource struct {
 	items []recon.Item
-	raws  map[[32]byte][]byte
+	raws  map[[recon.IDSize]byte][]byte
 }
 
-func (l *listSource) add(t uint64, id [32]byte, raw []byte) {
+func (l *listSource) add(t uint64, id [recon.IDSize]byte, raw []byte) {
 	if l.raws == nil {
-		l.raws = make(map[[32]byte][]byte)
+		l.raws = make(map[[recon.IDSize]byte][]byte)
 	}
 	if _, dup := l.raws[id]; dup {
 		return
@@ -72,7 +72,7 @@ func (l *listSource) add(t uint64, id [32]byte, raw []byte) {
 
 func (l *listSource) Items() ([]recon.Item, error) { return l.items, nil }
 
-func (l *listSource) Envelope(id [32]byte) ([]byte, error) {
+func (l *listSource) Envelope(id [recon.IDSize]byte) ([]byte, error) {
 	raw, ok := l.raws[id]
 	if !ok {
 		return nil, fmt.Errorf("%w: %x", errNoEnvelope, id[:4])
@@ -183,6 +183,13 @@ func (m *garbageMaker) randomID() (id crdt.OpID) {
 	return id
 }
 
+func (m *garbageMaker) randomTeam() (t crdt.TeamID) {
+	for i := range t {
+		t[i] = byte(m.rng.Uint32())
+	}
+	return t
+}
+
 // epoch returns the commit of g's current epoch and its key, from g's box
 // in the commit's stored envelope.
 func (m *garbageMaker) epoch() (crdt.OpID, seal.EpochKey, bool) {
@@ -284,7 +291,7 @@ func (m *garbageMaker) make(kind string, victim *Team, at time.Time) (uint64, cr
 		return uint64(ts), op.ID(), bad, ok
 	case garbageTopic:
 		key, _ := seal.NewEpochKey(m.reader())
-		op := crdt.NewOp(m.g.self, crdt.TeamID(m.randomID()), ts, nil, crdt.KindMessage, text)
+		op := crdt.NewOp(m.g.self, m.randomTeam(), ts, nil, crdt.KindMessage, text)
 		e, _, err := envelope.SealChain(op, m.g.self, m.rng.Uint32(), envelope.OuterKey(key), senderkey.NewSender(key, m.g.self.ID()))
 		if err != nil {
 			return 0, crdt.OpID{}, nil, false

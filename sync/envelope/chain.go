@@ -68,7 +68,7 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 }
 
 // innerAD returns the associated data of the inner layer of a chain-form
-// envelope: "fieldmesh/v4/envelope/chain" ‖ team id ‖ header ‖ form. The
+// envelope: "fieldmesh/v5/envelope/chain" ‖ team id ‖ header ‖ form. The
 // team id travels nowhere in the envelope; binding it here means an inner
 // layer opens only for the team its author sealed it for.
 func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
@@ -78,7 +78,7 @@ func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
 	return append(ad, hdrForm...)
 }
 
-const chainDomain = "fieldmesh/v4/envelope/chain"
+const chainDomain = "fieldmesh/v5/envelope/chain"
 
 // Chain is the outer layer of a chain-form envelope, opened: the sender,
 // the index of the message in the sender's chain and the sender's

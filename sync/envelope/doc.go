@@ -1,5 +1,6 @@
-// Package envelope implements fieldmesh sealed envelopes (version 4: key
-// epochs, sender keys, signed chain positions, and a compact chain form):
+// Package envelope implements fieldmesh sealed envelopes (version 5: key
+// epochs, sender keys, signed chain positions, a compact chain form and
+// 16-byte op ids):
 // what leaves a device, is gossiped, stored by relays and reconciled by
 // (time, id). Only the routing header is in the clear. The package is the
 // wire layout and its cryptography; which keys a device holds, and what it
@@ -14,11 +15,12 @@
 //
 // Wire format (Marshal), integers big-endian, uvarints minimal:
 //
-//	header, 61 bytes:
-//	  version     1 byte   4 (versions 1 to 3 are refused: ErrVersion)
+//	header, 45 bytes:
+//	  version     1 byte   5 (versions 1 to 4 are refused: ErrVersion)
 //	  topic      16 bytes  seal.Topic(team id): one-way, hides the team id
 //	  epoch       4 bytes  the epoch TAG: crdt.TagOf(op id of the epoch's commit)
-//	  id         32 bytes  the op id (SHA-256 of the op's content, crdt.Op.MarshalContent)
+//	  id         16 bytes  the op id (the first 16 bytes of the SHA-256 of the op's content,
+//	                       crdt.Op.MarshalContent; crdt.Op.ID says why 16 are enough)
 //	  time        8 bytes  the op's HLC timestamp
 //	form          1 byte   1 = chain, 2 = commit
 //
@@ -27,10 +29,10 @@
 //	  outer      the rest  ChaCha20-Poly1305(OK, nonce = mac[:12], ad = header ‖ form ‖ mac,
 //	                         sender 32 ‖ index uvarint ‖ sig 64 ‖ inner)
 //	  where inner ‖ mac = senderkey Seal by sender's chain at index, nonce = id[:12],
-//	  ad = "fieldmesh/v4/envelope/chain" ‖ team id ‖ header ‖ form, of the op's compact
+//	  ad = "fieldmesh/v5/envelope/chain" ‖ team id ‖ header ‖ form, of the op's compact
 //	  content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without version, team,
 //	  author, time or body length), and sig = the sender's Ed25519 signature of the op's
-//	  seal (crdt.SignedBytes: "fieldmesh/op/v2" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id);
+//	  seal (crdt.SignedBytes: "fieldmesh/op/v3" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id);
 //	  the index is a minimal uvarint of at most senderkey.MaxIndex
 //	  (the op's compact content + 130 bytes after the header while the index is below 128,
 //	  + 131 below 16384; at most ChainOverhead, 134)
@@ -40,12 +42,12 @@
 //	  boxes      count × 128 bytes: Noise_X_25519_ChaChaPoly_SHA256 messages of K
 //	             (epochkey.SealToEach: e 32 ‖ encrypted s 48 ‖ encrypted K 48), in the order
 //	             of the op's recipient list, with no recipient key in the clear;
-//	             prologue = "fieldmesh/v3/envelope/box" ‖ team id ‖ header
+//	             prologue = "fieldmesh/v5/envelope/box" ‖ team id ‖ header
 //	  outer      the rest  ChaCha20-Poly1305(OuterKey(K), nonce = id[:12],
 //	                         ad = header ‖ form ‖ count ‖ boxes, plaintext)
 //	  plaintext: sig 64 ‖ prior count uvarint (0..MaxPriorKeys) ‖ prior count × (tag 4 ‖ outer key 32),
 //	             tags strictly ascending, none the envelope's own ‖ the op with its seal (crdt.Op.Marshal)
-//	  sig: Ed25519 by the op's author over "fieldmesh/v3/envelope/commit" ‖ team id ‖ ad ‖ the
+//	  sig: Ed25519 by the op's author over "fieldmesh/v5/envelope/commit" ‖ team id ‖ ad ‖ the
 //	       prior-key list (count and entries); the op's own seal signs it at its own epoch,
 //	       index 0, so a joiner can check a commit op without opening its envelope
 //
@@ -53,8 +55,8 @@
 // from its compact content and what it already has: the team it opens the
 // envelope for (the topic says which; the team id itself is on the wire
 // nowhere), the sender from the outer layer as the author, the header's
-// time; the op id is still the SHA-256 of the op's full content
-// (crdt.Op.MarshalContent), so it binds all of them, and the receiver
+// time; the op id is still the (truncated) SHA-256 of the op's full
+// content (crdt.Op.MarshalContent), so it binds all of them, and the receiver
 // checks that the rebuilt op hashes to the header's id. The team id is
 // also in the inner layer's associated data, and in the signed seal.
 //
@@ -100,15 +102,17 @@
 // message (sync/teamkeys BenchmarkCommit). Commits are rare; what this
 // buys is that relays do not learn which devices are in the team.
 //
-// What version 4 does not shorten, and why:
-//   - The op id (32 bytes in the header) and parents (32 bytes each) stay
-//     whole SHA-256 hashes. 16 bytes would do for content addressing within
-//     one team (a collision needs about 2^64 ops of one team, and an
-//     author who grinds one can only confuse its own team, whose members
-//     hold its signature), but ids are the keys of the relay store, of
-//     reconciliation and of the CRDT, and parents must be the ids the
-//     receiver hashes, so a wire-only cut is not sound: it waits for
-//     crdt.OpID itself to be 16 bytes.
+// Ids. The op id in the header, the parents in the op and every id in a
+// body are crdt.OpID, 16 bytes: the first half of the SHA-256 of the op's
+// content. Ids only address ops within one team (the relay store,
+// reconciliation and the log are all per topic), so what they must resist
+// is a collision inside one team: about 2^64 work for a member who grinds
+// its own ops, and what it buys is confusion among its own team's
+// replicas, which hold its signature over both ops; a second preimage
+// (an op with the id of someone else's op) stays at about 2^128. See
+// crdt.Op.ID.
+//
+// What version 5 does not shorten, and why:
 //   - The sender is its 32-byte device id, not its index in the epoch's
 //     recipient list: a device that holds an epoch's outer key only (a
 //     prior key) does not know that list, and must still check the seal.

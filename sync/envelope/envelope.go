@@ -23,7 +23,7 @@ const (
 	// Seal functions produce.
 	MaxSize = 80 << 10
 	// HeaderSize is the clear header: version, topic, epoch tag, id, time.
-	HeaderSize = 1 + 16 + 4 + 32 + 8 // 61
+	HeaderSize = 1 + 16 + 4 + crdt.IDSize + 8 // 45
 	// ChainOverhead is the most that the chain form adds to the op's
 	// compact content (crdt.Op.MarshalCompact) after the header: form, inner
 	// tag, sender, index (a uvarint of 1 to 5 bytes), the author's
@@ -37,7 +37,7 @@ const (
 	// MaxPriorKeys is the most prior outer keys a commit carries (count).
 	MaxPriorKeys = 512
 
-	version   = 4
+	version   = 5
 	macSize   = 16 // the inner layer's Poly1305 tag
 	sigSize   = 64 // Ed25519
 	priorSize = 4 + seal.KeySize
@@ -79,7 +79,7 @@ func (f Form) String() string {
 var (
 	ErrTooLarge = errors.New("envelope: too large")
 	ErrShort    = errors.New("envelope: too short")
-	// ErrVersion: an unknown version byte, including the versions before 4,
+	// ErrVersion: an unknown version byte, including the versions before 5,
 	// which are no longer accepted.
 	ErrVersion = errors.New("envelope: unknown version")
 	// ErrMalformed: the bytes after the header are not a valid form.
@@ -139,7 +139,7 @@ func (e *Envelope) appendHeader(b []byte) []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(e.Time))
 }
 
-// Marshal returns the wire form: the 61-byte header, then the ciphertext.
+// Marshal returns the wire form: the header (HeaderSize bytes), then the ciphertext.
 func (e *Envelope) Marshal() []byte {
 	b := e.appendHeader(make([]byte, 0, HeaderSize+len(e.Ciphertext)))
 	return append(b, e.Ciphertext...)
@@ -183,8 +183,8 @@ func Unmarshal(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxSize)
 	case len(b) < HeaderSize+1:
 		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
-	case b[0] >= 1 && b[0] <= 3:
-		return nil, fmt.Errorf("%w: version %d (before the compact chain form) is no longer accepted", ErrVersion, b[0])
+	case b[0] >= 1 && b[0] < version:
+		return nil, fmt.Errorf("%w: version %d (before 16-byte op ids) is no longer accepted", ErrVersion, b[0])
 	case b[0] != version:
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}

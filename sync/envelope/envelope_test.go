@@ -230,8 +230,8 @@ func TestChainRoundtrip(t *testing.T) {
 		if got, want := len(b), HeaderSize+ChainOverhead-4+len(op.MarshalCompact()); got != want || e.Size() != want {
 			t.Errorf("op %d: %d bytes (Size %d); want %d", i, got, e.Size(), want)
 		}
-		if b[0] != 4 {
-			t.Errorf("op %d: version byte %d; want 4", i, b[0])
+		if b[0] != version {
+			t.Errorf("op %d: version byte %d; want %d", i, b[0], version)
 		}
 		f.checkNoSecrets(t, fmt.Sprintf("op %d", i), b)
 		if bytes.Contains(b, sealed.Seal.Sig) {
@@ -461,7 +461,9 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"version 2 commit", with(commit, 0, 2), ErrVersion},
 		{"version 3", with(chain, 0, 3), ErrVersion},
 		{"version 3 commit", with(commit, 0, 3), ErrVersion},
-		{"version 5", with(chain, 0, 5), ErrVersion},
+		{"version 4", with(chain, 0, 4), ErrVersion},
+		{"version 4 commit", with(commit, 0, 4), ErrVersion},
+		{"version 6", with(chain, 0, 6), ErrVersion},
 		{"version 255", with(chain, 0, 255), ErrVersion},
 		{"form 0", with(chain, HeaderSize, 0), ErrMalformed},
 		{"form 3", with(chain, HeaderSize, 3), ErrMalformed},
@@ -489,7 +491,7 @@ func TestUnmarshalErrors(t *testing.T) {
 			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, e, err, tt.want)
 		}
 	}
-	for _, v := range []byte{1, 2, 3} {
+	for _, v := range []byte{1, 2, 3, 4} {
 		if _, err := Unmarshal(with(chain, 0, v)); err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", v)) {
 			t.Errorf("version %d: got %v; want an error that names version %d", v, err, v)
 		}

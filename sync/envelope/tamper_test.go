@@ -399,7 +399,7 @@ func TestMoved(t *testing.T) {
 		for _, mut := range []func(*Envelope){
 			func(e *Envelope) { e.Epoch ^= 1 },
 			func(e *Envelope) { e.Time++ },
-			func(e *Envelope) { e.ID[31] ^= 1 },
+			func(e *Envelope) { e.ID[len(e.ID)-1] ^= 1 },
 		} {
 			c := *f.commitE
 			mut(&c)
