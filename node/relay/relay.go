@@ -657,7 +657,7 @@ func (r *Relay) peerFilter(p peer.ID, name string) bool {
 }
 
 // validator accepts what the relay can check without a key: the sender is enrolled for the topic, the
-// envelope's header parses, its topic is the gossip topic's, it is within the size limit, and it
+// envelope's header parses (it is taken as the gossip topic's: the wire does not name one), it is within the size limit, and it
 // passes admit (not stamped too far ahead, the sender within its write rate).
 func (r *Relay) validator(t envelope.Topic) pubsub.ValidatorEx {
 	return func(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
@@ -665,14 +665,10 @@ func (r *Relay) validator(t envelope.Topic) pubsub.ValidatorEx {
 			r.m.refused.WithLabelValues("not_enrolled").Inc()
 			return pubsub.ValidationIgnore
 		}
-		e, err := envelope.Unmarshal(m.Data)
+		e, err := envelope.Unmarshal(t, m.Data)
 		if err != nil {
 			r.m.refused.WithLabelValues("malformed").Inc()
 			r.log.Debug("gossip: rejected malformed envelope", "peer", from.ShortString(), "err", err)
-			return pubsub.ValidationReject
-		}
-		if e.Topic != t {
-			r.m.refused.WithLabelValues("wrong_topic").Inc()
 			return pubsub.ValidationReject
 		}
 		rec := record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: m.Data}

@@ -112,18 +112,18 @@ func reopened(s *memStore, ids []crdt.OpID) []Arrival {
 // with key, re-sealed with one bit of its sender's signature flipped: what
 // only a member holding the epoch key can make, and no honest peer passes
 // on. It reports false if raw is not such an envelope.
-func badSignature(raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
+func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
 	const (
 		macSize = 16
 		sigSize = 64
 	)
-	e, err := envelope.Unmarshal(raw)
+	e, err := envelope.Unmarshal(topic, raw)
 	if err != nil || e.Form() != envelope.FormChain || len(e.Ciphertext) < 1+macSize {
 		return nil, false
 	}
 	hdr := raw[:envelope.HeaderSize]
 	mac := e.Ciphertext[1 : 1+macSize]
-	ad := append(append(bytes.Clone(hdr), byte(envelope.FormChain)), mac...)
+	ad := append(append(append(bytes.Clone(topic[:]), hdr...), byte(envelope.FormChain)), mac...) // the layers bind the topic
 	outer := envelope.OuterKey(key)
 	plain, err := seal.Open(outer, [seal.NonceSize]byte(mac), ad, e.Ciphertext[1+macSize:])
 	if err != nil || len(plain) < 32 {
@@ -135,7 +135,7 @@ func badSignature(raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
 		return nil, false
 	}
 	plain[sigAt+bit/8%sigSize] ^= 1 << (bit % 8)
-	out := append(bytes.Clone(ad), seal.Seal(outer, [seal.NonceSize]byte(mac), ad, plain)...)
+	out := append(append(append(bytes.Clone(hdr), byte(envelope.FormChain)), mac...), seal.Seal(outer, [seal.NonceSize]byte(mac), ad, plain)...)
 	return out, true
 }
 
@@ -146,7 +146,7 @@ const (
 	garbageCiphertext = "random ciphertext"          // Rejected: the outer layer of an epoch the receiver holds does not open
 	garbageTampered   = "tampered"                   // Rejected: a stored envelope, a bit flipped, under a new id
 	garbageSignature  = "bad signature"              // Rejected: sealed by the member, its signature flipped
-	garbageTopic      = "another topic"              // Rejected
+	garbageTopic      = "another topic"              // Held: the wire names no topic, so another team's envelope is one of an unknown epoch
 	garbageBody       = "bad body"                   // Refused: its author sealed a body that does not decode
 	garbageOutsider   = "outsider with the team key" // Refused: sealed by a device that is not a recipient
 	garbageEpoch      = "unknown epoch"              // Held: sealed under a key nobody in the team holds
@@ -205,7 +205,7 @@ func (m *garbageMaker) epoch() (crdt.OpID, seal.EpochKey, bool) {
 	if !ok {
 		return cur, seal.EpochKey{}, false
 	}
-	e, err := envelope.Unmarshal(r.Data)
+	e, err := envelope.Unmarshal(m.g.topic, r.Data)
 	if err != nil {
 		return cur, seal.EpochKey{}, false
 	}
@@ -264,7 +264,7 @@ func (m *garbageMaker) make(kind string, victim *Team, at time.Time) (uint64, cr
 	case garbageTampered:
 		var chain []*envelope.Envelope
 		for _, r := range m.store.envs {
-			if e, err := envelope.Unmarshal(r.Data); err == nil && e.Form() == envelope.FormChain {
+			if e, err := envelope.Unmarshal(m.g.topic, r.Data); err == nil && e.Form() == envelope.FormChain {
 				chain = append(chain, e)
 			}
 		}
@@ -287,7 +287,7 @@ func (m *garbageMaker) make(kind string, victim *Team, at time.Time) (uint64, cr
 		if !ok {
 			return 0, crdt.OpID{}, nil, false
 		}
-		bad, ok := badSignature(raw, key, m.rng.IntN(512))
+		bad, ok := badSignature(m.g.topic, raw, key, m.rng.IntN(512))
 		return uint64(ts), op.ID(), bad, ok
 	case garbageTopic:
 		key, _ := seal.NewEpochKey(m.reader())

@@ -82,7 +82,7 @@ func TestGolden(t *testing.T) {
 		if vals[name][0] != version {
 			t.Errorf("%s: version byte %d; want %d", name, vals[name][0], version)
 		}
-		e, err := Unmarshal(vals[name])
+		e, err := Unmarshal(TopicOf(team), vals[name])
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -136,7 +136,7 @@ func TestNoSealRefused(t *testing.T) {
 		t.Errorf("noseal.golden: want plaintext visible in the noseal envelopes")
 	}
 	for _, name := range []string{"chainA", "chainB"} {
-		e, err := Unmarshal(vals[name])
+		e, err := Unmarshal(TopicOf(team), vals[name])
 		if err != nil {
 			t.Fatalf("%s: the layout must be that of a normal build: %v", name, err)
 		}
@@ -144,7 +144,7 @@ func TestNoSealRefused(t *testing.T) {
 			t.Errorf("%s: got %v; want ErrOpen", name, err)
 		}
 	}
-	e, err := Unmarshal(vals["commit"])
+	e, err := Unmarshal(TopicOf(team), vals["commit"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestNoSealRefused(t *testing.T) {
 	if _, _, err := OpenCommit(e, OuterKey(k), team); !errors.Is(err, ErrOpen) {
 		t.Errorf("commit: got %v; want ErrOpen", err)
 	}
-	e, _ = Unmarshal(vals["create"])
+	e, _ = Unmarshal(TopicOf(team), vals["create"])
 	if _, _, err := OpenCommit(e, OuterKey(k1), team); !errors.Is(err, ErrOpen) {
 		t.Errorf("create: got %v; want ErrOpen", err)
 	}
@@ -218,7 +218,7 @@ func FuzzEnvelope(f *testing.F) {
 		f.Add(e)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := Unmarshal(b)
+		e, err := Unmarshal(TopicOf(fx.team), b)
 		if err != nil {
 			if e != nil {
 				t.Fatalf("got an envelope and error %v", err)

@@ -154,7 +154,7 @@ func (w *world) msg(author string, commit crdt.OpID, text string) (*crdt.Op, *en
 // wire passes e through its wire form.
 func (w *world) wire(e *envelope.Envelope) *envelope.Envelope {
 	w.t.Helper()
-	e2, err := envelope.Unmarshal(e.Marshal())
+	e2, err := envelope.Unmarshal(envelope.Topic{}, e.Marshal())
 	if err != nil {
 		w.t.Fatal(err)
 	}
