@@ -902,7 +902,8 @@ func (r *Relay) expire() error {
 	return err
 }
 
-// maintainLoop expires old envelopes and reconciles periodically with every enrolled device.
+// maintainLoop expires old envelopes, makes the store's deletions final (collect), and reconciles
+// periodically with every enrolled device.
 func (r *Relay) maintainLoop() {
 	sweepEvery := min(max(r.cfg.Retention/24, time.Minute), time.Hour)
 	sweep := time.NewTicker(sweepEvery)
@@ -919,6 +920,13 @@ func (r *Relay) maintainLoop() {
 		case <-sweep.C:
 			if err := r.expire(); err != nil && r.ctx.Err() == nil {
 				r.log.Error("retention sweep failed", "err", err)
+			}
+			// Retention and the quota drop envelopes: make that final in the files, at most once a
+			// sweep (a rewrite of the database's tables), as a device does once an hour.
+			if n, err := r.st.collect(); err != nil && r.ctx.Err() == nil {
+				r.log.Warn("making deletions final failed; retrying at the next sweep", "err", err)
+			} else if n > 0 {
+				r.log.Info("deletions made final", "dropped", n)
 			}
 			r.pruneWriters()
 		case <-resync.C:

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -81,6 +82,10 @@ type store struct {
 	db  *badger.DB
 
 	wmu sync.Mutex // serialises writes, so read-modify-write transactions never conflict
+
+	// dropped counts the envelopes deleted since the last collect: their old versions stay in the
+	// database files until then.
+	dropped atomic.Int64
 
 	mu     sync.Mutex // guards the fields below
 	count  int64
@@ -423,6 +428,7 @@ func (s *store) evictScan(prefix []byte, bytesNow func() int64, keep func(time u
 		if err != nil {
 			return d, fmt.Errorf("relay: drop envelopes: %w", err)
 		}
+		s.dropped.Add(int64(len(vs)))
 		for i, v := range vs {
 			if chunkBytes[i] > 0 {
 				s.dropChunkBytes(v.topic, v.id, chunkBytes[i])
@@ -558,6 +564,7 @@ func (s *store) dropTopic(t envelope.Topic) error {
 			return err
 		}
 	}
+	s.dropped.Add(1)
 	_, err := s.evictTopic(t, func(uint64, int64) bool { return false })
 	return err
 }
@@ -639,4 +646,32 @@ func (s *store) scan(prefix []byte, fn func(k, v []byte) error) error {
 		}
 		return nil
 	})
+}
+
+// collectMarker is the key collect writes and drops to flush the memtable.
+var collectMarker = []byte{pMeta, 'c', 'o', 'l', 'l', 'e', 'c', 't'}
+
+// collect makes the deletions since the last collect final, as a device's store does
+// (storage.Store.Collect): it flushes the memtable, then compacts the tables and rewrites the value
+// log (storage.CompactDeleted), so no old version of a dropped envelope stays in the database files.
+// It does nothing when nothing was dropped. It returns the number of deletions it made final.
+func (s *store) collect() (int64, error) {
+	n := s.dropped.Load()
+	if n == 0 {
+		return 0, nil
+	}
+	s.wmu.Lock()
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(collectMarker, nil) })
+	if err == nil {
+		err = s.db.DropPrefix(collectMarker)
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("relay: collect: flush: %w", err)
+	}
+	if _, err := storage.CompactDeleted(s.db); err != nil {
+		return 0, fmt.Errorf("relay: %w", err)
+	}
+	s.dropped.Add(-n)
+	return n, nil
 }
