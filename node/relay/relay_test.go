@@ -215,7 +215,7 @@ func (d *device) session(ctx context.Context, r *Relay, topic envelope.Topic, sr
 	if err != nil {
 		return nil, err
 	}
-	return sess, driveDeviceReader(s, br, sess, [][]byte{first}, src)
+	return sess, driveDeviceReader(s, br, sess, [][]byte{first}, src, topic)
 }
 
 // serveSync answers the relay's sessions from src; done receives each session's outcome.
@@ -223,7 +223,13 @@ func (d *device) serveSync(src *memSource, done chan<- error) {
 	d.h.SetStreamHandler(SyncProtocol, func(s network.Stream) {
 		defer s.Close()
 		br := bufio.NewReader(s)
-		if _, err := framing.Read(br, recon.HelloSize); err != nil {
+		hb, err := framing.Read(br, recon.HelloSize)
+		if err != nil {
+			done <- err
+			return
+		}
+		h, err := recon.ParseHello(hb)
+		if err != nil {
 			done <- err
 			return
 		}
@@ -232,11 +238,11 @@ func (d *device) serveSync(src *memSource, done chan<- error) {
 			return
 		}
 		sess := recon.NewResponder(src, 0)
-		done <- driveDeviceReader(s, br, sess, nil, src)
+		done <- driveDeviceReader(s, br, sess, nil, src, envelope.Topic(h.Topic))
 	})
 }
 
-func driveDeviceReader(s network.Stream, br io.Reader, sess *recon.Session, out [][]byte, src envelopeSink) error {
+func driveDeviceReader(s network.Stream, br io.Reader, sess *recon.Session, out [][]byte, src envelopeSink, topic envelope.Topic) error {
 	for {
 		for _, f := range out {
 			if f != nil {
@@ -256,7 +262,7 @@ func driveDeviceReader(s network.Stream, br io.Reader, sess *recon.Session, out 
 			return err
 		}
 		for _, raw := range recv {
-			e, err := envelope.Unmarshal(envelope.Topic{}, raw)
+			e, err := envelope.Unmarshal(topic, raw) // the session's topic: the wire names none
 			if err != nil {
 				return err
 			}

@@ -40,7 +40,7 @@ func randomEnvelope(rnd io.Reader, topic envelope.Topic, ts uint64, size int) (r
 	}
 	e.Ciphertext[0] = 1
 	raw := e.Marshal()
-	if _, err := envelope.Unmarshal(envelope.Topic{}, raw); err != nil {
+	if _, err := envelope.Unmarshal(topic, raw); err != nil {
 		return record{}, fmt.Errorf("test envelope does not parse: %w", err)
 	}
 	return record{Topic: topic, Time: ts, ID: e.ID, Data: raw}, nil
