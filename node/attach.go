@@ -420,7 +420,7 @@ func (n *Node) dropChunks(owners []crdt.OpID) error {
 	if len(owners) == 0 {
 		return nil
 	}
-	ids := make([][32]byte, len(owners))
+	ids := make([][storage.IDSize]byte, len(owners))
 	for i, o := range owners {
 		ids[i] = o
 	}
@@ -500,11 +500,7 @@ func (n *Node) pushTo(ctx context.Context, p peer.ID, t *team) error {
 }
 
 // ownerKey is the store's owner key of message id's chunks.
-func ownerKey(id crdt.OpID) [32]byte {
-	var k [32]byte
-	copy(k[:], id[:])
-	return k
-}
+func ownerKey(id crdt.OpID) [storage.IDSize]byte { return id }
 
 func (n *Node) pushOne(ctx context.Context, p peer.ID, o attach.Offer) error {
 	ctx, cancel := context.WithTimeout(ctx, chunkTimeout)

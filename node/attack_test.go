@@ -83,7 +83,7 @@ func epochKeyOf(t *testing.T, n *testNode, ref string) (seal.EpochKey, crdt.OpID
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := envelope.Unmarshal(rec.Data)
+	e, err := envelope.Unmarshal(tm.topic, rec.Data)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func (n *Node) enforceBudget() (int, error) {
 	if len(evict) == 0 {
 		return 0, nil
 	}
-	owners := make([][32]byte, len(evict))
+	owners := make([][len(crdt.OpID{})]byte, len(evict))
 	for i, id := range evict {
 		owners[i] = ownerKey(id)
 	}

@@ -106,7 +106,7 @@ func catchUp(tb testing.TB) catchUpResult {
 
 	// What the away device lacks, and what "send every id" would cost for these sets.
 	topic := envelope.TopicOf(team.ID)
-	has := map[[32]byte]bool{}
+	has := map[crdt.OpID]bool{}
 	keysB, err := sb.EnvelopeKeys(topic)
 	if err != nil {
 		tb.Fatal(err)

@@ -121,7 +121,7 @@ func (n *Node) commitWrite(t *team, w device.Write) (err error) {
 			n.auditWrite(t, w)
 		}
 	}()
-	ops := make(map[[32]byte]storage.OpRecord, len(b.Ops))
+	ops := make(map[[storage.IDSize]byte]storage.OpRecord, len(b.Ops))
 	for _, o := range b.Ops {
 		ops[o.ID] = o
 	}
@@ -205,7 +205,7 @@ func (n *Node) receiveStored(t *team, p peer.ID, raws [][]byte) ([]device.Verdic
 	arrivals := make([]device.Arrival, len(raws))
 	for i, raw := range raws {
 		arrivals[i] = device.Arrival{Raw: raw, From: from}
-		e, err := envelope.Unmarshal(raw)
+		e, err := envelope.Unmarshal(t.topic, raw)
 		if err != nil || e.Form() != envelope.FormCommit {
 			continue
 		}
@@ -261,7 +261,7 @@ func (n *Node) validator(t *team) pubsub.ValidatorEx {
 			select {
 			case t.awaitSem <- struct{}{}:
 				kept := false
-				if e, err := envelope.Unmarshal(m.Data); err == nil {
+				if e, err := envelope.Unmarshal(t.topic, m.Data); err == nil {
 					kept = n.awaitKept(ctx, t, e.ID)
 				}
 				<-t.awaitSem

@@ -25,7 +25,7 @@ func TestSendRefusesReplyToUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 	absent := parent
-	absent[31] ^= 1
+	absent[len(absent)-1] ^= 1
 	if id, _, err := a.Send(ref, crdt.Message{Text: "reply to nothing", ReplyTo: &absent}); err == nil {
 		t.Errorf("a reply to a message the team does not have was sent, as %s", id.Short())
 	}
@@ -42,7 +42,7 @@ func TestSendRefusesReplyToUnknown(t *testing.T) {
 func TestMatchMessage(t *testing.T) {
 	id := func(s string) crdt.OpID {
 		t.Helper()
-		id, err := crdt.ParseOpID(s + strings.Repeat("0", 64-len(s)))
+		id, err := crdt.ParseOpID(s + strings.Repeat("0", 2*len(crdt.OpID{})-len(s)))
 		if err != nil {
 			t.Fatal(err)
 		}

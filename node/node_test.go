@@ -475,9 +475,11 @@ func TestValidatorRejectsBadEnvelopes(t *testing.T) {
 		{"garbage", []byte("not an envelope"), true},
 		{"empty", []byte{}, true},
 		{"oversized", make([]byte, envelope.MaxSize+1), true},
-		{"other team's topic", orec.Data, true},
+		// The wire names no topic: another team's envelope reads as one of an epoch this team does not
+		// know (held, never accepted: its layers bind the other team's topic).
+		{"other team's envelope", orec.Data, false},
 		{"tampered last byte", flip(len(rec.Data) - 1), true},
-		{"tampered epoch tag", flip(17), false},
+		{"tampered epoch tag", flip(1), false},
 		{"tampered sender", flip(envelope.HeaderSize + 1), true},
 	} {
 		m := &pubsub.Message{Message: &pb.Message{Data: c.data}}

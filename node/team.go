@@ -23,7 +23,7 @@ import (
 // rebuilt from the stored ops at start; the epoch keys are the team's key state (teamkeys), a secret
 // written in the same transaction as the ops it opened.
 //
-//	version 3 | team id 32 | genesis op id 32
+//	version 4 | team id 32 | genesis op id 16
 //
 // Genesis pins the team's create op: a member could otherwise write a rival create op with an earlier
 // timestamp and make itself the creator.
@@ -32,25 +32,28 @@ type teamRecord struct {
 	Genesis crdt.OpID
 }
 
-const teamRecordVersion = 3
+const (
+	teamRecordVersion = 4
+	teamRecordSize    = 1 + 32 + crdt.IDSize
+)
 
 func (r *teamRecord) marshal() []byte {
-	b := make([]byte, 0, 1+64)
+	b := make([]byte, 0, teamRecordSize)
 	b = append(b, teamRecordVersion)
 	b = append(b, r.ID[:]...)
 	return append(b, r.Genesis[:]...)
 }
 
 func unmarshalTeamRecord(b []byte) (*teamRecord, error) {
-	if len(b) != 1+64 || b[0] != teamRecordVersion {
+	if len(b) != teamRecordSize || b[0] != teamRecordVersion {
 		if len(b) > 0 && b[0] < teamRecordVersion {
-			return nil, errors.New("node: team record of an earlier fieldmesh (before signed chain positions): create a new data directory and join the team again")
+			return nil, errors.New("node: team record of an earlier fieldmesh (before 16-byte op ids): create a new data directory and join the team again")
 		}
 		return nil, errors.New("node: team record: unknown version or malformed")
 	}
 	r := &teamRecord{}
 	copy(r.ID[:], b[1:33])
-	copy(r.Genesis[:], b[33:65])
+	copy(r.Genesis[:], b[33:])
 	return r, nil
 }
 

@@ -11,7 +11,7 @@ func benchRecords(n int) []EnvelopeRecord {
 	recs := make([]EnvelopeRecord, n)
 	data := make([]byte, 512) // a typical sealed text message
 	for i := range recs {
-		recs[i] = EnvelopeRecord{Key: EnvelopeKey{Topic: topic(1), Time: uint64(i), ID: id32(i)}, Data: data}
+		recs[i] = EnvelopeRecord{Key: EnvelopeKey{Topic: topic(1), Time: uint64(i), ID: opID(i)}, Data: data}
 	}
 	return recs
 }
@@ -55,15 +55,15 @@ func BenchmarkCollect(b *testing.B) {
 		b.StopTimer()
 		s, _ := newStore(b)
 		var top [16]byte
-		var ids [][32]byte
+		var ids [][IDSize]byte
 		put := time.Now()
 		for batch := range 64 {
 			var recs []EnvelopeRecord
 			for i := range 64 {
 				n := batch*64 + i
-				recs = append(recs, EnvelopeRecord{Key: EnvelopeKey{Topic: top, Time: uint64(n), ID: id32(n)}, Data: bytes.Repeat([]byte{byte(i)}, 4096)})
+				recs = append(recs, EnvelopeRecord{Key: EnvelopeKey{Topic: top, Time: uint64(n), ID: opID(n)}, Data: bytes.Repeat([]byte{byte(i)}, 4096)})
 				if n%10 == 0 {
-					ids = append(ids, id32(n))
+					ids = append(ids, opID(n))
 				}
 			}
 			if _, err := s.PutEnvelopes(recs); err != nil {

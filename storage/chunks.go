@@ -10,10 +10,10 @@ import (
 // The keyspaces of attachment chunks (prefixes in keys.go):
 //
 //	0x40 chunk        0x40 | address 32             -> sealed chunk
-//	0x41 chunk owner  0x41 | owner 32 | address 32  -> nothing
-//	0x42 owner index  0x42 | address 32 | owner 32  -> nothing
-//	0x43 held         0x43 | owner 32 | holder      -> nothing
-//	0x44 evicted      0x44 | owner 32               -> nothing
+//	0x41 chunk owner  0x41 | owner 16 | address 32  -> nothing
+//	0x42 owner index  0x42 | address 32 | owner 16  -> nothing
+//	0x43 held         0x43 | owner 16 | holder      -> nothing
+//	0x44 evicted      0x44 | owner 16               -> nothing
 //
 // A chunk is stored under its address (the SHA-256 of its sealed bytes,
 // which the caller checked) and belongs to one or more owners: the op ids
@@ -37,24 +37,24 @@ var ErrChunkTooBig = errors.New("storage: chunk too big")
 
 func chunkKey(addr [32]byte) []byte { return idKey(prefixChunk, addr[:]) }
 
-func chunkOwnerKey(owner, addr [32]byte) []byte {
-	b := make([]byte, 0, 65)
+func chunkOwnerKey(owner [IDSize]byte, addr [32]byte) []byte {
+	b := make([]byte, 0, 1+IDSize+32)
 	b = append(b, prefixChunkOwner)
 	b = append(b, owner[:]...)
 	return append(b, addr[:]...)
 }
 
-func chunkHeldKey(owner [32]byte, holder []byte) []byte {
-	b := make([]byte, 0, 33+len(holder))
+func chunkHeldKey(owner [IDSize]byte, holder []byte) []byte {
+	b := make([]byte, 0, 1+IDSize+len(holder))
 	b = append(b, prefixChunkHeld)
 	b = append(b, owner[:]...)
 	return append(b, holder...)
 }
 
-func evictedKey(owner [32]byte) []byte { return idKey(prefixEvicted, owner[:]) }
+func evictedKey(owner [IDSize]byte) []byte { return idKey(prefixEvicted, owner[:]) }
 
-func chunkIndexKey(addr, owner [32]byte) []byte {
-	b := make([]byte, 0, 65)
+func chunkIndexKey(addr [32]byte, owner [IDSize]byte) []byte {
+	b := make([]byte, 0, 1+32+IDSize)
 	b = append(b, prefixChunkIndex)
 	b = append(b, addr[:]...)
 	return append(b, owner[:]...)
@@ -64,7 +64,7 @@ func chunkIndexKey(addr, owner [32]byte) []byte {
 // transaction (the chunk and both index entries). Storing a chunk already
 // stored only adds the owner. The store does not check that addr is the
 // chunk's hash: the caller did (sync/attach).
-func (s *Store) PutChunk(owner, addr [32]byte, sealed []byte) error {
+func (s *Store) PutChunk(owner [IDSize]byte, addr [32]byte, sealed []byte) error {
 	if len(sealed) == 0 || len(sealed) > MaxChunk {
 		return fmt.Errorf("%w: %d bytes", ErrChunkTooBig, len(sealed))
 	}
@@ -117,7 +117,7 @@ func (s *Store) has(key []byte) (bool, error) {
 }
 
 // SetHeld records, durably, that holder (at most 255 bytes: a peer id) holds every chunk of owner.
-func (s *Store) SetHeld(owner [32]byte, holder []byte) error {
+func (s *Store) SetHeld(owner [IDSize]byte, holder []byte) error {
 	if len(holder) == 0 || len(holder) > 255 {
 		return fmt.Errorf("%w: holder of %d bytes", ErrBadKey, len(holder))
 	}
@@ -125,7 +125,7 @@ func (s *Store) SetHeld(owner [32]byte, holder []byte) error {
 }
 
 // Held reports whether SetHeld recorded that holder holds every chunk of owner.
-func (s *Store) Held(owner [32]byte, holder []byte) (bool, error) {
+func (s *Store) Held(owner [IDSize]byte, holder []byte) (bool, error) {
 	if len(holder) == 0 || len(holder) > 255 {
 		return false, fmt.Errorf("%w: holder of %d bytes", ErrBadKey, len(holder))
 	}
@@ -133,7 +133,7 @@ func (s *Store) Held(owner [32]byte, holder []byte) (bool, error) {
 }
 
 // HeldByAny reports whether SetHeld recorded any holder of every chunk of owner.
-func (s *Store) HeldByAny(owner [32]byte) (bool, error) {
+func (s *Store) HeldByAny(owner [IDSize]byte) (bool, error) {
 	found := false
 	err := s.iterate(append([]byte{prefixChunkHeld}, owner[:]...), false, func(*badger.Item) error {
 		found = true
@@ -145,7 +145,7 @@ func (s *Store) HeldByAny(owner [32]byte) (bool, error) {
 // Evict deletes the chunks of owners, as DeleteChunksOf does, after it recorded, durably, that
 // they were evicted (Evicted): their messages stay, and their chunks come back only when asked
 // for. A crash between the two leaves the mark and the chunks, and the next Evict ends the job.
-func (s *Store) Evict(owners [][32]byte) (int, error) {
+func (s *Store) Evict(owners [][IDSize]byte) (int, error) {
 	keys := make([][]byte, len(owners))
 	for i, o := range owners {
 		keys[i] = evictedKey(o)
@@ -157,10 +157,10 @@ func (s *Store) Evict(owners [][32]byte) (int, error) {
 }
 
 // Evicted reports whether owner's chunks were evicted and not stored again since (Unevict).
-func (s *Store) Evicted(owner [32]byte) (bool, error) { return s.has(evictedKey(owner)) }
+func (s *Store) Evicted(owner [IDSize]byte) (bool, error) { return s.has(evictedKey(owner)) }
 
 // Unevict removes owner's evicted mark: its chunks are all here again.
-func (s *Store) Unevict(owner [32]byte) error {
+func (s *Store) Unevict(owner [IDSize]byte) error {
 	return s.deleteKeys("evicted", [][]byte{evictedKey(owner)})
 }
 
@@ -185,14 +185,14 @@ func (s *Store) setMarks(what string, keys ...[]byte) error {
 }
 
 // ChunksOf returns the addresses of the chunks stored for owner.
-func (s *Store) ChunksOf(owner [32]byte) ([][32]byte, error) {
+func (s *Store) ChunksOf(owner [IDSize]byte) ([][32]byte, error) {
 	var out [][32]byte
 	err := s.scan(append([]byte{prefixChunkOwner}, owner[:]...), nil, func(k, _ []byte) error {
-		if len(k) != 65 {
+		if len(k) != 1+IDSize+32 {
 			return fmt.Errorf("%w: chunk owner key %x", ErrCorrupt, k)
 		}
 		var a [32]byte
-		copy(a[:], k[33:])
+		copy(a[:], k[1+IDSize:])
 		out = append(out, a)
 		return nil
 	})
@@ -213,11 +213,11 @@ func (s *Store) ChunkBytes() (n int, bytes int64, err error) {
 // chunk that no other owner claims, and owners' held and evicted marks. It
 // returns how many chunks it deleted. Their data stays readable in the
 // files until the next Collect.
-func (s *Store) DeleteChunksOf(owners [][32]byte) (int, error) {
+func (s *Store) DeleteChunksOf(owners [][IDSize]byte) (int, error) {
 	return s.deleteChunks(owners, true)
 }
 
-func (s *Store) deleteChunks(owners [][32]byte, marks bool) (int, error) {
+func (s *Store) deleteChunks(owners [][IDSize]byte, marks bool) (int, error) {
 	var keys [][]byte
 	gone := map[[32]byte]bool{}
 	for _, owner := range owners {
@@ -239,10 +239,10 @@ func (s *Store) deleteChunks(owners [][32]byte, marks bool) (int, error) {
 			keys = append(keys, chunkOwnerKey(owner, a), chunkIndexKey(a, owner))
 			others := 0
 			err := s.scan(append([]byte{prefixChunkIndex}, a[:]...), nil, func(k, _ []byte) error {
-				if len(k) != 65 {
+				if len(k) != 1+32+IDSize {
 					return fmt.Errorf("%w: chunk index key %x", ErrCorrupt, k)
 				}
-				if [32]byte(k[33:65]) != owner && !containsOwner(owners, [32]byte(k[33:65])) {
+				if o := [IDSize]byte(k[33:]); o != owner && !containsOwner(owners, o) {
 					others++
 				}
 				return nil
@@ -262,7 +262,7 @@ func (s *Store) deleteChunks(owners [][32]byte, marks bool) (int, error) {
 	return len(gone), nil
 }
 
-func containsOwner(owners [][32]byte, o [32]byte) bool {
+func containsOwner(owners [][IDSize]byte, o [IDSize]byte) bool {
 	for _, x := range owners {
 		if x == o {
 			return true

@@ -9,14 +9,15 @@ import (
 
 func TestChunks(t *testing.T) {
 	s, dir := newStore(t)
-	msgA, msgB := id32(1), id32(2)
+	msgA, msgB := opID(1), opID(2)
 	c1 := bytes.Repeat([]byte("CHUNK-ONE-PLAINTEXT-MARKER-4b1f"), 1000)
 	c2 := bytes.Repeat([]byte("CHUNK-TWO-PLAINTEXT-MARKER-77e0"), 1000)
 	shared := bytes.Repeat([]byte("SHARED-CHUNK-MARKER-90aa"), 100)
 	a1, a2, as := sha256.Sum256(c1), sha256.Sum256(c2), sha256.Sum256(shared)
 	for _, p := range []struct {
-		owner, addr [32]byte
-		c           []byte
+		owner [IDSize]byte
+		addr  [32]byte
+		c     []byte
 	}{{msgA, a1, c1}, {msgA, as, shared}, {msgB, a2, c2}, {msgB, as, shared}, {msgB, as, shared}} {
 		if err := s.PutChunk(p.owner, p.addr, p.c); err != nil {
 			t.Fatal(err)
@@ -33,7 +34,7 @@ func TestChunks(t *testing.T) {
 	}
 	s = reopen(t, s, dir)
 	// Deleting A removes its own chunk and keeps the one B still names.
-	if n, err := s.DeleteChunksOf([][32]byte{msgA}); err != nil || n != 1 {
+	if n, err := s.DeleteChunksOf([][IDSize]byte{msgA}); err != nil || n != 1 {
 		t.Fatalf("DeleteChunksOf(A): %d, %v; want 1", n, err)
 	}
 	if ok, _ := s.HasChunk(a1); ok {
@@ -44,7 +45,7 @@ func TestChunks(t *testing.T) {
 			t.Errorf("B's chunk went with A: %v", err)
 		}
 	}
-	if n, err := s.DeleteChunksOf([][32]byte{msgB}); err != nil || n != 2 {
+	if n, err := s.DeleteChunksOf([][IDSize]byte{msgB}); err != nil || n != 2 {
 		t.Fatalf("DeleteChunksOf(B): %d, %v; want 2", n, err)
 	}
 	if n, _, _ := s.ChunkBytes(); n != 0 {
@@ -69,7 +70,7 @@ func TestChunks(t *testing.T) {
 // evicted mark, and DeleteChunksOf removes both marks with their owner.
 func TestChunkMarks(t *testing.T) {
 	s, dir := newStore(t)
-	msgA, msgB := id32(1), id32(2)
+	msgA, msgB := opID(1), opID(2)
 	ca := bytes.Repeat([]byte("A"), 500)
 	cb := bytes.Repeat([]byte("B"), 500)
 	aa, ab := sha256.Sum256(ca), sha256.Sum256(cb)
@@ -86,7 +87,7 @@ func TestChunkMarks(t *testing.T) {
 	if err := s.SetHeld(msgA, nil); !errors.Is(err, ErrBadKey) {
 		t.Errorf("SetHeld with no holder: %v; want ErrBadKey", err)
 	}
-	if n, err := s.Evict([][32]byte{msgB}); err != nil || n != 1 {
+	if n, err := s.Evict([][IDSize]byte{msgB}); err != nil || n != 1 {
 		t.Fatalf("Evict(B): %d, %v; want 1", n, err)
 	}
 	s = reopen(t, s, dir)
@@ -120,10 +121,10 @@ func TestChunkMarks(t *testing.T) {
 	if ok, _ := s.Evicted(msgB); ok {
 		t.Error("Evicted(B) after Unevict: true")
 	}
-	if _, err := s.Evict([][32]byte{msgB}); err != nil {
+	if _, err := s.Evict([][IDSize]byte{msgB}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.DeleteChunksOf([][32]byte{msgA, msgB}); err != nil {
+	if _, err := s.DeleteChunksOf([][IDSize]byte{msgA, msgB}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := s.Held(msgA, relay); ok {

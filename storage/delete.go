@@ -41,7 +41,7 @@ const gcDiscardRatio = 0.01
 type OpKey struct {
 	Team [32]byte
 	Time uint64
-	ID   [32]byte
+	ID   [IDSize]byte
 }
 
 // DeleteOps deletes the opened ops at keys (absent ones are ignored). Their
@@ -57,7 +57,7 @@ func (s *Store) DeleteOps(keys []OpKey) error {
 // DeleteEnvelopes deletes the sealed envelopes with these ids, and their id
 // index entries (absent ones are ignored). Their data stays readable in the
 // files until the next Collect.
-func (s *Store) DeleteEnvelopes(ids [][32]byte) error {
+func (s *Store) DeleteEnvelopes(ids [][IDSize]byte) error {
 	var ks [][]byte
 	for _, id := range ids {
 		r, err := s.Envelope(id)
@@ -114,18 +114,9 @@ func (s *Store) Collect() (Collected, error) {
 	if err != nil {
 		return out, fmt.Errorf("storage: collect: flush: %w", err)
 	}
-	if err := s.db.Flatten(numCompactors); err != nil {
-		return out, fmt.Errorf("storage: collect: compact: %w", err)
-	}
-	for {
-		err := s.db.RunValueLogGC(gcDiscardRatio)
-		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
-			break
-		}
-		if err != nil {
-			return out, fmt.Errorf("storage: collect: value log: %w", err)
-		}
-		out.Rewrites++
+	out.Rewrites, err = CompactDeleted(s.db)
+	if err != nil {
+		return out, err
 	}
 	s.deleted.Add(-out.Deleted)
 	out.LSMAfter, out.ValueLog = s.fileSizes()
@@ -153,4 +144,26 @@ func (s *Store) fileSizes() (lsm, vlog int64) {
 		return nil
 	})
 	return lsm, vlog
+}
+
+// CompactDeleted is the second half of Collect, for a Badger database that is not a Store (the
+// relay's): it compacts every level into one (db.Flatten), so no old version or deletion marker of
+// a key stays in the tables, then rewrites every value-log file whose garbage is over
+// gcDiscardRatio (db.RunValueLogGC, until Badger finds none). Flush the memtable first (write a key
+// and drop it with db.DropPrefix) so that recent deletions reach the tables. It returns how many
+// value-log files were rewritten.
+func CompactDeleted(db *badger.DB) (rewrites int, err error) {
+	if err := db.Flatten(numCompactors); err != nil {
+		return 0, fmt.Errorf("storage: collect: compact: %w", err)
+	}
+	for {
+		err := db.RunValueLogGC(gcDiscardRatio)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return rewrites, nil
+		}
+		if err != nil {
+			return rewrites, fmt.Errorf("storage: collect: value log: %w", err)
+		}
+		rewrites++
+	}
 }

@@ -95,14 +95,14 @@ func TestDeletionIsFinal(t *testing.T) {
 			var top [16]byte
 			top[0] = 9
 			ops := []OpRecord{
-				{Team: team, Time: 10, ID: id32(100), Data: kept["kept op"]},
-				{Team: team, Time: 11, ID: id32(101), Data: gone["deleted op"]},
+				{Team: team, Time: 10, ID: opID(100), Data: kept["kept op"]},
+				{Team: team, Time: 11, ID: opID(101), Data: gone["deleted op"]},
 				// Far above the old 64 KiB value threshold: it would have gone to the value log.
-				{Team: team, Time: 12, ID: id32(102), Data: bytes.Repeat(gone["big deleted op"], 200<<10/len(gone["big deleted op"]))},
+				{Team: team, Time: 12, ID: opID(102), Data: bytes.Repeat(gone["big deleted op"], 200<<10/len(gone["big deleted op"]))},
 			}
 			envs := []EnvelopeRecord{
-				{Key: EnvelopeKey{Topic: top, Time: 10, ID: id32(100)}, Data: kept["kept envelope"]},
-				{Key: EnvelopeKey{Topic: top, Time: 11, ID: id32(101)}, Data: gone["deleted envelope"]},
+				{Key: EnvelopeKey{Topic: top, Time: 10, ID: opID(100)}, Data: kept["kept envelope"]},
+				{Key: EnvelopeKey{Topic: top, Time: 11, ID: opID(101)}, Data: gone["deleted envelope"]},
 			}
 			if _, err := s.Commit(Batch{Envelopes: envs, Ops: ops}); err != nil {
 				t.Fatal(err)
@@ -118,10 +118,10 @@ func TestDeletionIsFinal(t *testing.T) {
 			}
 			// About 10 MiB more, so that the versions to delete reach the tables, not only the memtable.
 			filler(t, s, 10)
-			if err := s.DeleteOps([]OpKey{{Team: team, Time: 11, ID: id32(101)}, {Team: team, Time: 12, ID: id32(102)}, {Team: team, Time: 99, ID: id32(999)}}); err != nil {
+			if err := s.DeleteOps([]OpKey{{Team: team, Time: 11, ID: opID(101)}, {Team: team, Time: 12, ID: opID(102)}, {Team: team, Time: 99, ID: opID(999)}}); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.DeleteEnvelopes([][32]byte{id32(101), id32(12345)}); err != nil {
+			if err := s.DeleteEnvelopes([][IDSize]byte{opID(101), opID(12345)}); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.PutTeam(team, kept["new team"]); err != nil {
@@ -148,10 +148,10 @@ func TestDeletionIsFinal(t *testing.T) {
 				}
 			}
 			// What the API sees, either way.
-			if _, err := s.Envelope(id32(101)); !errors.Is(err, ErrNotFound) {
+			if _, err := s.Envelope(opID(101)); !errors.Is(err, ErrNotFound) {
 				t.Errorf("the deleted envelope: %v; want ErrNotFound", err)
 			}
-			if r, err := s.Envelope(id32(100)); err != nil || !bytes.Equal(r.Data, kept["kept envelope"]) {
+			if r, err := s.Envelope(opID(100)); err != nil || !bytes.Equal(r.Data, kept["kept envelope"]) {
 				t.Errorf("the kept envelope: %v", err)
 			}
 			var left [][]byte
@@ -201,7 +201,7 @@ func filler(t *testing.T, s *Store, mib int) {
 		var recs []EnvelopeRecord
 		for i := range 64 {
 			n := 1_000_000 + batch*64 + i
-			recs = append(recs, EnvelopeRecord{Key: EnvelopeKey{Topic: top, Time: uint64(n), ID: id32(n)}, Data: bytes.Repeat([]byte{byte(i)}, 4096)})
+			recs = append(recs, EnvelopeRecord{Key: EnvelopeKey{Topic: top, Time: uint64(n), ID: opID(n)}, Data: bytes.Repeat([]byte{byte(i)}, 4096)})
 		}
 		if _, err := s.PutEnvelopes(recs); err != nil {
 			t.Fatal(err)
@@ -214,7 +214,7 @@ func filler(t *testing.T, s *Store, mib int) {
 func TestCollectWithWrites(t *testing.T) {
 	s, _ := newStore(t)
 	filler(t, s, 2)
-	if err := s.DeleteEnvelopes([][32]byte{id32(1_000_000)}); err != nil {
+	if err := s.DeleteEnvelopes([][IDSize]byte{opID(1_000_000)}); err != nil {
 		t.Fatal(err)
 	}
 	var wg stdsync.WaitGroup

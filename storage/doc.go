@@ -29,23 +29,23 @@
 //
 // The first byte of every Badger key names its keyspace:
 //
-//	0x00 meta        0x00 "version"                    -> schema version (1)
+//	0x00 meta        0x00 "version"                    -> schema version (2)
 //	0x01 secrets     0x01 | name                       -> opaque secret
-//	0x02 envelopes   0x02 | topic 16 | time u64 BE | id 32 -> marshalled envelope
-//	0x03 envelope id 0x03 | id 32                      -> topic 16 | time u64 BE
+//	0x02 envelopes   0x02 | topic 16 | time u64 BE | id 16 -> marshalled envelope
+//	0x03 envelope id 0x03 | id 16                      -> topic 16 | time u64 BE
 //	0x04 teams       0x04 | team id 32                 -> opaque team state
 //	0x05 peers       0x05 | peer key                   -> opaque peer blob
 //	0x06 invites     0x06 | invite id 16               -> opaque invite
 //	0x10 usage       0x10 | day | topic | protocol | peer -> byte counters (see usage.go)
 //	0x11 outbox      0x11 | ...                        -> ops deferred by low-data mode (see usage.go)
 //	0x12 settings    0x12 | name                       -> small local settings
-//	0x20 ops         0x20 | team id 32 | time u64 BE | id 32 -> an opened op (see ops.go)
+//	0x20 ops         0x20 | team id 32 | time u64 BE | id 16 -> an opened op (see ops.go)
 //	0x30 collect     0x30                              -> nothing: written and dropped by Collect
 //	0x40 chunks      0x40 | address 32                 -> a sealed attachment chunk (see chunks.go)
-//	0x41 chunk owner 0x41 | owner 32 | address 32      -> nothing: the chunks of a message
-//	0x42 owner index 0x42 | address 32 | owner 32      -> nothing: the messages of a chunk
-//	0x43 chunk held  0x43 | owner 32 | holder          -> nothing: a relay holds all of a message's chunks
-//	0x44 evicted     0x44 | owner 32                   -> nothing: a message's chunks were evicted
+//	0x41 chunk owner 0x41 | owner 16 | address 32      -> nothing: the chunks of a message
+//	0x42 owner index 0x42 | address 32 | owner 16      -> nothing: the messages of a chunk
+//	0x43 chunk held  0x43 | owner 16 | holder          -> nothing: a relay holds all of a message's chunks
+//	0x44 evicted     0x44 | owner 16                   -> nothing: a message's chunks were evicted
 //
 // Big-endian time after the topic makes a prefix scan of a topic return its
 // envelopes in (time, id) order, which is what set reconciliation walks. The

@@ -23,7 +23,7 @@ const helperStartEnv = "FIELDMESH_STORAGE_HELPER_START"
 
 func helperRecord(n int) EnvelopeRecord {
 	return EnvelopeRecord{
-		Key:  EnvelopeKey{Topic: topic(byte(n % 3)), Time: uint64(n), ID: id32(n)},
+		Key:  EnvelopeKey{Topic: topic(byte(n % 3)), Time: uint64(n), ID: opID(n)},
 		Data: fmt.Appendf(nil, "acknowledged envelope %d", n),
 	}
 }
@@ -84,7 +84,7 @@ func TestKillDurability(t *testing.T) {
 	}
 
 	const perRound = 200
-	acked := make(map[int][32]byte) // every acknowledged envelope, across rounds
+	acked := make(map[int][IDSize]byte) // every acknowledged envelope, across rounds
 	// Kill the same store several times.
 	for round := range 3 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
@@ -109,10 +109,10 @@ func TestKillDurability(t *testing.T) {
 			}
 			n, err := strconv.Atoi(f[1])
 			b, err2 := hex.DecodeString(f[2])
-			if err != nil || err2 != nil || len(b) != 32 {
+			if err != nil || err2 != nil || len(b) != IDSize {
 				t.Fatalf("bad ack line %q", sc.Text())
 			}
-			acked[n] = [32]byte(b)
+			acked[n] = [IDSize]byte(b)
 		}
 		// SIGKILL: no deferred code, no Close, no flush runs in the child.
 		if err := cmd.Process.Kill(); err != nil {

@@ -12,7 +12,7 @@ import (
 type EnvelopeKey struct {
 	Topic [16]byte
 	Time  uint64
-	ID    [32]byte
+	ID    [IDSize]byte
 }
 
 // EnvelopeRecord is a stored envelope: its key and the marshalled envelope.
@@ -103,7 +103,7 @@ func putEnvelope(txn *badger.Txn, r *EnvelopeRecord) (bool, error) {
 }
 
 // HasEnvelope reports whether an envelope with this id is stored, in any topic.
-func (s *Store) HasEnvelope(id [32]byte) (bool, error) {
+func (s *Store) HasEnvelope(id [IDSize]byte) (bool, error) {
 	_, err := s.get(idKey(prefixEnvID, id[:]))
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -112,7 +112,7 @@ func (s *Store) HasEnvelope(id [32]byte) (bool, error) {
 }
 
 // Envelope returns the stored envelope with this id, or ErrNotFound.
-func (s *Store) Envelope(id [32]byte) (EnvelopeRecord, error) {
+func (s *Store) Envelope(id [IDSize]byte) (EnvelopeRecord, error) {
 	if err := s.begin(); err != nil {
 		return EnvelopeRecord{}, err
 	}

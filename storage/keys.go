@@ -10,29 +10,34 @@ import (
 const (
 	prefixMeta     byte = 0x00 // store metadata: "version" -> schemaVersion
 	prefixSecret   byte = 0x01 // 0x01 | name                       -> opaque secret
-	prefixEnvelope byte = 0x02 // 0x02 | topic 16 | time u64 BE | id 32 -> sealed envelope
-	prefixEnvID    byte = 0x03 // 0x03 | id 32                      -> topic 16 | time u64 BE
+	prefixEnvelope byte = 0x02 // 0x02 | topic 16 | time u64 BE | id 16 -> sealed envelope
+	prefixEnvID    byte = 0x03 // 0x03 | id 16                      -> topic 16 | time u64 BE
 	prefixTeam     byte = 0x04 // 0x04 | team id 32                 -> opaque team state
 	prefixPeer     byte = 0x05 // 0x05 | peer key                   -> opaque peer blob
 	prefixInvite   byte = 0x06 // 0x06 | invite id 16               -> opaque invite
 	prefixUsage    byte = 0x10 // 0x10 | day | topic | protocol | peer -> byte counts (usage.go)
-	prefixOutbox   byte = 0x11 // 0x11 | time u64 BE | id 32          -> queued op (usage.go)
+	prefixOutbox   byte = 0x11 // 0x11 | time u64 BE | id 16          -> queued op (usage.go)
 	prefixSetting  byte = 0x12 // 0x12 | name                       -> opaque value (usage.go)
-	prefixRecordQ  byte = 0x13 // 0x13 | team id 32 | op id 32        -> record gateway queue entry (recordq.go)
-	prefixOp       byte = 0x20 // 0x20 | team id 32 | time u64 BE | id 32 -> opened op (ops.go)
+	prefixRecordQ  byte = 0x13 // 0x13 | team id 32 | op id 16        -> record gateway queue entry (recordq.go)
+	prefixOp       byte = 0x20 // 0x20 | team id 32 | time u64 BE | id 16 -> opened op (ops.go)
 	prefixCollect  byte = 0x30 // 0x30                             -> nothing; written and dropped by Collect (delete.go)
 
 	prefixChunk      byte = 0x40 // 0x40 | address 32            -> sealed attachment chunk (chunks.go)
-	prefixChunkOwner byte = 0x41 // 0x41 | owner 32 | address 32 -> nothing (chunks.go)
-	prefixChunkIndex byte = 0x42 // 0x42 | address 32 | owner 32 -> nothing (chunks.go)
-	prefixChunkHeld  byte = 0x43 // 0x43 | owner 32 | holder     -> nothing (chunks.go)
-	prefixEvicted    byte = 0x44 // 0x44 | owner 32              -> nothing (chunks.go)
+	prefixChunkOwner byte = 0x41 // 0x41 | owner 16 | address 32 -> nothing (chunks.go)
+	prefixChunkIndex byte = 0x42 // 0x42 | address 32 | owner 16 -> nothing (chunks.go)
+	prefixChunkHeld  byte = 0x43 // 0x43 | owner 16 | holder     -> nothing (chunks.go)
+	prefixEvicted    byte = 0x44 // 0x44 | owner 16              -> nothing (chunks.go)
 )
 
 const (
-	schemaVersion = 1
+	schemaVersion = 2
 
-	envKeyLen   = 1 + 16 + 8 + 32
+	// IDSize is the length of an envelope or op id (a crdt.OpID), in
+	// bytes: what the keys of envelopes, ops, the outbox, the record queue
+	// and chunk owners end with.
+	IDSize = 16
+
+	envKeyLen   = 1 + 16 + 8 + IDSize
 	envIndexLen = 16 + 8
 
 	// maxNameLen bounds secret names and peer keys (Badger allows 65000-byte
@@ -84,7 +89,7 @@ func envIndexValue(k EnvelopeKey) []byte {
 	return binary.BigEndian.AppendUint64(b, k.Time)
 }
 
-func parseEnvIndexValue(id [32]byte, v []byte) (EnvelopeKey, error) {
+func parseEnvIndexValue(id [IDSize]byte, v []byte) (EnvelopeKey, error) {
 	if len(v) != envIndexLen {
 		return EnvelopeKey{}, fmt.Errorf("%w: envelope index entry is %d bytes, want %d", ErrCorrupt, len(v), envIndexLen)
 	}

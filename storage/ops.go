@@ -10,23 +10,23 @@ import (
 
 // The keyspace of opened ops (prefixOp, in keys.go):
 //
-//	0x20 | team id 32 | time u64 BE | id 32 -> marshalled op
+//	0x20 | team id 32 | time u64 BE | id 16 -> marshalled op
 //
 // A device keeps the ops it has opened, so that its view of a team survives
 // the destruction of old epoch keys (forward secrecy): envelopes stay sealed
 // for relaying, the team state is rebuilt from the ops.
 
-const opKeyLen = 1 + 32 + 8 + 32
+const opKeyLen = 1 + 32 + 8 + IDSize
 
 // OpRecord is a stored op: its team, time (HLC), id and marshalled bytes.
 type OpRecord struct {
 	Team [32]byte
 	Time uint64
-	ID   [32]byte
+	ID   [IDSize]byte
 	Data []byte
 }
 
-func opKey(team [32]byte, t uint64, id [32]byte) []byte {
+func opKey(team [32]byte, t uint64, id [IDSize]byte) []byte {
 	b := make([]byte, 0, opKeyLen)
 	b = append(b, prefixOp)
 	b = append(b, team[:]...)

@@ -13,9 +13,9 @@ func TestCommitBatch(t *testing.T) {
 	b := Batch{
 		Envelopes: []EnvelopeRecord{env, env}, // a repeat is skipped
 		Ops: []OpRecord{
-			{Team: team, Time: 20, ID: [32]byte{2}, Data: []byte("op-b")},
-			{Team: team, Time: 10, ID: [32]byte{9}, Data: []byte("op-a")},
-			{Team: [32]byte{8}, Time: 5, ID: [32]byte{1}, Data: []byte("other team")},
+			{Team: team, Time: 20, ID: [IDSize]byte{2}, Data: []byte("op-b")},
+			{Team: team, Time: 10, ID: [IDSize]byte{9}, Data: []byte("op-a")},
+			{Team: [32]byte{8}, Time: 5, ID: [IDSize]byte{1}, Data: []byte("other team")},
 		},
 		Secrets: map[string][]byte{"keys/x": []byte("state-1")},
 	}
@@ -57,7 +57,7 @@ func TestCommitRefusesBadSecretName(t *testing.T) {
 	s, _ := newStore(t)
 	team := [32]byte{1}
 	_, err := s.Commit(Batch{
-		Ops:     []OpRecord{{Team: team, Time: 1, ID: [32]byte{1}, Data: []byte("x")}},
+		Ops:     []OpRecord{{Team: team, Time: 1, ID: [IDSize]byte{1}, Data: []byte("x")}},
 		Secrets: map[string][]byte{"": []byte("v")},
 	})
 	if err == nil {

@@ -85,7 +85,7 @@ func TestNoPlaintextOnDisk(t *testing.T) {
 	if err := s.PutInvite([16]byte{1}, markers["invite"]); err != nil {
 		t.Fatal(err)
 	}
-	big := EnvelopeRecord{Key: EnvelopeKey{Topic: top, Time: 1, ID: id32(-1)}, Data: bytes.Repeat(markers["big envelope"], 4000)}
+	big := EnvelopeRecord{Key: EnvelopeKey{Topic: top, Time: 1, ID: opID(-1)}, Data: bytes.Repeat(markers["big envelope"], 4000)}
 	if _, err := s.PutEnvelopes([]EnvelopeRecord{big}); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestNoPlaintextOnDisk(t *testing.T) {
 		for i := range 256 {
 			n := batch*256 + i
 			recs = append(recs, EnvelopeRecord{
-				Key:  EnvelopeKey{Topic: top, Time: uint64(n), ID: id32(n)},
+				Key:  EnvelopeKey{Topic: top, Time: uint64(n), ID: opID(n)},
 				Data: bytes.Repeat(markers["envelope"], 4096/len(markers["envelope"])),
 			})
 		}

@@ -16,11 +16,11 @@ const maxRecordQValue = 1024
 // RecordQKey names a queue entry.
 type RecordQKey struct {
 	Team [32]byte
-	ID   [32]byte
+	ID   [IDSize]byte
 }
 
 func recordQKey(k RecordQKey) []byte {
-	b := make([]byte, 0, 1+64)
+	b := make([]byte, 0, 1+32+IDSize)
 	b = append(b, prefixRecordQ)
 	b = append(b, k.Team[:]...)
 	return append(b, k.ID[:]...)
@@ -78,7 +78,7 @@ func (s *Store) UpdateRecordQ(ops []RecordQOp) error {
 // the value; an error of fn stops the scan and is returned unwrapped.
 func (s *Store) RecordQ(fn func(RecordQKey, []byte) error) error {
 	return s.scan([]byte{prefixRecordQ}, nil, func(b, v []byte) error {
-		if len(b) != 1+64 {
+		if len(b) != 1+32+IDSize {
 			return fmt.Errorf("%w: record queue key %x", ErrCorrupt, b)
 		}
 		var k RecordQKey

@@ -10,8 +10,8 @@ import (
 // nothing.
 func TestRecordQueue(t *testing.T) {
 	s, dir := newStore(t)
-	a := RecordQKey{Team: id32(1), ID: id32(2)}
-	b := RecordQKey{Team: id32(1), ID: id32(3)}
+	a := RecordQKey{Team: id32(1), ID: opID(2)}
+	b := RecordQKey{Team: id32(1), ID: opID(3)}
 	if err := s.UpdateRecordQ([]RecordQOp{{Key: a, Value: []byte("a1")}, {Key: b, Value: []byte("b1")}}); err != nil {
 		t.Fatal(err)
 	}

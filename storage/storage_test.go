@@ -61,7 +61,7 @@ func topic(n byte) [16]byte {
 
 func rec(top [16]byte, time uint64, n int) EnvelopeRecord {
 	return EnvelopeRecord{
-		Key:  EnvelopeKey{Topic: top, Time: time, ID: id32(n)},
+		Key:  EnvelopeKey{Topic: top, Time: time, ID: opID(n)},
 		Data: fmt.Appendf(nil, "envelope %d at %d", n, time),
 	}
 }
@@ -132,10 +132,10 @@ func TestNotFound(t *testing.T) {
 	if _, err := s.Team(id32(1)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Team: got %v; want ErrNotFound", err)
 	}
-	if _, err := s.Envelope(id32(1)); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Envelope(opID(1)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Envelope: got %v; want ErrNotFound", err)
 	}
-	if ok, err := s.HasEnvelope(id32(1)); ok || err != nil {
+	if ok, err := s.HasEnvelope(opID(1)); ok || err != nil {
 		t.Errorf("HasEnvelope = %v, %v; want false, nil", ok, err)
 	}
 	if _, err := s.UseInvite([16]byte{9}); !errors.Is(err, ErrNotFound) {
@@ -387,10 +387,10 @@ func TestEnvelopeOrderAndDedup(t *testing.T) {
 				t.Errorf("Envelopes: got %v, %v; want %v, nil", numbers(viaFn), err, tt.wantA)
 			}
 			for _, n := range tt.wantA {
-				if ok, err := s.HasEnvelope(id32(n)); !ok || err != nil {
+				if ok, err := s.HasEnvelope(opID(n)); !ok || err != nil {
 					t.Errorf("HasEnvelope(%d) = %v, %v; want true, nil", n, ok, err)
 				}
-				if r, err := s.Envelope(id32(n)); err != nil || r.Key.Topic != a {
+				if r, err := s.Envelope(opID(n)); err != nil || r.Key.Topic != a {
 					t.Errorf("Envelope(%d) = %v, %v; want topic a", n, r.Key, err)
 				}
 			}
@@ -398,10 +398,10 @@ func TestEnvelopeOrderAndDedup(t *testing.T) {
 	}
 }
 
-// number inverts id32 for the small numbers tests use.
-func number(id [32]byte) int {
+// number inverts opID for the small numbers tests use.
+func number(id [IDSize]byte) int {
 	for n := range 10000 {
-		if id32(n) == id {
+		if opID(n) == id {
 			return n
 		}
 	}
@@ -418,7 +418,7 @@ func numbers(keys []EnvelopeKey) []int {
 
 func sortedByID(ns ...int) []int {
 	slices.SortFunc(ns, func(x, y int) int {
-		a, b := id32(x), id32(y)
+		a, b := opID(x), opID(y)
 		return bytes.Compare(a[:], b[:])
 	})
 	return ns
@@ -650,7 +650,7 @@ func TestWipe(t *testing.T) {
 		t.Fatalf("Create after Wipe: %v", err)
 	}
 	defer s2.Close()
-	if ok, err := s2.HasEnvelope(id32(1)); ok || err != nil {
+	if ok, err := s2.HasEnvelope(opID(1)); ok || err != nil {
 		t.Errorf("HasEnvelope in the new store = %v, %v; want false, nil", ok, err)
 	}
 }
@@ -699,8 +699,8 @@ func TestClosed(t *testing.T) {
 		"Peers":        second(s.Peers()),
 		"UseInvite":    second(s.UseInvite([16]byte{})),
 		"PutEnvelopes": second(s.PutEnvelopes(nil)),
-		"HasEnvelope":  second(s.HasEnvelope(id)),
-		"Envelope":     second(s.Envelope(id)),
+		"HasEnvelope":  second(s.HasEnvelope([IDSize]byte(id[:]))),
+		"Envelope":     second(s.Envelope([IDSize]byte(id[:]))),
 		"EnvelopeKeys": second(s.EnvelopeKeys([16]byte{})),
 	}
 	for name, err := range calls {
@@ -769,4 +769,10 @@ func TestCreateWithoutRandomness(t *testing.T) {
 		t.Fatalf("Create after a failed Create: %v", err)
 	}
 	s.Close()
+}
+
+// opID is a test envelope or op id: the first IDSize bytes of id32(n).
+func opID(n int) [IDSize]byte {
+	h := id32(n)
+	return [IDSize]byte(h[:])
 }

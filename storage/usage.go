@@ -14,7 +14,7 @@ import (
 // Keyspaces of data accounting, the low-data outbox and local settings (prefixes in keys.go):
 //
 //	0x10 usage    0x10 | day u32 BE | topic 16 | uvarint len | protocol | peer -> sent u64 BE | received u64 BE
-//	0x11 outbox   0x11 | time u64 BE | id 32                             -> opaque queued op
+//	0x11 outbox   0x11 | time u64 BE | id 16                             -> opaque queued op
 //	0x12 settings 0x12 | name                                            -> opaque value
 //
 // A usage key names a calendar day (yyyymmdd, so days sort in order and a month is one key range),
@@ -31,7 +31,7 @@ const (
 
 	usageFixedLen  = 1 + 4 + 16
 	usageValueLen  = 16
-	outboxKeyLen   = 1 + 8 + 32
+	outboxKeyLen   = 1 + 8 + IDSize
 	maxOutboxValue = 1 << 20
 )
 
@@ -218,7 +218,7 @@ func usageDayKey(day uint32) []byte {
 // read in (Time, ID) order, the order in which this device made its ops.
 type OutboxKey struct {
 	Time uint64
-	ID   [32]byte
+	ID   [IDSize]byte
 }
 
 func outboxKey(k OutboxKey) []byte {

@@ -185,7 +185,7 @@ func FuzzParseUsageKey(f *testing.F) {
 
 func TestOutboxOrderDeleteAndReopen(t *testing.T) {
 	s, dir := newStore(t)
-	keys := []OutboxKey{{Time: 30, ID: id32(1)}, {Time: 10, ID: id32(2)}, {Time: 20, ID: id32(3)}}
+	keys := []OutboxKey{{Time: 30, ID: opID(1)}, {Time: 10, ID: opID(2)}, {Time: 20, ID: opID(3)}}
 	for i, k := range keys {
 		if err := s.PutOutbox(k, []byte{byte(i + 1)}); err != nil {
 			t.Fatal(err)

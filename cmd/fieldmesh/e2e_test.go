@@ -43,6 +43,9 @@ import (
 	"time"
 )
 
+// e2eOpIDHex is the length of a message id as the CLI prints it: op ids are 16 bytes (sync/crdt).
+const e2eOpIDHex = 32
+
 func TestE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds the binary and runs three daemons; skipped with -short")
@@ -165,8 +168,8 @@ func TestE2E(t *testing.T) {
 		if err := c.decode("send", n.runJSON(t, args...), &out, e2eKeysSend); err != nil {
 			t.Fatal(err)
 		}
-		if !e2eIsHex(out.ID, 64) || out.HLC == 0 {
-			t.Fatalf("%s: send: got %+v; want a 64-hex id and a non-zero hlc", n.label, out)
+		if !e2eIsHex(out.ID, e2eOpIDHex) || out.HLC == 0 {
+			t.Fatalf("%s: send: got %+v; want a %d-hex id and a non-zero hlc", n.label, out, e2eOpIDHex)
 		}
 		if _, dup := texts[out.ID]; dup {
 			t.Fatalf("%s: send %q returned the id of an earlier message, %s", n.label, text, out.ID)
@@ -222,7 +225,7 @@ func TestE2E(t *testing.T) {
 		missing := e2eAbsentPrefix(t, order)
 		for _, tc := range []struct{ what, ref, says string }{
 			{"an unknown short id", missing, "no message"},
-			{"an unknown full id", missing + strings.Repeat("0", 56), "no message"},
+			{"an unknown full id", missing + strings.Repeat("0", e2eOpIDHex-len(missing)), "no message"},
 			{"not an id", "tomorrow", "hex"},
 			{"too short an id", urgent[:6], "8"},
 		} {

@@ -50,7 +50,7 @@ type Team struct {
 
 // Message is one message the device holds.
 type Message struct {
-	ID         string // op id, 64 hex characters
+	ID         string // op id, 32 hex characters
 	Team       string // the team's Short
 	Author     string // the author device's id, hex
 	AuthorName string

@@ -104,7 +104,7 @@ func unmarshalAnswer(b []byte) (answer, error) {
 	switch r.Byte() {
 	case 0:
 		copy(a.Team[:], r.Fixed(32))
-		copy(a.Genesis[:], r.Fixed(32))
+		copy(a.Genesis[:], r.Fixed(crdt.IDSize))
 		n := r.Count(maxHistory, 1+1) // two lengths an item
 		for i := 0; i < n && r.Err() == nil; i++ {
 			op := r.Bytes(crdt.MaxOpSize)

@@ -133,7 +133,7 @@ func TestSendReplyTo(t *testing.T) {
 	}
 	for _, tc := range []struct{ ref, says string }{
 		{absent, "no message"},
-		{absent + strings.Repeat("f", 56), "no message"},
+		{absent + strings.Repeat("f", len(parent.ID)-len(absent)), "no message"},
 		{parent.ID[:7], "at least 8"},
 		{"not-an-id", "hex"},
 		{parent.ID + "00", "hex"},

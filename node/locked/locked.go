@@ -187,7 +187,7 @@ func (d *Device) validator(topic string) pubsub.ValidatorEx {
 		if len(m.Data) > envelope.MaxSize || !d.peerFilter(from, topic) {
 			return pubsub.ValidationIgnore
 		}
-		if _, err := envelope.Unmarshal(m.Data); err != nil {
+		if _, err := envelope.Unmarshal(envelope.Topic{}, m.Data); err != nil { // the layout only: the topic is the spool record's
 			return pubsub.ValidationReject
 		}
 		if err := d.cfg.Spool.Add(Record{Topic: topic, From: from, Raw: m.Data}); err != nil {
@@ -232,7 +232,7 @@ func (d *Device) handleGive(s network.Stream) {
 		if len(b) == 0 {
 			break
 		}
-		if _, err := envelope.Unmarshal(b); err != nil {
+		if _, err := envelope.Unmarshal(envelope.Topic(h.Topic), b); err != nil {
 			s.Reset()
 			return
 		}

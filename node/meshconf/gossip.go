@@ -228,24 +228,25 @@ func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int, rtt func(peer.ID)
 
 // TopicNamePrefix starts every team's gossip topic name. Its number is the envelope format's version
 // (sync/envelope), so devices of two formats never share a topic.
-const TopicNamePrefix = "fm4/"
+const TopicNamePrefix = "fm5/"
 
 // TopicNameBytes is how much of a team's envelope.Topic its gossip topic name carries.
 const TopicNameBytes = 9
 
-// TopicName is the gossip topic of a team: "fm4/" and the base64url (unpadded) of the first 9 bytes of
+// TopicName is the gossip topic of a team: "fm5/" and the base64url (unpadded) of the first 9 bytes of
 // its envelope.Topic, which is derived one-way from the team id, so it names nothing. It is 16
 // bytes; every gossip copy of a message and every IHAVE carries it, so it is short.
 //
-// 72 bits are enough because a name is only a rendezvous, never a check: every envelope carries its
-// full 16-byte topic in its header, and devices and relays check it (and the envelope's keys) before
-// they keep or pass it on. A collision of two teams' names can cost bandwidth and nothing else: a
-// device keeps a topic's gossip between the team's members and relays (its peer filter), so devices
-// of two colliding teams do not exchange it, and a host that carries two colliding teams fails to
-// join the second (pubsub refuses a topic joined twice) rather than mixing them. Accidental collisions
-// are negligible (about 2^-33 for a million teams); making one on purpose means finding a team id
-// whose topic has given 72 bits, about 2^72 hashes, and buys nothing that publishing junk on the
-// name would not.
+// 72 bits are enough because a name is only a rendezvous, never a check. The envelope carries no topic
+// (sync/envelope): a device or relay takes an envelope's topic from the gossip topic it arrived on, that
+// is from the full topic it joined under this name, and every layer of the envelope binds the team's
+// topic and id, so an envelope gossiped under a colliding name opens for no member of the other team.
+// A collision of two teams' names can cost bandwidth and nothing else: a device keeps a topic's gossip
+// between the team's members and relays (its peer filter), so devices of two colliding teams do not
+// exchange it, and a host that carries two colliding teams fails to join the second (pubsub refuses a
+// topic joined twice) rather than mixing them. Accidental collisions are negligible (about 2^-33 for a
+// million teams); making one on purpose means finding a team id whose topic has given 72 bits, about
+// 2^72 hashes, and buys nothing that publishing junk on the name would not.
 func TopicName(t envelope.Topic) string {
 	return TopicNamePrefix + base64.RawURLEncoding.EncodeToString(t[:TopicNameBytes])
 }

@@ -33,7 +33,7 @@ import (
 // Keyspaces (store.go lists the others):
 //
 //	0x08 chunk        0x08 | address 32              -> topic 16 | sealed chunk
-//	0x09 chunk owner  0x09 | envelope id 32 | address 32 -> topic 16 | size u32
+//	0x09 chunk owner  0x09 | envelope id 16 | address 32 -> topic 16 | size u32
 const (
 	pChunk      byte = 0x08
 	pChunkOwner byte = 0x09
@@ -53,14 +53,14 @@ var errChunkRefused = errors.New("relay: chunk refused")
 
 func chunkKey(addr [32]byte) []byte { return append([]byte{pChunk}, addr[:]...) }
 
-func chunkOwnerKey(owner, addr [32]byte) []byte {
+func chunkOwnerKey(owner crdt.OpID, addr [32]byte) []byte {
 	b := append([]byte{pChunkOwner}, owner[:]...)
 	return append(b, addr[:]...)
 }
 
 // putChunk stores a sealed chunk (checked against addr by the caller) for the stored envelope owner
 // of topic t, durably. It reports whether it stored anything new.
-func (s *store) putChunk(t envelope.Topic, owner, addr [32]byte, sealed []byte) (bool, error) {
+func (s *store) putChunk(t envelope.Topic, owner crdt.OpID, addr [32]byte, sealed []byte) (bool, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	size := int64(len(sealed))
@@ -125,7 +125,7 @@ func (s *store) chunk(addr [32]byte) (envelope.Topic, []byte, error) {
 	return envelope.Topic(v[:16]), v[16:], nil
 }
 
-func (s *store) hasChunkFor(owner, addr [32]byte) (bool, error) {
+func (s *store) hasChunkFor(owner crdt.OpID, addr [32]byte) (bool, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		_, err := txn.Get(chunkOwnerKey(owner, addr))
 		return err
@@ -137,18 +137,18 @@ func (s *store) hasChunkFor(owner, addr [32]byte) (bool, error) {
 }
 
 // ownerChunkBytes returns the chunk bytes an envelope holds; the caller may hold wmu, not mu.
-func (s *store) ownerChunkBytes(owner [32]byte) int64 {
+func (s *store) ownerChunkBytes(owner crdt.OpID) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.owners[owner]
 }
 
 // addChunkBytes counts n chunk bytes (negative: dropped) for envelope owner of topic t.
-func (s *store) addChunkBytes(t envelope.Topic, owner [32]byte, n int64) {
+func (s *store) addChunkBytes(t envelope.Topic, owner crdt.OpID, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.owners == nil {
-		s.owners = make(map[[32]byte]int64)
+		s.owners = make(map[crdt.OpID]int64)
 	}
 	c := s.topics[t]
 	if c == nil {
@@ -170,16 +170,16 @@ func (s *store) addChunkBytes(t envelope.Topic, owner [32]byte, n int64) {
 // countChunks adds the stored chunks to the counters at open.
 func (s *store) countChunks() error {
 	return s.scan([]byte{pChunkOwner}, func(k, v []byte) error {
-		if len(k) != 65 || len(v) != 20 {
+		if len(k) != 1+idSize+32 || len(v) != 20 {
 			return fmt.Errorf("relay: corrupt chunk owner entry %x", k)
 		}
-		s.addChunkBytes(envelope.Topic(v[:16]), [32]byte(k[1:33]), int64(binary.BigEndian.Uint32(v[16:])))
+		s.addChunkBytes(envelope.Topic(v[:16]), crdt.OpID(k[1:1+idSize]), int64(binary.BigEndian.Uint32(v[16:])))
 		return nil
 	})
 }
 
 // dropChunksTxn deletes, in txn, the chunks of envelope owner, and returns their bytes as counted.
-func dropChunksTxn(txn *badger.Txn, owner [32]byte) (int64, error) {
+func dropChunksTxn(txn *badger.Txn, owner crdt.OpID) (int64, error) {
 	o := badger.DefaultIteratorOptions
 	o.Prefix = append([]byte{pChunkOwner}, owner[:]...)
 	it := txn.NewIterator(o)
@@ -188,11 +188,11 @@ func dropChunksTxn(txn *badger.Txn, owner [32]byte) (int64, error) {
 	for it.Rewind(); it.Valid(); it.Next() {
 		k := it.Item().KeyCopy(nil)
 		v, err := it.Item().ValueCopy(nil)
-		if err != nil || len(k) != 65 || len(v) != 20 {
+		if err != nil || len(k) != 1+idSize+32 || len(v) != 20 {
 			it.Close()
 			return 0, fmt.Errorf("relay: corrupt chunk owner entry %x", k)
 		}
-		keys = append(keys, k, chunkKey([32]byte(k[33:])))
+		keys = append(keys, k, chunkKey([32]byte(k[1+idSize:])))
 		n += int64(binary.BigEndian.Uint32(v[16:])) + chunkOverhead
 	}
 	it.Close()
@@ -297,7 +297,7 @@ func (r *Relay) registerChunks() {
 }
 
 // dropChunkBytes uncounts n chunk bytes (overheads included) of envelope owner of topic t.
-func (s *store) dropChunkBytes(t envelope.Topic, owner [32]byte, n int64) {
+func (s *store) dropChunkBytes(t envelope.Topic, owner crdt.OpID, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.topics[t]; c != nil {

@@ -91,7 +91,7 @@ func TestRelayCarriesChunks(t *testing.T) {
 	_, before, _ := r.st.totals()
 
 	// An offer for an envelope the relay does not hold is refused.
-	if _, err := a.push(t, r, attach.Offer{Topic: ca.Topic, Owner: [32]byte{9}, Chunks: man.Chunks}, src); err == nil {
+	if _, err := a.push(t, r, attach.Offer{Topic: ca.Topic, Owner: crdt.OpID{9}, Chunks: man.Chunks}, src); err == nil {
 		t.Error("chunks for an unknown envelope: taken")
 	}
 	// A device of another topic cannot leave chunks for this one.

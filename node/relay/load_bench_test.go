@@ -336,7 +336,7 @@ func (d *loadDevice) reset(src *rand.ChaCha8, rng *rand.Rand, missing float64, n
 		}
 	}
 	d.own = d.own[:0]
-	s := &loadSource{own: make(map[[32]byte][]byte), got: make(map[[32]byte][]byte)}
+	s := &loadSource{own: make(map[[recon.IDSize]byte][]byte), got: make(map[[recon.IDSize]byte][]byte)}
 	for i := range newCount {
 		ts := uint64(now.Add(-time.Minute).UnixMilli()+int64(i)) << 16
 		rec, err := randomEnvelope(src, d.topic.code.Topic, ts, loadMinSize+rng.IntN(loadMaxSize-loadMinSize+1))
@@ -407,15 +407,15 @@ type loadSource struct {
 	items []recon.Item // sorted; not changed once a session has it
 
 	mu  sync.Mutex // guards got
-	own map[[32]byte][]byte
-	got map[[32]byte][]byte
+	own map[[recon.IDSize]byte][]byte
+	got map[[recon.IDSize]byte][]byte
 }
 
 var _ deviceSource = (*loadSource)(nil)
 
 func (s *loadSource) Items() ([]recon.Item, error) { return s.items, nil }
 
-func (s *loadSource) Envelope(id [32]byte) ([]byte, error) {
+func (s *loadSource) Envelope(id [recon.IDSize]byte) ([]byte, error) {
 	if b, ok := s.own[id]; ok {
 		return b, nil
 	}

@@ -657,7 +657,7 @@ func (r *Relay) peerFilter(p peer.ID, name string) bool {
 }
 
 // validator accepts what the relay can check without a key: the sender is enrolled for the topic, the
-// envelope's header parses, its topic is the gossip topic's, it is within the size limit, and it
+// envelope's header parses (it is taken as the gossip topic's: the wire does not name one), it is within the size limit, and it
 // passes admit (not stamped too far ahead, the sender within its write rate).
 func (r *Relay) validator(t envelope.Topic) pubsub.ValidatorEx {
 	return func(_ context.Context, from peer.ID, m *pubsub.Message) pubsub.ValidationResult {
@@ -665,14 +665,10 @@ func (r *Relay) validator(t envelope.Topic) pubsub.ValidatorEx {
 			r.m.refused.WithLabelValues("not_enrolled").Inc()
 			return pubsub.ValidationIgnore
 		}
-		e, err := envelope.Unmarshal(m.Data)
+		e, err := envelope.Unmarshal(t, m.Data)
 		if err != nil {
 			r.m.refused.WithLabelValues("malformed").Inc()
 			r.log.Debug("gossip: rejected malformed envelope", "peer", from.ShortString(), "err", err)
-			return pubsub.ValidationReject
-		}
-		if e.Topic != t {
-			r.m.refused.WithLabelValues("wrong_topic").Inc()
 			return pubsub.ValidationReject
 		}
 		rec := record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: m.Data}
@@ -906,7 +902,8 @@ func (r *Relay) expire() error {
 	return err
 }
 
-// maintainLoop expires old envelopes and reconciles periodically with every enrolled device.
+// maintainLoop expires old envelopes, makes the store's deletions final (collect), and reconciles
+// periodically with every enrolled device.
 func (r *Relay) maintainLoop() {
 	sweepEvery := min(max(r.cfg.Retention/24, time.Minute), time.Hour)
 	sweep := time.NewTicker(sweepEvery)
@@ -923,6 +920,13 @@ func (r *Relay) maintainLoop() {
 		case <-sweep.C:
 			if err := r.expire(); err != nil && r.ctx.Err() == nil {
 				r.log.Error("retention sweep failed", "err", err)
+			}
+			// Retention and the quota drop envelopes: make that final in the files, at most once a
+			// sweep (a rewrite of the database's tables), as a device does once an hour.
+			if n, err := r.st.collect(); err != nil && r.ctx.Err() == nil {
+				r.log.Warn("making deletions final failed; retrying at the next sweep", "err", err)
+			} else if n > 0 {
+				r.log.Info("deletions made final", "dropped", n)
 			}
 			r.pruneWriters()
 		case <-resync.C:

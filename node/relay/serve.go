@@ -247,8 +247,8 @@ type source struct {
 	topic envelope.Topic
 }
 
-func (s source) Items() ([]recon.Item, error)         { return s.st.items(s.topic) }
-func (s source) Envelope(id [32]byte) ([]byte, error) { return s.st.envelope(s.topic, id) }
+func (s source) Items() ([]recon.Item, error)                   { return s.st.items(s.topic) }
+func (s source) Envelope(id [recon.IDSize]byte) ([]byte, error) { return s.st.envelope(s.topic, id) }
 
 // handleSync answers a reconciliation session opened by an enrolled device: the hello names the topic
 // (recon.Hello), the relay answers recon.AnswerSync, then recon frames follow, served from the relay's
@@ -370,16 +370,11 @@ func (r *Relay) drive(s network.Stream, rd io.Reader, p peer.ID, t envelope.Topi
 		Deliver: func(flight [][]byte) error {
 			recs := make([]record, 0, len(flight))
 			for _, raw := range flight {
-				e, err := envelope.Unmarshal(raw)
+				e, err := envelope.Unmarshal(t, raw)
 				if err != nil {
 					r.m.refused.WithLabelValues("malformed").Inc()
 					r.log.Warn("device sent a malformed envelope: session dropped", "peer", p.ShortString(), "topic", t)
 					return fmt.Errorf("%w: %w", errInvalid, err)
-				}
-				if e.Topic != t {
-					r.m.refused.WithLabelValues("wrong_topic").Inc()
-					r.log.Warn("device sent an envelope of another topic: session dropped", "peer", p.ShortString(), "topic", t)
-					return fmt.Errorf("%w: envelope of topic %s in a session of %s", errInvalid, e.Topic.Short(), t.Short())
 				}
 				recs = append(recs, record{Topic: t, Time: uint64(e.Time), ID: e.ID, Data: raw})
 			}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -16,6 +17,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/relay/relayproto"
 	"github.com/fieldmesh/fieldmesh/storage"
+	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
@@ -27,10 +29,10 @@ import (
 //
 // Keyspaces (the first byte of every key):
 //
-//	0x01 meta      0x01 | name                        -> value ("version" = 3, "identity")
-//	0x02 envelope  0x02 | topic 16 | time u64 | id 32 -> marshalled envelope
-//	0x03 by id     0x03 | id 32                       -> topic 16 | time u64 | size u32
-//	0x04 by time   0x04 | time u64 | id 32            -> topic 16 | size u32
+//	0x01 meta      0x01 | name                        -> value ("version" = 4, "identity")
+//	0x02 envelope  0x02 | topic 16 | time u64 | id 16 -> marshalled envelope
+//	0x03 by id     0x03 | id 16                       -> topic 16 | time u64 | size u32
+//	0x04 by time   0x04 | time u64 | id 16            -> topic 16 | size u32
 //	0x05 topic     0x05 | topic 16                    -> relay key 32 | admitted unix seconds u64 | admin 32
 //	0x06 device    0x06 | topic 16 | peer id          -> last enrolled unix seconds u64
 //	0x07 roster    0x07 | topic 16                    -> the topic's roster (relayproto.Roster.Marshal)
@@ -47,8 +49,15 @@ const (
 	pDevice   byte = 0x06
 	pRoster   byte = 0x07
 
-	storeVersion = 3
-	dbDirName    = "relay-db"
+	storeVersion = 4
+
+	// idSize is the length of an envelope id (a crdt.OpID), and
+	// envKeyLen and timeKeyLen those of the keys of 0x02 and 0x04.
+	idSize     = len(crdt.OpID{})
+	envKeyLen  = 1 + 16 + 8 + idSize
+	timeKeyLen = 1 + 8 + idSize
+
+	dbDirName = "relay-db"
 	// EntryOverhead is what the quota counts for one stored envelope on top of its own bytes: its three
 	// keys and index values.
 	EntryOverhead = 192
@@ -74,18 +83,22 @@ type store struct {
 
 	wmu sync.Mutex // serialises writes, so read-modify-write transactions never conflict
 
+	// dropped counts the envelopes deleted since the last collect: their old versions stay in the
+	// database files until then.
+	dropped atomic.Int64
+
 	mu     sync.Mutex // guards the fields below
 	count  int64
 	bytes  int64 // envelope bytes plus EntryOverhead each, and chunk bytes plus chunkOverhead each
 	topics map[envelope.Topic]*topicCount
-	owners map[[32]byte]int64 // envelope id -> its chunks' bytes as counted (chunks.go)
+	owners map[crdt.OpID]int64 // envelope id -> its chunks' bytes as counted (chunks.go)
 }
 
 // record is an envelope to store.
 type record struct {
 	Topic envelope.Topic
 	Time  uint64
-	ID    [32]byte
+	ID    crdt.OpID
 	Data  []byte
 }
 
@@ -171,18 +184,18 @@ func (s *store) putMeta(name string, v []byte) error {
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(append([]byte{pMeta}, name...), v) })
 }
 
-func envKey(t envelope.Topic, time uint64, id [32]byte) []byte {
-	b := make([]byte, 0, 1+16+8+32)
+func envKey(t envelope.Topic, time uint64, id crdt.OpID) []byte {
+	b := make([]byte, 0, envKeyLen)
 	b = append(b, pEnvelope)
 	b = append(b, t[:]...)
 	b = binary.BigEndian.AppendUint64(b, time)
 	return append(b, id[:]...)
 }
 
-func idKey(id [32]byte) []byte { return append([]byte{pByID}, id[:]...) }
+func idKey(id crdt.OpID) []byte { return append([]byte{pByID}, id[:]...) }
 
-func timeKey(time uint64, id [32]byte) []byte {
-	b := make([]byte, 0, 1+8+32)
+func timeKey(time uint64, id crdt.OpID) []byte {
+	b := make([]byte, 0, timeKeyLen)
 	b = append(b, pByTime)
 	b = binary.BigEndian.AppendUint64(b, time)
 	return append(b, id[:]...)
@@ -194,7 +207,7 @@ func timeKey(time uint64, id [32]byte) []byte {
 func (s *store) put(recs []record, horizon func(envelope.Topic) uint64) (added []record, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	seen := make(map[[32]byte]bool, len(recs))
+	seen := make(map[crdt.OpID]bool, len(recs))
 	for len(recs) > 0 {
 		n, size := 0, 0
 		for n < len(recs) && (n == 0 || size+len(recs[n].Data) <= putChunk) && n < 1000 {
@@ -247,7 +260,7 @@ func (s *store) put(recs []record, horizon func(envelope.Topic) uint64) (added [
 }
 
 // has reports whether an envelope with this id is stored.
-func (s *store) has(id [32]byte) (bool, error) {
+func (s *store) has(id crdt.OpID) (bool, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		_, err := txn.Get(idKey(id))
 		return err
@@ -270,7 +283,7 @@ func (s *store) items(t envelope.Topic) ([]recon.Item, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()
-			if len(k) != 1+16+8+32 {
+			if len(k) != envKeyLen {
 				return fmt.Errorf("relay: corrupt envelope key %x", k)
 			}
 			var item recon.Item
@@ -287,7 +300,7 @@ func (s *store) items(t envelope.Topic) ([]recon.Item, error) {
 }
 
 // envelope returns the stored envelope with this id if it belongs to topic t.
-func (s *store) envelope(t envelope.Topic, id [32]byte) ([]byte, error) {
+func (s *store) envelope(t envelope.Topic, id crdt.OpID) ([]byte, error) {
 	var v []byte
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(idKey(id))
@@ -323,7 +336,7 @@ type dropped struct {
 // victim is a stored envelope to drop.
 type victim struct {
 	time  uint64
-	id    [32]byte
+	id    crdt.OpID
 	topic envelope.Topic
 	size  int64
 }
@@ -336,7 +349,7 @@ func (s *store) evict(keep func(time uint64, bytes int64) bool) (dropped, error)
 		defer s.mu.Unlock()
 		return s.bytes
 	}, keep, func(k, v []byte) (victim, error) {
-		if len(k) != 1+8+32 || len(v) != 20 {
+		if len(k) != timeKeyLen || len(v) != 20 {
 			return victim{}, fmt.Errorf("relay: corrupt time entry %x", k)
 		}
 		vi := victim{time: binary.BigEndian.Uint64(k[1:9]), topic: envelope.Topic(v[:16]), size: int64(binary.BigEndian.Uint32(v[16:]))}
@@ -350,7 +363,7 @@ func (s *store) evict(keep func(time uint64, bytes int64) bool) (dropped, error)
 func (s *store) evictTopic(t envelope.Topic, keep func(time uint64, bytes int64) bool) (dropped, error) {
 	prefix := append([]byte{pEnvelope}, t[:]...)
 	return s.evictScan(prefix, func() int64 { return s.topicBytes(t) }, keep, func(k, v []byte) (victim, error) {
-		if len(k) != 1+16+8+32 {
+		if len(k) != envKeyLen {
 			return victim{}, fmt.Errorf("relay: corrupt envelope key %x", k)
 		}
 		vi := victim{time: binary.BigEndian.Uint64(k[17:25]), topic: t, size: int64(len(v))}
@@ -415,6 +428,7 @@ func (s *store) evictScan(prefix []byte, bytesNow func() int64, keep func(time u
 		if err != nil {
 			return d, fmt.Errorf("relay: drop envelopes: %w", err)
 		}
+		s.dropped.Add(int64(len(vs)))
 		for i, v := range vs {
 			if chunkBytes[i] > 0 {
 				s.dropChunkBytes(v.topic, v.id, chunkBytes[i])
@@ -451,7 +465,7 @@ func (s *store) oldest(t envelope.Topic) (uint64, bool) {
 		defer it.Close()
 		it.Rewind()
 		if it.Valid() {
-			if k := it.Item().Key(); len(k) == 1+16+8+32 {
+			if k := it.Item().Key(); len(k) == envKeyLen {
 				time, found = binary.BigEndian.Uint64(k[17:25]), true
 			}
 		}
@@ -550,6 +564,7 @@ func (s *store) dropTopic(t envelope.Topic) error {
 			return err
 		}
 	}
+	s.dropped.Add(1)
 	_, err := s.evictTopic(t, func(uint64, int64) bool { return false })
 	return err
 }
@@ -631,4 +646,32 @@ func (s *store) scan(prefix []byte, fn func(k, v []byte) error) error {
 		}
 		return nil
 	})
+}
+
+// collectMarker is the key collect writes and drops to flush the memtable.
+var collectMarker = []byte{pMeta, 'c', 'o', 'l', 'l', 'e', 'c', 't'}
+
+// collect makes the deletions since the last collect final, as a device's store does
+// (storage.Store.Collect): it flushes the memtable, then compacts the tables and rewrites the value
+// log (storage.CompactDeleted), so no old version of a dropped envelope stays in the database files.
+// It does nothing when nothing was dropped. It returns the number of deletions it made final.
+func (s *store) collect() (int64, error) {
+	n := s.dropped.Load()
+	if n == 0 {
+		return 0, nil
+	}
+	s.wmu.Lock()
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(collectMarker, nil) })
+	if err == nil {
+		err = s.db.DropPrefix(collectMarker)
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("relay: collect: flush: %w", err)
+	}
+	if _, err := storage.CompactDeleted(s.db); err != nil {
+		return 0, fmt.Errorf("relay: %w", err)
+	}
+	s.dropped.Add(-n)
+	return n, nil
 }

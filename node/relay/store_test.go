@@ -40,7 +40,7 @@ func randomEnvelope(rnd io.Reader, topic envelope.Topic, ts uint64, size int) (r
 	}
 	e.Ciphertext[0] = 1
 	raw := e.Marshal()
-	if _, err := envelope.Unmarshal(raw); err != nil {
+	if _, err := envelope.Unmarshal(topic, raw); err != nil {
 		return record{}, fmt.Errorf("test envelope does not parse: %w", err)
 	}
 	return record{Topic: topic, Time: ts, ID: e.ID, Data: raw}, nil
@@ -123,7 +123,7 @@ func TestStoreEvict(t *testing.T) {
 	}
 	// A topic's own eviction, oldest first, leaves other topics alone.
 	other := envelope.Topic{0xee}
-	if _, err := s.put([]record{{Topic: other, Time: 1001, ID: [32]byte{0xee}, Data: []byte("other")}}, func(envelope.Topic) uint64 { return 0 }); err != nil {
+	if _, err := s.put([]record{{Topic: other, Time: 1001, ID: crdt.OpID{0xee}, Data: []byte("other")}}, func(envelope.Topic) uint64 { return 0 }); err != nil {
 		t.Fatal(err)
 	}
 	if o, ok := s.oldest(topic); !ok || o != 1006 {
@@ -134,7 +134,7 @@ func TestStoreEvict(t *testing.T) {
 	if err != nil || d.n != 2 || d.newest != 1007 {
 		t.Fatalf("topic eviction dropped %+v, %v; want the topic's 2 oldest", d, err)
 	}
-	if has, _ := s.has([32]byte{0xee}); !has {
+	if has, _ := s.has(crdt.OpID{0xee}); !has {
 		t.Errorf("a topic's eviction dropped another topic's older envelope")
 	}
 	s.close()

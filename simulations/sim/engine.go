@@ -645,8 +645,8 @@ func (e *engine) endSession(s *session) {
 func (e *engine) receive(n, peer *node, ti int, mine, theirs role, sent *view, recv [][]byte) (int, error) {
 	before := n.version
 	for _, raw := range recv {
-		env, err := envelope.Unmarshal(raw)
-		if err != nil || env.Topic != e.teams[ti].topic {
+		env, err := envelope.Unmarshal(e.teams[ti].topic, raw)
+		if err != nil {
 			e.res.Refused++
 			continue
 		}
@@ -672,8 +672,8 @@ func (e *engine) receive(n, peer *node, ti int, mine, theirs role, sent *view, r
 		n.carried[ti] = st
 	}
 	for _, raw := range recv {
-		env, err := envelope.Unmarshal(raw)
-		if err != nil || env.Topic != e.teams[ti].topic || e.expired(env.ID) {
+		env, err := envelope.Unmarshal(e.teams[ti].topic, raw)
+		if err != nil || e.expired(env.ID) {
 			continue
 		}
 		if st.put(uint64(env.Time), env.ID, raw) {

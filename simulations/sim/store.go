@@ -87,7 +87,7 @@ func (s *store) stored() (device.Stored, error) {
 	}
 	for _, it := range s.items {
 		raw := s.envs[it.ID]
-		e, err := envelope.Unmarshal(raw)
+		e, err := envelope.Unmarshal(envelope.Topic{}, raw) // only the header is read: the topic does not matter
 		if err != nil {
 			return st, fmt.Errorf("stored envelope: %w", err)
 		}
@@ -111,7 +111,7 @@ type view struct {
 
 func (v *view) Items() ([]recon.Item, error) { return v.items, nil }
 
-func (v *view) Envelope(id [32]byte) ([]byte, error) {
+func (v *view) Envelope(id [recon.IDSize]byte) ([]byte, error) {
 	b, ok := v.envs[crdt.OpID(id)]
 	if !ok {
 		return nil, fmt.Errorf("sim: no envelope %x", id[:4])

@@ -32,8 +32,9 @@ func ForgeChain(op *crdt.Op, tag, index uint32, sig []byte, key seal.EpochKey) [
 	id := op.ID()
 	e := &envelope.Envelope{Topic: envelope.TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
 	hdr := e.Marshal() // the header only: no layers yet
-	ad := append(hdr, byte(envelope.FormChain))
-	innerAD := append(append([]byte("fieldmesh/v4/envelope/chain"), op.Team[:]...), ad...)
+	// The layers' associated data starts with the topic, which the wire does not carry.
+	ad := append(append(slices.Clone(e.Topic[:]), hdr...), byte(envelope.FormChain))
+	innerAD := append(append([]byte("fieldmesh/v5/envelope/chain"), op.Team[:]...), ad...)
 	_, ct, _ := s.Seal([senderkey.NonceSize]byte(id[:senderkey.NonceSize]), innerAD, op.MarshalCompact())
 	body, mac := ct[:len(ct)-16], ct[len(ct)-16:]
 	plain := append(binary.AppendUvarint(slices.Clone(op.Author[:]), uint64(index)), sig...)

@@ -37,7 +37,7 @@ func Capture(team crdt.TeamID, dev *identity.Device, keyRecord []byte, ops, enve
 	epochs := map[uint32]*teamkeys.Epoch{}
 	var chains []*envelope.Envelope
 	for _, raw := range envelopes {
-		e, err := envelope.Unmarshal(raw)
+		e, err := envelope.Unmarshal(envelope.TopicOf(team), raw)
 		if err != nil {
 			return nil, fmt.Errorf("adversary: envelope: %w", err)
 		}

@@ -19,7 +19,7 @@ const (
 	Protocol = "/fieldmesh/chunk/1.0.0"
 	// PushProtocol is the push stream a device uses to leave the chunks of an envelope at a clinic
 	// relay, which cannot read the manifests and so cannot pull (Push, Take).
-	PushProtocol = "/fieldmesh/chunk-push/1.0.0"
+	PushProtocol = "/fieldmesh/chunk-push/2.0.0"
 )
 
 // MaxOfferChunks is the most chunks one offer names: all the chunks of one message's
@@ -27,23 +27,26 @@ const (
 const MaxOfferChunks = crdt.MaxAttachments * crdt.MaxAttachmentChunks
 
 // MaxOfferFrame is the largest offer frame.
-const MaxOfferFrame = 1 + 16 + 32 + 2 + MaxOfferChunks*32
+const MaxOfferFrame = 1 + 16 + OwnerSize + 2 + MaxOfferChunks*32
 
-const offerVersion = 1
+const offerVersion = 2
+
+// OwnerSize is the length of an offer's owner: an envelope's id (a crdt.OpID), in bytes.
+const OwnerSize = 16
 
 // Offer is what a device offers a relay: the chunks (by address) of the attachments of one
 // envelope of a topic. The relay keeps chunks with their envelope and drops them with it.
 type Offer struct {
 	Topic  [16]byte
-	Owner  [32]byte // the envelope's id
+	Owner  [OwnerSize]byte // the envelope's id
 	Chunks [][32]byte
 }
 
 // Marshal encodes o:
 //
-//	version 1 | topic 16 | owner 32 | count uvarint (1..MaxOfferChunks) | count × address 32
+//	version 2 | topic 16 | owner 16 | count uvarint (1..MaxOfferChunks) | count × address 32
 func (o Offer) Marshal() []byte {
-	b := make([]byte, 0, 1+16+32+2+32*len(o.Chunks))
+	b := make([]byte, 0, 1+16+OwnerSize+2+32*len(o.Chunks))
 	b = append(b, offerVersion)
 	b = append(b, o.Topic[:]...)
 	b = append(b, o.Owner[:]...)
@@ -63,7 +66,7 @@ func UnmarshalOffer(b []byte) (Offer, error) {
 	d.Version("chunk offer", offerVersion)
 	var o Offer
 	copy(o.Topic[:], d.Fixed(16))
-	copy(o.Owner[:], d.Fixed(32))
+	copy(o.Owner[:], d.Fixed(OwnerSize))
 	n := d.Count(MaxOfferChunks, 32)
 	if d.Err() == nil && n == 0 {
 		d.Fail(fmt.Errorf("%w: empty offer", wire.ErrInvalid))

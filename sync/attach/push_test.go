@@ -18,7 +18,7 @@ func TestPushTake(t *testing.T) {
 	}
 	relay := newMemStore()
 	relay.chunks[a.Chunks[1]] = chunks[1] // already held: not sent again
-	o := Offer{Topic: [16]byte{1}, Owner: [32]byte{2}, Chunks: a.Chunks}
+	o := Offer{Topic: [16]byte{1}, Owner: [OwnerSize]byte{2}, Chunks: a.Chunks}
 	c1, c2 := net.Pipe()
 	done := make(chan error, 1)
 	var took int
@@ -110,7 +110,7 @@ func equalBools(a, b []bool) bool {
 }
 
 func FuzzUnmarshalOffer(f *testing.F) {
-	f.Add(Offer{Topic: [16]byte{1}, Owner: [32]byte{2}, Chunks: [][32]byte{{3}, {4}}}.Marshal())
+	f.Add(Offer{Topic: [16]byte{1}, Owner: [OwnerSize]byte{2}, Chunks: [][32]byte{{3}, {4}}}.Marshal())
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		o, err := UnmarshalOffer(b)

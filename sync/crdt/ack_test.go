@@ -17,7 +17,7 @@ func ackIDs(n int) []OpID {
 	ids := make([]OpID, n)
 	for i := range ids {
 		binary.BigEndian.PutUint32(ids[i][:], uint32(i+1))
-		ids[i][31] = 0xaa
+		ids[i][len(ids[i])-1] = 0xaa
 	}
 	return ids
 }

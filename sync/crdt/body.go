@@ -583,7 +583,7 @@ func UnmarshalRelay(b []byte) (Relay, error) {
 //
 // Encoding: version 1 | text (uvarint length, bytes) | priority byte |
 // patient (uvarint length, bytes) | flags byte (bit 0: a reply, bit 1: for
-// the record; other bits 0) | [reply-to op id 32 bytes, if a reply] |
+// the record; other bits 0) | [reply-to op id 16 bytes, if a reply] |
 // [attachments: count uvarint 1..MaxAttachments | count × Attachment], present only
 // when there are any.
 type Message struct {
@@ -626,7 +626,7 @@ const (
 
 // Marshal encodes m. It does not validate; call Validate first.
 func (m Message) Marshal() []byte {
-	b := make([]byte, 0, 1+3+len(m.Text)+1+2+len(m.Patient)+1+32)
+	b := make([]byte, 0, 1+3+len(m.Text)+1+2+len(m.Patient)+1+IDSize)
 	b = append(b, bodyVersion)
 	b = wire.AppendString(b, m.Text)
 	b = append(b, byte(m.Priority))
@@ -665,7 +665,7 @@ func UnmarshalMessage(b []byte) (Message, error) {
 	}
 	if flags&msgReply != 0 {
 		var id OpID
-		copy(id[:], d.Fixed(32))
+		copy(id[:], d.Fixed(IDSize))
 		m.ReplyTo = &id
 	}
 	m.ForRecord = flags&msgForRecord != 0
@@ -685,7 +685,7 @@ const MaxAckIDs = 512
 // [SplitAcks] and [State.Unacked] for the batching rule.
 //
 // Encoding: version 1 | read byte (0 or 1) | uvarint count (1..MaxAckIDs) |
-// count × op id 32 bytes, strictly ascending.
+// count × op id 16 bytes, strictly ascending.
 type Ack struct {
 	Read bool
 	IDs  []OpID // 1..MaxAckIDs ids, strictly ascending
@@ -710,7 +710,7 @@ func (a Ack) Validate() error {
 // Marshal encodes a. It does not validate; call Validate first (or build
 // acks with SplitAcks).
 func (a Ack) Marshal() []byte {
-	b := make([]byte, 0, 2+binary.MaxVarintLen16+32*len(a.IDs))
+	b := make([]byte, 0, 2+binary.MaxVarintLen16+IDSize*len(a.IDs))
 	b = append(b, bodyVersion)
 	b = wire.AppendBool(b, a.Read)
 	b = binary.AppendUvarint(b, uint64(len(a.IDs)))
@@ -722,21 +722,21 @@ func (a Ack) Marshal() []byte {
 
 // UnmarshalAck decodes and validates an Ack body.
 func UnmarshalAck(b []byte) (Ack, error) {
-	if limit := 2 + binary.MaxVarintLen16 + 32*MaxAckIDs; len(b) > limit {
+	if limit := 2 + binary.MaxVarintLen16 + IDSize*MaxAckIDs; len(b) > limit {
 		return Ack{}, fmt.Errorf("%w: ack body is %d bytes, limit %d", ErrTooLarge, len(b), limit)
 	}
 	d := wire.NewReader(b)
 	d.Version("ack", bodyVersion)
 	var a Ack
 	a.Read = d.Bool()
-	n := d.Count(MaxAckIDs, 32)
+	n := d.Count(MaxAckIDs, IDSize)
 	if d.Err() == nil && n == 0 {
 		d.Fail(fmt.Errorf("%w: ack of no messages", ErrInvalid))
 	}
 	if n > 0 {
 		a.IDs = make([]OpID, n)
 		for i := range a.IDs {
-			copy(a.IDs[i][:], d.Fixed(32))
+			copy(a.IDs[i][:], d.Fixed(IDSize))
 			if i > 0 && d.Err() == nil && a.IDs[i-1].Compare(a.IDs[i]) >= 0 {
 				d.Fail(fmt.Errorf("%w: ack ids not strictly ascending", ErrMalformed))
 			}
@@ -782,8 +782,8 @@ type SealedID struct {
 // (the device that found them may be unable to open the second: its key
 // was spent on the first).
 //
-// Encoding: version 1 | device 32 | epoch u32 | index u32 | A.ID 32 | A.Sig 64
-// | B.ID 32 | B.Sig 64, with A.ID < B.ID.
+// Encoding: version 1 | device 32 | epoch u32 | index u32 | A.ID 16 | A.Sig 64
+// | B.ID 16 | B.Sig 64, with A.ID < B.ID.
 type Evidence struct {
 	Device identity.DeviceID
 	Epoch  uint32
@@ -791,7 +791,7 @@ type Evidence struct {
 	A, B   SealedID
 }
 
-const evidenceSize = 1 + 32 + 4 + 4 + 2*(32+SigSize)
+const evidenceSize = 1 + 32 + 4 + 4 + 2*(IDSize+SigSize)
 
 // NewEvidence returns the Evidence of two seals of device at (epoch, index),
 // in canonical order. It does not verify them.
@@ -848,7 +848,7 @@ func UnmarshalEvidence(b []byte) (Evidence, error) {
 	e.Epoch = d.Uint32()
 	e.Index = d.Uint32()
 	for _, s := range []*SealedID{&e.A, &e.B} {
-		copy(s.ID[:], d.Fixed(32))
+		copy(s.ID[:], d.Fixed(IDSize))
 		s.Sig = bytes.Clone(d.Fixed(SigSize))
 	}
 	if err := d.Finish(); err != nil {

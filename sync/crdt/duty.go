@@ -360,14 +360,14 @@ func UnmarshalRota(b []byte) (Rota, error) {
 // (Time, ID) is State.LastReview, from which every admin's next reminder is
 // due (package sync/duty).
 //
-// Encoding: version 1 | epoch op id 32 bytes | persons uint16 | devices uint16.
+// Encoding: version 1 | epoch op id 16 bytes | persons uint16 | devices uint16.
 type Review struct {
 	Epoch   OpID
 	Persons uint16
 	Devices uint16
 }
 
-const reviewSize = 1 + 32 + 2 + 2
+const reviewSize = 1 + IDSize + 2 + 2
 
 // Validate checks what UnmarshalReview checks.
 func (r Review) Validate() error {
@@ -394,7 +394,7 @@ func UnmarshalReview(b []byte) (Review, error) {
 	d := wire.NewReader(b)
 	d.Version("review", bodyVersion)
 	var r Review
-	copy(r.Epoch[:], d.Fixed(32))
+	copy(r.Epoch[:], d.Fixed(IDSize))
 	r.Persons = d.Uint16()
 	r.Devices = d.Uint16()
 	if err := d.Finish(); err != nil {

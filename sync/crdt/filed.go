@@ -33,7 +33,7 @@ type FiledEntry struct {
 // messages (see State.Filed).
 //
 // Encoding: version 1 | at u64 big-endian (Unix milliseconds) | uvarint
-// count (1..MaxFiledEntries) | count × (message id 32 bytes | ref (uvarint
+// count (1..MaxFiledEntries) | count × (message id 16 bytes | ref (uvarint
 // length 1..MaxRecordRefLen, bytes)), strictly ascending by message id.
 type Filed struct {
 	At      uint64 // when the record confirmed the filing, Unix milliseconds
@@ -98,7 +98,7 @@ func (f Filed) Validate() error {
 
 // Marshal encodes f. It does not validate; call Validate first.
 func (f Filed) Marshal() []byte {
-	b := make([]byte, 0, 1+8+2+len(f.Entries)*(32+1+MaxRecordRefLen))
+	b := make([]byte, 0, 1+8+2+len(f.Entries)*(IDSize+1+MaxRecordRefLen))
 	b = append(b, bodyVersion)
 	b = binary.BigEndian.AppendUint64(b, f.At)
 	b = binary.AppendUvarint(b, uint64(len(f.Entries)))
@@ -110,7 +110,7 @@ func (f Filed) Marshal() []byte {
 }
 
 // maxFiledSize bounds the encoding of a valid Filed.
-const maxFiledSize = 1 + 8 + binary.MaxVarintLen16 + MaxFiledEntries*(32+binary.MaxVarintLen16+MaxRecordRefLen)
+const maxFiledSize = 1 + 8 + binary.MaxVarintLen16 + MaxFiledEntries*(IDSize+binary.MaxVarintLen16+MaxRecordRefLen)
 
 // UnmarshalFiled decodes and validates a Filed body. It refuses input
 // longer than any valid body before reading it.
@@ -122,14 +122,14 @@ func UnmarshalFiled(b []byte) (Filed, error) {
 	d.Version("filed", bodyVersion)
 	var f Filed
 	f.At = d.Uint64()
-	n := d.Count(MaxFiledEntries, 32+1+3)
+	n := d.Count(MaxFiledEntries, IDSize+1+3)
 	if d.Err() == nil && n == 0 {
 		d.Fail(fmt.Errorf("%w: filed op of no messages", ErrInvalid))
 	}
 	if n > 0 {
 		f.Entries = make([]FiledEntry, n)
 		for i := range f.Entries {
-			copy(f.Entries[i].Message[:], d.Fixed(32))
+			copy(f.Entries[i].Message[:], d.Fixed(IDSize))
 			f.Entries[i].Ref = d.String("record reference", MaxRecordRefLen)
 		}
 	}

@@ -49,10 +49,15 @@ func ParseTeamID(s string) (TeamID, error) {
 	return t, nil
 }
 
-// OpID is the SHA-256 of an op's full encoding, signature included.
-type OpID [32]byte
+// OpID names an op: the first 16 bytes (IDSize) of the SHA-256 of its
+// content (Op.MarshalContent), the seal not included. See [Op.ID] for why
+// 16 bytes are enough.
+type OpID [IDSize]byte
 
-// String returns the id as 64 lower-case hex characters.
+// IDSize is the length of an OpID in bytes.
+const IDSize = 16
+
+// String returns the id as 32 lower-case hex characters.
 func (id OpID) String() string { return hex.EncodeToString(id[:]) }
 
 // Short returns the first 8 hex characters of the id.

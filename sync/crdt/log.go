@@ -446,7 +446,7 @@ func (s State) Member(d identity.DeviceID) (MemberInfo, bool) {
 // for what the user has seen, then SplitAcks(false, s.Unacked(self, false))
 // for the rest: one op per 512 messages, whatever the team's size. Acks are
 // never acknowledged, a message acked once is never listed again, and an op
-// acking many messages costs 32 bytes per message, so a 30-person team
+// acking many messages costs 16 bytes per message, so a 30-person team
 // sends at most 30 ack ops per window, not 30 per message.
 func (s State) Unacked(d identity.DeviceID, read bool) []OpID {
 	var out []OpID

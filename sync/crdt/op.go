@@ -75,9 +75,9 @@ const (
 )
 
 const (
-	opVersion = 2
+	opVersion = 3
 	// sealDomain prefixes what an author signs (domain separation).
-	sealDomain = "fieldmesh/op/v2"
+	sealDomain = "fieldmesh/op/v3"
 	// opFixed is the size of version, team, author, time and kind.
 	opFixed = 1 + 32 + 32 + 8 + 1
 )
@@ -98,12 +98,12 @@ var ErrBadBody = errors.New("crdt: bad op body")
 // Encoding (Marshal), all integers fixed-size big-endian unless noted:
 //
 //	content (MarshalContent; the op id is its SHA-256):
-//	  version  1 byte  (2)
+//	  version  1 byte  (3)
 //	  team     32 bytes
 //	  author   32 bytes
 //	  time     8 bytes (HLC)
 //	  kind     1 byte  (not 0)
-//	  parents  uvarint count (<= MaxParents), then 32 bytes each, strictly ascending
+//	  parents  uvarint count (<= MaxParents), then 16 bytes (IDSize) each, strictly ascending
 //	  body     uvarint length, bytes
 //	seal:
 //	  epoch    4 bytes
@@ -132,7 +132,7 @@ type Op struct {
 // Seal is where an author sealed an op, and its signature of that: Ed25519
 // by the op's Author over
 //
-//	"fieldmesh/op/v2" ‖ team 32 ‖ epoch 4 ‖ author 32 ‖ index 4 ‖ op id 32
+//	"fieldmesh/op/v3" ‖ team 32 ‖ epoch 4 ‖ author 32 ‖ index 4 ‖ op id 16
 //
 // For a create or commit op (Kind.StartsEpoch), Epoch is TagOf(its own id)
 // and Index 0. For any other op, Epoch is the tag of the key epoch whose
@@ -151,7 +151,7 @@ type Seal struct {
 // SignedBytes returns what the author of op id signs for a seal at (epoch,
 // index): see [Seal].
 func SignedBytes(team TeamID, epoch uint32, author identity.DeviceID, index uint32, id OpID) []byte {
-	b := make([]byte, 0, len(sealDomain)+32+4+32+4+32)
+	b := make([]byte, 0, len(sealDomain)+32+4+32+4+IDSize)
 	b = append(b, sealDomain...)
 	b = append(b, team[:]...)
 	b = binary.BigEndian.AppendUint32(b, epoch)
@@ -206,7 +206,7 @@ func (o *Op) Sign(dev *identity.Device, epoch, index uint32) {
 // contentSize returns len(o.MarshalContent()) without marshalling.
 func (o *Op) contentSize() int {
 	return opFixed +
-		wire.UvarintLen(uint64(len(o.Parents))) + 32*len(o.Parents) +
+		wire.UvarintLen(uint64(len(o.Parents))) + IDSize*len(o.Parents) +
 		wire.UvarintLen(uint64(len(o.Body))) + len(o.Body)
 }
 
@@ -245,15 +245,32 @@ func (o *Op) Marshal() []byte {
 	return wire.AppendBytes(b, o.Seal.Sig)
 }
 
-// ID returns the SHA-256 of o.MarshalContent(), or, for an op whose body
-// was deleted (Redacted), the id it had.
+// ID returns the first 16 bytes (IDSize) of the SHA-256 of
+// o.MarshalContent(), or, for an op whose body was deleted (Redacted), the
+// id it had.
+//
+// Why 16 bytes are enough. Ids are content addresses within one team: the
+// log, the relay store (keyed by topic) and reconciliation never compare
+// the ids of two teams. What an id must resist is a collision, two ops of
+// one team with one id, and a 128-bit truncation of SHA-256 gives that
+// about 2^64 work (birthday bound); accidental collisions need about 2^64
+// ops of one team, beyond any team's history. Second preimages (making an
+// op with the id of an op someone else wrote) stay at about 2^128. So only
+// a member who grinds 2^64 hashes of its own ops can make a pair of its
+// own ops with one id, and what that buys is confusion in its own team:
+// each replica keeps whichever of the two it met first, as with an op
+// sealed twice. Both carry its signature, so the pair is evidence against
+// it, and neither can be passed off as another member's op: a seal signs
+// (team, epoch, author, index, id) and each author signs only ids it made.
+// A relay or an outsider, who cannot sign, can make nothing that counts.
 func (o *Op) ID() OpID {
 	if o.redacted != (OpID{}) {
 		return o.redacted
 	}
 	// Most ops fit the stack buffer, so hashing does not allocate.
 	var buf [1024]byte
-	return sha256.Sum256(o.appendContent(buf[:0]))
+	h := sha256.Sum256(o.appendContent(buf[:0]))
+	return OpID(h[:IDSize])
 }
 
 // Redacted reports whether the op's body was deleted (Log.Redact): it
@@ -266,7 +283,7 @@ func (o *Op) Redacted() bool { return o.redacted != (OpID{}) }
 const redactedVersion = 0xfe
 
 // MarshalStored returns the form a device stores an op in: Marshal, or for
-// a redacted op, redactedVersion | its id (32 bytes) | Marshal (its body
+// a redacted op, redactedVersion | its id (16 bytes) | Marshal (its body
 // empty). Only UnmarshalStored reads it, and only Log.AddStored adds it: it
 // comes from the device's own store, never from the network.
 func (o *Op) MarshalStored() []byte {
@@ -282,17 +299,17 @@ func UnmarshalStored(b []byte) (*Op, error) {
 	if len(b) == 0 || b[0] != redactedVersion {
 		return UnmarshalOp(b)
 	}
-	if len(b) < 1+32 {
+	if len(b) < 1+IDSize {
 		return nil, fmt.Errorf("%w: redacted op of %d bytes", ErrMalformed, len(b))
 	}
-	o, err := UnmarshalOp(b[1+32:])
+	o, err := UnmarshalOp(b[1+IDSize:])
 	if err != nil {
 		return nil, err
 	}
 	if len(o.Body) != 0 {
 		return nil, fmt.Errorf("%w: a redacted op with a body", ErrMalformed)
 	}
-	copy(o.redacted[:], b[1:1+32])
+	copy(o.redacted[:], b[1:1+IDSize])
 	if o.redacted == (OpID{}) {
 		return nil, fmt.Errorf("%w: a redacted op with a zero id", ErrMalformed)
 	}
@@ -378,7 +395,7 @@ func VerifySeal(team TeamID, author identity.DeviceID, id OpID, s Seal) bool {
 // sealKey names a signature in the memo: a hash of everything it was
 // checked against (the signed bytes and the key) and of itself.
 func sealKey(team TeamID, author identity.DeviceID, id OpID, s Seal) [32]byte {
-	var buf [32 + 32 + 32 + 8 + SigSize + 8]byte
+	var buf [32 + 32 + IDSize + 8 + SigSize + 8]byte
 	b := append(buf[:0], team[:]...)
 	b = append(b, author[:]...)
 	b = append(b, id[:]...)
@@ -425,7 +442,7 @@ func (v *verifiedSeals) add(k [32]byte) {
 
 // compactSize returns len(o.MarshalCompact()) without marshalling.
 func (o *Op) compactSize() int {
-	return 1 + wire.UvarintLen(uint64(len(o.Parents))) + 32*len(o.Parents) + len(o.Body)
+	return 1 + wire.UvarintLen(uint64(len(o.Parents))) + IDSize*len(o.Parents) + len(o.Body)
 }
 
 // MarshalCompact returns the compact encoding of o's content: what a
@@ -434,7 +451,7 @@ func (o *Op) compactSize() int {
 // team, the author and the time), and the body's length, which is the rest:
 //
 //	kind     1 byte  (not 0)
-//	parents  uvarint count (<= MaxParents), then 32 bytes each, strictly ascending
+//	parents  uvarint count (<= MaxParents), then 16 bytes (IDSize) each, strictly ascending
 //	body     the rest
 //
 // The op's id does not change: it is still the SHA-256 of MarshalContent,
@@ -538,10 +555,10 @@ func readOpContent(d *wire.Reader) *Op {
 // readParents decodes the parents of an op: a count, then the ids,
 // strictly ascending.
 func readParents(d *wire.Reader, o *Op) {
-	if n := d.Count(MaxParents, 32); n > 0 {
+	if n := d.Count(MaxParents, IDSize); n > 0 {
 		o.Parents = make([]OpID, n)
 		for i := range o.Parents {
-			copy(o.Parents[i][:], d.Fixed(32))
+			copy(o.Parents[i][:], d.Fixed(IDSize))
 			if i > 0 && d.Err() == nil && o.Parents[i-1].Compare(o.Parents[i]) >= 0 {
 				d.Fail(fmt.Errorf("%w: op parents not strictly ascending", ErrMalformed))
 			}

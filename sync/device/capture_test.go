@@ -75,7 +75,7 @@ func TestCaptureAfterRetention(t *testing.T) {
 	}
 	e2 := rekey()
 	// The box is sealed to the prekey, not to the static key.
-	if _, err := teamkeys.OpenBox(teamkeys.StaticOnly(bob.dev), h.team, mustEnv(t, alice.store.envs[e2].Data)); err == nil {
+	if _, err := teamkeys.OpenBox(teamkeys.StaticOnly(bob.dev), h.team, mustEnv(t, envelope.TopicOf(h.team), alice.store.envs[e2].Data)); err == nil {
 		t.Fatal("bob's static key opens his box of an epoch boxed to his prekey")
 	}
 	oldTexts := say("in the prekey epoch: ", 3)
@@ -146,9 +146,9 @@ func count(read map[string]bool, texts []string) int {
 	return n
 }
 
-func mustEnv(t *testing.T, raw []byte) *envelope.Envelope {
+func mustEnv(t *testing.T, topic envelope.Topic, raw []byte) *envelope.Envelope {
 	t.Helper()
-	e, err := envelope.Unmarshal(raw)
+	e, err := envelope.Unmarshal(topic, raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func (src storeSource) Items() ([]recon.Item, error) {
 	return items, nil
 }
 
-func (src storeSource) Envelope(id [32]byte) ([]byte, error) {
+func (src storeSource) Envelope(id [recon.IDSize]byte) ([]byte, error) {
 	r, ok := src.s.envs[id]
 	if !ok {
 		return nil, fmt.Errorf("%w: %x", errNoEnvelope, id[:4])
@@ -55,12 +55,12 @@ func compareReconItems(a, b recon.Item) int {
 // not decode: what a peer that sends garbage offers.
 type listSource struct {
 	items []recon.Item
-	raws  map[[32]byte][]byte
+	raws  map[[recon.IDSize]byte][]byte
 }
 
-func (l *listSource) add(t uint64, id [32]byte, raw []byte) {
+func (l *listSource) add(t uint64, id [recon.IDSize]byte, raw []byte) {
 	if l.raws == nil {
-		l.raws = make(map[[32]byte][]byte)
+		l.raws = make(map[[recon.IDSize]byte][]byte)
 	}
 	if _, dup := l.raws[id]; dup {
 		return
@@ -72,7 +72,7 @@ func (l *listSource) add(t uint64, id [32]byte, raw []byte) {
 
 func (l *listSource) Items() ([]recon.Item, error) { return l.items, nil }
 
-func (l *listSource) Envelope(id [32]byte) ([]byte, error) {
+func (l *listSource) Envelope(id [recon.IDSize]byte) ([]byte, error) {
 	raw, ok := l.raws[id]
 	if !ok {
 		return nil, fmt.Errorf("%w: %x", errNoEnvelope, id[:4])
@@ -112,18 +112,18 @@ func reopened(s *memStore, ids []crdt.OpID) []Arrival {
 // with key, re-sealed with one bit of its sender's signature flipped: what
 // only a member holding the epoch key can make, and no honest peer passes
 // on. It reports false if raw is not such an envelope.
-func badSignature(raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
+func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
 	const (
 		macSize = 16
 		sigSize = 64
 	)
-	e, err := envelope.Unmarshal(raw)
+	e, err := envelope.Unmarshal(topic, raw)
 	if err != nil || e.Form() != envelope.FormChain || len(e.Ciphertext) < 1+macSize {
 		return nil, false
 	}
 	hdr := raw[:envelope.HeaderSize]
 	mac := e.Ciphertext[1 : 1+macSize]
-	ad := append(append(bytes.Clone(hdr), byte(envelope.FormChain)), mac...)
+	ad := append(append(append(bytes.Clone(topic[:]), hdr...), byte(envelope.FormChain)), mac...) // the layers bind the topic
 	outer := envelope.OuterKey(key)
 	plain, err := seal.Open(outer, [seal.NonceSize]byte(mac), ad, e.Ciphertext[1+macSize:])
 	if err != nil || len(plain) < 32 {
@@ -135,7 +135,7 @@ func badSignature(raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
 		return nil, false
 	}
 	plain[sigAt+bit/8%sigSize] ^= 1 << (bit % 8)
-	out := append(bytes.Clone(ad), seal.Seal(outer, [seal.NonceSize]byte(mac), ad, plain)...)
+	out := append(append(append(bytes.Clone(hdr), byte(envelope.FormChain)), mac...), seal.Seal(outer, [seal.NonceSize]byte(mac), ad, plain)...)
 	return out, true
 }
 
@@ -146,7 +146,7 @@ const (
 	garbageCiphertext = "random ciphertext"          // Rejected: the outer layer of an epoch the receiver holds does not open
 	garbageTampered   = "tampered"                   // Rejected: a stored envelope, a bit flipped, under a new id
 	garbageSignature  = "bad signature"              // Rejected: sealed by the member, its signature flipped
-	garbageTopic      = "another topic"              // Rejected
+	garbageTopic      = "another topic"              // Held: the wire names no topic, so another team's envelope is one of an unknown epoch
 	garbageBody       = "bad body"                   // Refused: its author sealed a body that does not decode
 	garbageOutsider   = "outsider with the team key" // Refused: sealed by a device that is not a recipient
 	garbageEpoch      = "unknown epoch"              // Held: sealed under a key nobody in the team holds
@@ -183,6 +183,13 @@ func (m *garbageMaker) randomID() (id crdt.OpID) {
 	return id
 }
 
+func (m *garbageMaker) randomTeam() (t crdt.TeamID) {
+	for i := range t {
+		t[i] = byte(m.rng.Uint32())
+	}
+	return t
+}
+
 // epoch returns the commit of g's current epoch and its key, from g's box
 // in the commit's stored envelope.
 func (m *garbageMaker) epoch() (crdt.OpID, seal.EpochKey, bool) {
@@ -198,7 +205,7 @@ func (m *garbageMaker) epoch() (crdt.OpID, seal.EpochKey, bool) {
 	if !ok {
 		return cur, seal.EpochKey{}, false
 	}
-	e, err := envelope.Unmarshal(r.Data)
+	e, err := envelope.Unmarshal(m.g.topic, r.Data)
 	if err != nil {
 		return cur, seal.EpochKey{}, false
 	}
@@ -257,7 +264,7 @@ func (m *garbageMaker) make(kind string, victim *Team, at time.Time) (uint64, cr
 	case garbageTampered:
 		var chain []*envelope.Envelope
 		for _, r := range m.store.envs {
-			if e, err := envelope.Unmarshal(r.Data); err == nil && e.Form() == envelope.FormChain {
+			if e, err := envelope.Unmarshal(m.g.topic, r.Data); err == nil && e.Form() == envelope.FormChain {
 				chain = append(chain, e)
 			}
 		}
@@ -280,11 +287,11 @@ func (m *garbageMaker) make(kind string, victim *Team, at time.Time) (uint64, cr
 		if !ok {
 			return 0, crdt.OpID{}, nil, false
 		}
-		bad, ok := badSignature(raw, key, m.rng.IntN(512))
+		bad, ok := badSignature(m.g.topic, raw, key, m.rng.IntN(512))
 		return uint64(ts), op.ID(), bad, ok
 	case garbageTopic:
 		key, _ := seal.NewEpochKey(m.reader())
-		op := crdt.NewOp(m.g.self, crdt.TeamID(m.randomID()), ts, nil, crdt.KindMessage, text)
+		op := crdt.NewOp(m.g.self, m.randomTeam(), ts, nil, crdt.KindMessage, text)
 		e, _, err := envelope.SealChain(op, m.g.self, m.rng.Uint32(), envelope.OuterKey(key), senderkey.NewSender(key, m.g.self.ID()))
 		if err != nil {
 			return 0, crdt.OpID{}, nil, false

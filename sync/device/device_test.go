@@ -377,7 +377,7 @@ func TestReopenedEnvelopeNotLost(t *testing.T) {
 // idOf returns the id of a raw envelope.
 func idOf(t *testing.T, raw []byte) crdt.OpID {
 	t.Helper()
-	e, err := envelope.Unmarshal(raw)
+	e, err := envelope.Unmarshal(envelope.Topic{}, raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func (s *memStore) stored() Stored {
 		st.Ops = append(st.Ops, b)
 	}
 	for id, r := range s.envs {
-		e, err := envelope.Unmarshal(r.Data)
+		e, err := envelope.Unmarshal(envelope.Topic{}, r.Data)
 		if err != nil {
 			panic(err)
 		}

@@ -444,7 +444,7 @@ func (w *advWorld) exchangeMembership(a, b *adev) error {
 func (w *advWorld) deliver(from, to *adev) {
 	var arr []Arrival
 	for _, raw := range from.store.envelopes() {
-		e, err := envelope.Unmarshal(raw)
+		e, err := envelope.Unmarshal(envelope.Topic{}, raw)
 		if err != nil || to.team.Has(e.ID) {
 			continue
 		}
@@ -625,7 +625,7 @@ func (w *advWorld) change(d *adev, ch crdt.Change, count *int) error {
 func (w *advWorld) record(d *adev, op *crdt.Op, eff Effects) {
 	removed := slices.Clone(d.team.State().Removed)
 	for _, raw := range eff.Publish {
-		e, err := envelope.Unmarshal(raw)
+		e, err := envelope.Unmarshal(envelope.Topic{}, raw)
 		if err != nil || e.Form() != envelope.FormChain {
 			continue
 		}
@@ -651,7 +651,7 @@ func (w *advWorld) tickAll() {
 		}
 		if len(eff.Publish) > 0 && !d.adversary {
 			for _, raw := range eff.Publish {
-				e, err := envelope.Unmarshal(raw)
+				e, err := envelope.Unmarshal(envelope.Topic{}, raw)
 				if err == nil && e.Form() == envelope.FormChain {
 					w.sent = append(w.sent, sentEnv{raw: raw, id: e.ID, removed: slices.Clone(d.team.State().Removed)})
 				}
@@ -794,7 +794,7 @@ func (w *advWorld) epochKey(a *adev, commit crdt.OpID) (seal.EpochKey, bool) {
 	if !ok {
 		return seal.EpochKey{}, false
 	}
-	e, err := envelope.Unmarshal(r.Data)
+	e, err := envelope.Unmarshal(envelope.TopicOf(w.team), r.Data)
 	if err != nil {
 		return seal.EpochKey{}, false
 	}
@@ -1323,7 +1323,7 @@ func (w *advWorld) finish() error {
 				continue
 			}
 			w.stats.Protected++
-			e, err := envelope.Unmarshal(s.raw)
+			e, err := envelope.Unmarshal(d.team.topic, s.raw)
 			if err != nil {
 				continue
 			}

@@ -142,12 +142,9 @@ func (t *Team) refuse(id crdt.OpID, why string, p Peer) outcome {
 // look decodes an arrival, classifies what is wrong with it, and holds the
 // rest, opened as far as this device can without spending a key.
 func (t *Team) look(a Arrival, eff *Effects) (outcome, crdt.OpID) {
-	e, err := envelope.Unmarshal(a.Raw)
+	e, err := envelope.Unmarshal(t.topic, a.Raw)
 	if err != nil {
 		return t.reject(a.From, "malformed", eff), crdt.OpID{}
-	}
-	if e.Topic != t.topic {
-		return t.reject(a.From, "another topic", eff), e.ID
 	}
 	if a.From.ID != "" && !a.From.Relay && !t.Member(a.From.Device) {
 		// Only members and enrolled relays are peers of a team: what anyone

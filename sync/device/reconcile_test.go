@@ -258,7 +258,7 @@ func TestReconcileGarbage(t *testing.T) {
 		garbageCiphertext: {Rejected, Refused},
 		garbageTampered:   {Rejected, Refused},
 		garbageSignature:  {Rejected},
-		garbageTopic:      {Rejected},
+		garbageTopic:      {Held},
 		garbageBody:       {Refused},
 		garbageOutsider:   {Refused, Held},
 		garbageEpoch:      {Held},

@@ -393,11 +393,11 @@ func Join(cfg Config, now time.Time, hist []HistoryItem) (*Team, Effects, error)
 		if len(h.Env) == 0 {
 			continue
 		}
-		e, err := envelope.Unmarshal(h.Env)
+		e, err := envelope.Unmarshal(topic, h.Env)
 		if err != nil {
 			return nil, Effects{}, fmt.Errorf("%w: %w", ErrHistory, err)
 		}
-		if e.ID != op.ID() || e.Time != op.Time || e.Topic != topic || e.Form() != envelope.FormCommit {
+		if e.ID != op.ID() || e.Time != op.Time || e.Form() != envelope.FormCommit {
 			return nil, Effects{}, fmt.Errorf("%w: an envelope does not match its op", ErrHistory)
 		}
 		envs[e.ID], raws[e.ID] = e, h.Env

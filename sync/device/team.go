@@ -327,7 +327,7 @@ func New(cfg Config, now time.Time, st Stored) (*Team, error) {
 		t.observe(op, s)
 	}
 	for _, raw := range st.Commits {
-		e, err := envelope.Unmarshal(raw)
+		e, err := envelope.Unmarshal(t.topic, raw)
 		if err != nil || e.Form() != envelope.FormCommit || !t.lg.Has(e.ID) {
 			continue
 		}

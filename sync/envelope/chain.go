@@ -47,7 +47,7 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 		ID:    op.ID(),
 		Time:  op.Time,
 	}
-	hdr := append(e.appendHeader(make([]byte, 0, HeaderSize+1+macSize)), byte(FormChain))
+	hdr := append(e.appendBound(make([]byte, 0, boundSize+1+macSize)), byte(FormChain))
 	index, ct, err := innerSeal(s, nonceOf(e.ID), innerAD(op.Team, hdr), pt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("envelope: seal the inner layer: %w", err)
@@ -68,7 +68,7 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 }
 
 // innerAD returns the associated data of the inner layer of a chain-form
-// envelope: "fieldmesh/v4/envelope/chain" ‖ team id ‖ header ‖ form. The
+// envelope: "fieldmesh/v5/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form. The
 // team id travels nowhere in the envelope; binding it here means an inner
 // layer opens only for the team its author sealed it for.
 func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
@@ -78,7 +78,7 @@ func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
 	return append(ad, hdrForm...)
 }
 
-const chainDomain = "fieldmesh/v4/envelope/chain"
+const chainDomain = "fieldmesh/v5/envelope/chain"
 
 // Chain is the outer layer of a chain-form envelope, opened: the sender,
 // the index of the message in the sender's chain and the sender's
@@ -135,7 +135,7 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID) (*Chain, erro
 		Sig:    sig,
 		team:   team,
 		e:      e,
-		ad:     innerAD(team, hdr[:HeaderSize+1]),
+		ad:     innerAD(team, hdr[:boundSize+1]),
 		inner:  append(r.Fixed(r.Len()), mac...),
 	}
 	if !crdt.VerifySeal(team, c.Sender, e.ID, c.Seal()) {

@@ -13,8 +13,8 @@ import (
 )
 
 const (
-	boxDomain    = "fieldmesh/v3/envelope/box"
-	commitDomain = "fieldmesh/v3/envelope/commit"
+	boxDomain    = "fieldmesh/v5/envelope/box"
+	commitDomain = "fieldmesh/v5/envelope/commit"
 )
 
 // PriorKey is the outer key of an earlier epoch, carried inside a commit so
@@ -26,14 +26,14 @@ type PriorKey struct {
 }
 
 // BoxPrologue returns the Noise prologue of a commit envelope's boxes:
-// "fieldmesh/v3/envelope/box" ‖ team id (32 bytes) ‖ the envelope's 61-byte
-// header. A box moved into another envelope, epoch, topic or team does not
+// "fieldmesh/v5/envelope/box" ‖ team id (32 bytes) ‖ the envelope's
+// topic and header. A box moved into another envelope, epoch, topic or team does not
 // open.
 func BoxPrologue(team crdt.TeamID, e *Envelope) []byte {
-	p := make([]byte, 0, len(boxDomain)+32+HeaderSize)
+	p := make([]byte, 0, len(boxDomain)+32+boundSize)
 	p = append(p, boxDomain...)
 	p = append(p, team[:]...)
-	return e.appendHeader(p)
+	return e.appendBound(p)
 }
 
 // SealCommit seals op, a create or commit op by author, in commit form:
@@ -90,7 +90,7 @@ func SealCommit(op *crdt.Op, author *identity.Device, k seal.EpochKey, recipient
 	for _, b := range boxes {
 		c = append(c, b...)
 	}
-	ad := append(e.appendHeader(make([]byte, 0, HeaderSize+len(c))), c...)
+	ad := append(e.appendBound(make([]byte, 0, boundSize+len(c))), c...)
 	priorBlob := appendPrior(nil, prior)
 	defer clear(priorBlob)
 	plain := make([]byte, 0, sigSize+len(priorBlob)+len(pt))
@@ -104,7 +104,7 @@ func SealCommit(op *crdt.Op, author *identity.Device, k seal.EpochKey, recipient
 }
 
 // commitSigned is what the author of a commit signs:
-// "fieldmesh/v3/envelope/commit" ‖ team ‖ header ‖ form ‖ box count ‖ boxes
+// "fieldmesh/v5/envelope/commit" ‖ team ‖ header ‖ form ‖ box count ‖ boxes
 // ‖ prior-key list.
 func commitSigned(team crdt.TeamID, ad, priorBlob []byte) []byte {
 	m := make([]byte, 0, len(commitDomain)+32+len(ad)+len(priorBlob))

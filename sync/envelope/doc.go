@@ -1,5 +1,6 @@
-// Package envelope implements fieldmesh sealed envelopes (version 4: key
-// epochs, sender keys, signed chain positions, and a compact chain form):
+// Package envelope implements fieldmesh sealed envelopes (version 5: key
+// epochs, sender keys, signed chain positions, a compact chain form and
+// 16-byte op ids):
 // what leaves a device, is gossiped, stored by relays and reconciled by
 // (time, id). Only the routing header is in the clear. The package is the
 // wire layout and its cryptography; which keys a device holds, and what it
@@ -14,23 +15,23 @@
 //
 // Wire format (Marshal), integers big-endian, uvarints minimal:
 //
-//	header, 61 bytes:
-//	  version     1 byte   4 (versions 1 to 3 are refused: ErrVersion)
-//	  topic      16 bytes  seal.Topic(team id): one-way, hides the team id
+//	header, 29 bytes (no topic: see "The topic" below):
+//	  version     1 byte   5 (versions 1 to 4 are refused: ErrVersion)
 //	  epoch       4 bytes  the epoch TAG: crdt.TagOf(op id of the epoch's commit)
-//	  id         32 bytes  the op id (SHA-256 of the op's content, crdt.Op.MarshalContent)
+//	  id         16 bytes  the op id (the first 16 bytes of the SHA-256 of the op's content,
+//	                       crdt.Op.MarshalContent; crdt.Op.ID says why 16 are enough)
 //	  time        8 bytes  the op's HLC timestamp
 //	form          1 byte   1 = chain, 2 = commit
 //
 //	form 1, chain (every op except create and commit), op sealed by its author's chain:
 //	  mac        16 bytes  the Poly1305 tag of the inner layer
-//	  outer      the rest  ChaCha20-Poly1305(OK, nonce = mac[:12], ad = header ‖ form ‖ mac,
+//	  outer      the rest  ChaCha20-Poly1305(OK, nonce = mac[:12], ad = topic ‖ header ‖ form ‖ mac,
 //	                         sender 32 ‖ index uvarint ‖ sig 64 ‖ inner)
 //	  where inner ‖ mac = senderkey Seal by sender's chain at index, nonce = id[:12],
-//	  ad = "fieldmesh/v4/envelope/chain" ‖ team id ‖ header ‖ form, of the op's compact
+//	  ad = "fieldmesh/v5/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form, of the op's compact
 //	  content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without version, team,
 //	  author, time or body length), and sig = the sender's Ed25519 signature of the op's
-//	  seal (crdt.SignedBytes: "fieldmesh/op/v2" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id);
+//	  seal (crdt.SignedBytes: "fieldmesh/op/v3" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id);
 //	  the index is a minimal uvarint of at most senderkey.MaxIndex
 //	  (the op's compact content + 130 bytes after the header while the index is below 128,
 //	  + 131 below 16384; at most ChainOverhead, 134)
@@ -40,29 +41,42 @@
 //	  boxes      count × 128 bytes: Noise_X_25519_ChaChaPoly_SHA256 messages of K
 //	             (epochkey.SealToEach: e 32 ‖ encrypted s 48 ‖ encrypted K 48), in the order
 //	             of the op's recipient list, with no recipient key in the clear;
-//	             prologue = "fieldmesh/v3/envelope/box" ‖ team id ‖ header
+//	             prologue = "fieldmesh/v5/envelope/box" ‖ team id ‖ topic ‖ header
 //	  outer      the rest  ChaCha20-Poly1305(OuterKey(K), nonce = id[:12],
-//	                         ad = header ‖ form ‖ count ‖ boxes, plaintext)
+//	                         ad = topic ‖ header ‖ form ‖ count ‖ boxes, plaintext)
 //	  plaintext: sig 64 ‖ prior count uvarint (0..MaxPriorKeys) ‖ prior count × (tag 4 ‖ outer key 32),
 //	             tags strictly ascending, none the envelope's own ‖ the op with its seal (crdt.Op.Marshal)
-//	  sig: Ed25519 by the op's author over "fieldmesh/v3/envelope/commit" ‖ team id ‖ ad ‖ the
+//	  sig: Ed25519 by the op's author over "fieldmesh/v5/envelope/commit" ‖ team id ‖ ad ‖ the
 //	       prior-key list (count and entries); the op's own seal signs it at its own epoch,
 //	       index 0, so a joiner can check a commit op without opening its envelope
 //
 // No field travels twice in the chain form. The receiver rebuilds the op
 // from its compact content and what it already has: the team it opens the
-// envelope for (the topic says which; the team id itself is on the wire
-// nowhere), the sender from the outer layer as the author, the header's
-// time; the op id is still the SHA-256 of the op's full content
-// (crdt.Op.MarshalContent), so it binds all of them, and the receiver
+// envelope for (the gossip topic or sync session says which; the team id
+// itself is on the wire nowhere), the sender from the outer layer as the author, the header's
+// time; the op id is still the (truncated) SHA-256 of the op's full
+// content (crdt.Op.MarshalContent), so it binds all of them, and the receiver
 // checks that the rebuilt op hashes to the header's id. The team id is
 // also in the inner layer's associated data, and in the signed seal.
 //
-// The associated data of every AEAD is every byte of the envelope before
-// it (the inner layer's also the team id; the box prologue holds the
-// header and the team id), so a box, an outer or an inner ciphertext moved
-// into another envelope, epoch, topic or team does not open (tested for
-// each). The inner nonce is the op id's
+// The topic. The wire carries no topic (version 4 spent 16 bytes of every
+// header on it): an envelope arrives on a gossip topic, in a sync session
+// whose hello names the topic, or from a relay session of one topic, and
+// Unmarshal takes that topic as an argument (Envelope.Topic). Relays keep
+// their store keyed by topic, from the session or gossip topic. Every
+// layer binds the topic: it starts the associated data of both AEADs and
+// the box prologue (with the team id, which the inner layer and the box
+// prologue bind too), so an envelope given to another topic or team, by a
+// relay, a member or a mistake, does not open there (ErrOpen, ErrNotRecipient).
+// A relay can no longer tell an envelope of another topic from one of its
+// session's (it could not tell a lying header either); devices hold such an
+// envelope as one of an unknown epoch, within the limits of held envelopes.
+//
+// The associated data of every AEAD is the topic and every byte of the
+// envelope before it (the inner layer's also the team id; the box prologue
+// holds the topic, the header and the team id), so a box, an outer or an
+// inner ciphertext moved into another envelope, epoch, topic or team does
+// not open (tested for each). The inner nonce is the op id's
 // first 12 bytes, so a message key that seals two different ops (a sender
 // whose state was rolled back, or that equivocates on purpose) does so
 // under two nonces; the outer nonce of the chain form is the inner layer's
@@ -100,29 +114,60 @@
 // message (sync/teamkeys BenchmarkCommit). Commits are rare; what this
 // buys is that relays do not learn which devices are in the team.
 //
-// What version 4 does not shorten, and why:
-//   - The op id (32 bytes in the header) and parents (32 bytes each) stay
-//     whole SHA-256 hashes. 16 bytes would do for content addressing within
-//     one team (a collision needs about 2^64 ops of one team, and an
-//     author who grinds one can only confuse its own team, whose members
-//     hold its signature), but ids are the keys of the relay store, of
-//     reconciliation and of the CRDT, and parents must be the ids the
-//     receiver hashes, so a wire-only cut is not sound: it waits for
-//     crdt.OpID itself to be 16 bytes.
-//   - The sender is its 32-byte device id, not its index in the epoch's
-//     recipient list: a device that holds an epoch's outer key only (a
-//     prior key) does not know that list, and must still check the seal.
+// Ids. The op id in the header, the parents in the op and every id in a
+// body are crdt.OpID, 16 bytes: the first half of the SHA-256 of the op's
+// content. Ids only address ops within one team (the relay store,
+// reconciliation and the log are all per topic), so what they must resist
+// is a collision inside one team: about 2^64 work for a member who grinds
+// its own ops, and what it buys is confusion among its own team's
+// replicas, which hold its signature over both ops; a second preimage
+// (an op with the id of someone else's op) stays at about 2^128. See
+// crdt.Op.ID.
+//
+// What version 5 does not shorten (yet), and why:
+//   - The sender is still its 32-byte device id. Its index in the epoch's
+//     recipient list (a uvarint, one byte for up to 128 devices; 31 bytes
+//     less) is sound: the seal still signs the full device id, so the
+//     index only names whose key to verify with, and a wrong list can only
+//     make the signature fail. A recipient of the epoch knows the list (its
+//     receiver chains are the other recipients, ascending, and itself). A
+//     device holding only the epoch's outer key (a prior key) does not, but
+//     that key opens the epoch's commit envelope (the commit form is sealed
+//     under it), whose op lists the recipients in box order; such a device
+//     would hold a chain envelope until it has the epoch's commit op (as it
+//     holds one of an unknown epoch now), and, for two commits sharing a
+//     tag, try each list. What is missing is the plumbing: teamkeys keeping
+//     each epoch's list and the device core handing it the lists of
+//     commit ops it holds, which changes how held envelopes are carried.
 //   - Both AEAD tags stay. Without the outer tag (the outer layer a plain
 //     stream cipher) the signature would still authenticate sender, index
 //     and op id, but the inner ciphertext would be checked only by devices
 //     that hold the sender's chain: a relay could corrupt envelopes that
 //     members holding only the outer key would then carry and pass on as
-//     genuine. 16 bytes a message buys that check.
+//     genuine. Signing the inner tag does not help (a relay can change the
+//     inner ciphertext and keep the tag, and only a chain holder can tell);
+//     the signature would have to cover the inner ciphertext itself (or its
+//     hash), and then the op's seal, which the log keeps and checks without
+//     the envelope (Op.Verify, equivocation evidence), would have to carry
+//     that hash: 16 bytes a stored op and a new evidence body, for 16 bytes
+//     on the wire. Not done; 16 bytes a message buy that check meanwhile.
+//   - The time stays 8 bytes. Relays reconcile by (time, id), so the time
+//     must be in the clear and absolute; a uvarint of the milliseconds
+//     since a fixed date and of the counter would take 6 or 7 bytes today,
+//     1 or 2 bytes less, at the cost of a variable-length header.
 //   - The commit form keeps the op's full encoding (crdt.Op.Marshal):
 //     commits are rare, and their boxes dominate their size.
 //
-// Visible to relays and eavesdroppers: the header (topic, epoch tag, id,
-// time); the form (so which envelopes are creates and commits, also
+// Where the bytes of the size table's goal cell go (a 37-byte text with a
+// patient reference and one parent, index below 128: 230 bytes, goal 160):
+// header 29 (version 1, epoch tag 4, id 16, time 8), form 1, inner tag 16,
+// sender 32, index 1, signature 64, outer tag 16, and the op's compact
+// content 71 (kind 1, parent count 1, parent 16, message body 53: the text
+// 37, the patient reference 11, and 5 bytes of lengths, priority and
+// flags). The sender index would bring it to 199, one tag fewer to 183.
+//
+// Visible to relays and eavesdroppers: the topic it travels in (the gossip
+// topic name, or the session's), the header (epoch tag, id, time); the form (so which envelopes are creates and commits, also
 // visible as epoch == id[:4]); a commit's box count, that is the number of
 // member devices of the new epoch; the total length. Sizes are not padded.
 // Authors, bodies, names, patient references and prior keys are inside.

@@ -22,8 +22,10 @@ const (
 	// MaxSize is the largest marshalled envelope Unmarshal accepts and the
 	// Seal functions produce.
 	MaxSize = 80 << 10
-	// HeaderSize is the clear header: version, topic, epoch tag, id, time.
-	HeaderSize = 1 + 16 + 4 + 32 + 8 // 61
+	// HeaderSize is the clear header: version, epoch tag, id, time. The
+	// topic is not in it: the gossip topic or sync session an envelope
+	// travels in says which topic it belongs to (see Envelope.Topic).
+	HeaderSize = 1 + 4 + crdt.IDSize + 8 // 29
 	// ChainOverhead is the most that the chain form adds to the op's
 	// compact content (crdt.Op.MarshalCompact) after the header: form, inner
 	// tag, sender, index (a uvarint of 1 to 5 bytes), the author's
@@ -37,7 +39,10 @@ const (
 	// MaxPriorKeys is the most prior outer keys a commit carries (count).
 	MaxPriorKeys = 512
 
-	version   = 4
+	version = 5
+	// boundSize is the length of the bound header (appendBound): the
+	// topic, then the header.
+	boundSize = len(Topic{}) + HeaderSize
 	macSize   = 16 // the inner layer's Poly1305 tag
 	sigSize   = 64 // Ed25519
 	priorSize = 4 + seal.KeySize
@@ -79,7 +84,7 @@ func (f Form) String() string {
 var (
 	ErrTooLarge = errors.New("envelope: too large")
 	ErrShort    = errors.New("envelope: too short")
-	// ErrVersion: an unknown version byte, including the versions before 4,
+	// ErrVersion: an unknown version byte, including the versions before 5,
 	// which are no longer accepted.
 	ErrVersion = errors.New("envelope: unknown version")
 	// ErrMalformed: the bytes after the header are not a valid form.
@@ -120,6 +125,11 @@ func (t Topic) LogValue() slog.Value { return slog.StringValue(t.Short()) }
 // Envelope is a sealed op with its clear routing header. Build one with
 // [SealChain] or [SealCommit], or decode one with [Unmarshal].
 type Envelope struct {
+	// Topic is the topic the envelope belongs to. It is not on the wire:
+	// Unmarshal sets it from its argument (the gossip topic or the sync
+	// session the bytes came in), the Seal functions from the op's team.
+	// Every layer binds it (associated data), so an envelope given the
+	// wrong topic does not open.
 	Topic Topic
 	// Epoch is the epoch tag (crdt.TagOf of the op id of the commit that
 	// started the epoch). A commit-form envelope's is that of its own op.
@@ -133,13 +143,12 @@ type Envelope struct {
 
 func (e *Envelope) appendHeader(b []byte) []byte {
 	b = append(b, version)
-	b = append(b, e.Topic[:]...)
 	b = binary.BigEndian.AppendUint32(b, e.Epoch)
 	b = append(b, e.ID[:]...)
 	return binary.BigEndian.AppendUint64(b, uint64(e.Time))
 }
 
-// Marshal returns the wire form: the 61-byte header, then the ciphertext.
+// Marshal returns the wire form: the header (HeaderSize bytes), then the ciphertext.
 func (e *Envelope) Marshal() []byte {
 	b := e.appendHeader(make([]byte, 0, HeaderSize+len(e.Ciphertext)))
 	return append(b, e.Ciphertext...)
@@ -170,27 +179,34 @@ func (e *Envelope) Boxes() int {
 	return n
 }
 
-// Unmarshal decodes the wire form. It refuses input longer than MaxSize
+// appendBound appends the bound header: the topic, then the header. It
+// starts the associated data of every layer.
+func (e *Envelope) appendBound(b []byte) []byte {
+	b = append(b, e.Topic[:]...)
+	return e.appendHeader(b)
+}
+
+// Unmarshal decodes the wire form of an envelope of topic (the gossip
+// topic or the sync session it came in: the wire does not say). It refuses input longer than MaxSize
 // before reading it, unknown versions (version 1 with its own message),
 // unknown forms, and forms too short for their fixed parts; for the commit
 // form, a box count that is not a minimal uvarint from 1 to MaxBoxes, and
 // an epoch tag that is not the op id's. It authenticates nothing (see
 // OpenChain, OpenCommit). The envelope does not alias b, and Marshal gives
 // back exactly b.
-func Unmarshal(b []byte) (*Envelope, error) {
+func Unmarshal(topic Topic, b []byte) (*Envelope, error) {
 	switch {
 	case len(b) > MaxSize:
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxSize)
 	case len(b) < HeaderSize+1:
 		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
-	case b[0] >= 1 && b[0] <= 3:
-		return nil, fmt.Errorf("%w: version %d (before the compact chain form) is no longer accepted", ErrVersion, b[0])
+	case b[0] >= 1 && b[0] < version:
+		return nil, fmt.Errorf("%w: version %d (before 16-byte op ids) is no longer accepted", ErrVersion, b[0])
 	case b[0] != version:
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}
 	r := wire.NewReader(b[1:]) // long enough for the header: checked above
-	e := new(Envelope)
-	copy(e.Topic[:], r.Fixed(len(e.Topic)))
+	e := &Envelope{Topic: topic}
 	e.Epoch = r.Uint32()
 	copy(e.ID[:], r.Fixed(len(e.ID)))
 	e.Time = crdt.HLC(r.Uint64())
@@ -269,7 +285,7 @@ func OuterKey(k seal.EpochKey) seal.EpochKey {
 }
 
 // openCommon checks what every open function checks first: the layout,
-// the form and the topic. It returns the header bytes.
+// the form and the topic. It returns the bound header (appendBound).
 func (e *Envelope) openCommon(form Form, team crdt.TeamID) ([]byte, error) {
 	if err := e.check(); err != nil {
 		return nil, err
@@ -280,7 +296,7 @@ func (e *Envelope) openCommon(form Form, team crdt.TeamID) ([]byte, error) {
 	if e.Topic != TopicOf(team) {
 		return nil, ErrWrongTopic
 	}
-	return e.appendHeader(make([]byte, 0, HeaderSize+1+macSize)), nil
+	return e.appendBound(make([]byte, 0, boundSize+1+macSize)), nil
 }
 
 // checkContent decodes a sealed op's compact content (crdt.MarshalCompact)

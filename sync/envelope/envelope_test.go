@@ -230,14 +230,14 @@ func TestChainRoundtrip(t *testing.T) {
 		if got, want := len(b), HeaderSize+ChainOverhead-4+len(op.MarshalCompact()); got != want || e.Size() != want {
 			t.Errorf("op %d: %d bytes (Size %d); want %d", i, got, e.Size(), want)
 		}
-		if b[0] != 4 {
-			t.Errorf("op %d: version byte %d; want 4", i, b[0])
+		if b[0] != version {
+			t.Errorf("op %d: version byte %d; want %d", i, b[0], version)
 		}
 		f.checkNoSecrets(t, fmt.Sprintf("op %d", i), b)
 		if bytes.Contains(b, sealed.Seal.Sig) {
 			t.Errorf("op %d: the author's signature is on the wire in the clear", i)
 		}
-		e2, err := Unmarshal(b)
+		e2, err := Unmarshal(TopicOf(f.team), b)
 		if err != nil {
 			t.Fatalf("op %d: Unmarshal: %v", i, err)
 		}
@@ -342,7 +342,7 @@ func TestCommitRoundtrip(t *testing.T) {
 		t.Errorf("size: got %d; want %d", got, want)
 	}
 	f.checkNoSecrets(t, "commit", b)
-	e2, err := Unmarshal(b)
+	e2, err := Unmarshal(TopicOf(f.team), b)
 	if err != nil || !reflect.DeepEqual(e2, e) {
 		t.Fatalf("Unmarshal: got %v; want the envelope", err)
 	}
@@ -461,14 +461,16 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"version 2 commit", with(commit, 0, 2), ErrVersion},
 		{"version 3", with(chain, 0, 3), ErrVersion},
 		{"version 3 commit", with(commit, 0, 3), ErrVersion},
-		{"version 5", with(chain, 0, 5), ErrVersion},
+		{"version 4", with(chain, 0, 4), ErrVersion},
+		{"version 4 commit", with(commit, 0, 4), ErrVersion},
+		{"version 6", with(chain, 0, 6), ErrVersion},
 		{"version 255", with(chain, 0, 255), ErrVersion},
 		{"form 0", with(chain, HeaderSize, 0), ErrMalformed},
 		{"form 3", with(chain, HeaderSize, 3), ErrMalformed},
 		{"chain too short", chain[:minChain-1], ErrShort},
 		{"chain of the minimum size", chain[:minChain], nil},
-		{"commit under another tag", with(commit, 17, commit[17]^1), ErrMalformed},
-		{"chain form under the commit's own tag", with(chain, 17, chain[21:25]...), nil},
+		{"commit under another tag", with(commit, 1, commit[1]^1), ErrMalformed},
+		{"chain form under the commit's own tag", with(chain, 1, chain[5:9]...), nil},
 		{"commit with 0 boxes", boxCount(0), ErrMalformed},
 		{"commit count not minimal", boxCount(0x83, 0x00), ErrMalformed},
 		{"commit count 257", boxCount(0x81, 0x02), ErrMalformed},
@@ -478,7 +480,7 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"commit with the shortest tail", commit[:HeaderSize+2+3*BoxSize+minCommitTail], nil},
 	}
 	for _, tt := range tests {
-		e, err := Unmarshal(tt.in)
+		e, err := Unmarshal(TopicOf(f.team), tt.in)
 		if tt.want == nil {
 			if err != nil || e == nil || !bytes.Equal(e.Marshal(), tt.in) {
 				t.Errorf("%s: got %v; want the envelope", tt.name, err)
@@ -489,14 +491,14 @@ func TestUnmarshalErrors(t *testing.T) {
 			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, e, err, tt.want)
 		}
 	}
-	for _, v := range []byte{1, 2, 3} {
-		if _, err := Unmarshal(with(chain, 0, v)); err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", v)) {
+	for _, v := range []byte{1, 2, 3, 4} {
+		if _, err := Unmarshal(TopicOf(f.team), with(chain, 0, v)); err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", v)) {
 			t.Errorf("version %d: got %v; want an error that names version %d", v, err, v)
 		}
 	}
 	// The largest accepted size decodes (and fails to open).
 	big := append(bytes.Clone(chain[:HeaderSize+1]), make([]byte, MaxSize-HeaderSize-1)...)
-	e, err := Unmarshal(big)
+	e, err := Unmarshal(TopicOf(f.team), big)
 	if err != nil {
 		t.Fatalf("MaxSize: got %v; want nil", err)
 	}
@@ -505,7 +507,7 @@ func TestUnmarshalErrors(t *testing.T) {
 	}
 	// Unmarshal does not alias its input.
 	b := bytes.Clone(chain)
-	e, _ = Unmarshal(b)
+	e, _ = Unmarshal(TopicOf(f.team), b)
 	b[len(b)-1] ^= 1
 	if _, err := f.openChain(e); err != nil {
 		t.Errorf("after changing the input buffer: got %v; want nil", err)

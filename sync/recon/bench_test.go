@@ -20,9 +20,9 @@ type benchSet struct{ items []recon.Item }
 
 func (s benchSet) Items() ([]recon.Item, error) { return s.items, nil }
 
-func (s benchSet) Envelope(id [32]byte) ([]byte, error) { return benchEnvelopeOf(id), nil }
+func (s benchSet) Envelope(id [recon.IDSize]byte) ([]byte, error) { return benchEnvelopeOf(id), nil }
 
-func benchEnvelopeOf(id [32]byte) []byte {
+func benchEnvelopeOf(id [recon.IDSize]byte) []byte {
 	env := make([]byte, benchEnvelope)
 	copy(env, id[:])
 	return env
@@ -193,14 +193,14 @@ func sendEveryID(ini, res []recon.Item) exchange {
 			flush()
 		}
 	}
-	has := func(items []recon.Item) map[[32]byte]bool {
-		m := make(map[[32]byte]bool, len(items))
+	has := func(items []recon.Item) map[[recon.IDSize]byte]bool {
+		m := make(map[[recon.IDSize]byte]bool, len(items))
 		for _, it := range items {
 			m[it.ID] = true
 		}
 		return m
 	}
-	lacks := func(from []recon.Item, to map[[32]byte]bool) []int {
+	lacks := func(from []recon.Item, to map[[recon.IDSize]byte]bool) []int {
 		var sizes []int
 		for _, it := range from {
 			if !to[it.ID] {

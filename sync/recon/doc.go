@@ -100,7 +100,7 @@
 // A bound is a point in (time, id) order: uvarint(code<<2 | hasPrefix<<1 | mode), where code
 // encodes the time as a delta from the previous bound of the split (its range's lower bound for
 // the first): 0 for 0, m<<6 | z for m<<z with m odd, or 63 followed by uvarint(delta) when m has
-// more than 56 bits or z is 63; then, if hasPrefix, one byte 1..32 and that many bytes of id
+// more than 56 bits or z is 63; then, if hasPrefix, one byte 1..16 and that many bytes of id
 // prefix (not ending in zero). A splitter picks between two adjacent items the bound with the
 // fewest bytes: a time with as many trailing zero bits as the gap allows, and an id prefix only
 // when the times are equal (then the shortest prefix of the upper id that the lower one does not
@@ -110,14 +110,14 @@
 // # Fingerprints and hashes
 //
 // The fingerprint of a range is the first 6 bytes of SHA-256(salt || "F" || sum || count): sum is
-// the sum modulo 2^256 of the unsettled ids in the range read as little-endian integers, count
+// the sum modulo 2^256 of the unsettled ids (16 bytes) in the range read as little-endian integers, count
 // their number (uvarint). As in Negentropy, sums make any range's fingerprint cost O(1): each
 // session computes prefix sums of its ids once (32 bytes per item), and the settled items are
 // subtracted through the sorted list of settled spans (O(log spans)). An id list carries the
 // first 6 bytes of SHA-256(salt || "I" || id) per item. The 16-byte salt is chosen by the
 // initiator per session, from Config.Rand.
 //
-// Negentropy sends 16-byte fingerprints and 32-byte ids, unsalted. Here the salt is secret to the
+// Negentropy sends 16-byte fingerprints and 32-byte ids, unsalted (ours are 16 bytes). Here the salt is secret to the
 // two peers and new each session, so no third party can craft ids whose sums or hashes collide
 // in a session it cannot predict; what remains is accident: about 2^-48 per comparison of
 // different ranges, some 10^-10 per session with a hundred thousand comparisons, and a collision

@@ -48,7 +48,7 @@ const (
 // and its id is lower than b's id prefix padded with zeros. inf is above every item.
 type bound struct {
 	time   uint64
-	prefix [32]byte // zero-padded beyond plen
+	prefix [IDSize]byte // zero-padded beyond plen
 	plen   uint8
 	inf    bool
 }
@@ -123,7 +123,7 @@ func timeCode(d uint64) (code uint64, raw bool) {
 
 // appendBound appends a bound after a bound of time prev, with the mode of the piece it ends:
 // uvarint(timeCode<<2 | hasPrefix<<1 | mode), then d if the time code is the escape, then, if
-// hasPrefix, the prefix length (1 to 32) and the prefix.
+// hasPrefix, the prefix length (1 to IDSize) and the prefix.
 func appendBound(b []byte, x *bound, prev uint64, mode int) []byte {
 	d := x.time - prev
 	code, raw := timeCode(d)
@@ -220,7 +220,7 @@ func (r *reader) bound(prev uint64) (bound, uint64, error) {
 			return x, 0, err
 		}
 		plen := int(pl[0])
-		if plen < 1 || plen > 32 {
+		if plen < 1 || plen > IDSize {
 			return x, 0, fmt.Errorf("%w: id prefix of %d bytes", ErrMalformed, plen)
 		}
 		pre, err := r.bytes(plen, "id prefix")

@@ -21,8 +21,8 @@ var errNotFound = errors.New("testsource: not found")
 // without the source storing them.
 type testSource struct {
 	items    []Item
-	index    map[[32]byte]bool
-	size     int   // envelope size, at least 32
+	index    map[[IDSize]byte]bool
+	size     int   // envelope size, at least IDSize
 	itemsErr error // returned by Items when set
 	envErr   error // returned by Envelope when set
 }
@@ -30,7 +30,7 @@ type testSource struct {
 func newTestSource(size int, items []Item) *testSource {
 	slices.SortFunc(items, compareItems)
 	items = slices.Compact(items)
-	s := &testSource{items: items, index: make(map[[32]byte]bool, len(items)), size: max(size, 32)}
+	s := &testSource{items: items, index: make(map[[IDSize]byte]bool, len(items)), size: max(size, IDSize)}
 	for _, it := range items {
 		s.index[it.ID] = true
 	}
@@ -44,7 +44,7 @@ func (s *testSource) Items() ([]Item, error) {
 	return s.items, nil
 }
 
-func (s *testSource) Envelope(id [32]byte) ([]byte, error) {
+func (s *testSource) Envelope(id [IDSize]byte) ([]byte, error) {
 	if s.envErr != nil {
 		return nil, s.envErr
 	}
@@ -54,14 +54,14 @@ func (s *testSource) Envelope(id [32]byte) ([]byte, error) {
 	return testEnvelope(id, s.size), nil
 }
 
-func (s *testSource) has(id [32]byte) bool { return s.index[id] }
+func (s *testSource) has(id [IDSize]byte) bool { return s.index[id] }
 
 // testEnvelope is the envelope of id: id followed by filler, size bytes in all.
-func testEnvelope(id [32]byte, size int) []byte {
+func testEnvelope(id [IDSize]byte, size int) []byte {
 	env := make([]byte, size)
 	copy(env, id[:])
-	for i := 32; i < size; i++ {
-		env[i] = id[i%32] + byte(i)
+	for i := IDSize; i < size; i++ {
+		env[i] = id[i%IDSize] + byte(i)
 	}
 	return env
 }
@@ -189,14 +189,14 @@ func run(tb testing.TB, ini, res *Session, keepFrames bool) runResult {
 // checkReceived checks what one side received from its peer: each envelope is one the peer
 // holds, with the peer's bytes, that this side lacked, and none arrives twice. It returns the
 // ids received.
-func checkReceived(tb testing.TB, who string, self, peer *testSource, received [][]byte) map[[32]byte]bool {
+func checkReceived(tb testing.TB, who string, self, peer *testSource, received [][]byte) map[[IDSize]byte]bool {
 	tb.Helper()
-	got := make(map[[32]byte]bool, len(received))
+	got := make(map[[IDSize]byte]bool, len(received))
 	for _, env := range received {
-		if len(env) < 32 {
+		if len(env) < IDSize {
 			tb.Fatalf("%s received a %d-byte envelope", who, len(env))
 		}
-		id := [32]byte(env)
+		id := [IDSize]byte(env)
 		switch {
 		case self.has(id):
 			tb.Fatalf("%s received %x, which it had", who, id[:4])

@@ -12,8 +12,11 @@ import (
 // Item names one envelope of a topic: its timestamp (a crdt.HLC) and its id (a crdt.OpID).
 type Item struct {
 	Time uint64
-	ID   [32]byte
+	ID   [IDSize]byte
 }
+
+// IDSize is the length of an item's id in bytes: that of a crdt.OpID.
+const IDSize = 16
 
 // Source is a read-only view of the envelopes of one topic; the node backs it with storage.
 // A session calls Items once (the initiator in Start, the responder on the peer's first frame)
@@ -26,7 +29,7 @@ type Source interface {
 	// is (and not modified).
 	Items() ([]Item, error)
 	// Envelope returns the marshalled envelope with the given id.
-	Envelope(id [32]byte) ([]byte, error)
+	Envelope(id [IDSize]byte) ([]byte, error)
 }
 
 // Stats counts what a session did. Bytes are frame bytes, without any transport framing (such as

@@ -31,13 +31,12 @@ func (a sum256) sub(b sum256) sum256 {
 	return a
 }
 
-// idSum reads an id as a little-endian 256-bit integer.
-func idSum(id *[32]byte) sum256 {
+// idSum reads an id as a little-endian integer, widened to 256 bits (so
+// sums of up to 2^128 ids never wrap).
+func idSum(id *[IDSize]byte) sum256 {
 	return sum256{
 		binary.LittleEndian.Uint64(id[0:]),
 		binary.LittleEndian.Uint64(id[8:]),
-		binary.LittleEndian.Uint64(id[16:]),
-		binary.LittleEndian.Uint64(id[24:]),
 	}
 }
 
@@ -194,8 +193,8 @@ func (s *itemSet) fingerprint(n int, sum sum256) [fpLen]byte {
 
 // hashID is the short, salted hash of an id that id lists carry: the first hashLen bytes of
 // SHA-256(salt || "I" || id).
-func (s *itemSet) hashID(id *[32]byte) [hashLen]byte {
-	var b [saltLen + 1 + 32]byte
+func (s *itemSet) hashID(id *[IDSize]byte) [hashLen]byte {
+	var b [saltLen + 1 + IDSize]byte
 	copy(b[:], s.salt[:])
 	b[saltLen] = 'I'
 	copy(b[saltLen+1:], id[:])

@@ -18,7 +18,7 @@ import (
 
 // Identifier systems of what fieldmesh names in the record.
 const (
-	// OpSystem names a message: the value is its op id, 64 hex digits.
+	// OpSystem names a message: the value is its op id, 32 hex digits.
 	OpSystem = "urn:fieldmesh:op"
 	// DeviceSystem names a member device (the sender): its device id, hex.
 	DeviceSystem = "urn:fieldmesh:device"

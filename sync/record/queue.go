@@ -18,7 +18,7 @@ var ErrEntry = errors.New("record: malformed queue entry")
 // Entry is one message in the filing queue, as the gateway stores it: no
 // content, only which message, how it went and when to try again.
 //
-// Encoding (EntrySize bytes): version 1 | team 32 | op id 32 | code 1 |
+// Encoding (EntrySize bytes): version 2 | team 32 | op id 16 | code 1 |
 // status u16 | attempts u32 | next u64 | queued u64, big-endian; next and
 // queued are Unix milliseconds.
 type Entry struct {
@@ -32,9 +32,9 @@ type Entry struct {
 }
 
 // EntrySize is the length of an encoded Entry.
-const EntrySize = 1 + 32 + 32 + 1 + 2 + 4 + 8 + 8
+const EntrySize = 1 + 32 + crdt.IDSize + 1 + 2 + 4 + 8 + 8
 
-const entryVersion = 1
+const entryVersion = 2
 
 // Marshal encodes e.
 func (e Entry) Marshal() []byte {
@@ -61,12 +61,14 @@ func UnmarshalEntry(b []byte) (Entry, error) {
 	}
 	var e Entry
 	copy(e.Team[:], b[1:33])
-	copy(e.ID[:], b[33:65])
-	e.Code = Code(b[65])
-	e.Status = binary.BigEndian.Uint16(b[66:68])
-	e.Attempts = binary.BigEndian.Uint32(b[68:72])
-	e.Next = int64(binary.BigEndian.Uint64(b[72:80]))
-	e.Queued = int64(binary.BigEndian.Uint64(b[80:88]))
+	r := b[33:]
+	copy(e.ID[:], r[:crdt.IDSize])
+	r = r[crdt.IDSize:]
+	e.Code = Code(r[0])
+	e.Status = binary.BigEndian.Uint16(r[1:3])
+	e.Attempts = binary.BigEndian.Uint32(r[3:7])
+	e.Next = int64(binary.BigEndian.Uint64(r[7:15]))
+	e.Queued = int64(binary.BigEndian.Uint64(r[15:23]))
 	switch {
 	case e.Code >= maxCode || e.Code == Filed:
 		return Entry{}, fmt.Errorf("%w: code %d", ErrEntry, e.Code)

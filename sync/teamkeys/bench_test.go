@@ -209,7 +209,7 @@ func (bt *benchTeam) commitOp(fresh bool) *crdt.Op {
 // box (trial opening), OpenCommit (both signatures) and Learn (the
 // derivation of the chains).
 func (bt *benchTeam) openCommit(k *teamkeys.Keys, dev *identity.Device, wire []byte) error {
-	e, err := envelope.Unmarshal(wire)
+	e, err := envelope.Unmarshal(envelope.TopicOf(bt.team), wire)
 	if err != nil {
 		return err
 	}
@@ -357,7 +357,7 @@ func BenchmarkMessage(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range b.N {
-			e, err := envelope.Unmarshal(recs[1+i])
+			e, err := envelope.Unmarshal(envelope.TopicOf(bt.team), recs[1+i])
 			if err != nil {
 				b.Fatal(err)
 			}

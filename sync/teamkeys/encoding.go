@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	stateVersion = 3
+	stateVersion = 4
 
 	flagCommit = 1 << 0 // the commit id follows
 	flagChains = 1 << 1 // the sender state and receiver states follow
@@ -26,7 +26,7 @@ const (
 	senderStateSize = 70 // senderkey's SenderState encoding
 	minReceiverSize = 72 // senderkey's ReceiverState encoding with no skipped keys
 
-	maxEpochSize = 4 + 1 + 32 + seal.KeySize + senderStateSize + binary.MaxVarintLen16 +
+	maxEpochSize = 4 + 1 + crdt.IDSize + seal.KeySize + senderStateSize + binary.MaxVarintLen16 +
 		envelope.MaxBoxes*(binary.MaxVarintLen32+senderkey.MaxReceiverSize)
 
 	// MaxStateSize is the largest encoding Unmarshal accepts (bytes): the
@@ -39,17 +39,17 @@ const (
 		binary.MaxVarintLen32 + MaxForgotten*4 + 1 + MaxPrekeys*(33+binary.MaxVarintLen16+MaxEpochs*4)
 )
 
-// Marshal encodes the whole state (version 3), for one record of the
+// Marshal encodes the whole state (version 4), for one record of the
 // encrypted store; integers big-endian, uvarints minimal:
 //
-//	version     1 byte   (3)
+//	version     1 byte   (4)
 //	team       32 bytes
 //	device     32 bytes  this device's id
 //	epochs     uvarint count (0..MaxEpochs), then each, strictly ascending by
 //	           (tag, commit id or zeros, outer key):
 //	  tag        4 bytes
 //	  flags      1 byte   bit 0: commit id follows; bit 1: chains follow; no other bit
-//	  [commit   32 bytes]
+//	  [commit   16 bytes]
 //	  outer     32 bytes  the outer key
 //	  [chains:  sender state (70 bytes, crypto/senderkey);
 //	            uvarint count (0..MaxBoxes-1) of receiver states, ascending by sender,
@@ -160,7 +160,7 @@ func Unmarshal(team crdt.TeamID, self *identity.Device, b []byte) (*Keys, error)
 			fail(d, "unknown epoch flags %#x", flags)
 		}
 		if flags&flagCommit != 0 {
-			copy(ep.commit[:], d.Fixed(32))
+			copy(ep.commit[:], d.Fixed(crdt.IDSize))
 			if d.Err() == nil && ep.commit == (crdt.OpID{}) {
 				fail(d, "zero commit id") // Marshal writes none then
 			}

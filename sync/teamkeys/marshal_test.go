@@ -78,8 +78,8 @@ func TestMarshal(t *testing.T) {
 	c1, c3 := s.create.ID(), s.c3.ID()
 	wantEpochs(t, "bob", bob, info(crdt.TagOf(c1), c1, false), info(crdt.TagOf(s.c2.ID()), crdt.OpID{}, false), info(crdt.TagOf(c3), c3, true))
 	b := bob.Marshal()
-	if b[0] != 3 {
-		t.Errorf("version byte %d; want 3", b[0])
+	if b[0] != 4 {
+		t.Errorf("version byte %d; want 4", b[0])
 	}
 	k, err := teamkeys.Unmarshal(w.team, w.devs["bob"], b)
 	if err != nil {
@@ -197,7 +197,8 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"empty input", nil},
 		{"version 1", with(empty, 0, 1)},
 		{"version 2", with(empty, 0, 2)},
-		{"version 4", with(empty, 0, 4)},
+		{"version 3", with(empty, 0, 3)},
+		{"version 5", with(empty, 0, 5)},
 		{"prekey used byte 2", with(withPrekey, prekeysAt+1+32, 2)},
 		{"an unused prekey that opened an epoch", append(with(withPrekey, prekeysAt+1+33, 1), 0, 0, 0, 1)},
 		{"prekey tags not ascending", append(with(with(withPrekey, prekeysAt+1+32, 1), prekeysAt+1+33, 2), 0, 0, 0, 2, 0, 0, 0, 1)},
@@ -343,7 +344,7 @@ func FuzzUnmarshal(f *testing.F) {
 			_ = k.CanSend(ep.Commit)
 			_ = k.CanOpen(ep.Commit, identity.DeviceID{}, 0)
 		}
-		if len(b) > 0 && b[0] != 3 {
+		if len(b) > 0 && b[0] != 4 {
 			t.Fatalf("accepted version %d", b[0])
 		}
 	})
