@@ -599,6 +599,7 @@ func statusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "catch-up: %d sessions, %d bytes sent, %d received, %d envelopes received\n",
 					s.Sync.Sessions, s.Sync.BytesSent, s.Sync.BytesReceived, s.Sync.EnvelopesReceived)
 				printLowData(w, s.LowData)
+				printTeamLock(w, "teams' policy:", s.TeamLock)
 				if len(s.Relays) == 0 {
 					fmt.Fprintf(w, "relays  none (a team admin's relay reaches this device through the team; or start with --relay ADDR)\n")
 				}
@@ -687,6 +688,7 @@ func teamCmd(g *globals) *cobra.Command {
 	c.AddCommand(create, invite, joinCmd, list, teamRelayCodeCmd(g))
 	c.AddCommand(teamMembershipCmds(g)...)
 	c.AddCommand(teamReviewCmd(g))
+	c.AddCommand(teamPolicyCmd(g))
 	return c
 }
 

@@ -61,6 +61,8 @@ type Status struct {
 	Relays []Relay        `json:"relays"`
 	// LowData is the low-data mode and what waits because of it.
 	LowData lowdata.Status `json:"low_data"`
+	// TeamLock is the strictest lock the teams' policies ask of this device.
+	TeamLock TeamLockStatus `json:"team_lock"`
 }
 
 // Relay is the JSON form of node.RelayInfo. Times are RFC 3339, empty for never.
@@ -238,6 +240,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAudit(mux)
 	s.registerAttachments(mux)
 	s.registerDuty(mux)
+	s.registerPolicy(mux)
 	s.registerRecord(mux)
 	return mux
 }
@@ -316,6 +319,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	// On an error reading the outbox the mode is still known; the count is left out.
 	out.LowData, _ = s.Node.LowData()
+	out.TeamLock = teamLockStatus(s.Node.TeamLocks())
 	for _, r := range s.Node.Relays() {
 		out.Relays = append(out.Relays, relayJSON(r))
 	}
