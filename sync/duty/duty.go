@@ -30,8 +30,9 @@
 // An Alert carries a priority and a reason, never content: the node turns
 // it into "new message in a clinical team" for the notification hook.
 //
-// Caveats: duty hours and rota use a fixed UTC offset (no daylight-saving
-// rules); times are the ops' hybrid logical clocks, so a sender whose clock
+// Caveats: duty hours and rota are in an IANA time zone (daylight saving
+// included; a device that does not know the zone uses the op's fixed UTC
+// offset) or at a fixed offset; times are the ops' hybrid logical clocks, so a sender whose clock
 // is wrong shifts when its messages escalate. A Tracker remembers what it
 // alerted in memory only: after a restart, Prime marks what was due as
 // alerted, so a routine or urgent alert is not repeated, while pending
