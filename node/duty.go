@@ -170,7 +170,7 @@ type DutyReport struct {
 type PersonDuty struct {
 	ID        identity.DeviceID `json:"id"`
 	Name      string            `json:"name"`
-	Published bool              `json:"published"` // false: none published, so always alerted
+	Published bool              `json:"published"`      // false: none published, so always alerted
 	Zone      string            `json:"zone,omitempty"` // IANA time zone; empty: Offset
 	Offset    int16             `json:"utc_offset_minutes"`
 	Shifts    []crdt.Shift      `json:"shifts"`
