@@ -679,6 +679,9 @@ func teamCmd(g *globals) *cobra.Command {
 					if t.Removed {
 						name += " (you were removed)"
 					}
+					if t.LookAlike {
+						name += " (looks like another team's name: check the id)"
+					}
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", name, t.Kind, t.Members, t.Messages, t.ID[:8])
 				}
 				tw.Flush()

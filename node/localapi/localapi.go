@@ -121,6 +121,8 @@ type Team struct {
 	Admin    bool   `json:"admin"`
 	// Removed: this device was removed from the team (omitted otherwise).
 	Removed bool `json:"removed,omitempty"`
+	// LookAlike: another team of this device has a name that looks like this one (omitted otherwise).
+	LookAlike bool `json:"look_alike,omitempty"`
 }
 
 // Invite is a created invite code.
@@ -330,7 +332,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func teamJSON(t node.TeamInfo) Team {
-	return Team{ID: t.ID.String(), Name: t.Name, Kind: t.Kind.String(), Members: t.Members, Messages: t.Messages, Admin: t.Admin, Removed: t.Removed}
+	return Team{ID: t.ID.String(), Name: t.Name, Kind: t.Kind.String(), Members: t.Members, Messages: t.Messages, Admin: t.Admin, Removed: t.Removed, LookAlike: t.LookAlike}
 }
 
 func (s *Server) teams(w http.ResponseWriter, r *http.Request) {
