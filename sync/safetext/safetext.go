@@ -10,6 +10,7 @@
 //     controls) or that mixes scripts within a word (Latin with Cyrillic
 //     or Greek letters, the usual confusables). sync/crdt applies it when
 //     it decodes names, so a forged name from a peer is refused too.
+//
 //   - [Display] returns text safe to show: bidi controls and other
 //     invisible format characters become visible "<U+202E>" marks, and
 //     other control characters (but newline and tab) become U+FFFD. The
