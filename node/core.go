@@ -96,7 +96,14 @@ func (n *Node) applyLocked(t *team, eff device.Effects) (after, error) {
 	if changed || t.core.State() != t.state.Load() {
 		t.publishState()
 		t.wake()
-		out.alerts = append(out.alerts, t.core.Alerts(n.now())...)
+		alerts, w := t.core.Alerts(n.now())
+		if !w.Empty() {
+			if err := n.commitWrite(t, w); err != nil {
+				// What was alerted is not stored: alert all the same (a restart may alert it again).
+				n.log.Warn("storing the alert state failed", "team", t.id.Short(), "err", err)
+			}
+		}
+		out.alerts = append(out.alerts, alerts...)
 	}
 	return out, nil
 }

@@ -33,15 +33,17 @@ type RotaSlotRef struct {
 	OnCall []string
 }
 
-// SetRota publishes a team's on-call rota (admins only). Persons are resolved against the current
-// members; escalateAfter and renotifyEvery are rounded to whole minutes.
-func (n *Node) SetRota(teamRef string, offset int16, escalateAfter, renotifyEvery time.Duration, slots []RotaSlotRef) error {
+// SetRota publishes a team's on-call rota (admins only), its slots in the IANA time zone zone (empty:
+// at the fixed offset; with a zone, offset is the fallback for a device that does not know it).
+// Persons are resolved against the current members; escalateAfter and renotifyEvery are rounded to
+// whole minutes.
+func (n *Node) SetRota(teamRef, zone string, offset int16, escalateAfter, renotifyEvery time.Duration, slots []RotaSlotRef) error {
 	t, err := n.teamByRef(teamRef)
 	if err != nil {
 		return err
 	}
 	s := t.snapshot()
-	r := crdt.Rota{Offset: offset, EscalateAfter: minutes(escalateAfter), RenotifyEvery: minutes(renotifyEvery)}
+	r := crdt.Rota{Zone: zone, Offset: offset, EscalateAfter: minutes(escalateAfter), RenotifyEvery: minutes(renotifyEvery)}
 	for _, sl := range slots {
 		rs := crdt.RotaSlot{Shift: sl.Shift}
 		for _, ref := range sl.OnCall {
@@ -168,7 +170,8 @@ type DutyReport struct {
 type PersonDuty struct {
 	ID        identity.DeviceID `json:"id"`
 	Name      string            `json:"name"`
-	Published bool              `json:"published"` // false: none published, so always alerted
+	Published bool              `json:"published"`      // false: none published, so always alerted
+	Zone      string            `json:"zone,omitempty"` // IANA time zone; empty: Offset
 	Offset    int16             `json:"utc_offset_minutes"`
 	Shifts    []crdt.Shift      `json:"shifts"`
 	OnDuty    bool              `json:"on_duty"`
@@ -176,6 +179,7 @@ type PersonDuty struct {
 
 // RotaReport is the team's on-call rota, with persons by name.
 type RotaReport struct {
+	Zone          string     `json:"zone,omitempty"` // IANA time zone; empty: Offset
 	Offset        int16      `json:"utc_offset_minutes"`
 	EscalateAfter int        `json:"escalate_after_minutes"`
 	RenotifyEvery int        `json:"renotify_every_minutes"`
@@ -203,7 +207,7 @@ func (n *Node) Duty(teamRef string) (DutyReport, error) {
 		names[p.ID] = p.Name
 		pd := PersonDuty{ID: p.ID, Name: p.Name, OnDuty: true, Shifts: []crdt.Shift{}}
 		if d, ok := s.Duty[p.ID]; ok {
-			pd.Published, pd.Offset, pd.Shifts, pd.OnDuty = true, d.Offset, d.Shifts, d.OnDuty(now)
+			pd.Published, pd.Zone, pd.Offset, pd.Shifts, pd.OnDuty = true, d.Zone, d.Offset, d.Shifts, d.OnDuty(now)
 		}
 		rep.Persons = append(rep.Persons, pd)
 	}
@@ -219,7 +223,7 @@ func (n *Node) Duty(teamRef string) (DutyReport, error) {
 		return out
 	}
 	if r := s.Rota; r != nil {
-		rr := &RotaReport{Offset: r.Offset, EscalateAfter: int(r.EscalateAfter), RenotifyEvery: int(r.RenotifyEvery),
+		rr := &RotaReport{Zone: r.Zone, Offset: r.Offset, EscalateAfter: int(r.EscalateAfter), RenotifyEvery: int(r.RenotifyEvery),
 			OnCallNow: nameOf(r.OnCall(now)), Slots: []RotaLine{}}
 		for _, sl := range r.Slots {
 			rr.Slots = append(rr.Slots, RotaLine{Shift: sl.Shift, OnCall: nameOf(sl.OnCall)})

@@ -90,14 +90,14 @@ func TestDutyAndEscalationPartitioned(t *testing.T) {
 		if err := bea.SetDuty(ref, crdt.Duty{Shifts: []crdt.Shift{shift}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := admin.SetRota(ref, 0, 10*time.Minute, 3*time.Minute, wholeWeek("Chi", "Dee")); err != nil {
+		if err := admin.SetRota(ref, "", 0, 10*time.Minute, 3*time.Minute, wholeWeek("Chi", "Dee")); err != nil {
 			t.Fatal(err)
 		}
 		for _, n := range ns {
 			waitState(t, n, ref, func(s *crdt.State) bool { return s.Rota != nil && len(s.Duty) == 1 && len(s.Persons) == 4 })
 		}
 		// Bea, a plain member, may not publish a rota.
-		if err := bea.SetRota(ref, 0, time.Minute, time.Minute, wholeWeek("Bea")); err == nil {
+		if err := bea.SetRota(ref, "", 0, time.Minute, time.Minute, wholeWeek("Bea")); err == nil {
 			t.Error("a member who is not an admin published a rota")
 		}
 

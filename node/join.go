@@ -18,6 +18,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 )
 
 // The join protocol and its formats are package join's; this file is the node's side of it: making
@@ -205,8 +206,8 @@ func (iv inviter) Admit(rec join.Record, j join.Joiner) (join.Admission, error) 
 		what = "device linked"
 	} else {
 		for _, m := range st.Persons {
-			if m.Name == j.Name {
-				return join.Admission{}, join.Refuse(fmt.Sprintf("the name %q is already used in this team", j.Name))
+			if safetext.LookAlike(m.Name, j.Name) {
+				return join.Admission{}, join.Refuse(fmt.Sprintf("the name %q is already used in this team, or looks like one that is", j.Name))
 			}
 		}
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/device"
 	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
 )
 
@@ -706,6 +707,9 @@ type TeamInfo struct {
 	Admin    bool
 	// Removed says this device was removed from the team: it shows what it held, and sends nothing.
 	Removed bool
+	// LookAlike says another team of this device has a name that looks like this one's
+	// (safetext.LookAlike): tell them apart by id.
+	LookAlike bool
 }
 
 func (n *Node) info(t *team) TeamInfo {
@@ -724,6 +728,13 @@ func (n *Node) Teams() []TeamInfo {
 	out := make([]TeamInfo, 0, len(all))
 	for _, t := range all {
 		out = append(out, n.info(t))
+	}
+	for i := range out {
+		for j := range out {
+			if i != j && safetext.LookAlike(out[i].Name, out[j].Name) {
+				out[i].LookAlike = true
+			}
+		}
 	}
 	sortTeams(out)
 	return out
@@ -747,10 +758,11 @@ func (n *Node) CreateTeam(name string, kind crdt.TeamKind) (TeamInfo, error) {
 	if kind != crdt.Clinical && kind != crdt.Social {
 		return TeamInfo{}, fmt.Errorf("node: unknown team kind %d", kind)
 	}
-	// One device keeps its team names apart, whatever the case: "Ward 3" and "ward 3" would be told
-	// apart by no one reading a list. (A team joined may share a name; then only its id names it.)
+	// One device keeps its team names apart, whatever the case or script: "Ward 3", "ward 3" and
+	// "Ward З" (a Cyrillic Ze) would be told apart by no one reading a list. (A team joined may look
+	// like another; TeamInfo.LookAlike says so, and its id names it.)
 	for _, t := range n.teamList() {
-		if strings.EqualFold(t.snapshot().Name, name) {
+		if safetext.LookAlike(t.snapshot().Name, name) {
 			return TeamInfo{}, fmt.Errorf("%w: %q (its id %s)", ErrDuplicateTeam, t.snapshot().Name, t.id.Short())
 		}
 	}

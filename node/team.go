@@ -60,6 +60,9 @@ func unmarshalTeamRecord(b []byte) (*teamRecord, error) {
 // keysSecret names the store secret holding a team's key state.
 func keysSecret(id crdt.TeamID) string { return "teamkeys/" + hex.EncodeToString(id[:]) }
 
+// alertsSecret names the store's record of what the team's duty tracker alerted (device.Write.Alerts).
+func alertsSecret(id crdt.TeamID) string { return "alerts/" + hex.EncodeToString(id[:]) }
+
 // team is one team on this node: the device core that decides everything about it, and the I/O
 // around the core (its gossip topic, the watchers of its state).
 type team struct {
@@ -195,6 +198,12 @@ func (n *Node) restoreCore(rec *teamRecord) (*device.Team, error) {
 		return nil, fmt.Errorf("node: load key state of team %s: %w", rec.ID.Short(), err)
 	}
 	stored := device.Stored{Keys: kb}
+	switch ab, err := n.st.Secret(alertsSecret(rec.ID)); {
+	case err == nil:
+		stored.Alerts = ab
+	case !errors.Is(err, storage.ErrNotFound):
+		return nil, fmt.Errorf("node: load alert state of team %s: %w", rec.ID.Short(), err)
+	}
 	err = n.st.Ops(rec.ID, func(b []byte) error {
 		stored.Ops = append(stored.Ops, b)
 		return nil
@@ -237,8 +246,14 @@ func batchOf(t *team, w device.Write) storage.Batch {
 	for _, r := range w.Ops {
 		b.Ops = append(b.Ops, storage.OpRecord{Team: t.id, Time: r.Time, ID: r.ID, Data: r.Data})
 	}
+	if w.Keys != nil || w.Alerts != nil {
+		b.Secrets = make(map[string][]byte, 2)
+	}
 	if w.Keys != nil {
-		b.Secrets = map[string][]byte{keysSecret(t.id): w.Keys}
+		b.Secrets[keysSecret(t.id)] = w.Keys
+	}
+	if w.Alerts != nil {
+		b.Secrets[alertsSecret(t.id)] = w.Alerts
 	}
 	return b
 }

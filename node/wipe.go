@@ -129,23 +129,29 @@ func (n *Node) wipeContact(p peer.ID) {
 }
 
 // RemoteWipe removes a lost device from the team (as RemoveDevice, or RemoveMember for a person's only
-// device: the team re-keys without it) and
-// issues a wipe order for it, valid for lifetime (0: wipeorder.DefaultLifetime), which this node and
-// then its relays and the members it meets carry until the device asks for it. Only an admin may.
-// It returns the order.
+// device: the team re-keys without it) and issues a wipe order for it, valid for lifetime (0:
+// wipeorder.DefaultLifetime), which this node and then its relays and the members it meets carry until
+// the device asks for it. A device removed from the team earlier (crdt.State.Removed) can be ordered
+// wiped too: there is nothing to remove, so only the order is issued; nothing of the team reaches the
+// device through it. Only an admin may. It returns the order.
 func (n *Node) RemoteWipe(teamRef, device string, lifetime time.Duration) (*wipeorder.Order, error) {
 	t, err := n.teamByRef(teamRef)
 	if err != nil {
 		return nil, err
 	}
 	s := t.snapshot()
-	dev, owner, err := findDevice(s, device)
-	if err != nil {
-		return nil, err
-	}
 	me, ok := s.PersonOf(n.id.Device.ID())
 	if !ok || !me.Admin {
 		return nil, errors.New("node: only an admin can order a remote wipe")
+	}
+	dev, owner, err := findDevice(s, device)
+	removed := false
+	if err != nil {
+		var rerr error
+		if dev, rerr = findRemoved(s, device); rerr != nil {
+			return nil, err
+		}
+		removed = true
 	}
 	if dev == n.id.Device.ID() {
 		return nil, errors.New("node: this is the device you are using: wipe it with: fieldmesh wipe")
@@ -154,14 +160,16 @@ func (n *Node) RemoteWipe(teamRef, device string, lifetime time.Duration) (*wipe
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	// The device leaves as a lost device does (RemoveDevice), or, if it is its person's only one,
-	// with its person (RemoveMember): either way the team re-keys without it.
-	change := crdt.Change{Action: crdt.ActUnlink, Target: dev}
-	if len(owner.Devices) == 1 {
-		change = crdt.Change{Action: crdt.ActRemove, Target: owner.ID}
-	}
-	if _, err := n.change(t, change); err != nil {
-		return nil, err
+	if !removed {
+		// The device leaves as a lost device does (RemoveDevice), or, if it is its person's only one,
+		// with its person (RemoveMember): either way the team re-keys without it.
+		change := crdt.Change{Action: crdt.ActUnlink, Target: dev}
+		if len(owner.Devices) == 1 {
+			change = crdt.Change{Action: crdt.ActRemove, Target: owner.ID}
+		}
+		if _, err := n.change(t, change); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.carryWipe(o); err != nil {
 		return nil, fmt.Errorf("node: store the wipe order: %w", err)
@@ -180,6 +188,22 @@ func (n *Node) RemoteWipe(teamRef, device string, lifetime time.Duration) (*wipe
 		}
 	}
 	return o, nil
+}
+
+// findRemoved finds, by id prefix, a device once a member of the team and removed since.
+func findRemoved(s *crdt.State, ref string) (identity.DeviceID, error) {
+	var dev identity.DeviceID
+	found := 0
+	for _, d := range s.Removed {
+		if idPrefix(d, ref) {
+			dev = d
+			found++
+		}
+	}
+	if found != 1 {
+		return dev, fmt.Errorf("node: %q matches %d removed devices", ref, found)
+	}
+	return dev, nil
 }
 
 // WipeOrders returns the orders this node carries.

@@ -158,6 +158,37 @@ func parseOffset(s string) (int16, error) {
 	return int16(sign * (h*60 + m)), nil
 }
 
+// parseZone reads the --zone and --utc-offset flags: with a zone (an IANA name such as
+// Africa/Blantyre, whose daylight saving the devices follow), the offset sent beside it is the zone's
+// offset now (for a device that does not know the zone); without one, the fixed offset.
+func parseZone(zone, offset string, offsetSet bool) (string, int16, error) {
+	zone = strings.TrimSpace(zone)
+	if zone == "" {
+		off, err := parseOffset(offset)
+		return "", off, err
+	}
+	if offsetSet {
+		return "", 0, fmt.Errorf("give --zone or --utc-offset, not both")
+	}
+	if err := crdt.CheckZone(zone); err != nil {
+		return "", 0, fmt.Errorf("bad time zone %q (want an IANA name such as Africa/Blantyre or Europe/London)", zone)
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return "", 0, fmt.Errorf("unknown time zone %q (want an IANA name such as Africa/Blantyre or Europe/London)", zone)
+	}
+	_, off := time.Now().In(loc).Zone()
+	return zone, int16(off / 60), nil
+}
+
+// fmtZone names a zone, or its fixed offset.
+func fmtZone(zone string, off int16) string {
+	if zone != "" {
+		return zone
+	}
+	return fmtOffset(off)
+}
+
 func fmtShift(s crdt.Shift) string {
 	end := (int(s.Start) + int(s.Length)) % crdt.MinutesPerDay
 	out := fmt.Sprintf("%s %02d:%02d-%02d:%02d", dayNames[s.Day%7], s.Start/60, s.Start%60, end/60, end%60)
@@ -178,30 +209,36 @@ func fmtOffset(m int16) string {
 func dutyCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "duty", Short: "Your duty hours in a team (routine messages wait for your shift)"}
 	var shifts []string
-	var offset string
+	var offset, zone string
 	set := &cobra.Command{
 		Use:   "set TEAM --shift DAYS@HH:MM-HH:MM ...",
 		Short: "Publish your weekly duty hours (replaces the previous ones)",
 		Long: `Publish your weekly duty hours to the team. Outside them, routine messages arrive silently and
 you are notified at the start of your next shift; urgent messages for you as the person on call and
 emergency messages notify you whatever your hours. A shift such as mon-fri@08:00-16:00 or
-sat,sun@20:00-08:00 (ending the next morning); times are in --utc-offset (default: this machine's).`,
+sat,sun@20:00-08:00 (ending the next morning); times are in --zone, an IANA time zone such as
+Africa/Blantyre whose daylight saving is followed, or at --utc-offset (default: this machine's now).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(shifts) == 0 {
 				return fmt.Errorf("give at least one --shift (or use: fieldmesh duty off %s)", args[0])
 			}
-			return setDuty(cmd.Context(), g, args[0], offset, shifts)
+			z, off, err := parseZone(zone, offset, cmd.Flags().Changed("utc-offset"))
+			if err != nil {
+				return err
+			}
+			return setDuty(cmd.Context(), g, args[0], z, off, shifts)
 		},
 	}
 	set.Flags().StringArrayVar(&shifts, "shift", nil, "a shift, DAYS@HH:MM-HH:MM (repeatable)")
-	set.Flags().StringVar(&offset, "utc-offset", "local", "the shifts' time zone as an offset: local, UTC or ±HH:MM")
+	set.Flags().StringVar(&offset, "utc-offset", "local", "the shifts' time zone as a fixed offset: local, UTC or ±HH:MM")
+	set.Flags().StringVar(&zone, "zone", "", "the shifts' IANA time zone, such as Africa/Blantyre (daylight saving followed)")
 	off := &cobra.Command{
 		Use:   "off TEAM",
 		Short: "Go off duty until you publish hours again (urgent and emergency messages still reach you)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return setDuty(cmd.Context(), g, args[0], "utc", nil)
+			return setDuty(cmd.Context(), g, args[0], "", 0, nil)
 		},
 	}
 	show := &cobra.Command{
@@ -220,11 +257,7 @@ sat,sun@20:00-08:00 (ending the next morning); times are in --utc-offset (defaul
 	return c
 }
 
-func setDuty(ctx context.Context, g *globals, team, offset string, specs []string) error {
-	off, err := parseOffset(offset)
-	if err != nil {
-		return err
-	}
+func setDuty(ctx context.Context, g *globals, team, zone string, off int16, specs []string) error {
 	var all []crdt.Shift
 	for _, s := range specs {
 		ss, err := parseShifts(s)
@@ -234,7 +267,7 @@ func setDuty(ctx context.Context, g *globals, team, offset string, specs []strin
 		all = append(all, ss...)
 	}
 	all = sortShifts(all)
-	if err := g.client().SetDuty(ctx, localapi.DutyRequest{Team: team, Offset: off, Shifts: all}); err != nil {
+	if err := g.client().SetDuty(ctx, localapi.DutyRequest{Team: team, Zone: zone, Offset: off, Shifts: all}); err != nil {
 		return err
 	}
 	return g.print(struct {
@@ -244,7 +277,7 @@ func setDuty(ctx context.Context, g *globals, team, offset string, specs []strin
 			fmt.Fprintln(w, "you are off duty in this team until you publish hours again")
 			return
 		}
-		fmt.Fprintf(w, "published %s (%s)\n", plural(len(all), "shift"), fmtOffset(off))
+		fmt.Fprintf(w, "published %s (%s)\n", plural(len(all), "shift"), fmtZone(zone, off))
 	})
 }
 
@@ -262,7 +295,7 @@ func printDuty(w io.Writer, rep node.DutyReport) {
 			for _, s := range p.Shifts {
 				hs = append(hs, fmtShift(s))
 			}
-			hours = strings.Join(hs, ", ") + " " + fmtOffset(p.Offset)
+			hours = strings.Join(hs, ", ") + " " + fmtZone(p.Zone, p.Offset)
 			if len(p.Shifts) == 0 {
 				hours = "off duty"
 			}
@@ -275,7 +308,7 @@ func printDuty(w io.Writer, rep node.DutyReport) {
 		return
 	}
 	r := rep.Rota
-	fmt.Fprintf(w, "on-call rota (%s): escalates after %d min, emergencies repeat every %d min\n", fmtOffset(r.Offset), r.EscalateAfter, r.RenotifyEvery)
+	fmt.Fprintf(w, "on-call rota (%s): escalates after %d min, emergencies repeat every %d min\n", fmtZone(r.Zone, r.Offset), r.EscalateAfter, r.RenotifyEvery)
 	for _, sl := range r.Slots {
 		fmt.Fprintf(w, "  %s: %s\n", fmtShift(sl.Shift), printable(strings.Join(sl.OnCall, " then ")))
 	}
@@ -288,7 +321,7 @@ func rotaCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "rota", Short: "The team's on-call rota (admins): who urgent messages go to, in order"}
 	var (
 		slots            []string
-		offset           string
+		offset, zone     string
 		escalate, repeat time.Duration
 	)
 	set := &cobra.Command{
@@ -301,7 +334,7 @@ A slot names its days and hours and the persons on call in order, such as
 mon-fri@08:00-20:00=Chi,Dee; members are names or ids as in: fieldmesh team members TEAM.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			off, err := parseOffset(offset)
+			z, off, err := parseZone(zone, offset, cmd.Flags().Changed("utc-offset"))
 			if err != nil {
 				return err
 			}
@@ -329,20 +362,21 @@ mon-fri@08:00-20:00=Chi,Dee; members are names or ids as in: fieldmesh team memb
 				}
 			}
 			slices.SortFunc(refs, func(a, b node.RotaSlotRef) int { return cmpShift(a.Shift, b.Shift) })
-			req := localapi.RotaRequest{Team: args[0], Offset: off, EscalateAfter: escalate.String(), RenotifyEvery: repeat.String(), Slots: refs}
+			req := localapi.RotaRequest{Team: args[0], Zone: z, Offset: off, EscalateAfter: escalate.String(), RenotifyEvery: repeat.String(), Slots: refs}
 			if err := g.client().SetRota(cmd.Context(), req); err != nil {
 				return err
 			}
 			return g.print(struct {
 				Slots int `json:"slots"`
 			}{len(refs)}, func(w io.Writer) {
-				fmt.Fprintf(w, "published an on-call rota of %s (%s)\n", plural(len(refs), "slot"), fmtOffset(off))
+				fmt.Fprintf(w, "published an on-call rota of %s (%s)\n", plural(len(refs), "slot"), fmtZone(z, off))
 			})
 		},
 	}
 	f := set.Flags()
 	f.StringArrayVar(&slots, "slot", nil, "DAYS@HH:MM-HH:MM=NAME,NAME (repeatable; none: no rota, urgent messages notify everyone)")
-	f.StringVar(&offset, "utc-offset", "local", "the slots' time zone as an offset: local, UTC or ±HH:MM")
+	f.StringVar(&offset, "utc-offset", "local", "the slots' time zone as a fixed offset: local, UTC or ±HH:MM")
+	f.StringVar(&zone, "zone", "", "the slots' IANA time zone, such as Africa/Blantyre (daylight saving followed)")
 	f.DurationVar(&escalate, "escalate", 10*time.Minute, "escalate an unread urgent message to the next person on call after this long")
 	f.DurationVar(&repeat, "repeat", 5*time.Minute, "notify again of an unread emergency message this often")
 	c.AddCommand(set)

@@ -53,13 +53,16 @@ func TestDutyE2E(t *testing.T) {
 	b.runJSON(t, "team", "join", inv.Code)
 
 	// Duty hours and rota.
+	if res := b.run(t, "duty", "set", team.ID, "--shift", "mon-sun@00:00-24:00", "--zone", "Mars/Base"); res.code == 0 {
+		t.Error("duty set accepted an unknown time zone")
+	}
 	if res := b.run(t, "duty", "set", team.ID, "--shift", "mon-sun@00:00-24:00", "--utc-offset", "UTC"); res.code != 0 {
 		t.Fatalf("duty set: %s", res)
 	}
 	if res := b.run(t, "rota", "set", team.ID, "--slot", "daily@00:00-24:00=Nurse Phiri", "--escalate", "10m"); res.code == 0 {
 		t.Error("B, not an admin, published a rota")
 	}
-	if res := a.run(t, "rota", "set", team.ID, "--slot", "daily@00:00-24:00=Nurse Phiri,Dr Banda", "--escalate", "10m", "--repeat", "3m"); res.code != 0 {
+	if res := a.run(t, "rota", "set", team.ID, "--slot", "daily@00:00-24:00=Nurse Phiri,Dr Banda", "--escalate", "10m", "--repeat", "3m", "--zone", "Africa/Blantyre"); res.code != 0 {
 		t.Fatalf("rota set: %s", res)
 	}
 	deadline := time.Now().Add(c.timeout(60 * time.Second))
@@ -70,6 +73,8 @@ func TestDutyE2E(t *testing.T) {
 				Published bool   `json:"published"`
 			} `json:"persons"`
 			Rota *struct {
+				Zone      string   `json:"zone"`
+				Offset    int      `json:"utc_offset_minutes"`
 				OnCallNow []string `json:"on_call_now"`
 			} `json:"rota"`
 		}
@@ -80,7 +85,8 @@ func TestDutyE2E(t *testing.T) {
 		for _, p := range rep.Persons {
 			published = published || p.Name == "Nurse Phiri" && p.Published
 		}
-		if published && rep.Rota != nil && strings.Join(rep.Rota.OnCallNow, ",") == "Nurse Phiri,Dr Banda" {
+		if published && rep.Rota != nil && strings.Join(rep.Rota.OnCallNow, ",") == "Nurse Phiri,Dr Banda" &&
+			rep.Rota.Zone == "Africa/Blantyre" && rep.Rota.Offset == 120 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -127,7 +127,8 @@ remove) and issue a signed wipe order for it. Your device, your relays and the m
 carry the order; the lost device asks every peer it meets for orders naming it, and wipes itself
 when it gets this one, even though it is no longer a member. The order names only the device, you
 and a validity window (--ttl, default 90 days), nothing of the team. DEVICE is its id (8+ hex chars,
-from: fieldmesh team members TEAM).`,
+from: fieldmesh team members TEAM). A device removed from the team earlier can be ordered wiped too:
+then only the order is issued.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ttl <= 0 || ttl > wipeorder.MaxLifetime {

@@ -605,6 +605,7 @@ func statusCmd(g *globals) *cobra.Command {
 					s.Sync.Sessions, s.Sync.BytesSent, s.Sync.BytesReceived, s.Sync.EnvelopesReceived)
 				printLowData(w, s.LowData)
 				printAttachmentStorage(w, s.Attachments)
+				printTeamLock(w, "teams' policy:", s.TeamLock)
 				if len(s.Relays) == 0 {
 					fmt.Fprintf(w, "relays  none (a team admin's relay reaches this device through the team; or start with --relay ADDR)\n")
 				}
@@ -684,6 +685,9 @@ func teamCmd(g *globals) *cobra.Command {
 					if t.Removed {
 						name += " (you were removed)"
 					}
+					if t.LookAlike {
+						name += " (looks like another team's name: check the id)"
+					}
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", name, t.Kind, t.Members, t.Messages, t.ID[:8])
 				}
 				tw.Flush()
@@ -693,6 +697,7 @@ func teamCmd(g *globals) *cobra.Command {
 	c.AddCommand(create, invite, joinCmd, list, teamRelayCodeCmd(g))
 	c.AddCommand(teamMembershipCmds(g)...)
 	c.AddCommand(teamReviewCmd(g))
+	c.AddCommand(teamPolicyCmd(g))
 	return c
 }
 

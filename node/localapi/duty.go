@@ -3,8 +3,8 @@ package localapi
 // Duty hours, on-call rota and membership review. Routes (Server.registerDuty):
 //
 //	GET  /v1/duty?team=T                        node.DutyReport: each person's duty hours, the rota
-//	POST /v1/duty    {"team","utc_offset_minutes","shifts"}            publish this person's duty hours
-//	POST /v1/rota    {"team","utc_offset_minutes","escalate_after","renotify_every","slots"}
+//	POST /v1/duty    {"team","zone","utc_offset_minutes","shifts"}     publish this person's duty hours
+//	POST /v1/rota    {"team","zone","utc_offset_minutes","escalate_after","renotify_every","slots"}
 //	                                                                  publish the on-call rota (admins)
 //	GET  /v1/review?team=T                      node.ReviewReport: members, devices, last seen, due
 //	POST /v1/review  {"team"}                   record that the membership was reviewed (admins)
@@ -20,16 +20,20 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 )
 
-// DutyRequest sets this device's person's duty hours.
+// DutyRequest sets this device's person's duty hours. Zone is an IANA time zone name (empty: the
+// fixed Offset; with a zone, Offset is the fallback for a device that does not know it).
 type DutyRequest struct {
 	Team   string       `json:"team"`
+	Zone   string       `json:"zone,omitempty"`
 	Offset int16        `json:"utc_offset_minutes"`
 	Shifts []crdt.Shift `json:"shifts"`
 }
 
-// RotaRequest sets a team's on-call rota. Durations are Go durations ("10m").
+// RotaRequest sets a team's on-call rota. Durations are Go durations ("10m"); Zone and Offset as in
+// DutyRequest.
 type RotaRequest struct {
 	Team          string             `json:"team"`
+	Zone          string             `json:"zone,omitempty"`
 	Offset        int16              `json:"utc_offset_minutes"`
 	EscalateAfter string             `json:"escalate_after"`
 	RenotifyEvery string             `json:"renotify_every"`
@@ -56,7 +60,7 @@ func (s *Server) registerDuty(mux *http.ServeMux) {
 			writeErr(w, err)
 			return
 		}
-		if err := s.Node.SetDuty(req.Team, crdt.Duty{Offset: req.Offset, Shifts: req.Shifts}); err != nil {
+		if err := s.Node.SetDuty(req.Team, crdt.Duty{Zone: req.Zone, Offset: req.Offset, Shifts: req.Shifts}); err != nil {
 			writeErr(w, err)
 			return
 		}
@@ -74,7 +78,7 @@ func (s *Server) registerDuty(mux *http.ServeMux) {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("bad escalate_after %q or renotify_every %q (want durations such as 10m)", req.EscalateAfter, req.RenotifyEvery)})
 			return
 		}
-		if err := s.Node.SetRota(req.Team, req.Offset, esc, ren, req.Slots); err != nil {
+		if err := s.Node.SetRota(req.Team, req.Zone, req.Offset, esc, ren, req.Slots); err != nil {
 			writeErr(w, err)
 			return
 		}

@@ -64,6 +64,8 @@ type Status struct {
 	LowData lowdata.Status `json:"low_data"`
 	// Attachments is what attachment chunks take on this device, and its storage budget.
 	Attachments AttachmentStorage `json:"attachments"`
+	// TeamLock is the strictest lock the teams' policies ask of this device.
+	TeamLock TeamLockStatus `json:"team_lock"`
 }
 
 // Relay is the JSON form of node.RelayInfo. Times are RFC 3339, empty for never.
@@ -122,6 +124,8 @@ type Team struct {
 	Admin    bool   `json:"admin"`
 	// Removed: this device was removed from the team (omitted otherwise).
 	Removed bool `json:"removed,omitempty"`
+	// LookAlike: another team of this device has a name that looks like this one (omitted otherwise).
+	LookAlike bool `json:"look_alike,omitempty"`
 }
 
 // Invite is a created invite code.
@@ -241,6 +245,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAudit(mux)
 	s.registerAttachments(mux)
 	s.registerDuty(mux)
+	s.registerPolicy(mux)
 	s.registerRecord(mux)
 	s.registerHistory(mux)
 	return mux
@@ -323,6 +328,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	// Likewise the attachments' storage, from the store; on an error only the budget is shown.
 	as, _ := s.Node.AttachmentStorage()
 	out.Attachments = AttachmentStorage{Bytes: as.Bytes, Chunks: as.Chunks, Budget: as.Budget, Evicted: as.Evicted}
+	out.TeamLock = teamLockStatus(s.Node.TeamLocks())
 	for _, r := range s.Node.Relays() {
 		out.Relays = append(out.Relays, relayJSON(r))
 	}
@@ -333,7 +339,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func teamJSON(t node.TeamInfo) Team {
-	return Team{ID: t.ID.String(), Name: t.Name, Kind: t.Kind.String(), Members: t.Members, Messages: t.Messages, Admin: t.Admin, Removed: t.Removed}
+	return Team{ID: t.ID.String(), Name: t.Name, Kind: t.Kind.String(), Members: t.Members, Messages: t.Messages, Admin: t.Admin, Removed: t.Removed, LookAlike: t.LookAlike}
 }
 
 func (s *Server) teams(w http.ResponseWriter, r *http.Request) {

@@ -456,7 +456,8 @@ func (s *Session) Run(ctx context.Context) {
 	}
 }
 
-// check locks if a rule says so.
+// check locks if a rule says so: the device's own IdleLock and UnreachedLock, each shortened by the
+// policies of its teams (node.TeamLocks: the shortest wins; a team policy never lengthens them).
 func (s *Session) check() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -464,19 +465,40 @@ func (s *Session) check() {
 		return
 	}
 	now := s.now()
-	if s.cfg.IdleLock > 0 && now.Sub(s.lastActive) >= s.cfg.IdleLock {
+	since := func(contact time.Time) time.Duration {
+		if s.unlockedAt.After(contact) {
+			contact = s.unlockedAt
+		}
+		return now.Sub(contact)
+	}
+	teams := s.n.TeamLocks()
+	if idle := IdleLimit(s.cfg.IdleLock, teams); idle > 0 && now.Sub(s.lastActive) >= idle {
 		_ = s.lockLocked("idle")
 		return
 	}
-	if s.cfg.UnreachedLock > 0 {
-		ref := s.n.LastContact()
-		if s.unlockedAt.After(ref) {
-			ref = s.unlockedAt
-		}
-		if now.Sub(ref) >= s.cfg.UnreachedLock {
-			_ = s.lockLocked("team not reached")
+	if s.cfg.UnreachedLock > 0 && since(s.n.LastContact()) >= s.cfg.UnreachedLock {
+		_ = s.lockLocked("team not reached")
+		return
+	}
+	for _, t := range teams {
+		if t.OfflineLock > 0 && since(t.LastContact) >= t.OfflineLock {
+			s.log.Info("locking: a team's policy", "team", t.Team.Short(), "offline", t.OfflineLock)
+			_ = s.lockLocked("team not reached (team policy)")
+			return
 		}
 	}
+}
+
+// IdleLimit returns the idle timeout in force: the shortest of local (the device's own; negative:
+// never) and the teams' LockAfter; zero or negative: none.
+func IdleLimit(local time.Duration, teams []node.TeamLock) time.Duration {
+	idle := local
+	for _, t := range teams {
+		if t.LockAfter > 0 && (idle <= 0 || t.LockAfter < idle) {
+			idle = t.LockAfter
+		}
+	}
+	return idle
 }
 
 // Locked reports whether the device is locked.

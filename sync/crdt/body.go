@@ -890,6 +890,8 @@ func checkBody(kind Kind, body []byte) error {
 		_, err = UnmarshalRota(body)
 	case KindReview:
 		_, err = UnmarshalReview(body)
+	case KindPolicy:
+		_, err = UnmarshalPolicy(body)
 	case KindFiled:
 		_, err = UnmarshalFiled(body)
 	}

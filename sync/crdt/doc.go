@@ -15,7 +15,8 @@
 //     [Filed] (messages a record gateway filed to the health record, with
 //     the record's references; State.Filed says which count: an admin's),
 //     [Duty] (a person's duty hours), [Rota] (the on-call rota, admins),
-//     [Review] (a membership review, admins); each versioned, size-limited,
+//     [Review] (a membership review, admins), [Policy] (the team's lock
+//     policy, admins); each versioned, size-limited,
 //     with Marshal, Validate and UnmarshalXxx. Names that may mislead
 //     (sync/safetext) do not decode; a message with a patient reference
 //     counts for nothing in a social team.

@@ -3,7 +3,10 @@ package crdt
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
+	_ "time/tzdata" // the zone database, for devices without one (phones)
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/wire"
@@ -59,30 +62,46 @@ func (s Shift) compare(o Shift) int {
 	return int(s.Length) - int(o.Length)
 }
 
-// Contains reports whether the instant t falls in the shift, with local
-// time offset minutes east of UTC.
-func (s Shift) Contains(t time.Time, offset int16) bool {
-	local := t.UTC().Add(time.Duration(offset) * time.Minute)
-	// Minutes since the start of the local week (Sunday 00:00).
-	week := 7 * MinutesPerDay
-	now := int(local.Weekday())*MinutesPerDay + local.Hour()*60 + local.Minute()
-	start := int(s.Day)*MinutesPerDay + int(s.Start)
-	d := (now - start + week) % week
-	return d < int(s.Length)
+// Contains reports whether the instant t falls in the shift, in the time
+// zone loc: the shift starts at the wall-clock time Start on Day in loc
+// (a start that daylight saving skips moves forward, as time.Date
+// normalises it) and lasts Length minutes of elapsed time.
+func (s Shift) Contains(t time.Time, loc *time.Location) bool {
+	local := t.In(loc)
+	// The shift's starts in the last 8 days, latest first; one is enough.
+	for k := 0; k <= 8; k++ {
+		day := time.Date(local.Year(), local.Month(), local.Day()-k, 12, 0, 0, 0, loc)
+		if int(day.Weekday()) != int(s.Day) {
+			continue
+		}
+		start := s.startOn(day, loc)
+		if start.After(t) {
+			continue
+		}
+		return t.Sub(start) < time.Duration(s.Length)*time.Minute
+	}
+	return false
 }
 
-// NextStart returns the first start of the shift strictly after t, with
-// local time offset minutes east of UTC, to the minute.
-func (s Shift) NextStart(t time.Time, offset int16) time.Time {
-	off := time.Duration(offset) * time.Minute
-	local := t.UTC().Add(off)
-	midnight := time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, time.UTC)
-	days := (int(s.Day) - int(local.Weekday()) + 7) % 7
-	start := midnight.AddDate(0, 0, days).Add(time.Duration(s.Start) * time.Minute)
-	if !start.After(local) {
-		start = start.AddDate(0, 0, 7)
+// startOn returns the shift's start on the local date of day.
+func (s Shift) startOn(day time.Time, loc *time.Location) time.Time {
+	return time.Date(day.Year(), day.Month(), day.Day(), int(s.Start)/60, int(s.Start)%60, 0, 0, loc)
+}
+
+// NextStart returns the first start of the shift strictly after t, in the
+// time zone loc, to the minute.
+func (s Shift) NextStart(t time.Time, loc *time.Location) time.Time {
+	local := t.In(loc)
+	for k := 0; k <= 8; k++ {
+		day := time.Date(local.Year(), local.Month(), local.Day()+k, 12, 0, 0, 0, loc)
+		if int(day.Weekday()) != int(s.Day) {
+			continue
+		}
+		if start := s.startOn(day, loc); start.After(t) {
+			return start
+		}
 	}
-	return start.Add(-off)
+	return time.Time{} // not reached: a weekday recurs within 8 days
 }
 
 func appendShift(b []byte, s Shift) []byte {
@@ -108,23 +127,104 @@ func checkOffset(o int16) error {
 	return nil
 }
 
+// MaxZone bounds the length of a time zone name (the longest IANA name
+// is about 30 bytes).
+const MaxZone = 64
+
+// CheckZone checks the form of an IANA time zone name ("Africa/Blantyre",
+// "Europe/London", "UTC"): 1..MaxZone bytes of ASCII letters, digits and
+// "/_+-", no empty part, no "." or "..", and not "Local" (which would mean
+// each device's own zone). Whether the zone is known is not checked here:
+// a device that does not know it uses the op's fixed offset (see Zone).
+func CheckZone(z string) error {
+	bad := z == "" || len(z) > MaxZone || z == "Local"
+	for _, part := range strings.Split(z, "/") {
+		if part == "" || part == "." || part == ".." {
+			bad = true
+		}
+	}
+	for i := 0; i < len(z) && !bad; i++ {
+		c := z[i]
+		bad = !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("/_+-", c) >= 0)
+	}
+	if bad {
+		return fmt.Errorf("%w: time zone name %q", ErrInvalid, z)
+	}
+	return nil
+}
+
+func checkZoneOffset(zone string, offset int16) error {
+	if err := checkOffset(offset); err != nil {
+		return err
+	}
+	if zone != "" {
+		return CheckZone(zone)
+	}
+	return nil
+}
+
+func appendZone(b []byte, zone string, offset int16) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(offset))
+	return wire.AppendString(b, zone)
+}
+
+func readZone(r *wire.Reader) (string, int16) {
+	offset := int16(r.Uint16())
+	zone := r.String("time zone", MaxZone)
+	if r.Err() == nil {
+		if err := checkZoneOffset(zone, offset); err != nil {
+			r.Fail(err)
+		}
+	}
+	return zone, offset
+}
+
+// zones caches loaded time zones by name (a failed load as nil).
+var zones sync.Map
+
+// location returns the time zone of a duty or rota body: the IANA zone
+// if set and known to this device (the binary embeds the zone database,
+// time/tzdata), else the fixed offset.
+func location(zone string, offset int16) *time.Location {
+	if zone != "" {
+		v, ok := zones.Load(zone)
+		if !ok {
+			loc, err := time.LoadLocation(zone)
+			if err != nil {
+				loc = nil
+			}
+			v, _ = zones.LoadOrStore(zone, loc)
+		}
+		if loc := v.(*time.Location); loc != nil {
+			return loc
+		}
+	}
+	return time.FixedZone("", int(offset)*60)
+}
+
 // Duty is the body of a duty-hours op (KindDuty): the weekly hours during
-// which the author's person is on duty, in local time at Offset minutes
-// east of UTC (a fixed offset: a clinic that changes clocks for summer
-// publishes its hours again). No shifts means off duty until the next Duty
-// op. Any device of a person may publish its person's hours; the latest op
-// by (Time, ID) of the person's current devices counts.
+// which the author's person is on duty, in local time of the IANA time
+// zone Zone (daylight saving included), or, with no Zone or on a device
+// that does not know it, at Offset minutes east of UTC. No shifts means
+// off duty until the next Duty op. Any device of a person may publish its
+// person's hours; the latest op by (Time, ID) of the person's current
+// devices counts.
 //
-// Encoding: version 1 | offset int16 | uvarint count (0..MaxShifts) |
-// count × Shift, strictly ascending by (Day, Start, Length).
+// Encoding: version 1 | offset int16 | zone (uvarint length 0..MaxZone,
+// ASCII, see CheckZone) | uvarint count (0..MaxShifts) | count × Shift,
+// strictly ascending by (Day, Start, Length).
 type Duty struct {
+	Zone   string
 	Offset int16
 	Shifts []Shift
 }
 
+// Location returns the time zone the shifts are in (see Duty).
+func (d Duty) Location() *time.Location { return location(d.Zone, d.Offset) }
+
 // Validate checks the limits that UnmarshalDuty enforces.
 func (d Duty) Validate() error {
-	if err := checkOffset(d.Offset); err != nil {
+	if err := checkZoneOffset(d.Zone, d.Offset); err != nil {
 		return err
 	}
 	return checkShifts(len(d.Shifts), func(i int) Shift { return d.Shifts[i] })
@@ -147,9 +247,9 @@ func checkShifts(n int, at func(int) Shift) error {
 
 // Marshal encodes d. It does not validate; call Validate first.
 func (d Duty) Marshal() []byte {
-	b := make([]byte, 0, 1+2+1+5*len(d.Shifts))
+	b := make([]byte, 0, 1+2+1+len(d.Zone)+1+5*len(d.Shifts))
 	b = append(b, bodyVersion)
-	b = binary.BigEndian.AppendUint16(b, uint16(d.Offset))
+	b = appendZone(b, d.Zone, d.Offset)
 	b = binary.AppendUvarint(b, uint64(len(d.Shifts)))
 	for _, s := range d.Shifts {
 		b = appendShift(b, s)
@@ -159,8 +259,9 @@ func (d Duty) Marshal() []byte {
 
 // OnDuty reports whether t falls in one of the shifts.
 func (d Duty) OnDuty(t time.Time) bool {
+	loc := d.Location()
 	for _, s := range d.Shifts {
-		if s.Contains(t, d.Offset) {
+		if s.Contains(t, loc) {
 			return true
 		}
 	}
@@ -171,15 +272,16 @@ func (d Duty) OnDuty(t time.Time) bool {
 // there are no shifts.
 func (d Duty) NextStart(t time.Time) (time.Time, bool) {
 	var best time.Time
+	loc := d.Location()
 	for _, s := range d.Shifts {
-		if n := s.NextStart(t, d.Offset); best.IsZero() || n.Before(best) {
+		if n := s.NextStart(t, loc); best.IsZero() || n.Before(best) {
 			best = n
 		}
 	}
 	return best, !best.IsZero()
 }
 
-const maxDutySize = 1 + 2 + 1 + 5*MaxShifts
+const maxDutySize = 1 + 2 + 1 + MaxZone + 1 + 5*MaxShifts
 
 // UnmarshalDuty decodes and validates a Duty body.
 func UnmarshalDuty(b []byte) (Duty, error) {
@@ -189,12 +291,7 @@ func UnmarshalDuty(b []byte) (Duty, error) {
 	r := wire.NewReader(b)
 	r.Version("duty", bodyVersion)
 	var d Duty
-	d.Offset = int16(r.Uint16())
-	if r.Err() == nil {
-		if err := checkOffset(d.Offset); err != nil {
-			r.Fail(err)
-		}
-	}
+	d.Zone, d.Offset = readZone(r)
 	n := r.Count(MaxShifts, 5)
 	for i := 0; i < n && r.Err() == nil; i++ {
 		d.Shifts = append(d.Shifts, readShift(r))
@@ -222,12 +319,15 @@ type RotaSlot struct {
 // acknowledgement; an emergency message notifies again every RenotifyEvery
 // minutes until someone reads it (package sync/duty).
 //
-// Encoding: version 1 | offset int16 | escalate-after uint16 (minutes,
+// Times are in the zone Zone, or at Offset, as for Duty.
+//
+// Encoding: version 1 | offset int16 | zone (as in Duty) | escalate-after uint16 (minutes,
 // 1..MaxEscalate) | renotify-every uint16 (minutes, 1..MaxEscalate) |
 // uvarint count (0..MaxShifts) | count × (Shift | uvarint count
 // (1..MaxOnCall) | count × person id 32 bytes), slots strictly ascending by
 // (Day, Start, Length).
 type Rota struct {
+	Zone          string
 	Offset        int16
 	EscalateAfter uint16
 	RenotifyEvery uint16
@@ -236,7 +336,7 @@ type Rota struct {
 
 // Validate checks the limits that UnmarshalRota enforces.
 func (r Rota) Validate() error {
-	if err := checkOffset(r.Offset); err != nil {
+	if err := checkZoneOffset(r.Zone, r.Offset); err != nil {
 		return err
 	}
 	if err := checkMinutes("escalation timeout", r.EscalateAfter); err != nil {
@@ -279,9 +379,9 @@ func checkOnCall(ps []identity.DeviceID) error {
 
 // Marshal encodes r. It does not validate; call Validate first.
 func (r Rota) Marshal() []byte {
-	b := make([]byte, 0, 1+6+1+len(r.Slots)*(6+32))
+	b := make([]byte, 0, 1+6+1+len(r.Zone)+1+len(r.Slots)*(6+32))
 	b = append(b, bodyVersion)
-	b = binary.BigEndian.AppendUint16(b, uint16(r.Offset))
+	b = appendZone(b, r.Zone, r.Offset)
 	b = binary.BigEndian.AppendUint16(b, r.EscalateAfter)
 	b = binary.BigEndian.AppendUint16(b, r.RenotifyEvery)
 	b = binary.AppendUvarint(b, uint64(len(r.Slots)))
@@ -298,15 +398,19 @@ func (r Rota) Marshal() []byte {
 // OnCall returns the persons on call at t, in escalation order: those of
 // the first slot (in encoding order) that contains t, or nil.
 func (r Rota) OnCall(t time.Time) []identity.DeviceID {
+	loc := r.Location()
 	for _, s := range r.Slots {
-		if s.Contains(t, r.Offset) {
+		if s.Contains(t, loc) {
 			return s.OnCall
 		}
 	}
 	return nil
 }
 
-const maxRotaSize = 1 + 6 + 1 + MaxShifts*(5+1+MaxOnCall*32)
+// Location returns the time zone of the rota's slots (see Rota).
+func (r Rota) Location() *time.Location { return location(r.Zone, r.Offset) }
+
+const maxRotaSize = 1 + 6 + 1 + MaxZone + 1 + MaxShifts*(5+1+MaxOnCall*32)
 
 // UnmarshalRota decodes and validates a Rota body.
 func UnmarshalRota(b []byte) (Rota, error) {
@@ -316,13 +420,11 @@ func UnmarshalRota(b []byte) (Rota, error) {
 	d := wire.NewReader(b)
 	d.Version("rota", bodyVersion)
 	var r Rota
-	r.Offset = int16(d.Uint16())
+	r.Zone, r.Offset = readZone(d)
 	r.EscalateAfter = d.Uint16()
 	r.RenotifyEvery = d.Uint16()
 	if d.Err() == nil {
-		if err := checkOffset(r.Offset); err != nil {
-			d.Fail(err)
-		} else if err := checkMinutes("escalation timeout", r.EscalateAfter); err != nil {
+		if err := checkMinutes("escalation timeout", r.EscalateAfter); err != nil {
 			d.Fail(err)
 		} else if err := checkMinutes("re-notification interval", r.RenotifyEvery); err != nil {
 			d.Fail(err)

@@ -35,12 +35,55 @@ func TestShiftContainsAndNextStart(t *testing.T) {
 		{night, 0, mon(8, 0), false, mon(22, 0).AddDate(0, 0, 6)},
 		{night, 0, mon(0, 0).Add(-time.Minute), true, mon(22, 0).AddDate(0, 0, 6)},
 	} {
-		if got := tc.s.Contains(tc.at, tc.off); got != tc.inside {
+		loc := Duty{Offset: tc.off}.Location()
+		if got := tc.s.Contains(tc.at, loc); got != tc.inside {
 			t.Errorf("%+v offset %d: Contains(%v) = %v; want %v", tc.s, tc.off, tc.at, got, tc.inside)
 		}
-		if got := tc.s.NextStart(tc.at, tc.off); !got.Equal(tc.next) {
+		if got := tc.s.NextStart(tc.at, loc); !got.Equal(tc.next) {
 			t.Errorf("%+v offset %d: NextStart(%v) = %v; want %v", tc.s, tc.off, tc.at, got, tc.next)
 		}
+	}
+}
+
+// TestShiftAcrossDST: a shift in Europe/London starts at 08:00 wall-clock time on both sides of the
+// change to summer time (2025-03-30, 01:00 UTC), so 07:00 UTC on Monday 31 March, and 08:00 UTC the
+// Monday before; a night shift that spans the change lasts its length in elapsed minutes.
+func TestShiftAcrossDST(t *testing.T) {
+	d := Duty{Zone: "Europe/London", Shifts: []Shift{{Day: 1, Start: 8 * 60, Length: 8 * 60}}}
+	utc := func(m time.Month, day, h, min int) time.Time { return time.Date(2025, m, day, h, min, 0, 0, time.UTC) }
+	for _, tc := range []struct {
+		at     time.Time
+		onDuty bool
+		next   time.Time
+	}{
+		{utc(3, 24, 7, 59), false, utc(3, 24, 8, 0)},
+		{utc(3, 24, 8, 0), true, utc(3, 31, 7, 0)},
+		{utc(3, 31, 6, 59), false, utc(3, 31, 7, 0)},
+		{utc(3, 31, 7, 0), true, utc(4, 7, 7, 0)},
+		{utc(3, 31, 14, 59), true, utc(4, 7, 7, 0)},
+		{utc(3, 31, 15, 0), false, utc(4, 7, 7, 0)},
+		// Back to winter time on 2025-10-26.
+		{utc(10, 20, 7, 0), true, utc(10, 27, 8, 0)},
+		{utc(10, 27, 7, 30), false, utc(10, 27, 8, 0)},
+	} {
+		if got := d.OnDuty(tc.at); got != tc.onDuty {
+			t.Errorf("OnDuty(%v) = %v; want %v", tc.at, got, tc.onDuty)
+		}
+		if got, _ := d.NextStart(tc.at); !got.Equal(tc.next) {
+			t.Errorf("NextStart(%v) = %v; want %v", tc.at, got, tc.next)
+		}
+	}
+	// Saturday 22:00 to Sunday 08:00 local over the spring change: 9 hours of elapsed time, but the
+	// shift lasts its 600 minutes, to 09:00 BST.
+	night := Duty{Zone: "Europe/London", Shifts: []Shift{{Day: 6, Start: 22 * 60, Length: 600}}}
+	if !night.OnDuty(utc(3, 30, 7, 59)) || night.OnDuty(utc(3, 30, 8, 0)) {
+		t.Errorf("the night shift over the change: on duty at 07:59 UTC %v, at 08:00 UTC %v; want true, false",
+			night.OnDuty(utc(3, 30, 7, 59)), night.OnDuty(utc(3, 30, 8, 0)))
+	}
+	// A zone this device does not know falls back to the offset the publisher gave.
+	unknown := Duty{Zone: "Mars/Olympus_Mons", Offset: 120, Shifts: []Shift{{Day: 1, Start: 8 * 60, Length: 60}}}
+	if !unknown.OnDuty(utc(3, 24, 6, 30)) {
+		t.Errorf("an unknown zone did not fall back to its UTC+2 offset")
 	}
 }
 
@@ -52,6 +95,8 @@ func TestDutyBodies(t *testing.T) {
 	}{
 		Duty{},
 		Duty{Offset: -300, Shifts: []Shift{{1, 480, 480}, {2, 480, 480}}},
+		Duty{Zone: "Africa/Blantyre", Offset: 120, Shifts: []Shift{{1, 480, 480}}},
+		Rota{Zone: "Europe/London", EscalateAfter: 10, RenotifyEvery: 2},
 		Rota{EscalateAfter: 10, RenotifyEvery: 2, Slots: []RotaSlot{{Shift{0, 0, 1440}, []identity.DeviceID{p1, p2}}}},
 		Review{Persons: 2, Devices: 3},
 	}
@@ -76,6 +121,10 @@ func TestDutyBodies(t *testing.T) {
 		{"slot with nobody", Rota{EscalateAfter: 1, RenotifyEvery: 1, Slots: []RotaSlot{{Shift: Shift{0, 0, 60}}}}},
 		{"person twice", Rota{EscalateAfter: 1, RenotifyEvery: 1, Slots: []RotaSlot{{Shift{0, 0, 60}, []identity.DeviceID{p1, p1}}}}},
 		{"more persons than devices", Review{Persons: 3, Devices: 2}},
+		{"zone Local", Duty{Zone: "Local"}},
+		{"zone with ..", Duty{Zone: "Europe/../etc"}},
+		{"zone with a space", Rota{Zone: "Europe/Lon don", EscalateAfter: 1, RenotifyEvery: 1}},
+		{"zone too long", Duty{Zone: string(bytes.Repeat([]byte("a"), MaxZone+1))}},
 	}
 	for _, tc := range bad {
 		if err := tc.v.Validate(); err == nil {
@@ -211,12 +260,14 @@ func fuzzRoundTrip[T interface {
 }
 
 func FuzzUnmarshalDuty(f *testing.F) {
-	fuzzRoundTrip(f, UnmarshalDuty, Duty{}, Duty{Offset: 60, Shifts: []Shift{{1, 480, 480}, {3, 1200, 720}}})
+	fuzzRoundTrip(f, UnmarshalDuty, Duty{}, Duty{Offset: 60, Shifts: []Shift{{1, 480, 480}, {3, 1200, 720}}},
+		Duty{Zone: "Africa/Blantyre", Offset: 120, Shifts: []Shift{{1, 480, 480}}})
 }
 
 func FuzzUnmarshalRota(f *testing.F) {
 	fuzzRoundTrip(f, UnmarshalRota,
 		Rota{EscalateAfter: 10, RenotifyEvery: 5},
+		Rota{Zone: "Europe/London", EscalateAfter: 10, RenotifyEvery: 5, Slots: []RotaSlot{{Shift{0, 0, 1440}, []identity.DeviceID{{1}}}}},
 		Rota{Offset: -60, EscalateAfter: 10, RenotifyEvery: 5, Slots: []RotaSlot{
 			{Shift{0, 0, 1440}, []identity.DeviceID{{1}, {2}}},
 			{Shift{1, 0, 60}, []identity.DeviceID{{3}}},

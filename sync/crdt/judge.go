@@ -88,7 +88,7 @@ func (j *opJudge) base(id OpID, op *Op) bool {
 		if j.social && patientIn(op.Body) {
 			return false
 		}
-	case KindAck, KindEvidence, KindRelay, KindPrekey, KindDuty, KindRota, KindReview, KindFiled:
+	case KindAck, KindEvidence, KindRelay, KindPrekey, KindDuty, KindRota, KindReview, KindPolicy, KindFiled:
 	default:
 		return false
 	}

@@ -335,6 +335,9 @@ type State struct {
 	// LastReview is the latest membership review (KindReview) by (Time,
 	// ID) of a current admin's device that counts; nil if none.
 	LastReview *ReviewView
+	// Policy is the latest team-policy op (KindPolicy) by (Time, ID) of a
+	// current admin's device that counts; nil if none.
+	Policy *PolicyView
 	// LastSeen holds, for each current member device, the Time of its
 	// latest op that counts (a message, ack, prekey, ...: any sign of
 	// life the team replicated). A device with no such op has no entry.
@@ -623,6 +626,10 @@ func (s State) clone() State {
 		r := *s.LastReview
 		c.LastReview = &r
 	}
+	if s.Policy != nil {
+		p := *s.Policy
+		c.Policy = &p
+	}
 	c.Filed = maps.Clone(s.Filed)
 	for i := range c.Epochs {
 		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
@@ -749,8 +756,8 @@ func (l *Log) computeState() State {
 			if j.counts(id) {
 				counted[id] = true
 			}
-		case KindRota, KindReview:
-			// Only an admin publishes the rota or records a review.
+		case KindRota, KindReview, KindPolicy:
+			// Only an admin publishes the rota or the policy, or records a review.
 			if j.counts(id) && isAdmin(ms.members, op.Author) {
 				counted[id] = true
 			}
@@ -784,6 +791,7 @@ func (l *Log) computeState() State {
 		Duty:          duty,
 		Rota:          rota,
 		LastReview:    review,
+		Policy:        l.policy(j, ms.members),
 		LastSeen:      seen,
 		Filed:         filed,
 		counted:       counted,

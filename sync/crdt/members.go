@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
+	"github.com/fieldmesh/fieldmesh/sync/safetext"
 )
 
 // This file resolves membership: which commits count, who is a member, and
@@ -767,7 +768,7 @@ func (l *Log) members(bad map[OpID]bool, genesis add) membership {
 	for i := range m.persons {
 		p := &m.persons[i]
 		p.Name = uniqueName(p.Name, p.ID, taken)
-		taken[p.Name] = true
+		taken[safetext.Skeleton(p.Name)] = true
 	}
 	slices.SortFunc(m.persons, func(a, b Person) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), compareDevice(a.ID, b.ID))
@@ -930,14 +931,15 @@ var noiseMemo struct {
 	m  map[identity.NoisePublic]bool
 }
 
-// uniqueName returns name if no name in taken equals it, else name with
-// the person's short id, "Name (abcd1234)", else with its full id (longer
-// than MaxNameLen, so no member's own name).
+// uniqueName returns name if no name in taken looks like it (taken holds
+// skeletons: safetext.Skeleton), else name with the person's short id,
+// "Name (abcd1234)", else with its full id (longer than MaxNameLen, so no
+// member's own name). So "Ward A" and "Wаrd А" (Cyrillic) show apart.
 func uniqueName(name string, id identity.DeviceID, taken map[string]bool) string {
-	if !taken[name] {
+	if !taken[safetext.Skeleton(name)] {
 		return name
 	}
-	if n := name + " (" + id.Short() + ")"; !taken[n] {
+	if n := name + " (" + id.Short() + ")"; !taken[safetext.Skeleton(n)] {
 		return n
 	}
 	return name + " (" + hex.EncodeToString(id[:]) + ")"

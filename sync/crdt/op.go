@@ -30,10 +30,11 @@ const (
 	KindDuty     Kind = 9  // body: Duty
 	KindRota     Kind = 10 // body: Rota
 	KindReview   Kind = 11 // body: Review
+	KindPolicy   Kind = 12 // body: Policy
 )
 
 // String returns "create", "member", "message", "ack", "evidence", "relay", "prekey", "filed", "duty",
-// "rota", "review" or "kind(N)".
+// "rota", "review", "policy" or "kind(N)".
 func (k Kind) String() string {
 	switch k {
 	case KindCreate:
@@ -58,6 +59,8 @@ func (k Kind) String() string {
 		return "rota"
 	case KindReview:
 		return "review"
+	case KindPolicy:
+		return "policy"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -59,9 +59,11 @@
 // The core decides when the user is alerted (package sync/duty: duty
 // hours, on-call escalation, emergency repeats, review reminders) and
 // returns content-free alerts: Tick's Effects.Alerts, and [Team.Alerts]
-// after a Receive. It refuses to make a message with a patient reference
-// in a social team, and a rota or review op unless this device is an
-// admin's.
+// after a Receive, with the tracker's state to store first (Write.Alerts,
+// given back to New as Stored.Alerts, so a restart neither alerts again
+// nor loses a pending escalation). It refuses to make a message with a
+// patient reference in a social team, and a rota, review or team-policy
+// op unless this device is an admin's.
 //
 // # Filed, then deleted
 //

@@ -49,6 +49,10 @@ type Write struct {
 	// DropChunks are messages whose bodies were deleted (their manifests
 	// with them): delete the attachment chunks they own, after the Ops.
 	DropChunks []crdt.OpID
+	// Alerts, if not nil, replaces the team's stored alert state (what the
+	// duty tracker alerted: duty.Tracker.MarshalState), to give to New as
+	// Stored.Alerts. Store it before raising the Effects' alerts.
+	Alerts []byte
 }
 
 // Record is one stored value: an envelope or an op, with its key.
@@ -60,7 +64,7 @@ type Record struct {
 
 // Empty reports whether there is nothing to write.
 func (w *Write) Empty() bool {
-	return len(w.Envelopes) == 0 && len(w.Ops) == 0 && w.Keys == nil && len(w.DropChunks) == 0
+	return len(w.Envelopes) == 0 && len(w.Ops) == 0 && w.Keys == nil && len(w.DropChunks) == 0 && w.Alerts == nil
 }
 
 // Effects is what a call of the core asks the caller to do, in order: make
@@ -100,6 +104,9 @@ func (e *Effects) merge(o Effects) {
 		e.Write.Keys = o.Write.Keys
 	}
 	e.Write.DropChunks = append(e.Write.DropChunks, o.Write.DropChunks...)
+	if o.Write.Alerts != nil {
+		e.Write.Alerts = o.Write.Alerts
+	}
 	e.Publish = append(e.Publish, o.Publish...)
 	for _, p := range o.Sync {
 		e.addSync(p)

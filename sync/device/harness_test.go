@@ -38,6 +38,8 @@ type memStore struct {
 	envs map[crdt.OpID]Record
 	// dropped are the messages whose attachment chunks a Write deleted.
 	dropped []crdt.OpID
+	// alerts is the alert state (Write.Alerts).
+	alerts []byte
 }
 
 func newMemStore() *memStore {
@@ -55,10 +57,13 @@ func (s *memStore) write(w Write) {
 		s.keys = w.Keys
 	}
 	s.dropped = append(s.dropped, w.DropChunks...)
+	if w.Alerts != nil {
+		s.alerts = w.Alerts
+	}
 }
 
 func (s *memStore) stored() Stored {
-	st := Stored{Keys: s.keys}
+	st := Stored{Keys: s.keys, Alerts: s.alerts}
 	for _, b := range s.ops {
 		st.Ops = append(st.Ops, b)
 	}

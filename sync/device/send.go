@@ -55,7 +55,7 @@ func (t *Team) Make(now time.Time, kind crdt.Kind, body []byte) (*crdt.Op, error
 // mayMake applies the rules of the team's state to an op this device
 // would make (the log would let it count for nothing otherwise): no
 // patient reference in a social team; only an admin publishes the rota or
-// records a membership review.
+// the team policy, or records a membership review.
 func (t *Team) mayMake(kind crdt.Kind, body []byte) error {
 	s := t.snapshot()
 	switch kind {
@@ -63,7 +63,7 @@ func (t *Team) mayMake(kind crdt.Kind, body []byte) error {
 		if m, err := crdt.UnmarshalMessage(body); err == nil && m.Patient != "" && s.Kind == crdt.Social {
 			return fmt.Errorf("%w: patient references are not allowed in a social team; use the clinical team", ErrRefused)
 		}
-	case crdt.KindRota, crdt.KindReview:
+	case crdt.KindRota, crdt.KindReview, crdt.KindPolicy:
 		if m, ok := s.Member(t.self.ID()); !ok || !m.Admin {
 			return fmt.Errorf("%w: only an admin may publish the %v", ErrRefused, kind)
 		}

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -181,6 +182,8 @@ type Stored struct {
 	// (commit form), whole: the core reopens those whose epochs it kept
 	// without learning.
 	Commits [][]byte
+	// Alerts is the alert state last stored (Write.Alerts); nil if none.
+	Alerts []byte
 }
 
 // Ref names a stored envelope.
@@ -238,14 +241,16 @@ type Team struct {
 	priorsAt int
 	peers    map[string]*peerState
 
-	reads       map[crdt.OpID]struct{} // read marks not yet acknowledged
-	alerts      *duty.Tracker          // what the user was alerted of (duty hours, rota, escalation)
-	lastAck     time.Time
-	rekeyAt     time.Time // when an admin re-keys what the state asks for (jitter); zero: not scheduled
-	evidence    []crdt.Evidence
-	reported    map[position]bool    // equivocations already turned into evidence
-	retired     map[uint32]bool      // epoch tags whose history retireHistory deleted
-	republished map[evidenceKey]bool // evidence published again in an epoch
+	reads  map[crdt.OpID]struct{} // read marks not yet acknowledged
+	alerts *duty.Tracker          // what the user was alerted of (duty hours, rota, escalation)
+	// alertsStored is the alert state last handed out to store (Write.Alerts).
+	alertsStored []byte
+	lastAck      time.Time
+	rekeyAt      time.Time // when an admin re-keys what the state asks for (jitter); zero: not scheduled
+	evidence     []crdt.Evidence
+	reported     map[position]bool    // equivocations already turned into evidence
+	retired      map[uint32]bool      // epoch tags whose history retireHistory deleted
+	republished  map[evidenceKey]bool // evidence published again in an epoch
 }
 
 // position is a place in a sender chain.
@@ -341,29 +346,46 @@ func New(cfg Config, now time.Time, st Stored) (*Team, error) {
 			t.unlearned[e.ID] = &held{env: e, raw: raw, at: now}
 		}
 	}
-	t.alerts.Prime(now, t.snapshot())
+	if st.Alerts == nil {
+		t.alerts.Prime(now, t.snapshot())
+	} else if err := t.alerts.RestoreState(st.Alerts); err != nil {
+		t.log.Warn("stored alert state unreadable: alerts due now are taken as raised", "err", err)
+		t.alerts.Prime(now, t.snapshot())
+	} else {
+		t.alertsStored = st.Alerts
+	}
 	return t, nil
 }
 
 // Alerts returns the alerts to raise for the user at now (package
 // sync/duty: duty hours, on-call rota, escalation, review reminders), each
-// once. Tick returns them too (Effects.Alerts); call Alerts after a
-// Receive that changed the state, to alert without waiting for a Tick.
-func (t *Team) Alerts(now time.Time) []duty.Alert {
+// once, and the Write that stores what the tracker now remembers (make it
+// durable first, so a restart does not raise them again). Tick returns
+// them too (Effects.Alerts); call Alerts after a Receive that changed the
+// state, to alert without waiting for a Tick.
+func (t *Team) Alerts(now time.Time) ([]duty.Alert, Write) {
 	t.now = now
 	if t.canWrite() != nil {
-		return nil
+		return nil, Write{}
 	}
-	return t.due()
+	var w Write
+	return t.due(&w), w
 }
 
 // due returns the alerts to raise now, given what the user was shown and
-// has not acknowledged yet.
-func (t *Team) due() []duty.Alert {
-	return t.alerts.Due(t.now, t.snapshot(), func(id crdt.OpID) bool {
+// has not acknowledged yet, and sets w.Alerts if the tracker's state
+// differs from the one stored.
+func (t *Team) due(w *Write) []duty.Alert {
+	out := t.alerts.Due(t.now, t.snapshot(), func(id crdt.OpID) bool {
 		_, ok := t.reads[id]
 		return ok
 	})
+	if t.alerts.Changed() {
+		if st := t.alerts.MarshalState(); !bytes.Equal(st, t.alertsStored) {
+			t.alertsStored, w.Alerts = st, st
+		}
+	}
+	return out
 }
 
 // observe merges an admitted op's time into the clock: this device's own

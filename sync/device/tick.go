@@ -44,7 +44,7 @@ func (t *Team) Tick(now time.Time, opt TickOptions) Effects {
 	if t.canWrite() != nil {
 		return eff
 	}
-	eff.Alerts = append(eff.Alerts, t.due()...)
+	eff.Alerts = append(eff.Alerts, t.due(&eff.Write)...)
 	t.forgetOld(&eff)
 	t.tendEpochs(&eff)
 	t.tendPrekey(&eff)

@@ -30,12 +30,15 @@
 // An Alert carries a priority and a reason, never content: the node turns
 // it into "new message in a clinical team" for the notification hook.
 //
-// Caveats: duty hours and rota use a fixed UTC offset (no daylight-saving
-// rules); times are the ops' hybrid logical clocks, so a sender whose clock
-// is wrong shifts when its messages escalate. A Tracker remembers what it
-// alerted in memory only: after a restart, Prime marks what was due as
-// alerted, so a routine or urgent alert is not repeated, while pending
-// escalations and emergency repeats carry on.
+// Caveats: duty hours and rota are in an IANA time zone (daylight saving
+// included; a device that does not know the zone uses the op's fixed UTC
+// offset) or at a fixed offset; times are the ops' hybrid logical clocks, so a sender whose clock
+// is wrong shifts when its messages escalate. What a Tracker alerted is
+// its state (MarshalState), which the device core stores and restores
+// (RestoreState): after a restart nothing alerted is alerted again, and
+// pending escalations, shift starts and emergency repeats carry on. With
+// no stored state (a device that just joined or restored an older store),
+// Prime marks what was due as alerted instead.
 //
 // Concurrency: a Tracker is not safe for concurrent use (the device core
 // holds it under the team's lock).
@@ -111,6 +114,8 @@ type Tracker struct {
 	// only the review reminder can be due.
 	last *crdt.State
 	open int
+	// dirty says the state changed since the last MarshalState.
+	dirty bool
 }
 
 type track struct {
@@ -138,11 +143,12 @@ func (tr *Tracker) Prime(now time.Time, s *crdt.State) {
 	last := tr.lastReview
 	tr.Due(now, s, nil)
 	tr.lastReview = last // a due review is reminded after a restart too
+	tr.dirty = true
 }
 
 // IgnoreBefore makes messages sent before t never alert: for a device that
 // just joined, whose first syncs bring the team's past.
-func (tr *Tracker) IgnoreBefore(t time.Time) { tr.since = t }
+func (tr *Tracker) IgnoreBefore(t time.Time) { tr.since, tr.dirty = t, true }
 
 // Due returns the alerts to raise at now, in the order of s.Messages (a
 // review reminder last). read reports whether this device's user has been
@@ -156,6 +162,7 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 	if s == tr.last && tr.open == 0 {
 		if tr.reviewDue(now, s, me) {
 			tr.lastReview = now
+			tr.dirty = true
 			return []Alert{{crdt.Routine, ReviewDue}}
 		}
 		return nil
@@ -195,12 +202,14 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 		if tk == nil {
 			tk = &track{}
 			tr.msgs[m.ID] = tk
+			tr.dirty = true
 		}
 		if tk.done {
 			continue
 		}
 		if readBy(me, m) || read != nil && read(m.ID) {
 			tk.alerted, tk.done = true, true
+			tr.dirty = true
 			continue
 		}
 		switch m.Priority {
@@ -209,12 +218,16 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 			case tk.alerted:
 			case onDuty && tk.deferred:
 				tk.alerted, tk.done = true, true
+				tr.dirty = true
 				out = append(out, Alert{crdt.Routine, ShiftStart})
 			case onDuty:
 				tk.alerted, tk.done = true, true
+				tr.dirty = true
 				out = append(out, Alert{crdt.Routine, New})
 			default:
-				tk.deferred = true
+				if !tk.deferred {
+					tk.deferred, tr.dirty = true, true
+				}
 			}
 		case crdt.Urgent:
 			if tk.alerted {
@@ -245,22 +258,28 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 			switch {
 			case mine >= 0 && mine <= level:
 				tk.alerted, tk.done = true, true
+				tr.dirty = true
 				out = append(out, Alert{crdt.Urgent, reasonAt(mine)})
 			case level == len(list) && !acked:
 				tk.alerted, tk.done = true, true
+				tr.dirty = true
 				out = append(out, Alert{crdt.Urgent, reasonAt(len(list))})
 			case acked:
 				tk.done = true // acknowledged before it reached this person: it never will
+				tr.dirty = true
 			}
 		case crdt.Emergency:
 			switch {
 			case len(m.ReadBy) > 0:
 				tk.done = true
+				tr.dirty = true
 			case !tk.alerted:
 				tk.alerted, tk.last = true, now
+				tr.dirty = true
 				out = append(out, Alert{crdt.Emergency, New})
 			case now.Sub(tk.last) >= renotify:
 				tk.last = now
+				tr.dirty = true
 				out = append(out, Alert{crdt.Emergency, Repeat})
 			}
 		}
@@ -270,12 +289,14 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 		switch {
 		case !live[id]:
 			delete(tr.msgs, id)
+			tr.dirty = true
 		case !tk.done:
 			tr.open++
 		}
 	}
 	if tr.reviewDue(now, s, me) {
 		tr.lastReview = now
+		tr.dirty = true
 		out = append(out, Alert{crdt.Routine, ReviewDue})
 	}
 	return out

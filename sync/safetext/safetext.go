@@ -10,14 +10,25 @@
 //     controls) or that mixes scripts within a word (Latin with Cyrillic
 //     or Greek letters, the usual confusables). sync/crdt applies it when
 //     it decodes names, so a forged name from a peer is refused too.
+//
 //   - [Display] returns text safe to show: bidi controls and other
 //     invisible format characters become visible "<U+202E>" marks, and
 //     other control characters (but newline and tab) become U+FFFD. The
 //     text reads in the order it was written.
 //
-// Caveats: whole-script confusables (a name written entirely in Cyrillic
-// letters that look Latin) are not refused; names stay unique in a team
-// (sync/crdt), and safety numbers identify a person.
+//   - [Skeleton] and [LookAlike] tell names that look alike though written
+//     differently: a word written entirely in Cyrillic letters that look
+//     Latin ("Сора", "Copa"), a one-letter word of another script ("Ward
+//     А", "Ward A"), "rn" and "m", case. It is the skeleton of Unicode
+//     Technical Standard #39 (section 4, confusable detection; table of
+//     github.com/mtibben/confusables, Unicode 13) of the case-folded
+//     name. sync/crdt shows a person whose name looks like an earlier
+//     person's with its id, and the node refuses to add such a name or to
+//     create a team whose name looks like one the device has.
+//
+// Caveats: the confusables table is Unicode 13's; look-alike names are
+// shown apart, not refused, when they meet from two partitions; safety
+// numbers identify a person.
 package safetext
 
 import (
@@ -26,8 +37,19 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/mtibben/confusables"
+	"golang.org/x/text/cases"
 	"golang.org/x/text/secure/precis"
 )
+
+// Skeleton returns the form of a name in which names that look alike are
+// equal: the UTS #39 skeleton of s case-folded, with its spaces collapsed.
+func Skeleton(s string) string {
+	return confusables.Skeleton(cases.Fold().String(strings.Join(strings.Fields(s), " ")))
+}
+
+// LookAlike reports whether a and b look alike (equal names do).
+func LookAlike(a, b string) bool { return Skeleton(a) == Skeleton(b) }
 
 // ErrName is returned by CheckName for a name that may mislead.
 var ErrName = errors.New("safetext: name")

@@ -72,3 +72,30 @@ func FuzzDisplay(f *testing.F) {
 		}
 	})
 }
+
+// TestLookAlike: names that read the same across scripts, case or letter pairs look alike; different
+// names do not.
+func TestLookAlike(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"Ward A", "Ward \u0410", true},                        // a one-letter Cyrillic word
+		{"Ward A", "W\u0430rd \u0410", true},                   // Cyrillic a inside (CheckName refuses it anyway)
+		{"Nurse Copa", "Nurse \u0421\u043e\u0440\u0430", true}, // a whole word in Cyrillic
+		{"Dr Banda", "dr  banda", true},                        // case and spaces
+		{"Dr Kern", "Dr Kem", true},                            // rn and m
+		{"Ward A", "Ward B", false},
+		{"Nurse Phiri", "Nurse Banda", false},
+		{"\u0421\u0435\u0440\u0433\u0435\u0439", "Sergei", false}, // a Cyrillic name that does not look Latin
+	} {
+		if got := LookAlike(tc.a, tc.b); got != tc.want {
+			t.Errorf("LookAlike(%q, %q) = %v; want %v (skeletons %q, %q)", tc.a, tc.b, got, tc.want, Skeleton(tc.a), Skeleton(tc.b))
+		}
+	}
+	for _, name := range []string{"Nurse \u0421\u043e\u0440\u0430", "Ward \u0410"} {
+		if err := CheckName(name); err != nil {
+			t.Errorf("CheckName(%q) = %v: a whole-script word is a valid name, told apart by LookAlike", name, err)
+		}
+	}
+}
