@@ -71,7 +71,7 @@ func oneLine(s string) string {
 // in step with the module.
 var errorPrefixes = []string{
 	"adversary", "attach", "audit", "chaos", "crdt", "device", "envelope", "epochkey", "export", "fhirtest", "fieldmesh", "framing",
-	"gossipbench", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "mobile", "node", "photo",
+	"gossipbench", "historyproto", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "mobile", "node", "photo",
 	"proximity", "proximitytest", "recon", "record", "recordgw", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey", "sim",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
 	"duty", "locked", "rawid", "safetext", "session", "wipeorder", "wipeproto",
