@@ -411,8 +411,11 @@ func (t *Team) boxMatches(h *held, s *crdt.State) bool {
 func (t *Team) keep(hs []*held, eff *Effects) {
 	s := t.snapshot()
 	keysChanged := false
-	named := t.namedTags()
+	var named map[uint32]bool // namedTags, on first use: keep changes no op before
 	learnPrior := func(p envelope.PriorKey) {
+		if named == nil {
+			named = t.namedTags()
+		}
 		if !named[p.Tag] {
 			return
 		}
@@ -529,12 +532,9 @@ func (t *Team) keep(hs []*held, eff *Effects) {
 // epoch is named; a made-up tag is not.
 func (t *Team) namedTags() map[uint32]bool {
 	out := make(map[uint32]bool)
-	for _, op := range t.lg.Ops() {
-		if !op.Kind.StartsEpoch() {
-			continue
-		}
-		out[crdt.TagOf(op.ID())] = true
-		for _, p := range op.Parents {
+	for id, parents := range t.lg.EpochOps() {
+		out[crdt.TagOf(id)] = true
+		for _, p := range parents {
 			out[crdt.TagOf(p)] = true
 		}
 	}
