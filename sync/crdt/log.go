@@ -645,14 +645,29 @@ func (s State) clone() State {
 	for i := range c.Epochs {
 		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
 	}
+	// The messages' device lists share one new array (each capped at its
+	// length, so that appending to one copies it); nil stays nil.
+	n := 0
+	for i := range c.Messages {
+		n += len(c.Messages[i].ReceivedBy) + len(c.Messages[i].ReadBy)
+	}
+	devs := make([]identity.DeviceID, 0, n)
+	share := func(ds []identity.DeviceID) []identity.DeviceID {
+		if ds == nil {
+			return nil
+		}
+		k := len(devs)
+		devs = append(devs, ds...)
+		return devs[k:len(devs):len(devs)]
+	}
 	for i := range c.Messages {
 		m := &c.Messages[i]
 		if m.ReplyTo != nil {
 			id := *m.ReplyTo
 			m.ReplyTo = &id
 		}
-		m.ReceivedBy = slices.Clone(m.ReceivedBy)
-		m.ReadBy = slices.Clone(m.ReadBy)
+		m.ReceivedBy = share(m.ReceivedBy)
+		m.ReadBy = share(m.ReadBy)
 		if m.Filed != nil {
 			f := *m.Filed
 			m.Filed = &f
