@@ -159,6 +159,13 @@ sim-check:
 	$(GO) test -run 'TestAgainstTheONE$$' -count=1 -timeout 60m ./simulations/sim/ -sim.one -v
 	$(GO) test -run '^$$' -bench 'BenchmarkField1k$$' -benchtime=1x -timeout 60m ./simulations/sim/ -sim.bench
 
+## sim-national: the simulator's scale run, not run by CI: 10,000 devices for thirty simulated days
+## (simulations/scenarios/national-10k.toml), reporting time, events/s and peak memory (peak-MiB).
+## SIMFOR=24h runs a shorter stretch of it, to see how time and memory grow from 1,000 devices.
+.PHONY: sim-national
+sim-national:
+	$(GO) test -run '^$$' -bench 'BenchmarkNational10k$$' -benchtime=1x -timeout 0 ./simulations/sim/ -sim.national $(if $(SIMFOR),-sim.national.for=$(SIMFOR))
+
 ## record-bench: the record gateway's throughput at the issue's size: 10,000 queued messages filed to
 ## the local FHIR test server (messages/s, bytes a message); make bench runs it with 1,000
 .PHONY: record-bench

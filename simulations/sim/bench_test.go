@@ -11,6 +11,14 @@ import (
 // simulated time.
 var benchFull = flag.Bool("sim.bench", false, "BenchmarkField1k*: simulate the whole duration (make sim-check), not the first hour")
 
+// national runs BenchmarkNational10k (make sim-national), for
+// nationalFor of simulated time if set (to see how time and memory grow
+// from 1,000 to 10,000 devices on a shorter run), else the whole month.
+var (
+	national    = flag.Bool("sim.national", false, "run BenchmarkNational10k (make sim-national)")
+	nationalFor = flag.Duration("sim.national.for", 0, "BenchmarkNational10k: simulate this long, not the scenario's thirty days")
+)
+
 // benchShort is how much simulated time the 1,000-device benchmarks run without -sim.bench.
 const benchShort = time.Hour
 
@@ -27,9 +35,19 @@ func BenchmarkField1kDay(b *testing.B) {
 	benchScenario(b, "national-1k.toml", "fieldmesh", 24*time.Hour)
 }
 
+// BenchmarkNational10k runs the national-10k scenario (10,000 devices,
+// thirty days) with fieldmesh's strategy, only with -sim.national: its
+// time and peak memory (peak-MiB, the process's peak resident set).
+func BenchmarkNational10k(b *testing.B) {
+	if !*national {
+		b.Skip("the 10,000-device month runs with -sim.national (make sim-national)")
+	}
+	benchScenario(b, "national-10k.toml", "fieldmesh", *nationalFor)
+}
+
 func benchScenario(b *testing.B, file, strategy string, dur time.Duration) {
 	s := loadScenario(b, file)
-	if !*benchFull {
+	if !*benchFull && !*national {
 		b.Logf("%s: the first %v of simulated time only (-sim.bench runs it whole)", file, benchShort)
 		dur = benchShort
 	}
@@ -57,4 +75,7 @@ func benchScenario(b *testing.B, file, strategy string, dur time.Duration) {
 	b.ReportMetric(float64(b.N)*cfg.Duration.Seconds()/wall, "simsec/s")
 	b.ReportMetric(float64(len(cfg.Devices)), "devices")
 	b.ReportMetric(res.Summary.DeliveryRatio, "delivery")
+	if rss := peakRSS(); rss > 0 {
+		b.ReportMetric(float64(rss)/(1<<20), "peak-MiB")
+	}
 }

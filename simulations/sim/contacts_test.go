@@ -115,7 +115,7 @@ func TestParseScenarioRefuses(t *testing.T) {
 
 // TestScenariosLoad: every shipped scenario parses and builds.
 func TestScenariosLoad(t *testing.T) {
-	for _, name := range []string{"district.toml", "district-relay-down.toml", "national-1k.toml", "exponential.toml"} {
+	for _, name := range []string{"district.toml", "district-relay-down.toml", "national-1k.toml", "national-10k.toml", "exponential.toml"} {
 		s := loadScenario(t, name)
 		if s.Description == "" || len(s.Strategies) == 0 {
 			t.Errorf("%s: no description or strategies", name)
@@ -128,5 +128,12 @@ func TestScenariosLoad(t *testing.T) {
 	}
 	if len(cfg.Devices) != 1000 {
 		t.Errorf("national-1k has %d devices", len(cfg.Devices))
+	}
+	s = loadScenario(t, "national-10k.toml")
+	if cfg, err = s.Build(1, "fieldmesh"); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Devices) != 10000 || cfg.Duration != 30*24*time.Hour {
+		t.Errorf("national-10k has %d devices for %v", len(cfg.Devices), cfg.Duration)
 	}
 }

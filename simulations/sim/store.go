@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/device"
@@ -22,6 +23,30 @@ type store struct {
 	ops   map[crdt.OpID][]byte // a member's opened ops (a carrier has none)
 	keys  []byte
 	bytes int // envelope bytes held
+	// shared says that a view holds items: the next change copies them
+	// first (a session in flight keeps the snapshot it started with).
+	shared bool
+	// live caches liveItems: the items not past their TTL, valid while
+	// the store is unchanged (liveOK) and until liveUntil, the earliest
+	// TTL end among them.
+	live      []recon.Item
+	liveOK    bool
+	liveUntil time.Duration
+}
+
+// snapshot returns the items for a view, which the store will not change.
+func (s *store) snapshot() []recon.Item {
+	s.shared = true
+	return s.items
+}
+
+// changing is called before items change.
+func (s *store) changing() {
+	if s.shared {
+		s.items = slices.Clone(s.items)
+		s.shared = false
+	}
+	s.live, s.liveOK = nil, false
 }
 
 func newStore() *store {
@@ -40,6 +65,7 @@ func (s *store) put(t uint64, id crdt.OpID, data []byte) bool {
 	if _, ok := s.envs[id]; ok {
 		return false
 	}
+	s.changing()
 	it := recon.Item{Time: t, ID: id}
 	i, _ := slices.BinarySearchFunc(s.items, it, itemCmp)
 	s.items = slices.Insert(s.items, i, it)
@@ -54,6 +80,7 @@ func (s *store) remove(id crdt.OpID) {
 	if !ok {
 		return
 	}
+	s.changing()
 	for i, it := range s.items {
 		if it.ID == id {
 			s.items = slices.Delete(s.items, i, i+1)

@@ -2,9 +2,11 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
 // Carry says which devices carry a team's sealed envelopes besides its
@@ -116,6 +118,17 @@ func (e *engine) viewFor(x, y *node, ti int, rx, ry role) *view {
 	}
 	v.envs = st.envs
 	limited := e.cfg.Strategy.Copies > 0
+	if !limited {
+		// Everything a member or carrier holds, past-TTL messages aside
+		// when a carrier is on either side: the same items as the loop
+		// below, without a copy per session.
+		if rx == roleCarrier || ry == roleCarrier {
+			v.items = e.liveItems(st)
+		} else {
+			v.items = st.snapshot()
+		}
+		return v
+	}
 	var want map[crdt.OpID]bool
 	if limited && rx == roleMember {
 		want = make(map[crdt.OpID]bool)
@@ -174,6 +187,27 @@ func (e *engine) viewFor(x, y *node, ti int, rx, ry role) *view {
 		}
 	}
 	return v
+}
+
+// liveItems returns st's items that are not past their TTL, as a snapshot
+// the store will not change, kept until the store changes or one of them
+// expires.
+func (e *engine) liveItems(st *store) []recon.Item {
+	if st.liveOK && e.now <= st.liveUntil {
+		return st.live
+	}
+	st.live, st.liveOK, st.liveUntil = nil, true, time.Duration(math.MaxInt64)
+	for _, it := range st.items {
+		id := crdt.OpID(it.ID)
+		if e.expired(id) {
+			continue
+		}
+		st.live = append(st.live, it)
+		if mi, ok := e.byID[id]; ok && e.msgs[mi].TTL > 0 {
+			st.liveUntil = min(st.liveUntil, e.msgs[mi].Created+e.msgs[mi].TTL)
+		}
+	}
+	return st.live
 }
 
 // mayHand applies the copy limit to one envelope x holds.
@@ -285,5 +319,3 @@ func (e *engine) expireCarried(n *node) {
 	n.stats.bufferN++
 	n.stats.BufferMax = max(n.stats.BufferMax, occ)
 }
-
-var _ = time.Second

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"slices"
@@ -30,6 +31,9 @@ type Log struct {
 	// memo caches the membership that State resolves (see memberMemo);
 	// nil when it must be resolved afresh.
 	memo *memberMemo
+	// smemo is what updates state for an added message or ack (see
+	// stateMemo); nil whenever state is.
+	smemo *stateMemo
 }
 
 // NewLog returns an empty log of team.
@@ -93,8 +97,8 @@ func (l *Log) insert(id OpID, op *Op) {
 	for _, p := range op.Parents {
 		l.parented[p]++
 	}
-	l.state = nil
 	l.memoAdded(id, op)
+	l.stateAdded(id, op)
 }
 
 // AddStored adds an op read back from this device's own store
@@ -130,7 +134,7 @@ func (l *Log) Redact(id OpID) bool {
 	r.Body = nil
 	r.redacted = id
 	l.ops[id] = r
-	l.state = nil
+	l.dropState()
 	return true
 }
 
@@ -143,13 +147,13 @@ func (l *Log) Remove(id OpID) bool {
 		return false
 	}
 	l.memoRemoving(id, op)
+	l.stateRemoving(id, op)
 	delete(l.ops, id)
 	for _, p := range op.Parents {
 		if l.parented[p]--; l.parented[p] <= 0 {
 			delete(l.parented, p)
 		}
 	}
-	l.state = nil
 	return true
 }
 
@@ -218,6 +222,19 @@ func (l *Log) Ops() []*Op {
 		out[i] = e.op.Clone()
 	}
 	return out
+}
+
+// EpochOps yields, for each create and commit op of the log (the ops that
+// start epochs), its id and a copy of its parents, in no particular order.
+// It costs a pass over the log without copying the other ops (Ops does).
+func (l *Log) EpochOps() iter.Seq2[OpID, []OpID] {
+	return func(yield func(OpID, []OpID) bool) {
+		for id, op := range l.ops {
+			if op.Kind.StartsEpoch() && !yield(id, slices.Clone(op.Parents)) {
+				return
+			}
+		}
+	}
 }
 
 // Heads returns the ids of the ops that no op in the log names as a parent,
@@ -353,7 +370,8 @@ type State struct {
 	// counted holds the ids of the ops that count (see Counts); permitted
 	// the commits that are permitted (see Permitted). Computed once, never
 	// modified: clones share them.
-	counted, permitted map[OpID]bool
+	counted   opSet
+	permitted map[OpID]bool
 }
 
 // Equivocation is one position of a device's sender chain at which it
@@ -373,7 +391,7 @@ type Equivocation struct {
 // (by non-members, after their author's removal, outside a removed
 // member's partition window, equivocated, of unknown kinds, with
 // impossible parents) are kept in the log and ignored.
-func (s State) Counts(id OpID) bool { return s.counted[id] }
+func (s State) Counts(id OpID) bool { return s.counted.has(id) }
 
 // Permitted reports whether the op with the given id is a commit (or the
 // genesis) that was permitted in its author's view: valid, or valid by the
@@ -634,14 +652,29 @@ func (s State) clone() State {
 	for i := range c.Epochs {
 		c.Epochs[i].Recipients = slices.Clone(c.Epochs[i].Recipients)
 	}
+	// The messages' device lists share one new array (each capped at its
+	// length, so that appending to one copies it); nil stays nil.
+	n := 0
+	for i := range c.Messages {
+		n += len(c.Messages[i].ReceivedBy) + len(c.Messages[i].ReadBy)
+	}
+	devs := make([]identity.DeviceID, 0, n)
+	share := func(ds []identity.DeviceID) []identity.DeviceID {
+		if ds == nil {
+			return nil
+		}
+		k := len(devs)
+		devs = append(devs, ds...)
+		return devs[k:len(devs):len(devs)]
+	}
 	for i := range c.Messages {
 		m := &c.Messages[i]
 		if m.ReplyTo != nil {
 			id := *m.ReplyTo
 			m.ReplyTo = &id
 		}
-		m.ReceivedBy = slices.Clone(m.ReceivedBy)
-		m.ReadBy = slices.Clone(m.ReadBy)
+		m.ReceivedBy = share(m.ReceivedBy)
+		m.ReadBy = share(m.ReadBy)
 		if m.Filed != nil {
 			f := *m.Filed
 			m.Filed = &f
@@ -682,6 +715,7 @@ func (l *Log) computeState() State {
 	}
 	mm := l.memo
 	if mm.none {
+		l.smemo = nil
 		return State{Current: -1}
 	}
 	create, creator := mm.create, mm.genesis.op.Author
@@ -711,7 +745,18 @@ func (l *Log) computeState() State {
 		}
 		msgs = append(msgs, MessageView{ID: id, Author: op.Author, AuthorName: ms.name(op.Author), Time: op.Time, Message: m})
 	}
-	l.displayOrder(msgs)
+	disp := l.displayOrder(msgs)
+	sm := &stateMemo{disp: disp, shown: make(map[OpID]bool, len(msgs)), acked: make(map[OpID]bool),
+		replied: make(map[OpID]bool), equivocated: j.equivocated, social: j.social, member: make(map[identity.DeviceID]bool, len(ms.members))}
+	for _, m := range msgs {
+		sm.shown[m.ID] = true
+		if m.ReplyTo != nil {
+			sm.replied[*m.ReplyTo] = true
+		}
+	}
+	for _, m := range ms.members {
+		sm.member[m.Device] = true
+	}
 
 	// Acks by members, present or past, that count.
 	index := make(map[OpID]int, len(msgs))
@@ -729,6 +774,7 @@ func (l *Log) computeState() State {
 			continue
 		}
 		for _, mid := range a.IDs {
+			sm.acked[mid] = true
 			i, ok := index[mid]
 			if !ok || msgs[i].Author == op.Author {
 				continue
@@ -764,7 +810,8 @@ func (l *Log) computeState() State {
 		}
 	}
 	relays := l.relays(j, ms.members)
-	prekeys := l.prekeys(j, ms.members)
+	var prekeys map[identity.DeviceID]identity.NoisePublic
+	prekeys, sm.prekeys = l.prekeys(j, ms.members)
 	duty, rota, review, seen := l.duties(j, ms.members, ms.persons)
 	filed := l.filed(j, ms.members)
 	for i := range msgs {
@@ -774,6 +821,7 @@ func (l *Log) computeState() State {
 	}
 
 	cur := ms.current
+	l.smemo = sm
 	return State{
 		Name:          create.Name,
 		Kind:          create.Kind,
@@ -794,23 +842,30 @@ func (l *Log) computeState() State {
 		Policy:        l.policy(j, ms.members),
 		LastSeen:      seen,
 		Filed:         filed,
-		counted:       counted,
+		counted:       newOpSet(counted),
 		permitted:     ms.permitted,
 	}
 }
 
-// prekeys computes State.Prekeys.
-func (l *Log) prekeys(j *opJudge, members []MemberInfo) map[identity.DeviceID]identity.NoisePublic {
+// lastPrekey is a device's latest prekey op that counts.
+type lastPrekey struct {
+	id  OpID
+	at  HLC
+	key identity.NoisePublic
+}
+
+// newer reports whether the prekey op id at time at replaces cur.
+func (cur lastPrekey) newer(id OpID, at HLC) bool {
+	return cur.at < at || cur.at == at && cur.id.Compare(id) <= 0
+}
+
+// prekeys computes State.Prekeys, and each device's latest prekey op.
+func (l *Log) prekeys(j *opJudge, members []MemberInfo) (map[identity.DeviceID]identity.NoisePublic, map[identity.DeviceID]lastPrekey) {
 	member := make(map[identity.DeviceID]bool, len(members))
 	for _, m := range members {
 		member[m.Device] = true
 	}
-	type last struct {
-		id  OpID
-		at  HLC
-		key identity.NoisePublic
-	}
-	latest := make(map[identity.DeviceID]last)
+	latest := make(map[identity.DeviceID]lastPrekey)
 	for id, op := range l.ops {
 		if op.Kind != KindPrekey || !member[op.Author] || !j.counts(id) {
 			continue
@@ -819,20 +874,19 @@ func (l *Log) prekeys(j *opJudge, members []MemberInfo) map[identity.DeviceID]id
 		if err != nil {
 			continue
 		}
-		cur, ok := latest[op.Author]
-		if ok && (cur.at > op.Time || cur.at == op.Time && cur.id.Compare(id) > 0) {
+		if cur, ok := latest[op.Author]; ok && !cur.newer(id, op.Time) {
 			continue
 		}
-		latest[op.Author] = last{id, op.Time, p.Key}
+		latest[op.Author] = lastPrekey{id, op.Time, p.Key}
 	}
 	if len(latest) == 0 {
-		return nil
+		return nil, latest
 	}
 	out := make(map[identity.DeviceID]identity.NoisePublic, len(latest))
 	for d, v := range latest {
 		out[d] = v.key
 	}
-	return out
+	return out, latest
 }
 
 // RelayView is a relay the team's admins announced (State.Relays).
@@ -917,7 +971,7 @@ func sortedDevices(set map[identity.DeviceID]bool) []identity.DeviceID {
 // The definition recurses over the causal DAG plus reply edges, which has
 // no cycle short of a SHA-256 collision (ids hash parents and reply-to
 // ids); if a collision made one, the edge that closes it is ignored.
-func (l *Log) displayOrder(msgs []MessageView) {
+func (l *Log) displayOrder(msgs []MessageView) map[OpID]HLC {
 	replyTo := make(map[OpID]OpID)
 	for _, m := range msgs {
 		if m.ReplyTo != nil {
@@ -980,4 +1034,5 @@ func (l *Log) displayOrder(msgs []MessageView) {
 	slices.SortFunc(msgs, func(a, b MessageView) int {
 		return cmp.Or(cmp.Compare(disp[a.ID], disp[b.ID]), a.ID.Compare(b.ID))
 	})
+	return disp
 }

@@ -633,6 +633,8 @@ type membership struct {
 	ep         []epochOp
 	anc        map[OpID]bitset
 	removalsOf func(d identity.DeviceID) []int
+	// removals says that some device has a valid removal.
+	removals bool
 	// counts reports whether a message or ack by author, with the given
 	// causal ancestors, counts.
 	counts func(id OpID, author identity.DeviceID) bool
@@ -734,6 +736,7 @@ func (l *Log) members(bad map[OpID]bool, genesis add) membership {
 	m.current = -1
 	m.ep, m.anc = ep, anc
 	m.removalsOf = func(d identity.DeviceID) []int { return removals[d] }
+	m.removals = len(removals) > 0
 	m.valid, m.permitted = make(map[OpID]bool), make(map[OpID]bool)
 	for i := range ep {
 		if valid.has(i) {

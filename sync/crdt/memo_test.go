@@ -3,16 +3,19 @@ package crdt
 import (
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
+
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 )
 
 // fresh returns l's State resolved from nothing, leaving l's caches as
 // they were.
 func fresh(l *Log) State {
-	state, memo := l.state, l.memo
-	l.state, l.memo = nil, nil
+	state, memo, smemo := l.state, l.memo, l.smemo
+	l.state, l.memo, l.smemo = nil, nil, nil
 	s := l.State()
-	l.state, l.memo = state, memo
+	l.state, l.memo, l.smemo = state, memo, smemo
 	return s
 }
 
@@ -20,19 +23,24 @@ func fresh(l *Log) State {
 // that check selects compares State with one resolved afresh, after the
 // add and after taking back the new op or another (a trial the device core
 // refuses), redacting a message, and adding back. It returns how many of
-// those States used the kept membership.
-func replayChecked(t *testing.T, team TeamID, ops []*Op, order []int, rng *rand.Rand, check func(i int) bool) (memoHits int) {
+// those States used the kept membership, and how many the kept State
+// (updated in place: stateAdded, stateRemoving).
+func replayChecked(t *testing.T, team TeamID, ops []*Op, order []int, rng *rand.Rand, check func(i int) bool) (memoHits, stateHits int) {
 	t.Helper()
 	l := NewLog(team)
 	same := func(step string, i int) {
 		t.Helper()
 		hit := l.memo != nil
+		kept := l.state != nil
 		got := l.State()
 		if want := fresh(l); !reflect.DeepEqual(got, want) {
-			t.Fatalf("add %d, %s: State with the kept membership differs from one resolved afresh", i, step)
+			t.Fatalf("add %d, %s: State with the kept membership (kept State %v) differs from one resolved afresh", i, step, kept)
 		}
 		if hit {
 			memoHits++
+		}
+		if kept {
+			stateHits++
 		}
 	}
 	for i, k := range order {
@@ -61,7 +69,7 @@ func replayChecked(t *testing.T, team TeamID, ops []*Op, order []int, rng *rand.
 			}
 		}
 	}
-	return memoHits
+	return memoHits, stateHits
 }
 
 // nearOrder returns 0..n-1 with neighbours swapped now and then: ops
@@ -95,7 +103,8 @@ func TestMemoMatchesFresh(t *testing.T) {
 		if seed%2 == 0 {
 			order = nearOrder(rng, len(ops))
 		}
-		hits := replayChecked(t, team, ops, order, rng, func(int) bool { return true })
+		hits, kept := replayChecked(t, team, ops, order, rng, func(int) bool { return true })
+		t.Logf("seed %d: %d ops, memo %d, kept state %d", seed, len(ops), hits, kept)
 		if hits < len(ops)/3 {
 			t.Fatalf("seed %d: the kept membership used %d times in %d ops: the test exercises little", seed, hits, len(ops))
 		}
@@ -107,10 +116,135 @@ func TestMemoMatchesFresh(t *testing.T) {
 		t.Fatalf("bigLog has no removal")
 	}
 	rng := rand.New(rand.NewPCG(8, 9))
-	hits := replayChecked(t, big.Team(), ops, nearOrder(rng, len(ops)), rng, func(i int) bool {
+	hits, kept := replayChecked(t, big.Team(), ops, nearOrder(rng, len(ops)), rng, func(i int) bool {
 		return i%97 == 0 || i > 1990 && i%4 == 0
 	})
+	t.Logf("bigLog: memo %d, kept state %d", hits, kept)
 	if hits < 50 {
 		t.Fatalf("bigLog: the kept membership used %d times: the test exercises little", hits)
+	}
+}
+
+// chatter returns a team's genesis, a commit adding four members, and n
+// ops of the kinds the kept State is updated for (messages, some replies,
+// some with a patient reference; acks, read or not, naming earlier
+// messages; prekeys), some by an outsider, some with impossible parents,
+// some at equal times, some from a clock far ahead (replies to them are
+// displayed after them), mixed with the odd filed op (which resolves the
+// State afresh), sometimes before the message it names (which then shows
+// it).
+func chatter(t *testing.T, seed uint64, n int, kind TeamKind) (TeamID, []*Op) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 11))
+	keys := detRand(seed + 100)
+	team, _ := NewTeamID(keys)
+	var devs []*identity.Device
+	for range 6 {
+		devs = append(devs, newDevice(t, keys))
+	}
+	outsider := devs[5]
+	gen := newOp(devs[0], team, hlcAt(0, 0), nil, KindCreate, Create{Name: "T", Kind: kind, Creator: info(devs[0], "Ann", true)}.Marshal())
+	l := NewLog(team)
+	mustAdd(t, l, gen)
+	var changes []Change
+	for i, d := range devs[1:5] {
+		changes = append(changes, Change{Action: ActAdd, Info: info(d, []string{"Ben", "Cat", "Dan", "Eve"}[i], i == 0)})
+	}
+	c, err := l.State().NextCommit(devs[0].ID(), changes...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := newOp(devs[0], team, hlcAt(1, 0), []OpID{gen.ID()}, KindMember, c.Marshal())
+	ops := []*Op{gen, add}
+	var msgs []OpID
+	for i := 0; len(ops) < n+2; i++ {
+		by := devs[rng.IntN(5)]
+		if rng.IntN(12) == 0 {
+			by = outsider
+		}
+		// Parents: one or two recent ops; times mostly after them.
+		parents := []OpID{ops[len(ops)-1-rng.IntN(min(len(ops), 4))].ID()}
+		if rng.IntN(3) == 0 {
+			parents = append(parents, ops[rng.IntN(len(ops))].ID())
+		}
+		at := hlcAt(2+i/3, uint16(i%3))
+		if rng.IntN(25) == 0 {
+			at = hlcAt(1, 0) // impossible: not after the commit it may name
+		}
+		switch x := rng.IntN(100); {
+		case x < 50:
+			m := Message{Text: "m", Priority: Priority(rng.IntN(3))}
+			if len(msgs) > 0 && rng.IntN(4) == 0 {
+				id := msgs[rng.IntN(len(msgs))]
+				m.ReplyTo = &id
+			}
+			if rng.IntN(5) == 0 {
+				m.Patient = "Patient/p1"
+			}
+			if rng.IntN(15) == 0 {
+				at = hlcAt(5000+i, 0) // a clock far ahead: replies to it move after it
+			}
+			op := newOp(by, team, at, parents, KindMessage, m.Marshal())
+			ops = append(ops, op)
+			msgs = append(msgs, op.ID())
+		case x < 85:
+			if len(msgs) == 0 {
+				continue
+			}
+			var ids []OpID
+			for range 1 + rng.IntN(5) {
+				ids = append(ids, msgs[rng.IntN(len(msgs))])
+			}
+			ops = append(ops, newOp(by, team, at, parents, KindAck, SplitAcks(rng.IntN(2) == 0, ids)[0].Marshal()))
+		case x < 97:
+			ops = append(ops, newOp(by, team, at, parents, KindPrekey, Prekey{Key: newDevice(t, keys).NoisePublic()}.Marshal()))
+		default:
+			if len(msgs) == 0 {
+				continue
+			}
+			k := rng.IntN(len(msgs))
+			f := Filed{At: 1700000000000, Entries: []FiledEntry{{Message: msgs[k], Ref: "Communication/c1"}}}
+			if rng.IntN(2) == 0 {
+				ops = append(ops, newOp(devs[0], team, at, parents, KindFiled, f.Marshal()))
+				continue
+			}
+			// Filed before the message arrives: it shows when it does.
+			j := slices.IndexFunc(ops, func(o *Op) bool { return o.ID() == msgs[k] })
+			ops = slices.Insert(ops, j, newOp(devs[0], team, at, []OpID{gen.ID()}, KindFiled, f.Marshal()))
+		}
+	}
+	// Last, a reply that arrives before the message it answers, which a
+	// clock far ahead wrote: the reply's display place changes with it.
+	last := []OpID{ops[len(ops)-1].ID()}
+	ahead := newOp(devs[1], team, hlcAt(9000, 0), last, KindMessage, Message{Text: "ahead"}.Marshal())
+	id := ahead.ID()
+	reply := newOp(devs[2], team, hlcAt(3+n/3, 0), last, KindMessage, Message{Text: "re", ReplyTo: &id}.Marshal())
+	return team, append(ops, reply, ahead)
+}
+
+// TestStateKeptMatchesFresh: the State a log updates in place for added
+// messages, acks and prekeys (and keeps when such an op that does not count
+// is taken back) equals one resolved afresh after every add, remove,
+// redaction and re-add, in clinical and social teams (where messages with
+// a patient reference count for nothing), with ops arriving in order, near
+// order (acks and replies before what they name, now and then) and any
+// order; and the in-place update is what most adds use.
+func TestStateKeptMatchesFresh(t *testing.T) {
+	for seed := uint64(1); seed <= 6; seed++ {
+		kind := Clinical
+		if seed%2 == 0 {
+			kind = Social
+		}
+		team, ops := chatter(t, seed, 300, kind)
+		rng := rand.New(rand.NewPCG(seed, 13))
+		order := nearOrder(rng, len(ops))
+		if seed%3 == 0 {
+			order = rng.Perm(len(ops))
+		}
+		_, kept := replayChecked(t, team, ops, order, rng, func(int) bool { return true })
+		t.Logf("seed %d (%v): %d ops, kept State %d times", seed, kind, len(ops), kept)
+		if seed%3 != 0 && kept < len(ops)/2 {
+			t.Fatalf("seed %d: the kept State used %d times in %d ops: the test exercises little", seed, kept, len(ops))
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package device
 
 import (
+	"cmp"
 	"errors"
+	"slices"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
@@ -304,13 +306,36 @@ func (t *Team) judge(cands []*held) []*held {
 	byID := make(map[crdt.OpID]*held, len(cands))
 	var added []crdt.OpID
 	var known []*held // ops the log holds already, without their envelopes
-	for _, h := range cands {
+	// The log takes the candidates parents first (by Time: an op's
+	// possible parents are earlier), so that it can keep its State up to
+	// date (crdt.Log) rather than resolve it afresh; what follows takes
+	// them in their own order. Add's answers do not depend on the order.
+	type addResult struct {
+		ok  bool
+		err error
+	}
+	results := make([]addResult, len(cands))
+	ids := make([]crdt.OpID, len(cands))
+	order := make([]int, 0, len(cands))
+	for i, h := range cands {
+		ids[i] = h.op().ID()
+		if h.op().Kind != crdt.KindCreate || ids[i] == t.cfg.Genesis {
+			order = append(order, i)
+		}
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return cmp.Or(cmp.Compare(cands[a].op().Time, cands[b].op().Time), ids[a].Compare(ids[b]))
+	})
+	for _, i := range order {
+		results[i].ok, results[i].err = t.lg.Add(cands[i].op())
+	}
+	for i, h := range cands {
 		op := h.op()
-		if op.Kind == crdt.KindCreate && op.ID() != t.cfg.Genesis {
+		if op.Kind == crdt.KindCreate && ids[i] != t.cfg.Genesis {
 			t.drop(h)
 			continue
 		}
-		ok, err := t.lg.Add(op)
+		ok, err := results[i].ok, results[i].err
 		switch {
 		case err != nil:
 			t.log.Debug("held op refused by the log", "err", err)
@@ -411,8 +436,11 @@ func (t *Team) boxMatches(h *held, s *crdt.State) bool {
 func (t *Team) keep(hs []*held, eff *Effects) {
 	s := t.snapshot()
 	keysChanged := false
-	named := t.namedTags()
+	var named map[uint32]bool // namedTags, on first use: keep changes no op before
 	learnPrior := func(p envelope.PriorKey) {
+		if named == nil {
+			named = t.namedTags()
+		}
 		if !named[p.Tag] {
 			return
 		}
@@ -529,12 +557,9 @@ func (t *Team) keep(hs []*held, eff *Effects) {
 // epoch is named; a made-up tag is not.
 func (t *Team) namedTags() map[uint32]bool {
 	out := make(map[uint32]bool)
-	for _, op := range t.lg.Ops() {
-		if !op.Kind.StartsEpoch() {
-			continue
-		}
-		out[crdt.TagOf(op.ID())] = true
-		for _, p := range op.Parents {
+	for id, parents := range t.lg.EpochOps() {
+		out[crdt.TagOf(id)] = true
+		for _, p := range parents {
 			out[crdt.TagOf(p)] = true
 		}
 	}
