@@ -32,7 +32,7 @@ const historyTimeout = 10 * time.Minute
 // historyState is what the node knows of its hand-overs. The zero value is ready.
 type historyState struct {
 	mu   stdsync.Mutex
-	busy map[crdt.TeamID]bool // a hand-over of this team is running
+	busy map[crdt.TeamID]chan struct{} // a hand-over of this team is running; closed when it ends
 }
 
 // historySecret names the store secret holding the progress of a team's hand-over from one device
@@ -133,7 +133,8 @@ func (h historySource) History(id crdt.TeamID, asker identity.DeviceID, after de
 
 // FetchHistory asks another device of this device's person (deviceRef: 8 or more hex characters of
 // its id) for the team's history now, and returns how many ops it kept. The other device refuses
-// unless both are current devices of one person.
+// unless both are current devices of one person. A hand-over of the team already running (the
+// one a sync starts by itself) is waited for first.
 func (n *Node) FetchHistory(ctx context.Context, teamRef, deviceRef string) (int, error) {
 	t, err := n.teamByRef(teamRef)
 	if err != nil {
@@ -180,18 +181,32 @@ func (n *Node) historySoon(p peer.ID, t *team) {
 // fetchHistory runs a hand-over of t from p, page by page from the stored cursor (from the start
 // with again), each page stored before the next is asked.
 func (n *Node) fetchHistory(ctx context.Context, t *team, p peer.ID, again bool) (int, error) {
-	n.hist.mu.Lock()
-	if n.hist.busy[t.id] {
+	// One hand-over of a team at a time. A background one (again false) gives way to a running one;
+	// one the user asked for waits for it to end, then runs.
+	for {
+		n.hist.mu.Lock()
+		running, busy := n.hist.busy[t.id]
+		if !busy {
+			if n.hist.busy == nil {
+				n.hist.busy = make(map[crdt.TeamID]chan struct{})
+			}
+			n.hist.busy[t.id] = make(chan struct{})
+			n.hist.mu.Unlock()
+			break
+		}
 		n.hist.mu.Unlock()
-		return 0, errHistoryBusy
+		if !again {
+			return 0, errHistoryBusy
+		}
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("node: waiting for the running history hand-over: %w", ctx.Err())
+		}
 	}
-	if n.hist.busy == nil {
-		n.hist.busy = make(map[crdt.TeamID]bool)
-	}
-	n.hist.busy[t.id] = true
-	n.hist.mu.Unlock()
 	defer func() {
 		n.hist.mu.Lock()
+		close(n.hist.busy[t.id])
 		delete(n.hist.busy, t.id)
 		n.hist.mu.Unlock()
 	}()
