@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
 var oneCheck = flag.Bool("sim.one", false, "run TestAgainstTheONE on every committed ONE fixture (make sim-check)")
@@ -123,8 +125,13 @@ func TestAgainstTheONE(t *testing.T) {
 				if err1 != nil || err2 != nil {
 					t.Fatalf("ONE report: %v %v", err1, err2)
 				}
+				// The ONE's links: its interface speed, one transfer at a
+				// time per host, each finishing on an update (Link.Step,
+				// Link.Exclusive), and frames of about one message, as the
+				// ONE moves (and loses) messages one by one.
 				cfg := Config{Seed: 1, Strategy: routers[router], Duration: time.Duration(fx.float(t, "Scenario.endTime")) * time.Second,
-					TickEvery: time.Hour, Link: Link{Bandwidth: fx.float(t, "btInterface.transmitSpeed")}}
+					TickEvery: time.Hour, MaxFrame: recon.MinFrameSize, Link: Link{Bandwidth: fx.float(t, "btInterface.transmitSpeed"),
+						Step: time.Duration(fx.float(t, "Scenario.updateInterval") * float64(time.Second)), Exclusive: true}}
 				for i := range tr.N {
 					cfg.Devices = append(cfg.Devices, DeviceSpec{Name: "n" + strconv.Itoa(i)})
 				}
