@@ -668,10 +668,14 @@ func (e *engine) hold(c *contact, until time.Duration) {
 // contact can deliver, as the ONE's routers offer deliverable messages
 // first), then the oldest.
 func (e *engine) dispatch(x *node) {
+	if x.radio > e.now {
+		return
+	}
+	open := sortedKeys(x.open)
 	for x.radio <= e.now {
 		var best *event
 		bi := -1
-		for _, o := range sortedKeys(x.open) {
+		for _, o := range open {
 			c := x.open[o]
 			if e.nodes[o].radio > e.now {
 				continue
