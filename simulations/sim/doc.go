@@ -18,8 +18,12 @@
 // with sync/recon sessions, frame by frame: a frame takes its length over
 // the contact's bandwidth plus its latency to arrive, each direction's
 // frames queue, and a frame still in flight when the contact closes is
-// lost (the session with it). Envelopes a session receives go to the
-// core's Receive, from a peer marked Relay when the sender is not a member
+// lost (the session with it). To replay the ONE's runs, a Link can also
+// give each device one radio, moving one frame at a time over all its
+// contacts with frames to a member of their team first (Link.Exclusive),
+// and hold both radios a step per workload message a frame brings
+// (Link.Step), as the ONE's routers move one message per host per update.
+// Envelopes a session receives go to the core's Receive, from a peer marked Relay when the sender is not a member
 // (a clinic relay, or any carrier under the epidemic strategies: the core
 // refuses envelopes from anyone else), or, on a carrier, into its store of
 // sealed envelopes after the header checks a relay makes. A contact starts

@@ -61,9 +61,26 @@ type ContactEvent struct {
 
 // Link is what a contact carries: Bandwidth bytes a second each way (0:
 // unlimited) and a one-way Latency.
+//
+// Step and Exclusive model radios that move one message at a time, as the
+// ONE's routers do (ActiveRouter: a host sending or receiving on any
+// connection starts no other transfer, and a transfer finishes only on
+// the simulator's next update, Scenario.updateInterval, so a message
+// holds both hosts for at least one update whatever its size). Leave them
+// zero for fieldmesh's own links.
 type Link struct {
 	Bandwidth float64
 	Latency   time.Duration
+	// Step, if positive, is the least time each workload message a frame
+	// brings holds both radios (k messages: k×Step from when it went on the
+	// air), on Exclusive radios; the frame itself arrives after its bytes
+	// over Bandwidth. The protocol's own envelopes (team history,
+	// acknowledgements) cost their bytes only: the ONE has none.
+	Step time.Duration
+	// Exclusive gives each device one radio: it carries one frame at a
+	// time, sent or received, over all its open contacts. A contact that
+	// closes frees its devices' radios (what was in flight on it is lost).
+	Exclusive bool
 }
 
 // Config is one run.
@@ -97,6 +114,7 @@ const (
 	evMessage
 	evTick
 	evFrame
+	evRadio // Link.Exclusive: a device's radio is free
 )
 
 type event struct {
@@ -110,6 +128,7 @@ type event struct {
 	s    *session
 	to   int
 	data []byte
+	sent time.Duration // Link.Exclusive: when it went on the air
 }
 
 type queue []*event
@@ -160,6 +179,8 @@ type node struct {
 	held    map[crdt.OpID]*holding
 	open    map[int]*contact // open contacts, by the other device
 	carryQ  []carriedRef     // carried envelopes in arrival order (eviction)
+	radio   time.Duration    // Link.Exclusive: the radio is busy until
+	onAir   *contact         // Link.Exclusive: the contact it is busy on
 	version int              // store changes
 	stats   DeviceStats
 }
@@ -193,6 +214,7 @@ type contact struct {
 	up       bool
 	gen      int
 	busy     [2]time.Duration // each direction's link is busy until
+	pend     []*event         // Link.Exclusive: frames waiting for the radios
 	active   int
 	start    [2]int // versions when the round started
 	caused   [2]int // changes the round made
@@ -440,6 +462,11 @@ func (e *engine) run() error {
 			err = e.onTick(ev.idx)
 		case evFrame:
 			err = e.onFrame(ev)
+		case evRadio:
+			if n := e.nodes[ev.idx]; n.radio <= e.now {
+				n.onAir = nil
+				e.dispatch(n)
+			}
 		}
 		if err != nil {
 			return err
@@ -485,6 +512,17 @@ func (e *engine) onContact(ce ContactEvent) {
 	if !ce.Up {
 		// Frames in flight are lost: their events see a stale gen.
 		c.active = 0
+		if e.cfg.Link.Exclusive {
+			// Waiting frames are lost, and the radios busy on it free.
+			e.res.FramesLost += len(c.pend)
+			c.pend = nil
+			for _, x := range [2]*node{e.nodes[c.a], e.nodes[c.b]} {
+				if x.onAir == c {
+					x.onAir, x.radio = nil, e.now
+					e.dispatch(x)
+				}
+			}
+		}
 		return
 	}
 	e.res.Contacts++
@@ -579,13 +617,97 @@ func (e *engine) send(s *session, from int, f []byte) {
 	n.stats.BytesSent += int64(len(f))
 	n.stats.Frames++
 	e.res.Bytes += int64(len(f))
-	start := max(e.now, c.busy[from])
-	tx := time.Duration(0)
-	if bw := e.cfg.Link.Bandwidth; bw > 0 {
-		tx = time.Duration(float64(len(f)) / bw * float64(time.Second))
+	if e.cfg.Link.Exclusive {
+		e.seq++
+		c.pend = append(c.pend, &event{seq: e.seq, kind: evFrame, c: c, gen: c.gen, s: s, to: 1 - from, data: f})
+		e.dispatch(e.nodes[c.a])
+		e.dispatch(e.nodes[c.b])
+		return
 	}
+	start := max(e.now, c.busy[from])
+	tx := e.airTime(f)
 	c.busy[from] = start + tx
 	e.push(&event{at: start + tx + e.cfg.Link.Latency, kind: evFrame, c: c, gen: c.gen, s: s, to: 1 - from, data: f})
+}
+
+// airTime is how long frame f takes to cross the link.
+func (e *engine) airTime(f []byte) time.Duration {
+	if bw := e.cfg.Link.Bandwidth; bw > 0 {
+		return time.Duration(float64(len(f)) / bw * float64(time.Second))
+	}
+	return 0
+}
+
+// workload counts the messages of the workload among envelopes recv of
+// team ti.
+func (e *engine) workload(ti int, recv [][]byte) int {
+	k := 0
+	for _, raw := range recv {
+		if env, err := envelope.Unmarshal(e.teams[ti].topic, raw); err == nil {
+			if _, ok := e.byID[env.ID]; ok {
+				k++
+			}
+		}
+	}
+	return k
+}
+
+// hold keeps the radios busy on c until `until` (Link.Step).
+func (e *engine) hold(c *contact, until time.Duration) {
+	for _, y := range [2]*node{e.nodes[c.a], e.nodes[c.b]} {
+		if y.onAir == c && y.radio < until {
+			y.radio = until
+			e.push(&event{at: until, kind: evRadio, idx: y.idx})
+		}
+	}
+}
+
+// dispatch puts frames on the air while x's radio is free (Link.Exclusive):
+// of the frames waiting on x's open contacts whose other device's radio
+// is free too, first those to a member of the session's team (what the
+// contact can deliver, as the ONE's routers offer deliverable messages
+// first), then the oldest.
+func (e *engine) dispatch(x *node) {
+	if x.radio > e.now {
+		return
+	}
+	open := sortedKeys(x.open)
+	for x.radio <= e.now {
+		var best *event
+		bi := -1
+		for _, o := range open {
+			c := x.open[o]
+			if e.nodes[o].radio > e.now {
+				continue
+			}
+			for i, ev := range c.pend {
+				if best == nil || deliverable(ev) && !deliverable(best) || deliverable(ev) == deliverable(best) && ev.seq < best.seq {
+					best, bi = ev, i
+				}
+			}
+		}
+		if best == nil {
+			return
+		}
+		c := best.c
+		c.pend = slices.Delete(c.pend, bi, bi+1)
+		if best.s.over {
+			continue
+		}
+		tx := e.airTime(best.data)
+		best.at, best.sent = e.now+tx+e.cfg.Link.Latency, e.now
+		heap.Push(&e.q, best) // before the radios free: it may hold them longer (onFrame)
+		for _, y := range [2]*node{e.nodes[c.a], e.nodes[c.b]} {
+			y.radio, y.onAir = e.now+tx, c
+			e.push(&event{at: e.now + tx, kind: evRadio, idx: y.idx})
+		}
+	}
+}
+
+// deliverable reports whether frame ev goes to a member of its session's
+// team, who can open what it carries.
+func deliverable(ev *event) bool {
+	return ev.s.role[ev.to] == roleMember
 }
 
 func (e *engine) onFrame(ev *event) error {
@@ -602,6 +724,9 @@ func (e *engine) onFrame(ev *event) error {
 		n, peer = peer, n
 	}
 	n.stats.BytesReceived += int64(len(ev.data))
+	if st := e.cfg.Link.Step; st > 0 && e.cfg.Link.Exclusive && len(recv) > 0 {
+		e.hold(c, ev.sent+time.Duration(e.workload(s.team, recv))*st)
+	}
 	if err != nil {
 		e.res.SessionsFailed++
 		e.endSession(s)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
 var oneCheck = flag.Bool("sim.one", false, "run TestAgainstTheONE on every committed ONE fixture (make sim-check)")
@@ -66,7 +68,8 @@ func (f *oneFixture) float(t *testing.T, key string) float64 {
 // everything: one team, members sync everything), DirectDelivery (copies
 // 1) and binary SprayAndWait (copies L) — and compares delivery ratio
 // (within 2 points) and median latency (within 10%) with the ONE's
-// reports. The link is the ONE's interface speed, without latency. Each
+// reports. The link is the ONE's: its interface speed without latency, one
+// transfer at a time per host, a message an update (Link). Each
 // pair of devices that exchanges messages is a team of two, and other
 // devices carry its sealed envelopes as the strategy lets them.
 func TestAgainstTheONE(t *testing.T) {
@@ -123,8 +126,15 @@ func TestAgainstTheONE(t *testing.T) {
 				if err1 != nil || err2 != nil {
 					t.Fatalf("ONE report: %v %v", err1, err2)
 				}
+				// The ONE's links: its interface speed, one transfer at a
+				// time per host, deliverable first, each holding both
+				// hosts until the next update (Link.Exclusive, Link.Step),
+				// and recon's smallest frames (4 KiB: two or three of the
+				// ONE's messages), as the ONE moves (and loses) messages
+				// one by one.
 				cfg := Config{Seed: 1, Strategy: routers[router], Duration: time.Duration(fx.float(t, "Scenario.endTime")) * time.Second,
-					TickEvery: time.Hour, Link: Link{Bandwidth: fx.float(t, "btInterface.transmitSpeed")}}
+					TickEvery: time.Hour, MaxFrame: recon.MinFrameSize, Link: Link{Bandwidth: fx.float(t, "btInterface.transmitSpeed"),
+						Step: time.Duration(fx.float(t, "Scenario.updateInterval") * float64(time.Second)), Exclusive: true}}
 				for i := range tr.N {
 					cfg.Devices = append(cfg.Devices, DeviceSpec{Name: "n" + strconv.Itoa(i)})
 				}
