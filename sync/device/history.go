@@ -217,33 +217,7 @@ func (t *Team) AcceptHistory(now time.Time, from identity.DeviceID, page [][]byt
 	}
 	t.state = nil
 	s = t.snapshot()
-	byID := make(map[crdt.OpID]*crdt.Op, len(added))
-	for _, op := range added {
-		byID[op.ID()] = op
-	}
-	keep := make(map[crdt.OpID]bool)
-	var walk func(id crdt.OpID)
-	walk = func(id crdt.OpID) {
-		op := byID[id]
-		if op == nil || keep[id] {
-			return
-		}
-		keep[id] = true
-		for _, p := range op.Parents {
-			walk(p)
-		}
-	}
-	for _, op := range added {
-		if s.Counts(op.ID()) {
-			walk(op.ID())
-		}
-	}
-	for _, op := range added {
-		if !keep[op.ID()] {
-			t.lg.Remove(op.ID())
-			t.state = nil
-		}
-	}
+	keep := t.keepOnTrial(added, s.Counts)
 	s = t.snapshot()
 	n := 0
 	for _, op := range added {

@@ -163,37 +163,7 @@ func (t *Team) AcceptMembership(now time.Time, ops [][]byte) (int, Effects, erro
 	}
 	t.state = nil
 	s := t.snapshot()
-	keep := make(map[crdt.OpID]bool)
-	byID := make(map[crdt.OpID]*crdt.Op, len(added))
-	for _, op := range added {
-		byID[op.ID()] = op
-	}
-	var walk func(id crdt.OpID)
-	walk = func(id crdt.OpID) {
-		op := byID[id]
-		if op == nil || keep[id] {
-			return
-		}
-		keep[id] = true
-		for _, p := range op.Parents {
-			walk(p)
-		}
-	}
-	for _, op := range added {
-		if s.Permitted(op.ID()) {
-			walk(op.ID())
-		}
-	}
-	removed := false
-	for _, op := range added {
-		if !keep[op.ID()] {
-			t.lg.Remove(op.ID())
-			removed = true
-		}
-	}
-	if removed {
-		t.state = nil
-	}
+	keep := t.keepOnTrial(added, s.Permitted)
 	s = t.snapshot()
 	n := 0
 	for _, op := range added {
@@ -211,4 +181,39 @@ func (t *Team) AcceptMembership(now time.Time, ops [][]byte) (int, Effects, erro
 		}
 	}
 	return n, eff, nil
+}
+
+// keepOnTrial judges added, ops just put in the log on trial: it keeps those that pass (judged on
+// the state with all of them in) and every op of added they build on through their parents, takes
+// the rest back out of the log (dropping the kept state if it took any out), and returns the ids
+// kept.
+func (t *Team) keepOnTrial(added []*crdt.Op, pass func(crdt.OpID) bool) map[crdt.OpID]bool {
+	byID := make(map[crdt.OpID]*crdt.Op, len(added))
+	for _, op := range added {
+		byID[op.ID()] = op
+	}
+	keep := make(map[crdt.OpID]bool)
+	var walk func(id crdt.OpID)
+	walk = func(id crdt.OpID) {
+		op := byID[id]
+		if op == nil || keep[id] {
+			return
+		}
+		keep[id] = true
+		for _, p := range op.Parents {
+			walk(p)
+		}
+	}
+	for _, op := range added {
+		if pass(op.ID()) {
+			walk(op.ID())
+		}
+	}
+	for _, op := range added {
+		if !keep[op.ID()] {
+			t.lg.Remove(op.ID())
+			t.state = nil
+		}
+	}
+	return keep
 }
