@@ -44,7 +44,7 @@ func benchBase(n int) []recon.Item {
 		base = make([]recon.Item, total)
 		for i := range base {
 			base[i].Time = uint64(1_700_000_000_000+30_000*i) << 16
-			for k := 0; k < 32; k += 8 {
+			for k := 0; k < len(base[i].ID); k += 8 {
 				binary.LittleEndian.PutUint64(base[i].ID[k:], r.Uint64())
 			}
 		}
