@@ -26,7 +26,7 @@ const catchUpMessages = 100
 // message; wire-B, every byte both ways from the reconnection to the last message (identify, pubsub
 // control, membership exchange included); envelope-B, the bytes of the envelopes the device lacked,
 // which any protocol must move; x-envelopes, sync-B over envelope-B; and x-every-id, sync-B over a
-// "send every id" exchange of the same sets (each side's every 32-byte id, and the missing envelopes).
+// "send every id" exchange of the same sets (each side's every op id, and the missing envelopes).
 // Run with -benchtime=1x: one op is the whole scenario.
 func BenchmarkCatchUp(b *testing.B) {
 	for b.Loop() {
@@ -129,7 +129,7 @@ func catchUp(tb testing.TB) catchUpResult {
 		}
 		res.envelopes += uint64(len(r.Data))
 	}
-	res.everyID = res.envelopes + 32*uint64(len(keysA)+len(keysB))
+	res.everyID = res.envelopes + uint64(len(crdt.OpID{}))*uint64(len(keysA)+len(keysB))
 
 	// Back: both restart, and the away device dials its team mate.
 	a = start(sa)

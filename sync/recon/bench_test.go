@@ -149,7 +149,7 @@ const everyIDFrame = 1 << 20
 // sendEveryID is what the "send every id" baseline costs between an initiator holding ini and a
 // responder holding res: the wire bytes, envelope bytes, flights and envelopes of the
 // foundation's catch-up protocol (which no longer ships), counted without running it. The initiator
-// lists every id it has (32 bytes each; times are not sent) in frames of at most everyIDFrame
+// lists every id it has (recon.IDSize bytes each; times are not sent) in frames of at most everyIDFrame
 // bytes, one frame per round trip (the responder answers each but the last with a 2-byte NEXT);
 // the responder then gives the envelopes the initiator lacks (each after its id and length) and
 // lists the ids it lacks, and the initiator gives those. A frame is a version, a type and a
@@ -159,11 +159,11 @@ func sendEveryID(ini, res []recon.Item) exchange {
 	const prefix = 3 // version, type, flags
 	uvarintLen := func(v int) int { return len(binary.AppendUvarint(nil, uint64(v))) }
 	idFrames := func(n int) (frames int, bytes uint64) {
-		per := (everyIDFrame - prefix - uvarintLen(everyIDFrame/32)) / 32
+		per := (everyIDFrame - prefix - uvarintLen(everyIDFrame/recon.IDSize)) / recon.IDSize
 		for {
 			k := min(per, n)
 			frames++
-			bytes += uint64(prefix + uvarintLen(k) + 32*k)
+			bytes += uint64(prefix + uvarintLen(k) + recon.IDSize*k)
 			if n -= k; n == 0 {
 				return frames, bytes
 			}
@@ -171,7 +171,7 @@ func sendEveryID(ini, res []recon.Item) exchange {
 	}
 	var e exchange
 	giveFrames := func(envs []int) {
-		budget := everyIDFrame - prefix - uvarintLen(everyIDFrame/33)
+		budget := everyIDFrame - prefix - uvarintLen(everyIDFrame/(recon.IDSize+1))
 		body, n := 0, 0
 		flush := func() {
 			e.wire += uint64(prefix + uvarintLen(n) + body)
@@ -179,7 +179,7 @@ func sendEveryID(ini, res []recon.Item) exchange {
 		}
 		frames := 0
 		for _, size := range envs {
-			entry := 32 + uvarintLen(size) + size
+			entry := recon.IDSize + uvarintLen(size) + size
 			if n > 0 && body+entry > budget {
 				flush()
 				frames++
