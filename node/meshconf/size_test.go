@@ -102,7 +102,7 @@ func measure(tb testing.TB, c sizeCase) (env, gossip int) {
 	at := time.Date(2026, 3, 1, 8, 30, 0, 0, time.UTC)
 	op := crdt.NewOp(dev, team, crdt.MakeHLC(at, 0), parents, crdt.KindMessage, m.Marshal())
 	s := senderkey.NewSender(k, dev.ID())
-	e, _, err := envelope.SealChain(op, dev, 0x01020304, envelope.OuterKey(k), s)
+	e, _, err := envelope.SealChain(op, dev, 0x01020304, envelope.OuterKey(k), s, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -28,7 +28,7 @@
 //	  outer      the rest  ChaCha20-Poly1305(OK, nonce = mac[:12], ad = topic ‖ header ‖ form ‖ mac,
 //	                         sender 32 ‖ index uvarint ‖ sig 64 ‖ inner)
 //	  where inner ‖ mac = senderkey Seal by sender's chain at index, nonce = id[:12],
-//	  ad = "fieldmesh/v5/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form, of the op's compact
+//	  ad = "fieldmesh/v6/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form, of the op's compact
 //	  content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without version, team,
 //	  author, time or body length), and sig = the sender's Ed25519 signature of the op's
 //	  seal (crdt.SignedBytes: "fieldmesh/op/v3" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id);
@@ -41,12 +41,12 @@
 //	  boxes      count × 128 bytes: Noise_X_25519_ChaChaPoly_SHA256 messages of K
 //	             (epochkey.SealToEach: e 32 ‖ encrypted s 48 ‖ encrypted K 48), in the order
 //	             of the op's recipient list, with no recipient key in the clear;
-//	             prologue = "fieldmesh/v5/envelope/box" ‖ team id ‖ topic ‖ header
+//	             prologue = "fieldmesh/v6/envelope/box" ‖ team id ‖ topic ‖ header
 //	  outer      the rest  ChaCha20-Poly1305(OuterKey(K), nonce = id[:12],
 //	                         ad = topic ‖ header ‖ form ‖ count ‖ boxes, plaintext)
 //	  plaintext: sig 64 ‖ prior count uvarint (0..MaxPriorKeys) ‖ prior count × (tag 4 ‖ outer key 32),
 //	             tags strictly ascending, none the envelope's own ‖ the op with its seal (crdt.Op.Marshal)
-//	  sig: Ed25519 by the op's author over "fieldmesh/v5/envelope/commit" ‖ team id ‖ ad ‖ the
+//	  sig: Ed25519 by the op's author over "fieldmesh/v6/envelope/commit" ‖ team id ‖ ad ‖ the
 //	       prior-key list (count and entries); the op's own seal signs it at its own epoch,
 //	       index 0, so a joiner can check a commit op without opening its envelope
 //
