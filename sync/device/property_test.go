@@ -1019,8 +1019,9 @@ func (w *advWorld) reseal(a *adev, victims []*adev) error {
 		return nil
 	}
 	j := genuine.Seal.Index + 1 + uint32(w.rng.IntN(3))
-	raw := adversary.ForgeChain(genuine, genuine.Seal.Epoch, j, genuine.Seal.Sig, key)
-	raw2 := adversary.ForgeChain(genuine, genuine.Seal.Epoch, j, a.dev.Sign(crdt.SignedBytes(w.team, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
+	slot := adversary.Slot(a.team.State(), genuine.Seal.Epoch, genuine.Author)
+	raw := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, genuine.Seal.Sig, key)
+	raw2 := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, a.dev.Sign(crdt.SignedBytes(w.team, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
 	if err := w.hit(atkReseal, a, victims, raw, raw2); err != nil {
 		return err
 	}
