@@ -431,8 +431,11 @@ func TestAttackReseal(t *testing.T) {
 	}
 	key, _ := epochKeyOf(t, mal, ref)
 	j := genuine.Seal.Index + 2
-	borrowed := adversary.ForgeChain(genuine, genuine.Seal.Epoch, j, genuine.Seal.Sig, key)
-	own := adversary.ForgeChain(genuine, genuine.Seal.Epoch, j, mal.id.Device.Sign(crdt.SignedBytes(tmal.id, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
+	tmal.mu.Lock()
+	slot := adversary.Slot(tmal.core.State(), genuine.Seal.Epoch, genuine.Author)
+	tmal.mu.Unlock()
+	borrowed := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, genuine.Seal.Sig, key)
+	own := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, mal.id.Device.Sign(crdt.SignedBytes(tmal.id, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
 	tc, _ := c.teamByRef(ref)
 	vs, err := c.receive(tc, mal.host.ID(), [][]byte{borrowed, own})
 	if err != nil {
@@ -484,7 +487,10 @@ func TestAttackEquivocation(t *testing.T) {
 	key, _ := epochKeyOf(t, mal, ref)
 	opB := crdt.NewOp(mal.id.Device, tmal.id, opA.Time+1, opA.Parents, crdt.KindMessage, crdt.Message{Text: "version B"}.Marshal())
 	sigB := mal.id.Device.Sign(crdt.SignedBytes(tmal.id, opA.Seal.Epoch, mal.id.Device.ID(), opA.Seal.Index, opB.ID()))
-	rawB := adversary.ForgeChain(opB, opA.Seal.Epoch, opA.Seal.Index, sigB, key)
+	tmal.mu.Lock()
+	slot := adversary.Slot(tmal.core.State(), opA.Seal.Epoch, mal.id.Device.ID())
+	tmal.mu.Unlock()
+	rawB := adversary.ForgeChain(opB, opA.Seal.Epoch, slot, opA.Seal.Index, sigB, key)
 	tb, _ := b.teamByRef(ref)
 	tc, _ := c.teamByRef(ref)
 	if vs, err := b.receive(tb, mal.host.ID(), eff.Publish); err != nil || vs[0] != device.Accepted {

@@ -30,7 +30,7 @@ const (
 )
 
 const (
-	schemaVersion = 2
+	schemaVersion = 3 // 3: the envelopes stored are of format version 6 (sender slots)
 
 	// IDSize is the length of an envelope or op id (a crdt.OpID), in
 	// bytes: what the keys of envelopes, ops, the outbox, the record queue

@@ -22,8 +22,10 @@ import (
 // ForgeChain builds a chain-form envelope of op's content at (tag, index) of op's author's sender
 // chain, carrying sig as the seal's signature, as a device that holds the epoch key can: every
 // recipient of an epoch can derive every sender's chain. With the genuine signature at another index
-// (re-sealing), or a signature by another key, the envelope must not open.
-func ForgeChain(op *crdt.Op, tag, index uint32, sig []byte, key seal.EpochKey) []byte {
+// (re-sealing), or a signature by another key, the envelope must not open. slot is the sender's
+// position in the epoch's recipient list (envelope version 6): the author's (Slot), or another the
+// attacker chooses.
+func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sig []byte, key seal.EpochKey) []byte {
 	s := senderkey.NewSender(key, op.Author)
 	var nz [senderkey.NonceSize]byte
 	for range index {
@@ -34,13 +36,24 @@ func ForgeChain(op *crdt.Op, tag, index uint32, sig []byte, key seal.EpochKey) [
 	hdr := e.Marshal() // the header only: no layers yet
 	// The layers' associated data starts with the topic, which the wire does not carry.
 	ad := append(append(slices.Clone(e.Topic[:]), hdr...), byte(envelope.FormChain))
-	innerAD := append(append([]byte("fieldmesh/v5/envelope/chain"), op.Team[:]...), ad...)
+	innerAD := append(append([]byte("fieldmesh/v6/envelope/chain"), op.Team[:]...), ad...)
 	_, ct, _ := s.Seal([senderkey.NonceSize]byte(id[:senderkey.NonceSize]), innerAD, op.MarshalCompact())
 	body, mac := ct[:len(ct)-16], ct[len(ct)-16:]
-	plain := append(binary.AppendUvarint(slices.Clone(op.Author[:]), uint64(index)), sig...)
+	plain := append(binary.AppendUvarint(binary.AppendUvarint(nil, uint64(slot)), uint64(index)), sig...)
 	plain = append(plain, body...)
 	outer := seal.Seal(envelope.OuterKey(key), [seal.NonceSize]byte(mac), append(bytes.Clone(ad), mac...), plain)
 	return append(append(append(hdr, byte(envelope.FormChain)), mac...), outer...)
+}
+
+// Slot returns d's slot in the recipient list of the first epoch of tag that s lists it in (the
+// slot a chain envelope of d in that epoch names), or 0 if none does.
+func Slot(s *crdt.State, tag uint32, d identity.DeviceID) int {
+	for _, ep := range s.Epoch(tag) {
+		if i := slices.IndexFunc(ep.Recipients, func(r crdt.Recipient) bool { return r.Device == d }); i >= 0 {
+			return i
+		}
+	}
+	return 0
 }
 
 // Commit seals commit op by dev in commit form, for recipients (a zero Noise key is replaced by a

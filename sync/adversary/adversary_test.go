@@ -36,11 +36,11 @@ func TestForgeChainLayout(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		e, sealed, err := envelope.SealChain(op, dev, 0x0a0b0c0d, envelope.OuterKey(key), sender)
+		e, sealed, err := envelope.SealChain(op, dev, 0x0a0b0c0d, envelope.OuterKey(key), sender, 5)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := ForgeChain(op, 0x0a0b0c0d, index, sealed.Seal.Sig, key); !bytes.Equal(got, e.Marshal()) {
+		if got := ForgeChain(op, 0x0a0b0c0d, 5, index, sealed.Seal.Sig, key); !bytes.Equal(got, e.Marshal()) {
 			t.Errorf("index %d: ForgeChain differs from SealChain:\n got %x\nwant %x", index, got, e.Marshal())
 		}
 	}

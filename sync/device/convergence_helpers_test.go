@@ -126,12 +126,16 @@ func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) 
 	ad := append(append(append(bytes.Clone(topic[:]), hdr...), byte(envelope.FormChain)), mac...) // the layers bind the topic
 	outer := envelope.OuterKey(key)
 	plain, err := seal.Open(outer, [seal.NonceSize]byte(mac), ad, e.Ciphertext[1+macSize:])
-	if err != nil || len(plain) < 32 {
+	if err != nil {
 		return nil, false
 	}
-	_, n := binary.Uvarint(plain[32:])
-	sigAt := 32 + n // sender, index (a uvarint), then the signature
-	if n <= 0 || len(plain) < sigAt+sigSize {
+	_, n1 := binary.Uvarint(plain)
+	if n1 <= 0 {
+		return nil, false
+	}
+	_, n2 := binary.Uvarint(plain[n1:])
+	sigAt := n1 + n2 // sender slot and index (uvarints), then the signature
+	if n2 <= 0 || len(plain) < sigAt+sigSize {
 		return nil, false
 	}
 	plain[sigAt+bit/8%sigSize] ^= 1 << (bit % 8)
@@ -148,7 +152,7 @@ const (
 	garbageSignature  = "bad signature"              // Rejected: sealed by the member, its signature flipped
 	garbageTopic      = "another topic"              // Held: the wire names no topic, so another team's envelope is one of an unknown epoch
 	garbageBody       = "bad body"                   // Refused: its author sealed a body that does not decode
-	garbageOutsider   = "outsider with the team key" // Refused: sealed by a device that is not a recipient
+	garbageOutsider   = "outsider with the team key" // Rejected: sealed by a device that is not a recipient, at a member's slot
 	garbageEpoch      = "unknown epoch"              // Held: sealed under a key nobody in the team holds
 	garbageParents    = "impossible parents"         // Held: a valid message not after its parents counts for nothing
 )
@@ -292,7 +296,7 @@ func (m *garbageMaker) make(kind string, victim *Team, at time.Time) (uint64, cr
 	case garbageTopic:
 		key, _ := seal.NewEpochKey(m.reader())
 		op := crdt.NewOp(m.g.self, m.randomTeam(), ts, nil, crdt.KindMessage, text)
-		e, _, err := envelope.SealChain(op, m.g.self, m.rng.Uint32(), envelope.OuterKey(key), senderkey.NewSender(key, m.g.self.ID()))
+		e, _, err := envelope.SealChain(op, m.g.self, m.rng.Uint32(), envelope.OuterKey(key), senderkey.NewSender(key, m.g.self.ID()), 0)
 		if err != nil {
 			return 0, crdt.OpID{}, nil, false
 		}
@@ -309,7 +313,7 @@ func (m *garbageMaker) make(kind string, victim *Team, at time.Time) (uint64, cr
 			tag = m.rng.Uint32()
 		}
 		op := message(m.outsider, ts, heads, crdt.KindMessage, text)
-		e, _, err := envelope.SealChain(op, m.outsider, tag, envelope.OuterKey(key), senderkey.NewSender(key, m.outsider.ID()))
+		e, _, err := envelope.SealChain(op, m.outsider, tag, envelope.OuterKey(key), senderkey.NewSender(key, m.outsider.ID()), 0) // the outsider is at no slot: it claims the first
 		if err != nil {
 			return 0, crdt.OpID{}, nil, false
 		}

@@ -903,7 +903,7 @@ func (w *advWorld) invented(a *adev, victims []*adev) error {
 	sender := senderkey.NewSender(key, a.dev.ID())
 	for i := range 3 {
 		m := crdt.NewOp(a.dev, w.team, ts+crdt.HLC(i+1), []crdt.OpID{op.ID()}, crdt.KindMessage, crdt.Message{Text: "invented"}.Marshal())
-		me, _, err := envelope.SealChain(m, a.dev, crdt.TagOf(op.ID()), envelope.OuterKey(key), sender)
+		me, _, err := envelope.SealChain(m, a.dev, crdt.TagOf(op.ID()), envelope.OuterKey(key), sender, slices.IndexFunc(recips, func(r crdt.Recipient) bool { return r.Device == a.dev.ID() }))
 		if err != nil {
 			return nil
 		}
@@ -1019,8 +1019,9 @@ func (w *advWorld) reseal(a *adev, victims []*adev) error {
 		return nil
 	}
 	j := genuine.Seal.Index + 1 + uint32(w.rng.IntN(3))
-	raw := adversary.ForgeChain(genuine, genuine.Seal.Epoch, j, genuine.Seal.Sig, key)
-	raw2 := adversary.ForgeChain(genuine, genuine.Seal.Epoch, j, a.dev.Sign(crdt.SignedBytes(w.team, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
+	slot := adversary.Slot(a.team.State(), genuine.Seal.Epoch, genuine.Author)
+	raw := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, genuine.Seal.Sig, key)
+	raw2 := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, a.dev.Sign(crdt.SignedBytes(w.team, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
 	if err := w.hit(atkReseal, a, victims, raw, raw2); err != nil {
 		return err
 	}
@@ -1036,6 +1037,17 @@ func (w *advWorld) epochOf(a *adev, tag uint32) crdt.OpID {
 		return e.ID
 	}
 	return crdt.OpID{}
+}
+
+// slotOf returns a's slot in the recipient list of the epoch started by
+// commit, as a's log knows it (0 if none).
+func (w *advWorld) slotOf(a *adev, commit crdt.OpID) int {
+	for _, e := range a.team.State().Epochs {
+		if e.ID == commit {
+			return max(0, slices.IndexFunc(e.Recipients, func(r crdt.Recipient) bool { return r.Device == a.dev.ID() }))
+		}
+	}
+	return 0
 }
 
 func (w *advWorld) isAdversaryDevice(d identity.DeviceID) bool {
@@ -1068,7 +1080,7 @@ func (w *advWorld) equivocate(a *adev, victims []*adev) error {
 		_, _, _ = s.Seal(nz, nil, nil)
 	}
 	opB := crdt.NewOp(a.dev, w.team, opA.Time+1, opA.Parents, crdt.KindMessage, crdt.Message{Text: "B"}.Marshal())
-	eb, _, err := envelope.SealChain(opB, a.dev, opA.Seal.Epoch, envelope.OuterKey(key), s)
+	eb, _, err := envelope.SealChain(opB, a.dev, opA.Seal.Epoch, envelope.OuterKey(key), s, w.slotOf(a, w.epochOf(a, opA.Seal.Epoch)))
 	if err != nil {
 		return nil
 	}

@@ -251,8 +251,10 @@ func TestReconcileGarbage(t *testing.T) {
 	//     the ErrUnknownEpoch its documentation promises when the tag has one
 	//     epoch, so the core refuses it without counting it against the peer;
 	//   - an envelope sealed under the team's key by a device that is not a
-	//     recipient is Refused, or Held by a receiver that is a recipient of
-	//     the epoch (carry waits for chains the receiver may lack).
+	//     recipient names a slot of the epoch's recipient list (format
+	//     version 6), whose device did not sign it: Rejected (an honest peer
+	//     holding the outer key checks the signature), or Held by a receiver
+	//     without the epoch's list.
 	want := map[string][]Verdict{
 		garbageBytes:      {Rejected},
 		garbageCiphertext: {Rejected, Refused},
@@ -260,7 +262,7 @@ func TestReconcileGarbage(t *testing.T) {
 		garbageSignature:  {Rejected},
 		garbageTopic:      {Held},
 		garbageBody:       {Refused},
-		garbageOutsider:   {Refused, Held},
+		garbageOutsider:   {Rejected, Held},
 		garbageEpoch:      {Held},
 		garbageParents:    {Held},
 	}

@@ -3,6 +3,7 @@ package device
 import (
 	"cmp"
 	"errors"
+	"maps"
 	"slices"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
@@ -143,6 +144,18 @@ func (t *Team) reopenChain(h *held, held []*held, eff *Effects) bool {
 		if t.tryCandidates(h) {
 			return true
 		}
+		// The sender is a slot in the epoch's recipient list: an epoch
+		// held by its outer key only names it with the list of a create or
+		// commit op of the tag this device holds (the signature, over the
+		// full device id, checks the list).
+		lists := t.listsOf(h.env.Epoch, held)
+		if errors.Is(err, envelope.ErrNoList) {
+			for _, l := range lists {
+				if o, err := t.keys.OpenChainListed(h.env, l); errors.Is(err, teamkeys.ErrNoChain) {
+					return t.carryHeld(h, o, eff)
+				}
+			}
+		}
 		// A prior key not learned yet may open its outer layer: then it
 		// is history this device cannot read, carried if its sender is a
 		// member.
@@ -150,8 +163,10 @@ func (t *Team) reopenChain(h *held, held []*held, eff *Effects) bool {
 			if p.Tag != h.env.Epoch {
 				continue
 			}
-			if ch, err := envelope.OpenChain(h.env, p.Outer, t.id); err == nil {
-				return t.carryHeld(h, &teamkeys.Opened{Sender: ch.Sender, Index: ch.Index, Tag: h.env.Epoch, Sig: ch.Sig}, eff)
+			for _, l := range lists {
+				if ch, err := envelope.OpenChain(h.env, p.Outer, t.id, l); err == nil {
+					return t.carryHeld(h, &teamkeys.Opened{Sender: ch.Sender, Index: ch.Index, Tag: h.env.Epoch, Sig: ch.Sig}, eff)
+				}
 			}
 		}
 	case errors.Is(err, teamkeys.ErrReplay):
@@ -164,6 +179,35 @@ func (t *Team) reopenChain(h *held, held []*held, eff *Effects) bool {
 		t.drop(h) // does not open after all
 	}
 	return false
+}
+
+// listsOf returns the recipient lists (device ids in the op's order) of
+// the create and commit ops of tag this device holds: those its log keeps,
+// and those of held and unlearned commits that opened. Two commits may
+// share a tag, so there may be several.
+func (t *Team) listsOf(tag uint32, held []*held) [][]identity.DeviceID {
+	var out [][]identity.DeviceID
+	add := func(rs []crdt.Recipient) {
+		l := make([]identity.DeviceID, len(rs))
+		for i, r := range rs {
+			l[i] = r.Device
+		}
+		if !slices.ContainsFunc(out, func(o []identity.DeviceID) bool { return slices.Equal(o, l) }) {
+			out = append(out, l)
+		}
+	}
+	for _, ep := range t.snapshot().Epoch(tag) {
+		add(ep.Recipients)
+	}
+	for _, c := range slices.Concat(held, slices.Collect(maps.Values(t.unlearned))) {
+		if c.commit == nil || c.env.Epoch != tag {
+			continue
+		}
+		if rs, err := teamkeys.Recipients(c.commit.Op); err == nil {
+			add(rs)
+		}
+	}
+	return out
 }
 
 // carryHeld decides about a held envelope this device now knows it cannot

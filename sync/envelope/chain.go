@@ -14,10 +14,13 @@ import (
 
 // SealChain seals op in chain form under the epoch with the given tag: dev,
 // the op's author, signs it at (tag, the next index of s) (crdt.Op.Sign);
+// slot is dev's position in the epoch's recipient list (the order of the
+// epoch's create or commit op), which the outer layer carries in place of
+// the sender's device id;
 // the op's compact content (crdt.Op.MarshalCompact) is sealed with that
 // index's message key of s (this device's sender chain of that epoch, which
 // advances), under the nonce id[:12], bound to the team; then the sender,
-// the index and the signature are sealed with the inner layer under outer
+// the slot, the index and the signature are sealed with the inner layer under outer
 // (the epoch's outer key). op must not be a create
 // or commit op (those travel in commit form, see SealCommit). It returns
 // the envelope and a copy of op with its seal.
@@ -26,8 +29,10 @@ import (
 // whose envelope would be over MaxSize, is ErrTooLarge and leaves s as it
 // was. Persist the advanced s before the envelope leaves the device (see
 // crypto/senderkey).
-func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKey, s *senderkey.SenderState) (*Envelope, *crdt.Op, error) {
+func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKey, s *senderkey.SenderState, slot int) (*Envelope, *crdt.Op, error) {
 	switch {
+	case slot < 0 || slot >= MaxBoxes:
+		return nil, nil, fmt.Errorf("%w: sender slot %d, want 0 to %d", ErrSeal, slot, MaxBoxes-1)
 	case s.Sender() != op.Author || dev.ID() != op.Author:
 		return nil, nil, fmt.Errorf("%w: sender chain of %v and device %v for an op by %v", ErrSeal, s.Sender().Short(), dev.ID().Short(), op.Author.Short())
 	case isCommitKind(op.Kind):
@@ -53,8 +58,8 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 		return nil, nil, fmt.Errorf("envelope: seal the inner layer: %w", err)
 	}
 	body, mac := ct[:len(ct)-macSize], ct[len(ct)-macSize:]
-	plain := make([]byte, 0, 32+binary.MaxVarintLen32+sigSize+len(body))
-	plain = append(plain, op.Author[:]...)
+	plain := make([]byte, 0, binary.MaxVarintLen16+binary.MaxVarintLen32+sigSize+len(body))
+	plain = binary.AppendUvarint(plain, uint64(slot))
 	plain = binary.AppendUvarint(plain, uint64(index))
 	plain = append(plain, sealed.Seal.Sig...)
 	plain = append(plain, body...)
@@ -68,7 +73,7 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 }
 
 // innerAD returns the associated data of the inner layer of a chain-form
-// envelope: "fieldmesh/v5/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form. The
+// envelope: "fieldmesh/v6/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form. The
 // team id travels nowhere in the envelope; binding it here means an inner
 // layer opens only for the team its author sealed it for.
 func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
@@ -78,15 +83,17 @@ func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
 	return append(ad, hdrForm...)
 }
 
-const chainDomain = "fieldmesh/v5/envelope/chain"
+const chainDomain = "fieldmesh/v6/envelope/chain"
 
-// Chain is the outer layer of a chain-form envelope, opened: the sender,
-// the index of the message in the sender's chain and the sender's
+// Chain is the outer layer of a chain-form envelope, opened: the sender
+// (the device at Slot in the epoch's recipient list), the index of the
+// message in the sender's chain and the sender's
 // signature of (team, epoch, sender, index, op id), already verified, and
 // the sealed inner layer. Open or peek it with the receiver state of
 // Sender's chain.
 type Chain struct {
 	Sender identity.DeviceID
+	Slot   int // the sender's position in the epoch's recipient list
 	Index  uint32
 	Sig    []byte
 
@@ -102,13 +109,20 @@ func (c *Chain) Seal() crdt.Seal { return crdt.Seal{Epoch: c.e.Epoch, Index: c.I
 
 // OpenChain opens the outer layer of a chain-form envelope with its epoch's
 // outer key (the caller picks it by e.Epoch), after checking the layout,
-// the form and that e's topic is team's, and verifies the sender's
-// signature of the op id at (epoch, index) (crdt.VerifySeal). It changes
+// the form and that e's topic is team's, takes the sender from recipients
+// (the device ids of the epoch's recipient list, in the order of its
+// create or commit op) at the slot the outer layer names, and verifies the
+// sender's signature of the op id at (epoch, sender, index)
+// (crdt.VerifySeal). A slot outside the list is ErrBadSeal; a wrong list
+// can only make the signature fail (it signs the full device id). With
+// recipients nil (the caller does not have the epoch's list yet) it opens
+// the outer layer and returns ErrNoList: keep the envelope until the
+// epoch's commit op is known. It changes
 // nothing: it is what a device holding only the outer key checks before it
 // keeps or passes on an envelope it cannot read. Errors wrap
-// ErrWrongTopic, ErrMalformed, ErrShort, ErrTooLarge, ErrOpen or
-// ErrBadSeal.
-func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID) (*Chain, error) {
+// ErrWrongTopic, ErrMalformed, ErrShort, ErrTooLarge, ErrOpen, ErrNoList
+// or ErrBadSeal.
+func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []identity.DeviceID) (*Chain, error) {
 	hdr, err := e.openCommon(FormChain, team)
 	if err != nil {
 		return nil, err
@@ -120,17 +134,24 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID) (*Chain, erro
 		return nil, ErrOpen
 	}
 	r := wire.NewReader(plain)
-	sender := identity.DeviceID(r.Fixed(32))
+	slot := r.Uvarint()
 	index := r.Uvarint()
 	sig := r.Fixed(sigSize)
 	switch {
 	case r.Err() != nil:
-		return nil, fmt.Errorf("%w: the outer layer holds no sender, index and signature: %w", ErrBadSeal, r.Err())
+		return nil, fmt.Errorf("%w: the outer layer holds no sender slot, index and signature: %w", ErrBadSeal, r.Err())
+	case slot >= MaxBoxes:
+		return nil, fmt.Errorf("%w: sender slot %d, limit %d", ErrBadSeal, slot, MaxBoxes-1)
 	case index > senderkey.MaxIndex:
 		return nil, fmt.Errorf("%w: index %d, limit %d", ErrBadSeal, index, uint64(senderkey.MaxIndex))
+	case recipients == nil:
+		return nil, fmt.Errorf("%w: tag %08x", ErrNoList, e.Epoch)
+	case slot >= uint64(len(recipients)):
+		return nil, fmt.Errorf("%w: sender slot %d, the epoch lists %d devices", ErrBadSeal, slot, len(recipients))
 	}
 	c := &Chain{
-		Sender: sender,
+		Sender: recipients[slot],
+		Slot:   int(slot),
 		Index:  uint32(index),
 		Sig:    sig,
 		team:   team,

@@ -1,6 +1,7 @@
-// Package envelope implements fieldmesh sealed envelopes (version 5: key
-// epochs, sender keys, signed chain positions, a compact chain form and
-// 16-byte op ids):
+// Package envelope implements fieldmesh sealed envelopes (version 6: key
+// epochs, sender keys, signed chain positions, a compact chain form,
+// 16-byte op ids and senders named by their slot in the epoch's recipient
+// list):
 // what leaves a device, is gossiped, stored by relays and reconciled by
 // (time, id). Only the routing header is in the clear. The package is the
 // wire layout and its cryptography; which keys a device holds, and what it
@@ -16,7 +17,7 @@
 // Wire format (Marshal), integers big-endian, uvarints minimal:
 //
 //	header, 29 bytes (no topic: see "The topic" below):
-//	  version     1 byte   5 (versions 1 to 4 are refused: ErrVersion)
+//	  version     1 byte   6 (versions 1 to 5 are refused: ErrVersion)
 //	  epoch       4 bytes  the epoch TAG: crdt.TagOf(op id of the epoch's commit)
 //	  id         16 bytes  the op id (the first 16 bytes of the SHA-256 of the op's content,
 //	                       crdt.Op.MarshalContent; crdt.Op.ID says why 16 are enough)
@@ -26,34 +27,37 @@
 //	form 1, chain (every op except create and commit), op sealed by its author's chain:
 //	  mac        16 bytes  the Poly1305 tag of the inner layer
 //	  outer      the rest  ChaCha20-Poly1305(OK, nonce = mac[:12], ad = topic ‖ header ‖ form ‖ mac,
-//	                         sender 32 ‖ index uvarint ‖ sig 64 ‖ inner)
-//	  where inner ‖ mac = senderkey Seal by sender's chain at index, nonce = id[:12],
-//	  ad = "fieldmesh/v5/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form, of the op's compact
-//	  content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without version, team,
-//	  author, time or body length), and sig = the sender's Ed25519 signature of the op's
-//	  seal (crdt.SignedBytes: "fieldmesh/op/v3" ‖ team ‖ epoch tag ‖ sender ‖ index ‖ op id);
-//	  the index is a minimal uvarint of at most senderkey.MaxIndex
-//	  (the op's compact content + 130 bytes after the header while the index is below 128,
-//	  + 131 below 16384; at most ChainOverhead, 134)
+//	                         slot uvarint ‖ index uvarint ‖ sig 64 ‖ inner)
+//	  where slot is the sender's position in the epoch's recipient list (the device ids
+//	  of its create or commit op, in that op's order, which is ascending), a minimal
+//	  uvarint below MaxBoxes; inner ‖ mac = senderkey Seal by sender's chain at index,
+//	  nonce = id[:12], ad = "fieldmesh/v6/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form,
+//	  of the op's compact content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without
+//	  version, team, author, time or body length), and sig = the sender's Ed25519 signature
+//	  of the op's seal (crdt.SignedBytes: "fieldmesh/op/v3" ‖ team ‖ epoch tag ‖ sender's
+//	  full device id ‖ index ‖ op id); the index is a minimal uvarint of at most
+//	  senderkey.MaxIndex (the op's compact content + 99 bytes after the header while the
+//	  slot and the index are below 128; at most ChainOverhead, 104)
 //
 //	form 2, commit (create and commit ops; epoch = TagOf(own id): the epoch it starts):
 //	  count      uvarint   1..MaxBoxes (256): the number of recipient devices
 //	  boxes      count × 128 bytes: Noise_X_25519_ChaChaPoly_SHA256 messages of K
 //	             (epochkey.SealToEach: e 32 ‖ encrypted s 48 ‖ encrypted K 48), in the order
 //	             of the op's recipient list, with no recipient key in the clear;
-//	             prologue = "fieldmesh/v5/envelope/box" ‖ team id ‖ topic ‖ header
+//	             prologue = "fieldmesh/v6/envelope/box" ‖ team id ‖ topic ‖ header
 //	  outer      the rest  ChaCha20-Poly1305(OuterKey(K), nonce = id[:12],
 //	                         ad = topic ‖ header ‖ form ‖ count ‖ boxes, plaintext)
 //	  plaintext: sig 64 ‖ prior count uvarint (0..MaxPriorKeys) ‖ prior count × (tag 4 ‖ outer key 32),
 //	             tags strictly ascending, none the envelope's own ‖ the op with its seal (crdt.Op.Marshal)
-//	  sig: Ed25519 by the op's author over "fieldmesh/v5/envelope/commit" ‖ team id ‖ ad ‖ the
+//	  sig: Ed25519 by the op's author over "fieldmesh/v6/envelope/commit" ‖ team id ‖ ad ‖ the
 //	       prior-key list (count and entries); the op's own seal signs it at its own epoch,
 //	       index 0, so a joiner can check a commit op without opening its envelope
 //
 // No field travels twice in the chain form. The receiver rebuilds the op
 // from its compact content and what it already has: the team it opens the
 // envelope for (the gossip topic or sync session says which; the team id
-// itself is on the wire nowhere), the sender from the outer layer as the author, the header's
+// itself is on the wire nowhere), the sender (the device at the outer
+// layer's slot in the epoch's recipient list) as the author, the header's
 // time; the op id is still the (truncated) SHA-256 of the op's full
 // content (crdt.Op.MarshalContent), so it binds all of them, and the receiver
 // checks that the rebuilt op hashes to the header's id. The team id is
@@ -84,12 +88,19 @@
 // for each commit, so its nonce needs no more than the op id.
 //
 // What the layers check. [OpenChain] (outer layer of the chain form; what a
-// device holding only the outer key can check) gives the sender and index
-// and verifies the sender's signature of (team, epoch, sender, index, op
-// id): a member cannot re-seal another sender's genuine op at another
-// index or in another epoch (it has no such signature), and two different
-// ops signed for one position are proof that their sender equivocated
-// (crdt.Evidence). [Chain.Peek] opens the inner layer without consuming the
+// device holding only the outer key can check) takes the epoch's
+// recipient list from the caller, names the sender by the outer layer's
+// slot in it, and verifies the sender's signature of (team, epoch, sender
+// device id, index, op id): a member cannot re-seal another sender's
+// genuine op at another index, another slot or in another epoch, nor
+// claim another member's slot (it has no such signature; a slot past the
+// list is refused too), and two different ops signed for one position are
+// proof that their sender equivocated (crdt.Evidence), as before: the
+// signature and the op's seal hold the full device id, not the slot. The
+// slot only says whose key to verify with, so a wrong list can only make
+// the signature fail. Without the list (ErrNoList, after the outer layer
+// opened) the caller holds the envelope until it has the epoch's create or
+// commit op: see "Sender slots" below. [Chain.Peek] opens the inner layer without consuming the
 // message key (so the op can be judged first) and checks that the op
 // decodes, hashes to the header's id, has its time and team, is not a
 // create or commit op and was written by the chain's sender; [Chain.Open]
@@ -103,6 +114,22 @@
 // holds, so a device added concurrently elsewhere can open the create and
 // commit ops (and the outer layer: sender and index) of epochs it was not a
 // recipient of, and so compute the membership; it never gets their chains.
+//
+// Sender slots (version 6). The sender is a uvarint slot in the epoch's
+// recipient list instead of its 32-byte device id: one byte for up to 128
+// devices, two up to MaxBoxes. A recipient of the epoch has the list from
+// the epoch's create or commit op, which it opened to learn the epoch. A
+// device holding only the epoch's outer key (a prior key of a commit made
+// concurrently elsewhere) has no list until it has that op; the outer key
+// opens its commit envelope, whose op lists the recipients.
+// sync/teamkeys keeps each epoch's list (derived with its chains, or from
+// the commit opened with the outer key) and opens a chain envelope of an
+// epoch held without its list as ErrUnknownEpoch wrapping ErrNoList; the
+// device core holds such an envelope as one of an unknown epoch (it stores
+// and passes on nothing whose sender it cannot name) and tries it again
+// with the lists of the create and commit ops of that tag it holds (its
+// log, and commits opened but not judged yet: two commits may share a
+// tag, so it tries each list; only the right one verifies).
 //
 // Trial opening. The boxes name no recipient, so a device tries them in
 // turn: one X25519 multiplication for each box that is not its own, so
@@ -124,21 +151,7 @@
 // (an op with the id of someone else's op) stays at about 2^128. See
 // crdt.Op.ID.
 //
-// What version 5 does not shorten (yet), and why:
-//   - The sender is still its 32-byte device id. Its index in the epoch's
-//     recipient list (a uvarint, one byte for up to 128 devices; 31 bytes
-//     less) is sound: the seal still signs the full device id, so the
-//     index only names whose key to verify with, and a wrong list can only
-//     make the signature fail. A recipient of the epoch knows the list (its
-//     receiver chains are the other recipients, ascending, and itself). A
-//     device holding only the epoch's outer key (a prior key) does not, but
-//     that key opens the epoch's commit envelope (the commit form is sealed
-//     under it), whose op lists the recipients in box order; such a device
-//     would hold a chain envelope until it has the epoch's commit op (as it
-//     holds one of an unknown epoch now), and, for two commits sharing a
-//     tag, try each list. What is missing is the plumbing: teamkeys keeping
-//     each epoch's list and the device core handing it the lists of
-//     commit ops it holds, which changes how held envelopes are carried.
+// What version 6 does not shorten (yet), and why:
 //   - Both AEAD tags stay. Without the outer tag (the outer layer a plain
 //     stream cipher) the signature would still authenticate sender, index
 //     and op id, but the inner ciphertext would be checked only by devices
@@ -159,12 +172,13 @@
 //     commits are rare, and their boxes dominate their size.
 //
 // Where the bytes of the size table's goal cell go (a 37-byte text with a
-// patient reference and one parent, index below 128: 230 bytes, goal 160):
-// header 29 (version 1, epoch tag 4, id 16, time 8), form 1, inner tag 16,
-// sender 32, index 1, signature 64, outer tag 16, and the op's compact
-// content 71 (kind 1, parent count 1, parent 16, message body 53: the text
-// 37, the patient reference 11, and 5 bytes of lengths, priority and
-// flags). The sender index would bring it to 199, one tag fewer to 183.
+// patient reference and one parent, slot and index below 128: 199 bytes,
+// goal 160): header 29 (version 1, epoch tag 4, id 16, time 8), form 1,
+// inner tag 16, slot 1, index 1, signature 64, outer tag 16, and the op's
+// compact content 71 (kind 1, parent count 1, parent 16, message body 53:
+// the text 37, the patient reference 11, and 5 bytes of lengths, priority
+// and flags). One tag fewer would bring it to 183; the signature (64
+// bytes) is most of what remains above the goal.
 //
 // Visible to relays and eavesdroppers: the topic it travels in (the gossip
 // topic name, or the session's), the header (epoch tag, id, time); the form (so which envelopes are creates and commits, also

@@ -28,9 +28,10 @@ const (
 	HeaderSize = 1 + 4 + crdt.IDSize + 8 // 29
 	// ChainOverhead is the most that the chain form adds to the op's
 	// compact content (crdt.Op.MarshalCompact) after the header: form, inner
-	// tag, sender, index (a uvarint of 1 to 5 bytes), the author's
-	// signature, outer tag. An index below 128 takes 1 byte, so 130.
-	ChainOverhead = 1 + macSize + 32 + binary.MaxVarintLen32 + sigSize + seal.Overhead // 134
+	// tag, sender slot (a uvarint of 1 or 2 bytes: below MaxBoxes), index (a
+	// uvarint of 1 to 5 bytes), the author's signature, outer tag. A slot
+	// and an index below 128 take 1 byte each, so 99.
+	ChainOverhead = 1 + macSize + maxSlotSize + binary.MaxVarintLen32 + sigSize + seal.Overhead // 104
 	// BoxSize is one box of the commit form: a Noise X message of a 32-byte
 	// epoch key (epochkey.SealToEach).
 	BoxSize = epochkey.BoxSize // 128
@@ -39,7 +40,9 @@ const (
 	// MaxPriorKeys is the most prior outer keys a commit carries (count).
 	MaxPriorKeys = 512
 
-	version = 5
+	version = 6
+	// maxSlotSize is the longest uvarint of a sender slot (below MaxBoxes).
+	maxSlotSize = 2
 	// boundSize is the length of the bound header (appendBound): the
 	// topic, then the header.
 	boundSize = len(Topic{}) + HeaderSize
@@ -47,9 +50,9 @@ const (
 	sigSize   = 64 // Ed25519
 	priorSize = 4 + seal.KeySize
 
-	// minChain is the shortest chain-form envelope: a one-byte index and
-	// nothing in the inner layer but its tag.
-	minChain = HeaderSize + ChainOverhead - binary.MaxVarintLen32 + 1
+	// minChain is the shortest chain-form envelope: a one-byte slot and
+	// index and nothing in the inner layer but its tag.
+	minChain = HeaderSize + ChainOverhead - maxSlotSize + 1 - binary.MaxVarintLen32 + 1
 	// minCommitTail is what the commit form needs after its boxes: the
 	// signature, an empty prior-key list and the outer tag.
 	minCommitTail = sigSize + 1 + seal.Overhead
@@ -84,7 +87,7 @@ func (f Form) String() string {
 var (
 	ErrTooLarge = errors.New("envelope: too large")
 	ErrShort    = errors.New("envelope: too short")
-	// ErrVersion: an unknown version byte, including the versions before 5,
+	// ErrVersion: an unknown version byte, including the versions before 6,
 	// which are no longer accepted.
 	ErrVersion = errors.New("envelope: unknown version")
 	// ErrMalformed: the bytes after the header are not a valid form.
@@ -103,6 +106,11 @@ var (
 	// a sender, an index and a signature. Anyone who holds the epoch's outer key can
 	// check it, so an honest device never passes such an envelope on.
 	ErrBadSeal = errors.New("envelope: the author's signature does not verify")
+	// ErrNoList: the outer layer of a chain-form envelope opened, but the
+	// caller gave no recipient list of its epoch, so its sender (a slot in
+	// that list) is unknown: keep the envelope until the epoch's create or
+	// commit op is known, as one of an unknown epoch.
+	ErrNoList = errors.New("envelope: the epoch's recipient list is not known")
 	// ErrSeal: a Seal function was called with arguments it cannot seal.
 	ErrSeal = errors.New("envelope: cannot seal")
 )
@@ -201,7 +209,7 @@ func Unmarshal(topic Topic, b []byte) (*Envelope, error) {
 	case len(b) < HeaderSize+1:
 		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
 	case b[0] >= 1 && b[0] < version:
-		return nil, fmt.Errorf("%w: version %d (before 16-byte op ids) is no longer accepted", ErrVersion, b[0])
+		return nil, fmt.Errorf("%w: version %d (before sender slots) is no longer accepted", ErrVersion, b[0])
 	case b[0] != version:
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}

@@ -123,6 +123,16 @@ func (f *fixture) device(t testing.TB, id identity.DeviceID) *identity.Device {
 	return nil
 }
 
+// list returns the device ids of the recipients of epoch 2, in the
+// commit's order: the list a chain envelope's sender slot indexes.
+func (f *fixture) list() []identity.DeviceID {
+	var out []identity.DeviceID
+	for _, r := range f.recipients {
+		out = append(out, r.Device)
+	}
+	return out
+}
+
 // boxOf returns the position of d's box in the commit of epoch 2.
 func (f *fixture) boxOf(d *identity.Device) int {
 	return slices.IndexFunc(f.recipients, func(r crdt.Recipient) bool { return r.Device == d.ID() })
@@ -152,7 +162,7 @@ func (f *fixture) sealChain(t testing.TB, op *crdt.Op, index int) (*Envelope, *c
 		}
 	}
 	before := op.Clone()
-	e, sealed, err := SealChain(op, f.device(t, op.Author), f.tag2(), OuterKey(f.k2), s)
+	e, sealed, err := SealChain(op, f.device(t, op.Author), f.tag2(), OuterKey(f.k2), s, f.boxOf(f.device(t, op.Author)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +183,7 @@ func (f *fixture) sealChain(t testing.TB, op *crdt.Op, index int) (*Envelope, *c
 // openChain opens a chain-form envelope of epoch 2 with a fresh receiver
 // state of its sender.
 func (f *fixture) openChain(e *Envelope) (*crdt.Op, error) {
-	c, err := OpenChain(e, OuterKey(f.k2), f.team)
+	c, err := OpenChain(e, OuterKey(f.k2), f.team, f.list())
 	if err != nil {
 		return nil, err
 	}
@@ -216,8 +226,8 @@ func (f *fixture) checkNoSecrets(t *testing.T, what string, b []byte) {
 func TestChainRoundtrip(t *testing.T) {
 	skipNoSeal(t)
 	f := newFixture(t)
-	if ChainOverhead != 134 {
-		t.Errorf("ChainOverhead = %d; want 134 (form, inner tag, sender, index of at most 5, signature, outer tag)", ChainOverhead)
+	if ChainOverhead != 104 {
+		t.Errorf("ChainOverhead = %d; want 104 (form, inner tag, sender slot of at most 2, index of at most 5, signature, outer tag)", ChainOverhead)
 	}
 	for i, op := range []*crdt.Op{f.msgA, f.msgB} {
 		index := uint32(5 * i)
@@ -226,8 +236,8 @@ func TestChainRoundtrip(t *testing.T) {
 			t.Errorf("op %d: header %v %v %v %08x form %v; want the op's, epoch %08x, chain form", i, e.Topic, e.ID.Short(), e.Time, e.Epoch, e.Form(), f.tag2())
 		}
 		b := e.Marshal()
-		// An index below 128 is one byte of the 5 ChainOverhead allows.
-		if got, want := len(b), HeaderSize+ChainOverhead-4+len(op.MarshalCompact()); got != want || e.Size() != want {
+		// A slot and an index below 128 are one byte of the 2 and 5 ChainOverhead allows.
+		if got, want := len(b), HeaderSize+ChainOverhead-1-4+len(op.MarshalCompact()); got != want || e.Size() != want {
 			t.Errorf("op %d: %d bytes (Size %d); want %d", i, got, e.Size(), want)
 		}
 		if b[0] != version {
@@ -244,7 +254,7 @@ func TestChainRoundtrip(t *testing.T) {
 		if !reflect.DeepEqual(e2, e) {
 			t.Errorf("op %d: Unmarshal got %+v; want %+v", i, e2, e)
 		}
-		c, err := OpenChain(e2, OuterKey(f.k2), f.team)
+		c, err := OpenChain(e2, OuterKey(f.k2), f.team, f.list())
 		if err != nil {
 			t.Fatalf("op %d: OpenChain: %v", i, err)
 		}
@@ -303,7 +313,7 @@ func TestChainRoundtrip(t *testing.T) {
 func TestPeekTooFarAhead(t *testing.T) {
 	f := newFixture(t)
 	far, _ := f.sealChain(t, f.msgA, senderkey.MaxSkipped+1)
-	c, err := OpenChain(far, OuterKey(f.k2), f.team)
+	c, err := OpenChain(far, OuterKey(f.k2), f.team, f.list())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +328,7 @@ func TestPeekTooFarAhead(t *testing.T) {
 		t.Errorf("refused messages changed the receiver: Next %d, Skipped %d", r.Next(), r.Skipped())
 	}
 	edge, sealed := f.sealChain(t, f.msgA, senderkey.MaxSkipped)
-	c, err = OpenChain(edge, OuterKey(f.k2), f.team)
+	c, err = OpenChain(edge, OuterKey(f.k2), f.team, f.list())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +473,9 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"version 3 commit", with(commit, 0, 3), ErrVersion},
 		{"version 4", with(chain, 0, 4), ErrVersion},
 		{"version 4 commit", with(commit, 0, 4), ErrVersion},
-		{"version 6", with(chain, 0, 6), ErrVersion},
+		{"version 5", with(chain, 0, 5), ErrVersion},
+		{"version 5 commit", with(commit, 0, 5), ErrVersion},
+		{"version 7", with(chain, 0, 7), ErrVersion},
 		{"version 255", with(chain, 0, 255), ErrVersion},
 		{"form 0", with(chain, HeaderSize, 0), ErrMalformed},
 		{"form 3", with(chain, HeaderSize, 3), ErrMalformed},
@@ -491,7 +503,7 @@ func TestUnmarshalErrors(t *testing.T) {
 			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, e, err, tt.want)
 		}
 	}
-	for _, v := range []byte{1, 2, 3, 4} {
+	for _, v := range []byte{1, 2, 3, 4, 5} {
 		if _, err := Unmarshal(TopicOf(f.team), with(chain, 0, v)); err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", v)) {
 			t.Errorf("version %d: got %v; want an error that names version %d", v, err, v)
 		}
@@ -502,7 +514,7 @@ func TestUnmarshalErrors(t *testing.T) {
 	if err != nil {
 		t.Fatalf("MaxSize: got %v; want nil", err)
 	}
-	if _, err := OpenChain(e, OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
+	if _, err := OpenChain(e, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrOpen) {
 		t.Errorf("MaxSize OpenChain: got %v; want ErrOpen", err)
 	}
 	// Unmarshal does not alias its input.
@@ -535,18 +547,23 @@ func TestSealChainErrors(t *testing.T) {
 		{"an oversized op", huge, f.alice, ErrTooLarge},
 	} {
 		s := senderkey.NewSender(f.k2, f.alice.ID())
-		e, sealed, err := SealChain(tt.op, tt.dev, tag, outer, s)
+		e, sealed, err := SealChain(tt.op, tt.dev, tag, outer, s, f.boxOf(f.alice))
 		if !errors.Is(err, tt.want) || e != nil || sealed != nil || s.Next() != 0 {
 			t.Errorf("%s: got %v (chain at %d); want %v, chain unchanged", tt.name, err, s.Next(), tt.want)
 		}
 	}
 	s := senderkey.NewSender(f.k2, f.alice.ID())
 	nearMax := crdt.NewOp(f.alice, f.team, f.msgA.Time, nil, crdt.KindMessage, make([]byte, crdt.MaxOpSize-200))
-	if _, _, err := SealChain(nearMax, f.alice, tag, outer, s); err != nil || s.Next() != 1 {
+	for _, slot := range []int{-1, MaxBoxes} {
+		if e, _, err := SealChain(nearMax, f.alice, tag, outer, s, slot); !errors.Is(err, ErrSeal) || e != nil || s.Next() != 0 {
+			t.Errorf("sender slot %d: got %v; want ErrSeal, chain unchanged", slot, err)
+		}
+	}
+	if _, _, err := SealChain(nearMax, f.alice, tag, outer, s, f.boxOf(f.alice)); err != nil || s.Next() != 1 {
 		t.Errorf("an op near MaxOpSize: got %v; want nil", err)
 	}
 	s.Wipe() // exhausted
-	if e, _, err := SealChain(f.msgA, f.alice, tag, outer, s); !errors.Is(err, senderkey.ErrExhausted) || e != nil {
+	if e, _, err := SealChain(f.msgA, f.alice, tag, outer, s, f.boxOf(f.alice)); !errors.Is(err, senderkey.ErrExhausted) || e != nil {
 		t.Errorf("an exhausted chain: got %v; want senderkey.ErrExhausted", err)
 	}
 }

@@ -103,7 +103,7 @@ func TestGolden(t *testing.T) {
 			}
 		default:
 			var c *Chain
-			if c, err = OpenChain(e, OuterKey(k2), team); err == nil {
+			if c, err = OpenChain(e, OuterKey(k2), team, f.list()); err == nil {
 				op, err = c.Open(senderkey.NewReceiver(k2, c.Sender))
 			}
 		}
@@ -128,6 +128,7 @@ func TestNoSealRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	vals := parseGolden(t, b)
+	f := newFixture(t) // deterministic: the recipient list of the golden commit
 	team := crdt.TeamID(vals["team"])
 	dev, _ := identity.UnmarshalDevice(vals["bob"])
 	k1, _ := seal.EpochKeyFromBytes(vals["k1"])
@@ -140,7 +141,7 @@ func TestNoSealRefused(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: the layout must be that of a normal build: %v", name, err)
 		}
-		if _, err := OpenChain(e, OuterKey(k2), team); !errors.Is(err, ErrOpen) {
+		if _, err := OpenChain(e, OuterKey(k2), team, f.list()); !errors.Is(err, ErrOpen) {
 			t.Errorf("%s: got %v; want ErrOpen", name, err)
 		}
 	}
@@ -231,7 +232,7 @@ func FuzzEnvelope(f *testing.F) {
 		var ops []*crdt.Op
 		switch e.Form() {
 		case FormChain:
-			c, err := OpenChain(e, OuterKey(fx.k2), fx.team)
+			c, err := OpenChain(e, OuterKey(fx.k2), fx.team, fx.list())
 			if err != nil {
 				if c != nil {
 					t.Fatalf("got a chain and error %v", err)

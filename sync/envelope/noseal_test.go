@@ -22,10 +22,10 @@ func TestNoSeal(t *testing.T) {
 	if !bytes.Contains(b, []byte("Bed 4: review before noon")) || !bytes.Contains(b, []byte("MRN 0042")) {
 		t.Errorf("chain form: want the message in plaintext on the wire")
 	}
-	if got, want := len(b), HeaderSize+ChainOverhead-4+len(f.msgA.MarshalCompact()); got != want {
+	if got, want := len(b), HeaderSize+ChainOverhead-1-4+len(f.msgA.MarshalCompact()); got != want {
 		t.Errorf("chain form: %d bytes; want %d, as in a normal build", got, want)
 	}
-	c, err := OpenChain(e, OuterKey(f.k2), f.team)
+	c, err := OpenChain(e, OuterKey(f.k2), f.team, f.list())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +42,8 @@ func TestNoSeal(t *testing.T) {
 		t.Errorf("chain form, replay: got %v; want ErrReplay", err)
 	}
 	// The seal is checked in this build too.
-	forged := wrapChain(e, OuterKey(f.k2), c.Sender, 1, c.Sig, c.inner)
-	if _, err := OpenChain(forged, OuterKey(f.k2), f.team); !errors.Is(err, ErrBadSeal) {
+	forged := wrapChain(e, OuterKey(f.k2), c.Slot, 1, c.Sig, c.inner)
+	if _, err := OpenChain(forged, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
 		t.Errorf("a seal moved to another index: got %v; want ErrBadSeal", err)
 	}
 	if !bytes.Contains(f.createEnv.Marshal(), []byte("Ward 7")) {
@@ -56,7 +56,7 @@ func TestNoSeal(t *testing.T) {
 	x := *e
 	x.Ciphertext = bytes.Clone(e.Ciphertext)
 	x.Ciphertext[len(x.Ciphertext)-1] ^= 1
-	if _, err := OpenChain(&x, OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
+	if _, err := OpenChain(&x, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrOpen) {
 		t.Errorf("without the noseal mark: got %v; want ErrOpen", err)
 	}
 }

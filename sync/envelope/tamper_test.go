@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -149,11 +150,11 @@ func (f *fixture) sealedAt(dev *identity.Device, tag uint32, sender identity.Dev
 // outer plaintext fields (sender, index, signature) and inner layer (inner
 // body ‖ mac), sealed under outer: what a device holding the outer key can
 // do.
-func wrapChain(e *Envelope, outer seal.EpochKey, sender identity.DeviceID, index uint32, sig, inner []byte) *Envelope {
+func wrapChain(e *Envelope, outer seal.EpochKey, slot int, index uint32, sig, inner []byte) *Envelope {
 	body, mac := inner[:len(inner)-macSize], inner[len(inner)-macSize:]
 	ad := append(e.appendBound(nil), byte(FormChain))
 	ad = append(ad, mac...)
-	plain := binary.AppendUvarint(bytes.Clone(sender[:]), uint64(index))
+	plain := binary.AppendUvarint(binary.AppendUvarint(nil, uint64(slot)), uint64(index))
 	plain = append(append(plain, sig...), body...)
 	c := *e
 	c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), ad, plain)...)
@@ -171,35 +172,39 @@ func TestTamperLayers(t *testing.T) {
 	skipNoSeal(t)
 	f := newFixture(t)
 	e, sealed := f.sealChain(t, f.msgA, 2)
-	c, err := OpenChain(e, OuterKey(f.k2), f.team)
+	c, err := OpenChain(e, OuterKey(f.k2), f.team, f.list())
 	if err != nil {
 		t.Fatal(err)
 	}
 	outer := OuterKey(f.k2)
-	if again, err := OpenChain(wrapChain(e, outer, c.Sender, c.Index, c.Sig, c.inner), outer, f.team); err != nil || again.Index != 2 {
+	if again, err := OpenChain(wrapChain(e, outer, c.Slot, c.Index, c.Sig, c.inner), outer, f.team, f.list()); err != nil || again.Index != 2 {
 		t.Fatalf("re-wrapped untouched: got %v; want the chain", err)
 	}
 	flip := func(b []byte, i int) []byte { c := bytes.Clone(b); c[i] ^= 0x01; return c }
-	for i := range 32 {
-		s := identity.DeviceID(flip(c.Sender[:], i))
-		if _, err := OpenChain(wrapChain(e, outer, s, c.Index, c.Sig, c.inner), outer, f.team); !errors.Is(err, ErrBadSeal) {
-			t.Fatalf("sender byte %d: got %v; want ErrBadSeal", i, err)
+	// Every other sender slot: another member's (its key does not verify
+	// alice's signature), past the list, past MaxBoxes.
+	for slot := range MaxBoxes + 2 {
+		if slot == c.Slot {
+			continue
+		}
+		if _, err := OpenChain(wrapChain(e, outer, slot, c.Index, c.Sig, c.inner), outer, f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+			t.Fatalf("sender slot %d for a seal at slot %d: got %v; want ErrBadSeal", slot, c.Slot, err)
 		}
 	}
 	for _, index := range []uint32{0, 1, 3, senderkey.MaxIndex} {
-		if _, err := OpenChain(wrapChain(e, outer, c.Sender, index, c.Sig, c.inner), outer, f.team); !errors.Is(err, ErrBadSeal) {
+		if _, err := OpenChain(wrapChain(e, outer, c.Slot, index, c.Sig, c.inner), outer, f.team, f.list()); !errors.Is(err, ErrBadSeal) {
 			t.Fatalf("index %d for a seal at 2: got %v; want ErrBadSeal", index, err)
 		}
 	}
 	for i := range sigSize {
-		if _, err := OpenChain(wrapChain(e, outer, c.Sender, c.Index, flip(c.Sig, i), c.inner), outer, f.team); !errors.Is(err, ErrBadSeal) {
+		if _, err := OpenChain(wrapChain(e, outer, c.Slot, c.Index, flip(c.Sig, i), c.inner), outer, f.team, f.list()); !errors.Is(err, ErrBadSeal) {
 			t.Fatalf("signature byte %d: got %v; want ErrBadSeal", i, err)
 		}
 	}
 	r := senderkey.NewReceiver(f.k2, c.Sender)
 	before, _ := r.MarshalBinary()
 	for i := range c.inner {
-		tc, err := OpenChain(wrapChain(e, outer, c.Sender, c.Index, c.Sig, flip(c.inner, i)), outer, f.team)
+		tc, err := OpenChain(wrapChain(e, outer, c.Slot, c.Index, c.Sig, flip(c.inner, i)), outer, f.team, f.list())
 		if err != nil {
 			t.Fatalf("inner byte %d: OpenChain: %v; want the outer layer to open", i, err)
 		}
@@ -223,11 +228,16 @@ func TestTamperLayers(t *testing.T) {
 		c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), append(bytes.Clone(ad), mac...), plain)...)
 		return &c
 	}
-	if _, err := OpenChain(rewrap(make([]byte, 32+1+sigSize-1)), outer, f.team); !errors.Is(err, ErrShort) {
-		t.Errorf("outer layer of %d bytes: got %v; want ErrShort", 32+1+sigSize-1, err)
+	if _, err := OpenChain(rewrap(make([]byte, 1+1+sigSize-1)), outer, f.team, f.list()); !errors.Is(err, ErrShort) {
+		t.Errorf("outer layer of %d bytes: got %v; want ErrShort", 1+1+sigSize-1, err)
 	}
+	slot := []byte{byte(c.Slot)}
 	withIndex := func(index ...byte) []byte {
-		p := append(append(bytes.Clone(c.Sender[:]), index...), c.Sig...)
+		p := append(append(bytes.Clone(slot), index...), c.Sig...)
+		return append(p, c.inner[:len(c.inner)-macSize]...)
+	}
+	withSlot := func(s ...byte) []byte {
+		p := append(append(bytes.Clone(s), 0x02), c.Sig...)
 		return append(p, c.inner[:len(c.inner)-macSize]...)
 	}
 	for _, tc := range []struct {
@@ -236,14 +246,17 @@ func TestTamperLayers(t *testing.T) {
 	}{
 		{"index not minimal", withIndex(0x82, 0x00)},
 		{"index over MaxIndex", withIndex(0xff, 0xff, 0xff, 0xff, 0x0f)},
-		{"index truncated", append(bytes.Clone(c.Sender[:]), 0x80)},
-		{"signature truncated", withIndex(0x02)[:32+1+sigSize-1]},
+		{"index truncated", append(bytes.Clone(slot), 0x80)},
+		{"signature truncated", withIndex(0x02)[:1+1+sigSize-1]},
+		{"slot not minimal", withSlot(byte(c.Slot)|0x80, 0x00)},
+		{"slot at MaxBoxes", withSlot(0x80, 0x02)},
+		{"slot truncated", []byte{0x80}},
 	} {
-		if _, err := OpenChain(rewrap(tc.plain), outer, f.team); !errors.Is(err, ErrBadSeal) && !errors.Is(err, ErrShort) {
+		if _, err := OpenChain(rewrap(tc.plain), outer, f.team, f.list()); !errors.Is(err, ErrBadSeal) && !errors.Is(err, ErrShort) {
 			t.Errorf("%s: got %v; want ErrBadSeal", tc.name, err)
 		}
 	}
-	if got, err := OpenChain(rewrap(withIndex(0x02)), outer, f.team); err != nil || got.Index != 2 {
+	if got, err := OpenChain(rewrap(withIndex(0x02)), outer, f.team, f.list()); err != nil || got.Index != 2 {
 		t.Errorf("re-wrapped by hand: got %v; want the chain at index 2", err)
 	}
 
@@ -285,7 +298,7 @@ func TestBadSeal(t *testing.T) {
 	skipNoSeal(t)
 	f := newFixture(t)
 	e, _ := f.sealChain(t, f.msgA, 0)
-	c, err := OpenChain(e, OuterKey(f.k2), f.team)
+	c, err := OpenChain(e, OuterKey(f.k2), f.team, f.list())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +320,7 @@ func TestBadSeal(t *testing.T) {
 		{"signed under another domain", alice, f.alice.Sign(append([]byte("fieldmesh/op/v1"), crdt.SignedBytes(f.team, f.tag2(), alice, 0, f.msgA.ID())[len("fieldmesh/op/v2"):]...)), ErrBadSeal},
 		{"zero signature", alice, make([]byte, sigSize), ErrBadSeal},
 	} {
-		got, err := OpenChain(wrapChain(e, OuterKey(f.k2), tt.sender, 0, tt.sig, c.inner), OuterKey(f.k2), f.team)
+		got, err := OpenChain(wrapChain(e, OuterKey(f.k2), f.boxOf(f.device(t, tt.sender)), 0, tt.sig, c.inner), OuterKey(f.k2), f.team, f.list())
 		switch {
 		case tt.name == "claimed by a member":
 			// bob's own signature of the position verifies: the outer layer
@@ -341,11 +354,11 @@ func TestEquivocation(t *testing.T) {
 	other := crdt.NewOp(f.alice, f.team, f.msgA.Time+1, nil, crdt.KindMessage, crdt.Message{Text: "another"}.Marshal())
 	ea, _ := f.sealChain(t, f.msgA, 4)
 	eb, _ := f.sealChain(t, other, 4)
-	ca, err := OpenChain(ea, OuterKey(f.k2), f.team)
+	ca, err := OpenChain(ea, OuterKey(f.k2), f.team, f.list())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cb, err := OpenChain(eb, OuterKey(f.k2), f.team)
+	cb, err := OpenChain(eb, OuterKey(f.k2), f.team, f.list())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,45 +445,45 @@ func TestMoved(t *testing.T) {
 	chainA, _ := f.sealChain(t, f.msgA, 0)
 	chainB, _ := f.sealChain(t, f.msgB, 0)
 	t.Run("chain outer layer into another envelope", func(t *testing.T) {
-		if _, err := OpenChain(withCT(chainB, chainA.Ciphertext), OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
+		if _, err := OpenChain(withCT(chainB, chainA.Ciphertext), OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrOpen) {
 			t.Errorf("got %v; want ErrOpen", err)
 		}
 	})
 	t.Run("chain envelope into another epoch", func(t *testing.T) {
 		c := *chainA
 		c.Epoch = f.tag1()
-		if _, err := OpenChain(&c, OuterKey(f.k1), f.team); !errors.Is(err, ErrOpen) {
+		if _, err := OpenChain(&c, OuterKey(f.k1), f.team, f.list()); !errors.Is(err, ErrOpen) {
 			t.Errorf("other epoch's key: got %v; want ErrOpen", err)
 		}
-		if _, err := OpenChain(&c, OuterKey(f.k2), f.team); !errors.Is(err, ErrOpen) {
+		if _, err := OpenChain(&c, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrOpen) {
 			t.Errorf("tag changed, right key: got %v; want ErrOpen", err)
 		}
 	})
 	t.Run("chain envelope into another team or topic", func(t *testing.T) {
 		c := *chainA
 		c.Topic = TopicOf(otherTeam)
-		if _, err := OpenChain(&c, OuterKey(f.k2), otherTeam); !errors.Is(err, ErrOpen) {
+		if _, err := OpenChain(&c, OuterKey(f.k2), otherTeam, f.list()); !errors.Is(err, ErrOpen) {
 			t.Errorf("other topic: got %v; want ErrOpen", err)
 		}
-		if _, err := OpenChain(chainA, OuterKey(f.k2), otherTeam); !errors.Is(err, ErrWrongTopic) {
+		if _, err := OpenChain(chainA, OuterKey(f.k2), otherTeam, f.list()); !errors.Is(err, ErrWrongTopic) {
 			t.Errorf("other team: got %v; want ErrWrongTopic", err)
 		}
 	})
 	t.Run("inner layer into another envelope", func(t *testing.T) {
-		ca, err := OpenChain(chainA, OuterKey(f.k2), f.team)
+		ca, err := OpenChain(chainA, OuterKey(f.k2), f.team, f.list())
 		if err != nil {
 			t.Fatal(err)
 		}
 		// A member holding the outer key re-wraps A's inner layer and seal in
 		// B's header: the seal is of A's id, so it does not verify.
-		moved := wrapChain(chainB, OuterKey(f.k2), ca.Sender, ca.Index, ca.Sig, ca.inner)
-		if _, err := OpenChain(moved, OuterKey(f.k2), f.team); !errors.Is(err, ErrBadSeal) {
+		moved := wrapChain(chainB, OuterKey(f.k2), ca.Slot, ca.Index, ca.Sig, ca.inner)
+		if _, err := OpenChain(moved, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
 			t.Errorf("A's seal in B's header: got %v; want ErrBadSeal", err)
 		}
 		// Even with the sender's own signature of B's id at that position
 		// (she equivocates), A's inner layer does not open under B's header.
 		sig := f.sealedAt(f.alice, f.tag2(), ca.Sender, ca.Index, chainB.ID)
-		cf, err := OpenChain(wrapChain(chainB, OuterKey(f.k2), ca.Sender, ca.Index, sig, ca.inner), OuterKey(f.k2), f.team)
+		cf, err := OpenChain(wrapChain(chainB, OuterKey(f.k2), ca.Slot, ca.Index, sig, ca.inner), OuterKey(f.k2), f.team, f.list())
 		if err != nil {
 			t.Fatalf("the re-wrapped outer layer with a valid seal: %v", err)
 		}
@@ -504,7 +517,7 @@ func (h hand) chain(t *testing.T, sender *identity.Device, pt []byte) *Envelope 
 		t.Fatal(err)
 	}
 	sig := h.f.sealedAt(sender, e.Epoch, sender.ID(), 0, e.ID)
-	return wrapChain(&e, OuterKey(h.f.k2), sender.ID(), 0, sig, ct)
+	return wrapChain(&e, OuterKey(h.f.k2), h.f.boxOf(sender), 0, sig, ct)
 }
 
 // commit seals plain (sig ‖ prior ‖ op) under k with one box to bob.
@@ -547,7 +560,7 @@ func TestOpenErrors(t *testing.T) {
 		{"a commit op in chain form", hdrOf(f.commit).chain(t, f.alice, f.commit.MarshalCompact()), ErrBadOp},
 	}
 	for _, tt := range chainCases {
-		c, err := OpenChain(tt.e, OuterKey(f.k2), f.team)
+		c, err := OpenChain(tt.e, OuterKey(f.k2), f.team, f.list())
 		if err != nil {
 			t.Errorf("%s: OpenChain: %v", tt.name, err)
 			continue
@@ -568,14 +581,14 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 	// Wrong receiver state, wrong form, wrong topic, wrong key.
-	c, _ := OpenChain(good, OuterKey(f.k2), f.team)
+	c, _ := OpenChain(good, OuterKey(f.k2), f.team, f.list())
 	if _, err := c.Peek(senderkey.NewReceiver(f.k2, f.bob.ID())); !errors.Is(err, ErrOpen) {
 		t.Errorf("receiver of another sender: got %v; want ErrOpen", err)
 	}
 	if _, err := c.Open(senderkey.NewReceiver(f.k1, f.alice.ID())); !errors.Is(err, ErrOpen) {
 		t.Errorf("receiver of another epoch: got %v; want ErrOpen", err)
 	}
-	if _, err := OpenChain(f.commitE, OuterKey(f.k2), f.team); !errors.Is(err, ErrMalformed) {
+	if _, err := OpenChain(f.commitE, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrMalformed) {
 		t.Errorf("OpenChain of a commit: got %v; want ErrMalformed", err)
 	}
 	if _, _, err := OpenCommit(good, OuterKey(f.k2), f.team); !errors.Is(err, ErrMalformed) {
@@ -584,13 +597,13 @@ func TestOpenErrors(t *testing.T) {
 	if _, _, err := OpenBox(good, f.bob, f.team); !errors.Is(err, ErrMalformed) {
 		t.Errorf("OpenBox of a chain: got %v; want ErrMalformed", err)
 	}
-	if _, err := OpenChain(good, OuterKey(f.k1), f.team); !errors.Is(err, ErrOpen) {
+	if _, err := OpenChain(good, OuterKey(f.k1), f.team, f.list()); !errors.Is(err, ErrOpen) {
 		t.Errorf("wrong outer key: got %v; want ErrOpen", err)
 	}
 	if _, _, err := OpenCommit(f.commitE, OuterKey(f.k1), f.team); !errors.Is(err, ErrOpen) {
 		t.Errorf("commit, wrong outer key: got %v; want ErrOpen", err)
 	}
-	if _, err := OpenChain(&Envelope{Ciphertext: make([]byte, MaxSize)}, OuterKey(f.k2), f.team); !errors.Is(err, ErrTooLarge) {
+	if _, err := OpenChain(&Envelope{Ciphertext: make([]byte, MaxSize)}, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("hand-built oversized envelope: got %v; want ErrTooLarge", err)
 	}
 
@@ -656,5 +669,62 @@ func TestOpenErrors(t *testing.T) {
 		if !errors.Is(err, tt.want) || !errors.Is(err, ErrBadOp) || op != nil || prior != nil {
 			t.Errorf("%s: got %v, %v, %v; want nil, nil, ErrBadOp (%v)", tt.name, op, prior, err, tt.want)
 		}
+	}
+}
+
+// TestSenderSlot: the chain form names its sender by a slot in the epoch's
+// recipient list, and the seal still signs the full device id, so the slot
+// only says whose key verifies. A member claiming another member's slot
+// (its own signature, another's slot), a genuine envelope re-sealed at
+// another slot, a slot past the list, and an envelope opened with a wrong
+// list are all ErrBadSeal; with no list the outer layer opens and the
+// sender is not named (ErrNoList), so the caller holds the envelope.
+func TestSenderSlot(t *testing.T) {
+	skipNoSeal(t)
+	f := newFixture(t)
+	outer := OuterKey(f.k2)
+	e, _ := f.sealChain(t, f.msgA, 0)
+	c, err := OpenChain(e, outer, f.team, f.list())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Sender != f.alice.ID() || c.Slot != f.boxOf(f.alice) {
+		t.Fatalf("genuine: sender %v at slot %d; want alice at %d", c.Sender.Short(), c.Slot, f.boxOf(f.alice))
+	}
+	bob := f.boxOf(f.bob)
+	// bob signs alice's op's position under his own id, at his own slot:
+	// the signature verifies (it is his), the inner layer is alice's and
+	// does not open in his chain.
+	own := f.sealedAt(f.bob, f.tag2(), f.bob.ID(), 0, f.msgA.ID())
+	if got, err := OpenChain(wrapChain(e, outer, bob, 0, own, c.inner), outer, f.team, f.list()); err != nil || got.Sender != f.bob.ID() {
+		t.Fatalf("bob at his own slot: got %v; want bob as the sender", err)
+	} else if op, err := got.Open(senderkey.NewReceiver(f.k2, f.bob.ID())); !errors.Is(err, ErrOpen) || op != nil {
+		t.Errorf("bob at his own slot: Open got %v; want ErrOpen", err)
+	}
+	for _, tt := range []struct {
+		name string
+		slot int
+		sig  []byte
+		list []identity.DeviceID
+	}{
+		{"a member claims alice's slot with his signature", c.Slot, own, f.list()},
+		{"a member claims alice's slot with a signature over alice's id", c.Slot, f.sealedAt(f.bob, f.tag2(), f.alice.ID(), 0, f.msgA.ID()), f.list()},
+		{"alice's seal re-sealed at bob's slot", bob, c.Sig, f.list()},
+		{"alice's seal at the slot past the list", len(f.recipients), c.Sig, f.list()},
+		{"alice's seal at the last slot", MaxBoxes - 1, c.Sig, f.list()},
+		{"the list of another epoch (alice alone)", 0, c.Sig, []identity.DeviceID{f.bob.ID()}},
+		{"a list with alice's slot given to bob", c.Slot, c.Sig, slices.Repeat([]identity.DeviceID{f.bob.ID()}, len(f.recipients))},
+		{"an empty list", c.Slot, c.Sig, []identity.DeviceID{}},
+	} {
+		got, err := OpenChain(wrapChain(e, outer, tt.slot, 0, tt.sig, c.inner), outer, f.team, tt.list)
+		if !errors.Is(err, ErrBadSeal) || got != nil {
+			t.Errorf("%s: got %v, %v; want nil, ErrBadSeal", tt.name, got, err)
+		}
+	}
+	if got, err := OpenChain(e, outer, f.team, nil); !errors.Is(err, ErrNoList) || got != nil {
+		t.Errorf("no list: got %v, %v; want nil, ErrNoList", got, err)
+	}
+	if _, err := OpenChain(e, OuterKey(f.k1), f.team, nil); !errors.Is(err, ErrOpen) {
+		t.Errorf("no list, wrong outer key: got %v; want ErrOpen (the outer layer is checked first)", err)
 	}
 }

@@ -1,5 +1,5 @@
 // Package teamkeys holds one team's key epochs on one device and seals and
-// opens that team's envelopes (sync/envelope, version 4) with them: the
+// opens that team's envelopes (sync/envelope, version 6) with them: the
 // state the device core (sync/device) keeps next to a team's log,
 // persisted as one record of the encrypted store. It holds keys and
 // applies the cryptography; which ops count, and so which epochs to learn
@@ -17,6 +17,15 @@
 //     the sender, index and signature of chain-form envelopes;
 //   - the id of the op that started it, once known (an epoch learned from a
 //     prior key is known by its outer key alone until its commit opens);
+//   - with that id, the epoch's recipient list (the device ids of the op's
+//     recipients, in its order: [Epoch.List]), by which chain-form
+//     envelopes name their sender (a slot in it). An epoch known by its
+//     outer key alone has none: its chain envelopes open as
+//     ErrUnknownEpoch wrapping envelope.ErrNoList (keep them: the epoch's
+//     commit, opened with that outer key and learned, brings the list), or
+//     with a list the caller holds ([Keys.OpenChainListed]: the lists of
+//     the create and commit ops of that tag in its log or opened; the
+//     sender's signature, over its full device id, checks the list);
 //   - if this device was one of the epoch's recipients, listed with its
 //     current Noise key: its own sender chain and a receiver chain for
 //     every other recipient (crypto/senderkey), derived as soon as K is
@@ -128,9 +137,9 @@
 // [EpochInfo]. Errors are the ErrXxx values (and wrapped sync/envelope and
 // crypto/epochkey errors).
 //
-// Encoding: [Keys.Marshal] is versioned (version 2: every epoch held, with
-// its commit id when known, its outer key and its chains, and the
-// forgotten tags), canonical, and holds secrets (outer and chain keys);
+// Encoding: [Keys.Marshal] is versioned (version 5: every epoch held, with
+// its commit id when known, its outer key, its chains or else, with a
+// commit id, its recipient list, the forgotten tags and the prekeys), canonical, and holds secrets (outer and chain keys);
 // [Unmarshal] refuses anything else, never panics (fuzzed), and is bounded
 // by [MaxStateSize].
 //

@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	stateVersion = 4
+	stateVersion = 5
 
 	flagCommit = 1 << 0 // the commit id follows
 	flagChains = 1 << 1 // the sender state and receiver states follow
@@ -26,8 +26,8 @@ const (
 	senderStateSize = 70 // senderkey's SenderState encoding
 	minReceiverSize = 72 // senderkey's ReceiverState encoding with no skipped keys
 
-	maxEpochSize = 4 + 1 + crdt.IDSize + seal.KeySize + senderStateSize + binary.MaxVarintLen16 +
-		envelope.MaxBoxes*(binary.MaxVarintLen32+senderkey.MaxReceiverSize)
+	maxEpochSize = 4 + 1 + crdt.IDSize + seal.KeySize + max(senderStateSize+binary.MaxVarintLen16+
+		envelope.MaxBoxes*(binary.MaxVarintLen32+senderkey.MaxReceiverSize), binary.MaxVarintLen16+envelope.MaxBoxes*32)
 
 	// MaxStateSize is the largest encoding Unmarshal accepts (bytes): the
 	// most epochs, each with the most receivers, each with the most skipped
@@ -39,10 +39,10 @@ const (
 		binary.MaxVarintLen32 + MaxForgotten*4 + 1 + MaxPrekeys*(33+binary.MaxVarintLen16+MaxEpochs*4)
 )
 
-// Marshal encodes the whole state (version 4), for one record of the
+// Marshal encodes the whole state (version 5), for one record of the
 // encrypted store; integers big-endian, uvarints minimal:
 //
-//	version     1 byte   (4)
+//	version     1 byte   (5)
 //	team       32 bytes
 //	device     32 bytes  this device's id
 //	epochs     uvarint count (0..MaxEpochs), then each, strictly ascending by
@@ -54,6 +54,10 @@ const (
 //	  [chains:  sender state (70 bytes, crypto/senderkey);
 //	            uvarint count (0..MaxBoxes-1) of receiver states, ascending by sender,
 //	            each as uvarint length and crypto/senderkey's encoding]
+//	  [list:    with a commit id and no chains: the epoch's recipient list,
+//	            uvarint count (1..MaxBoxes), device ids 32 bytes each, strictly
+//	            ascending; with chains the list is this device and the senders
+//	            of the receiver states, ascending, and is not written]
 //	forgotten  uvarint count (0..MaxForgotten), then each tag 4 bytes, ascending
 //	prekeys    uvarint count (0..MaxPrekeys), then each in the order made:
 //	           private key 32 bytes, used byte (0 or 1), uvarint count
@@ -110,6 +114,12 @@ func (ep *Epoch) append(b []byte) []byte {
 	b = append(b, raw...)
 	clear(raw)
 	if !ep.Chains() {
+		if flags&flagCommit != 0 {
+			b = binary.AppendUvarint(b, uint64(len(ep.list)))
+			for _, d := range ep.list {
+				b = append(b, d[:]...)
+			}
+		}
 		return b
 	}
 	s, _ := ep.send.MarshalBinary()
@@ -169,11 +179,18 @@ func Unmarshal(team crdt.TeamID, self *identity.Device, b []byte) (*Keys, error)
 		if d.Err() == nil && flags&flagCommit != 0 && crdt.TagOf(ep.commit) != tag {
 			fail(d, "a commit id of another tag")
 		}
-		if flags&flagChains != 0 {
+		switch {
+		case flags&flagChains != 0:
 			if flags&flagCommit == 0 {
 				fail(d, "chains without a commit id")
 			}
 			readChains(d, ep, me)
+			if d.Err() == nil {
+				ep.list = slices.SortedFunc(maps.Keys(ep.recv), compareDevice)
+				ep.list = slices.Insert(ep.list, slotOf(ep.list, me), me)
+			}
+		case flags&flagCommit != 0:
+			readList(d, ep)
 		}
 		if d.Err() == nil && prev != nil && compareEpochs(prev, ep) >= 0 {
 			fail(d, "epochs not strictly ascending")
@@ -247,6 +264,31 @@ func encodingError(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrEncoding, err)
+}
+
+// readList reads the recipient list of an epoch held without chains.
+func readList(d *wire.Reader, ep *Epoch) {
+	n := d.Count(envelope.MaxBoxes, 32)
+	if d.Err() == nil && n == 0 {
+		fail(d, "an empty recipient list")
+	}
+	for range n {
+		dev := identity.DeviceID(d.Fixed(32))
+		if d.Err() != nil {
+			return
+		}
+		if len(ep.list) > 0 && compareDevice(ep.list[len(ep.list)-1], dev) >= 0 {
+			fail(d, "recipient list not strictly ascending")
+			return
+		}
+		ep.list = append(ep.list, dev)
+	}
+}
+
+// slotOf returns where d goes in the ascending list.
+func slotOf(list []identity.DeviceID, d identity.DeviceID) int {
+	i, _ := slices.BinarySearchFunc(list, d, compareDevice)
+	return i
 }
 
 // readChains reads the sender and receiver states of an epoch of device me.

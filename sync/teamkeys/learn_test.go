@@ -30,7 +30,20 @@ func TestLearn(t *testing.T) {
 		// bob meets commit 3 first: epochs 1 and 2 by their outer keys.
 		w.mustLearn("bob", c3Env, commit3)
 		wantEpochs(t, "bob", bob, info(tag1, crdt.OpID{}, false), info(tag2, crdt.OpID{}, false), info(tag3, c3, true))
-		w.wantRead("bob", m2Env, nil, teamkeys.ErrNoChain)
+		// Epoch 2's outer key opens m2's outer layer, but without epoch 2's
+		// commit bob has no recipient list to name its sender by: held as
+		// an unknown epoch.
+		w.wantRead("bob", m2Env, nil, envelope.ErrNoList)
+		if _, err := bob.OpenChain(m2Env); !errors.Is(err, teamkeys.ErrUnknownEpoch) {
+			t.Errorf("m2 before epoch 2's commit: got %v; want ErrUnknownEpoch", err)
+		}
+		// The list of epoch 2's commit names the sender; another list does not verify.
+		if o, err := bob.OpenChainListed(m2Env, w.recipientIDs("alice", "bob")); !errors.Is(err, teamkeys.ErrNoChain) || o.Sender != w.devs["alice"].ID() {
+			t.Errorf("m2 with epoch 2's list: got %+v, %v; want alice, ErrNoChain", o, err)
+		}
+		if _, err := bob.OpenChainListed(m2Env, w.recipientIDs("bob", "carol")); !errors.Is(err, envelope.ErrBadSeal) {
+			t.Errorf("m2 with another list: got %v; want ErrBadSeal", err)
+		}
 		// Commit 2 opens with the outer key held, and through his box;
 		// opened with the outer key it only names the epoch.
 		c, err := bob.OpenCommit(c2Env, nil)
@@ -41,6 +54,11 @@ func TestLearn(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantEpochs(t, "bob", bob, info(tag1, crdt.OpID{}, false), info(tag2, c2, false), info(tag3, c3, true))
+		// Now its list names m2's sender: who and where, without the op.
+		w.wantRead("bob", m2Env, nil, teamkeys.ErrNoChain)
+		if o, err := bob.OpenChain(m2Env); o == nil || o.Sender != w.devs["alice"].ID() {
+			t.Errorf("m2 after epoch 2's commit: got %+v, %v; want alice as the sender", o, err)
+		}
 		if bob.CanSend(c2) {
 			t.Errorf("bob can send in epoch 2 known by its outer key")
 		}
@@ -226,7 +244,9 @@ func TestSealCommitInclude(t *testing.T) {
 		// The prior key of epoch 2 is its outer key: it opens its messages.
 		for _, p := range c.Prior {
 			if p.Tag == crdt.TagOf(c2) {
-				if _, err := envelope.OpenChain(m2Env, p.Outer, w.team); err != nil {
+				// Without epoch 2's recipient list its outer layer opens and
+				// its sender is not named yet (envelope.ErrNoList).
+				if _, err := envelope.OpenChain(m2Env, p.Outer, w.team, nil); !errors.Is(err, envelope.ErrNoList) {
 					t.Errorf("%s: epoch 2's prior key does not open its message: %v", tt.name, err)
 				}
 			}
@@ -277,7 +297,7 @@ func TestSharedTag(t *testing.T) {
 	}
 	alice := w.devs["alice"]
 	opB := crdt.NewOp(alice, w.team, w.tick(), nil, crdt.KindMessage, crdt.Message{Text: "other epoch"}.Marshal())
-	eB, _, err := envelope.SealChain(opB, alice, tag2, envelope.OuterKey(k2b), senderkey.NewSender(k2b, alice.ID()))
+	eB, _, err := envelope.SealChain(opB, alice, tag2, envelope.OuterKey(k2b), senderkey.NewSender(k2b, alice.ID()), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,12 +307,14 @@ func TestSharedTag(t *testing.T) {
 		if err != nil || o.Op.ID() != m.ID() || o.Epoch != c2 {
 			t.Errorf("the epoch with chains: got %+v, %v; want the op", o, err)
 		}
+		// The outer-only epoch of the tag opens the outer layer, but
+		// without its commit bob has no recipient list to name the sender.
 		o, err = bob.OpenChain(eB)
-		if !errors.Is(err, teamkeys.ErrNoChain) || o == nil || o.Sender != alice.ID() || o.Op != nil {
-			t.Errorf("the outer-only epoch of the tag: got %+v, %v; want who and where, ErrNoChain", o, err)
+		if !errors.Is(err, teamkeys.ErrUnknownEpoch) || !errors.Is(err, envelope.ErrNoList) || o != nil {
+			t.Errorf("the outer-only epoch of the tag: got %+v, %v; want ErrUnknownEpoch (ErrNoList)", o, err)
 		}
 		k3 := mustKey(t, 0x2c)
-		eC, _, err := envelope.SealChain(opB, alice, tag2, envelope.OuterKey(k3), senderkey.NewSender(k3, alice.ID()))
+		eC, _, err := envelope.SealChain(opB, alice, tag2, envelope.OuterKey(k3), senderkey.NewSender(k3, alice.ID()), 0)
 		if err != nil {
 			t.Fatal(err)
 		}

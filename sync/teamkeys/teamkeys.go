@@ -84,8 +84,13 @@ type Epoch struct {
 	tag    uint32
 	outer  seal.EpochKey
 	commit crdt.OpID
-	send   *senderkey.SenderState // nil: not a recipient (recv is nil too)
-	recv   map[identity.DeviceID]*senderkey.ReceiverState
+	// list is the device ids of the epoch's recipients, in the order of
+	// its create or commit op (ascending): a chain envelope names its
+	// sender by a slot in it. Nil while the epoch is known by its outer key
+	// only (its commit op not learned yet).
+	list []identity.DeviceID
+	send *senderkey.SenderState // nil: not a recipient (recv is nil too)
+	recv map[identity.DeviceID]*senderkey.ReceiverState
 }
 
 // NewEpoch derives the state of an epoch from its key: the outer key, and,
@@ -95,7 +100,7 @@ type Epoch struct {
 // afterwards. A device learns an epoch through Keys.Learn; an Epoch made
 // here and not learned opens envelopes (OpenChain) without being kept.
 func NewEpoch(self *identity.Device, key seal.EpochKey, commit crdt.OpID, recipients []crdt.Recipient) *Epoch {
-	ep := &Epoch{tag: crdt.TagOf(commit), outer: envelope.OuterKey(key), commit: commit}
+	ep := &Epoch{tag: crdt.TagOf(commit), outer: envelope.OuterKey(key), commit: commit, list: deviceList(recipients)}
 	me, noise := self.ID(), self.NoisePublic()
 	if !slices.ContainsFunc(recipients, func(r crdt.Recipient) bool { return r.Device == me && r.Noise == noise }) {
 		return ep
@@ -110,8 +115,22 @@ func NewEpoch(self *identity.Device, key seal.EpochKey, commit crdt.OpID, recipi
 	return ep
 }
 
+// deviceList returns the device ids of recipients, in their order.
+func deviceList(recipients []crdt.Recipient) []identity.DeviceID {
+	out := make([]identity.DeviceID, len(recipients))
+	for i, r := range recipients {
+		out[i] = r.Device
+	}
+	return out
+}
+
 // Tag returns the epoch's tag.
 func (ep *Epoch) Tag() uint32 { return ep.tag }
+
+// List returns the device ids of the epoch's recipients in the order of
+// its create or commit op (a chain envelope's sender slot indexes it), or
+// nil while only its outer key is known.
+func (ep *Epoch) List() []identity.DeviceID { return slices.Clone(ep.list) }
 
 // Commit returns the id of the op that started the epoch (zero if it is
 // known only by its outer key).
@@ -130,6 +149,7 @@ func (ep *Epoch) wipe() {
 	}
 	clear(ep.recv)
 	ep.outer = seal.EpochKey{}
+	ep.list = nil
 }
 
 // Opened is a chain-form envelope opened without consuming its message
@@ -154,10 +174,16 @@ type Opened struct {
 // chain, the inner layer (Chain.Peek). Errors: envelope.ErrOpen (the outer
 // key does not open it), envelope.ErrBadSeal, ErrNoChain, ErrReplay and
 // ErrTooFarAhead (these three with the Opened that says who sent it and
-// where: its outer layer and signature checked), and the envelope errors of
-// Chain.Peek.
+// where: its outer layer and signature checked), ErrUnknownEpoch wrapping
+// envelope.ErrNoList (the outer layer opens, but the epoch is known by its
+// outer key only, without the recipient list that names the sender: keep
+// the envelope until the epoch's commit is learned), and the envelope
+// errors of Chain.Peek.
 func (ep *Epoch) OpenChain(e *envelope.Envelope, team crdt.TeamID) (*Opened, error) {
-	c, err := envelope.OpenChain(e, ep.outer, team)
+	c, err := envelope.OpenChain(e, ep.outer, team, ep.list)
+	if errors.Is(err, envelope.ErrNoList) {
+		return nil, fmt.Errorf("%w: tag %08x: %w", ErrUnknownEpoch, e.Epoch, err)
+	}
 	if err != nil {
 		return nil, wrap("open", err)
 	}
@@ -423,7 +449,11 @@ func (k *Keys) Seal(op *crdt.Op, commit crdt.OpID) (*envelope.Envelope, *crdt.Op
 		return nil, nil, fmt.Errorf("%w: epoch %v", ErrCannotSend, commit.Short())
 	}
 	ep, _ := k.Epoch(commit)
-	e, sealed, err := envelope.SealChain(op, k.self, ep.tag, ep.outer, ep.send)
+	slot := slices.Index(ep.list, k.self.ID())
+	if slot < 0 {
+		return nil, nil, fmt.Errorf("%w: epoch %v does not list this device", ErrCannotSend, commit.Short())
+	}
+	e, sealed, err := envelope.SealChain(op, k.self, ep.tag, ep.outer, ep.send, slot)
 	if err != nil {
 		return nil, nil, fmt.Errorf("teamkeys: seal: %w", err)
 	}
@@ -471,6 +501,42 @@ func (k *Keys) OpenChain(e *envelope.Envelope) (*Opened, error) {
 		return nil, fmt.Errorf("%w: tag %08x: %w", ErrUnknownEpoch, e.Epoch, bestErr)
 	}
 	return best, bestErr
+}
+
+// OpenChainListed opens the outer layer of a chain-form envelope whose
+// epoch is held by its outer key only and without its recipient list (the
+// epoch's commit not learned: OpenChain says ErrUnknownEpoch wrapping
+// envelope.ErrNoList), naming the sender from list: the recipient list of
+// a create or commit op of that tag that the caller holds (its log, or a
+// commit opened but not judged yet). The list only says whose key verifies
+// the sender's signature, which signs the full device id, so a wrong list
+// makes it fail (envelope.ErrBadSeal). On success the error is ErrNoChain
+// with the Opened (sender, index, signature checked; Op nil, Epoch zero),
+// as for any epoch held without chains. It changes nothing. Errors:
+// ErrUnknownEpoch (no outer-only epoch of the tag without a list opens
+// it), envelope.ErrBadSeal, ErrNoChain.
+func (k *Keys) OpenChainListed(e *envelope.Envelope, list []identity.DeviceID) (*Opened, error) {
+	if e.Form() != envelope.FormChain || list == nil {
+		return nil, fmt.Errorf("%w: tag %08x", ErrUnknownEpoch, e.Epoch)
+	}
+	var first error
+	for _, ep := range k.epochs[e.Epoch] {
+		if ep.list != nil {
+			continue
+		}
+		c, err := envelope.OpenChain(e, ep.outer, k.team, list)
+		if err == nil {
+			o := &Opened{Sender: c.Sender, Index: c.Index, Tag: e.Epoch, Sig: c.Sig}
+			return o, fmt.Errorf("%w: %v in tag %08x: the epoch is known by its outer key only", ErrNoChain, c.Sender.Short(), e.Epoch)
+		}
+		if !errors.Is(err, envelope.ErrOpen) {
+			first = cmp.Or(first, err)
+		}
+	}
+	if first != nil {
+		return nil, wrap("open", first)
+	}
+	return nil, fmt.Errorf("%w: tag %08x", ErrUnknownEpoch, e.Epoch)
 }
 
 // outerFailure reports whether an Epoch.OpenChain failed at the outer
@@ -744,20 +810,23 @@ func (k *Keys) Learn(c *CommitOpened) error {
 	if ep, ok := k.Epoch(id); ok && (ep.Chains() || c.Box == nil) {
 		return nil
 	}
+	recipients, err := Recipients(c.Op)
+	if err != nil {
+		return err
+	}
 	if c.Box == nil {
-		// Opened with a prior outer key: name the epoch of that key.
+		// Opened with a prior outer key: name the epoch of that key, and
+		// keep its recipient list (which names the senders of its chain
+		// envelopes).
 		for _, ep := range k.epochs[tag] {
 			if ep.commit == (crdt.OpID{}) && ep.outer.Equal(c.Outer) {
 				ep.commit = id
+				ep.list = deviceList(recipients)
 				slices.SortFunc(k.epochs[tag], compareEpochs)
 				return nil
 			}
 		}
 		return fmt.Errorf("%w: tag %08x: its outer key is not held", ErrUnknownEpoch, tag)
-	}
-	recipients, err := Recipients(c.Op)
-	if err != nil {
-		return err
 	}
 	ep := NewEpoch(k.self, c.Box.Key, id, recipients)
 	// Outer-only epochs of the same key (from prior keys) are replaced.

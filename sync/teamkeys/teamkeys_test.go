@@ -111,6 +111,16 @@ func (w *world) recipients(names ...string) []crdt.Recipient {
 	return rs
 }
 
+// recipientIDs returns the device ids of recipients(names...), in order:
+// the recipient list of an epoch those devices receive.
+func (w *world) recipientIDs(names ...string) []identity.DeviceID {
+	var out []identity.DeviceID
+	for _, r := range w.recipients(names...) {
+		out = append(out, r.Device)
+	}
+	return out
+}
+
 // commitOp is a re-key by author to the given recipients (not sealed in an
 // envelope yet).
 func (w *world) commitOp(author string, number uint32, rs []crdt.Recipient) *crdt.Op {
@@ -610,8 +620,8 @@ func TestOutOfOrder(t *testing.T) {
 }
 
 // resealChain opens the outer layer of a chain-form envelope with the
-// epoch's outer key, lets change rewrite its plaintext (sender 32 ‖ index
-// uvarint, 1 byte below 128 ‖ signature 64 ‖ inner layer; sync/envelope's
+// epoch's outer key, lets change rewrite its plaintext (sender slot
+// uvarint ‖ index uvarint, 1 byte each below 128 ‖ signature 64 ‖ inner layer; sync/envelope's
 // package documentation),
 // and seals it again: what any holder of the outer key can do.
 func resealChain(t *testing.T, e *envelope.Envelope, outer seal.EpochKey, change func(plain []byte) []byte) *envelope.Envelope {
@@ -652,9 +662,23 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 	forged := resealChain(t, good, outer, func(p []byte) []byte {
 		// her own signature of alice's position
 		sig := w.devs["carol"].Sign(crdt.SignedBytes(w.team, good.Epoch, aliceID, 0, good.ID))
-		return append(append(bytes.Clone(p[:33]), sig...), p[97:]...)
+		return append(append(bytes.Clone(p[:2]), sig...), p[66:]...)
 	})
-	moved := resealChain(t, good, outer, func(p []byte) []byte { p = bytes.Clone(p); p[32] = 1; return p }) // index 1
+	slotOf := func(name string) byte {
+		return byte(slices.IndexFunc(w.recipients("alice", "bob", "carol"), func(r crdt.Recipient) bool { return r.Device == w.devs[name].ID() }))
+	}
+	if p := resealChain(t, good, outer, func(p []byte) []byte { return p }); p == nil || slotOf("alice") > 2 {
+		t.Fatal("fixture")
+	}
+	// carol at alice's slot, with her own signature of her own position.
+	claimed := resealChain(t, good, outer, func(p []byte) []byte {
+		sig := w.devs["carol"].Sign(crdt.SignedBytes(w.team, good.Epoch, w.devs["carol"].ID(), 0, good.ID))
+		return append(append([]byte{slotOf("alice"), 0}, sig...), p[66:]...)
+	})
+	// alice's genuine seal re-sealed at carol's slot, and past the list.
+	reslotted := resealChain(t, good, outer, func(p []byte) []byte { p = bytes.Clone(p); p[0] = slotOf("carol"); return p })
+	pastList := resealChain(t, good, outer, func(p []byte) []byte { p = bytes.Clone(p); p[0] = 3; return p })
+	moved := resealChain(t, good, outer, func(p []byte) []byte { p = bytes.Clone(p); p[1] = 1; return p }) // index 1
 	broken := resealChain(t, good, outer, func(p []byte) []byte { p = bytes.Clone(p); p[len(p)-1] ^= 1; return p })
 	tampered := func(e *envelope.Envelope, i int) *envelope.Envelope {
 		c := *e
@@ -672,6 +696,9 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 			opened bool // the outer layer opened: not ErrUnknownEpoch
 		}{
 			{"a member's forged seal", forged, envelope.ErrBadSeal, true},
+			{"a member claims another member's slot", claimed, envelope.ErrBadSeal, true},
+			{"a seal re-sealed at another member's slot", reslotted, envelope.ErrBadSeal, true},
+			{"a slot past the epoch's list", pastList, envelope.ErrBadSeal, true},
 			{"a seal moved to another index", moved, envelope.ErrBadSeal, true},
 			{"a broken inner layer under a valid seal", broken, envelope.ErrOpen, true},
 			// The outer layer does not open under the epoch held: maybe
