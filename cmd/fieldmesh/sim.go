@@ -30,12 +30,9 @@ func simCmd() *cobra.Command {
 		Short: "Run one strategy of a scenario and write its results (JSON, CSV, MessageStatsReport, plots)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := sim.LoadScenario(args[0])
+			s, err := loadSimScenario(cmd, args[0], &seed)
 			if err != nil {
 				return err
-			}
-			if !cmd.Flags().Changed("seed") {
-				seed = s.Seed
 			}
 			if strategy == "" {
 				strategy = "fieldmesh"
@@ -43,15 +40,8 @@ func simCmd() *cobra.Command {
 					strategy = s.Strategies[0]
 				}
 			}
-			cfg, err := s.Build(seed, strategy)
-			if err != nil {
-				return err
-			}
-			bar := newSimBar(cmd.ErrOrStderr(), s.Name+" "+strategy)
-			cfg.Progress = bar.update
 			start := time.Now()
-			res, err := sim.Run(cfg)
-			bar.finish()
+			res, err := runSimStrategy(cmd, s, seed, strategy)
 			if err != nil {
 				return err
 			}
@@ -82,12 +72,9 @@ func simCmd() *cobra.Command {
 		Short: "Run several strategies on the same contacts and workload and print one table",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := sim.LoadScenario(args[0])
+			s, err := loadSimScenario(cmd, args[0], &seed)
 			if err != nil {
 				return err
-			}
-			if !cmd.Flags().Changed("seed") {
-				seed = s.Seed
 			}
 			list := s.Strategies
 			if names != "" {
@@ -98,14 +85,8 @@ func simCmd() *cobra.Command {
 			}
 			var results []*sim.Result
 			for _, n := range list {
-				cfg, err := s.Build(seed, strings.TrimSpace(n))
-				if err != nil {
-					return err
-				}
-				bar := newSimBar(cmd.ErrOrStderr(), s.Name+" "+n)
-				cfg.Progress = bar.update
-				res, err := sim.Run(cfg)
-				bar.finish()
+				n = strings.TrimSpace(n)
+				res, err := runSimStrategy(cmd, s, seed, n)
 				if err != nil {
 					return fmt.Errorf("%s: %w", n, err)
 				}
@@ -132,6 +113,32 @@ func simCmd() *cobra.Command {
 	compare.Flags().StringVar(&names, "strategies", "", "comma-separated strategies (default: the scenario's)")
 	c.AddCommand(run, compare)
 	return c
+}
+
+// loadSimScenario loads a scenario and, unless --seed was given, takes the
+// scenario's own seed.
+func loadSimScenario(cmd *cobra.Command, path string, seed *uint64) (*sim.Scenario, error) {
+	s, err := sim.LoadScenario(path)
+	if err != nil {
+		return nil, err
+	}
+	if !cmd.Flags().Changed("seed") {
+		*seed = s.Seed
+	}
+	return s, nil
+}
+
+// runSimStrategy runs one strategy of a scenario with a progress bar.
+func runSimStrategy(cmd *cobra.Command, s *sim.Scenario, seed uint64, strategy string) (*sim.Result, error) {
+	cfg, err := s.Build(seed, strategy)
+	if err != nil {
+		return nil, err
+	}
+	bar := newSimBar(cmd.ErrOrStderr(), s.Name+" "+strategy)
+	cfg.Progress = bar.update
+	res, err := sim.Run(cfg)
+	bar.finish()
+	return res, err
 }
 
 // simBar is a progress bar over simulated time, shown only on a terminal.
