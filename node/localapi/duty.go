@@ -11,10 +11,8 @@ package localapi
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
@@ -72,10 +70,14 @@ func (s *Server) registerDuty(mux *http.ServeMux) {
 			writeErr(w, err)
 			return
 		}
-		esc, err1 := time.ParseDuration(req.EscalateAfter)
-		ren, err2 := time.ParseDuration(req.RenotifyEvery)
-		if err1 != nil || err2 != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("bad escalate_after %q or renotify_every %q (want durations such as 10m)", req.EscalateAfter, req.RenotifyEvery)})
+		esc, err := durationField("escalate_after", req.EscalateAfter)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		ren, err := durationField("renotify_every", req.RenotifyEvery)
+		if err != nil {
+			writeErr(w, err)
 			return
 		}
 		if err := s.Node.SetRota(req.Team, req.Zone, req.Offset, esc, ren, req.Slots); err != nil {

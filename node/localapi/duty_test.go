@@ -35,3 +35,31 @@ func TestSendRefusesRawIdentifiers(t *testing.T) {
 		t.Errorf("%d messages; want 2", n)
 	}
 }
+
+// TestBadDurationsRefused: every handler that takes a duration refuses one that does not parse or is
+// not positive, names the field, and changes nothing.
+func TestBadDurationsRefused(t *testing.T) {
+	c := newTestAPI(t)
+	ctx := context.Background()
+	team, err := c.CreateTeam(ctx, "Ward 3", "clinical")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"soon", "-5m", "0"} {
+		err := c.SetPolicy(ctx, Policy{Team: team.ID, LockAfter: bad})
+		if err == nil || !strings.Contains(err.Error(), "lock_after") {
+			t.Errorf("policy lock_after %q: %v; want a refusal naming lock_after", bad, err)
+		}
+		err = c.SetRota(ctx, RotaRequest{Team: team.ID, EscalateAfter: "10m", RenotifyEvery: bad})
+		if err == nil || !strings.Contains(err.Error(), "renotify_every") {
+			t.Errorf("rota renotify_every %q: %v; want a refusal naming renotify_every", bad, err)
+		}
+	}
+	p, err := c.Policy(ctx, team.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.LockAfter != "" || p.OfflineLockDays != 0 {
+		t.Errorf("policy after refusals: %+v; want none set", p)
+	}
+}

@@ -310,6 +310,20 @@ func writeErr(w http.ResponseWriter, err error) {
 	writeJSON(w, code, apiError{Error: msg})
 }
 
+// durationField parses a request's duration field (a Go duration such as
+// "10m"): empty is zero (the field is not set), anything else must be a
+// positive duration.
+func durationField(name, s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("bad %s %q: give a positive duration such as 10m", name, s)
+	}
+	return d, nil
+}
+
 func decode(r *http.Request, v any) error {
 	if err := unixapi.Decode(nil, r, maxRequest, v); err != nil {
 		return fmt.Errorf("localapi: bad request: %w", err)
@@ -384,14 +398,10 @@ func (s *Server) invite(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d <= 0 {
-			writeErr(w, fmt.Errorf("bad invite lifetime %q", req.TTL))
-			return
-		}
-		ttl = d
+	ttl, err := durationField("invite lifetime", req.TTL)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
 	inv, err := s.Node.Invite(req.Team, ttl)
 	if err != nil {

@@ -205,14 +205,10 @@ func (s *Server) remoteWipe(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d <= 0 {
-			writeJSON(w, http.StatusBadRequest, apiError{Error: "bad ttl: give a positive duration such as 720h"})
-			return
-		}
-		ttl = d
+	ttl, err := durationField("ttl", req.TTL)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
 	o, err := s.Node.RemoteWipe(req.Team, req.Device, ttl)
 	if err != nil {

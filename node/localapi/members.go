@@ -2,7 +2,6 @@ package localapi
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -96,14 +95,10 @@ func (s *Server) linkDevice(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d <= 0 {
-			writeErr(w, fmt.Errorf("bad link code lifetime %q", req.TTL))
-			return
-		}
-		ttl = d
+	ttl, err := durationField("link code lifetime", req.TTL)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
 	inv, err := s.Node.LinkDevice(req.Team, ttl, req.DeviceName)
 	if err != nil {

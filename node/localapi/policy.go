@@ -7,7 +7,6 @@ package localapi
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -69,16 +68,12 @@ func (s *Server) registerPolicy(mux *http.ServeMux) {
 			writeErr(w, err)
 			return
 		}
-		var p crdt.Policy
-		if req.LockAfter != "" {
-			d, err := time.ParseDuration(req.LockAfter)
-			if err != nil {
-				writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("bad lock_after %q (want a duration such as 2m)", req.LockAfter)})
-				return
-			}
-			p.LockAfter = d
+		after, err := durationField("lock_after", req.LockAfter)
+		if err != nil {
+			writeErr(w, err)
+			return
 		}
-		p.OfflineLockDays = req.OfflineLockDays
+		p := crdt.Policy{LockAfter: after, OfflineLockDays: req.OfflineLockDays}
 		if err := s.Node.SetPolicy(req.Team, p); err != nil {
 			writeErr(w, err)
 			return
