@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
+	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
 // ErrEntry is returned by UnmarshalEntry for bytes that are not an Entry.
@@ -56,19 +57,19 @@ func UnmarshalEntry(b []byte) (Entry, error) {
 	if len(b) != EntrySize {
 		return Entry{}, fmt.Errorf("%w: %d bytes, want %d", ErrEntry, len(b), EntrySize)
 	}
-	if b[0] != entryVersion {
-		return Entry{}, fmt.Errorf("%w: version %d", ErrEntry, b[0])
-	}
+	r := wire.NewReader(b)
+	r.Version("queue entry", entryVersion)
 	var e Entry
-	copy(e.Team[:], b[1:33])
-	r := b[33:]
-	copy(e.ID[:], r[:crdt.IDSize])
-	r = r[crdt.IDSize:]
-	e.Code = Code(r[0])
-	e.Status = binary.BigEndian.Uint16(r[1:3])
-	e.Attempts = binary.BigEndian.Uint32(r[3:7])
-	e.Next = int64(binary.BigEndian.Uint64(r[7:15]))
-	e.Queued = int64(binary.BigEndian.Uint64(r[15:23]))
+	copy(e.Team[:], r.Fixed(len(e.Team)))
+	copy(e.ID[:], r.Fixed(crdt.IDSize))
+	e.Code = Code(r.Byte())
+	e.Status = r.Uint16()
+	e.Attempts = r.Uint32()
+	e.Next = int64(r.Uint64())
+	e.Queued = int64(r.Uint64())
+	if err := r.Finish(); err != nil {
+		return Entry{}, fmt.Errorf("%w: %w", ErrEntry, err)
+	}
 	switch {
 	case e.Code >= maxCode || e.Code == Filed:
 		return Entry{}, fmt.Errorf("%w: code %d", ErrEntry, e.Code)
