@@ -409,10 +409,7 @@ func TestAttackReseal(t *testing.T) {
 	mn, ns, ref := wardWithMal(t)
 	a, mal, b, c := ns[0], ns[1], ns[2], ns[3]
 	// Cat is out of reach while Ben talks.
-	for _, o := range []*testNode{a, mal, b} {
-		_ = mn.UnlinkPeers(c.host.ID(), o.host.ID())
-		_ = mn.DisconnectPeers(c.host.ID(), o.host.ID())
-	}
+	cutOff(mn, c, a, mal, b)
 	var ids []crdt.OpID
 	for _, text := range []string{"one", "two", "three"} {
 		id, _, err := b.Send(ref, crdt.Message{Text: text})
@@ -473,10 +470,8 @@ func TestAttackEquivocation(t *testing.T) {
 	mn, ns, ref := wardWithMal(t)
 	a, mal, b, c := ns[0], ns[1], ns[2], ns[3]
 	// Mal is cut off from everyone, and Ben from Cat; Mal hands each its own version.
-	for _, p := range [][2]*testNode{{mal, a}, {mal, b}, {mal, c}, {b, c}, {a, c}} {
-		_ = mn.UnlinkPeers(p[0].host.ID(), p[1].host.ID())
-		_ = mn.DisconnectPeers(p[0].host.ID(), p[1].host.ID())
-	}
+	cutOff(mn, mal, a, b, c)
+	cutOff(mn, c, a, b)
 	tmal, _ := mal.teamByRef(ref)
 	tmal.mu.Lock()
 	opA, eff, err := tmal.core.Send(time.Now(), crdt.Message{Text: "version A"})
@@ -501,12 +496,7 @@ func TestAttackEquivocation(t *testing.T) {
 	}
 	// The honest devices meet again.
 	for _, p := range [][2]*testNode{{b, c}, {a, c}} {
-		if _, err := mn.LinkPeers(p[0].host.ID(), p[1].host.ID()); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := mn.ConnectPeers(p[0].host.ID(), p[1].host.ID()); err != nil {
-			t.Fatal(err)
-		}
+		bringInReach(t, mn, p[0], p[1])
 	}
 	for _, n := range []*testNode{a, b, c} {
 		waitState(t, n, ref, func(s *crdt.State) bool {

@@ -119,10 +119,7 @@ func TestDutyAndEscalationPartitioned(t *testing.T) {
 			waitMessages(t, n, ref, 3)
 		}
 		for i := range ns {
-			for j := i + 1; j < len(ns); j++ {
-				_ = mn.UnlinkPeers(ns[i].host.ID(), ns[j].host.ID())
-				_ = mn.DisconnectPeers(ns[i].host.ID(), ns[j].host.ID())
-			}
+			cutOff(mn, ns[i], ns[i+1:]...)
 		}
 		sleepUntil := func(at time.Time) {
 			time.Sleep(time.Until(at))
@@ -140,12 +137,7 @@ func TestDutyAndEscalationPartitioned(t *testing.T) {
 		// Heal Bea and Chi only, after Bea's repeat of minute 15 and before that of minute 18: Chi's
 		// acknowledgement reaches Bea.
 		sleepUntil(tE.Add(17 * time.Minute))
-		if _, err := mn.LinkPeers(bea.host.ID(), chi.host.ID()); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := mn.ConnectPeers(bea.host.ID(), chi.host.ID()); err != nil {
-			t.Fatal(err)
-		}
+		bringInReach(t, mn, bea, chi)
 		waitState(t, bea, ref, func(s *crdt.State) bool {
 			for _, m := range s.Messages {
 				if m.ID == emergency {

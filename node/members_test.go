@@ -33,12 +33,7 @@ func TestRemovalEndsAccess(t *testing.T) {
 		t.Error("a non-admin removed a member")
 	}
 	// C is out of reach while A removes it, so it has not learned of its removal: it still posts.
-	for _, o := range []*testNode{a, b} {
-		if err := mn.UnlinkPeers(c.host.ID(), o.host.ID()); err != nil {
-			t.Fatal(err)
-		}
-		_ = mn.DisconnectPeers(c.host.ID(), o.host.ID())
-	}
+	cutOff(mn, c, a, b)
 	if err := a.RemoveMember(ref, "CHW Tembo"); err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,26 @@ type testNode struct {
 
 // newMockNodes starts n nodes, each with its own store, on one mocknet with every pair linked (not
 // connected).
+// cutOff takes x out of reach of each of others: their mocknet links go, and so do open
+// connections. Pairs not linked are skipped.
+func cutOff(mn mocknet.Mocknet, x *testNode, others ...*testNode) {
+	for _, o := range others {
+		_ = mn.UnlinkPeers(x.host.ID(), o.host.ID())
+		_ = mn.DisconnectPeers(x.host.ID(), o.host.ID())
+	}
+}
+
+// bringInReach links x and y on the mocknet and connects them.
+func bringInReach(t testing.TB, mn mocknet.Mocknet, x, y *testNode) {
+	t.Helper()
+	if _, err := mn.LinkPeers(x.host.ID(), y.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mn.ConnectPeers(x.host.ID(), y.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newMockNodes(t testing.TB, names ...string) (mocknet.Mocknet, []*testNode) {
 	t.Helper()
 	return newMockNodesCfg(t, nil, names...)
@@ -318,12 +338,7 @@ func testCatchUpAfterPartition(t *testing.T) {
 	time.Sleep(time.Minute)
 	synctest.Wait()
 	// Heal: reconnecting triggers catch-up.
-	if _, err := mn.LinkPeers(c.host.ID(), a.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mn.ConnectPeers(c.host.ID(), a.host.ID()); err != nil {
-		t.Fatal(err)
-	}
+	bringInReach(t, mn, c, a)
 	want := ids(waitMessages(t, a, ref, n))
 	got := ids(waitMessages(t, c, ref, n))
 	if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -426,10 +441,7 @@ func TestValidatorRejectsBadEnvelopes(t *testing.T) {
 	ref := team.ID.String()
 	joinAll(t, a, ref, b)
 	// B's message must not reach A but through the validator below.
-	if err := mn.UnlinkPeers(a.host.ID(), b.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	_ = mn.DisconnectPeers(a.host.ID(), b.host.ID())
+	cutOff(mn, a, b)
 	id, _, err := b.Send(ref, crdt.Message{Text: "a real message"})
 	if err != nil {
 		t.Fatal(err)

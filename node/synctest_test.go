@@ -43,10 +43,7 @@ func TestManyNodesVirtualTime(t *testing.T) {
 		}
 		// Cut the last node off, talk, heal, and check everyone converges on the same history.
 		last := ns[len(ns)-1]
-		for _, o := range ns[:len(ns)-1] {
-			_ = mn.UnlinkPeers(last.host.ID(), o.host.ID())
-			_ = mn.DisconnectPeers(last.host.ID(), o.host.ID())
-		}
+		cutOff(mn, last, ns[:len(ns)-1]...)
 		const perNode = 5
 		for i := 0; i < perNode; i++ {
 			for _, n := range ns[:len(ns)-1] {
@@ -56,12 +53,7 @@ func TestManyNodesVirtualTime(t *testing.T) {
 			}
 		}
 		want := perNode * (len(ns) - 1)
-		if _, err := mn.LinkPeers(last.host.ID(), ns[1].host.ID()); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := mn.ConnectPeers(last.host.ID(), ns[1].host.ID()); err != nil {
-			t.Fatal(err)
-		}
+		bringInReach(t, mn, last, ns[1])
 		within := 3 * time.Minute // SyncInterval is 2 minutes
 		ref0 := ids(waitMessagesWithin(t, admin, ref, want, within))
 		for _, n := range ns {

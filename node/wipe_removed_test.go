@@ -40,10 +40,7 @@ func TestRemoteWipeOfDeviceRemovedEarlier(t *testing.T) {
 	// The removals reach B and E (they learn of them), then B is cut off from everyone.
 	waitState(t, b, ref, func(s *crdt.State) bool { _, ok := s.Member(bID); return !ok })
 	waitState(t, e, ref, func(s *crdt.State) bool { _, ok := s.Member(eID); return !ok })
-	for _, o := range []*testNode{a, c, e} {
-		_ = mn.UnlinkPeers(b.host.ID(), o.host.ID())
-		_ = mn.DisconnectPeers(b.host.ID(), o.host.ID())
-	}
+	cutOff(mn, b, a, c, e)
 
 	if _, err := c.RemoteWipe(ref, bID.String()[:16], 0); err == nil {
 		t.Error("a member who is not an admin ordered the wipe of a removed device")
@@ -89,14 +86,8 @@ func TestRemoteWipeOfDeviceRemovedEarlier(t *testing.T) {
 	watches[3].wait(t, "E's refusal of B's order", func(_ []*wipeorder.Order, refused int) bool { return refused >= 1 })
 
 	// B comes back and meets only C.
-	_ = mn.UnlinkPeers(a.host.ID(), c.host.ID())
-	_ = mn.DisconnectPeers(a.host.ID(), c.host.ID())
-	if _, err := mn.LinkPeers(b.host.ID(), c.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.host.Network().DialPeer(context.Background(), c.host.ID()); err != nil {
-		t.Fatal(err)
-	}
+	cutOff(mn, a, c)
+	bringInReach(t, mn, b, c)
 	watches[1].wait(t, "wipe of B", func(os []*wipeorder.Order, _ int) bool { return len(os) > 0 })
 	watches[1].mu.Lock()
 	got := watches[1].orders[0]

@@ -99,12 +99,7 @@ func TestRemoteWipeReachesRemovedDevice(t *testing.T) {
 	}
 	ref := team.ID.String()
 	joinAll(t, a, ref, b, c)
-	for _, o := range []*testNode{a, c} {
-		if err := mn.UnlinkPeers(b.host.ID(), o.host.ID()); err != nil {
-			t.Fatal(err)
-		}
-		_ = mn.DisconnectPeers(b.host.ID(), o.host.ID())
-	}
+	cutOff(mn, b, a, c)
 	if _, err := c.RemoteWipe(ref, b.id.Device.ID().String()[:16], 0); err == nil {
 		t.Error("a member who is not an admin ordered a remote wipe")
 	}
@@ -118,16 +113,8 @@ func TestRemoteWipeReachesRemovedDevice(t *testing.T) {
 	}
 	waitCarried(t, c, order)
 	// The admin is gone; B comes back and meets only C.
-	if err := mn.UnlinkPeers(a.host.ID(), c.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	_ = mn.DisconnectPeers(a.host.ID(), c.host.ID())
-	if _, err := mn.LinkPeers(b.host.ID(), c.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.host.Network().DialPeer(context.Background(), c.host.ID()); err != nil {
-		t.Fatal(err)
-	}
+	cutOff(mn, a, c)
+	bringInReach(t, mn, b, c)
 	watches[1].wait(t, "wipe of B", func(os []*wipeorder.Order, _ int) bool { return len(os) > 0 })
 	watches[1].mu.Lock()
 	got := watches[1].orders[0]
