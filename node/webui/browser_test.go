@@ -44,6 +44,17 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
+// browserSetup finds the browser (skipping the test without one) and the factor by which the
+// browser tests stretch their deadlines: 3 under the race detector, else 1.
+func browserSetup(t *testing.T) (chromium string, slow time.Duration) {
+	t.Helper()
+	chromium, slow = chromiumPath(t), 1
+	if raceEnabled() {
+		slow = 3
+	}
+	return chromium, slow
+}
+
 func raceEnabled() bool {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -136,11 +147,7 @@ func axeCheck(ctx context.Context, tg *chromedp.Target) ([]string, error) {
 // for, and no log line, may hold the message, the patient reference, the team name, the invite code
 // or a token.
 func TestBrowser(t *testing.T) {
-	chromium := chromiumPath(t)
-	slow := time.Duration(1)
-	if raceEnabled() {
-		slow = 3
-	}
+	chromium, slow := browserSetup(t)
 	logs := &syncBuffer{}
 	// B's acknowledgements go out at once, so "read by" can be watched arriving on A's page.
 	quickAcks := func(c *node.Config) { c.AckInterval = 50 * time.Millisecond }
@@ -406,11 +413,7 @@ func TestBrowser(t *testing.T) {
 // form that posts a new team to the UI, and a page that puts the UI in a frame. The post must be
 // refused and create nothing, and the framed UI must not load (its script is never fetched).
 func TestBrowserRefusesCrossSite(t *testing.T) {
-	chromium := chromiumPath(t)
-	slow := time.Duration(1)
-	if raceEnabled() {
-		slow = 3
-	}
+	chromium, slow := browserSetup(t)
 	n := newNode(t, "Dr Banda", &syncBuffer{})
 	ui := startUI(t, n, &syncBuffer{}, time.Second)
 	evil := http.NewServeMux()
@@ -468,11 +471,7 @@ func TestBrowserRefusesCrossSite(t *testing.T) {
 // DefaultPage messages, in order, and "Load older messages" brings the rest, after which the button
 // goes away. The team's tabs then work from the keyboard.
 func TestBrowserPaging(t *testing.T) {
-	chromium := chromiumPath(t)
-	slow := time.Duration(1)
-	if raceEnabled() {
-		slow = 3
-	}
+	chromium, slow := browserSetup(t)
 	n := newNode(t, "Dr Banda", &syncBuffer{})
 	team, err := n.CreateTeam("Ward 3", crdt.Clinical)
 	if err != nil {
@@ -546,11 +545,7 @@ func TestBrowserPaging(t *testing.T) {
 // nothing behind it) on the sync screen, as not connected and never contacted, and stops using it
 // from there.
 func TestBrowserRelays(t *testing.T) {
-	chromium := chromiumPath(t)
-	slow := time.Duration(1)
-	if raceEnabled() {
-		slow = 3
-	}
+	chromium, slow := browserSetup(t)
 	_, pub, err := lcrypto.GenerateEd25519Key(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -610,11 +605,7 @@ func TestBrowserRelays(t *testing.T) {
 // TestBrowserErrors: the page without the token says how to sign in; a wrong token says so; a bad
 // invite code and a blank team name each give one line saying what went wrong, and the page goes on.
 func TestBrowserErrors(t *testing.T) {
-	chromium := chromiumPath(t)
-	slow := time.Duration(1)
-	if raceEnabled() {
-		slow = 3
-	}
+	chromium, slow := browserSetup(t)
 	n := newNode(t, "Dr Banda", &syncBuffer{})
 	if _, err := n.CreateTeam("Ward 3", crdt.Clinical); err != nil {
 		t.Fatal(err)

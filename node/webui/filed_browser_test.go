@@ -14,11 +14,7 @@ import (
 // the conversation shows "Filed to record" with the record's reference on that message, live, and not
 // on a message that was not filed.
 func TestBrowserShowsFiled(t *testing.T) {
-	chromium := chromiumPath(t)
-	slow := time.Duration(1)
-	if raceEnabled() {
-		slow = 3
-	}
+	chromium, slow := browserSetup(t)
 	n := newNode(t, "Dr Banda", &syncBuffer{})
 	team, err := n.CreateTeam("Ward 3", crdt.Clinical)
 	if err != nil {

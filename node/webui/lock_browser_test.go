@@ -33,11 +33,7 @@ func (c *testClock) Add(d time.Duration) {
 // and the node serves nothing. A wrong passphrase is refused and says so; after the wait it imposes,
 // the right one unlocks, and the conversation is back.
 func TestBrowserLockAndUnlock(t *testing.T) {
-	chromium := chromiumPath(t)
-	slow := time.Duration(1)
-	if raceEnabled() {
-		slow = 3
-	}
+	chromium, slow := browserSetup(t)
 	logs := &syncBuffer{}
 	const pass = "a long passphrase for this device"
 	dir := t.TempDir()

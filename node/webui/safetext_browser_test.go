@@ -13,11 +13,7 @@ import (
 // order it was written, with the override as a visible mark, so "dose 5<RLO>01 mg" cannot read as
 // "dose 510 mg"; a patient reference with an isolate is shown the same way.
 func TestBrowserShowsOverrideVisibly(t *testing.T) {
-	chromium := chromiumPath(t)
-	slow := time.Duration(1)
-	if raceEnabled() {
-		slow = 3
-	}
+	chromium, slow := browserSetup(t)
 	n := newNode(t, "Dr Banda", &syncBuffer{})
 	team, err := n.CreateTeam("Ward 3", crdt.Clinical)
 	if err != nil {
