@@ -26,9 +26,7 @@ func TestDutyE2E(t *testing.T) {
 	run := e2eRunTag(t)
 	a := c.node(t, "A", "Dr Banda")
 	b := c.node(t, "B", "Nurse Phiri")
-	for _, n := range []*e2eNode{a, b} {
-		n.runJSON(t, "init", "--name", n.name)
-	}
+	e2eInit(t, c, a, b)
 	hookDir := filepath.Join(c.root, "hook")
 	if err := os.MkdirAll(hookDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -46,11 +44,7 @@ func TestDutyE2E(t *testing.T) {
 	if err := c.decode("team create", a.runJSON(t, "team", "create", "Ward "+run, "--kind", "clinical"), &team, e2eKeysTeam); err != nil {
 		t.Fatal(err)
 	}
-	var inv e2eInviteOut
-	if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, e2eKeysInvite); err != nil {
-		t.Fatal(err)
-	}
-	b.runJSON(t, "team", "join", inv.Code)
+	e2eJoin(t, c, a, team.ID, b)
 
 	// Duty hours and rota.
 	if res := b.run(t, "duty", "set", team.ID, "--shift", "mon-sun@00:00-24:00", "--zone", "Mars/Base"); res.code == 0 {

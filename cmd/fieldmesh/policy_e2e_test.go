@@ -21,19 +21,7 @@ func TestTeamPolicyE2E(t *testing.T) {
 	run := e2eRunTag(t)
 	a := c.node(t, "A", "Dr Banda")
 	b := c.node(t, "B", "Nurse Phiri")
-	for _, n := range []*e2eNode{a, b} {
-		n.runJSON(t, "init", "--name", n.name)
-		n.up(t)
-	}
-	var team e2eTeamOut
-	if err := c.decode("team create", a.runJSON(t, "team", "create", "Ward "+run, "--kind", "clinical"), &team, e2eKeysTeam); err != nil {
-		t.Fatal(err)
-	}
-	var inv e2eInviteOut
-	if err := c.decode("team invite", a.runJSON(t, "team", "invite", team.ID), &inv, e2eKeysInvite); err != nil {
-		t.Fatal(err)
-	}
-	b.runJSON(t, "team", "join", inv.Code)
+	team := e2eTeamUp(t, c, "Ward "+run, []string{"--kind", "clinical"}, a, b)
 
 	if res := a.run(t, "team", "policy", team.ID, "--lock-after", "2m", "--offline-lock-days", "3"); res.code != 0 {
 		t.Fatalf("team policy (admin): %s", res)
