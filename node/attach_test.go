@@ -69,12 +69,7 @@ func waitAttachments(t *testing.T, n *testNode, team string, want int) []Attachm
 func TestAttachmentReachesMember(t *testing.T) {
 	_, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Wound clinic", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	_, ref := clinicalTeam(t, a, "Wound clinic", b)
 	const marker = "GPS-51N-PATIENT-CAMERA-MARKER"
 	photo := testJPEG(t, 2000, 1500, marker)
 	doc := bytes.Repeat([]byte("%PDF lab form "), 10000)
@@ -246,12 +241,7 @@ func TestAttachmentsFollowRetention(t *testing.T) {
 		c.EpochCheck = 40 * time.Millisecond
 	}, "Dr Banda", "Nurse Phiri")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	_, ref := clinicalTeam(t, a, "Ward", b)
 	id, _, err := a.SendAttached(ref, crdt.Message{Text: "lab form"}, []Attachment{{Type: "application/pdf", Data: bytes.Repeat([]byte("form "), 20000)}})
 	if err != nil {
 		t.Fatal(err)

@@ -27,12 +27,7 @@ func TestAttachmentBudget(t *testing.T) {
 		}
 	}, "Dr Banda", "Nurse Phiri")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	team, ref := clinicalTeam(t, a, "Ward", b)
 
 	texts := []string{"read, oldest", "filed, unread", "unread", "urgent, unread", "read, newest"}
 	var ids []crdt.OpID

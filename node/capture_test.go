@@ -27,12 +27,7 @@ func TestCaptureOfDataDirectory(t *testing.T) {
 		c.SyncInterval = 200 * time.Millisecond
 	}, "Dr Banda", "Nurse Phiri")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	team, ref := clinicalTeam(t, a, "Ward", b)
 	bID := b.id.Device.ID()
 
 	// Wait for an epoch that Dr Banda committed after seeing Nurse Phiri's prekey: boxed to it.

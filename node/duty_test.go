@@ -306,12 +306,7 @@ func TestNotificationHookSeesNoContent(t *testing.T) {
 		}
 	}, "Dr Okonkwo-Secret", "Nurse Receiver")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Oncology Ward Secret", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	team, ref := clinicalTeam(t, a, "Oncology Ward Secret", b)
 	var secrets []string
 	for i := range 100 {
 		text := fmt.Sprintf("patient in bay %d needs review of bloods xq%03d", i, i)

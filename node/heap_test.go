@@ -148,12 +148,7 @@ func sum(cs []int) int {
 func TestLockLeavesNoKeyInHeap(t *testing.T) {
 	_, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	_, ref := clinicalTeam(t, a, "Ward", b)
 	for i, n := range []*testNode{a, b, a, b} {
 		if _, _, err := n.Send(ref, crdt.Message{Text: "obs round " + string(rune('1'+i))}); err != nil {
 			t.Fatal(err)

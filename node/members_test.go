@@ -17,12 +17,7 @@ import (
 func TestRemovalEndsAccess(t *testing.T) {
 	mn, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri", "CHW Tembo")
 	a, b, c := ns[0], ns[1], ns[2]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b, c)
+	_, ref := clinicalTeam(t, a, "Ward", b, c)
 	if _, _, err := c.Send(ref, crdt.Message{Text: "before removal"}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,12 +124,7 @@ func TestRemovalEndsAccess(t *testing.T) {
 func TestLinkAndRemoveDevice(t *testing.T) {
 	_, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri", "laptop")
 	a, b, b2 := ns[0], ns[1], ns[2]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	_, ref := clinicalTeam(t, a, "Ward", b)
 	if _, err := b.LinkDevice(ref, 0, "nurse phiri"); err == nil {
 		t.Error("a link code naming the device as the person's first device is named was made")
 	}
@@ -272,12 +262,7 @@ func waitState(t *testing.T, n *testNode, ref string, cond func(*crdt.State) boo
 func TestVerifyAndKeyChangeWarning(t *testing.T) {
 	_, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri", "laptop")
 	a, b, b2 := ns[0], ns[1], ns[2]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	_, ref := clinicalTeam(t, a, "Ward", b)
 	waitState(t, b, ref, func(s *crdt.State) bool { return len(s.Persons) == 2 })
 
 	fromA, err := a.SafetyNumbers(ref, "Nurse Phiri")

@@ -114,12 +114,7 @@ func TestWithQueued(t *testing.T) {
 func TestLowDataQueuedMessage(t *testing.T) {
 	_, ns := newMockNodes(t, "Nurse Phiri", "Dr Banda")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward 3", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	team, ref := clinicalTeam(t, a, "Ward 3", b)
 	first, _, err := a.Send(ref, crdt.Message{Text: "handover at 19:00"})
 	if err != nil {
 		t.Fatal(err)

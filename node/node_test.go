@@ -149,6 +149,19 @@ func waitMessagesWithin(t *testing.T, n *testNode, team string, want int, within
 	}
 }
 
+// clinicalTeam has admin create a clinical team and every joiner join it; it returns the team and
+// its id as a reference.
+func clinicalTeam(t testing.TB, admin *testNode, name string, joiners ...*testNode) (TeamInfo, string) {
+	t.Helper()
+	team, err := admin.CreateTeam(name, crdt.Clinical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := team.ID.String()
+	joinAll(t, admin, ref, joiners...)
+	return team, ref
+}
+
 // joinAll has each joiner use a fresh invite of the admin's team, and fails the test on any error.
 func joinAll(t testing.TB, admin *testNode, team string, joiners ...*testNode) {
 	t.Helper()
@@ -434,12 +447,7 @@ func TestRivalCreateOpRefused(t *testing.T) {
 func TestValidatorRejectsBadEnvelopes(t *testing.T) {
 	mn, ns := newMockNodes(t, "Admin", "Member")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	_, ref := clinicalTeam(t, a, "Ward", b)
 	// B's message must not reach A but through the validator below.
 	cutOff(mn, a, b)
 	id, _, err := b.Send(ref, crdt.Message{Text: "a real message"})
@@ -579,12 +587,7 @@ func TestGarbageSyncPeerIsDropped(t *testing.T) {
 func TestAcksAreBatched(t *testing.T) {
 	_, ns := newMockNodes(t, "Author", "Reader", "Other")
 	a, r, o := ns[0], ns[1], ns[2]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, r, o)
+	_, ref := clinicalTeam(t, a, "Ward", r, o)
 	const n = 25
 	for i := 0; i < n; i++ {
 		if _, _, err := a.Send(ref, crdt.Message{Text: fmt.Sprintf("m%d", i)}); err != nil {

@@ -69,12 +69,7 @@ func TestUsageSurvivesRestart(t *testing.T) {
 func TestLowDataOutbox(t *testing.T) {
 	_, ns := newMockNodes(t, "Nurse Phiri", "Dr Banda")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward 3", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	team, ref := clinicalTeam(t, a, "Ward 3", b)
 	if s, err := a.SetLowData(true); err != nil || !s.On {
 		t.Fatalf("SetLowData(true) = %+v, %v", s, err)
 	}
@@ -153,12 +148,7 @@ func TestLowDataOutbox(t *testing.T) {
 func TestLowDataDefersAcks(t *testing.T) {
 	_, ns := newMockNodes(t, "Author", "Reader")
 	a, r := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, r)
+	_, ref := clinicalTeam(t, a, "Ward", r)
 	if _, _, err := a.Send(ref, crdt.Message{Text: "hello"}); err != nil {
 		t.Fatal(err)
 	}

@@ -25,12 +25,7 @@ func TestRemoteWipeOfDeviceRemovedEarlier(t *testing.T) {
 		c.Logger = slog.New(watches[i])
 	}, "Dr Banda", "Lost Phone", "CHW Tembo", "Old Phone")
 	a, b, c, e := ns[0], ns[1], ns[2], ns[3]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b, c, e)
+	_, ref := clinicalTeam(t, a, "Ward", b, c, e)
 	bID, eID := b.id.Device.ID(), e.id.Device.ID()
 	for _, who := range []string{bID.String()[:16], eID.String()[:16]} {
 		if err := a.RemoveMember(ref, who); err != nil {

@@ -93,12 +93,7 @@ func TestRemoteWipeReachesRemovedDevice(t *testing.T) {
 	watches := []*wipeWatch{newWipeWatch(), newWipeWatch(), newWipeWatch()}
 	mn, ns := newMockNodesCfg(t, func(i int, c *Config) { c.OnWipe = watches[i].onWipe }, "Dr Banda", "Lost Phone", "CHW Tembo")
 	a, b, c := ns[0], ns[1], ns[2]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b, c)
+	_, ref := clinicalTeam(t, a, "Ward", b, c)
 	cutOff(mn, b, a, c)
 	if _, err := c.RemoteWipe(ref, b.id.Device.ID().String()[:16], 0); err == nil {
 		t.Error("a member who is not an admin ordered a remote wipe")
@@ -144,12 +139,7 @@ func TestForgedAndReplayedWipeOrdersDoNothing(t *testing.T) {
 		}
 	}, "Dr Banda", "Nurse Phiri", "CHW Tembo")
 	a, b, c := ns[0], ns[1], ns[2]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b, c)
+	_, ref := clinicalTeam(t, a, "Ward", b, c)
 	waitState(t, c, ref, func(s *crdt.State) bool { return len(s.Persons) == 3 })
 	now := time.Now()
 	forB, err := wipeorder.Issue(a.id.Device, b.id.Device.ID(), now, time.Hour, nil)
@@ -210,12 +200,7 @@ func TestForgedAndReplayedWipeOrdersDoNothing(t *testing.T) {
 func TestWipeKeysOverwritesTeamKeys(t *testing.T) {
 	_, ns := newMockNodes(t, "Dr Banda", "Nurse Phiri")
 	a, b := ns[0], ns[1]
-	team, err := a.CreateTeam("Ward", crdt.Clinical)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := team.ID.String()
-	joinAll(t, a, ref, b)
+	_, ref := clinicalTeam(t, a, "Ward", b)
 	if _, _, err := a.Send(ref, crdt.Message{Text: "before the lock"}); err != nil {
 		t.Fatal(err)
 	}
