@@ -87,7 +87,7 @@ func (t *Team) MemberNoise(d identity.DeviceID) (identity.NoisePublic, bool) {
 // their bodies (never those deleted past retention or once filed), and
 // were sealed in an epoch this device still holds keys of and d is not a
 // recipient of (what d cannot open itself); the newest that fit in
-// MaxHistoryBytes. Anyone else gets ErrNotSamePerson.
+// Config.HistoryBytes (MaxHistoryBytes by default), over all pages. Anyone else gets ErrNotSamePerson.
 func (t *Team) HistoryFor(d identity.DeviceID, after HistoryCursor, maxBytes int) (page [][]byte, next HistoryCursor, more bool, err error) {
 	if !t.samePerson(d) || t.Removed() {
 		return nil, after, false, ErrNotSamePerson
@@ -112,7 +112,7 @@ func (t *Team) HistoryFor(d identity.DeviceID, after HistoryCursor, maxBytes int
 		total := 0
 		for i := len(all) - 1; i >= 0; i-- {
 			total += len(all[i].Marshal())
-			if total > MaxHistoryBytes {
+			if total > t.cfg.HistoryBytes {
 				all = all[i+1:]
 				break
 			}

@@ -292,3 +292,26 @@ func BenchmarkHistoryHandover(b *testing.B) {
 	b.ReportMetric(float64(pages), "pages")
 	b.ReportMetric(float64(kept), "ops-kept")
 }
+
+// TestHistoryCap: the hand-over carries the newest ops that fit in the device's history bound, over
+// all its pages, and leaves the older out: with a bound of the last two ops' bytes, the new device
+// gets those two (the last message and Ben's acknowledgement), in small pages, and nothing older.
+func TestHistoryCap(t *testing.T) {
+	h, ann, _, ann2, early := historySetup(t)
+	all, _, more, err := ann.team.HistoryFor(ann2.dev.ID(), HistoryCursor{}, 1<<20)
+	if err != nil || more || len(all) < 4 {
+		t.Fatalf("whole history: %d ops, more %v, %v; want 4 or more in one page", len(all), more, err)
+	}
+	last, prev := len(all[len(all)-1]), len(all[len(all)-2])
+	ann.team.cfg.HistoryBytes = last + prev
+	kept, err := handOver(h, ann, ann2, max(last, prev)) // one op a page
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept != 2 {
+		t.Errorf("kept %d ops; want the 2 newest that fit the bound", kept)
+	}
+	if got := texts(ann2); !slices.Equal(got, early[len(early)-1:]) {
+		t.Errorf("the new device shows %q; want only %q", got, early[len(early)-1:])
+	}
+}

@@ -111,6 +111,9 @@ type Config struct {
 	// RetainKeys is how long the keys of an epoch are kept after the next
 	// epoch started. Default DefaultRetainKeys (30 days).
 	RetainKeys time.Duration
+	// HistoryBytes bounds the history HistoryFor hands over (the newest ops
+	// within it). Default MaxHistoryBytes (32 MiB).
+	HistoryBytes int
 	// AckInterval is how often Tick publishes batched acknowledgements.
 	// Default DefaultAckInterval (30 s); negative: never (Acks still works).
 	AckInterval time.Duration
@@ -141,6 +144,11 @@ func (c *Config) fill() error {
 		return fmt.Errorf("%w: no device", ErrConfig)
 	case c.RotateEvery < 0 || c.RetainKeys < 0 || c.RekeyJitter < 0 || c.FiledGrace < 0 || c.WarnUnfiled < 0:
 		return fmt.Errorf("%w: negative duration", ErrConfig)
+	case c.HistoryBytes < 0:
+		return fmt.Errorf("%w: negative history bound", ErrConfig)
+	}
+	if c.HistoryBytes == 0 {
+		c.HistoryBytes = MaxHistoryBytes
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Reader
