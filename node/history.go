@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	stdsync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -156,6 +157,10 @@ func (n *Node) FetchHistory(ctx context.Context, teamRef, deviceRef string) (int
 
 var errHistoryBusy = errors.New("node: a history hand-over of this team is already running")
 
+// testHookHistoryPage, set only by tests, is called after each page of a hand-over n fetches is
+// stored, with the cursor the page was asked after.
+var testHookHistoryPage atomic.Pointer[func(n *Node, team crdt.TeamID, asked device.HistoryCursor)]
+
 // historySoon starts a hand-over of t from p, if p is another device of this device's person and no
 // hand-over of t from p finished or is running.
 func (n *Node) historySoon(p peer.ID, t *team) {
@@ -253,9 +258,13 @@ func (n *Node) fetchHistory(ctx context.Context, t *team, p peer.ID, again bool)
 			s.Reset()
 			return kept, err
 		}
+		asked := prog.at
 		prog = historyProgress{done: !page.More, at: page.Next}
 		if err := n.putHistoryProgress(t.id, server, prog); err != nil {
 			return kept, err
+		}
+		if hook := testHookHistoryPage.Load(); hook != nil {
+			(*hook)(n, t.id, asked)
 		}
 		if !page.More {
 			break
