@@ -135,7 +135,7 @@ type emulation struct {
 	refs []string // team references, by team index
 
 	mu stdsync.Mutex // guards devs[*].seen
-	t0 time.Time  // the trace's zero; set before the watchers start
+	t0 time.Time     // the trace's zero; set before the watchers start
 
 	open   map[[2]int]int // open contacts (a trace may open a pair twice)
 	degree []int          // open contacts per device
