@@ -12,6 +12,7 @@ import (
 	"time"
 
 	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
@@ -51,6 +52,10 @@ type Report struct {
 	// contact at that (virtual) instant: the network carried something the
 	// trace did not allow. A faithful run has none.
 	OffContact int
+	// Late is the most a step of the trace (a contact opening or closing,
+	// a message) was carried out after its time: the emulation's driver is
+	// held while a step before it completes in virtual time.
+	Late time.Duration
 	// Setup is the virtual time the teams' enrolment took before the
 	// trace started.
 	Setup time.Duration
@@ -112,7 +117,8 @@ func Run(cfg sim.Config) (*Report, error) {
 			return nil, fmt.Errorf("emul: message %d: sender or recipient not in team %d", i, m.Team)
 		}
 	}
-	e := &emulation{cfg: cfg, mn: mocknet.New(), open: make(map[[2]int]int)}
+	e := &emulation{cfg: cfg, mn: mocknet.New(), open: make(map[[2]int]int), byPeer: make(map[peer.ID]int),
+		streams: make(map[[2]int][]network.Stream), enrolling: true}
 	defer e.close()
 	if err := e.start(); err != nil {
 		return nil, err
@@ -137,8 +143,14 @@ type emulation struct {
 	mu stdsync.Mutex // guards devs[*].seen
 	t0 time.Time     // the trace's zero; set before the watchers start
 
-	open   map[[2]int]int // open contacts (a trace may open a pair twice)
-	degree []int          // open contacts per device
+	// smu guards open (read by the hosts' guards) and streams.
+	smu     stdsync.Mutex
+	open    map[[2]int]int // open contacts (a trace may open a pair twice)
+	degree  []int          // open contacts per device
+	byPeer  map[peer.ID]int
+	streams map[[2]int][]network.Stream // streams of each open contact (guard.go)
+	// enrolling: every pair counts as in contact (start).
+	enrolling bool
 
 	setup    time.Duration
 	stop     context.CancelFunc
@@ -194,7 +206,8 @@ func (e *emulation) start() error {
 			return err
 		}
 		d.peer = h.ID()
-		d.n, err = node.New(node.Config{Store: st, Host: h, NoMDNS: true, AckInterval: ack, ReviewEvery: -1,
+		e.byPeer[d.peer] = i
+		d.n, err = node.New(node.Config{Store: st, Host: &guardedHost{Host: h, e: e, idx: i}, NoMDNS: true, AckInterval: ack, ReviewEvery: -1,
 			Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			return fmt.Errorf("emul: device %d: %w", i, err)
@@ -245,6 +258,7 @@ func (e *emulation) start() error {
 			_ = e.mn.DisconnectPeers(e.devs[i].peer, e.devs[j].peer)
 		}
 	}
+	e.cutAll()
 	// Let what the cut interrupted settle (a second of virtual time) before the trace's zero.
 	time.Sleep(time.Second)
 	for _, d := range e.devs {
@@ -348,8 +362,10 @@ func (e *emulation) run() (*Report, error) {
 	ids := make([]crdt.OpID, len(e.cfg.Messages))
 	sent := make([]bool, len(e.cfg.Messages))
 	var offContact []offCheck
+	var late time.Duration
 	for _, s := range steps {
 		time.Sleep(time.Until(e.t0.Add(s.at)))
+		late = max(late, time.Since(e.t0)-s.at)
 		if s.contact != nil {
 			if err := e.contact(*s.contact); err != nil {
 				return nil, err
@@ -383,7 +399,7 @@ func (e *emulation) run() (*Report, error) {
 	e.stop()
 	e.watchers.Wait()
 
-	rep := &Report{Result: res, Setup: e.setup}
+	rep := &Report{Result: res, Setup: e.setup, Late: late}
 	for k := range res.Messages {
 		r := &res.Messages[k]
 		if !sent[r.Index] {
@@ -464,7 +480,9 @@ func applyContact(open map[[2]int]int, degree []int, c sim.ContactEvent) (first,
 // neither can dial the other, and disconnects them: mocknet resets their streams, and what was in
 // flight is lost).
 func (e *emulation) contact(c sim.ContactEvent) error {
+	e.smu.Lock()
 	first, last := applyContact(e.open, e.degree, c)
+	e.smu.Unlock()
 	a, b := e.devs[c.A].peer, e.devs[c.B].peer
 	switch {
 	case first:
@@ -482,6 +500,7 @@ func (e *emulation) contact(c sim.ContactEvent) error {
 		// (package doc), so nothing may be opening one.
 		synctest.Wait()
 		_ = e.mn.DisconnectPeers(a, b)
+		e.cut(c.A, c.B)
 		synctest.Wait()
 		if len(e.devs[c.A].n.Host().Network().ConnsToPeer(b)) > 0 || len(e.devs[c.B].n.Host().Network().ConnsToPeer(a)) > 0 {
 			return fmt.Errorf("emul: contact %d-%d: still connected after the close", c.A, c.B)

@@ -90,6 +90,7 @@ func emulate(t *testing.T, cfg sim.Config) sim.Summary {
 	if rep == nil {
 		t.FailNow()
 	}
+	t.Logf("setup %v, steps at most %v late", rep.Setup, rep.Late)
 	if rep.OffContact != 0 {
 		t.Errorf("%d deliveries reached devices with no open contact: the emulation leaked", rep.OffContact)
 	}
