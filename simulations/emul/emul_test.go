@@ -148,6 +148,9 @@ func TestEmulationAgreesWithSimulator(t *testing.T) {
 		t.Logf("as it should: %v", err)
 	})
 	t.Run("fails when the emulation drops contacts", func(t *testing.T) {
+		if raceEnabled {
+			t.Skip("a second emulation under the race detector: make sim-emulate runs it")
+		}
 		cfg := build(t, sc, Strategy)
 		cfg.Contacts = halfContacts(cfg.Contacts)
 		dropped := emulate(t, cfg)
