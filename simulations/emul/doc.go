@@ -36,11 +36,14 @@
 // Mocknet opens the remote end of a new stream on a goroutine of its own;
 // a stream being opened while its connection closes is not reset with it
 // and goes on carrying data with no connection under it (the leak
-// node's catch-up test works around with pubsub blacklists). The
-// emulation therefore closes a contact only once every goroutine of the
-// bubble is blocked (synctest.Wait), so that no stream is being opened,
-// and it counts deliveries at devices with no open contact in the trace
-// (Report.OffContact): a faithful run has none.
+// node's catch-up test works around with pubsub blacklists; here, under
+// the race detector, it delivered messages to devices out of contact).
+// So each node's host is guarded (guard.go): every stream the node opens
+// or accepts is refused unless the trace has the two devices in contact,
+// and is reset when their contact closes; and a contact closes only once
+// every goroutine of the bubble is blocked (synctest.Wait), so that no
+// stream is being opened. The run counts deliveries at devices with no
+// open contact in the trace (Report.OffContact): a faithful run has none.
 //
 // # What maps and what does not
 //
