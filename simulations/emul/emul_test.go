@@ -68,17 +68,17 @@ func build(t *testing.T, sc *sim.Scenario, strategy string) sim.Config {
 	return cfg
 }
 
-func simulate(t *testing.T, cfg sim.Config) sim.Summary {
+func simulate(t *testing.T, cfg sim.Config) *sim.Result {
 	t.Helper()
 	r, err := sim.Run(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r.Summary
+	return r
 }
 
 // emulate runs cfg on nodes in a synctest bubble of its own and fails the test on any leak.
-func emulate(t *testing.T, cfg sim.Config) sim.Summary {
+func emulate(t *testing.T, cfg sim.Config) *sim.Result {
 	t.Helper()
 	var rep *Report
 	synctest.Test(t, func(t *testing.T) {
@@ -94,12 +94,51 @@ func emulate(t *testing.T, cfg sim.Config) sim.Summary {
 	if rep.OffContact != 0 {
 		t.Errorf("%d deliveries reached devices with no open contact: the emulation leaked", rep.OffContact)
 	}
-	return rep.Summary
+	return rep.Result
 }
 
 func describe(s sim.Summary) string {
 	return fmt.Sprintf("delivery %.3f (%d of %d), median %v, mean %v, p95 %v, %d messages", s.DeliveryRatio, s.Delivered,
 		s.Recipients, s.LatencyMedian.Round(time.Second), s.LatencyMean.Round(time.Second), s.LatencyP95.Round(time.Second), s.Created)
+}
+
+// pairs compares two runs of the same messages (message, recipient) by (message, recipient): how
+// many both delivered, how many only one did, and how far apart the common deliveries' times are.
+func pairs(a, b *sim.Result) string {
+	at := func(r *sim.Result) map[[2]int]time.Duration {
+		m := map[[2]int]time.Duration{}
+		for _, x := range r.Messages {
+			for _, d := range x.Deliveries {
+				m[[2]int{x.Index, d.Device}] = d.At
+			}
+		}
+		return m
+	}
+	ma, mb := at(a), at(b)
+	both, onlyA, onlyB := 0, 0, 0
+	var maxGap, sumGap time.Duration
+	for k, ta := range ma {
+		tb, ok := mb[k]
+		if !ok {
+			onlyA++
+			continue
+		}
+		both++
+		gap := (ta - tb).Abs()
+		maxGap = max(maxGap, gap)
+		sumGap += gap
+	}
+	for k := range mb {
+		if _, ok := ma[k]; !ok {
+			onlyB++
+		}
+	}
+	mean := time.Duration(0)
+	if both > 0 {
+		mean = sumGap / time.Duration(both)
+	}
+	return fmt.Sprintf("%d delivered by both, %d by the simulator only, %d by the emulation only; delivery times apart by %v on average, %v at most",
+		both, onlyA, onlyB, mean.Round(time.Millisecond), maxGap.Round(time.Millisecond))
 }
 
 // halfContacts drops every other meeting of each pair (its up and its down), keeping the rest.
@@ -127,8 +166,9 @@ func halfContacts(cs []sim.ContactEvent) []sim.ContactEvent {
 // other teams' envelopes, which nodes do not), and an emulation that drops half the contacts.
 func TestEmulationAgreesWithSimulator(t *testing.T) {
 	sc := loadScenario(t)
-	simulated := simulate(t, build(t, sc, Strategy))
-	emulated := emulate(t, build(t, sc, Strategy))
+	simRes := simulate(t, build(t, sc, Strategy))
+	emuRes := emulate(t, build(t, sc, Strategy))
+	simulated, emulated := simRes.Summary, emuRes.Summary
 	t.Logf("simulator (members): %s", describe(simulated))
 	t.Logf("emulation (nodes):   %s", describe(emulated))
 	if err := agree(simulated, emulated); err != nil {
@@ -137,9 +177,10 @@ func TestEmulationAgreesWithSimulator(t *testing.T) {
 	if emulated.Delivered == 0 || emulated.Delivered == emulated.Recipients {
 		t.Errorf("the emulation delivered %d of %d: the scenario should deliver some and not all", emulated.Delivered, emulated.Recipients)
 	}
+	t.Logf("per (message, recipient): %s", pairs(simRes, emuRes))
 
 	t.Run("fails when the simulator's strategy changes", func(t *testing.T) {
-		epidemic := simulate(t, build(t, sc, "epidemic"))
+		epidemic := simulate(t, build(t, sc, "epidemic")).Summary
 		t.Logf("simulator (epidemic): %s", describe(epidemic))
 		err := agree(epidemic, emulated)
 		if err == nil {
@@ -153,7 +194,7 @@ func TestEmulationAgreesWithSimulator(t *testing.T) {
 		}
 		cfg := build(t, sc, Strategy)
 		cfg.Contacts = halfContacts(cfg.Contacts)
-		dropped := emulate(t, cfg)
+		dropped := emulate(t, cfg).Summary
 		t.Logf("emulation, half the contacts: %s", describe(dropped))
 		err := agree(simulated, dropped)
 		if err == nil {
