@@ -24,6 +24,9 @@ type guardedHost struct {
 }
 
 func (g *guardedHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	if !g.e.track(g.idx, p, nil) {
+		return nil, errNoContact // refused before a byte goes
+	}
 	s, err := g.Host.NewStream(ctx, p, pids...)
 	if err != nil {
 		return nil, err
@@ -53,8 +56,8 @@ func (g *guardedHost) SetStreamHandlerMatch(pid protocol.ID, m func(protocol.ID)
 	g.Host.SetStreamHandlerMatch(pid, m, g.guard(h))
 }
 
-// track keeps s, a stream of device i with peer p, if the two are in contact, and reports whether
-// they are.
+// track keeps s, a stream of device i with peer p (nil: none, only the question), if the two are in
+// contact, and reports whether they are.
 func (e *emulation) track(i int, p peer.ID, s network.Stream) bool {
 	e.smu.Lock()
 	defer e.smu.Unlock()
@@ -66,7 +69,9 @@ func (e *emulation) track(i int, p peer.ID, s network.Stream) bool {
 	if e.open[k] == 0 && !e.enrolling {
 		return false
 	}
-	e.streams[k] = append(e.streams[k], s)
+	if s != nil {
+		e.streams[k] = append(e.streams[k], s)
+	}
 	return true
 }
 
