@@ -91,6 +91,9 @@ func emulate(t *testing.T, cfg sim.Config) *sim.Result {
 		t.FailNow()
 	}
 	t.Logf("setup %v, steps at most %v late", rep.Setup, rep.Late)
+	if rep.Late > time.Second {
+		t.Errorf("a step of the trace ran %v after its time: the contacts were not the trace's", rep.Late)
+	}
 	if rep.OffContact != 0 {
 		t.Errorf("%d deliveries reached devices with no open contact: the emulation leaked", rep.OffContact)
 	}
