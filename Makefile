@@ -159,6 +159,13 @@ sim-check:
 	$(GO) test -run 'TestAgainstTheONE$$' -count=1 -timeout 60m ./simulations/sim/ -sim.one -v
 	$(GO) test -run '^$$' -bench 'BenchmarkField1k$$' -benchtime=1x -timeout 60m ./simulations/sim/ -sim.bench
 
+## sim-emulate: the simulator's fidelity check (simulations/emul) without the race detector: the
+## emulation scenario on real nodes on mocknet in virtual time against the simulator, with both of its
+## controls (make test skips the second emulation under -race)
+.PHONY: sim-emulate
+sim-emulate:
+	$(GO) test -run 'TestEmulationAgreesWithSimulator$$' -count=1 -timeout 20m ./simulations/emul/ -v
+
 ## sim-national: the simulator's scale run, not run by CI: 10,000 devices for thirty simulated days
 ## (simulations/scenarios/national-10k.toml), reporting time, events/s and peak memory (peak-MiB).
 ## SIMFOR=24h runs a shorter stretch of it, to see how time and memory grow from 1,000 devices.

@@ -89,6 +89,9 @@ type Store struct {
 	// holds it shared); deleted counts the keys deleted since the last Collect.
 	gate    sync.RWMutex
 	deleted atomic.Int64
+
+	// memory: made by CreateMemory, no directory (memory.go).
+	memory bool
 }
 
 // Create makes a new store in dir (created with mode 0700 if missing): a
@@ -268,6 +271,11 @@ func (s *Store) Close() error {
 func (s *Store) Wipe() error {
 	if !s.shut() {
 		return ErrClosed
+	}
+	if s.memory {
+		err := s.db.Close()
+		clear(s.dataKey)
+		return err
 	}
 	if err := shredKeyring(s.dir); err != nil {
 		err = errors.Join(err, s.db.Close())
