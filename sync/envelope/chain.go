@@ -21,7 +21,7 @@ import (
 // of the inner layer and the header (InnerHash; crdt.Op.Sign); then the
 // slot, the index, the signature and the inner ciphertext are encrypted
 // under outer (the epoch's outer key) with the inner tag as nonce (the
-// outer layer, which has no tag of its own: the signature covers every
+// outer layer, which has no Poly1305 tag of its own: the signature covers every
 // byte of it). slot is dev's position in the epoch's recipient list (the
 // order of the epoch's create or commit op), which the outer layer carries
 // in place of the sender's device id. op must not be a create or commit op
@@ -80,7 +80,7 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 // SHA-256("fieldmesh/v7/envelope/inner" ‖ topic ‖ header ‖ form ‖ inner tag
 // ‖ inner body). With the op id, epoch tag, team, sender and index that the
 // seal also signs, it covers every byte of the envelope and its topic, so
-// the outer layer needs no tag: whoever holds the outer key checks the
+// the outer layer needs no Poly1305 tag: whoever holds the outer key checks the
 // whole envelope by the signature.
 func innerHash(hdrForm, mac, body []byte) crdt.InnerHash {
 	h := sha256.New()
@@ -139,7 +139,7 @@ func (c *Chain) Seal() crdt.Seal {
 // create or commit op) at the slot the outer layer names, and verifies the
 // sender's signature of the op id at (epoch, sender, index) with the hash
 // of the inner layer and the header (crdt.VerifySeal): the outer layer has
-// no tag, and this signature is what authenticates every byte of the
+// no Poly1305 tag, and this signature is what authenticates every byte of the
 // envelope for a device that cannot open the inner layer. A slot outside
 // the list is ErrBadSeal; a wrong list can only make the signature fail
 // (it signs the full device id). With recipients nil (the caller does not

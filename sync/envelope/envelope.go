@@ -30,7 +30,7 @@ const (
 	// compact content (crdt.Op.MarshalCompact) after the header: form, inner
 	// tag, sender slot (a uvarint of 1 or 2 bytes: below MaxBoxes), index (a
 	// uvarint of 1 to 5 bytes), the author's signature. The outer layer has
-	// no tag (version 7: the signature covers it). A slot and an index
+	// no Poly1305 tag (version 7: the signature covers it). A slot and an index
 	// below 128 take 1 byte each, so 83.
 	ChainOverhead = 1 + macSize + maxSlotSize + binary.MaxVarintLen32 + sigSize // 88
 	// BoxSize is one box of the commit form: a Noise X message of a 32-byte

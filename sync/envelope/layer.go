@@ -13,7 +13,7 @@ import (
 const NoSeal = false
 
 // outerStream is the outer layer of the chain form: ChaCha20 under the
-// epoch's outer key, no tag (the sender's signature covers every byte). It
+// epoch's outer key, no Poly1305 tag (the sender's signature covers every byte). It
 // returns a new slice.
 func outerStream(key seal.EpochKey, nonce [seal.NonceSize]byte, b []byte) []byte {
 	out := make([]byte, len(b))

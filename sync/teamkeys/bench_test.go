@@ -133,7 +133,7 @@ func baselines() (sealSign, openVerify *baseline) {
 func sealFresh(dev *identity.Device, op *crdt.Op) *crdt.Op {
 	id := op.ID()
 	tag := crdt.TagOf(id)
-	op.Seal = crdt.Seal{Epoch: tag, Index: 0, Sig: dev.Sign(crdt.SignedBytes(op.Team, tag, op.Author, 0, id))}
+	op.Seal = crdt.Seal{Epoch: tag, Index: 0, Sig: dev.Sign(crdt.SignedBytes(op.Team, tag, op.Author, 0, id, crdt.InnerHash{}))}
 	return op
 }
 
