@@ -62,6 +62,15 @@ func TestLearn(t *testing.T) {
 		if bob.CanSend(c2) {
 			t.Errorf("bob can send in epoch 2 known by its outer key")
 		}
+		// A changed envelope (no outer Poly1305 tag since format 7) fails
+		// the signature; under an epoch held by its outer key only it may
+		// be of another epoch of the tag: held, not refused.
+		m2x := *m2Env
+		m2x.Ciphertext = bytes.Clone(m2Env.Ciphertext)
+		m2x.Ciphertext[len(m2x.Ciphertext)-1] ^= 1
+		if o, err := bob.OpenChain(&m2x); !errors.Is(err, teamkeys.ErrUnknownEpoch) || !errors.Is(err, envelope.ErrBadSeal) || o != nil {
+			t.Errorf("changed m2, epoch 2 by its outer key: got %+v, %v; want ErrUnknownEpoch (ErrBadSeal)", o, err)
+		}
 		// Then his box: the chains replace the outer-only epoch (not a second one).
 		c = w.mustLearn("bob", c2Env, commit2)
 		if c.Box == nil {
@@ -70,6 +79,11 @@ func TestLearn(t *testing.T) {
 		wantEpochs(t, "bob", bob, info(tag1, crdt.OpID{}, false), info(tag2, c2, true), info(tag3, c3, true))
 		if !bob.CanSend(c2) {
 			t.Errorf("bob cannot send in epoch 2 after his box")
+		}
+		// With the chains, the same change is refused: an honest peer of
+		// the epoch checks the signature.
+		if o, err := bob.OpenChain(&m2x); !errors.Is(err, envelope.ErrBadSeal) || errors.Is(err, teamkeys.ErrUnknownEpoch) || o != nil {
+			t.Errorf("changed m2, epoch 2 with chains: got %+v, %v; want ErrBadSeal", o, err)
 		}
 		w.wantRead("bob", m2Env, m2, nil)
 		// Learning it again, with the box or without, changes nothing.
