@@ -147,7 +147,7 @@ func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) 
 // (TestReconcileGarbage checks the verdicts, and says where they vary).
 const (
 	garbageBytes      = "random bytes"               // Rejected: malformed
-	garbageCiphertext = "random ciphertext"          // Rejected: the outer layer of an epoch the receiver holds does not open
+	garbageCiphertext = "random ciphertext"          // Rejected: fails the signature under an epoch the receiver holds with chains
 	garbageTampered   = "tampered"                   // Rejected: a stored envelope, a bit flipped, under a new id
 	garbageSignature  = "bad signature"              // Rejected: sealed by the member, its signature flipped
 	garbageTopic      = "another topic"              // Held: the wire names no topic, so another team's envelope is one of an unknown epoch
