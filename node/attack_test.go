@@ -431,8 +431,8 @@ func TestAttackReseal(t *testing.T) {
 	tmal.mu.Lock()
 	slot := adversary.Slot(tmal.core.State(), genuine.Seal.Epoch, genuine.Author)
 	tmal.mu.Unlock()
-	borrowed := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, genuine.Seal.Sig, key)
-	own := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, mal.id.Device.Sign(crdt.SignedBytes(tmal.id, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
+	borrowed := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, adversary.Borrow(genuine.Seal.Sig), key)
+	own := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, adversary.SignAs(mal.id.Device, tmal.id, genuine.Seal.Epoch, genuine.Author, j, genuine.ID()), key)
 	tc, _ := c.teamByRef(ref)
 	vs, err := c.receive(tc, mal.host.ID(), [][]byte{borrowed, own})
 	if err != nil {
@@ -481,7 +481,7 @@ func TestAttackEquivocation(t *testing.T) {
 	}
 	key, _ := epochKeyOf(t, mal, ref)
 	opB := crdt.NewOp(mal.id.Device, tmal.id, opA.Time+1, opA.Parents, crdt.KindMessage, crdt.Message{Text: "version B"}.Marshal())
-	sigB := mal.id.Device.Sign(crdt.SignedBytes(tmal.id, opA.Seal.Epoch, mal.id.Device.ID(), opA.Seal.Index, opB.ID()))
+	sigB := adversary.SignAs(mal.id.Device, tmal.id, opA.Seal.Epoch, mal.id.Device.ID(), opA.Seal.Index, opB.ID())
 	tmal.mu.Lock()
 	slot := adversary.Slot(tmal.core.State(), opA.Seal.Epoch, mal.id.Device.ID())
 	tmal.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 
+	"golang.org/x/crypto/chacha20"
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
@@ -94,6 +95,22 @@ func Open(key EpochKey, nonce [NonceSize]byte, ad, ciphertext []byte) ([]byte, e
 		return nil, ErrOpen
 	}
 	return pt, nil
+}
+
+// Stream XORs src with the ChaCha20 keystream of key and nonce into dst
+// (which may be src; it must be at least as long), starting at block 1:
+// block 0 is the one ChaCha20-Poly1305 spends on its one-time Poly1305 key,
+// so this is [Seal]'s encryption without its tag. It authenticates nothing:
+// use it only where something else (a signature) checks every byte, and
+// never twice with one (key, nonce) for different plaintexts.
+func Stream(key EpochKey, nonce [NonceSize]byte, dst, src []byte) {
+	c, err := chacha20.NewUnauthenticatedCipher(key.k[:], nonce[:])
+	if err != nil {
+		// Unreachable: the key and nonce have their sizes.
+		panic("seal: " + err.Error())
+	}
+	c.SetCounter(1)
+	c.XORKeyStream(dst[:len(src)], src)
 }
 
 func newAEAD(key EpochKey) cipher.AEAD {

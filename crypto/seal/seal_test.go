@@ -198,3 +198,24 @@ func BenchmarkOpen200(b *testing.B) {
 		}
 	}
 }
+
+// TestStream: Stream is Seal's encryption without the tag (the same
+// keystream from block 1), and it undoes itself.
+func TestStream(t *testing.T) {
+	key, err := EpochKeyFromBytes(bytes.Repeat([]byte{7}, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := [NonceSize]byte{1, 2, 3}
+	pt := bytes.Repeat([]byte("stream "), 30)
+	ct := make([]byte, len(pt))
+	Stream(key, nonce, ct, pt)
+	if want := Seal(key, nonce, nil, pt); !bytes.Equal(ct, want[:len(pt)]) {
+		t.Errorf("Stream differs from Seal's ciphertext")
+	}
+	back := bytes.Clone(ct)
+	Stream(key, nonce, back, back)
+	if !bytes.Equal(back, pt) {
+		t.Errorf("Stream twice does not give back the plaintext")
+	}
+}

@@ -7,6 +7,7 @@ package adversary
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -20,12 +21,14 @@ import (
 )
 
 // ForgeChain builds a chain-form envelope of op's content at (tag, index) of op's author's sender
-// chain, carrying sig as the seal's signature, as a device that holds the epoch key can: every
-// recipient of an epoch can derive every sender's chain. With the genuine signature at another index
-// (re-sealing), or a signature by another key, the envelope must not open. slot is the sender's
-// position in the epoch's recipient list (envelope version 6): the author's (Slot), or another the
-// attacker chooses.
-func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sig []byte, key seal.EpochKey) []byte {
+// chain, carrying sign(the inner hash) as the seal's signature, as a device that holds the epoch key
+// can: every recipient of an epoch can derive every sender's chain. sign is [Borrow] of a signature
+// the attacker saw (re-sealing: it signed another inner layer, or another position) or [SignAs] with
+// a key it holds; either way the envelope must not open. slot is the sender's position in the epoch's
+// recipient list (envelope version 6 on): the author's (Slot), or another the attacker chooses.
+// Version 7: the outer layer is ChaCha20 without a tag, and the signature covers the hash of the
+// header and the inner layer.
+func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sign func(crdt.InnerHash) []byte, key seal.EpochKey) []byte {
 	s := senderkey.NewSender(key, op.Author)
 	var nz [senderkey.NonceSize]byte
 	for range index {
@@ -34,15 +37,38 @@ func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sig []byte, key
 	id := op.ID()
 	e := &envelope.Envelope{Topic: envelope.TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
 	hdr := e.Marshal() // the header only: no layers yet
-	// The layers' associated data starts with the topic, which the wire does not carry.
+	// The inner layer's associated data and the inner hash start with the topic, which the wire
+	// does not carry.
 	ad := append(append(slices.Clone(e.Topic[:]), hdr...), byte(envelope.FormChain))
-	innerAD := append(append([]byte("fieldmesh/v6/envelope/chain"), op.Team[:]...), ad...)
+	innerAD := append(append([]byte("fieldmesh/v7/envelope/chain"), op.Team[:]...), ad...)
 	_, ct, _ := s.Seal([senderkey.NonceSize]byte(id[:senderkey.NonceSize]), innerAD, op.MarshalCompact())
 	body, mac := ct[:len(ct)-16], ct[len(ct)-16:]
-	plain := append(binary.AppendUvarint(binary.AppendUvarint(nil, uint64(slot)), uint64(index)), sig...)
+	h := sha256.New()
+	h.Write([]byte("fieldmesh/v7/envelope/inner"))
+	h.Write(ad)
+	h.Write(mac)
+	h.Write(body)
+	inner := crdt.InnerHash(h.Sum(nil)[:crdt.InnerHashSize])
+	plain := append(binary.AppendUvarint(binary.AppendUvarint(nil, uint64(slot)), uint64(index)), sign(inner)...)
 	plain = append(plain, body...)
-	outer := seal.Seal(envelope.OuterKey(key), [seal.NonceSize]byte(mac), append(bytes.Clone(ad), mac...), plain)
+	outer := make([]byte, len(plain))
+	seal.Stream(envelope.OuterKey(key), [seal.NonceSize]byte(mac), outer, plain)
 	return append(append(append(hdr, byte(envelope.FormChain)), mac...), outer...)
+}
+
+// Borrow returns a signer for ForgeChain that gives sig whatever the inner hash: a signature the
+// attacker saw on a genuine envelope.
+func Borrow(sig []byte) func(crdt.InnerHash) []byte {
+	return func(crdt.InnerHash) []byte { return bytes.Clone(sig) }
+}
+
+// SignAs returns a signer for ForgeChain that signs with dev, for author, the seal of op id at (tag,
+// index) in team with the forged envelope's inner hash: a forgery when dev is not author, an
+// equivocation when it is.
+func SignAs(dev *identity.Device, team crdt.TeamID, tag uint32, author identity.DeviceID, index uint32, id crdt.OpID) func(crdt.InnerHash) []byte {
+	return func(inner crdt.InnerHash) []byte {
+		return dev.Sign(crdt.SignedBytes(team, tag, author, index, id, inner))
+	}
 }
 
 // Slot returns d's slot in the recipient list of the first epoch of tag that s lists it in (the

@@ -18,6 +18,9 @@ import (
 // so a forgery the tests make differs from a genuine envelope only where
 // the attacker chose to.
 func TestForgeChainLayout(t *testing.T) {
+	if envelope.NoSeal {
+		t.Skip("the fieldmesh_noseal build lays out plaintext layers, which ForgeChain does not imitate")
+	}
 	var s [32]byte
 	s[0] = 1
 	r := rand.NewChaCha8(s)
@@ -40,7 +43,7 @@ func TestForgeChainLayout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := ForgeChain(op, 0x0a0b0c0d, 5, index, sealed.Seal.Sig, key); !bytes.Equal(got, e.Marshal()) {
+		if got := ForgeChain(op, 0x0a0b0c0d, 5, index, Borrow(sealed.Seal.Sig), key); !bytes.Equal(got, e.Marshal()) {
 			t.Errorf("index %d: ForgeChain differs from SealChain:\n got %x\nwant %x", index, got, e.Marshal())
 		}
 	}

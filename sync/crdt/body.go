@@ -767,8 +767,14 @@ func SplitAcks(read bool, ids []OpID) []Ack {
 // SealedID is an op id with a signature of its author for a seal (see
 // Seal): half of an Evidence.
 type SealedID struct {
-	ID  OpID
-	Sig []byte // SigSize bytes
+	ID    OpID
+	Inner InnerHash // the seal's inner hash (see Seal)
+	Sig   []byte    // SigSize bytes
+}
+
+// SealedOf returns the half of an Evidence that seal s of op id gives.
+func SealedOf(id OpID, s Seal) SealedID {
+	return SealedID{ID: id, Inner: s.Inner, Sig: s.Sig}
 }
 
 // Evidence is the body of an evidence op (KindEvidence): two different ops
@@ -782,8 +788,10 @@ type SealedID struct {
 // (the device that found them may be unable to open the second: its key
 // was spent on the first).
 //
-// Encoding: version 1 | device 32 | epoch u32 | index u32 | A.ID 16 | A.Sig 64
-// | B.ID 16 | B.Sig 64, with A.ID < B.ID.
+// Encoding: version 1 | device 32 | epoch u32 | index u32 | A.ID 16 |
+// A.Inner 16 | A.Sig 64 | B.ID 16 | B.Inner 16 | B.Sig 64, with A.ID < B.ID.
+// The inner hashes are what each signature signed besides the id (see
+// Seal), so the evidence verifies without either envelope.
 type Evidence struct {
 	Device identity.DeviceID
 	Epoch  uint32
@@ -791,7 +799,7 @@ type Evidence struct {
 	A, B   SealedID
 }
 
-const evidenceSize = 1 + 32 + 4 + 4 + 2*(IDSize+SigSize)
+const evidenceSize = 1 + 32 + 4 + 4 + 2*(IDSize+InnerHashSize+SigSize)
 
 // NewEvidence returns the Evidence of two seals of device at (epoch, index),
 // in canonical order. It does not verify them.
@@ -818,8 +826,8 @@ func (e Evidence) Validate() error {
 // at (Epoch, Index) in team, and the evidence is well formed.
 func (e Evidence) Verify(team TeamID) bool {
 	return e.Validate() == nil &&
-		VerifySeal(team, e.Device, e.A.ID, Seal{Epoch: e.Epoch, Index: e.Index, Sig: e.A.Sig}) &&
-		VerifySeal(team, e.Device, e.B.ID, Seal{Epoch: e.Epoch, Index: e.Index, Sig: e.B.Sig})
+		VerifySeal(team, e.Device, e.A.ID, Seal{Epoch: e.Epoch, Index: e.Index, Inner: e.A.Inner, Sig: e.A.Sig}) &&
+		VerifySeal(team, e.Device, e.B.ID, Seal{Epoch: e.Epoch, Index: e.Index, Inner: e.B.Inner, Sig: e.B.Sig})
 }
 
 // Marshal encodes e. It does not validate; call Validate first.
@@ -831,6 +839,7 @@ func (e Evidence) Marshal() []byte {
 	b = binary.BigEndian.AppendUint32(b, e.Index)
 	for _, s := range []SealedID{e.A, e.B} {
 		b = append(b, s.ID[:]...)
+		b = append(b, s.Inner[:]...)
 		b = append(b, s.Sig...)
 	}
 	return b
@@ -849,6 +858,7 @@ func UnmarshalEvidence(b []byte) (Evidence, error) {
 	e.Index = d.Uint32()
 	for _, s := range []*SealedID{&e.A, &e.B} {
 		copy(s.ID[:], d.Fixed(IDSize))
+		copy(s.Inner[:], d.Fixed(InnerHashSize))
 		s.Sig = bytes.Clone(d.Fixed(SigSize))
 	}
 	if err := d.Finish(); err != nil {

@@ -108,7 +108,7 @@ func messageOp(author *identity.Device, team TeamID, t HLC, parents []OpID, text
 func newOp(dev *identity.Device, team TeamID, t HLC, parents []OpID, kind Kind, body []byte) *Op {
 	o := NewOp(dev, team, t, parents, kind, body)
 	if !kind.StartsEpoch() {
-		o.Sign(dev, 0, 0)
+		o.Sign(dev, 0, 0, InnerHash{})
 	}
 	return o
 }

@@ -12,14 +12,14 @@ import (
 // sealedMsg is a message op by author sealed at (epoch, index).
 func (s *scene) sealedMsg(author string, sec int, parents []*Op, text string, epoch, index uint32) *Op {
 	op := NewOp(s.d(author), s.team, hlcAt(sec, 0), ids(parents), KindMessage, Message{Text: text}.Marshal())
-	op.Sign(s.d(author), epoch, index)
+	op.Sign(s.d(author), epoch, index, InnerHash{})
 	s.ops = append(s.ops, op)
 	return op
 }
 
 // evidence is an evidence op by author about two seals of the same (epoch, index).
 func (s *scene) evidence(author string, sec int, parents []*Op, a, b *Op) *Op {
-	e := NewEvidence(a.Author, a.Seal.Epoch, a.Seal.Index, SealedID{a.ID(), a.Seal.Sig}, SealedID{b.ID(), b.Seal.Sig})
+	e := NewEvidence(a.Author, a.Seal.Epoch, a.Seal.Index, SealedOf(a.ID(), a.Seal), SealedOf(b.ID(), b.Seal))
 	op := newOp(s.d(author), s.team, hlcAt(sec, 0), ids(parents), KindEvidence, e.Marshal())
 	s.ops = append(s.ops, op)
 	return op
@@ -60,7 +60,7 @@ func TestEvidenceMustProve(t *testing.T) {
 	s.evidence("C", 5, []*Op{x, y}, x, y)
 	// Forged: Cat signs a second op "by Ben" itself.
 	forged := NewOp(s.d("B"), s.team, hlcAt(6, 0), ids([]*Op{c}), KindMessage, Message{Text: "forged"}.Marshal())
-	forged.Seal = Seal{Epoch: 7, Index: 0, Sig: s.d("C").Sign(SignedBytes(s.team, 7, s.id("B"), 0, forged.ID()))}
+	forged.Seal = Seal{Epoch: 7, Index: 0, Sig: s.d("C").Sign(SignedBytes(s.team, 7, s.id("B"), 0, forged.ID(), InnerHash{}))}
 	s.evidence("C", 7, []*Op{x}, x, forged)
 	// Genuine, but published by a device that was never a member.
 	w := s.sealedMsg("B", 8, []*Op{c}, "twin", 7, 0)

@@ -80,7 +80,7 @@ const (
 const (
 	opVersion = 3
 	// sealDomain prefixes what an author signs (domain separation).
-	sealDomain = "fieldmesh/op/v3"
+	sealDomain = "fieldmesh/op/v4"
 	// opFixed is the size of version, team, author, time and kind.
 	opFixed = 1 + 32 + 32 + 8 + 1
 )
@@ -111,6 +111,7 @@ var ErrBadBody = errors.New("crdt: bad op body")
 //	seal:
 //	  epoch    4 bytes
 //	  index    4 bytes
+//	  inner    16 bytes (InnerHashSize; all zero for a create or commit op)
 //	  sig      uvarint length (64), bytes
 //
 // Varints are minimally encoded and the whole is at most MaxOpSize bytes, so
@@ -135,7 +136,15 @@ type Op struct {
 // Seal is where an author sealed an op, and its signature of that: Ed25519
 // by the op's Author over
 //
-//	"fieldmesh/op/v3" ‖ team 32 ‖ epoch 4 ‖ author 32 ‖ index 4 ‖ op id 16
+//	"fieldmesh/op/v4" ‖ team 32 ‖ epoch 4 ‖ author 32 ‖ index 4 ‖ op id 16 ‖ inner 16
+//
+// Inner is the hash of the envelope layer the op travelled in
+// (sync/envelope: the truncated SHA-256 of a chain-form envelope's inner
+// ciphertext and of the header it is bound to), so the signature also
+// authenticates that ciphertext and the envelope's outer layer needs no
+// tag of its own; it is all zero for a create or commit op, which travels
+// in commit form. The log keeps it with the seal, so the seal re-verifies
+// without the envelope (Verify, Evidence).
 //
 // For a create or commit op (Kind.StartsEpoch), Epoch is TagOf(its own id)
 // and Index 0. For any other op, Epoch is the tag of the key epoch whose
@@ -148,19 +157,32 @@ type Op struct {
 type Seal struct {
 	Epoch uint32
 	Index uint32
+	Inner InnerHash
 	Sig   []byte
 }
 
+// InnerHash is the hash of a chain-form envelope's inner layer that a seal
+// signs (see Seal): 16 bytes, as an op id, and for the same reason (only
+// the author can sign, so what a collision would buy it is two inner
+// ciphertexts under one signature, both of which must still decrypt to
+// the op with the signed id; a second preimage stays at about 2^128).
+type InnerHash [InnerHashSize]byte
+
+// InnerHashSize is the length of an InnerHash.
+const InnerHashSize = 16
+
 // SignedBytes returns what the author of op id signs for a seal at (epoch,
-// index): see [Seal].
-func SignedBytes(team TeamID, epoch uint32, author identity.DeviceID, index uint32, id OpID) []byte {
-	b := make([]byte, 0, len(sealDomain)+32+4+32+4+IDSize)
+// index) with inner (the hash of the envelope's inner layer, zero for a
+// create or commit op): see [Seal].
+func SignedBytes(team TeamID, epoch uint32, author identity.DeviceID, index uint32, id OpID, inner InnerHash) []byte {
+	b := make([]byte, 0, len(sealDomain)+32+4+32+4+IDSize+InnerHashSize)
 	b = append(b, sealDomain...)
 	b = append(b, team[:]...)
 	b = binary.BigEndian.AppendUint32(b, epoch)
 	b = append(b, author[:]...)
 	b = binary.BigEndian.AppendUint32(b, index)
-	return append(b, id[:]...)
+	b = append(b, id[:]...)
+	return append(b, inner[:]...)
 }
 
 // NewOp builds an op by dev. It copies parents and body; parents are
@@ -190,17 +212,18 @@ func NewOp(dev *identity.Device, team TeamID, t HLC, parents []OpID, kind Kind, 
 		Body:    cloneNonEmpty(body),
 	}
 	if kind.StartsEpoch() {
-		o.Sign(dev, TagOf(o.ID()), 0)
+		o.Sign(dev, TagOf(o.ID()), 0, InnerHash{})
 	}
 	return o
 }
 
-// Sign sets o's seal to (epoch, index) with dev's signature; dev must be
-// o's author. The node's sealing code calls it (sync/teamkeys); create and
-// commit ops are signed by NewOp.
-func (o *Op) Sign(dev *identity.Device, epoch, index uint32) {
+// Sign sets o's seal to (epoch, index, inner) with dev's signature; dev
+// must be o's author. The envelope layer calls it when it seals an op in
+// chain form (inner: the hash of its inner layer); create and commit ops
+// are signed by NewOp, with a zero inner hash.
+func (o *Op) Sign(dev *identity.Device, epoch, index uint32, inner InnerHash) {
 	id := o.ID()
-	o.Seal = Seal{Epoch: epoch, Index: index, Sig: dev.Sign(SignedBytes(o.Team, epoch, o.Author, index, id))}
+	o.Seal = Seal{Epoch: epoch, Index: index, Inner: inner, Sig: dev.Sign(SignedBytes(o.Team, epoch, o.Author, index, id, inner))}
 	// dev just made this signature: remember it, so the device's own
 	// Log.Add does not check it again.
 	verified.add(sealKey(o.Team, o.Author, id, o.Seal))
@@ -215,7 +238,7 @@ func (o *Op) contentSize() int {
 
 // size returns len(o.Marshal()) without marshalling.
 func (o *Op) size() int {
-	return o.contentSize() + 8 + wire.UvarintLen(uint64(len(o.Seal.Sig))) + len(o.Seal.Sig)
+	return o.contentSize() + 8 + InnerHashSize + wire.UvarintLen(uint64(len(o.Seal.Sig))) + len(o.Seal.Sig)
 }
 
 // appendContent appends the content encoding (see [Op]).
@@ -245,6 +268,7 @@ func (o *Op) Marshal() []byte {
 	b := o.appendContent(make([]byte, 0, o.size()))
 	b = binary.BigEndian.AppendUint32(b, o.Seal.Epoch)
 	b = binary.BigEndian.AppendUint32(b, o.Seal.Index)
+	b = append(b, o.Seal.Inner[:]...)
 	return wire.AppendBytes(b, o.Seal.Sig)
 }
 
@@ -366,14 +390,14 @@ func (o *Op) Verify() error {
 
 // verify checks the seal of o, whose id is id.
 func (o *Op) verify(id OpID) error {
-	if o.Kind.StartsEpoch() && (o.Seal.Epoch != TagOf(id) || o.Seal.Index != 0) {
-		return fmt.Errorf("%w: a %v op sealed at epoch %08x index %d, not its own epoch", ErrBadSignature, o.Kind, o.Seal.Epoch, o.Seal.Index)
+	if o.Kind.StartsEpoch() && (o.Seal.Epoch != TagOf(id) || o.Seal.Index != 0 || o.Seal.Inner != InnerHash{}) {
+		return fmt.Errorf("%w: a %v op sealed at epoch %08x index %d (or with an inner hash), not its own epoch", ErrBadSignature, o.Kind, o.Seal.Epoch, o.Seal.Index)
 	}
 	k := sealKey(o.Team, o.Author, id, o.Seal)
 	if verified.has(k) {
 		return nil
 	}
-	if !identity.Verify(o.Author, SignedBytes(o.Team, o.Seal.Epoch, o.Author, o.Seal.Index, id), o.Seal.Sig) {
+	if !identity.Verify(o.Author, SignedBytes(o.Team, o.Seal.Epoch, o.Author, o.Seal.Index, id, o.Seal.Inner), o.Seal.Sig) {
 		return ErrBadSignature
 	}
 	verified.add(k)
@@ -388,7 +412,7 @@ func VerifySeal(team TeamID, author identity.DeviceID, id OpID, s Seal) bool {
 	if verified.has(k) {
 		return true
 	}
-	if !identity.Verify(author, SignedBytes(team, s.Epoch, author, s.Index, id), s.Sig) {
+	if !identity.Verify(author, SignedBytes(team, s.Epoch, author, s.Index, id, s.Inner), s.Sig) {
 		return false
 	}
 	verified.add(k)
@@ -398,12 +422,13 @@ func VerifySeal(team TeamID, author identity.DeviceID, id OpID, s Seal) bool {
 // sealKey names a signature in the memo: a hash of everything it was
 // checked against (the signed bytes and the key) and of itself.
 func sealKey(team TeamID, author identity.DeviceID, id OpID, s Seal) [32]byte {
-	var buf [32 + 32 + IDSize + 8 + SigSize + 8]byte
+	var buf [32 + 32 + IDSize + 8 + InnerHashSize + SigSize + 8]byte
 	b := append(buf[:0], team[:]...)
 	b = append(b, author[:]...)
 	b = append(b, id[:]...)
 	b = binary.BigEndian.AppendUint32(b, s.Epoch)
 	b = binary.BigEndian.AppendUint32(b, s.Index)
+	b = append(b, s.Inner[:]...)
 	b = append(b, s.Sig...)
 	return sha256.Sum256(b)
 }
@@ -514,6 +539,7 @@ func UnmarshalOp(b []byte) (*Op, error) {
 	o := readOpContent(d)
 	o.Seal.Epoch = d.Uint32()
 	o.Seal.Index = d.Uint32()
+	copy(o.Seal.Inner[:], d.Fixed(InnerHashSize))
 	o.Seal.Sig = cloneNonEmpty(d.Bytes(SigSize))
 	if d.Err() == nil && len(o.Seal.Sig) != SigSize {
 		d.Fail(fmt.Errorf("%w: signature of %d bytes", ErrMalformed, len(o.Seal.Sig)))

@@ -79,7 +79,7 @@ func TestOpVerify(t *testing.T) {
 	if err := good.Verify(); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("an unsealed message: Verify got %v; want ErrBadSignature", err)
 	}
-	good.Sign(dev, 0xabcd, 7)
+	good.Sign(dev, 0xabcd, 7, InnerHash{9, 8, 7})
 	commit := NewOp(dev, team, 5, []OpID{{1}}, KindMember, addBody(info(other, "O", false)))
 	tests := []struct {
 		name   string
@@ -96,6 +96,7 @@ func TestOpVerify(t *testing.T) {
 		{"no parents", good, func(o *Op) { o.Parents = nil }, ErrBadSignature},
 		{"other epoch", good, func(o *Op) { o.Seal.Epoch++ }, ErrBadSignature},
 		{"other index", good, func(o *Op) { o.Seal.Index++ }, ErrBadSignature},
+		{"other inner hash", good, func(o *Op) { o.Seal.Inner[15] ^= 1 }, ErrBadSignature},
 		{"sig flipped", good, func(o *Op) { o.Seal.Sig[0] ^= 1 }, ErrBadSignature},
 		{"sig short", good, func(o *Op) { o.Seal.Sig = o.Seal.Sig[:63] }, ErrBadSignature},
 		{"no sig", good, func(o *Op) { o.Seal.Sig = nil }, ErrBadSignature},
@@ -104,8 +105,9 @@ func TestOpVerify(t *testing.T) {
 		{"too many parents", good, func(o *Op) { o.Parents = make([]OpID, MaxParents+1) }, ErrTooLarge},
 		{"too large", good, func(o *Op) { o.Body = make([]byte, MaxOpSize) }, ErrTooLarge},
 		{"commit, signed by NewOp", commit, func(o *Op) {}, nil},
-		{"commit sealed at another epoch", commit, func(o *Op) { o.Sign(dev, 1, 0) }, ErrBadSignature},
-		{"commit sealed at index 1", commit, func(o *Op) { o.Sign(dev, TagOf(o.ID()), 1) }, ErrBadSignature},
+		{"commit sealed at another epoch", commit, func(o *Op) { o.Sign(dev, 1, 0, InnerHash{}) }, ErrBadSignature},
+		{"commit sealed at index 1", commit, func(o *Op) { o.Sign(dev, TagOf(o.ID()), 1, InnerHash{}) }, ErrBadSignature},
+		{"commit sealed with an inner hash", commit, func(o *Op) { o.Sign(dev, TagOf(o.ID()), 0, InnerHash{1}) }, ErrBadSignature},
 	}
 	for _, tt := range tests {
 		o := tt.op.Clone()
@@ -114,20 +116,21 @@ func TestOpVerify(t *testing.T) {
 			t.Errorf("%s: Verify got %v; want %v", tt.name, err, tt.want)
 		}
 	}
-	// The signature is over the domain, team, epoch, author, index and id.
-	signed := []byte("fieldmesh/op/v3")
+	// The signature is over the domain, team, epoch, author, index, id and inner hash.
+	signed := []byte("fieldmesh/op/v4")
 	signed = append(signed, team[:]...)
 	signed = binary.BigEndian.AppendUint32(signed, 0xabcd)
 	signed = append(signed, good.Author[:]...)
 	signed = binary.BigEndian.AppendUint32(signed, 7)
 	id := good.ID()
 	signed = append(signed, id[:]...)
+	signed = append(signed, 9, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 	if got := dev.Sign(signed); !bytes.Equal(got, good.Seal.Sig) {
 		t.Errorf("signed bytes: got a different signature; want the op's (Ed25519 is deterministic)")
 	}
 	// The id is the hash of the content alone: sealing elsewhere does not change it.
 	again := good.Clone()
-	again.Sign(dev, 1, 2)
+	again.Sign(dev, 1, 2, InnerHash{})
 	if again.ID() != good.ID() || id != OpID(sha256Sum(good.MarshalContent())[:IDSize]) {
 		t.Errorf("the op id depends on the seal, or is not the SHA-256 of the content cut to IDSize")
 	}
@@ -143,7 +146,7 @@ func TestUnmarshalOpErrors(t *testing.T) {
 	good := newOp(dev, team, 5, []OpID{{1}, {2}}, KindMessage, []byte("body")).Marshal()
 	// Offsets into good: version 0, team 1, author 33, time 65, kind 73,
 	// parent count 74, parents 75.., body length 107, body 108.., epoch 112,
-	// index 116, sig length 120, sig 121..185.
+	// index 116, inner hash 120, sig length 136, sig 137..201.
 	replace := func(off int, v ...byte) []byte {
 		b := bytes.Clone(good)
 		copy(b[off:], v)
@@ -164,8 +167,8 @@ func TestUnmarshalOpErrors(t *testing.T) {
 		{"version 1", replace(0, 1), ErrVersion},
 		{"version 2", replace(0, 2), ErrVersion},
 		{"version 4", replace(0, 4), ErrVersion},
-		{"short signature", splice(120, 65, append([]byte{63}, good[121:184]...)...), ErrMalformed},
-		{"signature too long", splice(120, 65, append([]byte{65}, append(bytes.Clone(good[121:185]), 0)...)...), ErrTooLarge},
+		{"short signature", splice(136, 65, append([]byte{63}, good[137:200]...)...), ErrMalformed},
+		{"signature too long", splice(136, 65, append([]byte{65}, append(bytes.Clone(good[137:201]), 0)...)...), ErrTooLarge},
 		{"kind 0", replace(73, 0), ErrMalformed},
 		{"parents equal", replace(75+16, good[75:75+16]...), ErrMalformed},
 		{"parents descending", append(append(append(bytes.Clone(good[:75]), good[91:107]...), good[75:91]...), good[107:]...), ErrMalformed},

@@ -199,7 +199,7 @@ func (t *Team) AcceptHistory(now time.Time, from identity.DeviceID, page [][]byt
 		id := op.ID()
 		if other, ok := t.seals[position{op.Seal.Epoch, op.Author, op.Seal.Index}]; ok && other != id {
 			if prev, ok := t.lg.Op(other); ok {
-				t.equivocated(position{op.Seal.Epoch, op.Author, op.Seal.Index}, crdt.SealedID{ID: other, Sig: prev.Seal.Sig}, crdt.SealedID{ID: id, Sig: op.Seal.Sig})
+				t.equivocated(position{op.Seal.Epoch, op.Author, op.Seal.Index}, crdt.SealedOf(other, prev.Seal), crdt.SealedOf(id, op.Seal))
 			}
 			continue
 		}

@@ -164,7 +164,7 @@ func TestHistoryForgeries(t *testing.T) {
 	// Ann signs a message of her own at an epoch she claims, with a chain index nobody used: it
 	// verifies, but its epoch tag names no epoch that lists her.
 	wrongEpoch := crdt.NewOp(ann.dev, ann.team.ID(), msg.Time+1, nil, crdt.KindMessage, crdt.Message{Text: "invented"}.Marshal())
-	wrongEpoch.Sign(ann.dev, 0xdeadbeef, 9)
+	wrongEpoch.Sign(ann.dev, 0xdeadbeef, 9, crdt.InnerHash{})
 	commit := ann.team.MembershipOps()[len(ann.team.MembershipOps())-1]
 	for name, b := range map[string][]byte{
 		"tampered":    tampered.Marshal(),

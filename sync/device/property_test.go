@@ -1020,8 +1020,8 @@ func (w *advWorld) reseal(a *adev, victims []*adev) error {
 	}
 	j := genuine.Seal.Index + 1 + uint32(w.rng.IntN(3))
 	slot := adversary.Slot(a.team.State(), genuine.Seal.Epoch, genuine.Author)
-	raw := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, genuine.Seal.Sig, key)
-	raw2 := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, a.dev.Sign(crdt.SignedBytes(w.team, genuine.Seal.Epoch, genuine.Author, j, genuine.ID())), key)
+	raw := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, adversary.Borrow(genuine.Seal.Sig), key)
+	raw2 := adversary.ForgeChain(genuine, genuine.Seal.Epoch, slot, j, adversary.SignAs(a.dev, w.team, genuine.Seal.Epoch, genuine.Author, j, genuine.ID()), key)
 	if err := w.hit(atkReseal, a, victims, raw, raw2); err != nil {
 		return err
 	}

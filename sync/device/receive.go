@@ -448,7 +448,7 @@ func (t *Team) checkEquivocation(id crdt.OpID, o *teamkeys.Opened) {
 	if !ok {
 		return
 	}
-	t.equivocated(pos, crdt.SealedID{ID: other, Sig: prev.Seal.Sig}, crdt.SealedID{ID: id, Sig: o.Sig})
+	t.equivocated(pos, crdt.SealedOf(other, prev.Seal), o.Sealed(id))
 }
 
 // equivocated queues evidence that a device signed two ops for one

@@ -244,12 +244,11 @@ func TestReconcileErrors(t *testing.T) {
 // what no honest peer passes on counts against the sender.
 func TestReconcileGarbage(t *testing.T) {
 	// The verdicts each kind may get: the first is the one the package
-	// documentation describes. Two differ today:
-	//   - an outer layer that does not open under an epoch the receiver
-	//     holds with its chains is meant to be Rejected (lookChain's ownEpoch
-	//     case), but teamkeys.Keys.OpenChain returns envelope.ErrOpen without
-	//     the ErrUnknownEpoch its documentation promises when the tag has one
-	//     epoch, so the core refuses it without counting it against the peer;
+	// documentation describes. Random or tampered bytes under an epoch the
+	// receiver holds with its chains fail the sender's signature, which
+	// covers every byte since format 7 (the outer layer has no Poly1305
+	// tag): Rejected, as an honest peer of that epoch checks it. One kind
+	// may differ:
 	//   - an envelope sealed under the team's key by a device that is not a
 	//     recipient names a slot of the epoch's recipient list (format
 	//     version 6), whose device did not sign it: Rejected (an honest peer
@@ -257,8 +256,8 @@ func TestReconcileGarbage(t *testing.T) {
 	//     without the epoch's list.
 	want := map[string][]Verdict{
 		garbageBytes:      {Rejected},
-		garbageCiphertext: {Rejected, Refused},
-		garbageTampered:   {Rejected, Refused},
+		garbageCiphertext: {Rejected},
+		garbageTampered:   {Rejected},
 		garbageSignature:  {Rejected},
 		garbageTopic:      {Held},
 		garbageBody:       {Refused},

@@ -301,7 +301,7 @@ func (t *Team) candidates(eff *Effects) []*held {
 				continue
 			}
 			if o := at[pos]; o != nil {
-				t.equivocated(pos, crdt.SealedID{ID: o.env.ID, Sig: o.chain.Sig}, crdt.SealedID{ID: op.ID(), Sig: h.chain.Sig})
+				t.equivocated(pos, o.chain.Sealed(o.env.ID), h.chain.Sealed(op.ID()))
 				t.drop(o)
 				t.drop(h)
 				delete(at, pos)

@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,18 +13,20 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/wire"
 )
 
-// SealChain seals op in chain form under the epoch with the given tag: dev,
-// the op's author, signs it at (tag, the next index of s) (crdt.Op.Sign);
-// slot is dev's position in the epoch's recipient list (the order of the
-// epoch's create or commit op), which the outer layer carries in place of
-// the sender's device id;
-// the op's compact content (crdt.Op.MarshalCompact) is sealed with that
-// index's message key of s (this device's sender chain of that epoch, which
-// advances), under the nonce id[:12], bound to the team; then the sender,
-// the slot, the index and the signature are sealed with the inner layer under outer
-// (the epoch's outer key). op must not be a create
-// or commit op (those travel in commit form, see SealCommit). It returns
-// the envelope and a copy of op with its seal.
+// SealChain seals op in chain form under the epoch with the given tag: the
+// op's compact content (crdt.Op.MarshalCompact) is sealed with the next
+// index's message key of s (this device's sender chain of that epoch,
+// which advances), under the nonce id[:12], bound to the team (the inner
+// layer); dev, the op's author, signs it at (tag, that index) with the hash
+// of the inner layer and the header (InnerHash; crdt.Op.Sign); then the
+// slot, the index, the signature and the inner ciphertext are encrypted
+// under outer (the epoch's outer key) with the inner tag as nonce (the
+// outer layer, which has no Poly1305 tag of its own: the signature covers every
+// byte of it). slot is dev's position in the epoch's recipient list (the
+// order of the epoch's create or commit op), which the outer layer carries
+// in place of the sender's device id. op must not be a create or commit op
+// (those travel in commit form, see SealCommit). It returns the envelope
+// and a copy of op with its seal.
 //
 // Sizes are checked before s advances: an op over crdt.MaxOpSize, or one
 // whose envelope would be over MaxSize, is ErrTooLarge and leaves s as it
@@ -44,26 +47,26 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 	if n := len(op.MarshalContent()); n > crdt.MaxOpSize || HeaderSize+ChainOverhead+len(pt) > MaxSize {
 		return nil, nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, n, HeaderSize+ChainOverhead+len(pt), crdt.MaxOpSize, MaxSize)
 	}
-	sealed := op.Clone()
-	sealed.Sign(dev, tag, s.Next())
 	e := &Envelope{
 		Topic: TopicOf(op.Team),
 		Epoch: tag,
 		ID:    op.ID(),
 		Time:  op.Time,
 	}
-	hdr := append(e.appendBound(make([]byte, 0, boundSize+1+macSize)), byte(FormChain))
+	hdr := append(e.appendBound(make([]byte, 0, boundSize+1)), byte(FormChain))
 	index, ct, err := innerSeal(s, nonceOf(e.ID), innerAD(op.Team, hdr), pt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("envelope: seal the inner layer: %w", err)
 	}
 	body, mac := ct[:len(ct)-macSize], ct[len(ct)-macSize:]
+	sealed := op.Clone()
+	sealed.Sign(dev, tag, index, innerHash(hdr, mac, body))
 	plain := make([]byte, 0, binary.MaxVarintLen16+binary.MaxVarintLen32+sigSize+len(body))
 	plain = binary.AppendUvarint(plain, uint64(slot))
 	plain = binary.AppendUvarint(plain, uint64(index))
 	plain = append(plain, sealed.Seal.Sig...)
 	plain = append(plain, body...)
-	outerCT := outerSeal(outer, [seal.NonceSize]byte(mac), append(hdr, mac...), plain)
+	outerCT := outerStream(outer, [seal.NonceSize]byte(mac), plain)
 	clear(plain)
 	c := make([]byte, 0, 1+macSize+len(outerCT))
 	c = append(c, byte(FormChain))
@@ -72,8 +75,27 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 	return e, sealed, nil
 }
 
+// innerHash returns the hash of a chain-form envelope's inner layer that
+// its seal signs (crdt.Seal.Inner): the first 16 bytes of
+// SHA-256("fieldmesh/v7/envelope/inner" ‖ topic ‖ header ‖ form ‖ inner tag
+// ‖ inner body). With the op id, epoch tag, team, sender and index that the
+// seal also signs, it covers every byte of the envelope and its topic, so
+// the outer layer needs no Poly1305 tag: whoever holds the outer key checks the
+// whole envelope by the signature.
+func innerHash(hdrForm, mac, body []byte) crdt.InnerHash {
+	h := sha256.New()
+	h.Write([]byte(innerHashDomain))
+	h.Write(hdrForm)
+	h.Write(mac)
+	h.Write(body)
+	var sum [sha256.Size]byte
+	return crdt.InnerHash(h.Sum(sum[:0])[:crdt.InnerHashSize])
+}
+
+const innerHashDomain = "fieldmesh/v7/envelope/inner"
+
 // innerAD returns the associated data of the inner layer of a chain-form
-// envelope: "fieldmesh/v6/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form. The
+// envelope: "fieldmesh/v7/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form. The
 // team id travels nowhere in the envelope; binding it here means an inner
 // layer opens only for the team its author sealed it for.
 func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
@@ -83,18 +105,19 @@ func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
 	return append(ad, hdrForm...)
 }
 
-const chainDomain = "fieldmesh/v6/envelope/chain"
+const chainDomain = "fieldmesh/v7/envelope/chain"
 
 // Chain is the outer layer of a chain-form envelope, opened: the sender
 // (the device at Slot in the epoch's recipient list), the index of the
-// message in the sender's chain and the sender's
-// signature of (team, epoch, sender, index, op id), already verified, and
-// the sealed inner layer. Open or peek it with the receiver state of
-// Sender's chain.
+// message in the sender's chain, the hash of the inner layer and the
+// sender's signature of (team, epoch, sender, index, op id, inner hash),
+// already verified, and the sealed inner layer. Open or peek it with the
+// receiver state of Sender's chain.
 type Chain struct {
 	Sender identity.DeviceID
 	Slot   int // the sender's position in the epoch's recipient list
 	Index  uint32
+	Inner  crdt.InnerHash
 	Sig    []byte
 
 	team  crdt.TeamID
@@ -104,24 +127,29 @@ type Chain struct {
 }
 
 // Seal returns the seal of the envelope's op (crdt.Seal): its epoch, the
-// index and the signature.
-func (c *Chain) Seal() crdt.Seal { return crdt.Seal{Epoch: c.e.Epoch, Index: c.Index, Sig: c.Sig} }
+// index, the inner hash and the signature.
+func (c *Chain) Seal() crdt.Seal {
+	return crdt.Seal{Epoch: c.e.Epoch, Index: c.Index, Inner: c.Inner, Sig: c.Sig}
+}
 
 // OpenChain opens the outer layer of a chain-form envelope with its epoch's
 // outer key (the caller picks it by e.Epoch), after checking the layout,
 // the form and that e's topic is team's, takes the sender from recipients
 // (the device ids of the epoch's recipient list, in the order of its
 // create or commit op) at the slot the outer layer names, and verifies the
-// sender's signature of the op id at (epoch, sender, index)
-// (crdt.VerifySeal). A slot outside the list is ErrBadSeal; a wrong list
-// can only make the signature fail (it signs the full device id). With
-// recipients nil (the caller does not have the epoch's list yet) it opens
-// the outer layer and returns ErrNoList: keep the envelope until the
-// epoch's commit op is known. It changes
-// nothing: it is what a device holding only the outer key checks before it
-// keeps or passes on an envelope it cannot read. Errors wrap
-// ErrWrongTopic, ErrMalformed, ErrShort, ErrTooLarge, ErrOpen, ErrNoList
-// or ErrBadSeal.
+// sender's signature of the op id at (epoch, sender, index) with the hash
+// of the inner layer and the header (crdt.VerifySeal): the outer layer has
+// no Poly1305 tag, and this signature is what authenticates every byte of the
+// envelope for a device that cannot open the inner layer. A slot outside
+// the list is ErrBadSeal; a wrong list can only make the signature fail
+// (it signs the full device id). With recipients nil (the caller does not
+// have the epoch's list yet) it decrypts the outer layer, checks that it
+// holds a slot, an index and a signature, and returns ErrNoList: keep the
+// envelope until the epoch's commit op is known (nothing is authenticated
+// yet). It changes nothing: it is what a device holding only the outer key
+// checks before it keeps or passes on an envelope it cannot read. Errors
+// wrap ErrWrongTopic, ErrMalformed, ErrShort, ErrTooLarge, ErrNoList or
+// ErrBadSeal.
 func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []identity.DeviceID) (*Chain, error) {
 	hdr, err := e.openCommon(FormChain, team)
 	if err != nil {
@@ -129,10 +157,7 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 	}
 	hdr = append(hdr, byte(FormChain))
 	mac := e.Ciphertext[1 : 1+macSize]
-	plain, err := outerOpen(outer, [seal.NonceSize]byte(mac), append(hdr, mac...), e.Ciphertext[1+macSize:])
-	if err != nil {
-		return nil, ErrOpen
-	}
+	plain := outerStream(outer, [seal.NonceSize]byte(mac), e.Ciphertext[1+macSize:])
 	r := wire.NewReader(plain)
 	slot := r.Uvarint()
 	index := r.Uvarint()
@@ -149,15 +174,17 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 	case slot >= uint64(len(recipients)):
 		return nil, fmt.Errorf("%w: sender slot %d, the epoch lists %d devices", ErrBadSeal, slot, len(recipients))
 	}
+	body := r.Fixed(r.Len())
 	c := &Chain{
 		Sender: recipients[slot],
 		Slot:   int(slot),
 		Index:  uint32(index),
+		Inner:  innerHash(hdr, mac, body),
 		Sig:    sig,
 		team:   team,
 		e:      e,
 		ad:     innerAD(team, hdr[:boundSize+1]),
-		inner:  append(r.Fixed(r.Len()), mac...),
+		inner:  append(body, mac...),
 	}
 	if !crdt.VerifySeal(team, c.Sender, e.ID, c.Seal()) {
 		return nil, ErrBadSeal
@@ -174,7 +201,8 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 // index with r.Consume(c.Index) once the op is accepted.
 //
 // Errors wrap ErrOpen (the inner layer does not authenticate: the sender
-// signed an op whose ciphertext is broken), ErrBadOp, or
+// signed a ciphertext that does not open in its own chain, or the caller's
+// receiver state is not that chain's), ErrBadOp, or
 // senderkey.ErrReplay and senderkey.ErrTooFarAhead.
 func (c *Chain) Peek(r *senderkey.ReceiverState) (*crdt.Op, error) {
 	if r.Sender() != c.Sender {

@@ -13,8 +13,8 @@ import (
 )
 
 const (
-	boxDomain    = "fieldmesh/v6/envelope/box"
-	commitDomain = "fieldmesh/v6/envelope/commit"
+	boxDomain    = "fieldmesh/v7/envelope/box"
+	commitDomain = "fieldmesh/v7/envelope/commit"
 )
 
 // PriorKey is the outer key of an earlier epoch, carried inside a commit so
@@ -26,7 +26,7 @@ type PriorKey struct {
 }
 
 // BoxPrologue returns the Noise prologue of a commit envelope's boxes:
-// "fieldmesh/v6/envelope/box" ‖ team id (32 bytes) ‖ the envelope's
+// "fieldmesh/v7/envelope/box" ‖ team id (32 bytes) ‖ the envelope's
 // topic and header. A box moved into another envelope, epoch, topic or team does not
 // open.
 func BoxPrologue(team crdt.TeamID, e *Envelope) []byte {
@@ -104,7 +104,7 @@ func SealCommit(op *crdt.Op, author *identity.Device, k seal.EpochKey, recipient
 }
 
 // commitSigned is what the author of a commit signs:
-// "fieldmesh/v6/envelope/commit" ‖ team ‖ header ‖ form ‖ box count ‖ boxes
+// "fieldmesh/v7/envelope/commit" ‖ team ‖ header ‖ form ‖ box count ‖ boxes
 // ‖ prior-key list.
 func commitSigned(team crdt.TeamID, ad, priorBlob []byte) []byte {
 	m := make([]byte, 0, len(commitDomain)+32+len(ad)+len(priorBlob))

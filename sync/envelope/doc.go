@@ -1,7 +1,7 @@
-// Package envelope implements fieldmesh sealed envelopes (version 6: key
+// Package envelope implements fieldmesh sealed envelopes (version 7: key
 // epochs, sender keys, signed chain positions, a compact chain form,
-// 16-byte op ids and senders named by their slot in the epoch's recipient
-// list):
+// 16-byte op ids, senders named by their slot in the epoch's recipient
+// list, and one AEAD tag in the chain form):
 // what leaves a device, is gossiped, stored by relays and reconciled by
 // (time, id). Only the routing header is in the clear. The package is the
 // wire layout and its cryptography; which keys a device holds, and what it
@@ -17,7 +17,7 @@
 // Wire format (Marshal), integers big-endian, uvarints minimal:
 //
 //	header, 29 bytes (no topic: see "The topic" below):
-//	  version     1 byte   6 (versions 1 to 5 are refused: ErrVersion)
+//	  version     1 byte   7 (versions 1 to 6 are refused: ErrVersion)
 //	  epoch       4 bytes  the epoch TAG: crdt.TagOf(op id of the epoch's commit)
 //	  id         16 bytes  the op id (the first 16 bytes of the SHA-256 of the op's content,
 //	                       crdt.Op.MarshalContent; crdt.Op.ID says why 16 are enough)
@@ -25,31 +25,33 @@
 //	form          1 byte   1 = chain, 2 = commit
 //
 //	form 1, chain (every op except create and commit), op sealed by its author's chain:
-//	  mac        16 bytes  the Poly1305 tag of the inner layer
-//	  outer      the rest  ChaCha20-Poly1305(OK, nonce = mac[:12], ad = topic ‖ header ‖ form ‖ mac,
-//	                         slot uvarint ‖ index uvarint ‖ sig 64 ‖ inner)
+//	  mac        16 bytes  the Poly1305 tag of the inner layer (the envelope's only tag)
+//	  outer      the rest  ChaCha20(OK, nonce = mac[:12], from block 1; no tag),
+//	                         of slot uvarint ‖ index uvarint ‖ sig 64 ‖ inner
 //	  where slot is the sender's position in the epoch's recipient list (the device ids
 //	  of its create or commit op, in that op's order, which is ascending), a minimal
 //	  uvarint below MaxBoxes; inner ‖ mac = senderkey Seal by sender's chain at index,
-//	  nonce = id[:12], ad = "fieldmesh/v6/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form,
+//	  nonce = id[:12], ad = "fieldmesh/v7/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form,
 //	  of the op's compact content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without
 //	  version, team, author, time or body length), and sig = the sender's Ed25519 signature
-//	  of the op's seal (crdt.SignedBytes: "fieldmesh/op/v3" ‖ team ‖ epoch tag ‖ sender's
-//	  full device id ‖ index ‖ op id); the index is a minimal uvarint of at most
-//	  senderkey.MaxIndex (the op's compact content + 99 bytes after the header while the
-//	  slot and the index are below 128; at most ChainOverhead, 104)
+//	  of the op's seal (crdt.SignedBytes: "fieldmesh/op/v4" ‖ team ‖ epoch tag ‖ sender's
+//	  full device id ‖ index ‖ op id ‖ inner hash), where the inner hash (crdt.Seal.Inner)
+//	  is the first 16 bytes of SHA-256("fieldmesh/v7/envelope/inner" ‖ topic ‖ header ‖
+//	  form ‖ mac ‖ inner); the index is a minimal uvarint of at most senderkey.MaxIndex
+//	  (the op's compact content + 83 bytes after the header while the slot and the index
+//	  are below 128; at most ChainOverhead, 88)
 //
 //	form 2, commit (create and commit ops; epoch = TagOf(own id): the epoch it starts):
 //	  count      uvarint   1..MaxBoxes (256): the number of recipient devices
 //	  boxes      count × 128 bytes: Noise_X_25519_ChaChaPoly_SHA256 messages of K
 //	             (epochkey.SealToEach: e 32 ‖ encrypted s 48 ‖ encrypted K 48), in the order
 //	             of the op's recipient list, with no recipient key in the clear;
-//	             prologue = "fieldmesh/v6/envelope/box" ‖ team id ‖ topic ‖ header
+//	             prologue = "fieldmesh/v7/envelope/box" ‖ team id ‖ topic ‖ header
 //	  outer      the rest  ChaCha20-Poly1305(OuterKey(K), nonce = id[:12],
 //	                         ad = topic ‖ header ‖ form ‖ count ‖ boxes, plaintext)
 //	  plaintext: sig 64 ‖ prior count uvarint (0..MaxPriorKeys) ‖ prior count × (tag 4 ‖ outer key 32),
 //	             tags strictly ascending, none the envelope's own ‖ the op with its seal (crdt.Op.Marshal)
-//	  sig: Ed25519 by the op's author over "fieldmesh/v6/envelope/commit" ‖ team id ‖ ad ‖ the
+//	  sig: Ed25519 by the op's author over "fieldmesh/v7/envelope/commit" ‖ team id ‖ ad ‖ the
 //	       prior-key list (count and entries); the op's own seal signs it at its own epoch,
 //	       index 0, so a joiner can check a commit op without opening its envelope
 //
@@ -78,28 +80,63 @@
 //
 // The associated data of every AEAD is the topic and every byte of the
 // envelope before it (the inner layer's also the team id; the box prologue
-// holds the topic, the header and the team id), so a box, an outer or an
-// inner ciphertext moved into another envelope, epoch, topic or team does
-// not open (tested for each). The inner nonce is the op id's
-// first 12 bytes, so a message key that seals two different ops (a sender
-// whose state was rolled back, or that equivocates on purpose) does so
-// under two nonces; the outer nonce of the chain form is the inner layer's
-// tag, unique per (message key, op). The commit form's outer key is fresh
-// for each commit, so its nonce needs no more than the op id.
+// holds the topic, the header and the team id), and the chain form's
+// signature covers the same through the inner hash (topic, header, form,
+// inner tag and inner ciphertext) with the team, epoch, sender, index and
+// op id, so a box, an outer or an inner ciphertext moved into another
+// envelope, epoch, topic or team does not open or verify (tested for
+// each). The inner nonce is the op id's first 12 bytes, so a message key
+// that seals two different ops (a sender whose state was rolled back, or
+// that equivocates on purpose) does so under two nonces. The outer nonce
+// of the chain form is the inner layer's tag: a keystream of the outer key
+// repeats only if two tags agree in 12 bytes (about 2^-96 a pair) or for
+// the same (message key, op), whose outer plaintext is the same bytes
+// (Ed25519 is deterministic). The outer stream starts at ChaCha20 block 1,
+// as ChaCha20-Poly1305 does; the commit form's outer layer uses the same
+// outer key with the nonce id[:12] of its own op (a collision with an
+// inner tag is again 2^-96). The commit form's outer key is fresh for each
+// commit, so its nonce needs no more than the op id.
+//
+// One AEAD tag (version 7). Until version 6 the chain form's outer layer
+// was ChaCha20-Poly1305 with its own 16-byte tag, because the signature
+// covered only (team, epoch, sender, index, op id): a member or a relay
+// could change the inner ciphertext, and a device holding only the outer
+// key would have kept and passed on the broken envelope. Now the signature
+// also covers the inner hash, so the outer layer needs no tag: whoever
+// holds the outer key and the epoch's list checks every byte of the
+// envelope by one Ed25519 verification it did anyway. The op's seal keeps
+// the inner hash (crdt.Seal.Inner, 16 bytes in the stored op, never on the
+// wire: it is recomputed from the envelope), so a stored op re-verifies
+// without its envelope (crdt.Op.Verify), and an equivocation evidence
+// carries the inner hash of each seal (crdt.Evidence). Who refuses a
+// changed byte of a chain envelope (TestTamperEveryByte): the version byte,
+// anyone (Unmarshal); the form byte, anyone; every other byte, anyone
+// holding the epoch's outer key and recipient list, as ErrBadSeal, before
+// any chain key is used. A relay holds no key and checks nothing, as
+// before. What this costs: without the list (an epoch held by its outer
+// key only, its commit not yet met) nothing authenticates the outer layer,
+// and a wrong outer key reads garbage instead of failing a tag; such an
+// envelope is held as one of an unknown epoch (ErrNoList), never passed
+// on, and checked once the list is known. A device cannot tell an envelope
+// of another epoch of the same tag from a forged one: sync/teamkeys
+// refuses it if it holds an epoch of the tag with its chains (an honest
+// peer of that epoch checks the signature) and holds it as of an unknown
+// epoch otherwise.
 //
 // What the layers check. [OpenChain] (outer layer of the chain form; what a
 // device holding only the outer key can check) takes the epoch's
 // recipient list from the caller, names the sender by the outer layer's
 // slot in it, and verifies the sender's signature of (team, epoch, sender
-// device id, index, op id): a member cannot re-seal another sender's
-// genuine op at another index, another slot or in another epoch, nor
-// claim another member's slot (it has no such signature; a slot past the
-// list is refused too), and two different ops signed for one position are
+// device id, index, op id, inner hash): a member cannot re-seal another
+// sender's genuine op at another index, another slot or in another epoch,
+// nor put another inner ciphertext under its signature, nor claim another
+// member's slot (it has no such signature; a slot past the list is refused
+// too), and two different ops signed for one position are
 // proof that their sender equivocated (crdt.Evidence), as before: the
 // signature and the op's seal hold the full device id, not the slot. The
 // slot only says whose key to verify with, so a wrong list can only make
 // the signature fail. Without the list (ErrNoList, after the outer layer
-// opened) the caller holds the envelope until it has the epoch's create or
+// was decrypted; nothing is authenticated yet) the caller holds the envelope until it has the epoch's create or
 // commit op: see "Sender slots" below. [Chain.Peek] opens the inner layer without consuming the
 // message key (so the op can be judged first) and checks that the op
 // decodes, hashes to the header's id, has its time and team, is not a
@@ -151,34 +188,39 @@
 // (an op with the id of someone else's op) stays at about 2^128. See
 // crdt.Op.ID.
 //
-// What version 6 does not shorten (yet), and why:
-//   - Both AEAD tags stay. Without the outer tag (the outer layer a plain
-//     stream cipher) the signature would still authenticate sender, index
-//     and op id, but the inner ciphertext would be checked only by devices
-//     that hold the sender's chain: a relay could corrupt envelopes that
-//     members holding only the outer key would then carry and pass on as
-//     genuine. Signing the inner tag does not help (a relay can change the
-//     inner ciphertext and keep the tag, and only a chain holder can tell);
-//     the signature would have to cover the inner ciphertext itself (or its
-//     hash), and then the op's seal, which the log keeps and checks without
-//     the envelope (Op.Verify, equivocation evidence), would have to carry
-//     that hash: 16 bytes a stored op and a new evidence body, for 16 bytes
-//     on the wire. Not done; 16 bytes a message buy that check meanwhile.
-//   - The time stays 8 bytes. Relays reconcile by (time, id), so the time
-//     must be in the clear and absolute; a uvarint of the milliseconds
-//     since a fixed date and of the counter would take 6 or 7 bytes today,
-//     1 or 2 bytes less, at the cost of a variable-length header.
-//   - The commit form keeps the op's full encoding (crdt.Op.Marshal):
-//     commits are rare, and their boxes dominate their size.
+// What version 7 does not shorten (yet), and why:
+//   - The time stays 8 bytes. Relays and carriers reconcile by (time, id)
+//     and hold no key, so the time must be in the clear and absolute: a
+//     delta from something both sides know (the epoch's commit time) is
+//     unknown to a relay. A uvarint of the milliseconds since a fixed date
+//     (2^35 ms is about 13 months, so 6 bytes from the second year on) and
+//     one of the counter (1 byte, usually) would take 7 bytes: 1 byte less,
+//     for a variable-length header that every relay, store key and
+//     reconciliation range would have to parse. Not done.
+//   - The op id stays in the header. The signature covers it, and a device
+//     holding only the outer key verifies the signature without opening
+//     the inner layer, so it must read the id in the envelope; relays,
+//     carriers and reconciliation key by it. An envelope hash could key
+//     reconciliation instead, but only if every path kept one envelope per
+//     op: an op sealed twice (a rollback) gives two envelopes, so ids
+//     would have to be recovered after opening, and outer-key holders
+//     could no longer verify. Not done.
+//   - The commit form keeps the op's full encoding (crdt.Op.Marshal, with
+//     its 16-byte zero inner hash): commits are rare, and their boxes
+//     dominate their size.
 //
 // Where the bytes of the size table's goal cell go (a 37-byte text with a
-// patient reference and one parent, slot and index below 128: 199 bytes,
+// patient reference and one parent, slot and index below 128: 183 bytes,
 // goal 160): header 29 (version 1, epoch tag 4, id 16, time 8), form 1,
-// inner tag 16, slot 1, index 1, signature 64, outer tag 16, and the op's
-// compact content 71 (kind 1, parent count 1, parent 16, message body 53:
-// the text 37, the patient reference 11, and 5 bytes of lengths, priority
-// and flags). One tag fewer would bring it to 183; the signature (64
-// bytes) is most of what remains above the goal.
+// inner tag 16, slot 1, index 1, signature 64, and the op's compact content
+// 71 (kind 1, parent count 1, parent 16, message body 53: the text 37, the
+// patient reference 11, and 5 bytes of lengths, priority and flags). The
+// overhead is 112 bytes, of which the signature is 64 and the two 16-byte
+// ids (op id and parent) 32: the goal would need one of them to go. One
+// gossip copy adds 24 bytes (207 B a hop, goal 200): pubsub's framing of
+// the publish (field tag and a 2-byte length, 3), of the data (3), and the
+// topic name (field tag, length, and 16 characters, "fm7/" and 12
+// base64url characters of 9 bytes of the topic: 18).
 //
 // Visible to relays and eavesdroppers: the topic it travels in (the gossip
 // topic name, or the session's), the header (epoch tag, id, time); the form (so which envelopes are creates and commits, also
@@ -192,11 +234,13 @@
 // state change.
 //
 // Test-only build tag fieldmesh_noseal: no normal build has it (go build,
-// go test and the release never set it). With it, both layers carry their
-// plaintext and the 16 bytes "fieldmesh-noseal" in place of each tag, so a
+// go test and the release never set it). With it, every layer carries its
+// plaintext, with the 16 bytes "fieldmesh-noseal" in place of each tag (the
+// chain form's outer layer has none: it is plaintext as it is), so a
 // chaos-control run can check that its detector finds plaintext on the
 // wire; the layout and sizes do not change, and a normal build cannot open
-// such an envelope (ErrOpen; tested against testdata/noseal.golden). Boxes
+// such an envelope (ErrBadSeal for the chain form, ErrOpen for the commit
+// form; tested against testdata/noseal.golden). Boxes
 // stay sealed, and sender and receiver chains advance as in a normal build. [NoSeal] says whether the build
 // has the tag; a program that finds it true outside a test should refuse
 // to run.

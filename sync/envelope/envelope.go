@@ -29,9 +29,10 @@ const (
 	// ChainOverhead is the most that the chain form adds to the op's
 	// compact content (crdt.Op.MarshalCompact) after the header: form, inner
 	// tag, sender slot (a uvarint of 1 or 2 bytes: below MaxBoxes), index (a
-	// uvarint of 1 to 5 bytes), the author's signature, outer tag. A slot
-	// and an index below 128 take 1 byte each, so 99.
-	ChainOverhead = 1 + macSize + maxSlotSize + binary.MaxVarintLen32 + sigSize + seal.Overhead // 104
+	// uvarint of 1 to 5 bytes), the author's signature. The outer layer has
+	// no Poly1305 tag (version 7: the signature covers it). A slot and an index
+	// below 128 take 1 byte each, so 83.
+	ChainOverhead = 1 + macSize + maxSlotSize + binary.MaxVarintLen32 + sigSize // 88
 	// BoxSize is one box of the commit form: a Noise X message of a 32-byte
 	// epoch key (epochkey.SealToEach).
 	BoxSize = epochkey.BoxSize // 128
@@ -40,7 +41,7 @@ const (
 	// MaxPriorKeys is the most prior outer keys a commit carries (count).
 	MaxPriorKeys = 512
 
-	version = 6
+	version = 7
 	// maxSlotSize is the longest uvarint of a sender slot (below MaxBoxes).
 	maxSlotSize = 2
 	// boundSize is the length of the bound header (appendBound): the
@@ -87,7 +88,7 @@ func (f Form) String() string {
 var (
 	ErrTooLarge = errors.New("envelope: too large")
 	ErrShort    = errors.New("envelope: too short")
-	// ErrVersion: an unknown version byte, including the versions before 6,
+	// ErrVersion: an unknown version byte, including the versions before 7,
 	// which are no longer accepted.
 	ErrVersion = errors.New("envelope: unknown version")
 	// ErrMalformed: the bytes after the header are not a valid form.
@@ -102,9 +103,11 @@ var (
 	// envelope (op id, time, team, author, kind, signatures).
 	ErrBadOp = errors.New("envelope: sealed op does not match the envelope")
 	// ErrBadSeal: the author's signature in the outer layer of a chain-form
-	// envelope does not verify, or the outer layer opens but does not hold
-	// a sender, an index and a signature. Anyone who holds the epoch's outer key can
-	// check it, so an honest device never passes such an envelope on.
+	// envelope does not verify (it covers every byte of the envelope, so
+	// this is also what any change to a chain-form envelope gives), or the
+	// outer layer does not hold a sender, an index and a signature. Anyone
+	// who holds the epoch's outer key can check it, so an honest device
+	// never passes such an envelope on.
 	ErrBadSeal = errors.New("envelope: the author's signature does not verify")
 	// ErrNoList: the outer layer of a chain-form envelope opened, but the
 	// caller gave no recipient list of its epoch, so its sender (a slot in
@@ -209,7 +212,7 @@ func Unmarshal(topic Topic, b []byte) (*Envelope, error) {
 	case len(b) < HeaderSize+1:
 		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
 	case b[0] >= 1 && b[0] < version:
-		return nil, fmt.Errorf("%w: version %d (before sender slots) is no longer accepted", ErrVersion, b[0])
+		return nil, fmt.Errorf("%w: version %d (before the one-tag chain form) is no longer accepted", ErrVersion, b[0])
 	case b[0] != version:
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}

@@ -226,8 +226,8 @@ func (f *fixture) checkNoSecrets(t *testing.T, what string, b []byte) {
 func TestChainRoundtrip(t *testing.T) {
 	skipNoSeal(t)
 	f := newFixture(t)
-	if ChainOverhead != 104 {
-		t.Errorf("ChainOverhead = %d; want 104 (form, inner tag, sender slot of at most 2, index of at most 5, signature, outer tag)", ChainOverhead)
+	if ChainOverhead != 88 {
+		t.Errorf("ChainOverhead = %d; want 88 (form, inner tag, sender slot of at most 2, index of at most 5, signature; no outer tag)", ChainOverhead)
 	}
 	for i, op := range []*crdt.Op{f.msgA, f.msgB} {
 		index := uint32(5 * i)
@@ -475,7 +475,9 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"version 4 commit", with(commit, 0, 4), ErrVersion},
 		{"version 5", with(chain, 0, 5), ErrVersion},
 		{"version 5 commit", with(commit, 0, 5), ErrVersion},
-		{"version 7", with(chain, 0, 7), ErrVersion},
+		{"version 6", with(chain, 0, 6), ErrVersion},
+		{"version 6 commit", with(commit, 0, 6), ErrVersion},
+		{"version 8", with(chain, 0, 8), ErrVersion},
 		{"version 255", with(chain, 0, 255), ErrVersion},
 		{"form 0", with(chain, HeaderSize, 0), ErrMalformed},
 		{"form 3", with(chain, HeaderSize, 3), ErrMalformed},
@@ -503,7 +505,7 @@ func TestUnmarshalErrors(t *testing.T) {
 			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, e, err, tt.want)
 		}
 	}
-	for _, v := range []byte{1, 2, 3, 4, 5} {
+	for _, v := range []byte{1, 2, 3, 4, 5, 6} {
 		if _, err := Unmarshal(TopicOf(f.team), with(chain, 0, v)); err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", v)) {
 			t.Errorf("version %d: got %v; want an error that names version %d", v, err, v)
 		}
@@ -514,8 +516,8 @@ func TestUnmarshalErrors(t *testing.T) {
 	if err != nil {
 		t.Fatalf("MaxSize: got %v; want nil", err)
 	}
-	if _, err := OpenChain(e, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrOpen) {
-		t.Errorf("MaxSize OpenChain: got %v; want ErrOpen", err)
+	if _, err := OpenChain(e, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+		t.Errorf("MaxSize OpenChain: got %v; want ErrBadSeal", err)
 	}
 	// Unmarshal does not alias its input.
 	b := bytes.Clone(chain)
@@ -575,9 +577,9 @@ func TestSealCommitErrors(t *testing.T) {
 	unsealed := f.commit.Clone()
 	unsealed.Seal = crdt.Seal{}
 	atIndex1 := f.commit.Clone()
-	atIndex1.Sign(f.alice, f.tag2(), 1)
+	atIndex1.Sign(f.alice, f.tag2(), 1, crdt.InnerHash{})
 	otherEpoch := f.commit.Clone()
-	otherEpoch.Sign(f.alice, f.tag1(), 0)
+	otherEpoch.Sign(f.alice, f.tag1(), 0, crdt.InnerHash{})
 	weak := slices.Clone(to)
 	weak[1] = identity.NoisePublic{} // all zeros: of small order
 	for _, tt := range []struct {

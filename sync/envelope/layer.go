@@ -12,7 +12,16 @@ import (
 // program that finds it true outside a test should refuse to run.
 const NoSeal = false
 
-// outerSeal is the outer layer: ChaCha20-Poly1305 under the epoch's outer key.
+// outerStream is the outer layer of the chain form: ChaCha20 under the
+// epoch's outer key, no Poly1305 tag (the sender's signature covers every byte). It
+// returns a new slice.
+func outerStream(key seal.EpochKey, nonce [seal.NonceSize]byte, b []byte) []byte {
+	out := make([]byte, len(b))
+	seal.Stream(key, nonce, out, b)
+	return out
+}
+
+// outerSeal is the outer layer of the commit form: ChaCha20-Poly1305 under the epoch's outer key.
 func outerSeal(key seal.EpochKey, nonce [seal.NonceSize]byte, ad, pt []byte) []byte {
 	return seal.Seal(key, nonce, ad, pt)
 }

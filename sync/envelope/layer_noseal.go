@@ -10,9 +10,9 @@ import (
 )
 
 // This file exists only in builds with the test-only tag fieldmesh_noseal,
-// which no normal build (go build, go install, the release) has: both
-// layers carry their plaintext followed by the 16 bytes "fieldmesh-noseal"
-// where the Poly1305 tag would be, so the wire layout and sizes stay those
+// which no normal build (go build, go install, the release) has: every
+// layer carries its plaintext, followed by the 16 bytes "fieldmesh-noseal"
+// where a Poly1305 tag would be (the chain form's outer layer has none), so the wire layout and sizes stay those
 // of a normal build and a control run can find plaintext on the wire. A
 // normal build's AEAD refuses such envelopes (ErrOpen). The boxes are still
 // sealed, and the sender and receiver chains advance as in a normal build
@@ -27,6 +27,12 @@ func init() {
 	if len(noSealMark) != seal.Overhead || seal.Overhead != senderkey.Overhead {
 		panic("envelope: the noseal mark must be as long as a tag")
 	}
+}
+
+// outerStream carries its plaintext: the chain form's outer layer has no
+// tag to mark, and the layout does not change.
+func outerStream(_ seal.EpochKey, _ [seal.NonceSize]byte, b []byte) []byte {
+	return bytes.Clone(b)
 }
 
 func outerSeal(_ seal.EpochKey, _ [seal.NonceSize]byte, _, pt []byte) []byte {

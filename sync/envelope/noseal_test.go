@@ -56,7 +56,7 @@ func TestNoSeal(t *testing.T) {
 	x := *e
 	x.Ciphertext = bytes.Clone(e.Ciphertext)
 	x.Ciphertext[len(x.Ciphertext)-1] ^= 1
-	if _, err := OpenChain(&x, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrOpen) {
-		t.Errorf("without the noseal mark: got %v; want ErrOpen", err)
+	if _, err := OpenChain(&x, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+		t.Errorf("without the noseal mark: got %v; want ErrBadSeal (the signature covers the inner layer)", err)
 	}
 }

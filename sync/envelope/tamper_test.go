@@ -44,7 +44,10 @@ func isAny(err error, want []error) bool {
 
 // TestTamperEveryByte changes each byte of an envelope of each form in
 // turn (three ways), truncates and extends it, and checks that every result
-// is refused with the error of the part it changed.
+// is refused with the error of the part it changed. Who refuses: for the
+// chain form, anyone holding the epoch's outer key and list, by the
+// sender's signature (OpenChain, ErrBadSeal), before any chain key is
+// touched; for the commit form, a recipient (OpenBox, OpenCommit).
 func TestTamperEveryByte(t *testing.T) {
 	skipNoSeal(t)
 	f := newFixture(t)
@@ -64,17 +67,19 @@ func TestTamperEveryByte(t *testing.T) {
 			e:    chain,
 			open: func(e *Envelope) error { _, err := f.openChain(e); return err },
 			regions: []region{
+				// The outer layer has no tag: every byte is refused by the
+				// sender's signature, which whoever holds the outer key checks.
 				{"version", 0, 1, []error{ErrVersion}},
-				{"epoch, id, time", 1, HeaderSize, []error{ErrOpen}},
+				{"epoch, id, time", 1, HeaderSize, []error{ErrBadSeal}},
 				{"form", HeaderSize, HeaderSize + 1, []error{ErrMalformed}},
-				{"inner tag", HeaderSize + 1, HeaderSize + 1 + macSize, []error{ErrOpen}},
-				{"outer layer", HeaderSize + 1 + macSize, chain.Size(), []error{ErrOpen}},
+				{"inner tag (the outer nonce)", HeaderSize + 1, HeaderSize + 1 + macSize, []error{ErrBadSeal}},
+				{"outer layer", HeaderSize + 1 + macSize, chain.Size(), []error{ErrBadSeal}},
 			},
 			cut: func(n int) error {
 				if n < minChain {
 					return ErrShort
 				}
-				return ErrOpen
+				return ErrBadSeal
 			},
 		},
 		{
@@ -133,31 +138,37 @@ func TestTamperEveryByte(t *testing.T) {
 				t.Fatalf("%s: cut to %d bytes: got %v; want %v", tt.name, n, err, tt.cut(n))
 			}
 		}
-		if err := try(append(bytes.Clone(b), 0)); !errors.Is(err, ErrOpen) {
-			t.Fatalf("%s: extended: got %v; want ErrOpen", tt.name, err)
+		if err := try(append(bytes.Clone(b), 0)); !errors.Is(err, tt.cut(len(b))) {
+			t.Fatalf("%s: extended: got %v; want %v", tt.name, err, tt.cut(len(b)))
 		}
 	}
 }
 
 // sealedAt returns dev's signature of op id at (tag, index) in the
-// fixture's team, as sender (crdt.SignedBytes; dev may sign for another
+// fixture's team, as sender, with the inner hash of inner (inner body ‖
+// mac) under e's header (crdt.SignedBytes; dev may sign for another
 // sender, which is a forgery).
-func (f *fixture) sealedAt(dev *identity.Device, tag uint32, sender identity.DeviceID, index uint32, id crdt.OpID) []byte {
-	return dev.Sign(crdt.SignedBytes(f.team, tag, sender, index, id))
+func (f *fixture) sealedAt(dev *identity.Device, tag uint32, sender identity.DeviceID, index uint32, id crdt.OpID, e *Envelope, inner []byte) []byte {
+	return dev.Sign(crdt.SignedBytes(f.team, tag, sender, index, id, innerHashOf(e, inner)))
+}
+
+// innerHashOf is the inner hash (innerHash) of inner (inner body ‖ mac)
+// under e's topic and header.
+func innerHashOf(e *Envelope, inner []byte) crdt.InnerHash {
+	body, mac := inner[:len(inner)-macSize], inner[len(inner)-macSize:]
+	return innerHash(append(e.appendBound(nil), byte(FormChain)), mac, body)
 }
 
 // wrapChain builds a chain-form envelope with e's header around the given
 // outer plaintext fields (sender, index, signature) and inner layer (inner
-// body ‖ mac), sealed under outer: what a device holding the outer key can
-// do.
+// body ‖ mac), encrypted under outer: what a device holding the outer key
+// can do.
 func wrapChain(e *Envelope, outer seal.EpochKey, slot int, index uint32, sig, inner []byte) *Envelope {
 	body, mac := inner[:len(inner)-macSize], inner[len(inner)-macSize:]
-	ad := append(e.appendBound(nil), byte(FormChain))
-	ad = append(ad, mac...)
 	plain := binary.AppendUvarint(binary.AppendUvarint(nil, uint64(slot)), uint64(index))
 	plain = append(append(plain, sig...), body...)
 	c := *e
-	c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), ad, plain)...)
+	c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerStream(outer, [seal.NonceSize]byte(mac), plain)...)
 	return &c
 }
 
@@ -201,31 +212,39 @@ func TestTamperLayers(t *testing.T) {
 			t.Fatalf("signature byte %d: got %v; want ErrBadSeal", i, err)
 		}
 	}
+	// A changed inner layer under the genuine signature is refused by the
+	// outer key alone (version 7: the signature covers the inner layer's
+	// hash); before that, only a holder of the sender's chain could tell.
 	r := senderkey.NewReceiver(f.k2, c.Sender)
-	before, _ := r.MarshalBinary()
 	for i := range c.inner {
-		tc, err := OpenChain(wrapChain(e, outer, c.Slot, c.Index, c.Sig, flip(c.inner, i)), outer, f.team, f.list())
-		if err != nil {
-			t.Fatalf("inner byte %d: OpenChain: %v; want the outer layer to open", i, err)
-		}
-		if op, err := tc.Open(r); !errors.Is(err, ErrOpen) || !errors.Is(err, senderkey.ErrOpen) || op != nil {
-			t.Fatalf("inner byte %d: got %v, %v; want nil, ErrOpen (senderkey.ErrOpen)", i, op, err)
+		if _, err := OpenChain(wrapChain(e, outer, c.Slot, c.Index, c.Sig, flip(c.inner, i)), outer, f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+			t.Fatalf("inner byte %d: OpenChain got %v; want ErrBadSeal", i, err)
 		}
 	}
+	// The sender's own signature over a broken inner layer passes the outer
+	// check; the chain holder refuses it (ErrOpen) without spending the key.
+	broken := flip(c.inner, 0)
+	bc, err := OpenChain(wrapChain(e, outer, c.Slot, c.Index, f.sealedAt(f.alice, f.tag2(), c.Sender, c.Index, e.ID, e, broken), broken), outer, f.team, f.list())
+	if err != nil {
+		t.Fatalf("the sender's signature of a broken inner layer: OpenChain: %v", err)
+	}
+	before, _ := r.MarshalBinary()
+	if op, err := bc.Open(r); !errors.Is(err, ErrOpen) || !errors.Is(err, senderkey.ErrOpen) || op != nil {
+		t.Fatalf("a broken inner layer signed by its sender: got %v, %v; want nil, ErrOpen (senderkey.ErrOpen)", op, err)
+	}
 	if after, _ := r.MarshalBinary(); !bytes.Equal(before, after) {
-		t.Errorf("refused inner layers changed the receiver state")
+		t.Errorf("a refused inner layer changed the receiver state")
 	}
 	if op, err := c.Open(r); err != nil || op.ID() != sealed.ID() {
 		t.Errorf("the genuine envelope after the tampered ones: got %v; want the op", err)
 	}
 	// An outer layer too short for sender, index and signature is refused
-	// by the layout check; one that opens but does not hold them, or holds
-	// an index out of range, is ErrBadSeal.
-	ad := append(e.appendBound(nil), byte(FormChain))
+	// by the layout check; one that does not hold them, or holds an index
+	// out of range, is ErrBadSeal.
 	mac := e.Ciphertext[1 : 1+macSize]
 	rewrap := func(plain []byte) *Envelope {
 		c := *e
-		c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerSeal(outer, [seal.NonceSize]byte(mac), append(bytes.Clone(ad), mac...), plain)...)
+		c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerStream(outer, [seal.NonceSize]byte(mac), plain)...)
 		return &c
 	}
 	if _, err := OpenChain(rewrap(make([]byte, 1+1+sigSize-1)), outer, f.team, f.list()); !errors.Is(err, ErrShort) {
@@ -304,20 +323,25 @@ func TestBadSeal(t *testing.T) {
 	}
 	other, _ := crdt.NewTeamID(detRand(0x7f))
 	alice := f.alice.ID()
+	h := innerHashOf(e, c.inner)
+	at := func(dev *identity.Device, tag uint32, sender identity.DeviceID, index uint32, id crdt.OpID) []byte {
+		return f.sealedAt(dev, tag, sender, index, id, e, c.inner)
+	}
 	for _, tt := range []struct {
 		name   string
 		sender identity.DeviceID
 		sig    []byte
 		want   error
 	}{
-		{"genuine", alice, f.sealedAt(f.alice, f.tag2(), alice, 0, f.msgA.ID()), nil},
-		{"signed by a member for the sender", alice, f.sealedAt(f.bob, f.tag2(), alice, 0, f.msgA.ID()), ErrBadSeal},
-		{"claimed by a member", f.bob.ID(), f.sealedAt(f.bob, f.tag2(), f.bob.ID(), 0, f.msgA.ID()), ErrBadSeal}, // the sig verifies; the inner layer is alice's
-		{"signed at another index", alice, f.sealedAt(f.alice, f.tag2(), alice, 1, f.msgA.ID()), ErrBadSeal},
-		{"signed in another epoch", alice, f.sealedAt(f.alice, f.tag1(), alice, 0, f.msgA.ID()), ErrBadSeal},
-		{"signed for another op", alice, f.sealedAt(f.alice, f.tag2(), alice, 0, f.msgB.ID()), ErrBadSeal},
-		{"signed in another team", alice, f.alice.Sign(crdt.SignedBytes(other, f.tag2(), alice, 0, f.msgA.ID())), ErrBadSeal},
-		{"signed under another domain", alice, f.alice.Sign(append([]byte("fieldmesh/op/v1"), crdt.SignedBytes(f.team, f.tag2(), alice, 0, f.msgA.ID())[len("fieldmesh/op/v2"):]...)), ErrBadSeal},
+		{"genuine", alice, at(f.alice, f.tag2(), alice, 0, f.msgA.ID()), nil},
+		{"signed by a member for the sender", alice, at(f.bob, f.tag2(), alice, 0, f.msgA.ID()), ErrBadSeal},
+		{"claimed by a member", f.bob.ID(), at(f.bob, f.tag2(), f.bob.ID(), 0, f.msgA.ID()), ErrBadSeal}, // the sig verifies; the inner layer is alice's
+		{"signed at another index", alice, at(f.alice, f.tag2(), alice, 1, f.msgA.ID()), ErrBadSeal},
+		{"signed in another epoch", alice, at(f.alice, f.tag1(), alice, 0, f.msgA.ID()), ErrBadSeal},
+		{"signed for another op", alice, at(f.alice, f.tag2(), alice, 0, f.msgB.ID()), ErrBadSeal},
+		{"signed for another inner layer", alice, f.alice.Sign(crdt.SignedBytes(f.team, f.tag2(), alice, 0, f.msgA.ID(), crdt.InnerHash{1})), ErrBadSeal},
+		{"signed in another team", alice, f.alice.Sign(crdt.SignedBytes(other, f.tag2(), alice, 0, f.msgA.ID(), h)), ErrBadSeal},
+		{"signed under another domain", alice, f.alice.Sign(append([]byte("fieldmesh/op/v3"), crdt.SignedBytes(f.team, f.tag2(), alice, 0, f.msgA.ID(), h)[len("fieldmesh/op/v4"):]...)), ErrBadSeal},
 		{"zero signature", alice, make([]byte, sigSize), ErrBadSeal},
 	} {
 		got, err := OpenChain(wrapChain(e, OuterKey(f.k2), f.boxOf(f.device(t, tt.sender)), 0, tt.sig, c.inner), OuterKey(f.k2), f.team, f.list())
@@ -365,7 +389,7 @@ func TestEquivocation(t *testing.T) {
 	if ca.Sender != cb.Sender || ca.Index != cb.Index || ca.Seal().Epoch != cb.Seal().Epoch {
 		t.Fatalf("want one position: %v/%d and %v/%d", ca.Sender.Short(), ca.Index, cb.Sender.Short(), cb.Index)
 	}
-	ev := crdt.NewEvidence(ca.Sender, ca.Seal().Epoch, ca.Index, crdt.SealedID{ID: ea.ID, Sig: ca.Sig}, crdt.SealedID{ID: eb.ID, Sig: cb.Sig})
+	ev := crdt.NewEvidence(ca.Sender, ca.Seal().Epoch, ca.Index, crdt.SealedOf(ea.ID, ca.Seal()), crdt.SealedOf(eb.ID, cb.Seal()))
 	if !ev.Verify(f.team) {
 		t.Errorf("the two seals are not evidence of equivocation")
 	}
@@ -445,25 +469,25 @@ func TestMoved(t *testing.T) {
 	chainA, _ := f.sealChain(t, f.msgA, 0)
 	chainB, _ := f.sealChain(t, f.msgB, 0)
 	t.Run("chain outer layer into another envelope", func(t *testing.T) {
-		if _, err := OpenChain(withCT(chainB, chainA.Ciphertext), OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrOpen) {
-			t.Errorf("got %v; want ErrOpen", err)
+		if _, err := OpenChain(withCT(chainB, chainA.Ciphertext), OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+			t.Errorf("got %v; want ErrBadSeal", err)
 		}
 	})
 	t.Run("chain envelope into another epoch", func(t *testing.T) {
 		c := *chainA
 		c.Epoch = f.tag1()
-		if _, err := OpenChain(&c, OuterKey(f.k1), f.team, f.list()); !errors.Is(err, ErrOpen) {
-			t.Errorf("other epoch's key: got %v; want ErrOpen", err)
+		if _, err := OpenChain(&c, OuterKey(f.k1), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+			t.Errorf("other epoch's key: got %v; want ErrBadSeal", err)
 		}
-		if _, err := OpenChain(&c, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrOpen) {
-			t.Errorf("tag changed, right key: got %v; want ErrOpen", err)
+		if _, err := OpenChain(&c, OuterKey(f.k2), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+			t.Errorf("tag changed, right key: got %v; want ErrBadSeal", err)
 		}
 	})
 	t.Run("chain envelope into another team or topic", func(t *testing.T) {
 		c := *chainA
 		c.Topic = TopicOf(otherTeam)
-		if _, err := OpenChain(&c, OuterKey(f.k2), otherTeam, f.list()); !errors.Is(err, ErrOpen) {
-			t.Errorf("other topic: got %v; want ErrOpen", err)
+		if _, err := OpenChain(&c, OuterKey(f.k2), otherTeam, f.list()); !errors.Is(err, ErrBadSeal) {
+			t.Errorf("other topic: got %v; want ErrBadSeal", err)
 		}
 		if _, err := OpenChain(chainA, OuterKey(f.k2), otherTeam, f.list()); !errors.Is(err, ErrWrongTopic) {
 			t.Errorf("other team: got %v; want ErrWrongTopic", err)
@@ -482,7 +506,7 @@ func TestMoved(t *testing.T) {
 		}
 		// Even with the sender's own signature of B's id at that position
 		// (she equivocates), A's inner layer does not open under B's header.
-		sig := f.sealedAt(f.alice, f.tag2(), ca.Sender, ca.Index, chainB.ID)
+		sig := f.sealedAt(f.alice, f.tag2(), ca.Sender, ca.Index, chainB.ID, chainB, ca.inner)
 		cf, err := OpenChain(wrapChain(chainB, OuterKey(f.k2), ca.Slot, ca.Index, sig, ca.inner), OuterKey(f.k2), f.team, f.list())
 		if err != nil {
 			t.Fatalf("the re-wrapped outer layer with a valid seal: %v", err)
@@ -516,7 +540,7 @@ func (h hand) chain(t *testing.T, sender *identity.Device, pt []byte) *Envelope 
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig := h.f.sealedAt(sender, e.Epoch, sender.ID(), 0, e.ID)
+	sig := h.f.sealedAt(sender, e.Epoch, sender.ID(), 0, e.ID, &e, ct)
 	return wrapChain(&e, OuterKey(h.f.k2), h.f.boxOf(sender), 0, sig, ct)
 }
 
@@ -597,8 +621,8 @@ func TestOpenErrors(t *testing.T) {
 	if _, _, err := OpenBox(good, f.bob, f.team); !errors.Is(err, ErrMalformed) {
 		t.Errorf("OpenBox of a chain: got %v; want ErrMalformed", err)
 	}
-	if _, err := OpenChain(good, OuterKey(f.k1), f.team, f.list()); !errors.Is(err, ErrOpen) {
-		t.Errorf("wrong outer key: got %v; want ErrOpen", err)
+	if _, err := OpenChain(good, OuterKey(f.k1), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+		t.Errorf("wrong outer key: got %v; want ErrBadSeal", err)
 	}
 	if _, _, err := OpenCommit(f.commitE, OuterKey(f.k1), f.team); !errors.Is(err, ErrOpen) {
 		t.Errorf("commit, wrong outer key: got %v; want ErrOpen", err)
@@ -617,12 +641,12 @@ func TestOpenErrors(t *testing.T) {
 	}
 	resealed := func(mut func(*crdt.Op)) *crdt.Op { c := f.commit.Clone(); mut(c); return c }
 	badSig := resealed(func(o *crdt.Op) { o.Seal.Sig[5] ^= 1 })
-	atIndex1 := resealed(func(o *crdt.Op) { o.Sign(f.alice, f.tag2(), 1) })
-	atOtherEpoch := resealed(func(o *crdt.Op) { o.Sign(f.alice, f.tag1(), 0) })
+	atIndex1 := resealed(func(o *crdt.Op) { o.Sign(f.alice, f.tag2(), 1, crdt.InnerHash{}) })
+	atOtherEpoch := resealed(func(o *crdt.Op) { o.Sign(f.alice, f.tag1(), 0, crdt.InnerHash{}) })
 	commitHdr := hdrOf(f.commit)
 	msgHdr := hdrOf(f.msgA)
 	sealedMsg := f.msgA.Clone()
-	sealedMsg.Sign(f.alice, crdt.TagOf(f.msgA.ID()), 0)
+	sealedMsg.Sign(f.alice, crdt.TagOf(f.msgA.ID()), 0, crdt.InnerHash{})
 	commitCases := []struct {
 		name string
 		e    *Envelope
@@ -695,7 +719,7 @@ func TestSenderSlot(t *testing.T) {
 	// bob signs alice's op's position under his own id, at his own slot:
 	// the signature verifies (it is his), the inner layer is alice's and
 	// does not open in his chain.
-	own := f.sealedAt(f.bob, f.tag2(), f.bob.ID(), 0, f.msgA.ID())
+	own := f.sealedAt(f.bob, f.tag2(), f.bob.ID(), 0, f.msgA.ID(), e, c.inner)
 	if got, err := OpenChain(wrapChain(e, outer, bob, 0, own, c.inner), outer, f.team, f.list()); err != nil || got.Sender != f.bob.ID() {
 		t.Fatalf("bob at his own slot: got %v; want bob as the sender", err)
 	} else if op, err := got.Open(senderkey.NewReceiver(f.k2, f.bob.ID())); !errors.Is(err, ErrOpen) || op != nil {
@@ -708,7 +732,7 @@ func TestSenderSlot(t *testing.T) {
 		list []identity.DeviceID
 	}{
 		{"a member claims alice's slot with his signature", c.Slot, own, f.list()},
-		{"a member claims alice's slot with a signature over alice's id", c.Slot, f.sealedAt(f.bob, f.tag2(), f.alice.ID(), 0, f.msgA.ID()), f.list()},
+		{"a member claims alice's slot with a signature over alice's id", c.Slot, f.sealedAt(f.bob, f.tag2(), f.alice.ID(), 0, f.msgA.ID(), e, c.inner), f.list()},
 		{"alice's seal re-sealed at bob's slot", bob, c.Sig, f.list()},
 		{"alice's seal at the slot past the list", len(f.recipients), c.Sig, f.list()},
 		{"alice's seal at the last slot", MaxBoxes - 1, c.Sig, f.list()},
@@ -724,7 +748,51 @@ func TestSenderSlot(t *testing.T) {
 	if got, err := OpenChain(e, outer, f.team, nil); !errors.Is(err, ErrNoList) || got != nil {
 		t.Errorf("no list: got %v, %v; want nil, ErrNoList", got, err)
 	}
-	if _, err := OpenChain(e, OuterKey(f.k1), f.team, nil); !errors.Is(err, ErrOpen) {
-		t.Errorf("no list, wrong outer key: got %v; want ErrOpen (the outer layer is checked first)", err)
+	// Without the list nothing is authenticated (the outer layer has no
+	// tag; the signature needs the sender's key): a wrong outer key reads
+	// garbage, refused if it holds no slot, index and signature, held as
+	// of an unknown epoch (ErrNoList) otherwise, and refused by the
+	// signature once the list is known.
+	if _, err := OpenChain(e, OuterKey(f.k1), f.team, nil); !errors.Is(err, ErrNoList) && !errors.Is(err, ErrBadSeal) {
+		t.Errorf("no list, wrong outer key: got %v; want ErrNoList or ErrBadSeal", err)
+	}
+	if _, err := OpenChain(e, OuterKey(f.k1), f.team, f.list()); !errors.Is(err, ErrBadSeal) {
+		t.Errorf("wrong outer key, with the list: got %v; want ErrBadSeal", err)
+	}
+}
+
+// TestSwappedInnerLayer: a member holding the epoch's outer key (any
+// member, or a device holding it as a prior key) takes a genuine envelope
+// and puts another inner ciphertext under the sender's genuine slot, index
+// and signature: another envelope's inner layer, or the genuine one with a
+// bit flipped. A device holding only the outer key cannot open the inner
+// layer, so it must refuse the envelope by the signature (which covers the
+// inner ciphertext's hash), or it would keep and pass on a corrupt envelope
+// as the sender's.
+func TestSwappedInnerLayer(t *testing.T) {
+	skipNoSeal(t)
+	f := newFixture(t)
+	e, _ := f.sealChain(t, f.msgA, 2)
+	o, _ := f.sealChain(t, f.msgB, 3)
+	outer := OuterKey(f.k2)
+	c, err := OpenChain(e, outer, f.team, f.list())
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := OpenChain(o, outer, f.team, f.list())
+	if err != nil {
+		t.Fatal(err)
+	}
+	swaps := map[string][]byte{"another envelope's inner layer": co.inner}
+	for _, i := range []int{0, len(c.inner) / 2, len(c.inner) - macSize, len(c.inner) - 1} {
+		b := bytes.Clone(c.inner)
+		b[i] ^= 0x01
+		swaps[fmt.Sprintf("inner byte %d flipped", i)] = b
+	}
+	for name, inner := range swaps {
+		got, err := OpenChain(wrapChain(e, outer, c.Slot, c.Index, c.Sig, inner), outer, f.team, f.list())
+		if !errors.Is(err, ErrBadSeal) || got != nil {
+			t.Errorf("%s under the genuine signature: got %v; want ErrBadSeal from the outer key alone", name, err)
+		}
 	}
 }

@@ -89,7 +89,7 @@
 // chain-form envelope without changing anything: the outer layer and the
 // sender's signature of its position (envelope.ErrBadSeal if it does not
 // verify), then the inner layer with senderkey's Peek. [Opened] says who
-// sent it where (sender, index, tag, the epoch's commit id, signature) and,
+// sent it where (sender, index, tag, the epoch's commit id, inner hash, signature) and,
 // if the device holds the sender's chain, the op; an envelope opens again
 // and again until [Keys.Consume] spends its message key, once the op is
 // accepted. After that it is ErrReplay. Messages may arrive out of order,
@@ -102,9 +102,15 @@
 // Tags are 32 bits of an op id, so two epochs can share one (two commits
 // whose ids agree there, or a prior key of that tag under another outer
 // key). Keys holds both: OpenChain takes the one whose keys open the
-// envelope, OpenCommit tries each outer key held for the tag, and an
-// envelope whose outer layer no epoch of its tag opens is ErrUnknownEpoch
-// wrapping envelope.ErrOpen (it may belong to an epoch not learned yet).
+// envelope, OpenCommit tries each outer key held for the tag. The chain
+// form's outer layer has no Poly1305 tag (envelope format 7: the sender's signature
+// covers every byte), so a wrong outer key shows only as a signature that
+// does not verify: a chain envelope that no epoch of its tag verifies is
+// envelope.ErrBadSeal if one of them is held with its chains (an honest
+// peer of that epoch would have checked it), and ErrUnknownEpoch wrapping
+// envelope.ErrBadSeal if all are held by their outer keys only (it may
+// belong to an epoch not learned yet). A commit envelope that no outer key
+// opens is ErrUnknownEpoch wrapping envelope.ErrOpen.
 //
 // Replays are harmless: a chain envelope whose key was consumed is
 // ErrReplay, and a commit learned again changes nothing. Every method

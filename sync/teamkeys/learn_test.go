@@ -62,6 +62,15 @@ func TestLearn(t *testing.T) {
 		if bob.CanSend(c2) {
 			t.Errorf("bob can send in epoch 2 known by its outer key")
 		}
+		// A changed envelope (no outer Poly1305 tag since format 7) fails
+		// the signature; under an epoch held by its outer key only it may
+		// be of another epoch of the tag: held, not refused.
+		m2x := *m2Env
+		m2x.Ciphertext = bytes.Clone(m2Env.Ciphertext)
+		m2x.Ciphertext[len(m2x.Ciphertext)-1] ^= 1
+		if o, err := bob.OpenChain(&m2x); !errors.Is(err, teamkeys.ErrUnknownEpoch) || !errors.Is(err, envelope.ErrBadSeal) || o != nil {
+			t.Errorf("changed m2, epoch 2 by its outer key: got %+v, %v; want ErrUnknownEpoch (ErrBadSeal)", o, err)
+		}
 		// Then his box: the chains replace the outer-only epoch (not a second one).
 		c = w.mustLearn("bob", c2Env, commit2)
 		if c.Box == nil {
@@ -70,6 +79,11 @@ func TestLearn(t *testing.T) {
 		wantEpochs(t, "bob", bob, info(tag1, crdt.OpID{}, false), info(tag2, c2, true), info(tag3, c3, true))
 		if !bob.CanSend(c2) {
 			t.Errorf("bob cannot send in epoch 2 after his box")
+		}
+		// With the chains, the same change is refused: an honest peer of
+		// the epoch checks the signature.
+		if o, err := bob.OpenChain(&m2x); !errors.Is(err, envelope.ErrBadSeal) || errors.Is(err, teamkeys.ErrUnknownEpoch) || o != nil {
+			t.Errorf("changed m2, epoch 2 with chains: got %+v, %v; want ErrBadSeal", o, err)
 		}
 		w.wantRead("bob", m2Env, m2, nil)
 		// Learning it again, with the box or without, changes nothing.
@@ -318,8 +332,10 @@ func TestSharedTag(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if o, err := bob.OpenChain(eC); !errors.Is(err, teamkeys.ErrUnknownEpoch) || !errors.Is(err, envelope.ErrOpen) || o != nil {
-			t.Errorf("neither epoch of the tag: got %+v, %v; want ErrUnknownEpoch (ErrOpen)", o, err)
+		// Of neither epoch of the tag: one of them is held with its chains,
+		// so a peer of that epoch could have checked the signature.
+		if o, err := bob.OpenChain(eC); !errors.Is(err, envelope.ErrBadSeal) || errors.Is(err, teamkeys.ErrUnknownEpoch) || o != nil {
+			t.Errorf("neither epoch of the tag: got %+v, %v; want envelope.ErrBadSeal", o, err)
 		}
 	})
 	w.wantRead("bob", mEnv, m, nil)
@@ -347,10 +363,10 @@ func TestSharedTag(t *testing.T) {
 }
 
 // TestSharedTagBrokenInner: with two epochs under one tag, an envelope
-// whose outer layer opens (its seal verified) but whose inner layer is
-// broken is refused as with one epoch: envelope.ErrOpen, not
-// ErrUnknownEpoch (an epoch of the tag opened it, so there is nothing to
-// wait for).
+// whose inner layer is broken under its sender's genuine signature is
+// refused as with one epoch: envelope.ErrBadSeal (the signature covers the
+// inner layer's hash), not ErrUnknownEpoch (an epoch of the tag held with
+// its chains could check it, so there is nothing to wait for).
 func TestSharedTagBrokenInner(t *testing.T) {
 	skipNoSeal(t)
 	w := newWorld(t, "alice", "bob")
@@ -365,8 +381,8 @@ func TestSharedTagBrokenInner(t *testing.T) {
 		t.Helper()
 		w.unchanged("bob", what, func() {
 			o, err := w.keys["bob"].OpenChain(broken)
-			if !errors.Is(err, envelope.ErrOpen) || errors.Is(err, teamkeys.ErrUnknownEpoch) || (o != nil && o.Op != nil) {
-				t.Errorf("%s: got %v; want envelope.ErrOpen, not ErrUnknownEpoch", what, err)
+			if !errors.Is(err, envelope.ErrBadSeal) || errors.Is(err, teamkeys.ErrUnknownEpoch) || (o != nil && o.Op != nil) {
+				t.Errorf("%s: got %v; want envelope.ErrBadSeal, not ErrUnknownEpoch", what, err)
 			}
 		})
 	}
@@ -404,8 +420,8 @@ func TestForget(t *testing.T) {
 	wantEpochs(t, "bob", bob, info(tag1, crdt.OpID{}, false))
 	// What was handed out before is wiped: the Epoch opens nothing, the
 	// Opened consumes nothing.
-	if o, err := ep.OpenChain(m, w.team); err == nil || (!envelope.NoSeal && !errors.Is(err, envelope.ErrOpen)) || (o != nil && o.Op != nil) {
-		t.Errorf("a forgotten Epoch opens its envelopes: got %v; want ErrOpen (its outer key wiped)", err)
+	if o, err := ep.OpenChain(m, w.team); err == nil || (!envelope.NoSeal && !errors.Is(err, envelope.ErrBadSeal)) || (o != nil && o.Op != nil) {
+		t.Errorf("a forgotten Epoch opens its envelopes: got %v; want ErrBadSeal (its outer key wiped)", err)
 	}
 	w.unchanged("bob", "a forgotten epoch", func() {
 		if err := bob.Consume(o); !errors.Is(err, teamkeys.ErrUnknownEpoch) {

@@ -165,14 +165,24 @@ type Opened struct {
 	// Epoch is the id of the op that started the epoch the envelope was
 	// opened in (zero if the epoch is known only by its outer key).
 	Epoch crdt.OpID
+	// Inner and Sig are the seal's inner hash and signature (crdt.Seal):
+	// with the op id, half of an equivocation evidence.
+	Inner crdt.InnerHash
 	Sig   []byte
+}
+
+// Sealed returns the half of an equivocation evidence that o's seal of op
+// id gives (crdt.SealedOf).
+func (o *Opened) Sealed(id crdt.OpID) crdt.SealedID {
+	return crdt.SealedID{ID: id, Inner: o.Inner, Sig: o.Sig}
 }
 
 // OpenChain opens a chain-form envelope of this epoch without changing
 // anything: the outer layer (envelope.OpenChain, which verifies the
 // sender's signature), then, if this device holds the sender's receiver
-// chain, the inner layer (Chain.Peek). Errors: envelope.ErrOpen (the outer
-// key does not open it), envelope.ErrBadSeal, ErrNoChain, ErrReplay and
+// chain, the inner layer (Chain.Peek). Errors: envelope.ErrBadSeal (the
+// signature does not verify: a changed envelope, or one of another epoch
+// of the tag, as the outer layer has no Poly1305 tag of its own), ErrNoChain, ErrReplay and
 // ErrTooFarAhead (these three with the Opened that says who sent it and
 // where: its outer layer and signature checked), ErrUnknownEpoch wrapping
 // envelope.ErrNoList (the outer layer opens, but the epoch is known by its
@@ -187,7 +197,7 @@ func (ep *Epoch) OpenChain(e *envelope.Envelope, team crdt.TeamID) (*Opened, err
 	if err != nil {
 		return nil, wrap("open", err)
 	}
-	o := &Opened{Sender: c.Sender, Index: c.Index, Tag: e.Epoch, Epoch: ep.commit, Sig: c.Sig}
+	o := &Opened{Sender: c.Sender, Index: c.Index, Tag: e.Epoch, Epoch: ep.commit, Inner: c.Inner, Sig: c.Sig}
 	r := ep.recv[c.Sender]
 	if r == nil {
 		why := "the epoch is known by its outer key only"
@@ -469,9 +479,19 @@ func wrap(verb string, err error) error {
 
 // OpenChain opens a chain-form envelope without changing anything, with
 // each held epoch of its tag in turn (normally one): see Epoch.OpenChain.
-// Errors: ErrUnknownEpoch (no epoch of that tag is held, or none opens the
-// outer layer: then envelope.ErrOpen is wrapped too), envelope.ErrBadSeal,
-// ErrNoChain (with the Opened), ErrReplay, ErrTooFarAhead, envelope errors.
+// Errors: ErrUnknownEpoch (no epoch of that tag is held, or it is of none
+// of them: then envelope.ErrBadSeal is wrapped too; or the epoch is held
+// without its recipient list: then envelope.ErrNoList), envelope.ErrBadSeal, ErrNoChain (with the Opened), ErrReplay,
+// ErrTooFarAhead, envelope errors.
+//
+// The chain form's outer layer has no Poly1305 tag (envelope format 7), so a wrong
+// outer key and a changed envelope both end at the signature
+// (envelope.ErrBadSeal). Against an epoch held with its chains that is
+// ErrBadSeal: an honest peer of that epoch could have checked it (a
+// tag shared with an epoch not held is about 2^-32 a pair). Against an
+// epoch held by its outer key only it is ErrUnknownEpoch: the envelope
+// may be of another epoch of the tag that this device has not learned, so
+// it is held, not passed on, as one of an unknown epoch.
 func (k *Keys) OpenChain(e *envelope.Envelope) (*Opened, error) {
 	if e.Form() != envelope.FormChain {
 		return nil, fmt.Errorf("teamkeys: open: %w: a %v-form envelope", envelope.ErrMalformed, e.Form())
@@ -485,19 +505,20 @@ func (k *Keys) OpenChain(e *envelope.Envelope) (*Opened, error) {
 	// verified sender) before an outer layer that does not open, which
 	// says only that the envelope is of none of these epochs.
 	var (
-		best    *Opened
-		bestErr error
+		best      *Opened
+		bestErr   error
+		bestOuter bool
 	)
 	for _, ep := range eps {
 		o, err := ep.OpenChain(e, k.team)
 		if err == nil {
 			return o, nil
 		}
-		if bestErr == nil || outerFailure(best, bestErr) && !outerFailure(o, err) {
-			best, bestErr = o, err
+		if bestErr == nil || bestOuter && !outerFailure(ep, o, err) {
+			best, bestErr, bestOuter = o, err, outerFailure(ep, o, err)
 		}
 	}
-	if outerFailure(best, bestErr) {
+	if bestOuter {
 		return nil, fmt.Errorf("%w: tag %08x: %w", ErrUnknownEpoch, e.Epoch, bestErr)
 	}
 	return best, bestErr
@@ -526,7 +547,7 @@ func (k *Keys) OpenChainListed(e *envelope.Envelope, list []identity.DeviceID) (
 		}
 		c, err := envelope.OpenChain(e, ep.outer, k.team, list)
 		if err == nil {
-			o := &Opened{Sender: c.Sender, Index: c.Index, Tag: e.Epoch, Sig: c.Sig}
+			o := &Opened{Sender: c.Sender, Index: c.Index, Tag: e.Epoch, Inner: c.Inner, Sig: c.Sig}
 			return o, fmt.Errorf("%w: %v in tag %08x: the epoch is known by its outer key only", ErrNoChain, c.Sender.Short(), e.Epoch)
 		}
 		if !errors.Is(err, envelope.ErrOpen) {
@@ -539,10 +560,12 @@ func (k *Keys) OpenChainListed(e *envelope.Envelope, list []identity.DeviceID) (
 	return nil, fmt.Errorf("%w: tag %08x", ErrUnknownEpoch, e.Epoch)
 }
 
-// outerFailure reports whether an Epoch.OpenChain failed at the outer
-// layer: it does not open with the epoch's outer key.
-func outerFailure(o *Opened, err error) bool {
-	return o == nil && errors.Is(err, envelope.ErrOpen) && !errors.Is(err, senderkey.ErrOpen)
+// outerFailure reports whether ep.OpenChain failed in a way that says
+// only that the envelope may be of another epoch of the tag: a signature
+// that does not verify under an epoch held by its outer key only (see
+// Keys.OpenChain).
+func outerFailure(ep *Epoch, o *Opened, err error) bool {
+	return o == nil && errors.Is(err, envelope.ErrBadSeal) && !ep.Chains()
 }
 
 // Consume spends the message key of an envelope OpenChain opened (its op

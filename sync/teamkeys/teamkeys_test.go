@@ -385,7 +385,7 @@ func TestOpenChainConsume(t *testing.T) {
 	if ops[2].Seal.Index != 2 || ops[2].Seal.Epoch != crdt.TagOf(c2) || ops[2].Verify() != nil {
 		t.Fatalf("the third sealed op: %+v; want index 2 of epoch 2, verified", ops[2].Seal)
 	}
-	want := &teamkeys.Opened{Op: ops[2], Sender: alice, Index: 2, Tag: crdt.TagOf(c2), Epoch: c2, Sig: ops[2].Seal.Sig}
+	want := &teamkeys.Opened{Op: ops[2], Sender: alice, Index: 2, Tag: crdt.TagOf(c2), Epoch: c2, Inner: ops[2].Seal.Inner, Sig: ops[2].Seal.Sig}
 	w.unchanged("bob", "OpenChain", func() {
 		for range 3 {
 			o, err := bob.OpenChain(w.wire(envs[2]))
@@ -495,11 +495,12 @@ func TestEpoch(t *testing.T) {
 			t.Errorf("carol %s: chains %v, got %+v, %v; want outer only, ErrNoChain with who", name, ep.Chains(), o, err)
 		}
 	}
-	// A chain envelope of another epoch does not open.
+	// A chain envelope of another epoch does not open: its outer layer
+	// has no Poly1305 tag, so the signature refuses it.
 	other, _ := seal.NewEpochKey(detRand(77))
 	ep = teamkeys.NewEpoch(w.devs["bob"], other, c2, rs)
-	if _, err := ep.OpenChain(e, w.team); !errors.Is(err, envelope.ErrOpen) {
-		t.Errorf("another key: got %v; want ErrOpen", err)
+	if _, err := ep.OpenChain(e, w.team); !errors.Is(err, envelope.ErrBadSeal) {
+		t.Errorf("another key: got %v; want ErrBadSeal", err)
 	}
 }
 
@@ -628,14 +629,14 @@ func resealChain(t *testing.T, e *envelope.Envelope, outer seal.EpochKey, change
 	t.Helper()
 	const macSize = 16
 	mac := e.Ciphertext[1 : 1+macSize]
-	// The associated data: the topic (not on the wire), the header, the form and the inner tag.
-	ad := append(append(bytes.Clone(e.Topic[:]), e.Marshal()[:envelope.HeaderSize+1]...), mac...)
-	plain, err := seal.Open(outer, [seal.NonceSize]byte(mac), ad, e.Ciphertext[1+macSize:])
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The outer layer: ChaCha20 under the outer key, the inner tag as nonce, no Poly1305 tag.
+	plain := make([]byte, len(e.Ciphertext)-1-macSize)
+	seal.Stream(outer, [seal.NonceSize]byte(mac), plain, e.Ciphertext[1+macSize:])
+	p := change(plain)
+	out := make([]byte, len(p))
+	seal.Stream(outer, [seal.NonceSize]byte(mac), out, p)
 	c := *e
-	c.Ciphertext = append(bytes.Clone(e.Ciphertext[:1+macSize]), seal.Seal(outer, [seal.NonceSize]byte(mac), ad, change(plain))...)
+	c.Ciphertext = append(bytes.Clone(e.Ciphertext[:1+macSize]), out...)
 	return &c
 }
 
@@ -659,9 +660,13 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 	}
 	outer := envelope.OuterKey(box.Key)
 	aliceID := w.devs["alice"].ID()
+	seen, err := w.keys["carol"].OpenChain(good) // the inner hash that alice signed
+	if err != nil {
+		t.Fatal(err)
+	}
 	forged := resealChain(t, good, outer, func(p []byte) []byte {
 		// her own signature of alice's position
-		sig := w.devs["carol"].Sign(crdt.SignedBytes(w.team, good.Epoch, aliceID, 0, good.ID))
+		sig := w.devs["carol"].Sign(crdt.SignedBytes(w.team, good.Epoch, aliceID, 0, good.ID, seen.Inner))
 		return append(append(bytes.Clone(p[:2]), sig...), p[66:]...)
 	})
 	slotOf := func(name string) byte {
@@ -672,7 +677,7 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 	}
 	// carol at alice's slot, with her own signature of her own position.
 	claimed := resealChain(t, good, outer, func(p []byte) []byte {
-		sig := w.devs["carol"].Sign(crdt.SignedBytes(w.team, good.Epoch, w.devs["carol"].ID(), 0, good.ID))
+		sig := w.devs["carol"].Sign(crdt.SignedBytes(w.team, good.Epoch, w.devs["carol"].ID(), 0, good.ID, seen.Inner))
 		return append(append([]byte{slotOf("alice"), 0}, sig...), p[66:]...)
 	})
 	// alice's genuine seal re-sealed at carol's slot, and past the list.
@@ -700,10 +705,11 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 			{"a seal re-sealed at another member's slot", reslotted, envelope.ErrBadSeal, true},
 			{"a slot past the epoch's list", pastList, envelope.ErrBadSeal, true},
 			{"a seal moved to another index", moved, envelope.ErrBadSeal, true},
-			{"a broken inner layer under a valid seal", broken, envelope.ErrOpen, true},
-			// The outer layer does not open under the epoch held: maybe
-			// another epoch of that tag, not learned yet.
-			{"tampered outer layer", tampered(good, len(good.Ciphertext)-1), teamkeys.ErrUnknownEpoch, false},
+			// The seal signs the inner layer's hash (envelope format 7).
+			{"a broken inner layer under a genuine seal", broken, envelope.ErrBadSeal, true},
+			// bob holds the epoch's chains: an honest peer of it could
+			// have checked the signature.
+			{"tampered outer layer", tampered(good, len(good.Ciphertext)-1), envelope.ErrBadSeal, true},
 			{"another team's envelope", otherCreate, envelope.ErrMalformed, false}, // a commit form
 			{"an unknown epoch", &otherTag, teamkeys.ErrUnknownEpoch, false},
 			{"a commit-form envelope", c2Env, envelope.ErrMalformed, false},
@@ -716,9 +722,7 @@ func TestErrorsLeaveStateUnchanged(t *testing.T) {
 				t.Errorf("OpenChain of %s: got %v; want not ErrUnknownEpoch (the epoch's outer key opened it)", tt.name, err)
 			}
 		}
-		if _, err := w.keys["bob"].OpenChain(tampered(good, len(good.Ciphertext)-1)); !errors.Is(err, envelope.ErrOpen) {
-			t.Errorf("OpenChain of a tampered outer layer: got %v; want ErrUnknownEpoch wrapping envelope.ErrOpen", err)
-		}
+
 		// bob's box in the ciphertext: after the form and the one-byte count.
 		bobBox := 2 + slices.IndexFunc(w.recipients("alice", "bob", "carol"), func(r crdt.Recipient) bool { return r.Device == w.devs["bob"].ID() })*envelope.BoxSize
 		for _, tt := range []struct {
