@@ -145,6 +145,7 @@ func (q *queue) Push(x any)   { *q = append(*q, x.(*event)) }
 func (q *queue) Pop() any {
 	old := *q
 	e := old[len(old)-1]
+	old[len(old)-1] = nil // or the array keeps the event, its session and frame, alive
 	*q = old[:len(old)-1]
 	return e
 }
