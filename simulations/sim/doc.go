@@ -48,6 +48,13 @@
 // session salts): the same scenario and seed give byte-identical output.
 // Events run on one goroutine in (time, sequence) order; nothing sleeps.
 //
+// # Memory
+//
+// Every member of a team holds every op of its history, as a phone does:
+// its core's log (decoded ops, membership) and its store. The stores share
+// one copy of equal envelope and op bytes across the run (interner), which
+// the cores only read; what each core decodes and resolves stays its own.
+//
 // # Inputs
 //
 // Scenarios are TOML files (simulations/scenarios; LoadScenario), contact

@@ -145,6 +145,7 @@ func (q *queue) Push(x any)   { *q = append(*q, x.(*event)) }
 func (q *queue) Pop() any {
 	old := *q
 	e := old[len(old)-1]
+	old[len(old)-1] = nil // or the array keeps the event, its session and frame, alive
 	*q = old[:len(old)-1]
 	return e
 }
@@ -242,6 +243,7 @@ type engine struct {
 	pending  int               // deliveries still missing
 	res      *Result
 	tick     time.Duration
+	in       *interner // the envelope and op bytes the devices' stores share
 }
 
 type teamState struct {
@@ -272,6 +274,10 @@ func seedBytes(seed uint64, salt uint64) [32]byte {
 	return s
 }
 
+// shareBytes makes the devices' stores share equal envelope and op bytes
+// (interner); tests turn it off to compare.
+var shareBytes = true
+
 func newEngine(cfg Config) (*engine, error) {
 	if cfg.TickEvery <= 0 {
 		cfg.TickEvery = 10 * time.Minute
@@ -282,6 +288,9 @@ func newEngine(cfg Config) (*engine, error) {
 	src := rand.NewChaCha8(seedBytes(cfg.Seed, 0))
 	e := &engine{cfg: cfg, rngSrc: src, rng: rand.New(src), contacts: make(map[[2]int]*contact),
 		byID: make(map[crdt.OpID]int), res: &Result{Strategy: cfg.Strategy.Name, Seed: cfg.Seed, Duration: cfg.Duration}}
+	if shareBytes {
+		e.in = newInterner()
+	}
 	for i, d := range cfg.Devices {
 		r := rand.NewChaCha8(seedBytes(cfg.Seed, uint64(i)+1))
 		id, err := identity.Generate(r)
@@ -367,7 +376,7 @@ func (e *engine) setupTeam(ti int, ts TeamSpec) error {
 		return err
 	}
 	cfg.Genesis = tm.Genesis()
-	cm := &member{team: tm, store: newStore(), cfg: cfg}
+	cm := &member{team: tm, store: newStore(e.in), cfg: cfg}
 	cm.store.write(eff.Write)
 	creator.teams[ti] = cm
 	rest := ts.Members[1:]
@@ -410,7 +419,7 @@ func (e *engine) setupTeam(ti int, ts TeamSpec) error {
 			}
 		}
 		c.JoinPrekey = nil
-		mm := &member{team: jt, store: newStore(), cfg: c}
+		mm := &member{team: jt, store: newStore(e.in), cfg: c}
 		mm.store.write(jeff.Write)
 		n.teams[ti] = mm
 	}
@@ -793,7 +802,7 @@ func (e *engine) receive(n, peer *node, ti int, mine, theirs role, sent *view, r
 	}
 	st := n.carried[ti]
 	if st == nil {
-		st = newStore()
+		st = newStore(e.in)
 		n.carried[ti] = st
 	}
 	for _, raw := range recv {
@@ -862,7 +871,7 @@ func (e *engine) apply(n *node, ti int, eff device.Effects) {
 			}
 		}
 		for _, r := range eff.Write.Ops {
-			m.store.ops[r.ID] = r.Data
+			m.store.putOp(r.ID, r.Data)
 			e.delivered(n, r.ID)
 		}
 		if eff.Write.Keys != nil {

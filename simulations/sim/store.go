@@ -32,6 +32,7 @@ type store struct {
 	live      []recon.Item
 	liveOK    bool
 	liveUntil time.Duration
+	in        *interner // nil: keep every copy as given
 }
 
 // snapshot returns the items for a view, which the store will not change.
@@ -49,8 +50,37 @@ func (s *store) changing() {
 	s.live, s.liveOK = nil, false
 }
 
-func newStore() *store {
-	return &store{envs: make(map[crdt.OpID][]byte), ops: make(map[crdt.OpID][]byte)}
+func newStore(in *interner) *store {
+	return &store{envs: make(map[crdt.OpID][]byte), ops: make(map[crdt.OpID][]byte), in: in}
+}
+
+// interner keeps one copy of each envelope's bytes, and of each opened
+// op's stored bytes, for all the simulated devices of a run: every member
+// of a team, and every carrier, holds the same envelopes, each received as
+// its own copy (a recon frame's). A store keeps the first copy the run
+// met of an id instead of its own when the bytes are equal (a redacted op,
+// or any other bytes under a known id, keeps its own). The stores and the
+// cores read these bytes and never write them, so sharing changes nothing
+// a device decides; it only stops the run holding the same bytes once per
+// device.
+type interner struct {
+	envs, ops map[crdt.OpID][]byte
+}
+
+func newInterner() *interner {
+	return &interner{envs: make(map[crdt.OpID][]byte), ops: make(map[crdt.OpID][]byte)}
+}
+
+// share returns the copy of b (stored under id in m) to keep.
+func share(m map[crdt.OpID][]byte, id crdt.OpID, b []byte) []byte {
+	x, ok := m[id]
+	switch {
+	case !ok:
+		m[id] = b
+	case bytes.Equal(x, b):
+		return x
+	}
+	return b
 }
 
 func itemCmp(a, b recon.Item) int {
@@ -69,9 +99,20 @@ func (s *store) put(t uint64, id crdt.OpID, data []byte) bool {
 	it := recon.Item{Time: t, ID: id}
 	i, _ := slices.BinarySearchFunc(s.items, it, itemCmp)
 	s.items = slices.Insert(s.items, i, it)
+	if s.in != nil {
+		data = share(s.in.envs, id, data)
+	}
 	s.envs[id] = data
 	s.bytes += len(data)
 	return true
+}
+
+// putOp stores an opened op's bytes (a member's Write.Ops).
+func (s *store) putOp(id crdt.OpID, data []byte) {
+	if s.in != nil {
+		data = share(s.in.ops, id, data)
+	}
+	s.ops[id] = data
 }
 
 // remove drops one envelope (a carrier's eviction).
@@ -97,7 +138,7 @@ func (s *store) write(w device.Write) {
 		s.put(r.Time, r.ID, r.Data)
 	}
 	for _, r := range w.Ops {
-		s.ops[r.ID] = r.Data
+		s.putOp(r.ID, r.Data)
 	}
 	if w.Keys != nil {
 		s.keys = w.Keys

@@ -605,11 +605,21 @@ type MessageView struct {
 // member could write a rival Create op with an earlier Time. The node pins
 // the genesis (the invite carries its id) and refuses other Create ops.
 func (l *Log) State() State {
+	return l.View().clone()
+}
+
+// View returns the State the log keeps, as State resolves it, without
+// State's deep copy: a reader that is done with it before the log next
+// changes saves copying every message of the team's history. The next Add
+// may update it in place (Remove and Redact leave it as it is, and the log
+// resolves a new one). The caller must not modify it or keep it past the
+// log's next Add; State gives a copy to keep.
+func (l *Log) View() *State {
 	if l.state == nil {
 		s := l.computeState()
 		l.state = &s
 	}
-	return l.state.clone()
+	return l.state
 }
 
 func (s State) clone() State {

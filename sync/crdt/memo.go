@@ -64,13 +64,20 @@ func (l *Log) resolveMembers(bad map[OpID]bool) *memberMemo {
 	return mm
 }
 
+// changesMembers reports whether adding or removing op, under id, may
+// change the resolved membership: a create, a commit, or an op some op of
+// the log names as a parent. The memo is dropped then.
+func (l *Log) changesMembers(id OpID, op *Op) bool {
+	return op.Kind == KindCreate || op.Kind == KindMember || l.parented[id] > 0
+}
+
 // memoAdded updates the memo for op, just inserted under id.
 func (l *Log) memoAdded(id OpID, op *Op) {
 	mm := l.memo
 	if mm == nil {
 		return
 	}
-	if op.Kind == KindCreate || op.Kind == KindMember || l.parented[id] > 0 {
+	if l.changesMembers(id, op) {
 		l.memo = nil
 		return
 	}
@@ -102,7 +109,7 @@ func (l *Log) memoRemoving(id OpID, op *Op) {
 	if mm == nil {
 		return
 	}
-	if op.Kind == KindCreate || op.Kind == KindMember || l.parented[id] > 0 {
+	if l.changesMembers(id, op) {
 		l.memo = nil
 		return
 	}

@@ -248,3 +248,49 @@ func TestStateKeptMatchesFresh(t *testing.T) {
 		}
 	}
 }
+
+// TestViewIsStateUncopied: Log.View is the State that State copies, and a
+// View taken before a Remove or a Redact still reads as it did (the device
+// core reads one across its removals and redactions: only Add updates it
+// in place).
+func TestViewIsStateUncopied(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		team, ops := chatter(t, seed, 120, Clinical)
+		rng := rand.New(rand.NewPCG(seed, 29))
+		l := NewLog(team)
+		checked := 0
+		for i, op := range ops {
+			if added, _ := l.Add(op); !added {
+				continue
+			}
+			v := l.View()
+			before := l.State()
+			if !reflect.DeepEqual(*v, before) {
+				t.Fatalf("seed %d, add %d: View differs from State", seed, i)
+			}
+			switch rng.IntN(3) {
+			case 0:
+				l.Remove(op.ID())
+				if !reflect.DeepEqual(*v, before) {
+					t.Fatalf("seed %d, add %d: a View taken before a remove changed", seed, i)
+				}
+				l.Add(op)
+				checked++
+				continue
+			case 1:
+				if op.Kind == KindMessage {
+					l.Redact(op.ID())
+				}
+			default:
+				continue
+			}
+			if !reflect.DeepEqual(*v, before) {
+				t.Fatalf("seed %d, add %d: a View taken before a redaction changed", seed, i)
+			}
+			checked++
+		}
+		if checked < 20 {
+			t.Fatalf("seed %d: %d removals and redactions checked: the test exercises little", seed, checked)
+		}
+	}
+}

@@ -41,7 +41,7 @@ func (t *Team) settle(eff *Effects) {
 // since they were kept (more of the membership arrived), and asks for the
 // envelopes carried in them to be read again.
 func (t *Team) learnLate(eff *Effects) {
-	s := t.snapshot()
+	s := t.view()
 	changed := false
 	if len(t.priors) > 0 && t.lg.Len() != t.priorsAt {
 		// The prior keys of kept commits that count, whose tags the log
@@ -393,7 +393,7 @@ func (t *Team) judge(cands []*held) []*held {
 		added = append(added, op.ID())
 	}
 	t.state = nil
-	s := t.snapshot()
+	s := t.view() // read before the removals below, which leave it as it is
 	keep := make(map[crdt.OpID]bool)
 	var walk func(id crdt.OpID)
 	walk = func(id crdt.OpID) {
@@ -478,7 +478,7 @@ func (t *Team) boxMatches(h *held, s *crdt.State) bool {
 // and the prior keys of epochs that the log's commits name), then the
 // chain-form ops (their message keys are spent).
 func (t *Team) keep(hs []*held, eff *Effects) {
-	s := t.snapshot()
+	s := t.view() // keep adds nothing to the log
 	keysChanged := false
 	var named map[uint32]bool // namedTags, on first use: keep changes no op before
 	learnPrior := func(p envelope.PriorKey) {

@@ -441,6 +441,22 @@ func (t *Team) Genesis() crdt.OpID { return t.cfg.Genesis }
 // it stays valid (a later change makes a new one).
 func (t *Team) State() *crdt.State { return t.snapshot() }
 
+// view returns the team's State for a read that ends before the log next
+// changes: the copy snapshot keeps if there is one, else the log's own
+// (crdt.Log.View), not copied. The core's own checks on every receive
+// (membership, what counts) use it, so that a phone does not copy the
+// team's whole history for each batch it receives; a State that is kept or
+// handed out is snapshot's copy.
+func (t *Team) view() *crdt.State {
+	if t.state != nil || copyViews {
+		return t.snapshot()
+	}
+	return t.lg.View()
+}
+
+// copyViews makes view return snapshot's copy: tests compare the two.
+var copyViews bool
+
 func (t *Team) snapshot() *crdt.State {
 	if t.state == nil {
 		s := t.lg.State()
@@ -461,14 +477,14 @@ func (t *Team) Op(id crdt.OpID) (*crdt.Op, bool) { return t.lg.Op(id) }
 
 // Member reports whether device d is a current member of the team.
 func (t *Team) Member(d identity.DeviceID) bool {
-	_, ok := t.snapshot().Member(d)
+	_, ok := t.view().Member(d)
 	return ok
 }
 
 // Removed reports whether this device was removed from the team: its state
 // lists it among the removed devices and not among the members.
 func (t *Team) Removed() bool {
-	s := t.snapshot()
+	s := t.view()
 	if _, ok := s.Member(t.self.ID()); ok {
 		return false
 	}

@@ -1,8 +1,11 @@
 package device
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"io"
+	"maps"
 	"slices"
 	"time"
 
@@ -67,7 +70,7 @@ func (t *Team) Tick(now time.Time, opt TickOptions) Effects {
 // cannot reopen an epoch past retention. The prekey's private half is
 // persisted in the same write as the op (ownKept).
 func (t *Team) tendPrekey(eff *Effects) {
-	s := t.snapshot()
+	s := t.view() // read before the prekey op is added
 	if s.Current < 0 || !t.keys.CanSend(s.Epochs[s.Current].ID) {
 		return
 	}
@@ -161,7 +164,7 @@ func (t *Team) redact(ids []crdt.OpID, why string, eff *Effects) {
 // that op's time. It runs on every device, members or not: a device
 // removed from the team deletes what the record holds too.
 func (t *Team) deleteFiled(eff *Effects) {
-	s := t.snapshot()
+	s := t.view() // the redactions below leave it as it is
 	if len(s.Filed) == 0 {
 		return
 	}
@@ -204,7 +207,7 @@ func (t *Team) unfiledBefore(cutoff time.Time) []crdt.OpID {
 // sealed in them lose their bodies (redactEpochs); every other op stays,
 // and the envelopes stay sealed for relaying.
 func (t *Team) forgetOld(eff *Effects) {
-	s := t.snapshot()
+	s := t.view() // redactions leave it as it is
 	if s.Current < 0 {
 		return
 	}
@@ -367,7 +370,7 @@ func (t *Team) Acks(now time.Time) (int, Effects, error) {
 		return 0, eff, nil
 	}
 	me := t.self.ID()
-	s := t.snapshot()
+	s := t.view() // read before the ack ops are added
 	marks := t.reads
 	t.reads = make(map[crdt.OpID]struct{})
 	var recv, read []crdt.OpID
@@ -451,7 +454,7 @@ func (t *Team) flushEvidence(eff *Effects) {
 // state lists whose evidence ops none of the current epoch's devices can
 // all read.
 func (t *Team) republishEvidence() {
-	s := t.snapshot()
+	s := t.view() // it only queues evidence: the log does not change here
 	if len(s.Equivocations) == 0 || s.Current < 0 {
 		return
 	}
@@ -483,7 +486,13 @@ func (t *Team) republishEvidence() {
 		pos := position{e.Epoch, e.Device, e.Index}
 		byPos[pos] = append(byPos[pos], op)
 	}
-	for pos, ops := range byPos {
+	// In chain order, not the map's: the evidence ops are made in this
+	// order, so a replay makes the same ops.
+	poss := slices.SortedFunc(maps.Keys(byPos), func(a, b position) int {
+		return cmp.Or(cmp.Compare(a.tag, b.tag), bytes.Compare(a.sender[:], b.sender[:]), cmp.Compare(a.index, b.index))
+	})
+	for _, pos := range poss {
+		ops := byPos[pos]
 		key := evidenceKey{pos, cur.ID}
 		if t.republished[key] {
 			continue
