@@ -1,7 +1,9 @@
 package device
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -406,5 +408,43 @@ func TestBoxBudgetTakesBigCommits(t *testing.T) {
 	a.team.now = h.tick(boxRefill)
 	if !a.team.chargeBoxes(p, 5*boxBurst) {
 		t.Error("after a full refill the next big commit is refused")
+	}
+}
+
+// TestForgedHeldNotRetried: Ben joined after epoch 0, so he holds it by its outer key only. A
+// member or a relay sends him envelopes of epoch 0's tag that no key opens (a genuine one with its
+// id changed: the signature fails). He cannot tell them from envelopes of another epoch sharing the
+// tag, so he holds them; but he does not check them again on every envelope that arrives after:
+// only when what he holds of that tag changes.
+func TestForgedHeldNotRetried(t *testing.T) {
+	h := newHarness(t, 8)
+	a := h.create("Ann")
+	h.send(a, "before Ben")
+	genuine := a.published[len(a.published)-1]
+	b := h.join(a, "Ben", false)
+	h.mesh(a, b)
+	tag := binary.BigEndian.Uint32(genuine[1:5])
+	if got := b.team.keys.TagState(tag); got[0] == 0 || got[2] != 0 {
+		t.Fatalf("Ben holds epoch 0 as %v; want its outer key, without chains", got)
+	}
+	const forged = 40
+	for i := range forged {
+		raw := slices.Clone(genuine)
+		raw[5], raw[6] = byte(i), 0xee // the op id in the header
+		if v := h.gossip(a, b, raw); v[0] != Held {
+			t.Fatalf("forged envelope %d: %v; want held (an envelope of an epoch Ben cannot tell)", i, v[0])
+		}
+	}
+	before := b.team.chainTries
+	const later = 10
+	for i := range later {
+		h.send(a, fmt.Sprintf("after Ben %c", 'a'+i))
+		h.gossip(a, b, a.published[len(a.published)-1])
+	}
+	if got := len(texts(b)); got < later {
+		t.Fatalf("Ben shows %d messages; want the %d sent after he joined", got, later)
+	}
+	if tries := b.team.chainTries - before; tries > forged {
+		t.Errorf("%d held envelopes tried again over %d arrivals; want at most %d (each at most once)", tries, later, forged)
 	}
 }

@@ -30,6 +30,10 @@ type held struct {
 	outer *envelope.PriorKey
 	// tried says its boxes were tried once and none opened: not again.
 	tried bool
+	// fruitless, for a chain envelope, is what this device held of its
+	// epoch's tag when nothing opened it (nil: not tried, or something
+	// did): it is tried again only once that changes (Team.reopenChain).
+	fruitless *tagInputs
 }
 
 // op returns the opened op, or nil.

@@ -102,13 +102,14 @@ func (t *Team) openHeld(eff *Effects) {
 	for progress := true; progress; {
 		progress = false
 		held := t.pending.sorted()
+		inputs := make(map[uint32]tagInputs)
 		for _, h := range held {
 			if h.op() != nil || h.commit != nil {
 				continue
 			}
 			switch h.env.Form() {
 			case envelope.FormChain:
-				progress = t.reopenChain(h, held, eff) || progress
+				progress = t.reopenChain(h, held, inputs, eff) || progress
 			case envelope.FormCommit:
 				progress = t.reopenCommit(h, held) || progress
 			}
@@ -125,16 +126,75 @@ func (t *Team) tentative(held []*held) []envelope.PriorKey {
 			out = append(out, c.commit.Prior...)
 		}
 	}
+	s := t.view()
 	for id, prior := range t.priors {
-		if !t.snapshot().Counts(id) {
+		if !s.Counts(id) {
 			out = append(out, prior...)
 		}
 	}
 	return out
 }
 
-// reopenChain tries to open a held chain-form envelope again.
-func (t *Team) reopenChain(h *held, held []*held, eff *Effects) bool {
+// tagInputs is everything that decides whether a held chain envelope of a
+// tag opens, or names its sender, in reopenChain: what the keys hold of
+// the tag, the create and commit ops of the tag in the log, the commits of
+// the tag held or kept unlearned and how far each opened, and the
+// tentative prior keys of the tag. An envelope that none of them opened is
+// not tried again until they change: otherwise every envelope forged under
+// a tag held by its outer key only (any member or relay can send them;
+// they are held, being indistinguishable from one of another epoch that
+// shares the tag) would cost a signature check on every Receive, each
+// time for every such envelope held.
+type tagInputs struct {
+	keys                              [3]int
+	logEpochs                         int
+	commits, opened, boxed, withEpoch int
+	tried, priors                     int
+}
+
+// inputsOf returns the tagInputs of tag, from cache (one pass of openHeld)
+// or worked out.
+func (t *Team) inputsOf(tag uint32, held []*held, cache map[uint32]tagInputs) tagInputs {
+	if in, ok := cache[tag]; ok {
+		return in
+	}
+	in := tagInputs{keys: t.keys.TagState(tag), logEpochs: len(t.view().Epoch(tag))}
+	for _, c := range slices.Concat(held, slices.Collect(maps.Values(t.unlearned))) {
+		if c.env.Form() != envelope.FormCommit || c.env.Epoch != tag {
+			continue
+		}
+		in.commits++
+		if c.commit != nil {
+			in.opened++
+			if c.commit.Box != nil {
+				in.boxed++
+			}
+		}
+		if c.epoch != nil {
+			in.withEpoch++
+		}
+		if c.tried {
+			in.tried++
+		}
+	}
+	for _, p := range t.tentative(held) {
+		if p.Tag == tag {
+			in.priors++
+		}
+	}
+	cache[tag] = in
+	return in
+}
+
+// reopenChain tries to open a held chain-form envelope again, unless
+// nothing that could open it changed since it last did not.
+func (t *Team) reopenChain(h *held, held []*held, inputs map[uint32]tagInputs, eff *Effects) bool {
+	tag := h.env.Epoch
+	if h.fruitless != nil && *h.fruitless == t.inputsOf(tag, held, inputs) {
+		return false
+	}
+	h.fruitless = nil
+	t.chainTries++
 	o, err := t.keys.OpenChain(h.env)
 	switch {
 	case err == nil:
@@ -169,6 +229,11 @@ func (t *Team) reopenChain(h *held, held []*held, eff *Effects) bool {
 				}
 			}
 		}
+		// Nothing opened it. Trying candidates may have opened commits'
+		// boxes, so what it was tried with is worked out afresh.
+		delete(inputs, tag)
+		in := t.inputsOf(tag, held, inputs)
+		h.fruitless = &in
 	case errors.Is(err, teamkeys.ErrReplay):
 		t.checkEquivocation(h.env.ID, o)
 		t.drop(h)
@@ -196,7 +261,7 @@ func (t *Team) listsOf(tag uint32, held []*held) [][]identity.DeviceID {
 			out = append(out, l)
 		}
 	}
-	for _, ep := range t.snapshot().Epoch(tag) {
+	for _, ep := range t.view().Epoch(tag) {
 		add(ep.Recipients)
 	}
 	for _, c := range slices.Concat(held, slices.Collect(maps.Values(t.unlearned))) {

@@ -208,6 +208,10 @@ type Ref struct {
 // time and randomness as inputs and returns Effects. A Team is not safe
 // for concurrent use.
 type Team struct {
+	// chainTries counts held chain envelopes tried again (reopenChain): the
+	// work a flood of forged envelopes can make a device do.
+	chainTries int
+
 	cfg   Config
 	self  *identity.Device
 	id    crdt.TeamID

@@ -264,6 +264,25 @@ func (k *Keys) Len() int {
 // Held reports whether an epoch with this tag is held.
 func (k *Keys) Held(tag uint32) bool { return len(k.epochs[tag]) > 0 }
 
+// TagState sums up what k holds of the epochs of tag: how many, how many
+// with their recipient list, and how many with chains. It changes whenever
+// something k holds could open more envelopes of tag: a caller that found
+// an envelope of tag opened by none of them need not try again until it
+// does.
+func (k *Keys) TagState(tag uint32) [3]int {
+	var s [3]int
+	for _, ep := range k.epochs[tag] {
+		s[0]++
+		if ep.list != nil {
+			s[1]++
+		}
+		if ep.send != nil {
+			s[2]++
+		}
+	}
+	return s
+}
+
 // Forgotten reports whether the tag was forgotten.
 func (k *Keys) Forgotten(tag uint32) bool {
 	_, ok := k.forgotten[tag]
