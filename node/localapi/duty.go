@@ -70,12 +70,12 @@ func (s *Server) registerDuty(mux *http.ServeMux) {
 			writeErr(w, err)
 			return
 		}
-		esc, err := durationField("escalate_after", req.EscalateAfter)
+		esc, err := requiredDuration("escalate_after", req.EscalateAfter)
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
-		ren, err := durationField("renotify_every", req.RenotifyEvery)
+		ren, err := requiredDuration("renotify_every", req.RenotifyEvery)
 		if err != nil {
 			writeErr(w, err)
 			return

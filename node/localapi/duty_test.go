@@ -54,6 +54,13 @@ func TestBadDurationsRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "renotify_every") {
 			t.Errorf("rota renotify_every %q: %v; want a refusal naming renotify_every", bad, err)
 		}
+		_, err = c.RemoteWipe(ctx, team.ID, "0123456789abcdef", bad)
+		if err == nil || !strings.Contains(err.Error(), "ttl") {
+			t.Errorf("remote wipe ttl %q: %v; want a refusal naming ttl", bad, err)
+		}
+	}
+	if err := c.SetRota(ctx, RotaRequest{Team: team.ID, RenotifyEvery: "10m"}); err == nil || !strings.Contains(err.Error(), "escalate_after") {
+		t.Errorf("rota without escalate_after: %v; want a refusal naming it", err)
 	}
 	p, err := c.Policy(ctx, team.ID)
 	if err != nil {

@@ -324,6 +324,14 @@ func durationField(name, s string) (time.Duration, error) {
 	return d, nil
 }
 
+// requiredDuration is durationField for a field that must be set.
+func requiredDuration(name, s string) (time.Duration, error) {
+	if s == "" {
+		return 0, fmt.Errorf("%s is missing: give a positive duration such as 10m", name)
+	}
+	return durationField(name, s)
+}
+
 func decode(r *http.Request, v any) error {
 	if err := unixapi.Decode(nil, r, maxRequest, v); err != nil {
 		return fmt.Errorf("localapi: bad request: %w", err)

@@ -28,6 +28,11 @@ import (
 // recipient list (envelope version 6 on): the author's (Slot), or another the attacker chooses.
 // Version 7: the outer layer is ChaCha20 without a tag, and the signature covers the hash of the
 // header and the inner layer.
+//
+// The layout is written out here on purpose, apart from sync/envelope's, as an attacker would (the
+// domain strings and the inner-hash recipe included): TestForgeChainLayout checks that with the
+// genuine signature at the genuine position it builds byte for byte what envelope.SealChain seals,
+// so the two cannot drift apart unnoticed.
 func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sign func(crdt.InnerHash) []byte, key seal.EpochKey) []byte {
 	s := senderkey.NewSender(key, op.Author)
 	var nz [senderkey.NonceSize]byte

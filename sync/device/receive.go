@@ -241,11 +241,8 @@ func (t *Team) lookChain(h *held, eff *Effects) outcome {
 		}
 		return t.carry(h, o, eff)
 	case errors.Is(err, teamkeys.ErrUnknownEpoch):
-		if errors.Is(err, envelope.ErrOpen) && t.ownEpoch(h.env.Epoch) {
-			// An epoch this device learned through its own box: its outer
-			// key is the epoch's, so an honest peer could have checked it.
-			return t.reject(h.from, "outer layer does not open", eff)
-		}
+		// Never one of an epoch held with its chains: teamkeys says
+		// ErrBadSeal for those (below).
 		if t.tryCandidates(h) {
 			return oHeld
 		}
@@ -262,16 +259,6 @@ func (t *Team) lookChain(h *held, eff *Effects) outcome {
 	// The signature verified but the inner layer or the op is broken: its
 	// sender wrote it so.
 	return t.refuse(h.env.ID, "does not open: "+err.Error(), h.from)
-}
-
-// ownEpoch reports whether an epoch of this tag is held with its chains.
-func (t *Team) ownEpoch(tag uint32) bool {
-	for _, ep := range t.keys.Epochs() {
-		if ep.Tag == tag && ep.Chains {
-			return true
-		}
-	}
-	return false
 }
 
 // tryCandidates opens a held chain-form envelope with the epochs of held

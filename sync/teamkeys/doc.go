@@ -1,5 +1,5 @@
 // Package teamkeys holds one team's key epochs on one device and seals and
-// opens that team's envelopes (sync/envelope, version 6) with them: the
+// opens that team's envelopes (sync/envelope, version 7) with them: the
 // state the device core (sync/device) keeps next to a team's log,
 // persisted as one record of the encrypted store. It holds keys and
 // applies the cryptography; which ops count, and so which epochs to learn

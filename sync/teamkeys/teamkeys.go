@@ -569,9 +569,7 @@ func (k *Keys) OpenChainListed(e *envelope.Envelope, list []identity.DeviceID) (
 			o := &Opened{Sender: c.Sender, Index: c.Index, Tag: e.Epoch, Inner: c.Inner, Sig: c.Sig}
 			return o, fmt.Errorf("%w: %v in tag %08x: the epoch is known by its outer key only", ErrNoChain, c.Sender.Short(), e.Epoch)
 		}
-		if !errors.Is(err, envelope.ErrOpen) {
-			first = cmp.Or(first, err)
-		}
+		first = cmp.Or(first, err)
 	}
 	if first != nil {
 		return nil, wrap("open", first)
