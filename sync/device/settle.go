@@ -225,7 +225,7 @@ func (t *Team) reopenChain(h *held, held []*held, inputs map[uint32]tagInputs, e
 			}
 			for _, l := range lists {
 				if ch, err := envelope.OpenChain(h.env, p.Outer, t.id, l); err == nil {
-					return t.carryHeld(h, &teamkeys.Opened{Sender: ch.Sender, Index: ch.Index, Tag: h.env.Epoch, Sig: ch.Sig}, eff)
+					return t.carryHeld(h, &teamkeys.Opened{Sender: ch.Sender, Index: ch.Index, Tag: h.env.Epoch, Inner: ch.Inner, Sig: ch.Sig}, eff)
 				}
 			}
 		}
@@ -253,10 +253,7 @@ func (t *Team) reopenChain(h *held, held []*held, inputs map[uint32]tagInputs, e
 func (t *Team) listsOf(tag uint32, held []*held) [][]identity.DeviceID {
 	var out [][]identity.DeviceID
 	add := func(rs []crdt.Recipient) {
-		l := make([]identity.DeviceID, len(rs))
-		for i, r := range rs {
-			l[i] = r.Device
-		}
+		l := teamkeys.DeviceList(rs)
 		if !slices.ContainsFunc(out, func(o []identity.DeviceID) bool { return slices.Equal(o, l) }) {
 			out = append(out, l)
 		}

@@ -100,7 +100,7 @@ type Epoch struct {
 // afterwards. A device learns an epoch through Keys.Learn; an Epoch made
 // here and not learned opens envelopes (OpenChain) without being kept.
 func NewEpoch(self *identity.Device, key seal.EpochKey, commit crdt.OpID, recipients []crdt.Recipient) *Epoch {
-	ep := &Epoch{tag: crdt.TagOf(commit), outer: envelope.OuterKey(key), commit: commit, list: deviceList(recipients)}
+	ep := &Epoch{tag: crdt.TagOf(commit), outer: envelope.OuterKey(key), commit: commit, list: DeviceList(recipients)}
 	me, noise := self.ID(), self.NoisePublic()
 	if !slices.ContainsFunc(recipients, func(r crdt.Recipient) bool { return r.Device == me && r.Noise == noise }) {
 		return ep
@@ -115,8 +115,9 @@ func NewEpoch(self *identity.Device, key seal.EpochKey, commit crdt.OpID, recipi
 	return ep
 }
 
-// deviceList returns the device ids of recipients, in their order.
-func deviceList(recipients []crdt.Recipient) []identity.DeviceID {
+// DeviceList returns the device ids of recipients, in their order: an
+// epoch's list, which a chain envelope's slot indexes.
+func DeviceList(recipients []crdt.Recipient) []identity.DeviceID {
 	out := make([]identity.DeviceID, len(recipients))
 	for i, r := range recipients {
 		out[i] = r.Device
@@ -861,7 +862,7 @@ func (k *Keys) Learn(c *CommitOpened) error {
 		for _, ep := range k.epochs[tag] {
 			if ep.commit == (crdt.OpID{}) && ep.outer.Equal(c.Outer) {
 				ep.commit = id
-				ep.list = deviceList(recipients)
+				ep.list = DeviceList(recipients)
 				slices.SortFunc(k.epochs[tag], compareEpochs)
 				return nil
 			}
