@@ -51,6 +51,7 @@ func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sign func(crdt.
 	h := sha256.New()
 	h.Write([]byte("fieldmesh/v7/envelope/inner"))
 	h.Write(ad)
+	h.Write(binary.AppendUvarint(nil, uint64(slot)))
 	h.Write(mac)
 	h.Write(body)
 	inner := crdt.InnerHash(h.Sum(nil)[:crdt.InnerHashSize])

@@ -60,7 +60,7 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 	}
 	body, mac := ct[:len(ct)-macSize], ct[len(ct)-macSize:]
 	sealed := op.Clone()
-	sealed.Sign(dev, tag, index, innerHash(hdr, mac, body))
+	sealed.Sign(dev, tag, index, innerHash(hdr, slot, mac, body))
 	plain := make([]byte, 0, binary.MaxVarintLen16+binary.MaxVarintLen32+sigSize+len(body))
 	plain = binary.AppendUvarint(plain, uint64(slot))
 	plain = binary.AppendUvarint(plain, uint64(index))
@@ -77,15 +77,20 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 
 // innerHash returns the hash of a chain-form envelope's inner layer that
 // its seal signs (crdt.Seal.Inner): the first 16 bytes of
-// SHA-256("fieldmesh/v7/envelope/inner" ‖ topic ‖ header ‖ form ‖ inner tag
-// ‖ inner body). With the op id, epoch tag, team, sender and index that the
-// seal also signs, it covers every byte of the envelope and its topic, so
-// the outer layer needs no Poly1305 tag: whoever holds the outer key checks the
-// whole envelope by the signature.
-func innerHash(hdrForm, mac, body []byte) crdt.InnerHash {
+// SHA-256("fieldmesh/v7/envelope/inner" ‖ topic ‖ header ‖ form ‖ slot
+// uvarint ‖ inner tag ‖ inner body). With the op id, epoch tag, team,
+// sender and index that the seal also signs, it covers every byte of the
+// envelope and its topic, so the outer layer needs no Poly1305 tag: whoever
+// holds the outer key checks the whole envelope by the signature. The slot
+// is signed too, not only the device it names: otherwise a member holding
+// the outer key could re-encrypt a genuine envelope at another slot that a
+// list of its own making (a commit ground to the epoch's tag) maps to the
+// same sender, and a device holding that list would carry the changed copy.
+func innerHash(hdrForm []byte, slot int, mac, body []byte) crdt.InnerHash {
 	h := sha256.New()
 	h.Write([]byte(innerHashDomain))
 	h.Write(hdrForm)
+	h.Write(binary.AppendUvarint(nil, uint64(slot)))
 	h.Write(mac)
 	h.Write(body)
 	var sum [sha256.Size]byte
@@ -179,7 +184,7 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 		Sender: recipients[slot],
 		Slot:   int(slot),
 		Index:  uint32(index),
-		Inner:  innerHash(hdr, mac, body),
+		Inner:  innerHash(hdr, int(slot), mac, body),
 		Sig:    sig,
 		team:   team,
 		e:      e,

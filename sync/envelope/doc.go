@@ -37,7 +37,7 @@
 //	  of the op's seal (crdt.SignedBytes: "fieldmesh/op/v4" ‖ team ‖ epoch tag ‖ sender's
 //	  full device id ‖ index ‖ op id ‖ inner hash), where the inner hash (crdt.Seal.Inner)
 //	  is the first 16 bytes of SHA-256("fieldmesh/v7/envelope/inner" ‖ topic ‖ header ‖
-//	  form ‖ mac ‖ inner); the index is a minimal uvarint of at most senderkey.MaxIndex
+//	  form ‖ slot uvarint ‖ mac ‖ inner), so the slot is signed too; the index is a minimal uvarint of at most senderkey.MaxIndex
 //	  (the op's compact content + 83 bytes after the header while the slot and the index
 //	  are below 128; at most ChainOverhead, 88)
 //

@@ -145,18 +145,20 @@ func TestTamperEveryByte(t *testing.T) {
 }
 
 // sealedAt returns dev's signature of op id at (tag, index) in the
-// fixture's team, as sender, with the inner hash of inner (inner body ‖
-// mac) under e's header (crdt.SignedBytes; dev may sign for another
-// sender, which is a forgery).
+// fixture's team, as sender at sender's slot in the fixture's list (0 for
+// a device not in it), with the inner hash of inner (inner body ‖ mac)
+// under e's header (crdt.SignedBytes; dev may sign for another sender,
+// which is a forgery).
 func (f *fixture) sealedAt(dev *identity.Device, tag uint32, sender identity.DeviceID, index uint32, id crdt.OpID, e *Envelope, inner []byte) []byte {
-	return dev.Sign(crdt.SignedBytes(f.team, tag, sender, index, id, innerHashOf(e, inner)))
+	slot := max(slices.Index(f.list(), sender), 0)
+	return dev.Sign(crdt.SignedBytes(f.team, tag, sender, index, id, innerHashOf(e, slot, inner)))
 }
 
 // innerHashOf is the inner hash (innerHash) of inner (inner body ‖ mac)
-// under e's topic and header.
-func innerHashOf(e *Envelope, inner []byte) crdt.InnerHash {
+// at slot under e's topic and header.
+func innerHashOf(e *Envelope, slot int, inner []byte) crdt.InnerHash {
 	body, mac := inner[:len(inner)-macSize], inner[len(inner)-macSize:]
-	return innerHash(append(e.appendBound(nil), byte(FormChain)), mac, body)
+	return innerHash(append(e.appendBound(nil), byte(FormChain)), slot, mac, body)
 }
 
 // wrapChain builds a chain-form envelope with e's header around the given
@@ -323,7 +325,7 @@ func TestBadSeal(t *testing.T) {
 	}
 	other, _ := crdt.NewTeamID(detRand(0x7f))
 	alice := f.alice.ID()
-	h := innerHashOf(e, c.inner)
+	h := innerHashOf(e, c.Slot, c.inner)
 	at := func(dev *identity.Device, tag uint32, sender identity.DeviceID, index uint32, id crdt.OpID) []byte {
 		return f.sealedAt(dev, tag, sender, index, id, e, c.inner)
 	}
@@ -697,8 +699,9 @@ func TestOpenErrors(t *testing.T) {
 }
 
 // TestSenderSlot: the chain form names its sender by a slot in the epoch's
-// recipient list, and the seal still signs the full device id, so the slot
-// only says whose key verifies. A member claiming another member's slot
+// recipient list; the seal signs the full device id and the slot (in the
+// inner hash), so no list, however made, moves a genuine seal to another
+// slot. A member claiming another member's slot
 // (its own signature, another's slot), a genuine envelope re-sealed at
 // another slot, a slot past the list, and an envelope opened with a wrong
 // list are all ErrBadSeal; with no list the outer layer opens and the
@@ -739,6 +742,11 @@ func TestSenderSlot(t *testing.T) {
 		{"the list of another epoch (alice alone)", 0, c.Sig, []identity.DeviceID{f.bob.ID()}},
 		{"a list with alice's slot given to bob", c.Slot, c.Sig, slices.Repeat([]identity.DeviceID{f.bob.ID()}, len(f.recipients))},
 		{"an empty list", c.Slot, c.Sig, []identity.DeviceID{}},
+		// A member's commit ground to the epoch's tag can hand a device a
+		// list of its making: alice's genuine envelope re-encrypted at
+		// another slot that this list gives to alice. The slot is signed
+		// (in the inner hash), so it does not verify.
+		{"alice's seal at another slot that a crafted list gives to alice", bob, c.Sig, slices.Repeat([]identity.DeviceID{f.alice.ID()}, len(f.recipients))},
 	} {
 		got, err := OpenChain(wrapChain(e, outer, tt.slot, 0, tt.sig, c.inner), outer, f.team, tt.list)
 		if !errors.Is(err, ErrBadSeal) || got != nil {
