@@ -133,9 +133,10 @@
 // member's slot (it has no such signature; a slot past the list is refused
 // too), and two different ops signed for one position are
 // proof that their sender equivocated (crdt.Evidence), as before: the
-// signature and the op's seal hold the full device id, not the slot. The
-// slot only says whose key to verify with, so a wrong list can only make
-// the signature fail. Without the list (ErrNoList, after the outer layer
+// signature and the op's seal hold the full device id, and the slot only
+// through the inner hash. The slot says whose key to verify with, and is
+// signed itself, so a wrong list, or one made up to give another slot to
+// the same sender, can only make the signature fail. Without the list (ErrNoList, after the outer layer
 // was decrypted; nothing is authenticated yet) the caller holds the envelope until it has the epoch's create or
 // commit op: see "Sender slots" below. [Chain.Peek] opens the inner layer without consuming the
 // message key (so the op can be judged first) and checks that the op
