@@ -101,6 +101,8 @@ func (s *Store) Collect() (Collected, error) {
 		return Collected{}, err
 	}
 	defer s.inflight.Done()
+	s.collect.Lock()
+	defer s.collect.Unlock()
 	start := time.Now()
 	out := Collected{Deleted: s.deleted.Load()}
 	out.LSMBefore, _ = s.fileSizes()

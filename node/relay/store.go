@@ -82,6 +82,9 @@ type store struct {
 	db  *badger.DB
 
 	wmu sync.Mutex // serialises writes, so read-modify-write transactions never conflict
+	// pause serialises Badger's compaction pauses (DropPrefix, Flatten): each swaps the database's
+	// compactor closer unguarded, so two at once start compactors that Close never stops.
+	pause sync.Mutex
 
 	// dropped counts the envelopes deleted since the last collect: their old versions stay in the
 	// database files until then.
@@ -558,6 +561,8 @@ func parseTopicEntry(v []byte) (topicEntry, bool) {
 
 // dropTopic forgets a carried topic: its entry, roster, enrolled devices and envelopes.
 func (s *store) dropTopic(t envelope.Topic) error {
+	s.pause.Lock()
+	defer s.pause.Unlock()
 	for _, p := range [][]byte{{pTopic}, {pRoster}, {pDevice}} {
 		k := append(p, t[:]...)
 		if err := s.db.DropPrefix(k); err != nil {
@@ -660,6 +665,8 @@ func (s *store) collect() (int64, error) {
 	if n == 0 {
 		return 0, nil
 	}
+	s.pause.Lock()
+	defer s.pause.Unlock()
 	s.wmu.Lock()
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(collectMarker, nil) })
 	if err == nil {
