@@ -87,7 +87,7 @@ type Store struct {
 
 	// gate lets Collect hold writes off while it flushes the memtables (every write transaction
 	// holds it shared); deleted counts the keys deleted since the last Collect.
-	gate    sync.RWMutex
+	gate sync.RWMutex
 	// collect serialises Collect: Badger's compaction pause (Flatten,
 	// DropPrefix) swaps the database's compactor closer unguarded, so two
 	// at once start compactors that Close never stops.
