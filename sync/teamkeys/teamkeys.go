@@ -534,7 +534,7 @@ func (k *Keys) OpenChain(e *envelope.Envelope) (*Opened, error) {
 		if err == nil {
 			return o, nil
 		}
-		if bestErr == nil || bestOuter && !outerFailure(ep, o, err) {
+		if bestErr == nil || pastSignature(err) && !pastSignature(bestErr) || !pastSignature(bestErr) && bestOuter && !outerFailure(ep, o, err) {
 			best, bestErr, bestOuter = o, err, outerFailure(ep, o, err)
 		}
 	}
@@ -584,6 +584,15 @@ func (k *Keys) OpenChainListed(e *envelope.Envelope, list []identity.DeviceID) (
 // Keys.OpenChain).
 func outerFailure(ep *Epoch, o *Opened, err error) bool {
 	return o == nil && errors.Is(err, envelope.ErrBadSeal) && !ep.Chains()
+}
+
+// pastSignature reports whether ep.OpenChain got past the signature: the
+// sender is verified, whatever failed after it. That is the envelope's own
+// epoch speaking, and it outranks what any other epoch of the tag says: a
+// member can hand on a junk prior key under a real tag, and the epoch it
+// makes (no list, a wrong outer key) must not hide it.
+func pastSignature(err error) bool {
+	return !errors.Is(err, envelope.ErrBadSeal) && !errors.Is(err, envelope.ErrNoList)
 }
 
 // Consume spends the message key of an envelope OpenChain opened (its op
