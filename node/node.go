@@ -48,6 +48,9 @@ const (
 	mdnsService  = "fieldmesh"
 )
 
+// DefaultWipeAsk is Config.WipeAsk's default.
+const DefaultWipeAsk = 10 * time.Minute
+
 // Secret names in the store's keys keyspace.
 const (
 	secretDevice = "device"
@@ -74,6 +77,9 @@ type Config struct {
 	SyncInterval time.Duration
 	// RedialInterval is how often known peers that are not connected are dialled. Default 30 seconds.
 	RedialInterval time.Duration
+	// WipeAsk is how often the node asks each connected peer for a remote wipe order naming it, beside
+	// asking on every new connection (wipe.go). Default 10 minutes: one small stream a peer.
+	WipeAsk time.Duration
 	// AckInterval is how often the node publishes its batched received/read acknowledgements.
 	// Default 30 seconds; negative turns automatic acknowledgements off (FlushAcks still works).
 	AckInterval time.Duration
@@ -264,6 +270,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.AckInterval == 0 {
 		cfg.AckInterval = 30 * time.Second
 	}
+	if cfg.WipeAsk == 0 {
+		cfg.WipeAsk = DefaultWipeAsk
+	}
 	if cfg.RotateEvery == 0 {
 		cfg.RotateEvery = 7 * 24 * time.Hour
 	}
@@ -276,7 +285,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.EpochCheck == 0 {
 		cfg.EpochCheck = time.Minute
 	}
-	if cfg.SyncInterval < 0 || cfg.RedialInterval < 0 || cfg.RotateEvery < 0 || cfg.RetainKeys < 0 || cfg.EpochCheck < 0 {
+	if cfg.SyncInterval < 0 || cfg.RedialInterval < 0 || cfg.WipeAsk < 0 || cfg.RotateEvery < 0 || cfg.RetainKeys < 0 || cfg.EpochCheck < 0 {
 		return nil, errors.New("node: negative interval")
 	}
 	if len(cfg.ListenAddrs) == 0 {
@@ -460,6 +469,7 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	}
 	n.goRun(n.tickLoop)
 	n.goRun(n.collectLoop)
+	n.goRun(n.wipeAskLoop)
 	n.goRun(func() { n.usage.Run(n.ctx) })
 	n.goRun(func() { n.maintainLoop(bootstrap) })
 	if !n.cfg.NoMDNS && n.ownsH {

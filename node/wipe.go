@@ -20,8 +20,9 @@ import (
 // the team re-keys without the device at once); the order travels beside the team, not in it: every
 // node and relay carries the orders it was handed (wipeproto.Set, kept in the store's settings), hands
 // them to its relays and to members of its teams it meets, and answers a device that asks for the
-// orders naming it. On every new connection a node asks the peer for orders naming itself, and acts on
-// one that passes wipeorder's Check against its own view of its teams' admins (Config.OnWipe).
+// orders naming it. On every new connection, and of every connected peer each Config.WipeAsk, a node
+// asks for orders naming itself, and acts on one that passes wipeorder's Check against its own view of
+// its teams' admins (Config.OnWipe).
 
 const (
 	settingWipeOrders = "wipe-orders"
@@ -101,18 +102,8 @@ func (n *Node) memberAnywhere(d identity.DeviceID) bool {
 func (n *Node) wipeContact(p peer.ID) {
 	ctx, cancel := context.WithTimeout(n.ctx, wipeproto.Timeout)
 	defer cancel()
-	if orders, err := wipeproto.Fetch(ctx, n.host, p); err == nil {
-		for _, o := range orders {
-			if err := o.Check(n.id.Device.ID(), n.AdminOf, n.now()); err != nil {
-				n.log.Warn("wipe order refused", "peer", p.ShortString(), "err", err)
-				continue
-			}
-			n.log.Warn("wipe order accepted: wiping this device", "signer", o.Signer)
-			if n.cfg.OnWipe != nil {
-				n.cfg.OnWipe(o)
-			}
-			return
-		}
+	if n.askWipe(ctx, p) {
+		return
 	}
 	d, err := deviceOf(p)
 	if err != nil || !(n.isRelay(p) || n.memberAnywhere(d)) {
@@ -124,6 +115,51 @@ func (n *Node) wipeContact(p peer.ID) {
 		}
 		if err := wipeproto.Offer(ctx, n.host, p, o); err != nil {
 			n.log.Debug("wipe order not handed over", "peer", p.ShortString(), "err", err)
+		}
+	}
+}
+
+// askWipe asks p for orders naming this device and acts on the first that passes its Check. It
+// reports whether one did.
+func (n *Node) askWipe(ctx context.Context, p peer.ID) bool {
+	orders, err := wipeproto.Fetch(ctx, n.host, p)
+	if err != nil {
+		return false
+	}
+	for _, o := range orders {
+		if err := o.Check(n.id.Device.ID(), n.AdminOf, n.now()); err != nil {
+			n.log.Warn("wipe order refused", "peer", p.ShortString(), "err", err)
+			continue
+		}
+		n.log.Warn("wipe order accepted: wiping this device", "signer", o.Signer)
+		if n.cfg.OnWipe != nil {
+			n.cfg.OnWipe(o)
+		}
+		return true
+	}
+	return false
+}
+
+// wipeAskLoop asks every connected peer for orders naming this device every Config.WipeAsk. Asking
+// on new connections alone would miss an order that reaches a peer (a relay, a member carrying it)
+// after the connection began: a lost phone that stays connected to its clinic's relay would never
+// learn of it.
+func (n *Node) wipeAskLoop() {
+	tick := time.NewTicker(n.cfg.WipeAsk)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, p := range n.host.Network().Peers() {
+			ctx, cancel := context.WithTimeout(n.ctx, wipeproto.Timeout)
+			done := n.askWipe(ctx, p)
+			cancel()
+			if done {
+				return
+			}
 		}
 	}
 }

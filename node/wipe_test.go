@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"log/slog"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 
+	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/wipeproto"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
@@ -242,5 +244,57 @@ func TestWipeKeysOverwritesTeamKeys(t *testing.T) {
 	}
 	if n := keys.Len(); n != 0 {
 		t.Errorf("the core still holds %d epochs", n)
+	}
+}
+
+// B stays connected to a peer (here a bare host that carries orders, as a clinic relay does) that is
+// handed an order for B after the connection began. B learns of it without a new connection: it asks
+// its connected peers again each WipeAsk.
+func TestWipeOrderReachesLongConnection(t *testing.T) {
+	watch := newWipeWatch()
+	mn, ns := newMockNodesCfg(t, func(i int, c *Config) {
+		if i == 1 {
+			c.OnWipe, c.WipeAsk = watch.onWipe, 50*time.Millisecond
+		}
+	}, "Dr Banda", "Lost Phone")
+	a, b := ns[0], ns[1]
+	clinicalTeam(t, a, "Ward", b)
+	cutOff(mn, b, a)
+
+	carrier, err := mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	carried := wipeproto.NewSet(8)
+	asked := make(chan struct{}, 64)
+	srv := &wipeproto.Server{Orders: func(target identity.DeviceID) []*wipeorder.Order {
+		found := carried.For(target)
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		return found
+	}}
+	carrier.SetStreamHandler(wipeproto.Protocol, srv.Handle)
+	if _, err := mn.LinkPeers(carrier.ID(), b.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := mn.ConnectPeers(carrier.ID(), b.host.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-asked: // the ask of the new connection, answered with nothing
+	case <-time.After(30 * time.Second):
+		t.Fatal("B did not ask the carrier for orders on connecting")
+	}
+	o, err := wipeorder.Issue(a.id.Device, b.id.Device.ID(), time.Now(), time.Hour, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	carried.Add(o)
+	watch.wait(t, "wipe of B over the lasting connection", func(os []*wipeorder.Order, _ int) bool { return len(os) > 0 })
+	if cs := carrier.Network().ConnsToPeer(b.host.ID()); len(cs) != 1 || cs[0].ID() != conn.ID() {
+		t.Fatalf("the order came over another connection (%d now): this test is about one that lasts", len(cs))
 	}
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node"
@@ -60,8 +61,11 @@ type Config struct {
 	OnWipe func(*wipeorder.Order)
 	// RedialInterval is how often peers not connected are dialled. Default 30 s.
 	RedialInterval time.Duration
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// WipeAsk is how often each connected peer is asked for a wipe order naming this device, beside
+	// asking on every new connection. Default node.DefaultWipeAsk.
+	WipeAsk time.Duration
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Device is a running locked device. Close stops it.
@@ -93,6 +97,9 @@ func Start(cfg Config) (*Device, error) {
 	}
 	if cfg.RedialInterval <= 0 {
 		cfg.RedialInterval = 30 * time.Second
+	}
+	if cfg.WipeAsk <= 0 {
+		cfg.WipeAsk = node.DefaultWipeAsk
 	}
 	priv, err := lcrypto.UnmarshalEd25519PrivateKey(cfg.Key)
 	if err != nil {
@@ -249,6 +256,7 @@ func (d *Device) fetch(p peer.ID) {
 	defer cancel()
 	orders, err := wipeproto.Fetch(ctx, d.host, p)
 	if err != nil {
+		d.log.Debug("asking for wipe orders failed", "peer", p.ShortString(), "err", err)
 		return
 	}
 	isAdmin := func(dev identity.DeviceID) bool { return d.cfg.State.Admins[dev] }
@@ -267,24 +275,52 @@ func (d *Device) fetch(p peer.ID) {
 	}
 }
 
+// redialLoop dials the peers it knew that are not connected, each RedialInterval, and asks every
+// connected peer for wipe orders each WipeAsk: an order that reaches a peer after the connection began
+// (a relay it stays connected to is handed one) would otherwise wait for the next connection.
 func (d *Device) redialLoop() {
-	t := time.NewTicker(d.cfg.RedialInterval)
-	defer t.Stop()
+	redial := time.NewTicker(d.cfg.RedialInterval)
+	defer redial.Stop()
+	ask := time.NewTicker(d.cfg.WipeAsk)
+	defer ask.Stop()
 	for {
-		for _, ai := range d.cfg.State.Dial {
-			if d.host.Network().Connectedness(ai.ID) == network.Connected {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
-			_ = d.host.Connect(ctx, ai)
-			cancel()
-		}
+		d.redial()
 		select {
 		case <-d.ctx.Done():
 			return
-		case <-t.C:
+		case <-redial.C:
+		case <-ask.C:
+			for _, p := range d.host.Network().Peers() {
+				d.fetch(p)
+			}
 		}
 	}
+}
+
+// redial dials the peers not connected, all at once, and waits for the dials. The swarm's dial
+// backoff (5 s after a failed dial, growing to 5 minutes) is cleared first: RedialInterval is the pace
+// of this loop, and a device that failed to reach its relay while the relay restarted should not wait
+// minutes to reach it again.
+func (d *Device) redial() {
+	var wg sync.WaitGroup
+	for _, ai := range d.cfg.State.Dial {
+		if d.host.Network().Connectedness(ai.ID) == network.Connected {
+			continue
+		}
+		if sw, ok := d.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+			sw.Backoff().Clear(ai.ID)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+			defer cancel()
+			if err := d.host.Connect(ctx, ai); err != nil {
+				d.log.Debug("dial failed", "peer", ai.ID.ShortString(), "err", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // Close stops the device and waits for its goroutines. Idempotent.

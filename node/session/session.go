@@ -286,7 +286,8 @@ func (s *Session) startLocked() {
 	spool, err := locked.CreateSpool(filepath.Join(s.cfg.Dir, spoolName), &s.spoolPub)
 	if err == nil {
 		s.ld, err = locked.Start(locked.Config{Key: s.key, ListenAddrs: s.listen, State: s.sealed, Spool: spool,
-			OnWipe: s.remoteWipe, Logger: s.log, Now: s.now, RedialInterval: s.cfg.Node.RedialInterval})
+			OnWipe: s.remoteWipe, Logger: s.log, Now: s.now, RedialInterval: s.cfg.Node.RedialInterval,
+			WipeAsk: s.cfg.Node.WipeAsk})
 		if err != nil {
 			spool.Close()
 		}
