@@ -151,8 +151,9 @@ func (n *Node) exchangeSoon(p peer.ID, t *team) {
 // other end should have started.
 const followerDelay = 3 * time.Second
 
-// responderWait bounds how long a served session waits for the team's own outgoing session to finish
-// before it runs alongside (waiting longer could deadlock a ring of nodes syncing with each other).
+// responderWait bounds how long a served session, at the end with the higher peer id, waits for the
+// team's own outgoing session to finish before it runs alongside (handleSync: the lower end never
+// waits, so waits cannot form a ring; the bound stays as a backstop).
 const responderWait = 5 * time.Second
 
 // autoSync answers the triggers both ends see (a new connection, a peer joining the team's topic, the
@@ -380,13 +381,25 @@ func (n *Node) handleSync(s network.Stream) {
 		}
 		return
 	}
-	wait := time.NewTimer(responderWait)
-	select {
-	case t.syncSem <- struct{}{}:
-		defer func() { <-t.syncSem }()
-	case <-wait.C:
+	if n.host.ID() < p {
+		// Two ends that start sessions towards each other at once (a new member's first catch-up and
+		// the inviter's session towards it) would each wait for its own: the end with the lower peer
+		// id serves at once, beside its own session if one is running. Only the higher end waits, so a
+		// chain of waits climbs peer ids and cannot close into a ring.
+		select {
+		case t.syncSem <- struct{}{}:
+			defer func() { <-t.syncSem }()
+		default:
+		}
+	} else {
+		wait := time.NewTimer(responderWait)
+		select {
+		case t.syncSem <- struct{}{}:
+			defer func() { <-t.syncSem }()
+		case <-wait.C:
+		}
+		wait.Stop()
 	}
-	wait.Stop()
 	start := t.stored.Load()
 	sess := n.reconSession(p, t, false)
 	brought, err := n.drive(s, br, p, t, sess, nil)

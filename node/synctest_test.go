@@ -67,3 +67,46 @@ func TestManyNodesVirtualTime(t *testing.T) {
 		mn.Close()
 	})
 }
+
+// Two members that start a session towards each other at the same moment (a new member's first
+// catch-up meets the inviter's session towards it) do not each wait responderWait for their own
+// outgoing session before serving the other's: the end with the lower peer id serves at once. In
+// virtual time, the crossing sessions take no time at all; waiting shows as responderWait.
+func TestCrossingSessionsDoNotWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ns := newMockNodesCfg(t, func(_ int, c *Config) { c.SyncInterval = time.Hour }, "A", "B")
+		a, b := ns[0], ns[1]
+		_, ref := clinicalTeam(t, a, "Ward", b)
+		time.Sleep(time.Minute) // virtual: the sessions the join started end
+		synctest.Wait()
+		ta, err := a.teamByRef(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb, err := b.teamByRef(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for round := range 5 {
+			if _, _, err := a.Send(ref, crdt.Message{Text: fmt.Sprintf("round %d", round)}); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			errs := make(chan error, 2)
+			go func() { errs <- a.syncTeamErr(context.Background(), b.host.ID(), ta, true) }()
+			go func() { errs <- b.syncTeamErr(context.Background(), a.host.ID(), tb, true) }()
+			for range 2 {
+				if err := <-errs; err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+			}
+			if took := time.Since(start); took >= responderWait {
+				t.Fatalf("round %d: the crossing sessions took %v (virtual): an end waited for its own session", round, took)
+			}
+			synctest.Wait()
+		}
+		for _, n := range ns {
+			n.Close()
+		}
+	})
+}
