@@ -391,51 +391,46 @@ func (n *Node) isBanned(p peer.ID) bool {
 	return ok
 }
 
-// tickLoop gives every team's core the time (device.Team.Tick): held envelopes expire, keys of old
+// every runs f each d until the node closes.
+func (n *Node) every(d time.Duration, f func()) {
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		f()
+	}
+}
+
+// collect makes the store's deletions final, when there were any (run each CollectEvery).
+func (n *Node) collect() {
+	if n.st.Pending() == 0 {
+		return
+	}
+	c, err := n.st.Collect()
+	if err != nil {
+		if n.ctx.Err() == nil {
+			n.log.Warn("making deletions final failed; retrying later", "err", err)
+		}
+		return
+	}
+	n.log.Info("deletions made final", "deleted", c.Deleted, "tables_before", c.LSMBefore, "tables_after", c.LSMAfter, "took", c.Took.Round(time.Millisecond))
+}
+
+// tickEvery is how often tickAll runs: every EpochCheck, or AckInterval if shorter.
+func (n *Node) tickEvery() time.Duration {
+	if n.cfg.AckInterval > 0 {
+		return min(n.cfg.EpochCheck, n.cfg.AckInterval)
+	}
+	return n.cfg.EpochCheck
+}
+
+// tickAll gives every team's core the time (device.Team.Tick): held envelopes expire, keys of old
 // epochs are destroyed, admins re-key, acknowledgements are batched. Low-data mode defers the
 // acknowledgements.
-// collectLoop makes the store's deletions final every CollectEvery, when there were any.
-func (n *Node) collectLoop() {
-	tick := time.NewTicker(n.cfg.CollectEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if n.st.Pending() == 0 {
-			continue
-		}
-		c, err := n.st.Collect()
-		if err != nil {
-			if n.ctx.Err() == nil {
-				n.log.Warn("making deletions final failed; retrying later", "err", err)
-			}
-			continue
-		}
-		n.log.Info("deletions made final", "deleted", c.Deleted, "tables_before", c.LSMBefore, "tables_after", c.LSMAfter, "took", c.Took.Round(time.Millisecond))
-	}
-}
-
-func (n *Node) tickLoop() {
-	every := n.cfg.EpochCheck
-	if n.cfg.AckInterval > 0 {
-		every = min(every, n.cfg.AckInterval)
-	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-tick.C:
-		}
-		n.tickAll()
-	}
-}
-
-// tickAll runs one Tick of every team's core.
 func (n *Node) tickAll() {
 	opt := device.TickOptions{NoAcks: n.low.On() || n.cfg.AckInterval < 0}
 	for _, t := range n.teamList() {

@@ -467,9 +467,9 @@ func (n *Node) start(bootstrap []peer.AddrInfo) error {
 	if err := n.startLowData(); err != nil {
 		return err
 	}
-	n.goRun(n.tickLoop)
-	n.goRun(n.collectLoop)
-	n.goRun(n.wipeAskLoop)
+	n.goRun(func() { n.every(n.tickEvery(), n.tickAll) })
+	n.goRun(func() { n.every(n.cfg.CollectEvery, n.collect) })
+	n.goRun(func() { n.every(n.cfg.WipeAsk, n.askAll) })
 	n.goRun(func() { n.usage.Run(n.ctx) })
 	n.goRun(func() { n.maintainLoop(bootstrap) })
 	if !n.cfg.NoMDNS && n.ownsH {

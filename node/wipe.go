@@ -140,26 +140,17 @@ func (n *Node) askWipe(ctx context.Context, p peer.ID) bool {
 	return false
 }
 
-// wipeAskLoop asks every connected peer for orders naming this device every Config.WipeAsk. Asking
+// askAll asks every connected peer for orders naming this device (run each Config.WipeAsk). Asking
 // on new connections alone would miss an order that reaches a peer (a relay, a member carrying it)
 // after the connection began: a lost phone that stays connected to its clinic's relay would never
 // learn of it.
-func (n *Node) wipeAskLoop() {
-	tick := time.NewTicker(n.cfg.WipeAsk)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
+func (n *Node) askAll() {
+	for _, p := range n.host.Network().Peers() {
+		ctx, cancel := context.WithTimeout(n.ctx, wipeproto.Timeout)
+		done := n.askWipe(ctx, p)
+		cancel()
+		if done {
 			return
-		case <-tick.C:
-		}
-		for _, p := range n.host.Network().Peers() {
-			ctx, cancel := context.WithTimeout(n.ctx, wipeproto.Timeout)
-			done := n.askWipe(ctx, p)
-			cancel()
-			if done {
-				return
-			}
 		}
 	}
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 
-	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node/wipeproto"
+	"github.com/fieldmesh/fieldmesh/node/wipeproto/wipeprototest"
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/framing"
 	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
@@ -265,17 +265,7 @@ func TestWipeOrderReachesLongConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	carried := wipeproto.NewSet(8)
-	asked := make(chan struct{}, 64)
-	srv := &wipeproto.Server{Orders: func(target identity.DeviceID) []*wipeorder.Order {
-		found := carried.For(target)
-		select {
-		case asked <- struct{}{}:
-		default:
-		}
-		return found
-	}}
-	carrier.SetStreamHandler(wipeproto.Protocol, srv.Handle)
+	carried := wipeprototest.Serve(carrier)
 	if _, err := mn.LinkPeers(carrier.ID(), b.host.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +274,7 @@ func TestWipeOrderReachesLongConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-asked: // the ask of the new connection, answered with nothing
+	case <-carried.Asked: // the ask of the new connection, answered with nothing
 	case <-time.After(30 * time.Second):
 		t.Fatal("B did not ask the carrier for orders on connecting")
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/node"
 	"github.com/fieldmesh/fieldmesh/node/locked"
-	"github.com/fieldmesh/fieldmesh/node/wipeproto"
+	"github.com/fieldmesh/fieldmesh/node/wipeproto/wipeprototest"
 	"github.com/fieldmesh/fieldmesh/sync/wipeorder"
 )
 
@@ -32,22 +32,12 @@ func TestOrderReachesLongConnection(t *testing.T) {
 
 	// The carrier: a peer that answers wipe order fetches from what it carries, and never drops the
 	// connection.
-	carried := wipeproto.NewSet(8)
 	carrier, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer carrier.Close()
-	asked := make(chan struct{}, 64)
-	srv := &wipeproto.Server{Orders: func(target identity.DeviceID) []*wipeorder.Order {
-		found := carried.For(target)
-		select {
-		case asked <- struct{}{}:
-		default:
-		}
-		return found
-	}}
-	carrier.SetStreamHandler(wipeproto.Protocol, srv.Handle)
+	carried := wipeprototest.Serve(carrier)
 
 	pub, _, err := locked.NewKey()
 	if err != nil {
@@ -83,7 +73,7 @@ func TestOrderReachesLongConnection(t *testing.T) {
 	}
 
 	select {
-	case <-asked: // the ask a new connection makes, answered with nothing
+	case <-carried.Asked: // the ask a new connection makes, answered with nothing
 	case <-time.After(30 * time.Second):
 		t.Fatal("the locked device did not connect to the carrier and ask for orders within 30 s")
 	}
