@@ -74,7 +74,7 @@ var errorPrefixes = []string{
 	"gossipbench", "historyproto", "humancode", "identity", "join", "localapi", "lowdata", "meshconf", "mobile", "node", "photo",
 	"proximity", "proximitytest", "recon", "record", "recordgw", "relay", "relay api", "relayclient", "relayproto", "safety", "seal", "senderkey", "sim",
 	"storage", "teamkeys", "unixapi", "usage", "webui", "wire",
-	"duty", "emul", "locked", "rawid", "safetext", "session", "wipeorder", "wipeproto",
+	"duty", "emul", "locked", "rawid", "safetext", "session", "wipeorder", "wipeproto", "wipeprototest",
 }
 
 // packagePrefix matches one of errorPrefixes at the start of the message or after another
