@@ -122,22 +122,17 @@ func (n *Node) wipeContact(p peer.ID) {
 // askWipe asks p for orders naming this device and acts on the first that passes its Check. It
 // reports whether one did.
 func (n *Node) askWipe(ctx context.Context, p peer.ID) bool {
-	orders, err := wipeproto.Fetch(ctx, n.host, p)
-	if err != nil {
+	o, _ := wipeproto.Ask(ctx, n.host, p, n.id.Device.ID(), n.AdminOf, n.now(), func(err error) {
+		n.log.Warn("wipe order refused", "peer", p.ShortString(), "err", err)
+	})
+	if o == nil {
 		return false
 	}
-	for _, o := range orders {
-		if err := o.Check(n.id.Device.ID(), n.AdminOf, n.now()); err != nil {
-			n.log.Warn("wipe order refused", "peer", p.ShortString(), "err", err)
-			continue
-		}
-		n.log.Warn("wipe order accepted: wiping this device", "signer", o.Signer)
-		if n.cfg.OnWipe != nil {
-			n.cfg.OnWipe(o)
-		}
-		return true
+	n.log.Warn("wipe order accepted: wiping this device", "signer", o.Signer)
+	if n.cfg.OnWipe != nil {
+		n.cfg.OnWipe(o)
 	}
-	return false
+	return true
 }
 
 // askAll asks every connected peer for orders naming this device (run each Config.WipeAsk). Asking

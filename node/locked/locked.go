@@ -254,25 +254,22 @@ func (d *Device) handleGive(s network.Stream) {
 func (d *Device) fetch(p peer.ID) {
 	ctx, cancel := context.WithTimeout(d.ctx, wipeproto.Timeout)
 	defer cancel()
-	orders, err := wipeproto.Fetch(ctx, d.host, p)
+	isAdmin := func(dev identity.DeviceID) bool { return d.cfg.State.Admins[dev] }
+	o, err := wipeproto.Ask(ctx, d.host, p, d.cfg.State.Device, isAdmin, d.cfg.Now(), func(err error) {
+		d.log.Warn("wipe order refused", "peer", p.ShortString(), "err", err)
+	})
 	if err != nil {
 		d.log.Debug("asking for wipe orders failed", "peer", p.ShortString(), "err", err)
+	}
+	if o == nil {
 		return
 	}
-	isAdmin := func(dev identity.DeviceID) bool { return d.cfg.State.Admins[dev] }
-	for _, o := range orders {
-		if err := o.Check(d.cfg.State.Device, isAdmin, d.cfg.Now()); err != nil {
-			d.log.Warn("wipe order refused", "peer", p.ShortString(), "err", err)
-			continue
+	d.log.Warn("wipe order accepted: wiping this device", "signer", o.Signer)
+	d.wiped.Do(func() {
+		if d.cfg.OnWipe != nil {
+			d.cfg.OnWipe(o)
 		}
-		d.log.Warn("wipe order accepted: wiping this device", "signer", o.Signer)
-		d.wiped.Do(func() {
-			if d.cfg.OnWipe != nil {
-				d.cfg.OnWipe(o)
-			}
-		})
-		return
-	}
+	})
 }
 
 // redialLoop dials the peers it knew that are not connected, each RedialInterval, and asks every

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
@@ -63,14 +62,7 @@ func TestOrderReachesLongConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	pk, err := lcrypto.UnmarshalEd25519PrivateKey(lost.SigningKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	lostPeer, err := peer.IDFromPrivateKey(pk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lostPeer := d.Host().ID()
 
 	select {
 	case <-carried.Asked: // the ask a new connection makes, answered with nothing

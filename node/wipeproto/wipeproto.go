@@ -151,6 +151,27 @@ func Fetch(ctx context.Context, h host.Host, p peer.ID) ([]*wipeorder.Order, err
 	return DecodeFetch(b, self)
 }
 
+// Ask is how a device, locked or not, asks p for its orders: it fetches them (Fetch) and returns the
+// first that passes wipeorder's Check for self, with isAdmin its own view of its teams' admins, at now;
+// nil if none does. refused, if set, is told why each other order failed.
+func Ask(ctx context.Context, h host.Host, p peer.ID, self identity.DeviceID, isAdmin func(identity.DeviceID) bool,
+	now time.Time, refused func(error)) (*wipeorder.Order, error) {
+	orders, err := Fetch(ctx, h, p)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range orders {
+		err := o.Check(self, isAdmin, now)
+		if err == nil {
+			return o, nil
+		}
+		if refused != nil {
+			refused(err)
+		}
+	}
+	return nil, nil
+}
+
 // DecodeFetch decodes a fetch answer and keeps the orders that parse and name self. A malformed answer
 // is an error; it never panics.
 func DecodeFetch(b []byte, self identity.DeviceID) ([]*wipeorder.Order, error) {
