@@ -242,13 +242,14 @@ type Node struct {
 
 	relays atomic.Pointer[relayClient] // set once by startRelays
 
-	stats syncStats
-	wipes *wipeproto.Set // remote wipe orders this node carries (wipe.go)
-	usage *usage.Meter   // data accounting (package usage)
-	low   *lowdata.Mode  // low-data mode (package lowdata)
-	audit *audit.Log     // the audit trail (auditing.go); nil without Config.AuditFile
-	att   attachments    // attachment fetches (attach.go)
-	hist  historyState   // history hand-overs to this device (history.go)
+	stats      syncStats
+	wipes      *wipeproto.Set   // remote wipe orders this node carries (wipe.go)
+	wipeRounds wipeproto.Rounds // the periodic asks for orders naming this device (wipe.go)
+	usage      *usage.Meter     // data accounting (package usage)
+	low        *lowdata.Mode    // low-data mode (package lowdata)
+	audit      *audit.Log       // the audit trail (auditing.go); nil without Config.AuditFile
+	att        attachments      // attachment fetches (attach.go)
+	hist       historyState     // history hand-overs to this device (history.go)
 }
 
 type syncStats struct {

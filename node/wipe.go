@@ -140,14 +140,11 @@ func (n *Node) askWipe(ctx context.Context, p peer.ID) bool {
 // after the connection began: a lost phone that stays connected to its clinic's relay would never
 // learn of it.
 func (n *Node) askAll() {
-	for _, p := range n.host.Network().Peers() {
+	n.wipeRounds.Run(n.host.Network().Peers(), func(f func()) { n.goRun(f) }, func(p peer.ID) {
 		ctx, cancel := context.WithTimeout(n.ctx, wipeproto.Timeout)
-		done := n.askWipe(ctx, p)
-		cancel()
-		if done {
-			return
-		}
-	}
+		defer cancel()
+		n.askWipe(ctx, p)
+	})
 }
 
 // RemoteWipe removes a lost device from the team (as RemoveDevice, or RemoveMember for a person's only

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/fieldmesh/fieldmesh/node/wipeproto"
@@ -251,6 +253,13 @@ func TestWipeKeysOverwritesTeamKeys(t *testing.T) {
 // handed an order for B after the connection began. B learns of it without a new connection: it asks
 // its connected peers again each WipeAsk.
 func TestWipeOrderReachesLongConnection(t *testing.T) {
+	t.Run("alone", func(t *testing.T) { testWipeOverLastingConnection(t, 0) })
+	// Any LAN peer can connect and hold a wipe stream open without answering. Asked one after another,
+	// eight of them would hold the carrier's answer back by wipeproto.Timeout each.
+	t.Run("beside peers that never answer", func(t *testing.T) { testWipeOverLastingConnection(t, 8) })
+}
+
+func testWipeOverLastingConnection(t *testing.T, stallers int) {
 	watch := newWipeWatch()
 	mn, ns := newMockNodesCfg(t, func(i int, c *Config) {
 		if i == 1 {
@@ -261,29 +270,44 @@ func TestWipeOrderReachesLongConnection(t *testing.T) {
 	clinicalTeam(t, a, "Ward", b)
 	cutOff(mn, b, a)
 
-	carrier, err := mn.GenPeer()
-	if err != nil {
-		t.Fatal(err)
+	link := func() (network.Conn, host.Host) {
+		t.Helper()
+		h, err := mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mn.LinkPeers(h.ID(), b.host.ID()); err != nil {
+			t.Fatal(err)
+		}
+		c, err := mn.ConnectPeers(h.ID(), b.host.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, h
 	}
+	for range stallers {
+		_, h := link()
+		h.SetStreamHandler(wipeproto.Protocol, func(s network.Stream) {
+			_, _ = io.Copy(io.Discard, s) // reads the ask, answers nothing, until B gives up
+		})
+	}
+	conn, carrier := link()
 	carried := wipeprototest.Serve(carrier)
-	if _, err := mn.LinkPeers(carrier.ID(), b.host.ID()); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := mn.ConnectPeers(carrier.ID(), b.host.ID())
-	if err != nil {
-		t.Fatal(err)
-	}
 	select {
-	case <-carried.Asked: // the ask of the new connection, answered with nothing
+	case <-carried.Asked: // an ask (of the new connection, or a round), answered with nothing
 	case <-time.After(30 * time.Second):
-		t.Fatal("B did not ask the carrier for orders on connecting")
+		t.Fatal("B did not ask the carrier for orders")
 	}
 	o, err := wipeorder.Issue(a.id.Device, b.id.Device.ID(), time.Now(), time.Hour, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	carried.Add(o)
+	handed := time.Now()
 	watch.wait(t, "wipe of B over the lasting connection", func(os []*wipeorder.Order, _ int) bool { return len(os) > 0 })
+	if took := time.Since(handed); took >= wipeproto.Timeout {
+		t.Errorf("B learned of the order %v after its carrier had it: peers that never answer held it back", took.Round(time.Second))
+	}
 	if cs := carrier.Network().ConnsToPeer(b.host.ID()); len(cs) != 1 || cs[0].ID() != conn.ID() {
 		t.Fatalf("the order came over another connection (%d now): this test is about one that lasts", len(cs))
 	}

@@ -82,6 +82,7 @@ type Device struct {
 	subs   []*pubsub.Subscription
 	topics []*pubsub.Topic
 	wiped  sync.Once
+	rounds wipeproto.Rounds
 }
 
 // Start starts a locked device.
@@ -254,13 +255,27 @@ func (d *Device) handleGive(s network.Stream) {
 func (d *Device) fetch(p peer.ID) {
 	ctx, cancel := context.WithTimeout(d.ctx, wipeproto.Timeout)
 	defer cancel()
-	isAdmin := func(dev identity.DeviceID) bool { return d.cfg.State.Admins[dev] }
-	o, err := wipeproto.Ask(ctx, d.host, p, d.cfg.State.Device, isAdmin, d.cfg.Now(), func(err error) {
+	o, err := wipeproto.Ask(ctx, d.host, p, d.cfg.State.Device, d.isAdmin, d.cfg.Now(), func(err error) {
 		d.log.Warn("wipe order refused", "peer", p.ShortString(), "err", err)
 	})
 	if err != nil {
 		d.log.Debug("asking for wipe orders failed", "peer", p.ShortString(), "err", err)
 	}
+	d.actOnWipe(o)
+}
+
+// askAll asks every connected peer for wipe orders naming this device (wipeproto.Rounds).
+func (d *Device) askAll() {
+	d.rounds.Run(d.host.Network().Peers(), func(f func()) {
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); f() }()
+	}, d.fetch)
+}
+
+func (d *Device) isAdmin(dev identity.DeviceID) bool { return d.cfg.State.Admins[dev] }
+
+// actOnWipe hands an order that passed its Check to Config.OnWipe, once.
+func (d *Device) actOnWipe(o *wipeorder.Order) {
 	if o == nil {
 		return
 	}
@@ -287,9 +302,7 @@ func (d *Device) redialLoop() {
 			return
 		case <-redial.C:
 		case <-ask.C:
-			for _, p := range d.host.Network().Peers() {
-				d.fetch(p)
-			}
+			d.askAll()
 		}
 	}
 }

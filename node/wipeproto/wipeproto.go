@@ -138,6 +138,8 @@ func Fetch(ctx context.Context, h host.Host, p peer.ID) ([]*wipeorder.Order, err
 		return nil, err
 	}
 	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { _ = st.Reset() }) // a peer that never answers holds nothing past ctx
+	defer stop()
 	_ = st.SetDeadline(time.Now().Add(Timeout))
 	if err := framing.Write(st, []byte{'F'}); err != nil {
 		_ = st.Reset()
@@ -170,6 +172,41 @@ func Ask(ctx context.Context, h host.Host, p peer.ID, self identity.DeviceID, is
 		}
 	}
 	return nil, nil
+}
+
+// Rounds asks connected peers for orders round after round (each WipeAsk) so that a peer that holds
+// its stream open without answering (any LAN peer can) holds back no other: each peer's ask runs on
+// its own goroutine, and a peer whose ask of an earlier round is still running is left out.
+type Rounds struct {
+	mu   sync.Mutex
+	busy map[peer.ID]bool
+}
+
+// Run starts a round: ask(p) for each of peers not still being asked, each run by spawn (which runs
+// its function on a new goroutine the caller waits for at close).
+func (r *Rounds) Run(peers []peer.ID, spawn func(func()), ask func(peer.ID)) {
+	r.mu.Lock()
+	if r.busy == nil {
+		r.busy = map[peer.ID]bool{}
+	}
+	var start []peer.ID
+	for _, p := range peers {
+		if !r.busy[p] {
+			r.busy[p] = true
+			start = append(start, p)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range start {
+		spawn(func() {
+			defer func() {
+				r.mu.Lock()
+				delete(r.busy, p)
+				r.mu.Unlock()
+			}()
+			ask(p)
+		})
+	}
 }
 
 // DecodeFetch decodes a fetch answer and keeps the orders that parse and name self. A malformed answer
