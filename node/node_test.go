@@ -163,6 +163,9 @@ func clinicalTeam(t testing.TB, admin *testNode, name string, joiners ...*testNo
 }
 
 // joinAll has each joiner use a fresh invite of the admin's team, and fails the test on any error.
+// It returns once the admin and every joiner know all the members the admin knows: a member that
+// has not yet learned of a join seals its next message under the epoch before it, which the joiner
+// is not a recipient of and never reads (docs/security.md, "A message sent as someone joins").
 func joinAll(t testing.TB, admin *testNode, team string, joiners ...*testNode) {
 	t.Helper()
 	for _, j := range joiners {
@@ -173,6 +176,32 @@ func joinAll(t testing.TB, admin *testNode, team string, joiners ...*testNode) {
 		if _, err := j.Join(context.Background(), inv.Code()); err != nil {
 			t.Fatalf("%s joins: %v", j.id.Name, err)
 		}
+	}
+	if len(joiners) > 0 {
+		waitPersons(t, append([]*testNode{admin}, joiners...), team, len(admin.snapshot(team).Persons))
+	}
+}
+
+// waitPersons waits, on each node's watch events with a deadline, until each node's view of the
+// team holds want persons.
+func waitPersons(t testing.TB, ns []*testNode, team string, want int) {
+	t.Helper()
+	for _, n := range ns {
+		ch, cancel, err := n.Watch(team)
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		deadline := time.NewTimer(30 * time.Second)
+		for len(n.snapshot(team).Persons) < want {
+			select {
+			case <-ch:
+			case <-deadline.C:
+				cancel()
+				t.Fatalf("%s knows %d persons after 30 s; want %d", n.id.Name, len(n.snapshot(team).Persons), want)
+			}
+		}
+		deadline.Stop()
+		cancel()
 	}
 }
 
@@ -207,6 +236,9 @@ func TestTeamInviteJoinAndMessages(t *testing.T) {
 			t.Errorf("joined team = %q %v; want %q clinical", got.Name, got.Kind, "Maternity Ward 3")
 		}
 	}
+	// The senders must know Tembo joined before they send, or their message is sealed to the epoch
+	// before it (see joinAll).
+	waitPersons(t, ns, ref, 3)
 	if _, _, err := b.Send(ref, crdt.Message{Text: "BP 150/95 at 34 weeks", Priority: crdt.Urgent, Patient: "MRN-1"}); err != nil {
 		t.Fatal(err)
 	}
