@@ -229,7 +229,9 @@ func (o *Op) Sign(dev *identity.Device, epoch, index uint32, inner InnerHash) {
 	verified.add(sealKey(o.Team, o.Author, id, o.Seal))
 }
 
-// contentSize returns len(o.MarshalContent()) without marshalling.
+// ContentSize returns len(o.MarshalContent()) without marshalling.
+func (o *Op) ContentSize() int { return o.contentSize() }
+
 func (o *Op) contentSize() int {
 	return opFixed +
 		wire.UvarintLen(uint64(len(o.Parents))) + IDSize*len(o.Parents) +

@@ -44,7 +44,7 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 		return nil, nil, fmt.Errorf("envelope: seal the inner layer: %w", senderkey.ErrExhausted)
 	}
 	pt := op.MarshalCompact()
-	if n := len(op.MarshalContent()); n > crdt.MaxOpSize || HeaderSize+ChainOverhead+len(pt) > MaxSize {
+	if n := op.ContentSize(); n > crdt.MaxOpSize || HeaderSize+ChainOverhead+len(pt) > MaxSize {
 		return nil, nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, n, HeaderSize+ChainOverhead+len(pt), crdt.MaxOpSize, MaxSize)
 	}
 	e := &Envelope{
