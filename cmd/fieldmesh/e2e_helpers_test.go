@@ -918,6 +918,41 @@ func e2eJoin(t *testing.T, c *e2eCluster, admin *e2eNode, team string, joiners .
 			t.Fatalf("%s: team join: %+v, %v; want team %s", n.label, joined, err, team)
 		}
 	}
+	// Wait until the admin and every joiner know all the members: a member that has not yet learned
+	// of a join seals its next message to the epoch before it, which the joiner never reads
+	// (docs/security.md, "A message sent as someone joins").
+	if len(joiners) > 0 {
+		e2eWaitMembers(t, c, team, e2eMembers(t, c, admin, team), append([]*e2eNode{admin}, joiners...)...)
+	}
+}
+
+// e2eWaitMembers waits until each node's `team list` shows want members of team.
+func e2eWaitMembers(t *testing.T, c *e2eCluster, team string, want int, nodes ...*e2eNode) {
+	t.Helper()
+	for _, n := range nodes {
+		deadline := time.Now().Add(c.timeout(30 * time.Second))
+		for got := e2eMembers(t, c, n, team); got < want; got = e2eMembers(t, c, n, team) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s knows %d members of the team after the joins; want %d", n.label, got, want)
+			}
+			time.Sleep(50 * time.Millisecond) // polls the daemon: no event reaches the test
+		}
+	}
+}
+
+// e2eMembers returns how many members n's `team list` shows for team (0 if it does not list it).
+func e2eMembers(t *testing.T, c *e2eCluster, n *e2eNode, team string) int {
+	t.Helper()
+	var teams []e2eTeamListItem
+	if err := e2eDecodeList(c, "team list", n.runJSON(t, "team", "list"), &teams, e2eKeysTeamList); err != nil {
+		t.Fatalf("%s: team list: %v", n.label, err)
+	}
+	for _, tm := range teams {
+		if tm.ID == team {
+			return tm.Members
+		}
+	}
+	return 0
 }
 
 // e2eTeamUp initialises each node and starts its daemon (on loopback, no mDNS, no relay); the first
@@ -1000,5 +1035,6 @@ func e2eTeamWithRelay(t *testing.T, c *e2eCluster, teamName string, devices ...*
 		// it retries.
 		rt.Logs[n].waitLine(t, n.label+" enrols at R", 0, wait, n.daemon.exited, `msg="enrolled at relay"`)
 	}
+	e2eWaitMembers(t, c, rt.ID, len(devices), devices...)
 	return rt
 }
