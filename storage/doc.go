@@ -29,7 +29,7 @@
 //
 // The first byte of every Badger key names its keyspace:
 //
-//	0x00 meta        0x00 "version"                    -> schema version (4: envelopes of format version 7)
+//	0x00 meta        0x00 "version"                    -> schema version (5: envelopes of format version 8)
 //	0x01 secrets     0x01 | name                       -> opaque secret
 //	0x02 envelopes   0x02 | topic 16 | time u64 BE | id 16 -> marshalled envelope
 //	0x03 envelope id 0x03 | id 16                      -> topic 16 | time u64 BE

@@ -30,7 +30,7 @@ const (
 )
 
 const (
-	schemaVersion = 4 // 4: the envelopes stored are of format version 7, the ops' seals hold an inner hash
+	schemaVersion = 5 // 5: the envelopes stored are of format version 8 (no AEAD tag in the chain form)
 
 	// IDSize is the length of an envelope or op id (a crdt.OpID), in
 	// bytes: what the keys of envelopes, ops, the outbox, the record queue

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
+	"golang.org/x/crypto/chacha20"
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
@@ -132,6 +133,20 @@ func (k *messageKey) open(nonce [NonceSize]byte, ad, ct []byte) ([]byte, error) 
 	return pt, nil
 }
 
+// stream XORs b with the ChaCha20 keystream of the message key and nonce,
+// from block 1, as ChaCha20-Poly1305 encrypts (block 0 would be its
+// Poly1305 key), into a new slice: no tag.
+func (k *messageKey) stream(nonce [NonceSize]byte, b []byte) []byte {
+	c, err := chacha20.NewUnauthenticatedCipher(k[:], nonce[:])
+	if err != nil {
+		panic("senderkey: " + err.Error()) // unreachable: the key and nonce have their sizes
+	}
+	c.SetCounter(1)
+	out := make([]byte, len(b))
+	c.XORKeyStream(out, b)
+	return out
+}
+
 // SenderState is this device's sending chain in one epoch: the index of the
 // next message and its chain key. It is a secret: it prints as
 // "[redacted]"; compare with [SenderState.Equal]. It is not safe for
@@ -173,6 +188,28 @@ func (s *SenderState) Seal(nonce [NonceSize]byte, ad, plaintext []byte) (index u
 	}
 	mk, next := s.chain.step()
 	ct = mk.seal(nonce, ad, plaintext)
+	clear(mk[:])
+	index = s.next
+	s.chain = next
+	clear(next[:])
+	s.next++
+	return index, ct, nil
+}
+
+// SealStream is Seal without authentication: the plaintext is encrypted
+// with ChaCha20 under the message key of the next index and the nonce, and
+// the ciphertext is as long as the plaintext (no Poly1305 tag, no
+// associated data). Use it only where something else checks every byte of
+// both: fieldmesh's chain-form envelope (sync/envelope, format 8), whose
+// author signs the op id (a hash of the plaintext) and a hash of the
+// ciphertext. The nonce must be derived from the plaintext, as for Seal. The
+// state advances as with Seal; persist it the same way.
+func (s *SenderState) SealStream(nonce [NonceSize]byte, plaintext []byte) (index uint32, ct []byte, err error) {
+	if s.next > MaxIndex {
+		return 0, nil, ErrExhausted
+	}
+	mk, next := s.chain.step()
+	ct = mk.stream(nonce, plaintext)
 	clear(mk[:])
 	index = s.next
 	s.chain = next
@@ -286,6 +323,21 @@ func (r *ReceiverState) Peek(index uint32, nonce [NonceSize]byte, ad, ct []byte)
 	}
 	defer clear(mk[:])
 	return mk.open(nonce, ad, ct)
+}
+
+// PeekStream decrypts a message of SealStream at the given index without
+// changing the state, as Peek does. Nothing is authenticated: a changed
+// ciphertext decrypts to other bytes, which the caller must refuse (it
+// checks the plaintext against what the author signed) before it consumes
+// the index. Errors: [ErrReplay], [ErrTooFarAhead], [ErrOpen] (an index
+// above MaxIndex).
+func (r *ReceiverState) PeekStream(index uint32, nonce [NonceSize]byte, ct []byte) ([]byte, error) {
+	mk, err := r.key(index)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(mk[:])
+	return mk.stream(nonce, ct), nil
 }
 
 // key returns the message key of index without changing the state.

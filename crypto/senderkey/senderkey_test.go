@@ -830,3 +830,55 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check of a skipped index: %v", err)
 	}
 }
+
+// TestStream: SealStream is Seal's encryption without the tag (the same
+// message key and keystream from block 1), the chains advance alike, and
+// PeekStream decrypts without changing the state; what it decrypts is
+// not authenticated, so a changed ciphertext gives other bytes, and the
+// replay and distance rules are Peek's.
+func TestStream(t *testing.T) {
+	key, alice := epochKey(t, 3), deviceID(3)
+	aead, stream := NewSender(key, alice), NewSender(key, alice)
+	r := NewReceiver(key, alice)
+	var nonce [NonceSize]byte
+	for i := range 5 {
+		nonce[0] = byte(i)
+		pt := bytes.Repeat([]byte{'p', byte(i)}, 10+i)
+		_, ctTagged, err := aead.Seal(nonce, nil, pt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, ct, err := stream.SealStream(nonce, pt)
+		if err != nil || idx != uint32(i) {
+			t.Fatalf("SealStream %d: index %d, %v", i, idx, err)
+		}
+		if len(ct) != len(pt) || !bytes.Equal(ct, ctTagged[:len(pt)]) {
+			t.Fatalf("message %d: the stream is not Seal's ciphertext without its tag", i)
+		}
+		before, _ := r.MarshalBinary()
+		got, err := r.PeekStream(idx, nonce, ct)
+		if err != nil || !bytes.Equal(got, pt) {
+			t.Fatalf("PeekStream %d: %x, %v; want %x", i, got, err, pt)
+		}
+		flipped := bytes.Clone(ct)
+		flipped[0] ^= 1
+		if got, err := r.PeekStream(idx, nonce, flipped); err != nil || bytes.Equal(got, pt) {
+			t.Errorf("a changed ciphertext decrypted to the plaintext (or failed: %v)", err)
+		}
+		if after, _ := r.MarshalBinary(); !bytes.Equal(before, after) {
+			t.Fatalf("PeekStream changed the receiver state")
+		}
+		if err := r.Consume(idx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.PeekStream(idx, nonce, ct); !errors.Is(err, ErrReplay) {
+			t.Errorf("PeekStream of a consumed index: got %v; want ErrReplay", err)
+		}
+	}
+	if !aead.Equal(stream) {
+		t.Errorf("Seal and SealStream left different sender states")
+	}
+	if _, err := r.PeekStream(r.Next()+MaxSkipped+1, nonce, []byte{1}); !errors.Is(err, ErrTooFarAhead) {
+		t.Errorf("PeekStream too far ahead: got %v; want ErrTooFarAhead", err)
+	}
+}

@@ -46,15 +46,15 @@ var sizes = []struct {
 	sizeCase
 	maxEnvelope, maxGossip int
 }{
-	{sizeCase{2, 0, ""}, 121, 144},
-	{sizeCase{2, 1, ""}, 137, 161},
-	{sizeCase{2, 2, ""}, 153, 177},
-	{sizeCase{37, 0, "MRN 0042117"}, 167, 191},
-	{sizeCase{37, 1, "MRN 0042117"}, 183, 207},
-	{sizeCase{37, 2, "MRN 0042117"}, 199, 223},
-	{sizeCase{200, 0, ""}, 320, 344},
-	{sizeCase{200, 1, ""}, 336, 360},
-	{sizeCase{200, 2, ""}, 352, 376},
+	{sizeCase{2, 0, ""}, 105, 127},
+	{sizeCase{2, 1, ""}, 121, 144},
+	{sizeCase{2, 2, ""}, 137, 161},
+	{sizeCase{37, 0, "MRN 0042117"}, 151, 175},
+	{sizeCase{37, 1, "MRN 0042117"}, 167, 191},
+	{sizeCase{37, 2, "MRN 0042117"}, 183, 207},
+	{sizeCase{200, 0, ""}, 304, 328},
+	{sizeCase{200, 1, ""}, 320, 344},
+	{sizeCase{200, 2, ""}, 336, 360},
 }
 
 // The goal of issue 12 for the 37-byte text with a patient reference and one parent.
@@ -126,8 +126,14 @@ func TestSizeTable(t *testing.T) {
 		if gossip > s.maxGossip {
 			t.Errorf("%v: gossip copy of %d bytes; want at most %d", s.sizeCase, gossip, s.maxGossip)
 		}
-		if s.textLen == 37 && s.parents == 1 && (env > goalEnvelope || gossip > goalGossip) {
-			t.Logf("%v: not yet at the goal of %d envelope bytes and %d gossip bytes a hop", s.sizeCase, goalEnvelope, goalGossip)
+		if s.textLen == 37 && s.parents == 1 {
+			// The gossip goal is met (format 8) and held; the envelope's is not yet.
+			if gossip > goalGossip {
+				t.Errorf("%v: gossip copy of %d bytes; the goal is at most %d", s.sizeCase, gossip, goalGossip)
+			}
+			if env > goalEnvelope {
+				t.Logf("%v: not yet at the goal of %d envelope bytes (%d)", s.sizeCase, goalEnvelope, env)
+			}
 		}
 	}
 }

@@ -49,7 +49,7 @@ const (
 	pDevice   byte = 0x06
 	pRoster   byte = 0x07
 
-	storeVersion = 6 // 6: envelopes of format version 7 (one AEAD tag in the chain form)
+	storeVersion = 7 // 7: envelopes of format version 8 (no AEAD tag in the chain form)
 
 	// idSize is the length of an envelope id (a crdt.OpID), and
 	// envKeyLen and timeKeyLen those of the keys of 0x02 and 0x04.

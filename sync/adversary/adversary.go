@@ -26,8 +26,9 @@ import (
 // the attacker saw (re-sealing: it signed another inner layer, or another position) or [SignAs] with
 // a key it holds; either way the envelope must not open. slot is the sender's position in the epoch's
 // recipient list (envelope version 6 on): the author's (Slot), or another the attacker chooses.
-// Version 7: the outer layer is ChaCha20 without a tag, and the signature covers the hash of the
-// header and the inner layer.
+// Version 8: neither layer has a tag; both are ChaCha20 (from block 1) with the op id's first 12
+// bytes as nonce, the inner under the message key, the outer under the outer key, and the signature
+// covers the hash of the header, the slot and the inner ciphertext.
 //
 // The layout is written out here on purpose, apart from sync/envelope's, as an attacker would (the
 // domain strings and the inner-hash recipe included): TestForgeChainLayout checks that with the
@@ -37,29 +38,26 @@ func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sign func(crdt.
 	s := senderkey.NewSender(key, op.Author)
 	var nz [senderkey.NonceSize]byte
 	for range index {
-		_, _, _ = s.Seal(nz, nil, nil)
+		_, _, _ = s.SealStream(nz, nil)
 	}
 	id := op.ID()
+	nonce := [senderkey.NonceSize]byte(id[:senderkey.NonceSize])
 	e := &envelope.Envelope{Topic: envelope.TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
 	hdr := e.Marshal() // the header only: no layers yet
-	// The inner layer's associated data and the inner hash start with the topic, which the wire
-	// does not carry.
-	ad := append(append(slices.Clone(e.Topic[:]), hdr...), byte(envelope.FormChain))
-	innerAD := append(append([]byte("fieldmesh/v7/envelope/chain"), op.Team[:]...), ad...)
-	_, ct, _ := s.Seal([senderkey.NonceSize]byte(id[:senderkey.NonceSize]), innerAD, op.MarshalCompact())
-	body, mac := ct[:len(ct)-16], ct[len(ct)-16:]
+	// The inner hash starts with the topic, which the wire does not carry.
+	bound := append(append(slices.Clone(e.Topic[:]), hdr...), byte(envelope.FormChain))
+	_, body, _ := s.SealStream(nonce, op.MarshalCompact())
 	h := sha256.New()
-	h.Write([]byte("fieldmesh/v7/envelope/inner"))
-	h.Write(ad)
+	h.Write([]byte("fieldmesh/v8/envelope/inner"))
+	h.Write(bound)
 	h.Write(binary.AppendUvarint(nil, uint64(slot)))
-	h.Write(mac)
 	h.Write(body)
 	inner := crdt.InnerHash(h.Sum(nil)[:crdt.InnerHashSize])
 	plain := append(binary.AppendUvarint(binary.AppendUvarint(nil, uint64(slot)), uint64(index)), sign(inner)...)
 	plain = append(plain, body...)
 	outer := make([]byte, len(plain))
-	seal.Stream(envelope.OuterKey(key), [seal.NonceSize]byte(mac), outer, plain)
-	return append(append(append(hdr, byte(envelope.FormChain)), mac...), outer...)
+	seal.Stream(envelope.OuterKey(key), [seal.NonceSize]byte(id[:seal.NonceSize]), outer, plain)
+	return append(append(hdr, byte(envelope.FormChain)), outer...)
 }
 
 // Borrow returns a signer for ForgeChain that gives sig whatever the inner hash: a signature the

@@ -113,20 +113,18 @@ func reopened(s *memStore, ids []crdt.OpID) []Arrival {
 // only a member holding the epoch key can make, and no honest peer passes
 // on. It reports false if raw is not such an envelope.
 func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
-	const (
-		macSize = 16
-		sigSize = 64
-	)
+	const sigSize = 64
 	e, err := envelope.Unmarshal(topic, raw)
-	if err != nil || e.Form() != envelope.FormChain || len(e.Ciphertext) < 1+macSize {
+	if err != nil || e.Form() != envelope.FormChain {
 		return nil, false
 	}
 	hdr := raw[:envelope.HeaderSize]
-	mac := e.Ciphertext[1 : 1+macSize]
-	// The outer layer (format 7): ChaCha20 under the outer key, the inner tag as nonce, no Poly1305 tag.
+	// The outer layer (format 8): ChaCha20 under the outer key, the op id's first 12 bytes as nonce,
+	// no Poly1305 tag.
 	outer := envelope.OuterKey(key)
-	plain := make([]byte, len(e.Ciphertext)-1-macSize)
-	seal.Stream(outer, [seal.NonceSize]byte(mac), plain, e.Ciphertext[1+macSize:])
+	nonce := [seal.NonceSize]byte(e.ID[:seal.NonceSize])
+	plain := make([]byte, len(e.Ciphertext)-1)
+	seal.Stream(outer, nonce, plain, e.Ciphertext[1:])
 	_, n1 := binary.Uvarint(plain)
 	if n1 <= 0 {
 		return nil, false
@@ -138,8 +136,8 @@ func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) 
 	}
 	plain[sigAt+bit/8%sigSize] ^= 1 << (bit % 8)
 	ct := make([]byte, len(plain))
-	seal.Stream(outer, [seal.NonceSize]byte(mac), ct, plain)
-	out := append(append(append(bytes.Clone(hdr), byte(envelope.FormChain)), mac...), ct...)
+	seal.Stream(outer, nonce, ct, plain)
+	out := append(append(bytes.Clone(hdr), byte(envelope.FormChain)), ct...)
 	return out, true
 }
 

@@ -14,15 +14,15 @@ import (
 )
 
 // SealChain seals op in chain form under the epoch with the given tag: the
-// op's compact content (crdt.Op.MarshalCompact) is sealed with the next
-// index's message key of s (this device's sender chain of that epoch,
-// which advances), under the nonce id[:12], bound to the team (the inner
-// layer); dev, the op's author, signs it at (tag, that index) with the hash
-// of the inner layer and the header (InnerHash; crdt.Op.Sign); then the
-// slot, the index, the signature and the inner ciphertext are encrypted
-// under outer (the epoch's outer key) with the inner tag as nonce (the
-// outer layer, which has no Poly1305 tag of its own: the signature covers every
-// byte of it). slot is dev's position in the epoch's recipient list (the
+// op's compact content (crdt.Op.MarshalCompact) is encrypted with ChaCha20
+// under the next index's message key of s (this device's sender chain of
+// that epoch, which advances) and the nonce id[:12] (the inner layer, no
+// tag: the signed op id checks it); dev, the op's author, signs it at
+// (tag, that index) with the hash of the inner layer, the slot and the
+// header (InnerHash; crdt.Op.Sign), and with the team; then the slot, the
+// index, the signature and the inner ciphertext are encrypted with
+// ChaCha20 under outer (the epoch's outer key) and the same nonce (the
+// outer layer, no tag either: the signature covers every byte of it). slot is dev's position in the epoch's recipient list (the
 // order of the epoch's create or commit op), which the outer layer carries
 // in place of the sender's device id. op must not be a create or commit op
 // (those travel in commit form, see SealCommit). It returns the envelope
@@ -54,63 +54,51 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 		Time:  op.Time,
 	}
 	hdr := append(e.appendBound(make([]byte, 0, boundSize+1)), byte(FormChain))
-	index, ct, err := innerSeal(s, nonceOf(e.ID), innerAD(op.Team, hdr), pt)
+	nonce := nonceOf(e.ID)
+	index, body, err := innerSeal(s, nonce, pt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("envelope: seal the inner layer: %w", err)
 	}
-	body, mac := ct[:len(ct)-macSize], ct[len(ct)-macSize:]
 	sealed := op.Clone()
-	sealed.Sign(dev, tag, index, innerHash(hdr, slot, mac, body))
+	sealed.Sign(dev, tag, index, innerHash(hdr, slot, body))
 	plain := make([]byte, 0, binary.MaxVarintLen16+binary.MaxVarintLen32+sigSize+len(body))
 	plain = binary.AppendUvarint(plain, uint64(slot))
 	plain = binary.AppendUvarint(plain, uint64(index))
 	plain = append(plain, sealed.Seal.Sig...)
 	plain = append(plain, body...)
-	outerCT := outerStream(outer, [seal.NonceSize]byte(mac), plain)
+	c := make([]byte, 1+len(plain))
+	c[0] = byte(FormChain)
+	outerStream(outer, nonce, c[1:], plain)
 	clear(plain)
-	c := make([]byte, 0, 1+macSize+len(outerCT))
-	c = append(c, byte(FormChain))
-	c = append(c, mac...)
-	e.Ciphertext = append(c, outerCT...)
+	e.Ciphertext = c
 	return e, sealed, nil
 }
 
 // innerHash returns the hash of a chain-form envelope's inner layer that
 // its seal signs (crdt.Seal.Inner): the first 16 bytes of
-// SHA-256("fieldmesh/v7/envelope/inner" ‖ topic ‖ header ‖ form ‖ slot
-// uvarint ‖ inner tag ‖ inner body). With the op id, epoch tag, team,
-// sender and index that the seal also signs, it covers every byte of the
-// envelope and its topic, so the outer layer needs no Poly1305 tag: whoever
-// holds the outer key checks the whole envelope by the signature. The slot
-// is signed too, not only the device it names: otherwise a member holding
-// the outer key could re-encrypt a genuine envelope at another slot that a
-// list of its own making (a commit ground to the epoch's tag) maps to the
-// same sender, and a device holding that list would carry the changed copy.
-func innerHash(hdrForm []byte, slot int, mac, body []byte) crdt.InnerHash {
+// SHA-256("fieldmesh/v8/envelope/inner" ‖ topic ‖ header ‖ form ‖ slot
+// uvarint ‖ inner ciphertext). With the op id (a hash of the op's content,
+// the inner plaintext), epoch tag, team, sender and index that the seal
+// also signs, it covers every byte of the envelope and its topic, so
+// neither layer needs a Poly1305 tag: whoever holds the outer key checks
+// the whole envelope by the signature, and a recipient checks the inner
+// plaintext by the op id. The slot is signed too, not only the device it
+// names: otherwise a member holding the outer key could re-encrypt a
+// genuine envelope at another slot that a list of its own making (a commit
+// ground to the epoch's tag) maps to the same sender, and a device holding
+// that list would carry the changed copy.
+func innerHash(hdrForm []byte, slot int, body []byte) crdt.InnerHash {
 	h := sha256.New()
 	h.Write([]byte(innerHashDomain))
 	h.Write(hdrForm)
-	h.Write(binary.AppendUvarint(nil, uint64(slot)))
-	h.Write(mac)
+	var sl [binary.MaxVarintLen64]byte
+	h.Write(binary.AppendUvarint(sl[:0], uint64(slot)))
 	h.Write(body)
 	var sum [sha256.Size]byte
 	return crdt.InnerHash(h.Sum(sum[:0])[:crdt.InnerHashSize])
 }
 
-const innerHashDomain = "fieldmesh/v7/envelope/inner"
-
-// innerAD returns the associated data of the inner layer of a chain-form
-// envelope: "fieldmesh/v7/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form. The
-// team id travels nowhere in the envelope; binding it here means an inner
-// layer opens only for the team its author sealed it for.
-func innerAD(team crdt.TeamID, hdrForm []byte) []byte {
-	ad := make([]byte, 0, len(chainDomain)+len(team)+len(hdrForm))
-	ad = append(ad, chainDomain...)
-	ad = append(ad, team[:]...)
-	return append(ad, hdrForm...)
-}
-
-const chainDomain = "fieldmesh/v7/envelope/chain"
+const innerHashDomain = "fieldmesh/v8/envelope/inner"
 
 // Chain is the outer layer of a chain-form envelope, opened: the sender
 // (the device at Slot in the epoch's recipient list), the index of the
@@ -127,8 +115,7 @@ type Chain struct {
 
 	team  crdt.TeamID
 	e     *Envelope
-	ad    []byte // the inner layer's associated data (innerAD)
-	inner []byte // inner body ‖ mac
+	inner []byte // the inner ciphertext
 }
 
 // Seal returns the seal of the envelope's op (crdt.Seal): its epoch, the
@@ -161,8 +148,8 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 		return nil, err
 	}
 	hdr = append(hdr, byte(FormChain))
-	mac := e.Ciphertext[1 : 1+macSize]
-	plain := outerStream(outer, [seal.NonceSize]byte(mac), e.Ciphertext[1+macSize:])
+	plain := make([]byte, len(e.Ciphertext)-1)
+	outerStream(outer, nonceOf(e.ID), plain, e.Ciphertext[1:])
 	r := wire.NewReader(plain)
 	slot := r.Uvarint()
 	index := r.Uvarint()
@@ -184,12 +171,11 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 		Sender: recipients[slot],
 		Slot:   int(slot),
 		Index:  uint32(index),
-		Inner:  innerHash(hdr, int(slot), mac, body),
+		Inner:  innerHash(hdr, int(slot), body),
 		Sig:    sig,
 		team:   team,
 		e:      e,
-		ad:     innerAD(team, hdr[:boundSize+1]),
-		inner:  append(body, mac...),
+		inner:  body,
 	}
 	if !crdt.VerifySeal(team, c.Sender, e.ID, c.Seal()) {
 		return nil, ErrBadSeal
@@ -213,7 +199,7 @@ func (c *Chain) Peek(r *senderkey.ReceiverState) (*crdt.Op, error) {
 	if r.Sender() != c.Sender {
 		return nil, fmt.Errorf("%w: receiver state of %v for a message of %v", ErrOpen, r.Sender().Short(), c.Sender.Short())
 	}
-	pt, err := innerPeek(r, c.Index, nonceOf(c.e.ID), c.ad, c.inner)
+	pt, err := innerPeek(r, c.Index, nonceOf(c.e.ID), c.inner)
 	if err != nil {
 		if errors.Is(err, senderkey.ErrOpen) {
 			return nil, fmt.Errorf("%w: inner layer: %w", ErrOpen, err)
@@ -223,7 +209,9 @@ func (c *Chain) Peek(r *senderkey.ReceiverState) (*crdt.Op, error) {
 	defer clear(pt)
 	op, err := c.e.checkContent(pt, c.team, c.Sender)
 	if err != nil {
-		return nil, err
+		// The inner layer has no tag: what the sender signed (the op id)
+		// is what checks it.
+		return nil, fmt.Errorf("%w: the inner layer is not the op of the envelope's id: %w", ErrOpen, err)
 	}
 	if isCommitKind(op.Kind) {
 		return nil, fmt.Errorf("%w: a %v op in chain form", ErrBadOp, op.Kind)

@@ -1,7 +1,7 @@
-// Package envelope implements fieldmesh sealed envelopes (version 7: key
+// Package envelope implements fieldmesh sealed envelopes (version 8: key
 // epochs, sender keys, signed chain positions, a compact chain form,
 // 16-byte op ids, senders named by their slot in the epoch's recipient
-// list, and one AEAD tag in the chain form):
+// list, and no AEAD tag in the chain form):
 // what leaves a device, is gossiped, stored by relays and reconciled by
 // (time, id). Only the routing header is in the clear. The package is the
 // wire layout and its cryptography; which keys a device holds, and what it
@@ -17,7 +17,7 @@
 // Wire format (Marshal), integers big-endian, uvarints minimal:
 //
 //	header, 29 bytes (no topic: see "The topic" below):
-//	  version     1 byte   7 (versions 1 to 6 are refused: ErrVersion)
+//	  version     1 byte   8 (versions 1 to 7 are refused: ErrVersion)
 //	  epoch       4 bytes  the epoch TAG: crdt.TagOf(op id of the epoch's commit)
 //	  id         16 bytes  the op id (the first 16 bytes of the SHA-256 of the op's content,
 //	                       crdt.Op.MarshalContent; crdt.Op.ID says why 16 are enough)
@@ -25,21 +25,20 @@
 //	form          1 byte   1 = chain, 2 = commit
 //
 //	form 1, chain (every op except create and commit), op sealed by its author's chain:
-//	  mac        16 bytes  the Poly1305 tag of the inner layer (the envelope's only tag)
-//	  outer      the rest  ChaCha20(OK, nonce = mac[:12], from block 1; no tag),
+//	  outer      the rest  ChaCha20(OK, nonce = id[:12], from block 1; no tag),
 //	                         of slot uvarint ‖ index uvarint ‖ sig 64 ‖ inner
 //	  where slot is the sender's position in the epoch's recipient list (the device ids
 //	  of its create or commit op, in that op's order, which is ascending), a minimal
-//	  uvarint below MaxBoxes; inner ‖ mac = senderkey Seal by sender's chain at index,
-//	  nonce = id[:12], ad = "fieldmesh/v7/envelope/chain" ‖ team id ‖ topic ‖ header ‖ form,
+//	  uvarint below MaxBoxes; inner = senderkey SealStream by sender's chain at index
+//	  (ChaCha20 under the message key, from block 1, no tag), nonce = id[:12],
 //	  of the op's compact content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without
 //	  version, team, author, time or body length), and sig = the sender's Ed25519 signature
 //	  of the op's seal (crdt.SignedBytes: "fieldmesh/op/v4" ‖ team ‖ epoch tag ‖ sender's
 //	  full device id ‖ index ‖ op id ‖ inner hash), where the inner hash (crdt.Seal.Inner)
-//	  is the first 16 bytes of SHA-256("fieldmesh/v7/envelope/inner" ‖ topic ‖ header ‖
-//	  form ‖ slot uvarint ‖ mac ‖ inner), so the slot is signed too; the index is a minimal uvarint of at most senderkey.MaxIndex
-//	  (the op's compact content + 83 bytes after the header while the slot and the index
-//	  are below 128; at most ChainOverhead, 88)
+//	  is the first 16 bytes of SHA-256("fieldmesh/v8/envelope/inner" ‖ topic ‖ header ‖
+//	  form ‖ slot uvarint ‖ inner), so the slot is signed too; the index is a minimal uvarint of at most senderkey.MaxIndex
+//	  (the op's compact content + 67 bytes after the header while the slot and the index
+//	  are below 128; at most ChainOverhead, 72)
 //
 //	form 2, commit (create and commit ops; epoch = TagOf(own id): the epoch it starts):
 //	  count      uvarint   1..MaxBoxes (256): the number of recipient devices
@@ -63,41 +62,50 @@
 // time; the op id is still the (truncated) SHA-256 of the op's full
 // content (crdt.Op.MarshalContent), so it binds all of them, and the receiver
 // checks that the rebuilt op hashes to the header's id. The team id is
-// also in the inner layer's associated data, and in the signed seal.
+// also in the signed seal.
 //
 // The topic. The wire carries no topic (version 4 spent 16 bytes of every
 // header on it): an envelope arrives on a gossip topic, in a sync session
 // whose hello names the topic, or from a relay session of one topic, and
 // Unmarshal takes that topic as an argument (Envelope.Topic). Relays keep
 // their store keyed by topic, from the session or gossip topic. Every
-// layer binds the topic: it starts the associated data of both AEADs and
-// the box prologue (with the team id, which the inner layer and the box
-// prologue bind too), so an envelope given to another topic or team, by a
-// relay, a member or a mistake, does not open there (ErrOpen, ErrNotRecipient).
+// layer binds the topic: it starts the commit form's associated data, the
+// box prologue (with the team id) and the chain form's inner hash, which
+// the sender signs with the team id, so an envelope given to another topic
+// or team, by a relay, a member or a mistake, does not open or verify there
+// (ErrOpen, ErrNotRecipient, ErrBadSeal).
 // A relay can no longer tell an envelope of another topic from one of its
 // session's (it could not tell a lying header either); devices hold such an
 // envelope as one of an unknown epoch, within the limits of held envelopes.
 //
-// The associated data of every AEAD is the topic and every byte of the
-// envelope before it (the inner layer's also the team id; the box prologue
-// holds the topic, the header and the team id), and the chain form's
-// signature covers the same through the inner hash (topic, header, form,
-// inner tag and inner ciphertext) with the team, epoch, sender, index and
-// op id, so a box, an outer or an inner ciphertext moved into another
-// envelope, epoch, topic or team does not open or verify (tested for
-// each). The inner nonce is the op id's first 12 bytes, so a message key
-// that seals two different ops (a sender whose state was rolled back, or
-// that equivocates on purpose) does so under two nonces. The outer nonce
-// of the chain form is the inner layer's tag: a keystream of the outer key
-// repeats only if two tags agree in 12 bytes (about 2^-96 a pair) or for
-// the same (message key, op), whose outer plaintext is the same bytes
-// (Ed25519 is deterministic). The outer stream starts at ChaCha20 block 1,
-// as ChaCha20-Poly1305 does; the commit form's outer layer uses the same
-// outer key with the nonce id[:12] of its own op (a collision with an
-// inner tag is again 2^-96). The commit form's outer key is fresh for each
-// commit, so its nonce needs no more than the op id.
+// The associated data of the commit form's AEAD is the topic and every
+// byte of the envelope before it (the box prologue holds the topic, the
+// header and the team id), and the chain form's signature covers the same
+// through the inner hash (topic, header, form, slot and inner ciphertext)
+// with the team, epoch, sender, index and op id, so a box, an outer or an
+// inner ciphertext moved into another envelope, epoch, topic or team does
+// not open or verify (tested for each). The nonces of both chain layers
+// are the op id's first 12 bytes, so a message key that seals two
+// different ops (a sender whose state was rolled back, or that
+// equivocates on purpose) does so under two nonces, and the outer key's
+// keystream repeats only for two ops whose ids agree in 12 bytes (about
+// 2^-96 a pair) or for one op sealed twice (a rollback): its two outer
+// plaintexts then differ in index, signature and inner ciphertext, whose
+// XOR tells nothing of the op (its two inner keystreams differ). Both
+// streams start at ChaCha20 block 1, as ChaCha20-Poly1305 does; the commit
+// form's outer layer uses the same outer key with the nonce id[:12] of its
+// own op, a commit op, which no chain envelope shares.
 //
-// One AEAD tag (version 7). Until version 6 the chain form's outer layer
+// No tag (version 8). Version 7 kept the inner layer's Poly1305 tag and
+// used it as the outer nonce. The signature already covers everything the
+// tag checked: the op id it signs is the hash of the op's content (the
+// inner plaintext, with the team, author and time), and the inner hash it
+// signs covers the inner ciphertext. So the inner layer is ChaCha20 under
+// the message key, and a recipient checks what it decrypts against the
+// signed op id ([Chain.Peek]: ErrOpen wrapping ErrBadOp, the key not
+// spent); 16 bytes less a message.
+//
+// One AEAD tag (version 7; none since version 8). Until version 6 the chain form's outer layer
 // was ChaCha20-Poly1305 with its own 16-byte tag, because the signature
 // covered only (team, epoch, sender, index, op id): a member or a relay
 // could change the inner ciphertext, and a device holding only the outer
@@ -189,7 +197,7 @@
 // (an op with the id of someone else's op) stays at about 2^128. See
 // crdt.Op.ID.
 //
-// What version 7 does not shorten (yet), and why:
+// What version 8 does not shorten (yet), and why:
 //   - The time stays 8 bytes. Relays and carriers reconcile by (time, id)
 //     and hold no key, so the time must be in the clear and absolute: a
 //     delta from something both sides know (the epoch's commit time) is
@@ -211,16 +219,16 @@
 //     dominate their size.
 //
 // Where the bytes of the size table's goal cell go (a 37-byte text with a
-// patient reference and one parent, slot and index below 128: 183 bytes,
+// patient reference and one parent, slot and index below 128: 167 bytes,
 // goal 160): header 29 (version 1, epoch tag 4, id 16, time 8), form 1,
-// inner tag 16, slot 1, index 1, signature 64, and the op's compact content
-// 71 (kind 1, parent count 1, parent 16, message body 53: the text 37, the
-// patient reference 11, and 5 bytes of lengths, priority and flags). The
-// overhead is 112 bytes, of which the signature is 64 and the two 16-byte
-// ids (op id and parent) 32: the goal would need one of them to go. One
-// gossip copy adds 24 bytes (207 B a hop, goal 200): pubsub's framing of
-// the publish (field tag and a 2-byte length, 3), of the data (3), and the
-// topic name (field tag, length, and 16 characters, "fm7/" and 12
+// slot 1, index 1, signature 64, and the op's compact content 71 (kind 1,
+// parent count 1, parent 16, message body 53: the text 37, the patient
+// reference 11, and 5 bytes of lengths, priority and flags). The overhead
+// is 96 bytes, of which the signature is 64 and the two 16-byte ids (op id
+// and parent) 32: the goal would need 7 more bytes to go. One gossip copy
+// adds 24 bytes (191 B a hop, goal 200: met): pubsub's framing of the
+// publish (field tag and a 2-byte length, 3), of the data (3), and the
+// topic name (field tag, length, and 16 characters, "fm8/" and 12
 // base64url characters of 9 bytes of the topic: 18).
 //
 // Visible to relays and eavesdroppers: the topic it travels in (the gossip
@@ -237,7 +245,7 @@
 // Test-only build tag fieldmesh_noseal: no normal build has it (go build,
 // go test and the release never set it). With it, every layer carries its
 // plaintext, with the 16 bytes "fieldmesh-noseal" in place of each tag (the
-// chain form's outer layer has none: it is plaintext as it is), so a
+// chain form's layers have none: they are plaintext as they are), so a
 // chaos-control run can check that its detector finds plaintext on the
 // wire; the layout and sizes do not change, and a normal build cannot open
 // such an envelope (ErrBadSeal for the chain form, ErrOpen for the commit

@@ -27,12 +27,13 @@ const (
 	// travels in says which topic it belongs to (see Envelope.Topic).
 	HeaderSize = 1 + 4 + crdt.IDSize + 8 // 29
 	// ChainOverhead is the most that the chain form adds to the op's
-	// compact content (crdt.Op.MarshalCompact) after the header: form, inner
-	// tag, sender slot (a uvarint of 1 or 2 bytes: below MaxBoxes), index (a
-	// uvarint of 1 to 5 bytes), the author's signature. The outer layer has
-	// no Poly1305 tag (version 7: the signature covers it). A slot and an index
-	// below 128 take 1 byte each, so 83.
-	ChainOverhead = 1 + macSize + maxSlotSize + binary.MaxVarintLen32 + sigSize // 88
+	// compact content (crdt.Op.MarshalCompact) after the header: form,
+	// sender slot (a uvarint of 1 or 2 bytes: below MaxBoxes), index (a
+	// uvarint of 1 to 5 bytes), the author's signature. Neither layer has
+	// a Poly1305 tag (version 8: the signature covers the outer layer and,
+	// through the op id, the inner plaintext). A slot and an index below
+	// 128 take 1 byte each, so 67.
+	ChainOverhead = 1 + maxSlotSize + binary.MaxVarintLen32 + sigSize // 72
 	// BoxSize is one box of the commit form: a Noise X message of a 32-byte
 	// epoch key (epochkey.SealToEach).
 	BoxSize = epochkey.BoxSize // 128
@@ -41,19 +42,19 @@ const (
 	// MaxPriorKeys is the most prior outer keys a commit carries (count).
 	MaxPriorKeys = 512
 
-	version = 7
+	version = 8
 	// maxSlotSize is the longest uvarint of a sender slot (below MaxBoxes).
 	maxSlotSize = 2
 	// boundSize is the length of the bound header (appendBound): the
 	// topic, then the header.
 	boundSize = len(Topic{}) + HeaderSize
-	macSize   = 16 // the inner layer's Poly1305 tag
 	sigSize   = 64 // Ed25519
 	priorSize = 4 + seal.KeySize
 
 	// minChain is the shortest chain-form envelope: a one-byte slot and
-	// index and nothing in the inner layer but its tag.
-	minChain = HeaderSize + ChainOverhead - maxSlotSize + 1 - binary.MaxVarintLen32 + 1
+	// index and one byte in the inner layer (an op's compact content is
+	// longer: its kind and its count of parents at least).
+	minChain = HeaderSize + ChainOverhead - maxSlotSize + 1 - binary.MaxVarintLen32 + 1 + 1
 	// minCommitTail is what the commit form needs after its boxes: the
 	// signature, an empty prior-key list and the outer tag.
 	minCommitTail = sigSize + 1 + seal.Overhead
@@ -212,7 +213,7 @@ func Unmarshal(topic Topic, b []byte) (*Envelope, error) {
 	case len(b) < HeaderSize+1:
 		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
 	case b[0] >= 1 && b[0] < version:
-		return nil, fmt.Errorf("%w: version %d (before the one-tag chain form) is no longer accepted", ErrVersion, b[0])
+		return nil, fmt.Errorf("%w: version %d (before the tagless chain form) is no longer accepted", ErrVersion, b[0])
 	case b[0] != version:
 		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
 	}
@@ -307,7 +308,7 @@ func (e *Envelope) openCommon(form Form, team crdt.TeamID) ([]byte, error) {
 	if e.Topic != TopicOf(team) {
 		return nil, ErrWrongTopic
 	}
-	return e.appendBound(make([]byte, 0, boundSize+1+macSize)), nil
+	return e.appendBound(make([]byte, 0, boundSize+1)), nil
 }
 
 // checkContent decodes a sealed op's compact content (crdt.MarshalCompact)

@@ -226,8 +226,8 @@ func (f *fixture) checkNoSecrets(t *testing.T, what string, b []byte) {
 func TestChainRoundtrip(t *testing.T) {
 	skipNoSeal(t)
 	f := newFixture(t)
-	if ChainOverhead != 88 {
-		t.Errorf("ChainOverhead = %d; want 88 (form, inner tag, sender slot of at most 2, index of at most 5, signature; no outer tag)", ChainOverhead)
+	if ChainOverhead != 72 {
+		t.Errorf("ChainOverhead = %d; want 72 (form, sender slot of at most 2, index of at most 5, signature; no tag)", ChainOverhead)
 	}
 	for i, op := range []*crdt.Op{f.msgA, f.msgB} {
 		index := uint32(5 * i)
@@ -477,7 +477,9 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"version 5 commit", with(commit, 0, 5), ErrVersion},
 		{"version 6", with(chain, 0, 6), ErrVersion},
 		{"version 6 commit", with(commit, 0, 6), ErrVersion},
-		{"version 8", with(chain, 0, 8), ErrVersion},
+		{"version 7", with(chain, 0, 7), ErrVersion},
+		{"version 7 commit", with(commit, 0, 7), ErrVersion},
+		{"version 9", with(chain, 0, 9), ErrVersion},
 		{"version 255", with(chain, 0, 255), ErrVersion},
 		{"form 0", with(chain, HeaderSize, 0), ErrMalformed},
 		{"form 3", with(chain, HeaderSize, 3), ErrMalformed},
@@ -505,7 +507,7 @@ func TestUnmarshalErrors(t *testing.T) {
 			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, e, err, tt.want)
 		}
 	}
-	for _, v := range []byte{1, 2, 3, 4, 5, 6} {
+	for _, v := range []byte{1, 2, 3, 4, 5, 6, 7} {
 		if _, err := Unmarshal(TopicOf(f.team), with(chain, 0, v)); err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", v)) {
 			t.Errorf("version %d: got %v; want an error that names version %d", v, err, v)
 		}

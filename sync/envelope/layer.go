@@ -13,12 +13,10 @@ import (
 const NoSeal = false
 
 // outerStream is the outer layer of the chain form: ChaCha20 under the
-// epoch's outer key, no Poly1305 tag (the sender's signature covers every byte). It
-// returns a new slice.
-func outerStream(key seal.EpochKey, nonce [seal.NonceSize]byte, b []byte) []byte {
-	out := make([]byte, len(b))
-	seal.Stream(key, nonce, out, b)
-	return out
+// epoch's outer key, no Poly1305 tag (the sender's signature covers every
+// byte). It writes dst (at least as long as src).
+func outerStream(key seal.EpochKey, nonce [seal.NonceSize]byte, dst, src []byte) {
+	seal.Stream(key, nonce, dst, src)
 }
 
 // outerSeal is the outer layer of the commit form: ChaCha20-Poly1305 under the epoch's outer key.
@@ -30,12 +28,14 @@ func outerOpen(key seal.EpochKey, nonce [seal.NonceSize]byte, ad, ct []byte) ([]
 	return seal.Open(key, nonce, ad, ct)
 }
 
-// innerSeal is the inner layer: the next message key of the sender's chain.
-func innerSeal(s *senderkey.SenderState, nonce [senderkey.NonceSize]byte, ad, pt []byte) (uint32, []byte, error) {
-	return s.Seal(nonce, ad, pt)
+// innerSeal is the inner layer: ChaCha20 under the next message key of the
+// sender's chain, no tag (format 8: the op id, a hash of the plaintext, is
+// signed).
+func innerSeal(s *senderkey.SenderState, nonce [senderkey.NonceSize]byte, pt []byte) (uint32, []byte, error) {
+	return s.SealStream(nonce, pt)
 }
 
-// innerPeek opens the inner layer without consuming the message key.
-func innerPeek(r *senderkey.ReceiverState, index uint32, nonce [senderkey.NonceSize]byte, ad, ct []byte) ([]byte, error) {
-	return r.Peek(index, nonce, ad, ct)
+// innerPeek decrypts the inner layer without consuming the message key.
+func innerPeek(r *senderkey.ReceiverState, index uint32, nonce [senderkey.NonceSize]byte, ct []byte) ([]byte, error) {
+	return r.PeekStream(index, nonce, ct)
 }

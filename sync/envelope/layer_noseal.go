@@ -11,10 +11,11 @@ import (
 
 // This file exists only in builds with the test-only tag fieldmesh_noseal,
 // which no normal build (go build, go install, the release) has: every
-// layer carries its plaintext, followed by the 16 bytes "fieldmesh-noseal"
-// where a Poly1305 tag would be (the chain form's outer layer has none), so the wire layout and sizes stay those
-// of a normal build and a control run can find plaintext on the wire. A
-// normal build's AEAD refuses such envelopes (ErrOpen). The boxes are still
+// layer carries its plaintext, followed, in the commit form, by the 16
+// bytes "fieldmesh-noseal" where a Poly1305 tag would be (the chain form's
+// layers have none), so the wire layout and sizes stay those of a normal
+// build and a control run can find plaintext on the wire. A normal build
+// refuses such envelopes (its AEAD, or the signature and the op id). The boxes are still
 // sealed, and the sender and receiver chains advance as in a normal build
 // (Consume), so replays are refused the same way.
 
@@ -31,8 +32,8 @@ func init() {
 
 // outerStream carries its plaintext: the chain form's outer layer has no
 // tag to mark, and the layout does not change.
-func outerStream(_ seal.EpochKey, _ [seal.NonceSize]byte, b []byte) []byte {
-	return bytes.Clone(b)
+func outerStream(_ seal.EpochKey, _ [seal.NonceSize]byte, dst, src []byte) {
+	copy(dst, src)
 }
 
 func outerSeal(_ seal.EpochKey, _ [seal.NonceSize]byte, _, pt []byte) []byte {
@@ -46,20 +47,17 @@ func outerOpen(_ seal.EpochKey, _ [seal.NonceSize]byte, _, ct []byte) ([]byte, e
 	return bytes.Clone(ct[:len(ct)-len(noSealMark)]), nil
 }
 
-func innerSeal(s *senderkey.SenderState, nonce [senderkey.NonceSize]byte, ad, pt []byte) (uint32, []byte, error) {
-	index, _, err := s.Seal(nonce, ad, nil) // advance the chain as a normal build does
+func innerSeal(s *senderkey.SenderState, nonce [senderkey.NonceSize]byte, pt []byte) (uint32, []byte, error) {
+	index, _, err := s.SealStream(nonce, nil) // advance the chain as a normal build does
 	if err != nil {
 		return 0, nil, err
 	}
-	return index, append(bytes.Clone(pt), noSealMark...), nil
+	return index, bytes.Clone(pt), nil
 }
 
-func innerPeek(r *senderkey.ReceiverState, index uint32, _ [senderkey.NonceSize]byte, _, ct []byte) ([]byte, error) {
+func innerPeek(r *senderkey.ReceiverState, index uint32, _ [senderkey.NonceSize]byte, ct []byte) ([]byte, error) {
 	if err := r.Check(index); err != nil {
 		return nil, err
 	}
-	if !bytes.HasSuffix(ct, noSealMark) {
-		return nil, senderkey.ErrOpen
-	}
-	return bytes.Clone(ct[:len(ct)-len(noSealMark)]), nil
+	return bytes.Clone(ct), nil
 }

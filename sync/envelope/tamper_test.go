@@ -72,8 +72,7 @@ func TestTamperEveryByte(t *testing.T) {
 				{"version", 0, 1, []error{ErrVersion}},
 				{"epoch, id, time", 1, HeaderSize, []error{ErrBadSeal}},
 				{"form", HeaderSize, HeaderSize + 1, []error{ErrMalformed}},
-				{"inner tag (the outer nonce)", HeaderSize + 1, HeaderSize + 1 + macSize, []error{ErrBadSeal}},
-				{"outer layer", HeaderSize + 1 + macSize, chain.Size(), []error{ErrBadSeal}},
+				{"outer layer", HeaderSize + 1, chain.Size(), []error{ErrBadSeal}},
 			},
 			cut: func(n int) error {
 				if n < minChain {
@@ -146,7 +145,7 @@ func TestTamperEveryByte(t *testing.T) {
 
 // sealedAt returns dev's signature of op id at (tag, index) in the
 // fixture's team, as sender at sender's slot in the fixture's list (0 for
-// a device not in it), with the inner hash of inner (inner body ‖ mac)
+// a device not in it), with the inner hash of inner (the inner ciphertext)
 // under e's header (crdt.SignedBytes; dev may sign for another sender,
 // which is a forgery).
 func (f *fixture) sealedAt(dev *identity.Device, tag uint32, sender identity.DeviceID, index uint32, id crdt.OpID, e *Envelope, inner []byte) []byte {
@@ -154,23 +153,29 @@ func (f *fixture) sealedAt(dev *identity.Device, tag uint32, sender identity.Dev
 	return dev.Sign(crdt.SignedBytes(f.team, tag, sender, index, id, innerHashOf(e, slot, inner)))
 }
 
-// innerHashOf is the inner hash (innerHash) of inner (inner body ‖ mac)
-// at slot under e's topic and header.
+// innerHashOf is the inner hash (innerHash) of inner (the inner
+// ciphertext) at slot under e's topic and header.
 func innerHashOf(e *Envelope, slot int, inner []byte) crdt.InnerHash {
-	body, mac := inner[:len(inner)-macSize], inner[len(inner)-macSize:]
-	return innerHash(append(e.appendBound(nil), byte(FormChain)), slot, mac, body)
+	return innerHash(append(e.appendBound(nil), byte(FormChain)), slot, inner)
+}
+
+// outerLayer returns plain encrypted as e's outer layer under outer (the
+// chain form's ciphertext after the form byte).
+func outerLayer(e *Envelope, outer seal.EpochKey, plain []byte) []byte {
+	out := make([]byte, len(plain))
+	outerStream(outer, nonceOf(e.ID), out, plain)
+	return out
 }
 
 // wrapChain builds a chain-form envelope with e's header around the given
-// outer plaintext fields (sender, index, signature) and inner layer (inner
-// body ‖ mac), encrypted under outer: what a device holding the outer key
-// can do.
+// outer plaintext fields (sender, index, signature) and inner layer (the
+// inner ciphertext), encrypted under outer: what a device holding the outer
+// key can do.
 func wrapChain(e *Envelope, outer seal.EpochKey, slot int, index uint32, sig, inner []byte) *Envelope {
-	body, mac := inner[:len(inner)-macSize], inner[len(inner)-macSize:]
 	plain := binary.AppendUvarint(binary.AppendUvarint(nil, uint64(slot)), uint64(index))
-	plain = append(append(plain, sig...), body...)
+	plain = append(append(plain, sig...), inner...)
 	c := *e
-	c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerStream(outer, [seal.NonceSize]byte(mac), plain)...)
+	c.Ciphertext = append([]byte{byte(FormChain)}, outerLayer(e, outer, plain)...)
 	return &c
 }
 
@@ -231,8 +236,8 @@ func TestTamperLayers(t *testing.T) {
 		t.Fatalf("the sender's signature of a broken inner layer: OpenChain: %v", err)
 	}
 	before, _ := r.MarshalBinary()
-	if op, err := bc.Open(r); !errors.Is(err, ErrOpen) || !errors.Is(err, senderkey.ErrOpen) || op != nil {
-		t.Fatalf("a broken inner layer signed by its sender: got %v, %v; want nil, ErrOpen (senderkey.ErrOpen)", op, err)
+	if op, err := bc.Open(r); !errors.Is(err, ErrOpen) || !errors.Is(err, ErrBadOp) || op != nil {
+		t.Fatalf("a broken inner layer signed by its sender: got %v, %v; want nil, ErrOpen (ErrBadOp: not the op of the id)", op, err)
 	}
 	if after, _ := r.MarshalBinary(); !bytes.Equal(before, after) {
 		t.Errorf("a refused inner layer changed the receiver state")
@@ -243,10 +248,9 @@ func TestTamperLayers(t *testing.T) {
 	// An outer layer too short for sender, index and signature is refused
 	// by the layout check; one that does not hold them, or holds an index
 	// out of range, is ErrBadSeal.
-	mac := e.Ciphertext[1 : 1+macSize]
 	rewrap := func(plain []byte) *Envelope {
 		c := *e
-		c.Ciphertext = append(append([]byte{byte(FormChain)}, mac...), outerStream(outer, [seal.NonceSize]byte(mac), plain)...)
+		c.Ciphertext = append([]byte{byte(FormChain)}, outerLayer(e, outer, plain)...)
 		return &c
 	}
 	if _, err := OpenChain(rewrap(make([]byte, 1+1+sigSize-1)), outer, f.team, f.list()); !errors.Is(err, ErrShort) {
@@ -255,11 +259,11 @@ func TestTamperLayers(t *testing.T) {
 	slot := []byte{byte(c.Slot)}
 	withIndex := func(index ...byte) []byte {
 		p := append(append(bytes.Clone(slot), index...), c.Sig...)
-		return append(p, c.inner[:len(c.inner)-macSize]...)
+		return append(p, c.inner...)
 	}
 	withSlot := func(s ...byte) []byte {
 		p := append(append(bytes.Clone(s), 0x02), c.Sig...)
-		return append(p, c.inner[:len(c.inner)-macSize]...)
+		return append(p, c.inner...)
 	}
 	for _, tc := range []struct {
 		name  string
@@ -395,8 +399,16 @@ func TestEquivocation(t *testing.T) {
 	if !ev.Verify(f.team) {
 		t.Errorf("the two seals are not evidence of equivocation")
 	}
-	if bytes.Equal(ea.Ciphertext[1:1+macSize], eb.Ciphertext[1:1+macSize]) {
-		t.Errorf("two ops under one message key got the same inner tag")
+	// One message key, two nonces (each op's id): two keystreams.
+	keystream := func(ct, pt []byte) []byte {
+		ks := make([]byte, min(len(ct), len(pt), 16))
+		for i := range ks {
+			ks[i] = ct[i] ^ pt[i]
+		}
+		return ks
+	}
+	if bytes.Equal(keystream(ca.inner, f.msgA.MarshalCompact()), keystream(cb.inner, other.MarshalCompact())) {
+		t.Errorf("two ops under one message key got the same keystream (one nonce)")
 	}
 	r := senderkey.NewReceiver(f.k2, f.alice.ID())
 	if _, err := cb.Peek(r); err != nil {
@@ -536,9 +548,8 @@ type hand struct {
 func (h hand) chain(t *testing.T, sender *identity.Device, pt []byte) *Envelope {
 	t.Helper()
 	e := h.hdr
-	ad := innerAD(h.f.team, append(e.appendBound(nil), byte(FormChain)))
 	s := senderkey.NewSender(h.f.k2, sender.ID())
-	_, ct, err := s.Seal(nonceOf(e.ID), ad, pt)
+	_, ct, err := s.SealStream(nonceOf(e.ID), pt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -792,7 +803,7 @@ func TestSwappedInnerLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	swaps := map[string][]byte{"another envelope's inner layer": co.inner}
-	for _, i := range []int{0, len(c.inner) / 2, len(c.inner) - macSize, len(c.inner) - 1} {
+	for _, i := range []int{0, len(c.inner) / 2, len(c.inner) - 1} {
 		b := bytes.Clone(c.inner)
 		b[i] ^= 0x01
 		swaps[fmt.Sprintf("inner byte %d flipped", i)] = b

@@ -1,5 +1,5 @@
 // Package teamkeys holds one team's key epochs on one device and seals and
-// opens that team's envelopes (sync/envelope, version 7) with them: the
+// opens that team's envelopes (sync/envelope, version 8) with them: the
 // state the device core (sync/device) keeps next to a team's log,
 // persisted as one record of the encrypted store. It holds keys and
 // applies the cryptography; which ops count, and so which epochs to learn
@@ -103,7 +103,7 @@
 // whose ids agree there, or a prior key of that tag under another outer
 // key). Keys holds both: OpenChain takes the one whose keys open the
 // envelope, OpenCommit tries each outer key held for the tag. The chain
-// form's outer layer has no Poly1305 tag (envelope format 7: the sender's signature
+// form has no Poly1305 tag (envelope format 7 dropped the outer one, 8 the inner: the sender's signature
 // covers every byte), so a wrong outer key shows only as a signature that
 // does not verify: a chain envelope that no epoch of its tag verifies is
 // envelope.ErrBadSeal if one of them is held with its chains (an honest

@@ -362,11 +362,16 @@ func TestSharedTag(t *testing.T) {
 	}
 }
 
-// TestSharedTagBrokenInner: with two epochs under one tag, an envelope
-// whose inner layer is broken under its sender's genuine signature is
-// refused as with one epoch: envelope.ErrBadSeal (the signature covers the
-// inner layer's hash), not ErrUnknownEpoch (an epoch of the tag held with
-// its chains could check it, so there is nothing to wait for).
+// TestSharedTagBrokenInner: an envelope whose inner layer is broken under
+// its sender's genuine signature is refused with one epoch of its tag:
+// envelope.ErrBadSeal (the signature covers the inner layer's hash), not
+// ErrUnknownEpoch (the epoch is held with its chains, so there is nothing
+// to wait for). With a second epoch of the tag held by a prior key only,
+// without its list, the device cannot tell the envelope is not of that
+// epoch: whether it is refused (ErrBadSeal) or held for the list
+// (ErrUnknownEpoch wrapping envelope.ErrNoList) depends on what the other
+// key decrypts its outer layer to; either way it is not opened and
+// nothing changes.
 func TestSharedTagBrokenInner(t *testing.T) {
 	skipNoSeal(t)
 	w := newWorld(t, "alice", "bob")
@@ -377,20 +382,22 @@ func TestSharedTagBrokenInner(t *testing.T) {
 	_, e := w.msg("alice", c2, "hi")
 	outer := envelope.OuterKey(mustBox(t, w, "bob", c2Env).Key)
 	broken := resealChain(t, e, outer, func(p []byte) []byte { p = bytes.Clone(p); p[len(p)-1] ^= 1; return p })
-	check := func(what string) {
+	check := func(what string, mayHold bool) {
 		t.Helper()
 		w.unchanged("bob", what, func() {
 			o, err := w.keys["bob"].OpenChain(broken)
-			if !errors.Is(err, envelope.ErrBadSeal) || errors.Is(err, teamkeys.ErrUnknownEpoch) || (o != nil && o.Op != nil) {
-				t.Errorf("%s: got %v; want envelope.ErrBadSeal, not ErrUnknownEpoch", what, err)
+			refused := errors.Is(err, envelope.ErrBadSeal) && !errors.Is(err, teamkeys.ErrUnknownEpoch)
+			held := mayHold && errors.Is(err, teamkeys.ErrUnknownEpoch) && errors.Is(err, envelope.ErrNoList)
+			if !refused && !held || (o != nil && o.Op != nil) {
+				t.Errorf("%s: got %v; want envelope.ErrBadSeal, not ErrUnknownEpoch (or, with mayHold %v, ErrNoList)", what, err, mayHold)
 			}
 		})
 	}
-	check("one epoch of the tag")
+	check("one epoch of the tag", false)
 	if ok, err := w.keys["bob"].LearnPrior(envelope.PriorKey{Tag: tag2, Outer: envelope.OuterKey(mustKey(t, 0x2b))}); !ok || err != nil {
 		t.Fatal(err)
 	}
-	check("two epochs of the tag")
+	check("two epochs of the tag", true)
 }
 
 // TestForget: Forget destroys an epoch and remembers its tag: neither its

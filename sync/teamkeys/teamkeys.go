@@ -504,7 +504,7 @@ func wrap(verb string, err error) error {
 // without its recipient list: then envelope.ErrNoList), envelope.ErrBadSeal, ErrNoChain (with the Opened), ErrReplay,
 // ErrTooFarAhead, envelope errors.
 //
-// The chain form's outer layer has no Poly1305 tag (envelope format 7), so a wrong
+// The chain form has no Poly1305 tag (envelope format 7 on its outer layer, 8 on both), so a wrong
 // outer key and a changed envelope both end at the signature
 // (envelope.ErrBadSeal). Against an epoch held with its chains that is
 // ErrBadSeal: an honest peer of that epoch could have checked it (a

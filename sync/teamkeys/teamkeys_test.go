@@ -627,16 +627,16 @@ func TestOutOfOrder(t *testing.T) {
 // and seals it again: what any holder of the outer key can do.
 func resealChain(t *testing.T, e *envelope.Envelope, outer seal.EpochKey, change func(plain []byte) []byte) *envelope.Envelope {
 	t.Helper()
-	const macSize = 16
-	mac := e.Ciphertext[1 : 1+macSize]
-	// The outer layer: ChaCha20 under the outer key, the inner tag as nonce, no Poly1305 tag.
-	plain := make([]byte, len(e.Ciphertext)-1-macSize)
-	seal.Stream(outer, [seal.NonceSize]byte(mac), plain, e.Ciphertext[1+macSize:])
+	// The outer layer (format 8): ChaCha20 under the outer key, the op id's first 12 bytes as nonce,
+	// no Poly1305 tag.
+	nonce := [seal.NonceSize]byte(e.ID[:seal.NonceSize])
+	plain := make([]byte, len(e.Ciphertext)-1)
+	seal.Stream(outer, nonce, plain, e.Ciphertext[1:])
 	p := change(plain)
 	out := make([]byte, len(p))
-	seal.Stream(outer, [seal.NonceSize]byte(mac), out, p)
+	seal.Stream(outer, nonce, out, p)
 	c := *e
-	c.Ciphertext = append(bytes.Clone(e.Ciphertext[:1+macSize]), out...)
+	c.Ciphertext = append(bytes.Clone(e.Ciphertext[:1]), out...)
 	return &c
 }
 
