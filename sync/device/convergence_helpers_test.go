@@ -109,9 +109,13 @@ func reopened(s *memStore, ids []crdt.OpID) []Arrival {
 }
 
 // badSignature returns a chain-form envelope raw, sealed under the epoch
-// with key, re-sealed with one bit of its sender's signature flipped: what
-// only a member holding the epoch key can make, and no honest peer passes
-// on. It reports false if raw is not such an envelope.
+// with key, re-sealed with two bits of its sender's signature flipped (bit
+// and the one 32 bytes further on): what only a member holding the epoch
+// key can make, and no honest peer passes on. Two bits, because the
+// attack's mangled frames flip at most one: with one, a mangled frame
+// could flip it back and hand the victim the genuine envelope, which it
+// rightly accepts (CI, schedule 1796658482631352817 at 6514fc7). It
+// reports false if raw is not such an envelope.
 func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) ([]byte, bool) {
 	const sigSize = 64
 	e, err := envelope.Unmarshal(topic, raw)
@@ -135,6 +139,7 @@ func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) 
 		return nil, false
 	}
 	plain[sigAt+bit/8%sigSize] ^= 1 << (bit % 8)
+	plain[sigAt+(bit/8+sigSize/2)%sigSize] ^= 1 << (bit % 8)
 	ct := make([]byte, len(plain))
 	seal.Stream(outer, nonce, ct, plain)
 	out := append(append(bytes.Clone(hdr), byte(envelope.FormChain)), ct...)
