@@ -183,17 +183,27 @@ func (s *SenderState) Next() uint32 { return s.next }
 // leaves the device: a state restored from before this call would seal
 // another message at the same index.
 func (s *SenderState) Seal(nonce [NonceSize]byte, ad, plaintext []byte) (index uint32, ct []byte, err error) {
+	index, mk, err := s.nextKey()
+	if err != nil {
+		return 0, nil, err
+	}
+	defer clear(mk[:])
+	return index, mk.seal(nonce, ad, plaintext), nil
+}
+
+// nextKey returns the next index and its message key, and moves the chain
+// past it (the chain key it used is overwritten). The caller clears the
+// message key after its one use.
+func (s *SenderState) nextKey() (uint32, messageKey, error) {
 	if s.next > MaxIndex {
-		return 0, nil, ErrExhausted
+		return 0, messageKey{}, ErrExhausted
 	}
 	mk, next := s.chain.step()
-	ct = mk.seal(nonce, ad, plaintext)
-	clear(mk[:])
-	index = s.next
+	index := s.next
 	s.chain = next
 	clear(next[:])
 	s.next++
-	return index, ct, nil
+	return index, mk, nil
 }
 
 // SealStream is Seal without authentication: the plaintext is encrypted
@@ -205,17 +215,12 @@ func (s *SenderState) Seal(nonce [NonceSize]byte, ad, plaintext []byte) (index u
 // ciphertext. The nonce must be derived from the plaintext, as for Seal. The
 // state advances as with Seal; persist it the same way.
 func (s *SenderState) SealStream(nonce [NonceSize]byte, plaintext []byte) (index uint32, ct []byte, err error) {
-	if s.next > MaxIndex {
-		return 0, nil, ErrExhausted
+	index, mk, err := s.nextKey()
+	if err != nil {
+		return 0, nil, err
 	}
-	mk, next := s.chain.step()
-	ct = mk.stream(nonce, plaintext)
-	clear(mk[:])
-	index = s.next
-	s.chain = next
-	clear(next[:])
-	s.next++
-	return index, ct, nil
+	defer clear(mk[:])
+	return index, mk.stream(nonce, plaintext), nil
 }
 
 // Equal reports whether s and o are the same state, in constant time with
