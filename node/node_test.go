@@ -51,11 +51,15 @@ type testNode struct {
 // newMockNodes starts n nodes, each with its own store, on one mocknet with every pair linked (not
 // connected).
 // cutOff takes x out of reach of each of others: their mocknet links go, and so do open
-// connections. Pairs not linked are skipped.
+// connections. Pairs not linked are skipped. Each side's connections are closed by that side:
+// mocknet closes the far side of a connection in a goroutine of its own, and until it runs, the
+// far side can still open streams over it (TestAttackReseal once found Cat holding a message Ben
+// sent after Cat was cut off).
 func cutOff(mn mocknet.Mocknet, x *testNode, others ...*testNode) {
 	for _, o := range others {
 		_ = mn.UnlinkPeers(x.host.ID(), o.host.ID())
 		_ = mn.DisconnectPeers(x.host.ID(), o.host.ID())
+		_ = mn.DisconnectPeers(o.host.ID(), x.host.ID())
 	}
 }
 
