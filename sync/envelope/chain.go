@@ -22,9 +22,10 @@ import (
 // header (InnerHash; crdt.Op.Sign), and with the team; then the slot, the
 // index, the signature and the inner ciphertext are encrypted with
 // ChaCha20 under outer (the epoch's outer key) and the same nonce (the
-// outer layer, no tag either: the signature covers every byte of it). slot is dev's position in the epoch's recipient list (the
-// order of the epoch's create or commit op), which the outer layer carries
-// in place of the sender's device id. op must not be a create or commit op
+// outer layer, no tag either: the signature covers every byte of it).
+// slot is dev's position in the epoch's recipient list (the order of the
+// epoch's create or commit op), which the outer layer carries in place of
+// the sender's device id. op must not be a create or commit op
 // (those travel in commit form, see SealCommit). It returns the envelope
 // and a copy of op with its seal.
 //
@@ -183,18 +184,21 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 	return c, nil
 }
 
-// Peek opens the inner layer with r, the receiver state of c.Sender's chain
-// in the envelope's epoch, without changing r (senderkey Peek), and returns
-// the op with its seal after checking that its compact content decodes
-// and, rebuilt as the op of the team, by c.Sender (whose signature
-// OpenChain verified), at the header's time, hashes to the envelope's id,
-// and that it is not a create or commit op. Consume the
-// index with r.Consume(c.Index) once the op is accepted.
+// Peek decrypts the inner layer with r, the receiver state of c.Sender's
+// chain in the envelope's epoch, without changing r (senderkey
+// PeekStream), and returns the op with its seal after checking that its
+// compact content decodes and, rebuilt as the op of the team, by c.Sender
+// (whose signature OpenChain verified), at the header's time, hashes to
+// the envelope's id, and that it is not a create or commit op. That check
+// is what authenticates the inner layer, which has no tag (format 8).
+// Consume the index with r.Consume(c.Index) once the op is accepted.
 //
-// Errors wrap ErrOpen (the inner layer does not authenticate: the sender
-// signed a ciphertext that does not open in its own chain, or the caller's
-// receiver state is not that chain's), ErrBadOp, or
-// senderkey.ErrReplay and senderkey.ErrTooFarAhead.
+// Errors wrap ErrOpen (the caller's receiver state is not the sender's
+// chain; or, with ErrBadOp, the inner layer is not the op of the
+// envelope's id: the sender signed a ciphertext that does not decrypt to
+// it in its own chain, or a body that does not decode), ErrBadOp (a create
+// or commit op in chain form), or senderkey.ErrReplay and
+// senderkey.ErrTooFarAhead.
 func (c *Chain) Peek(r *senderkey.ReceiverState) (*crdt.Op, error) {
 	if r.Sender() != c.Sender {
 		return nil, fmt.Errorf("%w: receiver state of %v for a message of %v", ErrOpen, r.Sender().Short(), c.Sender.Short())
