@@ -48,8 +48,6 @@ type testNode struct {
 	dir string // the store's data directory
 }
 
-// newMockNodes starts n nodes, each with its own store, on one mocknet with every pair linked (not
-// connected).
 // cutOff takes x out of reach of each of others: their mocknet links go, and so do open
 // connections. Pairs not linked are skipped. Each side's connections are closed by that side:
 // mocknet closes the far side of a connection in a goroutine of its own, and until it runs, the
@@ -74,6 +72,8 @@ func bringInReach(t testing.TB, mn mocknet.Mocknet, x, y *testNode) {
 	}
 }
 
+// newMockNodes starts n nodes, each with its own store, on one mocknet with every pair linked (not
+// connected).
 func newMockNodes(t testing.TB, names ...string) (mocknet.Mocknet, []*testNode) {
 	t.Helper()
 	return newMockNodesCfg(t, nil, names...)
