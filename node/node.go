@@ -123,7 +123,7 @@ type Config struct {
 	// OnReview, if set, is called after this device recorded a membership review (Review), with the
 	// team, the review op and its time: the audit trail's hook.
 	OnReview func(team crdt.TeamID, op crdt.OpID, at time.Time)
-	// OnWipe is called (once per order, on a goroutine of the node) when a peer hands this device a
+	// OnWipe is called (once, on a goroutine of the node) when a peer first hands this device a
 	// remote wipe order that passes wipeorder's Check: the caller wipes the store (wipe.go). Nil
 	// ignores orders (they are still checked and logged).
 	OnWipe func(*wipeorder.Order)
@@ -245,6 +245,7 @@ type Node struct {
 	stats      syncStats
 	wipes      *wipeproto.Set   // remote wipe orders this node carries (wipe.go)
 	wipeRounds wipeproto.Rounds // the periodic asks for orders naming this device (wipe.go)
+	wipeOnce   wipeproto.Once   // OnWipe's one call, for the first order accepted
 	usage      *usage.Meter     // data accounting (package usage)
 	low        *lowdata.Mode    // low-data mode (package lowdata)
 	audit      *audit.Log       // the audit trail (auditing.go); nil without Config.AuditFile

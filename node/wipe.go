@@ -129,9 +129,7 @@ func (n *Node) askWipe(ctx context.Context, p peer.ID) bool {
 		return false
 	}
 	n.log.Warn("wipe order accepted: wiping this device", "signer", o.Signer)
-	if n.cfg.OnWipe != nil {
-		n.cfg.OnWipe(o)
-	}
+	n.wipeOnce.Act(o, n.cfg.OnWipe)
 	return true
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/fieldmesh/fieldmesh/node/wipeproto"
 	"github.com/fieldmesh/fieldmesh/node/wipeproto/wipeprototest"
@@ -259,40 +260,51 @@ func TestWipeOrderReachesLongConnection(t *testing.T) {
 	t.Run("beside peers that never answer", func(t *testing.T) { testWipeOverLastingConnection(t, 8) })
 }
 
-func testWipeOverLastingConnection(t *testing.T, stallers int) {
-	watch := newWipeWatch()
+// lostPhone starts admin A and lost phone B (its wipes go to watch, it asks its peers every 50 ms) in
+// one team, and cuts B off from A.
+func lostPhone(t *testing.T, watch *wipeWatch) (mn mocknet.Mocknet, a, b *testNode) {
+	t.Helper()
 	mn, ns := newMockNodesCfg(t, func(i int, c *Config) {
 		if i == 1 {
 			c.OnWipe, c.WipeAsk = watch.onWipe, 50*time.Millisecond
 		}
 	}, "Dr Banda", "Lost Phone")
-	a, b := ns[0], ns[1]
+	a, b = ns[0], ns[1]
 	clinicalTeam(t, a, "Ward", b)
 	cutOff(mn, b, a)
+	return mn, a, b
+}
 
-	link := func() (network.Conn, host.Host) {
-		t.Helper()
-		h, err := mn.GenPeer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := mn.LinkPeers(h.ID(), b.host.ID()); err != nil {
-			t.Fatal(err)
-		}
-		c, err := mn.ConnectPeers(h.ID(), b.host.ID())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, h
+// newPeerOf starts a bare host linked and connected to b, prepared by serve before it connects.
+func newPeerOf(t *testing.T, mn mocknet.Mocknet, b *testNode, serve func(host.Host)) (network.Conn, host.Host) {
+	t.Helper()
+	h, err := mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
 	}
+	if _, err := mn.LinkPeers(h.ID(), b.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	serve(h)
+	c, err := mn.ConnectPeers(h.ID(), b.host.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, h
+}
+
+func testWipeOverLastingConnection(t *testing.T, stallers int) {
+	watch := newWipeWatch()
+	mn, a, b := lostPhone(t, watch)
 	for range stallers {
-		_, h := link()
-		h.SetStreamHandler(wipeproto.Protocol, func(s network.Stream) {
-			_, _ = io.Copy(io.Discard, s) // reads the ask, answers nothing, until B gives up
+		newPeerOf(t, mn, b, func(h host.Host) {
+			h.SetStreamHandler(wipeproto.Protocol, func(s network.Stream) {
+				_, _ = io.Copy(io.Discard, s) // reads the ask, answers nothing, until B gives up
+			})
 		})
 	}
-	conn, carrier := link()
-	carried := wipeprototest.Serve(carrier)
+	var carried *wipeprototest.Carrier
+	conn, carrier := newPeerOf(t, mn, b, func(h host.Host) { carried = wipeprototest.Serve(h) })
 	select {
 	case <-carried.Asked: // an ask (of the new connection, or a round), answered with nothing
 	case <-time.After(30 * time.Second):
@@ -310,5 +322,40 @@ func testWipeOverLastingConnection(t *testing.T, stallers int) {
 	}
 	if cs := carrier.Network().ConnsToPeer(b.host.ID()); len(cs) != 1 || cs[0].ID() != conn.ID() {
 		t.Fatalf("the order came over another connection (%d now): this test is about one that lasts", len(cs))
+	}
+}
+
+// TestWipeActsOnce: two carriers each hand the lost device a valid order, and rounds keep asking
+// both. The device acts on the first order it accepts and never again: OnWipe is called once.
+func TestWipeActsOnce(t *testing.T) {
+	watch := newWipeWatch()
+	mn, a, b := lostPhone(t, watch)
+	var carriers []*wipeprototest.Carrier
+	for range 2 {
+		newPeerOf(t, mn, b, func(h host.Host) { carriers = append(carriers, wipeprototest.Serve(h)) })
+	}
+	for _, c := range carriers {
+		o, err := wipeorder.Issue(a.id.Device, b.id.Device.ID(), time.Now(), time.Hour, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Add(o)
+	}
+	// Asks of one peer run one after another (wipeproto.Rounds), each acting before the next starts:
+	// by a carrier's fourth ask after the orders, at least two asks that found an order have ended.
+	for i, c := range carriers {
+		for range 4 {
+			select {
+			case <-c.Asked:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("carrier %d: B stopped asking for orders", i)
+			}
+		}
+	}
+	watch.mu.Lock()
+	got := len(watch.orders)
+	watch.mu.Unlock()
+	if got != 1 {
+		t.Errorf("OnWipe called %d times; want once", got)
 	}
 }

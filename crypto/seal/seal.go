@@ -104,7 +104,13 @@ func Open(key EpochKey, nonce [NonceSize]byte, ad, ciphertext []byte) ([]byte, e
 // use it only where something else (a signature) checks every byte, and
 // never twice with one (key, nonce) for different plaintexts.
 func Stream(key EpochKey, nonce [NonceSize]byte, dst, src []byte) {
-	c, err := chacha20.NewUnauthenticatedCipher(key.k[:], nonce[:])
+	StreamKey(&key.k, nonce, dst, src)
+}
+
+// StreamKey is [Stream] under a raw 32-byte key (crypto/senderkey's message keys), with the same
+// caveats.
+func StreamKey(key *[KeySize]byte, nonce [NonceSize]byte, dst, src []byte) {
+	c, err := chacha20.NewUnauthenticatedCipher(key[:], nonce[:])
 	if err != nil {
 		// Unreachable: the key and nonce have their sizes.
 		panic("seal: " + err.Error())

@@ -11,7 +11,6 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/crypto/identity"
 	"github.com/fieldmesh/fieldmesh/crypto/seal"
-	"golang.org/x/crypto/chacha20"
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
@@ -137,13 +136,8 @@ func (k *messageKey) open(nonce [NonceSize]byte, ad, ct []byte) ([]byte, error) 
 // from block 1, as ChaCha20-Poly1305 encrypts (block 0 would be its
 // Poly1305 key), into a new slice: no tag.
 func (k *messageKey) stream(nonce [NonceSize]byte, b []byte) []byte {
-	c, err := chacha20.NewUnauthenticatedCipher(k[:], nonce[:])
-	if err != nil {
-		panic("senderkey: " + err.Error()) // unreachable: the key and nonce have their sizes
-	}
-	c.SetCounter(1)
 	out := make([]byte, len(b))
-	c.XORKeyStream(out, b)
+	seal.StreamKey((*[seal.KeySize]byte)(k), nonce, out, b)
 	return out
 }
 

@@ -57,7 +57,8 @@ type Config struct {
 	State node.Sealed
 	// Spool receives the envelopes. Required.
 	Spool *Spool
-	// OnWipe is called when a peer hands over a wipe order naming this device that passes Check.
+	// OnWipe is called once, when a peer first hands over a wipe order naming this device that passes
+	// Check.
 	OnWipe func(*wipeorder.Order)
 	// RedialInterval is how often peers not connected are dialled. Default 30 s.
 	RedialInterval time.Duration
@@ -81,7 +82,7 @@ type Device struct {
 	once   sync.Once
 	subs   []*pubsub.Subscription
 	topics []*pubsub.Topic
-	wiped  sync.Once
+	wiped  wipeproto.Once
 	rounds wipeproto.Rounds
 }
 
@@ -280,11 +281,7 @@ func (d *Device) actOnWipe(o *wipeorder.Order) {
 		return
 	}
 	d.log.Warn("wipe order accepted: wiping this device", "signer", o.Signer)
-	d.wiped.Do(func() {
-		if d.cfg.OnWipe != nil {
-			d.cfg.OnWipe(o)
-		}
-	})
+	d.wiped.Act(o, d.cfg.OnWipe)
 }
 
 // redialLoop dials the peers it knew that are not connected, each RedialInterval, and asks every

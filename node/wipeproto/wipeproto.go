@@ -174,6 +174,19 @@ func Ask(ctx context.Context, h host.Host, p peer.ID, self identity.DeviceID, is
 	return nil, nil
 }
 
+// Once acts on the first order a device accepts, and only on that one: every peer may carry an order
+// naming the device, and the rounds ask them all.
+type Once struct{ once sync.Once }
+
+// Act hands o, an order that passed its Check, to act (if not nil) unless an order was handed before.
+func (w *Once) Act(o *wipeorder.Order, act func(*wipeorder.Order)) {
+	w.once.Do(func() {
+		if act != nil {
+			act(o)
+		}
+	})
+}
+
 // Rounds asks connected peers for orders round after round (each WipeAsk) so that a peer that holds
 // its stream open without answering (any LAN peer can) holds back no other: each peer's ask runs on
 // its own goroutine, and a peer whose ask of an earlier round is still running is left out.

@@ -230,9 +230,7 @@ func (o *Op) Sign(dev *identity.Device, epoch, index uint32, inner InnerHash) {
 }
 
 // ContentSize returns len(o.MarshalContent()) without marshalling.
-func (o *Op) ContentSize() int { return o.contentSize() }
-
-func (o *Op) contentSize() int {
+func (o *Op) ContentSize() int {
 	return opFixed +
 		wire.UvarintLen(uint64(len(o.Parents))) + IDSize*len(o.Parents) +
 		wire.UvarintLen(uint64(len(o.Body))) + len(o.Body)
@@ -240,7 +238,7 @@ func (o *Op) contentSize() int {
 
 // size returns len(o.Marshal()) without marshalling.
 func (o *Op) size() int {
-	return o.contentSize() + 8 + InnerHashSize + wire.UvarintLen(uint64(len(o.Seal.Sig))) + len(o.Seal.Sig)
+	return o.ContentSize() + 8 + InnerHashSize + wire.UvarintLen(uint64(len(o.Seal.Sig))) + len(o.Seal.Sig)
 }
 
 // appendContent appends the content encoding (see [Op]).
@@ -261,7 +259,7 @@ func (o *Op) appendContent(b []byte) []byte {
 // hashes, and what a chain-form envelope carries (its seal travels beside
 // it). It does not check limits.
 func (o *Op) MarshalContent() []byte {
-	return o.appendContent(make([]byte, 0, o.contentSize()))
+	return o.appendContent(make([]byte, 0, o.ContentSize()))
 }
 
 // Marshal returns the op's canonical encoding, seal included (see [Op]). It
@@ -521,7 +519,7 @@ func UnmarshalCompact(b []byte, team TeamID, author identity.DeviceID, t HLC) (*
 	if err := d.Finish(); err != nil {
 		return nil, err
 	}
-	if n := o.contentSize(); n > MaxOpSize {
+	if n := o.ContentSize(); n > MaxOpSize {
 		return nil, fmt.Errorf("%w: op is %d bytes, limit %d", ErrTooLarge, n, MaxOpSize)
 	}
 	return o, nil
