@@ -286,3 +286,44 @@ func TestConcurrentCollects(t *testing.T) {
 		t.Errorf("after Close: %v", err)
 	}
 }
+
+// TestRedactedOpCounted: an op written over in a Commit with nothing else (a message's body
+// redacted, once filed or at the end of retention) leaves its old version behind like a deletion, so
+// Pending counts it and the node's next Collect removes it. CI found the filed text on disk when a
+// redaction arrived in a batch without a secret: Pending stayed 0 and no Collect ran.
+func TestRedactedOpCounted(t *testing.T) {
+	s, dir := newStore(t)
+	team := id32(3)
+	body := []byte("REDACTED-BODY-4e4e oxytocin")
+	if _, err := s.Commit(Batch{Ops: []OpRecord{{Team: team, Time: 5, ID: opID(1), Data: body}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Pending() != 0 {
+		t.Fatalf("Pending = %d after Collect", s.Pending())
+	}
+	// A new op is not a deletion.
+	if _, err := s.Commit(Batch{Ops: []OpRecord{{Team: team, Time: 6, ID: opID(2), Data: []byte("new")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Pending() != 0 {
+		t.Errorf("Pending = %d after writing a new op; want 0", s.Pending())
+	}
+	if _, err := s.Commit(Batch{Ops: []OpRecord{{Team: team, Time: 5, ID: opID(1), Data: []byte("redacted")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Pending() != 1 {
+		t.Fatalf("Pending = %d after writing over an op; want 1", s.Pending())
+	}
+	if _, err := s.Collect(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if hits, versions := rawHits(t, dir, "correct horse", map[string][]byte{"redacted body": body}); len(hits) > 0 {
+		t.Errorf("after Collect, %d versions still hold the redacted body: %v", versions, hits)
+	}
+}

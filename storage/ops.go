@@ -65,6 +65,7 @@ func (s *Store) Commit(b Batch) (added []EnvelopeKey, err error) {
 		}
 		secretKeys[name] = k
 	}
+	replaced := 0
 	err = s.update(func(txn *badger.Txn) error {
 		added = added[:0]
 		for i := range b.Envelopes {
@@ -76,8 +77,16 @@ func (s *Store) Commit(b Batch) (added []EnvelopeKey, err error) {
 				added = append(added, r.Key)
 			}
 		}
+		replaced = 0
 		for _, o := range b.Ops {
-			if err := txn.Set(opKey(o.Team, o.Time, o.ID), o.Data); err != nil {
+			k := opKey(o.Team, o.Time, o.ID)
+			switch _, err := txn.Get(k); {
+			case err == nil:
+				replaced++ // a redaction: the old body stays as an older version until Collect
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+			if err := txn.Set(k, o.Data); err != nil {
 				return err
 			}
 		}
@@ -94,9 +103,9 @@ func (s *Store) Commit(b Batch) (added []EnvelopeKey, err error) {
 	case err != nil:
 		return nil, fmt.Errorf("storage: commit batch: %w", err)
 	}
-	// A secret written over (a key state whose used chain keys it drops) leaves the old value as an
-	// older version until Collect, like a deletion.
-	s.deleted.Add(int64(len(b.Secrets)))
+	// A secret written over (a key state whose used chain keys it drops) and an op written over (its
+	// body redacted) leave the old value as an older version until Collect, like a deletion.
+	s.deleted.Add(int64(len(b.Secrets) + replaced))
 	return added, nil
 }
 
