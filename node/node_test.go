@@ -518,6 +518,10 @@ func TestValidatorRejectsBadEnvelopes(t *testing.T) {
 		c[i] ^= 1
 		return c
 	}
+	recE, err := envelope.Unmarshal(tm.topic, rec.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
 	before, err := a.st.EnvelopeKeys(tm.topic)
 	if err != nil {
 		t.Fatal(err)
@@ -536,7 +540,7 @@ func TestValidatorRejectsBadEnvelopes(t *testing.T) {
 		{"other team's envelope", orec.Data, false},
 		{"tampered last byte", flip(len(rec.Data) - 1), true},
 		{"tampered epoch tag", flip(1), false},
-		{"tampered sender", flip(envelope.HeaderSize + 1), true},
+		{"tampered sender", flip(recE.HeaderLen()), true}, // the slot: the outer layer's first byte
 	} {
 		m := &pubsub.Message{Message: &pb.Message{Data: c.data}}
 		got := validate(context.Background(), b.host.ID(), m)

@@ -28,7 +28,7 @@ import (
 	"github.com/fieldmesh/fieldmesh/sync/safetext"
 )
 
-// The sync protocol (recon.Protocol, /fieldmesh/sync/8.0.0). The opener sends a hello (the topic and
+// The sync protocol (recon.Protocol, /fieldmesh/sync/9.0.0). The opener sends a hello (the topic and
 // what it asks for); the responder answers one byte or resets the stream:
 //
 //   - sync: range-based reconciliation (sync/recon) of the topic's envelopes; what arrives goes to the

@@ -193,37 +193,9 @@ func (n *Node) coreConfig(rec *teamRecord) device.Config {
 
 // restoreCore makes a team's device core from what the store holds.
 func (n *Node) restoreCore(rec *teamRecord) (*device.Team, error) {
-	kb, err := n.st.Secret(keysSecret(rec.ID))
+	stored, err := n.storedOf(rec)
 	if err != nil {
-		return nil, fmt.Errorf("node: load key state of team %s: %w", rec.ID.Short(), err)
-	}
-	stored := device.Stored{Keys: kb}
-	switch ab, err := n.st.Secret(alertsSecret(rec.ID)); {
-	case err == nil:
-		stored.Alerts = ab
-	case !errors.Is(err, storage.ErrNotFound):
-		return nil, fmt.Errorf("node: load alert state of team %s: %w", rec.ID.Short(), err)
-	}
-	err = n.st.Ops(rec.ID, func(b []byte) error {
-		stored.Ops = append(stored.Ops, b)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("node: load team %s: %w", rec.ID.Short(), err)
-	}
-	err = n.st.Envelopes(envelope.TopicOf(rec.ID), func(r storage.EnvelopeRecord) error {
-		if len(r.Data) < envelope.HeaderSize+1 {
-			return nil
-		}
-		ref := device.Ref{Time: r.Key.Time, ID: r.Key.ID, Epoch: envelopeTag(r.Data)}
-		stored.Envelopes = append(stored.Envelopes, ref)
-		if envelope.Form(r.Data[envelope.HeaderSize]) == envelope.FormCommit {
-			stored.Commits = append(stored.Commits, r.Data)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("node: load envelopes of team %s: %w", rec.ID.Short(), err)
+		return nil, err
 	}
 	core, err := device.New(n.coreConfig(rec), n.now(), stored)
 	if err != nil {
@@ -232,9 +204,43 @@ func (n *Node) restoreCore(rec *teamRecord) (*device.Team, error) {
 	return core, nil
 }
 
-// envelopeTag reads the epoch tag of a stored envelope's header.
-func envelopeTag(raw []byte) uint32 {
-	return uint32(raw[17])<<24 | uint32(raw[18])<<16 | uint32(raw[19])<<8 | uint32(raw[20])
+// storedOf reads what the store holds of a team for its device core: the key and alert state, the
+// opened ops, and the keys of the stored envelopes with each one's epoch tag and, for commits, the
+// envelope itself.
+func (n *Node) storedOf(rec *teamRecord) (device.Stored, error) {
+	kb, err := n.st.Secret(keysSecret(rec.ID))
+	if err != nil {
+		return device.Stored{}, fmt.Errorf("node: load key state of team %s: %w", rec.ID.Short(), err)
+	}
+	stored := device.Stored{Keys: kb}
+	switch ab, err := n.st.Secret(alertsSecret(rec.ID)); {
+	case err == nil:
+		stored.Alerts = ab
+	case !errors.Is(err, storage.ErrNotFound):
+		return device.Stored{}, fmt.Errorf("node: load alert state of team %s: %w", rec.ID.Short(), err)
+	}
+	err = n.st.Ops(rec.ID, func(b []byte) error {
+		stored.Ops = append(stored.Ops, b)
+		return nil
+	})
+	if err != nil {
+		return device.Stored{}, fmt.Errorf("node: load team %s: %w", rec.ID.Short(), err)
+	}
+	err = n.st.Envelopes(envelope.TopicOf(rec.ID), func(r storage.EnvelopeRecord) error {
+		h, err := envelope.PeekHeader(r.Data)
+		if err != nil {
+			return nil // the core stored only envelopes that decoded: not one of its own
+		}
+		stored.Envelopes = append(stored.Envelopes, device.Ref{Time: r.Key.Time, ID: r.Key.ID, Epoch: h.Epoch})
+		if h.Form == envelope.FormCommit {
+			stored.Commits = append(stored.Commits, r.Data)
+		}
+		return nil
+	})
+	if err != nil {
+		return device.Stored{}, fmt.Errorf("node: load envelopes of team %s: %w", rec.ID.Short(), err)
+	}
+	return stored, nil
 }
 
 // batchOf is the store batch of a core's write.

@@ -275,7 +275,7 @@ func TestTopicName(t *testing.T) {
 	var a, b envelope.Topic
 	a[0], a[15] = 0xab, 0xcd
 	b[0], b[15] = 0xab, 0xce // differs after the bytes the name carries
-	if got, want := meshconf.TopicName(a), "fm8/qwAAAAAAAAAA"; got != want {
+	if got, want := meshconf.TopicName(a), "fm9/qwAAAAAAAAAA"; got != want {
 		t.Errorf("meshconf.TopicName(%x) = %q; want %q", a[:], got, want)
 	}
 	if meshconf.TopicName(a) != meshconf.TopicName(b) {

@@ -30,7 +30,7 @@ const (
 )
 
 const (
-	schemaVersion = 5 // 5: the envelopes stored are of format version 8 (no AEAD tag in the chain form)
+	schemaVersion = 6 // 6: the envelopes stored are of format version 9 (the form and a variable time in the header; compact messages)
 
 	// IDSize is the length of an envelope or op id (a crdt.OpID), in
 	// bytes: what the keys of envelopes, ops, the outbox, the record queue

@@ -16,7 +16,7 @@ import (
 )
 
 // Protocol is the libp2p protocol id of the join stream.
-const Protocol = "/fieldmesh/join/8.0.0"
+const Protocol = "/fieldmesh/join/9.0.0"
 
 // Timeout bounds one exchange, dial included. Ask and Serve do not enforce it: the caller sets it as
 // the deadline of the stream.

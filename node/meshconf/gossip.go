@@ -228,12 +228,12 @@ func GossipOptions(msgID pubsub.MsgIdFunction, maxMsgSize int, rtt func(peer.ID)
 
 // TopicNamePrefix starts every team's gossip topic name. Its number is the envelope format's version
 // (sync/envelope), so devices of two formats never share a topic.
-const TopicNamePrefix = "fm8/"
+const TopicNamePrefix = "fm9/"
 
 // TopicNameBytes is how much of a team's envelope.Topic its gossip topic name carries.
 const TopicNameBytes = 9
 
-// TopicName is the gossip topic of a team: "fm8/" and the base64url (unpadded) of the first 9 bytes of
+// TopicName is the gossip topic of a team: "fm9/" and the base64url (unpadded) of the first 9 bytes of
 // its envelope.Topic, which is derived one-way from the team id, so it names nothing. It is 16
 // bytes; every gossip copy of a message and every IHAVE carries it, so it is short.
 //

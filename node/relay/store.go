@@ -49,7 +49,7 @@ const (
 	pDevice   byte = 0x06
 	pRoster   byte = 0x07
 
-	storeVersion = 7 // 7: envelopes of format version 8 (no AEAD tag in the chain form)
+	storeVersion = 8 // 8: envelopes of format version 9 (the form and a variable time in the header; compact messages)
 
 	// idSize is the length of an envelope id (a crdt.OpID), and
 	// envKeyLen and timeKeyLen those of the keys of 0x02 and 0x04.

@@ -31,7 +31,8 @@ func testEnvelope(t testing.TB, topic envelope.Topic, ts uint64, size int) recor
 func randomEnvelope(rnd io.Reader, topic envelope.Topic, ts uint64, size int) (record, error) {
 	// The chain form (form byte 1) with a random body of at least its fixed overhead: it parses whatever
 	// the envelope version, and nothing opens it.
-	e := &envelope.Envelope{Topic: topic, Epoch: 1, Time: crdt.HLC(ts), Ciphertext: make([]byte, max(size-envelope.HeaderSize, 96))}
+	e := &envelope.Envelope{Topic: topic, Epoch: 1, Time: crdt.HLC(ts)}
+	e.Ciphertext = make([]byte, max(size-e.HeaderLen()+1, 97)) // the form byte is in the header on the wire
 	if _, err := io.ReadFull(rnd, e.ID[:]); err != nil {
 		return record{}, err
 	}

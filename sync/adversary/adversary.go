@@ -26,9 +26,10 @@ import (
 // the attacker saw (re-sealing: it signed another inner layer, or another position) or [SignAs] with
 // a key it holds; either way the envelope must not open. slot is the sender's position in the epoch's
 // recipient list (envelope version 6 on): the author's (Slot), or another the attacker chooses.
-// Version 8: neither layer has a tag; both are ChaCha20 (from block 1) with the op id's first 12
+// Version 9: neither layer has a tag; both are ChaCha20 (from block 1) with the op id's first 12
 // bytes as nonce, the inner under the message key, the outer under the outer key, and the signature
-// covers the hash of the header, the slot and the inner ciphertext.
+// covers the hash of the header (whose first byte holds the version, the form and whether the time
+// has a counter), the slot and the inner ciphertext.
 //
 // The layout is written out here on purpose, apart from sync/envelope's, as an attacker would (the
 // domain strings and the inner-hash recipe included): TestForgeChainLayout checks that with the
@@ -42,13 +43,25 @@ func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sign func(crdt.
 	}
 	id := op.ID()
 	nonce := [senderkey.NonceSize]byte(id[:senderkey.NonceSize])
-	e := &envelope.Envelope{Topic: envelope.TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
-	hdr := e.Marshal() // the header only: no layers yet
+	// The header: version 9 and the chain form (1), bit 2 if the time has a counter; the tag, the id,
+	// the time's millisecond in 6 bytes, then its counter as a uvarint if it is not 0.
+	first, counter := byte(9<<4|1), uint64(op.Time&0xffff)
+	if counter != 0 {
+		first |= 1 << 2
+	}
+	hdr := binary.BigEndian.AppendUint32([]byte{first}, tag)
+	hdr = append(hdr, id[:]...)
+	hdr = binary.BigEndian.AppendUint64(hdr, uint64(op.Time>>16))
+	hdr = append(hdr[:len(hdr)-8], hdr[len(hdr)-6:]...)
+	if counter != 0 {
+		hdr = binary.AppendUvarint(hdr, counter)
+	}
 	// The inner hash starts with the topic, which the wire does not carry.
-	bound := append(append(slices.Clone(e.Topic[:]), hdr...), byte(envelope.FormChain))
+	topic := envelope.TopicOf(op.Team)
+	bound := append(slices.Clone(topic[:]), hdr...)
 	_, body, _ := s.SealStream(nonce, op.MarshalCompact())
 	h := sha256.New()
-	h.Write([]byte("fieldmesh/v8/envelope/inner"))
+	h.Write([]byte("fieldmesh/v9/envelope/inner"))
 	h.Write(bound)
 	h.Write(binary.AppendUvarint(nil, uint64(slot)))
 	h.Write(body)
@@ -57,7 +70,7 @@ func ForgeChain(op *crdt.Op, tag uint32, slot int, index uint32, sign func(crdt.
 	plain = append(plain, body...)
 	outer := make([]byte, len(plain))
 	seal.Stream(envelope.OuterKey(key), [seal.NonceSize]byte(id[:seal.NonceSize]), outer, plain)
-	return append(append(hdr, byte(envelope.FormChain)), outer...)
+	return append(hdr, outer...)
 }
 
 // Borrow returns a signer for ForgeChain that gives sig whatever the inner hash: a signature the

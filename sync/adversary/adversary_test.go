@@ -30,8 +30,8 @@ func TestForgeChainLayout(t *testing.T) {
 	}
 	team, _ := crdt.NewTeamID(r)
 	key, _ := seal.NewEpochKey(r)
-	at := crdt.MakeHLC(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), 0)
-	for _, index := range []uint32{0, 3, 200} {
+	for i, index := range []uint32{0, 3, 200} {
+		at := crdt.MakeHLC(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), uint16(i*300)) // counters 0, 300, 600: the longer header
 		op := crdt.NewOp(dev, team, at, []crdt.OpID{{1}}, crdt.KindMessage, crdt.Message{Text: "ok"}.Marshal())
 		sender := senderkey.NewSender(key, dev.ID())
 		for range index {

@@ -181,9 +181,8 @@ func checkAttachments(as []Attachment) error {
 	return nil
 }
 
-// appendAttachments appends the optional attachment section of a Message:
-// nothing when there are none, else a uvarint count (1..MaxAttachments)
-// and the manifests.
+// appendAttachments appends the attachment section of a Message (head bit
+// 4): a count, then each attachment. It appends nothing for none.
 func appendAttachments(b []byte, as []Attachment) []byte {
 	if len(as) == 0 {
 		return b
@@ -195,15 +194,12 @@ func appendAttachments(b []byte, as []Attachment) []byte {
 	return b
 }
 
-// readAttachments reads the optional attachment section: absent when the
-// body ends, else a count of at least 1.
+// readAttachments reads the attachment section of a Message whose head says
+// it has one: a count of at least 1, then each attachment.
 func readAttachments(d *wire.Reader) []Attachment {
-	if d.Err() != nil || d.Len() == 0 {
-		return nil
-	}
 	n := d.Count(MaxAttachments, 1+1+64)
 	if d.Err() == nil && n == 0 {
-		d.Fail(fmt.Errorf("%w: attachment count 0 (the section is left out instead)", ErrTrailing))
+		d.Fail(fmt.Errorf("%w: attachment count 0 (head bit 4 is left clear instead)", ErrMalformed))
 	}
 	if d.Err() != nil {
 		return nil

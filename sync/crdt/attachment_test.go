@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func testAttachment(size int, seed byte) Attachment {
@@ -52,15 +53,22 @@ func TestMessageAttachmentsRoundtrip(t *testing.T) {
 		if !bytes.Equal(got.Marshal(), enc) {
 			t.Errorf("message %d: re-encoding differs", i)
 		}
-		for k := len(enc) - 40; k < len(enc); k++ {
-			if _, err := UnmarshalMessage(enc[:k]); err == nil {
-				t.Errorf("message %d: %d-byte prefix decoded", i, k)
+		// The text is the rest of the body (the op frames the body): a prefix that cuts the
+		// attachments is refused; one that cuts the text is that message with a shorter text.
+		textAt := len(enc) - len(m.Text)
+		for k := textAt - 40; k < len(enc); k++ {
+			got, err := UnmarshalMessage(enc[:k])
+			switch {
+			case k < textAt && err == nil:
+				t.Errorf("message %d: %d-byte prefix (into the attachments) decoded", i, k)
+			case k >= textAt && utf8.Valid(enc[textAt:k]) && (err != nil || got.Text != m.Text[:k-textAt] || len(got.Attachments) != len(m.Attachments)):
+				t.Errorf("message %d: %d-byte prefix (into the text): %v, text %q", i, k, err, got.Text)
 			}
 		}
 	}
-	// A message without attachments encodes as it did before they existed.
+	// A message without attachments: the head byte (priority 1), then the text.
 	plain := Message{Text: "x", Priority: Urgent}
-	if got, want := plain.Marshal(), []byte{1, 1, 'x', 1, 0, 0}; !bytes.Equal(got, want) {
+	if got, want := plain.Marshal(), []byte{1, 'x'}; !bytes.Equal(got, want) {
 		t.Errorf("plain message: got %x; want %x", got, want)
 	}
 }
@@ -102,11 +110,11 @@ func TestMessageAttachmentLimits(t *testing.T) {
 		}
 	}
 	// A count of 0 is not the canonical encoding of "no attachments".
-	if _, err := UnmarshalMessage([]byte{1, 1, 'x', 0, 0, 0, 0}); !errors.Is(err, ErrTrailing) {
-		t.Errorf("zero count: got %v; want ErrTrailing", err)
+	if _, err := UnmarshalMessage([]byte{msgAttached, 0, 'x'}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("zero count: got %v; want ErrMalformed", err)
 	}
 	// A size claiming 2^40 bytes is refused before any chunk hash is read.
-	b := []byte{1, 1, 'x', 0, 0, 0, 1, 1, 'a', 0x80, 0x80, 0x80, 0x80, 0x80, 0x20}
+	b := []byte{msgAttached, 1, 1, 'a', 0x80, 0x80, 0x80, 0x80, 0x80, 0x20}
 	b = append(b, make([]byte, 200)...)
 	if _, err := UnmarshalMessage(b); !errors.Is(err, ErrInvalid) {
 		t.Errorf("huge size: got %v; want ErrInvalid", err)

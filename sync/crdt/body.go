@@ -581,11 +581,17 @@ func UnmarshalRelay(b []byte) (Relay, error) {
 
 // Message is the body of a team message op (KindMessage).
 //
-// Encoding: version 1 | text (uvarint length, bytes) | priority byte |
-// patient (uvarint length, bytes) | flags byte (bit 0: a reply, bit 1: for
-// the record; other bits 0) | [reply-to op id 16 bytes, if a reply] |
-// [attachments: count uvarint 1..MaxAttachments | count × Attachment], present only
-// when there are any.
+// Encoding, laid out for bytes (it is most of what a health worker sends):
+//
+//	head         1 byte: bits 0-1 the priority (0 to 2), bit 2 a reply, bit 3 for
+//	             the record, bit 4 attachments, bit 5 a patient reference; bits 6-7 0
+//	patient      uvarint length (1..MaxPatientLen), bytes; if bit 5
+//	reply-to     op id, 16 bytes; if bit 2
+//	attachments  count uvarint (1..MaxAttachments), count × Attachment; if bit 4
+//	text         the rest (UTF-8, at most MaxTextLen bytes; may be empty)
+//
+// It has no version byte of its own: the op's version says the encodings of
+// its bodies (message bodies are the one body type without one, for the byte).
 type Message struct {
 	Text     string // at most MaxTextLen bytes of UTF-8
 	Priority Priority
@@ -618,58 +624,82 @@ func (m Message) Validate() error {
 	return checkAttachments(m.Attachments)
 }
 
-// The bits of a message body's flags byte.
+// The bits of a message body's head byte (see Message).
 const (
-	msgReply     byte = 1 << 0 // a reply-to op id follows
-	msgForRecord byte = 1 << 1 // Message.ForRecord
+	msgPriority  byte = 3 << 0 // the Priority
+	msgReply     byte = 1 << 2 // a reply-to op id follows
+	msgForRecord byte = 1 << 3 // Message.ForRecord
+	msgAttached  byte = 1 << 4 // attachments follow
+	msgPatient   byte = 1 << 5 // a patient reference follows
 )
 
 // Marshal encodes m. It does not validate; call Validate first.
 func (m Message) Marshal() []byte {
-	b := make([]byte, 0, 1+3+len(m.Text)+1+2+len(m.Patient)+1+IDSize)
-	b = append(b, bodyVersion)
-	b = wire.AppendString(b, m.Text)
-	b = append(b, byte(m.Priority))
-	b = wire.AppendString(b, m.Patient)
-	var flags byte
+	b := make([]byte, 0, 1+2+len(m.Patient)+IDSize+len(m.Text))
+	head := byte(m.Priority) & msgPriority
 	if m.ReplyTo != nil {
-		flags |= msgReply
+		head |= msgReply
 	}
 	if m.ForRecord {
-		flags |= msgForRecord
+		head |= msgForRecord
 	}
-	b = append(b, flags)
+	if len(m.Attachments) > 0 {
+		head |= msgAttached
+	}
+	if m.Patient != "" {
+		head |= msgPatient
+	}
+	b = append(b, head)
+	if m.Patient != "" {
+		b = wire.AppendString(b, m.Patient)
+	}
 	if m.ReplyTo != nil {
 		b = append(b, m.ReplyTo[:]...)
 	}
-	return appendAttachments(b, m.Attachments)
+	b = appendAttachments(b, m.Attachments)
+	return append(b, m.Text...)
 }
 
-// UnmarshalMessage decodes and validates a Message body.
+// UnmarshalMessage decodes and validates a Message body. It refuses unknown
+// head bits, priority 3, an empty patient reference (bit 5 says there is
+// one) and an attachment section of 0 items.
 func UnmarshalMessage(b []byte) (Message, error) {
 	if len(b) > MaxOpSize {
 		return Message{}, fmt.Errorf("%w: body is %d bytes", ErrTooLarge, len(b))
 	}
 	d := wire.NewReader(b)
-	d.Version("message", bodyVersion)
 	var m Message
-	m.Text = d.String("message text", MaxTextLen)
-	m.Priority = Priority(d.Byte())
-	if d.Err() == nil && !m.Priority.valid() {
-		d.Fail(fmt.Errorf("%w: priority %d", ErrInvalid, uint8(m.Priority)))
+	head := d.Byte()
+	switch {
+	case d.Err() != nil:
+	case head&^(msgPriority|msgReply|msgForRecord|msgAttached|msgPatient) != 0:
+		d.Fail(fmt.Errorf("%w: message head %#x", ErrMalformed, head))
+	case !Priority(head & msgPriority).valid():
+		d.Fail(fmt.Errorf("%w: priority %d", ErrInvalid, head&msgPriority))
 	}
-	m.Patient = d.String("patient reference", MaxPatientLen)
-	flags := d.Byte()
-	if d.Err() == nil && flags&^(msgReply|msgForRecord) != 0 {
-		d.Fail(fmt.Errorf("%w: message flags %#x", ErrMalformed, flags))
+	m.Priority = Priority(head & msgPriority)
+	if head&msgPatient != 0 {
+		m.Patient = d.String("patient reference", MaxPatientLen)
+		if d.Err() == nil && m.Patient == "" {
+			d.Fail(fmt.Errorf("%w: empty patient reference (head bit 5 says there is one)", ErrMalformed))
+		}
 	}
-	if flags&msgReply != 0 {
+	if head&msgReply != 0 {
 		var id OpID
 		copy(id[:], d.Fixed(IDSize))
 		m.ReplyTo = &id
 	}
-	m.ForRecord = flags&msgForRecord != 0
-	m.Attachments = readAttachments(d)
+	m.ForRecord = head&msgForRecord != 0
+	if head&msgAttached != 0 {
+		m.Attachments = readAttachments(d)
+	}
+	if d.Err() == nil {
+		text := string(d.Fixed(d.Len()))
+		if err := checkText("message text", text, MaxTextLen); err != nil {
+			d.Fail(err)
+		}
+		m.Text = text
+	}
 	if err := d.Finish(); err != nil {
 		return Message{}, err
 	}

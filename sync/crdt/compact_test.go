@@ -22,8 +22,10 @@ func TestCompact(t *testing.T) {
 			op := NewOp(dev, team, 42, parents, KindMessage, body)
 			c := op.MarshalCompact()
 			content := op.MarshalContent()
-			// content: version 1, team 32, author 32, time 8, kind 1, parents, body length, body
-			want := append([]byte{byte(KindMessage)}, content[1+32+32+8+1:len(content)-len(body)-binary.PutUvarint(make([]byte, 10), uint64(len(body)))]...)
+			// content: version 1, team 32, author 32, time 8, kind 1, parent count, parents, body
+			// length, body; compact: kind | count<<5, parents, body
+			parentsAt := 1 + 32 + 32 + 8 + 1 + 1
+			want := append([]byte{byte(KindMessage) | byte(len(parents))<<5}, content[parentsAt:len(content)-len(body)-binary.PutUvarint(make([]byte, 10), uint64(len(body)))]...)
 			want = append(want, body...)
 			if !bytes.Equal(c, want) {
 				t.Errorf("MarshalCompact = %x; want %x", c, want)
@@ -47,22 +49,33 @@ func TestCompact(t *testing.T) {
 
 func TestUnmarshalCompactRefuses(t *testing.T) {
 	p1, p2 := OpID{1}, OpID{2}
-	two := func(a, b OpID) []byte { return append(append([]byte{byte(KindMessage), 2}, a[:]...), b[:]...) }
+	head := func(parents int) byte { return byte(KindMessage) | byte(parents)<<5 }
+	two := func(a, b OpID) []byte { return append(append([]byte{head(2)}, a[:]...), b[:]...) }
+	many := func(n int) []byte { // n ascending parents, counted as 7 and a uvarint of the rest
+		b := []byte{head(7), byte(n - 7)}
+		for i := range n {
+			var p OpID
+			p[0] = byte(i + 1)
+			b = append(b, p[:]...)
+		}
+		return b
+	}
 	for _, tc := range []struct {
 		name string
 		b    []byte
 		want error
 	}{
 		{"empty", nil, ErrTruncated},
-		{"kind 0", []byte{0, 0}, ErrMalformed},
-		{"no parent count", []byte{byte(KindMessage)}, ErrTruncated},
-		{"non-minimal count", []byte{byte(KindMessage), 0x80, 0}, ErrMalformed},
-		{"too many parents", append([]byte{byte(KindMessage), MaxParents + 1}, make([]byte, IDSize*(MaxParents+1))...), ErrTooLarge},
-		{"truncated parent", append([]byte{byte(KindMessage), 1}, make([]byte, IDSize-1)...), ErrTruncated},
+		{"kind 0", []byte{0}, ErrMalformed},
+		{"kind 0 with parents", []byte{2 << 5}, ErrMalformed},
+		{"no count after 7", []byte{head(7)}, ErrTruncated},
+		{"non-minimal count", append([]byte{head(7), 0x80, 0}, make([]byte, 7*IDSize)...), ErrMalformed},
+		{"too many parents", append([]byte{head(7), MaxParents + 1 - 7}, make([]byte, IDSize*(MaxParents+1))...), ErrTooLarge},
+		{"truncated parent", append([]byte{head(1)}, make([]byte, IDSize-1)...), ErrTruncated},
 		{"parents descending", two(p2, p1), ErrMalformed},
 		{"parents repeated", two(p1, p1), ErrMalformed},
 		{"longer than MaxOpSize", make([]byte, MaxOpSize+1), ErrTooLarge},
-		{"content over MaxOpSize", append([]byte{byte(KindMessage), 0}, make([]byte, MaxOpSize-2)...), ErrTooLarge},
+		{"content over MaxOpSize", append([]byte{head(0)}, make([]byte, MaxOpSize-1)...), ErrTooLarge},
 	} {
 		op, err := UnmarshalCompact(tc.b, TeamID{}, identity.DeviceID{}, 0)
 		if !errors.Is(err, tc.want) || op != nil {
@@ -71,6 +84,16 @@ func TestUnmarshalCompactRefuses(t *testing.T) {
 	}
 	if op, err := UnmarshalCompact(two(p1, p2), TeamID{}, identity.DeviceID{}, 0); err != nil || len(op.Parents) != 2 || op.Body != nil {
 		t.Errorf("two parents, empty body: got %+v, %v", op, err)
+	}
+	for _, n := range []int{7, 8, MaxParents} {
+		op, err := UnmarshalCompact(many(n), TeamID{}, identity.DeviceID{}, 0)
+		if err != nil || len(op.Parents) != n || op.Body != nil {
+			t.Errorf("%d parents: got %v, %v", n, op, err)
+			continue
+		}
+		if c := op.MarshalCompact(); !bytes.Equal(c, many(n)) || len(c) != op.compactSize() {
+			t.Errorf("%d parents: MarshalCompact = %x (size %d); want %x", n, c, op.compactSize(), many(n))
+		}
 	}
 }
 

@@ -108,16 +108,17 @@ func TestFiledBody(t *testing.T) {
 	}
 }
 
-// TestMessageForRecord: the for-record flag is bit 1 of the message's flags byte (bit 0 says a
-// reply-to id follows), so it costs no byte and each message has one encoding; other bits, and
-// trailing bytes, are refused.
+// TestMessageForRecord: the for-record flag is bit 3 of the message's head byte (bits 0-1 are the
+// priority, bit 2 says a reply-to id follows), so it costs no byte and each message has one
+// encoding; unknown head bits are refused. The text is the rest of the body: a trailing byte is
+// text.
 func TestMessageForRecord(t *testing.T) {
 	plain := Message{Text: "x", Patient: "P-1"}
 	flagged := plain
 	flagged.ForRecord = true
 	pb, fb := plain.Marshal(), flagged.Marshal()
-	if len(fb) != len(pb) || !bytes.Equal(fb[:len(fb)-1], pb[:len(pb)-1]) || pb[len(pb)-1] != 0 || fb[len(fb)-1] != 2 {
-		t.Fatalf("for-record encoding %x; want the plain one %x with flags 02", fb, pb)
+	if len(fb) != len(pb) || !bytes.Equal(fb[1:], pb[1:]) || fb[0] != pb[0]|1<<3 {
+		t.Fatalf("for-record encoding %x; want the plain one %x with head bit 3", fb, pb)
 	}
 	m, err := UnmarshalMessage(fb)
 	if err != nil || !m.ForRecord || m.ReplyTo != nil {
@@ -131,16 +132,14 @@ func TestMessageForRecord(t *testing.T) {
 	if err != nil || !m.ForRecord || m.ReplyTo == nil || *m.ReplyTo != id {
 		t.Fatalf("a reply for the record: %+v, %v", m, err)
 	}
-	for _, tail := range [][]byte{{0}, {2}, {1, 1}} {
-		if _, err := UnmarshalMessage(append(plain.Marshal(), tail...)); err == nil {
-			t.Errorf("trailing %x decodes", tail)
-		}
+	if m, err := UnmarshalMessage(append(plain.Marshal(), 'y')); err != nil || m.Text != "xy" {
+		t.Errorf("a trailing byte: %+v, %v; want the text \"xy\"", m, err)
 	}
-	for _, flags := range []byte{4, 8, 0x80} {
+	for _, head := range []byte{0x40, 0x80} {
 		b := slices.Clone(pb)
-		b[len(b)-1] = flags
+		b[0] |= head
 		if _, err := UnmarshalMessage(b); err == nil {
-			t.Errorf("flags %#x decode", flags)
+			t.Errorf("head bit %#x decodes", head)
 		}
 	}
 }

@@ -470,25 +470,43 @@ func (v *verifiedSeals) add(k [32]byte) {
 
 // compactSize returns len(o.MarshalCompact()) without marshalling.
 func (o *Op) compactSize() int {
-	return 1 + wire.UvarintLen(uint64(len(o.Parents))) + IDSize*len(o.Parents) + len(o.Body)
+	n := 1 + IDSize*len(o.Parents) + len(o.Body)
+	if len(o.Parents) >= compactManyParents {
+		n += wire.UvarintLen(uint64(len(o.Parents) - compactManyParents))
+	}
+	return n
 }
+
+// The head byte of the compact encoding: the kind in its low 5 bits, the
+// number of parents in its top 3 (compactManyParents: a uvarint of the
+// number less compactManyParents follows).
+const (
+	compactKindMask    = 1<<5 - 1
+	compactManyParents = 7
+)
 
 // MarshalCompact returns the compact encoding of o's content: what a
 // chain-form envelope carries of it (sync/envelope). It leaves out what the
 // envelope already says or the receiver already knows (the version, the
 // team, the author and the time), and the body's length, which is the rest:
 //
-//	kind     1 byte  (not 0)
-//	parents  uvarint count (<= MaxParents), then 16 bytes (IDSize) each, strictly ascending
+//	head     1 byte: the kind (1 to 31) in bits 0-4, the number of parents in
+//	         bits 5-7 (0 to 6; 7: a uvarint of the number less 7 follows, minimal:
+//	         at most MaxParents in all)
+//	parents  16 bytes (IDSize) each, strictly ascending
 //	body     the rest
 //
 // The op's id does not change: it is still the SHA-256 of MarshalContent,
 // which the receiver rebuilds from the compact encoding and the fields the
-// envelope gives (UnmarshalCompact). It does not check limits.
+// envelope gives (UnmarshalCompact). It does not check limits, and needs a
+// kind below 32 (every Kind is).
 func (o *Op) MarshalCompact() []byte {
 	b := make([]byte, 0, o.compactSize())
-	b = append(b, byte(o.Kind))
-	b = binary.AppendUvarint(b, uint64(len(o.Parents)))
+	n := len(o.Parents)
+	b = append(b, byte(o.Kind)&compactKindMask|byte(min(n, compactManyParents))<<5)
+	if n >= compactManyParents {
+		b = binary.AppendUvarint(b, uint64(n-compactManyParents))
+	}
 	for _, p := range o.Parents {
 		b = append(b, p[:]...)
 	}
@@ -508,11 +526,33 @@ func UnmarshalCompact(b []byte, team TeamID, author identity.DeviceID, t HLC) (*
 	}
 	d := wire.NewReader(b)
 	o := &Op{Team: team, Author: author, Time: t}
-	o.Kind = Kind(d.Byte())
+	head := d.Byte()
+	o.Kind = Kind(head & compactKindMask)
 	if d.Err() == nil && o.Kind == 0 {
 		d.Fail(fmt.Errorf("%w: op kind 0", ErrMalformed))
 	}
-	readParents(d, o)
+	n := int(head >> 5)
+	if n == compactManyParents {
+		more := d.Uvarint()
+		if d.Err() == nil && more > MaxParents-compactManyParents {
+			d.Fail(fmt.Errorf("%w: %d op parents, limit %d", ErrTooLarge, more+compactManyParents, MaxParents))
+		}
+		n += int(more)
+	}
+	if d.Err() == nil && n > 0 {
+		if d.Len() < n*IDSize {
+			d.Fail(fmt.Errorf("%w: %d op parents in %d bytes", ErrTruncated, n, d.Len()))
+		} else {
+			o.Parents = make([]OpID, n)
+			for i := range o.Parents {
+				copy(o.Parents[i][:], d.Fixed(IDSize))
+				if i > 0 && o.Parents[i-1].Compare(o.Parents[i]) >= 0 {
+					d.Fail(fmt.Errorf("%w: op parents not strictly ascending", ErrMalformed))
+					break
+				}
+			}
+		}
+	}
 	if d.Err() == nil {
 		o.Body = cloneNonEmpty(d.Fixed(d.Len()))
 	}

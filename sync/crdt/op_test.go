@@ -287,7 +287,7 @@ func goldenOps(t testing.TB) (*golden, []*Op) {
 func TestGolden(t *testing.T) {
 	g, ops := goldenOps(t)
 	path := filepath.Join("testdata", "ops.golden")
-	want := g.encode("crdt op encodings (version 2: content, then the seal) and body encodings (version 1), from a fixed seed.")
+	want := g.encode("crdt op encodings (version 2: content, then the seal) and body encodings (version 1; a message body has a head byte instead: see Message), from a fixed seed.")
 	if *update {
 		if err := os.WriteFile(path, want, 0o644); err != nil {
 			t.Fatal(err)

@@ -48,7 +48,7 @@ func TestLogRefuses(t *testing.T) {
 		{"member body empty", newOp(a, team, at(1), gp, KindMember, nil), ErrBadBody},
 		{"message body undecodable", newOp(a, team, at(1), gp, KindMessage, []byte{7}), ErrBadBody},
 		{"message text over the limit", newOp(a, team, at(1), gp, KindMessage, longText.Marshal()), ErrBadBody},
-		{"message priority out of range", newOp(a, team, at(1), gp, KindMessage, Message{Priority: 9}.Marshal()), ErrBadBody},
+		{"message priority out of range", newOp(a, team, at(1), gp, KindMessage, []byte{3}), ErrBadBody}, // head byte: priority 3,
 		{"ack of nothing", newOp(a, team, at(1), gp, KindAck, Ack{}.Marshal()), ErrBadBody},
 		{"ack unsorted", newOp(a, team, at(1), gp, KindAck, Ack{IDs: []OpID{{2}, {1}}}.Marshal()), ErrBadBody},
 	}

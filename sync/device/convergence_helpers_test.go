@@ -122,8 +122,8 @@ func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) 
 	if err != nil || e.Form() != envelope.FormChain {
 		return nil, false
 	}
-	hdr := raw[:envelope.HeaderSize]
-	// The outer layer (format 8): ChaCha20 under the outer key, the op id's first 12 bytes as nonce,
+	hdr := raw[:e.HeaderLen()]
+	// The outer layer (format 9): ChaCha20 under the outer key, the op id's first 12 bytes as nonce,
 	// no Poly1305 tag.
 	outer := envelope.OuterKey(key)
 	nonce := [seal.NonceSize]byte(e.ID[:seal.NonceSize])
@@ -142,7 +142,7 @@ func badSignature(topic envelope.Topic, raw []byte, key seal.EpochKey, bit int) 
 	plain[sigAt+(bit/8+sigSize/2)%sigSize] ^= 1 << (bit % 8)
 	ct := make([]byte, len(plain))
 	seal.Stream(outer, nonce, ct, plain)
-	out := append(append(bytes.Clone(hdr), byte(envelope.FormChain)), ct...)
+	out := append(bytes.Clone(hdr), ct...)
 	return out, true
 }
 

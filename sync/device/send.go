@@ -46,7 +46,7 @@ func (t *Team) Make(now time.Time, kind crdt.Kind, body []byte) (*crdt.Op, error
 	}
 	ts := t.clock.Next()
 	op := crdt.NewOp(t.self, t.id, ts, t.lg.HeadsBefore(ts), kind, body)
-	if envelope.HeaderSize+envelope.ChainOverhead+op.ContentSize() > envelope.MaxSize {
+	if envelope.MaxHeaderSize+envelope.ChainOverhead+op.ContentSize() > envelope.MaxSize {
 		return nil, fmt.Errorf("%w: the op is too large for an envelope", ErrRefused)
 	}
 	return op, nil

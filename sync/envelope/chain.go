@@ -45,8 +45,8 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 		return nil, nil, fmt.Errorf("envelope: seal the inner layer: %w", senderkey.ErrExhausted)
 	}
 	pt := op.MarshalCompact()
-	if n := op.ContentSize(); n > crdt.MaxOpSize || HeaderSize+ChainOverhead+len(pt) > MaxSize {
-		return nil, nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, n, HeaderSize+ChainOverhead+len(pt), crdt.MaxOpSize, MaxSize)
+	if n := op.ContentSize(); n > crdt.MaxOpSize || MaxHeaderSize+ChainOverhead+len(pt) > MaxSize {
+		return nil, nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, n, MaxHeaderSize+ChainOverhead+len(pt), crdt.MaxOpSize, MaxSize)
 	}
 	e := &Envelope{
 		Topic: TopicOf(op.Team),
@@ -54,7 +54,7 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 		ID:    op.ID(),
 		Time:  op.Time,
 	}
-	hdr := append(e.appendBound(make([]byte, 0, boundSize+1)), byte(FormChain))
+	hdr := e.appendBound(make([]byte, 0, boundSize), FormChain)
 	nonce := nonceOf(e.ID)
 	index, body, err := innerSeal(s, nonce, pt)
 	if err != nil {
@@ -77,8 +77,8 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 
 // innerHash returns the hash of a chain-form envelope's inner layer that
 // its seal signs (crdt.Seal.Inner): the first 16 bytes of
-// SHA-256("fieldmesh/v8/envelope/inner" ‖ topic ‖ header ‖ form ‖ slot
-// uvarint ‖ inner ciphertext). With the op id (a hash of the op's content,
+// SHA-256("fieldmesh/v9/envelope/inner" ‖ topic ‖ header (with the form) ‖
+// slot uvarint ‖ inner ciphertext). With the op id (a hash of the op's content,
 // the inner plaintext), epoch tag, team, sender and index that the seal
 // also signs, it covers every byte of the envelope and its topic, so
 // neither layer needs a Poly1305 tag: whoever holds the outer key checks
@@ -88,10 +88,10 @@ func SealChain(op *crdt.Op, dev *identity.Device, tag uint32, outer seal.EpochKe
 // genuine envelope at another slot that a list of its own making (a commit
 // ground to the epoch's tag) maps to the same sender, and a device holding
 // that list would carry the changed copy.
-func innerHash(hdrForm []byte, slot int, body []byte) crdt.InnerHash {
+func innerHash(bound []byte, slot int, body []byte) crdt.InnerHash {
 	h := sha256.New()
 	h.Write([]byte(innerHashDomain))
-	h.Write(hdrForm)
+	h.Write(bound)
 	var sl [binary.MaxVarintLen64]byte
 	h.Write(binary.AppendUvarint(sl[:0], uint64(slot)))
 	h.Write(body)
@@ -99,7 +99,7 @@ func innerHash(hdrForm []byte, slot int, body []byte) crdt.InnerHash {
 	return crdt.InnerHash(h.Sum(sum[:0])[:crdt.InnerHashSize])
 }
 
-const innerHashDomain = "fieldmesh/v8/envelope/inner"
+const innerHashDomain = "fieldmesh/v9/envelope/inner"
 
 // Chain is the outer layer of a chain-form envelope, opened: the sender
 // (the device at Slot in the epoch's recipient list), the index of the
@@ -148,7 +148,6 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 	if err != nil {
 		return nil, err
 	}
-	hdr = append(hdr, byte(FormChain))
 	plain := make([]byte, len(e.Ciphertext)-1)
 	outerStream(outer, nonceOf(e.ID), plain, e.Ciphertext[1:])
 	r := wire.NewReader(plain)
@@ -190,7 +189,7 @@ func OpenChain(e *Envelope, outer seal.EpochKey, team crdt.TeamID, recipients []
 // compact content decodes and, rebuilt as the op of the team, by c.Sender
 // (whose signature OpenChain verified), at the header's time, hashes to
 // the envelope's id, and that it is not a create or commit op. That check
-// is what authenticates the inner layer, which has no tag (format 8).
+// is what authenticates the inner layer, which has no tag (since format 8).
 // Consume the index with r.Consume(c.Index) once the op is accepted.
 //
 // Errors wrap ErrOpen (the caller's receiver state is not the sender's

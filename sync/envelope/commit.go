@@ -33,7 +33,7 @@ func BoxPrologue(team crdt.TeamID, e *Envelope) []byte {
 	p := make([]byte, 0, len(boxDomain)+32+boundSize)
 	p = append(p, boxDomain...)
 	p = append(p, team[:]...)
-	return e.appendBound(p)
+	return e.appendBound(p, FormCommit)
 }
 
 // SealCommit seals op, a create or commit op by author, in commit form:
@@ -72,7 +72,8 @@ func SealCommit(op *crdt.Op, author *identity.Device, k seal.EpochKey, recipient
 		}
 	}
 	n := len(recipients)
-	size := HeaderSize + 1 + wire.UvarintLen(uint64(n)) + n*BoxSize +
+	hs := (&Envelope{Time: op.Time}).HeaderLen()
+	size := hs + wire.UvarintLen(uint64(n)) + n*BoxSize +
 		sigSize + wire.UvarintLen(uint64(len(prior))) + len(prior)*priorSize + len(pt) + seal.Overhead
 	if len(pt) > crdt.MaxOpSize || size > MaxSize {
 		return nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, len(pt), size, crdt.MaxOpSize, MaxSize)
@@ -84,13 +85,13 @@ func SealCommit(op *crdt.Op, author *identity.Device, k seal.EpochKey, recipient
 	if err != nil {
 		return nil, fmt.Errorf("envelope: box the epoch key: %w", err)
 	}
-	c := make([]byte, 0, size-HeaderSize)
+	c := make([]byte, 0, 1+size-hs)
 	c = append(c, byte(FormCommit))
 	c = binary.AppendUvarint(c, uint64(n))
 	for _, b := range boxes {
 		c = append(c, b...)
 	}
-	ad := append(e.appendBound(make([]byte, 0, boundSize+len(c))), c...)
+	ad := append(e.appendBound(make([]byte, 0, boundSize+len(c)), FormCommit), c...)
 	priorBlob := appendPrior(nil, prior)
 	defer clear(priorBlob)
 	plain := make([]byte, 0, sigSize+len(priorBlob)+len(pt))

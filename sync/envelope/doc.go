@@ -1,7 +1,8 @@
-// Package envelope implements fieldmesh sealed envelopes (version 8: key
+// Package envelope implements fieldmesh sealed envelopes (version 9: key
 // epochs, sender keys, signed chain positions, a compact chain form,
 // 16-byte op ids, senders named by their slot in the epoch's recipient
-// list, and no AEAD tag in the chain form):
+// list, no AEAD tag in the chain form, and the form and a variable-length
+// time in the header):
 // what leaves a device, is gossiped, stored by relays and reconciled by
 // (time, id). Only the routing header is in the clear. The package is the
 // wire layout and its cryptography; which keys a device holds, and what it
@@ -16,13 +17,17 @@
 //
 // Wire format (Marshal), integers big-endian, uvarints minimal:
 //
-//	header, 29 bytes (no topic: see "The topic" below):
-//	  version     1 byte   8 (versions 1 to 7 are refused: ErrVersion)
+//	header, 27 bytes, 28 to 30 when the time has a counter (no topic: see "The topic" below):
+//	  first       1 byte   bits 4-7 the version, 9 (versions 1 to 8, whose first byte was the
+//	                       version, are refused: ErrVersion); bit 3 0; bit 2 set when a counter
+//	                       follows; bits 0-1 the form: 1 = chain, 2 = commit
 //	  epoch       4 bytes  the epoch TAG: crdt.TagOf(op id of the epoch's commit)
 //	  id         16 bytes  the op id (the first 16 bytes of the SHA-256 of the op's content,
 //	                       crdt.Op.MarshalContent; crdt.Op.ID says why 16 are enough)
-//	  time        8 bytes  the op's HLC timestamp
-//	form          1 byte   1 = chain, 2 = commit
+//	  millisecond 6 bytes  the op's HLC timestamp without its counter (HLC >> 16: 48 bits, the
+//	                       HLC's own range)
+//	  counter     uvarint  the HLC's 16-bit logical counter, 1 to 65535, if bit 2 is set; a
+//	                       counter of 0 (the usual case: the clock had moved on) is not sent
 //
 //	form 1, chain (every op except create and commit), op sealed by its author's chain:
 //	  outer      the rest  ChaCha20(OK, nonce = id[:12], from block 1; no tag),
@@ -31,14 +36,14 @@
 //	  of its create or commit op, in that op's order, which is ascending), a minimal
 //	  uvarint below MaxBoxes; inner = senderkey SealStream by sender's chain at index
 //	  (ChaCha20 under the message key, from block 1, no tag), nonce = id[:12],
-//	  of the op's compact content (crdt.Op.MarshalCompact: kind ‖ parents ‖ body, without
-//	  version, team, author, time or body length), and sig = the sender's Ed25519 signature
+//	  of the op's compact content (crdt.Op.MarshalCompact: kind and parent count in one byte ‖
+//	  parents ‖ body, without version, team, author, time or body length), and sig = the sender's Ed25519 signature
 //	  of the op's seal (crdt.SignedBytes: "fieldmesh/op/v4" ‖ team ‖ epoch tag ‖ sender's
 //	  full device id ‖ index ‖ op id ‖ inner hash), where the inner hash (crdt.Seal.Inner)
-//	  is the first 16 bytes of SHA-256("fieldmesh/v8/envelope/inner" ‖ topic ‖ header ‖
-//	  form ‖ slot uvarint ‖ inner), so the slot is signed too; the index is a minimal uvarint of at most senderkey.MaxIndex
-//	  (the op's compact content + 67 bytes after the header while the slot and the index
-//	  are below 128; at most ChainOverhead, 72)
+//	  is the first 16 bytes of SHA-256("fieldmesh/v9/envelope/inner" ‖ topic ‖ header ‖
+//	  slot uvarint ‖ inner), so the form (in the header) and the slot are signed too; the index is a minimal uvarint of at most senderkey.MaxIndex
+//	  (the op's compact content + 66 bytes after the header while the slot and the index
+//	  are below 128; at most ChainOverhead, 71)
 //
 //	form 2, commit (create and commit ops; epoch = TagOf(own id): the epoch it starts):
 //	  count      uvarint   1..MaxBoxes (256): the number of recipient devices
@@ -117,8 +122,9 @@
 // wire: it is recomputed from the envelope), so a stored op re-verifies
 // without its envelope (crdt.Op.Verify), and an equivocation evidence
 // carries the inner hash of each seal (crdt.Evidence). Who refuses a
-// changed byte of a chain envelope (TestTamperEveryByte): the version byte,
-// anyone (Unmarshal); the form byte, anyone; every other byte, anyone
+// changed byte of a chain envelope (TestTamperEveryByte): the first byte
+// (version, form, counter bit), anyone (Unmarshal) unless it still reads
+// as a chain envelope, then as below; every other byte, anyone
 // holding the epoch's outer key and recipient list, as ErrBadSeal, before
 // any chain key is used. A relay holds no key and checks nothing, as
 // before. What this costs: without the list (an epoch held by its outer
@@ -197,15 +203,29 @@
 // (an op with the id of someone else's op) stays at about 2^128. See
 // crdt.Op.ID.
 //
-// What version 8 does not shorten (yet), and why:
-//   - The time stays 8 bytes. Relays and carriers reconcile by (time, id)
-//     and hold no key, so the time must be in the clear and absolute: a
-//     delta from something both sides know (the epoch's commit time) is
-//     unknown to a relay. A uvarint of the milliseconds since a fixed date
-//     (2^35 ms is about 13 months, so 6 bytes from the second year on) and
-//     one of the counter (1 byte, usually) would take 7 bytes: 1 byte less,
-//     for a variable-length header that every relay, store key and
-//     reconciliation range would have to parse. Not done.
+// Version 9, for bytes. Three cuts in the header and four in the message:
+//   - The form is in the header's first byte, beside the version: 1 byte.
+//   - The time is the HLC's 48-bit millisecond in 6 bytes and its counter
+//     only when it is not 0, flagged in the first byte: 2 bytes, 1 when
+//     the counter is 1 to 127 (a device that just received an op stamped
+//     ahead of its own clock). The time stays absolute and in the clear,
+//     as relays and carriers reconcile by (time, id) and hold no key; the
+//     header is variable-length, so a reader parses it (Unmarshal,
+//     PeekHeader) instead of reading at fixed offsets.
+//   - The compact content's kind and parent count share one byte
+//     (crdt.Op.MarshalCompact): 1 byte.
+//   - A message body (crdt.Message) has no version byte, one head byte for
+//     its priority and flags, a patient reference only when there is one,
+//     and its text last, as the rest of the body, with no length: 3 bytes
+//     (4 without a patient reference).
+//
+// Nothing is weakened by them: every field is still there, bound by the
+// same signature and hashes. What version 9 still does not shorten, and why:
+//   - The epoch tag stays 4 bytes. sync/teamkeys forgets keys by tag, and
+//     remembers up to MaxForgotten forgotten tags so that no forgotten
+//     epoch is learned again: a new epoch whose tag collides with one of
+//     them is refused. With 3-byte tags and a full list, that would be
+//     about 1 epoch in 256 by chance.
 //   - The op id stays in the header. The signature covers it, and a device
 //     holding only the outer key verifies the signature without opening
 //     the inner layer, so it must read the id in the envelope; relays,
@@ -219,16 +239,16 @@
 //     dominate their size.
 //
 // Where the bytes of the size table's goal cell go (a 37-byte text with a
-// patient reference and one parent, slot and index below 128: 167 bytes,
-// goal 160): header 29 (version 1, epoch tag 4, id 16, time 8), form 1,
-// slot 1, index 1, signature 64, and the op's compact content 71 (kind 1,
-// parent count 1, parent 16, message body 53: the text 37, the patient
-// reference 11, and 5 bytes of lengths, priority and flags). The overhead
-// is 96 bytes, of which the signature is 64 and the two 16-byte ids (op id
-// and parent) 32: the goal would need 7 more bytes to go. One gossip copy
-// adds 24 bytes (191 B a hop, goal 200: met): pubsub's framing of the
-// publish (field tag and a 2-byte length, 3), of the data (3), and the
-// topic name (field tag, length, and 16 characters, "fm8/" and 12
+// patient reference and one parent, slot and index below 128, a time
+// without a counter: 160 bytes, the goal): header 27 (first byte 1, epoch
+// tag 4, id 16, millisecond 6), slot 1, index 1, signature 64, and the
+// op's compact content 67 (kind and parent count 1, parent 16, message
+// body 50: head 1, the patient reference's length 1 and its 11 bytes, the
+// text 37). The overhead is 93 bytes, of which the signature is 64 and the
+// two 16-byte ids (op id and parent) 32. A time with a counter adds 1 (161).
+// One gossip copy adds 24 bytes (184 B a hop, goal 200): pubsub's framing
+// of the publish (field tag and a 2-byte length, 3), of the data (3), and
+// the topic name (field tag, length, and 16 characters, "fm9/" and 12
 // base64url characters of 9 bytes of the topic: 18).
 //
 // Visible to relays and eavesdroppers: the topic it travels in (the gossip
@@ -254,7 +274,7 @@
 // has the tag; a program that finds it true outside a test should refuse
 // to run.
 //
-// Main types and functions: [Envelope], [Unmarshal], [Topic]; [SealChain],
+// Main types and functions: [Envelope], [Unmarshal], [PeekHeader], [Header], [Topic]; [SealChain],
 // [OpenChain], [Chain] (Peek, Open, Seal); [SealCommit], [OpenBox], [OpenCommit], [PriorKey],
 // [BoxPrologue]; [OuterKey]; [Form]; [NoSeal].
 //

@@ -1,7 +1,6 @@
 package envelope
 
 import (
-	"bytes"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
@@ -22,18 +21,24 @@ const (
 	// MaxSize is the largest marshalled envelope Unmarshal accepts and the
 	// Seal functions produce.
 	MaxSize = 80 << 10
-	// HeaderSize is the clear header: version, epoch tag, id, time. The
-	// topic is not in it: the gossip topic or sync session an envelope
-	// travels in says which topic it belongs to (see Envelope.Topic).
-	HeaderSize = 1 + 4 + crdt.IDSize + 8 // 29
+	// HeaderSize is the clear header of an envelope whose time has a
+	// logical counter of 0 (the usual case): the version-and-form byte,
+	// the epoch tag, the id and the time's millisecond (6 bytes). The topic
+	// is not in it: the gossip topic or sync session an envelope travels
+	// in says which topic it belongs to (see Envelope.Topic).
+	HeaderSize = 1 + 4 + crdt.IDSize + 6 // 27
+	// MaxHeaderSize is the longest header: a time whose counter is not 0
+	// adds it, a uvarint of 1 to 3 bytes.
+	MaxHeaderSize = HeaderSize + 3 // 30
 	// ChainOverhead is the most that the chain form adds to the op's
-	// compact content (crdt.Op.MarshalCompact) after the header: form,
-	// sender slot (a uvarint of 1 or 2 bytes: below MaxBoxes), index (a
-	// uvarint of 1 to 5 bytes), the author's signature. Neither layer has
-	// a Poly1305 tag (version 8: the signature covers the outer layer and,
-	// through the op id, the inner plaintext). A slot and an index below
-	// 128 take 1 byte each, so 67.
-	ChainOverhead = 1 + maxSlotSize + binary.MaxVarintLen32 + sigSize // 72
+	// compact content (crdt.Op.MarshalCompact) after the header: sender
+	// slot (a uvarint of 1 or 2 bytes: below MaxBoxes), index (a uvarint
+	// of 1 to 5 bytes), the author's signature. Neither layer has a
+	// Poly1305 tag (since version 8: the signature covers the outer layer
+	// and, through the op id, the inner plaintext), and the form is in the
+	// header's first byte (version 9). A slot and an index below 128 take
+	// 1 byte each, so 66.
+	ChainOverhead = maxSlotSize + binary.MaxVarintLen32 + sigSize // 71
 	// BoxSize is one box of the commit form: a Noise X message of a 32-byte
 	// epoch key (epochkey.SealToEach).
 	BoxSize = epochkey.BoxSize // 128
@@ -42,25 +47,31 @@ const (
 	// MaxPriorKeys is the most prior outer keys a commit carries (count).
 	MaxPriorKeys = 512
 
-	version = 8
+	version = 9
+	// The header's first byte: the version in bits 4-7, bit 3 0, bit 2
+	// set when a counter follows the millisecond, the form in bits 0-1.
+	hdrCounter  = 1 << 2
+	hdrFormMask = 3
+	hdrZero     = 1 << 3
 	// maxSlotSize is the longest uvarint of a sender slot (below MaxBoxes).
 	maxSlotSize = 2
 	// boundSize is the length of the bound header (appendBound): the
 	// topic, then the header.
-	boundSize = len(Topic{}) + HeaderSize
+	boundSize = len(Topic{}) + MaxHeaderSize
 	sigSize   = 64 // Ed25519
 	priorSize = 4 + seal.KeySize
 
 	// minChain is the shortest chain-form envelope: a one-byte slot and
 	// index and one byte in the inner layer (an op's compact content is
-	// longer: its kind and its count of parents at least).
-	minChain = HeaderSize + ChainOverhead - maxSlotSize + 1 - binary.MaxVarintLen32 + 1 + 1
+	// longer: its head byte at least).
+	minChain = HeaderSize + 1 + 1 + sigSize + 1
 	// minCommitTail is what the commit form needs after its boxes: the
 	// signature, an empty prior-key list and the outer tag.
 	minCommitTail = sigSize + 1 + seal.Overhead
 )
 
-// Form says how an envelope is sealed: the first byte after the header.
+// Form says how an envelope is sealed: bits 0-1 of the header's first byte
+// (version 9; it was the byte after the header).
 type Form uint8
 
 // Forms.
@@ -89,7 +100,7 @@ func (f Form) String() string {
 var (
 	ErrTooLarge = errors.New("envelope: too large")
 	ErrShort    = errors.New("envelope: too short")
-	// ErrVersion: an unknown version byte, including the versions before 7,
+	// ErrVersion: an unknown version, including the versions before 9,
 	// which are no longer accepted.
 	ErrVersion = errors.New("envelope: unknown version")
 	// ErrMalformed: the bytes after the header are not a valid form.
@@ -148,26 +159,52 @@ type Envelope struct {
 	Epoch uint32
 	ID    crdt.OpID
 	Time  crdt.HLC
-	// Ciphertext is everything after the header: the form byte, then the
-	// form's layout (see the package documentation).
+	// Ciphertext is the form byte, then the form's layout (see the package
+	// documentation): everything after the header, with the form, which
+	// the wire carries in the header's first byte, in front.
 	Ciphertext []byte
 }
 
-func (e *Envelope) appendHeader(b []byte) []byte {
-	b = append(b, version)
+// appendHeader appends the header of an envelope of form f (see the
+// package documentation).
+func (e *Envelope) appendHeader(b []byte, f Form) []byte {
+	counter := uint64(e.Time & 0xffff)
+	first := byte(version<<4) | byte(f)&hdrFormMask
+	if counter != 0 {
+		first |= hdrCounter
+	}
+	b = append(b, first)
 	b = binary.BigEndian.AppendUint32(b, e.Epoch)
 	b = append(b, e.ID[:]...)
-	return binary.BigEndian.AppendUint64(b, uint64(e.Time))
+	ms := uint64(e.Time >> 16)
+	b = append(b, byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms))
+	if counter != 0 {
+		b = binary.AppendUvarint(b, counter)
+	}
+	return b
 }
 
-// Marshal returns the wire form: the header (HeaderSize bytes), then the ciphertext.
+// HeaderLen returns the length of e's header on the wire: HeaderSize, and the
+// counter of its time if that is not 0.
+func (e *Envelope) HeaderLen() int {
+	if c := uint64(e.Time & 0xffff); c != 0 {
+		return HeaderSize + wire.UvarintLen(c)
+	}
+	return HeaderSize
+}
+
+// Marshal returns the wire form: the header, which carries the form, then
+// the rest of the ciphertext.
 func (e *Envelope) Marshal() []byte {
-	b := e.appendHeader(make([]byte, 0, HeaderSize+len(e.Ciphertext)))
-	return append(b, e.Ciphertext...)
+	b := e.appendHeader(make([]byte, 0, e.Size()), e.Form())
+	if len(e.Ciphertext) > 0 {
+		b = append(b, e.Ciphertext[1:]...)
+	}
+	return b
 }
 
 // Size returns len(e.Marshal()).
-func (e *Envelope) Size() int { return HeaderSize + len(e.Ciphertext) }
+func (e *Envelope) Size() int { return e.HeaderLen() + max(len(e.Ciphertext)-1, 0) }
 
 // Form returns the envelope's form (0 if it has no ciphertext).
 func (e *Envelope) Form() Form {
@@ -191,43 +228,90 @@ func (e *Envelope) Boxes() int {
 	return n
 }
 
-// appendBound appends the bound header: the topic, then the header. It
-// starts the associated data of every layer.
-func (e *Envelope) appendBound(b []byte) []byte {
+// appendBound appends the bound header of an envelope of form f: the
+// topic, then the header. It starts the associated data of every layer.
+func (e *Envelope) appendBound(b []byte, f Form) []byte {
 	b = append(b, e.Topic[:]...)
-	return e.appendHeader(b)
+	return e.appendHeader(b, f)
 }
 
 // Unmarshal decodes the wire form of an envelope of topic (the gossip
-// topic or the sync session it came in: the wire does not say). It refuses input longer than MaxSize
-// before reading it, unknown versions (version 1 with its own message),
-// unknown forms, and forms too short for their fixed parts; for the commit
-// form, a box count that is not a minimal uvarint from 1 to MaxBoxes, and
-// an epoch tag that is not the op id's. It authenticates nothing (see
-// OpenChain, OpenCommit). The envelope does not alias b, and Marshal gives
-// back exactly b.
+// topic or the sync session it came in: the wire does not say). It refuses
+// input longer than MaxSize before reading it, versions other than 9
+// (those before it with their own message), a header bit 3 that is set,
+// a counter that is 0, above 16 bits or not a minimal uvarint, unknown
+// forms, and forms too short for their fixed parts; for the commit form, a
+// box count that is not a minimal uvarint from 1 to MaxBoxes, and an epoch
+// tag that is not the op id's. It authenticates nothing (see OpenChain,
+// OpenCommit). The envelope does not alias b, and Marshal gives back
+// exactly b.
 func Unmarshal(topic Topic, b []byte) (*Envelope, error) {
-	switch {
-	case len(b) > MaxSize:
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxSize)
-	case len(b) < HeaderSize+1:
-		return nil, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize+1)
-	case b[0] >= 1 && b[0] < version:
-		return nil, fmt.Errorf("%w: version %d (before the tagless chain form) is no longer accepted", ErrVersion, b[0])
-	case b[0] != version:
-		return nil, fmt.Errorf("%w: %d", ErrVersion, b[0])
+	h, n, err := readHeader(b)
+	if err != nil {
+		return nil, err
 	}
-	r := wire.NewReader(b[1:]) // long enough for the header: checked above
-	e := &Envelope{Topic: topic}
-	e.Epoch = r.Uint32()
-	copy(e.ID[:], r.Fixed(len(e.ID)))
-	e.Time = crdt.HLC(r.Uint64())
-	e.Ciphertext = r.Fixed(r.Len())
+	e := &Envelope{Topic: topic, Epoch: h.Epoch, ID: h.ID, Time: h.Time}
+	e.Ciphertext = make([]byte, 1+len(b)-n)
+	e.Ciphertext[0] = byte(h.Form)
+	copy(e.Ciphertext[1:], b[n:])
 	if err := e.check(); err != nil {
 		return nil, err
 	}
-	e.Ciphertext = bytes.Clone(e.Ciphertext)
 	return e, nil
+}
+
+// Header is what an envelope's clear header says.
+type Header struct {
+	Form  Form
+	Epoch uint32
+	ID    crdt.OpID
+	Time  crdt.HLC
+}
+
+// PeekHeader reads the clear header of an envelope's wire form, with the
+// checks of Unmarshal on the header alone (and on the length): what a store
+// needs of an envelope it keeps, without copying it. A form it returns is
+// not checked to be known.
+func PeekHeader(b []byte) (Header, error) {
+	h, _, err := readHeader(b)
+	return h, err
+}
+
+// readHeader reads the header of b and returns it with its length.
+func readHeader(b []byte) (Header, int, error) {
+	switch {
+	case len(b) > MaxSize:
+		return Header{}, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxSize)
+	case len(b) == 0:
+		return Header{}, 0, fmt.Errorf("%w: 0 bytes, minimum %d", ErrShort, HeaderSize)
+	case b[0] >= 1 && b[0] < version:
+		return Header{}, 0, fmt.Errorf("%w: version %d (before the form moved into the header) is no longer accepted", ErrVersion, b[0])
+	case b[0]>>4 != version:
+		return Header{}, 0, fmt.Errorf("%w: first byte %#x", ErrVersion, b[0])
+	case b[0]&hdrZero != 0:
+		return Header{}, 0, fmt.Errorf("%w: header bit 3 set", ErrMalformed)
+	case len(b) < HeaderSize:
+		return Header{}, 0, fmt.Errorf("%w: %d bytes, minimum %d", ErrShort, len(b), HeaderSize)
+	}
+	r := wire.NewReader(b[1:])
+	h := Header{Form: Form(b[0] & hdrFormMask)}
+	h.Epoch = r.Uint32()
+	copy(h.ID[:], r.Fixed(len(h.ID)))
+	ms := r.Fixed(6)
+	h.Time = crdt.HLC(uint64(ms[0])<<40|uint64(ms[1])<<32|uint64(ms[2])<<24|uint64(ms[3])<<16|uint64(ms[4])<<8|uint64(ms[5])) << 16
+	if b[0]&hdrCounter != 0 {
+		c := r.Uvarint()
+		switch {
+		case errors.Is(r.Err(), wire.ErrTruncated):
+			return Header{}, 0, fmt.Errorf("%w: the time's counter: %w", ErrShort, r.Err())
+		case r.Err() != nil:
+			return Header{}, 0, fmt.Errorf("%w: the time's counter: %w", ErrMalformed, r.Err())
+		case c == 0 || c > 0xffff:
+			return Header{}, 0, fmt.Errorf("%w: the time's counter is %d (1 to 65535 when bit 2 is set)", ErrMalformed, c)
+		}
+		h.Time |= crdt.HLC(c)
+	}
+	return h, len(b) - r.Len(), nil
 }
 
 // check validates the layout that Unmarshal validates, for envelopes built
@@ -308,7 +392,7 @@ func (e *Envelope) openCommon(form Form, team crdt.TeamID) ([]byte, error) {
 	if e.Topic != TopicOf(team) {
 		return nil, ErrWrongTopic
 	}
-	return e.appendBound(make([]byte, 0, boundSize+1)), nil
+	return e.appendBound(make([]byte, 0, boundSize), form), nil
 }
 
 // checkContent decodes a sealed op's compact content (crdt.MarshalCompact)

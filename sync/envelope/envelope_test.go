@@ -96,7 +96,8 @@ func newFixture(t testing.TB) *fixture {
 	f.commit = crdt.NewOp(f.alice, f.team, crdt.MakeHLC(at.Add(time.Second), 0), []crdt.OpID{f.create.ID()}, crdt.KindMember, commit.Marshal())
 	f.msgA = crdt.NewOp(f.alice, f.team, crdt.MakeHLC(at.Add(2*time.Second), 0), []crdt.OpID{f.commit.ID()}, crdt.KindMessage,
 		crdt.Message{Text: "Bed 4: review before noon", Priority: crdt.Urgent, Patient: "MRN 0042"}.Marshal())
-	f.msgB = crdt.NewOp(f.bob, f.team, crdt.MakeHLC(at.Add(3*time.Second), 0), []crdt.OpID{f.msgA.ID()}, crdt.KindMessage,
+	// msgB's time has a counter: the header's longer form.
+	f.msgB = crdt.NewOp(f.bob, f.team, crdt.MakeHLC(at.Add(3*time.Second), 3), []crdt.OpID{f.msgA.ID()}, crdt.KindMessage,
 		crdt.Message{Text: "On it"}.Marshal())
 	f.createEnv = f.sealCommit(t, f.create, f.k1, []identity.NoisePublic{f.alice.NoisePublic()}, nil, 1)
 	f.commitE = f.sealCommit(t, f.commit, f.k2, f.noise(), []PriorKey{{Tag: crdt.TagOf(f.create.ID()), Outer: OuterKey(f.k1)}}, 2)
@@ -226,8 +227,8 @@ func (f *fixture) checkNoSecrets(t *testing.T, what string, b []byte) {
 func TestChainRoundtrip(t *testing.T) {
 	skipNoSeal(t)
 	f := newFixture(t)
-	if ChainOverhead != 72 {
-		t.Errorf("ChainOverhead = %d; want 72 (form, sender slot of at most 2, index of at most 5, signature; no tag)", ChainOverhead)
+	if ChainOverhead != 71 {
+		t.Errorf("ChainOverhead = %d; want 71 (sender slot of at most 2, index of at most 5, signature; no tag, the form in the header)", ChainOverhead)
 	}
 	for i, op := range []*crdt.Op{f.msgA, f.msgB} {
 		index := uint32(5 * i)
@@ -237,11 +238,15 @@ func TestChainRoundtrip(t *testing.T) {
 		}
 		b := e.Marshal()
 		// A slot and an index below 128 are one byte of the 2 and 5 ChainOverhead allows.
-		if got, want := len(b), HeaderSize+ChainOverhead-1-4+len(op.MarshalCompact()); got != want || e.Size() != want {
+		hs := HeaderSize
+		if op.Time&0xffff != 0 {
+			hs++ // a counter below 128
+		}
+		if got, want := len(b), hs+ChainOverhead-1-4+len(op.MarshalCompact()); got != want || e.Size() != want {
 			t.Errorf("op %d: %d bytes (Size %d); want %d", i, got, e.Size(), want)
 		}
-		if b[0] != version {
-			t.Errorf("op %d: version byte %d; want %d", i, b[0], version)
+		if want := byte(version<<4) | byte(FormChain); b[0]&^hdrCounter != want || (b[0]&hdrCounter != 0) != (op.Time&0xffff != 0) {
+			t.Errorf("op %d: first byte %#x; want %#x, with bit 2 if the time has a counter", i, b[0], want)
 		}
 		f.checkNoSecrets(t, fmt.Sprintf("op %d", i), b)
 		if bytes.Contains(b, sealed.Seal.Sig) {
@@ -348,7 +353,7 @@ func TestCommitRoundtrip(t *testing.T) {
 		t.Errorf("header: epoch %08x form %v boxes %d; want %08x commit 3", e.Epoch, e.Form(), e.Boxes(), f.tag2())
 	}
 	b := e.Marshal()
-	if got, want := len(b), HeaderSize+1+1+3*BoxSize+sigSize+1+priorSize+len(f.commit.Marshal())+seal.Overhead; got != want {
+	if got, want := len(b), HeaderSize+1+3*BoxSize+sigSize+1+priorSize+len(f.commit.Marshal())+seal.Overhead; got != want {
 		t.Errorf("size: got %d; want %d", got, want)
 	}
 	f.checkNoSecrets(t, "commit", b)
@@ -453,9 +458,18 @@ func TestUnmarshalErrors(t *testing.T) {
 	chain := chainE.Marshal()
 	commit := f.commitE.Marshal()
 	with := func(b []byte, i int, v ...byte) []byte { c := bytes.Clone(b); copy(c[i:], v); return c }
+	if chainE.Time&0xffff != 0 || f.commitE.Time&0xffff != 0 {
+		t.Fatal("the fixture's msgA and commit have times with a counter; the cases below need none")
+	}
 	boxCount := func(v ...byte) []byte {
-		c := append(bytes.Clone(commit[:HeaderSize+1]), v...)
-		return append(c, commit[HeaderSize+2:]...)
+		c := append(bytes.Clone(commit[:HeaderSize]), v...)
+		return append(c, commit[HeaderSize+1:]...)
+	}
+	// counter gives chain a time counter of the given uvarint bytes.
+	counter := func(v ...byte) []byte {
+		c := append(bytes.Clone(chain[:HeaderSize]), v...)
+		c[0] |= hdrCounter
+		return append(c, chain[HeaderSize:]...)
 	}
 	tests := []struct {
 		name string
@@ -463,6 +477,7 @@ func TestUnmarshalErrors(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ErrShort},
+		{"header cut", chain[:HeaderSize-1], ErrShort},
 		{"header only", chain[:HeaderSize], ErrShort},
 		{"too large", make([]byte, MaxSize+1), ErrTooLarge},
 		{"version 0", with(chain, 0, 0), ErrVersion},
@@ -470,19 +485,25 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"version 2", with(chain, 0, 2), ErrVersion},
 		{"version 2 commit", with(commit, 0, 2), ErrVersion},
 		{"version 3", with(chain, 0, 3), ErrVersion},
-		{"version 3 commit", with(commit, 0, 3), ErrVersion},
 		{"version 4", with(chain, 0, 4), ErrVersion},
-		{"version 4 commit", with(commit, 0, 4), ErrVersion},
 		{"version 5", with(chain, 0, 5), ErrVersion},
-		{"version 5 commit", with(commit, 0, 5), ErrVersion},
 		{"version 6", with(chain, 0, 6), ErrVersion},
-		{"version 6 commit", with(commit, 0, 6), ErrVersion},
 		{"version 7", with(chain, 0, 7), ErrVersion},
-		{"version 7 commit", with(commit, 0, 7), ErrVersion},
-		{"version 9", with(chain, 0, 9), ErrVersion},
-		{"version 255", with(chain, 0, 255), ErrVersion},
-		{"form 0", with(chain, HeaderSize, 0), ErrMalformed},
-		{"form 3", with(chain, HeaderSize, 3), ErrMalformed},
+		{"version 8", with(chain, 0, 8), ErrVersion},
+		{"version 8 commit", with(commit, 0, 8), ErrVersion},
+		{"first byte 9", with(chain, 0, 9), ErrVersion},
+		{"version 10", with(chain, 0, 0xa0|byte(FormChain)), ErrVersion},
+		{"version 8 in the top bits", with(chain, 0, 0x80|byte(FormChain)), ErrVersion},
+		{"first byte 255", with(chain, 0, 255), ErrVersion},
+		{"header bit 3", with(chain, 0, chain[0]|hdrZero), ErrMalformed},
+		{"form 0", with(chain, 0, chain[0]&^hdrFormMask), ErrMalformed},
+		{"form 3", with(chain, 0, chain[0]|hdrFormMask), ErrMalformed},
+		{"counter 0", counter(0), ErrMalformed},
+		{"counter not minimal", counter(0x81, 0x00), ErrMalformed},
+		{"counter of 17 bits", counter(0x80, 0x80, 0x04), ErrMalformed},
+		{"counter cut", append(with(chain[:HeaderSize], 0, chain[0]|hdrCounter), 0x80), ErrShort},
+		{"counter 1", counter(1), nil},
+		{"counter 65535", counter(0xff, 0xff, 0x03), nil},
 		{"chain too short", chain[:minChain-1], ErrShort},
 		{"chain of the minimum size", chain[:minChain], nil},
 		{"commit under another tag", with(commit, 1, commit[1]^1), ErrMalformed},
@@ -492,8 +513,8 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"commit count 257", boxCount(0x81, 0x02), ErrMalformed},
 		{"commit count truncated", boxCount(0x80), ErrMalformed},
 		{"commit count over what follows", boxCount(40), ErrShort},
-		{"commit without its tail", commit[:HeaderSize+2+3*BoxSize+minCommitTail-1], ErrShort},
-		{"commit with the shortest tail", commit[:HeaderSize+2+3*BoxSize+minCommitTail], nil},
+		{"commit without its tail", commit[:HeaderSize+1+3*BoxSize+minCommitTail-1], ErrShort},
+		{"commit with the shortest tail", commit[:HeaderSize+1+3*BoxSize+minCommitTail], nil},
 	}
 	for _, tt := range tests {
 		e, err := Unmarshal(TopicOf(f.team), tt.in)
@@ -507,13 +528,13 @@ func TestUnmarshalErrors(t *testing.T) {
 			t.Errorf("%s: got %v, %v; want nil, %v", tt.name, e, err, tt.want)
 		}
 	}
-	for _, v := range []byte{1, 2, 3, 4, 5, 6, 7} {
+	for _, v := range []byte{1, 2, 3, 4, 5, 6, 7, 8} {
 		if _, err := Unmarshal(TopicOf(f.team), with(chain, 0, v)); err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "version %d", v)) {
 			t.Errorf("version %d: got %v; want an error that names version %d", v, err, v)
 		}
 	}
 	// The largest accepted size decodes (and fails to open).
-	big := append(bytes.Clone(chain[:HeaderSize+1]), make([]byte, MaxSize-HeaderSize-1)...)
+	big := append(bytes.Clone(chain[:HeaderSize]), make([]byte, MaxSize-HeaderSize)...)
 	e, err := Unmarshal(TopicOf(f.team), big)
 	if err != nil {
 		t.Fatalf("MaxSize: got %v; want nil", err)

@@ -4,7 +4,7 @@ import "fmt"
 
 // Protocol is the libp2p protocol id of a sync stream: a hello naming the topic and what the
 // opener asks for, the responder's answer, then recon frames (or a membership exchange).
-const Protocol = "/fieldmesh/sync/8.0.0"
+const Protocol = "/fieldmesh/sync/9.0.0"
 
 // Mode is what the opener of a sync stream asks for.
 type Mode byte

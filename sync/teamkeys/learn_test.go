@@ -332,10 +332,21 @@ func TestSharedTag(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Of neither epoch of the tag: one of them is held with its chains,
-		// so a peer of that epoch could have checked the signature.
-		if o, err := bob.OpenChain(eC); !errors.Is(err, envelope.ErrBadSeal) || errors.Is(err, teamkeys.ErrUnknownEpoch) || o != nil {
-			t.Errorf("neither epoch of the tag: got %+v, %v; want envelope.ErrBadSeal", o, err)
+		// Of neither epoch of the tag. The outer layer has no tag, so under the
+		// outer-only epoch's key it reads as garbage: if that garbage holds a
+		// slot, an index and a signature, it may be that epoch's, whose list
+		// bob lacks: held (ErrUnknownEpoch, ErrNoList), never passed on;
+		// otherwise the epoch held with its chains speaks, and a peer of that
+		// epoch could have checked the signature (ErrBadSeal).
+		_, outerOnly := envelope.OpenChain(eC, envelope.OuterKey(k2b), w.team, nil)
+		o, err = bob.OpenChain(eC)
+		switch {
+		case o != nil:
+			t.Errorf("neither epoch of the tag: opened %+v", o)
+		case errors.Is(outerOnly, envelope.ErrNoList) && !(errors.Is(err, teamkeys.ErrUnknownEpoch) && errors.Is(err, envelope.ErrNoList)):
+			t.Errorf("neither epoch of the tag, read by the outer-only key as a slot, index and signature: got %v; want ErrUnknownEpoch (ErrNoList)", err)
+		case !errors.Is(outerOnly, envelope.ErrNoList) && (!errors.Is(err, envelope.ErrBadSeal) || errors.Is(err, teamkeys.ErrUnknownEpoch)):
+			t.Errorf("neither epoch of the tag: got %v; want envelope.ErrBadSeal", err)
 		}
 	})
 	w.wantRead("bob", mEnv, m, nil)
