@@ -253,8 +253,10 @@ type teamState struct {
 	member map[int]bool
 }
 
-// Run simulates cfg and returns what happened.
+// Run simulates cfg and returns what happened. While it runs, the garbage
+// collector works to a larger target than Go's default (see gcPercent).
 func Run(cfg Config) (*Result, error) {
+	defer tuneGC()()
 	e, err := newEngine(cfg)
 	if err != nil {
 		return nil, err

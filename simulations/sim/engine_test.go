@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"math"
+	"runtime/debug"
 	"testing"
 	"time"
 )
@@ -125,4 +127,45 @@ func TestTTL(t *testing.T) {
 			t.Errorf("first contact at %v: relayed %d, want %d", c.first, r.Relayed, c.relayed)
 		}
 	}
+}
+
+// TestTuneGC: Run's collector settings hold while any Run runs and are put back, both of them, once
+// the last one returns; GOGC in the environment keeps its own target.
+func TestTuneGC(t *testing.T) {
+	t.Setenv("GOGC", "")
+	before := debug.SetGCPercent(137)
+	defer debug.SetGCPercent(before)
+	limit := debug.SetMemoryLimit(math.MaxInt64)
+	defer debug.SetMemoryLimit(limit)
+	outer := tuneGC()
+	inner := tuneGC()
+	if got := debug.SetGCPercent(-1); got != gcPercent {
+		t.Errorf("GC percent during Run: %d; want %d", got, gcPercent)
+	}
+	debug.SetGCPercent(gcPercent)
+	if ram := physicalMemory(); ram > 0 {
+		if got := debug.SetMemoryLimit(-1); got != ram/4*3 {
+			t.Errorf("memory limit during Run: %d; want %d (3/4 of %d)", got, ram/4*3, ram)
+		}
+	}
+	inner()
+	if got := debug.SetGCPercent(-1); got != gcPercent {
+		t.Errorf("GC percent with one Run still running: %d; want %d", got, gcPercent)
+	}
+	debug.SetGCPercent(gcPercent)
+	outer()
+	if got := debug.SetGCPercent(-1); got != 137 {
+		t.Errorf("GC percent after the last Run: %d; want 137 back", got)
+	}
+	debug.SetGCPercent(137)
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("memory limit after the last Run: %d; want none", got)
+	}
+	t.Setenv("GOGC", "150")
+	restore := tuneGC()
+	if got := debug.SetGCPercent(-1); got != 137 {
+		t.Errorf("GC percent with GOGC set: %d; want it left alone (137)", got)
+	}
+	debug.SetGCPercent(137)
+	restore()
 }

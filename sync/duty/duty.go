@@ -114,11 +114,15 @@ type Tracker struct {
 	// only the review reminder can be due.
 	last *crdt.State
 	open int
+	// gen counts Due calls that walked the messages; a track seen in the
+	// current walk has its seen set to it (the others are dropped).
+	gen uint64
 	// dirty says the state changed since the last MarshalState.
 	dirty bool
 }
 
 type track struct {
+	seen     uint64    // the Due walk that last met its message (Tracker.gen)
 	done     bool      // nothing more can alert: skipped on later calls
 	alerted  bool      // the first alert was raised (or P was reached)
 	deferred bool      // a routine message that arrived off duty
@@ -176,10 +180,7 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 	if d, ok := s.Duty[me.ID]; ok {
 		onDuty = d.OnDuty(now)
 	}
-	persons := make(map[identity.DeviceID]crdt.Person, len(s.Persons))
-	for _, p := range s.Persons {
-		persons[p.ID] = p
-	}
+	var persons map[identity.DeviceID]crdt.Person // made when an urgent message needs the rota's
 	readBy := func(p crdt.Person, m *crdt.MessageView) bool {
 		for _, d := range p.Devices {
 			if slices.Contains(m.ReadBy, d) {
@@ -190,20 +191,20 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 	}
 
 	var out []Alert
-	live := make(map[crdt.OpID]bool)
+	tr.gen++
 	for i := range s.Messages {
 		m := &s.Messages[i]
 		sent := m.Time.Time()
 		if slices.Contains(me.Devices, m.Author) || now.Sub(sent) > Horizon || sent.Before(tr.since) {
 			continue
 		}
-		live[m.ID] = true
 		tk := tr.msgs[m.ID]
 		if tk == nil {
 			tk = &track{}
 			tr.msgs[m.ID] = tk
 			tr.dirty = true
 		}
+		tk.seen = tr.gen
 		if tk.done {
 			continue
 		}
@@ -236,6 +237,12 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 			author, _ := s.PersonOf(m.Author)
 			var list []crdt.Person
 			if s.Rota != nil {
+				if persons == nil {
+					persons = make(map[identity.DeviceID]crdt.Person, len(s.Persons))
+					for _, p := range s.Persons {
+						persons[p.ID] = p
+					}
+				}
 				for _, id := range s.Rota.OnCall(sent) {
 					if p, ok := persons[id]; ok && id != author.ID {
 						list = append(list, p)
@@ -287,7 +294,7 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 	tr.last, tr.open = s, 0
 	for id, tk := range tr.msgs {
 		switch {
-		case !live[id]:
+		case tk.seen != tr.gen:
 			delete(tr.msgs, id)
 			tr.dirty = true
 		case !tk.done:
