@@ -11,13 +11,16 @@ import (
 )
 
 // A simulation allocates much and keeps most of it (every device's decoded team history), so with
-// Go's default garbage-collector target (GOGC=100) the collector takes about half of a long run's CPU
-// (BenchmarkField1k, 1,000 devices for a week: 146 s wall at the default, 70 s at 400, on the same
-// loaded machine, with the same results). While any Run is running, the target is gcPercent unless
-// the GOGC environment variable sets one, and, if no memory limit is set (GOMEMLIMIT), the heap is
-// limited to three quarters of the machine's memory, past which the collector works harder instead
-// of letting the larger target take the machine. Both are put back when the last Run returns.
-const gcPercent = 400
+// Go's default garbage-collector target (GOGC=100) the collector takes about half of a long run's
+// CPU (BenchmarkField1k, 1,000 devices for a week: 146 s wall at the default, 70 s at 400, on the
+// same loaded machine, with the same results). On a quiet machine, one run each: GOGC=200 65.7 s
+// (2.3 GiB peak), 250 59.4 s, 300 54.5 s (3.0 GiB), 400 61.2 s, 800 71.1 s (5.8 GiB: the page
+// faults of a larger heap cost more system time than the collector saves). While any Run is
+// running, the target is gcPercent unless the GOGC environment variable sets one, and, if no memory
+// limit is set (GOMEMLIMIT), the heap is limited to three quarters of the machine's memory, past
+// which the collector works harder instead of letting the larger target take the machine. Both are
+// put back when the last Run returns.
+const gcPercent = 300
 
 var gcTuning struct {
 	sync.Mutex
