@@ -103,7 +103,8 @@ var (
 	// ErrVersion: an unknown version, including the versions before 9,
 	// which are no longer accepted.
 	ErrVersion = errors.New("envelope: unknown version")
-	// ErrMalformed: the bytes after the header are not a valid form.
+	// ErrMalformed: the header (a bit 3, a counter) or the form and the
+	// bytes after the header are not valid.
 	ErrMalformed  = errors.New("envelope: malformed")
 	ErrWrongTopic = errors.New("envelope: topic is not the team's")
 	// ErrOpen: a layer does not authenticate (wrong key, moved, tampered).
