@@ -72,13 +72,13 @@ func SealCommit(op *crdt.Op, author *identity.Device, k seal.EpochKey, recipient
 		}
 	}
 	n := len(recipients)
-	hs := (&Envelope{Time: op.Time}).HeaderLen()
+	e := &Envelope{Topic: TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
+	hs := e.HeaderLen()
 	size := hs + wire.UvarintLen(uint64(n)) + n*BoxSize +
 		sigSize + wire.UvarintLen(uint64(len(prior))) + len(prior)*priorSize + len(pt) + seal.Overhead
 	if len(pt) > crdt.MaxOpSize || size > MaxSize {
 		return nil, fmt.Errorf("%w: op of %d bytes, envelope of %d, limits %d and %d", ErrTooLarge, len(pt), size, crdt.MaxOpSize, MaxSize)
 	}
-	e := &Envelope{Topic: TopicOf(op.Team), Epoch: tag, ID: id, Time: op.Time}
 	raw := k.Bytes()
 	defer clear(raw)
 	boxes, err := epochkey.SealToEach(author, recipients, BoxPrologue(op.Team, e), raw, rand)
