@@ -37,7 +37,9 @@
 // offers a peer (its view of its store in a session) and who carries what:
 // members only, relays too, anyone (epidemic), with a copy limit
 // (spray-and-wait; 1 is direct delivery), a buffer for other teams'
-// envelopes, and fieldmesh's own (FieldmeshStrategy). An op is kept only
+// envelopes, and fieldmesh's own (FieldmeshStrategy: members and enrolled
+// relays carry a team with a relay, any device copy-limited a team with
+// none, Strategy.Unrelayed). An op is kept only
 // with its parents, so a copy-limited hand-off brings the message's
 // ancestors along as dependencies, which the receiver does not hand on in
 // their own right.

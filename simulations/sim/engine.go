@@ -551,7 +551,7 @@ func (e *engine) role(n *node, ti int) role {
 	switch {
 	case n.spec.Relay && n.enrol[ti] && e.cfg.Strategy.Carry >= CarryRelays:
 		return roleCarrier
-	case e.cfg.Strategy.Carry >= CarryAnyone:
+	case e.anyoneCarries(ti):
 		return roleCarrier
 	}
 	return roleNone
@@ -584,7 +584,7 @@ func (e *engine) startRound(c *contact) {
 			continue
 		}
 		if ra == roleCarrier && rb == roleCarrier {
-			if e.cfg.Strategy.Carry < CarryAnyone && !(a.spec.Relay && b.spec.Relay) {
+			if !e.anyoneCarries(ti) && !(a.spec.Relay && b.spec.Relay) {
 				continue
 			}
 		}
@@ -789,7 +789,7 @@ func (e *engine) receive(n, peer *node, ti int, mine, theirs role, sent *view, r
 		if mine == roleCarrier && e.expired(env.ID) {
 			continue
 		}
-		e.handOff(peer, n, env.ID, sent.deps[env.ID])
+		e.handOff(peer, n, ti, env.ID, sent.deps[env.ID])
 	}
 	if mine == roleMember {
 		m := n.teams[ti]
@@ -823,7 +823,7 @@ func (e *engine) receive(n, peer *node, ti int, mine, theirs role, sent *view, r
 
 // handOff records that `to` got envelope id from `from`: its hops, and the
 // copies it may hand on (binary spray: half of the giver's).
-func (e *engine) handOff(from, to *node, id crdt.OpID, dep bool) {
+func (e *engine) handOff(from, to *node, ti int, id crdt.OpID, dep bool) {
 	if h, ok := to.held[id]; ok {
 		if h.dep && !dep {
 			// Handed on in its own right now: it may travel on.
@@ -849,7 +849,7 @@ func (e *engine) handOff(from, to *node, id crdt.OpID, dep bool) {
 			h.copies = 1
 		}
 	}
-	if h.copies == 0 && e.cfg.Strategy.Copies > 0 {
+	if h.copies == 0 && e.teamCopies(ti) > 0 {
 		h.copies = 1
 	}
 	to.held[id] = h
@@ -939,7 +939,7 @@ func (e *engine) onMessage(i int) error {
 			res.Size = len(r.Data)
 		}
 	}
-	n.held[id] = &holding{at: e.now, copies: e.cfg.Strategy.copiesFor(ms.Priority)}
+	n.held[id] = &holding{at: e.now, copies: e.cfg.Strategy.copiesFor(e.teamCopies(ms.Team), ms.Priority)}
 	e.kick(n)
 	return nil
 }

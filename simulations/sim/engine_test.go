@@ -51,13 +51,15 @@ func TestFrameLostWhenContactCloses(t *testing.T) {
 }
 
 // TestCarriersAndBuffer: a message crosses from a to c only through b,
-// who is not in the team: members-only and fieldmesh's strategy (b is no
-// relay) never deliver it, epidemic and spray do (b carries it sealed, as
-// a relay would), and a buffer too small for it drops it at b.
+// who is not in the team: members-only never delivers it, epidemic and
+// spray do (b carries it sealed, as a relay would), and a buffer too small
+// for it drops it at b. Under fieldmesh's strategy b carries it only while
+// the team has enrolled no relay (e, a relay that meets no one): a team
+// with a relay leans on it.
 func TestCarriersAndBuffer(t *testing.T) {
 	cfg := Config{
 		Seed:    4,
-		Devices: []DeviceSpec{{Name: "a"}, {Name: "b"}, {Name: "c"}, {Name: "d"}},
+		Devices: []DeviceSpec{{Name: "a"}, {Name: "b"}, {Name: "c"}, {Name: "d"}, {Name: "e", Relay: true}},
 		Teams:   []TeamSpec{{Members: []int{0, 2}}, {Members: []int{1, 3}}},
 		Contacts: []ContactEvent{
 			{At: time.Minute, A: 0, B: 1, Up: true}, {At: 2 * time.Minute, A: 0, B: 1},
@@ -68,17 +70,24 @@ func TestCarriersAndBuffer(t *testing.T) {
 	}
 	for _, c := range []struct {
 		st        Strategy
+		relay     bool // e is enrolled for team 0
 		delivered int
 		hops      int
 		dropped   int
 	}{
-		{Strategies(4, 0)["members"], 0, 0, 0},
-		{Strategies(4, 0)["epidemic"], 1, 2, 0},
-		{Strategies(4, 0)["spray"], 1, 2, 0},
-		{Strategies(4, 0)["fieldmesh"], 0, 0, 0}, // b is no relay
-		{Strategies(4, 1000)["epidemic"], 0, 0, 1},
+		{Strategies(4, 0)["members"], false, 0, 0, 0},
+		{Strategies(4, 0)["epidemic"], false, 1, 2, 0},
+		{Strategies(4, 0)["spray"], false, 1, 2, 0},
+		{Strategies(4, 0)["fieldmesh"], false, 1, 2, 0}, // no relay: b carries it
+		{Strategies(4, 0)["fieldmesh"], true, 0, 0, 0},  // b is no relay, and the team has one
+		{Strategies(4, 0)["epidemic"], true, 1, 2, 0},
+		{Strategies(4, 1000)["epidemic"], false, 0, 0, 1},
 	} {
 		cfg.Strategy = c.st
+		cfg.Teams[0].Relays = nil
+		if c.relay {
+			cfg.Teams[0].Relays = []int{4}
+		}
 		r, err := Run(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -89,8 +98,8 @@ func TestCarriersAndBuffer(t *testing.T) {
 			hops = r.Messages[0].Deliveries[0].Hops
 		}
 		if s.Delivered != c.delivered || hops != c.hops || r.Dropped != c.dropped {
-			t.Errorf("%s (buffer %d): delivered %d over %d hops, dropped %d; want %d, %d, %d",
-				c.st.Name, c.st.Buffer, s.Delivered, hops, r.Dropped, c.delivered, c.hops, c.dropped)
+			t.Errorf("%s (buffer %d, relay %v): delivered %d over %d hops, dropped %d; want %d, %d, %d",
+				c.st.Name, c.st.Buffer, c.relay, s.Delivered, hops, r.Dropped, c.delivered, c.hops, c.dropped)
 		}
 		if c.st.Buffer > 0 && r.Devices[1].BufferMax > c.st.Buffer {
 			t.Errorf("buffer %d held %d bytes", c.st.Buffer, r.Devices[1].BufferMax)

@@ -60,6 +60,10 @@ type Scenario struct {
 	Link       struct {
 		Bandwidth float64  `toml:"bandwidth"` // bytes per second each way; 0: unlimited
 		Latency   Duration `toml:"latency"`
+		// Exclusive and Step give devices the ONE's radios (Link.Exclusive,
+		// Link.Step: one transfer at a time, a message an update).
+		Exclusive bool     `toml:"exclusive"`
+		Step      Duration `toml:"step"`
 	} `toml:"link"`
 	Contacts struct {
 		// Model is "one" (a trace file), "exponential" or "field".
@@ -95,6 +99,11 @@ type Workload struct {
 	// TraceMessages uses a ONE trace's C events as direct messages, all
 	// devices in one team.
 	TraceMessages bool `toml:"trace_messages"`
+	// TracePairs uses a ONE trace's C events as messages too, each pair of
+	// devices that exchanges messages a team of two (a direct
+	// conversation), as TestAgainstTheONE replays the ONE's runs; other
+	// devices belong to no team.
+	TracePairs bool `toml:"trace_pairs"`
 	// OneTeam puts every device of an exponential or trace scenario in one
 	// team (else each message's pair... is still one team).
 	Teams int `toml:"teams"`
@@ -140,8 +149,11 @@ func (s *Scenario) check() error {
 	if s.Duration.D() <= 0 || s.Duration.D() > 400*24*time.Hour {
 		return errors.New("duration must be between 0 and 400 days")
 	}
-	if s.Copies < 0 || s.Buffer < 0 || s.MaxFrame < 0 || s.Link.Bandwidth < 0 {
-		return errors.New("copies, buffer, max_frame and bandwidth must not be negative")
+	if s.Copies < 0 || s.Buffer < 0 || s.MaxFrame < 0 || s.Link.Bandwidth < 0 || s.Link.Step < 0 {
+		return errors.New("copies, buffer, max_frame, bandwidth and step must not be negative")
+	}
+	if s.Contacts.Model != "one" && (s.Workload.TraceMessages || s.Workload.TracePairs) {
+		return errors.New("workload: trace_messages and trace_pairs need contacts from a trace (model one)")
 	}
 	for _, n := range s.Strategies {
 		if _, ok := Strategies(1, 0)[n]; !ok {
@@ -156,6 +168,9 @@ func (s *Scenario) check() error {
 	case "one":
 		if s.Contacts.Trace == "" {
 			return errors.New("contacts: model one needs a trace")
+		}
+		if w.TraceMessages && w.TracePairs {
+			return errors.New("workload: trace_messages and trace_pairs exclude each other")
 		}
 	case "exponential":
 		if s.Contacts.Devices < 2 || s.Contacts.Devices > 100000 || s.Contacts.RatePerHour <= 0 {
@@ -190,7 +205,7 @@ func (s *Scenario) Build(seed uint64, strategy string) (Config, error) {
 		return Config{}, err
 	}
 	cfg := Config{Seed: seed, Strategy: st, Duration: s.Duration.D(), TickEvery: s.Tick.D(), Acks: s.Acks, MaxFrame: s.MaxFrame,
-		Link: Link{Bandwidth: s.Link.Bandwidth, Latency: s.Link.Latency.D()}}
+		Link: Link{Bandwidth: s.Link.Bandwidth, Latency: s.Link.Latency.D(), Exclusive: s.Link.Exclusive, Step: s.Link.Step.D()}}
 	rng := rand.New(rand.NewPCG(seed, 0x5ce7a210))
 	switch s.Contacts.Model {
 	case "one":
@@ -207,8 +222,12 @@ func (s *Scenario) Build(seed uint64, strategy string) (Config, error) {
 		if err != nil {
 			return cfg, err
 		}
-		s.flat(&cfg, tr.N)
 		cfg.Contacts = tr.Contacts
+		if s.Workload.TracePairs {
+			tracePairs(&cfg, tr, s.Workload.TTL.D())
+			break
+		}
+		s.flat(&cfg, tr.N)
 		if s.Workload.TraceMessages {
 			for _, m := range tr.Messages {
 				cfg.Messages = append(cfg.Messages, MessageSpec{At: m.At, Team: 0, From: m.From, To: m.To,
@@ -233,6 +252,26 @@ func (s *Scenario) Build(seed uint64, strategy string) (Config, error) {
 		cfg.Messages = s.Workload.generate(cfg.Teams, s.Duration.D(), rng)
 	}
 	return cfg, nil
+}
+
+// tracePairs makes tr's devices, each pair of them that exchanges
+// messages a team of two, and tr's messages in them.
+func tracePairs(cfg *Config, tr *Trace, ttl time.Duration) {
+	for i := range tr.N {
+		cfg.Devices = append(cfg.Devices, DeviceSpec{Name: "n" + strconv.Itoa(i)})
+	}
+	pairs := map[[2]int]int{}
+	for _, m := range tr.Messages {
+		k := pairKey(m.From, m.To)
+		ti, ok := pairs[k]
+		if !ok {
+			ti = len(cfg.Teams)
+			pairs[k] = ti
+			cfg.Teams = append(cfg.Teams, TeamSpec{Members: []int{k[0], k[1]}})
+		}
+		cfg.Messages = append(cfg.Messages, MessageSpec{At: m.At, Team: ti, From: m.From, To: m.To,
+			Size: min(max(m.Size-envelopeOverhead, 1), crdt.MaxTextLen), TTL: ttl})
+	}
 }
 
 // envelopeOverhead is about what sealing adds to a message's text: a

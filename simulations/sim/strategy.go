@@ -43,6 +43,12 @@ type Strategy struct {
 	// Buffer, if positive, is the bytes of other teams' envelopes a device
 	// carries: beyond it, the oldest carried envelope is dropped.
 	Buffer int
+	// Unrelayed, if positive, lets any device carry the sealed envelopes of
+	// a team that enrolled no relay, copy-limited as Copies is with this
+	// many copies (UrgentCopies and EmergencyCopies apply too), whatever
+	// Carry says of other teams. A team with a relay leans on its relay; a
+	// team in the field with none on its passers-by.
+	Unrelayed int
 }
 
 // Strategies are the named strategies a scenario can compare.
@@ -57,32 +63,48 @@ func Strategies(copies, buffer int) map[string]Strategy {
 	}
 }
 
+// FieldmeshUnrelayed is the copies fieldmesh's strategy gives a message
+// of a team that enrolled no relay (Strategy.Unrelayed): on the ONE's
+// Helsinki trace, 4 copies deliver 0.957x epidemic's ratio and 6 cost
+// 6.0% of its overhead; 5 meet the goal (0.986x, 4.9%, 0.96x the
+// median latency). README, "Research: the simulator".
+const FieldmeshUnrelayed = 5
+
 // FieldmeshStrategy is the strategy fieldmesh would ship, from what the
-// runs show (README, "Research: the simulator"): members carry their
-// teams' envelopes and clinic relays every team enrolled, within a buffer
-// and never past a message's TTL; other devices carry nothing of teams
-// they are not in. On the district scenario it delivers 0.99x epidemic's
-// ratio at a lower median latency, for a fifth of the bytes; letting
-// every device carry copy-limited sealed envelopes (Copies 2, 4 urgent, 8
-// emergency: the first design) gained nothing there and cost six times
-// epidemic's bytes, as reconciling copy-limited views of a store costs
-// the set reconciliation dearly.
+// runs show (README, "Research: the simulator"):
+//   - members carry their teams' envelopes, and clinic relays every team
+//     enrolled, within a buffer and never past a message's TTL; other
+//     devices carry nothing of a team with a relay. On the district
+//     scenario, where every team has one, it delivers 0.99x epidemic's
+//     ratio at a lower median latency, for a fifth of the bytes. Letting
+//     every device carry copy-limited envelopes there (the first design)
+//     gained nothing and cost six times epidemic's bytes, as reconciling
+//     copy-limited views of a store costs the set reconciliation dearly.
+//   - a team with no relay is carried by any device, binary
+//     spray-and-wait with FieldmeshUnrelayed copies: without carriers, a
+//     pair that rarely meets waits for that meeting (direct delivery:
+//     about half epidemic's ratio on the ONE's traces).
+//
+// The node does the first half today: it takes envelopes only from
+// members and enrolled relays. The second is what the runs recommend.
 func FieldmeshStrategy(buffer int) Strategy {
-	return Strategy{Name: "fieldmesh", Carry: CarryRelays, MembersFree: true, Buffer: buffer}
+	return Strategy{Name: "fieldmesh", Carry: CarryRelays, Unrelayed: FieldmeshUnrelayed, Buffer: buffer}
 }
 
 // StrategyNames lists the names Strategies knows, in table order.
 var StrategyNames = []string{"members", "relays", "direct", "spray", "epidemic", "fieldmesh"}
 
 func (s Strategy) check() error {
-	if s.Copies < 0 || s.Buffer < 0 || s.UrgentCopies < 0 || s.EmergencyCopies < 0 || s.Carry > CarryAnyone {
+	if s.Copies < 0 || s.Unrelayed < 0 || s.Buffer < 0 || s.UrgentCopies < 0 || s.EmergencyCopies < 0 || s.Carry > CarryAnyone {
 		return fmt.Errorf("strategy %q: copies, buffer and carry must be valid", s.Name)
 	}
 	return nil
 }
 
-func (s Strategy) copiesFor(p crdt.Priority) int {
-	if s.Copies == 0 {
+// copiesFor is the copies an author holds of a message of priority p to
+// a team whose copy limit is base (0: unlimited).
+func (s Strategy) copiesFor(base int, p crdt.Priority) int {
+	if base == 0 {
 		return 0
 	}
 	switch {
@@ -91,7 +113,25 @@ func (s Strategy) copiesFor(p crdt.Priority) int {
 	case p == crdt.Emergency && s.EmergencyCopies > 0:
 		return s.EmergencyCopies
 	}
-	return s.Copies
+	return base
+}
+
+// teamCopies is team ti's copy limit under the strategy (0: none):
+// Copies, or Unrelayed for a team that enrolled no relay.
+func (e *engine) teamCopies(ti int) int {
+	st := e.cfg.Strategy
+	switch {
+	case st.Copies > 0:
+		return st.Copies
+	case st.Unrelayed > 0 && len(e.cfg.Teams[ti].Relays) == 0:
+		return st.Unrelayed
+	}
+	return 0
+}
+
+// anyoneCarries reports whether any device carries team ti's envelopes.
+func (e *engine) anyoneCarries(ti int) bool {
+	return e.cfg.Strategy.Carry >= CarryAnyone || (e.cfg.Strategy.Unrelayed > 0 && len(e.cfg.Teams[ti].Relays) == 0)
 }
 
 // expired reports whether a workload message is past its TTL.
@@ -117,7 +157,7 @@ func (e *engine) viewFor(x, y *node, ti int, rx, ry role) *view {
 		return v
 	}
 	v.envs = st.envs
-	limited := e.cfg.Strategy.Copies > 0
+	limited := e.teamCopies(ti) > 0
 	if !limited {
 		// Everything a member or carrier holds, past-TTL messages aside
 		// when a carrier is on either side: the same items as the loop
