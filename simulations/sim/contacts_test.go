@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,11 @@ func TestParseScenarioRefuses(t *testing.T) {
 		"bad model":        "duration = \"1d\"\n[contacts]\nmodel = \"magic\"\n",
 		"bad duration":     "duration = \"-3d\"\n[contacts]\nmodel = \"exponential\"\ndevices = 3\nrate_per_hour = 1\n",
 		"huge text":        base + "[workload]\nsize_max = 100000\n",
+		"pairs, no trace":  base + "[workload]\ntrace_pairs = true\n",
+		"step, shared":     base + "[link]\nstep = \"1s\"\n",
+		"negative step":    base + "[link]\nexclusive = true\nstep = \"-1s\"\n",
+		"pairs and one team": "duration = \"1d\"\n[contacts]\nmodel = \"one\"\ntrace = \"t.txt\"\n" +
+			"[workload]\ntrace_pairs = true\ntrace_messages = true\n",
 	} {
 		if _, err := ParseScenario([]byte(bad)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -115,7 +121,12 @@ func TestParseScenarioRefuses(t *testing.T) {
 
 // TestScenariosLoad: every shipped scenario parses and builds.
 func TestScenariosLoad(t *testing.T) {
-	for _, name := range []string{"district.toml", "district-relay-down.toml", "national-1k.toml", "national-10k.toml", "exponential.toml"} {
+	names, _ := filepath.Glob(filepath.Join("..", "scenarios", "*.toml"))
+	if len(names) < 8 {
+		t.Fatalf("%d scenarios in simulations/scenarios", len(names))
+	}
+	for _, name := range names {
+		name = filepath.Base(name)
 		s := loadScenario(t, name)
 		if s.Description == "" || len(s.Strategies) == 0 {
 			t.Errorf("%s: no description or strategies", name)

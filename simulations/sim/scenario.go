@@ -152,6 +152,9 @@ func (s *Scenario) check() error {
 	if s.Copies < 0 || s.Buffer < 0 || s.MaxFrame < 0 || s.Link.Bandwidth < 0 || s.Link.Step < 0 {
 		return errors.New("copies, buffer, max_frame, bandwidth and step must not be negative")
 	}
+	if s.Link.Step > 0 && !s.Link.Exclusive {
+		return errors.New("link: step holds radios only when they are exclusive")
+	}
 	if s.Contacts.Model != "one" && (s.Workload.TraceMessages || s.Workload.TracePairs) {
 		return errors.New("workload: trace_messages and trace_pairs need contacts from a trace (model one)")
 	}
