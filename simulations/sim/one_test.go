@@ -143,7 +143,9 @@ func oneConfig(t *testing.T, fx *oneFixture, tr *Trace, st Strategy) Config {
 		TickEvery: time.Hour, MaxFrame: recon.MinFrameSize, Link: Link{Bandwidth: fx.float(t, "btInterface.transmitSpeed"),
 			Step: time.Duration(fx.float(t, "Scenario.updateInterval") * float64(time.Second)), Exclusive: true}}
 	cfg.Contacts = tr.Contacts
-	tracePairs(&cfg, tr, 0)
+	if err := tracePairs(&cfg, tr, 0); err != nil {
+		t.Fatal(err)
+	}
 	return cfg
 }
 

@@ -227,14 +227,15 @@ func (s *Scenario) Build(seed uint64, strategy string) (Config, error) {
 		}
 		cfg.Contacts = tr.Contacts
 		if s.Workload.TracePairs {
-			tracePairs(&cfg, tr, s.Workload.TTL.D())
+			if err := tracePairs(&cfg, tr, s.Workload.TTL.D()); err != nil {
+				return cfg, err
+			}
 			break
 		}
 		s.flat(&cfg, tr.N)
 		if s.Workload.TraceMessages {
 			for _, m := range tr.Messages {
-				cfg.Messages = append(cfg.Messages, MessageSpec{At: m.At, Team: 0, From: m.From, To: m.To,
-					Size: min(max(m.Size-envelopeOverhead, 1), crdt.MaxTextLen), TTL: s.Workload.TTL.D()})
+				cfg.Messages = append(cfg.Messages, m.spec(0, s.Workload.TTL.D()))
 			}
 		} else {
 			cfg.Messages = s.Workload.generate(cfg.Teams, s.Duration.D(), rng)
@@ -257,24 +258,39 @@ func (s *Scenario) Build(seed uint64, strategy string) (Config, error) {
 	return cfg, nil
 }
 
+// maxPairTeams is the most teams a trace_pairs scenario makes: each is a
+// device core per member, with its keys.
+const maxPairTeams = 1 << 16
+
 // tracePairs makes tr's devices, each pair of them that exchanges
-// messages a team of two, and tr's messages in them.
-func tracePairs(cfg *Config, tr *Trace, ttl time.Duration) {
-	for i := range tr.N {
-		cfg.Devices = append(cfg.Devices, DeviceSpec{Name: "n" + strconv.Itoa(i)})
-	}
+// messages a team of two, and tr's messages in them. A trace of more than
+// maxPairTeams pairs is refused.
+func tracePairs(cfg *Config, tr *Trace, ttl time.Duration) error {
 	pairs := map[[2]int]int{}
 	for _, m := range tr.Messages {
 		k := pairKey(m.From, m.To)
 		ti, ok := pairs[k]
 		if !ok {
+			if len(cfg.Teams) == maxPairTeams {
+				return fmt.Errorf("%w: messages between more than %d pairs of devices", ErrTrace, maxPairTeams)
+			}
 			ti = len(cfg.Teams)
 			pairs[k] = ti
 			cfg.Teams = append(cfg.Teams, TeamSpec{Members: []int{k[0], k[1]}})
 		}
-		cfg.Messages = append(cfg.Messages, MessageSpec{At: m.At, Team: ti, From: m.From, To: m.To,
-			Size: min(max(m.Size-envelopeOverhead, 1), crdt.MaxTextLen), TTL: ttl})
+		cfg.Messages = append(cfg.Messages, m.spec(ti, ttl))
 	}
+	for i := range tr.N {
+		cfg.Devices = append(cfg.Devices, DeviceSpec{Name: "n" + strconv.Itoa(i)})
+	}
+	return nil
+}
+
+// spec is trace message m as a message to team ti: its text is what is
+// left of its size after sealing.
+func (m TraceMessage) spec(ti int, ttl time.Duration) MessageSpec {
+	return MessageSpec{At: m.At, Team: ti, From: m.From, To: m.To,
+		Size: min(max(m.Size-envelopeOverhead, 1), crdt.MaxTextLen), TTL: ttl}
 }
 
 // envelopeOverhead is about what sealing adds to a message's text: a

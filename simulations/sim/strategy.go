@@ -37,9 +37,6 @@ type Strategy struct {
 	// messages of those priorities (the author knows the priority; carriers
 	// do not: they only pass the count on).
 	UrgentCopies, EmergencyCopies int
-	// MembersFree exempts hand-offs between members of the message's team
-	// from the copy limit.
-	MembersFree bool
 	// Buffer, if positive, is the bytes of other teams' envelopes a device
 	// carries: beyond it, the oldest carried envelope is dropped.
 	Buffer int
@@ -96,7 +93,7 @@ var StrategyNames = []string{"members", "relays", "direct", "spray", "epidemic",
 
 func (s Strategy) check() error {
 	if s.Copies < 0 || s.Unrelayed < 0 || s.Buffer < 0 || s.UrgentCopies < 0 || s.EmergencyCopies < 0 || s.Carry > CarryAnyone {
-		return fmt.Errorf("strategy %q: copies, buffer and carry must be valid", s.Name)
+		return fmt.Errorf("strategy %q: copies, unrelayed, buffer and carry must be valid", s.Name)
 	}
 	return nil
 }
@@ -116,22 +113,27 @@ func (s Strategy) copiesFor(base int, p crdt.Priority) int {
 	return base
 }
 
+// unrelayed reports whether team ti is carried under Strategy.Unrelayed:
+// the strategy sets it and the team enrolled no relay.
+func (e *engine) unrelayed(ti int) bool {
+	return e.cfg.Strategy.Unrelayed > 0 && len(e.cfg.Teams[ti].Relays) == 0
+}
+
 // teamCopies is team ti's copy limit under the strategy (0: none):
 // Copies, or Unrelayed for a team that enrolled no relay.
 func (e *engine) teamCopies(ti int) int {
-	st := e.cfg.Strategy
 	switch {
-	case st.Copies > 0:
-		return st.Copies
-	case st.Unrelayed > 0 && len(e.cfg.Teams[ti].Relays) == 0:
-		return st.Unrelayed
+	case e.cfg.Strategy.Copies > 0:
+		return e.cfg.Strategy.Copies
+	case e.unrelayed(ti):
+		return e.cfg.Strategy.Unrelayed
 	}
 	return 0
 }
 
 // anyoneCarries reports whether any device carries team ti's envelopes.
 func (e *engine) anyoneCarries(ti int) bool {
-	return e.cfg.Strategy.Carry >= CarryAnyone || (e.cfg.Strategy.Unrelayed > 0 && len(e.cfg.Teams[ti].Relays) == 0)
+	return e.cfg.Strategy.Carry >= CarryAnyone || e.unrelayed(ti)
 }
 
 // expired reports whether a workload message is past its TTL.
@@ -264,9 +266,6 @@ func (e *engine) mayHand(x, y *node, ti int, id crdt.OpID, ry role) bool {
 		return !e.isMember(x, ti) && h != nil && h.copies > 1
 	}
 	m := e.msgs[mi]
-	if e.cfg.Strategy.MembersFree && ry == roleMember && m.Team == ti {
-		return true
-	}
 	h := x.held[id]
 	if h != nil && h.dep {
 		return false
