@@ -2,6 +2,8 @@ package sim
 
 import (
 	"flag"
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -59,6 +61,9 @@ func benchScenario(b *testing.B, file, strategy string, dur time.Duration) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if *national {
+		cfg.Progress = dailyLog(time.Now())
+	}
 	var events int64
 	var res *Result
 	b.ResetTimer()
@@ -77,5 +82,24 @@ func benchScenario(b *testing.B, file, strategy string, dur time.Duration) {
 	b.ReportMetric(res.Summary.DeliveryRatio, "delivery")
 	if rss := peakRSS(); rss > 0 {
 		b.ReportMetric(float64(rss)/(1<<20), "peak-MiB")
+	}
+}
+
+// dailyLog returns a Progress that logs, at the end of each simulated day,
+// the wall time since start, the heap in use after a collection and the
+// peak resident set so far: how the national run's time and memory grow.
+// It prints as it goes (b.Logf would wait for the run's end), so a month
+// cut short still shows how far it got.
+func dailyLog(start time.Time) func(now, total time.Duration) {
+	day := time.Duration(0)
+	return func(now, total time.Duration) {
+		if now < day+24*time.Hour && now < total {
+			return
+		}
+		day = now.Truncate(24 * time.Hour)
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Printf("national: simulated %v: %v wall, %d MiB heap in use, %d MiB peak resident\n", now.Round(time.Minute), time.Since(start).Round(time.Second), ms.HeapInuse>>20, peakRSS()>>20)
 	}
 }

@@ -243,7 +243,8 @@ type engine struct {
 	pending  int               // deliveries still missing
 	res      *Result
 	tick     time.Duration
-	in       *interner // the envelope and op bytes the devices' stores share
+	in       *interner  // the envelope and op bytes the devices' stores share
+	ops      *crdt.Pool // the decoded ops the devices' cores share
 }
 
 type teamState struct {
@@ -277,7 +278,8 @@ func seedBytes(seed uint64, salt uint64) [32]byte {
 }
 
 // shareBytes makes the devices' stores share equal envelope and op bytes
-// (interner); tests turn it off to compare.
+// (interner), and their cores equal decoded ops (crdt.Pool); tests turn it
+// off to compare.
 var shareBytes = true
 
 func newEngine(cfg Config) (*engine, error) {
@@ -291,7 +293,7 @@ func newEngine(cfg Config) (*engine, error) {
 	e := &engine{cfg: cfg, rngSrc: src, rng: rand.New(src), contacts: make(map[[2]int]*contact),
 		byID: make(map[crdt.OpID]int), res: &Result{Strategy: cfg.Strategy.Name, Seed: cfg.Seed, Duration: cfg.Duration}}
 	if shareBytes {
-		e.in = newInterner()
+		e.in, e.ops = newInterner(), crdt.NewPool()
 	}
 	for i, d := range cfg.Devices {
 		r := rand.NewChaCha8(seedBytes(cfg.Seed, uint64(i)+1))
@@ -438,7 +440,7 @@ func (e *engine) setupTeam(ti int, ts TeamSpec) error {
 }
 
 func (e *engine) coreConfig(n *node, t *teamState) device.Config {
-	c := device.Config{Device: n.id, Team: t.id, Rand: n.rand, AckInterval: -1, RekeyJitter: time.Nanosecond}
+	c := device.Config{Device: n.id, Team: t.id, Rand: n.rand, AckInterval: -1, RekeyJitter: time.Nanosecond, Ops: e.ops}
 	if e.cfg.Acks {
 		c.AckInterval = device.DefaultAckInterval
 	}

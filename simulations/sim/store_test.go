@@ -7,10 +7,11 @@ import (
 )
 
 // TestSharedBytesChangeNothing: the devices' stores sharing one copy of
-// equal envelope and op bytes (interner) gives the same run as each
-// keeping its own copy, on a day of the district scenario with carriers
-// (epidemic) and with fieldmesh's strategy; and the stores do share: the
-// run holds most envelopes once, not once per device.
+// equal envelope and op bytes (interner), and their cores one decoded copy
+// of equal ops (crdt.Pool), gives the same run as each keeping its own
+// copy, on a day of the district scenario with carriers (epidemic) and
+// with fieldmesh's strategy; and the stores and cores do
+// share: the run holds most envelopes and ops once, not once per device.
 func TestSharedBytesChangeNothing(t *testing.T) {
 	defer func() { shareBytes = true }()
 	s := loadScenario(t, "district.toml")
@@ -63,6 +64,17 @@ func TestSharedBytesChangeNothing(t *testing.T) {
 			}
 			return held, len(seen)
 		}
+		// The cores: a member's store lists the ops its core holds.
+		coreOps := 0
+		for _, n := range shared.nodes {
+			for _, m := range n.teams {
+				coreOps += len(m.store.ops)
+			}
+		}
+		if own.ops != nil || shared.ops == nil || shared.ops.Len() == 0 || shared.ops.Len()*4 > coreOps {
+			t.Fatalf("%s: the cores hold %d ops, the pool %v (own run's pool %v): want one decoded copy for most", strategy, coreOps, shared.ops, own.ops)
+		}
+		t.Logf("%s: the cores hold %d ops, %d decoded copies shared", strategy, coreOps, shared.ops.Len())
 		heldS, distinctS := copies(shared)
 		heldO, distinctO := copies(own)
 		t.Logf("%s: %d envelopes and ops held, in %d copies shared, %d each its own", strategy, heldS, distinctS, distinctO)

@@ -34,6 +34,10 @@ type Log struct {
 	// smemo is what updates state for an added message or ack (see
 	// stateMemo); nil whenever state is.
 	smemo *stateMemo
+	// pool, if set, holds the ops this log shares with others (see Pool).
+	pool *Pool
+	// version counts the changes to ops (see Version).
+	version uint64
 }
 
 // NewLog returns an empty log of team.
@@ -90,10 +94,11 @@ func (l *Log) Add(op *Op) (added bool, err error) {
 	return true, nil
 }
 
-// insert adds a copy of op under id.
+// insert adds a copy of op under id (or the pool's: see Pool).
 func (l *Log) insert(id OpID, op *Op) {
-	op = op.Clone()
+	op = l.keep(id, op)
 	l.ops[id] = op
+	l.version++
 	for _, p := range op.Parents {
 		l.parented[p]++
 	}
@@ -130,10 +135,13 @@ func (l *Log) Redact(id OpID) bool {
 		return false
 	}
 	r := op.Clone()
-	clear(op.Body) // the log's own copy: Op and Ops hand out clones
+	if l.pool == nil || !l.pool.shared(id, op) {
+		clear(op.Body) // the log's own copy: Op and Ops hand out clones
+	}
 	r.Body = nil
 	r.redacted = id
 	l.ops[id] = r
+	l.version++
 	l.dropState()
 	return true
 }
@@ -149,6 +157,7 @@ func (l *Log) Remove(id OpID) bool {
 	l.memoRemoving(id, op)
 	l.stateRemoving(id, op)
 	delete(l.ops, id)
+	l.version++
 	for _, p := range op.Parents {
 		if l.parented[p]--; l.parented[p] <= 0 {
 			delete(l.parented, p)
@@ -156,6 +165,11 @@ func (l *Log) Remove(id OpID) bool {
 	}
 	return true
 }
+
+// Version counts the changes to the log's set of ops (Add, AddStored,
+// Remove and Redact that changed it): two States of one log resolved at the
+// same Version are equal. An empty log is at version 0.
+func (l *Log) Version() uint64 { return l.version }
 
 // Parented reports whether an op of the log names id as a parent.
 func (l *Log) Parented(id OpID) bool { return l.parented[id] > 0 }
@@ -749,7 +763,7 @@ func (l *Log) computeState() State {
 		if op.Kind != KindMessage || !j.counts(id) {
 			continue
 		}
-		m, err := UnmarshalMessage(op.Body)
+		m, err := l.message(id, op)
 		if err != nil {
 			continue
 		}

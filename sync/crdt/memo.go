@@ -183,7 +183,7 @@ func (l *Log) stateAdded(id OpID, op *Op) {
 	}
 	switch op.Kind {
 	case KindMessage:
-		m, err := UnmarshalMessage(op.Body)
+		m, err := l.message(id, op)
 		if err != nil {
 			return
 		}

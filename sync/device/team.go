@@ -136,6 +136,11 @@ type Config struct {
 	// Logger receives what the core decides (short ids, never content).
 	// Nil discards.
 	Logger *slog.Logger
+	// Ops, if set, is shared by the cores of many devices in one process
+	// (the simulator's), which then hold one copy of each op they share
+	// (crdt.Pool). Such a core does not wipe from memory the bodies it
+	// redacts: a device's node leaves it nil.
+	Ops *crdt.Pool
 }
 
 func (c *Config) fill() error {
@@ -282,7 +287,7 @@ func newTeam(cfg Config) (*Team, error) {
 		id:          cfg.Team,
 		topic:       envelope.TopicOf(cfg.Team),
 		log:         cfg.Logger.With("team", cfg.Team),
-		lg:          crdt.NewLog(cfg.Team),
+		lg:          crdt.NewPooledLog(cfg.Team, cfg.Ops),
 		keys:        teamkeys.New(cfg.Team, cfg.Device),
 		stored:      make(map[crdt.OpID]struct{}),
 		carried:     make(map[crdt.OpID]uint32),
@@ -388,7 +393,9 @@ func (t *Team) Alerts(now time.Time) ([]duty.Alert, Write) {
 // has not acknowledged yet, and sets w.Alerts if the tracker's state
 // differs from the one stored.
 func (t *Team) due(w *Write) []duty.Alert {
-	out := t.alerts.Due(t.now, t.snapshot(), func(id crdt.OpID) bool {
+	// The log's own state, not snapshot's copy: Due keeps nothing of it,
+	// and a copy kept for it would double what a core holds.
+	out := t.alerts.Due(t.now, t.view(), t.lg.Version(), func(id crdt.OpID) bool {
 		_, ok := t.reads[id]
 		return ok
 	})
@@ -448,9 +455,10 @@ func (t *Team) State() *crdt.State { return t.snapshot() }
 // view returns the team's State for a read that ends before the log next
 // changes: the copy snapshot keeps if there is one, else the log's own
 // (crdt.Log.View), not copied. The core's own checks on every receive
-// (membership, what counts) use it, so that a phone does not copy the
-// team's whole history for each batch it receives; a State that is kept or
-// handed out is snapshot's copy.
+// (membership, what counts) and tick (alerts, re-keys) use it, so that a
+// phone does not copy the team's whole history for each batch it receives
+// or keep a second copy of it between ticks; a State that is kept or handed
+// out is snapshot's copy.
 func (t *Team) view() *crdt.State {
 	if t.state != nil || copyViews {
 		return t.snapshot()
@@ -564,7 +572,7 @@ func (t *Team) Pending() int { return t.pending.len() }
 // effort, as every erasure in Go (sync/teamkeys).
 func (t *Team) Wipe() {
 	t.keys.Wipe()
-	t.lg = crdt.NewLog(t.id)
+	t.lg = crdt.NewPooledLog(t.id, t.cfg.Ops)
 	t.state = nil
 	t.pending = newPool()
 	clear(t.unlearned)

@@ -315,7 +315,7 @@ func recipientDevices(rs []crdt.Recipient) []identity.DeviceID {
 
 // tendEpochs re-keys when the state asks for it (admins only; see Tick).
 func (t *Team) tendEpochs(eff *Effects) {
-	s := t.snapshot()
+	s := t.view() // read before the commit below changes the log
 	p, ok := s.PersonOf(t.self.ID())
 	why := t.rekeyDue(s)
 	if !ok || !p.Admin || why == "" {

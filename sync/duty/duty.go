@@ -109,10 +109,11 @@ type Tracker struct {
 	msgs       map[crdt.OpID]*track
 	lastReview time.Time // when a ReviewDue was last raised
 	since      time.Time // messages sent before never alert (see IgnoreBefore)
-	// last is the state of the last Due call and open the number of its
-	// messages that may still alert: with the same state and none open,
-	// only the review reminder can be due.
-	last *crdt.State
+	// last is the version of the state of the last Due call (0: none
+	// known) and open the number of its messages that may still alert:
+	// with the same state and none open, only the review reminder can be
+	// due.
+	last uint64
 	open int
 	// gen counts Due calls that walked the messages; a track seen in the
 	// current walk has its seen set to it (the others are dropped).
@@ -145,7 +146,7 @@ func NewTracker(self identity.DeviceID, reviewEvery time.Duration) *Tracker {
 // alert.
 func (tr *Tracker) Prime(now time.Time, s *crdt.State) {
 	last := tr.lastReview
-	tr.Due(now, s, nil)
+	tr.Due(now, s, 0, nil)
 	tr.lastReview = last // a due review is reminded after a restart too
 	tr.dirty = true
 }
@@ -155,15 +156,17 @@ func (tr *Tracker) Prime(now time.Time, s *crdt.State) {
 func (tr *Tracker) IgnoreBefore(t time.Time) { tr.since, tr.dirty = t, true }
 
 // Due returns the alerts to raise at now, in the order of s.Messages (a
-// review reminder last). read reports whether this device's user has been
-// shown a message whose read acknowledgement is not in s yet; nil means
-// none.
-func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) []Alert {
+// review reminder last). version identifies s (crdt.Log.Version: equal
+// non-zero versions, equal states), so that a Due on an unchanged state with
+// nothing left to alert skips its messages; 0 means unknown. read reports
+// whether this device's user has been shown a message whose read
+// acknowledgement is not in s yet; nil means none. Due keeps nothing of s.
+func (tr *Tracker) Due(now time.Time, s *crdt.State, version uint64, read func(crdt.OpID) bool) []Alert {
 	me, ok := s.PersonOf(tr.self)
 	if !ok {
 		return nil
 	}
-	if s == tr.last && tr.open == 0 {
+	if version != 0 && version == tr.last && tr.open == 0 {
 		if tr.reviewDue(now, s, me) {
 			tr.lastReview = now
 			tr.dirty = true
@@ -291,7 +294,7 @@ func (tr *Tracker) Due(now time.Time, s *crdt.State, read func(crdt.OpID) bool) 
 			}
 		}
 	}
-	tr.last, tr.open = s, 0
+	tr.last, tr.open = version, 0
 	for id, tk := range tr.msgs {
 		switch {
 		case tk.seen != tr.gen:

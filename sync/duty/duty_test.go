@@ -63,7 +63,7 @@ func run(tm *team, trs map[identity.DeviceID]*Tracker, from, to time.Time) map[i
 	out := make(map[identity.DeviceID][]string)
 	for now := from; !now.After(to); now = now.Add(time.Minute) {
 		for dev, tr := range trs {
-			for _, al := range tr.Due(now, &tm.s, nil) {
+			for _, al := range tr.Due(now, &tm.s, 0, nil) {
 				out[dev] = append(out[dev], now.Format("15:04")+" "+al.Priority.String()+" "+al.Reason.String())
 			}
 		}
@@ -163,10 +163,10 @@ func TestEmergencyRepeatsUntilRead(t *testing.T) {
 	tm2 := newTeam()
 	tm2.msg(2, a, crdt.Emergency, at(9, 0))
 	tr := NewTracker(b, -1)
-	if n := len(tr.Due(at(9, 0), &tm2.s, nil)); n != 1 {
+	if n := len(tr.Due(at(9, 0), &tm2.s, 0, nil)); n != 1 {
 		t.Fatalf("%d alerts; want 1", n)
 	}
-	if al := tr.Due(at(9, 10), &tm2.s, func(crdt.OpID) bool { return true }); len(al) != 0 {
+	if al := tr.Due(at(9, 10), &tm2.s, 0, func(crdt.OpID) bool { return true }); len(al) != 0 {
 		t.Errorf("alerted after the user read it: %v", al)
 	}
 }
@@ -197,15 +197,15 @@ func TestReviewReminder(t *testing.T) {
 		{created.Add(30*24*time.Hour + time.Hour), 0}, // once a day
 		{created.Add(31 * 24 * time.Hour), 1},
 	} {
-		if got := len(admin.Due(tc.at, &tm.s, nil)); got != tc.want {
+		if got := len(admin.Due(tc.at, &tm.s, 0, nil)); got != tc.want {
 			t.Errorf("admin at %v: %d alerts; want %d", tc.at, got, tc.want)
 		}
-		if got := len(member.Due(tc.at, &tm.s, nil)); got != 0 {
+		if got := len(member.Due(tc.at, &tm.s, 0, nil)); got != 0 {
 			t.Errorf("a member who is not an admin is reminded")
 		}
 	}
 	tm.s.LastReview = &crdt.ReviewView{Time: crdt.MakeHLC(created.Add(31*24*time.Hour), 0)}
-	if got := admin.Due(created.Add(33*24*time.Hour), &tm.s, nil); len(got) != 0 {
+	if got := admin.Due(created.Add(33*24*time.Hour), &tm.s, 0, nil); len(got) != 0 {
 		t.Errorf("reminded two days after a review: %v", got)
 	}
 }
@@ -224,7 +224,31 @@ func BenchmarkDue(bb *testing.B) {
 	bb.ReportAllocs()
 	for bb.Loop() {
 		now = now.Add(time.Minute)
-		tr.Due(now, &tm.s, nil)
+		tr.Due(now, &tm.s, 0, nil)
 	}
 	bb.ReportMetric(float64(bb.Elapsed().Nanoseconds())/float64(bb.N)/1000, "ns/message")
+}
+
+// TestDueVersions: a Due at a new state version alerts for what the state
+// gained, and so does one at version 0 (unknown), after Dues at an unchanged
+// version had nothing to alert.
+func TestDueVersions(t *testing.T) {
+	tm := newTeam()
+	tm.msg(1, a, crdt.Routine, at(9, 0))
+	tr := NewTracker(b, -1)
+	if al := tr.Due(at(9, 0), &tm.s, 1, nil); len(al) != 1 || al[0].Reason != New {
+		t.Fatalf("first Due: %v; want the routine message's alert", al)
+	}
+	if al := tr.Due(at(9, 1), &tm.s, 1, nil); len(al) != 0 {
+		t.Fatalf("unchanged version: %v; want none", al)
+	}
+	tm.msg(2, a, crdt.Emergency, at(9, 2))
+	if al := tr.Due(at(9, 2), &tm.s, 2, nil); len(al) != 1 || al[0].Priority != crdt.Emergency {
+		t.Fatalf("new version: %v; want the emergency's alert", al)
+	}
+	tm.read(2, b)
+	tm.msg(3, a, crdt.Urgent, at(9, 3))
+	if al := tr.Due(at(9, 3), &tm.s, 0, nil); len(al) != 1 || al[0].Priority != crdt.Urgent {
+		t.Fatalf("version 0: %v; want the urgent message's alert", al)
+	}
 }

@@ -129,6 +129,6 @@ func (tr *Tracker) RestoreState(b []byte) error {
 		return fmt.Errorf("%w: %w", ErrState, err)
 	}
 	tr.lastReview, tr.since, tr.msgs = lastReview, since, msgs
-	tr.last, tr.open, tr.dirty = nil, 0, false
+	tr.last, tr.open, tr.dirty = 0, 0, false
 	return nil
 }
