@@ -112,6 +112,7 @@ func TestParseScenarioRefuses(t *testing.T) {
 		"pairs, no trace":  base + "[workload]\ntrace_pairs = true\n",
 		"step, shared":     base + "[link]\nstep = \"1s\"\n",
 		"negative step":    base + "[link]\nexclusive = true\nstep = \"-1s\"\n",
+		"huge copies":      "copies = 4294967297\n" + base,
 		"pairs and one team": "duration = \"1d\"\n[contacts]\nmodel = \"one\"\ntrace = \"t.txt\"\n" +
 			"[workload]\ntrace_pairs = true\ntrace_messages = true\n",
 	} {

@@ -53,9 +53,12 @@
 // # Memory
 //
 // Every member of a team holds every op of its history, as a phone does:
-// its core's log (decoded ops, membership) and its store. The stores share
-// one copy of equal envelope and op bytes across the run (interner), which
-// the cores only read; what each core decodes and resolves stays its own.
+// its core's log (decoded ops, membership) and its store's envelopes. The
+// stores share one copy of equal envelope bytes across the run (interner),
+// and the cores one decoded copy of equal ops and message bodies
+// (crdt.Pool), which they only read; what each core resolves from them
+// (its team state, membership, seal index) stays its own. A simulated
+// device never restarts, so its store keeps no more than its envelopes.
 //
 // # Inputs
 //

@@ -152,10 +152,13 @@ func (q *queue) Pop() any {
 
 // holding is what a device knows of an envelope it holds beyond the
 // envelope: how it got it and how many copies it may still hand on.
+// A device holds one for every envelope it holds, so its fields are small:
+// hop counts and copy limits fit in 32 bits (copies come from a scenario's
+// int limits, checked by Strategy.check; hops are below the devices).
 type holding struct {
-	hops   int
-	copies int // 0: unlimited
 	at     time.Duration
+	hops   int32
+	copies int32 // 0: unlimited
 	// dep: it came only as the ancestor of a message handed on; under a
 	// copy limit it is not handed on itself (it travels again only as an
 	// ancestor).
@@ -243,7 +246,7 @@ type engine struct {
 	pending  int               // deliveries still missing
 	res      *Result
 	tick     time.Duration
-	in       *interner  // the envelope and op bytes the devices' stores share
+	in       *interner  // the envelope bytes the devices' stores share
 	ops      *crdt.Pool // the decoded ops the devices' cores share
 }
 
@@ -277,7 +280,7 @@ func seedBytes(seed uint64, salt uint64) [32]byte {
 	return s
 }
 
-// shareBytes makes the devices' stores share equal envelope and op bytes
+// shareBytes makes the devices' stores share equal envelope bytes
 // (interner), and their cores equal decoded ops (crdt.Pool); tests turn it
 // off to compare.
 var shareBytes = true
@@ -875,11 +878,7 @@ func (e *engine) apply(n *node, ti int, eff device.Effects) {
 			}
 		}
 		for _, r := range eff.Write.Ops {
-			m.store.putOp(r.ID, r.Data)
 			e.delivered(n, r.ID)
-		}
-		if eff.Write.Keys != nil {
-			m.store.keys = eff.Write.Keys
 		}
 		e.res.Bans += len(eff.Ban)
 		if len(eff.Reopen) == 0 || round > 64 {
@@ -906,7 +905,7 @@ func (e *engine) delivered(n *node, id crdt.OpID) {
 	}
 	hops := 0
 	if h := n.held[id]; h != nil {
-		hops = h.hops
+		hops = int(h.hops)
 	}
 	m.Deliveries = append(m.Deliveries, Delivery{Device: n.idx, At: e.now, Hops: hops})
 	e.pending--
@@ -941,7 +940,7 @@ func (e *engine) onMessage(i int) error {
 			res.Size = len(r.Data)
 		}
 	}
-	n.held[id] = &holding{at: e.now, copies: e.cfg.Strategy.copiesFor(e.teamCopies(ms.Team), ms.Priority)}
+	n.held[id] = &holding{at: e.now, copies: int32(e.cfg.Strategy.copiesFor(e.teamCopies(ms.Team), ms.Priority))}
 	e.kick(n)
 	return nil
 }

@@ -152,6 +152,9 @@ func (s *Scenario) check() error {
 	if s.Copies < 0 || s.Buffer < 0 || s.MaxFrame < 0 || s.Link.Bandwidth < 0 || s.Link.Step < 0 {
 		return errors.New("copies, buffer, max_frame, bandwidth and step must not be negative")
 	}
+	if s.Copies > MaxCopies {
+		return fmt.Errorf("copies must be at most %d", MaxCopies)
+	}
 	if s.Link.Step > 0 && !s.Link.Exclusive {
 		return errors.New("link: step holds radios only when they are exclusive")
 	}

@@ -9,19 +9,18 @@ import (
 
 	"github.com/fieldmesh/fieldmesh/sync/crdt"
 	"github.com/fieldmesh/fieldmesh/sync/device"
-	"github.com/fieldmesh/fieldmesh/sync/envelope"
 	"github.com/fieldmesh/fieldmesh/sync/recon"
 )
 
-// store is what a simulated device holds of one topic: a member's team
-// store (what its core's Writes ask to keep) or a carrier's store of sealed
-// envelopes it cannot open. Items stay sorted by (Time, ID), as a recon
-// Source lists them.
+// store is what a simulated device holds of one topic: the envelopes of a
+// member's team store (what its core's Writes ask to keep) or a carrier's
+// store of sealed envelopes it cannot open. Items stay sorted by (Time, ID),
+// as a recon Source lists them. A simulated device never restarts, so the
+// store does not keep what a core's Writes ask to store only for its restart
+// (opened ops, key state): its core holds those.
 type store struct {
 	items []recon.Item
 	envs  map[crdt.OpID][]byte
-	ops   map[crdt.OpID][]byte // a member's opened ops (a carrier has none)
-	keys  []byte
 	bytes int // envelope bytes held
 	// shared says that a view holds items: the next change copies them
 	// first (a session in flight keeps the snapshot it started with).
@@ -51,24 +50,23 @@ func (s *store) changing() {
 }
 
 func newStore(in *interner) *store {
-	return &store{envs: make(map[crdt.OpID][]byte), ops: make(map[crdt.OpID][]byte), in: in}
+	return &store{envs: make(map[crdt.OpID][]byte), in: in}
 }
 
-// interner keeps one copy of each envelope's bytes, and of each opened
-// op's stored bytes, for all the simulated devices of a run: every member
-// of a team, and every carrier, holds the same envelopes, each received as
-// its own copy (a recon frame's). A store keeps the first copy the run
-// met of an id instead of its own when the bytes are equal (a redacted op,
-// or any other bytes under a known id, keeps its own). The stores and the
-// cores read these bytes and never write them, so sharing changes nothing
-// a device decides; it only stops the run holding the same bytes once per
-// device.
+// interner keeps one copy of each envelope's bytes for all the simulated
+// devices of a run: every member of a team, and every carrier, holds the
+// same envelopes, each received as its own copy (a recon frame's). A store
+// keeps the first copy the run met of an id instead of its own when the
+// bytes are equal (other bytes under a known id keep their own). The stores
+// and the cores read these bytes and never write them, so sharing changes
+// nothing a device decides; it only stops the run holding the same bytes
+// once per device.
 type interner struct {
-	envs, ops map[crdt.OpID][]byte
+	envs map[crdt.OpID][]byte
 }
 
 func newInterner() *interner {
-	return &interner{envs: make(map[crdt.OpID][]byte), ops: make(map[crdt.OpID][]byte)}
+	return &interner{envs: make(map[crdt.OpID][]byte)}
 }
 
 // share returns the copy of b (stored under id in m) to keep.
@@ -107,14 +105,6 @@ func (s *store) put(t uint64, id crdt.OpID, data []byte) bool {
 	return true
 }
 
-// putOp stores an opened op's bytes (a member's Write.Ops).
-func (s *store) putOp(id crdt.OpID, data []byte) {
-	if s.in != nil {
-		data = share(s.in.ops, id, data)
-	}
-	s.ops[id] = data
-}
-
 // remove drops one envelope (a carrier's eviction).
 func (s *store) remove(id crdt.OpID) {
 	data, ok := s.envs[id]
@@ -132,39 +122,11 @@ func (s *store) remove(id crdt.OpID) {
 	s.bytes -= len(data)
 }
 
-// write makes a core's Write durable.
+// write keeps the envelopes of a core's Write.
 func (s *store) write(w device.Write) {
 	for _, r := range w.Envelopes {
 		s.put(r.Time, r.ID, r.Data)
 	}
-	for _, r := range w.Ops {
-		s.putOp(r.ID, r.Data)
-	}
-	if w.Keys != nil {
-		s.keys = w.Keys
-	}
-}
-
-// stored is what device.New restores a Team from.
-func (s *store) stored() (device.Stored, error) {
-	st := device.Stored{Keys: s.keys}
-	for _, it := range s.items {
-		if b, ok := s.ops[it.ID]; ok {
-			st.Ops = append(st.Ops, b)
-		}
-	}
-	for _, it := range s.items {
-		raw := s.envs[it.ID]
-		e, err := envelope.Unmarshal(envelope.Topic{}, raw) // only the header is read: the topic does not matter
-		if err != nil {
-			return st, fmt.Errorf("stored envelope: %w", err)
-		}
-		st.Envelopes = append(st.Envelopes, device.Ref{Time: it.Time, ID: it.ID, Epoch: e.Epoch})
-		if e.Form() == envelope.FormCommit {
-			st.Commits = append(st.Commits, raw)
-		}
-	}
-	return st, nil
 }
 
 // view is the snapshot of a store one session offers a peer: the items a

@@ -95,8 +95,15 @@ func (s Strategy) check() error {
 	if s.Copies < 0 || s.Unrelayed < 0 || s.Buffer < 0 || s.UrgentCopies < 0 || s.EmergencyCopies < 0 || s.Carry > CarryAnyone {
 		return fmt.Errorf("strategy %q: copies, unrelayed, buffer and carry must be valid", s.Name)
 	}
+	if max(s.Copies, s.Unrelayed, s.UrgentCopies, s.EmergencyCopies) > MaxCopies {
+		return fmt.Errorf("strategy %q: a copy limit above %d", s.Name, MaxCopies)
+	}
 	return nil
 }
+
+// MaxCopies is the largest copy limit a strategy may set (a holding keeps
+// its copies in 32 bits); spray-and-wait's limits are a few dozen at most.
+const MaxCopies = 1 << 20
 
 // copiesFor is the copies an author holds of a message of priority p to
 // a team whose copy limit is base (0: unlimited).

@@ -197,7 +197,7 @@ func (t *Team) AcceptHistory(now time.Time, from identity.DeviceID, page [][]byt
 	var added []*crdt.Op
 	for _, op := range ops {
 		id := op.ID()
-		if other, ok := t.seals[position{op.Seal.Epoch, op.Author, op.Seal.Index}]; ok && other != id {
+		if other, ok := t.sealAt(position{op.Seal.Epoch, op.Author, op.Seal.Index}); ok && other != id {
 			if prev, ok := t.lg.Op(other); ok {
 				t.equivocated(position{op.Seal.Epoch, op.Author, op.Seal.Index}, crdt.SealedOf(other, prev.Seal), crdt.SealedOf(id, op.Seal))
 			}

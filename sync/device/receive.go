@@ -427,7 +427,7 @@ func (t *Team) checkEquivocation(id crdt.OpID, o *teamkeys.Opened) {
 		return
 	}
 	pos := position{o.Tag, o.Sender, o.Index}
-	other, ok := t.seals[pos]
+	other, ok := t.sealAt(pos)
 	if !ok || other == id {
 		return
 	}

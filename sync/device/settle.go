@@ -357,7 +357,7 @@ func (t *Team) candidates(eff *Effects) []*held {
 		}
 		if h.chain != nil {
 			pos := position{h.chain.Tag, h.chain.Sender, h.chain.Index}
-			if other, ok := t.seals[pos]; ok && other != op.ID() {
+			if other, ok := t.sealAt(pos); ok && other != op.ID() {
 				t.checkEquivocation(op.ID(), h.chain)
 				t.drop(h)
 				continue

@@ -238,8 +238,11 @@ type Team struct {
 	// (Effects.Reopen), when reread may ask again.
 	reopenAt map[crdt.OpID]time.Time
 	// seals maps the chain positions of the opened ops to their ids, to
-	// find a second op at one position (equivocation).
-	seals map[position]crdt.OpID
+	// find a second op at one position (equivocation), each sender by its
+	// number in senders: one entry an opened op, for the team's history,
+	// so a short key (see sealAt).
+	seals   map[sealKey]crdt.OpID
+	senders map[identity.DeviceID]uint32
 	// opaque remembers ids seen and not kept (see maxOpaque); patience the
 	// held ops that expired waiting for parents (see candidates).
 	opaque, patience *idSet
@@ -292,7 +295,8 @@ func newTeam(cfg Config) (*Team, error) {
 		stored:      make(map[crdt.OpID]struct{}),
 		carried:     make(map[crdt.OpID]uint32),
 		reopenAt:    make(map[crdt.OpID]time.Time),
-		seals:       make(map[position]crdt.OpID),
+		seals:       make(map[sealKey]crdt.OpID),
+		senders:     make(map[identity.DeviceID]uint32),
 		opaque:      newIDSet(maxOpaque),
 		patience:    newIDSet(maxOpaque),
 		pending:     newPool(),
@@ -421,9 +425,28 @@ func (t *Team) observe(op *crdt.Op, s *crdt.State) {
 
 // indexSeal records the chain position of an opened chain-form op.
 func (t *Team) indexSeal(op *crdt.Op) {
-	if !op.Kind.StartsEpoch() {
-		t.seals[position{op.Seal.Epoch, op.Author, op.Seal.Index}] = op.ID()
+	if op.Kind.StartsEpoch() {
+		return
 	}
+	n, ok := t.senders[op.Author]
+	if !ok {
+		n = uint32(len(t.senders))
+		t.senders[op.Author] = n
+	}
+	t.seals[sealKey{op.Seal.Epoch, n, op.Seal.Index}] = op.ID()
+}
+
+// sealKey is a chain position in the seal index, its sender by number.
+type sealKey struct{ tag, sender, index uint32 }
+
+// sealAt returns the id of the opened op at chain position pos, if any.
+func (t *Team) sealAt(pos position) (crdt.OpID, bool) {
+	n, ok := t.senders[pos.sender]
+	if !ok {
+		return crdt.OpID{}, false
+	}
+	id, ok := t.seals[sealKey{pos.tag, n, pos.index}]
+	return id, ok
 }
 
 // BoxKeys returns a copy of the keys a commit's boxes are tried with
