@@ -177,7 +177,7 @@ sim-emulate:
 ## letting the target take the 24 GiB machine. It prints time and memory at each simulated day.
 .PHONY: sim-national
 sim-national:
-	GOGC=$${GOGC:-100} GOMEMLIMIT=$${GOMEMLIMIT:-21GiB} $(GO) test -run '^$$' -bench 'BenchmarkNational10k$$' -benchtime=1x -timeout 0 ./simulations/sim/ -sim.national $(if $(SIMFOR),-sim.national.for=$(SIMFOR))
+	GOGC=$${GOGC:-100} GOMEMLIMIT=$${GOMEMLIMIT:-21GiB} $(GO) test -run '^$$' -bench 'BenchmarkNational10k$$' -benchtime=1x -timeout 0 -v ./simulations/sim/ -sim.national $(if $(SIMFOR),-sim.national.for=$(SIMFOR))
 
 ## record-bench: the record gateway's throughput at the issue's size: 10,000 queued messages filed to
 ## the local FHIR test server (messages/s, bytes a message); make bench runs it with 1,000
