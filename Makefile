@@ -22,7 +22,7 @@ RELAY_DEVICES ?= 50
 
 ## test: every test, with the race detector, in random order (the README's test command), then the
 ## capture test's control build. A package in which the race runtime itself crashed, and nothing else
-## went wrong, runs again, at most twice (.ci/race-test says why); a failing test fails the run.
+## went wrong, runs again, at most four times (.ci/race-test says why); a failing test fails the run.
 test:
 	GO=$(GO) .ci/race-test $(PKGS)
 	@echo "capture test, control build (prekeys never destroyed): the thief must read the old epoch"
